@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each module has a ``main()`` that prints its figures; see docs/performance.md."""

@@ -1,0 +1,1 @@
+"""Operator-facing surface: the `ikeguard` CLI, later the control socket and metrics."""

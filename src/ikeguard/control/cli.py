@@ -1,0 +1,21 @@
+"""The `ikeguard` command line (contract: shared/INTERFACE.md, "Command line").
+
+Exit codes: 0 ok, 1 a finding or failed check, 2 bad usage or unreadable input.
+Each command group lives in its own module and registers itself here.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ikeguard import __version__
+from ikeguard.control.cli_demo import demo
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ikeguard")
+def main() -> None:
+    """ikeguard: a compliance-first IKEv2/IPsec gateway."""
+
+
+main.add_command(demo)

@@ -1,0 +1,55 @@
+"""Shared pytest set-up: markers for root/namespace and interop tests, skip reasons, the shared/ folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+VECTORS = SHARED / "vectors"
+EXAMPLES = SHARED / "examples"
+
+
+def _root_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, veth, TUN)"
+    if not Path("/dev/net/tun").exists():
+        return "needs /dev/net/tun"
+    if shutil.which("ip") is None:
+        return "needs iproute2"
+    return None
+
+
+def _interop_problem() -> str | None:
+    if shutil.which("charon-systemd") is None and not Path("/usr/sbin/charon-systemd").exists():
+        return "needs strongSwan's charon-systemd (make test installs it)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip root/interop tests with the reason when the machine cannot run them; CI must run them all."""
+    in_ci = os.environ.get("CI") == "true"
+    problems = {"root": _root_problem(), "interop": _interop_problem()}
+    for item in items:
+        for marker, problem in problems.items():
+            # In CI nothing is skipped: a missing prerequisite must fail the run, not hide a test.
+            if problem and item.get_closest_marker(marker) and not in_ci:
+                item.add_marker(pytest.mark.skip(reason=problem))
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    if not VECTORS.is_dir():
+        pytest.fail(f"third-party vectors not found at {VECTORS}")
+    return VECTORS
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    if not EXAMPLES.is_dir():
+        pytest.fail(f"example configs not found at {EXAMPLES}")
+    return EXAMPLES
