@@ -1,0 +1,27 @@
+"""Engine error types: our own misuse versus a peer's protocol violation (h11's split).
+
+Neither ever crosses the engine boundary from a datagram: a ``RemoteProtocolError`` raised inside a task is
+turned into the notify RFC 7296 prescribes (or a silent drop) plus an event.
+"""
+
+from __future__ import annotations
+
+from ikeguard.wire.iana import NotifyType
+
+
+class EngineError(Exception):
+    """Base class of engine errors."""
+
+
+class LocalProtocolError(EngineError):
+    """The caller (service, test) used the engine wrongly, e.g. an unknown connection or bad transition."""
+
+
+class RemoteProtocolError(EngineError):
+    """The peer sent something RFC 7296 forbids; carries the notify to answer with (None = drop silently)."""
+
+    def __init__(self, reason: str, notify: NotifyType | None = None, data: bytes = b"") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.notify = notify
+        self.data = data

@@ -1,0 +1,191 @@
+"""The engine's outputs (frozen dataclasses), consumed by the service in the order they are emitted.
+
+Order is the contract (ARCHITECTURE rule 2): an inbound Child SA is installed before the message that lets the
+peer use it is sent; an outbound SA only once the peer has confirmed it. Key material is ``repr=False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from ipaddress import IPv4Address, IPv6Address
+
+from ikeguard.engine.states import ChildState, IkeState
+
+IpAddress = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    """An IP address and UDP port."""
+
+    address: IpAddress
+    port: int
+
+    def __str__(self) -> str:
+        if isinstance(self.address, IPv6Address):
+            return f"[{self.address}]:{self.port}"
+        return f"{self.address}:{self.port}"
+
+
+class Direction(Enum):
+    """Direction of a Child SA as the data plane sees it."""
+
+    INBOUND = "in"
+    OUTBOUND = "out"
+
+
+@dataclass(frozen=True)
+class TrafficSelector:
+    """One RFC 7296 §3.13.1 selector: an address range, IP protocol (0 = any) and port range."""
+
+    start: IpAddress
+    end: IpAddress
+    protocol: int = 0
+    start_port: int = 0
+    end_port: int = 65535
+
+    def __str__(self) -> str:
+        import ipaddress
+
+        nets = list(ipaddress.summarize_address_range(self.start, self.end))
+        addr = str(nets[0]) if len(nets) == 1 else f"{self.start}-{self.end}"
+        if self.protocol == 0 and self.start_port == 0 and self.end_port == 65535:
+            return addr
+        if (self.start_port, self.end_port) == (0, 65535):
+            port = ""
+        elif self.start_port == self.end_port:
+            port = str(self.start_port)
+        else:
+            port = f"{self.start_port}-{self.end_port}"
+        return f"{addr}[{self.protocol}/{port}]"
+
+
+@dataclass(frozen=True)
+class SendDatagram:
+    """Send ``data`` (one IKE message, no non-ESP marker: the service adds it on its NAT-T socket)."""
+
+    data: bytes = field(repr=False)
+    local: Endpoint
+    remote: Endpoint
+
+
+@dataclass(frozen=True)
+class SendNatKeepalive:
+    """Send a one-octet 0xFF NAT keepalive from ``local`` to ``remote`` (RFC 3948 §2.3)."""
+
+    local: Endpoint
+    remote: Endpoint
+
+
+@dataclass(frozen=True)
+class ChildSaSpec:
+    """What the data plane needs for one direction of an ESP SA."""
+
+    spi: int
+    encr_id: int
+    encr_key_bits: int
+    integ_id: int
+    esn: bool
+    encr_key: bytes = field(repr=False)
+    integ_key: bytes = field(repr=False)
+    source: Endpoint = field(compare=False)
+    destination: Endpoint = field(compare=False)
+    encap: bool = False
+    mode: str = "tunnel"
+    replay_window: int = 32
+    local_ts: tuple[TrafficSelector, ...] = ()
+    remote_ts: tuple[TrafficSelector, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstallChildSa:
+    """Install one direction of a Child SA in the data plane."""
+
+    ike_uniqueid: int
+    child_uniqueid: int
+    child_name: str
+    direction: Direction
+    sa: ChildSaSpec
+    proposal: str
+    rekey_bytes: int = 0
+    life_bytes: int = 0
+    rekey_packets: int = 0
+    life_packets: int = 0
+
+
+@dataclass(frozen=True)
+class DeleteChildSa:
+    """Remove one direction of a Child SA from the data plane."""
+
+    ike_uniqueid: int
+    child_uniqueid: int
+    direction: Direction
+    spi: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class UpdateSaAddresses:
+    """The IKE SA's addresses changed (NAT-T switch, MOBIKE): move its Child SAs to the new endpoints."""
+
+    ike_uniqueid: int
+    local: Endpoint
+    remote: Endpoint
+    encap: bool
+    child_spis: tuple[tuple[int, int], ...]  # (spi_in, spi_out) per installed Child SA
+
+
+@dataclass(frozen=True)
+class IkeSaStateChanged:
+    """An IKE SA moved from ``old`` to ``new``."""
+
+    ike_uniqueid: int
+    connection: str
+    old: IkeState
+    new: IkeState
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ChildSaStateChanged:
+    """A Child SA moved from ``old`` to ``new``."""
+
+    ike_uniqueid: int
+    child_uniqueid: int
+    child_name: str
+    old: ChildState
+    new: ChildState
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """An audit record to store: ``event`` name from the contract's catalogue plus its fields."""
+
+    event: str
+    outcome: str
+    reason: str = ""
+    connection: str = ""
+    ike_uniqueid: int = 0
+    local_addr: str = ""
+    remote_addr: str = ""
+    local_id: str = ""
+    remote_id: str = ""
+    cert_subject: str = ""
+    cert_serial: str = ""
+    cert_issuer: str = ""
+    proposal: str = ""
+    details: tuple[tuple[str, str], ...] = ()
+
+
+EngineEvent = (
+    SendDatagram
+    | SendNatKeepalive
+    | InstallChildSa
+    | DeleteChildSa
+    | UpdateSaAddresses
+    | IkeSaStateChanged
+    | ChildSaStateChanged
+    | AuditEvent
+)

@@ -1,0 +1,84 @@
+"""Message IDs, the request/response windows and the retransmission schedule (RFC 7296 §2.1-§2.3).
+
+Window size 1 in each direction (we never send SET_WINDOW_SIZE). The schedule follows strongSwan's:
+``timeout * base**n`` with an optional downward jitter and cap, ``tries`` retransmissions, then give up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ikeguard.wire.iana import ExchangeType
+
+
+@dataclass(frozen=True)
+class RetransmitPolicy:
+    """``retransmit_tries/timeout/base`` of the config, plus jitter (percent) and a per-try cap (0 = none)."""
+
+    tries: int = 5
+    timeout: float = 4.0
+    base: float = 1.8
+    jitter_percent: float = 0.0
+    limit: float = 0.0
+
+    def delay(self, attempt: int, fraction: float) -> float:
+        """Seconds to wait after send number ``attempt`` (0 = first send); ``fraction`` in [0,1) = jitter."""
+        value = self.timeout * self.base**attempt
+        if self.limit > 0:
+            value = min(value, self.limit)
+        if self.jitter_percent > 0:
+            value -= value * self.jitter_percent / 100.0 * fraction
+        return value
+
+
+@dataclass
+class OutgoingRequest:
+    """A request we sent and whose response we wait for; ``packets`` are resent verbatim on timeout."""
+
+    message_id: int
+    exchange: ExchangeType
+    packets: list[bytes] = field(repr=False)
+    sent_at: float
+    next_retransmit_at: float
+    attempt: int = 0
+
+
+@dataclass
+class CachedResponse:
+    """The last response we sent, replayed when its request arrives again (RFC 7296 §2.1)."""
+
+    message_id: int
+    request: bytes = field(repr=False)
+    packets: list[bytes] = field(repr=False)
+
+
+class MessageIdWindow:
+    """Tracks our next request ID and the peer's next expected request ID (window size 1, RFC 7296 §2.3)."""
+
+    def __init__(self) -> None:
+        self.next_request_id = 0
+        self.expected_peer_id = 0
+        self.in_flight: OutgoingRequest | None = None
+        self.cached: CachedResponse | None = None
+
+    def can_send(self) -> bool:
+        """True when no request of ours is outstanding."""
+        return self.in_flight is None
+
+    def allocate_id(self) -> int:
+        """Take the next message ID for a request of ours."""
+        mid = self.next_request_id
+        self.next_request_id += 1
+        return mid
+
+    def classify_request(self, message_id: int, raw: bytes) -> str:
+        """``new`` (process), ``retransmit`` (replay cached answer), ``stale`` or ``future`` (drop)."""
+        if message_id == self.expected_peer_id:
+            return "new"
+        if self.cached is not None and message_id == self.cached.message_id:
+            return "retransmit" if raw == self.cached.request else "stale"
+        return "stale" if message_id < self.expected_peer_id else "future"
+
+    def response_matches(self, message_id: int) -> bool:
+        """True when ``message_id`` answers our outstanding request."""
+        return self.in_flight is not None and self.in_flight.message_id == message_id

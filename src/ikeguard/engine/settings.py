@@ -1,0 +1,116 @@
+"""Engine-facing configuration: small frozen dataclasses the service builds from the policy config.
+
+Kept apart from the TOML model so the engine is testable on its own; secrets are ``repr=False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from ikeguard.engine.events import TrafficSelector
+from ikeguard.engine.retransmit import RetransmitPolicy
+from ikeguard.wire.proposal_string import ProposalSpec
+
+
+class AuthKind(Enum):
+    """How one side authenticates (contract: ``auth = "pubkey" | "psk"``)."""
+
+    PSK = "psk"
+    PUBKEY = "pubkey"
+
+
+@dataclass(frozen=True)
+class LocalAuth:
+    """Our identity and credentials."""
+
+    kind: AuthKind
+    identity: str  # contract syntax, e.g. gw.example.net, CN=gw, O=Example
+    psk: bytes = field(default=b"", repr=False)
+    private_key: CertificateIssuerPrivateKeyTypes | None = field(default=None, repr=False)
+    certs: tuple[x509.Certificate, ...] = ()  # end entity first, then intermediates
+
+
+@dataclass(frozen=True)
+class RemoteAuth:
+    """What we require of the peer; ``identity`` None means ``%any`` (any identity that authenticates)."""
+
+    kind: AuthKind
+    identity: str | None = None  # contract syntax; exact or pattern, matched by the policy helper
+    psk: bytes = field(default=b"", repr=False)
+    send_certreq: bool = True
+
+
+class PeerSelectors(Protocol):
+    """Resolves ``%peer``: the selectors the inventory binds to an authenticated identity (None: unlisted)."""
+
+    def selectors_for(self, connection: str, identity: str) -> tuple[TrafficSelector, ...] | None: ...
+
+
+@dataclass(frozen=True)
+class ChildSettings:
+    """One ``children.NAME`` entry."""
+
+    name: str
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]  # ignored when remote_ts_from_inventory
+    esp_proposals: tuple[ProposalSpec, ...]
+    remote_ts_from_inventory: bool = False  # remote_ts = "%peer"
+    mode: str = "tunnel"
+    rekey_time: float = 3600.0
+    life_time: float = 0.0  # 0: rekey_time * 1.1
+    rand_time: float = 0.0  # 0: life_time - rekey_time
+    rekey_bytes: int = 0
+    life_bytes: int = 0
+    rekey_packets: int = 0
+    life_packets: int = 0
+    replay_window: int = 32
+
+    @property
+    def pfs(self) -> bool:
+        """True when the ESP proposals carry a key exchange group (PFS on CREATE_CHILD_SA)."""
+        return any(t.id != 0 for p in self.esp_proposals for t in p.ke)
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """One ``connections.NAME`` entry, as the engine needs it."""
+
+    name: str
+    ike_proposals: tuple[ProposalSpec, ...]
+    local: LocalAuth
+    remote: RemoteAuth
+    children: tuple[ChildSettings, ...]
+    remote_addrs: tuple[str, ...] = ("%any",)
+    remote_port: int = 500
+    rekey_time: float = 14400.0
+    reauth_time: float = 0.0
+    over_time: float = 0.0  # 0: 10 % of rekey/reauth time
+    rand_time: float = 0.0
+    dpd_delay: float = 0.0  # 0: no liveness checks
+    dpd_timeout: float = 0.0
+    mobike: bool = True
+    fragmentation: bool = True
+    encap: bool = False  # force UDP encapsulation (fake NAT-D)
+    unique: str = "no"
+    keepalive_interval: float = 20.0
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Gateway-wide engine knobs (``[gateway]`` of the contract)."""
+
+    retransmit: RetransmitPolicy = field(default_factory=RetransmitPolicy)
+    cookie_threshold: int = 10  # half-open SAs before we demand cookies (RFC 7296 §2.6)
+    block_threshold: int = 5  # half-open SAs per peer address before we drop its IKE_SA_INIT
+    half_open_timeout: float = 30.0
+    max_ike_sas: int = 0  # 0: unlimited
+    cookie_secret_period: float = 120.0
+    fragment_size: int = 1280  # RFC 7383 §2.5.1 default for IPv4 fallback
+    max_fragments: int = 64
+    max_reassembly_bytes: int = 65536
+    nat_keepalive: float = 20.0

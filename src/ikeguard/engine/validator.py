@@ -1,0 +1,42 @@
+"""The certificate/identity acceptance decision, delegated to a validator the engine is given.
+
+The engine checks the AUTH signature with the key of the certificate the validator accepted; whether the
+chain, its revocation state and the identity binding (subjectAltName / subject DN) are acceptable is the
+validator's call (the service supplies the full RFC 5280 one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from cryptography import x509
+
+
+@dataclass(frozen=True)
+class CertVerdict:
+    """Outcome of validating a peer's certificate chain for an identity."""
+
+    accepted: bool
+    reason: str = ""
+    not_after: datetime | None = None  # of the end-entity (caps the IKE SA's lifetime)
+
+
+class CertificateValidator(Protocol):
+    """Decides whether ``chain`` (end entity first) is trusted and binds ``identity`` at time ``now``."""
+
+    def validate(
+        self, chain: Sequence[x509.Certificate], identity: str, connection: str, now: float
+    ) -> CertVerdict: ...
+
+
+class RejectAllValidator:
+    """Validator for PSK-only engines: every certificate is refused."""
+
+    def validate(
+        self, chain: Sequence[x509.Certificate], identity: str, connection: str, now: float
+    ) -> CertVerdict:
+        """Refuse: no trust anchors configured."""
+        return CertVerdict(False, "no certificate validator configured")
