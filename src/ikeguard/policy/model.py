@@ -1,0 +1,355 @@
+"""The configuration model (INTERFACE.md "Configuration"), validated with pydantic v2.
+
+Tree and key names follow strongSwan's swanctl.conf. Values stay close to what was written (durations
+and sizes become integers, identities/selectors/proposals stay strings validated by their parsers) so
+that findings can quote them and the JSON Schema stays readable for editors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    WithJsonSchema,
+    model_validator,
+)
+
+from ikeguard.policy.identity import validate_identity
+from ikeguard.policy.profile import available_profiles
+from ikeguard.policy.proposals import validate_esp_proposal, validate_ike_proposal
+from ikeguard.policy.ts import validate_ts
+from ikeguard.policy.values import (
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_host_port,
+    parse_ip_address,
+    parse_oid,
+    parse_peer_address,
+    parse_size,
+)
+
+DEFAULT_IKE_PROPOSAL = "aes256gcm16-prfsha384-ecp384"
+DEFAULT_ESP_PROPOSAL = "aes256gcm16-ecp384"
+
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": ["string", "integer"], "pattern": r"^\d+[smhd]?$",
+                    "description": 'duration: "90s", "30m", "8h", "1d" or seconds'}),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    PlainSerializer(format_size, return_type=str),
+    WithJsonSchema({"type": ["string", "integer"], "pattern": r"^\d+[KMGTkmgt]?$",
+                    "description": 'size: "500M", "64G" or a plain number (powers of 1024)'}),
+]
+
+
+def _ip(text: str) -> str:
+    parse_ip_address(text)
+    return text
+
+
+def _addr(text: str) -> str:
+    return parse_peer_address(text)
+
+
+def _host_port(text: str) -> str:
+    parse_host_port(text)
+    return text
+
+
+def _oid(text: str) -> str:
+    return parse_oid(text)
+
+
+IpAddress = Annotated[str, AfterValidator(_ip), Field(description="IPv4 or IPv6 address")]
+PeerAddress = Annotated[str, AfterValidator(_addr),
+                        Field(description="%any, an IPv4/IPv6 address, a CIDR or a host name")]
+HostPort = Annotated[str, AfterValidator(_host_port), Field(description='"host:port"')]
+IdentityText = Annotated[str, AfterValidator(validate_identity),
+                         Field(description="FQDN, @FQDN, user@domain, IP, DN (CN=.., O=..), @#hex or %any")]
+TsText = Annotated[str, AfterValidator(validate_ts),
+                   Field(description='CIDR[proto/port], address range, "dynamic" or "%peer"')]
+IkeProposal = Annotated[str, AfterValidator(validate_ike_proposal),
+                        Field(description="swanctl IKE proposal, e.g. aes256gcm16-prfsha384-ecp384")]
+EspProposal = Annotated[str, AfterValidator(validate_esp_proposal),
+                        Field(description="swanctl ESP proposal, e.g. aes256gcm16-ecp384")]
+Oid = Annotated[str, AfterValidator(_oid), Field(description="dotted OID")]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _profile_name(name: str) -> str:
+    names = available_profiles()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown profile{hint} (expected one of: {', '.join(names)})")
+    return name
+
+
+ProfileName = Annotated[str, AfterValidator(_profile_name), Field(description="compliance profile name")]
+
+
+class GatewaySection(Strict):
+    """``[gateway]``: profile, violation handling, state, data plane, listeners, DoS and retransmission."""
+
+    profile: ProfileName = "pci-dss-4"
+    on_violation: Literal["refuse", "quarantine"] = "refuse"
+    state_dir: str = "state"
+    dataplane: Literal["userspace", "xfrm", "none"] = "userspace"
+    listen: list[IpAddress] = Field(default_factory=lambda: ["0.0.0.0", "::"])  # noqa: S104 (strongSwan's default)
+    dos_protection: bool = True
+    cookie_threshold: int = Field(default=30, ge=0)
+    block_threshold: int = Field(default=5, ge=0)
+    retransmit_tries: int = Field(default=5, ge=0, le=20)
+    retransmit_timeout: float = Field(default=4.0, gt=0)
+    retransmit_base: float = Field(default=1.8, ge=1.0)
+    metrics: HostPort | None = None
+
+
+class AuditSink(Strict):
+    """``[[audit.sinks]]``: RFC 5425 syslog over TLS, or a JSON-lines file."""
+
+    type: Literal["syslog-tls", "json"]
+    address: HostPort | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuditSink:
+        if self.type == "syslog-tls" and (self.address is None or self.ca is None):
+            raise ValueError('a "syslog-tls" sink needs "address" and "ca" (RFC 5425 mutual TLS)')
+        if self.type == "json" and self.path is None:
+            raise ValueError('a "json" sink needs "path"')
+        return self
+
+
+class AuditSection(Strict):
+    """``[audit]``: retention (PCI DSS 10.5.1) and SIEM sinks."""
+
+    retention_days: int = Field(default=365, ge=1)
+    online_days: int = Field(default=90, ge=1)
+    sinks: list[AuditSink] = Field(default_factory=list)
+
+
+class Authority(Strict):
+    """``[authorities.NAME]``: a trust anchor and its revocation sources."""
+
+    cacert: NonEmpty
+    crls: list[str] = Field(default_factory=list)
+    crl_uris: list[str] = Field(default_factory=list)
+    ocsp_uris: list[str] = Field(default_factory=list)
+
+
+AuthMethod = Literal["pubkey", "psk"]
+
+
+class LocalAuth(Strict):
+    """``connections.NAME.local``: how we authenticate."""
+
+    auth: AuthMethod = "pubkey"
+    id: IdentityText | None = None
+    certs: list[str] = Field(default_factory=list)
+    key: str | None = None
+
+    @model_validator(mode="after")
+    def _pubkey_needs_cert(self) -> LocalAuth:
+        if self.auth == "pubkey" and (not self.certs or self.key is None):
+            raise ValueError('auth = "pubkey" needs "certs" and "key"')
+        return self
+
+
+class RemoteAuth(Strict):
+    """``connections.NAME.remote``: how the peer must authenticate and which peers may."""
+
+    auth: AuthMethod = "pubkey"
+    id: IdentityText = "%any"
+    cacerts: list[str] = Field(default_factory=list)
+    revocation: Literal["strict", "ifuri", "relaxed"] = "relaxed"
+    cert_policy: list[Oid] = Field(default_factory=list)
+    peers: str | None = None
+
+
+class Child(Strict):
+    """``connections.NAME.children.NAME``: a Child SA (ESP) policy."""
+
+    local_ts: list[TsText] = Field(default_factory=lambda: ["dynamic"])
+    remote_ts: list[TsText] = Field(default_factory=lambda: ["dynamic"])
+    esp_proposals: list[EspProposal] = Field(default_factory=lambda: [DEFAULT_ESP_PROPOSAL], min_length=1)
+    rekey_time: Duration = 3600
+    life_time: Duration | None = None
+    rand_time: Duration | None = None
+    rekey_bytes: Size = 0
+    life_bytes: Size = 0
+    rekey_packets: Size = 0
+    life_packets: Size = 0
+    replay_window: int = Field(default=32, ge=0, le=65536)
+    mode: Literal["tunnel", "transport"] = "tunnel"
+    start_action: Literal["none", "start", "trap"] = "none"
+    dpd_action: Literal["none", "clear", "trap", "restart"] = "clear"
+    close_action: Literal["none", "trap", "start"] = "none"
+
+    @property
+    def effective_life_time(self) -> int:
+        """Hard lifetime: ``life_time``, else strongSwan's default ``rekey_time`` + 10%."""
+        return self.life_time if self.life_time is not None else self.rekey_time * 11 // 10
+
+    @property
+    def effective_rand_time(self) -> int:
+        """Jitter: ``rand_time``, else strongSwan's default ``life_time - rekey_time``."""
+        if self.rand_time is not None:
+            return self.rand_time
+        return max(0, self.effective_life_time - self.rekey_time)
+
+    @model_validator(mode="after")
+    def _lifetimes_consistent(self) -> Child:
+        if self.life_time is not None and self.rekey_time and self.life_time <= self.rekey_time:
+            raise ValueError(f"life_time ({format_duration(self.life_time)}) must be longer than "
+                             f"rekey_time ({format_duration(self.rekey_time)})")
+        if self.rand_time is not None and self.rekey_time and self.rand_time >= self.rekey_time:
+            raise ValueError(f"rand_time ({format_duration(self.rand_time)}) must be shorter than "
+                             f"rekey_time ({format_duration(self.rekey_time)})")
+        return self
+
+
+def _fragmentation(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if value in ("yes", "accept", "force", "no"):
+        return str(value)
+    raise ValueError('expected true, false, "yes", "accept", "force" or "no"')
+
+
+Fragmentation = Annotated[bool | str, BeforeValidator(_fragmentation),
+                          WithJsonSchema({"enum": [True, False, "yes", "accept", "force", "no"]})]
+
+
+class Connection(Strict):
+    """``[connections.NAME]``: an IKE SA policy with its children."""
+
+    local_addrs: list[PeerAddress] = Field(default_factory=list)
+    remote_addrs: list[PeerAddress] = Field(default_factory=lambda: ["%any"])
+    proposals: list[IkeProposal] = Field(default_factory=lambda: [DEFAULT_IKE_PROPOSAL], min_length=1)
+    rekey_time: Duration = 14400
+    reauth_time: Duration = 0
+    over_time: Duration | None = None
+    rand_time: Duration | None = None
+    dpd_delay: Duration = 0
+    dpd_timeout: Duration | None = None
+    mobike: bool = True
+    fragmentation: Fragmentation = True
+    encap: bool = False
+    unique: Literal["no", "never", "keep", "replace"] = "no"
+    if_id: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)
+    local: LocalAuth
+    remote: RemoteAuth = Field(default_factory=RemoteAuth)
+    children: dict[str, Child] = Field(default_factory=dict)
+
+    @property
+    def effective_over_time(self) -> int:
+        """Hard-limit margin: ``over_time``, else strongSwan's 10% of the longer of rekey/reauth time."""
+        if self.over_time is not None:
+            return self.over_time
+        return max(self.rekey_time, self.reauth_time) // 10
+
+    @model_validator(mode="after")
+    def _rand_below_rekey(self) -> Connection:
+        if self.rand_time is not None and self.rekey_time and self.rand_time >= self.rekey_time:
+            raise ValueError(f"rand_time ({format_duration(self.rand_time)}) must be shorter than "
+                             f"rekey_time ({format_duration(self.rekey_time)})")
+        return self
+
+
+class IkeSecret(Strict):
+    """``[secrets.ike.NAME]``: a PSK bound to exact identities, from a file (0600) or inline."""
+
+    ids: list[IdentityText] = Field(default_factory=list)
+    secret: SecretStr | None = Field(default=None, json_schema_extra={"writeOnly": True})
+    secret_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IkeSecret:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError('give exactly one of "secret_file" (preferred, mode 0600) or "secret"')
+        return self
+
+
+class SecretsSection(Strict):
+    """``[secrets]``: only ``ike`` secrets exist so far."""
+
+    ike: dict[str, IkeSecret] = Field(default_factory=dict)
+
+
+def _expiry(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime.combine(value, dt.time(0, 0), tzinfo=dt.UTC)
+    if isinstance(value, str):
+        try:
+            return _expiry(dt.datetime.fromisoformat(value))
+        except ValueError:
+            pass
+    raise ValueError('expected a date or date-time, e.g. 2026-12-31 or "2026-12-31T00:00:00Z"')
+
+
+Expiry = Annotated[dt.datetime, BeforeValidator(_expiry),
+                   WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+class Waiver(Strict):
+    """``[[waivers]]``: a time-boxed, owned, ticketed exception to one rule in one scope."""
+
+    rule: NonEmpty
+    scope: NonEmpty
+    reason: NonEmpty
+    owner: NonEmpty
+    ticket: NonEmpty
+    expires: Expiry
+
+
+class ConfigModel(Strict):
+    """The whole configuration file."""
+
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+    audit: AuditSection = Field(default_factory=AuditSection)
+    authorities: dict[str, Authority] = Field(default_factory=dict)
+    connections: dict[str, Connection] = Field(default_factory=dict)
+    secrets: SecretsSection = Field(default_factory=SecretsSection)
+    waivers: list[Waiver] = Field(default_factory=list)
+
+
+class PeerEntry(Strict):
+    """``[[peer]]`` in a peer inventory file: one exact identity and what ``%peer`` means for it."""
+
+    id: IdentityText
+    remote_ts: list[TsText] = Field(min_length=1)
+    enabled: bool = True
+    ticket: str | None = None
+
+
+class PeerFile(Strict):
+    """A peer inventory file: a list of ``[[peer]]`` tables."""
+
+    peer: list[PeerEntry] = Field(default_factory=list)
