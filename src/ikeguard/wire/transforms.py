@@ -142,6 +142,14 @@ class TransformAttribute:
     type: int
     value: int | bytes
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.type < 0x8000:
+            raise ValueError("attribute type is 15 bits")
+        if isinstance(self.value, int) and not 0 <= self.value < 0x10000:
+            raise ValueError("TV attribute value is 16 bits")
+        if isinstance(self.value, bytes) and len(self.value) > 0xFFFF:
+            raise ValueError("TLV attribute value longer than 65535 octets")
+
 
 @dataclass(frozen=True, slots=True)
 class Transform:
@@ -155,6 +163,12 @@ class Transform:
     id: int
     key_length: int | None = None
     attributes: tuple[TransformAttribute, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= int(self.type) < 256 or not 0 <= self.id < 0x10000:
+            raise ValueError("transform type is one octet and transform ID two")
+        if self.key_length is not None and not 0 <= self.key_length < 0x10000:
+            raise ValueError("key length is 16 bits")
 
     @property
     def is_aead(self) -> bool:
