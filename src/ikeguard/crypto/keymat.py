@@ -12,17 +12,20 @@ from dataclasses import dataclass, field, fields
 
 from ikeguard.crypto import primitives, registry
 from ikeguard.crypto.primitives import Key
+from ikeguard.crypto.registry import PrfAlgorithm
+
+Prf = int | PrfAlgorithm  # an IANA PrfId, or an algorithm object (e.g. registry.hmac_prf for KATs)
 
 KEY_PAD = b"Key Pad for IKEv2"  # RFC 7296 §2.15
 PRF_PLUS_MAX_BLOCKS = 255  # RFC 7296 §2.13: the counter is one octet
 
 
-def prf(prf_id: int, key: Key, data: bytes) -> bytes:
+def prf(prf_id: Prf, key: Key, data: bytes) -> bytes:
     """prf(K, S) of the negotiated PRF transform (RFC 7296 §2.13)."""
     return registry.prf(prf_id).compute(key, bytes(data))
 
 
-def prf_plus(prf_id: int, key: Key, seed: bytes, length: int) -> bytes:
+def prf_plus(prf_id: Prf, key: Key, seed: bytes, length: int) -> bytes:
     """prf+(K, S) = T1 | T2 | ..., Tn = prf(K, Tn-1 | S | n), truncated to ``length`` (RFC 7296 §2.13)."""
     algorithm = registry.prf(prf_id)
     if length < 0 or length > PRF_PLUS_MAX_BLOCKS * algorithm.output_len:
@@ -38,7 +41,7 @@ def prf_plus(prf_id: int, key: Key, seed: bytes, length: int) -> bytes:
     return bytes(out[:length])
 
 
-def derive_skeyseed(prf_id: int, ni: bytes, nr: bytes, g_ir: bytes) -> bytes:
+def derive_skeyseed(prf_id: Prf, ni: bytes, nr: bytes, g_ir: bytes) -> bytes:
     """SKEYSEED = prf(Ni | Nr, g^ir); fixed-key PRFs take half the key from each nonce (RFC 7296 §2.14)."""
     algorithm = registry.prf(prf_id)
     if algorithm.fixed_key:
@@ -49,7 +52,7 @@ def derive_skeyseed(prf_id: int, ni: bytes, nr: bytes, g_ir: bytes) -> bytes:
     return algorithm.compute(key, bytes(g_ir))
 
 
-def derive_rekey_skeyseed(prf_id: int, old_sk_d: Key, g_ir_new: bytes, ni: bytes, nr: bytes) -> bytes:
+def derive_rekey_skeyseed(prf_id: Prf, old_sk_d: Key, g_ir_new: bytes, ni: bytes, nr: bytes) -> bytes:
     """SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) for an IKE SA rekey (RFC 7296 §2.18)."""
     return prf(prf_id, old_sk_d, bytes(g_ir_new) + bytes(ni) + bytes(nr))
 
@@ -102,7 +105,7 @@ class ChildKeys(_WipeableKeys):
 
 
 def derive_ike_keys(
-    prf_id: int,
+    prf_id: Prf,
     skeyseed: Key,
     ni: bytes,
     nr: bytes,
@@ -130,7 +133,7 @@ def derive_ike_keys(
 
 
 def derive_child_keymat(
-    prf_id: int, sk_d: Key, ni: bytes, nr: bytes, length: int, g_ir: bytes | None = None
+    prf_id: Prf, sk_d: Key, ni: bytes, nr: bytes, length: int, g_ir: bytes | None = None
 ) -> bytes:
     """KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) for a Child SA, with or without PFS (RFC 7296 §2.17)."""
     seed = (bytes(g_ir) if g_ir is not None else b"") + bytes(ni) + bytes(nr)
@@ -152,7 +155,7 @@ def split_child_keymat(keymat: bytes, encr_key_len: int, integ_key_len: int) -> 
 
 
 def auth_signed_octets(
-    message: bytes, nonce: bytes, prf_id: int, sk_p: Key | bytearray, id_payload_body: bytes
+    message: bytes, nonce: bytes, prf_id: Prf, sk_p: Key | bytearray, id_payload_body: bytes
 ) -> bytes:
     """<SignedOctets> = RealMessage | Nonce(peer) | prf(SK_p, RestOfIDPayload) (RFC 7296 §2.15).
 
@@ -162,7 +165,7 @@ def auth_signed_octets(
     return bytes(message) + bytes(nonce) + prf(prf_id, sk_p, id_payload_body)
 
 
-def psk_auth(prf_id: int, secret: Key, signed_octets: bytes) -> bytes:
+def psk_auth(prf_id: Prf, secret: Key, signed_octets: bytes) -> bytes:
     """AUTH = prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>) (RFC 7296 §2.15)."""
     return prf(prf_id, prf(prf_id, secret, KEY_PAD), signed_octets)
 

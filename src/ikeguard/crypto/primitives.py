@@ -17,6 +17,7 @@ Key = bytes | bytearray  # key material may live in a wipeable bytearray
 
 HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,  # only for NIST CAVP KDF vectors; IKEv2 has no SHA-224 PRF
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,

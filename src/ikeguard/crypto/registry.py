@@ -97,7 +97,7 @@ class EncrAlgorithm:
 class PrfAlgorithm:
     """A PRF transform (RFC 7296 §2.13)."""
 
-    id: PrfId
+    id: int  # a PrfId; KAT-only PRFs built by hmac_prf() use 0
     name: str
     output_len: int
     key_len: int  # preferred key size = size of SK_d, SK_pi, SK_pr (RFC 7296 §2.14)
@@ -190,6 +190,15 @@ INTEG: dict[int, IntegAlgorithm] = {i.id: i for i in _INTEG}
 Transform = EncrAlgorithm | PrfAlgorithm | IntegAlgorithm | KeMethodInfo
 
 
+def hmac_prf(hash_name: str) -> PrfAlgorithm:
+    """An HMAC PRF for any hash `primitives` knows, outside the IANA registry (for NIST CAVP KATs)."""
+    known = {p.name: p for p in _PRF}.get(f"prf{hash_name}")
+    if known is not None:
+        return known
+    size = primitives.HASHES[hash_name]().digest_size
+    return PrfAlgorithm(0, f"prf{hash_name}", size, size, False, _hmac(hash_name), legacy=True)
+
+
 def encr(transform_id: int, key_bits: int | None = None) -> EncrAlgorithm:
     """The ENCR implementation for (id, Key Length attribute); raises UnsupportedTransform."""
     found = ENCR.get((transform_id, key_bits))
@@ -198,8 +207,10 @@ def encr(transform_id: int, key_bits: int | None = None) -> EncrAlgorithm:
     return found
 
 
-def prf(transform_id: int) -> PrfAlgorithm:
-    """The PRF implementation; raises UnsupportedTransform."""
+def prf(transform_id: int | PrfAlgorithm) -> PrfAlgorithm:
+    """The PRF implementation (an algorithm object passes through); raises UnsupportedTransform."""
+    if isinstance(transform_id, PrfAlgorithm):
+        return transform_id
     found = PRF.get(transform_id)
     if found is None:
         raise UnsupportedTransform(f"PRF {transform_id} not supported")
@@ -267,7 +278,24 @@ def by_name(name: str) -> tuple[TransformType, Transform]:
 
 
 __all__ = [
-    "ALL", "ENCR", "INTEG", "PRF", "Capability", "EncrAlgorithm", "IntegAlgorithm", "KeId", "KeMethodInfo",
-    "PrfAlgorithm", "Transform", "all_transforms", "by_name", "encr", "integ", "ke", "lookup", "prf",
+    "ALL",
+    "ENCR",
+    "INTEG",
+    "PRF",
+    "Capability",
+    "EncrAlgorithm",
+    "IntegAlgorithm",
+    "KeId",
+    "KeMethodInfo",
+    "PrfAlgorithm",
+    "Transform",
+    "all_transforms",
+    "by_name",
+    "encr",
+    "hmac_prf",
+    "integ",
+    "ke",
+    "lookup",
+    "prf",
     "supports",
-]  # fmt: skip
+]
