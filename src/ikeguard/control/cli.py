@@ -10,6 +10,7 @@ import click
 
 from ikeguard import __version__
 from ikeguard.control.cli_demo import demo
+from ikeguard.control.cli_policy import check, profiles
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,3 +20,5 @@ def main() -> None:
 
 
 main.add_command(demo)
+main.add_command(check)
+main.add_command(profiles)

@@ -1,0 +1,165 @@
+"""`ikeguard check` and `ikeguard profiles` (INTERFACE.md "Command line").
+
+check: exit 0 when the config passes its profile, 1 on any failing or not-implemented rule (or an
+invalid config), 2 when the file cannot be read, is not TOML, or the profile name is unknown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ikeguard.policy.errors import ConfigError, ConfigUnreadable, Finding
+from ikeguard.policy.loader import load_config
+from ikeguard.policy.profile import ProfileNotFound, available_profiles, load_profile
+from ikeguard.policy.report import Report, RuleResult, enforcement_points, evaluate
+from ikeguard.policy.schema import config_json_schema, peers_json_schema
+
+_STATUS_STYLE = {"fail": "bold red", "not_implemented": "magenta", "waived": "yellow", "warn": "yellow",
+                 "pass": "green", "not_applicable": "dim"}
+
+
+def _console() -> Console:
+    return Console(width=200 if not sys.stdout.isatty() else None)
+
+
+def _finding_json(f: Finding) -> dict[str, Any]:
+    return {"rule": f.rule, "severity": f.severity, "file": f.file, "path": f.path, "value": f.value,
+            "message": f.message, "sources": list(f.sources), "fix": f.fix}
+
+
+def _print_load_findings(console: Console, findings: Sequence[Finding], title: str) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in ("rule", "severity", "where", "value", "problem / expected"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        table.add_row(f.rule, f.severity, f.location(), f.value or "", f.message)
+    console.print(table)
+
+
+def _results_table(title: str, results: Sequence[RuleResult]) -> Table:
+    table = Table(title=title)
+    for column in ("status", "rule", "severity", "where", "value", "problem", "source", "fix"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        problem = r.message
+        if r.waiver is not None:
+            w = r.waiver.waiver
+            problem = f"{r.waiver.until} (owner {w.owner}, {w.ticket}: {w.reason}); {problem}"
+        status = "waived" if r.status == "waived" else r.status.replace("_", " ")
+        table.add_row(f"[{_STATUS_STYLE[r.status]}]{status}[/]", r.rule.id, r.rule.severity,
+                      r.scope or "(gateway)", r.value or "", problem, r.rule.source_text, r.rule.fix)
+    return table
+
+
+def _print_report(console: Console, report: Report, warnings: Sequence[Finding]) -> None:
+    problems = report.by_status("fail", "not_implemented", "waived", "warn")
+    order = {"fail": 0, "not_implemented": 1, "waived": 2, "warn": 3}
+    problems.sort(key=lambda r: order[r.status])
+    if problems:
+        console.print(_results_table(f"{report.config_path}: findings under profile {report.profile.name}",
+                                     problems))
+    extra = [*warnings, *report.waiver_findings]
+    if extra:
+        _print_load_findings(console, extra, "configuration warnings")
+    controls = Table(title="controls satisfied by this configuration")
+    for column in ("setting", "rule", "PCI DSS 4.0.1", "NIST SP 800-53 r5"):
+        controls.add_column(column, overflow="fold")
+    for row in report.controls():
+        controls.add_row(row.rule.setting, row.rule.id, ", ".join(row.pci), ", ".join(row.nist))
+    console.print(controls)
+    counts = {s: len(report.by_status(s)) for s in ("fail", "not_implemented", "waived", "warn")}
+    verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+    console.print(f"profile {report.profile.name}: {verdict} ({counts['fail']} failed, "
+                  f"{counts['not_implemented']} not implemented, {counts['waived']} waived, "
+                  f"{counts['warn']} warnings)")
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="configuration file")
+@click.option("--profile", "profile_name", help="check against this profile instead of [gateway] profile")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--schema", is_flag=True, help="print the JSON Schema of the configuration file and exit")
+@click.option("--peers-schema", is_flag=True, help="print the JSON Schema of a peer inventory file and exit")
+def check(config_path: str | None, profile_name: str | None, as_json: bool, schema: bool,
+          peers_schema: bool) -> None:
+    """Validate a config (and the certificates it names) against its compliance profile."""
+    if schema or peers_schema:
+        click.echo(json.dumps(config_json_schema() if schema else peers_json_schema(), indent=2))
+        return
+    if config_path is None:
+        click.echo("ikeguard check: -c FILE is required (or --schema)", err=True)
+        sys.exit(2)
+    console = _console()
+    try:
+        config = load_config(config_path, profile_override=profile_name)
+    except ConfigUnreadable as exc:
+        click.echo(f"ikeguard check: {exc.findings[0].location()}: {exc.findings[0].message}"
+                   if exc.findings[0].file else f"ikeguard check: {exc.findings[0].message}", err=True)
+        sys.exit(2)
+    except ConfigError as exc:
+        if as_json:
+            click.echo(json.dumps({"config": config_path, "passed": False, "loaded": False,
+                                   "findings": [_finding_json(f) for f in exc.findings]}, indent=2))
+        else:
+            _print_load_findings(console, exc.findings, f"{config_path}: configuration invalid")
+        sys.exit(1)
+    report = evaluate(config, load_profile(config.profile_name), now=dt.datetime.now(dt.UTC))
+    if as_json:
+        data = report.to_json()
+        data["loaded"] = True
+        data["load_warnings"] = [_finding_json(f) for f in config.warnings]
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _print_report(console, report, config.warnings)
+    sys.exit(0 if report.passed else 1)
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def profiles(name: str | None, as_json: bool) -> None:
+    """List the compliance profiles, or show one profile's rules with their sources."""
+    console = _console()
+    if name is None:
+        items = [load_profile(n) for n in available_profiles()]
+        if as_json:
+            click.echo(json.dumps([{"name": p.name, "title": p.title, "description": p.description,
+                                    "rules": len(p.rules)} for p in items], indent=2))
+            return
+        table = Table(title="compliance profiles")
+        for column in ("name", "title", "rules"):
+            table.add_column(column, overflow="fold")
+        for p in items:
+            table.add_row(p.name, p.title, str(len(p.rules)))
+        console.print(table)
+        return
+    try:
+        profile = load_profile(name)
+    except ProfileNotFound as exc:
+        click.echo(f"ikeguard profiles: {str(exc).strip(chr(34) + chr(39))}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps({
+            "name": profile.name, "title": profile.title, "description": profile.description,
+            "rules": [{"id": r.id, "title": r.title, "severity": r.severity, "setting": r.setting,
+                       "check": r.check, "params": dict(r.params), "sources": list(r.sources),
+                       "pci_dss": list(r.pci), "nist_800_53": list(r.nist), "fix": r.fix,
+                       "waivable": r.waivable,
+                       "enforced_at": list(enforcement_points(r)) or ["not implemented"]}
+                      for r in profile.rules]}, indent=2))
+        return
+    table = Table(title=f"{profile.name}: {profile.title}")
+    for column in ("rule", "severity", "setting", "sources", "PCI DSS", "NIST SP 800-53", "enforced at"):
+        table.add_column(column, overflow="fold")
+    for r in profile.rules:
+        where = ", ".join(enforcement_points(r)) or "[magenta]not implemented[/]"
+        table.add_row(r.id, r.severity, r.setting, r.source_text, ", ".join(r.pci), ", ".join(r.nist), where)
+    console.print(table)

@@ -1,0 +1,90 @@
+"""What a check is: a function from (rule, context) to outcomes, registered under the rule's ``check`` name.
+
+``NOT_IMPLEMENTED`` is the honest list of checks the product cannot perform yet: their rules are reported
+"not implemented" and fail the profile (never "pass"). Remove an entry when the feature lands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ikeguard.policy.loader import LoadedConfig
+    from ikeguard.policy.profile import Profile, Rule
+
+# ("connection", name) or ("peer", connection, peer id): what quarantine disables.
+Target = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One observation of a check: where (key path), pass or not, the offending value, why."""
+
+    scope: str
+    ok: bool
+    value: str | None = None
+    message: str = ""
+    warning: bool = False
+    file: str | None = None
+    target: Target | None = None
+
+
+@dataclass
+class CheckContext:
+    """Inputs of every check: the loaded config, the profile, the time (never read from a clock)."""
+
+    config: LoadedConfig
+    profile: Profile
+    now: dt.datetime
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def file(self) -> str:
+        """The config file, for findings."""
+        return str(self.config.path)
+
+
+CheckFn = Callable[["Rule", CheckContext], list[Outcome]]
+REGISTRY: dict[str, CheckFn] = {}
+
+NOT_IMPLEMENTED: dict[str, str] = {
+    "revocation_runtime": "peer certificate revocation is not checked during IKE_AUTH yet "
+                          "(needs the engine/service certificate validation)",
+    "siem_delivery": "no audit sink client exists yet: delivery to the SIEM and alerting on its failure "
+                     "cannot be verified",
+    "ml_dsa_auth": "ML-DSA signatures are not available in the crypto backend",
+    "intermediate_exchange": "IKE_INTERMEDIATE / RFC 9370 additional key exchanges are not in the engine yet",
+}
+
+# Where each check is enforced besides the report (docs/compliance.md prints this table).
+ENFORCED_AT: dict[str, tuple[str, ...]] = {
+    "transforms": ("load", "wire", "report"),
+    "aead_integrity": ("load", "wire", "report"),
+    "addke_required": ("load", "wire", "report"),
+}
+DEFAULT_ENFORCED_AT = ("load", "report")
+
+
+def register(name: str) -> Callable[[CheckFn], CheckFn]:
+    """Decorator: make a function the implementation of check ``name``."""
+
+    def wrap(fn: CheckFn) -> CheckFn:
+        REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def conn_target(name: str) -> Target:
+    """Quarantine target for a connection."""
+    return ("connection", name)
+
+
+def enforced_at(check: str) -> tuple[str, ...]:
+    """Where a check is enforced (empty when not implemented)."""
+    if check in NOT_IMPLEMENTED:
+        return ()
+    return ENFORCED_AT.get(check, DEFAULT_ENFORCED_AT)
