@@ -11,7 +11,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ikeguard.crypto import pss_params
 from ikeguard.crypto import signatures as sig
 from ikeguard.crypto.errors import SignatureInvalid, UnsupportedSignatureAlgorithm
 from ikeguard.crypto.signatures import SignatureScheme as S
@@ -225,3 +228,65 @@ def test_hash_selection(keys: dict[str, Any]) -> None:
     assert sig.scheme_for(keys["rsa"], HashAlgorithm.SHA2_256) is S.RSA_PSS_SHA256
     assert sig.scheme_for(keys["rsa"], HashAlgorithm.SHA2_256, rsa_pss=False) is S.RSA_PKCS1_SHA256
     assert sig.scheme_for(keys["p521"].public_key(), HashAlgorithm.SHA2_512) is S.ECDSA_SHA512
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    assert len(content) < 128
+    return bytes([tag, len(content)]) + content
+
+
+def _pss_aid(
+    hash_oid: bytes, salt: int | None, null: bool = True, mgf_hash_oid: bytes | None = None
+) -> bytes:
+    def hash_aid(oid: bytes) -> bytes:
+        return _der(0x30, oid + (b"\x05\x00" if null else b""))
+
+    params = _der(0xA0, hash_aid(hash_oid))
+    params += _der(0xA1, _der(0x30, pss_params.OID_MGF1 + hash_aid(mgf_hash_oid or hash_oid)))
+    if salt is not None:
+        params += _der(0xA2, _der(0x02, bytes([salt])))
+    return _der(0x30, pss_params.OID_RSASSA_PSS + _der(0x30, params))
+
+
+SHA256_OID = bytes.fromhex("0609608648016503040201")
+SHA384_OID = bytes.fromhex("0609608648016503040202")
+
+
+def test_pss_parameters_other_encodings_are_understood(keys: dict[str, Any]) -> None:
+    """Peers may omit the NULL parameters or use another salt length; the signature must still verify."""
+    key = keys["rsa"]
+    assert _pss_aid(SHA256_OID, 32) == sig.AID_RSA_PSS_SHA256  # the builder agrees with the RFC constant
+    for aid, h, salt in [
+        (_pss_aid(SHA256_OID, 32, null=False), hashes.SHA256(), 32),
+        (_pss_aid(SHA384_OID, 20), hashes.SHA384(), 20),
+        (_pss_aid(SHA256_OID, None), hashes.SHA256(), 20),  # DEFAULT salt length 20
+    ]:
+        raw = key.sign(OCTETS, padding.PSS(mgf=padding.MGF1(h), salt_length=salt), h)
+        auth = bytes([len(aid)]) + aid + raw
+        scheme = sig.verify_auth(key.public_key(), AuthMethod.DIGITAL_SIGNATURE, auth, OCTETS)
+        parsed = pss_params.parse_pss_algorithm_identifier(aid)
+        assert parsed is not None and scheme.info.pss and scheme.info.hash == parsed[0]
+
+
+def test_pss_parameters_from_a_cryptography_certificate(keys: dict[str, Any]) -> None:
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=20)
+    aid = _signature_algorithm(_cert_der(keys["rsa"], hashes.SHA512(), pss))
+    assert pss_params.parse_pss_algorithm_identifier(aid) == (HashAlgorithm.SHA2_512, 20)
+
+
+def test_pss_parameters_refused() -> None:
+    assert (
+        pss_params.parse_pss_algorithm_identifier(_pss_aid(SHA256_OID, 32, mgf_hash_oid=SHA384_OID)) is None
+    )
+    sha1 = bytes.fromhex("06052b0e03021a")
+    assert pss_params.parse_pss_algorithm_identifier(_pss_aid(sha1, 20)) is None
+    assert pss_params.parse_pss_algorithm_identifier(sig.AID_ECDSA_SHA256) is None
+    empty_params = bytes.fromhex("300d06092a864886f70d01010a3000")  # RFC 7427 A.4.1: SHA-1 defaults
+    assert pss_params.parse_pss_algorithm_identifier(empty_params) is None
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=80), cut=st.integers(0, 67))
+def test_pss_parser_never_raises(data: bytes, cut: int) -> None:
+    pss_params.parse_pss_algorithm_identifier(data)
+    pss_params.parse_pss_algorithm_identifier(sig.AID_RSA_PSS_SHA256[:cut] + data)

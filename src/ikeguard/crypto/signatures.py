@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from ikeguard.crypto.errors import SignatureInvalid, UnsupportedSignatureAlgorithm
+from ikeguard.crypto.pss_params import parse_pss_algorithm_identifier
 from ikeguard.wire.iana import AuthMethod, HashAlgorithm, lookup
 
 PrivateKey = (
@@ -114,9 +115,9 @@ def _key_type(key: PrivateKey | PublicKey) -> str:
     raise UnsupportedSignatureAlgorithm(f"key type {type(key).__name__} not supported")
 
 
-def _pss(hash_alg: HashAlgorithm) -> padding.PSS:
+def _pss(hash_alg: HashAlgorithm, salt_len: int | None = None) -> padding.PSS:
     h = _HASH_CLS[hash_alg]()
-    return padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
+    return padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size if salt_len is None else salt_len)
 
 
 def _sign_raw(key: PrivateKey, scheme: SignatureScheme, data: bytes) -> bytes:
@@ -131,13 +132,15 @@ def _sign_raw(key: PrivateKey, scheme: SignatureScheme, data: bytes) -> bytes:
     return key.sign(data)  # EdDSA signs the octets themselves (RFC 8420 "identity" hash)
 
 
-def _verify_raw(key: PublicKey, scheme: SignatureScheme, signature: bytes, data: bytes) -> None:
+def _verify_raw(
+    key: PublicKey, scheme: SignatureScheme, signature: bytes, data: bytes, pss_salt: int | None = None
+) -> None:
     info = scheme.info
     if _key_type(key) != info.key_type:
         raise UnsupportedSignatureAlgorithm(f"{scheme.name} does not match the peer's {_key_type(key)} key")
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            pad = _pss(info.hash) if info.pss else padding.PKCS1v15()
+            pad = _pss(info.hash, pss_salt) if info.pss else padding.PKCS1v15()
             key.verify(signature, data, pad, _HASH_CLS[info.hash]())
         elif isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(_HASH_CLS[info.hash]()))
@@ -197,13 +200,18 @@ def verify_auth(
 
     ``allowed`` restricts the schemes (policy); SHA-1 (method 1 or sha1WithRSA) needs ``allow_sha1``.
     """
+    pss_salt: int | None = None
     if method == AuthMethod.DIGITAL_SIGNATURE:
         if not auth_data or len(auth_data) < 1 + auth_data[0]:
             raise SignatureInvalid("AUTH data shorter than its AlgorithmIdentifier")
         aid = bytes(auth_data[1 : 1 + auth_data[0]])
         found = _BY_AID.get(aid)
-        if found is None:
-            raise UnsupportedSignatureAlgorithm(f"unknown AlgorithmIdentifier {aid.hex()}")
+        if found is None:  # another encoding of RSASSA-PSS parameters (e.g. a different salt length)
+            pss = parse_pss_algorithm_identifier(aid)
+            if pss is None:
+                raise UnsupportedSignatureAlgorithm(f"unknown AlgorithmIdentifier {aid.hex()}")
+            found = scheme_for(key, pss[0], rsa_pss=True)
+            pss_salt = pss[1]
         scheme, signature = found, bytes(auth_data[1 + auth_data[0] :])
     elif method in _RFC4754:
         curve, scheme, width = _RFC4754[AuthMethod(method)]
@@ -222,7 +230,7 @@ def verify_auth(
         raise UnsupportedSignatureAlgorithm("SHA-1 signatures are not allowed")
     if allowed is not None and scheme not in allowed:
         raise UnsupportedSignatureAlgorithm(f"{scheme.name} is not allowed by policy")
-    _verify_raw(key, scheme, signature, bytes(signed_octets))
+    _verify_raw(key, scheme, signature, bytes(signed_octets), pss_salt)
     return scheme
 
 
