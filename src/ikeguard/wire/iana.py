@@ -14,10 +14,8 @@ E = TypeVar("E", bound=IntEnum)
 
 def lookup(registry: type[E], value: int) -> E | int:
     """Return the enum member for ``value`` or the bare int when the code point is unknown."""
-    try:
-        return registry(value)
-    except ValueError:
-        return value
+    member = registry._value2member_map_.get(value)  # the same table Enum.__call__ consults, without the call
+    return member if member is not None else value  # type: ignore[return-value]
 
 
 def name_of(registry: type[IntEnum], value: int) -> str:

@@ -62,7 +62,9 @@ DECODERS: dict[int, _Decoder] = {
 }
 """Payload types this codec interprets (SK and SKF are handled by the chain walker)."""
 
-_ENCRYPTED_TYPES = (PayloadType.SK, PayloadType.SKF)
+_ENCRYPTED_TYPES = frozenset({int(PayloadType.SK), int(PayloadType.SKF)})
+_NONE = int(PayloadType.NONE)
+_SK = int(PayloadType.SK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,7 @@ def decode_payloads(
     payloads: list[Payload] = []
     ptype = first_type
     pos = 0
-    while ptype != PayloadType.NONE:
+    while ptype != _NONE:
         at = offset + pos
         if len(data) - pos < GENERIC_HEADER_LEN:
             raise TruncatedError(f"payload header of type {ptype} cut short", at, ptype)
@@ -168,7 +170,7 @@ def decode_payloads(
                 raise FieldError("SK/SKF payload inside an encrypted payload", at, ptype)
             if pos != len(data):
                 raise FieldError("SK/SKF payload is not the last payload", at, ptype)
-            cls = SkPayload if ptype == PayloadType.SK else SkfPayload
+            cls = SkPayload if ptype == _SK else SkfPayload
             payloads.append(cls.decode_body(body, body_at, critical, next_type))
             return tuple(payloads)
         decoder = DECODERS.get(ptype)
