@@ -24,7 +24,8 @@ def test_generic_lookup_by_type_id_and_key_length() -> None:
     assert registry.lookup(TransformType.ENCR, EncrId.AES_GCM_16, 128).name == "aes128gcm16"
     assert registry.lookup(TransformType.PRF, PrfId.HMAC_SHA2_384).name == "prfsha384"
     assert registry.lookup(TransformType.INTEG, IntegId.HMAC_SHA2_512_256).name == "sha512"
-    assert registry.lookup(TransformType.KE, KeId.CURVE25519).name == "curve25519"
+    assert registry.lookup(TransformType.KE, KeId.CURVE25519).name == "x25519"
+    assert registry.encr(EncrId.CHACHA20_POLY1305, 256).legacy  # strongSwan "chacha20poly1305compat"
     assert registry.lookup(TransformType.ADDKE1, KeId.ECP_384).name == "ecp384"
     assert registry.by_name("aes256gcm16")[1] is registry.encr(20, 256)
 
@@ -32,7 +33,7 @@ def test_generic_lookup_by_type_id_and_key_length() -> None:
 @pytest.mark.parametrize(
     ("ttype", "tid", "bits"),
     [(TransformType.ENCR, EncrId.AES_GCM_16, None), (TransformType.ENCR, EncrId.AES_CBC, 512),
-     (TransformType.ENCR, EncrId.TRIPLE_DES, None), (TransformType.ENCR, EncrId.CHACHA20_POLY1305, 256),
+     (TransformType.ENCR, EncrId.TRIPLE_DES, None), (TransformType.ENCR, EncrId.CHACHA20_POLY1305, 128),
      (TransformType.PRF, PrfId.HMAC_MD5, None), (TransformType.INTEG, IntegId.HMAC_MD5_96, None),
      (TransformType.INTEG, IntegId.NONE, None), (TransformType.KE, KeId.MODP_1024, None),
      (TransformType.PRF, PrfId.HMAC_SHA2_256, 256), (TransformType.ESN, 0, None), (99, 1, None)],
@@ -47,7 +48,7 @@ def test_legacy_marks() -> None:
     legacy = {t.name for _, t in registry.all_transforms() if t.legacy}
     assert {"modp2048", "modp3072", "modp4096", "sha1", "aesxcbc", "prfsha1", "prfaesxcbc"} <= legacy
     modern = {"aes256gcm16", "aes128gcm16", "chacha20poly1305", "aes256", "sha256", "sha384", "prfsha384",
-              "ecp256", "ecp384", "curve25519"}  # fmt: skip
+              "ecp256", "ecp384", "x25519"}  # fmt: skip
     assert not modern & legacy
 
 

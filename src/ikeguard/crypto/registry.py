@@ -165,6 +165,11 @@ _ENCR: tuple[EncrAlgorithm, ...] = (
         EncrId.CHACHA20_POLY1305, None, "chacha20poly1305", 32, 4, 8, 16, 1,
         xfrm_name="rfc7539esp(chacha20,poly1305)", _seal=primitives.chacha_seal, _open=primitives.chacha_open,
     ),
+    # Old strongSwan versions sent a Key Length of 256, which RFC 7634 §2 forbids: accepted for interop only
+    EncrAlgorithm(
+        EncrId.CHACHA20_POLY1305, 256, "chacha20poly1305compat", 32, 4, 8, 16, 1, legacy=True,
+        xfrm_name="rfc7539esp(chacha20,poly1305)", _seal=primitives.chacha_seal, _open=primitives.chacha_open,
+    ),
 )  # fmt: skip
 
 _PRF: tuple[PrfAlgorithm, ...] = (
