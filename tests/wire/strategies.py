@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address
 
 from hypothesis import strategies as st
@@ -51,10 +52,11 @@ small_bytes = st.binary(max_size=48)
 critical = st.booleans()
 
 
-def code_point(registry: type, bits: int = 8) -> st.SearchStrategy[int]:
+def code_point(registry: type[IntEnum], bits: int = 8) -> st.SearchStrategy[int]:
     """A registry value: mostly known members, sometimes an unknown number (kept as int by lookup)."""
     top = (1 << bits) - 1
-    return st.one_of(st.sampled_from(list(registry)), st.integers(0, top).map(lambda v: lookup(registry, v)))
+    members: list[int] = [m for m in registry if int(m) <= top]
+    return st.one_of(st.sampled_from(members), st.integers(0, top).map(lambda v: lookup(registry, v)))
 
 
 transform_attributes = st.builds(

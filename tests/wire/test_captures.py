@@ -130,7 +130,7 @@ def test_tcpdump_id_robustness_inputs_get_precise_errors(vectors_dir: Path) -> N
 
 _EXCHANGE_WORDS = {"ikev2_init": 34, "ikev2_auth": 35, "child_sa": 36, "inf2": 37}
 _TRANSFORM_TYPES = {1: "encr", 2: "prf", 3: "integ", 4: "dh"}
-_TRANSFORM_IDS = {
+_TRANSFORM_IDS: dict[tuple[int, int], str] = {
     (1, EncrId.AES_CBC): "aes",
     (1, EncrId.TRIPLE_DES): "3des",
     (2, PrfId.HMAC_SHA1): "hmac-sha",
@@ -143,7 +143,7 @@ _TRANSFORM_IDS = {
     (4, KeId.MODP_2048): "modp2048",
     (4, KeId.MODP_1536): "modp1536",
 }
-_NOTIFY_NAMES = {
+_NOTIFY_NAMES: dict[int, str] = {
     NotifyType.NAT_DETECTION_SOURCE_IP: "nat_detection_source_ip",
     NotifyType.NAT_DETECTION_DESTINATION_IP: "nat_detection_destination_ip",
     NotifyType.COOKIE: "cookie",

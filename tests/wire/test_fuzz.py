@@ -7,6 +7,7 @@ does parse must also survive a rebuild: parse(encode(parse(x))) == parse(x).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 from collections.abc import Callable
@@ -148,7 +149,9 @@ def test_mutated_decrypted_chains_only_raise_parse_error(vectors_dir: Path) -> N
         if rng.random() < 0.2:
             first = rng.randrange(256)
         payloads = _check_parses_or_parse_error(
-            lambda d, f=first: decode_payloads(d, f, inner=True), data, f"inner mutation {i} first={first}"
+            functools.partial(decode_payloads, first_type=first, inner=True),
+            data,
+            f"inner mutation {i} first={first}",
         )
         if isinstance(payloads, tuple):
             parsed_ok += 1
