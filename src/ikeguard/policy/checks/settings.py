@@ -58,8 +58,8 @@ def check_inventory_overlap(rule: Rule, ctx: CheckContext) -> list[Outcome]:
 
 
 def _ike_lifetime(rekey: int, reauth: int) -> int:
-    values = [v for v in (rekey, reauth) if v]
-    return min(values) if values else 0
+    """The IKE SA key lifetime judged: rekey_time, or reauth_time when rekeying is off."""
+    return rekey or reauth
 
 
 @register("lifetime_max")

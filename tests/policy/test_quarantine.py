@@ -1,0 +1,130 @@
+"""on_violation = "quarantine": only the offending connection or inventory peer is disabled."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from ikeguard.policy.enforce import enforce
+from ikeguard.policy.errors import ConfigError
+from ikeguard.policy.identity import parse_identity
+from ikeguard.policy.loader import load_config
+from ikeguard.policy.selection import select_connection
+
+HEX256 = "0x" + "5a17" * 16
+
+CONN = """
+[connections.{name}]
+local_addrs = ["192.0.2.1"]
+remote_addrs = ["{addr}"]
+proposals = ["{proposal}"]
+rekey_time = "12h"
+reauth_time = "24h"
+rand_time = "30m"
+dpd_delay = "30s"
+local = {{ auth = "psk", id = "gw.example" }}
+remote = {{ auth = "psk", id = "{remote_id}"{peers} }}
+[connections.{name}.children.data]
+local_ts = ["10.10.0.0/24"]
+remote_ts = ["{remote_ts}"]
+esp_proposals = ["aes256gcm16-ecp384"]
+rekey_time = "1h"
+life_time = "2h"
+rand_time = "5m"
+"""
+
+HEAD = """
+[gateway]
+profile = "pci-dss-4"
+on_violation = "quarantine"
+[[audit.sinks]]
+type = "syslog-tls"
+address = "127.0.0.1:6514"
+ca = "siem-ca.pem"
+"""
+
+
+def _secret(tmp_path: Path, name: str, ident: str) -> str:
+    path = tmp_path / f"{name}.psk"
+    path.write_text(HEX256 + "\n")
+    path.chmod(0o600)
+    return f'\n[secrets.ike.{name}]\nids = ["{ident}"]\nsecret_file = "{name}.psk"\n'
+
+
+def _config(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "siem-ca.pem").write_text("placeholder: only its existence is checked\n")
+    path = tmp_path / "gw.toml"
+    path.write_text(HEAD + body)
+    return path
+
+
+def test_weak_connection_quarantined_others_run(tmp_path: Path, now: dt.datetime) -> None:
+    body = CONN.format(name="good", addr="198.51.100.1", proposal="aes256gcm16-prfsha384-ecp384",
+                       remote_id="good.example", peers="", remote_ts="10.30.1.0/24")
+    body += CONN.format(name="legacy", addr="198.51.100.2", proposal="3des-sha256-modp3072",
+                        remote_id="legacy.example", peers="", remote_ts="10.30.2.0/24")
+    body += _secret(tmp_path, "good", "good.example") + _secret(tmp_path, "legacy", "legacy.example")
+    config = load_config(_config(tmp_path, body))
+    result = enforce(config, now=now)
+    assert set(result.quarantined_connections) == {"legacy"}
+    assert [r.rule.id for r in result.quarantined_connections["legacy"]] == ["crypto.ike.encr"]
+    assert config.enabled_connections() == ["good"]
+    assert "crypto.ike.encr" in config.disabled_connections["legacy"]
+    match = select_connection(config.model.connections, parse_identity("legacy.example"),
+                              disabled=config.disabled_connections)
+    assert match is None
+    match = select_connection(config.model.connections, parse_identity("good.example"),
+                              disabled=config.disabled_connections)
+    assert match is not None and match.name == "good"
+
+
+def test_overlapping_inventory_peer_quarantined_others_stay(tmp_path: Path, now: dt.datetime) -> None:
+    (tmp_path / "peers.toml").write_text("""
+[[peer]]
+id = "a.m.example"
+remote_ts = ["10.20.1.0/24"]
+[[peer]]
+id = "b.m.example"
+remote_ts = ["10.20.2.0/24"]
+[[peer]]
+id = "c.m.example"
+remote_ts = ["10.20.1.0/25"]
+""")
+    body = CONN.format(name="merchants", addr="%any", proposal="aes256gcm16-prfsha384-ecp384",
+                       remote_id="*.m.example", peers=', peers = "peers.toml"', remote_ts="%peer")
+    body += "".join(_secret(tmp_path, n, f"{n}.m.example") for n in "abc")
+    config = load_config(_config(tmp_path, body))
+    result = enforce(config, now=now)
+    assert set(result.quarantined_peers) == {("merchants", "c.m.example")}
+    assert not result.quarantined_connections
+    inventory = config.inventories["merchants"]
+    assert inventory.lookup(parse_identity("c.m.example")) is None
+    assert inventory.bound_selectors(parse_identity("a.m.example")) is not None
+    assert inventory.bound_selectors(parse_identity("b.m.example")) is not None
+    match = select_connection(config.model.connections, parse_identity("b.m.example"),
+                              inventories=config.inventories)
+    assert match is not None and match.peer is not None and match.peer.id == "b.m.example"
+
+
+def test_gateway_wide_failure_cannot_be_quarantined(tmp_path: Path, now: dt.datetime) -> None:
+    body = CONN.format(name="good", addr="198.51.100.1", proposal="aes256gcm16-prfsha384-ecp384",
+                       remote_id="good.example", peers="", remote_ts="10.30.1.0/24")
+    body += _secret(tmp_path, "good", "good.example") + "\n[audit]\nretention_days = 30\n"
+    config = load_config(_config(tmp_path, body))
+    with pytest.raises(ConfigError) as info:
+        enforce(config, now=now)
+    assert [f.rule for f in info.value.findings] == ["audit.retention"]
+
+
+def test_compliant_config_passes_apart_from_not_implemented(tmp_path: Path, now: dt.datetime) -> None:
+    body = CONN.format(name="good", addr="198.51.100.1", proposal="aes256gcm16-prfsha384-ecp384",
+                       remote_id="good.example", peers="", remote_ts="10.30.1.0/24")
+    body += _secret(tmp_path, "good", "good.example")
+    config = load_config(_config(tmp_path, body))
+    result = enforce(config, now=now)
+    assert not result.quarantined_connections and not result.quarantined_peers
+    assert {r.rule.id for r in result.not_implemented} == {"revocation.runtime", "audit.siem-delivery"}
+    assert not result.report.passed  # not implemented is never "pass"
+    assert not result.report.by_status("fail")
