@@ -201,6 +201,17 @@ def test_parse_proposals_accepts_commas_and_lists() -> None:
     assert a == b and len(a) == 2
 
 
+def test_integ_none_from_a_peer_prints_as_the_implied_default() -> None:
+    spec = ProposalSpec(
+        ESP,
+        encr=(Transform(T.ENCR, EncrId.AES_GCM_16, 128),),
+        integ=(Transform(T.INTEG, IntegId.NONE),),
+        esn=(Transform(T.ESN, EsnId.NO_ESN),),
+    )
+    assert format_proposal(spec) == "aes128gcm16"
+    assert parse_proposal(format_proposal(spec), ESP).integ == ()
+
+
 def test_format_refuses_transforms_without_keyword() -> None:
     spec = ProposalSpec(IKE, encr=(Transform(T.ENCR, EncrId.AES_CBC),))  # AES-CBC without key length
     with pytest.raises(ValueError, match="no swanctl keyword"):

@@ -438,10 +438,13 @@ def format_proposal(spec: ProposalSpec) -> str:
     """Canonical swanctl string of ``spec``; ``format_proposal(parse_proposal(s, p))`` is stable.
 
     Defaults are left out as strongSwan's parser would add them back: an IKE PRF equal to the one derived from
-    the integrity algorithms, and an ESP/AH ``noesn`` that is the only sequence-number choice.
+    the integrity algorithms, and an ESP/AH ``noesn`` that is the only sequence-number choice. Raises
+    ValueError for a transform without keyword (e.g. AES without Key Length); :func:`describe_proposal`
+    always works.
     """
     parts = [keyword_for(t) for t in spec.encr]
-    parts += [keyword_for(t) for t in spec.integ]
+    # INTEG NONE (a peer may send it with an AEAD cipher, RFC 7296 §3.3.3) has no keyword: it is implied.
+    parts += [keyword_for(t) for t in spec.integ if t.id != IntegId.NONE]
     derived = _dedupe(Transform(_T.PRF, _PRF_FROM_INTEG[t.id]) for t in spec.integ if t.id in _PRF_FROM_INTEG)
     if not (spec.protocol == ProtocolId.IKE and spec.prf == derived and derived):
         parts += [keyword_for(t) for t in spec.prf]
