@@ -3,7 +3,8 @@
 Written by hand (no library parses strongSwan's syntax). The keyword set and the completion rules follow
 strongSwan's ``proposal_keywords_static.txt`` and ``proposal.c:check_proposal()`` (read, not copied):
 
-* tokens are separated by ``-``; keywords are case-insensitive; ``ke1_`` .. ``ke7_`` before a key exchange
+* tokens are separated by ``-`` (spaces around them ignored); keywords are lowercase, as in strongSwan,
+  so a string we accept also loads in swanctl.conf; ``ke1_`` .. ``ke7_`` before a key exchange
   keyword makes it an additional key exchange (RFC 9370 ADDKE1..7, strongSwan 6 syntax);
 * IKE: without a ``prf…`` keyword the PRF is taken from each integrity algorithm (sha256 -> prfsha256);
   an AEAD proposal has no integrity algorithm, so it must name its PRF; ``none`` is dropped and a key
@@ -252,7 +253,7 @@ def _tokenize(text: str) -> list[_Token]:
     position = 0
     for raw in text.split("-"):
         start = position + (len(raw) - len(raw.lstrip(" ")))
-        word = raw.strip(" ").lower()
+        word = raw.strip(" ")
         position += len(raw) + 1
         if not word:
             raise ProposalSyntaxError("empty algorithm keyword", text=text, keyword="", position=start)
@@ -277,6 +278,14 @@ def _lookup_keyword(word: str, start: int, text: str) -> Transform:
         addke_type = TransformType(_T.ADDKE1 + int(prefix.group(1)) - 1)
         return Transform(addke_type, entry.id, entry.key_length)
     entry = _KEYWORDS.get(word)
+    if entry is None and word.lower() in _KEYWORDS:
+        raise ProposalSyntaxError(
+            "algorithm keywords are lowercase",
+            text=text,
+            keyword=word,
+            position=start,
+            suggestions=(word.lower(),),
+        )
     if entry is None:
         close = difflib.get_close_matches(word, sorted(_KEYWORDS), n=5, cutoff=0.6)
         raise ProposalSyntaxError(
@@ -326,11 +335,15 @@ def parse_proposal(text: str, protocol: ProtocolId) -> ProposalSpec:
     proto = protocol.name
 
     if protocol == ProtocolId.AH:
+        # AES-GMAC becomes the integrity transform it is, in place; other ciphers are dropped (RFC 4543).
         integ = [
             Transform(_T.INTEG, _GMAC_INTEG[t.transform.key_length or 0])
-            for t in encr
-            if t.transform.id == EncrId.NULL_AUTH_AES_GMAC and (t.transform.key_length or 0) in _GMAC_INTEG
-        ] + integ
+            if t.transform.type == _T.ENCR
+            else t.transform
+            for t in tokens
+            if t.transform.type == _T.INTEG
+            or (t.transform.id == EncrId.NULL_AUTH_AES_GMAC and t.transform.type == _T.ENCR)
+        ]
         encr = []
         prf = []
         if not integ:
