@@ -132,3 +132,16 @@ def test_template_matches_only_enabled_inventory_peers(examples_dir: Path) -> No
     known = parse_identity("merchant-a.merchants.processor.example")
     match = select_connection(conns, known, inventories=invs)
     assert match is not None and match.peer is not None and match.peer.ticket == "CHG-1042"
+
+
+def test_bulk_inventory_finds_the_one_overlap_among_5000() -> None:
+    from ikeguard.policy.inventory import InventoryPeer
+
+    def peer(i: int, subnet: str) -> InventoryPeer:
+        return InventoryPeer(parse_identity(f"m{i}.m.example"), (subnet,), (ts(subnet),))
+
+    peers = [peer(i, f"10.{64 + i // 256}.{i % 256}.0/24") for i in range(5000)]
+    peers.append(peer(5000, "10.70.3.128/25"))  # inside m1539's 10.70.3.0/24
+    inv, findings = PeerInventory.from_entries("merchants", parse_identity("*.m.example"), peers)
+    assert not findings and len(inv) == 5001
+    assert inv.conflicts == [("m1539.m.example", "m5000.m.example")]

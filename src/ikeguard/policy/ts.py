@@ -178,11 +178,18 @@ def _parse_addresses(text: str) -> TrafficSelector:
     text = text.strip()
     if "-" in text and "/" not in text:
         low, _, high = text.partition("-")
-        start = ipaddress.ip_address(low.strip())
-        end = ipaddress.ip_address(high.strip())
-        return TrafficSelector.from_addresses(start, end)
-    network = ipaddress.ip_network(text, strict=True)
-    return TrafficSelector.for_network(network)
+        return TrafficSelector.from_addresses(ipaddress.ip_address(low.strip()),
+                                              ipaddress.ip_address(high.strip()))
+    address_text, slash, prefix_text = text.partition("/")
+    address = ipaddress.ip_address(address_text)  # faster than ip_network() for 5,000-peer inventories
+    bits = address.max_prefixlen
+    if slash and not (prefix_text.isdigit() and int(prefix_text) <= bits):
+        raise ValueError(f"invalid prefix length {prefix_text!r}")
+    host_bits = bits - (int(prefix_text) if slash else bits)
+    first = int(address)
+    if first & ((1 << host_bits) - 1):
+        raise ValueError(f"{text} has host bits set")
+    return TrafficSelector(address.version, first, first | ((1 << host_bits) - 1))
 
 
 @lru_cache(maxsize=65536)
