@@ -64,6 +64,7 @@ ENFORCED_AT: dict[str, tuple[str, ...]] = {
     "transforms": ("load", "wire", "report"),
     "aead_integrity": ("load", "wire", "report"),
     "addke_required": ("load", "wire", "report"),
+    "by_construction": ("by construction", "report"),
 }
 DEFAULT_ENFORCED_AT = ("load", "report")
 
