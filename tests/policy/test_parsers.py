@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 
 import pytest
@@ -142,3 +143,11 @@ def test_host_port() -> None:
     assert parse_host_port("[2001:db8::1]:6514") == ("2001:db8::1", 6514)
     with pytest.raises(ValueError):
         parse_host_port("2001:db8::1:6514")
+
+
+@FAST
+@given(st.text(max_size=40))
+def test_parsers_raise_only_value_error_on_garbage(text: str) -> None:
+    for parser in (parse_identity, parse_ts, parse_duration, parse_size, parse_host_port):
+        with contextlib.suppress(ValueError):
+            parser(text)

@@ -95,3 +95,16 @@ def test_payment_processor_suite_passes_every_profile_that_allows_it(name: str) 
     assert errors == []
     assert select_proposal(ike(PAYMENT_IKE), ike(PAYMENT_IKE), profile, None) is not None
     assert select_proposal(esp(PAYMENT_ESP), esp(PAYMENT_ESP), profile, None, protocol="esp") is not None
+
+
+def test_supported_may_be_a_predicate_over_the_crypto_registry() -> None:
+    from ikeguard.crypto import registry
+
+    def esp_userspace(t: Transform) -> bool:
+        key_bits = t.key_length if int(t.type) == TransformType.ENCR else None
+        return registry.supports(int(t.type), t.id, key_bits)
+
+    configured = esp("aes256gcm16-ecp384")
+    choice = select_proposal(configured, configured, PCI, esp_userspace, protocol="esp")
+    assert chosen_text(choice, "esp") == "aes256gcm16-ecp384"
+    assert select_proposal(configured, configured, PCI, lambda t: False, protocol="esp") is None

@@ -12,7 +12,7 @@ to the initiator's order, then ours.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -168,13 +168,19 @@ def _key(t: Transform) -> tuple[int, int, int | None]:
     return (int(TransformType.KE) if is_ke_type(tt) else tt, t.id, t.key_length)
 
 
-def _supported(t: Transform, supported: Collection[Transform] | None) -> bool:
+Supported = Collection[Transform] | Callable[[Transform], bool] | None
+"""What the implementation can do: a set of transforms, a predicate (e.g. wrapping
+``ikeguard.crypto.registry.supports`` plus the data plane's capability), or None for no restriction."""
+
+
+def _supported(t: Transform, supported: Supported) -> bool:
     if supported is None or (int(t.type) in (TransformType.INTEG, TransformType.KE) and t.id == 0):
         return True
     if int(t.type) == TransformType.ESN:
         return True
-    keys = {_key(s) for s in supported}
-    return _key(t) in keys
+    if callable(supported):
+        return supported(t)
+    return _key(t) in {_key(s) for s in supported}
 
 
 def _by_type(transforms: Sequence[Transform]) -> dict[int, list[Transform]]:
@@ -198,7 +204,7 @@ def _rank(chosen: Sequence[Transform]) -> tuple[int, ...]:
 
 
 def _match(offer: Sequence[Transform], configured: Sequence[Transform], profile: Profile,
-           protocol: ProtocolName, supported: Collection[Transform] | None,
+           protocol: ProtocolName, supported: Supported,
            ignore_ke: bool) -> tuple[Transform, ...] | None:
     offer_types, conf_types = _by_type(offer), _by_type(configured)
     chosen: list[Transform] = []
@@ -244,7 +250,7 @@ def _choose_esn(offered: Sequence[Transform], wanted: Sequence[Transform]) -> Tr
 
 
 def select_proposal(offered: Sequence[ProposalLike], configured: Sequence[ProposalLike], profile: Profile,
-                    supported: Collection[Transform] | None, *, protocol: ProtocolName = "ike",
+                    supported: Supported, *, protocol: ProtocolName = "ike",
                     ignore_ke: bool = False) -> ProposalChoice | None:
     """Responder: the strongest acceptable suite from ``offered`` (RFC 7296 §2.7), or None
     (NO_PROPOSAL_CHOSEN). A transform the profile forbids is never chosen, even if configured;
@@ -263,7 +269,7 @@ def select_proposal(offered: Sequence[ProposalLike], configured: Sequence[Propos
 
 
 def allowed_offer(configured: Sequence[ProposalSpec], profile: Profile,
-                  supported: Collection[Transform] | None, *, protocol: ProtocolName = "ike",
+                  supported: Supported, *, protocol: ProtocolName = "ike",
                   ignore_ke: bool = False) -> tuple[ProposalSpec, ...]:
     """Initiator: the configured proposals with every forbidden or unsupported transform removed;
     proposals left without a needed type, or failing a suite rule, are dropped entirely."""
