@@ -1,6 +1,6 @@
 """Minimal pcap/pcapng reader for the test captures: UDP payloads with their ports.
 
-Written by hand with ``struct`` (a few dozen lines; no dependency needed for reading test data). Handles
+Written by hand with ``struct`` (a few dozen lines; no dependency needed for test data). Reads
 pcap (µs/ns, both byte orders) and pcapng (SHB/IDB/EPB/SPB), link types Ethernet (1), BSD loopback
 (0, 108), raw IP (101, 228, 229), Linux cooked (113, 276); IPv4 (unfragmented) and IPv6 (no extension
 headers) carrying UDP.
@@ -111,3 +111,23 @@ def _udp_of(packet: bytes) -> tuple[int, int, bytes] | None:
         return None
     sport, dport, ulen = struct.unpack_from("!HHH", segment, 0)
     return sport, dport, segment[8:ulen]
+
+
+def write_udp_pcap(path: Path, datagrams: list[tuple[int, int, bytes]]) -> None:
+    """Write (src port, dst port, payload) as IPv4/UDP 192.0.2.1 -> 192.0.2.2 (raw-IP pcap, link 101)."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))
+    for index, (sport, dport, payload) in enumerate(datagrams):
+        udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), index, 0, 64, 17, 0,
+                             bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]))  # fmt: skip
+        checksum = _ip_checksum(header)
+        packet = header[:10] + checksum.to_bytes(2, "big") + header[12:] + udp
+        out += struct.pack("<IIII", index, 0, len(packet), len(packet)) + packet
+    path.write_bytes(bytes(out))
+
+
+def _ip_checksum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
