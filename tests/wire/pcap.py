@@ -1,4 +1,4 @@
-"""Minimal pcap/pcapng reader for the test captures: UDP payloads with their ports.
+"""Minimal pcap/pcapng reader for the test captures (UDP payloads with their ports), and a pcap writer.
 
 Written by hand with ``struct`` (a few dozen lines; no dependency needed for test data). Reads
 pcap (µs/ns, both byte orders) and pcapng (SHB/IDB/EPB/SPB), link types Ethernet (1), BSD loopback

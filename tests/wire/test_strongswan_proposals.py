@@ -9,6 +9,7 @@ Only keywords strongSwan 5.9 knows are used (no ``mlkem…``, no ``keN_`` prefix
 from __future__ import annotations
 
 import ctypes
+import os
 import random
 from pathlib import Path
 
@@ -21,7 +22,8 @@ LIBSTRONGSWAN = Path("/usr/lib/ipsec/libstrongswan.so.0")
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.skipif(
-        not LIBSTRONGSWAN.exists(), reason="needs strongSwan's libstrongswan (make test installs it)"
+        not LIBSTRONGSWAN.exists() and os.environ.get("CI") != "true",
+        reason="needs strongSwan's libstrongswan (make test installs it)",
     ),
 ]
 
