@@ -39,8 +39,16 @@ def test_closed_is_terminal() -> None:
 
 def test_initiator_happy_path() -> None:
     state = IkeState.CREATED
-    for trigger in (IkeTrigger.SEND_INIT, IkeTrigger.INIT_RETRY, IkeTrigger.SEND_AUTH, IkeTrigger.AUTH_DONE,
-                    IkeTrigger.START_REKEY, IkeTrigger.REKEY_DONE, IkeTrigger.START_DELETE, IkeTrigger.CLOSE):
+    for trigger in (
+        IkeTrigger.SEND_INIT,
+        IkeTrigger.INIT_RETRY,
+        IkeTrigger.SEND_AUTH,
+        IkeTrigger.AUTH_DONE,
+        IkeTrigger.START_REKEY,
+        IkeTrigger.REKEY_DONE,
+        IkeTrigger.START_DELETE,
+        IkeTrigger.CLOSE,
+    ):
         state = next_ike_state(state, trigger)
     assert state is IkeState.CLOSED
 

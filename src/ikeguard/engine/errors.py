@@ -20,8 +20,11 @@ class LocalProtocolError(EngineError):
 class RemoteProtocolError(EngineError):
     """The peer sent something RFC 7296 forbids; carries the notify to answer with (None = drop silently)."""
 
-    def __init__(self, reason: str, notify: NotifyType | None = None, data: bytes = b"") -> None:
+    def __init__(
+        self, reason: str, notify: NotifyType | None = None, data: bytes = b"", event: str = ""
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.notify = notify
         self.data = data
+        self.event = event  # audit event name for the failure (default: ike.failed / ike.down)

@@ -11,6 +11,7 @@ from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
 
 from ikeguard.engine.states import ChildState, IkeState
+from ikeguard.policy.ts import TrafficSelector
 
 IpAddress = IPv4Address | IPv6Address
 
@@ -33,32 +34,6 @@ class Direction(Enum):
 
     INBOUND = "in"
     OUTBOUND = "out"
-
-
-@dataclass(frozen=True)
-class TrafficSelector:
-    """One RFC 7296 §3.13.1 selector: an address range, IP protocol (0 = any) and port range."""
-
-    start: IpAddress
-    end: IpAddress
-    protocol: int = 0
-    start_port: int = 0
-    end_port: int = 65535
-
-    def __str__(self) -> str:
-        import ipaddress
-
-        nets = list(ipaddress.summarize_address_range(self.start, self.end))
-        addr = str(nets[0]) if len(nets) == 1 else f"{self.start}-{self.end}"
-        if self.protocol == 0 and self.start_port == 0 and self.end_port == 65535:
-            return addr
-        if (self.start_port, self.end_port) == (0, 65535):
-            port = ""
-        elif self.start_port == self.end_port:
-            port = str(self.start_port)
-        else:
-            port = f"{self.start_port}-{self.end_port}"
-        return f"{addr}[{self.protocol}/{port}]"
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from enum import Enum
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from ikeguard.engine.events import TrafficSelector
+from ikeguard.crypto.signatures import PrivateKey
 from ikeguard.engine.retransmit import RetransmitPolicy
+from ikeguard.policy.profile import Profile, load_profile
+from ikeguard.policy.ts import TrafficSelector
 from ikeguard.wire.proposal_string import ProposalSpec
 
 
@@ -31,7 +32,7 @@ class LocalAuth:
     kind: AuthKind
     identity: str  # contract syntax, e.g. gw.example.net, CN=gw, O=Example
     psk: bytes = field(default=b"", repr=False)
-    private_key: CertificateIssuerPrivateKeyTypes | None = field(default=None, repr=False)
+    private_key: PrivateKey | None = field(default=None, repr=False)
     certs: tuple[x509.Certificate, ...] = ()  # end entity first, then intermediates
 
 
@@ -56,10 +57,9 @@ class ChildSettings:
     """One ``children.NAME`` entry."""
 
     name: str
-    local_ts: tuple[TrafficSelector, ...]
-    remote_ts: tuple[TrafficSelector, ...]  # ignored when remote_ts_from_inventory
+    local_ts: tuple[str, ...]  # config syntax: CIDR[proto/port], "dynamic"
+    remote_ts: tuple[str, ...]  # config syntax, plus "%peer" (inventory selectors of the peer's identity)
     esp_proposals: tuple[ProposalSpec, ...]
-    remote_ts_from_inventory: bool = False  # remote_ts = "%peer"
     mode: str = "tunnel"
     rekey_time: float = 3600.0
     life_time: float = 0.0  # 0: rekey_time * 1.1
@@ -114,3 +114,6 @@ class EngineSettings:
     max_fragments: int = 64
     max_reassembly_bytes: int = 65536
     nat_keepalive: float = 20.0
+    profile: Profile = field(default_factory=lambda: load_profile("baseline"))
+    max_init_retries: int = 5  # COOKIE / INVALID_KE_PAYLOAD round trips before giving up
+    raise_internal_errors: bool = False  # tests: let engine bugs surface instead of closing the SA

@@ -1,0 +1,72 @@
+"""Actions on an IKE SA started by us (operator command, timer, data-plane upcall): they queue exchanges."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikeguard.engine.states import ChildState, ChildTrigger, IkeState
+from ikeguard.wire.iana import ExchangeType
+
+if TYPE_CHECKING:
+    from ikeguard.engine.child_sa import ChildSa
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.settings import ChildSettings
+
+_ACTIVE = (IkeState.ESTABLISHED, IkeState.REKEYING)
+
+
+def create_child(sa: IkeSa, settings: ChildSettings) -> None:
+    """CREATE_CHILD_SA for an additional Child SA (RFC 7296 §1.3.1)."""
+    from ikeguard.engine.tasks.child_create import ChildCreateTask
+
+    sa.queue_exchange([ChildCreateTask(settings, ExchangeType.CREATE_CHILD_SA)])
+
+
+def delete_child(sa: IkeSa, child: ChildSa, reason: str) -> None:
+    """INFORMATIONAL DELETE of one Child SA (RFC 7296 §1.4.1)."""
+    from ikeguard.engine.tasks.delete import DeleteChildTask
+
+    if sa.state not in (*_ACTIVE, IkeState.REKEYED) or child.state is ChildState.DELETING:
+        return
+    if any(isinstance(t, DeleteChildTask) and t.child is child for ex in sa.queue for t in ex.tasks):
+        return
+    sa.queue_exchange([DeleteChildTask(child, reason)])
+
+
+def delete_ike(sa: IkeSa, reason: str) -> None:
+    """INFORMATIONAL DELETE of the IKE SA; a half-open or never-established SA is just dropped."""
+    from ikeguard.engine.tasks.delete import DeleteIkeTask
+
+    if sa.state in (IkeState.CLOSED, IkeState.DELETING):
+        return
+    if sa.state not in (*_ACTIVE, IkeState.REKEYED):
+        sa.close(reason)
+        return
+    sa.queue.clear()
+    sa.queue_exchange([DeleteIkeTask(reason)], front=True)
+
+
+def rekey_child(sa: IkeSa, child: ChildSa) -> None:
+    """CREATE_CHILD_SA with REKEY_SA for ``child`` (RFC 7296 §1.3.3), make-before-break."""
+    from ikeguard.engine.tasks.child_rekey import ChildRekeyTask
+
+    if sa.state not in _ACTIVE or child.state is not ChildState.INSTALLED:
+        return
+    sa.child_transition(child, ChildTrigger.START_REKEY)
+    sa.queue_exchange([ChildRekeyTask(child)])
+
+
+def rekey_ike(sa: IkeSa) -> None:
+    """CREATE_CHILD_SA rekeying the IKE SA itself (RFC 7296 §1.3.2)."""
+    from ikeguard.engine.tasks.ike_rekey import IkeRekeyTask
+
+    if sa.state is not IkeState.ESTABLISHED or sa.has_queued(IkeRekeyTask):
+        return
+    sa.queue_exchange([IkeRekeyTask()])
+
+
+def reauthenticate(sa: IkeSa, reason: str) -> None:
+    """Make-before-break reauthentication: a new IKE SA is set up, then this one is deleted."""
+    if sa.state is not IkeState.ESTABLISHED or sa.ctx.reauth_hook is None:
+        return
+    sa.ctx.reauth_hook(sa, reason)

@@ -1,0 +1,569 @@
+"""One IKE SA: its state, keys, Child SAs, and the task manager that runs exchanges over the message window.
+
+Modelled on strongSwan's task_manager_v2 (read, not copied): our requests are queued exchanges of tasks, sent
+one at a time (window 1, RFC 7296 §2.3) and retransmitted on a back-off schedule; the peer's requests are
+answered by responder tasks chosen from the exchange type, and the last response is cached for replays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ikeguard.engine.child_sa import ChildSa
+from ikeguard.engine.context import EngineContext
+from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.events import (
+    AuditEvent,
+    ChildSaStateChanged,
+    DeleteChildSa,
+    Direction,
+    Endpoint,
+    EngineEvent,
+    IkeSaStateChanged,
+    SendDatagram,
+    SendNatKeepalive,
+)
+from ikeguard.engine.keys import IkeSaCrypto
+from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
+from ikeguard.engine.retransmit import CachedResponse, MessageIdWindow, OutgoingRequest
+from ikeguard.engine.settings import ConnectionSettings
+from ikeguard.engine.states import (
+    ChildState,
+    ChildTrigger,
+    IkeState,
+    IkeTrigger,
+    next_child_state,
+    next_ike_state,
+)
+from ikeguard.engine.tasks.base import Status, Task, TaskFailed
+from ikeguard.wire.iana import ExchangeType, NotifyType
+from ikeguard.wire.proposal_string import ProposalSpec, format_proposal
+
+if TYPE_CHECKING:
+    from ikeguard.engine.fragments import Reassembler
+
+ResponderFactory = Callable[["IkeSa", InMessage], list[Task]]
+
+
+@dataclass
+class PeerFeatures:
+    """What the peer announced (RFC 7383 §2.3, RFC 7427 §4, RFC 4555 §3.1)."""
+
+    fragmentation: bool = False
+    signature_hashes: tuple[int, ...] = ()
+    mobike: bool = False
+    initial_contact: bool = False
+
+
+@dataclass
+class Exchange:
+    """A queued request of ours: its tasks, in payload order."""
+
+    tasks: list[Task]
+    exchange: ExchangeType = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.exchange = self.tasks[0].exchange
+
+
+class IkeSa:
+    """State and behaviour of one IKE SA; created and driven by the manager."""
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        *,
+        initiator: bool,
+        local: Endpoint,
+        remote: Endpoint,
+        spi_local: bytes,
+        conn: ConnectionSettings | None,
+        now: float,
+        responder_factory: ResponderFactory,
+    ) -> None:
+        self.ctx = ctx
+        self.uniqueid = ctx.new_uniqueid()
+        self.initiator = initiator
+        self.local = local
+        self.remote = remote
+        self.spi_i = spi_local if initiator else b"\0" * 8
+        self.spi_r = b"\0" * 8 if initiator else spi_local
+        self.conn = conn
+        self.now = now
+        self.created_at = now
+        self.established_at: float | None = None
+        self.state = IkeState.CREATED
+        self.window = MessageIdWindow()
+        self.crypto: IkeSaCrypto | None = None
+        self.proposal: ProposalSpec | None = None
+        self.nonce_i = b""
+        self.nonce_r = b""
+        self.init_request = b""  # IKE_SA_INIT request as sent/received (AUTH signed octets, §2.15)
+        self.init_response = b""
+        self.local_id = ""
+        self.remote_id = ""
+        self.remote_cert_subject = ""
+        self.remote_cert_serial = ""
+        self.remote_cert_issuer = ""
+        self.remote_cert_not_after: float | None = None
+        self.peer = PeerFeatures()
+        self.nat_local = False  # we are behind a NAT
+        self.nat_remote = False  # the peer is behind a NAT
+        self.peer_natt = False  # the peer sent NAT detection notifies
+        self.encap = False  # ESP in UDP (RFC 3948) for the Child SAs
+        self.children: dict[int, ChildSa] = {}
+        self.timers: dict[str, float] = {}
+        self.queue: list[Exchange] = []
+        self.active: Exchange | None = None
+        self.responder_tasks: list[Task] | None = None
+        self._responder_factory = responder_factory
+        self.reassembler: Reassembler | None = None
+        self.last_inbound = now  # any authenticated message from the peer (DPD)
+        self.close_reason = ""
+        self.rekeyed_by: IkeSa | None = None  # the IKE SA that replaced this one (§2.18)
+        self.created_by_rekey = False
+        self.peer_rekey: IkeSa | None = None  # IKE rekey collision: the SA the peer's rekey created
+        self.peer_rekey_nonces: tuple[bytes, ...] = ()
+        self.replaces: IkeSa | None = None  # reauthentication: the old IKE SA deleted once we are up
+
+    # ------------------------------------------------------------------ naming and outputs
+    @property
+    def name(self) -> str:
+        """The connection name (empty until a responder picked one)."""
+        return self.conn.name if self.conn is not None else ""
+
+    @property
+    def spi_local(self) -> bytes:
+        """Our SPI of this IKE SA."""
+        return self.spi_i if self.initiator else self.spi_r
+
+    @property
+    def proposal_text(self) -> str:
+        """Negotiated IKE proposal in swanctl syntax."""
+        return format_proposal(self.proposal) if self.proposal is not None else ""
+
+    def responder_ike_proposals(self) -> tuple[ProposalSpec, ...]:
+        """Before the peer's identity is known every connection's IKE proposals are candidates."""
+        if self.conn is not None:
+            return self.conn.ike_proposals
+        seen: dict[ProposalSpec, None] = {}
+        for conn in self.ctx.connections.values():
+            for spec in conn.ike_proposals:
+                seen.setdefault(spec, None)
+        return tuple(seen)
+
+    def emit(self, event: EngineEvent) -> None:
+        """Append an output for the service."""
+        self.ctx.outputs.append(event)
+
+    def audit(self, event: str, outcome: str, reason: str = "", **details: str) -> None:
+        """Emit an audit record with this SA's contract fields (INTERFACE.md "Audit events")."""
+        self.emit(
+            AuditEvent(
+                event=event,
+                outcome=outcome,
+                reason=reason,
+                connection=self.name,
+                ike_uniqueid=self.uniqueid,
+                local_addr=str(self.local),
+                remote_addr=str(self.remote),
+                local_id=self.local_id,
+                remote_id=self.remote_id,
+                cert_subject=self.remote_cert_subject,
+                cert_serial=self.remote_cert_serial,
+                cert_issuer=self.remote_cert_issuer,
+                proposal=details.pop("proposal", self.proposal_text),
+                details=tuple(sorted(details.items())),
+            )
+        )
+
+    def transition(self, trigger: IkeTrigger, reason: str = "") -> None:
+        """Move along the state table (LocalProtocolError if the table forbids it)."""
+        new = next_ike_state(self.state, trigger)
+        old, self.state = self.state, new
+        if old is not new:
+            self.emit(IkeSaStateChanged(self.uniqueid, self.name, old, new, reason))
+
+    def child_transition(self, child: ChildSa, trigger: ChildTrigger, reason: str = "") -> None:
+        """Move a Child SA along its state table."""
+        new = next_child_state(child.state, trigger)
+        old, child.state = child.state, new
+        if old is not new:
+            self.emit(ChildSaStateChanged(self.uniqueid, child.uniqueid, child.name, old, new, reason))
+
+    # ------------------------------------------------------------------ initiator side
+    def queue_exchange(self, tasks: list[Task], *, front: bool = False) -> None:
+        """Queue a request of ours; it is sent when the window is free."""
+        exchange = Exchange(tasks)
+        if front:
+            self.queue.insert(0, exchange)
+        else:
+            self.queue.append(exchange)
+
+    def has_queued(self, kind: type[Task]) -> bool:
+        """True when a task of ``kind`` is queued or in flight."""
+        pending = [*self.queue, *([self.active] if self.active else [])]
+        return any(isinstance(t, kind) for ex in pending for t in ex.tasks)
+
+    def can_initiate(self) -> bool:
+        """Only an established SA (or one being set up by its own initial exchanges) sends requests."""
+        return self.state in (IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.REKEYED, IkeState.DELETING)
+
+    def start_next(self) -> None:
+        """Send the next queued request when the window allows (RFC 7296 §2.3)."""
+        if self.state is IkeState.CLOSED or not self.window.can_send() or not self.queue:
+            return
+        if self.state in (IkeState.HALF_OPEN, IkeState.AUTH_SENT) or (
+            self.state is IkeState.INIT_SENT and self.crypto is None
+        ):
+            return
+        if self.state is IkeState.CREATED and self.queue[0].exchange is not ExchangeType.IKE_SA_INIT:
+            return
+        self.active = self.queue.pop(0)
+        self._send_active(new_id=True)
+
+    def _send_active(self, *, new_id: bool) -> None:
+        assert self.active is not None
+        mid = self.window.allocate_id() if new_id else self.window.next_request_id - 1
+        msg = OutMessage(self.active.exchange, mid, response=False)
+        for task in self.active.tasks:
+            task.build_i(self, msg)
+        packets = self.encode(msg)
+        if self.active.exchange is ExchangeType.IKE_SA_INIT:
+            self.init_request = packets[0]
+        self.window.in_flight = OutgoingRequest(mid, self.active.exchange, packets, self.now, 0.0)
+        self._schedule_retransmit()
+        self.send_packets(packets)
+
+    def _schedule_retransmit(self) -> None:
+        req = self.window.in_flight
+        assert req is not None
+        delay = self.ctx.settings.retransmit.delay(req.attempt, self.ctx.random_fraction())
+        req.next_retransmit_at = self.now + delay
+        self.timers["retransmit"] = req.next_retransmit_at
+
+    def retry_active(self) -> None:
+        """Resend the current exchange as a fresh message with the same ID (COOKIE / INVALID_KE, §2.6)."""
+        self.window.in_flight = None
+        self._send_active(new_id=False)
+
+    def send_packets(self, packets: list[bytes]) -> None:
+        """Emit datagrams from our current endpoint to the peer's."""
+        for packet in packets:
+            self.emit(SendDatagram(packet, self.local, self.remote))
+
+    def encode(self, msg: OutMessage) -> list[bytes]:
+        """Encode (and encrypt after IKE_SA_INIT) one message; fragmented when the peer supports it."""
+        protector = None if msg.exchange is ExchangeType.IKE_SA_INIT else self._require_crypto().outbound
+        fragment_size = 0
+        if self.peer.fragmentation and self.conn is not None and self.conn.fragmentation:
+            fragment_size = self.ctx.settings.fragment_size
+        return encode_message(
+            msg,
+            self.spi_i,
+            self.spi_r,
+            initiator=self.initiator,
+            protector=protector,
+            fragment_size=fragment_size,
+        )
+
+    def _require_crypto(self) -> IkeSaCrypto:
+        if self.crypto is None:
+            raise RemoteProtocolError("no keys yet for an encrypted exchange")
+        return self.crypto
+
+    # ------------------------------------------------------------------ receiving
+    def receive(
+        self,
+        data: bytes,
+        exchange: int,
+        message_id: int,
+        is_response: bool,
+        local: Endpoint,
+        remote: Endpoint,
+        now: float,
+    ) -> None:
+        """Handle one datagram the manager routed to this SA (header fields already parsed)."""
+        self.now = now
+        if self.state is IkeState.CLOSED:
+            return
+        if is_response:
+            self._receive_response(data, exchange, message_id, local, remote)
+        else:
+            self._receive_request(data, exchange, message_id, local, remote)
+        self.start_next()
+
+    def _decode(self, data: bytes, exchange: int) -> InMessage | None:
+        protector = (
+            None
+            if exchange == ExchangeType.IKE_SA_INIT
+            else (self.crypto.inbound if self.crypto is not None else None)
+        )
+        if exchange != ExchangeType.IKE_SA_INIT and protector is None:
+            return None
+        try:
+            decoded = decode_message(data, protector, self.reassembler_for())
+        except MessageError as exc:
+            self.trace_drop(f"undecodable message: {exc}")
+            return None
+        return decoded
+
+    def reassembler_for(self) -> Reassembler | None:
+        """The fragment reassembly buffer (created on first use, RFC 7383)."""
+        if self.reassembler is None:
+            from ikeguard.engine.fragments import Reassembler
+
+            self.reassembler = Reassembler(
+                self.ctx.settings.max_fragments, self.ctx.settings.max_reassembly_bytes
+            )
+        return self.reassembler
+
+    def trace_drop(self, reason: str) -> None:
+        """A silently dropped message, visible to operators as a trace event (not an audit failure)."""
+        self.audit("ike.dropped", "dropped", reason)
+
+    def _receive_response(
+        self, data: bytes, exchange: int, message_id: int, local: Endpoint, remote: Endpoint
+    ) -> None:
+        req = self.window.in_flight
+        if req is None or not self.window.response_matches(message_id) or exchange != req.exchange:
+            return  # late or duplicate response: ignore (RFC 7296 §2.3)
+        msg = self._decode(data, exchange)
+        if msg is None:
+            return
+        if msg.partial:
+            return  # more fragments to come
+        if exchange == ExchangeType.IKE_SA_INIT:
+            self.init_response = data
+        self.last_inbound = self.now
+        assert self.active is not None
+        active = self.active
+        retry = False
+        try:
+            for task in active.tasks:
+                if task.process_i(self, msg) is Status.RETRY:
+                    retry = True
+                    break
+        except TaskFailed as failure:
+            self.window.in_flight = None
+            self.active = None
+            self.timers.pop("retransmit", None)
+            self.close(failure.reason, event=failure.event)
+            return
+        if retry:
+            self.retry_active()
+            return
+        self.window.in_flight = None
+        self.timers.pop("retransmit", None)
+        if self.active is active:
+            self.active = None
+        for task in active.tasks:
+            completed = getattr(task, "completed", None)
+            if completed is not None:
+                completed(self)
+
+    def _receive_request(
+        self, data: bytes, exchange: int, message_id: int, local: Endpoint, remote: Endpoint
+    ) -> None:
+        kind = self.window.classify_request(message_id, data)
+        if kind == "retransmit" and self.window.cached is not None:
+            self.send_packets(self.window.cached.packets)
+            return
+        if kind != "new":
+            return
+        if exchange != ExchangeType.IKE_SA_INIT and self.state is IkeState.CREATED:
+            return
+        msg = self._decode(data, exchange)
+        if msg is None or msg.partial:
+            return
+        self.last_inbound = self.now
+        if exchange == ExchangeType.IKE_SA_INIT:
+            self.init_request = data
+        self._follow_peer_address(local, remote, msg)
+        if self.responder_tasks is None or exchange not in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+            tasks = self._responder_factory(self, msg)
+        else:
+            tasks = [t for t in self.responder_tasks if t.exchange is msg.exchange]
+        response = OutMessage(msg.exchange, message_id, response=True)
+        try:
+            for task in tasks:
+                task.process_r(self, msg)
+            for task in tasks:
+                task.build_r(self, response)
+        except RemoteProtocolError as err:
+            response = OutMessage(msg.exchange, message_id, response=True)
+            if err.notify is not None:
+                response.add_notify(err.notify, err.data)
+            self.window.expected_peer_id = message_id + 1
+            self._answer(data, response)
+            for task in tasks:
+                task.aborted(self, err.reason)
+            if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+                self.close(err.reason, event=err.event or "ike.down", send_delete=False)
+            return
+        self.window.expected_peer_id = message_id + 1
+        self._answer(data, response)
+        for task in tasks:
+            completed = getattr(task, "completed", None)
+            if completed is not None:
+                completed(self)
+
+    def _answer(self, request: bytes, response: OutMessage) -> None:
+        if response.exchange is ExchangeType.IKE_SA_INIT and not response.payloads:
+            return
+        packets = self.encode(response)
+        if response.exchange is ExchangeType.IKE_SA_INIT:
+            self.init_response = packets[0]
+        self.window.cached = CachedResponse(response.message_id, request, packets)
+        self.send_packets(packets)
+
+    def _follow_peer_address(self, local: Endpoint, remote: Endpoint, msg: InMessage) -> None:
+        """Follow the initiator's switch to port 4500, NAT mapping changes (RFC 7296 §2.23) and MOBIKE
+        UPDATE_SA_ADDRESSES (RFC 4555 §3.5) of an authenticated request."""
+        from ikeguard.engine.tasks.mobike import update_addresses
+
+        if (local, remote) == (self.local, self.remote):
+            return
+        if self.state is IkeState.HALF_OPEN or (local.port != 500 and self.local.port == 500):
+            self.local, self.remote = local, remote
+            return
+        if self.peer.mobike:
+            if msg.notify(NotifyType.UPDATE_SA_ADDRESSES) is not None:
+                update_addresses(self, local, remote)
+            return
+        if self.nat_remote:
+            update_addresses(self, local, remote)
+
+    def established(self) -> None:
+        """IKE_AUTH succeeded on our side: state, audit, timers (rekey, reauth, DPD, certificate cap)."""
+        from ikeguard.engine import lifecycle
+
+        self.transition(IkeTrigger.AUTH_DONE)
+        self.established_at = self.now
+        self.timers.pop("half_open", None)
+        self.audit("auth.success", "success")
+        self.audit("ike.up", "success")
+        lifecycle.schedule_ike(self)
+        if self.replaces is not None:
+            from ikeguard.engine.commands import delete_ike
+
+            old, self.replaces = self.replaces, None
+            delete_ike(old, "reauthenticated: replaced by a new IKE SA")
+            old.start_next()
+
+    # ------------------------------------------------------------------ timers
+    def get_timer(self) -> float | None:
+        """The earliest deadline of this SA."""
+        return min(self.timers.values()) if self.timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every expired deadline."""
+        self.now = now
+        for name, deadline in sorted(self.timers.items(), key=lambda kv: kv[1]):
+            if self.state is IkeState.CLOSED:
+                return
+            if deadline <= now and self.timers.get(name) == deadline:
+                del self.timers[name]
+                self._fire(name)
+        self.start_next()
+
+    def _fire(self, name: str) -> None:
+        from ikeguard.engine import lifecycle
+
+        if name == "retransmit":
+            self._retransmit()
+        elif name == "keepalive":
+            if self.nat_local:
+                self.emit(SendNatKeepalive(self.local, self.remote))
+            self.timers["keepalive"] = self.now + self.ctx.settings.nat_keepalive
+        else:
+            lifecycle.fire(self, name)
+
+    def _retransmit(self) -> None:
+        req = self.window.in_flight
+        if req is None:
+            return
+        policy = self.ctx.settings.retransmit
+        if req.attempt >= policy.tries:
+            reason = f"peer unreachable: no response after {policy.tries} retransmits"
+            self.window.in_flight = None
+            exchange = self.active
+            self.active = None
+            if exchange is not None:
+                for task in exchange.tasks:
+                    task.aborted(self, reason)
+            if (
+                self.state is IkeState.ESTABLISHED
+                and exchange is not None
+                and any(type(t).__name__ == "DpdTask" for t in exchange.tasks)
+            ):
+                self.audit("dpd.timeout", "failure", reason)
+            self.close(reason, send_delete=False)
+            return
+        req.attempt += 1
+        self._schedule_retransmit()
+        self.send_packets(req.packets)
+
+    # ------------------------------------------------------------------ teardown
+    def close(self, reason: str, *, event: str = "ike.down", send_delete: bool = False) -> None:
+        """Terminate the SA now: remove Child SAs from the data plane, wipe keys, emit ike.down."""
+        if self.state is IkeState.CLOSED:
+            return
+        if (
+            send_delete
+            and self.crypto is not None
+            and self.state in (IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.REKEYED, IkeState.DELETING)
+        ):
+            # Best effort, unretransmitted DELETE (RFC 7296 §1.4.1) when we cannot wait for the answer.
+            from ikeguard.engine.tasks.delete import delete_ike_payload
+
+            msg = OutMessage(ExchangeType.INFORMATIONAL, self.window.allocate_id(), response=False)
+            msg.payloads.append(delete_ike_payload())
+            self.send_packets(self.encode(msg))
+        was_up = self.established_at is not None
+        for child in list(self.children.values()):
+            self.remove_child(child, reason)
+        self.close_reason = reason
+        self.timers.clear()
+        self.queue.clear()
+        if self.active is not None:
+            for task in self.active.tasks:
+                task.aborted(self, reason)
+            self.active = None
+        self.window.in_flight = None
+        if self.crypto is not None:
+            self.crypto.wipe()
+        if event == "ike.down" and not was_up:
+            event = "auth.failure" if self.state in (IkeState.AUTH_SENT, IkeState.HALF_OPEN) else "ike.failed"
+        silent = self.state is IkeState.CREATED and not self.initiator  # refused IKE_SA_INIT: no SA existed
+        if self.rekeyed_by is None and not silent:
+            self.audit(event, "failure" if event != "ike.down" else "success", reason)
+        self.transition(IkeTrigger.CLOSE, reason)
+
+    def remove_child(self, child: ChildSa, reason: str) -> None:
+        """Delete both directions of a Child SA from the data plane and forget it."""
+        if child.state is ChildState.DELETED:
+            return
+        installed = child.state is not ChildState.CREATING
+        if installed:
+            self.emit(DeleteChildSa(self.uniqueid, child.uniqueid, Direction.INBOUND, child.spi_in, reason))
+            if child.outbound_installed:
+                self.emit(
+                    DeleteChildSa(self.uniqueid, child.uniqueid, Direction.OUTBOUND, child.spi_out, reason)
+                )
+        self.child_transition(child, ChildTrigger.DELETE, reason)
+        for key in [k for k in self.timers if k.endswith(f":{child.uniqueid}")]:
+            del self.timers[key]
+        if installed:
+            self.audit("child.down", "success", reason, child=child.name, proposal=child.proposal_text)
+        child.wipe()
+        self.children.pop(child.uniqueid, None)
+
+    def find_child_by_spi(self, spi: int, *, inbound: bool) -> ChildSa | None:
+        """The Child SA with our (inbound) or the peer's (outbound) SPI."""
+        for child in self.children.values():
+            if (child.spi_in if inbound else child.spi_out) == spi:
+                return child
+        return None

@@ -1,0 +1,102 @@
+"""Lifetimes and periodic work of established SAs: rekey/reauth/expiry with ``rand_time`` jitter, DPD,
+half-open expiry, Child SA rekey/expiry (RFC 7296 §2.4, §2.8; strongSwan's rekey/over/rand times)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikeguard.engine.states import ChildState, IkeState
+
+if TYPE_CHECKING:
+    from ikeguard.engine.child_sa import ChildSa
+    from ikeguard.engine.ike_sa import IkeSa
+
+CERT_EXPIRY_MARGIN = 300.0  # reauthenticate this long before the peer certificate's notAfter
+
+
+def _jitter(sa: IkeSa, rand_time: float) -> float:
+    return rand_time * sa.ctx.random_fraction() if rand_time > 0 else 0.0
+
+
+def schedule_ike(sa: IkeSa) -> None:
+    """Set the IKE SA's rekey, reauth, hard-expiry and DPD deadlines after establishment."""
+    conn = sa.conn
+    assert conn is not None
+    now = sa.now
+    hard: list[float] = []
+    if conn.rekey_time > 0:
+        sa.timers["ike_rekey"] = now + conn.rekey_time - _jitter(sa, conn.rand_time)
+        hard.append(now + conn.rekey_time + (conn.over_time or conn.rekey_time * 0.1))
+    if conn.reauth_time > 0:
+        sa.timers["reauth"] = now + conn.reauth_time - _jitter(sa, conn.rand_time)
+        hard.append(now + conn.reauth_time + (conn.over_time or conn.reauth_time * 0.1))
+    if sa.remote_cert_not_after is not None:
+        # Hard cap: no IKE SA outlives the peer's certificate (reauthenticate before notAfter).
+        cap = sa.remote_cert_not_after - CERT_EXPIRY_MARGIN
+        sa.timers["reauth"] = min(sa.timers.get("reauth", cap), max(cap, now))
+        hard.append(sa.remote_cert_not_after)
+    if hard:
+        sa.timers["ike_expire"] = min(hard)
+    if conn.dpd_delay > 0:
+        sa.timers["dpd"] = now + conn.dpd_delay
+
+
+def schedule_child(sa: IkeSa, child: ChildSa) -> None:
+    """Rekey and hard-expiry deadlines of a freshly installed Child SA."""
+    s = child.settings
+    now = sa.now
+    life = s.life_time or s.rekey_time * 1.1
+    rand = s.rand_time or max(life - s.rekey_time, 0.0)
+    if s.rekey_time > 0:
+        child.rekey_at = now + s.rekey_time - _jitter(sa, min(rand, s.rekey_time))
+        sa.timers[f"child_rekey:{child.uniqueid}"] = child.rekey_at
+    if life > 0:
+        child.expire_at = now + life
+        sa.timers[f"child_expire:{child.uniqueid}"] = child.expire_at
+
+
+def fire(sa: IkeSa, name: str) -> None:
+    """Run the action behind an expired deadline."""
+    from ikeguard.engine import commands
+
+    kind, _, ident = name.partition(":")
+    if kind == "half_open":
+        if sa.state in (IkeState.HALF_OPEN, IkeState.CREATED):
+            sa.close("half-open IKE SA timed out", event="ike.failed")
+    elif kind == "dpd":
+        _dpd(sa)
+    elif kind == "dpd_deadline":
+        sa.audit("dpd.timeout", "failure", "no answer to liveness check within dpd_timeout")
+        sa.close("dpd timeout: peer did not answer liveness check")
+    elif kind == "ike_rekey":
+        commands.rekey_ike(sa)
+    elif kind == "reauth":
+        commands.reauthenticate(sa, "reauth_time reached or peer certificate about to expire")
+    elif kind == "ike_expire":
+        sa.close("IKE SA lifetime expired", send_delete=True)
+    elif kind in ("child_rekey", "child_expire"):
+        child = sa.children.get(int(ident))
+        if child is None or child.state is ChildState.DELETED:
+            return
+        if kind == "child_rekey":
+            commands.rekey_child(sa, child)
+        else:
+            commands.delete_child(sa, child, "Child SA lifetime expired")
+
+
+def _dpd(sa: IkeSa) -> None:
+    from ikeguard.engine.tasks.delete import DpdTask
+
+    conn = sa.conn
+    if conn is None or conn.dpd_delay <= 0 or sa.state is not IkeState.ESTABLISHED:
+        return
+    idle = sa.now - sa.last_inbound
+    if idle >= conn.dpd_delay and not sa.has_queued(DpdTask):
+        sa.queue_exchange([DpdTask()])
+        if conn.dpd_timeout > 0:
+            sa.timers["dpd_deadline"] = sa.now + conn.dpd_timeout
+        sa.timers["dpd"] = sa.now + conn.dpd_delay
+    else:
+        sa.timers["dpd"] = (
+            sa.last_inbound + conn.dpd_delay if idle < conn.dpd_delay else sa.now + conn.dpd_delay
+        )

@@ -1,0 +1,404 @@
+"""The engine's entry point: SPI demultiplexing, half-open limits and stateless cookies (RFC 7296 §2.6),
+commands, and the aioquic-style sans-IO surface ``receive_datagram`` / ``handle_timer`` / ``get_timer`` /
+``next_event``. Nothing here reads a clock or a socket: ``now`` is always a parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ikeguard.crypto.random import RandomSource
+from ikeguard.engine import commands
+from ikeguard.engine.context import EngineContext
+from ikeguard.engine.cookies import CookieJar
+from ikeguard.engine.errors import LocalProtocolError
+from ikeguard.engine.events import AuditEvent, Endpoint, EngineEvent
+from ikeguard.engine.ike_sa import IkeSa
+from ikeguard.engine.message import InMessage, OutMessage, encode_message
+from ikeguard.engine.responder import responder_tasks
+from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
+from ikeguard.engine.states import IkeState
+from ikeguard.engine.tasks.child_create import ChildCreateTask
+from ikeguard.engine.tasks.ike_auth import IkeAuthTask
+from ikeguard.engine.tasks.ike_init import IkeInitTask
+from ikeguard.engine.tasks.mobike import MobikeTask
+from ikeguard.engine.tasks.natd import NatdTask
+from ikeguard.engine.validator import CertificateValidator, RejectAllValidator
+from ikeguard.wire.errors import ParseError
+from ikeguard.wire.header import HEADER_LEN, decode_header
+from ikeguard.wire.iana import ExchangeType, NotifyType
+from ikeguard.wire.message import parse_message
+from ikeguard.wire.payloads import NoncePayload, NotifyPayload
+
+ZERO_SPI = b"\0" * 8
+
+
+class IkeManager:
+    """All IKE SAs of one gateway instance, driven by datagrams, timers and commands."""
+
+    def __init__(
+        self,
+        connections: Iterable[ConnectionSettings],
+        settings: EngineSettings | None = None,
+        *,
+        random: RandomSource,
+        validator: CertificateValidator | None = None,
+        peer_selectors: PeerSelectors | None = None,
+    ) -> None:
+        conns = {c.name: c for c in connections}
+        self.ctx = EngineContext(
+            settings or EngineSettings(), random, validator or RejectAllValidator(), conns, peer_selectors
+        )
+        self.ctx.reauth_hook = self._reauthenticate
+        self.ctx.adopt_hook = self._adopt
+        self._by_spi: dict[bytes, IkeSa] = {}
+        self._half_open_index: dict[tuple[bytes, str], IkeSa] = {}
+        self._by_uniqueid: dict[int, IkeSa] = {}
+        self._cookies = CookieJar(random.bytes, self.ctx.settings.cookie_secret_period)
+        self._cookies_on = False
+
+    # ------------------------------------------------------------------ sans-IO surface
+    def next_event(self) -> EngineEvent | None:
+        """The next output to apply, in order; None when there is none."""
+        return self.ctx.outputs.popleft() if self.ctx.outputs else None
+
+    def events(self) -> list[EngineEvent]:
+        """Drain every pending output."""
+        out = list(self.ctx.outputs)
+        self.ctx.outputs.clear()
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline across all SAs (None: nothing scheduled)."""
+        deadlines = [t for sa in self._by_uniqueid.values() if (t := sa.get_timer()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every deadline at or before ``now``."""
+        for sa in list(self._by_uniqueid.values()):
+            deadline = sa.get_timer()
+            if deadline is not None and deadline <= now:
+                sa.handle_timer(now)
+            self._forget_if_closed(sa)
+
+    def receive_datagram(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:
+        """One IKE message (non-ESP marker already removed) received on ``local`` from ``remote``.
+
+        Never raises for anything the peer sent: malformed input is dropped with a trace event.
+        """
+        try:
+            header, _first, _length = decode_header(data)
+        except (ParseError, ValueError) as exc:
+            self._trace(f"unparsable IKE header from {remote}: {exc}", remote)
+            return
+        try:
+            exchange = ExchangeType(int(header.exchange_type))
+        except ValueError:
+            self._trace(f"unknown exchange type {int(header.exchange_type)} from {remote}", remote)
+            return
+        if (
+            exchange is ExchangeType.IKE_SA_INIT
+            and not header.is_response
+            and header.is_initiator
+            and header.spi_r == ZERO_SPI
+        ):
+            self._receive_init_request(data, header.spi_i, header.message_id, local, remote, now)
+            return
+        our_spi = header.spi_r if header.is_initiator else header.spi_i
+        sa = self._by_spi.get(our_spi)
+        if sa is None:
+            self._trace(f"message for unknown IKE SPI {our_spi.hex()} from {remote}", remote)
+            return
+        if sa.initiator == header.is_initiator:
+            self._trace("I flag does not match our role", remote)
+            return
+        if exchange is ExchangeType.IKE_SA_INIT and header.is_response and sa.spi_r == ZERO_SPI:
+            pass  # the responder's SPI becomes known in IkeInitTask.process_i
+        elif (header.spi_r if sa.initiator else header.spi_i) != (sa.spi_r if sa.initiator else sa.spi_i):
+            self._trace("peer SPI does not match the IKE SA", remote)
+            return
+        try:
+            sa.receive(data, exchange, header.message_id, header.is_response, local, remote, now)
+        except Exception as exc:
+            if self.ctx.settings.raise_internal_errors:
+                raise
+            sa.close(f"internal error while processing a message: {type(exc).__name__}: {exc}")
+        if sa.initiator and sa.spi_r != ZERO_SPI:
+            self._by_spi.setdefault(sa.spi_local, sa)
+        self._forget_if_closed(sa)
+
+    # ------------------------------------------------------------------ IKE_SA_INIT requests
+    def half_open_count(self, address: str | None = None) -> int:
+        """Responder SAs waiting for IKE_AUTH (optionally from one address)."""
+        return sum(
+            1
+            for sa in self._by_uniqueid.values()
+            if not sa.initiator
+            and sa.state in (IkeState.CREATED, IkeState.HALF_OPEN)
+            and (address is None or str(sa.remote.address) == address)
+        )
+
+    def _receive_init_request(
+        self, data: bytes, spi_i: bytes, message_id: int, local: Endpoint, remote: Endpoint, now: float
+    ) -> None:
+        key = (spi_i, str(remote))
+        existing = self._half_open_index.get(key)
+        if existing is not None and existing.state is not IkeState.CLOSED:
+            existing.receive(data, ExchangeType.IKE_SA_INIT, message_id, False, local, remote, now)
+            self._forget_if_closed(existing)
+            return
+        if message_id != 0:
+            self._trace("IKE_SA_INIT request with non-zero message ID", remote)
+            return
+        settings = self.ctx.settings
+        if settings.max_ike_sas and len(self._by_uniqueid) >= settings.max_ike_sas:
+            self._trace("IKE SA limit reached", remote)
+            return
+        address = str(remote.address)
+        if settings.block_threshold and self.half_open_count(address) >= settings.block_threshold:
+            self._trace(f"half-open limit per peer reached for {address}", remote)
+            return
+        if not self._cookie_ok(data, spi_i, local, remote, now):
+            return
+        sa = IkeSa(
+            self.ctx,
+            initiator=False,
+            local=local,
+            remote=remote,
+            spi_local=self._new_spi(),
+            conn=None,
+            now=now,
+            responder_factory=responder_tasks,
+        )
+        sa.spi_i = spi_i
+        sa.responder_tasks = [IkeInitTask(), NatdTask(), IkeAuthTask(), ChildCreateTask(None), MobikeTask()]
+        sa.timers["half_open"] = now + settings.half_open_timeout
+        self._register(sa)
+        self._half_open_index[key] = sa
+        try:
+            sa.receive(data, ExchangeType.IKE_SA_INIT, message_id, False, local, remote, now)
+        except Exception as exc:
+            if self.ctx.settings.raise_internal_errors:
+                raise
+            sa.close(f"internal error while processing IKE_SA_INIT: {type(exc).__name__}: {exc}")
+        self._forget_if_closed(sa)
+
+    def _cookie_ok(self, data: bytes, spi_i: bytes, local: Endpoint, remote: Endpoint, now: float) -> bool:
+        """RFC 7296 §2.6: above ``cookie_threshold`` half-open SAs, demand a valid COOKIE first."""
+        threshold = self.ctx.settings.cookie_threshold
+        busy = threshold > 0 and self.half_open_count() >= threshold
+        if busy != self._cookies_on:
+            self._cookies_on = busy
+            self.ctx.outputs.append(
+                AuditEvent(
+                    "dos.cookies_on" if busy else "dos.cookies_off",
+                    "success",
+                    f"{self.half_open_count()} half-open IKE SAs",
+                )
+            )
+        if not busy:
+            return True
+        try:
+            message = parse_message(data)
+        except (ParseError, ValueError):
+            return False
+        nonce = next((p for p in message.payloads if isinstance(p, NoncePayload)), None)
+        if nonce is None:
+            return False
+        first = message.payloads[0] if message.payloads else None
+        if (
+            isinstance(first, NotifyPayload)
+            and first.notify_type == NotifyType.COOKIE
+            and self._cookies.verify(first.data, nonce.data, str(remote), spi_i, now)
+        ):
+            return True
+        cookie = self._cookies.make(nonce.data, str(remote), spi_i, now)
+        reply = OutMessage(ExchangeType.IKE_SA_INIT, 0, response=True)
+        reply.add_notify(NotifyType.COOKIE, cookie)
+        for packet in encode_message(reply, spi_i, ZERO_SPI, initiator=False, protector=None):
+            from ikeguard.engine.events import SendDatagram
+
+            self.ctx.outputs.append(SendDatagram(packet, local, remote))
+        return False
+
+    # ------------------------------------------------------------------ commands
+    def initiate(
+        self,
+        connection: str,
+        *,
+        local: Endpoint,
+        remote: Endpoint,
+        now: float,
+        children: Iterable[str] | None = None,
+    ) -> int:
+        """Start an IKE SA for ``connection`` (all children or those named); returns its uniqueid."""
+        conn = self.ctx.connections.get(connection)
+        if conn is None:
+            raise LocalProtocolError(f"unknown connection {connection!r}")
+        wanted = list(children) if children is not None else [c.name for c in conn.children]
+        selected = [c for c in conn.children if c.name in wanted]
+        if len(selected) != len(wanted):
+            raise LocalProtocolError(f"unknown child in {wanted} for connection {connection!r}")
+        sa = IkeSa(
+            self.ctx,
+            initiator=True,
+            local=local,
+            remote=remote,
+            spi_local=self._new_spi(),
+            conn=conn,
+            now=now,
+            responder_factory=responder_tasks,
+        )
+        self._register(sa)
+        sa.queue_exchange([IkeInitTask(), NatdTask()])
+        auth_tasks = [IkeAuthTask(), *([ChildCreateTask(selected[0])] if selected else []), MobikeTask()]
+        sa.queue_exchange(auth_tasks)
+        for child in selected[1:]:
+            commands.create_child(sa, child)
+        sa.start_next()
+        return sa.uniqueid
+
+    def terminate_ike(self, uniqueid: int, now: float, reason: str = "terminated by admin") -> None:
+        """Delete an IKE SA and its Child SAs."""
+        sa = self._sa(uniqueid)
+        sa.now = now
+        commands.delete_ike(sa, reason)
+        sa.start_next()
+        self._forget_if_closed(sa)
+
+    def terminate_child(
+        self, uniqueid: int, child_uniqueid: int, now: float, reason: str = "terminated by admin"
+    ) -> None:
+        """Delete one Child SA."""
+        sa = self._sa(uniqueid)
+        sa.now = now
+        child = sa.children.get(child_uniqueid)
+        if child is None:
+            raise LocalProtocolError(f"IKE SA {uniqueid} has no Child SA {child_uniqueid}")
+        commands.delete_child(sa, child, reason)
+        sa.start_next()
+
+    def create_child(self, uniqueid: int, child: str, now: float) -> None:
+        """Add a configured Child SA to an established IKE SA (CREATE_CHILD_SA)."""
+        sa = self._sa(uniqueid)
+        sa.now = now
+        settings = next((c for c in (sa.conn.children if sa.conn else ()) if c.name == child), None)
+        if settings is None:
+            raise LocalProtocolError(f"connection of IKE SA {uniqueid} has no child {child!r}")
+        commands.create_child(sa, settings)
+        sa.start_next()
+
+    def rekey_ike(self, uniqueid: int, now: float) -> None:
+        """Rekey an IKE SA now."""
+        sa = self._sa(uniqueid)
+        sa.now = now
+        commands.rekey_ike(sa)
+        sa.start_next()
+
+    def rekey_child(self, uniqueid: int, child_uniqueid: int, now: float) -> None:
+        """Rekey one Child SA now."""
+        sa = self._sa(uniqueid)
+        sa.now = now
+        child = sa.children.get(child_uniqueid)
+        if child is None:
+            raise LocalProtocolError(f"IKE SA {uniqueid} has no Child SA {child_uniqueid}")
+        commands.rekey_child(sa, child)
+        sa.start_next()
+
+    def reauthenticate(self, uniqueid: int, now: float) -> None:
+        """Reauthenticate an IKE SA now (make-before-break)."""
+        sa = self._sa(uniqueid)
+        sa.now = now
+        commands.reauthenticate(sa, "reauthentication requested")
+
+    def child_lifetime_reached(self, spi_in: int, *, hard: bool, now: float) -> None:
+        """Data-plane upcall: a byte/packet lifetime of the inbound SA ``spi_in`` was reached."""
+        for sa in list(self._by_uniqueid.values()):
+            child = sa.find_child_by_spi(spi_in, inbound=True)
+            if child is not None:
+                sa.now = now
+                if hard:
+                    commands.delete_child(sa, child, "Child SA byte/packet hard lifetime reached")
+                else:
+                    commands.rekey_child(sa, child)
+                sa.start_next()
+                return
+
+    def install_failed(self, uniqueid: int, child_uniqueid: int, reason: str, now: float) -> None:
+        """Data-plane upcall: installing a Child SA failed; delete it at the peer too."""
+        sa = self._by_uniqueid.get(uniqueid)
+        if sa is None:
+            return
+        sa.now = now
+        child = sa.children.get(child_uniqueid)
+        if child is not None:
+            sa.audit("child.failed", "failure", f"data plane refused the SA: {reason}", child=child.name)
+            commands.delete_child(sa, child, f"install failed: {reason}")
+            sa.start_next()
+
+    # ------------------------------------------------------------------ introspection
+    def ike_sas(self) -> list[IkeSa]:
+        """Every IKE SA not yet closed (for ``sas`` and tests)."""
+        return [sa for sa in self._by_uniqueid.values() if sa.state is not IkeState.CLOSED]
+
+    def get(self, uniqueid: int) -> IkeSa | None:
+        """The IKE SA with ``uniqueid``."""
+        return self._by_uniqueid.get(uniqueid)
+
+    # ------------------------------------------------------------------ internals
+    def _sa(self, uniqueid: int) -> IkeSa:
+        sa = self._by_uniqueid.get(uniqueid)
+        if sa is None or sa.state is IkeState.CLOSED:
+            raise LocalProtocolError(f"no IKE SA with uniqueid {uniqueid}")
+        return sa
+
+    def _new_spi(self) -> bytes:
+        while True:
+            spi = self.ctx.random.bytes(8)
+            if spi != ZERO_SPI and spi not in self._by_spi:
+                return spi
+
+    def _register(self, sa: IkeSa) -> None:
+        self._by_uniqueid[sa.uniqueid] = sa
+        self._by_spi[sa.spi_local] = sa
+
+    def _adopt(self, sa: IkeSa) -> None:
+        """A new IKE SA created by a rekey joins the tables."""
+        self._register(sa)
+
+    def _forget_if_closed(self, sa: IkeSa) -> None:
+        if sa.state is not IkeState.CLOSED:
+            return
+        self._by_uniqueid.pop(sa.uniqueid, None)
+        if self._by_spi.get(sa.spi_local) is sa:
+            del self._by_spi[sa.spi_local]
+        for key in [k for k, v in self._half_open_index.items() if v is sa]:
+            del self._half_open_index[key]
+
+    def _reauthenticate(self, old: IkeSa, reason: str) -> None:
+        """Make-before-break: a fresh IKE SA for the same connection; the old one goes once it is up."""
+        if old.conn is None or (not old.initiator and old.conn.remote_addrs == ("%any",)):
+            # A responder cannot reach a roaming peer: it closes with the reason, the peer reconnects.
+            commands.delete_ike(old, f"reauthentication required: {reason}")
+            return
+        new_id = self.initiate(
+            old.conn.name,
+            local=old.local.__class__(old.local.address, 500),
+            remote=old.remote.__class__(old.remote.address, old.conn.remote_port),
+            now=old.now,
+            children=[c.name for c in old.conn.children],
+        )
+        new = self._by_uniqueid[new_id]
+        new.replaces = old
+        old.audit("ike.reauth", "success", reason, new_uniqueid=str(new_id))
+
+    def _trace(self, reason: str, remote: Endpoint) -> None:
+        self.ctx.outputs.append(AuditEvent("ike.dropped", "dropped", reason, remote_addr=str(remote)))
+
+
+def is_ike_message(data: bytes) -> bool:
+    """Cheap check before handing a datagram to the engine (at least an IKE header)."""
+    return len(data) >= HEADER_LEN
+
+
+__all__ = ["IkeManager", "InMessage", "is_ike_message"]

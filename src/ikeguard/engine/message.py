@@ -1,0 +1,160 @@
+"""Engine view of IKE messages over the ``ikeguard.wire`` codec: decode (decrypt, reassemble, rule-check)
+and encode (encrypt, fragment) in one place, so tasks only see payload dataclasses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from ikeguard.crypto.errors import CryptoError
+from ikeguard.wire.errors import ParseError
+from ikeguard.wire.header import HeaderFlags, IkeHeader
+from ikeguard.wire.iana import ExchangeType, NotifyType, ProtocolId
+from ikeguard.wire.message import Message, parse_message
+from ikeguard.wire.message import encode_message as wire_encode
+from ikeguard.wire.payload_base import Payload
+from ikeguard.wire.payloads import NotifyPayload, SkfPayload
+from ikeguard.wire.rules import MessageRole, check_exchange_rules
+from ikeguard.wire.sk import (
+    SkProtector,
+    decode_encrypted_message,
+    encode_encrypted_message,
+    encode_fragments,
+    open_fragment,
+)
+
+if TYPE_CHECKING:
+    from ikeguard.engine.fragments import Reassembler
+
+P = TypeVar("P", bound=Payload)
+
+
+class MessageError(Exception):
+    """A message we cannot accept: malformed, failing integrity, or breaking the exchange rules."""
+
+
+@dataclass
+class InMessage:
+    """A received, decrypted message: header fields and its content payloads."""
+
+    exchange: ExchangeType
+    message_id: int
+    response: bool
+    payloads: tuple[Payload, ...]
+    spi_i: bytes = b""
+    spi_r: bytes = b""
+    partial: bool = False  # a fragment was stored; the message is not complete yet
+
+    def get(self, cls: type[P]) -> P | None:
+        """First payload of class ``cls``."""
+        return next((p for p in self.payloads if isinstance(p, cls)), None)
+
+    def get_all(self, cls: type[P]) -> tuple[P, ...]:
+        """Every payload of class ``cls``."""
+        return tuple(p for p in self.payloads if isinstance(p, cls))
+
+    def notify(self, notify_type: NotifyType) -> NotifyPayload | None:
+        """First Notify of ``notify_type``."""
+        return next((n for n in self.notifies() if n.notify_type == notify_type), None)
+
+    def notifies(self) -> Iterator[NotifyPayload]:
+        """All Notify payloads."""
+        return (p for p in self.payloads if isinstance(p, NotifyPayload))
+
+    def error_notify(self) -> NotifyPayload | None:
+        """The first error-type Notify (type < 16384, RFC 7296 §3.10.1)."""
+        return next((n for n in self.notifies() if int(n.notify_type) < 16384), None)
+
+
+@dataclass
+class OutMessage:
+    """A message being built by tasks."""
+
+    exchange: ExchangeType
+    message_id: int
+    response: bool
+    payloads: list[Payload] = field(default_factory=list)
+
+    def add(self, payload: Payload) -> None:
+        """Append a payload."""
+        self.payloads.append(payload)
+
+    def add_notify(
+        self,
+        notify_type: NotifyType | int,
+        data: bytes = b"",
+        protocol: ProtocolId | int = 0,
+        spi: bytes = b"",
+    ) -> None:
+        """Append a Notify payload."""
+        self.payloads.append(NotifyPayload(notify_type, data, protocol, spi))
+
+
+def _role(response: bool) -> MessageRole:
+    return MessageRole.RESPONSE if response else MessageRole.REQUEST
+
+
+def decode_message(data: bytes, protector: SkProtector | None, reassembler: Reassembler | None) -> InMessage:
+    """Parse, decrypt (when ``protector`` is given), reassemble fragments and check the exchange rules."""
+    try:
+        outer = parse_message(data)
+        header = outer.header
+        message: Message
+        if protector is None:
+            message = outer
+        elif outer.payloads and isinstance(outer.payloads[-1], SkfPayload):
+            if reassembler is None:
+                raise MessageError("fragment received but fragmentation is not in use")
+            fragment = open_fragment(data, protector)
+            assembled = reassembler.add(fragment)
+            if assembled is None:
+                return InMessage(
+                    ExchangeType(int(header.exchange_type)),
+                    header.message_id,
+                    header.is_response,
+                    (),
+                    header.spi_i,
+                    header.spi_r,
+                    partial=True,
+                )
+            message = assembled
+        else:
+            message = decode_encrypted_message(data, protector)
+        violation = check_exchange_rules(message, _role(header.is_response))
+    except (ParseError, CryptoError, ValueError) as exc:
+        raise MessageError(str(exc)) from exc
+    if violation is not None:
+        raise MessageError(f"{violation.reason} ({violation.source})")
+    return InMessage(
+        ExchangeType(int(header.exchange_type)),
+        header.message_id,
+        header.is_response,
+        message.content,
+        header.spi_i,
+        header.spi_r,
+    )
+
+
+def encode_message(
+    msg: OutMessage,
+    spi_i: bytes,
+    spi_r: bytes,
+    *,
+    initiator: bool,
+    protector: SkProtector | None,
+    fragment_size: int = 0,
+) -> list[bytes]:
+    """Datagrams for ``msg``: plain for IKE_SA_INIT, SK otherwise, SKF fragments above ``fragment_size``."""
+    flags = HeaderFlags.NONE
+    if initiator:
+        flags |= HeaderFlags.INITIATOR
+    if msg.response:
+        flags |= HeaderFlags.RESPONSE
+    header = IkeHeader(spi_i, spi_r, msg.exchange, flags, msg.message_id)
+    if protector is None:
+        return [wire_encode(Message(header, tuple(msg.payloads)))]
+    whole = encode_encrypted_message(header, msg.payloads, protector)
+    if fragment_size and len(whole) > fragment_size and msg.exchange is not ExchangeType.IKE_SA_INIT:
+        return encode_fragments(header, msg.payloads, protector, fragment_size)
+    return [whole]

@@ -1,0 +1,37 @@
+"""Which responder tasks answer a peer's request, chosen from the exchange type and its payloads
+(RFC 7296 §1.3 distinguishes new Child SA, Child SA rekey and IKE SA rekey by SA protocol and REKEY_SA)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.tasks.base import Task
+from ikeguard.wire.iana import ExchangeType, NotifyType, ProtocolId
+from ikeguard.wire.sa import SaPayload
+
+if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.message import InMessage
+
+
+def responder_tasks(sa: IkeSa, msg: InMessage) -> list[Task]:
+    """Tasks for a request after IKE_AUTH."""
+    from ikeguard.engine.tasks.child_create import ChildCreateTask
+    from ikeguard.engine.tasks.child_rekey import ChildRekeyResponder
+    from ikeguard.engine.tasks.delete import InformationalResponder
+    from ikeguard.engine.tasks.ike_rekey import IkeRekeyResponder
+
+    if msg.exchange is ExchangeType.INFORMATIONAL:
+        return [InformationalResponder()]
+    if msg.exchange is ExchangeType.CREATE_CHILD_SA:
+        if sa.state.value not in ("established", "rekeying", "rekeyed"):
+            raise RemoteProtocolError("CREATE_CHILD_SA while not established", NotifyType.TEMPORARY_FAILURE)
+        offer = msg.get(SaPayload)
+        if offer is not None and offer.proposals and int(offer.proposals[0].protocol) == ProtocolId.IKE:
+            return [IkeRekeyResponder()]
+        rekey = msg.notify(NotifyType.REKEY_SA)
+        if rekey is not None:
+            return [ChildRekeyResponder(int.from_bytes(rekey.spi, "big") if len(rekey.spi) == 4 else -1)]
+        return [ChildCreateTask(None, ExchangeType.CREATE_CHILD_SA)]
+    raise RemoteProtocolError(f"unexpected exchange {msg.exchange.name}", NotifyType.INVALID_SYNTAX)

@@ -1,0 +1,51 @@
+"""The task contract: ``build_i``/``process_i`` for the exchange initiator, ``process_r``/``build_r`` for the
+responder. An exchange is a list of tasks; the IKE SA runs them in order (strongSwan's task_manager)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from ikeguard.wire.iana import ExchangeType
+
+if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.message import InMessage, OutMessage
+
+
+class Status(Enum):
+    """What a task says after processing a response."""
+
+    DONE = "done"
+    RETRY = "retry"  # initiator: send this exchange again (COOKIE, INVALID_KE_PAYLOAD)
+
+
+class TaskFailed(Exception):
+    """The exchange failed for a reason the IKE SA cannot survive (initiator side), with the audit reason."""
+
+    def __init__(self, reason: str, event: str = "ike.down") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.event = event
+
+
+class Task:
+    """Base class with no-op hooks; subclasses override what their payloads need."""
+
+    exchange: ExchangeType = ExchangeType.INFORMATIONAL
+
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        """Add our payloads to the request."""
+
+    def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        """Consume the response; raise TaskFailed when the IKE SA must go."""
+        return Status.DONE
+
+    def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        """Consume the request; raise RemoteProtocolError to answer with just an error notify."""
+
+    def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        """Add our payloads to the response."""
+
+    def aborted(self, sa: IkeSa, reason: str) -> None:
+        """The exchange will not complete (timeout, IKE SA closing): release what the task holds."""

@@ -1,0 +1,408 @@
+"""Child SA creation in IKE_AUTH and CREATE_CHILD_SA: ESP proposal selection, traffic-selector narrowing,
+optional PFS key exchange, KEYMAT, and data-plane installation in order (RFC 7296 §1.3, §2.9, §2.17).
+
+A Child SA failure inside IKE_AUTH leaves the IKE SA up (the response carries the error notify instead).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikeguard.crypto.dh import KeyExchange, new_key_exchange
+from ikeguard.crypto.errors import CryptoError
+from ikeguard.engine.child_sa import ChildSa
+from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.events import ChildSaSpec, Direction, InstallChildSa
+from ikeguard.engine.keys import child_sa_keys, proposal_ke
+from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
+from ikeguard.engine.settings import ChildSettings
+from ikeguard.engine.states import ChildTrigger
+from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.policy.ts import TrafficSelector, is_subset, narrow_for_responder, resolve
+from ikeguard.wire.iana import EsnId, ExchangeType, KeId, NotifyType, ProtocolId, name_of
+from ikeguard.wire.payloads import KePayload, NoncePayload
+from ikeguard.wire.proposal_string import ProposalSpec
+from ikeguard.wire.sa import Proposal, SaPayload
+from ikeguard.wire.ts import TrafficSelector as WireSelector
+from ikeguard.wire.ts import TsiPayload, TsrPayload
+
+if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.message import InMessage, OutMessage
+
+NONCE_LEN = 32
+
+
+def to_wire(selectors: tuple[TrafficSelector, ...]) -> tuple[WireSelector, ...]:
+    """Policy selectors -> wire selectors."""
+    return tuple(
+        WireSelector(s.start_address, s.end_address, s.protocol, s.start_port, s.end_port) for s in selectors
+    )
+
+
+def from_wire(payload: TsiPayload | TsrPayload | None) -> tuple[TrafficSelector, ...]:
+    """Wire selectors -> policy selectors (unknown selector types are skipped, RFC 7296 §3.13.1)."""
+    if payload is None:
+        return ()
+    out = []
+    for s in payload.selectors:
+        if isinstance(s, WireSelector):
+            try:
+                out.append(
+                    TrafficSelector.from_addresses(
+                        s.start_addr, s.end_addr, s.ip_protocol, s.start_port, s.end_port
+                    )
+                )
+            except ValueError:
+                continue
+    return tuple(out)
+
+
+def local_selectors(sa: IkeSa, child: ChildSettings) -> tuple[TrafficSelector, ...]:
+    """Our side's selectors (``dynamic`` = our address)."""
+    return resolve(child.local_ts, own_address=sa.local.address)
+
+
+def remote_selectors(sa: IkeSa, child: ChildSettings) -> tuple[TrafficSelector, ...]:
+    """The peer's side: ``dynamic`` = its address, ``%peer`` = its inventory subnets."""
+    bound: tuple[TrafficSelector, ...] = ()
+    if "%peer" in child.remote_ts and sa.ctx.peer_selectors is not None and sa.conn is not None:
+        bound = sa.ctx.peer_selectors.selectors_for(sa.conn.name, sa.remote_id) or ()
+    return resolve(child.remote_ts, own_address=sa.remote.address, peer_bound=bound)
+
+
+def install(sa: IkeSa, child: ChildSa, *, outbound: bool = True) -> None:
+    """Emit InstallChildSa inbound (then outbound): inbound first so no packet of the peer is lost."""
+    assert child.keys is not None and child.proposal is not None
+    keys = child.keys
+    initiator = child.initiator
+    encr_in, integ_in = (
+        (keys.keys.encr_r, keys.keys.integ_r) if initiator else (keys.keys.encr_i, keys.keys.integ_i)
+    )
+    encr_out, integ_out = (
+        (keys.keys.encr_i, keys.keys.integ_i) if initiator else (keys.keys.encr_r, keys.keys.integ_r)
+    )
+    esn = bool(child.proposal.esn) and child.proposal.esn[0].id == EsnId.ESN
+    s = child.settings
+    common = {
+        "encr_id": int(keys.encr.id),
+        "encr_key_bits": keys.encr.key_len * 8,
+        "integ_id": int(keys.integ.id) if keys.integ else 0,
+        "esn": esn,
+        "encap": sa.encap,
+        "mode": s.mode,
+        "replay_window": s.replay_window,
+    }
+    lifetimes = {
+        "rekey_bytes": s.rekey_bytes,
+        "life_bytes": s.life_bytes,
+        "rekey_packets": s.rekey_packets,
+        "life_packets": s.life_packets,
+    }
+    inbound = ChildSaSpec(
+        spi=child.spi_in,
+        encr_key=bytes(encr_in),
+        integ_key=bytes(integ_in),
+        source=sa.remote,
+        destination=sa.local,
+        local_ts=child.local_ts,
+        remote_ts=child.remote_ts,
+        **common,
+    )  # type: ignore[arg-type]
+    sa.emit(
+        InstallChildSa(
+            sa.uniqueid,
+            child.uniqueid,
+            child.name,
+            Direction.INBOUND,
+            inbound,
+            child.proposal_text,
+            **lifetimes,
+        )
+    )
+    if outbound:
+        install_outbound(sa, child, bytes(encr_out), bytes(integ_out), common, lifetimes)
+
+
+def install_outbound(
+    sa: IkeSa, child: ChildSa, encr: bytes, integ: bytes, common: dict[str, object], lifetimes: dict[str, int]
+) -> None:
+    """Emit the outbound half."""
+    assert child.proposal is not None
+    spec = ChildSaSpec(
+        spi=child.spi_out,
+        encr_key=encr,
+        integ_key=integ,
+        source=sa.local,
+        destination=sa.remote,
+        local_ts=child.local_ts,
+        remote_ts=child.remote_ts,
+        **common,
+    )  # type: ignore[arg-type]
+    sa.emit(
+        InstallChildSa(
+            sa.uniqueid,
+            child.uniqueid,
+            child.name,
+            Direction.OUTBOUND,
+            spec,
+            child.proposal_text,
+            **lifetimes,
+        )
+    )
+    child.outbound_installed = True
+
+
+class ChildCreateTask(Task):
+    """Creates one Child SA (and, via ``rekeyed``, replaces an old one)."""
+
+    def __init__(
+        self,
+        settings: ChildSettings | None,
+        exchange: ExchangeType = ExchangeType.IKE_AUTH,
+        rekeyed: ChildSa | None = None,
+    ) -> None:
+        self.settings = settings
+        self.exchange = exchange
+        self.rekeyed = rekeyed
+        self.child: ChildSa | None = None
+        self.offered: tuple[ProposalSpec, ...] = ()
+        self.ke: KeyExchange | None = None
+        self.ke_group: int | None = None
+        self.nonce = b""
+        self.peer_nonce = b""
+        self.error: tuple[NotifyType, bytes, str] | None = None
+        self.tsi: tuple[TrafficSelector, ...] = ()
+        self.tsr: tuple[TrafficSelector, ...] = ()
+        self.failed_reason = ""
+        self.shared: bytes | None = None
+        self.chosen_number = 1
+
+    @property
+    def in_auth(self) -> bool:
+        """True inside IKE_AUTH (no nonce, no KE: keys come from the IKE SA's nonces)."""
+        return self.exchange is ExchangeType.IKE_AUTH
+
+    def _new_child(self, sa: IkeSa, settings: ChildSettings, initiator: bool) -> ChildSa:
+        spi = int.from_bytes(sa.ctx.random.bytes(4), "big") | 0x01000000  # avoid the reserved 1..255
+        child = ChildSa(sa.ctx.new_uniqueid(), settings.name, settings, spi, initiator=initiator)
+        return child
+
+    # ------------------------------------------------------------------ initiator
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        assert self.settings is not None
+        if self.child is None:
+            self.child = self._new_child(sa, self.settings, True)
+        if not self.offered:
+            self.offered = offer_proposals(
+                sa.ctx.settings.profile, self.settings.esp_proposals, "esp", ignore_ke=self.in_auth
+            )
+        spi = self.child.spi_in.to_bytes(4, "big")
+        if self.rekeyed is not None:
+            msg.add_notify(NotifyType.REKEY_SA, b"", ProtocolId.ESP, self.rekeyed.spi_in.to_bytes(4, "big"))
+        if self.settings.mode == "transport":
+            msg.add_notify(NotifyType.USE_TRANSPORT_MODE)
+        msg.add(SaPayload(tuple(Proposal.from_spec(i + 1, s, spi) for i, s in enumerate(self.offered))))
+        if not self.in_auth:
+            self.nonce = self.nonce or sa.ctx.random.bytes(NONCE_LEN)
+            msg.add(NoncePayload(self.nonce))
+            group = (
+                self.ke_group
+                if self.ke_group is not None
+                else (proposal_ke(self.offered[0]) if self.offered else 0)
+            )
+            if group:
+                self.ke_group = group
+                if self.ke is None or int(self.ke.method) != group:
+                    self.ke = new_key_exchange(group, sa.ctx.random)
+                msg.add(KePayload(group, self.ke.public_value))
+        self.tsi = local_selectors(sa, self.settings)
+        self.tsr = remote_selectors(sa, self.settings)
+        msg.add(TsiPayload(to_wire(self.tsi)))
+        msg.add(TsrPayload(to_wire(self.tsr)))
+
+    def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        assert self.child is not None and self.settings is not None
+        if sa.state.value not in ("established", "rekeying", "rekeyed"):
+            return Status.DONE
+        error = msg.error_notify()
+        if error is not None or msg.get(SaPayload) is None:
+            if error is not None and error.notify_type == NotifyType.INVALID_KE_PAYLOAD and not self.in_auth:
+                wanted = int.from_bytes(error.data[:2], "big") if len(error.data) >= 2 else -1
+                offered = {t.id for s in self.offered for t in s.ke}
+                if wanted in offered and wanted != self.ke_group:
+                    self.ke_group = wanted
+                    return Status.RETRY
+            name = name_of(NotifyType, int(error.notify_type)) if error is not None else "no SA payload"
+            self._fail(sa, f"peer refused Child SA {self.settings.name}: {name}")
+            return Status.DONE
+        try:
+            self._complete_initiator(sa, msg)
+        except (CryptoError, ValueError) as exc:
+            self._fail(sa, f"Child SA {self.settings.name} failed: {exc}")
+        return Status.DONE
+
+    def _complete_initiator(self, sa: IkeSa, msg: InMessage) -> None:
+        assert self.child is not None and self.settings is not None and sa.crypto is not None
+        answer = msg.get(SaPayload)
+        assert answer is not None
+        accepted = accept_response_proposal(answer, self.offered, ProtocolId.ESP)
+        if accepted is None or len(accepted[1]) != 4:
+            raise ValueError("peer selected an ESP proposal we did not offer")
+        spec, spi = accepted
+        tsi, tsr = from_wire(msg.get(TsiPayload)), from_wire(msg.get(TsrPayload))
+        if not tsi or not tsr or not is_subset(tsi, self.tsi) or not is_subset(tsr, self.tsr):
+            raise ValueError("peer returned traffic selectors wider than we proposed (RFC 7296 §2.9)")
+        shared = None
+        if not self.in_auth:
+            nonce = msg.get(NoncePayload)
+            if nonce is None or not 16 <= len(nonce.data) <= 256:
+                raise ValueError("missing or bad nonce")
+            self.peer_nonce = nonce.data
+            group = proposal_ke(spec)
+            ke = msg.get(KePayload)
+            if group:
+                if ke is None or self.ke is None or int(ke.group) != group:
+                    raise ValueError("PFS mismatch: peer's KE does not match the selected group")
+                shared = self.ke.shared_secret(ke.data)
+            elif ke is not None:
+                raise ValueError("peer sent KE without selecting a group")
+        ni, nr = (sa.nonce_i, sa.nonce_r) if self.in_auth else (self.nonce, self.peer_nonce)
+        self.child.proposal = spec
+        self.child.spi_out = int.from_bytes(spi, "big")
+        self.child.local_ts, self.child.remote_ts = tsi, tsr
+        self.child.keys = child_sa_keys(sa.crypto.prf_id, bytes(sa.crypto.keys.sk_d), spec, ni, nr, shared)
+        self._activate(sa)
+
+    def _activate(self, sa: IkeSa) -> None:
+        from ikeguard.engine.lifecycle import schedule_child
+
+        assert self.child is not None
+        child = self.child
+        sa.children[child.uniqueid] = child
+        install(sa, child)
+        child.installed_at = sa.now
+        sa.child_transition(child, ChildTrigger.INSTALL)
+        schedule_child(sa, child)
+        if self.rekeyed is None:
+            sa.audit(
+                "child.up",
+                "success",
+                child=child.name,
+                proposal=child.proposal_text,
+                local_ts=",".join(map(str, child.local_ts)),
+                remote_ts=",".join(map(str, child.remote_ts)),
+            )
+
+    def _fail(self, sa: IkeSa, reason: str) -> None:
+        self.failed_reason = reason
+        name = self.settings.name if self.settings is not None else ""
+        sa.audit("child.failed", "failure", reason, child=name)
+
+    # ------------------------------------------------------------------ responder
+    def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        try:
+            self._process_r(sa, msg)
+        except RemoteProtocolError as err:
+            if not self.in_auth:
+                raise
+            if err.notify is None:
+                return  # childless IKE_AUTH (RFC 6023 style): nothing to answer
+            self.error = (err.notify, err.data, err.reason)
+
+    def _process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        if sa.conn is None:
+            raise RemoteProtocolError("no connection", NotifyType.NO_PROPOSAL_CHOSEN)
+        offer, tsi_p, tsr_p = msg.get(SaPayload), msg.get(TsiPayload), msg.get(TsrPayload)
+        if offer is None or tsi_p is None or tsr_p is None:
+            if self.in_auth:
+                raise RemoteProtocolError("childless IKE_AUTH", None)
+            raise RemoteProtocolError("CREATE_CHILD_SA without SA/TS", NotifyType.INVALID_SYNTAX)
+        tsi, tsr = from_wire(tsi_p), from_wire(tsr_p)
+        candidates = [self.rekeyed.settings] if self.rekeyed is not None else list(sa.conn.children)
+        narrowed = None
+        settings = None
+        for child in candidates:
+            narrowed = narrow_for_responder(
+                tsi, tsr, remote_allowed=remote_selectors(sa, child), local_allowed=local_selectors(sa, child)
+            )
+            if narrowed is not None:
+                settings = child
+                break
+        if narrowed is None or settings is None:
+            reason = (
+                f"peer {sa.remote_id} proposed TSi {','.join(map(str, tsi))} TSr "
+                f"{','.join(map(str, tsr))}: outside its allowed selectors"
+            )
+            sa.audit("ts.rejected", "failure", reason)
+            raise RemoteProtocolError(reason, NotifyType.TS_UNACCEPTABLE)
+        choice = choose_proposal(
+            sa.ctx.settings.profile, offer, settings.esp_proposals, "esp", ignore_ke=self.in_auth
+        )
+        if choice is None:
+            sa.audit("proposal.rejected", "failure", f"no acceptable ESP proposal for {settings.name}")
+            raise RemoteProtocolError("no acceptable ESP proposal", NotifyType.NO_PROPOSAL_CHOSEN)
+        spec, number = choice
+        if self.in_auth:
+            spec = ProposalSpec(spec.protocol, spec.encr, spec.integ, spec.prf, (), spec.esn, ())
+        peer_spi = next((p.spi for p in offer.proposals if p.number == number), b"")
+        if len(peer_spi) != 4:
+            raise RemoteProtocolError("ESP proposal without a 4-octet SPI", NotifyType.INVALID_SYNTAX)
+        self.settings = settings
+        if not self.in_auth:
+            self._responder_ke(sa, msg, spec)
+        self.child = self._new_child(sa, settings, False)
+        self.child.proposal = spec
+        self.child.spi_out = int.from_bytes(peer_spi, "big")
+        self.child.local_ts, self.child.remote_ts = narrowed.tsr, narrowed.tsi
+        self.chosen_number = number
+
+    def _responder_ke(self, sa: IkeSa, msg: InMessage, spec: ProposalSpec) -> None:
+        nonce = msg.get(NoncePayload)
+        if nonce is None or not 16 <= len(nonce.data) <= 256:
+            raise RemoteProtocolError("missing or bad nonce", NotifyType.INVALID_SYNTAX)
+        self.peer_nonce = nonce.data
+        group = proposal_ke(spec)
+        ke = msg.get(KePayload)
+        if group:
+            if ke is None:
+                raise RemoteProtocolError("PFS required but no KE payload", NotifyType.NO_PROPOSAL_CHOSEN)
+            if int(ke.group) != group:
+                raise RemoteProtocolError(
+                    f"KE {name_of(KeId, int(ke.group))} but selected {name_of(KeId, group)}",
+                    NotifyType.INVALID_KE_PAYLOAD,
+                    group.to_bytes(2, "big"),
+                )
+            try:
+                self.ke = new_key_exchange(group, sa.ctx.random)
+                self.shared = self.ke.shared_secret(ke.data)
+            except CryptoError as exc:
+                raise RemoteProtocolError(f"bad KE value: {exc}", NotifyType.INVALID_SYNTAX) from None
+
+    def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        if self.error is not None:
+            notify, data, _reason = self.error
+            msg.add_notify(notify, data)
+            return
+        if self.child is None or self.settings is None:
+            return  # childless
+        assert sa.crypto is not None and self.child.proposal is not None
+        child = self.child
+        proposal = self.child.proposal
+        if self.settings.mode == "transport":
+            msg.add_notify(NotifyType.USE_TRANSPORT_MODE)
+        spi = child.spi_in.to_bytes(4, "big")
+        msg.add(SaPayload((Proposal.from_spec(self.chosen_number, proposal, spi),)))
+        if not self.in_auth:
+            self.nonce = sa.ctx.random.bytes(NONCE_LEN)
+            msg.add(NoncePayload(self.nonce))
+            if self.ke is not None:
+                msg.add(KePayload(int(self.ke.method), self.ke.public_value))
+        msg.add(TsiPayload(to_wire(child.remote_ts)))
+        msg.add(TsrPayload(to_wire(child.local_ts)))
+        ni, nr = (sa.nonce_i, sa.nonce_r) if self.in_auth else (self.peer_nonce, self.nonce)
+        child.keys = child_sa_keys(
+            sa.crypto.prf_id, bytes(sa.crypto.keys.sk_d), proposal, ni, nr, self.shared
+        )
+        self.shared = None
+        self._activate(sa)

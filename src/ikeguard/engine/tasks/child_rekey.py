@@ -1,0 +1,119 @@
+"""Child SA rekeying with CREATE_CHILD_SA + REKEY_SA (RFC 7296 §1.3.3) and simultaneous-rekey collisions
+(§2.8.1): the exchange holding the lowest of the four nonces is redundant and its initiator deletes the SA it
+created; the other initiator deletes the old SA. No SA is lost in any ordering."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikeguard.engine.child_sa import ChildSa
+from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.states import ChildState, ChildTrigger
+from ikeguard.engine.tasks.base import Status
+from ikeguard.engine.tasks.child_create import ChildCreateTask
+from ikeguard.wire.iana import ExchangeType, NotifyType
+
+if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.message import InMessage, OutMessage
+
+REKEY_RETRY_DELAY = 15.0
+
+
+def lost(ours: tuple[bytes, ...], theirs: tuple[bytes, ...]) -> bool:
+    """True when our exchange holds the lowest nonce, i.e. our new SA is the redundant one (§2.8.1)."""
+    return min(ours) < min(theirs)
+
+
+def _finish_old(sa: IkeSa, old: ChildSa, new: ChildSa) -> None:
+    if old.state in (ChildState.INSTALLED, ChildState.REKEYING):
+        sa.child_transition(old, ChildTrigger.REKEY_DONE, f"rekeyed by Child SA {new.uniqueid}")
+    sa.audit(
+        "child.rekeyed",
+        "success",
+        child=new.name,
+        proposal=new.proposal_text,
+        old_spi_in=f"{old.spi_in:08x}",
+        new_spi_in=f"{new.spi_in:08x}",
+    )
+
+
+class ChildRekeyTask(ChildCreateTask):
+    """Initiator of a Child SA rekey."""
+
+    def __init__(self, old: ChildSa) -> None:
+        super().__init__(old.settings, ExchangeType.CREATE_CHILD_SA, rekeyed=old)
+        self.old = old
+
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        super().build_i(sa, msg)
+
+    def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        from ikeguard.engine.commands import delete_child
+
+        status = super().process_i(sa, msg)
+        if status is Status.RETRY:
+            return status
+        old, new = self.old, self.child
+        if new is None or new.uniqueid not in sa.children:
+            if old.state is ChildState.REKEYING:
+                sa.child_transition(old, ChildTrigger.REKEY_ABORTED, self.failed_reason)
+                sa.timers[f"child_rekey:{old.uniqueid}"] = sa.now + REKEY_RETRY_DELAY
+            return Status.DONE
+        ours = (self.nonce, self.peer_nonce)
+        if old.peer_rekey is not None and old.peer_rekey.uniqueid in sa.children:
+            # Collision: the peer rekeyed the same SA while ours was in flight.
+            if lost(ours, old.peer_rekey_nonces):
+                delete_child(sa, new, "redundant after simultaneous rekey (RFC 7296 §2.8.1)")
+                _finish_old(sa, old, old.peer_rekey)
+                return Status.DONE
+            _finish_old(sa, old, new)
+            delete_child(sa, old, "rekeyed")
+            return Status.DONE
+        if old.state is ChildState.DELETED:
+            return Status.DONE
+        old.replaced_by, old.our_rekey_nonces = new, ours
+        _finish_old(sa, old, new)
+        delete_child(sa, old, "rekeyed")
+        return Status.DONE
+
+    def aborted(self, sa: IkeSa, reason: str) -> None:
+        if self.old.state is ChildState.REKEYING:
+            sa.child_transition(self.old, ChildTrigger.REKEY_ABORTED, reason)
+
+
+class ChildRekeyResponder(ChildCreateTask):
+    """Responder of a Child SA rekey; notes a collision with our own rekey of the same SA."""
+
+    def __init__(self, peer_spi: int) -> None:
+        super().__init__(None, ExchangeType.CREATE_CHILD_SA)
+        self.peer_spi = peer_spi
+        self.old: ChildSa | None = None
+
+    def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        old = sa.find_child_by_spi(self.peer_spi, inbound=False)
+        if old is None or old.state in (ChildState.DELETING, ChildState.DELETED, ChildState.CREATING):
+            raise RemoteProtocolError(
+                f"rekey of unknown Child SA {self.peer_spi:08x}", NotifyType.CHILD_SA_NOT_FOUND, b""
+            )
+        self.old = old
+        self.rekeyed = old
+        super().process_r(sa, msg)
+
+    def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        from ikeguard.engine.commands import delete_child
+
+        super().build_r(sa, msg)
+        old, new = self.old, self.child
+        if old is None or new is None or new.uniqueid not in sa.children:
+            return
+        theirs = (self.peer_nonce, self.nonce)
+        if old.state is ChildState.REKEYING:
+            old.peer_rekey, old.peer_rekey_nonces = new, theirs  # decided when our rekey completes
+            return
+        if old.replaced_by is not None and old.replaced_by.uniqueid in sa.children:
+            # Our rekey already completed: decide now (§2.8.1).
+            if lost(old.our_rekey_nonces, theirs):
+                delete_child(sa, old.replaced_by, "redundant after simultaneous rekey (RFC 7296 §2.8.1)")
+            return
+        _finish_old(sa, old, new)

@@ -1,0 +1,119 @@
+"""INFORMATIONAL exchanges: DELETE of Child and IKE SAs, liveness checks, and the responder side that answers
+them (RFC 7296 §1.4, §2.4, §3.11)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikeguard.engine.child_sa import ChildSa
+from ikeguard.engine.states import ChildState, ChildTrigger, IkeState, IkeTrigger
+from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.wire.iana import ExchangeType, ProtocolId
+from ikeguard.wire.payloads import DeletePayload
+
+if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.message import InMessage, OutMessage
+
+
+def delete_ike_payload() -> DeletePayload:
+    """Delete payload for the IKE SA itself (no SPIs, §3.11)."""
+    return DeletePayload(ProtocolId.IKE)
+
+
+class DeleteIkeTask(Task):
+    """We close the IKE SA (and with it every Child SA)."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        msg.add(delete_ike_payload())
+        if sa.state is not IkeState.DELETING:
+            sa.transition(IkeTrigger.START_DELETE, self.reason)
+
+    def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        return Status.DONE
+
+    def completed(self, sa: IkeSa) -> None:
+        """Answer received: the SA is gone on both ends."""
+        sa.close(self.reason)
+
+    def aborted(self, sa: IkeSa, reason: str) -> None:
+        sa.close(f"{self.reason} (peer did not confirm: {reason})")
+
+
+class DeleteChildTask(Task):
+    """We delete one Child SA; the peer answers with the SPI of its half (§1.4.1)."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, child: ChildSa, reason: str) -> None:
+        self.child = child
+        self.reason = reason
+
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        msg.add(DeletePayload(ProtocolId.ESP, (self.child.spi_in.to_bytes(4, "big"),)))
+        if self.child.state in (ChildState.INSTALLED, ChildState.REKEYING, ChildState.REKEYED):
+            sa.child_transition(self.child, ChildTrigger.START_DELETE, self.reason)
+
+    def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        sa.remove_child(self.child, self.reason)
+        return Status.DONE
+
+    def aborted(self, sa: IkeSa, reason: str) -> None:
+        sa.remove_child(self.child, self.reason)
+
+
+class DpdTask(Task):
+    """An empty INFORMATIONAL request: is the peer alive? (§1.4, dpd_delay)."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        sa.timers.pop("dpd_deadline", None)
+        return Status.DONE
+
+
+class InformationalResponder(Task):
+    """Answers the peer's INFORMATIONAL: DELETEs (returning our halves), liveness checks, status notifies."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self) -> None:
+        self.delete_ike = False
+        self.our_spis: list[bytes] = []
+        self.children: list[ChildSa] = []
+
+    def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        for payload in msg.get_all(DeletePayload):
+            if payload.protocol == ProtocolId.IKE:
+                self.delete_ike = True
+            elif payload.protocol == ProtocolId.ESP:
+                for raw in payload.spis:
+                    child = sa.find_child_by_spi(int.from_bytes(raw, "big"), inbound=False)
+                    if child is None or child in self.children:
+                        continue
+                    self.children.append(child)
+
+    def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        if self.delete_ike:
+            return  # empty response (§1.4.1)
+        spis = []
+        for child in self.children:
+            if child.state is ChildState.DELETING:
+                # Both ends deleted it at once: answer without our SPI, it is gone (§1.4.1 collision).
+                continue
+            spis.append(child.spi_in.to_bytes(4, "big"))
+        if spis:
+            msg.add(DeletePayload(ProtocolId.ESP, tuple(spis)))
+
+    def completed(self, sa: IkeSa) -> None:
+        """After the answer went out: remove what the peer deleted."""
+        if self.delete_ike:
+            sa.close("deleted by peer")
+            return
+        for child in self.children:
+            sa.remove_child(child, "deleted by peer")

@@ -1,0 +1,258 @@
+"""IKE_AUTH identities and authentication: IDi/IDr, CERT, CERTREQ, AUTH with PSK or RFC 7427 signatures,
+INITIAL_CONTACT; the responder picks the connection by the peer's identity (exact > pattern > %any) and
+delegates certificate acceptance to the validator (RFC 7296 §1.2, §2.15, §3.5-§3.8)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.hazmat.primitives import constant_time, serialization
+
+from ikeguard.crypto.errors import CryptoError
+from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
+from ikeguard.crypto.signatures import PublicKey, scheme_for, select_hash, sign_auth, verify_auth
+from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.identity import identity_payload, identity_text
+from ikeguard.engine.settings import AuthKind, ConnectionSettings
+from ikeguard.engine.states import IkeTrigger
+from ikeguard.engine.tasks.base import Status, Task, TaskFailed
+from ikeguard.engine.tasks.ike_init import OUR_HASHES
+from ikeguard.policy.identity import parse_identity
+from ikeguard.wire.iana import AuthMethod, CertEncoding, ExchangeType, HashAlgorithm, NotifyType, name_of
+from ikeguard.wire.payloads import AuthPayload, CertPayload, CertReqPayload, IdiPayload, IdrPayload
+
+if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.message import InMessage, OutMessage
+
+
+class AuthError(Exception):
+    """The peer's authentication failed; the reason goes into the audit record, never to the peer."""
+
+
+def select_connection(sa: IkeSa, peer_id: str, method: int) -> ConnectionSettings | None:
+    """The connection for an authenticated identity: exact > pattern > %any (INTERFACE.md precedence)."""
+    peer = parse_identity(peer_id)
+    best: ConnectionSettings | None = None
+    best_rank = 0
+    for conn in sa.ctx.connections.values():
+        if (conn.remote.kind is AuthKind.PSK) != (method == AuthMethod.PSK):
+            continue
+        configured = parse_identity(conn.remote.identity or "%any")
+        if not (configured.matches(peer) or configured == peer):
+            continue
+        uses_inventory = any("%peer" in child.remote_ts for child in conn.children)
+        if uses_inventory and (
+            sa.ctx.peer_selectors is None or sa.ctx.peer_selectors.selectors_for(conn.name, peer_id) is None
+        ):
+            continue
+        if best is None or int(configured.precedence) > best_rank:
+            best, best_rank = conn, int(configured.precedence)
+    return best
+
+
+def _our_auth(sa: IkeSa, id_body: bytes, message: bytes, peer_nonce: bytes, sk_p: bytes) -> AuthPayload:
+    assert sa.conn is not None and sa.crypto is not None
+    local = sa.conn.local
+    octets = auth_signed_octets(message, peer_nonce, sa.crypto.prf_id, sk_p, id_body)
+    if local.kind is AuthKind.PSK:
+        return AuthPayload(AuthMethod.PSK, psk_auth(sa.crypto.prf_id, local.psk, octets))
+    if local.private_key is None:
+        raise TaskFailed("pubkey authentication configured without a private key")
+    theirs = sa.peer.signature_hashes or (HashAlgorithm.SHA2_256,)
+    try:
+        hash_alg = select_hash(local.private_key, OUR_HASHES, theirs)
+        scheme = scheme_for(local.private_key, hash_alg)
+        data = sign_auth(local.private_key, octets, AuthMethod.DIGITAL_SIGNATURE, scheme)
+    except CryptoError as exc:
+        raise TaskFailed(f"cannot sign AUTH: {exc}") from None
+    return AuthPayload(AuthMethod.DIGITAL_SIGNATURE, data)
+
+
+def _our_id_and_certs(sa: IkeSa, msg: OutMessage, *, initiator: bool) -> bytes:
+    assert sa.conn is not None
+    local = sa.conn.local
+    cert = local.certs[0] if local.certs else None
+    id_type, id_data = identity_payload(local.identity, cert)
+    id_payload: IdiPayload | IdrPayload = (
+        IdiPayload(id_type, id_data) if initiator else IdrPayload(id_type, id_data)
+    )
+    msg.add(id_payload)
+    sa.local_id = local.identity
+    if local.kind is AuthKind.PUBKEY:
+        for c in local.certs:
+            msg.add(CertPayload(CertEncoding.X509_SIGNATURE, c.public_bytes(serialization.Encoding.DER)))
+    return id_payload.encode_body()
+
+
+def _peer_certs(msg: InMessage) -> list[x509.Certificate]:
+    certs = []
+    for payload in msg.get_all(CertPayload):
+        if payload.encoding == CertEncoding.X509_SIGNATURE:
+            try:
+                certs.append(x509.load_der_x509_certificate(payload.data))
+            except ValueError:
+                raise AuthError("peer sent an unparsable certificate") from None
+    return certs
+
+
+def _peer_identity(msg: InMessage, initiator_id: bool, certs: list[x509.Certificate]) -> tuple[str, bytes]:
+    payload: IdiPayload | IdrPayload | None = msg.get(IdiPayload) if initiator_id else msg.get(IdrPayload)
+    if payload is None:
+        raise AuthError("no identification payload")
+    try:
+        text = identity_text(int(payload.id_type), payload.data, certs[0] if certs else None)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AuthError(f"unusable identity: {exc}") from None
+    return text, payload.encode_body()
+
+
+def verify_peer(
+    sa: IkeSa,
+    conn: ConnectionSettings,
+    msg: InMessage,
+    peer_id: str,
+    id_body: bytes,
+    certs: list[x509.Certificate],
+    message: bytes,
+    our_nonce: bytes,
+    sk_p: bytes,
+) -> None:
+    """Check the peer's AUTH payload against the connection's requirements; raise AuthError."""
+    assert sa.crypto is not None
+    auth = msg.get(AuthPayload)
+    if auth is None:
+        raise AuthError("no AUTH payload")
+    octets = auth_signed_octets(message, our_nonce, sa.crypto.prf_id, sk_p, id_body)
+    if conn.remote.kind is AuthKind.PSK:
+        if auth.method != AuthMethod.PSK:
+            raise AuthError(f"expected PSK authentication, peer used {name_of(AuthMethod, int(auth.method))}")
+        secret = conn.remote.psk or conn.local.psk
+        expected = psk_auth(sa.crypto.prf_id, secret, octets)
+        if not constant_time.bytes_eq(expected, auth.data):
+            raise AuthError("pre-shared key mismatch (AUTH payload does not verify)")
+        return
+    if auth.method == AuthMethod.PSK:
+        raise AuthError("expected public key authentication, peer used PSK")
+    if not certs:
+        raise AuthError("peer sent no certificate")
+    verdict = sa.ctx.validator.validate(certs, peer_id, conn.name, sa.now)
+    leaf = certs[0]
+    sa.remote_cert_subject = leaf.subject.rfc4514_string()
+    sa.remote_cert_serial = format(leaf.serial_number, "x")
+    sa.remote_cert_issuer = leaf.issuer.rfc4514_string()
+    if not verdict.accepted:
+        sa.audit("cert.rejected", "failure", verdict.reason)
+        raise AuthError(f"certificate rejected: {verdict.reason}")
+    not_after = verdict.not_after or leaf.not_valid_after_utc
+    sa.remote_cert_not_after = not_after.replace(tzinfo=not_after.tzinfo or UTC).timestamp()
+    sa.audit("cert.validated", "success")
+    public_key = leaf.public_key()
+    try:
+        verify_auth(_as_public_key(public_key), int(auth.method), auth.data, octets)
+    except CryptoError as exc:
+        raise AuthError(f"AUTH signature rejected: {exc}") from None
+
+
+def _as_public_key(key: object) -> PublicKey:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    if isinstance(
+        key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+    ):
+        return key
+    raise AuthError("certificate key type cannot sign AUTH")
+
+
+class IkeAuthTask(Task):
+    """Authenticates both ends; on success the IKE SA is established."""
+
+    exchange = ExchangeType.IKE_AUTH
+
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        assert sa.conn is not None and sa.crypto is not None
+        id_body = _our_id_and_certs(sa, msg, initiator=True)
+        remote = sa.conn.remote
+        if remote.kind is AuthKind.PUBKEY and remote.send_certreq:
+            msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, b""))
+        if sa.conn.unique != "never":
+            msg.add_notify(NotifyType.INITIAL_CONTACT)
+        msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, bytes(sa.crypto.keys.sk_pi)))
+        sa.transition(IkeTrigger.SEND_AUTH)
+
+    def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        assert sa.conn is not None and sa.crypto is not None
+        failed = msg.notify(NotifyType.AUTHENTICATION_FAILED)
+        if failed is not None:
+            raise TaskFailed("peer rejected our authentication (AUTHENTICATION_FAILED)", "auth.failure")
+        if msg.get(AuthPayload) is None:
+            error = msg.error_notify()
+            what = name_of(NotifyType, int(error.notify_type)) if error else "no AUTH payload"
+            raise TaskFailed(f"IKE_AUTH failed: {what}", "auth.failure")
+        try:
+            certs = _peer_certs(msg)
+            peer_id, id_body = _peer_identity(msg, False, certs)
+            wanted = parse_identity(sa.conn.remote.identity or "%any")
+            peer = parse_identity(peer_id)
+            if not (wanted.matches(peer) or wanted == peer):
+                raise AuthError(f"peer identity {peer_id} does not match {sa.conn.remote.identity}")
+            sa.remote_id = peer_id
+            verify_peer(
+                sa,
+                sa.conn,
+                msg,
+                peer_id,
+                id_body,
+                certs,
+                sa.init_response,
+                sa.nonce_i,
+                bytes(sa.crypto.keys.sk_pr),
+            )
+        except (AuthError, ValueError) as exc:
+            raise TaskFailed(f"peer authentication failed: {exc}", "auth.failure") from None
+        sa.peer.initial_contact = False
+        sa.established()
+        return Status.DONE
+
+    def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        assert sa.crypto is not None
+        auth = msg.get(AuthPayload)
+        try:
+            certs = _peer_certs(msg)
+            peer_id, id_body = _peer_identity(msg, True, certs)
+            sa.remote_id = peer_id
+            if auth is None:
+                raise AuthError("no AUTH payload")
+            conn = select_connection(sa, peer_id, int(auth.method))
+            if conn is None:
+                raise AuthError(f"no connection accepts identity {peer_id}")
+            sa.conn = conn
+            verify_peer(
+                sa,
+                conn,
+                msg,
+                peer_id,
+                id_body,
+                certs,
+                sa.init_request,
+                sa.nonce_r,
+                bytes(sa.crypto.keys.sk_pi),
+            )
+        except (AuthError, ValueError) as exc:
+            raise RemoteProtocolError(
+                f"peer authentication failed: {exc}", NotifyType.AUTHENTICATION_FAILED, event="auth.failure"
+            ) from None
+        sa.peer.initial_contact = msg.notify(NotifyType.INITIAL_CONTACT) is not None
+
+    def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        assert sa.crypto is not None
+        try:
+            id_body = _our_id_and_certs(sa, msg, initiator=False)
+            msg.add(_our_auth(sa, id_body, sa.init_response, sa.nonce_i, bytes(sa.crypto.keys.sk_pr)))
+        except (TaskFailed, ValueError) as exc:
+            raise RemoteProtocolError(
+                f"cannot authenticate ourselves: {exc}", NotifyType.AUTHENTICATION_FAILED
+            ) from None
+        sa.established()

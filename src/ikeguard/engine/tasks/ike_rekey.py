@@ -1,0 +1,278 @@
+"""IKE SA rekeying with CREATE_CHILD_SA (RFC 7296 §1.3.2, §2.18): new SPIs, nonces and key exchange; the
+Child SAs move to the new IKE SA and the old one is deleted by the rekey's initiator. Simultaneous rekeys are
+resolved by the nonces as for Child SAs (§2.8.2)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikeguard.crypto.dh import KeyExchange, new_key_exchange
+from ikeguard.crypto.errors import CryptoError
+from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.keys import ike_sa_crypto, proposal_ke, rekey_skeyseed
+from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
+from ikeguard.engine.states import IkeState, IkeTrigger
+from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.wire.iana import ExchangeType, KeId, NotifyType, ProtocolId, name_of
+from ikeguard.wire.payloads import KePayload, NoncePayload
+from ikeguard.wire.proposal_string import ProposalSpec
+from ikeguard.wire.sa import Proposal, SaPayload
+
+if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.message import InMessage, OutMessage
+
+NONCE_LEN = 32
+REKEY_RETRY_DELAY = 30.0
+
+
+def _new_spi(sa: IkeSa) -> bytes:
+    return sa.ctx.random.bytes(8)
+
+
+def make_rekeyed_sa(
+    old: IkeSa,
+    *,
+    initiator: bool,
+    spi_i: bytes,
+    spi_r: bytes,
+    spec: ProposalSpec,
+    shared: bytes,
+    ni: bytes,
+    nr: bytes,
+) -> IkeSa:
+    """The IKE SA replacing ``old``: keys from SK_d(old) (§2.18), same peer, identities and Child SAs."""
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.responder import responder_tasks
+
+    assert old.crypto is not None
+    new = IkeSa(
+        old.ctx,
+        initiator=initiator,
+        local=old.local,
+        remote=old.remote,
+        spi_local=spi_i if initiator else spi_r,
+        conn=old.conn,
+        now=old.now,
+        responder_factory=responder_tasks,
+    )
+    new.spi_i, new.spi_r = spi_i, spi_r
+    new.created_by_rekey = True
+    new.proposal = spec
+    new.nonce_i, new.nonce_r = ni, nr
+    skeyseed = rekey_skeyseed(old.crypto.prf_id, bytes(old.crypto.keys.sk_d), shared, ni, nr)
+    new.crypto = ike_sa_crypto(spec, skeyseed, ni, nr, spi_i, spi_r, initiator, old.ctx.random)
+    for attr in (
+        "local_id",
+        "remote_id",
+        "remote_cert_subject",
+        "remote_cert_serial",
+        "remote_cert_issuer",
+        "remote_cert_not_after",
+        "peer",
+        "nat_local",
+        "nat_remote",
+        "peer_natt",
+        "encap",
+    ):
+        setattr(new, attr, getattr(old, attr))
+    return new
+
+
+def adopt(old: IkeSa, new: IkeSa) -> None:
+    """Move the Child SAs to ``new`` and make it live (established, scheduled, registered)."""
+    from ikeguard.engine import lifecycle
+
+    new.children, old.children = old.children, {}
+    new.transition(IkeTrigger.AUTH_DONE, f"rekeyed IKE SA {old.uniqueid}")
+    new.established_at = new.now
+    lifecycle.schedule_ike(new)
+    if "keepalive" in old.timers:
+        new.timers["keepalive"] = old.timers["keepalive"]
+    for name, deadline in old.timers.items():
+        if name.startswith("child_"):
+            new.timers[name] = deadline
+    old.timers = {k: v for k, v in old.timers.items() if not k.startswith("child_")}
+    if old.ctx.adopt_hook is not None:
+        old.ctx.adopt_hook(new)
+    old.rekeyed_by = new
+    new.audit("ike.rekeyed", "success", old_uniqueid=str(old.uniqueid))
+
+
+class IkeRekeyTask(Task):
+    """Initiator of an IKE SA rekey."""
+
+    exchange = ExchangeType.CREATE_CHILD_SA
+
+    def __init__(self) -> None:
+        self.spi = b""
+        self.nonce = b""
+        self.ke: KeyExchange | None = None
+        self.group: int | None = None
+        self.offered: tuple[ProposalSpec, ...] = ()
+        self.peer_nonce = b""
+        self.new: IkeSa | None = None
+
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        assert sa.conn is not None
+        if sa.state is IkeState.ESTABLISHED:
+            sa.transition(IkeTrigger.START_REKEY)
+        self.spi = self.spi or _new_spi(sa)
+        self.offered = self.offered or offer_proposals(sa.ctx.settings.profile, sa.conn.ike_proposals, "ike")
+        self.group = self.group or proposal_ke(self.offered[0])
+        if self.ke is None or int(self.ke.method) != self.group:
+            self.ke = new_key_exchange(self.group, sa.ctx.random)
+        self.nonce = self.nonce or sa.ctx.random.bytes(NONCE_LEN)
+        msg.add(SaPayload(tuple(Proposal.from_spec(i + 1, s, self.spi) for i, s in enumerate(self.offered))))
+        msg.add(NoncePayload(self.nonce))
+        msg.add(KePayload(self.group, self.ke.public_value))
+
+    def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        error = msg.error_notify()
+        if error is not None and error.notify_type == NotifyType.INVALID_KE_PAYLOAD:
+            wanted = int.from_bytes(error.data[:2], "big") if len(error.data) >= 2 else -1
+            if wanted in {t.id for s in self.offered for t in s.ke} and wanted != self.group:
+                self.group = wanted
+                return Status.RETRY
+        try:
+            new = self._complete(sa, msg, error is not None)
+        except (ValueError, CryptoError) as exc:
+            reason = f"IKE rekey failed: {exc}"
+            sa.audit("ike.rekey_failed", "failure", reason)
+            if sa.state is IkeState.REKEYING:
+                sa.transition(IkeTrigger.REKEY_ABORTED, reason)
+            sa.timers["ike_rekey"] = sa.now + REKEY_RETRY_DELAY
+            return Status.DONE
+        self.new = new
+        return Status.DONE
+
+    def _complete(self, sa: IkeSa, msg: InMessage, has_error: bool) -> IkeSa:
+        if has_error:
+            error = msg.error_notify()
+            assert error is not None
+            raise ValueError(f"peer answered {name_of(NotifyType, int(error.notify_type))}")
+        answer, nonce, ke = msg.get(SaPayload), msg.get(NoncePayload), msg.get(KePayload)
+        if answer is None or nonce is None or ke is None:
+            raise ValueError("response without SA, Nonce or KE")
+        accepted = accept_response_proposal(answer, self.offered, ProtocolId.IKE)
+        if accepted is None or len(accepted[1]) != 8:
+            raise ValueError("peer selected an IKE proposal we did not offer")
+        spec, spi_r = accepted
+        if int(ke.group) != proposal_ke(spec) or self.ke is None or int(ke.group) != int(self.ke.method):
+            raise ValueError(f"KE {name_of(KeId, int(ke.group))} does not match the selected proposal")
+        shared = self.ke.shared_secret(ke.data)
+        self.peer_nonce = nonce.data
+        return make_rekeyed_sa(
+            sa,
+            initiator=True,
+            spi_i=self.spi,
+            spi_r=spi_r,
+            spec=spec,
+            shared=shared,
+            ni=self.nonce,
+            nr=nonce.data,
+        )
+
+    def completed(self, sa: IkeSa) -> None:
+        """Adopt the new SA (or, after a lost collision, delete it) and delete the old one."""
+        from ikeguard.engine.commands import delete_ike
+
+        new = self.new
+        if new is None:
+            return
+        peer_new: IkeSa | None = getattr(sa, "peer_rekey", None)
+        if peer_new is not None and peer_new.state is not IkeState.CLOSED:
+            ours = (self.nonce, self.peer_nonce)
+            if min(ours) < min(sa.peer_rekey_nonces):
+                # Ours is redundant (§2.8.2): register it only to delete it; the peer deletes the old SA.
+                if sa.ctx.adopt_hook is not None:
+                    sa.ctx.adopt_hook(new)
+                new.transition(IkeTrigger.AUTH_DONE)
+                new.rekeyed_by = peer_new
+                delete_ike(new, "redundant after simultaneous IKE rekey (RFC 7296 §2.8.2)")
+                new.start_next()
+                return
+            # Ours wins: the Child SAs were moved to the peer's new SA; move them on to ours.
+            peer_new.children, sa.children = {}, peer_new.children
+            peer_new.rekeyed_by = new
+        adopt(sa, new)
+        sa.transition(IkeTrigger.REKEY_DONE)
+        delete_ike(sa, "rekeyed")
+
+    def aborted(self, sa: IkeSa, reason: str) -> None:
+        if sa.state is IkeState.REKEYING:
+            sa.transition(IkeTrigger.REKEY_ABORTED, reason)
+
+
+class IkeRekeyResponder(Task):
+    """Responder of an IKE SA rekey."""
+
+    exchange = ExchangeType.CREATE_CHILD_SA
+
+    def __init__(self) -> None:
+        self.spec: ProposalSpec | None = None
+        self.number = 1
+        self.peer_spi = b""
+        self.peer_nonce = b""
+        self.ke: KeyExchange | None = None
+        self.shared = b""
+        self.new: IkeSa | None = None
+
+    def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        assert sa.conn is not None
+        if sa.state not in (IkeState.ESTABLISHED, IkeState.REKEYING):
+            raise RemoteProtocolError(
+                "IKE SA is being deleted or already rekeyed", NotifyType.TEMPORARY_FAILURE
+            )
+        if sa.active is not None and sa.active.exchange is not ExchangeType.CREATE_CHILD_SA:
+            pass
+        offer, nonce, ke = msg.get(SaPayload), msg.get(NoncePayload), msg.get(KePayload)
+        if offer is None or nonce is None or ke is None or not 16 <= len(nonce.data) <= 256:
+            raise RemoteProtocolError("IKE rekey without SA, Nonce or KE", NotifyType.INVALID_SYNTAX)
+        choice = choose_proposal(sa.ctx.settings.profile, offer, sa.conn.ike_proposals, "ike")
+        if choice is None:
+            sa.audit("proposal.rejected", "failure", "no acceptable proposal for IKE rekey")
+            raise RemoteProtocolError("no acceptable IKE proposal", NotifyType.NO_PROPOSAL_CHOSEN)
+        self.spec, self.number = choice
+        self.peer_spi = next((p.spi for p in offer.proposals if p.number == self.number), b"")
+        if len(self.peer_spi) != 8:
+            raise RemoteProtocolError("IKE proposal without an 8-octet SPI", NotifyType.INVALID_SYNTAX)
+        group = proposal_ke(self.spec)
+        if int(ke.group) != group:
+            raise RemoteProtocolError(
+                "KE group mismatch", NotifyType.INVALID_KE_PAYLOAD, group.to_bytes(2, "big")
+            )
+        try:
+            self.ke = new_key_exchange(group, sa.ctx.random)
+            self.shared = self.ke.shared_secret(ke.data)
+        except CryptoError as exc:
+            raise RemoteProtocolError(f"bad KE value: {exc}", NotifyType.INVALID_SYNTAX) from None
+        self.peer_nonce = nonce.data
+
+    def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        assert self.spec is not None and self.ke is not None
+        spi = _new_spi(sa)
+        nonce = sa.ctx.random.bytes(NONCE_LEN)
+        msg.add(SaPayload((Proposal.from_spec(self.number, self.spec, spi),)))
+        msg.add(NoncePayload(nonce))
+        msg.add(KePayload(int(self.ke.method), self.ke.public_value))
+        self.new = make_rekeyed_sa(
+            sa,
+            initiator=False,
+            spi_i=self.peer_spi,
+            spi_r=spi,
+            spec=self.spec,
+            shared=self.shared,
+            ni=self.peer_nonce,
+            nr=nonce,
+        )
+        self.shared = b""
+        if sa.state is IkeState.REKEYING:
+            # Collision (§2.8.2): decided when our own rekey completes.
+            sa.peer_rekey = self.new
+            sa.peer_rekey_nonces = (self.peer_nonce, nonce)
+            adopt(sa, self.new)
+            sa.rekeyed_by = None
+            return
+        adopt(sa, self.new)
+        sa.transition(IkeTrigger.REKEY_DONE)

@@ -1,0 +1,70 @@
+"""NAT detection (RFC 7296 §2.23): NAT_DETECTION_SOURCE/DESTINATION_IP hashes in IKE_SA_INIT; the initiator
+moves to port 4500 when a NAT is found or ``encap`` forces UDP encapsulation (sending a fake source hash)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ikeguard.crypto.keymat import natd_hash
+from ikeguard.engine.events import Endpoint
+from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.wire.iana import ExchangeType, NotifyType
+
+if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.message import InMessage, OutMessage
+
+NATT_PORT = 4500
+
+
+def _hash(spi_i: bytes, spi_r: bytes, endpoint: Endpoint) -> bytes:
+    return natd_hash(spi_i, spi_r, endpoint.address, endpoint.port)
+
+
+class NatdTask(Task):
+    """Adds and checks the NAT detection notifies; decides on UDP encapsulation."""
+
+    exchange = ExchangeType.IKE_SA_INIT
+
+    def _add(self, sa: IkeSa, msg: OutMessage, spi_r: bytes) -> None:
+        forced = sa.conn is not None and sa.conn.encap
+        source = sa.ctx.random.bytes(20) if forced else _hash(sa.spi_i, spi_r, sa.local)
+        msg.add_notify(NotifyType.NAT_DETECTION_SOURCE_IP, source)
+        msg.add_notify(NotifyType.NAT_DETECTION_DESTINATION_IP, _hash(sa.spi_i, spi_r, sa.remote))
+
+    def _check(self, sa: IkeSa, msg: InMessage, spi_r: bytes, local: Endpoint, remote: Endpoint) -> None:
+        sources = [n.data for n in msg.notifies() if n.notify_type == NotifyType.NAT_DETECTION_SOURCE_IP]
+        dest = msg.notify(NotifyType.NAT_DETECTION_DESTINATION_IP)
+        if not sources or dest is None:
+            return  # peer does not do NAT-T; stay on port 500
+        sa.peer_natt = True
+        sa.nat_remote = _hash(sa.spi_i, spi_r, remote) not in sources
+        sa.nat_local = dest.data != _hash(sa.spi_i, spi_r, local)
+
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        self._add(sa, msg, b"\0" * 8)
+
+    def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        self._check(sa, msg, sa.spi_r, sa.local, sa.remote)
+        forced = sa.conn is not None and sa.conn.encap
+        if sa.peer_natt and (sa.nat_local or sa.nat_remote or forced):
+            sa.encap = True
+            if sa.local.port != NATT_PORT or sa.remote.port != NATT_PORT:
+                remote_port = NATT_PORT if sa.remote.port == 500 else sa.remote.port
+                sa.local = Endpoint(sa.local.address, NATT_PORT)
+                sa.remote = Endpoint(sa.remote.address, remote_port)
+        if sa.nat_local:
+            sa.timers["keepalive"] = sa.now + sa.ctx.settings.nat_keepalive
+        return Status.DONE
+
+    def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        self._check(sa, msg, b"\0" * 8, sa.local, sa.remote)
+
+    def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        if not sa.peer_natt:
+            return
+        self._add(sa, msg, sa.spi_r)
+        if sa.nat_local or sa.nat_remote:
+            sa.encap = True
+        if sa.nat_local:
+            sa.timers["keepalive"] = sa.now + sa.ctx.settings.nat_keepalive

@@ -1,0 +1,60 @@
+"""IKE_SA_INIT + IKE_AUTH with a pre-shared key between two in-memory engines; first Child SA installed."""
+
+from __future__ import annotations
+
+from ikeguard.engine.events import Direction, IkeSaStateChanged, InstallChildSa, SendDatagram
+from ikeguard.engine.states import IkeState
+from tests.engine.harness import psk_pair
+
+
+def test_psk_setup_establishes_both_sides_and_installs_matching_child_sas() -> None:
+    net = psk_pair()
+    net.initiate()
+    net.run()
+    a_sas, b_sas = net.a.manager.ike_sas(), net.b.manager.ike_sas()
+    assert [sa.state for sa in a_sas] == [IkeState.ESTABLISHED]
+    assert [sa.state for sa in b_sas] == [IkeState.ESTABLISHED]
+    a_sa, b_sa = a_sas[0], b_sas[0]
+    assert a_sa.remote_id == "b.example.net" and b_sa.remote_id == "a.example.net"
+    assert a_sa.spi_i == b_sa.spi_i and a_sa.spi_r == b_sa.spi_r
+    a_in, a_out = [i for i in net.a.installs()]
+    assert (a_in.direction, a_out.direction) == (Direction.INBOUND, Direction.OUTBOUND)
+    b_in, b_out = [i for i in net.b.installs()]
+    # each side's inbound SA is the other's outbound one: same SPI, same keys
+    assert a_in.sa.spi == b_out.sa.spi and a_out.sa.spi == b_in.sa.spi
+    assert a_in.sa.encr_key == b_out.sa.encr_key and a_out.sa.encr_key == b_in.sa.encr_key
+    assert a_in.sa.encr_key != a_out.sa.encr_key
+    assert [str(t) for t in a_out.sa.local_ts] == ["10.1.0.0/24"]
+    assert [str(t) for t in b_out.sa.local_ts] == ["10.2.0.0/24"]
+    assert a_in.proposal == "aes256gcm16"
+    assert [e.event for e in net.b.audits() if e.event in ("auth.success", "ike.up", "child.up")] == [
+        "auth.success",
+        "ike.up",
+        "child.up",
+    ]
+
+
+def test_responder_installs_before_answering_and_initiator_after() -> None:
+    net = psk_pair()
+    net.initiate()
+    net.run()
+    order = [type(e).__name__ for e in net.b.events if isinstance(e, (InstallChildSa, SendDatagram))]
+    # second datagram is the IKE_AUTH response: both installs precede it
+    assert order == ["SendDatagram", "InstallChildSa", "InstallChildSa", "SendDatagram"]
+    changes = [(e.old, e.new) for e in net.a.events if isinstance(e, IkeSaStateChanged)]
+    assert changes == [
+        (IkeState.CREATED, IkeState.INIT_SENT),
+        (IkeState.INIT_SENT, IkeState.AUTH_SENT),
+        (IkeState.AUTH_SENT, IkeState.ESTABLISHED),
+    ]
+
+
+def test_secrets_never_in_repr() -> None:
+    net = psk_pair()
+    net.initiate()
+    net.run()
+    for side in (net.a, net.b):
+        text = repr(side.events) + repr(side.manager.ike_sas()[0].__dict__)
+        assert "correct horse" not in text
+        for install in side.installs():
+            assert install.sa.encr_key.hex() not in text
