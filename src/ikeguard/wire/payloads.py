@@ -34,6 +34,8 @@ _SKF = struct.Struct("!HH")
 _CP_ATTR = struct.Struct("!HH")
 
 NONCE_MIN, NONCE_MAX = 16, 256  # RFC 7296 §3.9: 128 to 2048 bits
+INTERPRETED_TYPES = frozenset({*range(PayloadType.SA, PayloadType.EAP + 1), PayloadType.SKF})
+"""Payload types with a dataclass of their own (SA..EAP, SKF); everything else is an UnknownPayload."""
 
 
 def _need(body: bytes, size: int, offset: int, ptype: int, what: str) -> None:
@@ -367,6 +369,10 @@ class EapPayload(Payload):
     payload_type: ClassVar[int] = PayloadType.EAP
     data: bytes
 
+    def __post_init__(self) -> None:
+        if len(self.data) < 4 or int.from_bytes(self.data[2:4], "big") != len(self.data):
+            raise ValueError("an EAP message has a 4-octet header whose Length covers the whole message")
+
     @property
     def code(self) -> int:
         """EAP Code (1 Request, 2 Response, 3 Success, 4 Failure)."""
@@ -404,6 +410,10 @@ class SkPayload(Payload):
     first_inner: int
     body: bytes
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.first_inner < 256:
+            raise ValueError("payload type is one octet")
+
     def encode_body(self) -> bytes:
         """IV || ciphertext || ICV."""
         return self.body
@@ -428,7 +438,7 @@ class SkfPayload(Payload):
     body: bytes
 
     def __post_init__(self) -> None:
-        if not (1 <= self.number <= self.total <= 0xFFFF):
+        if not (1 <= self.number <= self.total <= 0xFFFF) or not 0 <= self.first_inner < 256:
             raise ValueError("fragment number must be 1..total, total at most 65535")
 
     def encode_body(self) -> bytes:
@@ -453,8 +463,8 @@ class UnknownPayload(Payload):
     data: bytes
 
     def __post_init__(self) -> None:
-        if not 0 < self.unknown_type < 256:
-            raise ValueError("payload type is one octet and not 0")
+        if not 0 < self.unknown_type < 256 or self.unknown_type in INTERPRETED_TYPES:
+            raise ValueError(f"payload type {self.unknown_type} is 1..255 and not one this codec interprets")
 
     @property
     def type(self) -> int:

@@ -56,6 +56,10 @@ class SaPayload(Payload):
     payload_type: ClassVar[int] = PayloadType.SA
     proposals: tuple[Proposal, ...]
 
+    def __post_init__(self) -> None:
+        if not self.proposals:
+            raise ValueError("an SA payload has at least one proposal (RFC 7296 §3.3)")
+
     def encode_body(self) -> bytes:
         """Proposal substructures, the last one marked 0 (§3.3.1)."""
         out = bytearray()
