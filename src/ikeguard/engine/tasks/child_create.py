@@ -74,83 +74,52 @@ def remote_selectors(sa: IkeSa, child: ChildSettings) -> tuple[TrafficSelector, 
 def install(sa: IkeSa, child: ChildSa, *, outbound: bool = True) -> None:
     """Emit InstallChildSa inbound (then outbound): inbound first so no packet of the peer is lost."""
     assert child.keys is not None and child.proposal is not None
-    keys = child.keys
-    initiator = child.initiator
-    encr_in, integ_in = (
-        (keys.keys.encr_r, keys.keys.integ_r) if initiator else (keys.keys.encr_i, keys.keys.integ_i)
-    )
-    encr_out, integ_out = (
-        (keys.keys.encr_i, keys.keys.integ_i) if initiator else (keys.keys.encr_r, keys.keys.integ_r)
-    )
-    esn = bool(child.proposal.esn) and child.proposal.esn[0].id == EsnId.ESN
-    s = child.settings
-    common = {
-        "encr_id": int(keys.encr.id),
-        "encr_key_bits": keys.encr.key_len * 8,
-        "integ_id": int(keys.integ.id) if keys.integ else 0,
-        "esn": esn,
-        "encap": sa.encap,
-        "mode": s.mode,
-        "replay_window": s.replay_window,
-    }
-    lifetimes = {
-        "rekey_bytes": s.rekey_bytes,
-        "life_bytes": s.life_bytes,
-        "rekey_packets": s.rekey_packets,
-        "life_packets": s.life_packets,
-    }
-    inbound = ChildSaSpec(
-        spi=child.spi_in,
-        encr_key=bytes(encr_in),
-        integ_key=bytes(integ_in),
-        source=sa.remote,
-        destination=sa.local,
-        local_ts=child.local_ts,
-        remote_ts=child.remote_ts,
-        **common,
-    )  # type: ignore[arg-type]
-    sa.emit(
-        InstallChildSa(
-            sa.uniqueid,
-            child.uniqueid,
-            child.name,
-            Direction.INBOUND,
-            inbound,
-            child.proposal_text,
-            **lifetimes,
-        )
-    )
+    k = child.keys.keys
+    # KEYMAT order (§2.17): initiator->responder keys first; "initiator" is who started this exchange.
+    i_to_r, r_to_i = (bytes(k.encr_i), bytes(k.integ_i)), (bytes(k.encr_r), bytes(k.integ_r))
+    inbound_keys, outbound_keys = (r_to_i, i_to_r) if child.initiator else (i_to_r, r_to_i)
+    _emit_install(sa, child, Direction.INBOUND, inbound_keys)
     if outbound:
-        install_outbound(sa, child, bytes(encr_out), bytes(integ_out), common, lifetimes)
+        _emit_install(sa, child, Direction.OUTBOUND, outbound_keys)
 
 
-def install_outbound(
-    sa: IkeSa, child: ChildSa, encr: bytes, integ: bytes, common: dict[str, object], lifetimes: dict[str, int]
-) -> None:
-    """Emit the outbound half."""
-    assert child.proposal is not None
+def _emit_install(sa: IkeSa, child: ChildSa, direction: Direction, keys: tuple[bytes, bytes]) -> None:
+    assert child.keys is not None and child.proposal is not None
+    algs = child.keys
+    s = child.settings
+    inbound = direction is Direction.INBOUND
     spec = ChildSaSpec(
-        spi=child.spi_out,
-        encr_key=encr,
-        integ_key=integ,
-        source=sa.local,
-        destination=sa.remote,
+        spi=child.spi_in if inbound else child.spi_out,
+        encr_id=int(algs.encr.id),
+        encr_key_bits=algs.encr.key_len * 8,
+        integ_id=int(algs.integ.id) if algs.integ else 0,
+        esn=bool(child.proposal.esn) and child.proposal.esn[0].id == EsnId.ESN,
+        encr_key=keys[0],
+        integ_key=keys[1],
+        source=sa.remote if inbound else sa.local,
+        destination=sa.local if inbound else sa.remote,
+        encap=sa.encap,
+        mode=s.mode,
+        replay_window=s.replay_window,
         local_ts=child.local_ts,
         remote_ts=child.remote_ts,
-        **common,
-    )  # type: ignore[arg-type]
+    )
     sa.emit(
         InstallChildSa(
             sa.uniqueid,
             child.uniqueid,
             child.name,
-            Direction.OUTBOUND,
+            direction,
             spec,
             child.proposal_text,
-            **lifetimes,
+            rekey_bytes=s.rekey_bytes,
+            life_bytes=s.life_bytes,
+            rekey_packets=s.rekey_packets,
+            life_packets=s.life_packets,
         )
     )
-    child.outbound_installed = True
+    if not inbound:
+        child.outbound_installed = True
 
 
 class ChildCreateTask(Task):
