@@ -374,3 +374,33 @@ def test_every_capture_message_fails_only_with_parse_error_when_cut(vectors_dir:
             for cut in range(0, len(data), 7):
                 with pytest.raises(ParseError):
                     parse_message(data[:cut])
+
+
+def test_ikev2four_field_values_match_tcpdump_vvvv(vectors_dir: Path) -> None:
+    """tcpdump -vvvv prints SPIs, KE values, nonces and the whole SK body: each must equal what we parsed."""
+    text = (vectors_dir / TCPDUMP / "ikev2fourv4.out").read_text()
+    frames = re.split(r"\n\s+\d+\s+2007-08-06 ", "\n" + text)[1:]
+    messages = [parse_message(data) for _d, data in ike_messages(vectors_dir / TCPDUMP / "ikev2four.pcap")]
+    assert len(frames) == len(messages) == 21
+    seen = {"ke": 0, "nonce": 0, "sk": 0, "notify": 0}
+    for number, (frame, msg) in enumerate(zip(frames, messages, strict=True), start=1):
+        spis = re.search(r"cookie ([0-9a-f]{16})->([0-9a-f]{16})", frame)
+        assert spis is not None, number
+        assert (msg.header.spi_i.hex(), msg.header.spi_r.hex()) == spis.groups()
+        kes = re.findall(r"\(v2ke: len=\d+ group=\w+ ([0-9a-f]+)\)", frame)
+        assert kes == [p.data.hex() for p in msg.payloads if isinstance(p, KePayload)], number
+        nonces = re.findall(r"\(nonce: len=\d+ nonce=\(([0-9a-f]+)\) \)", frame)
+        assert nonces == [p.data.hex() for p in msg.payloads if isinstance(p, NoncePayload)], number
+        bodies = re.findall(r"\(v2e: len=\d+ ([0-9a-f]+)\)", frame)
+        assert bodies == [p.body.hex() for p in msg.payloads if isinstance(p, SkPayload)], number
+        # tcpdump prints notify data from its start to the end of the datagram: ours is a prefix of that
+        printed = re.findall(r"\(n: prot_id=#\d+ type=(\d+)\(\w+\) data=\(([0-9a-f]+)\)\)", frame)
+        notifies = [p for p in msg.payloads if isinstance(p, NotifyPayload)]
+        assert [int(t) for t, _ in printed] == [int(n.notify_type) for n in notifies], number
+        for (_t, data), notify in zip(printed, notifies, strict=True):
+            assert data.startswith(notify.data.hex()), number
+        if printed:
+            assert printed[-1][1] == notifies[-1].data.hex()  # the last one does end with the datagram
+        for key, found in (("ke", kes), ("nonce", nonces), ("sk", bodies), ("notify", printed)):
+            seen[key] += len(found)
+    assert seen == {"ke": 3, "nonce": 3, "sk": 17, "notify": 8}
