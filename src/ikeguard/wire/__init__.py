@@ -3,6 +3,7 @@
 Written by hand on ``struct`` (no maintained Python IKEv2 codec exists that fits a sans-IO core).
 """
 
+from ikeguard.wire.describe import describe_message, payload_label
 from ikeguard.wire.errors import (
     FieldError,
     LengthError,
@@ -116,6 +117,7 @@ __all__ = [
     "classify_udp4500",
     "decode_encrypted_message",
     "decode_payloads",
+    "describe_message",
     "describe_proposal",
     "encode_encrypted_message",
     "encode_fragments",
@@ -126,4 +128,5 @@ __all__ = [
     "parse_message",
     "parse_proposal",
     "parse_proposals",
+    "payload_label",
 ]
