@@ -85,7 +85,7 @@ def _leaf(dns: str, kind: str, ca_name: str, not_after: dt.datetime) -> tuple[Pr
 
 
 class TrustAnchorValidator:
-    """Accepts a chain whose end entity is issued by one of ``anchors``, valid at ``now``, naming ``identity``."""
+    """Accepts an end entity issued by one of ``anchors``, valid at ``now``, naming ``identity``."""
 
     def __init__(self, anchors: Sequence[x509.Certificate]) -> None:
         self.anchors = list(anchors)
