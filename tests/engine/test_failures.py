@@ -129,7 +129,7 @@ def test_peer_gets_its_own_inventory_subnet_narrowed() -> None:
     net = pair([merchant], [gw], peer_selectors=Inventory())
     net.initiate()
     net.run()
-    out = [i for i in net.a.installs() if i.direction.value == "out"][0]
+    out = next(i for i in net.a.installs() if i.direction.value == "out")
     assert [str(t) for t in out.sa.local_ts] == ["10.20.1.0/24"]  # narrowed to what A is entitled to
 
 

@@ -29,7 +29,7 @@ def test_nat_detected_moves_to_4500_and_encapsulates() -> None:
     assert [(s.local.port, s.remote.port) for s in sends] == [(500, 500), (4500, 4500)]
     assert (b_sa.remote.address, b_sa.remote.port) == (NAT_PUBLIC, 44500)
     assert all(i.sa.encap for i in net.a.installs() + net.b.installs())
-    b_out = [i for i in net.b.installs() if i.direction.value == "out"][0]
+    b_out = next(i for i in net.b.installs() if i.direction.value == "out")
     assert b_out.sa.destination.address == NAT_PUBLIC
     # the side behind the NAT sends keepalives
     net.advance(21)
