@@ -36,3 +36,8 @@ def test_decrypted_content_is_listed_and_secrets_are_not() -> None:
     assert text == "INFORMATIONAL response 5 [ N(COOKIE2) CPRP EAP/SUCC N(UNKNOWN(40000)) UNKNOWN(200) ]"
     assert "secret" not in text
     assert payload_label(SkfPayload(0, 2, 3, b"")) == "EF(2/3)"
+
+
+def test_eap_contents_stay_out_of_repr() -> None:
+    eap = EapPayload(b"\x02\x07\x00\x0e\x06hunter2")  # EAP-GTC response carries the password in clear
+    assert "hunter2" not in repr(eap) and "68756e746572" not in repr(eap)

@@ -8,7 +8,7 @@ Registry values that we do not know are kept as plain ``int`` (``iana.lookup``),
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ikeguard.wire.errors import FieldError, LengthError, TruncatedError
@@ -367,7 +367,7 @@ class EapPayload(Payload):
     """EAP payload (§3.16): one complete EAP message (RFC 3748), kept as octets."""
 
     payload_type: ClassVar[int] = PayloadType.EAP
-    data: bytes
+    data: bytes = field(repr=False)  # EAP-GTC/-MD5 carry passwords or their hashes: kept out of logs
 
     def __post_init__(self) -> None:
         if len(self.data) < 4 or int.from_bytes(self.data[2:4], "big") != len(self.data):
