@@ -39,5 +39,5 @@ def test_decrypted_content_is_listed_and_secrets_are_not() -> None:
 
 
 def test_eap_contents_stay_out_of_repr() -> None:
-    eap = EapPayload(b"\x02\x07\x00\x0e\x06hunter2")  # EAP-GTC response carries the password in clear
+    eap = EapPayload(b"\x02\x07\x00\x0c\x06hunter2")  # EAP-GTC response carries the password in clear
     assert "hunter2" not in repr(eap) and "68756e746572" not in repr(eap)
