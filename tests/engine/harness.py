@@ -145,7 +145,7 @@ class Network:
     def advance(self, seconds: float, *, step: float | None = None) -> None:
         """Let time pass, firing timers on both sides and delivering what they send."""
         end = self.now + seconds
-        while True:
+        for _ in range(10_000):
             timers = [t for t in (self.a.manager.get_timer(), self.b.manager.get_timer()) if t is not None]
             nxt = min(timers) if timers else None
             if nxt is None or nxt > end:
@@ -154,6 +154,11 @@ class Network:
             self.a.manager.handle_timer(self.now)
             self.b.manager.handle_timer(self.now)
             self.run()
+        else:
+            raise AssertionError(
+                f"timers keep firing at {self.now}: {self.a.manager.get_timer()}, "
+                f"{self.b.manager.get_timer()}"
+            )
         self.now = end
 
     def initiate(self, conn: str = "tunnel", **kw: object) -> int:

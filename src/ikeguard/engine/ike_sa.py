@@ -126,6 +126,7 @@ class IkeSa:
         self.created_by_rekey = False
         self.peer_rekey: IkeSa | None = None  # IKE rekey collision: the SA the peer's rekey created
         self.peer_rekey_nonces: tuple[bytes, ...] = ()
+        self._closing = False
         self.replaces: IkeSa | None = None  # reauthentication: the old IKE SA deleted once we are up
 
     # ------------------------------------------------------------------ naming and outputs
@@ -375,6 +376,10 @@ class IkeSa:
             return
         if exchange != ExchangeType.IKE_SA_INIT and self.state is IkeState.CREATED:
             return
+        if (
+            exchange == ExchangeType.IKE_SA_INIT and (self.initiator or self.state is not IkeState.CREATED)
+        ) or (exchange == ExchangeType.IKE_AUTH and (self.initiator or self.state is not IkeState.HALF_OPEN)):
+            return  # RFC 7296 §2.2: these exchanges happen once, in this order, initiated by the initiator
         msg = self._decode(data, exchange)
         if msg is None or msg.partial:
             return
@@ -382,12 +387,16 @@ class IkeSa:
         if exchange == ExchangeType.IKE_SA_INIT:
             self.init_request = data
         self._follow_peer_address(local, remote, msg)
-        if self.responder_tasks is None or exchange not in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
-            tasks = self._responder_factory(self, msg)
-        else:
-            tasks = [t for t in self.responder_tasks if t.exchange is msg.exchange]
         response = OutMessage(msg.exchange, message_id, response=True)
+        tasks: list[Task] = []
         try:
+            if self.responder_tasks is None or exchange not in (
+                ExchangeType.IKE_SA_INIT,
+                ExchangeType.IKE_AUTH,
+            ):
+                tasks = self._responder_factory(self, msg)
+            else:
+                tasks = [t for t in self.responder_tasks if t.exchange is msg.exchange]
             for task in tasks:
                 task.process_r(self, msg)
             for task in tasks:
@@ -509,8 +518,9 @@ class IkeSa:
     # ------------------------------------------------------------------ teardown
     def close(self, reason: str, *, event: str = "ike.down", send_delete: bool = False) -> None:
         """Terminate the SA now: remove Child SAs from the data plane, wipe keys, emit ike.down."""
-        if self.state is IkeState.CLOSED:
+        if self.state is IkeState.CLOSED or self._closing:
             return
+        self._closing = True
         if (
             send_delete
             and self.crypto is not None
@@ -528,10 +538,10 @@ class IkeSa:
         self.close_reason = reason
         self.timers.clear()
         self.queue.clear()
-        if self.active is not None:
-            for task in self.active.tasks:
+        active, self.active = self.active, None
+        if active is not None:
+            for task in active.tasks:
                 task.aborted(self, reason)
-            self.active = None
         self.window.in_flight = None
         if self.crypto is not None:
             self.crypto.wipe()

@@ -91,12 +91,11 @@ def _dpd(sa: IkeSa) -> None:
     if conn is None or conn.dpd_delay <= 0 or sa.state is not IkeState.ESTABLISHED:
         return
     idle = sa.now - sa.last_inbound
-    if idle >= conn.dpd_delay and not sa.has_queued(DpdTask):
+    if idle >= conn.dpd_delay - 1e-6 and not sa.has_queued(DpdTask):
         sa.queue_exchange([DpdTask()])
         if conn.dpd_timeout > 0:
             sa.timers["dpd_deadline"] = sa.now + conn.dpd_timeout
         sa.timers["dpd"] = sa.now + conn.dpd_delay
     else:
-        sa.timers["dpd"] = (
-            sa.last_inbound + conn.dpd_delay if idle < conn.dpd_delay else sa.now + conn.dpd_delay
-        )
+        # Traffic from the peer proves liveness: check again dpd_delay after the last message (never now).
+        sa.timers["dpd"] = max(sa.last_inbound + conn.dpd_delay, sa.now + 1.0)
