@@ -61,6 +61,7 @@ def test_simultaneous_child_delete() -> None:
 
 def test_dpd_probes_idle_peer_and_keeps_sa() -> None:
     net = up(dpd_delay=30.0)
+
     def requests() -> int:
         return sum(
             isinstance(e, SendDatagram) and not parse_message(e.data).header.is_response for e in net.a.events

@@ -68,6 +68,8 @@ def fire(sa: IkeSa, name: str) -> None:
     elif kind == "dpd_deadline":
         sa.audit("dpd.timeout", "failure", "no answer to liveness check within dpd_timeout")
         sa.close("dpd timeout: peer did not answer liveness check")
+    elif kind in ("redundant_expire", "rekeyed_expire"):
+        sa.close("replaced IKE SA not deleted by the peer in time")
     elif kind == "ike_rekey":
         commands.rekey_ike(sa)
     elif kind == "reauth":

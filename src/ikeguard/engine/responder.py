@@ -30,6 +30,9 @@ def responder_tasks(sa: IkeSa, msg: InMessage) -> list[Task]:
         offer = msg.get(SaPayload)
         if offer is not None and offer.proposals and int(offer.proposals[0].protocol) == ProtocolId.IKE:
             return [IkeRekeyResponder()]
+        if sa.state.value in ("rekeying", "rekeyed"):
+            # RFC 7296 §2.25.2: no Child SA creation or rekey while the IKE SA itself is being rekeyed.
+            raise RemoteProtocolError("IKE SA rekey in progress", NotifyType.TEMPORARY_FAILURE)
         rekey = msg.notify(NotifyType.REKEY_SA)
         if rekey is not None:
             return [ChildRekeyResponder(int.from_bytes(rekey.spi, "big") if len(rekey.spi) == 4 else -1)]

@@ -113,7 +113,14 @@ class InformationalResponder(Task):
     def completed(self, sa: IkeSa) -> None:
         """After the answer went out: remove what the peer deleted."""
         if self.delete_ike:
-            sa.close("deleted by peer")
+            peer_new = sa.peer_rekey
+            if sa.children and peer_new is not None and peer_new.state is IkeState.ESTABLISHED:
+                # The peer won a simultaneous IKE rekey and deleted the old SA before our own rekey
+                # completed: the Child SAs live on in its new IKE SA (§2.8.2).
+                from ikeguard.engine.tasks.ike_rekey import adopt
+
+                adopt(sa, peer_new)
+            sa.close("rekeyed" if sa.rekeyed_by is not None else "deleted by peer")
             return
         for child in self.children:
-            sa.remove_child(child, "deleted by peer")
+            sa.remove_child(child, "rekeyed" if child.state is ChildState.REKEYED else "deleted by peer")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 NONCE_LEN = 32
 REKEY_RETRY_DELAY = 30.0
+REDUNDANT_LIFETIME = 60.0  # a replaced or redundant IKE SA waits this long for the peer's DELETE
 
 
 def _new_spi(sa: IkeSa) -> bytes:
@@ -79,13 +80,29 @@ def make_rekeyed_sa(
     return new
 
 
+def register_redundant(old: IkeSa, new: IkeSa, winner: IkeSa | None) -> None:
+    """An IKE SA from a rekey collision that may turn out redundant: live (so its DELETE is answered) but
+    without Child SAs, closed by a timer unless it becomes the winner."""
+    new.transition(IkeTrigger.AUTH_DONE, f"rekey of IKE SA {old.uniqueid} (collision)")
+    new.established_at = new.now
+    new.rekeyed_by = winner
+    new.timers["redundant_expire"] = new.now + REDUNDANT_LIFETIME
+    if old.ctx.adopt_hook is not None:
+        old.ctx.adopt_hook(new)
+
+
 def adopt(old: IkeSa, new: IkeSa) -> None:
     """Move the Child SAs to ``new`` and make it live (established, scheduled, registered)."""
     from ikeguard.engine import lifecycle
 
     new.children, old.children = old.children, {}
-    new.transition(IkeTrigger.AUTH_DONE, f"rekeyed IKE SA {old.uniqueid}")
-    new.established_at = new.now
+    if new.state is IkeState.CREATED:
+        new.transition(IkeTrigger.AUTH_DONE, f"rekeyed IKE SA {old.uniqueid}")
+        new.established_at = new.now
+        if old.ctx.adopt_hook is not None:
+            old.ctx.adopt_hook(new)
+    new.timers.pop("redundant_expire", None)
+    new.rekeyed_by = None
     lifecycle.schedule_ike(new)
     if "keepalive" in old.timers:
         new.timers["keepalive"] = old.timers["keepalive"]
@@ -93,8 +110,6 @@ def adopt(old: IkeSa, new: IkeSa) -> None:
         if name.startswith("child_"):
             new.timers[name] = deadline
     old.timers = {k: v for k, v in old.timers.items() if not k.startswith("child_")}
-    if old.ctx.adopt_hook is not None:
-        old.ctx.adopt_hook(new)
     old.rekeyed_by = new
     new.audit("ike.rekeyed", "success", old_uniqueid=str(old.uniqueid))
 
@@ -178,23 +193,21 @@ class IkeRekeyTask(Task):
         from ikeguard.engine.commands import delete_ike
 
         new = self.new
-        if new is None:
+        if new is None or sa.state is IkeState.CLOSED:
             return
-        peer_new: IkeSa | None = getattr(sa, "peer_rekey", None)
+        peer_new = sa.peer_rekey
         if peer_new is not None and peer_new.state is not IkeState.CLOSED:
-            ours = (self.nonce, self.peer_nonce)
-            if min(ours) < min(sa.peer_rekey_nonces):
-                # Ours is redundant (§2.8.2): register it only to delete it; the peer deletes the old SA.
-                if sa.ctx.adopt_hook is not None:
-                    sa.ctx.adopt_hook(new)
-                new.transition(IkeTrigger.AUTH_DONE)
-                new.rekeyed_by = peer_new
+            if min(self.nonce, self.peer_nonce) < min(sa.peer_rekey_nonces):
+                # Ours is redundant (§2.8.2): we delete it; the Child SAs go to the peer's new SA, and the
+                # peer (the winner) deletes the old one.
+                register_redundant(sa, new, peer_new)
                 delete_ike(new, "redundant after simultaneous IKE rekey (RFC 7296 §2.8.2)")
                 new.start_next()
+                adopt(sa, peer_new)
+                sa.transition(IkeTrigger.REKEY_DONE)
+                sa.timers["rekeyed_expire"] = sa.now + REDUNDANT_LIFETIME
                 return
-            # Ours wins: the Child SAs were moved to the peer's new SA; move them on to ours.
-            peer_new.children, sa.children = {}, peer_new.children
-            peer_new.rekeyed_by = new
+            peer_new.rekeyed_by = new  # the peer deletes its redundant SA; silence its ike.down
         adopt(sa, new)
         sa.transition(IkeTrigger.REKEY_DONE)
         delete_ike(sa, "rekeyed")
@@ -224,8 +237,13 @@ class IkeRekeyResponder(Task):
             raise RemoteProtocolError(
                 "IKE SA is being deleted or already rekeyed", NotifyType.TEMPORARY_FAILURE
             )
-        if sa.active is not None and sa.active.exchange is not ExchangeType.CREATE_CHILD_SA:
-            pass
+        if (
+            sa.active is not None
+            and sa.active.exchange is ExchangeType.CREATE_CHILD_SA
+            and not any(isinstance(t, IkeRekeyTask) for t in sa.active.tasks)
+        ):
+            # Our Child SA exchange is in flight: finish it first (RFC 7296 §2.25.2, as strongSwan).
+            raise RemoteProtocolError("Child SA exchange in progress", NotifyType.TEMPORARY_FAILURE)
         offer, nonce, ke = msg.get(SaPayload), msg.get(NoncePayload), msg.get(KePayload)
         if offer is None or nonce is None or ke is None or not 16 <= len(nonce.data) <= 256:
             raise RemoteProtocolError("IKE rekey without SA, Nonce or KE", NotifyType.INVALID_SYNTAX)
@@ -268,11 +286,11 @@ class IkeRekeyResponder(Task):
         )
         self.shared = b""
         if sa.state is IkeState.REKEYING:
-            # Collision (§2.8.2): decided when our own rekey completes.
+            # Collision (§2.8.2): decided when our own rekey completes; the Child SAs stay put until then.
             sa.peer_rekey = self.new
             sa.peer_rekey_nonces = (self.peer_nonce, nonce)
-            adopt(sa, self.new)
-            sa.rekeyed_by = None
+            register_redundant(sa, self.new, None)
             return
         adopt(sa, self.new)
         sa.transition(IkeTrigger.REKEY_DONE)
+        sa.timers["rekeyed_expire"] = sa.now + REDUNDANT_LIFETIME  # the initiator deletes the old SA
