@@ -1,0 +1,136 @@
+"""Engine-only IKE_SA setup rate: two in-memory IkeManagers (no sockets), PSK + ECP-256 and ECDSA P-384
+certificates + ECP-384, each setup = IKE_SA_INIT + IKE_AUTH with one Child SA, both sides' CPU counted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import time
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ikeguard.crypto.random import SystemRandom
+from ikeguard.engine.events import Endpoint, SendDatagram
+from ikeguard.engine.manager import IkeManager
+from ikeguard.engine.settings import (
+    AuthKind,
+    ChildSettings,
+    ConnectionSettings,
+    LocalAuth,
+    RemoteAuth,
+)
+from ikeguard.engine.validator import CertVerdict
+from ikeguard.wire.iana import ProtocolId
+from ikeguard.wire.proposal_string import parse_proposals
+
+A = Endpoint(ipaddress.ip_address("192.0.2.1"), 500)
+B = Endpoint(ipaddress.ip_address("198.51.100.1"), 500)
+
+
+class AnchorValidator:
+    """Issuer-signature check against one anchor (what the engine asks of a validator)."""
+
+    def __init__(self, anchor: x509.Certificate) -> None:
+        self.anchor = anchor
+
+    def validate(
+        self, chain: Sequence[x509.Certificate], identity: str, connection: str, now: float
+    ) -> CertVerdict:
+        chain[0].verify_directly_issued_by(self.anchor)
+        return CertVerdict(True, "", chain[0].not_valid_after_utc)
+
+
+def _pki() -> tuple[x509.Certificate, dict[str, tuple[ec.EllipticCurvePrivateKey, x509.Certificate]]]:
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    start, end = dt.datetime(2020, 1, 1, tzinfo=dt.UTC), dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA384())
+    )
+    leaves = {}
+    for dns in ("a.example.net", "b.example.net"):
+        key = ec.generate_private_key(ec.SECP384R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns)]))
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
+            .sign(ca_key, hashes.SHA384())
+        )
+        leaves[dns] = (key, cert)
+    return ca, leaves
+
+
+def _conns(kind: str) -> tuple[ConnectionSettings, ConnectionSettings, AnchorValidator | None]:
+    group = "ecp256" if kind == "psk" else "ecp384"
+    ike = parse_proposals([f"aes256gcm16-prfsha384-{group}"], ProtocolId.IKE)
+    esp = parse_proposals(["aes256gcm16"], ProtocolId.ESP)
+    ca, leaves = _pki() if kind == "cert" else (None, {})
+    conns = []
+    for me, peer, lts, rts in (
+        ("a.example.net", "b.example.net", "10.1.0.0/24", "10.2.0.0/24"),
+        ("b.example.net", "a.example.net", "10.2.0.0/24", "10.1.0.0/24"),
+    ):
+        child = ChildSettings("net", (lts,), (rts,), esp)
+        if kind == "psk":
+            local = LocalAuth(AuthKind.PSK, me, psk=b"benchmark secret, long enough to pass")
+            remote = RemoteAuth(AuthKind.PSK, peer, psk=b"benchmark secret, long enough to pass")
+        else:
+            key, cert = leaves[me]
+            local = LocalAuth(AuthKind.PUBKEY, me, private_key=key, certs=(cert,))
+            remote = RemoteAuth(AuthKind.PUBKEY, peer)
+        conns.append(ConnectionSettings("bench", ike, local, remote, (child,), dpd_delay=0))
+    return conns[0], conns[1], AnchorValidator(ca) if ca is not None else None
+
+
+def _setups(kind: str, count: int) -> float:
+    a_conn, b_conn, validator = _conns(kind)
+    a = IkeManager([a_conn], random=SystemRandom(), validator=validator)
+    b = IkeManager([b_conn], random=SystemRandom(), validator=validator)
+    now = 1_800_000_000.0
+    start = time.perf_counter()
+    for _ in range(count):
+        a.initiate("bench", local=A, remote=B, now=now)
+        pending = True
+        while pending:
+            pending = False
+            for src, dst in ((a, b), (b, a)):
+                while (event := src.next_event()) is not None:
+                    if isinstance(event, SendDatagram):
+                        pending = True
+                        dst.receive_datagram(event.data, event.remote, event.local, now)
+    elapsed = time.perf_counter() - start
+    up = sum(1 for sa in b.ike_sas() if sa.state.value == "established")
+    if up != count:
+        raise RuntimeError(f"only {up} of {count} IKE SAs established")
+    return count / elapsed
+
+
+def main() -> None:
+    """Print IKE_SA setups per second for both suites (one process, both peers on one core)."""
+    for kind, label, count in (
+        ("psk", "PSK, aes256gcm16-prfsha384-ecp256", 300),
+        ("cert", "ECDSA P-384 certificates, aes256gcm16-prfsha384-ecp384", 100),
+    ):
+        rate = _setups(kind, count)
+        print(f"engine IKE_SA setups/s ({label}; initiator+responder in one process): {rate:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
