@@ -127,6 +127,7 @@ class IkeSa:
         self.peer_rekey: IkeSa | None = None  # IKE rekey collision: the SA the peer's rekey created
         self.peer_rekey_nonces: tuple[bytes, ...] = ()
         self._closing = False
+        self.expire_reason = "IKE SA lifetime expired"
         self.replaces: IkeSa | None = None  # reauthentication: the old IKE SA deleted once we are up
 
     # ------------------------------------------------------------------ naming and outputs

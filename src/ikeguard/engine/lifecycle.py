@@ -30,11 +30,15 @@ def schedule_ike(sa: IkeSa) -> None:
     if conn.reauth_time > 0:
         sa.timers["reauth"] = now + conn.reauth_time - _jitter(sa, conn.rand_time)
         hard.append(now + conn.reauth_time + (conn.over_time or conn.reauth_time * 0.1))
+    sa.expire_reason = "IKE SA lifetime expired"
     if sa.remote_cert_not_after is not None:
-        # Hard cap: no IKE SA outlives the peer's certificate (reauthenticate before notAfter).
+        # Hard cap: no IKE SA outlives the peer's certificate (reauthenticate before notAfter, else close).
         cap = sa.remote_cert_not_after - CERT_EXPIRY_MARGIN
-        sa.timers["reauth"] = min(sa.timers.get("reauth", cap), max(cap, now))
-        hard.append(sa.remote_cert_not_after)
+        if cap > now:
+            sa.timers["reauth"] = min(sa.timers.get("reauth", cap), cap)
+        if not hard or sa.remote_cert_not_after < min(hard):
+            sa.expire_reason = "peer certificate expires (notAfter reached without reauthentication)"
+        hard.append(sa.remote_cert_not_after - 1.0)
     if hard:
         sa.timers["ike_expire"] = min(hard)
     if conn.dpd_delay > 0:
@@ -75,7 +79,7 @@ def fire(sa: IkeSa, name: str) -> None:
     elif kind == "reauth":
         commands.reauthenticate(sa, "reauth_time reached or peer certificate about to expire")
     elif kind == "ike_expire":
-        sa.close("IKE SA lifetime expired", send_delete=True)
+        sa.close(sa.expire_reason, send_delete=True)
     elif kind in ("child_rekey", "child_expire"):
         child = sa.children.get(int(ident))
         if child is None or child.state is ChildState.DELETED:

@@ -311,6 +311,21 @@ class IkeManager:
         sa.now = now
         commands.reauthenticate(sa, "reauthentication requested")
 
+    def update_local_endpoint(self, uniqueid: int, local: Endpoint, now: float) -> None:
+        """Our address changed (MOBIKE, RFC 4555 §3.5): move the IKE SA and tell the peer with
+        UPDATE_SA_ADDRESSES; without MOBIKE the SA cannot move and is closed with the reason."""
+        from ikeguard.engine.tasks.mobike import MobikeUpdateTask
+
+        sa = self._sa(uniqueid)
+        sa.now = now
+        if not sa.peer.mobike or not sa.initiator:
+            sa.close(f"local address changed to {local} and MOBIKE is not in use", send_delete=False)
+            self._forget_if_closed(sa)
+            return
+        sa.local = local
+        sa.queue_exchange([MobikeUpdateTask()], front=True)
+        sa.start_next()
+
     def child_lifetime_reached(self, spi_in: int, *, hard: bool, now: float) -> None:
         """Data-plane upcall: a byte/packet lifetime of the inbound SA ``spi_in`` was reached."""
         for sa in list(self._by_uniqueid.values()):
