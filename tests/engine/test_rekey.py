@@ -108,6 +108,8 @@ def test_pfs_mismatch_at_rekey_is_reported() -> None:
     net.run()
     failure = net.a.audits("child.failed")
     assert failure and "NO_PROPOSAL_CHOSEN" in failure[0].reason
+    rejected = net.b.audits("proposal.rejected")
+    assert rejected[0].reason == "PFS mismatch for net: peer offered key exchange ECP_256, we require ECP_384"
     assert only_child(net, "a")[1] is old and old.state is ChildState.INSTALLED  # old SA kept
 
 

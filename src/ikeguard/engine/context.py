@@ -25,6 +25,7 @@ class EngineContext:
     outputs: deque[EngineEvent] = field(default_factory=deque)
     reauth_hook: Callable[[Any, str], None] | None = None  # manager: start a new IKE SA replacing an old one
     adopt_hook: Callable[[Any], None] | None = None  # manager: register an IKE SA created by a rekey
+    established_hook: Callable[[Any], None] | None = None  # manager: INITIAL_CONTACT and ``unique`` policy
     _next_uniqueid: int = 1
 
     def new_uniqueid(self) -> int:

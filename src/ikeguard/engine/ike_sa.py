@@ -456,6 +456,8 @@ class IkeSa:
         self.audit("auth.success", "success")
         self.audit("ike.up", "success")
         lifecycle.schedule_ike(self)
+        if self.ctx.established_hook is not None:
+            self.ctx.established_hook(self)
         if self.replaces is not None:
             from ikeguard.engine.commands import delete_ike
 

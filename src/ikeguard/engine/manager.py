@@ -51,6 +51,7 @@ class IkeManager:
         )
         self.ctx.reauth_hook = self._reauthenticate
         self.ctx.adopt_hook = self._adopt
+        self.ctx.established_hook = self._enforce_uniqueness
         self._by_spi: dict[bytes, IkeSa] = {}
         self._half_open_index: dict[tuple[bytes, str], IkeSa] = {}
         self._by_uniqueid: dict[int, IkeSa] = {}
@@ -406,6 +407,36 @@ class IkeManager:
         new = self._by_uniqueid[new_id]
         new.replaces = old
         old.audit("ike.reauth", "success", reason, new_uniqueid=str(new_id))
+
+    def _enforce_uniqueness(self, sa: IkeSa) -> None:
+        """INITIAL_CONTACT (RFC 7296 §2.4) and the ``unique`` policy for a freshly authenticated IKE SA."""
+        if sa.conn is None:
+            return
+        others = [
+            o
+            for o in self.ike_sas()
+            if o is not sa
+            and o.name == sa.name
+            and o.remote_id == sa.remote_id
+            and o.rekeyed_by is None
+            and o is not sa.replaces
+            and o.replaces is not sa
+            and o.state is not IkeState.CLOSED
+            and o.established_at is not None
+        ]
+        if not others:
+            return
+        unique = sa.conn.unique
+        if sa.peer.initial_contact and not sa.initiator:
+            for other in others:  # the peer rebooted: its old SAs are gone, drop ours without a DELETE
+                other.close(f"INITIAL_CONTACT from {sa.remote_id} in IKE SA {sa.uniqueid}")
+                self._forget_if_closed(other)
+        elif unique == "replace":
+            for other in others:
+                commands.delete_ike(other, f"unique=replace: superseded by IKE SA {sa.uniqueid}")
+                other.start_next()
+        elif unique == "keep":
+            commands.delete_ike(sa, f"unique=keep: {sa.remote_id} already has IKE SA {others[0].uniqueid}")
 
     def _trace(self, reason: str, remote: Endpoint) -> None:
         self.ctx.outputs.append(AuditEvent("ike.dropped", "dropped", reason, remote_addr=str(remote)))

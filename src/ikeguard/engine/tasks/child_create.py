@@ -309,8 +309,20 @@ class ChildCreateTask(Task):
             sa.ctx.settings.profile, offer, settings.esp_proposals, "esp", ignore_ke=self.in_auth
         )
         if choice is None:
-            sa.audit("proposal.rejected", "failure", f"no acceptable ESP proposal for {settings.name}")
-            raise RemoteProtocolError("no acceptable ESP proposal", NotifyType.NO_PROPOSAL_CHOSEN)
+            reason = f"no acceptable ESP proposal for {settings.name}"
+            if not self.in_auth and choose_proposal(
+                sa.ctx.settings.profile, offer, settings.esp_proposals, "esp", ignore_ke=True
+            ):
+                ours = sorted({name_of(KeId, t.id) for p in settings.esp_proposals for t in p.ke} - {"NONE"})
+                theirs = sorted(
+                    {name_of(KeId, t.id) for p in offer.proposals for t in p.transforms if int(t.type) == 4}
+                )
+                reason = (
+                    f"PFS mismatch for {settings.name}: peer offered key exchange "
+                    f"{', '.join(theirs) or 'none'}, we require {', '.join(ours) or 'none'}"
+                )
+            sa.audit("proposal.rejected", "failure", reason)
+            raise RemoteProtocolError(reason, NotifyType.NO_PROPOSAL_CHOSEN)
         spec, number = choice
         if self.in_auth:
             spec = ProposalSpec(spec.protocol, spec.encr, spec.integ, spec.prf, (), spec.esn, ())

@@ -177,7 +177,7 @@ class IkeAuthTask(Task):
         remote = sa.conn.remote
         if remote.kind is AuthKind.PUBKEY and remote.send_certreq:
             msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, b""))
-        if sa.conn.unique != "never":
+        if sa.conn.unique != "never" and sa.replaces is None:  # not on reauthentication (make-before-break)
             msg.add_notify(NotifyType.INITIAL_CONTACT)
         msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, bytes(sa.crypto.keys.sk_pi)))
         sa.transition(IkeTrigger.SEND_AUTH)
