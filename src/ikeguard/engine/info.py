@@ -1,0 +1,62 @@
+"""Snapshots of IKE and Child SAs in the shape of ``ikeguard sas --json`` (INTERFACE.md), for the service."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ikeguard.engine.child_sa import ChildSa
+from ikeguard.engine.ike_sa import IkeSa
+
+
+def _rfc3339(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def child_info(child: ChildSa) -> dict[str, Any]:
+    """One Child SA; byte/packet counters come from the data plane (the service fills them in)."""
+    return {
+        "name": child.name,
+        "uniqueid": child.uniqueid,
+        "state": child.state.value,
+        "mode": child.settings.mode,
+        "spi_in": f"{child.spi_in:08x}",
+        "spi_out": f"{child.spi_out:08x}",
+        "proposal": child.proposal_text,
+        "local_ts": [str(t) for t in child.local_ts],
+        "remote_ts": [str(t) for t in child.remote_ts],
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "packets_in": 0,
+        "packets_out": 0,
+        "rekey_at": _rfc3339(child.rekey_at),
+        "expires_at": _rfc3339(child.expire_at),
+    }
+
+
+def ike_sa_info(sa: IkeSa) -> dict[str, Any]:
+    """One IKE SA with its Child SAs (times are engine ``now`` values, i.e. epoch seconds, as RFC 3339 UTC)."""
+    return {
+        "name": sa.name,
+        "uniqueid": sa.uniqueid,
+        "state": sa.state.value,
+        "local_addr": str(sa.local.address),
+        "local_port": sa.local.port,
+        "remote_addr": str(sa.remote.address),
+        "remote_port": sa.remote.port,
+        "local_id": sa.local_id,
+        "remote_id": sa.remote_id,
+        "initiator": sa.initiator,
+        "proposal": sa.proposal_text,
+        "established_at": _rfc3339(sa.established_at),
+        "rekey_at": _rfc3339(sa.timers.get("ike_rekey")),
+        "reauth_at": _rfc3339(sa.timers.get("reauth")),
+        "spi_i": sa.spi_i.hex(),
+        "spi_r": sa.spi_r.hex(),
+        "nat_local": sa.nat_local,
+        "nat_remote": sa.nat_remote,
+        "encap": sa.encap,
+        "children": [child_info(c) for c in sa.children.values()],
+    }
