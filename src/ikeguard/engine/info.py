@@ -37,7 +37,7 @@ def child_info(child: ChildSa) -> dict[str, Any]:
 
 
 def ike_sa_info(sa: IkeSa) -> dict[str, Any]:
-    """One IKE SA with its Child SAs (times are engine ``now`` values, i.e. epoch seconds, as RFC 3339 UTC)."""
+    """One IKE SA with its Child SAs; times (engine ``now`` = epoch seconds) as RFC 3339 UTC."""
     return {
         "name": sa.name,
         "uniqueid": sa.uniqueid,
