@@ -3,6 +3,7 @@ both roles: nothing escapes the engine, every state change is one the table allo
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,7 @@ from ikeguard.engine.events import (
     ChildSaStateChanged,
     DeleteChildSa,
     Direction,
+    Endpoint,
     IkeSaStateChanged,
     InstallChildSa,
     SendDatagram,
@@ -32,16 +34,20 @@ ACTIONS = st.one_of(
     st.tuples(st.just("rekey_child"), st.sampled_from("ab")),
     st.tuples(st.just("rekey_ike"), st.sampled_from("ab")),
     st.tuples(st.just("terminate"), st.sampled_from("ab")),
+    st.tuples(st.just("lifetime"), st.sampled_from("ab"), st.booleans()),
+    st.tuples(st.just("install_failed"), st.sampled_from("ab")),
+    st.tuples(st.just("create_child"), st.sampled_from("ab")),
+    st.tuples(st.just("mobike"), st.integers(2, 250)),
 )
 
 
-def make_net() -> Network:
+def make_net(nat: bool = False) -> Network:
     c = child(proposals=("aes256gcm16-ecp256", "aes128-sha256-ecp256"))
     s = replace(FAST, half_open_timeout=20.0)
     a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,), dpd_delay=15.0, rekey_time=300.0)
     b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),), dpd_delay=15.0, rekey_time=300.0)
     # b may also initiate towards a (both roles on both sides)
-    return pair([a, replace(a, name="back")], [b, replace(b, name="back")], settings=s)
+    return pair([a, replace(a, name="back")], [b, replace(b, name="back")], settings=s, nat_a=nat)
 
 
 def apply(net: Network, action: tuple) -> None:  # type: ignore[type-arg]
@@ -72,6 +78,12 @@ def apply(net: Network, action: tuple) -> None:  # type: ignore[type-arg]
         side.manager.initiate(
             "tunnel" if action[1] == "a" else "back", local=side.endpoint, remote=other.endpoint, now=net.now
         )
+    elif kind == "mobike":
+        for sa in net.a.manager.ike_sas():
+            if sa.initiator and sa.state.value == "established":
+                new = Endpoint(ipaddress.ip_address(f"192.0.2.{action[1]}"), 4500)
+                net.a.manager.update_local_endpoint(sa.uniqueid, new, net.now)
+                break
     else:
         side = net.a if action[1] == "a" else net.b
         for sa in side.manager.ike_sas():
@@ -81,6 +93,15 @@ def apply(net: Network, action: tuple) -> None:  # type: ignore[type-arg]
                         side.manager.rekey_child(sa.uniqueid, c.uniqueid, net.now)
                 elif kind == "rekey_ike":
                     side.manager.rekey_ike(sa.uniqueid, net.now)
+                elif kind == "lifetime":
+                    for c in list(sa.children.values()):
+                        side.manager.child_lifetime_reached(c.spi_in, hard=action[2], now=net.now)
+                elif kind == "install_failed":
+                    for c in list(sa.children.values()):
+                        side.manager.install_failed(sa.uniqueid, c.uniqueid, "fuzz", net.now)
+                elif kind == "create_child":
+                    if sa.state.value == "established":
+                        side.manager.create_child(sa.uniqueid, "net", net.now)
                 else:
                     side.manager.terminate_ike(sa.uniqueid, net.now)
             except LocalProtocolError:
@@ -112,9 +133,9 @@ def installed_left(side_events: list[object]) -> set[tuple[Direction, int]]:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(st.lists(ACTIONS, min_size=1, max_size=40))
-def test_random_sequences_never_escape_and_never_leak(actions: list[tuple]) -> None:  # type: ignore[type-arg]
-    net = make_net()
+@given(st.lists(ACTIONS, min_size=1, max_size=40), st.booleans())
+def test_random_sequences_never_escape_and_never_leak(actions: list[tuple], nat: bool) -> None:  # type: ignore[type-arg]
+    net = make_net(nat)
     for action in actions:
         apply(net, action)
     check_invariants(net)
