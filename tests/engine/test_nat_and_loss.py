@@ -7,7 +7,7 @@ from dataclasses import replace
 from ikeguard.engine.events import SendDatagram, SendNatKeepalive
 from ikeguard.engine.states import IkeState
 from ikeguard.wire.message import parse_message
-from tests.engine.harness import NAT_PUBLIC, child, mirror, pair, psk_conn, psk_pair
+from tests.engine.harness import A_ADDR, NAT_PUBLIC, child, mirror, pair, psk_conn, psk_pair
 
 
 def _conns(**kw: object):  # type: ignore[no-untyped-def]
@@ -143,3 +143,24 @@ def test_retransmit_jitter_comes_from_injected_random() -> None:
         net.run()
         times.append(net.a.manager.get_timer())
     assert times[0] != times[1] and all(t is not None and 1.0 <= t <= 2.0 for t in times)
+
+
+def test_nat_mapping_change_is_followed_and_data_plane_told() -> None:
+    from ikeguard.engine.events import UpdateSaAddresses
+
+    c = child()
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,), mobike=False, dpd_delay=10.0)
+    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),), mobike=False)
+    net = pair([a], [b], nat_a=True)
+    net.initiate()
+    net.run()
+    b_sa = net.b.manager.ike_sas()[0]
+    assert b_sa.remote.port == 44500
+    original = net._nat
+    net._nat = lambda ep: replace(original(ep), port=50123)  # type: ignore[method-assign]
+    net._unnat = lambda ep: replace(ep, address=A_ADDR, port=4500) if ep.address == NAT_PUBLIC else ep  # type: ignore[method-assign]
+    net.advance(11)  # a's liveness check arrives from the new mapping
+    assert b_sa.remote.port == 50123
+    update = [e for e in net.b.events if isinstance(e, UpdateSaAddresses)][-1]
+    assert update.remote.port == 50123 and update.encap
+    assert b_sa.state is IkeState.ESTABLISHED

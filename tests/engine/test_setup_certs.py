@@ -105,3 +105,14 @@ def test_responder_selects_connection_by_identity_precedence() -> None:
     net.initiate()
     net.run()
     assert net.b.manager.ike_sas()[0].name == "exact"
+
+
+def test_rsa_pkcs1v15_peer_is_accepted() -> None:
+    from dataclasses import replace
+
+    net, _ = cert_pair("rsa", "ecdsa-p384")
+    conn = net.a.manager.ctx.connections["tunnel"]
+    net.a.manager.ctx.connections["tunnel"] = replace(conn, local=replace(conn.local, rsa_pss=False))
+    net.initiate()
+    net.run()
+    assert net.b.manager.ike_sas()[0].state is IkeState.ESTABLISHED

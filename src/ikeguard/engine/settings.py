@@ -34,6 +34,7 @@ class LocalAuth:
     psk: bytes = field(default=b"", repr=False)
     private_key: PrivateKey | None = field(default=None, repr=False)
     certs: tuple[x509.Certificate, ...] = ()  # end entity first, then intermediates
+    rsa_pss: bool = True  # RSA keys sign with RSASSA-PSS (RFC 8247); False = PKCS#1 v1.5 for old peers
 
 
 @dataclass(frozen=True)

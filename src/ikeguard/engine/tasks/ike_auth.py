@@ -64,7 +64,7 @@ def _our_auth(sa: IkeSa, id_body: bytes, message: bytes, peer_nonce: bytes, sk_p
     theirs = sa.peer.signature_hashes or (HashAlgorithm.SHA2_256,)
     try:
         hash_alg = select_hash(local.private_key, OUR_HASHES, theirs)
-        scheme = scheme_for(local.private_key, hash_alg)
+        scheme = scheme_for(local.private_key, hash_alg, rsa_pss=local.rsa_pss)
         data = sign_auth(local.private_key, octets, AuthMethod.DIGITAL_SIGNATURE, scheme)
     except CryptoError as exc:
         raise TaskFailed(f"cannot sign AUTH: {exc}") from None
