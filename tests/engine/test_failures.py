@@ -175,3 +175,18 @@ def test_half_open_sa_expires() -> None:
     net.run()
     net.advance(11)
     assert net.b.manager.half_open_count() == 0
+
+
+def test_no_allowed_proposal_fails_the_sa_not_the_caller() -> None:
+    from ikeguard.policy.profile import load_profile
+
+    c = child()
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,), ike_proposals=("3des-sha1-modp1024",))
+    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),))
+    net = pair([a], [b], settings=replace(FAST, profile=load_profile("pci-dss-4")))
+    net.initiate()
+    net.collect()
+    assert net.a.manager.ike_sas() == []
+    assert (
+        "no configured IKE proposal is allowed by the profile" in net.a.audits("proposal.rejected")[0].reason
+    )

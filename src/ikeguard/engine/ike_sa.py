@@ -224,7 +224,10 @@ class IkeSa:
         if self.state is IkeState.CREATED and self.queue[0].exchange is not ExchangeType.IKE_SA_INIT:
             return
         self.active = self.queue.pop(0)
-        self._send_active(new_id=True)
+        try:
+            self._send_active(new_id=True)
+        except TaskFailed as failure:
+            self.close(failure.reason, event=failure.event)
 
     def _send_active(self, *, new_id: bool) -> None:
         assert self.active is not None
@@ -249,7 +252,10 @@ class IkeSa:
     def retry_active(self) -> None:
         """Resend the current exchange as a fresh message with the same ID (COOKIE / INVALID_KE, §2.6)."""
         self.window.in_flight = None
-        self._send_active(new_id=False)
+        try:
+            self._send_active(new_id=False)
+        except TaskFailed as failure:
+            self.close(failure.reason, event=failure.event)
 
     def send_packets(self, packets: list[bytes]) -> None:
         """Emit datagrams from our current endpoint to the peer's."""

@@ -79,7 +79,12 @@ class IkeManager:
         for sa in list(self._by_uniqueid.values()):
             deadline = sa.get_timer()
             if deadline is not None and deadline <= now:
-                sa.handle_timer(now)
+                try:
+                    sa.handle_timer(now)
+                except Exception as exc:
+                    if self.ctx.settings.raise_internal_errors:
+                        raise
+                    sa.close(f"internal error in a timer: {type(exc).__name__}: {exc}")
             self._forget_if_closed(sa)
 
     def receive_datagram(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:
