@@ -221,3 +221,83 @@ def test_ike_rekey_collides_with_child_rekey(picks: tuple[int, ...]) -> None:
     net.b.manager.rekey_child(b_sa.uniqueid, b_child.uniqueid, net.now)
     run_with_picks(net, picks)
     assert_consistent(net)
+
+
+def test_child_rekey_with_invalid_ke_retry() -> None:
+    c_a = child(proposals=("aes256gcm16-ecp256-ecp384",))
+    c_b = child(proposals=("aes256gcm16-ecp384",))
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c_a,))
+    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c_b),))
+    net = pair([a], [b])
+    net.initiate()
+    net.run()
+    sa, old = only_child(net, "a")
+    net.a.manager.rekey_child(sa.uniqueid, old.uniqueid, net.now)
+    net.run()
+    assert_consistent(net)
+    assert only_child(net, "a")[1] is not old
+
+
+def drop_first_informational(side: str):  # type: ignore[no-untyped-def]
+    from ikeguard.wire.message import parse_message
+
+    state = {"done": False}
+
+    def f(d, s):  # type: ignore[no-untyped-def]
+        header = parse_message(d.data).header
+        if s == side and header.exchange_type == 37 and not header.is_response and not state["done"]:
+            state["done"] = True
+            return []
+        return [d]
+
+    return f
+
+
+@pytest.mark.parametrize("dropper", ["a", "b"])
+@pytest.mark.parametrize("picks", ORDERS[::5])
+def test_simultaneous_child_rekey_with_lost_delete(dropper: str, picks: tuple[int, ...]) -> None:
+    net = up(seed=2)
+    a_sa, a_child = only_child(net, "a")
+    b_sa, b_child = only_child(net, "b")
+    net.filter = drop_first_informational(dropper)
+    net.a.manager.rekey_child(a_sa.uniqueid, a_child.uniqueid, net.now)
+    net.b.manager.rekey_child(b_sa.uniqueid, b_child.uniqueid, net.now)
+    run_with_picks(net, picks)
+    assert_consistent(net)
+
+
+def test_rekey_while_peer_deletes_ike_sa() -> None:
+    net = up()
+    a_sa, a_child = only_child(net, "a")
+    net.a.manager.rekey_child(a_sa.uniqueid, a_child.uniqueid, net.now)
+    net.b.manager.terminate_ike(net.b.manager.ike_sas()[0].uniqueid, net.now)
+    net.run()
+    net.advance(60)
+    assert net.a.manager.ike_sas() == [] and net.b.manager.ike_sas() == []
+    assert live(net.a) == set() and live(net.b) == set()
+
+
+def test_ike_rekey_with_invalid_ke_retry() -> None:
+    c = child()
+    a = psk_conn(
+        "tunnel",
+        "a.example.net",
+        "b.example.net",
+        (c,),
+        ike_proposals=("aes256gcm16-prfsha384-ecp256-ecp384",),
+    )
+    b = psk_conn(
+        "tunnel",
+        "b.example.net",
+        "a.example.net",
+        (mirror(c),),
+        ike_proposals=("aes256gcm16-prfsha384-ecp384",),
+    )
+    net = pair([a], [b])
+    net.initiate()
+    net.run()
+    old = net.a.manager.ike_sas()[0]
+    net.a.manager.rekey_ike(old.uniqueid, net.now)
+    net.run()
+    assert_consistent(net)
+    assert net.a.manager.ike_sas()[0] is not old

@@ -252,8 +252,10 @@ class IkeSa:
     def retry_active(self) -> None:
         """Resend the current exchange as a fresh message with the same ID (COOKIE / INVALID_KE, §2.6)."""
         self.window.in_flight = None
+        assert self.active is not None
         try:
-            self._send_active(new_id=False)
+            # IKE_SA_INIT keeps ID 0 (the responder kept no state); later exchanges completed, so a new ID.
+            self._send_active(new_id=self.active.exchange is not ExchangeType.IKE_SA_INIT)
         except TaskFailed as failure:
             self.close(failure.reason, event=failure.event)
 
