@@ -190,3 +190,29 @@ def test_no_allowed_proposal_fails_the_sa_not_the_caller() -> None:
     assert (
         "no configured IKE proposal is allowed by the profile" in net.a.audits("proposal.rejected")[0].reason
     )
+
+
+def test_proposal_of_another_connection_is_refused_after_identity_is_known() -> None:
+    # b has a legacy connection allowing aes128-sha256-modp2048 and a strict one for a.example.net;
+    # a (the strict peer) negotiates the legacy suite in IKE_SA_INIT: IKE_AUTH must fail.
+    c = child()
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,), ike_proposals=("aes128-sha256-modp2048",))
+    strict = psk_conn(
+        "strict",
+        "b.example.net",
+        "a.example.net",
+        (mirror(c),),
+        ike_proposals=("aes256gcm16-prfsha384-ecp384",),
+    )
+    legacy = psk_conn(
+        "legacy",
+        "b.example.net",
+        "legacy.example.net",
+        (mirror(c),),
+        ike_proposals=("aes128-sha256-modp2048",),
+    )
+    net = pair([a], [strict, legacy])
+    net.initiate()
+    net.run()
+    assert net.b.manager.ike_sas() == []
+    assert "not allowed for connection strict" in net.b.audits("auth.failure")[0].reason

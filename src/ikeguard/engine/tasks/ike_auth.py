@@ -53,6 +53,17 @@ def select_connection(sa: IkeSa, peer_id: str, method: int) -> ConnectionSetting
     return best
 
 
+def _proposal_allowed(sa: IkeSa, conn: ConnectionSettings) -> bool:
+    """The IKE_SA_INIT proposal (chosen from all connections) must be one the selected connection accepts."""
+    from ikeguard.engine.proposals import choose_proposal
+    from ikeguard.wire.sa import Proposal, SaPayload
+
+    if sa.proposal is None:
+        return False
+    offer = SaPayload((Proposal.from_spec(1, sa.proposal),))
+    return choose_proposal(sa.ctx.settings.profile, offer, conn.ike_proposals, "ike") is not None
+
+
 def _our_auth(sa: IkeSa, id_body: bytes, message: bytes, peer_nonce: bytes, sk_p: bytes) -> AuthPayload:
     assert sa.conn is not None and sa.crypto is not None
     local = sa.conn.local
@@ -228,6 +239,11 @@ class IkeAuthTask(Task):
             conn = select_connection(sa, peer_id, int(auth.method))
             if conn is None:
                 raise AuthError(f"no connection accepts identity {peer_id}")
+            if not _proposal_allowed(sa, conn):
+                raise AuthError(
+                    f"IKE proposal {sa.proposal_text} negotiated before the identity was known "
+                    f"is not allowed for connection {conn.name}"
+                )
             sa.conn = conn
             verify_peer(
                 sa,
