@@ -301,3 +301,31 @@ def test_ike_rekey_with_invalid_ke_retry() -> None:
     net.run()
     assert_consistent(net)
     assert net.a.manager.ike_sas()[0] is not old
+
+
+def test_rekey_responder_switches_outbound_when_old_sa_is_deleted() -> None:
+    net = up()
+    sa, old = only_child(net, "a")
+    mark = len(net.b.events)
+    net.a.manager.rekey_child(sa.uniqueid, old.uniqueid, net.now)
+    net.run()
+    steps = [
+        (type(e).__name__, e.direction.value)
+        for e in net.b.events[mark:]
+        if type(e).__name__ in ("InstallChildSa", "DeleteChildSa")
+    ]
+    assert steps == [
+        ("InstallChildSa", "in"),
+        ("InstallChildSa", "out"),
+        ("DeleteChildSa", "in"),
+        ("DeleteChildSa", "out"),
+    ]
+    # the outbound install came with the old SA's DELETE, not with the CREATE_CHILD_SA answer
+    sends = [i for i, e in enumerate(net.b.events[mark:]) if type(e).__name__ == "SendDatagram"]
+    out_install = next(
+        i
+        for i, e in enumerate(net.b.events[mark:])
+        if type(e).__name__ == "InstallChildSa" and e.direction.value == "out"
+    )
+    assert sends[0] < out_install
+    assert_consistent(net)

@@ -35,6 +35,8 @@ class ChildSa:
     replaced_by: ChildSa | None = field(default=None, repr=False)
     our_rekey_nonces: tuple[bytes, bytes] = field(default=(), repr=False)  # type: ignore[assignment]
     peer_rekey: ChildSa | None = field(default=None, repr=False)
+    # Responder of a rekey: outbound goes live once the old SA is deleted (the peer then uses the new one).
+    deferred_for: ChildSa | None = field(default=None, repr=False)
     peer_rekey_nonces: tuple[bytes, bytes] = field(default=(), repr=False)  # type: ignore[assignment]
 
     @property

@@ -568,6 +568,10 @@ class IkeSa:
         if child.state is ChildState.DELETED:
             return
         installed = child.state is not ChildState.CREATING
+        for successor in [c for c in self.children.values() if c.deferred_for is child]:
+            from ikeguard.engine.tasks.child_create import install_deferred_outbound
+
+            install_deferred_outbound(self, successor)  # new outbound SA first: no gap in protection
         if installed:
             self.emit(DeleteChildSa(self.uniqueid, child.uniqueid, Direction.INBOUND, child.spi_in, reason))
             if child.outbound_installed:

@@ -80,6 +80,12 @@ def fire(sa: IkeSa, name: str) -> None:
         commands.reauthenticate(sa, "reauth_time reached or peer certificate about to expire")
     elif kind == "ike_expire":
         sa.close(sa.expire_reason, send_delete=True)
+    elif kind == "child_outbound":
+        from ikeguard.engine.tasks.child_create import install_deferred_outbound
+
+        pending = sa.children.get(int(ident))
+        if pending is not None:
+            install_deferred_outbound(sa, pending)
     elif kind in ("child_rekey", "child_expire"):
         child = sa.children.get(int(ident))
         if child is None or child.state is ChildState.DELETED:

@@ -71,6 +71,20 @@ def remote_selectors(sa: IkeSa, child: ChildSettings) -> tuple[TrafficSelector, 
     return resolve(child.remote_ts, own_address=sa.remote.address, peer_bound=bound)
 
 
+OUTBOUND_DEFER_LIMIT = 10.0  # a rekey responder installs its outbound SA at the latest after this
+
+
+def install_deferred_outbound(sa: IkeSa, child: ChildSa) -> None:
+    """Install the outbound half a rekey responder held back (old SA deleted, or the wait is over)."""
+    sa.timers.pop(f"child_outbound:{child.uniqueid}", None)
+    child.deferred_for = None
+    if child.outbound_installed or child.keys is None or child.state.value in ("deleted", "deleting"):
+        return
+    k = child.keys.keys
+    i_to_r, r_to_i = (bytes(k.encr_i), bytes(k.integ_i)), (bytes(k.encr_r), bytes(k.integ_r))
+    _emit_install(sa, child, Direction.OUTBOUND, i_to_r if child.initiator else r_to_i)
+
+
 def install(sa: IkeSa, child: ChildSa, *, outbound: bool = True) -> None:
     """Emit InstallChildSa inbound (then outbound): inbound first so no packet of the peer is lost."""
     assert child.keys is not None and child.proposal is not None
@@ -243,13 +257,19 @@ class ChildCreateTask(Task):
         self.child.keys = child_sa_keys(sa.crypto.prf_id, bytes(sa.crypto.keys.sk_d), spec, ni, nr, shared)
         self._activate(sa)
 
-    def _activate(self, sa: IkeSa) -> None:
+    def _activate(self, sa: IkeSa, *, responder: bool = False) -> None:
         from ikeguard.engine.lifecycle import schedule_child
 
         assert self.child is not None
         child = self.child
         sa.children[child.uniqueid] = child
-        install(sa, child)
+        defer = responder and self.rekeyed is not None
+        install(sa, child, outbound=not defer)
+        if defer:
+            # RFC 7296 §2.8 practice (as strongSwan): the peer switches to the new SA when it deletes the old
+            # one; sending on it earlier could race the peer's inbound installation.
+            child.deferred_for = self.rekeyed
+            sa.timers[f"child_outbound:{child.uniqueid}"] = sa.now + OUTBOUND_DEFER_LIMIT
         child.installed_at = sa.now
         sa.child_transition(child, ChildTrigger.INSTALL)
         schedule_child(sa, child)
@@ -386,4 +406,4 @@ class ChildCreateTask(Task):
             sa.crypto.prf_id, bytes(sa.crypto.keys.sk_d), proposal, ni, nr, self.shared
         )
         self.shared = None
-        self._activate(sa)
+        self._activate(sa, responder=True)
