@@ -23,7 +23,6 @@ from ikeguard.engine.events import (
     EngineEvent,
     IkeSaStateChanged,
     SendDatagram,
-    SendNatKeepalive,
 )
 from ikeguard.engine.keys import IkeSaCrypto
 from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
@@ -492,39 +491,11 @@ class IkeSa:
     def _fire(self, name: str) -> None:
         from ikeguard.engine import lifecycle
 
-        if name == "retransmit":
-            self._retransmit()
-        elif name == "keepalive":
-            if self.nat_local:
-                self.emit(SendNatKeepalive(self.local, self.remote))
-            self.timers["keepalive"] = self.now + self.ctx.settings.nat_keepalive
-        else:
-            lifecycle.fire(self, name)
+        lifecycle.fire(self, name)
 
-    def _retransmit(self) -> None:
-        req = self.window.in_flight
-        if req is None:
-            return
-        policy = self.ctx.settings.retransmit
-        if req.attempt >= policy.tries:
-            reason = f"peer unreachable: no response after {policy.tries} retransmits"
-            self.window.in_flight = None
-            exchange = self.active
-            self.active = None
-            if exchange is not None:
-                for task in exchange.tasks:
-                    task.aborted(self, reason)
-            if (
-                self.state is IkeState.ESTABLISHED
-                and exchange is not None
-                and any(type(t).__name__ == "DpdTask" for t in exchange.tasks)
-            ):
-                self.audit("dpd.timeout", "failure", reason)
-            self.close(reason, send_delete=False)
-            return
-        req.attempt += 1
+    def schedule_retransmit(self) -> None:
+        """Set the retransmission deadline of the request in flight (public for lifecycle)."""
         self._schedule_retransmit()
-        self.send_packets(req.packets)
 
     # ------------------------------------------------------------------ teardown
     def close(self, reason: str, *, event: str = "ike.down", send_delete: bool = False) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikeguard.engine.events import SendNatKeepalive
 from ikeguard.engine.states import ChildState, IkeState
 
 if TYPE_CHECKING:
@@ -64,7 +65,13 @@ def fire(sa: IkeSa, name: str) -> None:
     from ikeguard.engine import commands
 
     kind, _, ident = name.partition(":")
-    if kind == "half_open":
+    if kind == "retransmit":
+        _retransmit(sa)
+    elif kind == "keepalive":
+        if sa.nat_local:
+            sa.emit(SendNatKeepalive(sa.local, sa.remote))  # RFC 3948 §2.3
+        sa.timers["keepalive"] = sa.now + sa.ctx.settings.nat_keepalive
+    elif kind == "half_open":
         if sa.state in (IkeState.HALF_OPEN, IkeState.CREATED):
             sa.close("half-open IKE SA timed out", event="ike.failed")
     elif kind == "dpd":
@@ -111,3 +118,27 @@ def _dpd(sa: IkeSa) -> None:
     else:
         # Traffic from the peer proves liveness: check again dpd_delay after the last message (never now).
         sa.timers["dpd"] = max(sa.last_inbound + conn.dpd_delay, sa.now + 1.0)
+
+
+def _retransmit(sa: IkeSa) -> None:
+    """Resend the request in flight, or give up after ``retransmit_tries`` (RFC 7296 §2.1, §2.4)."""
+    from ikeguard.engine.tasks.delete import DpdTask
+
+    req = sa.window.in_flight
+    if req is None:
+        return
+    policy = sa.ctx.settings.retransmit
+    if req.attempt >= policy.tries:
+        reason = f"peer unreachable: no response after {policy.tries} retransmits"
+        sa.window.in_flight = None
+        exchange, sa.active = sa.active, None
+        if exchange is not None:
+            for task in exchange.tasks:
+                task.aborted(sa, reason)
+            if sa.state is IkeState.ESTABLISHED and any(isinstance(t, DpdTask) for t in exchange.tasks):
+                sa.audit("dpd.timeout", "failure", reason)
+        sa.close(reason, send_delete=False)
+        return
+    req.attempt += 1
+    sa.schedule_retransmit()
+    sa.send_packets(req.packets)
