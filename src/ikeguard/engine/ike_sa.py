@@ -506,6 +506,7 @@ class IkeSa:
         if (
             send_delete
             and self.crypto is not None
+            and self.window.can_send()  # never a second request outside the window (RFC 7296 §2.3)
             and self.state in (IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.REKEYED, IkeState.DELETING)
         ):
             # Best effort, unretransmitted DELETE (RFC 7296 §1.4.1) when we cannot wait for the answer.
