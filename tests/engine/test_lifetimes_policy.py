@@ -97,3 +97,14 @@ def test_ike_sa_limit() -> None:
     net.run()
     assert len(net.b.manager.ike_sas()) == 1
     assert any("IKE SA limit" in e.reason for e in net.b.audits("ike.dropped"))
+
+
+def test_reload_keeps_established_sas_and_applies_to_new_ones() -> None:
+    net = up()
+    sa = net.b.manager.ike_sas()[0]
+    net.b.manager.set_connections([])  # the connection was removed from the config
+    assert sa.state is IkeState.ESTABLISHED and sa.conn is not None
+    net.initiate()
+    net.run()
+    assert len(net.b.manager.ike_sas()) == 1  # a new attempt finds no connection
+    assert net.b.audits("proposal.rejected")

@@ -357,6 +357,11 @@ class IkeManager:
             commands.delete_child(sa, child, f"install failed: {reason}")
             sa.start_next()
 
+    def set_connections(self, connections: Iterable[ConnectionSettings]) -> None:
+        """Reload: new SAs use the new connection set; established SAs keep the settings they were made with
+        (the service decides which ones a config diff requires to restart)."""
+        self.ctx.connections = {c.name: c for c in connections}
+
     # ------------------------------------------------------------------ introspection
     def ike_sas(self) -> list[IkeSa]:
         """Every IKE SA not yet closed (for ``sas`` and tests)."""
