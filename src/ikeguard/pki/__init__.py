@@ -1,0 +1,36 @@
+"""Certificate validation for IKE: RFC 5280 path validation, revocation (CRL/OCSP) and identity matching."""
+
+from ikeguard.pki.fetch import Fetcher, FetchError, UrllibFetcher
+from ikeguard.pki.identity import certificate_identities, identity_in_certificate
+from ikeguard.pki.loading import load_certificates, load_crl
+from ikeguard.pki.reasons import (
+    ReasonCode,
+    RevocationState,
+    RevocationStatus,
+    ValidationFailure,
+    ValidationResult,
+)
+from ikeguard.pki.revocation import NoRevocation, RevocationChecker, RevocationSource
+from ikeguard.pki.validation import validate_chain
+from ikeguard.pki.validation_policy import RevocationMode, ValidationPolicy
+
+__all__ = [
+    "FetchError",
+    "Fetcher",
+    "NoRevocation",
+    "ReasonCode",
+    "RevocationChecker",
+    "RevocationMode",
+    "RevocationSource",
+    "RevocationState",
+    "RevocationStatus",
+    "UrllibFetcher",
+    "ValidationFailure",
+    "ValidationPolicy",
+    "ValidationResult",
+    "certificate_identities",
+    "identity_in_certificate",
+    "load_certificates",
+    "load_crl",
+    "validate_chain",
+]
