@@ -216,3 +216,35 @@ def test_proposal_of_another_connection_is_refused_after_identity_is_known() -> 
     net.run()
     assert net.b.manager.ike_sas() == []
     assert "not allowed for connection strict" in net.b.audits("auth.failure")[0].reason
+
+
+def test_authentic_request_with_unknown_critical_payload_gets_the_rfc_notify() -> None:
+    from ikeguard.engine.message import decode_message
+    from ikeguard.wire.header import HeaderFlags, IkeHeader
+    from ikeguard.wire.payloads import UnknownPayload
+    from ikeguard.wire.sk import encode_encrypted_message
+    from tests.engine.harness import psk_pair
+
+    net = psk_pair()
+    net.initiate()
+    net.run()
+    a_sa, b_sa = net.a.manager.ike_sas()[0], net.b.manager.ike_sas()[0]
+    header = IkeHeader(a_sa.spi_i, a_sa.spi_r, 37, HeaderFlags.INITIATOR, b_sa.window.expected_peer_id)
+    assert a_sa.crypto is not None
+    data = encode_encrypted_message(header, [UnknownPayload(200, b"x", critical=True)], a_sa.crypto.outbound)
+    mark = len(net.b.manager.ctx.outputs)
+    net.b.manager.receive_datagram(data, net.b.endpoint, net.a.endpoint, net.now)
+    replies = [e for e in list(net.b.manager.ctx.outputs)[mark:] if isinstance(e, SendDatagram)]
+    assert len(replies) == 1
+    answer = decode_message(replies[0].data, a_sa.crypto.inbound, None)
+    assert [int(n.notify_type) for n in answer.notifies()] == [NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD]
+    assert b_sa.state is IkeState.ESTABLISHED  # an INFORMATIONAL error does not kill the SA
+    # an authentic-looking request whose ICV does not verify is dropped silently, ID not consumed
+    expected = b_sa.window.expected_peer_id
+    header2 = IkeHeader(a_sa.spi_i, a_sa.spi_r, 37, HeaderFlags.INITIATOR, expected)
+    good = encode_encrypted_message(header2, [UnknownPayload(200, b"x", critical=True)], a_sa.crypto.outbound)
+    bad = good[:-1] + bytes([good[-1] ^ 1])
+    mark = len(net.b.manager.ctx.outputs)
+    net.b.manager.receive_datagram(bad, net.b.endpoint, net.a.endpoint, net.now)
+    assert b_sa.window.expected_peer_id == expected
+    assert not [e for e in list(net.b.manager.ctx.outputs)[mark:] if isinstance(e, SendDatagram)]

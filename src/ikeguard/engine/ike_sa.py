@@ -304,7 +304,7 @@ class IkeSa:
             self._receive_request(data, exchange, message_id, local, remote)
         self.start_next()
 
-    def _decode(self, data: bytes, exchange: int) -> InMessage | None:
+    def _decode(self, data: bytes, exchange: int, message_id: int = -1) -> InMessage | None:
         protector = (
             None
             if exchange == ExchangeType.IKE_SA_INIT
@@ -316,8 +316,21 @@ class IkeSa:
             decoded = decode_message(data, protector, self.reassembler_for())
         except MessageError as exc:
             self.trace_drop(f"undecodable message: {exc}")
+            if exc.notify is not None and message_id >= 0:
+                self._answer_error(data, exchange, message_id, exc.notify, str(exc))
             return None
         return decoded
+
+    def _answer_error(
+        self, request: bytes, exchange: int, message_id: int, notify: NotifyType, reason: str
+    ) -> None:
+        """RFC 7296 §2.21.2: answer a malformed (but authentic) request with the error notify."""
+        response = OutMessage(ExchangeType(exchange), message_id, response=True)
+        response.add_notify(notify)
+        self.window.expected_peer_id = message_id + 1
+        self._answer(request, response)
+        if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+            self.close(f"malformed {ExchangeType(exchange).name} request: {reason}", event="ike.failed")
 
     def reassembler_for(self) -> Reassembler | None:
         """The fragment reassembly buffer (created on first use, RFC 7383)."""
@@ -388,7 +401,7 @@ class IkeSa:
             exchange == ExchangeType.IKE_SA_INIT and (self.initiator or self.state is not IkeState.CREATED)
         ) or (exchange == ExchangeType.IKE_AUTH and (self.initiator or self.state is not IkeState.HALF_OPEN)):
             return  # RFC 7296 §2.2: these exchanges happen once, in this order, initiated by the initiator
-        msg = self._decode(data, exchange)
+        msg = self._decode(data, exchange, message_id)
         if msg is None or msg.partial:
             return
         self.last_inbound = self.now

@@ -31,7 +31,28 @@ P = TypeVar("P", bound=Payload)
 
 
 class MessageError(Exception):
-    """A message we cannot accept: malformed, failing integrity, or breaking the exchange rules."""
+    """A message we cannot accept: malformed, failing integrity, or breaking the exchange rules.
+
+    ``notify`` is set when the message was authentic (or plaintext IKE_SA_INIT) and RFC 7296 §2.21.2 wants
+    an answer (INVALID_SYNTAX, UNSUPPORTED_CRITICAL_PAYLOAD); unauthenticated garbage is dropped silently.
+    """
+
+    def __init__(self, reason: str, notify: NotifyType | None = None) -> None:
+        super().__init__(reason)
+        self.notify = notify
+
+
+def _authentic(data: bytes, outer: Message, protector: SkProtector) -> bool:
+    """Whether the SK payload passes its integrity check (decided only on the error path)."""
+    sk = outer.sk
+    if sk is None:
+        return False
+    start = len(data) - len(sk.body)
+    try:
+        protector.open(data[:start], sk.body)
+    except (CryptoError, ValueError):
+        return False
+    return True
 
 
 @dataclass
@@ -120,12 +141,22 @@ def decode_message(data: bytes, protector: SkProtector | None, reassembler: Reas
                 )
             message = assembled
         else:
-            message = decode_encrypted_message(data, protector)
+            try:
+                message = decode_encrypted_message(data, protector)
+            except ParseError as exc:
+                notify = exc.notify if _authentic(data, outer, protector) else None
+                raise MessageError(str(exc), notify) from exc
         violation = check_exchange_rules(message, _role(header.is_response))
-    except (ParseError, CryptoError, ValueError) as exc:
+    except MessageError:
+        raise
+    except ParseError as exc:
+        # Plaintext (IKE_SA_INIT): only an unknown critical payload earns an answer (RFC 7296 §2.5).
+        critical = exc.notify is NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD and protector is None
+        raise MessageError(str(exc), exc.notify if critical else None) from exc
+    except (CryptoError, ValueError) as exc:
         raise MessageError(str(exc)) from exc
     if violation is not None:
-        raise MessageError(f"{violation.reason} ({violation.source})")
+        raise MessageError(f"{violation.reason} ({violation.source})", violation.notify)
     return InMessage(
         ExchangeType(int(header.exchange_type)),
         header.message_id,
