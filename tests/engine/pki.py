@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
@@ -90,6 +90,18 @@ class TrustAnchorValidator:
     def __init__(self, anchors: Sequence[x509.Certificate]) -> None:
         self.anchors = list(anchors)
         self.calls = 0
+
+    def certreq_authorities(self, connection: str | None) -> list[bytes]:
+        """SHA-1 of each anchor's SubjectPublicKeyInfo (RFC 7296 §3.7 mandates SHA-1 here)."""
+        out = []
+        for anchor in self.anchors:
+            spki = anchor.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            digest = hashes.Hash(hashes.SHA1())
+            digest.update(spki)
+            out.append(digest.finalize())
+        return out
 
     def validate(
         self, chain: Sequence[x509.Certificate], identity: str, connection: str, now: float

@@ -116,3 +116,17 @@ def test_rsa_pkcs1v15_peer_is_accepted() -> None:
     net.initiate()
     net.run()
     assert net.b.manager.ike_sas()[0].state is IkeState.ESTABLISHED
+
+
+def test_responder_certreq_in_ike_sa_init_names_trust_anchors() -> None:
+    from ikeguard.wire.payloads import CertReqPayload
+
+    net, validator = cert_pair("ecdsa-p256", "ecdsa-p384")
+    net.initiate()
+    net.run()
+    (anchor_hash,) = validator.certreq_authorities(None)
+    init_response = next(e for e in net.b.events if type(e).__name__ == "SendDatagram")
+    from ikeguard.wire.message import parse_message
+
+    certreqs = [p for p in parse_message(init_response.data).payloads if isinstance(p, CertReqPayload)]
+    assert [c.authorities for c in certreqs] == [(anchor_hash,)]

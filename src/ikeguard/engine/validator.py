@@ -32,6 +32,22 @@ class CertificateValidator(Protocol):
     ) -> CertVerdict: ...
 
 
+class CertificateAuthorities(Protocol):
+    """Optional validator extension: the trust anchors to announce in CERTREQ (RFC 7296 §3.7), as SHA-1
+    hashes of their SubjectPublicKeyInfo. A validator without it makes us send an empty CERTREQ."""
+
+    def certreq_authorities(self, connection: str | None) -> Sequence[bytes]: ...
+
+
+def certreq_data(validator: object, connection: str | None) -> bytes:
+    """CERTREQ Certification Authority field: concatenated 20-octet SPKI hashes (may be empty)."""
+    source = getattr(validator, "certreq_authorities", None)
+    if source is None:
+        return b""
+    hashes = [bytes(h) for h in source(connection) if len(bytes(h)) == 20]
+    return b"".join(hashes)
+
+
 class RejectAllValidator:
     """Validator for PSK-only engines: every certificate is refused."""
 

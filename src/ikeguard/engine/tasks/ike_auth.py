@@ -19,6 +19,7 @@ from ikeguard.engine.settings import AuthKind, ConnectionSettings
 from ikeguard.engine.states import IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
 from ikeguard.engine.tasks.ike_init import OUR_HASHES
+from ikeguard.engine.validator import certreq_data
 from ikeguard.policy.identity import parse_identity
 from ikeguard.wire.iana import AuthMethod, CertEncoding, ExchangeType, HashAlgorithm, NotifyType, name_of
 from ikeguard.wire.payloads import AuthPayload, CertPayload, CertReqPayload, IdiPayload, IdrPayload
@@ -187,7 +188,8 @@ class IkeAuthTask(Task):
         id_body = _our_id_and_certs(sa, msg, initiator=True)
         remote = sa.conn.remote
         if remote.kind is AuthKind.PUBKEY and remote.send_certreq:
-            msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, b""))
+            data = certreq_data(sa.ctx.validator, sa.conn.name)
+            msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, data))
         if sa.conn.unique != "never" and sa.replaces is None:  # not on reauthentication (make-before-break)
             msg.add_notify(NotifyType.INITIAL_CONTACT)
         msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, bytes(sa.crypto.keys.sk_pi)))

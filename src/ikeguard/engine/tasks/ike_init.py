@@ -13,8 +13,17 @@ from ikeguard.engine.keys import ike_sa_crypto, initial_skeyseed, proposal_ke
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
 from ikeguard.engine.states import IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
-from ikeguard.wire.iana import ExchangeType, HashAlgorithm, KeId, NotifyType, ProtocolId, name_of
-from ikeguard.wire.payloads import KePayload, NoncePayload
+from ikeguard.engine.validator import certreq_data
+from ikeguard.wire.iana import (
+    CertEncoding,
+    ExchangeType,
+    HashAlgorithm,
+    KeId,
+    NotifyType,
+    ProtocolId,
+    name_of,
+)
+from ikeguard.wire.payloads import CertReqPayload, KePayload, NoncePayload
 from ikeguard.wire.sa import Proposal, SaPayload
 
 if TYPE_CHECKING:
@@ -192,6 +201,9 @@ class IkeInitTask(Task):
         msg.add(SaPayload((Proposal.from_spec(self.chosen_number, self.chosen),)))
         msg.add(KePayload(int(self.ke.method), self.ke.public_value))
         msg.add(NoncePayload(sa.nonce_r))
+        if any(c.remote.kind.value == "pubkey" for c in sa.ctx.connections.values()):
+            # RFC 7296 §1.2: the responder may request certificates already in IKE_SA_INIT.
+            msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(sa.ctx.validator, None)))
         add_feature_notifies(sa, msg)
         skeyseed = initial_skeyseed(self.chosen, sa.nonce_i, sa.nonce_r, self.shared)
         sa.crypto = ike_sa_crypto(
