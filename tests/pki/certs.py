@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -19,9 +19,9 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 PrivateKey = CertificateIssuerPrivateKeyTypes
 
 
-@lru_cache(maxsize=None)
+@cache
 def make_key(kind: str = "ec256", index: int = 0) -> PrivateKey:
-    """A cached private key: ec256, ec384, ec192?, rsa1024, rsa2048, rsa3072, ed25519 (index = distinct key)."""
+    """A cached private key: ec224|ec256|ec384, rsaNNNN, ed25519; a new index gives a distinct key."""
     del index
     if kind == "ec256":
         return ec.generate_private_key(ec.SECP256R1())
@@ -78,7 +78,7 @@ def issue(
     ips: Sequence[str] = (),
     dirnames: Sequence[str] = (),
     ekus: Sequence[x509.ObjectIdentifier] | None = None,
-    key_usage: x509.KeyUsage | None | str = "default",
+    key_usage: x509.KeyUsage | str | None = "default",
     digest: hashes.HashAlgorithm | None = None,
     pss: bool = False,
     basic_constraints: bool = True,
@@ -93,10 +93,7 @@ def issue(
     """Issue one certificate (self-signed when ``issuer`` is None) with the given properties."""
     key = key or make_key()
     name = dn(subject)
-    if issuer_name is not None:
-        issuer_dn = dn(issuer_name)
-    else:
-        issuer_dn = issuer.cert.subject if issuer else name
+    issuer_dn = dn(issuer_name) if issuer_name is not None else issuer.cert.subject if issuer else name
     signer = signing_key or (issuer.key if issuer else key)
     builder = (
         x509.CertificateBuilder()
@@ -113,7 +110,9 @@ def issue(
         key_usage = DEFAULT_CA_USAGE if ca else DEFAULT_LEAF_USAGE
     if isinstance(key_usage, x509.KeyUsage):
         builder = builder.add_extension(key_usage, critical=True)
-    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+    )
     if issuer is not None:
         aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
         builder = builder.add_extension(aki, critical=False)
@@ -126,11 +125,17 @@ def issue(
     if ekus is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
     if crl_uris:
-        points = [x509.DistributionPoint([x509.UniformResourceIdentifier(u)], None, None, None) for u in crl_uris]
+        points = [
+            x509.DistributionPoint([x509.UniformResourceIdentifier(u)], None, None, None) for u in crl_uris
+        ]
         builder = builder.add_extension(x509.CRLDistributionPoints(points), critical=False)
     if ocsp_uris:
-        descs = [x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
-                                        x509.UniformResourceIdentifier(u)) for u in ocsp_uris]
+        descs = [
+            x509.AccessDescription(
+                x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(u)
+            )
+            for u in ocsp_uris
+        ]
         builder = builder.add_extension(x509.AuthorityInformationAccess(descs), critical=False)
     if policies is not None:
         infos = [x509.PolicyInformation(x509.ObjectIdentifier(p), None) for p in policies]
@@ -178,7 +183,10 @@ def make_crl(
     )
     for serial in revoked:
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(NOW - timedelta(days=1)).build()
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(NOW - timedelta(days=1))
+            .build()
         )
     signer = signing_key or issuer.key
     return builder.sign(signer, **_sign_args(signer, None, False))  # type: ignore[arg-type]
@@ -192,24 +200,27 @@ def make_ocsp_response(
     responder: Issued | None = None,
     this_update: datetime | None = None,
     next_update: datetime | None = None,
-    signing_key: PrivateKey | None = None,
 ) -> bytes:
     """A DER OCSP response for ``cert``, signed by ``issuer`` or a delegated ``responder``."""
     status = ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD
     signer = responder or issuer
-    builder = ocsp.OCSPResponseBuilder().add_response(
-        cert=cert,
-        issuer=issuer.cert,
-        algorithm=hashes.SHA1(),
-        cert_status=status,
-        this_update=this_update or NOW - timedelta(minutes=5),
-        next_update=next_update or NOW + timedelta(hours=1),
-        revocation_time=NOW - timedelta(days=1) if revoked else None,
-        revocation_reason=x509.ReasonFlags.key_compromise if revoked else None,
-    ).responder_id(ocsp.OCSPResponderEncoding.HASH, signer.cert)
+    builder = (
+        ocsp.OCSPResponseBuilder()
+        .add_response(
+            cert=cert,
+            issuer=issuer.cert,
+            algorithm=hashes.SHA1(),
+            cert_status=status,
+            this_update=this_update or NOW - timedelta(minutes=5),
+            next_update=next_update or NOW + timedelta(hours=1),
+            revocation_time=NOW - timedelta(days=1) if revoked else None,
+            revocation_reason=x509.ReasonFlags.key_compromise if revoked else None,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, signer.cert)
+    )
     if responder is not None:
         builder = builder.certificates([responder.cert])
-    key = signing_key or signer.key
+    key = signer.key
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     from cryptography.hazmat.primitives.serialization import Encoding
 

@@ -30,12 +30,15 @@ POLICY = ValidationPolicy()
 
 
 def check(leaf, intermediates, anchors, policy=POLICY, now=NOW, identity=None):
-    return validate_chain(leaf, intermediates, anchors, now=now, policy=policy, revocation=NoRevocation(),
-                          identity=identity)
+    return validate_chain(
+        leaf, intermediates, anchors, now=now, policy=policy, revocation=NoRevocation(), identity=identity
+    )
 
 
-@pytest.mark.parametrize(("kind", "pss"), [("ec256", False), ("ec384", False), ("rsa3072", False),
-                                            ("rsa2048", True), ("ed25519", False)])
+@pytest.mark.parametrize(
+    ("kind", "pss"),
+    [("ec256", False), ("ec384", False), ("rsa3072", False), ("rsa2048", True), ("ed25519", False)],
+)
 def test_valid_chain_for_each_key_type(kind: str, pss: bool) -> None:
     pki = standard_pki(kind, pss=pss)
     result = check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert])
@@ -101,8 +104,7 @@ def test_expired_and_not_yet_valid(which: str) -> None:
     assert expired.failure is not None and expired.failure.reason is ReasonCode.EXPIRED
     premature = check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert], now=early)
     assert premature.failure is not None and premature.failure.reason is ReasonCode.NOT_YET_VALID
-    assert check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert],
-                 now=cert.not_valid_after_utc).ok
+    assert check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert], now=cert.not_valid_after_utc).ok
 
 
 def test_expired_leaf_message_names_subject_and_serial() -> None:
@@ -116,7 +118,8 @@ def test_expired_leaf_message_names_subject_and_serial() -> None:
 def test_clock_skew_tolerance() -> None:
     pki = standard_pki(not_before=NOW + timedelta(seconds=30))
     assert check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert]).failure.reason is (
-        ReasonCode.NOT_YET_VALID)
+        ReasonCode.NOT_YET_VALID
+    )
     skewed = ValidationPolicy(clock_skew=timedelta(minutes=1))
     assert check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert], policy=skewed).ok
 
@@ -127,8 +130,9 @@ def test_leaf_key_usage_without_digital_signature() -> None:
     result = check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert])
     assert result.failure is not None and result.failure.reason is ReasonCode.KEY_USAGE
     non_repudiation = x509.KeyUsage(False, True, False, False, False, False, False, False, False)
-    assert check(standard_pki(key_usage=non_repudiation).leaf.cert, [pki.intermediate.cert],
-                 [pki.root.cert]).ok
+    assert check(
+        standard_pki(key_usage=non_repudiation).leaf.cert, [pki.intermediate.cert], [pki.root.cert]
+    ).ok
     assert check(standard_pki(key_usage=None).leaf.cert, [pki.intermediate.cert], [pki.root.cert]).ok
 
 
@@ -177,7 +181,9 @@ def test_unknown_critical_extension() -> None:
     result = check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert])
     assert result.failure is not None and result.failure.reason is ReasonCode.UNKNOWN_CRITICAL_EXTENSION
     assert "1.3.6.1.4.1.55555.1" in result.failure.message
-    assert check(standard_pki(extra=[(unknown, False)]).leaf.cert, [pki.intermediate.cert], [pki.root.cert]).ok
+    assert check(
+        standard_pki(extra=[(unknown, False)]).leaf.cert, [pki.intermediate.cert], [pki.root.cert]
+    ).ok
 
 
 def test_eku_rules_rfc4945() -> None:
@@ -204,12 +210,15 @@ def test_cert_policy_by_eku_or_certificate_policy() -> None:
     assert result.failure is not None and result.failure.reason is ReasonCode.POLICY
     # an intermediate without certificatePolicies makes no policy valid below it (RFC 5280 §6.1.3 (e))
     bare = issue("CN=CP Inter", root, key=make_key("ec256", 41), ca=True)
-    assert check(with_policy.cert, [bare.cert], [root.cert], policy=policy).failure.reason is ReasonCode.POLICY
+    assert (
+        check(with_policy.cert, [bare.cert], [root.cert], policy=policy).failure.reason is ReasonCode.POLICY
+    )
     # ipsecIKE required as cert_policy: satisfied by the EKU
     ike = ValidationPolicy(required_oids=(IPSEC_IKE.dotted_string,))
     assert check(issue("CN=c", inter, ekus=[IPSEC_IKE]).cert, [inter.cert], [root.cert], policy=ike).ok
     assert check(issue("CN=d", inter).cert, [inter.cert], [root.cert], policy=ike).failure.reason is (
-        ReasonCode.POLICY)
+        ReasonCode.POLICY
+    )
 
 
 def test_signature_algorithm_forbidden_by_profile() -> None:
@@ -243,10 +252,12 @@ def test_key_too_small() -> None:
     assert "1024" in result.failure.message
     small_ec = issue("CN=small-ec", pki.intermediate, key=make_key("ec224"))
     assert check(small_ec.cert, [pki.intermediate.cert], [pki.root.cert]).failure.reason is (
-        ReasonCode.KEY_TOO_SMALL)
+        ReasonCode.KEY_TOO_SMALL
+    )
     strict = ValidationPolicy(min_rsa_bits=3072, min_ec_bits=384)
     assert check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert], policy=strict).failure.reason is (
-        ReasonCode.KEY_TOO_SMALL)
+        ReasonCode.KEY_TOO_SMALL
+    )
     big = standard_pki("ec384")
     assert check(big.leaf.cert, [big.intermediate.cert], [big.root.cert], policy=strict).ok
 
@@ -263,8 +274,10 @@ def test_name_mismatch() -> None:
 
 def test_name_constraints() -> None:
     root = issue("CN=NC Root", key=make_key("ec256", 50), ca=True)
-    nc = x509.NameConstraints(permitted_subtrees=[x509.DNSName("merchants.example.net")],
-                              excluded_subtrees=[x509.DNSName("bad.merchants.example.net")])
+    nc = x509.NameConstraints(
+        permitted_subtrees=[x509.DNSName("merchants.example.net")],
+        excluded_subtrees=[x509.DNSName("bad.merchants.example.net")],
+    )
     inter = issue("CN=NC Inter", root, key=make_key("ec256", 51), ca=True, extra=[(nc, True)])
     good = issue("CN=m1", inter, dns=["m1.merchants.example.net"])
     outside = issue("CN=m2", inter, dns=["m2.elsewhere.example.net"])
