@@ -150,5 +150,6 @@ def test_random_sequences_never_escape_and_never_leak(actions: list[tuple], nat:
         assert side.manager.ike_sas() == []
         assert installed_left(side.events) == set()
         assert side.manager.get_timer() is None
+        assert side.manager.retained() == 0  # nothing retained
     check_invariants(net)
     assert all(isinstance(e.data, bytes) for e in net.a.events if isinstance(e, SendDatagram))

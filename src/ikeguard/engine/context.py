@@ -26,6 +26,7 @@ class EngineContext:
     reauth_hook: Callable[[Any, str], None] | None = None  # manager: start a new IKE SA replacing an old one
     adopt_hook: Callable[[Any], None] | None = None  # manager: register an IKE SA created by a rekey
     established_hook: Callable[[Any], None] | None = None  # manager: INITIAL_CONTACT and ``unique`` policy
+    closed: list[Any] = field(default_factory=list)  # IKE SAs closed since the manager last swept
     _next_uniqueid: int = 1
 
     def new_uniqueid(self) -> int:

@@ -547,6 +547,7 @@ class IkeSa:
         if self.rekeyed_by is None and not silent:
             self.audit(event, "failure" if event != "ike.down" else "success", reason)
         self.transition(IkeTrigger.CLOSE, reason)
+        self.ctx.closed.append(self)
 
     def remove_child(self, child: ChildSa, reason: str) -> None:
         """Delete both directions of a Child SA from the data plane and forget it."""

@@ -367,6 +367,10 @@ class IkeManager:
         """Every IKE SA not yet closed (for ``sas`` and tests)."""
         return [sa for sa in self._by_uniqueid.values() if sa.state is not IkeState.CLOSED]
 
+    def retained(self) -> int:
+        """How many IKE SA objects the manager still holds (closed ones are dropped; for leak checks)."""
+        return len(self._by_uniqueid) + len(self._by_spi) + len(self._half_open_index)
+
     def get(self, uniqueid: int) -> IkeSa | None:
         """The IKE SA with ``uniqueid``."""
         return self._by_uniqueid.get(uniqueid)
@@ -393,6 +397,10 @@ class IkeManager:
         self._register(sa)
 
     def _forget_if_closed(self, sa: IkeSa) -> None:
+        while self.ctx.closed:  # SAs closed as a side effect of another SA's work (rekey, unique, reauth)
+            other = self.ctx.closed.pop()
+            if other is not sa:
+                self._forget_if_closed(other)
         if sa.state is not IkeState.CLOSED:
             return
         self._by_uniqueid.pop(sa.uniqueid, None)
