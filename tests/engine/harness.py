@@ -106,11 +106,11 @@ class Network:
         self.in_flight: list[tuple[str, SendDatagram]] = []
         self.delivered = 0
 
-    def _nat(self, ep: Endpoint) -> Endpoint:
+    def nat(self, ep: Endpoint) -> Endpoint:
         # a sits behind a NAT: its private endpoint appears as NAT_PUBLIC with a mapped port
         return Endpoint(NAT_PUBLIC, 40000 + ep.port) if self.nat_a and ep.address == A_ADDR else ep
 
-    def _unnat(self, ep: Endpoint) -> Endpoint:
+    def unnat(self, ep: Endpoint) -> Endpoint:
         if self.nat_a and ep.address == NAT_PUBLIC:
             return Endpoint(A_ADDR, ep.port - 40000)
         return ep
@@ -136,10 +136,10 @@ class Network:
     def deliver(self, sender: str, dgram: SendDatagram) -> None:
         self.delivered += 1
         if sender == "a":
-            src = self._nat(dgram.local)
+            src = self.nat(dgram.local)
             self.b.manager.receive_datagram(dgram.data, dgram.remote, src, self.now)
         else:
-            dst = self._unnat(dgram.remote)
+            dst = self.unnat(dgram.remote)
             self.a.manager.receive_datagram(dgram.data, dst, dgram.local, self.now)
 
     def advance(self, seconds: float, *, step: float | None = None) -> None:

@@ -156,9 +156,9 @@ def test_nat_mapping_change_is_followed_and_data_plane_told() -> None:
     net.run()
     b_sa = net.b.manager.ike_sas()[0]
     assert b_sa.remote.port == 44500
-    original = net._nat
-    net._nat = lambda ep: replace(original(ep), port=50123)  # type: ignore[method-assign]
-    net._unnat = lambda ep: replace(ep, address=A_ADDR, port=4500) if ep.address == NAT_PUBLIC else ep  # type: ignore[method-assign]
+    original = net.nat
+    net.nat = lambda ep: replace(original(ep), port=50123)  # type: ignore[method-assign]
+    net.unnat = lambda ep: replace(ep, address=A_ADDR, port=4500) if ep.address == NAT_PUBLIC else ep  # type: ignore[method-assign]
     net.advance(11)  # a's liveness check arrives from the new mapping
     assert b_sa.remote.port == 50123
     update = [e for e in net.b.events if isinstance(e, UpdateSaAddresses)][-1]
