@@ -224,3 +224,24 @@ def test_fetcher_refuses_non_http_schemes() -> None:
         FAST.fetch("file:///etc/passwd")
     with pytest.raises(FetchError, match="ldap"):
         FAST.fetch("ldap://ldap.example.net/cn=CA")
+
+
+def test_ed25519_issuer_crl_and_ocsp(revocation_server: RevocationServer, tmp_path: Path) -> None:
+    root = issue("CN=Ed Root", key=make_key("ed25519", 1), ca=True)
+    inter = issue("CN=Ed Inter", root, key=make_key("ed25519", 2), ca=True)
+    leaf = issue("CN=ed", inter, key=make_key("ed25519", 3), ocsp_uris=[revocation_server.url("/ocsp")])
+    root_crl = tmp_path / "root.crl"
+    _write_crl(root_crl, make_crl(root))
+    revoked = {"leaf": False}
+    revocation_server.post_routes["/ocsp"] = lambda body: make_ocsp_response(
+        leaf.cert, inter, revoked=revoked["leaf"]
+    )
+    assert _validate(leaf, inter, root, RevocationChecker(crl_files=[root_crl], fetcher=FAST)).ok
+    revoked["leaf"] = True
+    result = _validate(leaf, inter, root, RevocationChecker(crl_files=[root_crl], fetcher=FAST))
+    assert result.failure is not None and result.failure.reason is ReasonCode.REVOKED
+    revoked["leaf"] = False
+    _write_crl(root_crl, make_crl(root, [inter.cert.serial_number]))
+    result = _validate(leaf, inter, root, RevocationChecker(crl_files=[root_crl], fetcher=FAST))
+    assert result.failure is not None and result.failure.reason is ReasonCode.REVOKED
+    assert "Ed Inter" in result.failure.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from datetime import timedelta
 
@@ -21,6 +22,7 @@ from tests.pki.certs import (
     IPSEC_IKE,
     NOW,
     SERVER_AUTH,
+    dn,
     issue,
     make_key,
     standard_pki,
@@ -303,3 +305,53 @@ def test_revocation_mode_strict_with_no_source_fails() -> None:
     assert result.failure.audit_event == "revocation.failed"
     relaxed = check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert])
     assert relaxed.ok and relaxed.notes and "relaxed" in relaxed.notes[0]
+
+
+def test_name_constraints_ip_and_directory_name() -> None:
+    root = issue("CN=NC2 Root", key=make_key("ec256", 52), ca=True)
+    nc = x509.NameConstraints(
+        permitted_subtrees=[
+            x509.IPAddress(ipaddress.ip_network("198.51.100.0/24")),
+            x509.DirectoryName(dn("O=Merchants")),
+        ],
+        excluded_subtrees=None,
+    )
+    inter = issue("CN=NC2 Inter, O=Merchants", root, key=make_key("ec256", 53), ca=True, extra=[(nc, True)])
+    assert check(issue("CN=a, O=Merchants", inter, ips=["198.51.100.9"]).cert, [inter.cert], [root.cert]).ok
+    wrong_ip = issue("CN=b, O=Merchants", inter, ips=["203.0.113.9"]).cert
+    wrong_dn = issue("CN=c, O=Other", inter).cert
+    for cert in (wrong_ip, wrong_dn):
+        result = check(cert, [inter.cert], [root.cert])
+        assert result.failure is not None and result.failure.reason is ReasonCode.NAME_CONSTRAINTS
+
+
+def test_unknown_critical_extension_in_intermediate() -> None:
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.2"), b"\x05\x00")
+    root = issue("CN=UC Root", key=make_key("ec256", 54), ca=True)
+    inter = issue("CN=UC Inter", root, key=make_key("ec256", 55), ca=True, extra=[(unknown, True)])
+    result = check(issue("CN=leaf", inter).cert, [inter.cert], [root.cert])
+    assert result.failure is not None and result.failure.reason is ReasonCode.UNKNOWN_CRITICAL_EXTENSION
+    assert "UC Inter" in result.failure.message
+
+
+def test_flood_of_look_alike_intermediates_stays_cheap() -> None:
+    pki = standard_pki()
+    fakes = [
+        issue(
+            "CN=Test Intermediate, O=ikeguard",
+            pki.root,
+            key=make_key("ec256", 200 + i),
+            signing_key=make_key("ec256", 300),
+        ).cert
+        for i in range(40)
+    ]
+    result = check(pki.leaf.cert, [*fakes, pki.intermediate.cert], [pki.root.cert])
+    assert not result.ok  # the genuine intermediate is beyond the 32 accepted CERT payloads
+    assert check(pki.leaf.cert, [*fakes[:20], pki.intermediate.cert], [pki.root.cert]).ok
+
+
+def test_expires_at_is_earliest_in_path() -> None:
+    pki = standard_pki(not_after=NOW + timedelta(hours=20))
+    result = check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert])
+    assert result.ok and result.expires_at == pki.leaf.cert.not_valid_after_utc
+    assert check(pki.leaf.cert, [], [pki.root.cert]).expires_at is None

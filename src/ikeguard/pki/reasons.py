@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from cryptography import x509
@@ -78,6 +79,11 @@ class ValidationResult:
     path: tuple[x509.Certificate, ...] = ()
     failure: ValidationFailure | None = None
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the first certificate of the path expires: an SA authenticated by it must not outlive it."""
+        return min((c.not_valid_after_utc for c in self.path), default=None)
 
     @property
     def ok(self) -> bool:

@@ -61,6 +61,9 @@ UNDERSTOOD_EXTENSIONS = frozenset(
 )
 
 
+MAX_INTERMEDIATES = 32  # CERT payloads beyond this are ignored
+
+
 class _Refused(Exception):
     def __init__(self, failure: ValidationFailure) -> None:
         super().__init__(failure.message)
@@ -89,6 +92,7 @@ class _Search:
     max_depth: int
     bad_signature: x509.Certificate | None = None
     missing_issuer: x509.Certificate | None = None
+    budget: int = 64  # signature verifications: a peer's pile of look-alike certificates stays cheap
 
     def paths(
         self, path: list[x509.Certificate], anchor_ders: set[bytes]
@@ -102,6 +106,9 @@ class _Search:
             self.missing_issuer = self.missing_issuer or cert
             return
         for issuer in issuers:
+            if self.budget <= 0:
+                return
+            self.budget -= 1
             if not signature_valid(cert, issuer.public_key()):
                 if _key_id_matches(cert, issuer):
                     self.bad_signature = self.bad_signature or cert
@@ -285,7 +292,7 @@ def validate_chain(
     wins; otherwise the failure of the first complete path (or why no path exists) is returned.
     """
     anchor_ders = {a.public_bytes(_DER) for a in anchors}
-    search = _Search(anchors, intermediates, max_depth=policy.max_path_length + 2)
+    search = _Search(anchors, list(intermediates)[:MAX_INTERMEDIATES], max_depth=policy.max_path_length + 2)
     try:
         if leaf.public_bytes(_DER) in anchor_ders:
             candidates: Iterator[list[x509.Certificate]] = iter([[leaf]])
