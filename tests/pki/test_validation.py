@@ -355,3 +355,19 @@ def test_expires_at_is_earliest_in_path() -> None:
     result = check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert])
     assert result.ok and result.expires_at == pki.leaf.cert.not_valid_after_utc
     assert check(pki.leaf.cert, [], [pki.root.cert]).expires_at is None
+
+
+def test_malformed_extension_is_a_typed_failure() -> None:
+    garbage_san = x509.UnrecognizedExtension(
+        x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x82\x05a"
+    )
+    pki = standard_pki(dns=[], extra=[(garbage_san, False)])
+    result = check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert], identity="gw.example.net")
+    assert result.failure is not None and result.failure.reason is ReasonCode.MALFORMED
+    assert result.failure.audit_event == "cert.rejected"
+
+
+def test_naive_now_is_refused() -> None:
+    pki = standard_pki()
+    with pytest.raises(ValueError, match="timezone-aware"):
+        check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert], now=NOW.replace(tzinfo=None))

@@ -291,6 +291,8 @@ def validate_chain(
     policies; then ``identity`` (if given) against the leaf; then revocation. The first path that passes
     wins; otherwise the failure of the first complete path (or why no path exists) is returned.
     """
+    if now.tzinfo is None:
+        raise ValueError("now must be a timezone-aware datetime (UTC)")
     anchor_ders = {a.public_bytes(_DER) for a in anchors}
     search = _Search(anchors, list(intermediates)[:MAX_INTERMEDIATES], max_depth=policy.max_path_length + 2)
     try:
