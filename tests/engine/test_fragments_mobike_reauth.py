@@ -181,3 +181,23 @@ def test_no_sa_outlives_peer_certificate() -> None:
     assert any(
         "peer certificate expires" in e.reason for e in net.a.audits("ike.down") + net.b.audits("ike.down")
     )
+
+
+def test_mobike_move_out_of_nat_reevaluates_encapsulation() -> None:
+    c = child()
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,))
+    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),))
+    net = pair([a], [b], nat_a=True)
+    net.initiate()
+    net.run()
+    sa = net.a.manager.ike_sas()[0]
+    assert sa.encap and sa.nat_local
+    net.a.manager.update_local_endpoint(
+        sa.uniqueid, Endpoint(ipaddress.ip_address("192.0.2.77"), 4500), net.now
+    )
+    net.run()
+    a_up = [e for e in net.a.events if isinstance(e, UpdateSaAddresses)][-1]
+    b_up = [e for e in net.b.events if isinstance(e, UpdateSaAddresses)][-1]
+    assert not a_up.encap and not b_up.encap  # no NAT on the new path
+    assert not sa.nat_local and "keepalive" not in sa.timers
+    assert str(b_up.remote.address) == "192.0.2.77"

@@ -461,7 +461,7 @@ class IkeSa:
             return
         if self.peer.mobike:
             if msg.notify(NotifyType.UPDATE_SA_ADDRESSES) is not None:
-                update_addresses(self, local, remote)
+                self.local, self.remote = local, remote  # MobikeUpdateResponder tells the data plane
             return
         if self.nat_remote:
             update_addresses(self, local, remote)

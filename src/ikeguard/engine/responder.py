@@ -23,6 +23,10 @@ def responder_tasks(sa: IkeSa, msg: InMessage) -> list[Task]:
     from ikeguard.engine.tasks.ike_rekey import IkeRekeyResponder
 
     if msg.exchange is ExchangeType.INFORMATIONAL:
+        if msg.notify(NotifyType.UPDATE_SA_ADDRESSES) is not None and sa.peer.mobike:
+            from ikeguard.engine.tasks.mobike import MobikeUpdateResponder
+
+            return [MobikeUpdateResponder(), InformationalResponder()]
         return [InformationalResponder()]
     if msg.exchange is ExchangeType.CREATE_CHILD_SA:
         if sa.state.value not in ("established", "rekeying", "rekeyed"):

@@ -54,10 +54,37 @@ class MobikeUpdateTask(Task):
     exchange = ExchangeType.INFORMATIONAL
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        from ikeguard.engine.tasks.natd import add_natd
+
         msg.add_notify(NotifyType.UPDATE_SA_ADDRESSES)
+        if sa.peer_natt:
+            add_natd(sa, msg, sa.spi_r)  # RFC 4555 §3.5: NAT status is re-evaluated on every move
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        from ikeguard.engine.tasks.natd import check_natd
+
+        check_natd(sa, msg)
         spis = tuple((c.spi_in, c.spi_out) for c in sa.children.values())
         sa.emit(UpdateSaAddresses(sa.uniqueid, sa.local, sa.remote, sa.encap, spis))
         sa.audit("ike.address_changed", "success", f"now {sa.local} <-> {sa.remote}")
         return Status.DONE
+
+
+class MobikeUpdateResponder(Task):
+    """Answers UPDATE_SA_ADDRESSES: NAT status from the request, NAT-D back, data plane moved first."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        from ikeguard.engine.tasks.natd import check_natd
+
+        check_natd(sa, msg)
+
+    def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        from ikeguard.engine.tasks.natd import add_natd
+
+        if sa.peer_natt:
+            add_natd(sa, msg, sa.spi_r)
+        spis = tuple((c.spi_in, c.spi_out) for c in sa.children.values())
+        sa.emit(UpdateSaAddresses(sa.uniqueid, sa.local, sa.remote, sa.encap, spis))
+        sa.audit("ike.address_changed", "success", f"peer moved: now {sa.local} <-> {sa.remote}")

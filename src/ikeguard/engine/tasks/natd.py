@@ -21,6 +21,24 @@ def _hash(spi_i: bytes, spi_r: bytes, endpoint: Endpoint) -> bytes:
     return natd_hash(spi_i, spi_r, endpoint.address, endpoint.port)
 
 
+def add_natd(sa: IkeSa, msg: OutMessage, spi_r: bytes) -> None:
+    """NAT_DETECTION_SOURCE_IP / _DESTINATION_IP for the SA's current endpoints (a fake source if encap)."""
+    NatdTask()._add(sa, msg, spi_r)
+
+
+def check_natd(sa: IkeSa, msg: InMessage) -> bool:
+    """Re-evaluate NAT status from a MOBIKE message's NAT-D notifies; True when they were present."""
+    if msg.notify(NotifyType.NAT_DETECTION_DESTINATION_IP) is None:
+        return False
+    NatdTask()._check(sa, msg, sa.spi_r, sa.local, sa.remote)
+    sa.encap = sa.nat_local or sa.nat_remote or (sa.conn is not None and sa.conn.encap)
+    if sa.nat_local:
+        sa.timers.setdefault("keepalive", sa.now + sa.ctx.settings.nat_keepalive)
+    else:
+        sa.timers.pop("keepalive", None)
+    return True
+
+
 class NatdTask(Task):
     """Adds and checks the NAT detection notifies; decides on UDP encapsulation."""
 
