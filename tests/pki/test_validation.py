@@ -371,3 +371,19 @@ def test_naive_now_is_refused() -> None:
     pki = standard_pki()
     with pytest.raises(ValueError, match="timezone-aware"):
         check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert], now=NOW.replace(tzinfo=None))
+
+
+def test_require_explicit_policy_from_a_critical_policy_constraint() -> None:
+    oid = "1.3.6.1.4.1.55555.7.9"
+    root = issue("CN=EP Root", key=make_key("ec256", 56), ca=True)
+    require = x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None)
+    inter = issue(
+        "CN=EP Inter", root, key=make_key("ec256", 57), ca=True, policies=[oid], extra=[(require, True)]
+    )
+    assert check(issue("CN=with", inter, policies=[oid]).cert, [inter.cert], [root.cert]).ok
+    for leaf in (issue("CN=none", inter), issue("CN=other", inter, policies=["1.3.6.1.4.1.55555.7.10"])):
+        result = check(leaf.cert, [inter.cert], [root.cert])
+        assert result.failure is not None and result.failure.reason is ReasonCode.POLICY
+    # without the constraint, a leaf without policies is fine when no cert_policy is configured
+    plain = issue("CN=EP Inter", root, key=make_key("ec256", 57), ca=True, policies=[oid])
+    assert check(issue("CN=none", inter).cert, [plain.cert], [root.cert]).ok

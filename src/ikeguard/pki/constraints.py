@@ -133,10 +133,10 @@ class PolicyState:
                 self.valid &= oids
         if _ext(cert, ExtensionOID.POLICY_MAPPINGS) is not None and not is_leaf:
             self.mapped = True
-        if not is_self_issued(cert):
+        if is_leaf or not is_self_issued(cert):  # §6.1.4 (h), §6.1.5 (a)
             self.explicit_policy = max(self.explicit_policy - 1, 0)
-            if not is_leaf:
-                self.inhibit_any = max(self.inhibit_any - 1, 0)
+        if not is_leaf and not is_self_issued(cert):
+            self.inhibit_any = max(self.inhibit_any - 1, 0)
         constraints = _ext(cert, ExtensionOID.POLICY_CONSTRAINTS)
         if isinstance(constraints, x509.PolicyConstraints):
             required = constraints.require_explicit_policy
