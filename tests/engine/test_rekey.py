@@ -329,3 +329,26 @@ def test_rekey_responder_switches_outbound_when_old_sa_is_deleted() -> None:
     )
     assert sends[0] < out_install
     assert_consistent(net)
+
+
+@pytest.mark.parametrize("picks", ORDERS[::3])
+def test_ike_rekey_collides_with_ike_delete(picks: tuple[int, ...]) -> None:
+    net = up()
+    net.a.manager.rekey_ike(net.a.manager.ike_sas()[0].uniqueid, net.now)
+    net.b.manager.terminate_ike(net.b.manager.ike_sas()[0].uniqueid, net.now)
+    run_with_picks(net, picks)
+    net.advance(120)
+    assert net.a.manager.ike_sas() == [] and net.b.manager.ike_sas() == []
+    assert live(net.a) == set() and live(net.b) == set()
+
+
+@pytest.mark.parametrize("dropper", ["a", "b"])
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("picks", ORDERS[::5])
+def test_simultaneous_ike_rekey_with_lost_delete(dropper: str, seed: int, picks: tuple[int, ...]) -> None:
+    net = up(seed=seed)
+    net.filter = drop_first_informational(dropper)
+    net.a.manager.rekey_ike(net.a.manager.ike_sas()[0].uniqueid, net.now)
+    net.b.manager.rekey_ike(net.b.manager.ike_sas()[0].uniqueid, net.now)
+    run_with_picks(net, picks)
+    assert_consistent(net)
