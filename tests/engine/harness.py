@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from ikeguard.crypto.random import DeterministicRandom
 from ikeguard.engine.events import (
     AuditEvent,
+    DatagramDropped,
     Endpoint,
     EngineEvent,
     InstallChildSa,
@@ -89,6 +90,9 @@ class Side:
 
     def audits(self, name: str | None = None) -> list[AuditEvent]:
         return [e for e in self.events if isinstance(e, AuditEvent) and (name is None or e.event == name)]
+
+    def drops(self) -> list[str]:
+        return [e.reason for e in self.events if isinstance(e, DatagramDropped)]
 
     def installs(self) -> list[InstallChildSa]:
         return [e for e in self.events if isinstance(e, InstallChildSa)]

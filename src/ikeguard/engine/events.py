@@ -154,6 +154,16 @@ class AuditEvent:
     details: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class DatagramDropped:
+    """A datagram the engine ignored (malformed, forged, unknown SPI, over a limit): for logs and metrics,
+    deliberately not an audit record, so a flood of garbage cannot flood the tamper-evident trail."""
+
+    reason: str
+    remote: str
+    ike_uniqueid: int = 0
+
+
 EngineEvent = (
     SendDatagram
     | SendNatKeepalive
@@ -163,4 +173,5 @@ EngineEvent = (
     | IkeSaStateChanged
     | ChildSaStateChanged
     | AuditEvent
+    | DatagramDropped
 )

@@ -17,6 +17,7 @@ from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.events import (
     AuditEvent,
     ChildSaStateChanged,
+    DatagramDropped,
     DeleteChildSa,
     Direction,
     Endpoint,
@@ -208,10 +209,6 @@ class IkeSa:
         pending = [*self.queue, *([self.active] if self.active else [])]
         return any(isinstance(t, kind) for ex in pending for t in ex.tasks)
 
-    def can_initiate(self) -> bool:
-        """Only an established SA (or one being set up by its own initial exchanges) sends requests."""
-        return self.state in (IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.REKEYED, IkeState.DELETING)
-
     def start_next(self) -> None:
         """Send the next queued request when the window allows (RFC 7296 §2.3)."""
         if self.state is IkeState.CLOSED or not self.window.can_send() or not self.queue:
@@ -344,7 +341,7 @@ class IkeSa:
 
     def trace_drop(self, reason: str) -> None:
         """A silently dropped message, visible to operators as a trace event (not an audit failure)."""
-        self.audit("ike.dropped", "dropped", reason)
+        self.emit(DatagramDropped(reason, str(self.remote), self.uniqueid))
 
     def _receive_response(
         self, data: bytes, exchange: int, message_id: int, local: Endpoint, remote: Endpoint

@@ -12,7 +12,7 @@ from ikeguard.engine import commands
 from ikeguard.engine.context import EngineContext
 from ikeguard.engine.cookies import CookieJar
 from ikeguard.engine.errors import LocalProtocolError
-from ikeguard.engine.events import AuditEvent, Endpoint, EngineEvent
+from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, EngineEvent
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.message import InMessage, OutMessage, encode_message
 from ikeguard.engine.responder import responder_tasks
@@ -457,7 +457,7 @@ class IkeManager:
             commands.delete_ike(sa, f"unique=keep: {sa.remote_id} already has IKE SA {others[0].uniqueid}")
 
     def _trace(self, reason: str, remote: Endpoint) -> None:
-        self.ctx.outputs.append(AuditEvent("ike.dropped", "dropped", reason, remote_addr=str(remote)))
+        self.ctx.outputs.append(DatagramDropped(reason, str(remote)))
 
 
 def is_ike_message(data: bytes) -> bool:
