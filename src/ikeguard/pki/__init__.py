@@ -11,10 +11,12 @@ from ikeguard.pki.reasons import (
     ValidationResult,
 )
 from ikeguard.pki.revocation import NoRevocation, RevocationChecker, RevocationSource
+from ikeguard.pki.trust import AuthoritySpec, Trust, build_trust
 from ikeguard.pki.validation import validate_chain
 from ikeguard.pki.validation_policy import RevocationMode, ValidationPolicy
 
 __all__ = [
+    "AuthoritySpec",
     "FetchError",
     "Fetcher",
     "NoRevocation",
@@ -24,10 +26,12 @@ __all__ = [
     "RevocationSource",
     "RevocationState",
     "RevocationStatus",
+    "Trust",
     "UrllibFetcher",
     "ValidationFailure",
     "ValidationPolicy",
     "ValidationResult",
+    "build_trust",
     "certificate_identities",
     "identity_in_certificate",
     "load_certificates",

@@ -174,6 +174,8 @@ class RevocationChecker:
                 self._failed_until[uri] = now + self.failure_backoff
                 return None, f"CRL {uri}: {exc}"
             self._fetched[key] = _Cached(crl, crl.next_update_utc)
+        if crl.issuer != cert.issuer:
+            return None, ""  # a configured URI of another authority: not applicable to this certificate
         try:
             return crl_decides(crl, cert, issuer, now=now, skew=self.clock_skew), f"CRL {uri}"
         except CrlUnusable as exc:
@@ -201,14 +203,17 @@ class RevocationChecker:
         ocsp_uris = list(dict.fromkeys([*ocsp_uris_of(cert), *self.ocsp_uris]))
         crl_uris = list(dict.fromkeys([*crl_uris_of(cert), *self.crl_uris]))
         lookups = [(u, self._ocsp) for u in ocsp_uris] + [(u, self._crl_uri) for u in crl_uris]
+        uri_failed = False
         for uri, lookup in lookups:
             uri_state, note = lookup(uri, cert, issuer, now)
             if uri_state is not None:
                 return RevocationStatus(uri_state, source=note)
-            problems.append(note)
+            if note:
+                problems.append(note)
+                uri_failed = True
         return RevocationStatus(
             RevocationState.UNKNOWN,
             detail="; ".join(problems) or "no CRL or OCSP source covers this certificate",
-            uri_failed=bool(lookups),
+            uri_failed=uri_failed,
         )
 
