@@ -5,6 +5,7 @@ commands, and the aioquic-style sans-IO surface ``receive_datagram`` / ``handle_
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from ikeguard.crypto.random import RandomSource
@@ -53,7 +54,10 @@ class IkeManager:
         self.ctx.adopt_hook = self._adopt
         self.ctx.established_hook = self._enforce_uniqueness
         self._by_spi: dict[bytes, IkeSa] = {}
-        self._half_open_index: dict[tuple[bytes, str], IkeSa] = {}
+        self._half_open_index: dict[tuple[bytes, str], IkeSa] = {}  # (SPIi, peer) -> SA: INIT replays
+        self._init_key: dict[int, tuple[bytes, str]] = {}  # uniqueid -> its key in _half_open_index
+        self._half_open: dict[int, str] = {}  # responder SAs not yet authenticated -> peer address
+        self._half_open_per_addr: Counter[str] = Counter()
         self._by_uniqueid: dict[int, IkeSa] = {}
         self._cookies = CookieJar(random.bytes, self.ctx.settings.cookie_secret_period)
         self._cookies_on = False
@@ -136,13 +140,14 @@ class IkeManager:
     # ------------------------------------------------------------------ IKE_SA_INIT requests
     def half_open_count(self, address: str | None = None) -> int:
         """Responder SAs waiting for IKE_AUTH (optionally from one address)."""
-        return sum(
-            1
-            for sa in self._by_uniqueid.values()
-            if not sa.initiator
-            and sa.state in (IkeState.CREATED, IkeState.HALF_OPEN)
-            and (address is None or str(sa.remote.address) == address)
-        )
+        return len(self._half_open) if address is None else self._half_open_per_addr[address]
+
+    def _leave_half_open(self, sa: IkeSa) -> None:
+        address = self._half_open.pop(sa.uniqueid, None)
+        if address is not None:
+            self._half_open_per_addr[address] -= 1
+            if self._half_open_per_addr[address] <= 0:
+                del self._half_open_per_addr[address]
 
     def _receive_init_request(
         self, data: bytes, spi_i: bytes, message_id: int, local: Endpoint, remote: Endpoint, now: float
@@ -181,6 +186,9 @@ class IkeManager:
         sa.timers["half_open"] = now + settings.half_open_timeout
         self._register(sa)
         self._half_open_index[key] = sa
+        self._init_key[sa.uniqueid] = key
+        self._half_open[sa.uniqueid] = address
+        self._half_open_per_addr[address] += 1
         try:
             sa.receive(data, ExchangeType.IKE_SA_INIT, message_id, False, local, remote, now)
         except Exception as exc:
@@ -369,7 +377,8 @@ class IkeManager:
 
     def retained(self) -> int:
         """How many IKE SA objects the manager still holds (closed ones are dropped; for leak checks)."""
-        return len(self._by_uniqueid) + len(self._by_spi) + len(self._half_open_index)
+        tables = (self._by_uniqueid, self._by_spi, self._half_open_index, self._init_key, self._half_open)
+        return sum(len(t) for t in tables) + len(self._half_open_per_addr)
 
     def get(self, uniqueid: int) -> IkeSa | None:
         """The IKE SA with ``uniqueid``."""
@@ -406,8 +415,10 @@ class IkeManager:
         self._by_uniqueid.pop(sa.uniqueid, None)
         if self._by_spi.get(sa.spi_local) is sa:
             del self._by_spi[sa.spi_local]
-        for key in [k for k, v in self._half_open_index.items() if v is sa]:
+        key = self._init_key.pop(sa.uniqueid, None)
+        if key is not None and self._half_open_index.get(key) is sa:
             del self._half_open_index[key]
+        self._leave_half_open(sa)
 
     def _reauthenticate(self, old: IkeSa, reason: str) -> None:
         """Make-before-break: a fresh IKE SA for the same connection; the old one goes once it is up."""
@@ -417,8 +428,8 @@ class IkeManager:
             return
         new_id = self.initiate(
             old.conn.name,
-            local=old.local.__class__(old.local.address, 500),
-            remote=old.remote.__class__(old.remote.address, old.conn.remote_port),
+            local=Endpoint(old.local.address, 500),
+            remote=Endpoint(old.remote.address, old.conn.remote_port),
             now=old.now,
             children=[c.name for c in old.conn.children],
         )
@@ -428,6 +439,7 @@ class IkeManager:
 
     def _enforce_uniqueness(self, sa: IkeSa) -> None:
         """INITIAL_CONTACT (RFC 7296 §2.4) and the ``unique`` policy for a freshly authenticated IKE SA."""
+        self._leave_half_open(sa)
         if sa.conn is None:
             return
         others = [
