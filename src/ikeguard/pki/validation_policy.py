@@ -25,9 +25,15 @@ class RevocationMode(StrEnum):
     RELAXED = "relaxed"
 
 
-# RFC 4945 §5.1.3.12: no EKU, or one containing ipsecIKE or anyExtendedKeyUsage.
+# RFC 4945 §5.1.3.12: no EKU, or one containing ipsecIKE or anyExtendedKeyUsage; plus iKEIntermediate
+# (1.3.6.1.5.5.8.2.2, draft-ietf-ipsec-pki-req), set by strongSwan's `pki --flag ikeIntermediate`.
+IKE_INTERMEDIATE = "1.3.6.1.5.5.8.2.2"
 RFC4945_LEAF_EKUS: frozenset[str] = frozenset(
-    {ExtendedKeyUsageOID.IPSEC_IKE.dotted_string, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string}
+    {
+        ExtendedKeyUsageOID.IPSEC_IKE.dotted_string,
+        ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string,
+        IKE_INTERMEDIATE,
+    }
 )
 # Windows and Apple IKE clients often demand serverAuth/clientAuth certificates: opt-in widening.
 TLS_LEAF_EKUS: frozenset[str] = frozenset(
