@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
@@ -227,7 +227,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
@@ -255,6 +255,15 @@ def check_cert_chain(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     return out
 
 
+def _crl_signed_by(crl: x509.CertificateRevocationList, anchor: x509.Certificate) -> bool:
+    if crl.issuer != anchor.subject:
+        return False
+    try:
+        return crl.is_signature_valid(anchor.public_key())  # type: ignore[arg-type]
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+
+
 @register("crl_current")
 def check_crl_current(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     """CRL files parse, are signed by their authority, are current, and do not revoke our own certs."""
@@ -272,8 +281,7 @@ def check_crl_current(rule: Rule, ctx: CheckContext) -> list[Outcome]:
             if crl is None:
                 out.append(Outcome(scope, False, relative, "not a CRL (PEM or DER)", file=ctx.file))
                 continue
-            if not any(crl.issuer == a.subject and crl.is_signature_valid(a.public_key())  # type: ignore[arg-type]
-                       for a in anchors):
+            if not any(_crl_signed_by(crl, a) for a in anchors):
                 message = f"not signed by authority {name!r}"
                 out.append(Outcome(scope, False, relative, message, file=ctx.file))
                 continue
