@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from typing import Protocol
@@ -33,7 +34,7 @@ class UrllibFetcher:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 body: bytes = response.read(self.max_bytes + 1)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             raise FetchError(f"{url}: {exc}") from exc
         if len(body) > self.max_bytes:
             raise FetchError(f"{url}: response larger than {self.max_bytes} bytes")

@@ -70,6 +70,9 @@ def ocsp_uris_of(cert: x509.Certificate) -> list[str]:
     ]
 
 
+MAX_CACHED = 50_000  # OCSP answers and CRLs kept; expired ones are dropped first when full
+
+
 @dataclass(frozen=True)
 class _Cached:
     value: x509.CertificateRevocationList | bytes
@@ -133,6 +136,13 @@ class RevocationChecker:
         self._failed_until.pop(uri, None)
         return body
 
+    def _remember(self, key: tuple[str, int, str], entry: _Cached, now: datetime) -> None:
+        if len(self._fetched) >= MAX_CACHED:
+            self._fetched = {k: v for k, v in self._fetched.items() if v.until is not None and v.until > now}
+            if len(self._fetched) >= MAX_CACHED:
+                self._fetched.clear()
+        self._fetched[key] = entry
+
     def _cached(self, key: tuple[str, int, str], now: datetime) -> _Cached | None:
         entry = self._fetched.get(key)
         if entry is None or entry.until is None or entry.until <= now:
@@ -155,7 +165,7 @@ class RevocationChecker:
             self._fetched.pop(key, None)
             return None, f"OCSP {uri}: {exc}"
         if answer.state is not RevocationState.UNKNOWN:
-            self._fetched[key] = _Cached(der, answer.next_update)
+            self._remember(key, _Cached(der, answer.next_update), now)
             return answer.state, f"OCSP {uri}"
         return None, f"OCSP {uri}: responder does not know the certificate"
 
@@ -173,7 +183,7 @@ class RevocationChecker:
             except PkiLoadError as exc:
                 self._failed_until[uri] = now + self.failure_backoff
                 return None, f"CRL {uri}: {exc}"
-            self._fetched[key] = _Cached(crl, crl.next_update_utc)
+            self._remember(key, _Cached(crl, crl.next_update_utc), now)
         if crl.issuer != cert.issuer:
             return None, ""  # a configured URI of another authority: not applicable to this certificate
         try:

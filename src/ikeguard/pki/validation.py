@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
@@ -305,9 +306,11 @@ def validate_chain(
             try:
                 if len(path) > 1:
                     _check_path(path, now, policy)
-                else:
+                else:  # the peer's certificate itself is configured as trusted
                     _check_validity(leaf, now, policy)
                     _check_key(leaf, policy)
+                    _check_critical(leaf)
+                    _check_leaf_usage(leaf, policy)
                 if identity is not None and not identity_in_certificate(identity, leaf):
                     raise _refuse(ReasonCode.NAME_MISMATCH, leaf,
                                   f"identity '{identity}' is neither in subjectAltName nor the subject DN")
@@ -317,6 +320,9 @@ def validate_chain(
                 continue
             return ValidationResult(path=tuple(path), notes=tuple(notes))
         return ValidationResult(failure=first_failure or _no_path(search, leaf))
+    except UnsupportedAlgorithm as exc:
+        return ValidationResult(failure=ValidationFailure.about(
+            ReasonCode.SIGNATURE_ALGORITHM_FORBIDDEN, leaf, f"unsupported key or signature algorithm: {exc}"))
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         return ValidationResult(failure=ValidationFailure.about(
             ReasonCode.MALFORMED, leaf, f"certificate could not be parsed: {exc}"))

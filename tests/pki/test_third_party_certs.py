@@ -1,4 +1,4 @@
-"""Certificates and CRLs made by a third party (strongSwan's `pki` tool) validate as strongSwan intends."""
+"""Certificates and CRLs made by third parties (strongSwan's `pki`, the OpenSSL CLI) validate as intended."""
 
 from __future__ import annotations
 
@@ -161,3 +161,75 @@ def test_strongswan_signed_crl_revokes(pki_tool: str, tmp_path: Path) -> None:
         revocation=RevocationChecker(crl_files=[tmp_path / "empty.crl"]),
     )
     assert result.ok, result.failure
+
+
+def test_openssl_rsassa_pss_keys_chain(tmp_path: Path) -> None:
+    """RSA-PSS *keys* (id-RSASSA-PSS SubjectPublicKeyInfo), not just PSS signatures, made by OpenSSL."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("the openssl CLI is part of the base system")
+
+    def run(*args):
+        return subprocess.run([openssl, *args], capture_output=True, check=True, timeout=60, cwd=tmp_path)
+
+    run("genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "ca.key")
+    run(
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-subj",
+        "/CN=PSS Key Root",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        "ca.pem",
+    )
+    run(
+        "req",
+        "-new",
+        "-newkey",
+        "rsa-pss",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-nodes",
+        "-keyout",
+        "gw.key",
+        "-subj",
+        "/CN=gw",
+        "-addext",
+        "subjectAltName=DNS:pss.example.net",
+        "-out",
+        "gw.csr",
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "gw.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-days",
+        "10",
+        "-copy_extensions",
+        "copy",
+        "-out",
+        "gw.pem",
+    )
+    ca = load_certificates((tmp_path / "ca.pem").read_bytes())[0]
+    leaf = load_certificates((tmp_path / "gw.pem").read_bytes())[0]
+    policy = ValidationPolicy(rsa_pss_only=True)
+    now = datetime.now(UTC)
+    result = validate_chain(
+        leaf, [], [ca], now=now, policy=policy, revocation=NoRevocation(), identity="pss.example.net"
+    )
+    assert result.ok, result.failure
+    wrong = validate_chain(leaf, [], [ca], now=now, policy=policy, revocation=NoRevocation(), identity="gw")
+    assert wrong.failure is not None and wrong.failure.reason is ReasonCode.NAME_MISMATCH
