@@ -108,3 +108,10 @@ def test_reload_keeps_established_sas_and_applies_to_new_ones() -> None:
     net.run()
     assert len(net.b.manager.ike_sas()) == 1  # a new attempt finds no connection
     assert net.b.audits("proposal.rejected")
+
+
+def test_second_sa_to_same_peer_sends_no_initial_contact() -> None:
+    net = up()
+    net.initiate()
+    net.run()
+    assert len(net.b.manager.ike_sas()) == 2  # unique=no: both live, the first was not cleared

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,26 @@ from ikeguard.crypto.random import RandomSource
 from ikeguard.engine.events import EngineEvent
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.validator import CertificateValidator
+
+
+class TimerTable(dict[str, float]):
+    """An SA's named deadlines; every new deadline is also pushed on the engine-wide heap, so the manager
+    finds the next timer in O(log n) instead of scanning every SA."""
+
+    def __init__(self, heap: list[tuple[float, int]], uniqueid: int) -> None:
+        super().__init__()
+        self._heap = heap
+        self._uniqueid = uniqueid
+
+    def __setitem__(self, name: str, deadline: float) -> None:
+        super().__setitem__(name, deadline)
+        heapq.heappush(self._heap, (deadline, self._uniqueid))
+
+    def setdefault(self, name: str, deadline: float) -> float:
+        """dict.setdefault that also schedules."""
+        if name not in self:
+            self[name] = deadline
+        return self[name]
 
 
 @dataclass
@@ -26,8 +47,15 @@ class EngineContext:
     reauth_hook: Callable[[Any, str], None] | None = None  # manager: start a new IKE SA replacing an old one
     adopt_hook: Callable[[Any], None] | None = None  # manager: register an IKE SA created by a rekey
     established_hook: Callable[[Any], None] | None = None  # manager: INITIAL_CONTACT and ``unique`` policy
-    closed: list[Any] = field(default_factory=list)  # IKE SAs closed since the manager last swept
+    closed: list[Any] = field(default_factory=list)
+    timer_heap: list[tuple[float, int]] = field(
+        default_factory=list
+    )  # (deadline, IKE SA uniqueid), lazy  # IKE SAs closed since the manager last swept
     _next_uniqueid: int = 1
+
+    def timer_table(self, uniqueid: int) -> TimerTable:
+        """A fresh deadline table for the IKE SA ``uniqueid``."""
+        return TimerTable(self.timer_heap, uniqueid)
 
     def new_uniqueid(self) -> int:
         """A fresh unique ID for an IKE or Child SA (``sas --uniqueid``)."""

@@ -114,7 +114,7 @@ class IkeSa:
         self.peer_natt = False  # the peer sent NAT detection notifies
         self.encap = False  # ESP in UDP (RFC 3948) for the Child SAs
         self.children: dict[int, ChildSa] = {}
-        self.timers: dict[str, float] = {}
+        self.timers: dict[str, float] = ctx.timer_table(self.uniqueid)
         self.queue: list[Exchange] = []
         self.active: Exchange | None = None
         self.responder_tasks: list[Task] | None = None
@@ -127,6 +127,7 @@ class IkeSa:
         self.peer_rekey: IkeSa | None = None  # IKE rekey collision: the SA the peer's rekey created
         self.peer_rekey_nonces: tuple[bytes, ...] = ()
         self._closing = False
+        self.first_contact = True  # send INITIAL_CONTACT (set by the manager)
         self.expire_reason = "IKE SA lifetime expired"
         self.replaces: IkeSa | None = None  # reauthentication: the old IKE SA deleted once we are up
 

@@ -5,6 +5,7 @@ commands, and the aioquic-style sans-IO surface ``receive_datagram`` / ``handle_
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterable
 
@@ -75,20 +76,33 @@ class IkeManager:
 
     def get_timer(self) -> float | None:
         """The earliest deadline across all SAs (None: nothing scheduled)."""
-        deadlines = [t for sa in self._by_uniqueid.values() if (t := sa.get_timer()) is not None]
-        return min(deadlines) if deadlines else None
+        heap = self.ctx.timer_heap
+        while heap:
+            deadline, uid = heap[0]
+            sa = self._by_uniqueid.get(uid)
+            if sa is not None and deadline in sa.timers.values():
+                return deadline
+            heapq.heappop(heap)  # stale: the SA is gone or the deadline was moved/cancelled
+        return None
 
     def handle_timer(self, now: float) -> None:
         """Fire every deadline at or before ``now``."""
-        for sa in list(self._by_uniqueid.values()):
-            deadline = sa.get_timer()
-            if deadline is not None and deadline <= now:
-                try:
-                    sa.handle_timer(now)
-                except Exception as exc:
-                    if self.ctx.settings.raise_internal_errors:
-                        raise
-                    sa.close(f"internal error in a timer: {type(exc).__name__}: {exc}")
+        heap = self.ctx.timer_heap
+        due: list[int] = []
+        while heap and heap[0][0] <= now:
+            uid = heapq.heappop(heap)[1]
+            if uid not in due:
+                due.append(uid)
+        for uid in due:
+            sa = self._by_uniqueid.get(uid)
+            if sa is None:
+                continue
+            try:
+                sa.handle_timer(now)
+            except Exception as exc:  # rule 3: nothing a peer sends (or an engine bug) may crash the gateway
+                if self.ctx.settings.raise_internal_errors:
+                    raise
+                sa.close(f"internal error in a timer: {type(exc).__name__}: {exc}")
             self._forget_if_closed(sa)
 
     def receive_datagram(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:
@@ -129,7 +143,7 @@ class IkeManager:
             return
         try:
             sa.receive(data, exchange, header.message_id, header.is_response, local, remote, now)
-        except Exception as exc:
+        except Exception as exc:  # rule 3: nothing a peer sends (or an engine bug) may crash the gateway
             if self.ctx.settings.raise_internal_errors:
                 raise
             sa.close(f"internal error while processing a message: {type(exc).__name__}: {exc}")
@@ -191,7 +205,7 @@ class IkeManager:
         self._half_open_per_addr[address] += 1
         try:
             sa.receive(data, ExchangeType.IKE_SA_INIT, message_id, False, local, remote, now)
-        except Exception as exc:
+        except Exception as exc:  # rule 3: nothing a peer sends (or an engine bug) may crash the gateway
             if self.ctx.settings.raise_internal_errors:
                 raise
             sa.close(f"internal error while processing IKE_SA_INIT: {type(exc).__name__}: {exc}")
@@ -262,6 +276,10 @@ class IkeManager:
             conn=conn,
             now=now,
             responder_factory=responder_tasks,
+        )
+        # INITIAL_CONTACT only when we hold no other IKE SA with this peer (RFC 7296 §2.4, as strongSwan)
+        sa.first_contact = not any(
+            o.name == conn.name and o.remote.address == remote.address for o in self.ike_sas()
         )
         self._register(sa)
         sa.queue_exchange([IkeInitTask(), NatdTask()])

@@ -190,7 +190,9 @@ class IkeAuthTask(Task):
         if remote.kind is AuthKind.PUBKEY and remote.send_certreq:
             data = certreq_data(sa.ctx.validator, sa.conn.name)
             msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, data))
-        if sa.conn.unique != "never" and sa.replaces is None:  # not on reauthentication (make-before-break)
+        if (
+            sa.conn.unique != "never" and sa.replaces is None and sa.first_contact
+        ):  # not on reauthentication (make-before-break)
             msg.add_notify(NotifyType.INITIAL_CONTACT)
         msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, bytes(sa.crypto.keys.sk_pi)))
         sa.transition(IkeTrigger.SEND_AUTH)

@@ -109,7 +109,8 @@ def adopt(old: IkeSa, new: IkeSa) -> None:
     for name, deadline in old.timers.items():
         if name.startswith("child_"):
             new.timers[name] = deadline
-    old.timers = {k: v for k, v in old.timers.items() if not k.startswith("child_")}
+    for name in [k for k in old.timers if k.startswith("child_")]:
+        del old.timers[name]
     old.rekeyed_by = new
     new.audit("ike.rekeyed", "success", old_uniqueid=str(old.uniqueid))
 
