@@ -245,3 +245,30 @@ def test_ed25519_issuer_crl_and_ocsp(revocation_server: RevocationServer, tmp_pa
     result = _validate(leaf, inter, root, RevocationChecker(crl_files=[root_crl], fetcher=FAST))
     assert result.failure is not None and result.failure.reason is ReasonCode.REVOKED
     assert "Ed Inter" in result.failure.message
+
+
+def test_crl_not_yet_valid_and_issuer_without_crl_sign(tmp_path: Path) -> None:
+    root, inter, leaf = _pki()
+    future = tmp_path / "future.crl"
+    _write_crl(
+        future, make_crl(inter, this_update=NOW + timedelta(hours=1), next_update=NOW + timedelta(days=2))
+    )
+    status = RevocationChecker(crl_files=[future]).status(leaf.cert, inter.cert, now=NOW)
+    assert status.state is RevocationState.UNKNOWN and "not valid before" in status.detail
+    sign_only = x509.KeyUsage(False, False, False, False, False, True, False, False, False)
+    no_crl_sign = issue("CN=Rev Inter", root, key=make_key("ec256", 61), ca=True, key_usage=sign_only)
+    path = tmp_path / "inter.crl"
+    _write_crl(path, make_crl(inter, [leaf.cert.serial_number]))
+    status = RevocationChecker(crl_files=[path]).status(leaf.cert, no_crl_sign.cert, now=NOW)
+    assert status.state is RevocationState.UNKNOWN and "cRLSign" in status.detail
+
+
+def test_stale_ocsp_answer_is_not_evidence(revocation_server: RevocationServer) -> None:
+    root, inter, leaf = _pki(ocsp_uris=[revocation_server.url("/ocsp")])
+    revocation_server.post_routes["/ocsp"] = lambda body: make_ocsp_response(
+        leaf.cert, inter, this_update=NOW - timedelta(days=2), next_update=NOW - timedelta(days=1)
+    )
+    status = RevocationChecker(fetcher=FAST).status(leaf.cert, inter.cert, now=NOW)
+    assert status.state is RevocationState.UNKNOWN and "expired" in status.detail and status.uri_failed
+    result = _validate(leaf, inter, root, RevocationChecker(fetcher=FAST), RevocationMode.IFURI)
+    assert result.failure is not None and result.failure.reason is ReasonCode.REVOCATION_UNAVAILABLE
