@@ -201,3 +201,15 @@ def test_mobike_move_out_of_nat_reevaluates_encapsulation() -> None:
     assert not a_up.encap and not b_up.encap  # no NAT on the new path
     assert not sa.nat_local and "keepalive" not in sa.timers
     assert str(b_up.remote.address) == "192.0.2.77"
+
+
+def test_roaming_peer_responder_cannot_reauthenticate_so_it_closes_with_reason() -> None:
+    c = child()
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,), rekey_time=0.0)
+    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),), reauth_time=600.0, rekey_time=0.0)
+    net = pair([a], [b])
+    net.initiate()
+    net.run()
+    net.advance(601)
+    assert net.b.manager.ike_sas() == [] and net.a.manager.ike_sas() == []
+    assert "reauthentication required" in net.b.audits("ike.down")[0].reason
