@@ -117,6 +117,7 @@ def test_mobike_address_change() -> None:
     b_up = [e for e in net.b.events if isinstance(e, UpdateSaAddresses)]
     assert a_up and a_up[-1].local == new_local
     assert b_up and b_up[-1].remote == new_local
+    assert not [e for e in net.a.audits("ike.address_changed") if e.outcome == "failure"]  # COOKIE2 echoed
     assert b_up[-1].child_spis == tuple(
         (c.spi_in, c.spi_out) for c in net.b.manager.ike_sas()[0].children.values()
     )

@@ -53,16 +53,25 @@ class MobikeUpdateTask(Task):
 
     exchange = ExchangeType.INFORMATIONAL
 
+    def __init__(self) -> None:
+        self.cookie2 = b""
+
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
         from ikeguard.engine.tasks.natd import add_natd
 
         msg.add_notify(NotifyType.UPDATE_SA_ADDRESSES)
+        self.cookie2 = sa.ctx.random.bytes(16)
+        msg.add_notify(NotifyType.COOKIE2, self.cookie2)  # RFC 4555 §3.5 return routability
         if sa.peer_natt:
             add_natd(sa, msg, sa.spi_r)  # RFC 4555 §3.5: NAT status is re-evaluated on every move
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
         from ikeguard.engine.tasks.natd import check_natd
 
+        echoed = msg.notify(NotifyType.COOKIE2)
+        if echoed is None or echoed.data != self.cookie2:
+            sa.audit("ike.address_changed", "failure", "peer did not echo COOKIE2 (RFC 4555 §3.5)")
+            return Status.DONE
         check_natd(sa, msg)
         spis = tuple((c.spi_in, c.spi_out) for c in sa.children.values())
         sa.emit(UpdateSaAddresses(sa.uniqueid, sa.local, sa.remote, sa.encap, spis))
@@ -75,14 +84,22 @@ class MobikeUpdateResponder(Task):
 
     exchange = ExchangeType.INFORMATIONAL
 
+    def __init__(self) -> None:
+        self.cookie2: bytes | None = None
+
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
         from ikeguard.engine.tasks.natd import check_natd
 
+        cookie2 = msg.notify(NotifyType.COOKIE2)
+        if cookie2 is not None and 8 <= len(cookie2.data) <= 64:
+            self.cookie2 = cookie2.data
         check_natd(sa, msg)
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
         from ikeguard.engine.tasks.natd import add_natd
 
+        if self.cookie2 is not None:
+            msg.add_notify(NotifyType.COOKIE2, self.cookie2)
         if sa.peer_natt:
             add_natd(sa, msg, sa.spi_r)
         spis = tuple((c.spi_in, c.spi_out) for c in sa.children.values())
