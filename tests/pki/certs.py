@@ -224,7 +224,7 @@ def make_ocsp_response(
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    return builder.sign(key, algorithm).public_bytes(Encoding.DER)  # type: ignore[arg-type]
+    return builder.sign(key, algorithm).public_bytes(Encoding.DER)
 
 
 OCSP_SIGNING = ExtendedKeyUsageOID.OCSP_SIGNING

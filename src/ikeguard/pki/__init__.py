@@ -1,5 +1,6 @@
 """Certificate validation for IKE: RFC 5280 path validation, revocation (CRL/OCSP) and identity matching."""
 
+from ikeguard.pki.engine_validator import ConnectionTrust, PkiValidator
 from ikeguard.pki.fetch import Fetcher, FetchError, UrllibFetcher
 from ikeguard.pki.identity import certificate_identities, identity_in_certificate
 from ikeguard.pki.loading import load_certificates, load_crl
@@ -17,9 +18,11 @@ from ikeguard.pki.validation_policy import RevocationMode, ValidationPolicy
 
 __all__ = [
     "AuthoritySpec",
+    "ConnectionTrust",
     "FetchError",
     "Fetcher",
     "NoRevocation",
+    "PkiValidator",
     "ReasonCode",
     "RevocationChecker",
     "RevocationMode",

@@ -1,0 +1,79 @@
+"""The engine's ``CertificateValidator`` (``engine.validator``) backed by ``validate_chain``.
+
+One ``ConnectionTrust`` (anchors, revocation source, policy) per connection name. The verdict's reason starts
+with the machine reason code (``revoked: certificate 'CN=…' …``); ``revocation_unavailable`` belongs in a
+``revocation.failed`` audit record, every other code in ``cert.rejected`` (``ReasonCode.audit_event``).
+Revocation sources may fetch over the network (blocking): see docs/pki.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from ikeguard.engine.validator import CertVerdict
+from ikeguard.pki.revocation import RevocationSource
+from ikeguard.pki.validation import validate_chain
+from ikeguard.pki.validation_policy import ValidationPolicy
+
+
+@dataclass(frozen=True)
+class ConnectionTrust:
+    """What one connection trusts and requires of its peers' certificates."""
+
+    anchors: tuple[x509.Certificate, ...]
+    revocation: RevocationSource
+    policy: ValidationPolicy
+
+
+def spki_sha1(cert: x509.Certificate) -> bytes:
+    """SHA-1 of the SubjectPublicKeyInfo: a CA's entry in CERTREQ (RFC 7296 §3.7)."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashes.Hash(hashes.SHA1())  # noqa: S303 - the hash RFC 7296 §3.7 prescribes
+    digest.update(spki)
+    return digest.finalize()
+
+
+class PkiValidator:
+    """``engine.validator.CertificateValidator`` and ``CertificateAuthorities`` over ``validate_chain``."""
+
+    def __init__(self, connections: Mapping[str, ConnectionTrust]) -> None:
+        self.connections = dict(connections)
+
+    def validate(
+        self, chain: Sequence[x509.Certificate], identity: str, connection: str, now: float
+    ) -> CertVerdict:
+        """Validate ``chain`` (end entity first, then the peer's other CERT payloads) for ``identity``."""
+        trust = self.connections.get(connection)
+        if trust is None:
+            return CertVerdict(False, f"unknown_issuer: connection {connection} has no authorities")
+        if not chain:
+            return CertVerdict(False, "malformed: no certificate")
+        result = validate_chain(
+            chain[0],
+            chain[1:],
+            trust.anchors,
+            now=datetime.fromtimestamp(now, tz=UTC),
+            policy=trust.policy,
+            revocation=trust.revocation,
+            identity=identity,
+        )
+        if result.failure is not None:
+            return CertVerdict(False, f"{result.failure.reason.value}: {result.failure.message}")
+        return CertVerdict(True, "; ".join(result.notes), not_after=result.expires_at)
+
+    def certreq_authorities(self, connection: str | None) -> Sequence[bytes]:
+        """SPKI hashes of the anchors of ``connection`` (of all connections when None), without repeats."""
+        trusts = self.connections.values() if connection is None else [self.connections.get(connection)]
+        hashes_: dict[bytes, None] = {}
+        for trust in trusts:
+            if trust is not None:
+                for anchor in trust.anchors:
+                    hashes_[spki_sha1(anchor)] = None
+        return list(hashes_)
