@@ -89,3 +89,36 @@ def test_sas_view_has_contract_fields() -> None:
     assert len(kid["spi_in"]) == 8 and kid["spi_in"] == kid["spi_in"].lower()
     assert kid["local_ts"] == ["10.1.0.0/24"] and kid["proposal"] == "aes256gcm16"
     assert info["established_at"].endswith("Z") and info["state"] == "established"
+
+
+@pytest.mark.parametrize(
+    ("a_mode", "b_mode", "result"),
+    [
+        ("transport", "transport", "transport"),
+        ("transport", "tunnel", "tunnel-refused"),
+        ("tunnel", "transport", "refused"),
+        ("tunnel", "tunnel", "tunnel"),
+    ],
+)
+def test_transport_mode_negotiation(a_mode: str, b_mode: str, result: str) -> None:
+    c = child(local_ts=("dynamic",), remote_ts=("dynamic",), mode=a_mode)
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,))
+    b = psk_conn(
+        "tunnel",
+        "b.example.net",
+        "a.example.net",
+        (child(local_ts=("dynamic",), remote_ts=("dynamic",), mode=b_mode),),
+    )
+    net = pair([a], [b])
+    net.initiate()
+    net.run()
+    modes = {i.sa.mode for i in net.a.installs() + net.b.installs()}
+    if result in ("transport", "tunnel"):
+        assert modes == {result}
+    else:
+        assert net.a.installs() == []  # no Child SA: the initiator refuses tunnel or the responder refuses
+        assert net.a.audits("child.failed")
+        assert net.b.manager.ike_sas()[0].children == {}  # whatever b installed was deleted again
+        installed = {(i.direction, i.sa.spi) for i in net.b.installs()}
+        deleted = {(e.direction, e.spi) for e in net.b.events if type(e).__name__ == "DeleteChildSa"}
+        assert installed == deleted

@@ -30,6 +30,7 @@ class ChildSa:
     expire_at: float | None = None
     outbound_installed: bool = False
     initiator: bool = True  # we initiated the exchange that created it (KEYMAT direction, §2.17)
+    mode: str = "tunnel"  # negotiated: "transport" only when both ends asked for it (RFC 7296 §1.3.1)
     # Rekey bookkeeping (RFC 7296 §2.8.1): the SA our rekey created and that exchange's nonces; the SA
     # the peer's rekey of this one created (while ours was in flight) and its nonces.
     replaced_by: ChildSa | None = field(default=None, repr=False)

@@ -21,7 +21,7 @@ def child_info(child: ChildSa) -> dict[str, Any]:
         "name": child.name,
         "uniqueid": child.uniqueid,
         "state": child.state.value,
-        "mode": child.settings.mode,
+        "mode": child.mode,
         "spi_in": f"{child.spi_in:08x}",
         "spi_out": f"{child.spi_out:08x}",
         "proposal": child.proposal_text,

@@ -113,7 +113,7 @@ def _emit_install(sa: IkeSa, child: ChildSa, direction: Direction, keys: tuple[b
         source=sa.remote if inbound else sa.local,
         destination=sa.local if inbound else sa.remote,
         encap=sa.encap,
-        mode=s.mode,
+        mode=child.mode,
         replay_window=s.replay_window,
         local_ts=child.local_ts,
         remote_ts=child.remote_ts,
@@ -223,6 +223,10 @@ class ChildCreateTask(Task):
             self._complete_initiator(sa, msg)
         except (CryptoError, ValueError) as exc:
             self._fail(sa, f"Child SA {self.settings.name} failed: {exc}")
+            # The peer installed its half: have it removed (it finds the SA by our inbound SPI).
+            from ikeguard.engine.tasks.delete import DeleteSpiTask
+
+            sa.queue_exchange([DeleteSpiTask(self.child.spi_in)])
         return Status.DONE
 
     def _complete_initiator(self, sa: IkeSa, msg: InMessage) -> None:
@@ -251,6 +255,10 @@ class ChildCreateTask(Task):
             elif ke is not None:
                 raise ValueError("peer sent KE without selecting a group")
         ni, nr = (sa.nonce_i, sa.nonce_r) if self.in_auth else (self.nonce, self.peer_nonce)
+        transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None
+        if self.settings.mode == "transport" and not transport:
+            raise ValueError("peer refused transport mode (no USE_TRANSPORT_MODE in the answer)")
+        self.child.mode = "transport" if transport and self.settings.mode == "transport" else "tunnel"
         self.child.proposal = spec
         self.child.spi_out = int.from_bytes(spi, "big")
         self.child.local_ts, self.child.remote_ts = tsi, tsr
@@ -352,7 +360,13 @@ class ChildCreateTask(Task):
         self.settings = settings
         if not self.in_auth:
             self._responder_ke(sa, msg, spec)
+        wants_transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None
+        if settings.mode == "transport" and not wants_transport:
+            reason = f"mode mismatch for {settings.name}: we require transport mode, peer asked for tunnel"
+            sa.audit("proposal.rejected", "failure", reason)
+            raise RemoteProtocolError(reason, NotifyType.NO_PROPOSAL_CHOSEN)
         self.child = self._new_child(sa, settings, False)
+        self.child.mode = "transport" if wants_transport and settings.mode == "transport" else "tunnel"
         self.child.proposal = spec
         self.child.spi_out = int.from_bytes(peer_spi, "big")
         self.child.local_ts, self.child.remote_ts = narrowed.tsr, narrowed.tsi
@@ -390,7 +404,7 @@ class ChildCreateTask(Task):
         assert sa.crypto is not None and self.child.proposal is not None
         child = self.child
         proposal = self.child.proposal
-        if self.settings.mode == "transport":
+        if child.mode == "transport":
             msg.add_notify(NotifyType.USE_TRANSPORT_MODE)
         spi = child.spi_in.to_bytes(4, "big")
         msg.add(SaPayload((Proposal.from_spec(self.chosen_number, proposal, spi),)))

@@ -67,6 +67,18 @@ class DeleteChildTask(Task):
         sa.remove_child(self.child, self.reason)
 
 
+class DeleteSpiTask(Task):
+    """Delete a Child SA only the peer installed (we refused its answer): DELETE with our would-be SPI."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self, spi_in: int) -> None:
+        self.spi_in = spi_in
+
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        msg.add(DeletePayload(ProtocolId.ESP, (self.spi_in.to_bytes(4, "big"),)))
+
+
 class DpdTask(Task):
     """An empty INFORMATIONAL request: is the peer alive? (§1.4, dpd_delay)."""
 
