@@ -58,3 +58,24 @@ def test_secrets_never_in_repr() -> None:
         assert "correct horse" not in text
         for install in side.installs():
             assert install.sa.encr_key.hex() not in text
+
+
+def test_ipv6_endpoints_and_selectors() -> None:
+    import ipaddress
+
+    from ikeguard.engine.events import Endpoint
+    from tests.engine.harness import child, mirror, pair, psk_conn
+
+    c = child(local_ts=("2001:db8:1::/64",), remote_ts=("2001:db8:2::/64",))
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,))
+    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),))
+    net = pair([a], [b])
+    net.a.endpoint = Endpoint(ipaddress.ip_address("2001:db8::1"), 500)
+    net.b.endpoint = Endpoint(ipaddress.ip_address("2001:db8::2"), 500)
+    net.initiate()
+    net.run()
+    sa = net.b.manager.ike_sas()[0]
+    assert sa.state is IkeState.ESTABLISHED and not sa.nat_local and not sa.nat_remote
+    out = next(i for i in net.a.installs() if i.direction is Direction.OUTBOUND)
+    assert [str(t) for t in out.sa.remote_ts] == ["2001:db8:2::/64"]
+    assert str(out.sa.destination) == "[2001:db8::2]:500"
