@@ -351,7 +351,12 @@ class IkeManager:
         sa = self._sa(uniqueid)
         sa.now = now
         if not sa.peer.mobike or not sa.initiator:
-            sa.close(f"local address changed to {local} and MOBIKE is not in use", send_delete=False)
+            why = (
+                "MOBIKE is not in use"
+                if not sa.peer.mobike
+                else "only the MOBIKE initiator may move (RFC 4555)"
+            )
+            sa.close(f"local address changed to {local} and {why}", send_delete=False)
             self._forget_if_closed(sa)
             return
         sa.local = local
