@@ -129,7 +129,7 @@ def installed_left(side_events: list[object]) -> set[tuple[Direction, int]]:
 
 
 @settings(
-    max_examples=int(__import__("os").environ.get("ENGINE_FUZZ_EXAMPLES", "60")),
+    max_examples=int(__import__("os").environ.get("ENGINE_FUZZ_EXAMPLES", "400")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
