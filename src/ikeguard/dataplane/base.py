@@ -1,0 +1,210 @@
+"""The one data-plane interface the service drives (ARCHITECTURE ``dataplane/``).
+
+A backend installs ESP SAs (one direction each, RFC 4301 §4.4.2), keeps the policies/routes that send the
+Child SA's remote selectors into it (fail closed: the route stays while no SA is installed, packets are
+dropped and counted, never sent in the clear), reports per-SA counters, and raises upcalls (lifetimes,
+sequence number near overflow, install failures) as :data:`DataPlaneEvent` values delivered to the
+callbacks registered with ``subscribe``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from ikeguard.policy.ts import TrafficSelector
+
+if TYPE_CHECKING:
+    from ikeguard.engine.events import InstallChildSa
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class SaDirection(Enum):
+    """Direction of one ESP SA as the data plane sees it."""
+
+    INBOUND = "in"
+    OUTBOUND = "out"
+
+
+class DataPlaneError(Exception):
+    """A data-plane operation failed (bad SA description, unsupported transform, OS error)."""
+
+
+@dataclass(frozen=True, order=True)
+class SaEndpoint:
+    """Outer IP address and UDP port of one end of an SA."""
+
+    address: IpAddress
+    port: int = 4500
+
+
+@dataclass(frozen=True)
+class SaConfig:
+    """Everything needed to install one direction of an ESP SA (RFC 4303, RFC 3948 when ``encap``)."""
+
+    spi: int
+    direction: SaDirection
+    encr_id: int
+    encr_key_bits: int | None
+    integ_id: int
+    encr_key: bytes = field(repr=False)  # cipher key || salt for AEADs (RFC 5282 §7.1, RFC 7634 §2)
+    integ_key: bytes = field(repr=False)
+    source: SaEndpoint  # outer source of packets on this SA
+    destination: SaEndpoint
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]
+    esn: bool = False
+    encap: bool = True
+    mode: str = "tunnel"
+    replay_window: int = 32
+    ike_uniqueid: int = 0
+    child_uniqueid: int = 0
+    child_name: str = ""
+    soft_bytes: int = 0  # 0 = no limit
+    hard_bytes: int = 0
+    soft_packets: int = 0
+    hard_packets: int = 0
+
+    @classmethod
+    def from_install(cls, event: InstallChildSa) -> SaConfig:
+        """Translate the engine's ``InstallChildSa`` output into a data-plane SA description."""
+        sa = event.sa
+        return cls(
+            spi=sa.spi,
+            direction=SaDirection(event.direction.value),
+            encr_id=sa.encr_id,
+            encr_key_bits=sa.encr_key_bits or None,
+            integ_id=sa.integ_id,
+            encr_key=bytes(sa.encr_key),
+            integ_key=bytes(sa.integ_key),
+            source=SaEndpoint(sa.source.address, sa.source.port),
+            destination=SaEndpoint(sa.destination.address, sa.destination.port),
+            local_ts=sa.local_ts,
+            remote_ts=sa.remote_ts,
+            esn=sa.esn,
+            encap=sa.encap,
+            mode=sa.mode,
+            replay_window=sa.replay_window,
+            ike_uniqueid=event.ike_uniqueid,
+            child_uniqueid=event.child_uniqueid,
+            child_name=event.child_name,
+            soft_bytes=event.rekey_bytes,
+            hard_bytes=event.life_bytes,
+            soft_packets=event.rekey_packets,
+            hard_packets=event.life_packets,
+        )
+
+
+@dataclass
+class SaCounters:
+    """Per-SA traffic and drop counters (shown by ``ikeguard sas``)."""
+
+    bytes: int = 0  # inner (plaintext) octets
+    packets: int = 0
+    drops: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+    def drop(self, reason: str) -> None:
+        """Count one dropped packet under ``reason``."""
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON-able form."""
+        return {"bytes": self.bytes, "packets": self.packets, "drops": dict(self.drops)}
+
+
+@dataclass(frozen=True)
+class DataPlaneFeatures:
+    """What a backend can do: the gateway offers only ESP transforms listed here (ARCHITECTURE rule 4)."""
+
+    name: str
+    encr: frozenset[tuple[int, int | None]]  # (ENCR id, key bits)
+    integ: frozenset[int]
+    udp_encap: bool
+    esn: bool
+    transport_mode: bool
+    moves_packets: bool  # False for ``none``: nothing is carried
+
+
+@dataclass(frozen=True)
+class LifetimeReached:
+    """An SA reached its soft (rekey) or hard (delete) byte/packet lifetime (RFC 4301 §4.4.2.1)."""
+
+    spi: int
+    direction: SaDirection
+    hard: bool
+    kind: str  # "bytes" | "packets"
+    child_uniqueid: int = 0
+
+
+@dataclass(frozen=True)
+class SequenceNearOverflow:
+    """An outbound SA's sequence number is close to (``hard=False``) or at (``hard=True``) its limit:
+    rekey now; at the limit the SA sends nothing more (RFC 4303 §3.3.3, no cycling)."""
+
+    spi: int
+    hard: bool
+    child_uniqueid: int = 0
+
+
+@dataclass(frozen=True)
+class InstallFailed:
+    """``add_sa`` could not install the SA; the engine gets this back as an input (ARCHITECTURE rule 2)."""
+
+    spi: int
+    direction: SaDirection
+    reason: str
+    child_uniqueid: int = 0
+
+
+DataPlaneEvent = LifetimeReached | SequenceNearOverflow | InstallFailed
+EventCallback = Callable[[DataPlaneEvent], None]
+
+
+class DataPlane(Protocol):
+    """The interface every backend implements; the service calls only these."""
+
+    @property
+    def features(self) -> DataPlaneFeatures:
+        """Capabilities of this backend."""
+        ...
+
+    def alloc_spi(self) -> int:
+        """A fresh inbound SPI (never 0-255, RFC 4303 §2.1), unique among this backend's inbound SAs."""
+        ...
+
+    def add_sa(self, sa: SaConfig) -> None:
+        """Install one direction; on failure raise :class:`DataPlaneError` and emit :class:`InstallFailed`.
+        Make-before-break: adding an outbound SA for selectors that already have one switches outbound
+        traffic to the new SA atomically; the old one stays until ``delete_sa``."""
+        ...
+
+    def update_sa_addresses(
+        self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint, encap: bool
+    ) -> None:
+        """Move the listed SAs (both directions) to new outer endpoints (NAT-T switch, MOBIKE)."""
+        ...
+
+    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
+        """Remove one direction; returns its final counters (None when unknown). Routes stay (fail closed)."""
+        ...
+
+    def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
+                   remote_ts: tuple[TrafficSelector, ...]) -> None:
+        """Route/trap ``remote_ts`` into the data plane; with no SA installed, matching traffic is dropped."""
+        ...
+
+    def remove_policy(self, child_uniqueid: int) -> None:
+        """Remove the routes/traps of a Child SA that is gone for good (connection unloaded)."""
+        ...
+
+    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
+        """A snapshot of one SA's counters."""
+        ...
+
+    def subscribe(self, callback: EventCallback) -> None:
+        """Deliver upcalls to ``callback`` (called in the service's thread/loop)."""
+        ...

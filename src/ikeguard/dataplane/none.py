@@ -1,0 +1,106 @@
+"""``dataplane = "none"``: carries no packets, records every call (for tests and IKE-only benchmarks)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from ikeguard.crypto import registry
+from ikeguard.dataplane.base import (
+    DataPlaneError,
+    DataPlaneEvent,
+    DataPlaneFeatures,
+    EventCallback,
+    InstallFailed,
+    SaConfig,
+    SaCounters,
+    SaDirection,
+    SaEndpoint,
+)
+from ikeguard.policy.ts import TrafficSelector
+
+
+def _all_esp_encr() -> frozenset[tuple[int, int | None]]:
+    return frozenset((e.id.value, e.key_bits) for e in registry.ENCR.values())
+
+
+@dataclass
+class RecordedCall:
+    """One call made on the recording data plane (key material is never recorded)."""
+
+    method: str
+    args: tuple[object, ...]
+
+
+@dataclass
+class NoneDataPlane:
+    """Records calls; SPIs are unique; ``fail_next_install`` lets tests exercise install failures."""
+
+    calls: list[RecordedCall] = field(default_factory=list)
+    sas: dict[tuple[int, SaDirection], SaConfig] = field(default_factory=dict)
+    policies: dict[int, tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]]] = field(
+        default_factory=dict
+    )
+    fail_next_install: str = ""
+    _callbacks: list[EventCallback] = field(default_factory=list)
+    _spis: set[int] = field(default_factory=set)
+
+    @property
+    def features(self) -> DataPlaneFeatures:
+        """Everything the registry knows (nothing is carried, so nothing is restricted)."""
+        return DataPlaneFeatures(
+            name="none", encr=_all_esp_encr(), integ=frozenset(int(i) for i in registry.INTEG),
+            udp_encap=True, esn=True, transport_mode=True, moves_packets=False,
+        )  # fmt: skip
+
+    def alloc_spi(self) -> int:
+        """A random unused SPI above 255 (RFC 4303 §2.1)."""
+        while True:
+            spi = secrets.randbelow(0xFFFFFFFF - 256) + 256
+            if spi not in self._spis:
+                self._spis.add(spi)
+                self.calls.append(RecordedCall("alloc_spi", (spi,)))
+                return spi
+
+    def add_sa(self, sa: SaConfig) -> None:
+        """Record the SA (its keys stay out of the call log)."""
+        self.calls.append(RecordedCall("add_sa", (sa.spi, sa.direction, sa.child_uniqueid)))
+        if self.fail_next_install:
+            reason, self.fail_next_install = self.fail_next_install, ""
+            self._emit(InstallFailed(sa.spi, sa.direction, reason, sa.child_uniqueid))
+            raise DataPlaneError(reason)
+        self.sas[(sa.spi, sa.direction)] = sa
+
+    def update_sa_addresses(
+        self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint, encap: bool
+    ) -> None:
+        """Record the move."""
+        self.calls.append(RecordedCall("update_sa_addresses", (spis, local, remote, encap)))
+
+    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
+        """Forget the SA."""
+        self.calls.append(RecordedCall("delete_sa", (spi, direction)))
+        return SaCounters() if self.sas.pop((spi, direction), None) is not None else None
+
+    def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
+                   remote_ts: tuple[TrafficSelector, ...]) -> None:
+        """Record the policy."""
+        self.calls.append(RecordedCall("add_policy", (child_uniqueid, local_ts, remote_ts)))
+        self.policies[child_uniqueid] = (local_ts, remote_ts)
+
+    def remove_policy(self, child_uniqueid: int) -> None:
+        """Forget the policy."""
+        self.calls.append(RecordedCall("remove_policy", (child_uniqueid,)))
+        self.policies.pop(child_uniqueid, None)
+
+    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
+        """Always zero for an installed SA: nothing is carried."""
+        return SaCounters() if (spi, direction) in self.sas else None
+
+    def subscribe(self, callback: EventCallback) -> None:
+        """Register an upcall receiver."""
+        self._callbacks.append(callback)
+
+    def _emit(self, event: DataPlaneEvent) -> None:
+        for cb in self._callbacks:
+            cb(event)
