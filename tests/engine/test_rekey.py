@@ -352,3 +352,17 @@ def test_simultaneous_ike_rekey_with_lost_delete(dropper: str, seed: int, picks:
     net.b.manager.rekey_ike(net.b.manager.ike_sas()[0].uniqueid, net.now)
     run_with_picks(net, picks)
     assert_consistent(net)
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_child_work_queued_behind_an_ike_rekey_moves_to_the_new_ike_sa(side: str) -> None:
+    net = up(extra=True)
+    mgr = (net.a if side == "a" else net.b).manager
+    sa, old = only_child(net, side)
+    mgr.rekey_ike(sa.uniqueid, net.now)
+    mgr.rekey_child(sa.uniqueid, old.uniqueid, net.now)  # queued behind the IKE rekey
+    mgr.create_child(sa.uniqueid, "web", net.now)
+    net.run()
+    assert_consistent(net, children=2)
+    (new_sa,) = mgr.ike_sas()
+    assert new_sa is not sa and old.uniqueid not in new_sa.children

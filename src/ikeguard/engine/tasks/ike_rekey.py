@@ -91,11 +91,27 @@ def register_redundant(old: IkeSa, new: IkeSa, winner: IkeSa | None) -> None:
         old.ctx.adopt_hook(new)
 
 
+def _move_child_exchanges(old: IkeSa, new: IkeSa) -> None:
+    """Queued Child SA work (create, rekey, delete) follows the Child SAs to the new IKE SA."""
+    from ikeguard.engine.tasks.child_create import ChildCreateTask
+    from ikeguard.engine.tasks.delete import DeleteChildTask, DeleteSpiTask
+
+    child_kinds = (ChildCreateTask, DeleteChildTask, DeleteSpiTask)
+    keep = []
+    for exchange in old.queue:
+        if any(isinstance(t, child_kinds) for t in exchange.tasks):
+            new.queue.append(exchange)
+        else:
+            keep.append(exchange)
+    old.queue[:] = keep
+
+
 def adopt(old: IkeSa, new: IkeSa) -> None:
     """Move the Child SAs to ``new`` and make it live (established, scheduled, registered)."""
     from ikeguard.engine import lifecycle
 
     new.children, old.children = old.children, {}
+    _move_child_exchanges(old, new)
     if new.state is IkeState.CREATED:
         new.transition(IkeTrigger.AUTH_DONE, f"rekeyed IKE SA {old.uniqueid}")
         new.established_at = new.now
@@ -205,6 +221,7 @@ class IkeRekeyTask(Task):
                 delete_ike(new, "redundant after simultaneous IKE rekey (RFC 7296 §2.8.2)")
                 new.start_next()
                 adopt(sa, peer_new)
+                peer_new.start_next()
                 sa.transition(IkeTrigger.REKEY_DONE)
                 sa.timers["rekeyed_expire"] = sa.now + REDUNDANT_LIFETIME
                 return
@@ -212,6 +229,7 @@ class IkeRekeyTask(Task):
         adopt(sa, new)
         sa.transition(IkeTrigger.REKEY_DONE)
         delete_ike(sa, "rekeyed")
+        new.start_next()  # Child SA work that was queued behind the rekey
 
     def aborted(self, sa: IkeSa, reason: str) -> None:
         if sa.state is IkeState.REKEYING:
@@ -295,3 +313,8 @@ class IkeRekeyResponder(Task):
         adopt(sa, self.new)
         sa.transition(IkeTrigger.REKEY_DONE)
         sa.timers["rekeyed_expire"] = sa.now + REDUNDANT_LIFETIME  # the initiator deletes the old SA
+
+    def completed(self, sa: IkeSa) -> None:
+        """After our answer went out the peer knows the new SA: start work queued on it."""
+        if self.new is not None and self.new.state is IkeState.ESTABLISHED:
+            self.new.start_next()
