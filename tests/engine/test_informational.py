@@ -46,6 +46,7 @@ def test_responder_deletes_ike_sa_and_everything_goes() -> None:
     assert deletes(net.a.events) == installs(net.a) and deletes(net.b.events) == installs(net.b)
     assert net.a.audits("ike.down")[0].reason == "deleted by peer"
     assert net.b.audits("ike.down")[0].reason == "terminated by admin"
+    assert net.b.audits("ike.down")[0].outcome == "success"
 
 
 def test_simultaneous_child_delete() -> None:
@@ -79,6 +80,7 @@ def test_dpd_detects_dead_peer_within_dpd_timeout() -> None:
     net.advance(30 + 10 + 1)
     assert net.a.manager.ike_sas() == []
     assert net.a.audits("dpd.timeout")
+    assert net.a.audits("ike.down")[0].outcome == "failure"
     assert deletes(net.a.events) == installs(net.a)
 
 

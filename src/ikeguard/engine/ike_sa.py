@@ -328,7 +328,9 @@ class IkeSa:
         self.window.expected_peer_id = message_id + 1
         self._answer(request, response)
         if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
-            self.close(f"malformed {ExchangeType(exchange).name} request: {reason}", event="ike.failed")
+            self.close(
+                f"malformed {ExchangeType(exchange).name} request: {reason}", event="ike.failed", failure=True
+            )
 
     def reassembler_for(self) -> Reassembler | None:
         """The fragment reassembly buffer (created on first use, RFC 7383)."""
@@ -509,8 +511,12 @@ class IkeSa:
         self._schedule_retransmit()
 
     # ------------------------------------------------------------------ teardown
-    def close(self, reason: str, *, event: str = "ike.down", send_delete: bool = False) -> None:
-        """Terminate the SA now: remove Child SAs from the data plane, wipe keys, emit ike.down."""
+    def close(
+        self, reason: str, *, event: str = "ike.down", send_delete: bool = False, failure: bool = False
+    ) -> None:
+        """Terminate the SA now: remove Child SAs from the data plane, wipe keys, emit ike.down.
+
+        ``failure`` marks an abnormal end (peer gone, internal error) in the audit outcome."""
         if self.state is IkeState.CLOSED or self._closing:
             return
         self._closing = True
@@ -543,7 +549,7 @@ class IkeSa:
             event = "auth.failure" if self.state in (IkeState.AUTH_SENT, IkeState.HALF_OPEN) else "ike.failed"
         silent = self.state is IkeState.CREATED and not self.initiator  # refused IKE_SA_INIT: no SA existed
         if self.rekeyed_by is None and not silent:
-            self.audit(event, "failure" if event != "ike.down" else "success", reason)
+            self.audit(event, "failure" if failure or event != "ike.down" else "success", reason)
         self.transition(IkeTrigger.CLOSE, reason)
         self.ctx.closed.append(self)
 

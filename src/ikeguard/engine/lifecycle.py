@@ -78,9 +78,9 @@ def fire(sa: IkeSa, name: str) -> None:
         _dpd(sa)
     elif kind == "dpd_deadline":
         sa.audit("dpd.timeout", "failure", "no answer to liveness check within dpd_timeout")
-        sa.close("dpd timeout: peer did not answer liveness check")
+        sa.close("dpd timeout: peer did not answer liveness check", failure=True)
     elif kind in ("redundant_expire", "rekeyed_expire"):
-        sa.close("replaced IKE SA not deleted by the peer in time")
+        sa.close("replaced IKE SA not deleted by the peer in time", failure=True)
     elif kind == "ike_rekey":
         commands.rekey_ike(sa)
     elif kind == "reauth":
@@ -137,7 +137,7 @@ def _retransmit(sa: IkeSa) -> None:
                 task.aborted(sa, reason)
             if sa.state is IkeState.ESTABLISHED and any(isinstance(t, DpdTask) for t in exchange.tasks):
                 sa.audit("dpd.timeout", "failure", reason)
-        sa.close(reason, send_delete=False)
+        sa.close(reason, send_delete=False, failure=True)
         return
     req.attempt += 1
     sa.schedule_retransmit()

@@ -102,7 +102,7 @@ class IkeManager:
             except Exception as exc:  # rule 3: nothing a peer sends (or an engine bug) may crash the gateway
                 if self.ctx.settings.raise_internal_errors:
                     raise
-                sa.close(f"internal error in a timer: {type(exc).__name__}: {exc}")
+                sa.close(f"internal error in a timer: {type(exc).__name__}: {exc}", failure=True)
             self._forget_if_closed(sa)
 
     def receive_datagram(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:
@@ -146,7 +146,7 @@ class IkeManager:
         except Exception as exc:  # rule 3: nothing a peer sends (or an engine bug) may crash the gateway
             if self.ctx.settings.raise_internal_errors:
                 raise
-            sa.close(f"internal error while processing a message: {type(exc).__name__}: {exc}")
+            sa.close(f"internal error while processing a message: {type(exc).__name__}: {exc}", failure=True)
         if sa.initiator and sa.spi_r != ZERO_SPI:
             self._by_spi.setdefault(sa.spi_local, sa)
         self._forget_if_closed(sa)
@@ -208,7 +208,9 @@ class IkeManager:
         except Exception as exc:  # rule 3: nothing a peer sends (or an engine bug) may crash the gateway
             if self.ctx.settings.raise_internal_errors:
                 raise
-            sa.close(f"internal error while processing IKE_SA_INIT: {type(exc).__name__}: {exc}")
+            sa.close(
+                f"internal error while processing IKE_SA_INIT: {type(exc).__name__}: {exc}", failure=True
+            )
         self._forget_if_closed(sa)
 
     def _cookie_ok(self, data: bytes, spi_i: bytes, local: Endpoint, remote: Endpoint, now: float) -> bool:
@@ -356,7 +358,7 @@ class IkeManager:
                 if not sa.peer.mobike
                 else "only the MOBIKE initiator may move (RFC 4555)"
             )
-            sa.close(f"local address changed to {local} and {why}", send_delete=False)
+            sa.close(f"local address changed to {local} and {why}", send_delete=False, failure=True)
             self._forget_if_closed(sa)
             return
         sa.local = local

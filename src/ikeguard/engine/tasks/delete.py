@@ -42,7 +42,7 @@ class DeleteIkeTask(Task):
         sa.close(self.reason)
 
     def aborted(self, sa: IkeSa, reason: str) -> None:
-        sa.close(f"{self.reason} (peer did not confirm: {reason})")
+        sa.close(f"{self.reason} (peer did not confirm: {reason})", failure=True)
 
 
 class DeleteChildTask(Task):
