@@ -1,0 +1,1 @@
+"""Reusable tools: network-namespace labs and a test/demo certificate factory."""

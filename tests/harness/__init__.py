@@ -1,0 +1,1 @@
+"""Test harness reused by interop and service tests: namespaces, a real strongSwan peer, pytest fixtures."""

@@ -1,0 +1,595 @@
+"""A real strongSwan peer for interop tests: charon-systemd with kernel-libipsec inside a network namespace.
+
+Writes a private strongswan.conf/swanctl.conf (see swanctl_conf.py) plus certificates and keys into a
+per-instance SWANCTL_DIR, starts ``charon-systemd`` with STRONGSWAN_CONF, waits for its vici socket, loads the
+config with ``swanctl --load-all`` and drives it over vici (strongSwan's own Python bindings): list SAs
+(parsed into IkeSaInfo/ChildSaInfo), initiate, rekey, terminate. Stops charon by the PID it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import vici  # type: ignore[import-untyped]
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ikeguard.tools.certfactory import IssuedCertificate
+from ikeguard.tools.netns import Namespace, stop_process
+from tests.harness.swanctl_conf import (
+    DEFAULT_PLUGINS,
+    ConnectionConfig,
+    PskSecret,
+    strongswan_conf,
+    swanctl_conf,
+)
+
+__all__ = [
+    "CHARON",
+    "SWANCTL",
+    "ChildSaInfo",
+    "IkeSaInfo",
+    "StrongSwanError",
+    "StrongSwanPeer",
+    "live_charons",
+    "proposal_keyword",
+]
+
+CHARON = "/usr/sbin/charon-systemd"
+SWANCTL = "swanctl"
+_MAX_UNIX_PATH = 100
+
+_started_lock = threading.Lock()
+_started: list[subprocess.Popen[Any]] = []
+
+
+def live_charons() -> list[int]:
+    """PIDs of charon processes started by any StrongSwanPeer in this process that are still running."""
+    with _started_lock:
+        return [p.pid for p in _started if p.poll() is None]
+
+
+class StrongSwanError(RuntimeError):
+    """charon failed to start, a swanctl/vici command failed, or a wait timed out (carries the log tail)."""
+
+
+# strongSwan algorithm names (vici list-sas) -> swanctl proposal keywords
+_ENCR = {
+    "AES_CBC": "aes{}",
+    "AES_CTR": "aes{}ctr",
+    "AES_GCM_16": "aes{}gcm16",
+    "AES_GCM_12": "aes{}gcm12",
+    "AES_GCM_8": "aes{}gcm8",
+    "AES_CCM_16": "aes{}ccm16",
+    "AES_CCM_12": "aes{}ccm12",
+    "AES_CCM_8": "aes{}ccm8",
+    "CAMELLIA_CBC": "camellia{}",
+    "CHACHA20_POLY1305": "chacha20poly1305",
+    "3DES_CBC": "3des",
+    "NULL": "null",
+}
+_INTEG = {
+    "HMAC_SHA1_96": "sha1",
+    "HMAC_SHA2_256_128": "sha256",
+    "HMAC_SHA2_384_192": "sha384",
+    "HMAC_SHA2_512_256": "sha512",
+    "HMAC_MD5_96": "md5",
+    "AES_XCBC_96": "aesxcbc",
+    "AES_CMAC_96": "aescmac",
+}
+_PRF = {
+    "PRF_HMAC_SHA1": "prfsha1",
+    "PRF_HMAC_SHA2_256": "prfsha256",
+    "PRF_HMAC_SHA2_384": "prfsha384",
+    "PRF_HMAC_SHA2_512": "prfsha512",
+    "PRF_HMAC_MD5": "prfmd5",
+    "PRF_AES128_XCBC": "prfaesxcbc",
+    "PRF_AES128_CMAC": "prfaescmac",
+}
+
+
+def proposal_keyword(kind: str, name: str | None, keysize: int | None = None) -> str | None:
+    """One swanctl keyword for a strongSwan algorithm name (kind: encr | integ | prf | dh)."""
+    if not name:
+        return None
+    if kind == "encr":
+        pattern = _ENCR.get(name)
+        return pattern.format(keysize or "") if pattern else name.lower()
+    if kind == "integ":
+        return _INTEG.get(name, name.lower())
+    if kind == "prf":
+        return _PRF.get(name, name.lower())
+    return name.lower().replace(
+        "_", ""
+    )  # MODP_2048 -> modp2048, ECP_384 -> ecp384, CURVE_25519 -> curve25519
+
+
+def _s(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    return value.decode() if isinstance(value, bytes) else None
+
+
+def _i(raw: Mapping[str, Any], key: str) -> int | None:
+    text = _s(raw, key)
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+
+def _hex(raw: Mapping[str, Any], key: str) -> int:
+    text = _s(raw, key)
+    return int(text, 16) if text else 0
+
+
+def _yes(raw: Mapping[str, Any], key: str) -> bool:
+    return _s(raw, key) in ("yes", "1")
+
+
+def _list(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = raw.get(key) or []
+    return tuple(v.decode() for v in value)
+
+
+@dataclass(frozen=True)
+class ChildSaInfo:
+    """A CHILD_SA as charon reports it (vici list-sas)."""
+
+    name: str
+    uniqueid: int
+    reqid: int
+    state: str  # INSTALLED, REKEYING, REKEYED, DELETING, ...
+    mode: str
+    protocol: str
+    encap: bool
+    spi_in: int
+    spi_out: int
+    encr_alg: str | None
+    encr_keysize: int | None
+    integ_alg: str | None
+    dh_group: str | None
+    esn: bool
+    bytes_in: int
+    packets_in: int
+    bytes_out: int
+    packets_out: int
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    rekey_time: int | None
+    life_time: int | None
+    install_time: int | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def proposal(self) -> str:
+        """The negotiated ESP proposal as a swanctl string, e.g. ``aes256gcm16`` or ``aes256gcm16-ecp384``."""
+        parts = [
+            proposal_keyword("encr", self.encr_alg, self.encr_keysize),
+            proposal_keyword("integ", self.integ_alg),
+            proposal_keyword("dh", self.dh_group),
+        ]
+        text = "-".join(p for p in parts if p)
+        return text + "-esn" if self.esn else text
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> ChildSaInfo:
+        return cls(
+            name=_s(raw, "name") or "",
+            uniqueid=_i(raw, "uniqueid") or 0,
+            reqid=_i(raw, "reqid") or 0,
+            state=_s(raw, "state") or "",
+            mode=_s(raw, "mode") or "",
+            protocol=_s(raw, "protocol") or "",
+            encap=_yes(raw, "encap"),
+            spi_in=_hex(raw, "spi-in"),
+            spi_out=_hex(raw, "spi-out"),
+            encr_alg=_s(raw, "encr-alg"),
+            encr_keysize=_i(raw, "encr-keysize"),
+            integ_alg=_s(raw, "integ-alg"),
+            dh_group=_s(raw, "dh-group"),
+            esn=_yes(raw, "esn"),
+            bytes_in=_i(raw, "bytes-in") or 0,
+            packets_in=_i(raw, "packets-in") or 0,
+            bytes_out=_i(raw, "bytes-out") or 0,
+            packets_out=_i(raw, "packets-out") or 0,
+            local_ts=_list(raw, "local-ts"),
+            remote_ts=_list(raw, "remote-ts"),
+            rekey_time=_i(raw, "rekey-time"),
+            life_time=_i(raw, "life-time"),
+            install_time=_i(raw, "install-time"),
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True)
+class IkeSaInfo:
+    """An IKE_SA as charon reports it (vici list-sas), with its CHILD_SAs."""
+
+    name: str
+    uniqueid: int
+    version: int
+    state: str  # CONNECTING, ESTABLISHED, REKEYING, REKEYED, DELETING, ...
+    local_host: str
+    local_port: int
+    local_id: str
+    remote_host: str
+    remote_port: int
+    remote_id: str
+    initiator: bool
+    initiator_spi: int
+    responder_spi: int
+    nat_local: bool
+    nat_remote: bool
+    nat_fake: bool
+    nat_any: bool
+    encr_alg: str | None
+    encr_keysize: int | None
+    integ_alg: str | None
+    prf_alg: str | None
+    dh_group: str | None
+    established: int | None
+    rekey_time: int | None
+    reauth_time: int | None
+    children: tuple[ChildSaInfo, ...]
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def proposal(self) -> str:
+        """The negotiated IKE proposal as a swanctl string, e.g. ``aes256gcm16-prfsha384-ecp384``."""
+        parts = [
+            proposal_keyword("encr", self.encr_alg, self.encr_keysize),
+            proposal_keyword("integ", self.integ_alg),
+            proposal_keyword("prf", self.prf_alg),
+            proposal_keyword("dh", self.dh_group),
+        ]
+        return "-".join(p for p in parts if p)
+
+    def child(self, name: str, state: str | None = "INSTALLED") -> ChildSaInfo:
+        """The (first) CHILD_SA of that config name, in that state unless `state` is None."""
+        for child in self.children:
+            if child.name == name and (state is None or child.state == state):
+                return child
+        raise KeyError(f"no CHILD_SA {name!r} in state {state} on IKE_SA {self.name}#{self.uniqueid}")
+
+    @classmethod
+    def parse(cls, name: str, raw: Mapping[str, Any]) -> IkeSaInfo:
+        children = tuple(ChildSaInfo.parse(c) for c in (raw.get("child-sas") or {}).values())
+        return cls(
+            name=name,
+            uniqueid=_i(raw, "uniqueid") or 0,
+            version=_i(raw, "version") or 0,
+            state=_s(raw, "state") or "",
+            local_host=_s(raw, "local-host") or "",
+            local_port=_i(raw, "local-port") or 0,
+            local_id=_s(raw, "local-id") or "",
+            remote_host=_s(raw, "remote-host") or "",
+            remote_port=_i(raw, "remote-port") or 0,
+            remote_id=_s(raw, "remote-id") or "",
+            initiator=_yes(raw, "initiator"),
+            initiator_spi=_hex(raw, "initiator-spi"),
+            responder_spi=_hex(raw, "responder-spi"),
+            nat_local=_yes(raw, "nat-local"),
+            nat_remote=_yes(raw, "nat-remote"),
+            nat_fake=_yes(raw, "nat-fake"),
+            nat_any=_yes(raw, "nat-any"),
+            encr_alg=_s(raw, "encr-alg"),
+            encr_keysize=_i(raw, "encr-keysize"),
+            integ_alg=_s(raw, "integ-alg"),
+            prf_alg=_s(raw, "prf-alg"),
+            dh_group=_s(raw, "dh-group"),
+            established=_i(raw, "established"),
+            rekey_time=_i(raw, "rekey-time"),
+            reauth_time=_i(raw, "reauth-time"),
+            children=children,
+            raw=raw,
+        )
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class StrongSwanPeer:
+    """One charon-systemd instance in a namespace, configured from Python and driven over vici.
+
+    Files (all under `workdir`): strongswan.conf, swanctl/{swanctl.conf,x509,x509ca,x509crl,private},
+    charon.log (filelog, flushed per line), charon.out (stdout/stderr). Use start()/stop() or a with-block.
+    """
+
+    def __init__(
+        self,
+        namespace: Namespace,
+        workdir: str | os.PathLike[str],
+        *,
+        connections: Sequence[ConnectionConfig],
+        psks: Sequence[PskSecret] = (),
+        certs: Mapping[str, IssuedCertificate] | None = None,
+        cacerts: Mapping[str, x509.Certificate] | None = None,
+        crls: Mapping[str, x509.CertificateRevocationList] | None = None,
+        plugins: Sequence[str] = DEFAULT_PLUGINS,
+        log_level: int = 2,
+        charon_options: Mapping[str, object] | None = None,
+        name: str = "strongswan",
+    ) -> None:
+        """`certs` maps a file stem to a leaf (written to x509/<stem>.pem and private/<stem>.pem);
+        `cacerts` maps a file stem to a CA certificate (x509ca/<stem>.pem); `crls` to x509crl/<stem>.crl.
+        Connections refer to these files by ``<stem>.pem`` in AuthConfig.certs / cacerts.
+        """
+        self.namespace = namespace
+        self.workdir = Path(workdir)
+        self.name = name
+        self.connections = list(connections)
+        self.psks = list(psks)
+        self.certs = dict(certs or {})
+        self.cacerts = dict(cacerts or {})
+        self.crls = dict(crls or {})
+        self.plugins = list(plugins)
+        self.log_level = log_level
+        self.charon_options = dict(charon_options or {})
+        self.swanctl_dir = self.workdir / "swanctl"
+        self.conf_path = self.workdir / "strongswan.conf"
+        self.log_path = self.workdir / "charon.log"
+        self.out_path = self.workdir / "charon.out"
+        self._socket_dir: Path | None = None
+        self.socket_path = self._choose_socket_path()
+        self.process: subprocess.Popen[Any] | None = None
+        self.returncode: int | None = None
+
+    def __repr__(self) -> str:
+        pid = self.process.pid if self.process else None
+        return f"StrongSwanPeer({self.name!r}, ns={self.namespace.name!r}, pid={pid})"
+
+    def __enter__(self) -> StrongSwanPeer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- files -------------------------------------------------------------------------------------
+    def _choose_socket_path(self) -> Path:
+        path = self.workdir / "run" / "charon.vici"
+        if len(str(path)) <= _MAX_UNIX_PATH:
+            return path
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="ikg-vici-", dir="/tmp"))
+        return self._socket_dir / "charon.vici"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment that points charon and swanctl at this instance."""
+        return {"STRONGSWAN_CONF": str(self.conf_path), "SWANCTL_DIR": str(self.swanctl_dir)}
+
+    def write_config(self) -> None:
+        """(Re)write strongswan.conf, swanctl.conf and the credential files."""
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        for sub in ("x509", "x509ca", "x509crl", "private"):
+            (self.swanctl_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(
+            strongswan_conf(
+                vici_uri=f"unix://{self.socket_path}",
+                log_path=self.log_path,
+                plugins=self.plugins,
+                log_level=self.log_level,
+                charon_options=self.charon_options,
+            )
+        )
+        (self.swanctl_dir / "swanctl.conf").write_text(swanctl_conf(self.connections, self.psks))
+        os.chmod(self.swanctl_dir / "swanctl.conf", 0o600)  # may hold PSKs
+        for stem, issued in self.certs.items():
+            (self.swanctl_dir / "x509" / f"{stem}.pem").write_bytes(issued.cert_pem())
+            key_path = self.swanctl_dir / "private" / f"{stem}.pem"
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(issued.key_pem())
+        for stem, cert in self.cacerts.items():
+            (self.swanctl_dir / "x509ca" / f"{stem}.pem").write_bytes(_pem(cert))
+        for stem, crl in self.crls.items():
+            (self.swanctl_dir / "x509crl" / f"{stem}.crl").write_bytes(
+                crl.public_bytes(serialization.Encoding.PEM)
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> StrongSwanPeer:
+        """Write the config, start charon-systemd in the namespace, wait for vici, load everything."""
+        if self.process is not None:
+            raise StrongSwanError(f"{self.name}: already started")
+        self.write_config()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        out = open(self.out_path, "wb")  # noqa: SIM115 - handed to the child, closed right after
+        try:
+            self.process = self.namespace.popen([CHARON], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            out.close()
+        with _started_lock:
+            _started.append(self.process)
+        try:
+            self._wait_for_vici(timeout)
+            self.load_all()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_for_vici(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise StrongSwanError(
+                    f"{self.name}: charon exited with {self.process.returncode}\n{self._tail()}"
+                )
+            if self.socket_path.exists():
+                try:
+                    with self._session():
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise StrongSwanError(
+            f"{self.name}: vici socket {self.socket_path} not ready after {timeout}s\n{self._tail()}"
+        )
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """Stop charon by the PID we started (SIGTERM, SIGKILL after `timeout`); idempotent."""
+        if self.process is not None and self.returncode is None:
+            self.returncode = stop_process(self.process, timeout)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+        return self.returncode
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    # -- swanctl / vici ----------------------------------------------------------------------------
+    def swanctl(
+        self, *args: str, check: bool = True, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run swanctl against this instance (inside its namespace)."""
+        result = self.namespace.run(SWANCTL, *args, env=self.env, check=False, timeout=timeout)
+        if check and result.returncode != 0:
+            raise StrongSwanError(
+                f"{self.name}: swanctl {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}\n{self._tail()}"
+            )
+        return result
+
+    def load_all(self) -> None:
+        """``swanctl --load-all --noprompt`` (connections, secrets, certs, keys, CRLs)."""
+        self.swanctl("--load-all", "--noprompt")
+
+    def reload(self) -> None:
+        """Rewrite the files from the current attributes and load them again."""
+        self.write_config()
+        self.load_all()
+
+    @contextlib.contextmanager
+    def _session(self, timeout: float = 30.0) -> Iterator[Any]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(self.socket_path))
+            yield vici.Session(sock)
+        finally:
+            sock.close()
+
+    def _vici(self, what: str, call: Callable[[Any], Any]) -> Any:
+        try:
+            with self._session() as session:
+                return call(session)
+        except (vici.exception.CommandException, vici.exception.SessionException, OSError) as exc:
+            raise StrongSwanError(f"{self.name}: {what} failed: {exc}\n{self._tail()}") from exc
+
+    def list_sas(self, ike: str | None = None) -> list[IkeSaInfo]:
+        """All IKE_SAs (optionally of one connection) with their CHILD_SAs, parsed."""
+        filters = {"ike": ike} if ike else None
+        events = self._vici("list-sas", lambda s: list(s.list_sas(filters)))
+        return [IkeSaInfo.parse(name, raw) for event in events for name, raw in event.items()]
+
+    def initiate(self, child: str | None = None, ike: str | None = None, timeout: float = 10.0) -> list[str]:
+        """Initiate a CHILD_SA (and its IKE_SA) and wait for the result; returns charon's control log."""
+        args: dict[str, str] = {"timeout": str(int(timeout * 1000)), "init-limits": "no"}
+        if child:
+            args["child"] = child
+        if ike:
+            args["ike"] = ike
+        logs = self._vici(f"initiate {child or ike}", lambda s: list(s.initiate(args)))
+        return [entry.get("msg", b"").decode() for entry in logs]
+
+    def rekey(self, child: str | None = None, ike: str | None = None, reauth: bool = False) -> int:
+        """Start a rekey (asynchronous in charon); returns how many SAs matched."""
+        args: dict[str, str] = {}
+        if child:
+            args["child"] = child
+        if ike:
+            args["ike"] = ike
+        if reauth:
+            args["reauth"] = "yes"
+        reply = self._vici(f"rekey {child or ike}", lambda s: s.rekey(args))
+        return int(reply.get("matches", b"0"))
+
+    def terminate(
+        self, child: str | None = None, ike: str | None = None, force: bool = False, timeout: float = 10.0
+    ) -> list[str]:
+        """Delete a CHILD_SA or IKE_SA and wait for the peer's answer (or not, with `force`)."""
+        args: dict[str, str] = {"timeout": str(int(timeout * 1000))}
+        if child:
+            args["child"] = child
+        if ike:
+            args["ike"] = ike
+        if force:
+            args["force"] = "yes"
+        logs = self._vici(f"terminate {child or ike}", lambda s: list(s.terminate(args)))
+        return [entry.get("msg", b"").decode() for entry in logs]
+
+    def wait_for(
+        self, predicate: Callable[[list[IkeSaInfo]], bool], timeout: float = 10.0, what: str = "condition"
+    ) -> list[IkeSaInfo]:
+        """Poll list_sas() until `predicate(sas)` holds; returns those SAs or raises with the log tail."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sas = self.list_sas()
+            if predicate(sas):
+                return sas
+            if time.monotonic() >= deadline:
+                raise StrongSwanError(
+                    f"{self.name}: {what} not reached in {timeout}s; SAs: {sas}\n{self._tail()}"
+                )
+            time.sleep(0.1)
+
+    def wait_established(self, ike: str, child: str | None = None, timeout: float = 10.0) -> IkeSaInfo:
+        """Wait until the named IKE_SA is ESTABLISHED (and the CHILD_SA INSTALLED, when given)."""
+
+        def ready(sas: list[IkeSaInfo]) -> bool:
+            return any(
+                sa.name == ike
+                and sa.state == "ESTABLISHED"
+                and (child is None or any(c.name == child and c.state == "INSTALLED" for c in sa.children))
+                for sa in sas
+            )
+
+        sas = self.wait_for(ready, timeout, f"IKE_SA {ike} established")
+        return next(sa for sa in sas if sa.name == ike and sa.state == "ESTABLISHED")
+
+    # -- logs --------------------------------------------------------------------------------------
+    def log(self) -> str:
+        """charon's log so far (filelog, flushed per line)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
+        """Wait until `needle` appears in the log; returns the log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log()
+            if needle in text:
+                return text
+            if time.monotonic() >= deadline:
+                raise StrongSwanError(f"{self.name}: {needle!r} not in log after {timeout}s\n{self._tail()}")
+            time.sleep(0.1)
+
+    def _tail(self, lines: int = 40) -> str:
+        out = ""
+        with contextlib.suppress(OSError):
+            out = self.out_path.read_text(errors="replace")
+        log_lines = self.log().splitlines()[-lines:]
+        return (
+            f"--- {self.name} charon.log (last {lines} lines) ---\n"
+            + "\n".join(log_lines)
+            + (f"\n--- charon stdout/stderr ---\n{out}" if out.strip() else "")
+        )
