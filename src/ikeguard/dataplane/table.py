@@ -1,0 +1,228 @@
+"""The userspace data plane's packet logic without IO: policies, SAs, demultiplexing, MTU handling.
+
+Fail closed (RFC 4301 §4.4.1 DISCARD): a policy's route/trap exists independently of its SAs; a packet that
+matches a policy with no outbound SA (not yet up, deleted, between SAs) is dropped and counted, never
+returned for sending in the clear. Make-before-break: installing a policy's new outbound SA replaces the
+reference in one assignment (atomic under the GIL); the old SA object stays decryptable/countable until
+``delete_sa``; inbound SAs are looked up by SPI, so old and new coexist during a rekey.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+
+from ikeguard.dataplane.base import (
+    DataPlaneError,
+    DataPlaneEvent,
+    EventCallback,
+    InstallFailed,
+    SaConfig,
+    SaCounters,
+    SaDirection,
+    SaEndpoint,
+)
+from ikeguard.dataplane.esp import EspError, parse_header
+from ikeguard.dataplane.packet import clamp_mss, icmp_too_big, needs_too_big, parse_flow, ts_match
+from ikeguard.dataplane.sa import InboundSa, OutboundSa
+from ikeguard.policy.ts import TrafficSelector
+from ikeguard.wire.iana import EncrId
+
+IPV4_UDP_OVERHEAD = 20 + 8
+IPV6_UDP_OVERHEAD = 40 + 8
+
+
+@dataclass
+class Policy:
+    """The selectors of one Child SA and its current outbound SA (None = drop: fail closed)."""
+
+    child_uniqueid: int
+    local_ts: tuple[TrafficSelector, ...]
+    remote_ts: tuple[TrafficSelector, ...]
+    outbound: OutboundSa | None = None
+    no_sa_drops: int = 0
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``data`` (an ESP packet, no UDP header) to ``destination``."""
+
+    data: bytes
+    destination: SaEndpoint
+
+
+@dataclass(frozen=True)
+class ToTun:
+    """Write ``data`` (an IP packet) back into the TUN device (ICMP errors)."""
+
+    data: bytes
+
+
+@dataclass
+class SaTable:
+    """All policies and SAs of one data plane; :meth:`outbound` and :meth:`inbound` process packets."""
+
+    path_mtu: int = 1500
+    drops: dict[str, int] = field(default_factory=dict)  # drops not attributable to an SA
+    icmp_source4: bytes = bytes(4)
+    icmp_source6: bytes = bytes(16)
+    _inbound: dict[int, InboundSa] = field(default_factory=dict)
+    _outbound: dict[int, OutboundSa] = field(default_factory=dict)
+    _policies: dict[int, Policy] = field(default_factory=dict)
+    _callbacks: list[EventCallback] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- control --------------------------------------------------------------------------------
+    def subscribe(self, callback: EventCallback) -> None:
+        """Deliver upcalls to ``callback``."""
+        self._callbacks.append(callback)
+
+    def emit(self, event: DataPlaneEvent) -> None:
+        """Hand an upcall to every subscriber."""
+        for cb in self._callbacks:
+            cb(event)
+
+    def alloc_spi(self) -> int:
+        """A random unused inbound SPI >= 256 (RFC 4303 §2.1)."""
+        with self._lock:
+            while True:
+                spi = secrets.randbelow(0xFFFFFFFF - 256) + 256
+                if spi not in self._inbound:
+                    return spi
+
+    def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
+                   remote_ts: tuple[TrafficSelector, ...]) -> Policy:
+        """Create or update the policy of a Child SA (keeping its current outbound SA)."""
+        with self._lock:
+            policy = self._policies.get(child_uniqueid)
+            if policy is None:
+                policy = Policy(child_uniqueid, local_ts, remote_ts)
+                self._policies[child_uniqueid] = policy
+            else:
+                policy.local_ts, policy.remote_ts = local_ts, remote_ts
+            return policy
+
+    def remove_policy(self, child_uniqueid: int) -> Policy | None:
+        """Forget a policy (its routes are the caller's to remove)."""
+        with self._lock:
+            return self._policies.pop(child_uniqueid, None)
+
+    def policies(self) -> list[Policy]:
+        """The current policies."""
+        return list(self._policies.values())
+
+    def add_sa(self, config: SaConfig) -> None:
+        """Install one direction; outbound switches its policy to the new SA (make-before-break)."""
+        try:
+            if config.mode != "tunnel":
+                raise EspError("unsupported_mode", "the userspace data plane does tunnel mode only")
+            if config.integ_id == 0 and config.encr_id == EncrId.AES_CBC:
+                raise EspError("unsupported_transform", "ESP without integrity is refused")
+            if config.spi < 256:
+                raise EspError("invalid_spi", "SPIs 0-255 are reserved (RFC 4303 §2.1)")
+            if config.direction is SaDirection.INBOUND:
+                sa_in = InboundSa(config, self.emit)
+                with self._lock:
+                    if config.spi in self._inbound:
+                        raise EspError("duplicate_spi", f"inbound SPI {config.spi:08x} exists")
+                    self._inbound[config.spi] = sa_in
+                return
+            sa_out = OutboundSa(config, self.emit)
+        except EspError as exc:
+            self.emit(InstallFailed(config.spi, config.direction, str(exc), config.child_uniqueid))
+            raise DataPlaneError(str(exc)) from None
+        policy = self.add_policy(config.child_uniqueid, config.local_ts, config.remote_ts)
+        with self._lock:
+            self._outbound[config.spi] = sa_out
+            policy.outbound = sa_out  # the atomic switch
+
+    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
+        """Remove one direction; a policy losing its outbound SA drops its traffic from now on."""
+        with self._lock:
+            if direction is SaDirection.INBOUND:
+                sa_in = self._inbound.pop(spi, None)
+                return sa_in.counters if sa_in is not None else None
+            sa_out = self._outbound.pop(spi, None)
+            if sa_out is None:
+                return None
+            for policy in self._policies.values():
+                if policy.outbound is sa_out:
+                    policy.outbound = None
+            return sa_out.counters
+
+    def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint) -> None:
+        """Point the listed SAs at new outer endpoints (NAT-T, MOBIKE)."""
+        from dataclasses import replace
+
+        with self._lock:
+            for spi in spis:
+                out = self._outbound.get(spi)
+                if out is not None:
+                    out.config = replace(out.config, source=local, destination=remote)
+                inb = self._inbound.get(spi)
+                if inb is not None:
+                    inb.config = replace(inb.config, source=remote, destination=local)
+
+    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
+        """The live counters of one SA."""
+        table = self._inbound if direction is SaDirection.INBOUND else self._outbound
+        sa = table.get(spi)
+        return sa.counters if sa is not None else None
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    # --- packets ----------------------------------------------------------------------------------
+    def inner_mtu(self, sa: OutboundSa) -> int:
+        """Largest inner packet that fits the path MTU after ESP-in-UDP (RFC 3948) encapsulation."""
+        outer = IPV6_UDP_OVERHEAD if sa.config.destination.address.version == 6 else IPV4_UDP_OVERHEAD
+        return self.path_mtu - outer - sa.transform.overhead
+
+    def outbound(self, inner: bytes) -> Send | ToTun | None:
+        """Process a packet read from the TUN: ESP to send, an ICMP error for the TUN, or None (dropped)."""
+        flow = parse_flow(inner)
+        if flow is None:
+            self._drop("malformed")
+            return None
+        for policy in self._policies.values():
+            if ts_match(policy.local_ts, flow.version, flow.src, flow.protocol, flow.sport) and ts_match(
+                policy.remote_ts, flow.version, flow.dst, flow.protocol, flow.dport
+            ):
+                break
+        else:
+            self._drop("no_policy")
+            return None
+        sa = policy.outbound
+        if sa is None:  # fail closed
+            policy.no_sa_drops += 1
+            self._drop("no_sa")
+            return None
+        mtu = self.inner_mtu(sa)
+        if needs_too_big(inner, mtu):
+            sa.counters.drop("too_big")
+            source = self.icmp_source4 if flow.version == 4 else self.icmp_source6
+            icmp = icmp_too_big(inner, mtu, source)
+            return ToTun(icmp) if icmp is not None else None
+        if flow.protocol == 6:
+            inner = clamp_mss(inner, mtu - (40 if flow.version == 4 else 60))
+        try:
+            return Send(sa.protect(inner), sa.config.destination)
+        except EspError:
+            return None
+
+    def inbound(self, esp: bytes) -> bytes | None:
+        """Process one ESP packet (after the UDP header / non-ESP marker): the inner packet or None."""
+        try:
+            spi, seq_low = parse_header(esp)
+        except EspError:
+            self._drop("malformed")
+            return None
+        sa = self._inbound.get(spi)
+        if sa is None:
+            self._drop("unknown_spi")
+            return None
+        try:
+            return sa.unprotect(esp, seq_low)
+        except EspError:
+            return None
