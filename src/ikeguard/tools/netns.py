@@ -33,6 +33,7 @@ __all__ = [
     "NetnsLab",
     "Topology",
     "VethLink",
+    "cleanup_all",
     "created_namespaces",
     "install_signal_handlers",
     "live_namespaces",
@@ -366,7 +367,7 @@ class NetnsLab:
             raise NetnsError("could not delete namespaces: " + "; ".join(errors))
 
 
-def _cleanup_all() -> None:
+def cleanup_all() -> None:
     """atexit / signal path: close every lab still open in this process."""
     if _cleanup_running.is_set():
         return
@@ -381,7 +382,7 @@ def _cleanup_all() -> None:
         _cleanup_running.clear()
 
 
-atexit.register(_cleanup_all)
+atexit.register(cleanup_all)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,158 @@
+"""pytest fixtures for namespace labs, strongSwan peers and a test PKI, with guaranteed teardown.
+
+Registered from tests/conftest.py (``pytest_plugins``). At session end it fails the run loudly if any
+namespace or process (charon included) started by this run is still there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ikeguard.tools.certfactory import CertificateAuthority, IssuedCertificate, KeyKind
+from ikeguard.tools.netns import (
+    Namespace,
+    NetnsLab,
+    Topology,
+    install_signal_handlers,
+    live_namespaces,
+    started_pids,
+)
+from tests.harness.strongswan import StrongSwanPeer, live_charons
+from tests.harness.swanctl_conf import ConnectionConfig
+
+GW_FQDN = "gw.ss-lab.example"
+CLIENT_FQDN = "client.ss-lab.example"
+
+_PEERS_KEY = pytest.StashKey[list[StrongSwanPeer]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so fixture finalisers remove namespaces and stop charons."""
+    install_signal_handlers()
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("needs root (network namespaces, veth, TUN)")
+
+
+@pytest.fixture
+def netns_lab() -> Iterator[NetnsLab]:
+    """A NetnsLab closed after the test (processes stopped, namespaces deleted), also on failure."""
+    _need_root()
+    lab = NetnsLab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def netns_topology(netns_lab: NetnsLab) -> Callable[..., Topology]:
+    """Factory: ``netns_topology("direct" | "nat", left_role="client", right_role="gw") -> Topology``."""
+
+    def make(kind: str = "direct", **roles: str) -> Topology:
+        if kind == "direct":
+            return Topology.two_hosts(netns_lab, **roles)
+        if kind == "nat":
+            return Topology.behind_nat(netns_lab, **roles)
+        raise ValueError(f"unknown topology {kind!r} (direct | nat)")
+
+    return make
+
+
+@pytest.fixture
+def strongswan_peer(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., StrongSwanPeer]]:
+    """Factory: ``strongswan_peer(namespace, name, connections=[...], **peer kwargs)`` -> started peer.
+
+    Each peer gets ``tmp_path/<name>`` as its workdir and is stopped by PID after the test; a failing test
+    gets the tail of every peer's charon log in its report.
+    """
+    peers: list[StrongSwanPeer] = []
+    request.node.stash[_PEERS_KEY] = peers
+
+    def make(
+        namespace: Namespace,
+        name: str,
+        *,
+        connections: Sequence[ConnectionConfig],
+        start: bool = True,
+        **kwargs: Any,
+    ) -> StrongSwanPeer:
+        peer = StrongSwanPeer(namespace, tmp_path / name, name=name, connections=connections, **kwargs)
+        peers.append(peer)
+        return peer.start() if start else peer
+
+    try:
+        yield make
+    finally:
+        for peer in reversed(peers):
+            peer.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach charon logs to the report of a failing test that used strongswan_peer."""
+    report = yield
+    if call.when == "call" and report.failed:  # type: ignore[attr-defined]
+        for peer in item.stash.get(_PEERS_KEY, []):
+            report.sections.append((f"charon log: {peer.name}", "\n".join(peer.log().splitlines()[-80:])))  # type: ignore[attr-defined]
+    return report
+
+
+@pytest.fixture
+def cert_factory() -> CertificateAuthority:
+    """A fresh root CA (ECDSA P-384) to issue intermediates, leaves and CRLs from."""
+    return CertificateAuthority.create_root("CN=ikeguard test root CA,O=ikeguard test", KeyKind.ECDSA_P384)
+
+
+@dataclass(frozen=True)
+class TestPki:
+    """A root CA with gateway and client leaves (ECDSA P-384, FQDN + IP SANs), PEM files in `directory`."""
+
+    __test__ = False  # not a test class
+
+    ca: CertificateAuthority
+    gw: IssuedCertificate
+    client: IssuedCertificate
+    directory: Path
+
+
+@pytest.fixture
+def test_pki(cert_factory: CertificateAuthority, tmp_path: Path) -> TestPki:
+    """gw.ss-lab.example (SAN 192.0.2.1) and client.ss-lab.example (SAN 192.0.2.2) under one root."""
+    gw = cert_factory.issue_leaf(f"CN={GW_FQDN},O=ikeguard test", sans=[GW_FQDN, "192.0.2.1"])
+    client = cert_factory.issue_leaf(f"CN={CLIENT_FQDN},O=ikeguard test", sans=[CLIENT_FQDN, "192.0.2.2"])
+    directory = tmp_path / "pki"
+    cert_factory.write_pem(directory, "ca")
+    gw.write_pem(directory, "gw")
+    client.write_pem(directory, "client")
+    return TestPki(cert_factory, gw, client, directory)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a namespace or process started by it is still there (and remove it)."""
+    leftovers = live_namespaces()
+    charons = live_charons()
+    pids = started_pids()
+    if not (leftovers or charons or pids):
+        return
+    message = (
+        f"ikeguard harness: left behind namespaces={leftovers} charon PIDs={charons} "
+        f"other PIDs={pids}; a fixture or test did not clean up"
+    )
+    from ikeguard.tools import netns
+
+    netns.cleanup_all()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message, red=True, bold=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,208 @@
+"""Smoke test of the harness: two real strongSwan peers in two namespaces build a tunnel and carry a ping."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ikeguard.tools.netns import NetnsLab, Topology, live_namespaces
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN, TestPki
+from tests.harness.strongswan import IkeSaInfo, StrongSwanPeer, live_charons
+from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
+
+pytestmark = [pytest.mark.root, pytest.mark.interop]
+
+IKE_PROPOSAL = "aes256gcm16-prfsha384-ecp384"
+ESP_PROPOSAL = "aes256gcm16-ecp384"
+PeerFactory = Callable[..., StrongSwanPeer]
+
+
+def _connection(
+    local_addr: str, remote_addr: str, local: AuthConfig, remote: AuthConfig, local_ts: str, remote_ts: str
+) -> ConnectionConfig:
+    return ConnectionConfig(
+        name="ikg",
+        local_addrs=[local_addr],
+        remote_addrs=[remote_addr],
+        local=local,
+        remote=remote,
+        proposals=[IKE_PROPOSAL],
+        children=[
+            ChildConfig(name="net", local_ts=[local_ts], remote_ts=[remote_ts], esp_proposals=[ESP_PROPOSAL])
+        ],
+    )
+
+
+def _ping(topo: Topology, count: int = 3) -> subprocess.CompletedProcess[str]:
+    return topo.left.namespace.run(
+        "ping",
+        "-n",
+        "-c",
+        str(count),
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-I",
+        str(topo.left.subnet_address),
+        str(topo.right.subnet_address),
+        check=False,
+    )
+
+
+def _assert_tunnel(client: StrongSwanPeer, gw: StrongSwanPeer, topo: Topology) -> None:
+    """Both sides ESTABLISHED/INSTALLED, configured proposal, mirrored SPIs; a ping goes through."""
+    c_sa: IkeSaInfo = client.wait_established("ikg", "net")
+    g_sa: IkeSaInfo = gw.wait_established("ikg", "net")
+    assert c_sa.proposal == g_sa.proposal == IKE_PROPOSAL
+    assert (c_sa.initiator, g_sa.initiator) == (True, False)
+    assert (c_sa.initiator_spi, c_sa.responder_spi) == (g_sa.initiator_spi, g_sa.responder_spi)
+    assert c_sa.initiator_spi != 0 and c_sa.responder_spi != 0
+    c_child, g_child = c_sa.child("net"), g_sa.child("net")
+    # The first CHILD_SA comes out of IKE_AUTH, which carries no KE payload (RFC 7296 §1.2): no PFS group yet.
+    assert c_child.proposal == g_child.proposal == "aes256gcm16"
+    assert (c_child.spi_in, c_child.spi_out) == (g_child.spi_out, g_child.spi_in)
+    assert c_child.encap and g_child.encap  # libipsec: ESP in UDP (RFC 3948)
+    assert c_child.local_ts == (str(topo.left.subnet),) and c_child.remote_ts == (str(topo.right.subnet),)
+    assert g_child.local_ts == (str(topo.right.subnet),) and g_child.remote_ts == (str(topo.left.subnet),)
+
+    before_out, before_in = c_child.packets_out, g_child.packets_in
+    result = _ping(topo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 0% packet loss" in result.stdout
+    c_after = client.list_sas()[0].child("net")
+    g_after = gw.list_sas()[0].child("net")
+    assert c_after.packets_out >= before_out + 3 and c_after.packets_in >= 3
+    assert g_after.packets_in >= before_in + 3 and g_after.packets_out >= 3
+    assert g_after.bytes_in > 0 and c_after.bytes_in > 0
+
+
+def test_certificate_tunnel_carries_ping(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, test_pki: TestPki
+) -> None:
+    topo = netns_topology("direct")
+    ca = {"ca": test_pki.ca.cert}
+    gw = strongswan_peer(
+        topo.right.namespace,
+        "gw",
+        certs={"gw": test_pki.gw},
+        cacerts=ca,
+        connections=[
+            _connection(
+                str(topo.right.address),
+                str(topo.left.address),
+                AuthConfig("pubkey", GW_FQDN, certs=["gw.pem"]),
+                AuthConfig("pubkey", CLIENT_FQDN, cacerts=["ca.pem"]),
+                str(topo.right.subnet),
+                str(topo.left.subnet),
+            )
+        ],
+    )
+    client = strongswan_peer(
+        topo.left.namespace,
+        "client",
+        certs={"client": test_pki.client},
+        cacerts=ca,
+        connections=[
+            _connection(
+                str(topo.left.address),
+                str(topo.right.address),
+                AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
+                AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]),
+                str(topo.left.subnet),
+                str(topo.right.subnet),
+            )
+        ],
+    )
+    client.initiate(child="net", ike="ikg")
+    _assert_tunnel(client, gw, topo)
+    # The gateway verified the client's ECDSA P-384 certificate against our CA (RFC 7296 §2.15).
+    assert f"authentication of '{CLIENT_FQDN}' with ECDSA" in gw.log()
+
+    # A CHILD_SA rekey (CREATE_CHILD_SA with KE, RFC 7296 §1.3.3) now applies the PFS group: new SPIs.
+    old_spi = client.list_sas()[0].child("net").spi_in
+    assert client.rekey(child="net") == 1
+    sas = client.wait_for(
+        lambda sas: any(c.state == "INSTALLED" and c.spi_in != old_spi for sa in sas for c in sa.children),
+        what="rekeyed CHILD_SA",
+    )
+    new_child = next(c for c in sas[0].children if c.state == "INSTALLED" and c.spi_in != old_spi)
+    assert new_child.proposal == ESP_PROPOSAL
+    assert _ping(topo, 2).returncode == 0
+
+    client.terminate(ike="ikg")
+    assert client.list_sas() == []
+    gw.wait_for(lambda sas: sas == [], what="IKE_SA deleted on the gateway")
+    assert _ping(topo, 1).returncode != 0  # no tunnel, no route: the protected subnets are unreachable
+
+
+def test_psk_tunnel_carries_ping(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory
+) -> None:
+    topo = netns_topology("direct")
+    psk = [PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret="smoke-test-psk-7f3a9c1e5b2d4086")]
+    gw = strongswan_peer(
+        topo.right.namespace,
+        "gw",
+        psks=psk,
+        connections=[
+            _connection(
+                str(topo.right.address),
+                str(topo.left.address),
+                AuthConfig("psk", GW_FQDN),
+                AuthConfig("psk", CLIENT_FQDN),
+                str(topo.right.subnet),
+                str(topo.left.subnet),
+            )
+        ],
+    )
+    client = strongswan_peer(
+        topo.left.namespace,
+        "client",
+        psks=psk,
+        connections=[
+            _connection(
+                str(topo.left.address),
+                str(topo.right.address),
+                AuthConfig("psk", CLIENT_FQDN),
+                AuthConfig("psk", GW_FQDN),
+                str(topo.left.subnet),
+                str(topo.right.subnet),
+            )
+        ],
+    )
+    client.initiate(child="net", ike="ikg")
+    _assert_tunnel(client, gw, topo)
+    assert "with pre-shared key successful" in gw.log()
+    assert "smoke-test-psk" not in gw.log() + client.log()  # the secret never reaches a log
+
+
+def test_lab_close_stops_charon_and_deletes_namespaces(tmp_path: Path) -> None:
+    """Closing the lab (what every fixture does) stops the charon it started and removes its namespaces."""
+    with NetnsLab() as lab:
+        topo = Topology.two_hosts(lab)
+        peer = StrongSwanPeer(
+            topo.right.namespace,
+            tmp_path / "solo",
+            name="solo",
+            connections=[
+                ConnectionConfig(
+                    local_addrs=[str(topo.right.address)],
+                    remote_addrs=["%any"],
+                    local=AuthConfig("psk", GW_FQDN),
+                    remote=AuthConfig("psk"),
+                )
+            ],
+            psks=[PskSecret([GW_FQDN], "x" * 20)],
+        ).start()
+        pid = peer.pid
+        names = [ns.name for ns in lab.namespaces]
+        assert pid in live_charons() and set(names) <= set(live_namespaces())
+        assert "ipsec0" in topo.right.namespace.ip("link").stdout  # libipsec's TUN device
+    assert pid not in live_charons()
+    assert not Path(f"/proc/{pid}").exists() or "charon" not in Path(f"/proc/{pid}/cmdline").read_text()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert not any(name in listed for name in names)
