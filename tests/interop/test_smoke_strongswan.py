@@ -206,3 +206,50 @@ def test_lab_close_stops_charon_and_deletes_namespaces(tmp_path: Path) -> None:
     assert not Path(f"/proc/{pid}").exists() or "charon" not in Path(f"/proc/{pid}/cmdline").read_text()
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not any(name in listed for name in names)
+
+
+def test_psk_tunnel_through_nat(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory
+) -> None:
+    """Client behind the masquerading router: both sides see the real NAT (RFC 7296 §2.23); ESP flows."""
+    topo = netns_topology("nat")
+    psk = [PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret="nat-test-psk-0b9e8d7c6a5f4e3d")]
+    gw = strongswan_peer(
+        topo.right.namespace,
+        "gw",
+        psks=psk,
+        connections=[
+            _connection(
+                str(topo.right.address),
+                "%any",
+                AuthConfig("psk", GW_FQDN),
+                AuthConfig("psk", CLIENT_FQDN),
+                str(topo.right.subnet),
+                str(topo.left.subnet),
+            )
+        ],
+    )
+    client = strongswan_peer(
+        topo.left.namespace,
+        "client",
+        psks=psk,
+        connections=[
+            _connection(
+                str(topo.left.address),
+                str(topo.right.address),
+                AuthConfig("psk", CLIENT_FQDN),
+                AuthConfig("psk", GW_FQDN),
+                str(topo.left.subnet),
+                str(topo.right.subnet),
+            )
+        ],
+    )
+    client.initiate(child="net", ike="ikg")
+    c_sa = client.wait_established("ikg", "net")
+    g_sa = gw.wait_established("ikg", "net")
+    assert c_sa.local_host == str(topo.left.address) and g_sa.remote_host == str(topo.public_address)
+    assert c_sa.nat_local and not c_sa.nat_fake  # a real NAT, not libipsec's faked one
+    assert g_sa.nat_remote
+    result = _ping(topo, 2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert gw.list_sas()[0].child("net").packets_in >= 2
