@@ -293,6 +293,17 @@ class IkeSaInfo:
         )
 
 
+def _decode(value: Any) -> Any:
+    """vici values (bytes, lists, nested dicts) as plain str/list/dict."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, Mapping):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -498,6 +509,11 @@ class StrongSwanPeer:
         filters = {"ike": ike} if ike else None
         events = self._vici("list-sas", lambda s: list(s.list_sas(filters)))
         return [IkeSaInfo.parse(name, raw) for event in events for name, raw in event.items()]
+
+    def list_conns(self) -> dict[str, Any]:
+        """Loaded connections as charon understood them (vici list-conns), bytes decoded to str."""
+        events = self._vici("list-conns", lambda s: list(s.list_conns()))
+        return {name: _decode(raw) for event in events for name, raw in event.items()}
 
     def initiate(self, child: str | None = None, ike: str | None = None, timeout: float = 10.0) -> list[str]:
         """Initiate a CHILD_SA (and its IKE_SA) and wait for the result; returns charon's control log."""

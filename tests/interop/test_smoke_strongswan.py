@@ -253,3 +253,41 @@ def test_psk_tunnel_through_nat(
     result = _ping(topo, 2)
     assert result.returncode == 0, result.stdout + result.stderr
     assert gw.list_sas()[0].child("net").packets_in >= 2
+
+
+def test_config_writer_survives_charons_parser(netns_lab: NetnsLab, strongswan_peer: PeerFactory) -> None:
+    """Values with spaces, commas and quotes (DN identities) reach charon unchanged through swanctl.conf."""
+    ns = netns_lab.namespace("cfg")
+    dn = 'C=CH, O=ikeguard "lab", CN=gw.ss-lab.example'
+    peer = strongswan_peer(
+        ns,
+        "cfg",
+        psks=[PskSecret([dn], 'p"s k,#1')],
+        connections=[
+            ConnectionConfig(
+                name="quoted",
+                local_addrs=["192.0.2.1"],
+                remote_addrs=["192.0.2.2", "192.0.2.3"],
+                local=AuthConfig("psk", dn),
+                remote=AuthConfig("psk", "client.ss-lab.example"),
+                proposals=["aes256gcm16-prfsha384-ecp384", "aes128gcm16-prfsha256-ecp256"],
+                children=[
+                    ChildConfig(
+                        "net",
+                        ["198.51.100.0/25", "2001:db8:0:a::/64"],
+                        ["198.51.100.128/25"],
+                        ["aes256gcm16-ecp384"],
+                        rekey_time="90m",
+                    )
+                ],
+            )
+        ],
+    )
+    conn = peer.list_conns()["quoted"]
+    assert conn["local_addrs"] == ["192.0.2.1"] and conn["remote_addrs"] == ["192.0.2.2", "192.0.2.3"]
+    assert conn["local-1"]["id"] == dn
+    child = conn["children"]["net"]
+    assert child["local-ts"] == ["198.51.100.0/25", "2001:db8:0:a::/64"]
+    assert child["remote-ts"] == ["198.51.100.128/25"]
+    assert child["rekey_time"] == str(90 * 60)
+    assert "loaded ike secret 'ike-0'" in peer.swanctl("--load-creds", "--noprompt").stdout

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -38,6 +38,8 @@ __all__ = [
     "install_signal_handlers",
     "live_namespaces",
     "started_pids",
+    "stop_process",
+    "wait_until",
 ]
 
 IP = "ip"
@@ -494,7 +496,7 @@ class Topology:
         )
 
 
-def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
     """Poll `predicate()` until true or `timeout` s passed; returns the last result as bool."""
     deadline = time.monotonic() + timeout
     while True:
