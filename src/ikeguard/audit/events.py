@@ -1,0 +1,197 @@
+"""The audit event catalogue (shared/INTERFACE.md "Audit events") and the event the gateway gives the store.
+
+Pure module: no IO, no clock. The store assigns ``seq`` and ``time`` (time is passed in by the caller), so an
+``AuditEvent`` is only *what* happened. Secrets never enter a record: field names and values that look like
+key material are refused with ``SecretInAuditEvent`` (PCI DSS 3.x / 10.2, compliance.md §8.4).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from types import MappingProxyType
+
+DetailValue = str | int | bool
+
+
+class EventName(StrEnum):
+    """Event names (the syslog MSGID); extend, never rename (INTERFACE.md)."""
+
+    IKE_UP = "ike.up"
+    IKE_DOWN = "ike.down"
+    IKE_REKEYED = "ike.rekeyed"
+    IKE_REAUTH = "ike.reauth"
+    CHILD_UP = "child.up"
+    CHILD_DOWN = "child.down"
+    CHILD_REKEYED = "child.rekeyed"
+    AUTH_SUCCESS = "auth.success"
+    AUTH_FAILURE = "auth.failure"
+    CERT_VALIDATED = "cert.validated"
+    CERT_REJECTED = "cert.rejected"
+    CERT_EXPIRING = "cert.expiring"
+    REVOCATION_FAILED = "revocation.failed"
+    PROPOSAL_REJECTED = "proposal.rejected"
+    TS_REJECTED = "ts.rejected"
+    DPD_TIMEOUT = "dpd.timeout"
+    DOS_COOKIES_ON = "dos.cookies_on"
+    DOS_COOKIES_OFF = "dos.cookies_off"
+    CONFIG_LOADED = "config.loaded"
+    CONFIG_REJECTED = "config.rejected"
+    WAIVER_APPLIED = "waiver.applied"
+    PEER_ADDED = "peer.added"
+    PEER_DISABLED = "peer.disabled"
+    PEER_ENABLED = "peer.enabled"
+    ADMIN_COMMAND = "admin.command"
+    AUDIT_ACCESSED = "audit.accessed"
+    AUDIT_EXPORTED = "audit.exported"
+    AUDIT_ARCHIVED = "audit.archived"
+    AUDIT_INITIALISED = "audit.initialised"
+    AUDIT_SINK_DOWN = "audit.sink.down"
+    AUDIT_SINK_UP = "audit.sink.up"
+    AUDIT_SPOOL_HIGH = "audit.spool.high"
+    AUDIT_STORE_FAILED = "audit.store.failed"
+    AUDIT_STORE_RECOVERED = "audit.store.recovered"
+    CLOCK_STATUS = "clock.status"
+    SERVICE_STARTED = "service.started"
+    SERVICE_STOPPED = "service.stopped"
+
+
+class Outcome(StrEnum):
+    """Success or failure of the action the event reports (PCI DSS 10.2.2)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    UNKNOWN = "unknown"
+
+
+# RFC 5424 §6.2.1 severities (compliance.md §8.4): 6 informational, 5 notice, 4 warning, 3 error.
+_WARNING = {
+    EventName.AUTH_FAILURE, EventName.CERT_REJECTED, EventName.CERT_EXPIRING, EventName.REVOCATION_FAILED,
+    EventName.PROPOSAL_REJECTED, EventName.CONFIG_REJECTED, EventName.WAIVER_APPLIED, EventName.DPD_TIMEOUT,
+    EventName.AUDIT_SINK_DOWN, EventName.AUDIT_SPOOL_HIGH,
+}
+_NOTICE = {
+    EventName.TS_REJECTED, EventName.ADMIN_COMMAND, EventName.AUDIT_ACCESSED, EventName.AUDIT_EXPORTED,
+    EventName.AUDIT_ARCHIVED, EventName.PEER_ADDED, EventName.PEER_DISABLED, EventName.PEER_ENABLED,
+    EventName.DOS_COOKIES_ON, EventName.DOS_COOKIES_OFF, EventName.CONFIG_LOADED, EventName.CLOCK_STATUS,
+    EventName.AUDIT_INITIALISED, EventName.SERVICE_STARTED, EventName.SERVICE_STOPPED,
+}
+_ERROR = {EventName.AUDIT_STORE_FAILED}
+
+
+def severity(name: EventName, outcome: Outcome) -> int:
+    """RFC 5424 severity (compliance.md §8.4: 3 error on logging failure, 4 warning on refusals)."""
+    if name in _ERROR:
+        return 3
+    if name in _WARNING or outcome is Outcome.FAILURE:
+        return 4
+    if name in _NOTICE:
+        return 5
+    return 6
+
+
+class AuditEventError(ValueError):
+    """An audit event that must not be recorded as given (bad field, or a value that looks like a secret)."""
+
+
+class SecretInAuditEvent(AuditEventError):
+    """A field name or value looks like key material; secrets never enter the audit trail."""
+
+
+_SECRET_NAME = re.compile(
+    r"(secret|psk|passw|passphrase|private|skeyseed|keymat|^sk_|_sk_|nonce_?data|shared_?key|token|credential)",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(r"(PRIVATE KEY-----|^0s[A-Za-z0-9+/=]{16,}$)")
+_DETAIL_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,31}$")
+MAX_TEXT = 2048
+
+
+def _check_text(name: str, value: str) -> None:
+    if len(value) > MAX_TEXT:
+        raise AuditEventError(f"audit field {name!r} longer than {MAX_TEXT} characters")
+    if "\x00" in value:
+        raise AuditEventError(f"audit field {name!r} contains NUL")
+    if _SECRET_VALUE.search(value):
+        raise SecretInAuditEvent(f"audit field {name!r} looks like key material; refused")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One security-relevant event (INTERFACE.md "Audit events"); the store adds seq, time and the chain.
+
+    Empty strings / ``None`` mean "not applicable". ``details`` holds event-specific fields (e.g. ``command``,
+    ``sink``, ``spi_in``); names are short lowercase identifiers and must not look like secrets.
+    """
+
+    event: EventName
+    outcome: Outcome = Outcome.SUCCESS
+    reason: str = ""
+    connection: str = ""
+    ike_uniqueid: int | None = None
+    local_addr: str = ""
+    local_id: str = ""
+    remote_addr: str = ""
+    remote_id: str = ""
+    cert_subject: str = ""
+    cert_serial: str = ""
+    cert_issuer: str = ""
+    user: str = ""
+    proposal: str = ""
+    admin: str = ""
+    details: Mapping[str, DetailValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event, EventName):
+            object.__setattr__(self, "event", EventName(self.event))
+        if not isinstance(self.outcome, Outcome):
+            object.__setattr__(self, "outcome", Outcome(self.outcome))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str):
+                _check_text(f.name, value)
+        if self.ike_uniqueid is not None and (isinstance(self.ike_uniqueid, bool) or self.ike_uniqueid < 0):
+            raise AuditEventError("ike_uniqueid must be a non-negative integer")
+        clean: dict[str, DetailValue] = {}
+        for key, value in self.details.items():
+            if not isinstance(key, str) or not _DETAIL_NAME.match(key):
+                raise AuditEventError(f"audit detail name {key!r} is not a short lowercase identifier")
+            if _SECRET_NAME.search(key):
+                raise SecretInAuditEvent(f"audit detail {key!r} looks like a secret; refused")
+            if not isinstance(value, str | int | bool):
+                raise AuditEventError(f"audit detail {key!r} must be str, int or bool")
+            if isinstance(value, str):
+                _check_text(key, value)
+            clean[key] = value
+        object.__setattr__(self, "details", MappingProxyType(dict(sorted(clean.items()))))
+
+    def fields_dict(self) -> dict[str, str | int | bool | dict[str, DetailValue]]:
+        """The non-empty fields as plain JSON-able values (the record body the store chains and seals)."""
+        out: dict[str, str | int | bool | dict[str, DetailValue]] = {
+            "event": self.event.value, "outcome": self.outcome.value,
+        }
+        for f in fields(self):
+            if f.name in ("event", "outcome", "details"):
+                continue
+            value = getattr(self, f.name)
+            if value is None or value == "":
+                continue
+            out[f.name] = value
+        if self.details:
+            out["details"] = dict(self.details)
+        return out
+
+
+# The top-level record fields, in canonical order (used by sinks and the verifier).
+EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AuditEvent))
+
+
+def event_from_fields(data: Mapping[str, object]) -> AuditEvent:
+    """Rebuild an ``AuditEvent`` from ``fields_dict()`` output (used when reading records back)."""
+    kwargs: dict[str, object] = {k: v for k, v in data.items() if k in EVENT_FIELDS}
+    details = kwargs.get("details")
+    if details is not None and not isinstance(details, Mapping):
+        raise AuditEventError("details must be a mapping")
+    return AuditEvent(**kwargs)  # type: ignore[arg-type]
