@@ -130,12 +130,13 @@ def test_teardown_on_exception_stops_processes_and_deletes_namespaces() -> None:
     assert not set(names) & set(live_namespaces())
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_teardown_when_the_owner_is_signalled(sig: signal.Signals, tmp_path: Path) -> None:
     """A separate Python process builds a lab and is killed by SIGTERM or Ctrl-C: it must clean up itself."""
     script = textwrap.dedent("""
-        import sys, time
+        import signal, sys, time
         from ikeguard.tools.netns import NetnsLab, Topology, install_signal_handlers
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even when backgrounded
         install_signal_handlers()
         lab = NetnsLab()  # no with-block: the atexit/signal path must do the work
         topo = Topology.behind_nat(lab)
@@ -145,16 +146,22 @@ def test_teardown_when_the_owner_is_signalled(sig: signal.Signals, tmp_path: Pat
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    names: list[str] = []
+    child_pid = "0"
     try:
         assert owner.stdout is not None
         *names, child_pid = owner.stdout.readline().split()
         assert len(names) == 3 and set(names) <= set(_netns_list().split())
         owner.send_signal(sig)
-        owner.wait(timeout=20)
+        assert owner.wait(timeout=20) != 0
     finally:
-        if owner.poll() is None:
+        if owner.poll() is None:  # the test failed: remove what the owner could not (ours, by PID and name)
             owner.kill()
             owner.wait()
+            if int(child_pid) and _pid_alive(int(child_pid)):
+                os.kill(int(child_pid), signal.SIGKILL)
+            for name in names:
+                subprocess.run(["ip", "netns", "del", name], check=False)
     deadline = time.monotonic() + 5
     while _pid_alive(int(child_pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
