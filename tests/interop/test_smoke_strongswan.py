@@ -291,3 +291,61 @@ def test_config_writer_survives_charons_parser(netns_lab: NetnsLab, strongswan_p
     assert child["remote-ts"] == ["198.51.100.128/25"]
     assert child["rekey_time"] == str(90 * 60)
     assert "loaded ike secret 'ike-0'" in peer.swanctl("--load-creds", "--noprompt").stdout
+
+
+def test_psk_tunnel_over_ipv6(netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory) -> None:
+    """IPv6 outer addresses and IPv6 protected subnets: the same harness, the other family."""
+    topo = netns_topology("direct")
+    psk = [PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret="v6-test-psk-5e4d3c2b1a0f9e8d")]
+    gw = strongswan_peer(
+        topo.right.namespace,
+        "gw",
+        psks=psk,
+        connections=[
+            _connection(
+                str(topo.right.address6),
+                str(topo.left.address6),
+                AuthConfig("psk", GW_FQDN),
+                AuthConfig("psk", CLIENT_FQDN),
+                str(topo.right.subnet6),
+                str(topo.left.subnet6),
+            )
+        ],
+    )
+    client = strongswan_peer(
+        topo.left.namespace,
+        "client",
+        psks=psk,
+        connections=[
+            _connection(
+                str(topo.left.address6),
+                str(topo.right.address6),
+                AuthConfig("psk", CLIENT_FQDN),
+                AuthConfig("psk", GW_FQDN),
+                str(topo.left.subnet6),
+                str(topo.right.subnet6),
+            )
+        ],
+    )
+    client.initiate(child="net", ike="ikg")
+    c_sa = client.wait_established("ikg", "net")
+    gw.wait_established("ikg", "net")
+    assert c_sa.remote_host == str(topo.right.address6)
+    assert c_sa.child("net").remote_ts == (str(topo.right.subnet6),)
+    result = topo.left.namespace.run(
+        "ping",
+        "-6",
+        "-n",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-I",
+        str(topo.left.subnet_address6),
+        str(topo.right.subnet_address6),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert gw.list_sas()[0].child("net").packets_in >= 2
