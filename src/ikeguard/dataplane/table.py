@@ -170,6 +170,13 @@ class SaTable:
         sa = table.get(spi)
         return sa.counters if sa is not None else None
 
+    def all_counters(self) -> list[tuple[int, SaDirection, SaCounters]]:
+        """(SPI, direction, counters) of every installed SA."""
+        with self._lock:
+            return [(spi, SaDirection.INBOUND, sa.counters) for spi, sa in self._inbound.items()] + [
+                (spi, SaDirection.OUTBOUND, sa.counters) for spi, sa in self._outbound.items()
+            ]
+
     def _drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 

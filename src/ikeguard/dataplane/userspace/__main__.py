@@ -1,0 +1,129 @@
+"""Standalone userspace data plane with static SAs: ``python -m ikeguard.dataplane.userspace CONFIG.json``.
+
+Config: ``{"tun", "tun_addresses", "listen", "port", "path_mtu", "policies": [{"child", "local_ts",
+"remote_ts"}], "sas": [...], "keepalive": {"peer", "interval"}}`` (SAs as in :mod:`.config`). After set-up it
+prints ``{"ready": true}``; then it reads one JSON command per line on stdin (``add_sa``, ``delete_sa``,
+``remove_policy``, ``counters``, ``set_path_mtu``) and answers one JSON line each. SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from typing import Any
+
+from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent, SaDirection
+from ikeguard.dataplane.userspace.config import endpoint, sa_from_json, selectors
+from ikeguard.dataplane.userspace.plane import UserspaceDataPlane
+
+
+def _reply(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _counters(plane: UserspaceDataPlane) -> dict[str, Any]:
+    sas = [{"spi": f"{spi:08x}", "direction": d.value, **c.as_dict()}
+           for spi, d, c in plane.table.all_counters()]
+    return {"ok": True, "sas": sas, "drops": dict(plane.table.drops), "stats": dict(plane.stats)}
+
+
+def handle(plane: UserspaceDataPlane, cmd: dict[str, Any], events: list[DataPlaneEvent]) -> dict[str, Any]:
+    """Apply one control command."""
+    op = cmd.get("op")
+    try:
+        if op == "add_sa":
+            plane.add_sa(sa_from_json(cmd["sa"]))
+        elif op == "delete_sa":
+            spi = cmd["spi"]
+            plane.delete_sa(int(spi, 0) if isinstance(spi, str) else int(spi), SaDirection(cmd["direction"]))
+        elif op == "remove_policy":
+            plane.remove_policy(int(cmd["child"]))
+        elif op == "set_path_mtu":
+            plane.set_path_mtu(int(cmd["mtu"]))
+        elif op == "counters":
+            return _counters(plane)
+        elif op == "events":
+            out = [{"type": type(e).__name__, **{k: str(v) for k, v in vars(e).items()}} for e in events]
+            events.clear()
+            return {"ok": True, "events": out}
+        else:
+            return {"ok": False, "error": f"unknown op {op!r}"}
+    except (DataPlaneError, KeyError, ValueError, OSError) as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True}
+
+
+async def run(config: dict[str, Any]) -> None:
+    """Set up the data plane from ``config`` and serve until SIGTERM/SIGINT or stdin closes."""
+    listen = endpoint(f"{config['listen']}:{config.get('port', 4500)}")
+    family = socket.AF_INET6 if listen.address.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((str(listen.address), listen.port))
+    plane = UserspaceDataPlane(config.get("tun", "ikg0"), sock, path_mtu=int(config.get("path_mtu", 1500)),
+                               tun_addresses=tuple(config.get("tun_addresses", ())))
+    events: list[DataPlaneEvent] = []
+    plane.subscribe(events.append)
+    for pol in config.get("policies", ()):
+        plane.add_policy(int(pol["child"]), selectors(pol["local_ts"]), selectors(pol["remote_ts"]))
+    for sa in config.get("sas", ()):
+        plane.add_sa(sa_from_json(sa))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    plane.start(loop)
+
+    def on_stdin() -> None:
+        line = sys.stdin.readline()
+        if not line:
+            loop.remove_reader(sys.stdin.fileno())
+            stop.set()
+            return
+        try:
+            cmd = json.loads(line)
+        except json.JSONDecodeError as exc:
+            _reply({"ok": False, "error": f"bad JSON: {exc}"})
+            return
+        _reply(handle(plane, cmd, events))
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
+    keepalive = config.get("keepalive")
+    if keepalive:
+        peer = endpoint(keepalive["peer"])
+
+        async def keepalives() -> None:
+            while True:
+                plane.send_keepalive((str(peer.address), peer.port))
+                await asyncio.sleep(float(keepalive.get("interval", 20)))
+
+        task = asyncio.create_task(keepalives())
+    _reply({"ready": True, "tun": plane.tun_name, "tun_mtu": plane.tun_mtu()})
+    await stop.wait()
+    if keepalive:
+        task.cancel()
+    plane.close()
+    sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m ikeguard.dataplane.userspace CONFIG.json", file=sys.stderr)
+        return 2
+    with open(args[0]) as f:
+        config = json.load(f)
+    try:
+        asyncio.run(run(config))
+    except (DataPlaneError, OSError) as exc:
+        print(f"ikeguard data plane: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

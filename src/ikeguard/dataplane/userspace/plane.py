@@ -1,0 +1,192 @@
+"""The userspace data plane: ESP (RFC 4303) in UDP (RFC 3948) over a TUN device, on the IKE NAT-T socket.
+
+One UDP socket (normally port 4500) carries IKE and ESP; datagrams are demultiplexed by the non-ESP marker
+(RFC 3948 §2.2): four zero octets = IKE (handed to ``on_ike`` without the marker), a single 0xFF = NAT
+keepalive (§2.3, counted and dropped), anything else = ESP. Runs on an asyncio loop: readers on the TUN fd
+and the socket drain up to ``BATCH`` packets per wake-up. Packet logic lives in :class:`SaTable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+from collections.abc import Callable
+
+from ikeguard.dataplane.base import (
+    DataPlaneFeatures,
+    EventCallback,
+    SaConfig,
+    SaCounters,
+    SaDirection,
+    SaEndpoint,
+)
+from ikeguard.dataplane.esp import AEAD_TRANSFORMS, CBC_TRANSFORMS, INTEG_TRANSFORMS
+from ikeguard.dataplane.table import SaTable, Send
+from ikeguard.dataplane.userspace.routes import install_routes, remove_routes
+from ikeguard.dataplane.userspace.tun import configure_tun, open_tun
+from ikeguard.policy.ts import TrafficSelector
+
+BATCH = 64
+SOCKET_BUFFER = 4 << 20  # bursts of a TCP window must not overflow the UDP socket
+NON_ESP_MARKER = b"\x00\x00\x00\x00"
+KEEPALIVE = b"\xff"
+IkeCallback = Callable[[bytes, tuple[str, int]], None]
+
+FEATURES = DataPlaneFeatures(
+    name="userspace",
+    encr=frozenset((int(e), b) for e, b in (*AEAD_TRANSFORMS, *CBC_TRANSFORMS)),
+    integ=frozenset(int(i) for i in INTEG_TRANSFORMS),
+    udp_encap=True, esn=True, transport_mode=False, moves_packets=True,
+)  # fmt: skip
+
+
+def _ike_ignored(data: bytes, addr: tuple[str, int]) -> None:
+    """Default IKE receiver when no service is attached (standalone data plane)."""
+
+
+class UserspaceDataPlane:
+    """Implements :class:`ikeguard.dataplane.base.DataPlane` with a TUN device and one UDP socket."""
+
+    def __init__(self, tun_name: str, sock: socket.socket, *, path_mtu: int = 1500,
+                 tun_addresses: tuple[str, ...] = (), on_ike: IkeCallback = _ike_ignored) -> None:
+        self.table = SaTable(path_mtu=path_mtu)
+        self.sock = sock
+        self.on_ike = on_ike
+        self.stats: dict[str, int] = {"keepalives_in": 0, "ike_in": 0, "send_errors": 0, "tun_errors": 0}
+        self.tun_fd, self.tun_name = open_tun(tun_name)
+        self._sources: dict[int, str] = {}
+        for cidr in tun_addresses:
+            iface = ipaddress.ip_interface(cidr)
+            self._sources.setdefault(iface.version, str(iface.ip))
+            if iface.version == 4:
+                self.table.icmp_source4 = iface.ip.packed
+            else:
+                self.table.icmp_source6 = iface.ip.packed
+        configure_tun(self.tun_name, self.tun_mtu(), tun_addresses)
+        self._routes: dict[int, list[str]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        sock.setblocking(True)  # sends block briefly under pressure (backpressure); reads use MSG_DONTWAIT
+        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # 33/32 = SO_*BUFFORCE
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+
+    # --- DataPlane ------------------------------------------------------------------------------
+    @property
+    def features(self) -> DataPlaneFeatures:
+        """What this backend implements."""
+        return FEATURES
+
+    def alloc_spi(self) -> int:
+        """A fresh inbound SPI."""
+        return self.table.alloc_spi()
+
+    def add_sa(self, sa: SaConfig) -> None:
+        """Install one direction (outbound: make-before-break switch of its policy)."""
+        self.table.add_sa(sa)
+        if sa.direction is SaDirection.OUTBOUND and sa.child_uniqueid not in self._routes:
+            self.add_policy(sa.child_uniqueid, sa.local_ts, sa.remote_ts)
+
+    def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint,
+                            encap: bool) -> None:
+        """Move SAs to new outer endpoints."""
+        self.table.update_sa_addresses(spis, local, remote)
+
+    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
+        """Remove one direction; routes stay (fail closed)."""
+        return self.table.delete_sa(spi, direction)
+
+    def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
+                   remote_ts: tuple[TrafficSelector, ...]) -> None:
+        """Route the remote selectors into the TUN (with the blackhole fallback)."""
+        self.table.add_policy(child_uniqueid, local_ts, remote_ts)
+        self._routes[child_uniqueid] = install_routes(self.tun_name, remote_ts, self._sources)
+
+    def remove_policy(self, child_uniqueid: int) -> None:
+        """Remove a Child SA's policy and its routes."""
+        self.table.remove_policy(child_uniqueid)
+        remove_routes(self.tun_name, self._routes.pop(child_uniqueid, []))
+
+    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
+        """Live counters of one SA."""
+        return self.table.counters(spi, direction)
+
+    def subscribe(self, callback: EventCallback) -> None:
+        """Deliver upcalls to ``callback``."""
+        self.table.subscribe(callback)
+
+    # --- IKE side of the shared socket -------------------------------------------------------------
+    def send_ike(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send an IKE message on the NAT-T socket with the non-ESP marker (RFC 3948 §2.2)."""
+        self.sock.sendto(NON_ESP_MARKER + data, addr)
+
+    def send_keepalive(self, addr: tuple[str, int]) -> None:
+        """Send a NAT keepalive (RFC 3948 §2.3)."""
+        self.sock.sendto(KEEPALIVE, addr)
+
+    # --- packet loop ------------------------------------------------------------------------------
+    def tun_mtu(self) -> int:
+        """The TUN MTU: path MTU minus the worst-case ESP-in-UDP overhead of the transforms we run
+        (outer IPv4 + UDP + ESP header + 16-octet IV + 15 padding + trailer + 32-octet ICV)."""
+        return self.table.path_mtu - 28 - (8 + 16 + 15 + 2 + 32)
+
+    def set_path_mtu(self, mtu: int) -> None:
+        """Follow a path MTU change: new SAs' inner MTU, the TUN MTU, and MSS clamping adjust."""
+        self.table.path_mtu = mtu
+        configure_tun(self.tun_name, self.tun_mtu())
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Register the TUN and socket readers on ``loop``."""
+        self._loop = loop
+        loop.add_reader(self.tun_fd, self._on_tun)
+        loop.add_reader(self.sock.fileno(), self._on_udp)
+
+    def close(self) -> None:
+        """Stop reading and close the TUN device (its routes go with it; blackholes stay)."""
+        if self._loop is not None:
+            self._loop.remove_reader(self.tun_fd)
+            self._loop.remove_reader(self.sock.fileno())
+        os.close(self.tun_fd)
+
+    def _on_tun(self) -> None:
+        table, sock, fd = self.table, self.sock, self.tun_fd
+        for _ in range(BATCH):
+            try:
+                pkt = os.read(fd, 65535)
+            except BlockingIOError:
+                return
+            result = table.outbound(pkt)
+            if result is None:
+                continue
+            try:
+                if isinstance(result, Send):
+                    sock.sendto(result.data, (str(result.destination.address), result.destination.port))
+                else:
+                    os.write(fd, result.data)
+            except OSError:
+                self.stats["send_errors"] += 1
+
+    def _on_udp(self) -> None:
+        table, sock, fd = self.table, self.sock, self.tun_fd
+        for _ in range(BATCH):
+            try:
+                data, addr = sock.recvfrom(65535, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            if data[:4] == NON_ESP_MARKER:
+                self.stats["ike_in"] += 1
+                self.on_ike(data[4:], addr)
+                continue
+            if data == KEEPALIVE:
+                self.stats["keepalives_in"] += 1
+                continue
+            inner = table.inbound(data)
+            if inner is None:
+                continue
+            try:
+                os.write(fd, inner)
+            except OSError:
+                self.stats["tun_errors"] += 1

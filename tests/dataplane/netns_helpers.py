@@ -1,0 +1,150 @@
+"""Two ikeguard userspace data planes in network namespaces with static, matching SAs (keys from urandom)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ikeguard.tools.netns import Namespace, Topology, stop_process
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sa_json(spi: int, direction: str, key: str, src: str, dst: str, local_ts: list[str],
+            remote_ts: list[str], encr: str = "aes256gcm16", **extra: Any) -> dict[str, Any]:
+    return {"spi": spi, "direction": direction, "encr": encr, "encr_key": key, "source": f"{src}:4500",
+            "destination": f"{dst}:4500", "local_ts": local_ts, "remote_ts": remote_ts, "replay_window": 128,
+            "child": 1, **extra}
+
+
+@dataclass
+class SaPair:
+    """Keys and SPIs of one Child SA (both directions) between left and right."""
+
+    spi_lr: int
+    spi_rl: int
+    key_lr: str = field(default_factory=lambda: os.urandom(36).hex(), repr=False)
+    key_rl: str = field(default_factory=lambda: os.urandom(36).hex(), repr=False)
+
+    def left(self, topo: Topology) -> tuple[dict[str, Any], dict[str, Any]]:
+        l_, r = topo.left, topo.right
+        lts, rts = [str(l_.subnet)], [str(r.subnet)]
+        return (sa_json(self.spi_lr, "out", self.key_lr, str(l_.address), str(r.address), lts, rts),
+                sa_json(self.spi_rl, "in", self.key_rl, str(r.address), str(l_.address), lts, rts))
+
+    def right(self, topo: Topology) -> tuple[dict[str, Any], dict[str, Any]]:
+        l_, r = topo.left, topo.right
+        lts, rts = [str(r.subnet)], [str(l_.subnet)]
+        return (sa_json(self.spi_rl, "out", self.key_rl, str(r.address), str(l_.address), lts, rts),
+                sa_json(self.spi_lr, "in", self.key_lr, str(l_.address), str(r.address), lts, rts))
+
+
+class DataPlaneProcess:
+    """``python -m ikeguard.dataplane.userspace`` inside a namespace, controlled over stdin/stdout."""
+
+    def __init__(self, ns: Namespace, config: dict[str, Any], workdir: Path) -> None:
+        path = workdir / f"{ns.role}.json"
+        path.write_text(json.dumps(config))
+        self.stderr_path = workdir / f"{ns.role}.stderr"
+        self.stderr = self.stderr_path.open("w")
+        self.proc = ns.popen([sys.executable, "-m", "ikeguard.dataplane.userspace", str(path)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                             cwd=REPO)
+        ready = self._line()
+        assert ready.get("ready"), ready
+
+    def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"data plane exited: {self.stderr_path.read_text()}")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def cmd(self, **command: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        reply = self._line()
+        assert reply.get("ok"), reply
+        return reply
+
+    def sa(self, spi: int, direction: str) -> dict[str, Any]:
+        for sa in self.cmd(op="counters")["sas"]:
+            if sa["spi"] == f"{spi:08x}" and sa["direction"] == direction:
+                return dict(sa)
+        raise AssertionError(f"no SA {spi:08x}/{direction}")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.stderr.close()
+
+
+def start_planes(topo: Topology, pair: SaPair, workdir: Path) -> tuple[DataPlaneProcess, DataPlaneProcess]:
+    def config(side: str) -> dict[str, Any]:
+        host, sas = (topo.left, pair.left(topo)) if side == "left" else (topo.right, pair.right(topo))
+        return {"tun": "ikgdp0", "tun_addresses": [f"{host.subnet_address}/32"], "listen": str(host.address),
+                "port": 4500, "sas": list(sas)}
+
+    right = DataPlaneProcess(topo.right.namespace, config("right"), workdir)
+    left = DataPlaneProcess(topo.left.namespace, config("left"), workdir)
+    return left, right
+
+
+class Capture:
+    """tcpdump on an interface of a namespace, writing a pcap we parse ourselves."""
+
+    def __init__(self, ns: Namespace, ifname: str, bpf: str, path: Path) -> None:
+        self.path = path
+        self.proc = ns.popen(["tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode", "-w", str(path), bpf],
+                             stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline()  # "tcpdump: listening on ..."
+        assert "listening" in line, line
+
+    def stop(self) -> list[bytes]:
+        time.sleep(0.3)
+        stop_process(self.proc)
+        return read_pcap(self.path)
+
+
+def read_pcap(path: Path) -> list[bytes]:
+    """Frames of a classic pcap file (link type Ethernet)."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        return []
+    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    frames, off = [], 24
+    while off + 16 <= len(data):
+        incl = struct.unpack_from(endian + "I", data, off + 8)[0]
+        frames.append(data[off + 16 : off + 16 + incl])
+        off += 16 + incl
+    return frames
+
+
+def udp_payloads(frames: list[bytes]) -> list[bytes]:
+    """UDP payloads of IPv4-over-Ethernet frames."""
+    out = []
+    for f in frames:
+        if len(f) < 42 or f[12:14] != b"\x08\x00" or f[23] != 17:
+            continue
+        ihl = (f[14] & 0x0F) * 4
+        out.append(f[14 + ihl + 8 :])
+    return out
+
+
+def nettool(ns: Namespace, *args: str) -> subprocess.Popen[str]:
+    return ns.popen([sys.executable, "-m", "tests.dataplane.nettools", *args], stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def wait_listening(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "listening"
