@@ -87,11 +87,12 @@ class DataPlaneProcess:
         self.stderr.close()
 
 
-def start_planes(topo: Topology, pair: SaPair, workdir: Path) -> tuple[DataPlaneProcess, DataPlaneProcess]:
+def start_planes(topo: Topology, pair: SaPair, workdir: Path,
+                 **extra: Any) -> tuple[DataPlaneProcess, DataPlaneProcess]:
     def config(side: str) -> dict[str, Any]:
         host, sas = (topo.left, pair.left(topo)) if side == "left" else (topo.right, pair.right(topo))
         return {"tun": "ikgdp0", "tun_addresses": [f"{host.subnet_address}/32"], "listen": str(host.address),
-                "port": 4500, "sas": list(sas)}
+                "port": 4500, "sas": list(sas), **extra}
 
     right = DataPlaneProcess(topo.right.namespace, config("right"), workdir)
     left = DataPlaneProcess(topo.left.namespace, config("left"), workdir)

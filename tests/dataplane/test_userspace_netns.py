@@ -186,3 +186,27 @@ def test_rekey_make_before_break_during_traffic_loses_nothing(tunnel: Tunnel) ->
     got, _ = server.communicate(timeout=30)
     assert sent.strip() == got.strip() and got.startswith(f"{size} ")
     assert_only(t, third)
+
+
+def test_mss_clamping_and_icmp_fragmentation_needed(tmp_path: Path) -> None:
+    """The TUN MTU (1500) is above what fits the path (1400 - 28 - 37 = 1335 inner octets for AES-GCM):
+    TCP still flows because SYNs are clamped, and a DF packet too big for the path gets ICMP back."""
+    with NetnsLab() as lab:
+        topo = Topology.two_hosts(lab, "dpl", "dpr")
+        pair = SaPair(0x1001, 0x2001)
+        left, right = start_planes(topo, pair, tmp_path, path_mtu=1400, tun_mtu=1500)
+        t = Tunnel(topo, pair, left, right, tmp_path)
+        try:
+            sent, got = tcp_transfer(t, 3_000_000)
+            assert sent == got
+            for proc, spi in ((left, pair.spi_lr), (right, pair.spi_rl)):
+                assert "too_big" not in proc.sa(spi, "out")["drops"]  # every segment fit: MSS was clamped
+            result = topo.left.namespace.run(
+                "ping", "-n", "-M", "do", "-s", str(1400 - 28), "-c", "2", "-i", "0.3", "-W", "1",
+                str(topo.right.subnet_address), check=False)
+            assert "mtu = 1335" in result.stdout + result.stderr, result.stdout + result.stderr
+            assert left.sa(pair.spi_lr, "out")["drops"]["too_big"] >= 1
+            ping(t, 2)  # smaller packets still pass
+        finally:
+            left.stop()
+            right.stop()

@@ -65,8 +65,8 @@ class SaTable:
 
     path_mtu: int = 1500
     drops: dict[str, int] = field(default_factory=dict)  # drops not attributable to an SA
-    icmp_source4: bytes = bytes(4)
-    icmp_source6: bytes = bytes(16)
+    icmp_source4: bytes | None = None  # None: the offending packet's destination (passes rp_filter, and
+    icmp_source6: bytes | None = None  # a local address would be dropped as a martian source)
     _inbound: dict[int, InboundSa] = field(default_factory=dict)
     _outbound: dict[int, OutboundSa] = field(default_factory=dict)
     _policies: dict[int, Policy] = field(default_factory=dict)
@@ -209,6 +209,8 @@ class SaTable:
         if needs_too_big(inner, mtu):
             sa.counters.drop("too_big")
             source = self.icmp_source4 if flow.version == 4 else self.icmp_source6
+            if source is None:
+                source = inner[16:20] if flow.version == 4 else inner[24:40]
             icmp = icmp_too_big(inner, mtu, source)
             return ToTun(icmp) if icmp is not None else None
         if flow.protocol == 6:

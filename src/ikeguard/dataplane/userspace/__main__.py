@@ -1,9 +1,10 @@
 """Standalone userspace data plane with static SAs: ``python -m ikeguard.dataplane.userspace CONFIG.json``.
 
-Config: ``{"tun", "tun_addresses", "listen", "port", "path_mtu", "policies": [{"child", "local_ts",
-"remote_ts"}], "sas": [...], "keepalive": {"peer", "interval"}}`` (SAs as in :mod:`.config`). After set-up it
-prints ``{"ready": true}``; then it reads one JSON command per line on stdin (``add_sa``, ``delete_sa``,
-``remove_policy``, ``counters``, ``set_path_mtu``) and answers one JSON line each. SIGTERM stops it.
+Config: ``{"tun", "tun_addresses", "listen", "port", "path_mtu", "tun_mtu", "policies": [{"child",
+"local_ts", "remote_ts"}], "sas": [...], "keepalive": {"peer", "interval"}}`` (SAs as in :mod:`.config`).
+After set-up it prints ``{"ready": true}``; then it reads one JSON command per line on stdin (``add_sa``,
+``delete_sa``, ``remove_policy``, ``counters``, ``events``, ``set_path_mtu``) and answers one JSON line
+each. SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ async def run(config: dict[str, Any]) -> None:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind((str(listen.address), listen.port))
     plane = UserspaceDataPlane(config.get("tun", "ikg0"), sock, path_mtu=int(config.get("path_mtu", 1500)),
-                               tun_addresses=tuple(config.get("tun_addresses", ())))
+                               tun_addresses=tuple(config.get("tun_addresses", ())),
+                               tun_mtu=int(config["tun_mtu"]) if "tun_mtu" in config else None)
     events: list[DataPlaneEvent] = []
     plane.subscribe(events.append)
     for pol in config.get("policies", ()):

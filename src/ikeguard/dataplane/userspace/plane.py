@@ -50,7 +50,8 @@ class UserspaceDataPlane:
     """Implements :class:`ikeguard.dataplane.base.DataPlane` with a TUN device and one UDP socket."""
 
     def __init__(self, tun_name: str, sock: socket.socket, *, path_mtu: int = 1500,
-                 tun_addresses: tuple[str, ...] = (), on_ike: IkeCallback = _ike_ignored) -> None:
+                 tun_addresses: tuple[str, ...] = (), on_ike: IkeCallback = _ike_ignored,
+                 tun_mtu: int | None = None) -> None:
         self.table = SaTable(path_mtu=path_mtu)
         self.sock = sock
         self.on_ike = on_ike
@@ -60,10 +61,7 @@ class UserspaceDataPlane:
         for cidr in tun_addresses:
             iface = ipaddress.ip_interface(cidr)
             self._sources.setdefault(iface.version, str(iface.ip))
-            if iface.version == 4:
-                self.table.icmp_source4 = iface.ip.packed
-            else:
-                self.table.icmp_source6 = iface.ip.packed
+        self.fixed_tun_mtu = tun_mtu
         configure_tun(self.tun_name, self.tun_mtu(), tun_addresses)
         self._routes: dict[int, list[str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,7 +128,10 @@ class UserspaceDataPlane:
     # --- packet loop ------------------------------------------------------------------------------
     def tun_mtu(self) -> int:
         """The TUN MTU: path MTU minus the worst-case ESP-in-UDP overhead of the transforms we run
-        (outer IPv4 + UDP + ESP header + 16-octet IV + 15 padding + trailer + 32-octet ICV)."""
+        (outer IPv4 + UDP + ESP header + 16-octet IV + 15 padding + trailer + 32-octet ICV), unless fixed.
+        Packets larger than an SA's own inner MTU get ICMP "fragmentation needed"/"packet too big"."""
+        if self.fixed_tun_mtu is not None:
+            return self.fixed_tun_mtu
         return self.table.path_mtu - 28 - (8 + 16 + 15 + 2 + 32)
 
     def set_path_mtu(self, mtu: int) -> None:
