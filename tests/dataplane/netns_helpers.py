@@ -87,12 +87,13 @@ class DataPlaneProcess:
         self.stderr.close()
 
 
-def start_planes(topo: Topology, pair: SaPair, workdir: Path,
+def start_planes(topo: Topology, pair: SaPair, workdir: Path, left_extra: dict[str, Any] | None = None,
                  **extra: Any) -> tuple[DataPlaneProcess, DataPlaneProcess]:
     def config(side: str) -> dict[str, Any]:
         host, sas = (topo.left, pair.left(topo)) if side == "left" else (topo.right, pair.right(topo))
+        more = left_extra if side == "left" and left_extra else {}
         return {"tun": "ikgdp0", "tun_addresses": [f"{host.subnet_address}/32"], "listen": str(host.address),
-                "port": 4500, "sas": list(sas), **extra}
+                "port": 4500, "sas": list(sas), **extra, **more}
 
     right = DataPlaneProcess(topo.right.namespace, config("right"), workdir)
     left = DataPlaneProcess(topo.left.namespace, config("left"), workdir)

@@ -4,6 +4,7 @@ TUN device is removed by ``NetnsLab`` also on failure."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -207,6 +208,31 @@ def test_mss_clamping_and_icmp_fragmentation_needed(tmp_path: Path) -> None:
             assert "mtu = 1335" in result.stdout + result.stderr, result.stdout + result.stderr
             assert left.sa(pair.spi_lr, "out")["drops"]["too_big"] >= 1
             ping(t, 2)  # smaller packets still pass
+        finally:
+            left.stop()
+            right.stop()
+
+
+def test_shared_port_demux_ike_keepalive_esp(tmp_path: Path) -> None:
+    """Port 4500 carries IKE (non-ESP marker), NAT keepalives (0xFF) and ESP (RFC 3948 §2.2, §2.3)."""
+    with NetnsLab() as lab:
+        topo = Topology.two_hosts(lab, "dpl", "dpr")
+        pair = SaPair(0x1001, 0x2001)
+        keepalive = {"keepalive": {"peer": f"{topo.right.address}:4500", "interval": 0.2}}
+        left, right = start_planes(topo, pair, tmp_path, left_extra=keepalive)
+        t = Tunnel(topo, pair, left, right, tmp_path)
+        try:
+            ike = bytes(4) + os.urandom(8) + bytes(8) + bytes([0x21, 0x20, 0x22, 0x08]) + bytes(8)
+            (tmp_path / "ike.hex").write_text(f"{ike.hex()}\n{ike.hex()}\n")
+            sender = nettool(topo.left.namespace, "udp-raw", str(topo.right.address), "4500",
+                             str(tmp_path / "ike.hex"))
+            assert sender.wait(timeout=30) == 0
+            ping(t, 2)
+            time.sleep(0.5)
+            counters = right.cmd(op="counters")
+            assert counters["stats"]["ike_in"] == 2
+            assert counters["stats"]["keepalives_in"] >= 2
+            assert counters["drops"] == {}  # neither IKE nor keepalives were taken for ESP
         finally:
             left.stop()
             right.stop()

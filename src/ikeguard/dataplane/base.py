@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ikeguard.engine.events import InstallChildSa
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_CHACHA20_POLY1305 = 28  # EncrId.CHACHA20_POLY1305
 
 
 class SaDirection(Enum):
@@ -77,7 +78,8 @@ class SaConfig:
             spi=sa.spi,
             direction=SaDirection(event.direction.value),
             encr_id=sa.encr_id,
-            encr_key_bits=sa.encr_key_bits or None,
+            # ChaCha20-Poly1305 has no Key Length attribute (RFC 7634 §2); the engine reports its 256 bits
+            encr_key_bits=None if sa.encr_id == _CHACHA20_POLY1305 else (sa.encr_key_bits or None),
             integ_id=sa.integ_id,
             encr_key=bytes(sa.encr_key),
             integ_key=bytes(sa.integ_key),
