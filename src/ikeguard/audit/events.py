@@ -109,13 +109,22 @@ _DETAIL_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,31}$")
 MAX_TEXT = 2048
 
 
-def _check_text(name: str, value: str) -> None:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(value: str) -> str:
+    """Control characters as ``\\xNN`` and lone surrogates as escapes, so a peer-chosen identity can neither
+    split a log line nor break UTF-8 (records and their SIEM copies stay byte-identical)."""
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+
+
+def _check_text(name: str, value: str) -> str:
     if len(value) > MAX_TEXT:
         raise AuditEventError(f"audit field {name!r} longer than {MAX_TEXT} characters")
-    if "\x00" in value:
-        raise AuditEventError(f"audit field {name!r} contains NUL")
     if _SECRET_VALUE.search(value):
         raise SecretInAuditEvent(f"audit field {name!r} looks like key material; refused")
+    return printable(value)
 
 
 @dataclass(frozen=True)
@@ -150,8 +159,8 @@ class AuditEvent:
             object.__setattr__(self, "outcome", Outcome(self.outcome))
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, str):
-                _check_text(f.name, value)
+            if isinstance(value, str) and f.name not in ("event", "outcome"):
+                object.__setattr__(self, f.name, _check_text(f.name, value))
         if self.ike_uniqueid is not None and (isinstance(self.ike_uniqueid, bool) or self.ike_uniqueid < 0):
             raise AuditEventError("ike_uniqueid must be a non-negative integer")
         clean: dict[str, DetailValue] = {}
@@ -163,7 +172,7 @@ class AuditEvent:
             if not isinstance(value, str | int | bool):
                 raise AuditEventError(f"audit detail {key!r} must be str, int or bool")
             if isinstance(value, str):
-                _check_text(key, value)
+                value = _check_text(key, value)
             clean[key] = value
         object.__setattr__(self, "details", MappingProxyType(dict(sorted(clean.items()))))
 
