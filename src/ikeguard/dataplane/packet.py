@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ikeguard.policy.ts import TrafficSelector
 
@@ -19,8 +19,7 @@ _PORT_PROTOCOLS = (6, 17, 132)  # TCP, UDP, SCTP: ports in the first 4 octets of
 _ICMP_PROTOCOLS = (1, 58)
 
 
-@dataclass(frozen=True, slots=True)
-class Flow:
+class Flow(NamedTuple):
     """Selector-relevant fields of one inner packet; ports are None when not visible (fragment, ext hdr)."""
 
     version: int
@@ -43,23 +42,27 @@ def _ports(pkt: bytes, off: int, proto: int) -> tuple[int | None, int | None]:
     return None, None
 
 
+_V4 = struct.Struct("!BxxxxxHxBxxII")  # version/IHL, flags/fragment offset, protocol, source, destination
+_PORTS = struct.Struct("!HH")
+
+
 def parse_flow(pkt: bytes) -> Flow | None:
     """The flow of an IPv4/IPv6 packet, or None when it is not a well-formed IP packet."""
-    if not pkt:
+    if len(pkt) < 20:
         return None
-    version = pkt[0] >> 4
-    if version == 4:
-        ihl = (pkt[0] & 0x0F) * 4
+    if pkt[0] >> 4 == 4:
+        verihl, frag, proto, src, dst = _V4.unpack_from(pkt)
+        ihl = (verihl & 0x0F) * 4
         if ihl < 20 or len(pkt) < ihl:
             return None
-        proto = pkt[9]
-        src = int.from_bytes(pkt[12:16], "big")
-        dst = int.from_bytes(pkt[16:20], "big")
-        if struct.unpack_from("!H", pkt, 6)[0] & 0x1FFF:  # not the first fragment: no ports
+        if frag & 0x1FFF:  # not the first fragment: no ports
             return Flow(4, src, dst, proto, None, None)
+        if proto in _PORT_PROTOCOLS and len(pkt) >= ihl + 4:
+            sport, dport = _PORTS.unpack_from(pkt, ihl)
+            return Flow(4, src, dst, proto, sport, dport)
         sport, dport = _ports(pkt, ihl, proto)
         return Flow(4, src, dst, proto, sport, dport)
-    if version == 6:
+    if pkt[0] >> 4 == 6:
         if len(pkt) < 40:
             return None
         proto = pkt[6]
@@ -104,6 +107,8 @@ def checksum(data: bytes) -> int:
 
 def clamp_mss(pkt: bytes, mss: int) -> bytes:
     """The packet with a TCP SYN's MSS option lowered to ``mss`` (checksum per RFC 1624), else as is."""
+    if len(pkt) < 40:  # no room for an IP and a TCP header
+        return pkt
     version = pkt[0] >> 4
     if version == 4:
         off = (pkt[0] & 0x0F) * 4
@@ -145,7 +150,7 @@ def clamp_mss(pkt: bytes, mss: int) -> bytes:
 
 def needs_too_big(pkt: bytes, mtu: int) -> bool:
     """True when ``pkt`` exceeds ``mtu`` and may not be fragmented (IPv4 DF set, or any IPv6 packet)."""
-    if len(pkt) <= mtu:
+    if len(pkt) <= mtu or len(pkt) < 20:
         return False
     version = pkt[0] >> 4
     return version == 6 or (version == 4 and bool(pkt[6] & 0x40))
@@ -154,9 +159,11 @@ def needs_too_big(pkt: bytes, mtu: int) -> bool:
 def icmp_too_big(pkt: bytes, mtu: int, source: bytes) -> bytes | None:
     """The ICMP error telling the sender of ``pkt`` to use ``mtu`` (sent from ``source``), or None when an
     error must not be sent (the offending packet is itself an ICMP error, RFC 1122 §3.2.2)."""
-    version = pkt[0] >> 4
+    version = pkt[0] >> 4 if len(pkt) >= 40 else 0
     if version == 4:
         ihl = (pkt[0] & 0x0F) * 4
+        if ihl < 20:
+            return None
         if pkt[9] == 1 and len(pkt) > ihl and pkt[ihl] not in (0, 8):
             return None
         quoted = pkt[: ihl + 8]

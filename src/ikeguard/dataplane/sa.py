@@ -22,12 +22,13 @@ from ikeguard.dataplane.esp import (
     EspError,
     EspTransform,
 )
-from ikeguard.dataplane.packet import parse_flow, ts_match
+from ikeguard.dataplane.packet import Flow, parse_flow, ts_match
 from ikeguard.dataplane.replay import ReplayWindow
 from ikeguard.dataplane.sequence import SequenceCounter, SequenceExhausted, SharedSequenceCounter
 
 Emit = Callable[[DataPlaneEvent], None]
 SEQ_SOFT_MARGIN = 1 << 20  # rekey this many numbers before the limit
+FLOW_CACHE_SIZE = 4096
 
 
 def transform_for(config: SaConfig) -> EspTransform:
@@ -43,8 +44,11 @@ class _Lifetimes:
         self.config, self.counters, self.emit = config, counters, emit
         self.fired: set[tuple[bool, str]] = set()
         self.expired = False
+        self.active = any((config.soft_bytes, config.hard_bytes, config.soft_packets, config.hard_packets))
 
     def check(self) -> None:
+        if not self.active:
+            return
         c, cfg = self.counters, self.config
         for hard, kind, limit, value in (
             (False, "bytes", cfg.soft_bytes, c.bytes), (False, "packets", cfg.soft_packets, c.packets),
@@ -109,6 +113,7 @@ class InboundSa:
         self.window = ReplayWindow(config.replay_window, config.esn)
         self.counters = SaCounters()
         self._life = _Lifetimes(config, self.counters, emit)
+        self._allowed: set[Flow] = set()  # flows already found inside the selectors (bounded cache)
 
     def unprotect(self, packet: bytes, seq_low: int) -> bytes | None:
         """The inner packet, or None for a TFC dummy; raises EspError(reason) after counting the drop."""
@@ -135,10 +140,14 @@ class InboundSa:
         flow = parse_flow(inner)
         if flow is None or flow.version != (4 if payload.next_header == NEXT_HEADER_IPV4 else 6):
             raise EspError("malformed", "inner packet is not IP")
-        cfg = self.config
-        if not (ts_match(cfg.remote_ts, flow.version, flow.src, flow.protocol, flow.sport)
-                and ts_match(cfg.local_ts, flow.version, flow.dst, flow.protocol, flow.dport)):
-            raise EspError("selector")
+        if flow not in self._allowed:
+            cfg = self.config
+            if not (ts_match(cfg.remote_ts, flow.version, flow.src, flow.protocol, flow.sport)
+                    and ts_match(cfg.local_ts, flow.version, flow.dst, flow.protocol, flow.dport)):
+                raise EspError("selector")
+            if len(self._allowed) >= FLOW_CACHE_SIZE:
+                self._allowed.clear()
+            self._allowed.add(flow)
         self.counters.bytes += len(inner)
         self.counters.packets += 1
         self._life.check()

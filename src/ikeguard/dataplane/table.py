@@ -24,11 +24,12 @@ from ikeguard.dataplane.base import (
     SaEndpoint,
 )
 from ikeguard.dataplane.esp import EspError, parse_header
-from ikeguard.dataplane.packet import clamp_mss, icmp_too_big, needs_too_big, parse_flow, ts_match
+from ikeguard.dataplane.packet import Flow, clamp_mss, icmp_too_big, needs_too_big, parse_flow, ts_match
 from ikeguard.dataplane.sa import InboundSa, OutboundSa
 from ikeguard.policy.ts import TrafficSelector
 from ikeguard.wire.iana import EncrId
 
+FLOW_CACHE_SIZE = 4096
 IPV4_UDP_OVERHEAD = 20 + 8
 IPV6_UDP_OVERHEAD = 40 + 8
 
@@ -59,6 +60,15 @@ class ToTun:
     data: bytes
 
 
+class _FlowCache(dict[Flow, Policy]):
+    """Flow -> policy; replaced wholesale (with a fresh policy snapshot) whenever policies change, so the
+    packet path never iterates a dict another thread is changing."""
+
+    def __init__(self, policies: tuple[Policy, ...] = ()) -> None:
+        super().__init__()
+        self.policies = policies
+
+
 @dataclass
 class SaTable:
     """All policies and SAs of one data plane; :meth:`outbound` and :meth:`inbound` process packets."""
@@ -72,6 +82,7 @@ class SaTable:
     _policies: dict[int, Policy] = field(default_factory=dict)
     _callbacks: list[EventCallback] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _flow_cache: _FlowCache = field(default_factory=lambda: _FlowCache())
 
     # --- control --------------------------------------------------------------------------------
     def subscribe(self, callback: EventCallback) -> None:
@@ -101,12 +112,15 @@ class SaTable:
                 self._policies[child_uniqueid] = policy
             else:
                 policy.local_ts, policy.remote_ts = local_ts, remote_ts
+            self._flow_cache = _FlowCache(tuple(self._policies.values()))
             return policy
 
     def remove_policy(self, child_uniqueid: int) -> Policy | None:
         """Forget a policy (its routes are the caller's to remove)."""
         with self._lock:
-            return self._policies.pop(child_uniqueid, None)
+            policy = self._policies.pop(child_uniqueid, None)
+            self._flow_cache = _FlowCache(tuple(self._policies.values()))
+            return policy
 
     def policies(self) -> list[Policy]:
         """The current policies."""
@@ -181,6 +195,19 @@ class SaTable:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
     # --- packets ----------------------------------------------------------------------------------
+    def _lookup(self, flow: Flow) -> Policy | None:
+        """The first policy whose selectors contain the flow (RFC 4301 §4.4.1), remembered per flow."""
+        cache = self._flow_cache
+        for policy in cache.policies:
+            if ts_match(policy.local_ts, flow.version, flow.src, flow.protocol, flow.sport) and ts_match(
+                policy.remote_ts, flow.version, flow.dst, flow.protocol, flow.dport
+            ):
+                if len(cache) >= FLOW_CACHE_SIZE:
+                    cache.clear()
+                cache[flow] = policy
+                return policy
+        return None
+
     def inner_mtu(self, sa: OutboundSa) -> int:
         """Largest inner packet that fits the path MTU after ESP-in-UDP (RFC 3948) encapsulation."""
         outer = IPV6_UDP_OVERHEAD if sa.config.destination.address.version == 6 else IPV4_UDP_OVERHEAD
@@ -192,14 +219,12 @@ class SaTable:
         if flow is None:
             self._drop("malformed")
             return None
-        for policy in self._policies.values():
-            if ts_match(policy.local_ts, flow.version, flow.src, flow.protocol, flow.sport) and ts_match(
-                policy.remote_ts, flow.version, flow.dst, flow.protocol, flow.dport
-            ):
-                break
-        else:
-            self._drop("no_policy")
-            return None
+        policy = self._flow_cache.get(flow)
+        if policy is None:
+            policy = self._lookup(flow)
+            if policy is None:
+                self._drop("no_policy")
+                return None
         sa = policy.outbound
         if sa is None:  # fail closed
             policy.no_sa_drops += 1
