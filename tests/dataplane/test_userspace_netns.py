@@ -83,6 +83,8 @@ def test_ping_and_tcp_through_the_tunnel_counters_agree(tunnel: Tunnel) -> None:
         assert out["bytes"] == inb["bytes"]
         assert inb["drops"] == {}
     assert t.left.sa(t.pair.spi_lr, "out")["bytes"] > size  # payload plus TCP/IP headers
+    stats = t.left.cmd(op="counters")["stats"]
+    assert stats["gso_sends"] > 0 and stats["send_errors"] == 0  # bulk data left in UDP GSO batches
 
 
 def test_replayed_corrupted_and_out_of_selector_packets_dropped_and_counted(tunnel: Tunnel) -> None:

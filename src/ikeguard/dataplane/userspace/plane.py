@@ -9,9 +9,11 @@ and the socket drain up to ``BATCH`` packets per wake-up. Packet logic lives in 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import socket
+import struct
 from collections.abc import Callable
 
 from ikeguard.dataplane.base import (
@@ -29,6 +31,10 @@ from ikeguard.dataplane.userspace.tun import configure_tun, open_tun
 from ikeguard.policy.ts import TrafficSelector
 
 BATCH = 64
+SOL_UDP = 17
+UDP_SEGMENT = 103  # linux/udp.h: UDP GSO segment size (cmsg)
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
 SOCKET_BUFFER = 4 << 20  # bursts of a TCP window must not overflow the UDP socket
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
 KEEPALIVE = b"\xff"
@@ -46,6 +52,37 @@ def _ike_ignored(data: bytes, addr: tuple[str, int]) -> None:
     """Default IKE receiver when no service is attached (standalone data plane)."""
 
 
+class _GsoBatch:
+    """Groups consecutive ESP packets for one destination into UDP GSO sends: equal-size segments, the
+    last one may be shorter (kernel rule), at most 64 segments and 64 KiB per send."""
+
+    __slots__ = ("dest", "plane", "segments", "size", "total")
+
+    def __init__(self, plane: UserspaceDataPlane) -> None:
+        self.plane = plane
+        self.dest: tuple[str, int] | None = None
+        self.segments: list[bytes] = []
+        self.size = 0
+        self.total = 0
+
+    def add(self, data: bytes, dest: tuple[str, int]) -> None:
+        n = len(data)
+        if self.segments and (dest != self.dest or n > self.size or self.total + n > GSO_MAX_BYTES
+                              or len(self.segments) >= GSO_MAX_SEGMENTS):
+            self.flush()
+        if not self.segments:
+            self.dest, self.size = dest, n
+        self.segments.append(data)
+        self.total += n
+        if n < self.size:  # a shorter segment ends a GSO batch
+            self.flush()
+
+    def flush(self) -> None:
+        if self.segments and self.dest is not None:
+            self.plane.send_segments(self.segments, self.dest)
+        self.segments, self.total = [], 0
+
+
 class UserspaceDataPlane:
     """Implements :class:`ikeguard.dataplane.base.DataPlane` with a TUN device and one UDP socket."""
 
@@ -55,7 +92,8 @@ class UserspaceDataPlane:
         self.table = SaTable(path_mtu=path_mtu)
         self.sock = sock
         self.on_ike = on_ike
-        self.stats: dict[str, int] = {"keepalives_in": 0, "ike_in": 0, "send_errors": 0, "tun_errors": 0}
+        self.stats: dict[str, int] = {"keepalives_in": 0, "ike_in": 0, "ike_errors": 0, "send_errors": 0,
+                                      "tun_errors": 0, "gso_sends": 0}
         self.tun_fd, self.tun_name = open_tun(tun_name)
         self._sources: dict[int, str] = {}
         for cidr in tun_addresses:
@@ -64,6 +102,7 @@ class UserspaceDataPlane:
         self.fixed_tun_mtu = tun_mtu
         configure_tun(self.tun_name, self.tun_mtu(), tun_addresses)
         self._routes: dict[int, list[str]] = {}
+        self.gso = True
         self._loop: asyncio.AbstractEventLoop | None = None
         sock.setblocking(True)  # sends block briefly under pressure (backpressure); reads use MSG_DONTWAIT
         for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # 33/32 = SO_*BUFFORCE
@@ -153,22 +192,43 @@ class UserspaceDataPlane:
         os.close(self.tun_fd)
 
     def _on_tun(self) -> None:
-        table, sock, fd = self.table, self.sock, self.tun_fd
+        table, fd = self.table, self.tun_fd
+        batch = _GsoBatch(self)
         for _ in range(BATCH):
             try:
                 pkt = os.read(fd, 65535)
             except BlockingIOError:
-                return
+                break
             result = table.outbound(pkt)
             if result is None:
                 continue
+            if isinstance(result, Send):
+                batch.add(result.data, (str(result.destination.address), result.destination.port))
+                continue
             try:
-                if isinstance(result, Send):
-                    sock.sendto(result.data, (str(result.destination.address), result.destination.port))
-                else:
-                    os.write(fd, result.data)
+                os.write(fd, result.data)
             except OSError:
-                self.stats["send_errors"] += 1
+                self.stats["tun_errors"] += 1
+        batch.flush()
+
+    def send_segments(self, segments: list[bytes], dest: tuple[str, int]) -> None:
+        """Send ESP packets to one destination: one ``sendmsg`` with UDP GSO (``UDP_SEGMENT``) when there
+        are several and the kernel supports it, else one ``sendto`` each."""
+        try:
+            if len(segments) > 1 and self.gso:
+                try:
+                    self.sock.sendmsg([b"".join(segments)],
+                                      [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(segments[0])))], 0, dest)
+                    self.stats["gso_sends"] += 1
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                        raise
+                    self.gso = False  # kernel or device without UDP GSO: plain sends from now on
+            for seg in segments:
+                self.sock.sendto(seg, dest)
+        except OSError:
+            self.stats["send_errors"] += 1
 
     def _on_udp(self) -> None:
         table, sock, fd = self.table, self.sock, self.tun_fd
@@ -179,7 +239,10 @@ class UserspaceDataPlane:
                 return
             if data[:4] == NON_ESP_MARKER:
                 self.stats["ike_in"] += 1
-                self.on_ike(data[4:], addr)
+                try:
+                    self.on_ike(data[4:], addr)
+                except Exception:  # a receiver bug must not stop the data path; counted for metrics
+                    self.stats["ike_errors"] += 1
                 continue
             if data == KEEPALIVE:
                 self.stats["keepalives_in"] += 1
