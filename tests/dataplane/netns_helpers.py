@@ -24,26 +24,43 @@ def sa_json(spi: int, direction: str, key: str, src: str, dst: str, local_ts: li
             "child": 1, **extra}
 
 
+KEY_LENGTHS = {"aes256gcm16": 36, "aes128gcm16": 20, "chacha20poly1305": 36, "aes256": 32, "aes128": 16}
+INTEG_KEY_LENGTHS = {"": 0, "sha256": 32, "sha384": 48, "sha512": 64}
+
+
 @dataclass
 class SaPair:
     """Keys and SPIs of one Child SA (both directions) between left and right."""
 
     spi_lr: int
     spi_rl: int
-    key_lr: str = field(default_factory=lambda: os.urandom(36).hex(), repr=False)
-    key_rl: str = field(default_factory=lambda: os.urandom(36).hex(), repr=False)
+    encr: str = "aes256gcm16"
+    integ: str = ""
+    esn: bool = False
+    keys: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for d in ("lr", "rl"):
+            self.keys[d] = os.urandom(KEY_LENGTHS[self.encr]).hex()
+            self.keys[d + "_integ"] = os.urandom(INTEG_KEY_LENGTHS[self.integ]).hex()
+
+    def _sa(self, d: str, direction: str, src: str, dst: str, lts: list[str],
+            rts: list[str]) -> dict[str, Any]:
+        spi = self.spi_lr if d == "lr" else self.spi_rl
+        return sa_json(spi, direction, self.keys[d], src, dst, lts, rts, encr=self.encr, integ=self.integ,
+                       integ_key=self.keys[d + "_integ"], esn=self.esn)
 
     def left(self, topo: Topology) -> tuple[dict[str, Any], dict[str, Any]]:
         l_, r = topo.left, topo.right
         lts, rts = [str(l_.subnet)], [str(r.subnet)]
-        return (sa_json(self.spi_lr, "out", self.key_lr, str(l_.address), str(r.address), lts, rts),
-                sa_json(self.spi_rl, "in", self.key_rl, str(r.address), str(l_.address), lts, rts))
+        return (self._sa("lr", "out", str(l_.address), str(r.address), lts, rts),
+                self._sa("rl", "in", str(r.address), str(l_.address), lts, rts))
 
     def right(self, topo: Topology) -> tuple[dict[str, Any], dict[str, Any]]:
         l_, r = topo.left, topo.right
         lts, rts = [str(r.subnet)], [str(l_.subnet)]
-        return (sa_json(self.spi_rl, "out", self.key_rl, str(r.address), str(l_.address), lts, rts),
-                sa_json(self.spi_lr, "in", self.key_lr, str(l_.address), str(r.address), lts, rts))
+        return (self._sa("rl", "out", str(r.address), str(l_.address), lts, rts),
+                self._sa("lr", "in", str(l_.address), str(r.address), lts, rts))
 
 
 class DataPlaneProcess:

@@ -238,3 +238,21 @@ def test_shared_port_demux_ike_keepalive_esp(tmp_path: Path) -> None:
         finally:
             left.stop()
             right.stop()
+
+
+@pytest.mark.parametrize("encr,integ,esn", [("chacha20poly1305", "", True), ("aes256", "sha384", False),
+                                            ("aes128gcm16", "", True)])
+def test_other_transforms_and_esn_carry_traffic(tmp_path: Path, encr: str, integ: str, esn: bool) -> None:
+    with NetnsLab() as lab:
+        topo = Topology.two_hosts(lab, "dpl", "dpr")
+        pair = SaPair(0x1001, 0x2001, encr, integ, esn)
+        left, right = start_planes(topo, pair, tmp_path)
+        t = Tunnel(topo, pair, left, right, tmp_path)
+        try:
+            ping(t, 2)
+            sent, got = tcp_transfer(t, 1_000_000)
+            assert sent == got
+            assert left.sa(pair.spi_lr, "out")["packets"] == right.sa(pair.spi_lr, "in")["packets"]
+        finally:
+            left.stop()
+            right.stop()
