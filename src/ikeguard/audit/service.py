@@ -1,0 +1,166 @@
+"""What the gateway runs: a writer thread (group commit into the store) and one forwarder per configured sink.
+
+``record()`` never blocks the caller (IKE keeps running while the disk or the SIEM is slow); ``flush()`` waits
+until everything recorded so far is on disk. ``healthy`` is False while the store cannot write: the gateway
+must refuse new SAs and keep existing ones (PCI DSS 10.7.2); ``refuse_new_sas`` says so in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ikeguard.audit.chain import Record
+from ikeguard.audit.events import AuditEvent, EventName, Outcome
+from ikeguard.audit.sinks import ecs, syslog
+from ikeguard.audit.sinks.forwarder import Forwarder, ForwarderSettings
+from ikeguard.audit.sinks.transport import Channel, FileChannel, TlsChannel, TlsTarget
+from ikeguard.audit.store import AuditStore, AuditStoreError, utc_now
+
+MAX_QUEUED = 200_000
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """One ``[[audit.sinks]]`` entry with paths resolved."""
+
+    name: str
+    type: str  # "syslog-tls" | "json"
+    tls: TlsTarget | None = None
+    path: Path | None = None
+
+    @classmethod
+    def from_config(cls, index: int, sink: Any, base_dir: Path) -> SinkSpec:
+        """From the policy model's ``AuditSink`` (paths relative to the config file)."""
+
+        def rel(p: str | None) -> Path | None:
+            return None if p is None else (base_dir / p)
+
+        tls = None
+        if sink.address is not None:
+            host, _, port = str(sink.address).rpartition(":")
+            ca = rel(sink.ca)
+            if ca is None:
+                raise ValueError("a TLS sink needs ca")
+            tls = TlsTarget(host.strip("[]"), int(port), ca, rel(sink.cert), rel(sink.key))
+        name = f"{sink.type}-{index}"
+        return cls(name, str(sink.type), tls, rel(sink.path))
+
+    def connector(self) -> Callable[[], Channel]:
+        """A function opening this sink's channel."""
+        if self.tls is not None:
+            target = self.tls
+            return lambda: TlsChannel(target)  # also for "json" with an address: JSON lines over TLS
+        path = self.path
+        if path is None:
+            raise ValueError(f"sink {self.name}: neither address nor path")
+        return lambda: FileChannel(path)
+
+    def encoder(self) -> Callable[[Record], bytes]:
+        """Record -> bytes for this sink type."""
+        if self.type == "syslog-tls":
+            host, pid = socket.gethostname(), str(os.getpid())
+            return lambda r: syslog.frame(syslog.format_message(r, hostname=host, procid=pid))
+        return ecs.encode_line
+
+
+class AuditService:
+    """The audit trail of a running gateway."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], sinks: Sequence[SinkSpec] = (), *,
+                 settings: ForwarderSettings | None = None) -> None:
+        self.store = AuditStore(state_dir)
+        self._queue: deque[tuple[AuditEvent, dt.datetime]] = deque()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._stop = False
+        self.dropped = 0
+        self.committed = 0
+        self.forwarders = [Forwarder(s.name, self.store.state_dir, s.connector(), s.encoder(), self.record,
+                                     settings) for s in sinks]
+        self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+
+    def start(self) -> None:
+        """Start the writer and the forwarders."""
+        self._writer.start()
+        for f in self.forwarders:
+            f.start()
+
+    @property
+    def healthy(self) -> bool:
+        """False while the store cannot write."""
+        return self.store.healthy
+
+    @property
+    def failure(self) -> str | None:
+        """Why the store cannot write."""
+        return self.store.failure
+
+    @property
+    def refuse_new_sas(self) -> bool:
+        """PCI DSS 10.7: no new SA may be set up while its events could not be recorded."""
+        return not self.store.healthy
+
+    def spool_depth(self) -> dict[str, int]:
+        """Undelivered records per sink (the metric ``ikeguard_audit_spool_depth``)."""
+        return {f.name: f.spool_depth for f in self.forwarders}
+
+    def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None:
+        """Queue an event for the store; never blocks (bounded: beyond MAX_QUEUED the loss is counted)."""
+        with self._cond:
+            if len(self._queue) >= MAX_QUEUED:
+                self.dropped += 1
+                return
+            self._queue.append((event, now or utc_now()))
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event recorded so far is on disk; False on timeout (e.g. the store is failing)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._in_flight, timeout)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._queue) or self._stop)
+                if self._stop and not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), 1000))]
+                self._in_flight = len(batch)
+                dropped, self.dropped = self.dropped, 0
+            if dropped:
+                batch.append((AuditEvent(EventName.AUDIT_STORE_FAILED, Outcome.FAILURE,
+                                         reason=f"{dropped} events lost: the store could not keep up",
+                                         details={"lost": dropped}), utc_now()))
+            try:
+                self.store.append_batch(batch)
+            except AuditStoreError:
+                with self._cond:
+                    self._queue.extendleft(reversed(batch))
+                    self._in_flight = 0
+                    self._cond.wait(0.5)  # retry; the store records failure and recovery itself
+                continue
+            with self._cond:
+                self._in_flight = 0
+                self.committed += len(batch)
+                self._cond.notify_all()
+            for f in self.forwarders:
+                f.wake()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush, stop the threads, close the store."""
+        self.flush(timeout)
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._writer.join(timeout)
+        for f in self.forwarders:
+            f.stop(timeout)
+        self.store.close()
