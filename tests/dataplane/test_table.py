@@ -248,3 +248,22 @@ def test_garbage_never_raises() -> None:
     for junk in (b"", b"\x00" * 3, os.urandom(7), os.urandom(40), b"\x00\x00\x10\x01" + os.urandom(60)):
         assert b.inbound(junk) is None
         assert a.outbound(junk) is None
+
+
+def test_nat_mapping_change_moves_outbound_traffic() -> None:
+    a, b = wired()
+    moved = SaEndpoint(ipaddress.ip_address("192.0.2.77"), 34567)  # the peer now behind a NAT mapping
+    a.update_sa_addresses((0x1001, 0x2001), A_GW, moved)
+    sent = a.outbound(udp4("198.51.100.7", "203.0.113.9", 1, 2, b"x"))
+    assert isinstance(sent, Send) and sent.destination == moved
+    assert b.inbound(sent.data) is not None  # keys and sequence numbers unchanged
+
+
+def test_path_mtu_change_is_followed() -> None:
+    a, _ = wired()
+    big = udp4("198.51.100.7", "203.0.113.9", 1, 2, bytes(1300), df=True)
+    assert isinstance(a.outbound(big), Send)
+    a.path_mtu = 1280
+    result = a.outbound(big)
+    assert isinstance(result, ToTun)
+    assert struct.unpack_from("!H", result.data, 26)[0] == 1280 - 28 - 37

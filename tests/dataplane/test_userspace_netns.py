@@ -256,3 +256,19 @@ def test_other_transforms_and_esn_carry_traffic(tmp_path: Path, encr: str, integ
         finally:
             left.stop()
             right.stop()
+
+
+def test_lifetime_upcalls_reach_the_control_channel(tunnel: Tunnel) -> None:
+    t = tunnel
+    new = SaPair(0x1002, 0x2002)
+    r_out, r_in = new.right(t.topo)
+    l_out, l_in = new.left(t.topo)
+    l_out.update(soft_packets=3, hard_packets=6)
+    for proc, sa in ((t.right, r_in), (t.left, l_in), (t.left, l_out), (t.right, r_out)):
+        proc.cmd(op="add_sa", sa=sa)
+    ping(t, 8, check=False)  # echo requests 7 and 8 hit the hard limit
+    events = t.left.cmd(op="events")["events"]
+    kinds = [(e["type"], e["hard"], e["kind"]) for e in events if e["type"] == "LifetimeReached"]
+    assert kinds == [("LifetimeReached", "False", "packets"), ("LifetimeReached", "True", "packets")]
+    out = t.left.sa(0x1002, "out")
+    assert out["packets"] == 6 and out["drops"] == {"hard_lifetime": 2}
