@@ -272,3 +272,23 @@ def test_lifetime_upcalls_reach_the_control_channel(tunnel: Tunnel) -> None:
     assert kinds == [("LifetimeReached", "False", "packets"), ("LifetimeReached", "True", "packets")]
     out = t.left.sa(0x1002, "out")
     assert out["packets"] == 6 and out["drops"] == {"hard_lifetime": 2}
+
+
+def test_raw_esp_without_udp_encapsulation(tmp_path: Path) -> None:
+    """Without a NAT between the peers ESP is IP protocol 50 (RFC 4303 §3.1), as strongSwan sends it."""
+    with NetnsLab() as lab:
+        topo = Topology.two_hosts(lab, "dpl", "dpr")
+        pair = SaPair(0x1001, 0x2001, encap=False)
+        left, right = start_planes(topo, pair, tmp_path)
+        t = Tunnel(topo, pair, left, right, tmp_path)
+        try:
+            cap = Capture(topo.right.namespace, "eth0", "esp or udp port 4500", tmp_path / "raw.pcap")
+            ping(t, 2)
+            sent, got = tcp_transfer(t, 1_000_000)
+            assert sent == got
+            frames = cap.stop()
+            assert frames and all(f[12:14] == b"\x08\x00" and f[23] == 50 for f in frames)
+            assert left.sa(pair.spi_lr, "out")["packets"] == right.sa(pair.spi_lr, "in")["packets"]
+        finally:
+            left.stop()
+            right.stop()

@@ -125,10 +125,11 @@ class DataPlaneFeatures:
     name: str
     encr: frozenset[tuple[int, int | None]]  # (ENCR id, key bits)
     integ: frozenset[int]
-    udp_encap: bool
+    udp_encap: bool  # ESP in UDP (RFC 3948)
     esn: bool
     transport_mode: bool
     moves_packets: bool  # False for ``none``: nothing is carried
+    raw_esp: bool = True  # ESP as IP protocol 50 (no NAT between the peers)
 
 
 @dataclass(frozen=True)

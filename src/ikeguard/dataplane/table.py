@@ -47,10 +47,12 @@ class Policy:
 
 @dataclass(frozen=True)
 class Send:
-    """Send ``data`` (an ESP packet, no UDP header) to ``destination``."""
+    """Send ``data`` (an ESP packet) to ``destination``: in UDP (RFC 3948) when ``encap``, else as IP
+    protocol 50."""
 
     data: bytes
     destination: SaEndpoint
+    encap: bool = True
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,7 @@ class SaTable:
         if flow.protocol == 6:
             inner = clamp_mss(inner, mtu - (40 if flow.version == 4 else 60))
         try:
-            return Send(sa.protect(inner), sa.config.destination)
+            return Send(sa.protect(inner), sa.config.destination, sa.config.encap)
         except EspError:
             return None
 

@@ -55,6 +55,7 @@ def sa_from_json(obj: dict[str, Any]) -> SaConfig:
             local_ts=selectors(obj["local_ts"]),
             remote_ts=selectors(obj["remote_ts"]),
             esn=bool(obj.get("esn", False)),
+            encap=bool(obj.get("encap", True)),
             replay_window=int(obj.get("replay_window", 64)),
             child_uniqueid=int(obj.get("child", 1)),
             soft_bytes=int(obj.get("soft_bytes", 0)),

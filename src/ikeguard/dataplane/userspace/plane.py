@@ -9,6 +9,7 @@ and the socket drain up to ``BATCH`` packets per wake-up. Packet logic lives in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import os
@@ -31,6 +32,7 @@ from ikeguard.dataplane.userspace.tun import configure_tun, open_tun
 from ikeguard.policy.ts import TrafficSelector
 
 BATCH = 64
+IPPROTO_ESP = 50
 SOL_UDP = 17
 UDP_SEGMENT = 103  # linux/udp.h: UDP GSO segment size (cmsg)
 GSO_MAX_SEGMENTS = 64
@@ -103,6 +105,7 @@ class UserspaceDataPlane:
         configure_tun(self.tun_name, self.tun_mtu(), tun_addresses)
         self._routes: dict[int, list[str]] = {}
         self.gso = True
+        self._raw: dict[int, socket.socket] = {}  # IP version -> raw ESP socket (opened on first use)
         self._loop: asyncio.AbstractEventLoop | None = None
         sock.setblocking(True)  # sends block briefly under pressure (backpressure); reads use MSG_DONTWAIT
         for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # 33/32 = SO_*BUFFORCE
@@ -123,6 +126,8 @@ class UserspaceDataPlane:
 
     def add_sa(self, sa: SaConfig) -> None:
         """Install one direction (outbound: make-before-break switch of its policy)."""
+        if not sa.encap:
+            self._raw_socket(sa.destination.address.version)
         self.table.add_sa(sa)
         if sa.direction is SaDirection.OUTBOUND and sa.child_uniqueid not in self._routes:
             self.add_policy(sa.child_uniqueid, sa.local_ts, sa.remote_ts)
@@ -155,6 +160,20 @@ class UserspaceDataPlane:
         """Deliver upcalls to ``callback``."""
         self.table.subscribe(callback)
 
+    def _raw_socket(self, version: int) -> socket.socket:
+        """The raw socket for ESP without UDP encapsulation (IP protocol 50, RFC 4303 §3.1)."""
+        raw = self._raw.get(version)
+        if raw is None:
+            family = socket.AF_INET6 if version == 6 else socket.AF_INET
+            raw = socket.socket(family, socket.SOCK_RAW, IPPROTO_ESP)
+            raw.setblocking(False)
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.SOL_SOCKET, 33, SOCKET_BUFFER)
+            self._raw[version] = raw
+            if self._loop is not None:
+                self._loop.add_reader(raw.fileno(), self._on_raw, raw, version)
+        return raw
+
     # --- IKE side of the shared socket -------------------------------------------------------------
     def send_ike(self, data: bytes, addr: tuple[str, int]) -> None:
         """Send an IKE message on the NAT-T socket with the non-ESP marker (RFC 3948 §2.2)."""
@@ -183,12 +202,18 @@ class UserspaceDataPlane:
         self._loop = loop
         loop.add_reader(self.tun_fd, self._on_tun)
         loop.add_reader(self.sock.fileno(), self._on_udp)
+        for version, raw in self._raw.items():
+            loop.add_reader(raw.fileno(), self._on_raw, raw, version)
 
     def close(self) -> None:
         """Stop reading and close the TUN device (its routes go with it; blackholes stay)."""
         if self._loop is not None:
             self._loop.remove_reader(self.tun_fd)
             self._loop.remove_reader(self.sock.fileno())
+            for raw in self._raw.values():
+                self._loop.remove_reader(raw.fileno())
+        for raw in self._raw.values():
+            raw.close()
         os.close(self.tun_fd)
 
     def _on_tun(self) -> None:
@@ -203,7 +228,10 @@ class UserspaceDataPlane:
             if result is None:
                 continue
             if isinstance(result, Send):
-                batch.add(result.data, (str(result.destination.address), result.destination.port))
+                if result.encap:
+                    batch.add(result.data, (str(result.destination.address), result.destination.port))
+                else:
+                    self._send_raw(result)
                 continue
             try:
                 os.write(fd, result.data)
@@ -229,6 +257,32 @@ class UserspaceDataPlane:
                 self.sock.sendto(seg, dest)
         except OSError:
             self.stats["send_errors"] += 1
+
+    def _send_raw(self, send: Send) -> None:
+        try:
+            self._raw_socket(send.destination.address.version).sendto(
+                send.data, (str(send.destination.address), 0))
+        except OSError:
+            self.stats["send_errors"] += 1
+
+    def _on_raw(self, raw: socket.socket, version: int) -> None:
+        table, fd = self.table, self.tun_fd
+        for _ in range(BATCH):
+            try:
+                data = raw.recv(65535)
+            except BlockingIOError:
+                return
+            if version == 4:  # IPv4 raw sockets deliver the IP header
+                if len(data) < 20:
+                    continue
+                data = data[(data[0] & 0x0F) * 4 :]
+            inner = table.inbound(data)
+            if inner is None:
+                continue
+            try:
+                os.write(fd, inner)
+            except OSError:
+                self.stats["tun_errors"] += 1
 
     def _on_udp(self) -> None:
         table, sock, fd = self.table, self.sock, self.tun_fd
