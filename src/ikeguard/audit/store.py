@@ -10,6 +10,7 @@ gateway, the CLI): the SQLite write lock serialises them and the sealing key is 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -33,6 +34,7 @@ from ikeguard.audit.chain import (
     verify_records,
 )
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
+from ikeguard.audit.retention import RetentionPlan, plan_retention
 
 DB_NAME = "audit.db"
 SEALING_KEY_NAME = "audit.sealkey"
@@ -208,7 +210,7 @@ class AuditStore:
                     seqs, next_seq, next_key = self._append_locked(todo)
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise
                 keyfile.overwrite(self.key_path, next_seq, next_key)
             except (sqlite3.Error, OSError) as exc:
@@ -217,6 +219,12 @@ class AuditStore:
             self._failure = None
             self._failed_since = None
             return seqs[len(todo) - len(items) :]
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back (SQLITE_FULL, SQLITE_IOERR); keep the original error
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def _head(self) -> tuple[int, bytes]:
         row = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
@@ -429,7 +437,7 @@ class AuditStore:
                         self._write_archive(data, records, sealed_by, now)
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise
                 keyfile.overwrite(self.key_path, next_seq, next_key)
             except (sqlite3.Error, OSError) as exc:
@@ -469,6 +477,23 @@ class AuditStore:
             return None
         self.export(first, last_seq, now=now, kind="archive")
         return self.archive_files()[-1]
+
+    def apply_retention(self, *, now: dt.datetime, online_days: int, retention_days: int,
+                        sinks: Sequence[str] = ()) -> tuple[RetentionPlan, Path | None]:
+        """Archive what ``plan_retention`` says (only records all sinks confirmed); report expired ones."""
+        old = self.seq_before(now - dt.timedelta(days=online_days))
+        delivered = min(self.cursor(s) for s in sinks) if sinks else None
+        archives = []
+        for path in self.archive_files():
+            data = bundle.parse(path.read_bytes())
+            records = data.get("records")
+            if isinstance(records, list) and records:
+                archives.append((path.name, parse_time(str(records[-1]["time"]))))
+        plan = plan_retention(now=now, online_days=online_days, retention_days=retention_days,
+                              newest_old_seq=old, delivered_seq=delivered, head_seq=self.head()[0],
+                              archives=archives)
+        written = self.archive_through(plan.archive_through, now=now) if plan.archive_through else None
+        return plan, written
 
     def close(self) -> None:
         """Close the database."""

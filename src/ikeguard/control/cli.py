@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from ikeguard import __version__
+from ikeguard.control.cli_audit import audit
 from ikeguard.control.cli_demo import demo
 from ikeguard.control.cli_policy import check, profiles
 
@@ -22,3 +23,4 @@ def main() -> None:
 main.add_command(demo)
 main.add_command(check)
 main.add_command(profiles)
+main.add_command(audit)
