@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import pwd
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ikeguard.audit import metrics
 from ikeguard.audit.chain import Record
+from ikeguard.audit.clock import ClockStatus, read_clock_status
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.audit.sinks import ecs, syslog
 from ikeguard.audit.sinks.forwarder import Forwarder, ForwarderSettings
@@ -25,6 +29,18 @@ from ikeguard.audit.sinks.transport import Channel, FileChannel, TlsChannel, Tls
 from ikeguard.audit.store import AuditStore, AuditStoreError, utc_now
 
 MAX_QUEUED = 200_000
+CLOCK_CHECK_SECONDS = 60.0
+
+
+def admin_command_event(command: str, uid: int, *, outcome: Outcome = Outcome.SUCCESS, reason: str = "",
+                        connection: str = "") -> AuditEvent:
+    """``admin.command`` for a control-socket command; ``uid`` from SO_PEERCRED (PCI DSS 10.2.1.2)."""
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = f"uid:{uid}"
+    return AuditEvent(EventName.ADMIN_COMMAND, outcome, reason=reason or command, admin=user,
+                      connection=connection, details={"command": command, "uid": uid})
 
 
 @dataclass(frozen=True)
@@ -86,9 +102,18 @@ class AuditService:
         self.forwarders = [Forwarder(s.name, self.store.state_dir, s.connector(), s.encoder(), self.record,
                                      settings) for s in sinks]
         self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+        self.clock: ClockStatus | None = None
+
+    def check_clock(self) -> None:
+        """Record ``clock.status`` at start and whenever synchronisation changes (PCI DSS 10.6)."""
+        status = read_clock_status()
+        if self.clock is None or status.synchronised != self.clock.synchronised:
+            self.record(status.event())
+        self.clock = status
 
     def start(self) -> None:
-        """Start the writer and the forwarders."""
+        """Start the writer and the forwarders; record the clock's state."""
+        self.check_clock()
         self._writer.start()
         for f in self.forwarders:
             f.start()
@@ -127,11 +152,17 @@ class AuditService:
             return self._cond.wait_for(lambda: not self._queue and not self._in_flight, timeout)
 
     def _write_loop(self) -> None:
+        next_clock = time.monotonic() + CLOCK_CHECK_SECONDS
         while True:
+            if time.monotonic() >= next_clock:
+                self.check_clock()
+                next_clock = time.monotonic() + CLOCK_CHECK_SECONDS
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._queue) or self._stop)
+                self._cond.wait_for(lambda: bool(self._queue) or self._stop, CLOCK_CHECK_SECONDS)
                 if self._stop and not self._queue:
                     return
+                if not self._queue:
+                    continue
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), 1000))]
                 self._in_flight = len(batch)
                 dropped, self.dropped = self.dropped, 0
@@ -142,11 +173,14 @@ class AuditService:
             try:
                 self.store.append_batch(batch)
             except AuditStoreError:
+                metrics.STORE_HEALTHY.set(0)
                 with self._cond:
                     self._queue.extendleft(reversed(batch))
                     self._in_flight = 0
                     self._cond.wait(0.5)  # retry; the store records failure and recovery itself
                 continue
+            metrics.STORE_HEALTHY.set(1)
+            metrics.RECORDS.inc(len(batch))
             with self._cond:
                 self._in_flight = 0
                 self.committed += len(batch)

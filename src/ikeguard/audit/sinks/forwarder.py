@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ikeguard.audit import metrics
 from ikeguard.audit.chain import Record
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.audit.sinks.transport import Channel
@@ -86,6 +87,8 @@ class Forwarder:
     def _check_spool(self, store: AuditStore, confirmed: int, alarmed: bool) -> bool:
         last, _ = store.head()
         self.spool_depth = max(0, last - confirmed)
+        metrics.SPOOL_DEPTH.labels(self.name).set(self.spool_depth)
+        metrics.SINK_CONNECTED.labels(self.name).set(1 if self.connected else 0)
         limit = self.settings.spool_limit
         if not alarmed and self.spool_depth >= limit * self.settings.spool_high:
             self._emit(AuditEvent(EventName.AUDIT_SPOOL_HIGH, Outcome.FAILURE,
