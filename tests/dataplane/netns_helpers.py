@@ -53,13 +53,13 @@ class SaPair:
 
     def left(self, topo: Topology) -> tuple[dict[str, Any], dict[str, Any]]:
         l_, r = topo.left, topo.right
-        lts, rts = [str(l_.subnet)], [str(r.subnet)]
+        lts, rts = [str(l_.subnet), str(l_.subnet6)], [str(r.subnet), str(r.subnet6)]
         return (self._sa("lr", "out", str(l_.address), str(r.address), lts, rts),
                 self._sa("rl", "in", str(r.address), str(l_.address), lts, rts))
 
     def right(self, topo: Topology) -> tuple[dict[str, Any], dict[str, Any]]:
         l_, r = topo.left, topo.right
-        lts, rts = [str(r.subnet)], [str(l_.subnet)]
+        lts, rts = [str(r.subnet), str(r.subnet6)], [str(l_.subnet), str(l_.subnet6)]
         return (self._sa("rl", "out", str(r.address), str(l_.address), lts, rts),
                 self._sa("lr", "in", str(l_.address), str(r.address), lts, rts))
 
@@ -110,8 +110,9 @@ def start_planes(topo: Topology, pair: SaPair, workdir: Path, left_extra: dict[s
     def config(side: str) -> dict[str, Any]:
         host, sas = (topo.left, pair.left(topo)) if side == "left" else (topo.right, pair.right(topo))
         more = left_extra if side == "left" and left_extra else {}
-        return {"tun": "ikgdp0", "tun_addresses": [f"{host.subnet_address}/32"], "listen": str(host.address),
-                "port": 4500, "sas": list(sas), **extra, **more}
+        addresses = [f"{host.subnet_address}/32", f"{host.subnet_address6}/128"]
+        return {"tun": "ikgdp0", "tun_addresses": addresses, "listen": str(host.address), "port": 4500,
+                "sas": list(sas), **extra, **more}
 
     right = DataPlaneProcess(topo.right.namespace, config("right"), workdir)
     left = DataPlaneProcess(topo.left.namespace, config("left"), workdir)

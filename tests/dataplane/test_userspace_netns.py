@@ -73,6 +73,9 @@ def tcp_transfer(t: Tunnel, size: int) -> tuple[str, str]:
 def test_ping_and_tcp_through_the_tunnel_counters_agree(tunnel: Tunnel) -> None:
     t = tunnel
     ping(t, 5)
+    ping6 = t.topo.left.namespace.run("ping", "-6", "-n", "-c", "3", "-i", "0.2", "-W", "1",
+                                      str(t.topo.right.subnet_address6), check=False, timeout=30)
+    assert ping6.returncode == 0, ping6.stdout + ping6.stderr  # IPv6 inner traffic (next header 41)
     size = 4_000_000
     sent, got = tcp_transfer(t, size)
     assert sent == got and got.startswith(f"{size} ")
@@ -113,21 +116,31 @@ def test_replayed_corrupted_and_out_of_selector_packets_dropped_and_counted(tunn
     assert after["packets"] == before["packets"] + 1  # only the valid forged control packet
 
 
+def ping6(t: Tunnel, count: int = 3) -> bool:
+    result = t.topo.left.namespace.run("ping", "-6", "-n", "-c", str(count), "-i", "0.2", "-W", "1",
+                                       str(t.topo.right.subnet_address6), check=False, timeout=30)
+    return result.returncode == 0
+
+
 def test_fail_closed_nothing_leaves_in_the_clear(tunnel: Tunnel) -> None:
     t = tunnel
     left_ns = t.topo.left.namespace
-    left_ns.add_route("default", via=str(t.topo.right.address))  # a route that would carry cleartext
-    bpf = f"net {t.topo.right.subnet}"
+    left_ns.add_route("default", via=str(t.topo.right.address))  # routes that would carry cleartext
+    left_ns.add_route("default", via=str(t.topo.right.address6))
+    bpf = f"net {t.topo.right.subnet} or net {t.topo.right.subnet6}"
     ping(t, 2)
+    assert ping6(t, 2)
     t.left.cmd(op="delete_sa", spi=t.pair.spi_lr, direction="out")  # SA gone, routes stay
     cap = Capture(left_ns, "eth0", bpf, t.workdir / "a.pcap")
     assert not ping(t, 3, check=False)
+    assert not ping6(t, 3)
     assert cap.stop() == []
     counters = t.left.cmd(op="counters")
-    assert counters["drops"].get("no_sa", 0) >= 3
+    assert counters["drops"].get("no_sa", 0) >= 6
     t.left.stop()  # the data plane is gone entirely: the TUN device and its routes vanish
     cap = Capture(left_ns, "eth0", bpf, t.workdir / "b.pcap")
     assert not ping(t, 3, check=False)
+    assert not ping6(t, 3)
     assert cap.stop() == []
     # control: without the blackhole fallback the same ping leaks in the clear, so the capture does see leaks
     left_ns.ip("route", "del", "blackhole", str(t.topo.right.subnet), "metric", "4294967295")
