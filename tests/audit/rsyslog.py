@@ -138,9 +138,9 @@ action(type="omfile" file="{self.output}" template="raw" flushOnTXEnd="on")
 
     def wait_for_seq(self, seq: int, timeout: float = 15.0) -> list[int]:
         deadline = time.monotonic() + timeout
+        needle = f'[ikeguardChain@32473 seq="{seq}" '
         while time.monotonic() < deadline:
-            seqs = self.seqs()
-            if seq in seqs:
-                return seqs
+            if self.output.exists() and needle in self.output.read_text():
+                return self.seqs()
             time.sleep(0.05)
         raise AssertionError(f"seq {seq} not received; have {sorted(set(self.seqs()))[-5:]}")

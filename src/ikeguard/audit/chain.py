@@ -68,16 +68,21 @@ def canonical_body(body: Mapping[str, object]) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def canonical_record(seq: int, time: str, body: Mapping[str, object]) -> bytes:
-    """The octets the chain hash covers for one record."""
-    text = json.dumps({"seq": seq, "time": time, "body": body}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
-    return text.encode("utf-8")
+def canonical_record(seq: int, time: str, body: Mapping[str, object], body_json: str | None = None) -> bytes:
+    """The octets the chain hash covers for one record: canonical JSON of ``{"body", "seq", "time"}``.
+
+    ``body_json`` may pass ``canonical_body(body)`` already computed (same octets, one encoding fewer).
+    """
+    if body_json is None:
+        body_json = canonical_body(body)
+    return f'{{"body":{body_json},"seq":{int(seq)},"time":{json.dumps(time, ensure_ascii=False)}}}'.encode()
 
 
-def chain_hash(prev: bytes, seq: int, time: str, body: Mapping[str, object]) -> bytes:
+def chain_hash(
+    prev: bytes, seq: int, time: str, body: Mapping[str, object], body_json: str | None = None
+) -> bytes:
     """``hash_n = SHA-256(hash_{n-1} || canonical(record))``."""
-    return sha256(prev + canonical_record(seq, time, body))
+    return sha256(prev + canonical_record(seq, time, body, body_json))
 
 
 def seal(key: bytes, record_hash: bytes) -> bytes:
@@ -108,8 +113,14 @@ class Record:
 
     def to_json(self) -> dict[str, object]:
         """JSON form used in bundles and archives."""
-        return {"seq": self.seq, "time": self.time, "body": dict(self.body), "prev": self.prev.hex(),
-                "hash": self.hash.hex(), "seal": self.seal.hex()}
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "body": dict(self.body),
+            "prev": self.prev.hex(),
+            "hash": self.hash.hex(),
+            "seal": self.seal.hex(),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Record:
@@ -118,8 +129,14 @@ class Record:
             body = data["body"]
             if not isinstance(body, Mapping):
                 raise ValueError("body is not an object")
-            return cls(int(str(data["seq"])), str(data["time"]), dict(body), bytes.fromhex(str(data["prev"])),
-                       bytes.fromhex(str(data["hash"])), bytes.fromhex(str(data["seal"])))
+            return cls(
+                int(str(data["seq"])),
+                str(data["time"]),
+                dict(body),
+                bytes.fromhex(str(data["prev"])),
+                bytes.fromhex(str(data["hash"])),
+                bytes.fromhex(str(data["seal"])),
+            )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed audit record: {exc}") from exc
 
@@ -149,8 +166,14 @@ class VerifyReport:
         return self.finding is None
 
 
-def verify_records(records: Iterable[Record], verification_key: bytes, *, start_seq: int = 1,
-                   prev: bytes | None = GENESIS, key_seq: int = 1) -> VerifyReport:
+def verify_records(
+    records: Iterable[Record],
+    verification_key: bytes,
+    *,
+    start_seq: int = 1,
+    prev: bytes | None = GENESIS,
+    key_seq: int = 1,
+) -> VerifyReport:
     """Verify records in order: sequence continuity, chain links, recomputed hashes and per-position seals.
 
     ``start_seq`` is the sequence number the run must begin with; ``prev`` the chain hash before it (``None``
@@ -178,8 +201,11 @@ def verify_records(records: Iterable[Record], verification_key: bytes, *, start_
             report.finding = Finding(rec.seq, "content changed: hash does not match the record")
             return report
         if not mac_equal(seal(key, rec.hash), rec.seal):
-            report.finding = Finding(rec.seq, "seal invalid: not made with this position's sealing key "
-                                              "(record changed and re-chained, or inserted)")
+            report.finding = Finding(
+                rec.seq,
+                "seal invalid: not made with this position's sealing key "
+                "(record changed and re-chained, or inserted)",
+            )
             return report
         prev = rec.hash
         report.last_hash = rec.hash

@@ -181,13 +181,11 @@ class AuditEvent:
         out: dict[str, str | int | bool | dict[str, DetailValue]] = {
             "event": self.event.value, "outcome": self.outcome.value,
         }
-        for f in fields(self):
-            if f.name in ("event", "outcome", "details"):
-                continue
-            value = getattr(self, f.name)
+        for name in _PLAIN_FIELDS:
+            value = getattr(self, name)
             if value is None or value == "":
                 continue
-            out[f.name] = value
+            out[name] = value
         if self.details:
             out["details"] = dict(self.details)
         return out
@@ -195,6 +193,7 @@ class AuditEvent:
 
 # The top-level record fields, in canonical order (used by sinks and the verifier).
 EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AuditEvent))
+_PLAIN_FIELDS = tuple(n for n in EVENT_FIELDS if n not in ("event", "outcome", "details"))
 
 
 def event_from_fields(data: Mapping[str, object]) -> AuditEvent:

@@ -26,6 +26,7 @@ from ikeguard.audit.chain import (
     Finding,
     Record,
     VerifyReport,
+    canonical_body,
     chain_hash,
     evolve,
     fingerprint,
@@ -257,12 +258,13 @@ class AuditStore:
         for event, when in items:
             time = rfc3339(when)
             body = event.fields_dict()
-            digest = chain_hash(prev, seq, time, body)
+            body_json = canonical_body(body)
+            digest = chain_hash(prev, seq, time, body, body_json)
             rows.append(
                 (
                     seq,
                     time,
-                    json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+                    body_json,
                     prev,
                     digest,
                     seal(key, digest),
