@@ -135,3 +135,16 @@ def test_retention_plan_is_pure_and_never_outruns_sinks() -> None:
         ).archive_through
         is None
     )
+
+
+def test_init_prints_the_fingerprint_once(tmp_path: Path) -> None:
+    code, out = _run("audit", "--state-dir", str(tmp_path / "s"), "init")
+    assert code == 0
+    fpr = out.split("fingerprint: ")[1].strip()
+    store = AuditStore(tmp_path / "s", create=False)
+    assert store.fingerprint == fpr
+    store.close()
+    code, _ = _run("audit", "--state-dir", str(tmp_path / "s"), "init")
+    assert code == 2
+    code, out = _run("audit", "--state-dir", str(tmp_path / "s"), "verify", "--fingerprint", fpr)
+    assert code == 0, out

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import pwd
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -113,6 +114,9 @@ class AuditService:
 
     def start(self) -> None:
         """Start the writer and the forwarders; record the clock's state."""
+        if self.store.initialised_fingerprint:
+            print(f"ikeguard: new audit trail; verification key {self.store.verification_key_path} "
+                  f"(move it off-host), fingerprint {self.store.initialised_fingerprint}", file=sys.stderr)
         self.check_clock()
         self._writer.start()
         for f in self.forwarders:

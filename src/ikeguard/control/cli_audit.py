@@ -287,3 +287,22 @@ def archive(
     click.echo(f"archived through seq {plan.archive_through} to {path}" if path else "nothing to archive")
     for name in plan.expired_archives:
         click.echo(f"past retention ({retention} days), may be disposed of by the operator: {name}")
+
+
+@audit.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the trail and export the verification key ONCE; prints its fingerprint for the auditor."""
+    path: Path | None = ctx.obj["state_dir"]
+    if path is None:
+        raise click.UsageError("give -c FILE or --state-dir DIR")
+    if (path / "audit.db").exists():
+        raise click.UsageError(f"an audit trail already exists in {path}")
+    try:
+        store = AuditStore(path)
+    except OSError as exc:
+        raise click.UsageError(f"cannot create the audit trail in {path}: {exc}") from exc
+    store.close()
+    click.echo(f"audit trail created in {path}")
+    click.echo(f"verification key: {store.verification_key_path} (mode 0400) - move it off this host")
+    click.echo(f"verification key fingerprint: {store.initialised_fingerprint}")
