@@ -38,6 +38,7 @@ class SaPair:
     integ: str = ""
     esn: bool = False
     encap: bool = True
+    child: int = 1
     keys: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -49,7 +50,8 @@ class SaPair:
             rts: list[str]) -> dict[str, Any]:
         spi = self.spi_lr if d == "lr" else self.spi_rl
         return sa_json(spi, direction, self.keys[d], src, dst, lts, rts, encr=self.encr, integ=self.integ,
-                       integ_key=self.keys[d + "_integ"], esn=self.esn, encap=self.encap)
+                       integ_key=self.keys[d + "_integ"], esn=self.esn, encap=self.encap,
+                       child=self.child)
 
     def left(self, topo: Topology) -> tuple[dict[str, Any], dict[str, Any]]:
         l_, r = topo.left, topo.right

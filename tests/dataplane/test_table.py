@@ -267,3 +267,20 @@ def test_path_mtu_change_is_followed() -> None:
     result = a.outbound(big)
     assert isinstance(result, ToTun)
     assert struct.unpack_from("!H", result.data, 26)[0] == 1280 - 28 - 37
+
+
+def test_rekeyed_child_with_new_uniqueid_takes_over_the_policy() -> None:
+    """The engine gives a rekeyed Child SA a new unique id: its outbound SA replaces the old one."""
+    a, b = wired(child=1)
+    new_a_out, new_b_in, _, _ = sa_pair(spi_ab=0x1002, spi_ba=0x2002, child=2)
+    b.add_sa(new_b_in)
+    a.add_sa(new_a_out)
+    a.delete_sa(0x1001, SaDirection.OUTBOUND)
+    assert a.remove_policy(1) is None  # still used by child 2
+    sent = a.outbound(udp4("198.51.100.7", "203.0.113.9", 1, 2, b"after rekey"))
+    assert isinstance(sent, Send) and sent.data[:4] == (0x1002).to_bytes(4, "big")
+    assert b.inbound(sent.data) is not None
+    assert len(a.policies()) == 1 and a.drops == {}
+    assert a.remove_policy(2) is not None  # the last user: routes may go now
+    assert a.outbound(udp4("198.51.100.7", "203.0.113.9", 1, 2, b"x")) is None
+    assert a.drops == {"no_policy": 1}

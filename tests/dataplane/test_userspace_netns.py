@@ -163,6 +163,9 @@ def rekey(t: Tunnel, old: SaPair, new: SaPair) -> None:
     time.sleep(0.5)
     t.right.cmd(op="delete_sa", spi=old.spi_lr, direction="in")
     t.left.cmd(op="delete_sa", spi=old.spi_rl, direction="in")
+    if old.child != new.child:  # the old Child SA is gone; its routes are shared with the new one and stay
+        t.left.cmd(op="remove_policy", child=old.child)
+        t.right.cmd(op="remove_policy", child=old.child)
 
 
 def assert_only(t: Tunnel, pair: SaPair) -> None:
@@ -184,7 +187,7 @@ def test_rekey_make_before_break_during_traffic_loses_nothing(tunnel: Tunnel) ->
     wait_listening(udp_server)
     udp_client = nettool(left_ns, "udp-send", target, "5002", "1000", "2")
     time.sleep(0.6)
-    second = SaPair(0x1002, 0x2002)
+    second = SaPair(0x1002, 0x2002, child=2)  # the engine gives a rekeyed Child SA a new unique id
     rekey(t, t.pair, second)
     assert udp_client.wait(timeout=60) == 0
     received, _ = udp_server.communicate(timeout=60)
@@ -196,7 +199,7 @@ def test_rekey_make_before_break_during_traffic_loses_nothing(tunnel: Tunnel) ->
     size = 30_000_000
     client = nettool(left_ns, "tcp-send", target, "5001", str(size))
     time.sleep(0.5)
-    third = SaPair(0x1003, 0x2003)
+    third = SaPair(0x1003, 0x2003, child=3)
     rekey(t, second, third)
     sent, _ = client.communicate(timeout=180)
     got, _ = server.communicate(timeout=30)

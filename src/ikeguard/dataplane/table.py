@@ -106,27 +106,42 @@ class SaTable:
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> Policy:
-        """Create or update the policy of a Child SA (keeping its current outbound SA)."""
+        """Create or update the policy of a Child SA (keeping its current outbound SA). A Child SA with
+        the same selectors as an existing policy shares it: a rekeyed Child SA has a new unique id, and its
+        outbound SA must replace the old one in the same policy (make-before-break), not sit behind it."""
         with self._lock:
             policy = self._policies.get(child_uniqueid)
             if policy is None:
+                policy = next((p for p in self._policies.values()
+                               if p.local_ts == local_ts and p.remote_ts == remote_ts), None)
+            if policy is None:
                 policy = Policy(child_uniqueid, local_ts, remote_ts)
-                self._policies[child_uniqueid] = policy
             else:
                 policy.local_ts, policy.remote_ts = local_ts, remote_ts
-            self._flow_cache = _FlowCache(tuple(self._policies.values()))
+            self._policies[child_uniqueid] = policy
+            self._refresh()
             return policy
 
     def remove_policy(self, child_uniqueid: int) -> Policy | None:
-        """Forget a policy (its routes are the caller's to remove)."""
+        """Forget a Child SA's policy; returns it when no other Child SA shares it (its routes may go)."""
         with self._lock:
             policy = self._policies.pop(child_uniqueid, None)
-            self._flow_cache = _FlowCache(tuple(self._policies.values()))
+            self._refresh()
+            if policy is None or any(p is policy for p in self._policies.values()):
+                return None
             return policy
 
+    def _refresh(self) -> None:
+        unique = {id(p): p for p in self._policies.values()}
+        self._flow_cache = _FlowCache(tuple(unique.values()))
+
+    def policy(self, child_uniqueid: int) -> Policy | None:
+        """The policy a Child SA uses."""
+        return self._policies.get(child_uniqueid)
+
     def policies(self) -> list[Policy]:
-        """The current policies."""
-        return list(self._policies.values())
+        """The current policies (each once, also when shared by several Child SAs)."""
+        return list(self._flow_cache.policies)
 
     def add_sa(self, config: SaConfig) -> None:
         """Install one direction; outbound switches its policy to the new SA (make-before-break)."""

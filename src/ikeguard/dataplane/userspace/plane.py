@@ -148,13 +148,17 @@ class UserspaceDataPlane:
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> None:
         """Route the remote selectors into the TUN (with the blackhole fallback)."""
-        self.table.add_policy(child_uniqueid, local_ts, remote_ts)
-        self._routes[child_uniqueid] = install_routes(self.tun_name, remote_ts, self._sources)
+        policy = self.table.add_policy(child_uniqueid, local_ts, remote_ts)
+        shared = next((nets for cid, nets in self._routes.items()
+                       if cid != child_uniqueid and self.table.policy(cid) is policy), None)
+        self._routes[child_uniqueid] = (
+            shared if shared is not None else install_routes(self.tun_name, remote_ts, self._sources))
 
     def remove_policy(self, child_uniqueid: int) -> None:
         """Remove a Child SA's policy and its routes."""
-        self.table.remove_policy(child_uniqueid)
-        remove_routes(self.tun_name, self._routes.pop(child_uniqueid, []))
+        nets = self._routes.pop(child_uniqueid, [])
+        if self.table.remove_policy(child_uniqueid) is not None:  # not shared with a rekeyed Child SA
+            remove_routes(self.tun_name, nets)
 
     def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
         """Live counters of one SA."""
