@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ikeguard.audit.chain import chain_hash
+from ikeguard.audit.chain import Record, chain_hash
 from ikeguard.audit.events import AuditEvent, EventName
 from ikeguard.audit.service import AuditService, SinkSpec
 from ikeguard.audit.sinks import ecs
@@ -45,6 +45,14 @@ def rsyslog(tmp_path: Path, pki: Pki) -> Iterator[Rsyslog]:
         server.stop()
 
 
+def _all_records(state: Path) -> dict[int, Record]:
+    store = AuditStore(state, create=False)
+    try:
+        return {r.seq: r for r in store.records()}
+    finally:
+        store.close()
+
+
 def _stringify(value: object) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
@@ -68,9 +76,9 @@ def test_records_arrive_over_tls_with_all_fields(tmp_path: Path, rsyslog: Rsyslo
         assert service.flush()
         last = service.store.head()[0]
         rsyslog.wait_for_seq(last)
-        records = {r.seq: r for r in service.store.records()}
     finally:
         service.close()
+    records = _all_records(tmp_path / "state")
     messages = rsyslog.messages()
     assert len(messages) >= last
     for msg in messages:
@@ -183,9 +191,9 @@ def test_json_lines_file_sink_parses_back_and_rehashes(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < last):
             time.sleep(0.05)
-        records = {r.seq: r for r in service.store.records()}
     finally:
         service.close()
+    records = _all_records(tmp_path / "state")
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [d["event"]["sequence"] for d in docs][:last] == list(range(1, last + 1))
     for doc in docs:

@@ -117,6 +117,8 @@ class AuditService:
         if self.store.initialised_fingerprint:
             print(f"ikeguard: new audit trail; verification key {self.store.verification_key_path} "
                   f"(move it off-host), fingerprint {self.store.initialised_fingerprint}", file=sys.stderr)
+        self.record(AuditEvent(EventName.SERVICE_STARTED, reason="audit logging started",
+                               details={"sinks": len(self.forwarders)}))
         self.check_clock()
         self._writer.start()
         for f in self.forwarders:
@@ -193,7 +195,9 @@ class AuditService:
                 f.wake()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Flush, stop the threads, close the store."""
+        """Record ``service.stopped``, flush, stop the threads, close the store (PCI DSS 10.2.1.6)."""
+        if self._writer.is_alive():
+            self.record(AuditEvent(EventName.SERVICE_STOPPED, reason="audit logging stopped"))
         self.flush(timeout)
         with self._cond:
             self._stop = True
