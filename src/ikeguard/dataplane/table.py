@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ikeguard.dataplane.base import (
     DataPlaneError,
@@ -184,8 +184,6 @@ class SaTable:
 
     def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint) -> None:
         """Point the listed SAs at new outer endpoints (NAT-T, MOBIKE)."""
-        from dataclasses import replace
-
         with self._lock:
             for spi in spis:
                 out = self._outbound.get(spi)
