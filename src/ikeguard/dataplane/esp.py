@@ -172,7 +172,9 @@ class EspTransform:
             self._aead is None and ct_len % self.block
         ):
             raise EspError("malformed", "ESP packet length")
-        spi = _HDR.unpack_from(packet)[0]
+        spi, seq_low = _HDR.unpack_from(packet)
+        if seq & _MASK32 != seq_low:  # ``seq`` is the on-wire number plus the inferred high bits
+            raise EspError("malformed", "sequence number does not match the packet")
         iv = packet[8:iv_end]
         if self._aead is not None:
             try:
