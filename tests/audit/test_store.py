@@ -173,3 +173,25 @@ def test_online_records_without_archive_are_missing(tmp_path: Path) -> None:
 def test_sequence_numbers_are_dense(tmp_path: Path, n: int) -> None:
     store = filled_store(tmp_path, n=n, batch=3)
     assert [r.seq for r in store.records()] == list(range(1, n + 2))
+
+
+def test_two_processes_appending_keep_one_valid_chain(tmp_path: Path) -> None:
+    """The gateway and the CLI may append at the same time: one chain, dense seqs, every seal valid."""
+    import subprocess
+    import sys
+
+    AuditStore(tmp_path, now=T0).close()
+    code = (
+        "import sys\nfrom ikeguard.audit.store import AuditStore\n"
+        "from tests.audit.helpers import sample_event\n"
+        "s = AuditStore(sys.argv[1], create=False)\n"
+        "for i in range(150): s.append(sample_event(i))\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=repo) for _ in range(2)]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    store = AuditStore(tmp_path, create=False)
+    report = store.verify(verification_key(tmp_path))
+    assert report.ok, report.finding
+    assert store.head()[0] == 301
+    store.close()

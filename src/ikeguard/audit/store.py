@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import sqlite3
@@ -97,6 +98,7 @@ class AuditStore:
         self.state_dir = Path(state_dir)
         self.db_path = self.state_dir / DB_NAME
         self.key_path = self.state_dir / SEALING_KEY_NAME
+        self.lock_path = self.state_dir / "audit.lock"
         self.verification_key_path = self.state_dir / VERIFICATION_KEY_NAME
         self.archive_dir = self.state_dir / ARCHIVE_DIR
         self._lock = threading.RLock()
@@ -206,20 +208,36 @@ class AuditStore:
             if not todo:
                 return []
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                writer = self._writer_lock()
                 try:
+                    self._db.execute("BEGIN IMMEDIATE")
                     seqs, next_seq, next_key = self._append_locked(todo)
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._rollback()
+                    os.close(writer)
                     raise
-                keyfile.overwrite(self.key_path, next_seq, next_key)
+                try:
+                    keyfile.overwrite(self.key_path, next_seq, next_key)
+                finally:
+                    os.close(writer)  # releases the flock
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc, now)
                 raise AuditStoreError(self._failure or "audit store failure") from exc
             self._failure = None
             self._failed_since = None
             return seqs[len(todo) - len(items) :]
+
+    def _writer_lock(self) -> int:
+        """An exclusive flock held from BEGIN until the sealing key is overwritten, so two processes (gateway,
+        CLI) never interleave COMMIT and key update. Returns the fd; closing it releases the lock."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _rollback(self) -> None:
         # SQLite may already have rolled back (SQLITE_FULL, SQLITE_IOERR); keep the original error
@@ -415,8 +433,9 @@ class AuditStore:
         now = now or utc_now()
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                writer = self._writer_lock()
                 try:
+                    self._db.execute("BEGIN IMMEDIATE")
                     records = self.records(from_seq, to_seq)
                     if not records:
                         raise ValueError(f"no records in {from_seq}..{to_seq}")
@@ -440,8 +459,12 @@ class AuditStore:
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._rollback()
+                    os.close(writer)
                     raise
-                keyfile.overwrite(self.key_path, next_seq, next_key)
+                try:
+                    keyfile.overwrite(self.key_path, next_seq, next_key)
+                finally:
+                    os.close(writer)
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc, now)
                 raise AuditStoreError(self._failure or "audit store failure") from exc
