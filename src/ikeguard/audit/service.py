@@ -143,6 +143,12 @@ class AuditService:
         """Undelivered records per sink (the metric ``ikeguard_audit_spool_depth``)."""
         return {f.name: f.spool_depth for f in self.forwarders}
 
+    @property
+    def pending(self) -> int:
+        """Events recorded but not yet on disk."""
+        with self._cond:
+            return len(self._queue) + self._in_flight
+
     def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None:
         """Queue an event for the store; never blocks (bounded: beyond MAX_QUEUED the loss is counted)."""
         with self._cond:

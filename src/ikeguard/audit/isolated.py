@@ -1,0 +1,145 @@
+"""The audit writer and forwarders in a child process, so their CPU work (JSON, hashing, sealing, TLS)
+never competes with IKE for the parent's GIL. Same interface as ``AuditService`` (record, flush, healthy,
+refuse_new_sas, close).
+
+The parent only appends ``(fields, time)`` to a buffer; a sender thread pickles whole batches down a pipe.
+The child records them through an ``AuditService`` and publishes how many are on disk and whether the store is
+healthy in shared memory. An event counts as acknowledged only once the child reports it on disk; the child
+exits when the parent is gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+import os
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ikeguard.audit.events import AuditEvent, event_from_fields
+from ikeguard.audit.service import AuditService, SinkSpec
+from ikeguard.audit.sinks.forwarder import ForwarderSettings
+from ikeguard.audit.store import parse_time, rfc3339, utc_now
+
+_ACKED, _HEALTHY, _READY = 0, 1, 2
+
+
+def _child_main(
+    state_dir: str,
+    sinks: Sequence[SinkSpec],
+    settings: ForwarderSettings | None,
+    conn: Connection,
+    status: Any,
+    parent: int,
+) -> None:
+    service = AuditService(state_dir, sinks, settings=settings)
+    service.start()
+    received = 0
+    status[_READY] = 1
+    try:
+        while os.getppid() == parent:
+            if conn.poll(0.02):
+                batch = conn.recv()
+                if batch is None:
+                    break
+                for fields, when in batch:
+                    service.record(event_from_fields(fields), parse_time(when))
+                received += len(batch)
+            status[_ACKED] = received - service.pending
+            status[_HEALTHY] = 1 if service.healthy else 0
+        service.flush(10)
+    finally:
+        service.close()
+        status[_ACKED] = received - service.pending
+        status[_READY] = 2
+
+
+class IsolatedAuditService:
+    """``AuditService`` in a child process."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        sinks: Sequence[SinkSpec] = (),
+        *,
+        settings: ForwarderSettings | None = None,
+    ) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe(duplex=False)[::-1]
+        self._status: Any = ctx.Array("q", 3, lock=False)
+        self._proc = ctx.Process(
+            target=_child_main,
+            name="ikeguard-audit",
+            daemon=True,
+            args=(os.fspath(state_dir), list(sinks), settings, child_conn, self._status, os.getpid()),
+        )
+        self._buf: list[tuple[dict[str, Any], str]] = []
+        self._cond = threading.Condition()
+        self._submitted = 0
+        self._closing = False
+        self._sender = threading.Thread(target=self._send_loop, name="audit-sender", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the child and wait until its store is open."""
+        self._proc.start()
+        self._status[_HEALTHY] = 1
+        self._sender.start()
+        deadline = utc_now() + dt.timedelta(seconds=timeout)
+        while self._status[_READY] == 0 and self._proc.is_alive() and utc_now() < deadline:
+            self._proc.join(0.02)
+        if self._status[_READY] == 0:
+            raise RuntimeError("audit process did not start")
+
+    def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None:
+        """Queue an event; never blocks on the disk or the SIEM."""
+        item = (event.fields_dict(), rfc3339(now or utc_now()))
+        with self._cond:
+            self._buf.append(item)
+            self._submitted += 1
+            if len(self._buf) == 1:
+                self._cond.notify()
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._buf) or self._closing)
+                batch, self._buf = self._buf, []
+                closing = self._closing
+            if batch:
+                self._conn.send(batch)
+            if closing and not batch:
+                self._conn.send(None)
+                return
+
+    @property
+    def healthy(self) -> bool:
+        """False while the child's store cannot write."""
+        return bool(self._status[_HEALTHY]) and self._proc.is_alive()
+
+    @property
+    def refuse_new_sas(self) -> bool:
+        """PCI DSS 10.7: refuse new SAs while events cannot be recorded."""
+        return not self.healthy
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event recorded so far is on disk."""
+        target = self._submitted
+        deadline = utc_now() + dt.timedelta(seconds=timeout)
+        while self._status[_ACKED] < target:
+            if utc_now() >= deadline or not self._proc.is_alive():
+                return False
+            self._proc.join(0.005)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush and stop the child."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._sender.join(timeout)
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(5)
