@@ -223,3 +223,27 @@ def test_unreachable_siem_never_blocks_the_producer(tmp_path: Path, pki: Pki) ->
         assert service.store.cursor("siem") == 0
     finally:
         service.close()
+
+
+def test_spool_alarm_as_the_bound_nears(tmp_path: Path, pki: Pki) -> None:
+    server = Rsyslog(tmp_path / "rsyslog", pki)  # never started: everything spools
+    settings = ForwarderSettings(
+        confirm_delay=0.3, backoff_min=0.05, backoff_max=0.1, idle_poll=0.02, spool_limit=50
+    )
+    service = AuditService(
+        tmp_path / "state", [SinkSpec("siem", "syslog-tls", server.target())], settings=settings
+    )
+    service.start()
+    try:
+        for i in range(60):
+            service.record(sample_event(i))
+        assert service.flush()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and service.spool_depth()["siem"] < 60:
+            time.sleep(0.05)
+        assert service.spool_depth()["siem"] >= 60
+        assert service.flush()
+        alarms = [r.body for r in service.store.records() if r.body["event"] == "audit.spool.high"]
+    finally:
+        service.close()
+    assert len(alarms) == 1 and alarms[0]["details"]["limit"] == 50  # type: ignore[index]

@@ -98,6 +98,7 @@ class AuditService:
         self._cond = threading.Condition()
         self._in_flight = 0
         self._stop = False
+        self._retry = threading.Event()
         self.dropped = 0
         self.committed = 0
         self.forwarders = [Forwarder(s.name, self.store.state_dir, s.connector(), s.encoder(), self.record,
@@ -189,7 +190,7 @@ class AuditService:
                 with self._cond:
                     self._queue.extendleft(reversed(batch))
                     self._in_flight = 0
-                    self._cond.wait(0.5)  # retry; the store records failure and recovery itself
+                self._retry.wait(0.5)  # retry later; the store records failure and recovery itself
                 continue
             metrics.STORE_HEALTHY.set(1)
             metrics.RECORDS.inc(len(batch))
@@ -208,6 +209,7 @@ class AuditService:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+        self._retry.set()
         self._writer.join(timeout)
         for f in self.forwarders:
             f.stop(timeout)
