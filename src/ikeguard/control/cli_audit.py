@@ -14,7 +14,9 @@ import pwd
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -46,8 +48,44 @@ def state_dir_from(config: Path | None, state_dir: Path | None) -> Path:
     return (config.parent / str(value)).resolve()
 
 
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Path | None], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+        if value is not None:
+            ctx.ensure_object(dict)[key] = value
+
+    return callback
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def location(f: F) -> F:
+    """``-c FILE`` / ``--state-dir DIR`` also after the subcommand (``ikeguard audit verify -c FILE``)."""
+    f = click.option(
+        "--state-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        expose_value=False,
+        callback=_remember("state_dir_opt"),
+        help="state directory",
+    )(f)
+    return click.option(
+        "-c",
+        "--config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        expose_value=False,
+        callback=_remember("config"),
+        help="gateway config file",
+    )(f)
+
+
+def _state_dir(ctx: click.Context) -> Path | None:
+    obj = ctx.ensure_object(dict)
+    config, state_dir = obj.get("config"), obj.get("state_dir_opt")
+    return state_dir_from(config, state_dir) if (config or state_dir) else None
+
+
 def _open(ctx: click.Context) -> AuditStore:
-    path: Path | None = ctx.obj["state_dir"]
+    path = _state_dir(ctx)
     if path is None:
         raise click.UsageError("give -c FILE or --state-dir DIR")
     try:
@@ -71,7 +109,8 @@ def audit(ctx: click.Context, config: Path | None, state_dir: Path | None) -> No
     """Verify, follow and export the tamper-evident audit trail."""
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
-    ctx.obj["state_dir"] = state_dir_from(config, state_dir) if (config or state_dir) else None
+    ctx.obj["config"] = config
+    ctx.obj["state_dir_opt"] = state_dir
 
 
 def _report_out(report: VerifyReport, fpr: str, as_json: bool, what: str) -> None:
@@ -105,6 +144,7 @@ def _report_out(report: VerifyReport, fpr: str, as_json: bool, what: str) -> Non
 
 
 @audit.command()
+@location
 @click.option(
     "--key",
     "key_file",
@@ -128,7 +168,7 @@ def verify(
     as_json: bool,
 ) -> None:
     """Check chain and forward-secure seals; exit 1 naming the first bad sequence number."""
-    state: Path | None = ctx.obj.get("state_dir")
+    state = _state_dir(ctx)
     if key_file is None:
         if state is None:
             raise click.UsageError("give --key FILE (or -c/--state-dir to use the state directory's copy)")
@@ -180,6 +220,7 @@ def _line(rec: Record) -> str:
 
 
 @audit.command()
+@location
 @click.option("-n", "count", type=click.IntRange(min=0), default=20, show_default=True, help="last N records")
 @click.option("-f", "--follow", is_flag=True, help="keep printing new records")
 @click.option("--json", "as_json", is_flag=True)
@@ -227,6 +268,7 @@ def _bound(store: AuditStore, value: str, upper: bool) -> int:
 
 
 @audit.command()
+@location
 @click.option("--from", "from_", required=True, help="first sequence number or RFC 3339 time")
 @click.option("--to", "to", required=True, help="last sequence number or RFC 3339 time")
 @click.option(
@@ -259,6 +301,7 @@ def export(ctx: click.Context, from_: str, to: str, output: Path | None) -> None
 
 
 @audit.command()
+@location
 @click.option("--online-days", type=click.IntRange(min=1), default=None, help="default: [audit] online_days")
 @click.option(
     "--retention-days", type=click.IntRange(min=1), default=None, help="default: [audit] retention_days"
@@ -290,10 +333,11 @@ def archive(
 
 
 @audit.command()
+@location
 @click.pass_context
 def init(ctx: click.Context) -> None:
     """Create the trail and export the verification key ONCE; prints its fingerprint for the auditor."""
-    path: Path | None = ctx.obj["state_dir"]
+    path = _state_dir(ctx)
     if path is None:
         raise click.UsageError("give -c FILE or --state-dir DIR")
     if (path / "audit.db").exists():
