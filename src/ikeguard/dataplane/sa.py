@@ -71,6 +71,7 @@ class OutboundSa:
     def __init__(self, config: SaConfig, emit: Emit,
                  counter: SequenceCounter | SharedSequenceCounter | None = None) -> None:
         self.config = config
+        self.sockaddr = (str(config.destination.address), config.destination.port)
         self.transform = transform_for(config)
         self.counter = counter if counter is not None else SequenceCounter(config.esn)
         self.counters = SaCounters()
@@ -78,6 +79,11 @@ class OutboundSa:
         self._life = _Lifetimes(config, self.counters, emit)
         self._soft_seq_at = max(1, self.counter.limit - SEQ_SOFT_MARGIN)
         self._seq_warned = False
+
+    def retarget(self, config: SaConfig) -> None:
+        """Same keys and sequence numbers, new outer endpoints (NAT mapping change, MOBIKE)."""
+        self.config = config
+        self.sockaddr = (str(config.destination.address), config.destination.port)
 
     def protect(self, inner: bytes) -> bytes:
         """The ESP packet for ``inner`` (tunnel mode); raises EspError('hard_lifetime' / 'seq_exhausted')."""

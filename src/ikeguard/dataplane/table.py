@@ -45,7 +45,7 @@ class Policy:
     no_sa_drops: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built once per packet, and frozen dataclass construction is slower
 class Send:
     """Send ``data`` (an ESP packet) to ``destination``: in UDP (RFC 3948) when ``encap``, else as IP
     protocol 50."""
@@ -53,9 +53,10 @@ class Send:
     data: bytes
     destination: SaEndpoint
     encap: bool = True
+    sockaddr: tuple[str, int] = ("", 0)  # destination as the socket API wants it
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ToTun:
     """Write ``data`` (an IP packet) back into the TUN device (ICMP errors)."""
 
@@ -188,7 +189,7 @@ class SaTable:
             for spi in spis:
                 out = self._outbound.get(spi)
                 if out is not None:
-                    out.config = replace(out.config, source=local, destination=remote)
+                    out.retarget(replace(out.config, source=local, destination=remote))
                 inb = self._inbound.get(spi)
                 if inb is not None:
                     inb.config = replace(inb.config, source=remote, destination=local)
@@ -256,7 +257,7 @@ class SaTable:
         if flow.protocol == 6:
             inner = clamp_mss(inner, mtu - (40 if flow.version == 4 else 60))
         try:
-            return Send(sa.protect(inner), sa.config.destination, sa.config.encap)
+            return Send(sa.protect(inner), sa.config.destination, sa.config.encap, sa.sockaddr)
         except EspError:
             return None
 

@@ -237,7 +237,7 @@ class UserspaceDataPlane:
                 continue
             if isinstance(result, Send):
                 if result.encap:
-                    batch.add(result.data, (str(result.destination.address), result.destination.port))
+                    batch.add(result.data, result.sockaddr)
                 else:
                     self._send_raw(result)
                 continue
