@@ -119,12 +119,18 @@ def printable(value: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
 
 
+REDACTED = "[redacted: looked like key material]"
+
+
 def _check_text(name: str, value: str) -> str:
-    if len(value) > MAX_TEXT:
-        raise AuditEventError(f"audit field {name!r} longer than {MAX_TEXT} characters")
+    # Values may come from a peer (identities, reasons): never raise on them (that would let a peer break
+    # the caller); redact what looks like key material and cut what is too long, visibly.
     if _SECRET_VALUE.search(value):
-        raise SecretInAuditEvent(f"audit field {name!r} looks like key material; refused")
-    return printable(value)
+        return REDACTED
+    value = printable(value)
+    if len(value) > MAX_TEXT:
+        value = value[:MAX_TEXT] + f"...[{len(value) - MAX_TEXT} more characters cut]"
+    return value
 
 
 @dataclass(frozen=True)
