@@ -1,8 +1,8 @@
 """Userspace ESP data plane: per-packet cost in-process, and iperf3 through ikeguard <-> ikeguard.
 
 Run: `.venv/bin/python -m bench bench_dataplane` (the iperf3 part needs root, /dev/net/tun and iperf3; it
-builds two network namespaces with static AES-256-GCM SAs and removes them again). The strongSwan side-by-side
-comparison (issue #7) is not in this module yet.
+builds two network namespaces with static AES-256-GCM SAs and removes them again), then the same iperf3 runs
+between two strongSwan charons with kernel-libipsec (PSK, aes256gcm16 ESP-in-UDP), side by side, as ratios.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tests.dataplane.packets import udp4
 from tests.dataplane.test_table import sa_pair
@@ -52,32 +53,120 @@ def iperf_through_tunnel() -> dict[str, float]:
 
     from ikeguard.tools.netns import NetnsLab, Topology
 
-    results: dict[str, float] = {}
     with NetnsLab() as lab, tempfile.TemporaryDirectory() as tmp:
         topo = Topology.two_hosts(lab, "bdl", "bdr")
         left, right = start_planes(topo, SaPair(0x1001, 0x2001), Path(tmp))
         try:
-            server = topo.right.namespace.popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
-            time.sleep(0.5)
-            target = str(topo.right.subnet_address)
-            client = ["iperf3", "-c", target, "-t", str(SECONDS), "-J"]
-            out = topo.left.namespace.run(*client, timeout=SECONDS + 30)
-            server.wait(timeout=10)
-            data = json.loads(out.stdout)
-            results["tcp_mbit_s"] = data["end"]["sum_received"]["bits_per_second"] / 1e6
-            for length in (1328, 92):
-                server = topo.right.namespace.popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
-                time.sleep(0.5)
-                out = topo.left.namespace.run(*client, "-u", "-b", "0", "-l", str(length),
-                                              timeout=SECONDS + 30)
-                server.wait(timeout=10)
-                end = json.loads(out.stdout)["end"]["sum"]
-                received = end["packets"] - end["lost_packets"]
-                results[f"udp{length}_kpps"] = received / end["seconds"] / 1000
+            return _iperf(topo, SECONDS)
         finally:
             left.stop()
             right.stop()
+
+
+_STRONGSWAN_CONF = """charon-systemd {{
+    journal {{
+        default = -1
+    }}
+    filelog {{
+        log {{
+            path = {dir}/charon.log
+            default = 1
+        }}
+    }}
+}}
+charon {{
+    load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints revocation curve25519 gcm aes sha1 \
+sha2 hmac kdf kernel-libipsec kernel-netlink socket-default vici updown
+    install_routes = yes
+    plugins {{
+        vici {{
+            socket = unix://{dir}/charon.vici
+        }}
+    }}
+}}
+swanctl {{
+    socket = unix://{dir}/charon.vici
+}}
+"""
+
+_SWANCTL_CONF = """connections {{
+    net {{
+        local_addrs = {local}
+        remote_addrs = {remote}
+        proposals = aes256gcm16-prfsha256-x25519
+        encap = yes
+        local {{
+            auth = psk
+            id = {me}
+        }}
+        remote {{
+            auth = psk
+            id = {peer}
+        }}
+        children {{
+            net {{
+                local_ts = {local_ts}
+                remote_ts = {remote_ts}
+                esp_proposals = aes256gcm16
+            }}
+        }}
+    }}
+}}
+secrets {{
+    ike-1 {{
+        id-1 = left
+        id-2 = right
+        secret = "{secret}"
+    }}
+}}
+"""
+
+
+def _iperf(topo: Any, seconds: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    target = str(topo.right.subnet_address)
+    client = ["iperf3", "-c", target, "-t", str(seconds), "-J"]
+    for label, extra in (("tcp_mbit_s", []), ("udp1328_kpps", ["-u", "-b", "0", "-l", "1328"]),
+                         ("udp92_kpps", ["-u", "-b", "0", "-l", "92"])):
+        server = topo.right.namespace.popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        out = topo.left.namespace.run(*client, *extra, timeout=seconds + 30)
+        server.wait(timeout=10)
+        data = json.loads(out.stdout)["end"]
+        if label.startswith("tcp"):
+            results[label] = data["sum_received"]["bits_per_second"] / 1e6
+        else:
+            end = data["sum"]
+            results[label] = (end["packets"] - end["lost_packets"]) / end["seconds"] / 1000
     return results
+
+
+def strongswan_through_tunnel() -> dict[str, float]:
+    """The same iperf3 runs between two strongSwan charons with kernel-libipsec (userspace ESP over TUN)."""
+    from ikeguard.tools.netns import NetnsLab, Topology
+
+    with NetnsLab() as lab, tempfile.TemporaryDirectory() as tmp:
+        topo = Topology.two_hosts(lab, "bsl", "bsr")
+        secret = os.urandom(16).hex()
+        for side, host, peer in (("left", topo.left, topo.right), ("right", topo.right, topo.left)):
+            d = Path(tmp) / side
+            (d / "swanctl").mkdir(parents=True)
+            (d / "strongswan.conf").write_text(_STRONGSWAN_CONF.format(dir=d))
+            (d / "swanctl" / "swanctl.conf").write_text(_SWANCTL_CONF.format(
+                local=host.address, remote=peer.address, me=side, peer="right" if side == "left" else "left",
+                local_ts=host.subnet, remote_ts=peer.subnet, secret=secret))
+            env = {"STRONGSWAN_CONF": str(d / "strongswan.conf"), "SWANCTL_DIR": str(d / "swanctl")}
+            host.namespace.popen(["/usr/sbin/charon-systemd"], env=env)
+            deadline = time.monotonic() + 15
+            while not (d / "charon.vici").exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"charon ({side}) did not start: {(d / 'charon.log')}")
+                time.sleep(0.1)
+            host.namespace.run("swanctl", "--load-all", "--noprompt", env=env)
+        left_env = {"STRONGSWAN_CONF": str(Path(tmp) / "left" / "strongswan.conf"),
+                    "SWANCTL_DIR": str(Path(tmp) / "left" / "swanctl")}
+        topo.left.namespace.run("swanctl", "--initiate", "--child", "net", env=left_env, timeout=30)
+        return _iperf(topo, SECONDS)
 
 
 def main() -> None:
@@ -91,6 +180,19 @@ def main() -> None:
     r = iperf_through_tunnel()
     print(f"ikeguard<->ikeguard aes256gcm16, {SECONDS} s: TCP {r['tcp_mbit_s']:.0f} Mbit/s, "
           f"UDP 1328 B {r['udp1328_kpps']:.1f} kpps, UDP 92 B {r['udp92_kpps']:.1f} kpps (received)")
+    if shutil.which("swanctl") is None or not Path("/usr/sbin/charon-systemd").exists():
+        print("strongSwan side: skipped (needs charon-systemd and swanctl)")
+        return
+    try:
+        ss = strongswan_through_tunnel()
+    except Exception as exc:  # a benchmark reports, it does not crash
+        print(f"strongSwan side: failed: {exc}")
+        return
+    print(f"strongSwan<->strongSwan kernel-libipsec aes256gcm16, {SECONDS} s: "
+          f"TCP {ss['tcp_mbit_s']:.0f} Mbit/s, "
+          f"UDP 1328 B {ss['udp1328_kpps']:.1f} kpps, UDP 92 B {ss['udp92_kpps']:.1f} kpps (received)")
+    print("ratio ikeguard/strongSwan: " + ", ".join(
+        f"{k} {r[k] / ss[k]:.2f}x" for k in ("tcp_mbit_s", "udp1328_kpps", "udp92_kpps") if ss[k]))
 
 
 if __name__ == "__main__":
