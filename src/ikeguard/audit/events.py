@@ -56,6 +56,12 @@ class EventName(StrEnum):
     CLOCK_STATUS = "clock.status"
     SERVICE_STARTED = "service.started"
     SERVICE_STOPPED = "service.stopped"
+    # Emitted by the IKE engine in addition to the contract's names (extensions, never renames).
+    IKE_FAILED = "ike.failed"
+    IKE_RETRY = "ike.retry"
+    IKE_REKEY_FAILED = "ike.rekey_failed"
+    IKE_ADDRESS_CHANGED = "ike.address_changed"
+    CHILD_FAILED = "child.failed"
 
 
 class Outcome(StrEnum):

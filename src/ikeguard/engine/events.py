@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address, IPv6Address
 
+from ikeguard.audit.events import AuditEvent as AuditEvent  # one record type from engine to store
 from ikeguard.engine.states import ChildState, IkeState
 from ikeguard.policy.ts import TrafficSelector
 
@@ -132,26 +133,6 @@ class ChildSaStateChanged:
     old: ChildState
     new: ChildState
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    """An audit record to store: ``event`` name from the contract's catalogue plus its fields."""
-
-    event: str
-    outcome: str
-    reason: str = ""
-    connection: str = ""
-    ike_uniqueid: int = 0
-    local_addr: str = ""
-    remote_addr: str = ""
-    local_id: str = ""
-    remote_id: str = ""
-    cert_subject: str = ""
-    cert_serial: str = ""
-    cert_issuer: str = ""
-    proposal: str = ""
-    details: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.context import EngineContext
 from ikeguard.engine.errors import RemoteProtocolError
@@ -165,8 +166,8 @@ class IkeSa:
         """Emit an audit record with this SA's contract fields (INTERFACE.md "Audit events")."""
         self.emit(
             AuditEvent(
-                event=event,
-                outcome=outcome,
+                event=EventName(event),
+                outcome=Outcome(outcome),
                 reason=reason,
                 connection=self.name,
                 ike_uniqueid=self.uniqueid,
@@ -178,7 +179,7 @@ class IkeSa:
                 cert_serial=self.remote_cert_serial,
                 cert_issuer=self.remote_cert_issuer,
                 proposal=details.pop("proposal", self.proposal_text),
-                details=tuple(sorted(details.items())),
+                details=dict(details),
             )
         )
 

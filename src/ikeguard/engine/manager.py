@@ -9,6 +9,7 @@ import heapq
 from collections import Counter
 from collections.abc import Iterable
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.crypto.random import RandomSource
 from ikeguard.engine import commands
 from ikeguard.engine.context import EngineContext
@@ -221,8 +222,8 @@ class IkeManager:
             self._cookies_on = busy
             self.ctx.outputs.append(
                 AuditEvent(
-                    "dos.cookies_on" if busy else "dos.cookies_off",
-                    "success",
+                    EventName.DOS_COOKIES_ON if busy else EventName.DOS_COOKIES_OFF,
+                    Outcome.SUCCESS,
                     f"{self.half_open_count()} half-open IKE SAs",
                 )
             )

@@ -115,7 +115,7 @@ class IkeInitTask(Task):
                     f"peer demands key exchange {name_of(KeId, wanted)} which we did not offer",
                     "proposal.rejected",
                 )
-            sa.audit("ike.retry", "retry", f"peer asked for {name_of(KeId, wanted)} (INVALID_KE_PAYLOAD)")
+            sa.audit("ike.retry", "failure", f"peer asked for {name_of(KeId, wanted)} (INVALID_KE_PAYLOAD)")
             return self._retry(sa, "INVALID_KE_PAYLOAD", lambda: setattr(self, "group", wanted))
         error = msg.error_notify()
         if error is not None:
@@ -179,7 +179,7 @@ class IkeInitTask(Task):
         self.chosen, self.chosen_number = choice
         group = proposal_ke(self.chosen)
         if int(ke.group) != group:
-            sa.audit("ike.retry", "retry", f"asked peer for {name_of(KeId, group)} (INVALID_KE_PAYLOAD)")
+            sa.audit("ike.retry", "failure", f"asked peer for {name_of(KeId, group)} (INVALID_KE_PAYLOAD)")
             raise RemoteProtocolError(
                 f"peer sent KE {name_of(KeId, int(ke.group))}, selected {name_of(KeId, group)}",
                 NotifyType.INVALID_KE_PAYLOAD,
