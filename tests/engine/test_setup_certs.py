@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ikeguard.engine import CertVerdict
 from ikeguard.engine.settings import AuthKind, ConnectionSettings, LocalAuth, RemoteAuth
 from ikeguard.engine.states import IkeState
 from tests.engine.harness import child, ike, mirror, pair
@@ -66,6 +67,28 @@ def test_untrusted_issuer_is_rejected_with_authentication_failed() -> None:
     failure = net.a.audits("auth.failure")
     assert failure and "AUTHENTICATION_FAILED" in failure[0].reason
     assert "CN=Rogue CA" in net.b.audits("auth.failure")[0].cert_issuer
+
+
+class RevocationUnavailableValidator(TrustAnchorValidator):
+    """A validator whose revocation source could not be reached (as ikeguard.pki reports it)."""
+
+    def validate(self, chain, identity, connection, now):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return CertVerdict(False, "revocation_unavailable: CRL at http://192.0.2.9/ca.crl unreachable")
+
+
+def test_unreachable_revocation_is_refused_as_revocation_failed() -> None:
+    c = child(proposals=("aes256gcm16-ecp384",))
+    a = cert_conn("tunnel", "a.example.net", "b.example.net", "ecdsa-p256", children=(c,))
+    b = cert_conn("tunnel", "b.example.net", "a.example.net", "ecdsa-p384", children=(mirror(c),))
+    net = pair([a], [b], validator=RevocationUnavailableValidator([]))
+    net.now = T0
+    net.initiate()
+    net.run()
+    assert net.a.manager.ike_sas() == [] and net.b.manager.ike_sas() == []
+    failed = net.b.audits("revocation.failed")
+    assert failed and "unreachable" in failed[0].reason
+    assert net.b.audits("cert.rejected") == []
 
 
 def test_identity_not_in_certificate_is_rejected() -> None:

@@ -156,7 +156,9 @@ def verify_peer(
     sa.remote_cert_serial = format(leaf.serial_number, "x")
     sa.remote_cert_issuer = leaf.issuer.rfc4514_string()
     if not verdict.accepted:
-        sa.audit("cert.rejected", "failure", verdict.reason)
+        # A revocation status that could not be obtained is its own audit event (INTERFACE.md).
+        unavailable = verdict.reason.startswith("revocation_unavailable")
+        sa.audit("revocation.failed" if unavailable else "cert.rejected", "failure", verdict.reason)
         raise AuthError(f"certificate rejected: {verdict.reason}")
     not_after = verdict.not_after or leaf.not_valid_after_utc
     sa.remote_cert_not_after = not_after.replace(tzinfo=not_after.tzinfo or UTC).timestamp()
