@@ -51,10 +51,10 @@ CheckFn = Callable[["Rule", CheckContext], list[Outcome]]
 REGISTRY: dict[str, CheckFn] = {}
 
 NOT_IMPLEMENTED: dict[str, str] = {
-    "revocation_runtime": "peer certificate revocation is not checked during IKE_AUTH yet "
-                          "(needs the engine/service certificate validation)",
-    "siem_delivery": "no audit sink client exists yet: delivery to the SIEM and alerting on its failure "
-                     "cannot be verified",
+    "revocation_runtime": "peer certificate revocation is not checked during IKE_AUTH of a running gateway "
+                          "yet (the validator exists in ikeguard.pki; no gateway service runs it yet)",
+    "siem_delivery": "the SIEM sinks exist in ikeguard.audit, but no running gateway forwards its events to "
+                     "them yet: delivery and alerting on its failure cannot be verified",
     "ml_dsa_auth": "ML-DSA signatures are not available in the crypto backend",
     "intermediate_exchange": "IKE_INTERMEDIATE / RFC 9370 additional key exchanges are not in the engine yet",
 }
