@@ -36,6 +36,70 @@ def _connection(
     )
 
 
+def _start_pair(
+    strongswan_peer: PeerFactory,
+    topo: Topology,
+    *,
+    psk: str | None = None,
+    pki: TestPki | None = None,
+    ipv6: bool = False,
+    gw_remote: str | None = None,
+) -> tuple[StrongSwanPeer, StrongSwanPeer]:
+    """Start the gateway (right) and the client (left) with mirrored connections; PSK or certificates."""
+    left, right = topo.left, topo.right
+    if ipv6:
+        addrs = (str(left.address6), str(right.address6))
+        subnets = (str(left.subnet6), str(right.subnet6))
+    else:
+        addrs = (str(left.address), str(right.address))
+        subnets = (str(left.subnet), str(right.subnet))
+
+    def auth(fqdn: str, *, own_cert: str = "") -> AuthConfig:
+        if psk is not None:
+            return AuthConfig("psk", fqdn)
+        if own_cert:
+            return AuthConfig("pubkey", fqdn, certs=[f"{own_cert}.pem"])
+        return AuthConfig("pubkey", fqdn, cacerts=["ca.pem"])
+
+    def peer_kwargs(stem: str) -> dict[str, object]:
+        if psk is not None:
+            return {"psks": [PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret=psk)]}
+        assert pki is not None
+        return {"certs": {stem: getattr(pki, stem)}, "cacerts": {"ca": pki.ca.cert}}
+
+    gw = strongswan_peer(
+        right.namespace,
+        "gw",
+        connections=[
+            _connection(
+                addrs[1],
+                gw_remote or addrs[0],
+                auth(GW_FQDN, own_cert="gw"),
+                auth(CLIENT_FQDN),
+                subnets[1],
+                subnets[0],
+            )
+        ],
+        **peer_kwargs("gw"),
+    )
+    client = strongswan_peer(
+        left.namespace,
+        "client",
+        connections=[
+            _connection(
+                addrs[0],
+                addrs[1],
+                auth(CLIENT_FQDN, own_cert="client"),
+                auth(GW_FQDN),
+                subnets[0],
+                subnets[1],
+            )
+        ],
+        **peer_kwargs("client"),
+    )
+    return gw, client
+
+
 def _ping(topo: Topology, count: int = 3) -> subprocess.CompletedProcess[str]:
     return topo.left.namespace.run(
         "ping",
@@ -84,39 +148,7 @@ def test_certificate_tunnel_carries_ping(
     netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, test_pki: TestPki
 ) -> None:
     topo = netns_topology("direct")
-    ca = {"ca": test_pki.ca.cert}
-    gw = strongswan_peer(
-        topo.right.namespace,
-        "gw",
-        certs={"gw": test_pki.gw},
-        cacerts=ca,
-        connections=[
-            _connection(
-                str(topo.right.address),
-                str(topo.left.address),
-                AuthConfig("pubkey", GW_FQDN, certs=["gw.pem"]),
-                AuthConfig("pubkey", CLIENT_FQDN, cacerts=["ca.pem"]),
-                str(topo.right.subnet),
-                str(topo.left.subnet),
-            )
-        ],
-    )
-    client = strongswan_peer(
-        topo.left.namespace,
-        "client",
-        certs={"client": test_pki.client},
-        cacerts=ca,
-        connections=[
-            _connection(
-                str(topo.left.address),
-                str(topo.right.address),
-                AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
-                AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]),
-                str(topo.left.subnet),
-                str(topo.right.subnet),
-            )
-        ],
-    )
+    gw, client = _start_pair(strongswan_peer, topo, pki=test_pki)
     client.initiate(child="net", ike="ikg")
     _assert_tunnel(client, gw, topo)
     # The gateway verified the client's ECDSA P-384 certificate against our CA (RFC 7296 §2.15).
@@ -143,37 +175,8 @@ def test_psk_tunnel_carries_ping(
     netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory
 ) -> None:
     topo = netns_topology("direct")
-    psk = [PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret="smoke-test-psk-7f3a9c1e5b2d4086")]
-    gw = strongswan_peer(
-        topo.right.namespace,
-        "gw",
-        psks=psk,
-        connections=[
-            _connection(
-                str(topo.right.address),
-                str(topo.left.address),
-                AuthConfig("psk", GW_FQDN),
-                AuthConfig("psk", CLIENT_FQDN),
-                str(topo.right.subnet),
-                str(topo.left.subnet),
-            )
-        ],
-    )
-    client = strongswan_peer(
-        topo.left.namespace,
-        "client",
-        psks=psk,
-        connections=[
-            _connection(
-                str(topo.left.address),
-                str(topo.right.address),
-                AuthConfig("psk", CLIENT_FQDN),
-                AuthConfig("psk", GW_FQDN),
-                str(topo.left.subnet),
-                str(topo.right.subnet),
-            )
-        ],
-    )
+    psk = "smoke-test-psk-7f3a9c1e5b2d4086"
+    gw, client = _start_pair(strongswan_peer, topo, psk=psk)
     client.initiate(child="net", ike="ikg")
     _assert_tunnel(client, gw, topo)
     assert "with pre-shared key successful" in gw.log()
@@ -213,37 +216,8 @@ def test_psk_tunnel_through_nat(
 ) -> None:
     """Client behind the masquerading router: both sides see the real NAT (RFC 7296 §2.23); ESP flows."""
     topo = netns_topology("nat")
-    psk = [PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret="nat-test-psk-0b9e8d7c6a5f4e3d")]
-    gw = strongswan_peer(
-        topo.right.namespace,
-        "gw",
-        psks=psk,
-        connections=[
-            _connection(
-                str(topo.right.address),
-                "%any",
-                AuthConfig("psk", GW_FQDN),
-                AuthConfig("psk", CLIENT_FQDN),
-                str(topo.right.subnet),
-                str(topo.left.subnet),
-            )
-        ],
-    )
-    client = strongswan_peer(
-        topo.left.namespace,
-        "client",
-        psks=psk,
-        connections=[
-            _connection(
-                str(topo.left.address),
-                str(topo.right.address),
-                AuthConfig("psk", CLIENT_FQDN),
-                AuthConfig("psk", GW_FQDN),
-                str(topo.left.subnet),
-                str(topo.right.subnet),
-            )
-        ],
-    )
+    psk = "nat-test-psk-0b9e8d7c6a5f4e3d"
+    gw, client = _start_pair(strongswan_peer, topo, psk=psk, gw_remote="%any")
     client.initiate(child="net", ike="ikg")
     c_sa = client.wait_established("ikg", "net")
     g_sa = gw.wait_established("ikg", "net")
@@ -296,37 +270,8 @@ def test_config_writer_survives_charons_parser(netns_lab: NetnsLab, strongswan_p
 def test_psk_tunnel_over_ipv6(netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory) -> None:
     """IPv6 outer addresses and IPv6 protected subnets: the same harness, the other family."""
     topo = netns_topology("direct")
-    psk = [PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret="v6-test-psk-5e4d3c2b1a0f9e8d")]
-    gw = strongswan_peer(
-        topo.right.namespace,
-        "gw",
-        psks=psk,
-        connections=[
-            _connection(
-                str(topo.right.address6),
-                str(topo.left.address6),
-                AuthConfig("psk", GW_FQDN),
-                AuthConfig("psk", CLIENT_FQDN),
-                str(topo.right.subnet6),
-                str(topo.left.subnet6),
-            )
-        ],
-    )
-    client = strongswan_peer(
-        topo.left.namespace,
-        "client",
-        psks=psk,
-        connections=[
-            _connection(
-                str(topo.left.address6),
-                str(topo.right.address6),
-                AuthConfig("psk", CLIENT_FQDN),
-                AuthConfig("psk", GW_FQDN),
-                str(topo.left.subnet6),
-                str(topo.right.subnet6),
-            )
-        ],
-    )
+    psk = "v6-test-psk-5e4d3c2b1a0f9e8d"
+    gw, client = _start_pair(strongswan_peer, topo, psk=psk, ipv6=True)
     client.initiate(child="net", ike="ikg")
     c_sa = client.wait_established("ikg", "net")
     gw.wait_established("ikg", "net")
