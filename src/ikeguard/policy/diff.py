@@ -28,7 +28,7 @@ class ConfigDiff:
     gateway_changed: bool = False
 
 
-def _uses(config: LoadedConfig, name: str) -> tuple[object, ...]:
+def connection_dependencies(config: LoadedConfig, name: str) -> tuple[object, ...]:
     """What a connection depends on outside its own table (authorities, PSKs for its ids)."""
     model = config.model
     conn = model.connections[name]
@@ -46,7 +46,8 @@ def diff_configs(old: LoadedConfig, new: LoadedConfig) -> ConfigDiff:
     diff.added = [n for n in new_conns if n not in old_conns]
     diff.removed = [n for n in old_conns if n not in new_conns]
     for name in (n for n in new_conns if n in old_conns):
-        same = old_conns[name] == new_conns[name] and _uses(old, name) == _uses(new, name)
+        same = (old_conns[name] == new_conns[name]
+                and connection_dependencies(old, name) == connection_dependencies(new, name))
         (diff.unchanged if same else diff.changed).append(name)
     diff.gateway_changed = old.model.gateway != new.model.gateway or old.model.audit != new.model.audit
     for name, inventory in new.inventories.items():

@@ -1,0 +1,1 @@
+"""The gateway service: the only asyncio layer (sockets, timers, engine outputs, signals, reload)."""

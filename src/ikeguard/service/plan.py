@@ -1,0 +1,389 @@
+"""Everything a running gateway needs, built once from a configuration file (``ikeguard run`` and reload).
+
+``build_plan`` loads and enforces the config (``on_violation``: refuse raises, quarantine drops the
+offending connections/peers), then turns each enabled ``[connections.NAME]`` into the engine's
+``ConnectionSettings``: proposals, PSKs from ``[secrets.ike]``, the private key and certificates from their
+files, and a ``ConnectionTrust`` (anchors, revocation source, validation policy derived from the profile's
+certificate rules) for the PKI validator. ``%peer`` is resolved through the live peer inventories, so
+``peers disable`` takes effect at the next IKE_AUTH without a reload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ikeguard.audit.service import SinkSpec
+from ikeguard.crypto.signatures import PrivateKey
+from ikeguard.engine.retransmit import RetransmitPolicy
+from ikeguard.engine.settings import (
+    AuthKind,
+    ChildSettings,
+    ConnectionSettings,
+    EngineSettings,
+    LocalAuth,
+    RemoteAuth,
+)
+from ikeguard.pki.engine_validator import ConnectionTrust, PkiValidator
+from ikeguard.pki.fetch import UrllibFetcher
+from ikeguard.pki.loading import PkiLoadError, load_certificates
+from ikeguard.pki.trust import AuthoritySpec, build_trust
+from ikeguard.pki.validation_policy import RevocationMode, ValidationPolicy
+from ikeguard.policy.enforce import Enforcement, load_and_enforce
+from ikeguard.policy.errors import ConfigError, Finding
+from ikeguard.policy.identity import parse_identity
+from ikeguard.policy.inventory import PeerInventory, identity_key
+from ikeguard.policy.loader import LoadedConfig
+from ikeguard.policy.model import Child, Connection
+from ikeguard.policy.profile import Profile, load_profile
+from ikeguard.policy.proposals import parse_configured
+from ikeguard.policy.ts import TrafficSelector
+from ikeguard.wire.proposal_string import ProposalSpec
+from ikeguard.wire.transforms import Transform
+
+IKE_PORT = 500
+NATT_PORT = 4500
+_CURVE_BITS = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521, "brainpoolP256r1": 256,
+               "brainpoolP384r1": 384, "brainpoolP512r1": 512}
+
+
+class ConfigRefused(ConfigError):
+    """The configuration cannot run: every finding (file, key, value, rule), as ``ikeguard check`` lists."""
+
+
+@dataclass(frozen=True)
+class ChildActions:
+    """``start_action``, ``dpd_action`` and ``close_action`` of one child (swanctl semantics)."""
+
+    start_action: str = "none"
+    dpd_action: str = "clear"
+    close_action: str = "none"
+
+
+class InventorySelectors:
+    """The engine's ``PeerSelectors``: ``%peer`` = the subnets the inventory binds to an enabled identity."""
+
+    def __init__(self, inventories: dict[str, PeerInventory]) -> None:
+        self.inventories = inventories
+
+    def selectors_for(self, connection: str, identity: str) -> tuple[TrafficSelector, ...] | None:
+        """Selectors of ``identity`` in ``connection``'s inventory; None when unlisted or disabled."""
+        inventory = self.inventories.get(connection)
+        if inventory is None:
+            return None
+        try:
+            return inventory.bound_selectors(parse_identity(identity))
+        except ValueError:
+            return None
+
+
+@dataclass
+class GatewayPlan:
+    """A loaded, enforced configuration translated for the engine, the PKI validator and the service."""
+
+    config: LoadedConfig
+    enforcement: Enforcement
+    engine_settings: EngineSettings
+    connections: dict[str, ConnectionSettings]
+    validator: PkiValidator
+    selectors: InventorySelectors
+    child_actions: dict[tuple[str, str], ChildActions]
+    local_addrs: dict[str, tuple[str, ...]]
+    listen: tuple[str, ...]
+    dataplane: str
+    state_dir: Path
+    audit_sinks: tuple[SinkSpec, ...]
+    retention_days: int
+    online_days: int
+    metrics: tuple[str, int] | None
+    ike_port: int = IKE_PORT
+    natt_port: int = NATT_PORT
+    certificates: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> Profile:
+        """The compliance profile the gateway enforces."""
+        return self.engine_settings.profile
+
+    def connection_fingerprint(self, name: str) -> tuple[object, ...]:
+        """Equal for two plans when a reload may keep ``name``'s SAs (certificate file contents excluded)."""
+        from ikeguard.policy.diff import connection_dependencies
+
+        conn = self.config.model.connections[name]
+        return conn.model_dump_json(), connection_dependencies(self.config, name)
+
+    def restrict_esp(self, supported: Callable[[Transform], bool]) -> None:
+        """Drop ESP transforms the data plane cannot run (ARCHITECTURE rule 4); a child left with no
+        proposal keeps none, so the engine refuses it rather than negotiate something uninstallable."""
+        for name, conn in self.connections.items():
+            children = tuple(replace(c, esp_proposals=_restrict(c.esp_proposals, supported))
+                             for c in conn.children)
+            self.connections[name] = replace(conn, children=children)
+
+
+def _restrict(specs: Iterable[ProposalSpec], ok: Callable[[Transform], bool]) -> tuple[ProposalSpec, ...]:
+    out = []
+    for spec in specs:
+        encr = tuple(t for t in spec.encr if ok(t))
+        integ = tuple(t for t in spec.integ if ok(t))
+        if encr and (integ or all(t.is_aead for t in encr)):
+            out.append(replace(spec, encr=encr, integ=integ if not all(t.is_aead for t in encr) else ()))
+    return tuple(out)
+
+
+def _finding(config: LoadedConfig, path: str, value: str | None, message: str) -> Finding:
+    return Finding("config.credentials", message, path=path, value=value, file=str(config.path))
+
+
+def _load_key(path: Path) -> PrivateKey:
+    data = path.read_bytes()
+    pem = b"-----BEGIN" in data
+    loader = serialization.load_pem_private_key if pem else serialization.load_der_private_key
+    key: Any = loader(data, password=None)
+    return key  # type: ignore[no-any-return]
+
+
+class _Builder:
+    """Collects findings while translating every enabled connection (all problems reported at once)."""
+
+    def __init__(self, config: LoadedConfig, profile: Profile) -> None:
+        self.config = config
+        self.profile = profile
+        self.model = config.model
+        self.findings: list[Finding] = []
+        self.validation = _validation_policy(profile)
+        self.fetcher = UrllibFetcher()
+
+    def fail(self, path: str, value: str | None, message: str) -> None:
+        self.findings.append(_finding(self.config, path, value, message))
+
+    def psk_for(self, name: str, conn: Connection) -> bytes:
+        """The secret whose ``ids`` name the remote (or local) identity; one without ids as a fallback."""
+        wanted = {identity_key(parse_identity(i))
+                  for i in (conn.remote.id, conn.local.id) if i and i != "%any"}
+        fallback: bytes | None = None
+        for secret_name, secret in self.model.secrets.ike.items():
+            keys = {identity_key(parse_identity(i)) for i in secret.ids}
+            if keys and not keys & wanted:
+                continue
+            if secret.secret is not None:
+                value = secret.secret.get_secret_value().encode()
+            else:
+                assert secret.secret_file is not None
+                path = self.config.resolve(secret.secret_file)
+                try:
+                    value = path.read_text(encoding="utf-8").strip().encode()
+                except (OSError, UnicodeDecodeError) as exc:
+                    self.fail(f"secrets.ike.{secret_name}.secret_file", secret.secret_file,
+                              f"cannot read the secret: {type(exc).__name__}")
+                    return b""
+            if keys:
+                return value
+            fallback = fallback or value
+        if fallback is None:
+            self.fail(f"connections.{name}.remote.id", conn.remote.id,
+                      "auth = \"psk\" but no [secrets.ike] entry names this identity")
+            return b""
+        return fallback
+
+    def local_auth(self, name: str, conn: Connection) -> tuple[LocalAuth, tuple[x509.Certificate, ...]]:
+        local = conn.local
+        certs: list[x509.Certificate] = []
+        for i, rel in enumerate(local.certs):
+            try:
+                certs += load_certificates(self.config.resolve(rel).read_bytes())
+            except (OSError, PkiLoadError) as exc:
+                self.fail(f"connections.{name}.local.certs[{i}]", rel, f"cannot load the certificate: {exc}")
+        identity = local.id or self._default_local_id(name, conn, certs)
+        if local.auth == "psk":
+            return LocalAuth(AuthKind.PSK, identity, psk=self.psk_for(name, conn)), tuple(certs)
+        key: PrivateKey | None = None
+        if local.key is None:
+            self.fail(f"connections.{name}.local.key", None, "auth = \"pubkey\" needs a private key file")
+        else:
+            try:
+                key = _load_key(self.config.resolve(local.key))
+            except (OSError, ValueError, TypeError) as exc:
+                self.fail(f"connections.{name}.local.key", local.key,
+                          f"cannot load the private key ({type(exc).__name__}; "
+                          "encrypted keys are not supported)")
+        if not certs:
+            self.fail(f"connections.{name}.local.certs", None, "auth = \"pubkey\" needs a certificate")
+        return LocalAuth(AuthKind.PUBKEY, identity, private_key=key, certs=tuple(certs)), tuple(certs)
+
+    def _default_local_id(self, name: str, conn: Connection, certs: list[x509.Certificate]) -> str:
+        """strongSwan's defaults: the certificate's subject DN, else the first local address."""
+        if certs:
+            return certs[0].subject.rfc4514_string()
+        for addr in conn.local_addrs:
+            try:
+                return str(ipaddress.ip_address(addr))
+            except ValueError:
+                continue
+        self.fail(f"connections.{name}.local.id", None, "no local.id, no certificate and no local address "
+                  "to identify this gateway: set local.id")
+        return "%any"
+
+    def trust(self, name: str, conn: Connection) -> ConnectionTrust | None:
+        if conn.remote.auth != "pubkey":
+            return None
+        specs: list[AuthoritySpec] = []
+        for i, ref in enumerate(conn.remote.cacerts):
+            authority = self.model.authorities.get(ref)
+            if authority is not None:
+                specs.append(AuthoritySpec(ref, self.config.resolve(authority.cacert),
+                                           tuple(self.config.resolve(c) for c in authority.crls),
+                                           tuple(authority.crl_uris), tuple(authority.ocsp_uris)))
+            else:
+                path = self.config.resolve(ref)
+                if not path.is_file():
+                    self.fail(f"connections.{name}.remote.cacerts[{i}]", ref,
+                              "neither an [authorities] name nor a readable certificate file")
+                    continue
+                specs.append(AuthoritySpec(ref, path))
+        if not specs:
+            self.fail(f"connections.{name}.remote.cacerts", None,
+                      "auth = \"pubkey\" needs at least one authority to validate peer certificates")
+            return None
+        try:
+            trust = build_trust(specs, fetcher=self.fetcher)
+        except PkiLoadError as exc:
+            self.fail(f"connections.{name}.remote.cacerts", None, str(exc))
+            return None
+        policy = replace(self.validation, revocation=RevocationMode(conn.remote.revocation),
+                         required_oids=tuple(conn.remote.cert_policy))
+        return ConnectionTrust(trust.anchors, trust.revocation, policy)
+
+    def connection(self, name: str,
+                   conn: Connection) -> tuple[ConnectionSettings, tuple[x509.Certificate, ...]]:
+        local, certs = self.local_auth(name, conn)
+        remote_id = None if conn.remote.id == "%any" else conn.remote.id
+        if conn.remote.auth == "psk":
+            remote = RemoteAuth(AuthKind.PSK, remote_id, psk=self.psk_for(name, conn) if local.kind is
+                                AuthKind.PUBKEY else local.psk)
+        else:
+            remote = RemoteAuth(AuthKind.PUBKEY, remote_id)
+        children = tuple(_child(cname, child) for cname, child in conn.children.items())
+        settings = ConnectionSettings(
+            name=name,
+            ike_proposals=tuple(parse_configured(p, "ike") for p in conn.proposals),
+            local=local,
+            remote=remote,
+            children=children,
+            remote_addrs=tuple(conn.remote_addrs),
+            rekey_time=float(conn.rekey_time),
+            reauth_time=float(conn.reauth_time),
+            over_time=float(conn.over_time or 0),
+            rand_time=float(conn.rand_time or 0),
+            dpd_delay=float(conn.dpd_delay),
+            dpd_timeout=float(conn.dpd_timeout or 0),
+            mobike=conn.mobike,
+            fragmentation=conn.fragmentation not in (False, "no"),
+            encap=conn.encap,
+            unique=conn.unique,
+        )
+        return settings, certs
+
+
+def _child(name: str, child: Child) -> ChildSettings:
+    return ChildSettings(
+        name=name,
+        local_ts=tuple(child.local_ts),
+        remote_ts=tuple(child.remote_ts),
+        esp_proposals=tuple(parse_configured(p, "esp") for p in child.esp_proposals),
+        mode=child.mode,
+        rekey_time=float(child.rekey_time),
+        life_time=float(child.life_time or 0),
+        rand_time=float(child.rand_time or 0),
+        rekey_bytes=child.rekey_bytes,
+        life_bytes=child.life_bytes,
+        rekey_packets=child.rekey_packets,
+        life_packets=child.life_packets,
+        replay_window=child.replay_window,
+    )
+
+
+def _validation_policy(profile: Profile) -> ValidationPolicy:
+    """The profile's ``cert_key`` / ``cert_signature_hash`` rules as PKI validation parameters, so a peer's
+    chain is held to the same rules ``check`` applies to our own certificates (ARCHITECTURE rule 5)."""
+    policy = ValidationPolicy()
+    for rule in profile.rules_for("cert_key"):
+        curves = [str(c) for c in rule.params.get("ec_curves", [])]
+        kinds = {"rsa"} | ({"ecdsa"} if curves else set())
+        kinds |= {k for k in ("ed25519", "ed448") if rule.params.get(k, False)}
+        policy = replace(policy, key_types=frozenset(kinds),
+                         min_rsa_bits=int(rule.params.get("rsa_min_bits", policy.min_rsa_bits)),
+                         min_ec_bits=min((_CURVE_BITS.get(c, 256) for c in curves),
+                                         default=policy.min_ec_bits))
+    for rule in profile.rules_for("cert_signature_hash"):
+        policy = replace(policy, signature_hashes=frozenset(str(h) for h in rule.params.get("allowed", [])))
+    return policy
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | None = None) -> GatewayPlan:
+    """Load, enforce and translate ``path``; ConfigRefused (a ConfigError) lists every problem found."""
+    try:
+        config, enforcement = load_and_enforce(path, now=now, profile_override=profile_override)
+    except ConfigError as exc:
+        if type(exc) is not ConfigError:
+            raise  # ConfigUnreadable: exit 2, not a refusal
+        raise ConfigRefused(exc.findings) from None
+    profile = load_profile(config.profile_name)
+    builder = _Builder(config, profile)
+    model = config.model
+    connections: dict[str, ConnectionSettings] = {}
+    trusts: dict[str, ConnectionTrust] = {}
+    certificates: dict[str, tuple[x509.Certificate, ...]] = {}
+    actions: dict[tuple[str, str], ChildActions] = {}
+    for name in config.enabled_connections():
+        conn = model.connections[name]
+        connections[name], certificates[name] = builder.connection(name, conn)
+        trust = builder.trust(name, conn)
+        if trust is not None:
+            trusts[name] = trust
+        for cname, child in conn.children.items():
+            actions[(name, cname)] = ChildActions(child.start_action, child.dpd_action, child.close_action)
+    if builder.findings:
+        raise ConfigRefused(builder.findings)
+    gw = model.gateway
+    settings = EngineSettings(
+        retransmit=RetransmitPolicy(tries=gw.retransmit_tries, timeout=gw.retransmit_timeout,
+                                    base=gw.retransmit_base),
+        cookie_threshold=gw.cookie_threshold if gw.dos_protection else 0,
+        block_threshold=gw.block_threshold if gw.dos_protection else 0,
+        profile=profile,
+    )
+    try:
+        sinks = tuple(SinkSpec.from_config(i, s, config.base_dir) for i, s in enumerate(model.audit.sinks))
+    except ValueError as exc:
+        raise ConfigRefused([_finding(config, "audit.sinks", None, str(exc))]) from None
+    return GatewayPlan(
+        config=config,
+        enforcement=enforcement,
+        engine_settings=settings,
+        connections=connections,
+        validator=PkiValidator(trusts),
+        selectors=InventorySelectors(config.inventories),
+        child_actions=actions,
+        local_addrs={n: tuple(model.connections[n].local_addrs) for n in connections},
+        listen=tuple(str(a) for a in gw.listen),
+        dataplane=gw.dataplane,
+        state_dir=config.resolve(gw.state_dir),
+        audit_sinks=sinks,
+        retention_days=model.audit.retention_days,
+        online_days=model.audit.online_days,
+        metrics=_host_port(gw.metrics) if gw.metrics else None,
+        certificates=certificates,
+    )
