@@ -172,6 +172,13 @@ def test_rsa3072_and_ipsec_ike_eku_pass(example_copy: Path) -> None:
     assert report.by_status("fail") == []
 
 
+def test_tls_only_eku_warns_that_rfc4945_peers_refuse_it(example_copy: Path) -> None:
+    report = _gw_variant(example_copy, ekus=[ExtendedKeyUsageOID.SERVER_AUTH])
+    assert report.by_status("fail") == []
+    (warning,) = [r for r in report.by_status("warn") if r.rule.id == "cert.usage"]
+    assert "RFC 4945" in warning.message and "ipsecIKE" in warning.message
+
+
 def test_expiring_soon_is_a_warning(example_copy: Path) -> None:
     report = _gw_variant(example_copy, not_after=NOW + dt.timedelta(days=3))
     (warning,) = [r for r in report.results if r.rule.id == "cert.validity" and r.status == "warn"]

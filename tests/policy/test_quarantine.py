@@ -43,6 +43,8 @@ on_violation = "quarantine"
 type = "syslog-tls"
 address = "127.0.0.1:6514"
 ca = "siem-ca.pem"
+cert = "gw-siem.pem"
+key = "gw-siem.key"
 """
 
 
@@ -54,7 +56,8 @@ def _secret(tmp_path: Path, name: str, ident: str) -> str:
 
 
 def _config(tmp_path: Path, body: str) -> Path:
-    (tmp_path / "siem-ca.pem").write_text("placeholder: only its existence is checked\n")
+    for name in ("siem-ca.pem", "gw-siem.pem", "gw-siem.key"):
+        (tmp_path / name).write_text("placeholder: only its existence is checked\n")
     path = tmp_path / "gw.toml"
     path.write_text(HEAD + body)
     return path

@@ -138,8 +138,11 @@ class AuditSink(Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> AuditSink:
-        if self.type == "syslog-tls" and (self.address is None or self.ca is None):
-            raise ValueError('a "syslog-tls" sink needs "address" and "ca" (RFC 5425 mutual TLS)')
+        if self.type == "syslog-tls" and None in (self.address, self.ca, self.cert, self.key):
+            raise ValueError('a "syslog-tls" sink needs "address", "ca", "cert" and "key" '
+                             '(RFC 5425 §5.3: the SIEM authenticates the gateway too; PCI DSS 4.0.1 10.3.2)')
+        if (self.cert is None) != (self.key is None):
+            raise ValueError('"cert" and "key" of a sink go together')
         if self.type == "json" and self.path is None:
             raise ValueError('a "json" sink needs "path"')
         return self

@@ -21,6 +21,7 @@ from ikeguard.policy.profile import Rule
 IPSEC_IKE_EKU = ObjectIdentifier("1.3.6.1.5.5.7.3.17")  # RFC 4945 §5.1.3.12
 ACCEPTED_EKUS = {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH, IPSEC_IKE_EKU,
                  ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+RFC4945_EKUS = {IPSEC_IKE_EKU, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}  # what our own validator accepts
 
 
 @dataclass(frozen=True)
@@ -211,14 +212,20 @@ def check_cert_usage(rule: Rule, ctx: CheckContext) -> list[Outcome]:
                 problem = "keyUsage lacks digitalSignature (needed to sign IKE AUTH)"
         except x509.ExtensionNotFound:
             pass
+        warning = ""
         try:
-            eku = nc.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-            if problem is None and not ACCEPTED_EKUS & set(eku):
+            eku = set(nc.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+            if problem is None and not ACCEPTED_EKUS & eku:
                 problem = "extendedKeyUsage has neither serverAuth, clientAuth nor ipsecIKE"
+            elif problem is None and not RFC4945_EKUS & eku:
+                warning = ("only serverAuth/clientAuth in extendedKeyUsage: strongSwan and Windows accept "
+                           "it, "
+                           "peers validating per RFC 4945 §5.1.3.12 (ikeguard included) refuse it; "
+                           "add ipsecIKE (1.3.6.1.5.5.7.3.17)")
         except x509.ExtensionNotFound:
             pass
-        out.append(Outcome(nc.scope, problem is None, _label(nc), problem or "", file=ctx.file,
-                           target=nc.target))
+        out.append(Outcome(nc.scope, problem is None, _label(nc), problem or warning, warning=bool(warning),
+                           file=ctx.file, target=nc.target))
     return out
 
 
