@@ -1,4 +1,4 @@
-"""pytest fixtures for namespace labs, strongSwan peers and a test PKI, with guaranteed teardown.
+"""pytest fixtures: namespace labs, strongSwan peers, ikeguard gateways, a test PKI; with guaranteed teardown.
 
 Registered from tests/conftest.py (``pytest_plugins``). At session end it fails the run loudly if any
 namespace or process (charon included) started by this run is still there.
@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ikeguard.tools.certfactory import CertificateAuthority, IssuedCertificate, KeyKind
+from ikeguard.tools.gateway_process import GatewayProcess, live_gateway_pids, stop_all_gateways
 from ikeguard.tools.netns import (
     Namespace,
     NetnsLab,
@@ -30,6 +31,7 @@ GW_FQDN = "gw.ss-lab.example"
 CLIENT_FQDN = "client.ss-lab.example"
 
 _PEERS_KEY = pytest.StashKey[list[StrongSwanPeer]]()
+_GATEWAYS_KEY = pytest.StashKey[list[GatewayProcess]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -98,13 +100,49 @@ def strongswan_peer(
             peer.stop()
 
 
+@pytest.fixture
+def ikeguard_gateway(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """Factory: ``ikeguard_gateway(namespace, name, config, files={}, **GatewayProcess kwargs)`` -> started.
+
+    `namespace` is a Namespace, a namespace name or None. Each gateway gets ``tmp_path/<name>`` as its workdir
+    and is stopped by PID after the test (also on failure); a failing test gets each gateway's log tail.
+    """
+    gateways: list[GatewayProcess] = []
+    request.node.stash[_GATEWAYS_KEY] = gateways
+
+    def make(
+        namespace: Namespace | str | None,
+        name: str = "gw",
+        config: str = "",
+        files: dict[str, bytes | str] | None = None,
+        *,
+        start: bool = True,
+        timeout: float = 20.0,
+        **kwargs: Any,
+    ) -> GatewayProcess:
+        netns = namespace.name if isinstance(namespace, Namespace) else namespace
+        gateway = GatewayProcess(netns, tmp_path / name, config, files or {}, name=name, **kwargs)
+        gateways.append(gateway)
+        return gateway.start(timeout=timeout) if start else gateway
+
+    try:
+        yield make
+    finally:
+        for gateway in reversed(gateways):
+            gateway.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Attach charon logs to the report of a failing test that used strongswan_peer."""
+    """Attach charon and ikeguard gateway logs to the report of a failing test that used those fixtures."""
     report = yield
     if call.when == "call" and report.failed:  # type: ignore[attr-defined]
         for peer in item.stash.get(_PEERS_KEY, []):
             report.sections.append((f"charon log: {peer.name}", "\n".join(peer.log().splitlines()[-80:])))  # type: ignore[attr-defined]
+        for gateway in item.stash.get(_GATEWAYS_KEY, []):
+            report.sections.append((f"ikeguard log: {gateway.name}", gateway.log_tail(80)))  # type: ignore[attr-defined]
     return report
 
 
@@ -142,15 +180,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run when a namespace or process started by it is still there (and remove it)."""
     leftovers = live_namespaces()
     charons = live_charons()
+    gateways = live_gateway_pids()
     pids = started_pids()
-    if not (leftovers or charons or pids):
+    if not (leftovers or charons or gateways or pids):
         return
     message = (
         f"ikeguard harness: left behind namespaces={leftovers} charon PIDs={charons} "
-        f"other PIDs={pids}; a fixture or test did not clean up"
+        f"gateway PIDs={gateways} other PIDs={pids}; a fixture or test did not clean up"
     )
     from ikeguard.tools import netns
 
+    stop_all_gateways()
     netns.cleanup_all()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
