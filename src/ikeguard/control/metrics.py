@@ -1,0 +1,270 @@
+"""Prometheus metrics of a running gateway, read from the gateway itself at scrape time (no second copy of
+any state): per connection configured vs up, IKE/Child SA counts, traffic counters that survive rekeys,
+IKE exchanges and failures by reason, certificate expiry, and the audit trail's queue depth.
+
+Labels are the connection and its peer group (the connection's remote identity, a pattern for a template
+connection), never an SA or a single peer, so the series count stays bounded with thousands of peers.
+The HTTP endpoint binds only the configured address (``[gateway] metrics = "127.0.0.1:9469"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector, CollectorRegistry
+
+log = logging.getLogger("ikeguard.metrics")
+
+SNAPSHOT_TIMEOUT = 5.0  # seconds the scrape waits for the gateway's event loop
+
+
+@dataclass
+class CertExpiry:
+    """One certificate the gateway uses: whose it is and when it ends."""
+
+    kind: str  # "local" (a connection's own certificate) | "authority" (a trust anchor)
+    name: str  # connection or authority name
+    subject: str
+    not_after: dt.datetime
+
+
+@dataclass
+class GatewaySnapshot:
+    """Everything one scrape shows, copied on the gateway's event loop so the HTTP thread never reads
+    structures the loop is changing."""
+
+    conns: list[dict[str, Any]]
+    sas: list[dict[str, Any]]
+    exchanges: dict[tuple[str, str, str], int]
+    failures: dict[tuple[str, str], int]
+    traffic: dict[str, tuple[int, int, int, int]]
+    certs: list[CertExpiry]
+    audit_pending: int | None
+    audit_spool: dict[str, int]
+    audit_healthy: bool | None
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+class _AnchorFiles:
+    """Trust-anchor files parsed once per (path, mtime, size): a renewed file shows its new expiry."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[tuple[int, int], list[x509.Certificate]]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, path: Path) -> list[x509.Certificate]:
+        try:
+            info = path.stat()
+        except OSError:
+            return []
+        key = (info.st_mtime_ns, info.st_size)
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        try:
+            data = path.read_bytes()
+            certs = x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data \
+                else [x509.load_der_x509_certificate(data)]
+        except (OSError, ValueError):
+            certs = []
+        with self._lock:
+            self._cache[path] = (key, certs)
+        return certs
+
+
+def _certificates(gateway: Any, anchors: _AnchorFiles) -> list[CertExpiry]:
+    plan = gateway.plan
+    out: list[CertExpiry] = []
+    for name, conn in getattr(plan, "connections", {}).items():
+        certs = getattr(conn.local, "certs", ())
+        if certs:
+            cert = certs[0]
+            out.append(CertExpiry("local", name, cert.subject.rfc4514_string(), cert.not_valid_after_utc))
+    config = getattr(plan, "config", None)
+    if config is not None:
+        for name, authority in config.model.authorities.items():
+            for cert in anchors.load(config.resolve(authority.cacert)):
+                out.append(CertExpiry("authority", name, cert.subject.rfc4514_string(),
+                                      cert.not_valid_after_utc))
+    return out
+
+
+def take_snapshot(gateway: Any, anchors: _AnchorFiles | None = None) -> GatewaySnapshot:
+    """Copy what the metrics show (call on the gateway's event loop)."""
+    stats = gateway.stats
+    audit = gateway.audit
+    pending = getattr(audit, "pending", None)
+    spool = audit.spool_depth() if hasattr(audit, "spool_depth") else {}
+    healthy = getattr(audit, "healthy", None)
+    return GatewaySnapshot(
+        conns=gateway.conns(),
+        sas=gateway.sas(),
+        exchanges=dict(stats.exchanges),
+        failures=dict(stats.failures),
+        traffic=dict(stats.traffic_totals(gateway)),
+        certs=_certificates(gateway, anchors or _AnchorFiles()),
+        audit_pending=pending if isinstance(pending, int) else None,
+        audit_spool=dict(spool),
+        audit_healthy=None if healthy is None else bool(healthy),
+    )
+
+
+class GatewayCollector(Collector):
+    """A Prometheus collector over a live gateway."""
+
+    def __init__(self, gateway: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.gateway = gateway
+        self.loop = loop
+        self._anchors = _AnchorFiles()
+
+    async def _snapshot_on_loop(self) -> GatewaySnapshot:
+        return take_snapshot(self.gateway, self._anchors)
+
+    def snapshot(self) -> GatewaySnapshot:
+        """A consistent copy: taken on the gateway's loop when called from another thread."""
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            return take_snapshot(self.gateway, self._anchors)
+        try:
+            if asyncio.get_running_loop() is loop:
+                return take_snapshot(self.gateway, self._anchors)
+        except RuntimeError:
+            pass
+        future = asyncio.run_coroutine_threadsafe(self._snapshot_on_loop(), loop)
+        return future.result(SNAPSHOT_TIMEOUT)
+
+    def collect(self) -> Iterator[Metric]:
+        """Build every metric family from one snapshot."""
+        try:
+            snap = self.snapshot()
+        except Exception:
+            log.exception("metrics snapshot failed")
+            up = GaugeMetricFamily("ikeguard_metrics_snapshot_ok", "1 when the gateway answered the scrape")
+            up.add_metric([], 0)
+            yield up
+            return
+        yield from build_metrics(snap)
+
+
+def _peer_groups(conns: Iterable[dict[str, Any]]) -> dict[str, str]:
+    return {str(c["name"]): str(c.get("remote_id") or "%any") for c in conns}
+
+
+def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
+    """The metric families of one snapshot (pure: testable without HTTP)."""
+    groups = _peer_groups(snap.conns)
+    ok = GaugeMetricFamily("ikeguard_metrics_snapshot_ok", "1 when the gateway answered the scrape")
+    ok.add_metric([], 1)
+    yield ok
+
+    configured = GaugeMetricFamily("ikeguard_connection_configured",
+                                   "1 per configured connection (0 while quarantined)",
+                                   labels=["connection", "peer_group"])
+    up = GaugeMetricFamily("ikeguard_connection_up", "1 while the connection has an established IKE SA",
+                           labels=["connection", "peer_group"])
+    peers = GaugeMetricFamily("ikeguard_connection_peers", "Peers in the connection's inventory (enabled)",
+                              labels=["connection", "peer_group"])
+    for c in snap.conns:
+        name = str(c["name"])
+        labels = [name, groups[name]]
+        quarantined = str(c.get("status", "")).startswith("quarantined")
+        configured.add_metric(labels, 0 if quarantined else 1)
+        up.add_metric(labels, 1 if int(c.get("ike_sas_up", 0)) > 0 else 0)
+        peers.add_metric(labels, int(c.get("peers", 0)))
+    yield configured
+    yield up
+    yield peers
+
+    ike: Counter[tuple[str, str]] = Counter()
+    child: Counter[tuple[str, str]] = Counter()
+    for sa in snap.sas:
+        name = str(sa.get("name", ""))
+        ike[(name, str(sa.get("state", "")))] += 1
+        for ch in sa.get("children", []):
+            child[(name, str(ch.get("state", "")))] += 1
+    ike_family = GaugeMetricFamily("ikeguard_ike_sas", "IKE SAs by connection and state",
+                                   labels=["connection", "peer_group", "state"])
+    for (name, state), n in sorted(ike.items()):
+        ike_family.add_metric([name, groups.get(name, ""), state], n)
+    yield ike_family
+    child_family = GaugeMetricFamily("ikeguard_child_sas", "Child SAs by connection and state",
+                                     labels=["connection", "peer_group", "state"])
+    for (name, state), n in sorted(child.items()):
+        child_family.add_metric([name, groups.get(name, ""), state], n)
+    yield child_family
+
+    names = ("bytes_in", "bytes_out", "packets_in", "packets_out")
+    helps = ("ESP payload bytes received", "ESP payload bytes sent", "ESP packets received",
+             "ESP packets sent")
+    traffic = [CounterMetricFamily(f"ikeguard_{n}", f"{h} (survives rekeys)",
+                                   labels=["connection", "peer_group"])
+               for n, h in zip(names, helps, strict=True)]
+    for name, values in sorted(snap.traffic.items()):
+        for family, value in zip(traffic, values, strict=True):
+            family.add_metric([name, groups.get(name, "")], value)
+    yield from traffic
+
+    exchanges = CounterMetricFamily("ikeguard_ike_exchanges", "IKE exchanges by connection, type and outcome",
+                                    labels=["connection", "exchange", "outcome"])
+    for (name, exchange, outcome), n in sorted(snap.exchanges.items()):
+        exchanges.add_metric([name, exchange, outcome], n)
+    yield exchanges
+    failures = CounterMetricFamily("ikeguard_ike_failures", "Failed IKE setups by connection and reason",
+                                   labels=["connection", "reason"])
+    for (name, reason), n in sorted(snap.failures.items()):
+        failures.add_metric([name, reason], n)
+    yield failures
+
+    expiry = GaugeMetricFamily("ikeguard_certificate_expiry_seconds",
+                               "Seconds until the certificate's notAfter (negative: expired)",
+                               labels=["kind", "name", "subject"])
+    for cert in snap.certs:
+        expiry.add_metric([cert.kind, cert.name, cert.subject], (cert.not_after - snap.now).total_seconds())
+    yield expiry
+
+    if snap.audit_pending is not None:
+        queue = GaugeMetricFamily("ikeguard_audit_queue_depth", "Audit events recorded but not yet on disk")
+        queue.add_metric([], snap.audit_pending)
+        yield queue
+    spool = GaugeMetricFamily("ikeguard_audit_spool_depth", "Audit records not yet confirmed by the sink",
+                              labels=["sink"])
+    for sink, depth in sorted(snap.audit_spool.items()):
+        spool.add_metric([sink], depth)
+    yield spool
+    if snap.audit_healthy is not None:
+        healthy = GaugeMetricFamily("ikeguard_audit_store_healthy",
+                                    "1 while the audit store can write (else new SAs are refused)")
+        healthy.add_metric([], 1 if snap.audit_healthy else 0)
+        yield healthy
+
+
+def start_metrics(gateway: Any, host: str, port: int) -> Callable[[], None]:
+    """Serve ``/metrics`` on ``host:port`` only; returns the stop function. Call from the gateway's loop
+    (scrapes then read the gateway on that loop)."""
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(gateway, loop))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop

@@ -1,0 +1,453 @@
+"""The gateway's control socket: a UNIX stream socket (owner-only), JSON lines, request/response and an
+event stream (format in :mod:`ikeguard.control.client`).
+
+Who asked is taken from the kernel (``SO_PEERCRED``), never from the request; every command, queries
+included, is recorded as ``admin.command`` with that user and the outcome (PCI DSS 10.2.1.2, 10.2.2).
+Only root and the gateway's own user may talk to it (the socket is mode 0600 in a directory that is not
+world-writable). A bad request gets a one-line error; a traceback never reaches the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ikeguard.audit.events import AuditEvent, Outcome
+from ikeguard.audit.service import admin_command_event
+from ikeguard.control.client import MAX_LINE, encode
+
+log = logging.getLogger("ikeguard.control")
+
+EVENT_QUEUE = 10_000  # events buffered per stream client before it is cut off as too slow
+
+
+class AuditRecorder(Protocol):
+    """The part of the audit service the control socket uses."""
+
+    def record(self, event: AuditEvent) -> None: ...
+
+
+class ControlledGateway(Protocol):
+    """What the control socket needs of a running gateway (CONTRACTS.md §2)."""
+
+    plan: Any
+    audit: Any
+    stats: Any
+
+    def sas(self, *, conn: str | None = None, peer: str | None = None,
+            uniqueid: int | None = None) -> list[dict[str, Any]]: ...
+
+    def conns(self) -> list[dict[str, Any]]: ...
+
+    async def initiate(self, conn: str, child: str | None = None, timeout: float = 15.0) -> list[int]: ...
+
+    def terminate(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,
+                  child: str | None = None, reason: str = "terminated by admin") -> int: ...
+
+    def rekey(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,
+              child: str | None = None) -> int: ...
+
+    def apply_plan(self, plan: Any) -> None: ...
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]: ...
+
+
+class ControlSocketError(Exception):
+    """The control socket cannot be opened safely (another gateway owns it, unsafe directory)."""
+
+
+class CommandError(Exception):
+    """A request the gateway refuses; ``str(exc)`` is what the operator sees."""
+
+
+# Operator mistakes raised by the layers below; their message is shown, anything else is an internal error.
+_OPERATOR_ERRORS: tuple[type[Exception], ...] = (CommandError, ValueError, KeyError, LookupError)
+
+
+def _operator_errors() -> tuple[type[Exception], ...]:
+    extra: list[type[Exception]] = []
+    with contextlib.suppress(ImportError):
+        from ikeguard.service.gateway import GatewayCommandError  # type: ignore[import-not-found,unused-ignore]
+
+        extra.append(GatewayCommandError)
+    with contextlib.suppress(ImportError):
+        from ikeguard.policy.errors import ConfigError
+
+        extra.append(ConfigError)
+    return _OPERATOR_ERRORS + tuple(extra)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc) or type(exc).__name__
+    return " ".join(text.split())  # one line
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The local user behind a control connection (from SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: Any) -> Caller:
+    """The connecting process's pid/uid/gid, as the kernel reports them (``SO_PEERCRED``, Linux)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Caller(pid, uid, gid)
+
+
+# -- argument checking -----------------------------------------------------------------------------
+_STR, _INT, _NUM, _LIST = "a string", "an integer", "a number", "a list of strings"
+_SELECT = {"uniqueid": _INT, "peer": _STR, "conn": _STR, "child": _STR}
+COMMAND_ARGS: dict[str, dict[str, str]] = {
+    "sas": {"conn": _STR, "peer": _STR, "uniqueid": _INT, "offset": _INT, "limit": _INT},
+    "conns": {},
+    "peers": {"action": _STR, "conn": _STR, "id": _STR, "ts": _LIST, "ticket": _STR},
+    "initiate": {"conn": _STR, "child": _STR, "timeout": _NUM},
+    "terminate": dict(_SELECT),
+    "rekey": dict(_SELECT),
+    "reload": {},
+    "events": {},
+}
+
+
+def _check_args(cmd: str, args: Any) -> dict[str, Any]:
+    if args is None:
+        return {}
+    if not isinstance(args, dict):
+        raise CommandError("args must be a JSON object")
+    allowed = COMMAND_ARGS[cmd]
+    for key, value in args.items():
+        kind = allowed.get(key)
+        if kind is None:
+            expected = ", ".join(allowed) or "none"
+            raise CommandError(f"unknown argument {key!r} for {cmd} (expected: {expected})")
+        ok = {
+            _STR: isinstance(value, str),
+            _INT: isinstance(value, int) and not isinstance(value, bool),
+            _NUM: isinstance(value, int | float) and not isinstance(value, bool),
+            _LIST: isinstance(value, list) and all(isinstance(v, str) for v in value),
+        }[kind]
+        if not ok:
+            raise CommandError(f"argument {key!r} of {cmd} must be {kind}")
+    return dict(args)
+
+
+def _command_text(cmd: str, args: dict[str, Any]) -> str:
+    """What the audit record shows as the command, e.g. ``terminate peer=m1.example conn=merchants``."""
+    parts = [cmd]
+    if "action" in args:
+        parts.append(str(args["action"]))
+    for key, value in args.items():
+        if key == "action":
+            continue
+        shown = ",".join(value) if isinstance(value, list) else str(value)
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+def _selection(args: dict[str, Any]) -> dict[str, Any]:
+    selection: dict[str, Any] = {k: args[k] for k in ("uniqueid", "peer", "conn") if k in args}
+    if not selection:
+        raise CommandError("select the SAs: give uniqueid, peer or conn")
+    return selection
+
+
+class ControlServer:
+    """Serves the control protocol for one gateway on ``path`` (``<state_dir>/control.sock``)."""
+
+    def __init__(self, gateway: ControlledGateway, path: str | Path, *,
+                 config_path: str | Path | None = None) -> None:
+        self.gateway = gateway
+        self.path = Path(path)
+        self._config_path = Path(config_path) if config_path is not None else None
+        self._server: asyncio.AbstractServer | None = None
+        self._streams: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[str, Callable[[dict[str, Any], Caller, str], Awaitable[Any]]] = {
+            "sas": self._sas, "conns": self._conns, "peers": self._peers, "initiate": self._initiate,
+            "terminate": self._terminate, "rekey": self._rekey, "reload": self._reload,
+        }
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def _prepare_directory(self) -> None:
+        directory = self.path.parent
+        if not directory.exists():
+            directory.mkdir(mode=0o700, parents=True)
+        if directory.stat().st_mode & stat.S_IWOTH:
+            raise ControlSocketError(f"{directory} is world-writable: refusing to put the control socket "
+                                     "there")
+        if self.path.exists() or self.path.is_symlink():
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise ControlSocketError(f"{self.path} exists and is not a socket")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(self.path))
+            except OSError:
+                self.path.unlink()  # stale socket of a gateway that is gone
+            else:
+                raise ControlSocketError(f"another gateway is running: {self.path} answers")
+            finally:
+                probe.close()
+
+    async def start(self) -> None:
+        """Bind ``path`` (mode 0600 before anyone can connect) and start serving."""
+        self._prepare_directory()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)  # before listen(): nobody can connect to a socket that does not listen
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
+        except BaseException:
+            sock.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise
+        log.info("control socket listening on %s", self.path)
+
+    async def close(self) -> None:
+        """Stop accepting, end event streams, remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._streams):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    # -- connections ------------------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        try:
+            caller = peer_credentials(writer.get_extra_info("socket"))
+            if caller.uid not in (0, os.geteuid()):
+                self._audit("connect", caller, Outcome.FAILURE, "refused: not root or the gateway's user")
+                await self._write(writer, {"id": None, "ok": False,
+                                           "error": "permission denied: only root and the gateway's user"})
+                return
+            await self._requests(reader, writer, caller)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("control connection failed")
+        finally:
+            if task is not None:
+                self._streams.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        caller: Caller) -> None:
+        while True:
+            try:
+                line = await reader.readline()
+            except (asyncio.LimitOverrunError, ValueError):
+                await self._write(writer, {"id": None, "ok": False, "error": "request line too long"})
+                return
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except ValueError:
+                await self._write(writer, {"id": None, "ok": False, "error": "not a JSON request"})
+                continue
+            if not isinstance(request, dict):
+                await self._write(writer, {"id": None, "ok": False, "error": "a request is a JSON object"})
+                continue
+            if request.get("cmd") == "events":
+                await self._stream_events(request, reader, writer, caller)
+                return
+            await self._write(writer, await self.handle(request, caller))
+
+    async def handle(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """Answer one request (also the unit under test); records ``admin.command``."""
+        request_id = request.get("id")
+        cmd = request.get("cmd")
+        if not isinstance(cmd, str) or cmd not in self._handlers:
+            names = ", ".join([*self._handlers, "events"])
+            shown = cmd if isinstance(cmd, str) else json.dumps(cmd)
+            self._audit(str(shown)[:64], caller, Outcome.FAILURE, "unknown command")
+            error = f"unknown command {shown!r} (expected one of: {names})"
+            return {"id": request_id, "ok": False, "error": error}
+        try:
+            args = _check_args(cmd, request.get("args"))
+        except CommandError as exc:
+            self._audit(cmd, caller, Outcome.FAILURE, str(exc))
+            return {"id": request_id, "ok": False, "error": str(exc)}
+        text = _command_text(cmd, args)
+        user = self._user(caller)
+        try:
+            result = await self._handlers[cmd](args, caller, user)
+        except _operator_errors() as exc:
+            message = _error_text(exc)
+            self._audit(text, caller, Outcome.FAILURE, message, args.get("conn", ""))
+            return {"id": request_id, "ok": False, "error": message}
+        except Exception as exc:
+            log.exception("control command %r failed", text)
+            message = f"internal error ({type(exc).__name__}); see the gateway log"
+            self._audit(text, caller, Outcome.FAILURE, message, args.get("conn", ""))
+            return {"id": request_id, "ok": False, "error": message}
+        self._audit(text, caller, Outcome.SUCCESS, "", args.get("conn", ""))
+        response: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
+        if isinstance(result, _Paged):
+            response["result"], response["total"] = result.items, result.total
+        return response
+
+    @staticmethod
+    async def _write(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+        writer.write(encode(message))
+        await writer.drain()
+
+    # -- audit --------------------------------------------------------------------------------------
+    @staticmethod
+    def _user(caller: Caller) -> str:
+        return admin_command_event("", caller.uid).admin
+
+    def _audit(self, command: str, caller: Caller, outcome: Outcome, reason: str,
+               connection: str = "") -> None:
+        event = admin_command_event(command, caller.uid, outcome=outcome, reason=reason,
+                                    connection=connection)
+        try:
+            self.gateway.audit.record(event)
+        except Exception:
+            log.exception("could not record admin.command")
+
+    # -- commands ---------------------------------------------------------------------------------
+    async def _sas(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        offset, limit = args.get("offset", 0), args.get("limit")
+        if offset < 0 or (limit is not None and limit < 0):
+            raise CommandError("offset and limit must not be negative")
+        sas = self.gateway.sas(conn=args.get("conn"), peer=args.get("peer"), uniqueid=args.get("uniqueid"))
+        end = None if limit is None else offset + limit
+        return _Paged(sas[offset:end], len(sas))
+
+    async def _conns(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        return self.gateway.conns()
+
+    async def _initiate(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        if "conn" not in args:
+            raise CommandError("initiate needs conn")
+        timeout = float(args.get("timeout", 15.0))
+        if not 0 < timeout <= 120:
+            raise CommandError("timeout must be between 0 and 120 seconds")
+        ids = await self.gateway.initiate(args["conn"], args.get("child"), timeout=timeout)
+        return {"ike_uniqueids": list(ids)}
+
+    async def _terminate(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        count = self.gateway.terminate(**_selection(args), child=args.get("child"),
+                                       reason=f"terminated by admin {user}")
+        if count == 0:
+            raise CommandError("no SA matches the selection")
+        return {"terminated": count}
+
+    async def _rekey(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        count = self.gateway.rekey(**_selection(args), child=args.get("child"))
+        if count == 0:
+            raise CommandError("no SA matches the selection")
+        return {"rekeyed": count}
+
+    async def _peers(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        action = args.get("action", "list")
+        if action not in ("list", "add", "disable", "enable"):
+            raise CommandError(f"unknown peers action {action!r} (expected list, add, disable or enable)")
+        from ikeguard.service import peers
+
+        if action == "list":
+            return peers.list_peers(self.gateway, conn=args.get("conn"))
+        if "id" not in args:
+            raise CommandError(f"peers {action} needs id")
+        if action == "add":
+            return peers.add_peer(self.gateway, args["id"], args.get("ts", []), conn=args.get("conn"),
+                                  ticket=args.get("ticket"), admin=user)
+        if action == "disable":
+            return peers.disable_peer(self.gateway, args["id"], conn=args.get("conn"),
+                                      ticket=args.get("ticket"), admin=user)
+        return peers.enable_peer(self.gateway, args["id"], conn=args.get("conn"),
+                                 ticket=args.get("ticket"), admin=user)
+
+    async def _reload(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        from ikeguard.service.reload import reload_gateway
+
+        path = self._config_path or Path(self.gateway.plan.config.path)
+        result = await reload_gateway(self.gateway, path, admin=user)
+        return result.as_dict()
+
+    # -- event stream -------------------------------------------------------------------------------
+    async def _stream_events(self, request: dict[str, Any], reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter, caller: Caller) -> None:
+        request_id = request.get("id")
+        try:
+            _check_args("events", request.get("args"))
+        except CommandError as exc:
+            self._audit("events", caller, Outcome.FAILURE, str(exc))
+            await self._write(writer, {"id": request_id, "ok": False, "error": str(exc)})
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(EVENT_QUEUE)
+
+        def put(event: dict[str, Any] | None) -> None:
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                overflowed.set()
+
+        def on_event(event: dict[str, Any]) -> None:  # may be called from another thread
+            loop.call_soon_threadsafe(put, event)
+
+        overflowed = asyncio.Event()
+        unsubscribe = self.gateway.subscribe(on_event)
+        self._audit("events", caller, Outcome.SUCCESS, "")
+        try:
+            await self._write(writer, {"id": request_id, "ok": True, "result": "streaming"})
+            eof = asyncio.ensure_future(reader.read(1))
+            try:
+                while True:
+                    getter = asyncio.ensure_future(queue.get())
+                    overflow = asyncio.ensure_future(overflowed.wait())
+                    done, _ = await asyncio.wait({getter, eof, overflow}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter not in done:
+                        getter.cancel()
+                    if overflow not in done:
+                        overflow.cancel()
+                    if getter in done:
+                        event = getter.result()
+                        if event is not None:
+                            await self._write(writer, event)
+                    if overflow in done:
+                        await self._write(writer, {"id": request_id, "ok": False,
+                                                   "error": "event stream cut: the client reads too slowly"})
+                        return
+                    if eof in done:
+                        return
+            finally:
+                eof.cancel()
+        finally:
+            unsubscribe()
+
+
+@dataclass(frozen=True)
+class _Paged:
+    """A slice of a longer list; the response carries ``total`` next to ``result``."""
+
+    items: list[Any]
+    total: int
