@@ -1,4 +1,4 @@
-"""The test-config builder writes TOML that ikeguard's own loader accepts, with the values the test asked for."""
+"""The test-config builder writes TOML that ikeguard's own loader accepts, with the values asked for."""
 
 from __future__ import annotations
 
