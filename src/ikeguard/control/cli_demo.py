@@ -1,11 +1,11 @@
-"""`ikeguard demo`: the payment-processor case (INTERFACE.md "The demo").
-
-Until the gateway service and data plane land, the demo states what it will show and checks that this
-machine can run it (root, network namespaces, TUN); it changes nothing on the host.
+"""`ikeguard demo`: the payment-processor case (INTERFACE.md "The demo"), run in network namespaces it creates
+and removes. The work is done by `ikeguard.tools.demo`; this module checks the prerequisites and maps the
+result to exit codes: 0 every step succeeded, 1 a step failed (named on stderr), 2 missing prerequisites.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -13,44 +13,48 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
-
-PLAN = (
-    ("processor gateway", "one template connection `merchants` + a peer inventory (merchants.toml)"),
-    ("merchant A, merchant B", "two merchant sites in their own network namespaces"),
-    ("throwaway CA", "ECDSA P-384 device certificates valid for at most 24 h, and a CRL"),
-    ("suite", "aes256gcm16-prfsha384-ecp384, ESP aes256gcm16-ecp384 (PFS)"),
-    ("segmentation", "merchant B's claim of merchant A's subnet refused with ts.rejected"),
-    ("evidence", "`ikeguard check` passing pci-dss-4, `ikeguard audit verify` passing"),
-)
 
 
-def _missing_prerequisites() -> list[str]:
+def missing_prerequisites() -> list[str]:
+    """What this machine lacks to run the demo (empty when it can)."""
     missing = []
     if os.geteuid() != 0:
         missing.append("root (network namespaces and TUN devices need CAP_NET_ADMIN)")
     if not Path("/dev/net/tun").exists():
-        missing.append("/dev/net/tun")
+        missing.append("/dev/net/tun (the userspace data plane's TUN devices)")
     if shutil.which("ip") is None:
         missing.append("iproute2 (`ip`)")
+    if shutil.which("ping") is None:
+        missing.append("ping (iputils-ping)")
     return missing
 
 
 @click.command()
-def demo() -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="print a JSON summary on stdout (progress goes to stderr)"
+)
+@click.option(
+    "--keep-dir",
+    is_flag=True,
+    help="keep the work directory (configs, certificates, audit trail, logs) for inspection",
+)
+def demo(as_json: bool, keep_dir: bool) -> None:
     """Run the payment-processor demo in network namespaces it creates and removes."""
-    console = Console()
-    missing = _missing_prerequisites()
+    missing = missing_prerequisites()
     if missing:
-        click.echo(f"ikeguard demo needs: {', '.join(missing)}", err=True)
+        click.echo(
+            f"ikeguard demo needs: {', '.join(missing)}. Run it as root on Linux (e.g. `sudo make demo`).",
+            err=True,
+        )
         sys.exit(2)
-    table = Table(title="ikeguard demo: the payment-processor case (what it will show)")
-    table.add_column("part")
-    table.add_column("what")
-    for part, what in PLAN:
-        table.add_row(part, what)
-    console.print(table)
-    console.print(
-        "[yellow]The gateway service is not built yet: this run only checked the prerequisites "
-        "(root, /dev/net/tun, iproute2). Nothing was created.[/yellow]"
-    )
+    from ikeguard.tools.demo.display import Display
+    from ikeguard.tools.demo.runner import run_demo
+
+    width = None if sys.stdout.isatty() else 120
+    console = Console(stderr=as_json, width=width)
+    result = run_demo(Display(console), keep_dir=keep_dir)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, default=str))
+    if not result.ok:
+        click.echo(f"ikeguard demo: step {result.failed_step!r} failed: {result.error}", err=True)
+        sys.exit(1)
