@@ -77,7 +77,7 @@ _OPERATOR_ERRORS: tuple[type[Exception], ...] = (CommandError, ValueError, KeyEr
 def _operator_errors() -> tuple[type[Exception], ...]:
     extra: list[type[Exception]] = []
     with contextlib.suppress(ImportError):
-        from ikeguard.service.gateway import GatewayCommandError  # type: ignore[import-not-found,unused-ignore]
+        from ikeguard.service.gateway import GatewayCommandError  # type: ignore[attr-defined,import-not-found,unused-ignore]
 
         extra.append(GatewayCommandError)
     with contextlib.suppress(ImportError):
@@ -109,7 +109,7 @@ def peer_credentials(sock: Any) -> Caller:
 
 
 # -- argument checking -----------------------------------------------------------------------------
-_STR, _INT, _NUM, _LIST = "a string", "an integer", "a number", "a list of strings"
+_STR, _INT, _NUM, _LIST, _BOOL = "a string", "an integer", "a number", "a list of strings", "true or false"
 _SELECT = {"uniqueid": _INT, "peer": _STR, "conn": _STR, "child": _STR}
 COMMAND_ARGS: dict[str, dict[str, str]] = {
     "sas": {"conn": _STR, "peer": _STR, "uniqueid": _INT, "offset": _INT, "limit": _INT},
@@ -118,7 +118,7 @@ COMMAND_ARGS: dict[str, dict[str, str]] = {
     "initiate": {"conn": _STR, "child": _STR, "timeout": _NUM},
     "terminate": dict(_SELECT),
     "rekey": dict(_SELECT),
-    "reload": {},
+    "reload": {"wait": _BOOL},
     "events": {},
 }
 
@@ -139,6 +139,7 @@ def _check_args(cmd: str, args: Any) -> dict[str, Any]:
             _INT: isinstance(value, int) and not isinstance(value, bool),
             _NUM: isinstance(value, int | float) and not isinstance(value, bool),
             _LIST: isinstance(value, list) and all(isinstance(v, str) for v in value),
+            _BOOL: isinstance(value, bool),
         }[kind]
         if not ok:
             raise CommandError(f"argument {key!r} of {cmd} must be {kind}")
@@ -327,8 +328,9 @@ class ControlServer:
                connection: str = "") -> None:
         event = admin_command_event(command, caller.uid, outcome=outcome, reason=reason,
                                     connection=connection)
+        recorder = getattr(self.gateway, "record", None)  # the gateway's record() also feeds the event stream
         try:
-            self.gateway.audit.record(event)
+            (recorder if callable(recorder) else self.gateway.audit.record)(event)
         except Exception:
             log.exception("could not record admin.command")
 
@@ -389,7 +391,9 @@ class ControlServer:
         from ikeguard.service.reload import reload_gateway
 
         path = self._config_path or Path(self.gateway.plan.config.path)
-        result = await reload_gateway(self.gateway, path, admin=user)
+        result = await reload_gateway(self.gateway, path, admin=user, wait=bool(args.get("wait", False)))
+        if result.refused:
+            raise CommandError(result.refused)
         return result.as_dict()
 
     # -- event stream -------------------------------------------------------------------------------

@@ -1,0 +1,232 @@
+"""``ikeguard reload`` / SIGHUP: re-read the configuration and change only what changed.
+
+- An invalid new configuration is refused (``config.rejected`` with the findings) and the running one stays.
+- A connection whose fingerprint (``GatewayPlan.connection_fingerprint``: its settings and what it depends on,
+  not the *contents* of certificate or CRL files) is unchanged keeps its SAs; renewed credentials and CRLs are
+  used from the next authentication because the new validator and settings are swapped in.
+- Removed connections' SAs are deleted at once; so are the SAs of inventory peers that were removed, disabled
+  or re-bound in the peer file (their access changed).
+- Changed connections are re-established at a paced rate (``TERMINATIONS_PER_SECOND`` SAs deleted,
+  ``STARTS_PER_SECOND`` connections started), so a reload never causes a reconnect storm; added connections
+  with ``start_action = "start"`` are started the same way. This runs in a background task; the result
+  returned says what it will do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ikeguard.audit.events import AuditEvent, EventName, Outcome
+from ikeguard.policy.diff import diff_configs
+from ikeguard.policy.errors import ConfigError
+
+log = logging.getLogger("ikeguard.reload")
+
+TERMINATIONS_PER_SECOND = 20.0  # SAs of changed connections deleted per second
+STARTS_PER_SECOND = 5.0  # connections (re)started per second after a reload
+MAX_FINDINGS_AUDITED = 20  # config.rejected records per refused reload (the first ones; the count is in each)
+
+
+@dataclass
+class ReloadResult:
+    """What a reload decided (``ikeguard reload --json``)."""
+
+    kept: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    peers_closed: list[str] = field(default_factory=list)  # "connection/peer id" whose SAs were deleted
+    terminated: int = 0  # SAs deleted right away (removed connections, changed peers)
+    to_restart: int = 0  # SAs of changed connections deleted at the paced rate
+    starting: list[str] = field(default_factory=list)  # connections (re)started at the paced rate
+    restart_needed: list[str] = field(default_factory=list)  # gateway-wide settings only a restart applies
+    refused: str | None = None  # the findings when the new configuration was refused
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "kept": self.kept, "changed": self.changed, "added": self.added, "removed": self.removed,
+            "peers_closed": self.peers_closed, "terminated": self.terminated, "to_restart": self.to_restart,
+            "starting": self.starting, "restart_needed": self.restart_needed, "refused": self.refused,
+        }
+
+
+class ReloadRefused(ValueError):
+    """The new configuration was refused; the running one stays (message: the findings, one line)."""
+
+
+# one reload at a time per gateway; the paced re-establishment of the last reload
+_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+_pacers: weakref.WeakKeyDictionary[Any, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+
+
+def _record(gateway: Any, event: AuditEvent) -> None:
+    recorder = getattr(gateway, "record", None)
+    (recorder if callable(recorder) else gateway.audit.record)(event)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _restart_needed(old: Any, new: Any) -> list[str]:
+    """Gateway-wide settings a running gateway cannot change (sockets, data plane, state, audit sinks)."""
+    names = ("listen", "dataplane", "state_dir", "audit_sinks", "metrics", "ike_port", "natt_port",
+             "retention_days", "online_days")
+    return [n for n in names if getattr(old, n, None) != getattr(new, n, None)]
+
+
+def _start_children(plan: Any, name: str) -> list[str]:
+    return [child for (conn, child), actions in plan.child_actions.items()
+            if conn == name and actions.start_action == "start"]
+
+
+def _refusal(gateway: Any, path: Path, exc: Exception, admin: str) -> str:
+    findings = list(getattr(exc, "findings", ()))
+    rules = sorted({f.rule for f in findings})
+    for finding in findings[:MAX_FINDINGS_AUDITED]:
+        _record(gateway, AuditEvent(
+            EventName.CONFIG_REJECTED, Outcome.FAILURE, reason=f"reload refused: {finding}", admin=admin,
+            details={"file": str(path), "rule": finding.rule, "findings": len(findings)}))
+    if not findings:
+        _record(gateway, AuditEvent(EventName.CONFIG_REJECTED, Outcome.FAILURE,
+                                    reason=f"reload refused: {exc}", admin=admin,
+                                    details={"file": str(path)}))
+    head = f"configuration refused ({len(findings)} finding{'s' if len(findings) != 1 else ''}"
+    head += f": {', '.join(rules)})" if rules else ")"
+    first = f"; first: {findings[0]}" if findings else f": {exc}"
+    return " ".join((head + first + "; the running configuration stays").split())
+
+
+def _enforcement_records(gateway: Any, plan: Any, admin: str) -> None:
+    """Quarantine and waivers of the new plan, as ``ikeguard run`` records them at start."""
+    enforcement = plan.enforcement
+    for name, results in enforcement.quarantined_connections.items():
+        rules = ", ".join(sorted({r.rule.id for r in results}))
+        _record(gateway, AuditEvent(EventName.CONFIG_REJECTED, Outcome.FAILURE, connection=name, admin=admin,
+                                    reason=f"connection quarantined by reload: {rules}",
+                                    details={"rules": rules}))
+    for (name, peer), results in enforcement.quarantined_peers.items():
+        rules = ", ".join(sorted({r.rule.id for r in results}))
+        _record(gateway, AuditEvent(EventName.CONFIG_REJECTED, Outcome.FAILURE, connection=name,
+                                    remote_id=peer, admin=admin,
+                                    reason=f"peer quarantined by reload: {rules}", details={"rules": rules}))
+    for result in enforcement.waived:
+        waiver = result.waiver.waiver if result.waiver is not None else None
+        details: dict[str, str | int | bool] = {"rule": result.rule.id, "scope": result.scope}
+        if waiver is not None:
+            details.update(ticket=waiver.ticket, owner=waiver.owner, until=waiver.expires.isoformat())
+        _record(gateway, AuditEvent(EventName.WAIVER_APPLIED, reason=result.finding().message, admin=admin,
+                                    details=details))
+
+
+def _sa_ids(gateway: Any, *, conn: str, peer: str | None = None) -> list[int]:
+    return [int(sa["uniqueid"]) for sa in gateway.sas(conn=conn, peer=peer)]
+
+
+def _terminate(gateway: Any, uniqueids: Iterable[int], reason: str) -> int:
+    count = 0
+    for uid in uniqueids:
+        try:
+            count += gateway.terminate(uniqueid=uid, reason=reason)
+        except Exception as exc:  # gone meanwhile (peer deleted it): nothing to do
+            log.debug("reload: terminate %d skipped: %s", uid, exc)
+    return count
+
+
+def _start(gateway: Any, plan: Any, name: str) -> None:
+    children = _start_children(plan, name)
+    try:
+        gateway.start_ike(name, children)  # starts the IKE SA without waiting for it (Gateway.start_ike)
+    except Exception as exc:
+        log.warning("reload: starting %s failed: %s", name, exc)
+
+
+async def _reestablish(gateway: Any, plan: Any, changed: dict[str, list[int]], starts: list[str]) -> None:
+    """Delete the changed connections' SAs and start connections, each at its paced rate."""
+    for name, uids in changed.items():
+        for uid in uids:
+            _terminate(gateway, [uid], f"connection {name} changed by reload")
+            await asyncio.sleep(1.0 / TERMINATIONS_PER_SECOND)
+        if name in starts:
+            starts.remove(name)
+            _start(gateway, plan, name)
+            await asyncio.sleep(1.0 / STARTS_PER_SECOND)
+    for name in starts:
+        _start(gateway, plan, name)
+        await asyncio.sleep(1.0 / STARTS_PER_SECOND)
+    log.info("reload: re-establishment finished")
+
+
+async def reload_gateway(gateway: Any, path: str | Path | None = None, *, admin: str = "",
+                         profile_override: str | None = None, wait: bool = False) -> ReloadResult:
+    """Reload ``path`` (default: the running config) into ``gateway``; never raises for a bad config
+    (``result.refused`` says why). ``wait`` returns only after the paced re-establishment ran."""
+    from ikeguard.service.plan import build_plan
+
+    lock = _locks.setdefault(gateway, asyncio.Lock())
+    async with lock:
+        old = gateway.plan
+        config_path = Path(path) if path is not None else Path(old.config.path)
+        try:
+            new = await asyncio.to_thread(build_plan, config_path, now=_now(),
+                                          profile_override=profile_override)
+        except (ConfigError, OSError, ValueError) as exc:
+            result = ReloadResult(refused=_refusal(gateway, config_path, exc, admin))
+            log.warning("reload of %s refused: %s", config_path, result.refused)
+            return result
+
+        result = ReloadResult(restart_needed=_restart_needed(old, new))
+        old_names, new_names = set(old.connections), set(new.connections)
+        for name in new.connections:
+            if name not in old_names:
+                result.added.append(name)
+            elif old.connection_fingerprint(name) == new.connection_fingerprint(name):
+                result.kept.append(name)
+            else:
+                result.changed.append(name)
+        result.removed = [n for n in old.connections if n not in new_names]
+
+        # collect before the swap: which SAs belong to what
+        changed_sas = {name: _sa_ids(gateway, conn=name) for name in result.changed}
+        removed_sas = [uid for name in result.removed for uid in _sa_ids(gateway, conn=name)]
+        diff = diff_configs(old.config, new.config)
+        peer_sas: list[int] = []
+        for name in result.kept:
+            for peer in (*diff.peers_removed.get(name, []), *diff.peers_changed.get(name, [])):
+                uids = _sa_ids(gateway, conn=name, peer=peer)
+                if uids:
+                    result.peers_closed.append(f"{name}/{peer}")
+                    peer_sas.extend(uids)
+
+        gateway.apply_plan(new)  # new authentications use the new settings, validator and inventories
+        result.terminated = _terminate(gateway, removed_sas, "connection removed by reload")
+        result.terminated += _terminate(gateway, peer_sas, "peer changed in the inventory by reload")
+        result.to_restart = sum(len(v) for v in changed_sas.values())
+        result.starting = [n for n in (*result.changed, *result.added) if _start_children(new, n)]
+
+        _enforcement_records(gateway, new, admin)
+        _record(gateway, AuditEvent(
+            EventName.CONFIG_LOADED, reason="configuration reloaded", admin=admin,
+            details={"file": str(config_path), "kept": len(result.kept), "changed": len(result.changed),
+                     "added": len(result.added), "removed": len(result.removed),
+                     "restart_needed": ",".join(result.restart_needed)}))
+        log.info("reload of %s: kept %s, changed %s, added %s, removed %s", config_path, result.kept,
+                 result.changed, result.added, result.removed)
+
+        previous = _pacers.pop(gateway, None)
+        if previous is not None and not previous.done():
+            previous.cancel()  # superseded: the new plan decides what to (re)start
+        if changed_sas or result.starting:
+            task = asyncio.ensure_future(_reestablish(gateway, new, changed_sas, list(result.starting)))
+            _pacers[gateway] = task
+            if wait:
+                await task
+        return result
