@@ -18,8 +18,8 @@ from ikeguard.service import reload as reload_module
 from ikeguard.service.plan import build_plan
 from ikeguard.service.reload import ReloadResult, reload_gateway
 from tests.control.recording import RecordingGateway
-from tests.policy.conftest import edit
 from tests.pki.certs import issue, make_key
+from tests.policy.conftest import edit
 from tests.policy.test_certificates import _leaf, _write_cert, issue_example_pki
 
 A = "merchant-a.merchants.processor.example"
