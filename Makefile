@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 sysdeps:
 	@scripts/ensure-system-packages.sh
 
+# The demo needs only iproute2 and ping from the system (installed here when missing and run as root).
 demo: $(STAMP)
+	@command -v ip >/dev/null && command -v ping >/dev/null || test "$$(id -u)" -ne 0 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		iproute2 iputils-ping >/dev/null; }
 	$(BIN)/ikeguard demo
 
 lint: $(STAMP)
