@@ -12,6 +12,7 @@ from ikeguard import __version__
 from ikeguard.control.cli_audit import audit
 from ikeguard.control.cli_demo import demo
 from ikeguard.control.cli_policy import check, profiles
+from ikeguard.control.cli_run import run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,3 +25,4 @@ main.add_command(demo)
 main.add_command(check)
 main.add_command(profiles)
 main.add_command(audit)
+main.add_command(run)

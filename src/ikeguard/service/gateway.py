@@ -1,0 +1,455 @@
+"""The running gateway: UDP 500/4500 sockets driving the sans-IO engine, one timer, outputs applied in order.
+
+Clock: the engine's ``now`` is epoch seconds (``time.time()``; ``sas`` shows its deadlines as RFC 3339), and
+the single timer is re-armed from ``engine.get_timer()`` after every input, its delay computed on that clock.
+Outputs (ARCHITECTURE rule 2) are applied in the order emitted: datagrams, Child SAs in the data plane
+(:mod:`ikeguard.service.outputs`), audit records, state changes that drive ``dpd_action``/``close_action``
+(:mod:`ikeguard.service.actions`). While the audit store cannot write, no new IKE SA is accepted or started
+and existing ones keep running (PCI DSS 10.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ikeguard.audit.events import AuditEvent, EventName, Outcome
+from ikeguard.crypto.random import SystemRandom
+from ikeguard.dataplane.base import (
+    DataPlane,
+    DataPlaneEvent,
+    InstallFailed,
+    LifetimeReached,
+    SaDirection,
+    SequenceNearOverflow,
+)
+from ikeguard.engine.errors import LocalProtocolError
+from ikeguard.engine.events import (
+    ChildSaStateChanged,
+    DatagramDropped,
+    DeleteChildSa,
+    Endpoint,
+    EngineEvent,
+    IkeSaStateChanged,
+    InstallChildSa,
+    SendDatagram,
+    SendNatKeepalive,
+    UpdateSaAddresses,
+)
+from ikeguard.engine.manager import IkeManager
+from ikeguard.engine.states import ChildState, IkeState
+from ikeguard.service.actions import ActionPolicy
+from ikeguard.service.dataplane import esp_supported
+from ikeguard.service.errors import GatewayCommandError
+from ikeguard.service.outputs import ChildSaDriver
+from ikeguard.service.queries import conn_infos, sa_infos, select_sas
+from ikeguard.service.stats import GatewayStats
+from ikeguard.service.transport import Transport
+
+if TYPE_CHECKING:
+    from ikeguard.service.plan import GatewayPlan
+
+log = logging.getLogger("ikeguard.service")
+STOP_WAIT = 2.0  # seconds stop() waits for the peers to answer our DELETEs
+
+
+class AuditRecorder(Protocol):
+    """What the gateway needs of the audit trail (AuditService / IsolatedAuditService)."""
+
+    def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None: ...
+
+    @property
+    def refuse_new_sas(self) -> bool: ...
+
+    def flush(self, timeout: float = 10.0) -> bool: ...
+
+
+def _is_new_ike_sa_init(data: bytes) -> bool:
+    """An IKE_SA_INIT request opening a new IKE SA (responder SPI zero), RFC 7296 §3.1."""
+    return len(data) >= 28 and data[18] == 34 and data[19] & 0x28 == 0x08 and data[8:16] == bytes(8)
+
+
+class Gateway:
+    """One gateway instance (CONTRACTS §2)."""
+
+    def __init__(self, plan: GatewayPlan, *, audit: AuditRecorder, dataplane: DataPlane,
+                 natt_family: int | None = None) -> None:
+        self.plan = plan
+        self.audit = audit
+        self.dataplane = dataplane
+        self.stats = GatewayStats()
+        plan.restrict_esp(esp_supported(dataplane.features))
+        self.engine = IkeManager(plan.connections.values(), plan.engine_settings, random=SystemRandom(),
+                                 validator=plan.validator, peer_selectors=plan.selectors)
+        self.children = ChildSaDriver(dataplane, self.stats)
+        self.transport = Transport(plan, self._receive, natt_family, self.stats)
+        self.actions = ActionPolicy(self)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._waiters: dict[int, asyncio.Future[int]] = {}  # IKE uniqueid -> resolved at ESTABLISHED/CLOSED
+        self._refusing = False
+        self.stopping = False
+        self.started_at: float | None = None
+        dataplane.subscribe(self._on_dataplane_event)
+
+    # ------------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        """Bind the sockets, start the data plane and the timer, run ``start_action = "start"``."""
+        self._loop = asyncio.get_running_loop()
+        self.transport.start(self._loop, self.dataplane)
+        starter = getattr(self.dataplane, "start", None)
+        if callable(starter):
+            starter(self._loop)
+        self.started_at = time.time()
+        log.info("gateway up: listening on %s, data plane %s, %d connection(s)",
+                 self.transport.describe(), self.dataplane.features.name, len(self.plan.connections))
+        self.actions.start_connections()
+        self._rearm()
+
+    async def stop(self, reason: str = "gateway shutdown") -> None:
+        """DELETE every IKE SA, wait up to 2 s for the answers, remove data-plane state, close the audit."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.actions.cancel_all()
+        now = time.time()
+        for sa in self.engine.ike_sas():
+            with contextlib.suppress(LocalProtocolError):
+                self.engine.terminate_ike(sa.uniqueid, now, reason)
+        self._pump()
+        deadline = time.monotonic() + STOP_WAIT
+        while self.engine.ike_sas() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        left = self.engine.ike_sas()
+        if left:
+            log.info("%d IKE SA(s) did not confirm the DELETE within %.0f s", len(left), STOP_WAIT)
+        for sa in left:  # close locally: Child SAs leave the data plane, ike.down is audited
+            sa.close(f"{reason} (peer did not confirm the DELETE)")
+        self._pump()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.children.remove_everything()
+        self.transport.close()
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(GatewayCommandError("gateway stopping"))
+        self.audit.flush(5.0)
+        closer = getattr(self.audit, "close", None)
+        if callable(closer):
+            closer()
+        log.info("gateway stopped")
+
+    # ------------------------------------------------------------------ inputs
+    def _receive(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        """One IKE message (non-ESP marker removed) from the transport."""
+        self.stats.datagrams_in += 1
+        if self.stopping:
+            return
+        if _is_new_ike_sa_init(data) and self.audit.refuse_new_sas:
+            self.stats.dropped["audit store unavailable"] += 1
+            if not self._refusing:
+                self._refusing = True
+                log.error("audit trail cannot be written: refusing new IKE SAs, keeping existing ones "
+                          "(PCI DSS 10.7)")
+            return
+        if self._refusing and not self.audit.refuse_new_sas:
+            self._refusing = False
+            log.warning("audit trail writable again: accepting new IKE SAs")
+        self.engine.receive_datagram(data, local, remote, time.time())
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, None
+        self.engine.handle_timer(time.time())
+        self._pump()
+
+    def _on_dataplane_event(self, event: DataPlaneEvent) -> None:
+        """Upcalls may come from a data-plane thread: handled on the loop."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.call_soon(self._handle_dataplane_event, event)
+        else:
+            loop.call_soon_threadsafe(self._handle_dataplane_event, event)
+
+    def _handle_dataplane_event(self, event: DataPlaneEvent) -> None:
+        if self.stopping or isinstance(event, InstallFailed):
+            return  # install failures are handled where add_sa raised
+        direction = event.direction if isinstance(event, LifetimeReached) else None
+        spi_in = self.children.inbound_spi_for(event.spi, direction or SaDirection.OUTBOUND)
+        if spi_in is None:
+            return
+        hard = event.hard
+        what = (f"{event.kind} lifetime" if isinstance(event, LifetimeReached)
+                else "sequence number near overflow" if isinstance(event, SequenceNearOverflow) else "")
+        log.info("Child SA %08x: %s %s reached", spi_in, "hard" if hard else "soft", what)
+        self.engine.child_lifetime_reached(spi_in, hard=hard, now=time.time())
+        self._pump()
+
+    # ------------------------------------------------------------------ outputs
+    def _pump(self) -> None:
+        """Apply every pending engine output in order, then re-arm the timer."""
+        engine = self.engine
+        while (event := engine.next_event()) is not None:
+            try:
+                self._apply(event)
+            except Exception:  # a bug applying one output must not stop the gateway
+                log.exception("error applying %s", type(event).__name__)
+        self._rearm()
+
+    def _apply(self, event: EngineEvent) -> None:
+        if isinstance(event, SendDatagram):
+            self.transport.send_ike(event.data, event.local, event.remote)
+        elif isinstance(event, SendNatKeepalive):
+            self.transport.send_keepalive(event.local, event.remote)
+        elif isinstance(event, InstallChildSa):
+            sa = self.engine.get(event.ike_uniqueid)
+            error = self.children.install(event, sa.name if sa is not None else "")
+            if error is not None:
+                log.warning("data plane refused Child SA %s (%08x %s): %s", event.child_name, event.sa.spi,
+                            event.direction.value, error.reason)
+                self.engine.install_failed(error.ike_uniqueid, error.child_uniqueid, error.reason,
+                                           time.time())
+        elif isinstance(event, DeleteChildSa):
+            self.children.delete(event)
+        elif isinstance(event, UpdateSaAddresses):
+            self.children.update_addresses(event)
+        elif isinstance(event, IkeSaStateChanged):
+            self._ike_state(event)
+        elif isinstance(event, ChildSaStateChanged):
+            log.debug("Child SA %s[%d] of IKE SA %d: %s -> %s %s", event.child_name, event.child_uniqueid,
+                      event.ike_uniqueid, event.old.value, event.new.value, event.reason)
+            if event.new is ChildState.DELETED:
+                self.children.child_gone(event.child_uniqueid)
+        elif isinstance(event, AuditEvent):
+            self.record(event)
+        elif isinstance(event, DatagramDropped):
+            self.stats.dropped[event.reason.split(" from ", 1)[0][:60]] += 1
+            log.debug("dropped datagram from %s: %s", event.remote, event.reason)
+
+    def _ike_state(self, event: IkeSaStateChanged) -> None:
+        log.debug("IKE SA %s[%d]: %s -> %s %s", event.connection, event.ike_uniqueid, event.old.value,
+                  event.new.value, event.reason)
+        self.actions.ike_state(event)
+        waiter = self._waiters.get(event.ike_uniqueid)
+        if waiter is not None and not waiter.done():
+            if event.new is IkeState.ESTABLISHED:
+                waiter.set_result(event.ike_uniqueid)
+            elif event.new is IkeState.CLOSED:
+                waiter.set_exception(GatewayCommandError(
+                    f"IKE SA {event.ike_uniqueid} of {event.connection or 'connection'} failed: "
+                    f"{event.reason or 'closed'}"))
+
+    def record(self, event: AuditEvent) -> None:
+        """Audit one event: the store, the counters, the event stream, one log line."""
+        try:
+            self.audit.record(event)
+        except Exception:  # the trail's own failure handling reports it; IKE goes on
+            log.exception("audit record failed")
+        self.stats.count_audit(event)
+        self.actions.audit(event)
+        level = logging.WARNING if event.outcome is Outcome.FAILURE else logging.INFO
+        peer = event.remote_id or event.remote_addr
+        who = f" peer={peer}" if peer else ""
+        conn = f" conn={event.connection}" if event.connection else ""
+        uid = f" ike={event.ike_uniqueid}" if event.ike_uniqueid is not None else ""
+        log.log(level, "%s %s%s%s%s: %s", event.event.value, event.outcome.value, conn, uid, who,
+                event.reason)
+        if self._subscribers:
+            data: dict[str, Any] = {"time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+                                    **event.fields_dict()}
+            for callback in list(self._subscribers):
+                try:
+                    callback(data)
+                except Exception:
+                    log.exception("event subscriber failed")
+
+    def _rearm(self) -> None:
+        loop = self._loop
+        if loop is None or (self.stopping and not self.engine.ike_sas()):
+            return
+        deadline = self.engine.get_timer()
+        if deadline == self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, None
+        if deadline is None:
+            return
+        delay = max(0.0, deadline - time.time())
+        self._timer = loop.call_later(delay + 0.0005, self._on_timer)  # never fire a hair early
+        self._timer_at = deadline
+
+    # ------------------------------------------------------------------ queries
+    def sas(self, *, conn: str | None = None, peer: str | None = None,
+            uniqueid: int | None = None) -> list[dict[str, Any]]:
+        """IKE SAs with their Child SAs (INTERFACE.md ``sas --json``), counters from the data plane."""
+        return sa_infos(self, select_sas(self.engine.ike_sas(), conn=conn, peer=peer, uniqueid=uniqueid))
+
+    def conns(self) -> list[dict[str, Any]]:
+        """Configured connections (also quarantined ones) and whether each is up."""
+        return conn_infos(self)
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``callback`` with every audit event (as its JSON dict); returns the unsubscribe function."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    # ------------------------------------------------------------------ commands
+    def refuse_reason(self) -> str | None:
+        """Why no new IKE SA may be started now (None: allowed)."""
+        if self.stopping:
+            return "the gateway is stopping"
+        if self.audit.refuse_new_sas:
+            return "the audit trail cannot be written: no new SAs (PCI DSS 10.7)"
+        return None
+
+    def start_ike(self, conn: str, children: list[str] | None = None, *,
+                  remote: Endpoint | None = None) -> int:
+        """Start an IKE SA for ``conn`` now (no waiting); GatewayCommandError when it cannot start.
+        ``remote`` overrides ``remote_addrs`` (restarting a responder's SA towards its last peer address)."""
+        why = self.refuse_reason()
+        if why is not None:
+            raise GatewayCommandError(why)
+        settings = self.plan.connections.get(conn)
+        if settings is None:
+            raise GatewayCommandError(f"no connection {conn!r} is loaded")
+        local, target = self.transport.endpoints_for(conn, settings, remote)
+        try:
+            uid = self.engine.initiate(conn, local=local, remote=target, now=time.time(), children=children)
+        except LocalProtocolError as exc:
+            raise GatewayCommandError(str(exc)) from None
+        log.info("initiating IKE SA %d for %s to %s", uid, conn, target)
+        self._pump()
+        return uid
+
+    async def wait_established(self, uid: int, timeout: float | None = None) -> None:
+        """Wait until IKE SA ``uid`` is established; GatewayCommandError when it fails or times out."""
+        sa = self.engine.get(uid)
+        if sa is not None and sa.state is IkeState.ESTABLISHED:
+            return
+        if sa is None:
+            raise GatewayCommandError(f"IKE SA {uid} is gone")
+        waiter = self._waiters.get(uid)
+        if waiter is None:
+            waiter = self._waiters[uid] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            raise GatewayCommandError(f"IKE SA {uid} not established within {timeout:g} s") from None
+        finally:
+            if waiter.done():
+                self._waiters.pop(uid, None)
+
+    async def initiate(self, conn: str, child: str | None = None, timeout: float = 15.0) -> list[int]:
+        """Bring ``conn`` (or one child) up; returns the IKE SA uniqueid and the Child SA uniqueids."""
+        settings = self.plan.connections.get(conn)
+        if settings is None:
+            raise GatewayCommandError(f"no connection {conn!r} is loaded")
+        if child is not None and child not in {c.name for c in settings.children}:
+            raise GatewayCommandError(f"connection {conn!r} has no child {child!r}")
+        existing = next((sa for sa in self.engine.ike_sas()
+                         if sa.name == conn and sa.state is IkeState.ESTABLISHED), None)
+        if child is not None and existing is not None:
+            return await self._add_child(existing.uniqueid, child, timeout)
+        uid = self.start_ike(conn, [child] if child else None)
+        await self.wait_established(uid, timeout)
+        sa = self.engine.get(uid)
+        kids = [c.uniqueid for c in sa.children.values()] if sa is not None else []
+        return [uid, *kids]
+
+    async def _add_child(self, ike_uid: int, child: str, timeout: float) -> list[int]:
+        sa = self.engine.get(ike_uid)
+        before = set(sa.children) if sa is not None else set()
+        try:
+            self.engine.create_child(ike_uid, child, time.time())
+        except LocalProtocolError as exc:
+            raise GatewayCommandError(str(exc)) from None
+        self._pump()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sa = self.engine.get(ike_uid)
+            if sa is None:
+                raise GatewayCommandError(f"IKE SA {ike_uid} closed while creating {child}")
+            new = [c for c in sa.children.values() if c.uniqueid not in before and c.name == child]
+            if any(c.state is ChildState.INSTALLED for c in new):
+                return [ike_uid, *(c.uniqueid for c in new)]
+            await asyncio.sleep(0.02)
+        raise GatewayCommandError(f"Child SA {child} not installed within {timeout:g} s")
+
+    def terminate(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,
+                  child: str | None = None, reason: str = "terminated by admin") -> int:
+        """DELETE the selected IKE SAs (or only their Child SAs named ``child``); how many were acted on."""
+        return self._act("terminate", uniqueid, peer, conn, child, reason)
+
+    def rekey(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,
+              child: str | None = None) -> int:
+        """Rekey the selected IKE SAs (or their Child SAs named ``child``); how many were acted on."""
+        return self._act("rekey", uniqueid, peer, conn, child, "rekey requested by admin")
+
+    def _act(self, what: str, uniqueid: int | None, peer: str | None, conn: str | None, child: str | None,
+             reason: str) -> int:
+        if uniqueid is None and peer is None and conn is None:
+            raise GatewayCommandError(f"{what}: select SAs with --uniqueid, --peer or --conn")
+        now = time.time()
+        count = 0
+        for sa in select_sas(self.engine.ike_sas(), conn=conn, peer=peer, uniqueid=uniqueid):
+            targets = [c for c in sa.children.values()
+                       if (child is None and uniqueid is not None and c.uniqueid == uniqueid and sa.uniqueid
+                           != uniqueid) or (child is not None and c.name == child)]
+            try:
+                if targets:
+                    for c in targets:
+                        if what == "terminate":
+                            self.engine.terminate_child(sa.uniqueid, c.uniqueid, now, reason)
+                        else:
+                            self.engine.rekey_child(sa.uniqueid, c.uniqueid, now)
+                        count += 1
+                elif child is None:
+                    if what == "terminate":
+                        self.actions.forget(sa.uniqueid)
+                        self.engine.terminate_ike(sa.uniqueid, now, reason)
+                    else:
+                        self.engine.rekey_ike(sa.uniqueid, now)
+                    count += 1
+            except LocalProtocolError as exc:
+                log.info("%s of IKE SA %d skipped: %s", what, sa.uniqueid, exc)
+        self._pump()
+        if count == 0:
+            raise GatewayCommandError(f"{what}: no SA matches the selection")
+        log.info("%s: %d SA(s) (%s)", what, count, reason)
+        return count
+
+    def apply_plan(self, plan: GatewayPlan) -> None:
+        """Swap connections, validator, selectors and engine settings; touches no SA (reload decides that)."""
+        plan.restrict_esp(esp_supported(self.dataplane.features))
+        self.plan = plan
+        ctx = self.engine.ctx
+        self.engine.set_connections(plan.connections.values())
+        ctx.validator = plan.validator
+        ctx.peer_selectors = plan.selectors
+        ctx.settings = plan.engine_settings
+
+
+def config_event(event: EventName, reason: str, *, outcome: Outcome = Outcome.SUCCESS, connection: str = "",
+                 **details: str | int | bool) -> AuditEvent:
+    """A ``config.*`` / ``waiver.applied`` record for the runner and reload."""
+    return AuditEvent(event, outcome, reason=reason, connection=connection, details=details)

@@ -1,0 +1,187 @@
+"""Applies the engine's Child SA outputs to the data plane (ARCHITECTURE rule 2: in the order emitted).
+
+``InstallChildSa`` -> ``add_policy`` (outbound, before the SA: fail closed) + ``add_sa``; ``DeleteChildSa`` ->
+``delete_sa`` with the final counters folded into :class:`GatewayStats`; ``UpdateSaAddresses`` ->
+``update_sa_addresses``. A Child SA that is gone keeps its policy (traffic for its selectors is dropped, never
+sent in the clear, RFC 4301 §4.4.1) until a new Child SA with the same selectors takes it over or the gateway
+stops. Data-plane upcalls are translated back into engine inputs by SPI.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ikeguard.dataplane.base import (
+    DataPlane,
+    DataPlaneError,
+    SaConfig,
+    SaCounters,
+    SaDirection,
+    SaEndpoint,
+)
+from ikeguard.engine.events import DeleteChildSa, Direction, InstallChildSa, UpdateSaAddresses
+from ikeguard.policy.ts import TrafficSelector
+from ikeguard.service.stats import GatewayStats
+
+log = logging.getLogger("ikeguard.service")
+
+Selectors = tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]]
+
+
+@dataclass
+class ChildRecord:
+    """What the service remembers of an installed Child SA (no key material)."""
+
+    connection: str
+    ike_uniqueid: int
+    child_uniqueid: int
+    spi_in: int = 0
+    spi_out: int = 0
+    selectors: Selectors | None = None
+    directions: set[SaDirection] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class InstallError:
+    """An ``add_sa`` that failed: the engine gets it back via ``install_failed``."""
+
+    ike_uniqueid: int
+    child_uniqueid: int
+    reason: str
+
+
+class ChildSaDriver:
+    """Keeps the data plane in step with the engine's Child SAs."""
+
+    def __init__(self, dataplane: DataPlane, stats: GatewayStats) -> None:
+        self.dataplane = dataplane
+        self.stats = stats
+        self.children: dict[int, ChildRecord] = {}  # child uniqueid -> record
+        self._by_spi_in: dict[int, int] = {}
+        self._by_spi_out: dict[int, int] = {}
+        self._policies: dict[int, Selectors] = {}  # child uniqueid -> selectors with a policy installed
+        self._orphans: dict[Selectors, int] = {}  # selectors of a gone Child SA: policy kept (fail closed)
+
+    # ------------------------------------------------------------------ engine outputs
+    def install(self, event: InstallChildSa, connection: str) -> InstallError | None:
+        """Install one direction; an error comes back for ``engine.install_failed``."""
+        config = SaConfig.from_install(event)
+        record = self.children.setdefault(
+            event.child_uniqueid, ChildRecord(connection, event.ike_uniqueid, event.child_uniqueid)
+        )
+        try:
+            if config.direction is SaDirection.OUTBOUND:
+                self._add_policy(event.child_uniqueid, (config.local_ts, config.remote_ts))
+            self.dataplane.add_sa(config)
+        except DataPlaneError as exc:
+            return InstallError(event.ike_uniqueid, event.child_uniqueid, str(exc))
+        except OSError as exc:  # e.g. a route the kernel refused
+            return InstallError(event.ike_uniqueid, event.child_uniqueid, f"{type(exc).__name__}: {exc}")
+        record.directions.add(config.direction)
+        record.selectors = (config.local_ts, config.remote_ts)
+        if config.direction is SaDirection.INBOUND:
+            record.spi_in = config.spi
+            self._by_spi_in[config.spi] = event.child_uniqueid
+        else:
+            record.spi_out = config.spi
+            self._by_spi_out[config.spi] = event.child_uniqueid
+        return None
+
+    def delete(self, event: DeleteChildSa) -> None:
+        """Remove one direction; its final counters survive in the stats."""
+        direction = SaDirection(event.direction.value)
+        try:
+            counters = self.dataplane.delete_sa(event.spi, direction)
+        except (DataPlaneError, OSError) as exc:
+            log.warning("data plane could not delete SA %08x (%s): %s", event.spi, direction.value, exc)
+            counters = None
+        record = self.children.get(event.child_uniqueid)
+        if record is not None:
+            record.directions.discard(direction)
+            if counters is not None:
+                self.stats.add_traffic(record.connection, inbound=direction is SaDirection.INBOUND,
+                                       octets=counters.bytes, packets=counters.packets)
+        (self._by_spi_in if direction is SaDirection.INBOUND else self._by_spi_out).pop(event.spi, None)
+
+    def update_addresses(self, event: UpdateSaAddresses) -> None:
+        """Move the IKE SA's Child SAs to new outer endpoints (NAT-T switch, MOBIKE)."""
+        spis = tuple(spi for pair in event.child_spis for spi in pair if spi)
+        if not spis:
+            return
+        try:
+            self.dataplane.update_sa_addresses(spis, SaEndpoint(event.local.address, event.local.port),
+                                               SaEndpoint(event.remote.address, event.remote.port),
+                                               event.encap)
+        except (DataPlaneError, OSError) as exc:
+            log.warning("data plane could not move the SAs of IKE SA %d: %s", event.ike_uniqueid, exc)
+
+    def child_gone(self, child_uniqueid: int) -> None:
+        """A Child SA reached DELETED: forget it; its policy stays until its selectors are reused."""
+        record = self.children.pop(child_uniqueid, None)
+        if record is None:
+            return
+        self._by_spi_in.pop(record.spi_in, None)
+        self._by_spi_out.pop(record.spi_out, None)
+        selectors = self._policies.get(child_uniqueid)
+        if selectors is None:
+            return
+        if any(s == selectors for cid, s in self._policies.items() if cid != child_uniqueid):
+            self._remove_policy(child_uniqueid)  # a live Child SA (the rekeyed one) shares the selectors
+        else:
+            old = self._orphans.get(selectors)
+            self._orphans[selectors] = child_uniqueid
+            if old is not None:
+                self._remove_policy(old)
+
+    # ------------------------------------------------------------------ queries and upcalls
+    def counters(self, spi: int, inbound: bool) -> SaCounters | None:
+        """Live counters of one SA direction (None when the data plane does not know it)."""
+        try:
+            return self.dataplane.counters(spi, SaDirection.INBOUND if inbound else SaDirection.OUTBOUND)
+        except (DataPlaneError, OSError):
+            return None
+
+    def inbound_spi_for(self, spi: int, direction: SaDirection) -> int | None:
+        """The inbound SPI of the Child SA that owns ``spi`` (upcalls name either direction)."""
+        if direction is SaDirection.INBOUND:
+            return spi if spi in self._by_spi_in else None
+        child = self._by_spi_out.get(spi)
+        record = self.children.get(child) if child is not None else None
+        return record.spi_in if record is not None and record.spi_in else None
+
+    def child_for_spi(self, spi: int, direction: SaDirection) -> ChildRecord | None:
+        """The record of the Child SA with ``spi`` in ``direction``."""
+        table = self._by_spi_in if direction is SaDirection.INBOUND else self._by_spi_out
+        child = table.get(spi)
+        return self.children.get(child) if child is not None else None
+
+    # ------------------------------------------------------------------ teardown
+    def remove_everything(self) -> None:
+        """Gateway stop: delete every SA still installed and every policy (routes, blackholes)."""
+        for record in list(self.children.values()):
+            for direction in list(record.directions):
+                spi = record.spi_in if direction is SaDirection.INBOUND else record.spi_out
+                self.delete(DeleteChildSa(record.ike_uniqueid, record.child_uniqueid,
+                                          Direction(direction.value), spi, "gateway shutdown"))
+        for child in list(self._policies):
+            self._remove_policy(child)
+        self._orphans.clear()
+        self.children.clear()
+
+    def _add_policy(self, child_uniqueid: int, selectors: Selectors) -> None:
+        if self._policies.get(child_uniqueid) == selectors:
+            return
+        self.dataplane.add_policy(child_uniqueid, *selectors)
+        self._policies[child_uniqueid] = selectors
+        old = self._orphans.pop(selectors, None)
+        if old is not None and old != child_uniqueid:
+            self._remove_policy(old)  # the new Child SA took the selectors over
+
+    def _remove_policy(self, child_uniqueid: int) -> None:
+        if self._policies.pop(child_uniqueid, None) is None:
+            return
+        try:
+            self.dataplane.remove_policy(child_uniqueid)
+        except (DataPlaneError, OSError) as exc:
+            log.warning("data plane could not remove the policy of Child SA %d: %s", child_uniqueid, exc)

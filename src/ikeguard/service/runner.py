@@ -1,0 +1,197 @@
+"""``ikeguard run``: build the plan, open the audit trail and the data plane, run the gateway until SIGTERM.
+
+A refused configuration prints the findings (the text ``ikeguard check`` gives for them) and exits 1; an
+unreadable one exits 2. The audit trail runs in its own process (``IsolatedAuditService``): a burst of audit
+events then costs IKE almost nothing (an in-process writer slowed IKE setups 9-37 % during a 10k burst).
+Start-up records ``config.loaded``, ``config.rejected`` per quarantined connection or peer and
+``waiver.applied`` per waiver in force; rules the product does not implement yet are logged once. Readiness
+and shutdown are reported to systemd (``READY=1`` / ``STOPPING=1``). SIGTERM/SIGINT stop cleanly (exit 0),
+SIGHUP reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ikeguard.audit.events import AuditEvent, EventName, Outcome
+from ikeguard.policy.errors import ConfigError
+from ikeguard.service.dataplane import DataPlaneUnavailable, OpenedDataPlane, open_dataplane
+from ikeguard.service.gateway import Gateway
+from ikeguard.service.sdnotify import notify
+
+log = logging.getLogger("ikeguard.service")
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One line per event on stderr."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_ikeguard", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._ikeguard = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def startup_records(plan: Any) -> list[AuditEvent]:
+    """``config.loaded``, one ``config.rejected`` per quarantined connection/peer, ``waiver.applied``."""
+    enforcement = plan.enforcement
+    records = [AuditEvent(EventName.CONFIG_LOADED, reason=f"configuration {plan.config.path} loaded",
+                          details={"file": str(plan.config.path), "profile": plan.profile.name,
+                                   "connections": len(plan.connections),
+                                   "quarantined": len(enforcement.quarantined_connections)
+                                   + len(enforcement.quarantined_peers)})]
+    for name, results in enforcement.quarantined_connections.items():
+        rules = ", ".join(sorted({r.rule.id for r in results}))
+        records.append(AuditEvent(EventName.CONFIG_REJECTED, Outcome.FAILURE, connection=name,
+                                  reason=f"connection quarantined: {rules}", details={"rules": rules}))
+    for (name, peer), results in enforcement.quarantined_peers.items():
+        rules = ", ".join(sorted({r.rule.id for r in results}))
+        records.append(AuditEvent(EventName.CONFIG_REJECTED, Outcome.FAILURE, connection=name, remote_id=peer,
+                                  reason=f"peer quarantined: {rules}", details={"rules": rules}))
+    for result in enforcement.waived:
+        details: dict[str, str | int | bool] = {"rule": result.rule.id, "scope": result.scope or "gateway"}
+        waiver = result.waiver.waiver if result.waiver is not None else None
+        if waiver is not None:
+            details.update(ticket=waiver.ticket, owner=waiver.owner, until=str(waiver.expires))
+        records.append(AuditEvent(EventName.WAIVER_APPLIED, reason=result.finding().message, details=details))
+    return records
+
+
+def _log_enforcement(plan: Any) -> None:
+    enforcement = plan.enforcement
+    for name, results in enforcement.quarantined_connections.items():
+        log.warning("connection %s quarantined: %s", name, "; ".join(str(r.finding()) for r in results))
+    for (name, peer), results in enforcement.quarantined_peers.items():
+        rules = ", ".join(sorted({r.rule.id for r in results}))
+        log.warning("peer %s of %s quarantined: %s", peer, name, rules)
+    missing = sorted({r.rule.id for r in enforcement.not_implemented})
+    if missing:
+        log.warning("profile %s: rules not implemented yet (not enforced): %s", plan.profile.name,
+                    ", ".join(missing))
+
+
+def _open_audit(plan: Any) -> Any:
+    from ikeguard.audit.isolated import IsolatedAuditService
+
+    plan.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    audit = IsolatedAuditService(plan.state_dir, plan.audit_sinks)
+    audit.start()
+    return audit
+
+
+def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | None = None) -> int:
+    """Run the gateway in the foreground; the process exit code."""
+    from ikeguard.service.plan import ConfigRefused, build_plan
+
+    configure_logging()
+    try:
+        plan = build_plan(Path(config_path), now=dt.datetime.now(dt.UTC), profile_override=profile_override)
+    except ConfigRefused as exc:
+        print(f"ikeguard run: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:  # unreadable: not TOML, missing file
+        first = exc.findings[0] if exc.findings else None
+        text = f"{first.location()}: {first.message}" if first is not None and first.file else str(exc)
+        print(f"ikeguard run: {text}", file=sys.stderr)
+        return 2
+    _log_enforcement(plan)
+    try:
+        opened = open_dataplane(plan.dataplane, plan.listen, plan.natt_port)
+    except DataPlaneUnavailable as exc:
+        print(f"ikeguard run: {exc}", file=sys.stderr)
+        return 1
+    try:
+        audit = _open_audit(plan)
+    except Exception as exc:
+        opened.close()
+        print(f"ikeguard run: cannot open the audit trail in {plan.state_dir}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_serve(plan, audit, opened, Path(config_path), profile_override))
+    finally:
+        opened.close()
+        with contextlib.suppress(Exception):
+            audit.close()
+
+
+async def _start_control(gateway: Gateway, plan: Any, config_path: Path) -> Any:
+    try:
+        from ikeguard.control.server import ControlServer
+    except ImportError as exc:  # not part of this build
+        log.warning("control socket unavailable: %s", exc)
+        return None
+    server = ControlServer(gateway, plan.state_dir / "control.sock", config_path=config_path)
+    await server.start()
+    return server
+
+
+def _start_metrics(gateway: Gateway, plan: Any) -> Callable[[], None] | None:
+    if plan.metrics is None:
+        return None
+    from ikeguard.control.metrics import start_metrics
+
+    host, port = plan.metrics
+    stop: Callable[[], None] = start_metrics(gateway, host, port)
+    return stop
+
+
+async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Path,
+                 profile_override: str | None) -> int:
+    gateway = Gateway(plan, audit=audit, dataplane=opened.plane, natt_family=opened.natt_family)
+    for record in startup_records(plan):
+        gateway.record(record)
+    try:
+        await gateway.start()
+    except OSError as exc:
+        print(f"ikeguard run: {exc}", file=sys.stderr)
+        await gateway.stop("start-up failed")
+        return 1
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def reload() -> None:
+        from ikeguard.service.reload import reload_gateway
+
+        log.info("SIGHUP: reloading %s", config_path)
+        task = loop.create_task(reload_gateway(gateway, config_path, admin="SIGHUP",
+                                               profile_override=profile_override))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    control = stop_metrics = None
+    try:
+        control = await _start_control(gateway, plan, config_path)
+        stop_metrics = _start_metrics(gateway, plan)
+    except Exception as exc:
+        print(f"ikeguard run: {exc}", file=sys.stderr)
+        await gateway.stop("start-up failed")
+        return 1
+    notify("READY=1\nSTATUS=gateway running")
+    log.info("ready")
+    await stopping.wait()
+    notify("STOPPING=1")
+    log.info("stopping")
+    for task in reloads:
+        task.cancel()
+    if control is not None:
+        with contextlib.suppress(Exception):
+            await control.close()
+    if stop_metrics is not None:
+        with contextlib.suppress(Exception):
+            stop_metrics()
+    await gateway.stop()
+    return 0

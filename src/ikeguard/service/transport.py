@@ -1,0 +1,226 @@
+"""IKE transport of the gateway: one socket per ``listen`` address on 500 and on 4500 (RFC 7296 §2.23,
+RFC 3948), or the userspace data plane's socket where it owns 4500 (ESP and IKE share it; IKE arrives through
+its ``on_ike`` callback and leaves through ``send_ike``).
+
+On 4500 every IKE message carries the non-ESP marker (four zero octets, RFC 3948 §2.2): stripped on receive,
+added on send; a single 0xFF octet is a NAT keepalive (§2.3) and is ignored; anything else is ESP, which only
+a data plane that owns the socket can use (with ``none`` it is counted and dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ikeguard.engine.events import Endpoint, IpAddress
+from ikeguard.engine.settings import ConnectionSettings
+from ikeguard.service.errors import GatewayCommandError
+from ikeguard.service.sockets import KEEPALIVE, NON_ESP_MARKER, UdpListener, route_source
+from ikeguard.service.stats import GatewayStats
+
+if TYPE_CHECKING:
+    from ikeguard.service.plan import GatewayPlan
+
+log = logging.getLogger("ikeguard.service")
+Receiver = Callable[[bytes, Endpoint, Endpoint], None]
+_ROUTE_CACHE_MAX = 4096
+
+
+def _unspecified(version: int) -> IpAddress:
+    return ipaddress.ip_address("::" if version == 6 else "0.0.0.0")  # noqa: S104 (a lookup key, not a bind)
+
+
+def _is_range(text: str) -> bool:
+    start, sep, end = text.partition("-")
+    if not sep:
+        return False
+    try:
+        ipaddress.ip_address(start)
+        ipaddress.ip_address(end)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve(host: str, port: int) -> IpAddress | None:
+    """An address from ``remote_addrs``: a literal, else the first DNS answer (ranges/CIDRs: None)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if "/" in host or _is_range(host):
+        return None
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError:
+        return None
+    return ipaddress.ip_address(info[0][4][0]) if info else None
+
+
+class Transport:
+    """Sockets of one gateway: receive IKE into ``receive``, send the engine's datagrams and keepalives."""
+
+    def __init__(self, plan: GatewayPlan, receive: Receiver, natt_family: int | None,
+                 stats: GatewayStats) -> None:
+        self.plan = plan
+        self.receive = receive
+        self.natt_family = natt_family  # IP version whose 4500 socket the data plane owns
+        self.stats = stats
+        self.listeners: dict[tuple[IpAddress, int], UdpListener] = {}
+        self.plane: Any = None
+        self._plane_address: IpAddress | None = None
+        self._route_cache: dict[IpAddress, IpAddress] = {}
+        self.keepalives_in = 0
+        self.esp_dropped = 0
+
+    # ------------------------------------------------------------------ set-up
+    def start(self, loop: asyncio.AbstractEventLoop, dataplane: object) -> None:
+        """Bind 500 and 4500 on every listen address (4500 of the plane's family: the plane's socket)."""
+        plan = self.plan
+        if self.natt_family is not None and hasattr(dataplane, "send_ike") and hasattr(dataplane, "sock"):
+            self.plane = dataplane
+            self.plane.on_ike = self._plane_ike
+            self._plane_address = ipaddress.ip_address(self.plane.sock.getsockname()[0])
+        try:
+            for text in plan.listen:
+                address = ipaddress.ip_address(text)
+                self._bind(loop, address, plan.ike_port, self.receive)
+                if self._plane_covers(address):
+                    continue
+                self._bind(loop, address, plan.natt_port, self._natt)
+        except OSError:
+            self.close()
+            raise
+
+    def _plane_covers(self, address: IpAddress) -> bool:
+        owned = self._plane_address
+        if self.plane is None or owned is None or owned.version != address.version:
+            return False
+        return owned.is_unspecified or owned == address
+
+    def _bind(self, loop: asyncio.AbstractEventLoop, address: IpAddress, port: int,
+              handler: Receiver) -> None:
+        try:
+            listener = UdpListener(address, port, handler)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot bind {address} port {port}: {exc.strerror}") from None
+        listener.start(loop)
+        self.listeners[(address, port)] = listener
+
+    def close(self) -> None:
+        """Close our sockets (the plane closes its own)."""
+        for listener in self.listeners.values():
+            listener.close()
+        self.listeners.clear()
+        if self.plane is not None:
+            self.plane.on_ike = lambda data, addr: None
+
+    def describe(self) -> str:
+        """``192.0.2.1:500, 192.0.2.1:4500 (data plane), ...`` for the start-up log line."""
+        parts = [f"{a}:{p}" if a.version == 4 else f"[{a}]:{p}" for a, p in self.listeners]
+        if self._plane_address is not None:
+            a = self._plane_address
+            parts.append((f"{a}" if a.version == 4 else f"[{a}]") + f":{self.plan.natt_port} (data plane)")
+        return ", ".join(parts)
+
+    # ------------------------------------------------------------------ receive
+    def _natt(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        if data[:4] == NON_ESP_MARKER:
+            self.receive(data[4:], local, remote)
+        elif data == KEEPALIVE:
+            self.keepalives_in += 1
+        else:
+            self.esp_dropped += 1
+            self.stats.dropped["ESP on a socket without a data plane"] += 1
+
+    def _plane_ike(self, data: bytes, addr: tuple[str, int]) -> None:
+        remote_addr = ipaddress.ip_address(addr[0].split("%", 1)[0])
+        local_addr = self._plane_address
+        if local_addr is None or local_addr.is_unspecified:
+            local_addr = self._source_for(remote_addr) or local_addr
+        if local_addr is None:
+            return
+        self.receive(data, Endpoint(local_addr, self.plan.natt_port), Endpoint(remote_addr, int(addr[1])))
+
+    def _source_for(self, remote: IpAddress) -> IpAddress | None:
+        cached = self._route_cache.get(remote)
+        if cached is None:
+            cached = route_source(remote)
+            if cached is not None:
+                if len(self._route_cache) >= _ROUTE_CACHE_MAX:
+                    self._route_cache.clear()
+                self._route_cache[remote] = cached
+        return cached
+
+    # ------------------------------------------------------------------ send
+    def _listener(self, local: Endpoint) -> UdpListener | None:
+        found = self.listeners.get((local.address, local.port))
+        if found is None:
+            found = self.listeners.get((_unspecified(local.address.version), local.port))
+        if found is None:
+            found = next((lst for (a, p), lst in self.listeners.items()
+                          if p == local.port and a.version == local.address.version), None)
+        return found
+
+    def _plane_sends(self, local: Endpoint) -> bool:
+        return (self.plane is not None and local.port == self.plan.natt_port
+                and self._plane_covers(local.address))
+
+    def send_ike(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
+        """Send one IKE message; on 4500 with the non-ESP marker (RFC 3948 §2.2)."""
+        natt = local.port == self.plan.natt_port
+        self.stats.datagrams_out += 1
+        if self._plane_sends(local):
+            try:
+                self.plane.send_ike(data, (str(remote.address), remote.port))
+            except OSError as exc:
+                self.stats.send_errors += 1
+                log.debug("send to %s failed: %s", remote, exc)
+            return
+        listener = self._listener(local)
+        if listener is None:
+            self.stats.send_errors += 1
+            log.warning("no socket for %s: cannot send to %s", local, remote)
+            return
+        if not listener.send(NON_ESP_MARKER + data if natt else data, local, remote):
+            self.stats.send_errors += 1
+
+    def send_keepalive(self, local: Endpoint, remote: Endpoint) -> None:
+        """A one-octet NAT keepalive from our 4500 socket (RFC 3948 §2.3)."""
+        if self._plane_sends(local):
+            try:
+                self.plane.send_keepalive((str(remote.address), remote.port))
+            except OSError:
+                self.stats.send_errors += 1
+            return
+        listener = self._listener(local)
+        if listener is not None:
+            listener.send(KEEPALIVE, local, remote)
+
+    # ------------------------------------------------------------------ initiating
+    def endpoints_for(self, name: str, conn: ConnectionSettings,
+                      remote: Endpoint | None = None) -> tuple[Endpoint, Endpoint]:
+        """(local, remote) to initiate ``name`` from/to: ``remote``'s address or the first usable
+        ``remote_addrs`` entry, and ``local_addrs`` or the address the routing table picks towards it."""
+        remote_addr = next((a for a in (_resolve(h, conn.remote_port) for h in conn.remote_addrs
+                                        if h != "%any") if a is not None), None)
+        if remote is not None and remote_addr is None:
+            remote_addr = remote.address
+        if remote_addr is None:
+            raise GatewayCommandError(f"connection {name!r} has no remote address to initiate to "
+                                      f"(remote_addrs = {', '.join(conn.remote_addrs)})")
+        local_addr = None
+        for text in self.plan.local_addrs.get(name, ()):
+            candidate = _resolve(text, 0)
+            if candidate is not None and candidate.version == remote_addr.version:
+                local_addr = candidate
+                break
+        if local_addr is None:
+            local_addr = self._source_for(remote_addr)
+        if local_addr is None:
+            raise GatewayCommandError(f"connection {name!r}: no route to {remote_addr}")
+        return Endpoint(local_addr, self.plan.ike_port), Endpoint(remote_addr, conn.remote_port)
