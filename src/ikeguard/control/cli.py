@@ -11,6 +11,7 @@ import click
 from ikeguard import __version__
 from ikeguard.control.cli_audit import audit
 from ikeguard.control.cli_demo import demo
+from ikeguard.control.cli_gateway import conns, events, initiate, peers, rekey, reload, sas, terminate
 from ikeguard.control.cli_policy import check, profiles
 from ikeguard.control.cli_run import run
 
@@ -26,3 +27,11 @@ main.add_command(check)
 main.add_command(profiles)
 main.add_command(audit)
 main.add_command(run)
+main.add_command(sas)
+main.add_command(conns)
+main.add_command(peers)
+main.add_command(initiate)
+main.add_command(terminate)
+main.add_command(rekey)
+main.add_command(reload)
+main.add_command(events)
