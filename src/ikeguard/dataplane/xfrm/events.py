@@ -8,6 +8,7 @@ dropped: fail closed) and the kernel asks the key manager to negotiate one. Hand
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from ikeguard.dataplane.xfrm.structs import (
@@ -65,25 +66,27 @@ def decode_expire(payload: bytes) -> KernelExpire:
     """Decode an XFRM_MSG_EXPIRE payload."""
     if len(payload) < USER_EXPIRE_LEN - 7:
         raise XfrmDecodeError(f"XFRM_MSG_EXPIRE payload too short ({len(payload)} octets)")
-    return KernelExpire(UsersaInfo.unpack(payload[:USERSA_INFO_LEN]), bool(payload[USERSA_INFO_LEN]))
+    try:
+        return KernelExpire(UsersaInfo.unpack(payload[:USERSA_INFO_LEN]), bool(payload[USERSA_INFO_LEN]))
+    except (struct.error, ValueError) as exc:
+        raise XfrmDecodeError(f"malformed XFRM_MSG_EXPIRE: {exc}") from exc
 
 
 def decode_acquire(payload: bytes) -> AcquireRequested:
     """Decode an XFRM_MSG_ACQUIRE payload (``xfrm_user_acquire`` + XFRMA_TMPL)."""
     if len(payload) < USER_ACQUIRE_LEN:
         raise XfrmDecodeError(f"XFRM_MSG_ACQUIRE payload too short ({len(payload)} octets)")
-    sel = Selector.unpack(payload[ID_LEN + 16 : ID_LEN + 16 + SELECTOR_LEN])
-    family = sel.family
-    xid = XfrmId.unpack(payload[:ID_LEN], family)
-    saddr = unpack_address(payload[ID_LEN : ID_LEN + 16], family)
-    policy = UserpolicyInfo.unpack(payload[ID_LEN + 16 + SELECTOR_LEN :])
-    reqid = 0
-    for kind, value in parse_attrs(payload[USER_ACQUIRE_LEN:]):
-        if kind == XFRMA_TMPL and len(value) >= 64:
-            tmpl = UserTmpl.unpack(value[:64])
-            reqid = tmpl.reqid
-            break
-    return AcquireRequested(reqid, sel, saddr, xid.daddr, policy.index)
+    try:
+        sel = Selector.unpack(payload[ID_LEN + 16 : ID_LEN + 16 + SELECTOR_LEN])
+        policy = UserpolicyInfo.unpack(payload[ID_LEN + 16 + SELECTOR_LEN :])
+        tmpl = next((UserTmpl.unpack(value[:64]) for kind, value in parse_attrs(payload[USER_ACQUIRE_LEN:])
+                     if kind == XFRMA_TMPL and len(value) >= 64), None)
+        family = tmpl.family if tmpl is not None else sel.family  # outer family of the endpoints
+        xid = XfrmId.unpack(payload[:ID_LEN], family)
+        saddr = unpack_address(payload[ID_LEN : ID_LEN + 16], family)
+    except (struct.error, ValueError) as exc:
+        raise XfrmDecodeError(f"malformed XFRM_MSG_ACQUIRE: {exc}") from exc
+    return AcquireRequested(tmpl.reqid if tmpl is not None else 0, sel, saddr, xid.daddr, policy.index)
 
 
 __all__ = ["AcquireRequested", "KernelExpire", "LifetimeCfg", "LifetimeCur", "decode_acquire",

@@ -17,7 +17,7 @@ import errno
 import ipaddress
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ikeguard.dataplane.base import (
@@ -33,7 +33,7 @@ from ikeguard.dataplane.base import (
     SaEndpoint,
 )
 from ikeguard.dataplane.xfrm import messages as msg
-from ikeguard.dataplane.xfrm.events import AcquireRequested, decode_acquire, decode_expire
+from ikeguard.dataplane.xfrm.events import AcquireRequested, KernelExpire, decode_acquire, decode_expire
 from ikeguard.dataplane.xfrm.netlink import XfrmError, XfrmSocket
 from ikeguard.dataplane.xfrm.probe import probe
 from ikeguard.dataplane.xfrm.structs import (
@@ -161,11 +161,18 @@ class XfrmDataPlane:
 
     def add_sa(self, sa: SaConfig) -> None:
         """XFRM_MSG_NEWSA for one direction, then point the Child SA's policies at the tunnel endpoints."""
-        policy = self._child_set.get(sa.child_uniqueid)
-        if policy is None:
-            self.add_policy(sa.child_uniqueid, sa.local_ts, sa.remote_ts)
-            policy = self._child_set[sa.child_uniqueid]
         try:
+            policy = self._child_set.get(sa.child_uniqueid)
+            if policy is None:
+                self.add_policy(sa.child_uniqueid, sa.local_ts, sa.remote_ts)
+                policy = self._child_set[sa.child_uniqueid]
+            # templates first: a template naming the peer with no state yet still drops (fail closed)
+            local, remote = ((sa.source.address, sa.destination.address)
+                             if sa.direction is SaDirection.OUTBOUND
+                             else (sa.destination.address, sa.source.address))
+            if (policy.local_outer, policy.remote_outer) != (local, remote):
+                policy.local_outer, policy.remote_outer = local, remote
+                self._install_policies(policy, XFRM_MSG_UPDPOLICY)
             payload = msg.newsa(sa, policy.reqid, self.options)
             self.sock.request(XFRM_MSG_NEWSA, payload, NLM_F_CREATE | NLM_F_EXCL, f"NEWSA spi {sa.spi:#010x}")
         except (XfrmError, DataPlaneError) as exc:
@@ -176,15 +183,22 @@ class XfrmDataPlane:
         if sa.direction is SaDirection.INBOUND and sa.spi in self._larval:
             self._larval.discard(sa.spi)
             self._delete_state(_any_v4(), sa.spi)
-        local, remote = ((sa.source.address, sa.destination.address) if sa.direction is SaDirection.OUTBOUND
-                         else (sa.destination.address, sa.source.address))
-        changed = (policy.local_outer, policy.remote_outer) != (local, remote)
-        policy.local_outer, policy.remote_outer = local, remote
         if sa.direction is SaDirection.OUTBOUND and not policy.outbound_ready:
-            policy.outbound_ready = True
-            changed = True
-        if changed:
+            policy.outbound_ready = True  # the out policy stops blocking only once a state exists
             self._install_policies(policy, XFRM_MSG_UPDPOLICY)
+
+    def add_trap(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
+                 remote_ts: tuple[TrafficSelector, ...], local: IpAddress, remote: IpAddress) -> None:
+        """On-demand policies (``start_action = trap``): traffic for the selectors, with no SA yet, is
+        dropped and raises an ACQUIRE (see :meth:`subscribe_acquire`) for tunnel ``local`` -> ``remote``."""
+        self.add_policy(child_uniqueid, local_ts, remote_ts)
+        policy = self._child_set[child_uniqueid]
+        policy.local_outer, policy.remote_outer, policy.outbound_ready = local, remote, True
+        self._install_policies(policy, XFRM_MSG_UPDPOLICY)
+
+    def states(self) -> list[UsersaInfo]:
+        """Every XFRM state of the namespace (XFRM_MSG_GETSA dump), with the kernel's counters."""
+        return [UsersaInfo.unpack(p) for p in self.sock.dump(XFRM_MSG_GETSA)]
 
     def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint,
                             encap: bool) -> None:
@@ -307,16 +321,13 @@ class XfrmDataPlane:
         if spi in self._larval and expire.hard:
             self._larval.discard(spi)  # an allocated SPI never used: nothing to tell the engine
             return 0
-        for direction in SaDirection:
-            installed = self._sas.get((spi, direction))
-            if installed is None or installed.config.destination.address != expire.state.id.daddr:
-                continue
-            if expire.hard:
-                del self._sas[(spi, direction)]  # the kernel removed it already
-            self._emit(LifetimeReached(spi, direction, expire.hard, expire.kind,
-                                       installed.config.child_uniqueid))
-            return 1
-        return 0
+        event = expire_event(expire, self._sas)
+        if event is None:
+            return 0
+        if event.hard:
+            del self._sas[(event.spi, event.direction)]  # the kernel removed it already
+        self._emit(event)
+        return 1
 
     def _on_acquire(self, payload: bytes) -> int:
         acquire = decode_acquire(payload)
@@ -411,6 +422,17 @@ class XfrmDataPlane:
                 self._delete_state(old.destination.address, old.spi)
         except XfrmError as exc:
             raise DataPlaneError(f"cannot move SA {old.spi:#010x}: {exc}") from exc
+
+
+def expire_event(expire: KernelExpire, installed: Mapping[tuple[int, SaDirection], InstalledSa]
+                 ) -> LifetimeReached | None:
+    """The upcall for a kernel EXPIRE of one of our SAs (None for states that are not ours)."""
+    for direction in SaDirection:
+        sa = installed.get((expire.state.id.spi, direction))
+        if sa is not None and sa.config.destination.address == expire.state.id.daddr:
+            return LifetimeReached(sa.config.spi, direction, expire.hard, expire.kind,
+                                   sa.config.child_uniqueid)
+    return None
 
 
 def _any_v4() -> IpAddress:
