@@ -81,6 +81,7 @@ def test_strongswan_initiates_to_ikeguard_responder(
     assert gw.wait_exit(10) == 0
     assert wait_until(lambda: client.list_sas() == [], 5), client.log()[-2000:]
     assert "received DELETE for IKE_SA" in client.log()
+    assert "did not confirm" not in gw.log()  # strongSwan's answer reached us before we exited
 
 
 def test_ikeguard_initiates_to_strongswan_with_start_action(
@@ -97,3 +98,35 @@ def test_ikeguard_initiates_to_strongswan_with_start_action(
     _assert_same_sa(ss_sa, sas[0])
     events = [e["event"] for e in gw.audit_events()]
     assert "config.loaded" in events and "ike.up" in events and "child.up" in events
+
+
+def _ping(topo: Topology, count: int = 3) -> str:
+    result = topo.left.namespace.run("ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", "-I",
+                                     str(topo.left.subnet_address), str(topo.right.subnet_address), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_userspace_dataplane_carries_ping_to_strongswan(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
+) -> None:
+    """ikeguard's userspace ESP data plane (TUN, ESP in UDP on its 4500 socket) against strongSwan's."""
+    topo = netns_topology("direct")
+    client = _strongswan_client(strongswan_peer, topo, remote="%any")
+    gw = _ikeguard_gw(ikeguard_gateway, topo, remote=str(topo.left.address), start_action="start",
+                      dataplane="userspace")
+    client.wait_established("ikg", "net")
+    gw.wait_sas(lambda sas: bool(sas) and sas[0]["children"] and
+                sas[0]["children"][0]["state"] == "installed", timeout=10)
+    assert " 0% packet loss" in _ping(topo, 3)
+    ss_child = client.list_sas()[0].child("net")
+    child = gw.sas()[0]["children"][0]
+    assert ss_child.packets_out >= 3 and ss_child.packets_in >= 3
+    assert child["packets_in"] >= 3 and child["packets_out"] >= 3  # counters from ikeguard's data plane
+    assert child["bytes_in"] > 0 and child["bytes_out"] > 0
+    gw.send_signal(signal.SIGTERM)
+    assert gw.wait_exit(10) == 0
+    assert wait_until(lambda: client.list_sas() == [], 5)
+    # the stopped gateway leaves neither its TUN device nor routes for the remote subnet behind
+    assert "ikg0" not in topo.right.namespace.ip("link").stdout
+    assert str(topo.left.subnet) not in topo.right.namespace.ip("route", "show", "table", "all").stdout

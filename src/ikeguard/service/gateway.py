@@ -151,10 +151,10 @@ class Gateway:
     def _receive(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         """One IKE message (non-ESP marker removed) from the transport."""
         self.stats.datagrams_in += 1
-        if self.stopping:
-            return
+        if self.stopping and (self._loop is None or _is_new_ike_sa_init(data)):
+            return  # while stopping only the answers to our DELETEs matter
         if _is_new_ike_sa_init(data) and self.audit.refuse_new_sas:
-            self.stats.dropped["audit store unavailable"] += 1
+            self.stats.drop("audit store unavailable")
             if not self._refusing:
                 self._refusing = True
                 log.error("audit trail cannot be written: refusing new IKE SAs, keeping existing ones "
@@ -237,8 +237,9 @@ class Gateway:
         elif isinstance(event, AuditEvent):
             self.record(event)
         elif isinstance(event, DatagramDropped):
-            self.stats.dropped[event.reason.split(" from ", 1)[0][:60]] += 1
-            log.debug("dropped datagram from %s: %s", event.remote, event.reason)
+            first = self.stats.drop(event.reason.split(" from ", 1)[0][:60])
+            log.log(logging.INFO if first else logging.DEBUG, "dropped datagram from %s: %s%s", event.remote,
+                    event.reason, " (further drops of this kind are only counted)" if first else "")
 
     def _ike_state(self, event: IkeSaStateChanged) -> None:
         log.debug("IKE SA %s[%d]: %s -> %s %s", event.connection, event.ike_uniqueid, event.old.value,
@@ -266,8 +267,8 @@ class Gateway:
         who = f" peer={peer}" if peer else ""
         conn = f" conn={event.connection}" if event.connection else ""
         uid = f" ike={event.ike_uniqueid}" if event.ike_uniqueid is not None else ""
-        log.log(level, "%s %s%s%s%s: %s", event.event.value, event.outcome.value, conn, uid, who,
-                event.reason)
+        log.log(level, "%s %s%s%s%s%s", event.event.value, event.outcome.value, conn, uid, who,
+                f": {event.reason}" if event.reason else "")
         if self._subscribers:
             data: dict[str, Any] = {"time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
                                     **event.fields_dict()}

@@ -23,6 +23,7 @@ _EXCHANGES: dict[EventName, tuple[str, str]] = {
     EventName.CHILD_FAILED: ("CREATE_CHILD_SA", "failure"),
     EventName.DPD_TIMEOUT: ("INFORMATIONAL", "failure"),
 }
+_MAX_DROP_REASONS = 100  # distinct drop reasons counted (and logged once each)
 # failure reason codes (stable label values for Prometheus)
 _FAILURE_CODES: dict[EventName, str] = {
     EventName.AUTH_FAILURE: "auth_failed",
@@ -62,6 +63,15 @@ class GatewayStats:
     datagrams_in: int = 0
     datagrams_out: int = 0
     send_errors: int = 0
+
+    def drop(self, reason: str) -> bool:
+        """Count one ignored datagram; True the first time this reason is seen (log it once)."""
+        first = reason not in self.dropped and len(self.dropped) < _MAX_DROP_REASONS
+        if first or reason in self.dropped:
+            self.dropped[reason] += 1
+        else:
+            self.dropped["other"] += 1
+        return first
 
     def count_audit(self, event: AuditEvent) -> None:
         """Fold one audit record into the exchange and failure counters."""

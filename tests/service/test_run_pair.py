@@ -1,0 +1,90 @@
+"""Two `ikeguard run` processes (userspace ESP data planes) build a tunnel and carry a ping; the gateway
+survives malformed datagrams on 500 and 4500; a refused config exits 1 with the text `ikeguard check` gives."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import pytest
+
+from ikeguard.tools.gateway_process import GatewayProcess, GatewayStartError
+from ikeguard.tools.netns import Topology, wait_until
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.service.gwconfig import GwConfig
+
+pytestmark = [pytest.mark.root]
+
+PSK = "pair-test-psk-9a8b7c6d5e4f30211"
+GatewayFactory = Callable[..., GatewayProcess]
+
+
+def _pair(topo: Topology, **kwargs: str) -> tuple[GwConfig, GwConfig]:
+    left, right = topo.left, topo.right
+    responder = GwConfig(str(right.address), "%any", GW_FQDN, CLIENT_FQDN, str(right.subnet), str(left.subnet),
+                         psk=PSK, **kwargs)
+    initiator = GwConfig(str(left.address), str(right.address), CLIENT_FQDN, GW_FQDN, str(left.subnet),
+                         str(right.subnet), psk=PSK, start_action="start", **kwargs)
+    return responder, initiator
+
+
+def _installed(sas: list[dict[str, object]]) -> bool:
+    return bool(sas) and bool(sas[0]["children"]) and sas[0]["children"][0]["state"] == "installed"  # type: ignore[index]
+
+
+def test_two_ikeguard_gateways_carry_ping(
+    netns_topology: Callable[..., Topology], ikeguard_gateway: GatewayFactory
+) -> None:
+    topo = netns_topology("direct")
+    responder, initiator = _pair(topo, dataplane="userspace")
+    gw = ikeguard_gateway(topo.right.namespace, "gw", responder.text(), responder.files())
+    client = ikeguard_gateway(topo.left.namespace, "client", initiator.text(), initiator.files())
+    c_sa = client.wait_sas(_installed, timeout=15)[0]
+    g_sa = gw.wait_sas(_installed, timeout=5)[0]
+    assert (c_sa["spi_i"], c_sa["spi_r"]) == (g_sa["spi_i"], g_sa["spi_r"])
+    c_child, g_child = c_sa["children"][0], g_sa["children"][0]
+    assert (c_child["spi_in"], c_child["spi_out"]) == (g_child["spi_out"], g_child["spi_in"])
+    result = topo.left.namespace.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I",
+                                     str(topo.left.subnet_address), str(topo.right.subnet_address), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr + gw.log_tail() + client.log_tail()
+    g_child = gw.sas()[0]["children"][0]
+    assert g_child["packets_in"] >= 3 and g_child["packets_out"] >= 3
+
+    # SIGTERM on the initiator: it deletes the SA at the responder, which then has none
+    client.send_signal(signal.SIGTERM)
+    assert client.wait_exit(10) == 0
+    gw.wait_sas(lambda sas: sas == [], timeout=5)
+    events = [e["event"] for e in gw.audit_events()]
+    assert events.count("ike.up") == 1 and "ike.down" in events
+
+
+def test_malformed_datagrams_do_not_kill_the_gateway(
+    netns_topology: Callable[..., Topology], ikeguard_gateway: GatewayFactory
+) -> None:
+    topo = netns_topology("direct")
+    responder, initiator = _pair(topo)
+    gw = ikeguard_gateway(topo.right.namespace, "gw", responder.text(), responder.files())
+    garbage = [b"", b"\x00", b"\xff", b"\x00\x00\x00\x00", b"\x00" * 4 + b"\x01" * 40, b"\x01" * 28,
+               bytes(range(256)) * 3,
+               bytes(16) + b"\x21\x20\x22\x08" + b"\xff" * 8,  # IKE_SA_INIT header claiming a huge length
+               bytes(4) + bytes(16) + b"\x21\x20\x22\x08" + (28).to_bytes(8, "big")]  # same on 4500
+    script = ("import socket\n"
+              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              f"for d in {[g.hex() for g in garbage]!r}:\n"
+              "    for port in (500, 4500):\n"
+              f"        s.sendto(bytes.fromhex(d), ('{topo.right.address}', port))\n")
+    topo.left.namespace.run("python3", "-c", script)
+    client = ikeguard_gateway(topo.left.namespace, "client", initiator.text(), initiator.files())
+    client.wait_sas(_installed, timeout=15)  # the gateway still serves a valid peer
+    assert gw.running
+    log = gw.log()
+    assert "dropped datagram from" in log and "dropped ESP from" in log  # they arrived and were refused
+
+
+def test_refused_config_exits_1_with_the_findings(tmp_path: object, ikeguard_gateway: GatewayFactory) -> None:
+    weak = GwConfig("127.0.0.1", "127.0.0.2", GW_FQDN, CLIENT_FQDN, "10.0.0.0/24", "10.0.1.0/24", psk=PSK,
+                    profile="pci-dss-4", ike_proposal="3des-sha1-modp1024", listen=["127.0.0.1"])
+    with pytest.raises(GatewayStartError) as info:
+        ikeguard_gateway(None, "weak", weak.text(), weak.files(), timeout=30)
+    assert info.value.returncode == 1
+    assert "configuration refused" in str(info.value) and "3des" in str(info.value).lower()
