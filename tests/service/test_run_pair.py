@@ -1,5 +1,5 @@
 """Two `ikeguard run` processes (userspace ESP data planes) build a tunnel and carry a ping; the gateway
-survives malformed datagrams on 500 and 4500; a refused config exits 1 with the text `ikeguard check` gives."""
+survives malformed datagrams on 500 and 4500; a refused config exits 1 with the findings `check` gives."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from ikeguard.tools.gateway_process import GatewayProcess, GatewayStartError
-from ikeguard.tools.netns import Topology, wait_until
+from ikeguard.tools.netns import Topology
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 from tests.service.gwconfig import GwConfig
 
@@ -21,8 +21,8 @@ GatewayFactory = Callable[..., GatewayProcess]
 
 def _pair(topo: Topology, **kwargs: str) -> tuple[GwConfig, GwConfig]:
     left, right = topo.left, topo.right
-    responder = GwConfig(str(right.address), "%any", GW_FQDN, CLIENT_FQDN, str(right.subnet), str(left.subnet),
-                         psk=PSK, **kwargs)
+    responder = GwConfig(str(right.address), "%any", GW_FQDN, CLIENT_FQDN, str(right.subnet),
+                         str(left.subnet), psk=PSK, **kwargs)
     initiator = GwConfig(str(left.address), str(right.address), CLIENT_FQDN, GW_FQDN, str(left.subnet),
                          str(right.subnet), psk=PSK, start_action="start", **kwargs)
     return responder, initiator
@@ -45,7 +45,8 @@ def test_two_ikeguard_gateways_carry_ping(
     c_child, g_child = c_sa["children"][0], g_sa["children"][0]
     assert (c_child["spi_in"], c_child["spi_out"]) == (g_child["spi_out"], g_child["spi_in"])
     result = topo.left.namespace.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I",
-                                     str(topo.left.subnet_address), str(topo.right.subnet_address), check=False)
+                                     str(topo.left.subnet_address), str(topo.right.subnet_address),
+                                     check=False)
     assert result.returncode == 0, result.stdout + result.stderr + gw.log_tail() + client.log_tail()
     g_child = gw.sas()[0]["children"][0]
     assert g_child["packets_in"] >= 3 and g_child["packets_out"] >= 3

@@ -102,7 +102,8 @@ def test_ikeguard_initiates_to_strongswan_with_start_action(
 
 def _ping(topo: Topology, count: int = 3) -> str:
     result = topo.left.namespace.run("ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", "-I",
-                                     str(topo.left.subnet_address), str(topo.right.subnet_address), check=False)
+                                     str(topo.left.subnet_address), str(topo.right.subnet_address),
+                                     check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 

@@ -136,8 +136,8 @@ class Transport:
         else:
             self.esp_dropped += 1
             if self.stats.drop("ESP on a socket without a data plane"):
-                log.info("dropped ESP from %s: no data plane owns %s (further drops are only counted)", remote,
-                         local)
+                log.info("dropped ESP from %s: no data plane owns %s (further drops are only counted)",
+                         remote, local)
 
     def _plane_ike(self, data: bytes, addr: tuple[str, int]) -> None:
         remote_addr = ipaddress.ip_address(addr[0].split("%", 1)[0])
