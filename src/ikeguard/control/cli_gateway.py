@@ -87,7 +87,9 @@ def _print_json(data: Any) -> None:
 
 
 def _console() -> Console:
-    return Console(width=max(100, Console().width), soft_wrap=False, highlight=False)
+    probe = Console()
+    # on a terminal: its width; in a pipe or a file: wide enough that identities and SPIs are never split
+    return Console(width=probe.width if probe.is_terminal else 220, soft_wrap=False, highlight=False)
 
 
 def _size(n: int) -> str:
