@@ -191,3 +191,16 @@ def test_peer_removed_from_inventory_file_loses_only_its_sas(gateway: ReloadingG
     assert result.peers_closed == [f"merchants/{B}"] and _terminated(gateway) == [2]
     assert gateway.plan.selectors.selectors_for("merchants", B) is None
     assert gateway.plan.selectors.selectors_for("merchants", A) is not None
+
+
+def test_quarantined_connection_is_removed_and_recorded(gateway: ReloadingGateway, config: Path) -> None:
+    edit(config, 'on_violation = "refuse"', 'on_violation = "quarantine"')
+    text = config.read_text()
+    hq = text.index("[connections.hq]")
+    config.write_text(text[:hq] + text[hq:].replace('proposals = ["aes256gcm16-prfsha384-ecp384"]',
+                                                    'proposals = ["aes128-sha1-modp2048"]', 1))
+    result = _reload(gateway, admin="carol")
+    assert result.refused is None and result.removed == ["hq"] and result.kept == ["merchants"]
+    assert _terminated(gateway) == [3]
+    quarantine = [e for e in _events(gateway, EventName.CONFIG_REJECTED) if e.connection == "hq"]
+    assert quarantine and quarantine[0].admin == "carol" and "quarantined" in quarantine[0].reason

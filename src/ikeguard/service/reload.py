@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,25 +106,13 @@ def _refusal(gateway: Any, path: Path, exc: Exception, admin: str) -> str:
 
 
 def _enforcement_records(gateway: Any, plan: Any, admin: str) -> None:
-    """Quarantine and waivers of the new plan, as ``ikeguard run`` records them at start."""
-    enforcement = plan.enforcement
-    for name, results in enforcement.quarantined_connections.items():
-        rules = ", ".join(sorted({r.rule.id for r in results}))
-        _record(gateway, AuditEvent(EventName.CONFIG_REJECTED, Outcome.FAILURE, connection=name, admin=admin,
-                                    reason=f"connection quarantined by reload: {rules}",
-                                    details={"rules": rules}))
-    for (name, peer), results in enforcement.quarantined_peers.items():
-        rules = ", ".join(sorted({r.rule.id for r in results}))
-        _record(gateway, AuditEvent(EventName.CONFIG_REJECTED, Outcome.FAILURE, connection=name,
-                                    remote_id=peer, admin=admin,
-                                    reason=f"peer quarantined by reload: {rules}", details={"rules": rules}))
-    for result in enforcement.waived:
-        waiver = result.waiver.waiver if result.waiver is not None else None
-        details: dict[str, str | int | bool] = {"rule": result.rule.id, "scope": result.scope}
-        if waiver is not None:
-            details.update(ticket=waiver.ticket, owner=waiver.owner, until=waiver.expires.isoformat())
-        _record(gateway, AuditEvent(EventName.WAIVER_APPLIED, reason=result.finding().message, admin=admin,
-                                    details=details))
+    """Quarantine (``config.rejected``) and waivers (``waiver.applied``) of the new plan, the records
+    ``ikeguard run`` writes at start, with the operator who reloaded."""
+    from ikeguard.service.runner import startup_records
+
+    for record in startup_records(plan):
+        if record.event is not EventName.CONFIG_LOADED:
+            _record(gateway, replace(record, admin=admin))
 
 
 def _sa_ids(gateway: Any, *, conn: str, peer: str | None = None) -> list[int]:
