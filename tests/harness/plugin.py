@@ -24,6 +24,7 @@ from ikeguard.tools.netns import (
     live_namespaces,
     started_pids,
 )
+from tests.harness.libreswan import LibreswanConn, LibreswanPeer, live_plutos
 from tests.harness.strongswan import StrongSwanPeer, live_charons
 from tests.harness.swanctl_conf import ConnectionConfig
 
@@ -32,6 +33,7 @@ CLIENT_FQDN = "client.ss-lab.example"
 
 _PEERS_KEY = pytest.StashKey[list[StrongSwanPeer]]()
 _GATEWAYS_KEY = pytest.StashKey[list[GatewayProcess]]()
+_PLUTOS_KEY = pytest.StashKey[list[LibreswanPeer]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -134,6 +136,37 @@ def ikeguard_gateway(
             gateway.stop()
 
 
+@pytest.fixture
+def libreswan_peer(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., LibreswanPeer]]:
+    """Factory: ``libreswan_peer(namespace, name, connections=[LibreswanConn...], **peer kwargs)`` -> started.
+
+    pluto from Debian's libreswan, unpacked by scripts/fetch-libreswan.sh (cached); workdir tmp_path/<name>;
+    stopped by PID after the test; a failing test gets pluto's log tail.
+    """
+    peers: list[LibreswanPeer] = []
+    request.node.stash[_PLUTOS_KEY] = peers
+
+    def make(
+        namespace: Namespace,
+        name: str = "pluto",
+        *,
+        connections: Sequence[LibreswanConn],
+        start: bool = True,
+        **kwargs: Any,
+    ) -> LibreswanPeer:
+        peer = LibreswanPeer(namespace, tmp_path / name, name=name, connections=connections, **kwargs)
+        peers.append(peer)
+        return peer.start() if start else peer
+
+    try:
+        yield make
+    finally:
+        for peer in reversed(peers):
+            peer.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Attach charon and ikeguard gateway logs to the report of a failing test that used those fixtures."""
@@ -141,6 +174,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when == "call" and report.failed:  # type: ignore[attr-defined]
         for peer in item.stash.get(_PEERS_KEY, []):
             report.sections.append((f"charon log: {peer.name}", "\n".join(peer.log().splitlines()[-80:])))  # type: ignore[attr-defined]
+        for pluto in item.stash.get(_PLUTOS_KEY, []):
+            report.sections.append((f"pluto log: {pluto.name}", "\n".join(pluto.log().splitlines()[-80:])))  # type: ignore[attr-defined]
         for gateway in item.stash.get(_GATEWAYS_KEY, []):
             report.sections.append((f"ikeguard log: {gateway.name}", gateway.log_tail(80)))  # type: ignore[attr-defined]
     return report
@@ -181,12 +216,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leftovers = live_namespaces()
     charons = live_charons()
     gateways = live_gateway_pids()
+    plutos = live_plutos()
     pids = started_pids()
-    if not (leftovers or charons or gateways or pids):
+    if not (leftovers or charons or gateways or plutos or pids):
         return
     message = (
         f"ikeguard harness: left behind namespaces={leftovers} charon PIDs={charons} "
-        f"gateway PIDs={gateways} other PIDs={pids}; a fixture or test did not clean up"
+        f"gateway PIDs={gateways} pluto PIDs={plutos} other PIDs={pids}; a fixture or test did not clean up"
     )
     from ikeguard.tools import netns
 
