@@ -352,6 +352,7 @@ class Gateway:
         waiter = self._waiters.get(uid)
         if waiter is None:
             waiter = self._waiters[uid] = asyncio.get_running_loop().create_future()
+            waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "not retrieved"
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
