@@ -93,11 +93,14 @@ def _certificates(gateway: Any, anchors: _AnchorFiles) -> list[CertExpiry]:
             cert = certs[0]
             out.append(CertExpiry("local", name, cert.subject.rfc4514_string(), cert.not_valid_after_utc))
     config = getattr(plan, "config", None)
-    if config is not None:
-        for name, authority in config.model.authorities.items():
-            for cert in anchors.load(config.resolve(authority.cacert)):
-                out.append(CertExpiry("authority", name, cert.subject.rfc4514_string(),
-                                      cert.not_valid_after_utc))
+    if config is None:
+        return out
+    files: dict[str, str] = {name: a.cacert for name, a in config.model.authorities.items()}
+    for conn in config.model.connections.values():  # trust anchors named by file in remote.cacerts
+        files.update({ref: ref for ref in conn.remote.cacerts if ref not in config.model.authorities})
+    for name, relative in files.items():
+        for cert in anchors.load(config.resolve(relative)):
+            out.append(CertExpiry("authority", name, cert.subject.rfc4514_string(), cert.not_valid_after_utc))
     return out
 
 
