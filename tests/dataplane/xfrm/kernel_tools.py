@@ -17,9 +17,28 @@ def iproute2_request(netns: str, args: list[str], tmp: Path) -> tuple[int, int, 
     """Run ``ip ARGS`` in ``netns`` under strace; return (message type, flags, payload, stderr) of the first
     netlink request it sent (the payload without ``nlmsghdr``)."""
     trace = tmp / "strace.txt"
-    proc = subprocess.run(["ip", "netns", "exec", netns, "strace", "-qq", "-o", str(trace), "-e",
-                           "trace=sendmsg", "-e", "write=all", "ip", *args],
-                          capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "strace",
+            "-qq",
+            "-o",
+            str(trace),
+            "-e",
+            "trace=sendmsg",
+            "-e",
+            "write=all",
+            "ip",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     buffers: list[bytearray] = []
     for line in trace.read_text().splitlines():
         if line.startswith(" * ") and "bytes in buffer" in line:
@@ -53,8 +72,9 @@ class ShownPolicy:
 
 def shown_policies(netns: str) -> list[ShownPolicy]:
     """Parse ``ip xfrm policy`` in ``netns``."""
-    text = subprocess.run(["ip", "-n", netns, "xfrm", "policy"], capture_output=True, text=True, check=True,
-                          timeout=10).stdout
+    text = subprocess.run(
+        ["ip", "-n", netns, "xfrm", "policy"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
     out: list[ShownPolicy] = []
     for line in text.splitlines():
         words = line.split()

@@ -30,12 +30,12 @@ def test_aes_gcm_tunnel_with_udp_encapsulation_field_by_field() -> None:
     payload = msg.newsa(gcm_udp_sa(), reqid=5, options=OPTIONS)
     # xfrm_usersa_info (224 octets): selector wildcard, the policies select (tunnel mode)
     assert payload[0:56] == bytes(56)
-    assert payload[56:72] == PEER.packed + bytes(12)                     # id.daddr
-    assert payload[72:76] == bytes.fromhex("c1a2b3c4")                  # id.spi, network order
-    assert payload[76:80] == bytes([50, 0, 0, 0])                       # id.proto = ESP
-    assert payload[80:96] == GW.packed + bytes(12)                      # saddr
+    assert payload[56:72] == PEER.packed + bytes(12)  # id.daddr
+    assert payload[72:76] == bytes.fromhex("c1a2b3c4")  # id.spi, network order
+    assert payload[76:80] == bytes([50, 0, 0, 0])  # id.proto = ESP
+    assert payload[80:96] == GW.packed + bytes(12)  # saddr
     assert u("8Q", payload, 96) == (900_000_000, 1_000_000_000, XFRM_INF, XFRM_INF, 0, 0, 0, 0)
-    assert payload[160:204] == bytes(44)                                # curlft, stats
+    assert payload[160:204] == bytes(44)  # curlft, stats
     seq, reqid, family, mode, window, flags = u("IIHBBB", payload, 204)
     assert (seq, reqid, family, mode, window, flags) == (0, 5, 2, 1, 32, 32)  # AF_INET, tunnel, AF_UNSPEC
     assert payload[217:224] == bytes(7)
@@ -70,13 +70,15 @@ def test_chacha20_poly1305_key_and_salt() -> None:
     assert u("II", aead, 64) == (288, 128) and aead[72:] == key
 
 
-@pytest.mark.parametrize(("integ_id", "name", "key_len", "trunc"),
-                         [(12, b"hmac(sha256)", 32, 128), (13, b"hmac(sha384)", 48, 192),
-                          (14, b"hmac(sha512)", 64, 256)])
+@pytest.mark.parametrize(
+    ("integ_id", "name", "key_len", "trunc"),
+    [(12, b"hmac(sha256)", 32, 128), (13, b"hmac(sha384)", 48, 192), (14, b"hmac(sha512)", 64, 256)],
+)
 def test_aes_cbc_with_hmac_sha2_truncation(integ_id: int, name: bytes, key_len: int, trunc: int) -> None:
     ekey, ikey = bytes(range(32)), bytes([7]) * key_len
-    sa = gcm_udp_sa(encr_id=12, encr_key_bits=256, encr_key=ekey, integ_id=integ_id, integ_key=ikey,
-                    encap=False)
+    sa = gcm_udp_sa(
+        encr_id=12, encr_key_bits=256, encr_key=ekey, integ_id=integ_id, integ_key=ikey, encap=False
+    )
     attrs = dict(parse_attrs(msg.newsa(sa, 1, msg.XfrmOptions())[224:]))
     assert set(attrs) == {2, 20}  # ALG_CRYPT, ALG_AUTH_TRUNC; no ENCAP for raw ESP
     assert attrs[2][:64].rstrip(b"\x00") == b"cbc(aes)" and u("I", attrs[2], 64) == (256,)
@@ -99,22 +101,29 @@ def test_esn_and_large_window_use_the_esn_replay_attribute() -> None:
 
 
 def test_packet_lifetimes_and_unlimited_defaults() -> None:
-    payload = msg.newsa(gcm_udp_sa(soft_bytes=0, hard_bytes=0, soft_packets=1000, hard_packets=2000), 1,
-                        msg.XfrmOptions())
+    payload = msg.newsa(
+        gcm_udp_sa(soft_bytes=0, hard_bytes=0, soft_packets=1000, hard_packets=2000), 1, msg.XfrmOptions()
+    )
     assert u("4Q", payload, 96) == (XFRM_INF, XFRM_INF, 1000, 2000)
 
 
-@pytest.mark.parametrize(("changes", "needle"), [
-    ({"encr_id": 3}, "not supported"),
-    ({"encr_key": GCM_KEY[:16]}, "key and salt"),
-    ({"integ_id": 12}, "no integrity"),
-    ({"spi": 255}, "reserved"),
-    ({"mode": "beet"}, "neither tunnel nor transport"),
-    ({"encr_id": 12, "encr_key_bits": 128, "encr_key": bytes(16), "integ_id": 2}, "integrity transform 2"),
-])
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"encr_id": 3}, "not supported"),
+        ({"encr_key": GCM_KEY[:16]}, "key and salt"),
+        ({"integ_id": 12}, "no integrity"),
+        ({"spi": 255}, "reserved"),
+        ({"mode": "beet"}, "neither tunnel nor transport"),
+        (
+            {"encr_id": 12, "encr_key_bits": 128, "encr_key": bytes(16), "integ_id": 2},
+            "integrity transform 2",
+        ),
+    ],
+)
 def test_sas_the_kernel_would_misread_are_refused(changes: dict[str, object], needle: str) -> None:
     with pytest.raises(DataPlaneError, match=needle) as err:
-        msg.newsa(gcm_udp_sa(**changes), 1, msg.XfrmOptions())
+        msg.newsa(gcm_udp_sa(**changes), 1, msg.XfrmOptions())  # type: ignore[arg-type]
     assert GCM_KEY.hex() not in str(err.value)
 
 
@@ -128,9 +137,11 @@ def test_usersa_id_and_allocspi_layout() -> None:
 
 
 def test_policy_and_template_layout() -> None:
-    sel = msg.policy_selectors((TrafficSelector.for_network(ipaddress.ip_network("198.51.100.0/25")),),
-                               (TrafficSelector.for_network(ipaddress.ip_network("198.51.100.128/25"), 6,
-                                                            443, 443),), inbound=False)[0]
+    sel = msg.policy_selectors(
+        (TrafficSelector.for_network(ipaddress.ip_network("198.51.100.0/25")),),
+        (TrafficSelector.for_network(ipaddress.ip_network("198.51.100.128/25"), 6, 443, 443),),
+        inbound=False,
+    )[0]
     tmpl = msg.tunnel_template(GW, PEER, 2, reqid=9)
     payload = msg.userpolicy(sel, 1, 1234, OPTIONS, tmpl)
     assert payload[0:4] == bytes([198, 51, 100, 128]) and payload[16:20] == bytes([198, 51, 100, 0])
@@ -152,7 +163,7 @@ def _ts(version: int, a: int, b: int, proto: int = 0, sp: int = 0, ep: int = 655
 def test_selector_split_covers_exactly_the_range(a: int, b: int, p1: int, p2: int) -> None:
     """Address ranges become prefixes and port ranges masked blocks with nothing added or lost."""
     remote = _ts(4, a, b, 6, p1, p2)
-    n_addr = len(list(ipaddress.summarize_address_range(remote.start_address, remote.end_address)))  # type: ignore[type-var]
+    n_addr = len(list(ipaddress.summarize_address_range(remote.start_address, remote.end_address)))
     n_port = len(msg._port_blocks(remote.start_port, remote.end_port))
     if n_addr * n_port > msg.MAX_POLICY_SELECTORS:  # refused rather than installed partially
         with pytest.raises(DataPlaneError, match="narrow them"):
@@ -181,7 +192,11 @@ def test_inbound_selectors_swap_sides_and_icmp_uses_type_and_code() -> None:
     remote = _ts(4, 0xC6336480, 0xC63364FF, 17)
     (inb,) = msg.policy_selectors((local,), (remote,), inbound=True)
     assert (str(inb.saddr), inb.prefixlen_s, str(inb.daddr), inb.prefixlen_d) == (
-        "198.51.100.128", 25, "198.51.100.0", 25)
+        "198.51.100.128",
+        25,
+        "198.51.100.0",
+        25,
+    )
     assert (inb.sport, inb.sport_mask, inb.dport, inb.dport_mask) == (0, 0, 53, 0xFFFF)
     echo = _ts(4, 0xC6336400, 0xC633647F, 1, 0x0800, 0x0800)  # type 8 (echo request), code 0
     (icmp,) = msg.policy_selectors((echo,), (_ts(4, 0xC6336480, 0xC63364FF),), inbound=False)
@@ -192,9 +207,12 @@ def test_inbound_selectors_swap_sides_and_icmp_uses_type_and_code() -> None:
 
 
 def test_more_specific_selectors_get_preferred_priorities() -> None:
-    wide, narrow = msg.policy_selectors((_ts(4, 0, 2**32 - 1),), (_ts(4, 0x0A000000, 0x0AFFFFFF),),
-                                        inbound=False)[0], msg.policy_selectors(
-        (_ts(4, 0x0A000001, 0x0A000001),), (_ts(4, 0x0A000002, 0x0A000002, 6, 22, 22),), inbound=False)[0]
+    wide, narrow = (
+        msg.policy_selectors((_ts(4, 0, 2**32 - 1),), (_ts(4, 0x0A000000, 0x0AFFFFFF),), inbound=False)[0],
+        msg.policy_selectors(
+            (_ts(4, 0x0A000001, 0x0A000001),), (_ts(4, 0x0A000002, 0x0A000002, 6, 22, 22),), inbound=False
+        )[0],
+    )
     assert msg.selector_priority(narrow) < msg.selector_priority(wide)
 
 

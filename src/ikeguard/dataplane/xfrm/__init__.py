@@ -7,5 +7,7 @@
 from ikeguard.dataplane.xfrm.events import AcquireRequested
 from ikeguard.dataplane.xfrm.plane import XfrmDataPlane
 from ikeguard.dataplane.xfrm.probe import XFRM_FEATURES, ProbeResult, probe, probe_esp_support
+from ikeguard.dataplane.xfrm.sockets import bypass_policies, enable_esp_in_udp
 
-__all__ = ["XFRM_FEATURES", "AcquireRequested", "ProbeResult", "XfrmDataPlane", "probe", "probe_esp_support"]
+__all__ = ["XFRM_FEATURES", "AcquireRequested", "ProbeResult", "XfrmDataPlane", "bypass_policies",
+           "enable_esp_in_udp", "probe", "probe_esp_support"]

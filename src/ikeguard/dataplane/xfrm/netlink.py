@@ -16,6 +16,8 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from ikeguard.dataplane.xfrm.structs import (
     NETLINK_CAP_ACK,
@@ -38,6 +40,7 @@ from ikeguard.dataplane.xfrm.structs import (
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
 RECV_BUFFER = 1 << 16
+T = TypeVar("T")
 
 
 class XfrmError(OSError):
@@ -55,11 +58,11 @@ class XfrmError(OSError):
         return str(self.args[1])
 
 
-def _open_in_netns(netns: str | None, groups: int) -> socket.socket:
-    """Create the netlink socket (in ``netns`` when given)."""
-    if netns is None:
-        return _new_socket(groups)
-    result: list[socket.socket | BaseException] = []
+def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """Call ``fn`` in a short-lived thread that joined network namespace ``netns`` (``setns(2)``); sockets
+    it creates stay in that namespace. Exceptions propagate to the caller."""
+    result: list[T] = []
+    failure: list[BaseException] = []
 
     def worker() -> None:
         try:
@@ -71,17 +74,23 @@ def _open_in_netns(netns: str | None, groups: int) -> socket.socket:
                     raise OSError(err, f"setns into network namespace {netns!r}: {os.strerror(err)}")
             finally:
                 os.close(fd)
-            result.append(_new_socket(groups))
+            result.append(fn())
         except BaseException as exc:  # handed to the caller's thread
-            result.append(exc)
+            failure.append(exc)
 
-    thread = threading.Thread(target=worker, name=f"xfrm-netns-{netns}")
+    thread = threading.Thread(target=worker, name=f"netns-{netns}")
     thread.start()
     thread.join()
-    value = result[0]
-    if isinstance(value, BaseException):
-        raise value
-    return value
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _open_in_netns(netns: str | None, groups: int) -> socket.socket:
+    """Create the netlink socket (in ``netns`` when given)."""
+    if netns is None:
+        return _new_socket(groups)
+    return run_in_netns(netns, lambda: _new_socket(groups))
 
 
 def _new_socket(groups: int) -> socket.socket:

@@ -47,6 +47,7 @@ from ikeguard.dataplane.xfrm.structs import (
     XFRM_MSG_DELPOLICY,
     XFRM_MSG_DELSA,
     XFRM_MSG_EXPIRE,
+    XFRM_MSG_GETPOLICY,
     XFRM_MSG_GETSA,
     XFRM_MSG_NEWPOLICY,
     XFRM_MSG_NEWSA,
@@ -65,6 +66,7 @@ from ikeguard.dataplane.xfrm.structs import (
     IpAddress,
     LifetimeCur,
     Selector,
+    UserpolicyInfo,
     UsersaInfo,
     family_of,
     parse_attrs,
@@ -195,6 +197,10 @@ class XfrmDataPlane:
         policy = self._child_set[child_uniqueid]
         policy.local_outer, policy.remote_outer, policy.outbound_ready = local, remote, True
         self._install_policies(policy, XFRM_MSG_UPDPOLICY)
+
+    def policies(self) -> list[UserpolicyInfo]:
+        """Every XFRM policy of the namespace (XFRM_MSG_GETPOLICY dump), as the kernel holds it."""
+        return [UserpolicyInfo.unpack(p) for p in self.sock.dump(XFRM_MSG_GETPOLICY)]
 
     def states(self) -> list[UsersaInfo]:
         """Every XFRM state of the namespace (XFRM_MSG_GETSA dump), with the kernel's counters."""

@@ -57,6 +57,11 @@ class ProbeResult:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def esp(self) -> bool:
+        """True when ESP is usable (what ``service/dataplane.py`` asks)."""
+        return self.reason is None
+
+    @property
     def features(self) -> DataPlaneFeatures:
         """Features restricted to what the kernel accepted."""
         return xfrm_features(frozenset(self.encr), frozenset(self.integ))
