@@ -24,6 +24,15 @@ from ikeguard.tools.gateway_process import (
     live_gateway_pids,
 )
 from ikeguard.tools.netns import NetnsLab
+from tests.harness.ikeguard_conf import (
+    IkgChild,
+    IkgConnection,
+    IkgLocal,
+    IkgRemote,
+    IkgSecret,
+    gateway_toml,
+    secret_files,
+)
 
 FAKE_GATEWAY = textwrap.dedent("""
     import os, signal, socket, sys, time
@@ -199,3 +208,48 @@ def test_a_failing_test_leaves_no_gateway_and_reports_its_log(tmp_path: Path) ->
     assert not _alive(pid)
     assert "ikeguard log: gw" in result.stdout and "ready" in result.stdout
     assert "left behind" not in result.stdout
+
+
+# -- the real `ikeguard run` -------------------------------------------------------------------------------
+def _psk_config(profile: str = "baseline", *, inline: bool = False) -> tuple[str, dict[str, str]]:
+    psk = IkgSecret("client", ids=["client.ss-lab.example"], secret="0x" + "5a" * 32, in_file=not inline)
+    child = IkgChild("net", local_ts=["198.51.100.0/25"], remote_ts=["198.51.100.128/25"])
+    text = gateway_toml(
+        [IkgConnection("clients", local_addrs=["192.0.2.1"], remote_addrs=["%any"],
+                       local=IkgLocal("psk", id="gw.ss-lab.example"),
+                       remote=IkgRemote("psk", id="client.ss-lab.example"), children=[child])],
+        secrets=[psk], profile=profile,
+    )
+    return text, secret_files([psk])
+
+
+@pytest.mark.root
+def test_real_gateway_ready_queries_and_clean_stop(tmp_path: Path) -> None:
+    with NetnsLab() as lab:
+        ns = lab.namespace("gwp")
+        ns.add_address("lo", "192.0.2.1/32")
+        config, files = _psk_config()
+        with GatewayProcess(ns.name, tmp_path / "gw", config, files) as gw:
+            assert gw.sas() == []
+            [conn] = gw.cli("conns")
+            assert conn["name"] == "clients" and conn["status"] == "down"
+            assert gw.control_socket.exists()
+            loaded = gw.wait_audit(lambda e: e["event"] == "config.loaded")
+            assert loaded["outcome"] == "success"
+        assert gw.returncode == 0
+        assert "STOPPING=1" in gw.notifications
+        assert not gw.control_socket.exists()
+
+
+@pytest.mark.root
+def test_real_gateway_refusing_its_config_raises_with_the_findings(tmp_path: Path) -> None:
+    with NetnsLab() as lab:
+        ns = lab.namespace("gwp")
+        ns.add_address("lo", "192.0.2.1/32")
+        config, _ = _psk_config(profile="pci-dss-4", inline=True)  # pci-dss-4: no secret written inline
+        gw = GatewayProcess(ns.name, tmp_path / "gw", config)
+        with pytest.raises(GatewayStartError) as info:
+            gw.start(timeout=20)
+        assert info.value.returncode == 1
+        assert "secrets.ike.client.secret" in info.value.log_tail
+        assert not gw.running
