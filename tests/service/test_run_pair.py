@@ -89,3 +89,20 @@ def test_refused_config_exits_1_with_the_findings(tmp_path: object, ikeguard_gat
         ikeguard_gateway(None, "weak", weak.text(), weak.files(), timeout=30)
     assert info.value.returncode == 1
     assert "configuration refused" in str(info.value) and "3des" in str(info.value).lower()
+
+
+def test_xfrm_without_kernel_esp_refuses_to_start_naming_the_key(
+    netns_topology: Callable[..., Topology], ikeguard_gateway: GatewayFactory
+) -> None:
+    from ikeguard.dataplane.xfrm import probe
+
+    topo = netns_topology("direct")
+    responder, _ = _pair(topo, dataplane="xfrm")
+    if probe().esp:  # a kernel with ESP: the gateway runs on it
+        gw = ikeguard_gateway(topo.right.namespace, "gw", responder.text(), responder.files())
+        assert "data plane xfrm" in gw.log()
+        return
+    with pytest.raises(GatewayStartError) as info:
+        ikeguard_gateway(topo.right.namespace, "gw", responder.text(), responder.files())
+    assert info.value.returncode == 1
+    assert 'ikeguard run: gateway.dataplane = "xfrm": kernel has no ESP' in str(info.value)

@@ -4,19 +4,18 @@
 ``none`` records SAs without moving packets; ``userspace`` is ESP over a TUN device and owns the NAT-T (4500)
 socket of one address family (IKE on it reaches the service through ``on_ike``); ``xfrm`` is the Linux kernel,
 used only when its probe says ESP is available, else the gateway refuses to start with one line naming
-``gateway.dataplane``.
+``gateway.dataplane``; its IKE sockets bypass IPsec and its 4500 sockets decapsulate ESP in the kernel.
 """
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from ikeguard.dataplane.base import DataPlane, DataPlaneFeatures
+from ikeguard.dataplane.base import DataPlane, DataPlaneError, DataPlaneFeatures
 from ikeguard.dataplane.none import NoneDataPlane
 from ikeguard.engine.events import IpAddress
 from ikeguard.wire.iana import TransformType
@@ -105,26 +104,41 @@ def _open_userspace(addresses: list[IpAddress], natt_port: int) -> OpenedDataPla
 
 
 def _open_xfrm() -> OpenedDataPlane:
-    """The kernel data plane through the xfrm package's ``probe()`` / ``open_plane()`` when it has them."""
+    """The kernel data plane, after the probe says this kernel carries ESP (else one line naming the key)."""
     try:
-        module: Any = importlib.import_module("ikeguard.dataplane.xfrm")
-    except ImportError as exc:
+        from ikeguard.dataplane.xfrm import XfrmDataPlane, probe
+    except ImportError as exc:  # pragma: no cover - part of the package
         raise DataPlaneUnavailable(f'gateway.dataplane = "xfrm": not available in this build ({exc})'
                                    ) from None
-    probe = getattr(module, "probe", None)
-    opener = getattr(module, "open_plane", None) or getattr(module, "XfrmDataPlane", None)
-    if probe is None or opener is None:
-        raise DataPlaneUnavailable('gateway.dataplane = "xfrm": the kernel data plane is not implemented in '
-                                   'this build; use "userspace"')
+    result = probe()
+    if not result.esp:
+        raise DataPlaneUnavailable(f'gateway.dataplane = "xfrm": {result.reason}')
+    for note in result.notes:
+        log.warning("xfrm: %s", note)
     try:
-        result = probe()
-    except OSError as exc:
-        raise DataPlaneUnavailable(f'gateway.dataplane = "xfrm": kernel XFRM unavailable ({exc}); '
-                                   'use "userspace"') from None
-    ok = getattr(result, "esp", result)
-    if not ok:
-        why = getattr(result, "reason", "") or "the kernel has no ESP support"
-        raise DataPlaneUnavailable(f'gateway.dataplane = "xfrm": {why}; use "userspace"')
-    plane = opener()
-    closer = getattr(plane, "close", None)
-    return OpenedDataPlane(plane, closer if callable(closer) else (lambda: None))
+        plane = XfrmDataPlane(features=result.features)
+    except (OSError, DataPlaneError) as exc:
+        raise DataPlaneUnavailable(f'gateway.dataplane = "xfrm": {exc}') from None
+
+    def close() -> None:
+        try:
+            plane.flush()  # every state and policy we installed
+        finally:
+            plane.close()
+
+    return OpenedDataPlane(plane, close)
+
+
+def prepare_ike_socket(features: DataPlaneFeatures) -> Callable[[socket.socket, bool], None] | None:
+    """With kernel ESP, IKE sockets bypass IPsec policies and the NAT-T socket decapsulates ESP-in-UDP
+    (RFC 3948); other data planes need nothing."""
+    if features.name != "xfrm":
+        return None
+    from ikeguard.dataplane.xfrm import bypass_policies, enable_esp_in_udp
+
+    def prepare(sock: socket.socket, natt: bool) -> None:
+        bypass_policies(sock)
+        if natt:
+            enable_esp_in_udp(sock)
+
+    return prepare

@@ -44,7 +44,7 @@ from ikeguard.engine.events import (
 from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.states import ChildState, IkeState
 from ikeguard.service.actions import ActionPolicy
-from ikeguard.service.dataplane import esp_supported
+from ikeguard.service.dataplane import esp_supported, prepare_ike_socket
 from ikeguard.service.errors import GatewayCommandError
 from ikeguard.service.outputs import ChildSaDriver
 from ikeguard.service.queries import conn_infos, sa_infos, select_sas
@@ -87,7 +87,8 @@ class Gateway:
         self.engine = IkeManager(plan.connections.values(), plan.engine_settings, random=SystemRandom(),
                                  validator=plan.validator, peer_selectors=plan.selectors)
         self.children = ChildSaDriver(dataplane, self.stats)
-        self.transport = Transport(plan, self._receive, natt_family, self.stats)
+        self.transport = Transport(plan, self._receive, natt_family, self.stats,
+                                   prepare_ike_socket(dataplane.features))
         self.actions = ActionPolicy(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None

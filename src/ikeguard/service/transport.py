@@ -65,8 +65,9 @@ class Transport:
     """Sockets of one gateway: receive IKE into ``receive``, send the engine's datagrams and keepalives."""
 
     def __init__(self, plan: GatewayPlan, receive: Receiver, natt_family: int | None,
-                 stats: GatewayStats) -> None:
+                 stats: GatewayStats, prepare: Callable[[socket.socket, bool], None] | None = None) -> None:
         self.plan = plan
+        self.prepare = prepare  # per-socket set-up the data plane needs (kernel ESP: bypass, ESP-in-UDP)
         self.receive = receive
         self.natt_family = natt_family  # IP version whose 4500 socket the data plane owns
         self.stats = stats
@@ -108,6 +109,12 @@ class Transport:
             listener = UdpListener(address, port, handler)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot bind {address} port {port}: {exc.strerror}") from None
+        if self.prepare is not None:
+            try:
+                self.prepare(listener.sock, port == self.plan.natt_port)
+            except OSError:
+                listener.close()
+                raise
         listener.start(loop)
         self.listeners[(address, port)] = listener
 
