@@ -1,8 +1,9 @@
-"""The libreswan harness against strongSwan: pluto (initiator) completes IKE_AUTH with charon (responder).
+"""libreswan's pluto as initiator: first against charon (proves the harness), then against `ikeguard run`.
 
-ECDSA P-384 certificates from the test PKI, AES-GCM-256 / PRF-SHA384 / ECP-384. charon establishes the IKE SA
-and its Child SA; pluto authenticates charon and then cannot install ESP on this kernel (XFRM without ESP),
-so the proof on pluto's side is its log plus what charon reports (see tests/harness/libreswan.py).
+ECDSA P-384 certificates from the test PKI, AES-GCM-256 / PRF-SHA384 / ECP-384. The responder establishes the
+IKE SA and its Child SA; pluto authenticates the responder and then cannot install ESP on this kernel (XFRM
+without ESP), deletes its SA without notifying and retries, so the proof on pluto's side is its log (see
+tests/harness/libreswan.py), and on the responder's side its own SA view and audit trail.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from collections.abc import Callable
 
 import pytest
 
+from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import Topology
+from tests.harness.ikeguard_conf import (
+    IkgAuthority,
+    IkgChild,
+    IkgConnection,
+    IkgLocal,
+    IkgRemote,
+    gateway_toml,
+)
 from tests.harness.libreswan import LibreswanConn, LibreswanPeer, live_plutos
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN, TestPki
 from tests.harness.strongswan import StrongSwanPeer
@@ -113,3 +123,50 @@ def test_pluto_with_a_proposal_charon_refuses_gets_no_proposal_chosen(
     assert "received proposals unacceptable" in log
     assert gw.list_sas() == []
 
+
+
+def test_pluto_initiator_completes_ike_auth_with_the_ikeguard_responder(
+    netns_topology: Callable[..., Topology],
+    ikeguard_gateway: Callable[..., GatewayProcess],
+    test_pki: TestPki,
+    libreswan_peer: Callable[..., LibreswanPeer],
+) -> None:
+    """Issue 6 item 8: pluto -> ikeguard responder, ECDSA P-384 certificates both ways."""
+    topo = netns_topology("direct")
+    config = gateway_toml(
+        [IkgConnection("clients", local_addrs=["192.0.2.1"], remote_addrs=["%any"],
+                       local=IkgLocal(id=GW_FQDN, certs=["pki/gw.pem"], key="pki/gw.key"),
+                       remote=IkgRemote(id=CLIENT_FQDN, cacerts=["test-ca"], revocation="relaxed"),
+                       children=[IkgChild("net", local_ts=[GW_NET], remote_ts=[CLIENT_NET],
+                                          esp_proposals=["aes256gcm16"])])],
+        authorities=[IkgAuthority("test-ca", cacert="pki/ca.pem")],
+    )
+    files = {"pki/gw.pem": test_pki.gw.cert_pem(), "pki/gw.key": test_pki.gw.key_pem(),
+             "pki/ca.pem": test_pki.ca.issued.cert_pem()}
+    gw = ikeguard_gateway(topo.right.namespace, "gw", config, files)
+    pluto = _pluto(libreswan_peer, topo, test_pki)
+    pluto.initiate("ikg")
+
+    plog = pluto.wait_for_log(re.compile(r"#1: initiator established IKE SA"), timeout=15)
+    established = next(line for line in plog.splitlines() if "#1: initiator established IKE SA" in line)
+    assert "authenticated peer 'P-384 ECDSA with SHA2_384' digital signature" in established
+    assert f"'@{GW_FQDN}'" in established and "CN=ikeguard test root CA" in established
+    assert "{cipher=AES_GCM_16_256 integ=n/a prf=HMAC_SHA2_384 group=DH20}" in plog
+    # pluto tried to install its outbound ESP SA (towards us): that SPI is ikeguard's inbound SPI
+    out_spi = re.search(r"Add SA esp\.([0-9a-f]+)@192\.0\.2\.1", plog)
+    assert out_spi is not None
+
+    sas = gw.wait_sas(lambda sas: any(c["spi_in"] == out_spi[1] for sa in sas for c in sa["children"]),
+                      timeout=10, what="the Child SA pluto negotiated")
+    sa = next(sa for sa in sas if any(c["spi_in"] == out_spi[1] for c in sa["children"]))
+    assert sa["state"] == "established" and sa["initiator"] is False
+    assert sa["remote_id"] == CLIENT_FQDN and sa["local_id"] == GW_FQDN
+    assert sa["proposal"] == "aes256gcm16-prfsha384-ecp384"
+    child = sa["children"][0]
+    assert child["state"] == "installed" and child["proposal"] == "aes256gcm16"
+    assert child["local_ts"] == [GW_NET] and child["remote_ts"] == [CLIENT_NET]
+    events = gw.audit_events()
+    validated = [e for e in events
+                 if e["event"] == "cert.validated" and e.get("ike_uniqueid") == sa["uniqueid"]]
+    assert validated and validated[0]["outcome"] == "success"
+    assert any(e["event"] == "auth.success" and e.get("remote_id") == CLIENT_FQDN for e in events)
