@@ -3,7 +3,10 @@ survives malformed datagrams on 500 and 4500; a refused config exits 1 with the 
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -82,13 +85,82 @@ def test_malformed_datagrams_do_not_kill_the_gateway(
     assert "dropped datagram from" in log and "dropped ESP from" in log  # they arrived and were refused
 
 
-def test_refused_config_exits_1_with_the_findings(tmp_path: object, ikeguard_gateway: GatewayFactory) -> None:
+def test_refused_config_exits_1_with_the_findings_check_gives(ikeguard_gateway: GatewayFactory) -> None:
     weak = GwConfig("127.0.0.1", "127.0.0.2", GW_FQDN, CLIENT_FQDN, "10.0.0.0/24", "10.0.1.0/24", psk=PSK,
                     profile="pci-dss-4", ike_proposal="3des-sha1-modp1024", listen=["127.0.0.1"])
+    gw = ikeguard_gateway(None, "weak", weak.text(), weak.files(), start=False)
     with pytest.raises(GatewayStartError) as info:
-        ikeguard_gateway(None, "weak", weak.text(), weak.files(), timeout=30)
+        gw.start(timeout=30)
     assert info.value.returncode == 1
-    assert "configuration refused" in str(info.value) and "3des" in str(info.value).lower()
+    refusal = gw.log()
+    assert "ikeguard run: configuration refused" in refusal
+    checked = subprocess.run([sys.executable, "-m", "ikeguard", "check", "-c", str(gw.config_path), "--json"],
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 1
+    failing = [f for f in json.loads(checked.stdout)["findings"] if f["status"] == "fail"]
+    assert failing and any("3DES" in f["message"] for f in failing)
+    for finding in failing:  # issue 4: `run` refuses with the same findings `check` reports
+        assert f"{finding['message']} [{finding['rule']}]" in refusal
+
+
+QUARANTINE = """
+[gateway]
+profile = "baseline"
+on_violation = "quarantine"
+state_dir = "state"
+dataplane = "none"
+listen = ["{gw}"]
+
+[connections.good]
+proposals = ["aes256gcm16-prfsha384-ecp384"]
+local.auth = "psk"
+local.id = "{gw_id}"
+remote.auth = "psk"
+remote.id = "{client_id}"
+children.net.local_ts = ["198.51.100.0/25"]
+children.net.remote_ts = ["198.51.100.128/25"]
+children.net.esp_proposals = ["aes256gcm16"]
+
+[connections.weak]
+remote_addrs = ["192.0.2.99"]
+proposals = ["3des-md5-modp1024"]
+local.auth = "psk"
+local.id = "{gw_id}"
+remote.auth = "psk"
+remote.id = "weak.ss-lab.example"
+children.net.local_ts = ["198.51.100.0/25"]
+children.net.remote_ts = ["203.0.113.0/24"]
+children.net.esp_proposals = ["aes256gcm16"]
+
+[secrets.ike.good]
+ids = ["{client_id}"]
+secret_file = "psk.txt"
+[secrets.ike.weak]
+ids = ["weak.ss-lab.example"]
+secret_file = "psk.txt"
+"""
+
+
+def test_quarantine_runs_the_compliant_connection_and_records_the_other(
+    netns_topology: Callable[..., Topology], ikeguard_gateway: GatewayFactory
+) -> None:
+    topo = netns_topology("direct")
+    text = QUARANTINE.format(gw=topo.right.address, gw_id=GW_FQDN, client_id=CLIENT_FQDN)
+    gw = ikeguard_gateway(topo.right.namespace, "gw", text, {"psk.txt": PSK})
+    conns = {c["name"]: c for c in gw.request("conns")}
+    assert conns["weak"]["status"].startswith("quarantined: ")
+    assert "crypto.ike.encr" in conns["weak"]["status"]
+    assert conns["good"]["status"] == "down"
+    _, initiator = _pair(topo)
+    client_text = initiator.text().replace("connections.ikg", "connections.good")
+    client = ikeguard_gateway(topo.left.namespace, "client", client_text, initiator.files())
+    client.wait_sas(_installed, timeout=15)
+    assert gw.request("conns")[0]["status"] == "up"
+    events = gw.audit_events()
+    rejected = [e for e in events if e["event"] == "config.rejected"]
+    assert [e["connection"] for e in rejected] == ["weak"] and "crypto.ike.encr" in rejected[0]["reason"]
+    assert any(e["event"] == "config.loaded" for e in events)
+    assert "connection weak quarantined" in gw.log()
 
 
 def test_xfrm_without_kernel_esp_refuses_to_start_naming_the_key(

@@ -131,3 +131,31 @@ def test_userspace_dataplane_carries_ping_to_strongswan(
     # the stopped gateway leaves neither its TUN device nor routes for the remote subnet behind
     assert "ikg0" not in topo.right.namespace.ip("link").stdout
     assert str(topo.left.subnet) not in topo.right.namespace.ip("route", "show", "table", "all").stdout
+
+
+def test_wildcard_listen_answers_ipv6_from_the_address_asked(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
+) -> None:
+    """listen = 0.0.0.0 and :: (IPV6_V6ONLY): an IPv6 peer reaches the gateway, which learns its local
+    address from IPV6_RECVPKTINFO and answers from it (strongSwan accepts only answers from where it sent)."""
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    conn = ConnectionConfig(
+        name="ikg", local_addrs=[str(left.address6)], remote_addrs=[str(right.address6)],
+        local=AuthConfig("psk", CLIENT_FQDN), remote=AuthConfig("psk", GW_FQDN), proposals=[IKE_PROPOSAL],
+        children=[ChildConfig(name="net", local_ts=[str(left.subnet6)], remote_ts=[str(right.subnet6)],
+                              esp_proposals=[ESP_PROPOSAL])],
+    )
+    client = strongswan_peer(left.namespace, "client", connections=[conn],
+                             psks=[PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret=PSK)])
+    config = GwConfig("%any", "%any", GW_FQDN, CLIENT_FQDN, str(right.subnet6), str(left.subnet6), psk=PSK,
+                      listen=["0.0.0.0", "::"])
+    text = config.text().replace('local_addrs = ["%any"]\n', "")
+    gw = ikeguard_gateway(right.namespace, "gw", text, config.files())
+    client.initiate(child="net", ike="ikg")
+    ss_sa = client.wait_established("ikg", "net")
+    sas = gw.wait_sas(lambda sas: bool(sas) and sas[0]["children"] and
+                      sas[0]["children"][0]["state"] == "installed", timeout=10)
+    assert sas[0]["local_addr"] == str(right.address6) and sas[0]["remote_addr"] == str(left.address6)
+    _assert_same_sa(ss_sa, sas[0])
+    assert sas[0]["children"][0]["remote_ts"] == [str(left.subnet6)]
