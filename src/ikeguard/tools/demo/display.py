@@ -67,6 +67,11 @@ class Display:
     def __init__(self, console: Console) -> None:
         self.console = console
 
+    @property
+    def inner_width(self) -> int:
+        """Columns available inside a panel (for the CLI output shown in one)."""
+        return max(60, self.console.width - 4)
+
     def intro(self) -> None:
         """What the demo is about to show."""
         self.console.print(
@@ -101,7 +106,7 @@ class Display:
     def command_output(self, command: str, output: str, returncode: int = 0) -> None:
         """A real CLI command and what it printed."""
         style = "green" if returncode == 0 else "yellow"
-        body = Text(output.rstrip() or "(no output)")
+        body = Text.from_ansi(output.rstrip() or "(no output)")
         self.console.print(
             Panel(
                 body,

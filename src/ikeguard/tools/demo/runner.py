@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import signal
@@ -51,6 +52,7 @@ from ikeguard.tools.netns import NetnsLab, install_signal_handlers, wait_until
 PING_COUNT = 4
 TUNNEL_TIMEOUT_S = 20.0
 REFUSAL_TIMEOUT_S = 10.0
+CLAIM_TIMEOUT_S = 5.0  # `initiate` waits this long for a Child SA that is never installed
 SIEM_TIMEOUT_S = 10.0
 
 
@@ -111,11 +113,17 @@ class DemoResult:
         }
 
 
-def _cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run the real `ikeguard` CLI (the console script next to this interpreter) and capture its output."""
+def _cli(*args: str, columns: int | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run the real `ikeguard` CLI (the console script next to this interpreter) and capture its output.
+
+    With `columns`, its tables are drawn for that width with colours (rich: TTY_COMPATIBLE + COLUMNS), so they
+    fit in the demo's panels."""
     script = Path(sys.executable).parent / "ikeguard"
     argv = [str(script), *args] if script.exists() else [sys.executable, "-m", "ikeguard", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    env = dict(os.environ)
+    if columns is not None:
+        env.update({"TTY_COMPATIBLE": "1", "COLUMNS": str(columns)})
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
 _PING_RE = re.compile(r"(\d+) packets transmitted, (\d+) received")
@@ -330,7 +338,7 @@ class Demo:
                     raise StepFailed(
                         "tunnels", f"IKE SA with {sa.get('remote_id')} uses {sa.get('proposal')}"
                     )
-            text = _cli("sas", "--socket", str(processor.control_socket))
+            text = _cli("sas", "--socket", str(processor.control_socket), columns=self.show.inner_width)
             if text.returncode != 0:
                 raise StepFailed("tunnels", f"`ikeguard sas` exited {text.returncode}: {text.stderr.strip()}")
             self.show.command_output(f"ikeguard sas --socket {processor.control_socket}", text.stdout)
@@ -395,8 +403,18 @@ class Demo:
         with self.step("segmentation", title) as detail:
             processor = self.gateway(PROCESSOR)
             merchant_b = self.gateway(MERCHANT_B)
-            args = ("initiate", "--conn", CONNECTION_MERCHANT, "--child", CLAIM_CHILD)
-            proc = _cli(*args, "--socket", str(merchant_b.control_socket))
+            # RFC 7296 §2.9: the processor narrows to what the inventory binds to B's identity; A's subnet is
+            # outside it, so the CREATE_CHILD_SA is answered with TS_UNACCEPTABLE.
+            args = (
+                "initiate",
+                "--conn",
+                CONNECTION_MERCHANT,
+                "--child",
+                CLAIM_CHILD,
+                "--timeout",
+                f"{CLAIM_TIMEOUT_S:g}",
+            )
+            proc = _cli(*args, "--socket", str(merchant_b.control_socket), columns=self.show.inner_width)
             self.show.command_output(
                 f"ikeguard {' '.join(args)}   (on merchant B)", proc.stdout + proc.stderr, proc.returncode
             )
@@ -406,30 +424,43 @@ class Demo:
             def refused(event: dict[str, Any]) -> bool:
                 return event.get("event") == "ts.rejected" and event.get("remote_id") == MERCHANT_B.identity
 
+            def told_unacceptable(event: dict[str, Any]) -> bool:
+                return event.get("event") == "child.failed" and "TS_UNACCEPTABLE" in str(event.get("reason"))
+
             record = processor.wait_audit(
                 refused, timeout=REFUSAL_TIMEOUT_S, what="ts.rejected for merchant B"
             )
+            answer = merchant_b.wait_audit(
+                told_unacceptable, timeout=REFUSAL_TIMEOUT_S, what="child.failed with TS_UNACCEPTABLE"
+            )
             self.result.evidence["ts_rejected"] = record
-            self.show.audit_record("processor audit trail: the refusal", record)
-            # The claim left no trace in the SA table: no child of merchant B carries merchant A's subnet.
-            for sa in processor.sas(conn=CONNECTION_PROCESSOR):
-                for child in sa.get("children", []):
-                    if sa.get("remote_id") == MERCHANT_B.identity and str(MERCHANT_A.subnet) in child.get(
-                        "remote_ts", []
-                    ):
-                        raise StepFailed(
-                            "segmentation", "merchant B holds a Child SA for merchant A's subnet"
-                        )
+            self.result.evidence["merchant_b_child_failed"] = answer
+            self.show.audit_record("processor audit trail: the refusal (ts.rejected)", record)
+            self.show.audit_record("merchant B audit trail: the answer it got", answer)
+            # No trace of the claim: B holds no Child SA for A's subnet, and its own tunnel stays up.
+            b_children = [
+                child
+                for sa in processor.sas(conn=CONNECTION_PROCESSOR)
+                if sa.get("remote_id") == MERCHANT_B.identity and _established(sa)
+                for child in sa.get("children", [])
+            ]
+            if any(str(MERCHANT_A.subnet) in child.get("remote_ts", []) for child in b_children):
+                raise StepFailed("segmentation", "merchant B holds a Child SA for merchant A's subnet")
+            if not any(
+                child.get("name") == CHILD and child.get("remote_ts") == [str(MERCHANT_B.subnet)]
+                for child in b_children
+            ):
+                raise StepFailed("segmentation", "merchant B's own tunnel did not survive the refused claim")
             detail.append(
-                f"refused ({proc.stderr.strip() or proc.stdout.strip()}); "
-                f"audit seq {record.get('seq')} ts.rejected"
+                f"TS_UNACCEPTABLE to merchant B; processor audit seq {record.get('seq')} ts.rejected; "
+                "merchant B's own tunnel stays up"
             )
 
     def _step_audit(self) -> None:
         with self.step("audit", "`ikeguard audit verify` on the processor's trail; SIEM delivery") as detail:
             assert self.workdir is not None
             config = self.workdir / PROCESSOR.name / "gateway.toml"
-            proc = _cli("audit", "verify", "-c", str(config))
+            proc = _cli("audit", "verify", "-c", str(config), columns=self.show.inner_width)
             self.show.command_output(
                 f"ikeguard audit verify -c {config}", proc.stdout + proc.stderr, proc.returncode
             )
