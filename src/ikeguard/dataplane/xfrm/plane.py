@@ -19,6 +19,7 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from ikeguard.dataplane.base import (
     DataPlaneError,
@@ -108,6 +109,16 @@ class InstalledSa:
     reqid: int
 
 
+class XfrmTransport(Protocol):
+    """What the plane needs from a netlink socket (:class:`XfrmSocket`; tests may pass an in-memory one)."""
+
+    def request(self, msg_type: int, payload: bytes, flags: int = 0, what: str = "") -> list[bytes]: ...
+    def dump(self, msg_type: int, payload: bytes = b"") -> list[bytes]: ...
+    def read_events(self) -> list[tuple[int, bytes]]: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
 class XfrmDataPlane:
     """Implements :class:`ikeguard.dataplane.base.DataPlane` over the kernel's XFRM (netlink).
 
@@ -118,7 +129,8 @@ class XfrmDataPlane:
 
     def __init__(self, *, netns: str | None = None, if_id: int = 0, mark: tuple[int, int] | None = None,
                  features: DataPlaneFeatures | None = None, priority_base: int = msg.PRIORITY_BASE,
-                 events: bool = True) -> None:
+                 events: bool = True, sock: XfrmTransport | None = None,
+                 monitor: XfrmTransport | None = None) -> None:
         if features is None:
             result = probe(netns)
             if result.reason is not None:
@@ -127,9 +139,11 @@ class XfrmDataPlane:
         self._features = features
         self.options = msg.XfrmOptions(if_id=if_id, mark=mark)
         self.priority_base = priority_base
-        self.sock = XfrmSocket(netns)
+        self.sock: XfrmTransport = sock if sock is not None else XfrmSocket(netns)
         groups = (1 << (XFRMNLGRP_ACQUIRE - 1)) | (1 << (XFRMNLGRP_EXPIRE - 1))
-        self.monitor: XfrmSocket | None = XfrmSocket(netns, groups) if events else None
+        if monitor is None and events:
+            monitor = XfrmSocket(netns, groups)
+        self.monitor: XfrmTransport | None = monitor
         self._callbacks: list[EventCallback] = []
         self._acquire_callbacks: list[AcquireCallback] = []
         self._sas: dict[tuple[int, SaDirection], InstalledSa] = {}
