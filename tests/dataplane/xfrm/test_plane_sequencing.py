@@ -55,6 +55,13 @@ def test_child_sa_install_replaces_the_larval_state_and_opens_the_out_policy_las
     assert kernel.states[(PEER, 0x5000)].encap is not None
 
 
+def test_transport_mode_sas_get_transport_templates() -> None:
+    plane, kernel, _ = _plane()
+    plane.add_sa(gcm_udp_sa(SaDirection.OUTBOUND, spi=0x5000, mode="transport", encap=False))
+    assert kernel.states[(PEER, 0x5000)].info.mode == 0
+    assert {p.tmpl.mode for p in kernel.policies.values() if p.tmpl is not None} == {0}
+
+
 def test_rekey_is_make_before_break_and_delete_reports_final_counters() -> None:
     plane, kernel, _ = _plane()
     plane.add_sa(gcm_udp_sa(SaDirection.OUTBOUND, spi=0x5000, child_uniqueid=3))

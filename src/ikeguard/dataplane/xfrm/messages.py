@@ -265,9 +265,11 @@ def userpolicy_id(sel: Selector, direction: int, options: XfrmOptions) -> bytes:
     return sel.pack() + struct.pack("=IB3x", 0, direction) + options.attrs()
 
 
-def tunnel_template(src: IpAddress | None, dst: IpAddress | None, family: int, reqid: int) -> UserTmpl:
-    """An ESP tunnel-mode template; ``None`` addresses are wildcards (inbound before the SA is known)."""
-    return UserTmpl(id=XfrmId(dst, 0, IPPROTO_ESP), family=family, saddr=src, reqid=reqid)
+def tunnel_template(src: IpAddress | None, dst: IpAddress | None, family: int, reqid: int,
+                    mode: int = XFRM_MODE_TUNNEL) -> UserTmpl:
+    """An ESP template (tunnel mode unless ``mode``); ``None`` addresses are wildcards (inbound before the
+    SA is known; transport mode takes the packet's own addresses)."""
+    return UserTmpl(id=XfrmId(dst, 0, IPPROTO_ESP), family=family, saddr=src, reqid=reqid, mode=mode)
 
 
 def replay_attr(kind: int, value: bytes) -> bytes:

@@ -43,6 +43,8 @@ from ikeguard.dataplane.xfrm.structs import (
     NLM_F_CREATE,
     NLM_F_EXCL,
     USERSA_INFO_LEN,
+    XFRM_MODE_TRANSPORT,
+    XFRM_MODE_TUNNEL,
     XFRM_MSG_ACQUIRE,
     XFRM_MSG_ALLOCSPI,
     XFRM_MSG_DELPOLICY,
@@ -93,6 +95,7 @@ class PolicySet:
     local_outer: IpAddress | None = None  # tunnel endpoints once an SA told us
     remote_outer: IpAddress | None = None
     outbound_ready: bool = False
+    mode: int = XFRM_MODE_TUNNEL  # of the SAs (RFC 4301 §4.1): the templates must say the same
 
     def family(self) -> int:
         """Outer address family of the templates (the inner one until an SA is known)."""
@@ -186,8 +189,9 @@ class XfrmDataPlane:
             local, remote = ((sa.source.address, sa.destination.address)
                              if sa.direction is SaDirection.OUTBOUND
                              else (sa.destination.address, sa.source.address))
-            if (policy.local_outer, policy.remote_outer) != (local, remote):
-                policy.local_outer, policy.remote_outer = local, remote
+            mode = XFRM_MODE_TRANSPORT if sa.mode == "transport" else XFRM_MODE_TUNNEL
+            if (policy.local_outer, policy.remote_outer, policy.mode) != (local, remote, mode):
+                policy.local_outer, policy.remote_outer, policy.mode = local, remote, mode
                 self._install_policies(policy, XFRM_MSG_UPDPOLICY)
             payload = msg.newsa(sa, policy.reqid, self.options)
             self.sock.request(XFRM_MSG_NEWSA, payload, NLM_F_CREATE | NLM_F_EXCL, f"NEWSA spi {sa.spi:#010x}")
@@ -372,10 +376,12 @@ class XfrmDataPlane:
         family = policy.family()
         for direction, selectors in self._directions(policy):
             if direction == XFRM_POLICY_OUT:
-                tmpl = msg.tunnel_template(policy.local_outer, policy.remote_outer, family, policy.reqid)
+                tmpl = msg.tunnel_template(policy.local_outer, policy.remote_outer, family, policy.reqid,
+                                           policy.mode)
                 action = XFRM_POLICY_ALLOW if policy.outbound_ready else XFRM_POLICY_BLOCK
             else:
-                tmpl = msg.tunnel_template(policy.remote_outer, policy.local_outer, family, policy.reqid)
+                tmpl = msg.tunnel_template(policy.remote_outer, policy.local_outer, family, policy.reqid,
+                                           policy.mode)
                 action = XFRM_POLICY_ALLOW
             for sel in selectors:
                 payload = msg.userpolicy(sel, direction, msg.selector_priority(sel, self.priority_base),
