@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ikeguard.tools.demo.scenario import MERCHANT_A, MERCHANT_B, PROCESSOR
+from ikeguard.tools.demo.scenario import MERCHANT_A, MERCHANT_B, MERCHANT_C, PROCESSOR
 
 IKEGUARD = Path(sys.executable).parent / "ikeguard"
 DEMO_TIMEOUT_S = 120
@@ -80,7 +80,17 @@ def test_demo_shows_tunnels_traffic_and_refused_claim_and_leaves_nothing_behind(
         assert proc.returncode == 0, f"demo failed at {result['failed_step']}: {result['error']}\n{shown}"
         assert result["ok"] is True
         steps = {s["step"]: s for s in result["steps"]}
-        for step in ("pki", "network", "check", "gateways", "tunnels", "traffic", "segmentation", "audit"):
+        for step in (
+            "pki",
+            "network",
+            "check",
+            "gateways",
+            "tunnels",
+            "traffic",
+            "segmentation",
+            "revocation",
+            "audit",
+        ):
             assert steps[step]["ok"], step
 
         # Tunnels: the processor's SA table (the real `ikeguard sas` output) shows both merchants.
@@ -108,6 +118,12 @@ def test_demo_shows_tunnels_traffic_and_refused_claim_and_leaves_nothing_behind(
         assert record["event"] == "ts.rejected"
         assert record["remote_id"] == MERCHANT_B.identity
         assert "ts.rejected" in shown and "claim" in shown.lower()
+
+        # Revocation: the stolen device (certificate on the processor's CRL) is refused at IKE_AUTH.
+        revoked = result["evidence"]["revoked_refused"]
+        assert revoked["event"] == "cert.rejected" and revoked["remote_id"] == MERCHANT_C.identity
+        assert "revoked" in revoked["reason"]
+        assert MERCHANT_C.identity not in {sa["remote_id"] for sa in result["evidence"]["sas"]}
 
         # Evidence: check and audit verify passed, the SIEM received the processor's records.
         assert result["evidence"]["check"]["passed"] is True

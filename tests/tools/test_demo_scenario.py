@@ -27,6 +27,7 @@ from ikeguard.tools.demo.scenario import (
     IKE_PROPOSAL,
     MERCHANT_A,
     MERCHANT_B,
+    MERCHANT_C,
     PROCESSOR,
     Scenario,
     build_scenario,
@@ -43,10 +44,10 @@ def scenario() -> Scenario:
 @pytest.fixture(scope="module")
 def written(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("demo")
-    return {gw.name: gw.write(root / gw.name) for gw in scenario.gateways}
+    return {gw.name: gw.write(root / gw.name) for gw in (*scenario.gateways, scenario.retired)}
 
 
-@pytest.mark.parametrize("name", [PROCESSOR.name, MERCHANT_A.name, MERCHANT_B.name])
+@pytest.mark.parametrize("name", [PROCESSOR.name, MERCHANT_A.name, MERCHANT_B.name, MERCHANT_C.name])
 def test_every_config_passes_pci_dss_4_except_rules_the_product_cannot_report_yet(
     written: dict[str, Path], name: str
 ) -> None:
@@ -99,7 +100,18 @@ def test_crl_is_signed_by_the_vpn_ca_and_lists_the_retired_device(scenario: Scen
     for gw in scenario.gateways:
         device = x509.load_pem_x509_certificate(gw.files["pki/device.pem"])
         assert crl.get_revoked_certificate_by_serial_number(device.serial_number) is None
+        assert gw.files["pki/vpn.crl"] == files["pki/vpn.crl"]
     assert 'crls = ["pki/vpn.crl"]' in scenario.processor.config
+    # Merchant C's device is the revoked one, and it still holds the older CRL that does not list it.
+    retired = scenario.retired.files
+    assert x509.load_pem_x509_certificate(retired["pki/device.pem"]).serial_number == scenario.revoked_serial
+    stale = x509.load_pem_x509_crl(retired["pki/vpn.crl"])
+    assert stale.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    assert stale.get_revoked_certificate_by_serial_number(scenario.revoked_serial) is None
+    number = x509.CRLNumber
+    assert stale.extensions.get_extension_for_class(number).value.crl_number < (
+        crl.extensions.get_extension_for_class(number).value.crl_number
+    )
 
 
 def test_keys_are_written_owner_only(written: dict[str, Path]) -> None:
@@ -113,13 +125,13 @@ def test_processor_plan_binds_each_merchant_to_its_own_subnet_only(written: dict
     assert list(plan.connections) == ["merchants"]
     assert plan.dataplane == "userspace"
     assert [s.type for s in plan.audit_sinks] == ["syslog-tls"]
-    for site in (MERCHANT_A, MERCHANT_B):
+    for site in (MERCHANT_A, MERCHANT_B, MERCHANT_C):
         selectors = plan.selectors.selectors_for("merchants", site.identity)
         assert selectors is not None
         assert [(str(ts.start_address), str(ts.end_address)) for ts in selectors] == [
             (str(site.subnet.network_address), str(site.subnet.broadcast_address))
         ]
-    assert plan.selectors.selectors_for("merchants", "merchant-c.merchants.processor.example") is None
+    assert plan.selectors.selectors_for("merchants", "merchant-d.merchants.processor.example") is None
 
 
 def test_merchant_b_carries_a_claim_on_merchant_a_subnet_that_only_it_can_start(

@@ -193,7 +193,8 @@ class Display:
             self.console.print(
                 f"[bold green]demo passed[/] in {result.seconds:.1f} s: tunnels up with "
                 f"{IKE_PROPOSAL} / {ESP_PROPOSAL}, traffic through them, merchant B's claim of "
-                "merchant A's subnet refused (ts.rejected), check and audit verify passing."
+                "merchant A's subnet refused (ts.rejected), a revoked device refused (CRL), "
+                "check and audit verify passing."
             )
         else:
             self.console.print(

@@ -37,6 +37,7 @@ from ikeguard.tools.demo.scenario import (
     IKE_PROPOSAL,
     MERCHANT_A,
     MERCHANT_B,
+    MERCHANT_C,
     PROCESSOR,
     SIEM_ADDRESS,
     SIEM_PORT,
@@ -204,6 +205,7 @@ class Demo:
         self._step_tunnels()
         self._step_traffic()
         self._step_segmentation()
+        self._step_revocation()
         self._step_audit()
 
     # -- steps --------------------------------------------------------------------------------------
@@ -216,7 +218,7 @@ class Demo:
                 self.workdir = Path(tempfile.mkdtemp(prefix="ikeguard-demo-"))
             self.result.workdir = str(self.workdir)
             self.scenario = build_scenario(dt.datetime.now(dt.UTC))
-            for gw in self.scenario.gateways:
+            for gw in (*self.scenario.gateways, self.scenario.retired):
                 gw.write(self.workdir / gw.name)
             siem_dir = self.workdir / "siem"
             siem_dir.mkdir(exist_ok=True)
@@ -233,7 +235,7 @@ class Demo:
             }
             detail.append(
                 f"CA {self.scenario.ca_subject}; 3 device certificates valid until "
-                f"{self.scenario.not_after:%Y-%m-%d %H:%M} UTC; CRL lists 1 retired device"
+                f"{self.scenario.not_after:%Y-%m-%d %H:%M} UTC; CRL revokes retired merchant C's device"
             )
 
     def _step_network(self) -> None:
@@ -454,6 +456,38 @@ class Demo:
             detail.append(
                 f"TS_UNACCEPTABLE to merchant B; processor audit seq {record.get('seq')} ts.rejected; "
                 "merchant B's own tunnel stays up"
+            )
+
+    def _step_revocation(self) -> None:
+        title = "Revocation: retired merchant C's device (certificate on the CRL) tries to connect"
+        with self.step("revocation", title) as detail:
+            assert self.scenario is not None
+            processor = self.gateway(PROCESSOR)
+            retired = self._gateway_process(self.scenario.retired)
+            self.gateways[MERCHANT_C.name] = retired
+            seen = len(processor.audit_events())
+            retired.start()  # it initiates at start (start_action = "start")
+
+            def rejected(event: dict[str, Any]) -> bool:
+                return (
+                    event.get("seq", 0) > seen
+                    and event.get("event") in ("cert.rejected", "auth.failure")
+                    and MERCHANT_C.identity in json.dumps(event)
+                )
+
+            record = processor.wait_audit(rejected, timeout=REFUSAL_TIMEOUT_S, what="merchant C refused")
+            retired.stop()
+            self.result.evidence["revoked_refused"] = record
+            self.show.audit_record(
+                f"processor audit trail: merchant C refused ({record.get('event')})", record
+            )
+            if "revoked" not in json.dumps(record).lower():
+                raise StepFailed("revocation", f"merchant C was refused, but not for revocation: {record}")
+            if any(sa.get("remote_id") == MERCHANT_C.identity for sa in processor.sas()):
+                raise StepFailed("revocation", "merchant C holds an IKE SA")
+            detail.append(
+                f"IKE_AUTH refused: {record.get('event')}, revoked by the CRL "
+                f"(serial {record.get('cert_serial', '?')}); merchant C holds no SA"
             )
 
     def _step_audit(self) -> None:

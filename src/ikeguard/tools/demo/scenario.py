@@ -30,6 +30,7 @@ __all__ = [
     "IKE_PROPOSAL",
     "MERCHANT_A",
     "MERCHANT_B",
+    "MERCHANT_C",
     "PROCESSOR",
     "SIEM_ADDRESS",
     "SIEM_PORT",
@@ -100,7 +101,17 @@ MERCHANT_B = Site(
     ipaddress.IPv4Network("10.20.2.0/24"),
     "CHG-1043",
 )
-SITES = (PROCESSOR, MERCHANT_A, MERCHANT_B)
+# Merchant C reported its device stolen: the CA revoked the certificate at once (it is on the current CRL);
+# the change that removes C from the inventory is still pending, so only revocation keeps the device out.
+MERCHANT_C = Site(
+    "merchant-c",
+    "merc",
+    "merchant-c.merchants.processor.example",
+    ipaddress.IPv4Address("192.0.2.13"),
+    ipaddress.IPv4Network("10.20.3.0/24"),
+    "CHG-1077 (device reported stolen; removal pending)",
+)
+SITES = (PROCESSOR, MERCHANT_A, MERCHANT_B, MERCHANT_C)
 REMOTE_ID_PATTERN = "*.merchants.processor.example"  # `*` = exactly one DNS label (INTERFACE.md)
 
 
@@ -154,6 +165,7 @@ class Scenario:
     processor: GatewayFiles
     merchant_a: GatewayFiles
     merchant_b: GatewayFiles
+    retired: GatewayFiles  # merchant C, whose device certificate the CRL revokes
     siem: SiemFiles
     ca_subject: str
     revoked_serial: int
@@ -269,7 +281,7 @@ peers = "merchants.toml"
 def inventory() -> str:
     """merchants.toml: each merchant identity bound to its own subnet (what `%peer` means for it)."""
     out = '# Peer inventory of connection "merchants": each merchant gets only its own subnet.\n'
-    for site in (MERCHANT_A, MERCHANT_B):
+    for site in (MERCHANT_A, MERCHANT_B, MERCHANT_C):
         out += f"""
 [[peer]]
 id = "{site.identity}"
@@ -323,14 +335,25 @@ def build_scenario(now: dt.datetime | None = None) -> Scenario:
         now=now,
     )
     retired = ca.issue_leaf(
-        "CN=merchant-c.merchants.processor.example,O=Merchant C (retired)",
-        sans=["dns:merchant-c.merchants.processor.example"],
+        f"CN={MERCHANT_C.identity},O=Payment Processor (ikeguard demo)",
+        sans=[f"dns:{MERCHANT_C.identity}"],
         not_before=not_before,
         not_after=not_after,
         eku=("ipsecIKE",),
         now=now,
     )
-    crl = ca.crl([retired], this_update=not_before, next_update=not_before + dt.timedelta(hours=24), now=now)
+    # The retired device still holds the CRL from before its revocation (number 1); everyone else has the
+    # current one (number 2), which revokes it.
+    stale_crl = ca.crl(
+        this_update=not_before, next_update=not_before + dt.timedelta(hours=24), crl_number=1, now=now
+    )
+    crl = ca.crl(
+        [retired],
+        this_update=not_before,
+        next_update=not_before + dt.timedelta(hours=24),
+        crl_number=2,
+        now=now,
+    )
     crl_pem = crl.public_bytes(serialization.Encoding.PEM)
     siem_server = siem_ca.issue_leaf(
         "CN=siem.processor.example,O=Payment Processor (ikeguard demo)",
@@ -341,8 +364,8 @@ def build_scenario(now: dt.datetime | None = None) -> Scenario:
         now=now,
     )
 
-    def files_for(site: Site) -> dict[str, bytes]:
-        device = ca.issue_leaf(
+    def files_for(site: Site, device: IssuedCertificate | None = None) -> dict[str, bytes]:
+        device = device or ca.issue_leaf(
             f"CN={site.identity},O=Payment Processor (ikeguard demo)",
             sans=[f"dns:{site.identity}"],
             not_before=not_before,
@@ -374,7 +397,16 @@ def build_scenario(now: dt.datetime | None = None) -> Scenario:
     merchant_b = GatewayFiles(
         MERCHANT_B, merchant_config(MERCHANT_B, claim=MERCHANT_A), files_for(MERCHANT_B)
     )
+    merchant_c = GatewayFiles(MERCHANT_C, merchant_config(MERCHANT_C), files_for(MERCHANT_C, retired))
+    merchant_c.files["pki/vpn.crl"] = stale_crl.public_bytes(serialization.Encoding.PEM)
     siem = SiemFiles(_pem_cert(siem_server), siem_server.key_pem(), _ca_pem(siem_ca))
     return Scenario(
-        processor, merchant_a, merchant_b, siem, ca.cert.subject.rfc4514_string(), retired.serial, not_after
+        processor,
+        merchant_a,
+        merchant_b,
+        merchant_c,
+        siem,
+        ca.cert.subject.rfc4514_string(),
+        retired.serial,
+        not_after,
     )
