@@ -26,18 +26,20 @@ PSK = "inprocess-psk-0123456789abcdef01"
 
 
 def free_port() -> int:
-    """A UDP port free on both loopback addresses."""
-    for _ in range(50):
+    """A UDP port P with P and P+1 free on every loopback address the tests use (IKE, NAT-T)."""
+    for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
             a.bind((RESPONDER_ADDR, 0))
             port = int(a.getsockname()[1])
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
-                    b.bind((INITIATOR_ADDR, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free UDP port on loopback")
+        try:
+            for address in (RESPONDER_ADDR, INITIATOR_ADDR):
+                for candidate in (port, port + 1):
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+                        b.bind((address, candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free UDP port pair on loopback")
 
 
 def make_plan(directory: Path, config: GwConfig, port: int) -> GatewayPlan:
@@ -50,7 +52,7 @@ def make_plan(directory: Path, config: GwConfig, port: int) -> GatewayPlan:
         path.chmod(0o600)
     plan = build_plan(directory / "gateway.toml", now=dt.datetime.now(dt.UTC))
     plan.ike_port = port
-    plan.natt_port = port  # no NAT on loopback: the SAs stay on the IKE port
+    plan.natt_port = port + 1  # no NAT on loopback: the SAs stay on the IKE port
     plan.connections = {name: replace(conn, remote_port=port) for name, conn in plan.connections.items()}
     return plan
 

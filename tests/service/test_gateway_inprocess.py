@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -215,3 +216,36 @@ def test_refused_initiate_names_the_reason(tmp_path: Path) -> None:
         assert client.gateway.conns()[0]["local_id"] == CLIENT_ID and GW_ID
 
     _run(tmp_path, body)
+
+
+def test_cookies_demanded_above_the_half_open_threshold(tmp_path: Path) -> None:
+    """RFC 7296 §2.6 through the service: a half-open SA from a silent source turns cookies on; a real peer
+    answers the COOKIE and gets its tunnel; the switch is audited."""
+    from ikeguard.crypto.random import SystemRandom
+    from ikeguard.engine.events import Endpoint, SendDatagram
+    from ikeguard.engine.manager import IkeManager
+
+    port = free_port()
+    responder_cfg, initiator_cfg = pair_configs(extra_gateway="cookie_threshold = 1")
+    client_plan = make_plan(tmp_path / "client", initiator_cfg, port)
+
+    async def main() -> None:
+        async with running(make_plan(tmp_path / "gw", responder_cfg, port)) as gw:
+            # a peer that sends one IKE_SA_INIT and never comes back (127.0.0.3)
+            silent = IkeManager(client_plan.connections.values(), client_plan.engine_settings,
+                                random=SystemRandom())
+            import ipaddress as ip
+
+            silent.initiate("ikg", local=Endpoint(ip.ip_address("127.0.0.3"), 500),
+                            remote=Endpoint(ip.ip_address("127.0.0.1"), port), now=time.time())
+            init = next(e for e in silent.events() if isinstance(e, SendDatagram))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind(("127.0.0.3", 0))
+                sock.sendto(init.data, ("127.0.0.1", port))
+                await _until(lambda: gw.gateway.engine.half_open_count() == 1)
+            async with running(client_plan) as client:
+                await client.gateway.initiate("ikg", timeout=5)
+                assert _installed(client)
+            assert "dos.cookies_on" in gw.events()
+
+    asyncio.run(main())

@@ -4,7 +4,9 @@ Each socket is read with ``recvmsg`` from an asyncio reader (``add_reader``) rat
 ``DatagramProtocol``, because the engine needs the local address of every datagram: on a wildcard-bound socket
 that comes from ``IP_PKTINFO`` / ``IPV6_RECVPKTINFO``, and replies leave from the same address (the source is
 set with the same ancillary data on ``sendmsg``). IPv6 sockets are ``IPV6_V6ONLY`` so one family never sees
-the other's datagrams as mapped addresses. Hand-written: asyncio has no API for ancillary data.
+the other's datagrams as mapped addresses. No SO_REUSEADDR: a second gateway on the same address fails to
+bind instead of silently sharing (and stealing) IKE traffic. Hand-written: asyncio has no API for ancillary
+data.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ def open_udp(address: IpAddress, port: int) -> socket.socket:
     v6 = address.version == 6
     sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if v6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)

@@ -90,7 +90,7 @@ class Transport:
             for text in plan.listen:
                 address = ipaddress.ip_address(text)
                 self._bind(loop, address, plan.ike_port, self.receive)
-                if self._plane_covers(address):
+                if self._plane_covers(address) or plan.natt_port == plan.ike_port:
                     continue
                 self._bind(loop, address, plan.natt_port, self._natt)
         except OSError:
