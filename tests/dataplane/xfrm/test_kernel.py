@@ -6,6 +6,7 @@ EXPIRE/ACQUIRE notifications; the capability probe cross-checked against iproute
 from __future__ import annotations
 
 import errno
+import ipaddress
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent, InstallFailed, SaDirection
+from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent, InstallFailed, SaDirection, SaEndpoint
 from ikeguard.dataplane.xfrm import XFRM_FEATURES, AcquireRequested, XfrmDataPlane, probe
 from ikeguard.dataplane.xfrm import messages as msg
 from ikeguard.dataplane.xfrm.events import decode_expire
@@ -168,6 +169,58 @@ def test_gcm_udp_state_bytes_equal_iproute2s(ns: Namespace, tmp_path: Path) -> N
         sock.close()
     if "AEAD algorithm not found" in stderr:
         assert err.value.errno == errno.ENOSYS and "AEAD algorithm not found" in str(err.value)
+
+
+def test_chacha20_ipv6_inbound_state_bytes_equal_iproute2s(ns: Namespace, tmp_path: Path) -> None:
+    """IPv6 outer addresses, ChaCha20-Poly1305 and an inbound SA (endpoints swapped, peer port 31337)."""
+    gw6, peer6 = ipaddress.ip_address("2001:db8:0:1::1"), ipaddress.ip_address("2001:db8:0:2::2")
+    key = bytes(range(100, 136))
+    sa = gcm_udp_sa(
+        SaDirection.INBOUND,
+        encr_id=28,
+        encr_key_bits=None,
+        encr_key=key,
+        soft_bytes=0,
+        hard_bytes=0,
+        source=SaEndpoint(peer6, 31337),
+        destination=SaEndpoint(gw6, 4500),
+    )
+    ours = msg.newsa(sa, reqid=2, options=msg.XfrmOptions())
+    _compare_with_iproute2(
+        ns,
+        ours,
+        [
+            "xfrm",
+            "state",
+            "add",
+            "src",
+            str(peer6),
+            "dst",
+            str(gw6),
+            "proto",
+            "esp",
+            "spi",
+            "0xc1a2b3c4",
+            "reqid",
+            "2",
+            "mode",
+            "tunnel",
+            "replay-window",
+            "32",
+            "flag",
+            "af-unspec",
+            "aead",
+            "rfc7539esp(chacha20,poly1305)",
+            "0x" + key.hex(),
+            "128",
+            "encap",
+            "espinudp",
+            "31337",
+            "4500",
+            "::",
+        ],
+        tmp_path,
+    )
 
 
 def test_cbc_esn_state_bytes_equal_iproute2s_and_pass_kernel_validation(
