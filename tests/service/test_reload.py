@@ -204,3 +204,11 @@ def test_quarantined_connection_is_removed_and_recorded(gateway: ReloadingGatewa
     assert _terminated(gateway) == [3]
     quarantine = [e for e in _events(gateway, EventName.CONFIG_REJECTED) if e.connection == "hq"]
     assert quarantine and quarantine[0].admin == "carol" and "quarantined" in quarantine[0].reason
+
+
+def test_gateway_wide_changes_are_reported_as_needing_a_restart(gateway: ReloadingGateway,
+                                                                 config: Path) -> None:
+    edit(config, 'listen = ["192.0.2.1"]', 'listen = ["192.0.2.1", "2001:db8::1"]')
+    result = _reload(gateway)
+    assert result.restart_needed == ["listen"] and result.kept == ["merchants", "hq"]
+    assert _events(gateway, EventName.CONFIG_LOADED)[0].details["restart_needed"] == "listen"

@@ -70,21 +70,12 @@ class CommandError(Exception):
     """A request the gateway refuses; ``str(exc)`` is what the operator sees."""
 
 
-# Operator mistakes raised by the layers below; their message is shown, anything else is an internal error.
-_OPERATOR_ERRORS: tuple[type[Exception], ...] = (CommandError, ValueError, KeyError, LookupError)
-
-
 def _operator_errors() -> tuple[type[Exception], ...]:
-    extra: list[type[Exception]] = []
-    with contextlib.suppress(ImportError):
-        from ikeguard.service.gateway import GatewayCommandError  # type: ignore[attr-defined,import-not-found,unused-ignore]
+    """Exceptions whose message is meant for the operator; anything else is an internal error."""
+    from ikeguard.policy.errors import ConfigError
+    from ikeguard.service.errors import GatewayCommandError
 
-        extra.append(GatewayCommandError)
-    with contextlib.suppress(ImportError):
-        from ikeguard.policy.errors import ConfigError
-
-        extra.append(ConfigError)
-    return _OPERATOR_ERRORS + tuple(extra)
+    return (CommandError, GatewayCommandError, ConfigError, ValueError, LookupError)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -170,10 +161,11 @@ class ControlServer:
     """Serves the control protocol for one gateway on ``path`` (``<state_dir>/control.sock``)."""
 
     def __init__(self, gateway: ControlledGateway, path: str | Path, *,
-                 config_path: str | Path | None = None) -> None:
+                 config_path: str | Path | None = None, profile_override: str | None = None) -> None:
         self.gateway = gateway
         self.path = Path(path)
         self._config_path = Path(config_path) if config_path is not None else None
+        self._profile_override = profile_override  # `ikeguard run --profile NAME` applies to reloads too
         self._server: asyncio.AbstractServer | None = None
         self._streams: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Callable[[dict[str, Any], Caller, str], Awaitable[Any]]] = {
@@ -391,7 +383,8 @@ class ControlServer:
         from ikeguard.service.reload import reload_gateway
 
         path = self._config_path or Path(self.gateway.plan.config.path)
-        result = await reload_gateway(self.gateway, path, admin=user, wait=bool(args.get("wait", False)))
+        result = await reload_gateway(self.gateway, path, admin=user, wait=bool(args.get("wait", False)),
+                                      profile_override=self._profile_override)
         if result.refused:
             raise CommandError(result.refused)
         return result.as_dict()
