@@ -178,3 +178,28 @@ def test_xfrm_without_kernel_esp_refuses_to_start_naming_the_key(
         ikeguard_gateway(topo.right.namespace, "gw", responder.text(), responder.files())
     assert info.value.returncode == 1
     assert 'ikeguard run: gateway.dataplane = "xfrm": kernel has no ESP' in str(info.value)
+
+
+def test_userspace_dataplane_over_ipv6_next_to_ipv4(
+    netns_topology: Callable[..., Topology], ikeguard_gateway: GatewayFactory
+) -> None:
+    """Both families listened on: one userspace plane each; an IPv6 tunnel (outer and inner) carries ping6."""
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    common = {"psk": PSK, "dataplane": "userspace"}
+    responder = GwConfig(str(right.address6), "%any", GW_FQDN, CLIENT_FQDN, str(right.subnet6),
+                         str(left.subnet6), listen=[str(right.address), str(right.address6)], **common)
+    initiator = GwConfig(str(left.address6), str(right.address6), CLIENT_FQDN, GW_FQDN, str(left.subnet6),
+                         str(right.subnet6), listen=[str(left.address), str(left.address6)],
+                         start_action="start", **common)
+    gw = ikeguard_gateway(right.namespace, "gw", responder.text(), responder.files())
+    client = ikeguard_gateway(left.namespace, "client", initiator.text(), initiator.files())
+    c_sa = client.wait_sas(_installed, timeout=15)[0]
+    assert c_sa["remote_addr"] == str(right.address6)
+    result = left.namespace.run("ping", "-6", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I",
+                                str(left.subnet_address6), str(right.subnet_address6), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr + gw.log_tail() + client.log_tail()
+    g_child = gw.sas()[0]["children"][0]
+    assert g_child["packets_in"] >= 3 and g_child["packets_out"] >= 3
+    links = right.namespace.ip("link").stdout
+    assert "ikg0" in links and "ikg6" in links  # one TUN per family

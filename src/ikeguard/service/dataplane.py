@@ -2,9 +2,10 @@
 (ARCHITECTURE rule 4: only those are offered or accepted).
 
 ``none`` records SAs without moving packets; ``userspace`` is ESP over a TUN device and owns the NAT-T (4500)
-socket of one address family (IKE on it reaches the service through ``on_ike``); ``xfrm`` is the Linux kernel,
-used only when its probe says ESP is available, else the gateway refuses to start with one line naming
-``gateway.dataplane``; its IKE sockets bypass IPsec and its 4500 sockets decapsulate ESP in the kernel.
+socket, one plane per address family (IKE on it reaches the service through ``on_ike``); ``xfrm`` is the
+Linux kernel, used only when its probe says ESP is available, else the gateway refuses to start with one
+line naming ``gateway.dataplane``; its IKE sockets bypass IPsec, its 4500 sockets decapsulate ESP in the
+kernel.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ikeguard.wire.iana import TransformType
 from ikeguard.wire.transforms import Transform
 
 log = logging.getLogger("ikeguard.service")
-TUN_NAME = "ikg0"
+TUN_NAME = "ikg0"  # IPv4 outer addresses (or the only family)
+TUN_NAME6 = "ikg6"  # IPv6 outer addresses when both families are listened on
 
 
 class DataPlaneUnavailable(Exception):
@@ -54,7 +56,6 @@ class OpenedDataPlane:
 
     plane: DataPlane
     close: Callable[[], None]
-    natt_family: int | None = None  # IP version whose 4500 socket the plane owns (userspace)
 
 
 def _listen_addresses(listen: tuple[str, ...]) -> list[IpAddress]:
@@ -73,34 +74,41 @@ def open_dataplane(kind: str, listen: tuple[str, ...], natt_port: int) -> Opened
 
 
 def _open_userspace(addresses: list[IpAddress], natt_port: int) -> OpenedDataPlane:
+    """One plane per IP version of ``listen`` (ESP-in-UDP on the first address of each family, port 4500)."""
     from ikeguard.dataplane.userspace.plane import UserspaceDataPlane
+    from ikeguard.service.familyplanes import FamilyPlanes
     from ikeguard.service.sockets import open_udp
 
     if not addresses:
         raise DataPlaneUnavailable('gateway.dataplane = "userspace" needs a gateway.listen address')
-    # One socket carries ESP and IKE on 4500 (RFC 3948): the first IPv4 listen address, else the first one.
-    address = next((a for a in addresses if a.version == 4), addresses[0])
-    try:
-        sock = open_udp(address, natt_port)
-    except OSError as exc:
-        raise DataPlaneUnavailable(f"cannot bind {address} port {natt_port} for ESP-in-UDP: {exc}") from None
-    try:
-        plane = UserspaceDataPlane(TUN_NAME, sock)
-    except OSError as exc:
-        sock.close()
-        raise DataPlaneUnavailable(
-            f'gateway.dataplane = "userspace": cannot open the TUN device ({exc}); run as root '
-            'or choose dataplane = "none"') from None
-    others = [a for a in addresses if a.version != address.version]
-    if others:
-        log.warning("userspace data plane carries ESP over IPv%d only; IKE on %s works, ESP over IPv%d is "
-                    "dropped", address.version, ", ".join(map(str, others)), others[0].version)
+    planes: dict[int, UserspaceDataPlane] = {}
+    socks: list[socket.socket] = []
 
     def close() -> None:
-        plane.close()
-        sock.close()
+        for plane in planes.values():
+            plane.close()
+        for sock in socks:
+            sock.close()
 
-    return OpenedDataPlane(plane, close, natt_family=address.version)
+    for version in sorted({a.version for a in addresses}):
+        address = next(a for a in addresses if a.version == version)
+        try:
+            sock = open_udp(address, natt_port)
+        except OSError as exc:
+            close()
+            raise DataPlaneUnavailable(f"cannot bind {address} port {natt_port} for ESP-in-UDP: {exc}"
+                                       ) from None
+        socks.append(sock)
+        try:
+            planes[version] = UserspaceDataPlane(TUN_NAME if version == 4 else TUN_NAME6, sock)
+        except OSError as exc:
+            close()
+            raise DataPlaneUnavailable(
+                f'gateway.dataplane = "userspace": cannot open the TUN device ({exc}); run as root '
+                'or choose dataplane = "none"') from None
+    if len(planes) == 1:
+        return OpenedDataPlane(next(iter(planes.values())), close)
+    return OpenedDataPlane(FamilyPlanes(dict(planes)), close)
 
 
 def _open_xfrm() -> OpenedDataPlane:

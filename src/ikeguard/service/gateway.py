@@ -77,8 +77,7 @@ def _is_new_ike_sa_init(data: bytes) -> bool:
 class Gateway:
     """One gateway instance (CONTRACTS §2)."""
 
-    def __init__(self, plan: GatewayPlan, *, audit: AuditRecorder, dataplane: DataPlane,
-                 natt_family: int | None = None) -> None:
+    def __init__(self, plan: GatewayPlan, *, audit: AuditRecorder, dataplane: DataPlane) -> None:
         self.plan = plan
         self.audit = audit
         self.dataplane = dataplane
@@ -87,8 +86,7 @@ class Gateway:
         self.engine = IkeManager(plan.connections.values(), plan.engine_settings, random=SystemRandom(),
                                  validator=plan.validator, peer_selectors=plan.selectors)
         self.children = ChildSaDriver(dataplane, self.stats)
-        self.transport = Transport(plan, self._receive, natt_family, self.stats,
-                                   prepare_ike_socket(dataplane.features))
+        self.transport = Transport(plan, self._receive, self.stats, prepare_ike_socket(dataplane.features))
         self.actions = ActionPolicy(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None

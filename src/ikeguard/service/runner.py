@@ -147,7 +147,7 @@ def _start_metrics(gateway: Gateway, plan: Any) -> Callable[[], None] | None:
 
 async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Path,
                  profile_override: str | None) -> int:
-    gateway = Gateway(plan, audit=audit, dataplane=opened.plane, natt_family=opened.natt_family)
+    gateway = Gateway(plan, audit=audit, dataplane=opened.plane)
     for record in startup_records(plan):
         gateway.record(record)
     try:

@@ -64,16 +64,15 @@ def _resolve(host: str, port: int) -> IpAddress | None:
 class Transport:
     """Sockets of one gateway: receive IKE into ``receive``, send the engine's datagrams and keepalives."""
 
-    def __init__(self, plan: GatewayPlan, receive: Receiver, natt_family: int | None,
-                 stats: GatewayStats, prepare: Callable[[socket.socket, bool], None] | None = None) -> None:
+    def __init__(self, plan: GatewayPlan, receive: Receiver, stats: GatewayStats,
+                 prepare: Callable[[socket.socket, bool], None] | None = None) -> None:
         self.plan = plan
         self.prepare = prepare  # per-socket set-up the data plane needs (kernel ESP: bypass, ESP-in-UDP)
         self.receive = receive
-        self.natt_family = natt_family  # IP version whose 4500 socket the data plane owns
         self.stats = stats
         self.listeners: dict[tuple[IpAddress, int], UdpListener] = {}
-        self.plane: Any = None
-        self._plane_address: IpAddress | None = None
+        self.planes: dict[int, Any] = {}  # IP version -> userspace plane owning that family's 4500 socket
+        self._plane_addresses: dict[int, IpAddress] = {}
         self._route_cache: dict[IpAddress, IpAddress] = {}
         self.keepalives_in = 0
         self.esp_dropped = 0
@@ -82,10 +81,15 @@ class Transport:
     def start(self, loop: asyncio.AbstractEventLoop, dataplane: object) -> None:
         """Bind 500 and 4500 on every listen address (4500 of the plane's family: the plane's socket)."""
         plan = self.plan
-        if self.natt_family is not None and hasattr(dataplane, "send_ike") and hasattr(dataplane, "sock"):
-            self.plane = dataplane
-            self.plane.on_ike = self._plane_ike
-            self._plane_address = ipaddress.ip_address(self.plane.sock.getsockname()[0])
+        members = getattr(dataplane, "members", None)
+        candidates: list[Any] = list(members.values()) if isinstance(members, dict) else [dataplane]
+        for plane in candidates:
+            sock = getattr(plane, "sock", None)
+            if isinstance(sock, socket.socket) and hasattr(plane, "send_ike"):
+                address = ipaddress.ip_address(sock.getsockname()[0])
+                self.planes[address.version] = plane
+                self._plane_addresses[address.version] = address
+                plane.on_ike = self._plane_ike
         try:
             for text in plan.listen:
                 address = ipaddress.ip_address(text)
@@ -98,8 +102,8 @@ class Transport:
             raise
 
     def _plane_covers(self, address: IpAddress) -> bool:
-        owned = self._plane_address
-        if self.plane is None or owned is None or owned.version != address.version:
+        owned = self._plane_addresses.get(address.version)
+        if owned is None:
             return False
         return owned.is_unspecified or owned == address
 
@@ -123,14 +127,13 @@ class Transport:
         for listener in self.listeners.values():
             listener.close()
         self.listeners.clear()
-        if self.plane is not None:
-            self.plane.on_ike = lambda data, addr: None
+        for plane in self.planes.values():
+            plane.on_ike = lambda data, addr: None
 
     def describe(self) -> str:
         """``192.0.2.1:500, 192.0.2.1:4500 (data plane), ...`` for the start-up log line."""
         parts = [f"{a}:{p}" if a.version == 4 else f"[{a}]:{p}" for a, p in self.listeners]
-        if self._plane_address is not None:
-            a = self._plane_address
+        for a in self._plane_addresses.values():
             parts.append((f"{a}" if a.version == 4 else f"[{a}]") + f":{self.plan.natt_port} (data plane)")
         return ", ".join(parts)
 
@@ -148,7 +151,7 @@ class Transport:
 
     def _plane_ike(self, data: bytes, addr: tuple[str, int]) -> None:
         remote_addr = ipaddress.ip_address(addr[0].split("%", 1)[0])
-        local_addr = self._plane_address
+        local_addr = self._plane_addresses.get(remote_addr.version)
         if local_addr is None or local_addr.is_unspecified:
             local_addr = self._source_for(remote_addr) or local_addr
         if local_addr is None:
@@ -176,8 +179,7 @@ class Transport:
         return found
 
     def _plane_sends(self, local: Endpoint) -> bool:
-        return (self.plane is not None and local.port == self.plan.natt_port
-                and self._plane_covers(local.address))
+        return local.port == self.plan.natt_port and self._plane_covers(local.address)
 
     def send_ike(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
         """Send one IKE message; on 4500 with the non-ESP marker (RFC 3948 §2.2)."""
@@ -185,7 +187,7 @@ class Transport:
         self.stats.datagrams_out += 1
         if self._plane_sends(local):
             try:
-                self.plane.send_ike(data, (str(remote.address), remote.port))
+                self.planes[local.address.version].send_ike(data, (str(remote.address), remote.port))
             except OSError as exc:
                 self.stats.send_errors += 1
                 log.debug("send to %s failed: %s", remote, exc)
@@ -202,7 +204,7 @@ class Transport:
         """A one-octet NAT keepalive from our 4500 socket (RFC 3948 §2.3)."""
         if self._plane_sends(local):
             try:
-                self.plane.send_keepalive((str(remote.address), remote.port))
+                self.planes[local.address.version].send_keepalive((str(remote.address), remote.port))
             except OSError:
                 self.stats.send_errors += 1
             return
