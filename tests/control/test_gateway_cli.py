@@ -4,7 +4,11 @@ rekey gives new SPIs on both sides; every command is in the audit trail with the
 
 from __future__ import annotations
 
+import json
+import os
+import select
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +48,27 @@ def _pair(netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
 def _run_cli(gw: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [gw.python, "-m", "ikeguard", *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+
+def _next_event(proc: subprocess.Popen[bytes], predicate: Callable[[dict[str, Any]], bool],
+                timeout: float) -> dict[str, Any]:
+    """The first JSON line from ``proc`` matching ``predicate`` (fails after ``timeout`` s)."""
+    assert proc.stdout is not None
+    fd, buffer, deadline = proc.stdout.fileno(), b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            event = json.loads(line)
+            if predicate(event):
+                return event
+    raise AssertionError(f"no matching event within {timeout} s")
 
 
 def _installed(sas: list[dict[str, Any]]) -> bool:
@@ -93,11 +118,21 @@ def test_every_verb_against_ikeguard_and_strongswan(
     client.wait_for(lambda ss: bool(ss) and any(f"{c.spi_out:08x}" == new_in and c.state == "INSTALLED"
                                                 for c in ss[0].children), what="strongSwan sees the rekey")
 
-    # terminate (JSON): DELETE reaches strongSwan, its SA is gone
-    assert gw.cli("terminate", "--conn", "ikg") == {"terminated": 1}
-    client.wait_for(lambda ss: ss == [], what="strongSwan's IKE SA deleted")
-    gw.wait_sas(lambda s: s == [], what="SA gone on ikeguard")
-    assert "received DELETE for IKE_SA" in client.log()
+    # terminate (JSON): DELETE reaches strongSwan, its SA is gone; `ikeguard events` follows it live
+    argv = [gw.python, "-m", "ikeguard", "events", "--json", "--socket", str(gw.control_socket)]
+    events = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    try:
+        gw.wait_audit(lambda e: e["event"] == "admin.command" and e["details"]["command"] == "events",
+                      what="events stream open")
+        assert gw.cli("terminate", "--conn", "ikg") == {"terminated": 1}
+        client.wait_for(lambda ss: ss == [], what="strongSwan's IKE SA deleted")
+        gw.wait_sas(lambda s: s == [], what="SA gone on ikeguard")
+        assert "received DELETE for IKE_SA" in client.log()
+        down = _next_event(events, lambda e: e["event"] == "ike.down", timeout=10)
+        assert down["connection"] == "ikg" and down["remote_id"] == CLIENT_FQDN
+    finally:
+        events.terminate()
+        events.wait(5)
 
     # initiate (JSON) brings it back; terminate by peer (text)
     ids = gw.cli("initiate", "--conn", "ikg", "--timeout", "10")["ike_uniqueids"]

@@ -172,8 +172,10 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
     ok.add_metric([], 1)
     yield ok
 
-    configured = GaugeMetricFamily("ikeguard_connection_configured",
-                                   "1 per configured connection (0 while quarantined)",
+    configured = GaugeMetricFamily("ikeguard_connection_configured", "1 per connection in the configuration",
+                                   labels=["connection", "peer_group"])
+    quarantine = GaugeMetricFamily("ikeguard_connection_quarantined",
+                                   "1 while the compliance profile keeps the connection disabled",
                                    labels=["connection", "peer_group"])
     up = GaugeMetricFamily("ikeguard_connection_up", "1 while the connection has an established IKE SA",
                            labels=["connection", "peer_group"])
@@ -183,10 +185,12 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
         name = str(c["name"])
         labels = [name, groups[name]]
         quarantined = str(c.get("status", "")).startswith("quarantined")
-        configured.add_metric(labels, 0 if quarantined else 1)
+        configured.add_metric(labels, 1)
+        quarantine.add_metric(labels, 1 if quarantined else 0)
         up.add_metric(labels, 1 if int(c.get("ike_sas_up", 0)) > 0 else 0)
         peers.add_metric(labels, int(c.get("peers", 0)))
     yield configured
+    yield quarantine
     yield up
     yield peers
 

@@ -365,11 +365,16 @@ class ControlServer:
         if action not in ("list", "add", "disable", "enable"):
             raise CommandError(f"unknown peers action {action!r} (expected list, add, disable or enable)")
         from ikeguard.service import peers
+        from ikeguard.service.reload import reload_lock
 
         if action == "list":
             return peers.list_peers(self.gateway, conn=args.get("conn"))
         if "id" not in args:
             raise CommandError(f"peers {action} needs id")
+        async with reload_lock(self.gateway):
+            return self._change_peer(peers, action, args, user)
+
+    def _change_peer(self, peers: Any, action: str, args: dict[str, Any], user: str) -> Any:
         if action == "add":
             return peers.add_peer(self.gateway, args["id"], args.get("ts", []), conn=args.get("conn"),
                                   ticket=args.get("ticket"), admin=user)

@@ -67,6 +67,12 @@ _locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary
 _pacers: weakref.WeakKeyDictionary[Any, asyncio.Task[None]] = weakref.WeakKeyDictionary()
 
 
+def reload_lock(gateway: Any) -> asyncio.Lock:
+    """The lock a reload holds; peer inventory changes take it too, so a reload never swaps in inventories
+    read from the file just before a `peers` command rewrote it."""
+    return _locks.setdefault(gateway, asyncio.Lock())
+
+
 def _record(gateway: Any, event: AuditEvent) -> None:
     recorder = getattr(gateway, "record", None)
     (recorder if callable(recorder) else gateway.audit.record)(event)
@@ -159,8 +165,7 @@ async def reload_gateway(gateway: Any, path: str | Path | None = None, *, admin:
     (``result.refused`` says why). ``wait`` returns only after the paced re-establishment ran."""
     from ikeguard.service.plan import build_plan
 
-    lock = _locks.setdefault(gateway, asyncio.Lock())
-    async with lock:
+    async with reload_lock(gateway):
         old = gateway.plan
         config_path = Path(path) if path is not None else Path(old.config.path)
         try:
