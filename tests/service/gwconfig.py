@@ -30,6 +30,7 @@ class GwConfig:
     esp_proposal: str = ESP_PROPOSAL
     extra_gateway: str = ""
     extra_connection: str = ""
+    extra_child: str = ""
     certs: tuple[str, str, str] | None = None  # (cert file, key file, ca file)
 
     def text(self) -> str:
@@ -74,6 +75,7 @@ esp_proposals = ["{self.esp_proposal}"]
 start_action = "{self.start_action}"
 dpd_action = "{self.dpd_action}"
 close_action = "{self.close_action}"
+{self.extra_child}
 
 {secrets}
 """

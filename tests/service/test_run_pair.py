@@ -40,6 +40,7 @@ def test_two_ikeguard_gateways_carry_ping(
 ) -> None:
     topo = netns_topology("direct")
     responder, initiator = _pair(topo, dataplane="userspace")
+    initiator.extra_child = "rekey_packets = 5"  # the data plane's soft lifetime upcall starts a rekey
     gw = ikeguard_gateway(topo.right.namespace, "gw", responder.text(), responder.files())
     client = ikeguard_gateway(topo.left.namespace, "client", initiator.text(), initiator.files())
     c_sa = client.wait_sas(_installed, timeout=15)[0]
@@ -53,6 +54,14 @@ def test_two_ikeguard_gateways_carry_ping(
     assert result.returncode == 0, result.stdout + result.stderr + gw.log_tail() + client.log_tail()
     g_child = gw.sas()[0]["children"][0]
     assert g_child["packets_in"] >= 3 and g_child["packets_out"] >= 3
+    assert topo.left.namespace.run("ping", "-n", "-c", "4", "-i", "0.2", "-W", "2", "-I",
+                                   str(topo.left.subnet_address), str(topo.right.subnet_address),
+                                   check=False).returncode == 0
+    # more than rekey_packets went through the initiator's inbound SA: it rekeyed the Child SA
+    rekeyed = client.wait_audit(lambda e: e["event"] == "child.rekeyed", timeout=10)
+    assert rekeyed["connection"] == "ikg" and "soft packets lifetime reached" in client.log()
+    c_child = client.wait_sas(lambda sas: [c["state"] for c in sas[0]["children"]] == ["installed"])[0]
+    assert c_child["children"][0]["spi_in"] != c_sa["children"][0]["spi_in"]
 
     # SIGTERM on the initiator: it deletes the SA at the responder, which then has none
     client.send_signal(signal.SIGTERM)
