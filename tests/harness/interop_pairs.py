@@ -1,0 +1,292 @@
+"""One ikeguard gateway (`ikeguard run`) and one strongSwan charon face to face, built from a few parameters.
+
+Shared scenario builder of the interop tests (issue 6 items 1 and 2): ikeguard runs in the topology's
+right namespace (192.0.2.1 / 2001:db8:0:1::1, subnet 198.51.100.0/25 / 2001:db8:0:a::/64), strongSwan in the
+left one (192.0.2.2 / 2001:db8:0:1::2, subnet 198.51.100.128/25 / 2001:db8:0:b::/64). `PairSpec.role` is
+ikeguard's role in the first IKE_SA_INIT. Authentication is PSK or certificates (ECDSA P-384 or RSA-3072,
+leaves on both sides from one test CA of the same key type). `Pair` reads both sides' SA tables and checks
+that they describe the same SAs; strongSwan's own view is the judge.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ikeguard.tools.certfactory import CertificateAuthority, IssuedCertificate, KeyKind
+from ikeguard.tools.gateway_process import GatewayProcess
+from ikeguard.tools.netns import Topology
+from tests.harness.ikeguard_conf import (
+    IkgAuthority,
+    IkgChild,
+    IkgConnection,
+    IkgLocal,
+    IkgRemote,
+    IkgSecret,
+    gateway_toml,
+    secret_files,
+)
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.harness.strongswan import ChildSaInfo, IkeSaInfo, StrongSwanPeer
+from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
+
+__all__ = [
+    "AUTHS",
+    "SUITES",
+    "Pair",
+    "PairSpec",
+    "Suite",
+    "start_pair",
+]
+
+PSK = "interop-pair-psk-9d41c2b7e85a3f60"
+CONN = "ikg"
+CHILD = "net"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A configured IKE and ESP proposal and what strongSwan's list-sas shows once they are negotiated."""
+
+    name: str
+    ike: str  # swanctl/ikeguard proposal string, as configured on both sides
+    esp: str  # ESP proposal with its PFS group
+    ike_negotiated: str  # IkeSaInfo.proposal
+    esp_negotiated: str  # ChildSaInfo.proposal of the IKE_AUTH child (no KE there, RFC 7296 §1.2)
+    esp_rekeyed: str  # ChildSaInfo.proposal after a CREATE_CHILD_SA rekey with PFS (RFC 7296 §1.3.3)
+
+
+SUITES: dict[str, Suite] = {
+    "gcm": Suite("gcm", "aes256gcm16-prfsha384-ecp384", "aes256gcm16-ecp384",
+                 "aes256gcm16-prfsha384-ecp384", "aes256gcm16", "aes256gcm16-ecp384"),
+    "cbc": Suite("cbc", "aes256-sha384-ecp384", "aes256-sha384-ecp384",
+                 "aes256-sha384-prfsha384-ecp384", "aes256-sha384", "aes256-sha384-ecp384"),
+    "chacha": Suite("chacha", "chacha20poly1305-prfsha256-x25519", "chacha20poly1305-x25519",
+                    "chacha20poly1305-prfsha256-curve25519", "chacha20poly1305",
+                    "chacha20poly1305-curve25519"),
+}
+AUTHS = ("psk", "ecdsa", "rsa")
+_KEY_KINDS = {"ecdsa": KeyKind.ECDSA_P384, "rsa": KeyKind.RSA_3072}
+
+
+def _same_proposal(ours: str, theirs: str) -> bool:
+    """ikeguard and strongSwan name X25519 differently (x25519 / curve25519); otherwise equal strings."""
+    return ours.replace("x25519", "curve25519") == theirs.replace("x25519", "curve25519")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A CA and one leaf per side (FQDN + IP SANs), all of one key type."""
+
+    ca: CertificateAuthority
+    gw: IssuedCertificate
+    client: IssuedCertificate
+
+
+def make_credentials(auth: str) -> Credentials | None:
+    """None for PSK; else a fresh CA and leaves of the key type (ECDSA P-384 or RSA-3072)."""
+    if auth == "psk":
+        return None
+    kind = _KEY_KINDS[auth]
+    ca = CertificateAuthority.create_root(f"CN=ikeguard interop {auth} CA,O=ikeguard test", kind)
+    gw = ca.issue_leaf(f"CN={GW_FQDN},O=ikeguard test", sans=[GW_FQDN, "192.0.2.1", "2001:db8:0:1::1"],
+                       key_kind=kind)
+    client = ca.issue_leaf(f"CN={CLIENT_FQDN},O=ikeguard test",
+                           sans=[CLIENT_FQDN, "192.0.2.2", "2001:db8:0:1::2"], key_kind=kind)
+    return Credentials(ca, gw, client)
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """One scenario: ikeguard's role, auth, suite, address family, data plane and per-side extra settings."""
+
+    role: str  # ikeguard's role: "initiator" | "responder"
+    auth: str = "psk"
+    suite: Suite = SUITES["gcm"]
+    ipv6: bool = False
+    dataplane: str = "none"
+    ikg_esp: tuple[str, ...] | None = None  # default (suite.esp,)
+    ss_esp: tuple[str, ...] | None = None
+    ikg_conn: Mapping[str, Any] = field(default_factory=dict)  # extra IkgConnection fields
+    ikg_child: Mapping[str, Any] = field(default_factory=dict)
+    ss_conn: Mapping[str, Any] = field(default_factory=dict)  # extra ConnectionConfig fields
+    ss_child: Mapping[str, Any] = field(default_factory=dict)
+    gateway: Mapping[str, Any] = field(default_factory=dict)  # extra [gateway] keys
+
+    @property
+    def id(self) -> str:
+        return f"{self.role}-{self.auth}-{self.suite.name}{'-v6' if self.ipv6 else ''}"
+
+
+@dataclass
+class Pair:
+    """A running ikeguard gateway and strongSwan peer plus the addresses of their scenario."""
+
+    spec: PairSpec
+    topo: Topology
+    gw: GatewayProcess
+    peer: StrongSwanPeer
+
+    # -- addresses -----------------------------------------------------------------------------------
+    @property
+    def ikg_addr(self) -> str:
+        return str(self.topo.right.address6 if self.spec.ipv6 else self.topo.right.address)
+
+    @property
+    def ss_addr(self) -> str:
+        return str(self.topo.left.address6 if self.spec.ipv6 else self.topo.left.address)
+
+    @property
+    def ikg_subnet(self) -> str:
+        return str(self.topo.right.subnet6 if self.spec.ipv6 else self.topo.right.subnet)
+
+    @property
+    def ss_subnet(self) -> str:
+        return str(self.topo.left.subnet6 if self.spec.ipv6 else self.topo.left.subnet)
+
+    # -- actions -------------------------------------------------------------------------------------
+    def initiate(self, timeout: float = 15.0) -> None:
+        """The side whose role is "initiator" starts IKE_SA_INIT + IKE_AUTH with the Child SA."""
+        if self.spec.role == "initiator":
+            self.gw.request("initiate", conn=CONN, child=CHILD, timeout=timeout)
+        else:
+            self.peer.initiate(child=CHILD, ike=CONN, timeout=timeout)
+
+    def ping(self, count: int = 2) -> str:
+        """Ping from strongSwan's subnet to ikeguard's through the tunnel; returns ping's output."""
+        left, right = self.topo.left, self.topo.right
+        family = ["-6"] if self.spec.ipv6 else []
+        src = left.subnet_address6 if self.spec.ipv6 else left.subnet_address
+        dst = right.subnet_address6 if self.spec.ipv6 else right.subnet_address
+        result = left.namespace.run("ping", *family, "-n", "-c", str(count), "-i", "0.2", "-W", "2", "-I",
+                                    str(src), str(dst), check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    # -- views ---------------------------------------------------------------------------------------
+    def settled(self, timeout: float = 15.0, what: str = "one IKE SA and one Child SA on each side"
+                ) -> tuple[IkeSaInfo, dict[str, Any]]:
+        """Wait until each side has exactly one IKE SA (ESTABLISHED) with exactly one Child SA (INSTALLED)
+        and both describe the same SAs; returns (strongSwan's, ikeguard's)."""
+        deadline = time.monotonic() + timeout
+        problem = ""
+        while True:
+            ss_sas = self.peer.list_sas()
+            ikg_sas = self.gw.sas()
+            problem = _one_each(ss_sas, ikg_sas)
+            if not problem:
+                return ss_sas[0], ikg_sas[0]
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{what} not reached in {timeout}s: {problem}\nstrongSwan: {ss_sas}\n"
+                                     f"ikeguard: {ikg_sas}\n{self.gw.log_tail(40)}\n"
+                                     f"{self.peer.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def child_routes(self) -> list[str]:
+        """Routes towards strongSwan's subnet in ikeguard's namespace (the userspace plane's TUN routes)."""
+        family = ["-6"] if self.spec.ipv6 else []
+        out = self.topo.right.namespace.ip(*family, "route", "show", "table", "all").stdout
+        return [line for line in out.splitlines() if line.startswith(self.ss_subnet)]
+
+
+def _one_each(ss_sas: list[IkeSaInfo], ikg_sas: list[dict[str, Any]]) -> str:
+    """Empty when both sides show one established IKE SA with one installed Child SA, else what differs."""
+    if len(ss_sas) != 1 or len(ikg_sas) != 1:
+        return f"IKE SAs: strongSwan {len(ss_sas)}, ikeguard {len(ikg_sas)}"
+    ss, ikg = ss_sas[0], ikg_sas[0]
+    if ss.state != "ESTABLISHED" or ikg["state"] != "established":
+        return f"IKE SA states: strongSwan {ss.state}, ikeguard {ikg['state']}"
+    if len(ss.children) != 1 or len(ikg["children"]) != 1:
+        return f"Child SAs: strongSwan {len(ss.children)}, ikeguard {len(ikg['children'])}"
+    if ss.children[0].state != "INSTALLED" or ikg["children"][0]["state"] != "installed":
+        return f"Child SA states: strongSwan {ss.children[0].state}, ikeguard {ikg['children'][0]['state']}"
+    if (ikg["spi_i"], ikg["spi_r"]) != (f"{ss.initiator_spi:016x}", f"{ss.responder_spi:016x}"):
+        return "IKE SPIs differ"
+    ss_child, ikg_child = ss.children[0], ikg["children"][0]
+    if (ikg_child["spi_in"], ikg_child["spi_out"]) != (f"{ss_child.spi_out:08x}", f"{ss_child.spi_in:08x}"):
+        return "Child SA SPIs differ"
+    return ""
+
+
+def assert_same_sa(ss: IkeSaInfo, ikg: dict[str, Any], suite: Suite, *, pfs: bool = False) -> None:
+    """Both sides describe one SA pair with the suite's negotiated proposals; `pfs`: the Child SA came from a
+    CREATE_CHILD_SA with KE, so its proposal shows the group (the IKE_AUTH child has none, RFC 7296 §1.2)."""
+    esp_proposal = suite.esp_rekeyed if pfs else suite.esp_negotiated
+    assert ss.state == "ESTABLISHED" and ikg["state"] == "established"
+    assert ss.proposal == suite.ike_negotiated, ss.proposal
+    assert ikg["proposal"] == suite.ike, ikg["proposal"]  # ikeguard names it as configured
+    assert ikg["spi_i"] == f"{ss.initiator_spi:016x}" and ikg["spi_r"] == f"{ss.responder_spi:016x}"
+    assert ss.initiator is not ikg["initiator"]
+    child: ChildSaInfo = ss.child(CHILD)
+    ikg_child = ikg["children"][0]
+    assert child.state == "INSTALLED" and ikg_child["state"] == "installed"
+    assert child.proposal == esp_proposal, child.proposal
+    assert _same_proposal(ikg_child["proposal"], esp_proposal), ikg_child["proposal"]
+    assert (ikg_child["spi_in"], ikg_child["spi_out"]) == (f"{child.spi_out:08x}", f"{child.spi_in:08x}")
+    assert child.encap  # strongSwan's libipsec: ESP in UDP (RFC 3948)
+
+
+def spis(ss: IkeSaInfo) -> tuple[int, int, int, int]:
+    """(IKE SPI i, IKE SPI r, Child SPI in, Child SPI out) of strongSwan's only SA pair."""
+    child = ss.children[0]
+    return ss.initiator_spi, ss.responder_spi, child.spi_in, child.spi_out
+
+
+def start_pair(
+    netns_topology: Callable[..., Topology],
+    strongswan_peer: Callable[..., StrongSwanPeer],
+    ikeguard_gateway: Callable[..., GatewayProcess],
+    spec: PairSpec,
+) -> Pair:
+    """Create the namespaces, start strongSwan then ikeguard with mirrored configs; nothing initiated yet."""
+    topo = netns_topology("direct")
+    creds = make_credentials(spec.auth)
+    left, right = topo.left, topo.right
+    v6 = spec.ipv6
+    ikg_addr = str(right.address6 if v6 else right.address)
+    ss_addr = str(left.address6 if v6 else left.address)
+    ikg_net = str(right.subnet6 if v6 else right.subnet)
+    ss_net = str(left.subnet6 if v6 else left.subnet)
+
+    # strongSwan (left)
+    ss_kwargs: dict[str, Any]
+    if creds is None:
+        ss_local, ss_remote = AuthConfig("psk", CLIENT_FQDN), AuthConfig("psk", GW_FQDN)
+        ss_kwargs = {"psks": [PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret=PSK)]}
+    else:
+        ss_local = AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"])
+        ss_remote = AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"])
+        ss_kwargs = {"certs": {"client": creds.client}, "cacerts": {"ca": creds.ca.cert}}
+    ss_child = ChildConfig(name=CHILD, local_ts=[ss_net], remote_ts=[ikg_net],
+                           esp_proposals=list(spec.ss_esp or (spec.suite.esp,)), **dict(spec.ss_child))
+    ss_conn = ConnectionConfig(name=CONN, local_addrs=[ss_addr], remote_addrs=[ikg_addr], local=ss_local,
+                               remote=ss_remote, proposals=[spec.suite.ike], children=[ss_child],
+                               **dict(spec.ss_conn))
+    peer = strongswan_peer(left.namespace, "strongswan", connections=[ss_conn], **ss_kwargs)
+
+    # ikeguard (right)
+    files: dict[str, bytes | str] = {}
+    secrets: list[IkgSecret] = []
+    authorities: list[IkgAuthority] = []
+    if creds is None:
+        ikg_local, ikg_remote = IkgLocal("psk", GW_FQDN), IkgRemote("psk", CLIENT_FQDN)
+        secrets = [IkgSecret("strongswan", [CLIENT_FQDN, GW_FQDN], PSK)]
+        files.update(secret_files(secrets))
+    else:
+        ikg_local = IkgLocal("pubkey", GW_FQDN, certs=["pki/gw.pem"], key="pki/gw.key")
+        ikg_remote = IkgRemote("pubkey", CLIENT_FQDN, cacerts=["test-ca"], revocation="relaxed")
+        authorities = [IkgAuthority("test-ca", cacert="pki/ca.pem")]
+        files.update({"pki/gw.pem": creds.gw.cert_pem(), "pki/gw.key": creds.gw.key_pem(),
+                      "pki/ca.pem": creds.ca.issued.cert_pem()})
+    ikg_child = IkgChild(CHILD, local_ts=[ikg_net], remote_ts=[ss_net],
+                         esp_proposals=list(spec.ikg_esp or (spec.suite.esp,)), **dict(spec.ikg_child))
+    ikg_conn = IkgConnection(CONN, local_addrs=[ikg_addr], remote_addrs=[ss_addr], local=ikg_local,
+                             remote=ikg_remote, children=[ikg_child], proposals=[spec.suite.ike],
+                             **dict(spec.ikg_conn))
+    gateway = {"retransmit_timeout": 1.0, "retransmit_tries": 3, **dict(spec.gateway)}
+    config = gateway_toml([ikg_conn], dataplane=spec.dataplane, listen=[ikg_addr], secrets=secrets,
+                          authorities=authorities, gateway=gateway)
+    gw = ikeguard_gateway(right.namespace, "gw", config, files)
+    return Pair(spec, topo, gw, peer)
