@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ikeguard.audit.events import EventName, Outcome
 from ikeguard.control.client import ControlClient, ControlError, ControlUnavailable
-from ikeguard.control.server import ControlServer, ControlSocketError
+from ikeguard.control.server import Caller, ControlServer, ControlSocketError
 from tests.control.recording import RecordingGateway
 
 T = TypeVar("T")
@@ -243,3 +245,31 @@ def test_protocol_line_is_one_json_object(sock_path: Path) -> None:
     assert message["id"] == 41 and message["ok"] is True
     assert message["total"] == 3 and len(message["result"]) == 1
 
+
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+_requests = st.fixed_dictionaries(
+    {"id": _json, "cmd": st.sampled_from(["sas", "conns", "initiate", "terminate", "rekey", "peers", "reload",
+                                          "events", "bogus"]) | _json},
+    optional={"args": st.dictionaries(st.sampled_from(["conn", "peer", "uniqueid", "offset", "limit", "child",
+                                                       "timeout", "action", "id", "ts", "ticket", "wait",
+                                                       "x"]), _json, max_size=5) | _json})
+
+
+@settings(max_examples=150, deadline=None)
+@given(request=_requests)
+def test_any_request_gets_a_one_line_answer_and_an_audit_record(request: dict[str, Any]) -> None:
+    gw = RecordingGateway(SAS)
+    gw.plan = None  # peers/reload reach for the plan: they must fail cleanly, not crash the server
+    server = ControlServer(gw, Path("/nonexistent/control.sock"))
+    caller = Caller(pid=1, uid=os.geteuid(), gid=0)
+    response = asyncio.run(server.handle(request, caller))
+    assert response["id"] == request["id"] and isinstance(response["ok"], bool)
+    if not response["ok"]:
+        assert isinstance(response["error"], str) and response["error"] and "\n" not in response["error"]
+        assert "Traceback" not in response["error"]
+    json.dumps(response)  # always serialisable
+    assert [e.event for e in gw.audit.events] == [EventName.ADMIN_COMMAND]
+    assert gw.audit.events[0].outcome is (Outcome.SUCCESS if response["ok"] else Outcome.FAILURE)
