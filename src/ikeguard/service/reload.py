@@ -90,8 +90,9 @@ def _restart_needed(old: Any, new: Any) -> list[str]:
 
 
 def _start_children(plan: Any, name: str) -> list[str]:
+    """Children with ``start_action = "start"`` (or ``"trap"``, which a userspace gateway treats as start)."""
     return [child for (conn, child), actions in plan.child_actions.items()
-            if conn == name and actions.start_action == "start"]
+            if conn == name and actions.start_action in ("start", "trap")]
 
 
 def _refusal(gateway: Any, path: Path, exc: Exception, admin: str) -> str:
@@ -138,7 +139,11 @@ def _terminate(gateway: Any, uniqueids: Iterable[int], reason: str) -> int:
 def _start(gateway: Any, plan: Any, name: str) -> None:
     children = _start_children(plan, name)
     try:
-        gateway.start_ike(name, children)  # starts the IKE SA without waiting for it (Gateway.start_ike)
+        actions = getattr(gateway, "actions", None)
+        if actions is not None:  # the gateway's start_action machinery: retries with backoff until up
+            actions.bring_up(name, children, None, "reload")
+        else:
+            gateway.start_ike(name, children)
     except Exception as exc:
         log.warning("reload: starting %s failed: %s", name, exc)
 
