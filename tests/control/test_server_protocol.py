@@ -273,3 +273,13 @@ def test_any_request_gets_a_one_line_answer_and_an_audit_record(request: dict[st
     json.dumps(response)  # always serialisable
     assert [e.event for e in gw.audit.events] == [EventName.ADMIN_COMMAND]
     assert gw.audit.events[0].outcome is (Outcome.SUCCESS if response["ok"] else Outcome.FAILURE)
+
+
+def test_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a directory to another user")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o755)
+    os.chown(foreign, 65534, 65534)
+    with pytest.raises(ControlSocketError, match="belongs to uid 65534"):
+        asyncio.run(ControlServer(RecordingGateway(), foreign / "control.sock").start())

@@ -178,9 +178,13 @@ class ControlServer:
         directory = self.path.parent
         if not directory.exists():
             directory.mkdir(mode=0o700, parents=True)
-        if directory.stat().st_mode & stat.S_IWOTH:
+        info = directory.stat()
+        if info.st_mode & stat.S_IWOTH:
             raise ControlSocketError(f"{directory} is world-writable: refusing to put the control socket "
                                      "there")
+        if info.st_uid not in (0, os.geteuid()):
+            raise ControlSocketError(f"{directory} belongs to uid {info.st_uid}, not to root or the "
+                                     "gateway's user: refusing to put the control socket there")
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
                 raise ControlSocketError(f"{self.path} exists and is not a socket")
@@ -278,8 +282,8 @@ class ControlServer:
         cmd = request.get("cmd")
         if not isinstance(cmd, str) or cmd not in self._handlers:
             names = ", ".join([*self._handlers, "events"])
-            shown = cmd if isinstance(cmd, str) else json.dumps(cmd)
-            self._audit(str(shown)[:64], caller, Outcome.FAILURE, "unknown command")
+            shown = (cmd if isinstance(cmd, str) else json.dumps(cmd))[:64]
+            self._audit(shown, caller, Outcome.FAILURE, "unknown command")
             error = f"unknown command {shown!r} (expected one of: {names})"
             return {"id": request_id, "ok": False, "error": error}
         try:
