@@ -142,8 +142,9 @@ def installed(sas: list[dict[str, Any]]) -> bool:
 
 
 def wait_one_sa(gw: GatewayProcess, timeout: float = 10.0) -> dict[str, Any]:
-    """ikeguard's single IKE SA once it and its Child SA are up."""
-    return gw.wait_sas(installed, timeout=timeout, what="one IKE SA with its Child SA installed")[0]
+    """ikeguard's single IKE SA of connection ``ikg`` once it and its Child SA are up."""
+    return gw.wait_sas(installed, timeout=timeout, what="one IKE SA with its Child SA installed",
+                       conn="ikg")[0]
 
 
 def assert_same_sa(ss_sa: IkeSaInfo, ikg: Mapping[str, Any]) -> None:
