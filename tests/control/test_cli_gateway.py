@@ -122,3 +122,13 @@ def test_gateway_failure_exits_1_without_traceback(served: tuple[RecordingGatewa
     result = run("sas", "--socket", str(path))
     assert result.exit_code == 1
     assert result.output.strip() == "ikeguard: internal error (RuntimeError); see the gateway log"
+
+
+def test_peers_takes_the_socket_before_or_after_the_subcommand(served: tuple[RecordingGateway, Path]) -> None:
+    gw, path = served
+    gw.plan = None  # the RecordingGateway has no inventories: the gateway's refusal comes back as exit 1
+    before = run("peers", "--socket", str(path), "list")
+    after = run("peers", "list", "--socket", str(path))
+    assert before.exit_code == after.exit_code == 1
+    assert before.output == after.output and "internal error" in before.output
+    assert run("peers", "list").exit_code == 2

@@ -51,6 +51,11 @@ def socket_from_config(config: Path) -> Path:
 
 
 def _socket(config: Path | None, socket_path: Path | None) -> Path:
+    ctx = click.get_current_context(silent=True)
+    group = ctx.find_object(dict) if ctx is not None else None
+    if group:  # `ikeguard peers -c FILE list`: options given to the group
+        config = config or group.get("config")
+        socket_path = socket_path or group.get("socket_path")
     if socket_path is not None:
         return socket_path
     if config is None:
@@ -184,8 +189,14 @@ def conns(config: Path | None, socket_path: Path | None, as_json: bool) -> None:
 
 # -- peers -----------------------------------------------------------------------------------------
 @click.group("peers")
-def peers() -> None:
+@click.option("-c", "--config", type=click.Path(path_type=Path, dir_okay=False),
+              help="the gateway's config file (the socket is found from its state_dir)")
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="the gateway's control socket")
+@click.pass_context
+def peers(ctx: click.Context, config: Path | None, socket_path: Path | None) -> None:
     """The peer inventory of a template connection, changed without a reload (audited)."""
+    ctx.obj = {"config": config, "socket_path": socket_path}
 
 
 @peers.command("list")
