@@ -47,7 +47,7 @@ def demo(as_json: bool, keep_dir: bool) -> None:
             err=True,
         )
         sys.exit(2)
-    from ikeguard.tools.demo.display import Display
+    from ikeguard.tools.demo.display import Display, first_line
     from ikeguard.tools.demo.runner import run_demo
 
     width = None if sys.stdout.isatty() else 120
@@ -56,5 +56,7 @@ def demo(as_json: bool, keep_dir: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     if not result.ok:
-        click.echo(f"ikeguard demo: step {result.failed_step!r} failed: {result.error}", err=True)
+        click.echo(
+            f"ikeguard demo: step {result.failed_step!r} failed: {first_line(result.error or '')}", err=True
+        )
         sys.exit(1)

@@ -61,6 +61,11 @@ def check_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def first_line(text: str) -> str:
+    """The first line of a (possibly multi-line) message, for tables and one-line verdicts."""
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
 class Display:
     """Rich progress display and evidence panels for one demo run."""
 
@@ -187,7 +192,7 @@ class Display:
         table.add_column("step")
         table.add_column("shown", overflow="fold")
         for s in result.steps:
-            table.add_row("[green]✔[/]" if s.ok else "[red]✘[/]", s.title, s.detail)
+            table.add_row("[green]✔[/]" if s.ok else "[red]✘[/]", s.title, first_line(s.detail))
         self.console.print(table)
         if result.ok:
             self.console.print(
@@ -197,6 +202,5 @@ class Display:
                 "check and audit verify passing."
             )
         else:
-            self.console.print(
-                f"[bold red]demo failed[/] at step [bold]{result.failed_step}[/]: {result.error}"
-            )
+            reason = first_line(result.error or "")
+            self.console.print(f"[bold red]demo failed[/] at step [bold]{result.failed_step}[/]: {reason}")

@@ -60,10 +60,11 @@ SIEM_TIMEOUT_S = 10.0
 class StepFailed(Exception):
     """A demo step did not show what it should; `step` names it."""
 
-    def __init__(self, step: str, message: str) -> None:
+    def __init__(self, step: str, message: str, *, interrupted: bool = False) -> None:
         super().__init__(f"{step}: {message}")
         self.step = step
         self.message = message
+        self.interrupted = interrupted
 
 
 @dataclass
@@ -161,7 +162,7 @@ class Demo:
             raise
         except KeyboardInterrupt:
             self._record(key, title, False, start, "interrupted")
-            raise StepFailed(key, "interrupted (Ctrl-C or SIGTERM)") from None
+            raise StepFailed(key, "interrupted (Ctrl-C or SIGTERM)", interrupted=True) from None
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             self._record(key, title, False, start, message)
@@ -182,31 +183,49 @@ class Demo:
         """All steps, then teardown; never raises (the result says what failed)."""
         install_signal_handlers()  # SIGTERM/SIGHUP unwind like Ctrl-C, so teardown below always runs
         self.show.intro()
+        failures: list[StepFailed] = []
         try:
-            self._steps()
-            self.result.ok = True
+            self._steps(failures)
         except StepFailed as exc:
-            self.result.failed_step = exc.step
-            self.result.error = exc.message
+            failures.append(exc)
         except KeyboardInterrupt:
-            self.result.failed_step = self.result.failed_step or "(between steps)"
-            self.result.error = "interrupted (Ctrl-C or SIGTERM)"
+            failures.append(
+                StepFailed("(between steps)", "interrupted (Ctrl-C or SIGTERM)", interrupted=True)
+            )
         finally:
+            if failures:
+                # An interruption names the step it stopped; otherwise the first step that failed.
+                named = next((f for f in failures if f.interrupted), failures[0])
+                self.result.failed_step = named.step
+                self.result.error = "; ".join(
+                    f.message if len(failures) == 1 else f"{f.step}: {f.message}" for f in failures
+                )
+            elif self.result.error is None:
+                self.result.ok = True
             self._teardown()
         self.result.seconds = time.monotonic() - self._started
         self.show.summary(self.result)
         return self.result
 
-    def _steps(self) -> None:
+    def _steps(self, failures: list[StepFailed]) -> None:
+        """The steps in order. The first four build on each other (a failure stops the run); the others are
+        independent pieces of evidence, so after one fails the rest are still shown and the exit names it."""
         self._step_pki()
         self._step_network()
-        self._step_check()
+        self._independent(self._step_check, failures)
         self._step_gateways()
         self._step_tunnels()
-        self._step_traffic()
-        self._step_segmentation()
-        self._step_revocation()
-        self._step_audit()
+        for step in (self._step_traffic, self._step_segmentation, self._step_revocation, self._step_audit):
+            self._independent(step, failures)
+
+    @staticmethod
+    def _independent(step: Callable[[], None], failures: list[StepFailed]) -> None:
+        try:
+            step()
+        except StepFailed as exc:
+            if exc.interrupted:
+                raise
+            failures.append(exc)
 
     # -- steps --------------------------------------------------------------------------------------
     def _step_pki(self) -> None:
@@ -531,11 +550,14 @@ class Demo:
             with self.show.running("Removing gateways, namespaces, TUN devices and files"):
                 for t in self._start_threads:  # a gateway still starting must not appear after its stop
                     t.join(timeout=30.0)
-                for gw in reversed(list(self.gateways.values())):
-                    try:
-                        gw.stop(timeout=10.0)
-                    except Exception as exc:
-                        problems.append(f"{gw.name}: {exc}")
+                # All gateways at once (each sends its DELETEs and waits up to 2 s for the answers).
+                stoppers = [
+                    threading.Thread(target=_stop_into, args=(gw, problems)) for gw in self.gateways.values()
+                ]
+                for t in stoppers:
+                    t.start()
+                for t in stoppers:
+                    t.join()
                 if self.lab is not None:
                     try:
                         self.lab.close()  # stops the SIEM by PID, deletes namespaces (veths, TUNs with them)
@@ -556,6 +578,13 @@ class Demo:
                 self.result.failed_step = "teardown"
                 self.result.error = "; ".join(problems)
         self.show.teardown_done(self.result)
+
+
+def _stop_into(gw: GatewayProcess, problems: list[str]) -> None:
+    try:
+        gw.stop(timeout=10.0)
+    except Exception as exc:
+        problems.append(f"{gw.name}: {exc}")
 
 
 def _start_into(gw: GatewayProcess, errors: list[BaseException]) -> None:
