@@ -76,6 +76,7 @@ def _installed(sas: list[dict[str, Any]]) -> bool:
         and sas[0]["children"][0]["state"] == "installed"
 
 
+@pytest.mark.slow
 def test_every_verb_against_ikeguard_and_strongswan(
     netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
 ) -> None:
