@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -21,6 +22,7 @@ from ikeguard.tools.demo.scenario import (
     IKE_PROPOSAL,
     MERCHANT_A,
     MERCHANT_B,
+    MERCHANT_C,
     PROCESSOR,
     REMOTE_ID_PATTERN,
 )
@@ -88,7 +90,8 @@ class Display:
                     f"[cyan]{REMOTE_ID_PATTERN}[/] and a peer inventory;\n"
                     f"merchant A ({MERCHANT_A.address}, {MERCHANT_A.subnet}) and merchant B "
                     f"({MERCHANT_B.address}, {MERCHANT_B.subnet}); IKE {IKE_PROPOSAL}, "
-                    f"ESP {ESP_PROPOSAL} (PFS); profile pci-dss-4"
+                    f"ESP {ESP_PROPOSAL} (PFS); profile pci-dss-4;\n"
+                    f"merchant C ({MERCHANT_C.address}) reported its device stolen (certificate revoked)"
                 ),
                 border_style="blue",
             )
@@ -103,10 +106,9 @@ class Display:
     def step_done(self, title: str, ok: bool, seconds: float, detail: str) -> None:
         """One line per finished step."""
         mark = "[bold green]✔[/]" if ok else "[bold red]✘[/]"
-        line = f"{mark} {title} [dim]({seconds:.1f} s)[/]"
+        self.console.print(f"{mark} {title} [dim]({seconds:.1f} s)[/]", highlight=False)
         if detail:
-            line += f"\n    [dim]{detail}[/]" if ok else f"\n    [red]{detail}[/]"
-        self.console.print(line, highlight=False)
+            self.console.print(Padding(Text(detail, style="dim" if ok else "red"), (0, 0, 0, 4)))
 
     def command_output(self, command: str, output: str, returncode: int = 0) -> None:
         """A real CLI command and what it printed."""

@@ -248,13 +248,13 @@ class Demo:
             (siem_dir / "client-ca.pem").write_bytes(self.scenario.siem.client_ca)
             self.result.evidence["pki"] = {
                 "ca": self.scenario.ca_subject,
-                "devices": [site.identity for site in (PROCESSOR, MERCHANT_A, MERCHANT_B)],
+                "devices": [site.identity for site in (PROCESSOR, MERCHANT_A, MERCHANT_B, MERCHANT_C)],
                 "not_after": self.scenario.not_after.isoformat(),
                 "crl_revoked_serial": f"{self.scenario.revoked_serial:x}",
             }
             detail.append(
-                f"CA {self.scenario.ca_subject}; 3 device certificates valid until "
-                f"{self.scenario.not_after:%Y-%m-%d %H:%M} UTC; CRL revokes retired merchant C's device"
+                f"CA {self.scenario.ca_subject}; device certificates (processor, merchants A, B, C) valid "
+                f"until {self.scenario.not_after:%Y-%m-%d %H:%M} UTC; the CRL revokes merchant C's cert"
             )
 
     def _step_network(self) -> None:
@@ -478,7 +478,7 @@ class Demo:
             )
 
     def _step_revocation(self) -> None:
-        title = "Revocation: retired merchant C's device (certificate on the CRL) tries to connect"
+        title = "Revocation: merchant C's stolen device (certificate on the CRL) tries to connect"
         with self.step("revocation", title) as detail:
             assert self.scenario is not None
             processor = self.gateway(PROCESSOR)
