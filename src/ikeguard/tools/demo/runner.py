@@ -384,7 +384,7 @@ class Demo:
                     "-i",
                     "0.2",
                     "-W",
-                    "2",
+                    "3",
                     "-I",
                     str(site.subnet_address),
                     str(PROCESSOR.subnet_address),
