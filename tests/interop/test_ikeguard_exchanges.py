@@ -219,3 +219,53 @@ def test_fragmented_ike_auth_with_rsa4096_chain(
     assert got and min(got) > 1500, got
     assert f"authentication of '{GW_FQDN}' with RSA" in log
 
+
+
+# ---------------------------------------------------------------------------------------------- MOBIKE
+def test_mobike_strongswan_follows_the_ikeguard_initiator_to_its_new_address(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
+) -> None:
+    """ikeguard (client side, initiator) loses 192.0.2.2 and gets 192.0.2.3: its address monitor sends
+    UPDATE_SA_ADDRESSES from the new address; strongSwan keeps the same IKE SA (SPIs) at the new address."""
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    peer = strongswan_side(strongswan_peer, right, left, spec=PairSpec(ikg_id=CLIENT_FQDN, ss_id=GW_FQDN),
+                           remote_addr="%any", conn={"mobike": True})
+    gw = ikeguard_side(ikeguard_gateway, left, right, spec=PairSpec(ikg_id=CLIENT_FQDN, ss_id=GW_FQDN),
+                       listen=["0.0.0.0"], conn={"mobike": True, "dpd_delay": "2s"},
+                       child={"start_action": "start"})
+    before = peer.wait_established("ikg", "net")
+    sa = wait_one_sa(gw)
+    assert_same_sa(before, sa)
+    assert before.remote_host == str(left.address) and sa["local_addr"] == str(left.address)
+
+    ns = left.namespace
+    ns.sysctl(f"net.ipv4.conf.{left.ifname}.promote_secondaries", 1)
+    ns.add_address(left.ifname, "192.0.2.3/24")
+    ns.ip("addr", "del", f"{left.address}/24", "dev", left.ifname)
+
+    after = peer.wait_for(lambda sas: len(sas) == 1 and sas[0].remote_host == "192.0.2.3", timeout=10,
+                          what="strongSwan's IKE SA at the new address")[0]
+    assert (after.uniqueid, after.initiator_spi, after.responder_spi) == (
+        before.uniqueid, before.initiator_spi, before.responder_spi)  # the same IKE SA, moved
+    assert after.state == "ESTABLISHED"
+    log = peer.log()
+    assert "parsed INFORMATIONAL request 2 [ N(UPD_SA_ADDR) N(COOKIE2) N(NATD_S_IP) N(NATD_D_IP) ]" in log
+    assert f"remote endpoint changed from {left.address}[4500] to 192.0.2.3[4500]" in log
+    # kernel-libipsec cannot move an installed SA, so strongSwan rekeys its CHILD_SA after the update (its
+    # own choice, logged as "queueing CHILD_REKEY task"); ikeguard follows that rekey too.
+    moved = gw.wait_sas(lambda sas: len(sas) == 1 and sas[0]["local_addr"] == "192.0.2.3"
+                        and len(sas[0]["children"]) == 1 and sas[0]["children"][0]["state"] == "installed",
+                        timeout=5)[0]
+    assert (moved["spi_i"], moved["spi_r"]) == (sa["spi_i"], sa["spi_r"])
+    now = peer.wait_for(lambda sas: len(sas) == 1 and len(sas[0].children) == 1
+                        and sas[0].children[0].state == "INSTALLED", what="one Child SA after the move")[0]
+    assert_same_sa(now, gw.sas()[0])
+    changed = [e for e in gw.audit_events() if e["event"] == "ike.address_changed"]
+    assert changed and changed[-1]["outcome"] == "success" and "192.0.2.3" in changed[-1]["reason"]
+
+    # The moved SA is alive: a liveness check from the new address is answered (no DPD timeout).
+    time.sleep(3)
+    assert [s["spi_i"] for s in gw.sas()] == [sa["spi_i"]]
+    assert len(peer.list_sas()) == 1
+    assert "dpd.timeout" not in {e["event"] for e in gw.audit_events()}

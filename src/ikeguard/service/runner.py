@@ -24,6 +24,7 @@ from typing import Any
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.policy.errors import ConfigError
+from ikeguard.service.addresses import AddressMonitor
 from ikeguard.service.dataplane import DataPlaneUnavailable, OpenedDataPlane, open_dataplane
 from ikeguard.service.gateway import Gateway
 from ikeguard.service.sdnotify import notify
@@ -157,6 +158,8 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
         await gateway.stop("start-up failed")
         return 1
     loop = asyncio.get_running_loop()
+    addresses = AddressMonitor(gateway)
+    addresses.start(loop)  # local address changes -> MOBIKE (RFC 4555 §3.5)
     stopping = asyncio.Event()
     reloads: set[asyncio.Task[Any]] = set()
 
@@ -193,5 +196,6 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
     if stop_metrics is not None:
         with contextlib.suppress(Exception):
             stop_metrics()
+    addresses.close()
     await gateway.stop()
     return 0
