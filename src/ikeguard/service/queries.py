@@ -43,6 +43,9 @@ def sa_infos(gateway: Gateway, sas: Iterable[IkeSa]) -> list[dict[str, Any]]:
                 entry["bytes_in"], entry["packets_in"] = counters_in.bytes, counters_in.packets
             if counters_out is not None:
                 entry["bytes_out"], entry["packets_out"] = counters_out.bytes, counters_out.packets
+            # per-SA drops by reason (docs/dataplane.md): in replay/icv/selector/..., out too_big/...
+            entry["drops"] = {"in": dict(counters_in.drops) if counters_in is not None else {},
+                              "out": dict(counters_out.drops) if counters_out is not None else {}}
         result.append(info)
     return result
 
