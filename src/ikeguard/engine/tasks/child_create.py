@@ -217,7 +217,15 @@ class ChildCreateTask(Task):
                     self.ke_group = wanted
                     return Status.RETRY
             name = name_of(NotifyType, int(error.notify_type)) if error is not None else "no SA payload"
-            self._fail(sa, f"peer refused Child SA {self.settings.name}: {name}")
+            reason = f"peer refused Child SA {self.settings.name}: {name}"
+            if self.rekeyed is not None and self.ke_group and name == "NO_PROPOSAL_CHOSEN":
+                # A rekey offers the transforms the peer already accepted, plus our PFS group: say so.
+                group = name_of(KeId, self.ke_group)
+                reason = (
+                    f"PFS mismatch for {self.settings.name}: peer refused the rekey with {name}; "
+                    f"we require key exchange {group} (PFS), the peer's ESP proposals likely have none"
+                )
+            self._fail(sa, reason)
             return Status.DONE
         try:
             self._complete_initiator(sa, msg)
