@@ -28,7 +28,7 @@ from ikeguard.tools.demo.scenario import (
 )
 
 if TYPE_CHECKING:
-    from ikeguard.tools.demo.runner import DemoResult
+    from ikeguard.tools.demo.result import DemoResult
 
 _AUDIT_FIELDS = (
     "seq",

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
-import re
 import shutil
 import signal
 import subprocess
@@ -22,18 +20,27 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ikeguard.tools.demo import display
+from ikeguard.tools.demo.probes import (
+    PING_RE,
+    child_packets,
+    established,
+    installed_child,
+    read_jsonl,
+    readline_within,
+    run_cli,
+    sa_evidence,
+)
+from ikeguard.tools.demo.result import DemoResult, StepFailed, StepRecord
 from ikeguard.tools.demo.scenario import (
     CHILD,
     CLAIM_CHILD,
     CONNECTION_MERCHANT,
     CONNECTION_PROCESSOR,
-    ESP_PROPOSAL,
     IKE_PROPOSAL,
     MERCHANT_A,
     MERCHANT_B,
@@ -55,80 +62,6 @@ TUNNEL_TIMEOUT_S = 20.0
 REFUSAL_TIMEOUT_S = 10.0
 CLAIM_TIMEOUT_S = 5.0  # `initiate` waits this long for a Child SA that is never installed
 SIEM_TIMEOUT_S = 10.0
-
-
-class StepFailed(Exception):
-    """A demo step did not show what it should; `step` names it."""
-
-    def __init__(self, step: str, message: str, *, interrupted: bool = False) -> None:
-        super().__init__(f"{step}: {message}")
-        self.step = step
-        self.message = message
-        self.interrupted = interrupted
-
-
-@dataclass
-class StepRecord:
-    """One step as run: its key, title, outcome, duration and a one-line result."""
-
-    key: str
-    title: str
-    ok: bool
-    seconds: float
-    detail: str
-
-
-@dataclass
-class DemoResult:
-    """What the run showed (for the summary and `--json`)."""
-
-    ok: bool = False
-    failed_step: str | None = None
-    error: str | None = None
-    steps: list[StepRecord] = field(default_factory=list)
-    evidence: dict[str, Any] = field(default_factory=dict)
-    workdir: str | None = None
-    kept: bool = False
-    namespaces: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready summary."""
-        return {
-            "ok": self.ok,
-            "failed_step": self.failed_step,
-            "error": self.error,
-            "seconds": round(self.seconds, 2),
-            "steps": [
-                {
-                    "step": s.key,
-                    "title": s.title,
-                    "ok": s.ok,
-                    "seconds": round(s.seconds, 2),
-                    "detail": s.detail,
-                }
-                for s in self.steps
-            ],
-            "evidence": self.evidence,
-            "namespaces": self.namespaces,
-            "workdir": self.workdir if self.kept else None,
-        }
-
-
-def _cli(*args: str, columns: int | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run the real `ikeguard` CLI (the console script next to this interpreter) and capture its output.
-
-    With `columns`, its tables are drawn for that width with colours (rich: TTY_COMPATIBLE + COLUMNS), so they
-    fit in the demo's panels."""
-    script = Path(sys.executable).parent / "ikeguard"
-    argv = [str(script), *args] if script.exists() else [sys.executable, "-m", "ikeguard", *args]
-    env = dict(os.environ)
-    if columns is not None:
-        env.update({"TTY_COMPATIBLE": "1", "COLUMNS": str(columns)})
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env)
-
-
-_PING_RE = re.compile(r"(\d+) packets transmitted, (\d+) received")
 
 
 class Demo:
@@ -208,8 +141,8 @@ class Demo:
         return self.result
 
     def _steps(self, failures: list[StepFailed]) -> None:
-        """The steps in order. The first four build on each other (a failure stops the run); the others are
-        independent pieces of evidence, so after one fails the rest are still shown and the exit names it."""
+        """The steps in order. pki, network, gateways and tunnels build on each other (a failure stops the
+        run); the others are independent evidence: after a failure the rest still run, the exit names it."""
         self._step_pki()
         self._step_network()
         self._independent(self._step_check, failures)
@@ -265,28 +198,24 @@ class Demo:
             self.network = build_network(self.lab)
             self.result.namespaces = self.network.names
             siem_dir = self.workdir / "siem"
-            self.siem_proc = self.network.wan.popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ikeguard.tools.demo.siem",
-                    "--listen",
-                    f"{SIEM_ADDRESS}:{SIEM_PORT}",
-                    "--cert",
-                    str(siem_dir / "server.pem"),
-                    "--key",
-                    str(siem_dir / "server.key"),
-                    "--client-ca",
-                    str(siem_dir / "client-ca.pem"),
-                    "--out",
-                    str(siem_dir / "received.jsonl"),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=(siem_dir / "siem.log").open("w"),
-                text=True,
-            )
+            argv = [
+                sys.executable,
+                "-m",
+                "ikeguard.tools.demo.siem",
+                "--listen",
+                f"{SIEM_ADDRESS}:{SIEM_PORT}",
+            ]
+            argv += ["--cert", str(siem_dir / "server.pem"), "--key", str(siem_dir / "server.key")]
+            argv += [
+                "--client-ca",
+                str(siem_dir / "client-ca.pem"),
+                "--out",
+                str(siem_dir / "received.jsonl"),
+            ]
+            with (siem_dir / "siem.log").open("w") as log:  # the child keeps its own copy of the descriptor
+                self.siem_proc = self.network.wan.popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
             assert self.siem_proc.stdout is not None
-            line = _readline(self.siem_proc.stdout, 15.0)
+            line = readline_within(self.siem_proc.stdout, 15.0)
             if line.strip() != "listening":
                 raise StepFailed("network", f"the demo SIEM did not start: {line!r}")
             detail.append(", ".join(self.network.names))
@@ -295,7 +224,7 @@ class Demo:
         with self.step("check", "`ikeguard check`: the processor's config against pci-dss-4") as detail:
             assert self.workdir is not None
             config = self.workdir / PROCESSOR.name / "gateway.toml"
-            proc = _cli("check", "-c", str(config), "--json")
+            proc = run_cli("check", "-c", str(config), "--json")
             try:
                 report = json.loads(proc.stdout)
             except ValueError:
@@ -344,7 +273,7 @@ class Demo:
             wanted = {MERCHANT_A.identity, MERCHANT_B.identity}
 
             def both_up(sas: list[dict[str, Any]]) -> bool:
-                up = {sa.get("remote_id") for sa in sas if _established(sa) and _child(sa, CHILD)}
+                up = {sa.get("remote_id") for sa in sas if established(sa) and installed_child(sa, CHILD)}
                 return wanted <= up
 
             sas = processor.wait_sas(
@@ -353,18 +282,18 @@ class Demo:
                 what="both merchants' tunnels up",
                 conn=CONNECTION_PROCESSOR,
             )
-            self.result.evidence["sas"] = [_sa_evidence(sa) for sa in sas]
+            self.result.evidence["sas"] = [sa_evidence(sa) for sa in sas]
             for sa in sas:
                 if sa.get("proposal") != IKE_PROPOSAL:
                     raise StepFailed(
                         "tunnels", f"IKE SA with {sa.get('remote_id')} uses {sa.get('proposal')}"
                     )
-            text = _cli("sas", "--socket", str(processor.control_socket), columns=self.show.inner_width)
+            text = run_cli("sas", "--socket", str(processor.control_socket), columns=self.show.inner_width)
             if text.returncode != 0:
                 raise StepFailed("tunnels", f"`ikeguard sas` exited {text.returncode}: {text.stderr.strip()}")
             self.show.command_output(f"ikeguard sas --socket {processor.control_socket}", text.stdout)
             for sa in sas:
-                child = _child(sa, CHILD)
+                child = installed_child(sa, CHILD)
                 assert child is not None
                 detail.append(f"{sa['remote_id']}: {', '.join(child['remote_ts'])}")
 
@@ -372,7 +301,7 @@ class Demo:
         with self.step("traffic", "Traffic through the tunnels: ping from each merchant's subnet") as detail:
             assert self.network is not None
             processor = self.gateway(PROCESSOR)
-            before = _child_packets(processor.sas(conn=CONNECTION_PROCESSOR))
+            before = child_packets(processor.sas(conn=CONNECTION_PROCESSOR))
             pings: list[dict[str, Any]] = []
             for site in (MERCHANT_A, MERCHANT_B):
                 ns = self.network.namespace(site)
@@ -390,7 +319,7 @@ class Demo:
                     str(PROCESSOR.subnet_address),
                 ]
                 proc = ns.run(*argv, check=False, timeout=20)
-                m = _PING_RE.search(proc.stdout)
+                m = PING_RE.search(proc.stdout)
                 sent, received = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
                 pings.append(
                     {
@@ -402,7 +331,7 @@ class Demo:
                     }
                 )
             time.sleep(0.3)  # counters are read from the data plane; let the last replies land
-            after = _child_packets(processor.sas(conn=CONNECTION_PROCESSOR))
+            after = child_packets(processor.sas(conn=CONNECTION_PROCESSOR))
             for ping in pings:
                 identity = MERCHANT_A.identity if ping["site"] == MERCHANT_A.name else MERCHANT_B.identity
                 ping["processor_packets_in"] = after.get(identity, 0) - before.get(identity, 0)
@@ -435,7 +364,7 @@ class Demo:
                 "--timeout",
                 f"{CLAIM_TIMEOUT_S:g}",
             )
-            proc = _cli(*args, "--socket", str(merchant_b.control_socket), columns=self.show.inner_width)
+            proc = run_cli(*args, "--socket", str(merchant_b.control_socket), columns=self.show.inner_width)
             self.show.command_output(
                 f"ikeguard {' '.join(args)}   (on merchant B)", proc.stdout + proc.stderr, proc.returncode
             )
@@ -462,7 +391,7 @@ class Demo:
             b_children = [
                 child
                 for sa in processor.sas(conn=CONNECTION_PROCESSOR)
-                if sa.get("remote_id") == MERCHANT_B.identity and _established(sa)
+                if sa.get("remote_id") == MERCHANT_B.identity and established(sa)
                 for child in sa.get("children", [])
             ]
             if any(str(MERCHANT_A.subnet) in child.get("remote_ts", []) for child in b_children):
@@ -513,7 +442,7 @@ class Demo:
         with self.step("audit", "`ikeguard audit verify` on the processor's trail; SIEM delivery") as detail:
             assert self.workdir is not None
             config = self.workdir / PROCESSOR.name / "gateway.toml"
-            proc = _cli("audit", "verify", "-c", str(config), columns=self.show.inner_width)
+            proc = run_cli("audit", "verify", "-c", str(config), columns=self.show.inner_width)
             self.show.command_output(
                 f"ikeguard audit verify -c {config}", proc.stdout + proc.stderr, proc.returncode
             )
@@ -524,12 +453,12 @@ class Demo:
             def siem_has_refusal() -> bool:
                 return any(
                     m["client"] == PROCESSOR.identity and m["msgid"] == "ts.rejected"
-                    for m in _read_jsonl(received)
+                    for m in read_jsonl(received)
                 )
 
             if not wait_until(siem_has_refusal, SIEM_TIMEOUT_S, 0.2):
                 raise StepFailed("audit", "the SIEM did not receive the processor's ts.rejected record")
-            messages = _read_jsonl(received)
+            messages = read_jsonl(received)
             per_client: dict[str, int] = {}
             for m in messages:
                 per_client[m["client"]] = per_client.get(m["client"], 0) + 1
@@ -594,65 +523,6 @@ def _start_into(gw: GatewayProcess, errors: list[BaseException]) -> None:
         errors.append(exc)
 
 
-def _readline(stream: Any, timeout: float) -> str:
-    """One line from a child's stdout, or '' after `timeout` s."""
-    box: list[str] = []
-    reader = threading.Thread(target=lambda: box.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return box[0] if box else ""
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in lines:
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(line))
-    return out
-
-
-def _established(sa: dict[str, Any]) -> bool:
-    return str(sa.get("state", "")).upper() == "ESTABLISHED"
-
-
-def _child(sa: dict[str, Any], name: str) -> dict[str, Any] | None:
-    for child in sa.get("children", []):
-        if child.get("name") == name and str(child.get("state", "")).upper() == "INSTALLED":
-            return dict(child)
-    return None
-
-
-def _child_packets(sas: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """Packets received per remote identity over its card-data children."""
-    out: dict[str, int] = {}
-    for sa in sas:
-        for child in sa.get("children", []):
-            if child.get("name") == CHILD:
-                rid = str(sa.get("remote_id"))
-                out[rid] = out.get(rid, 0) + int(child.get("packets_in", 0))
-    return out
-
-
-def _sa_evidence(sa: dict[str, Any]) -> dict[str, Any]:
-    child = _child(sa, CHILD) or {}
-    return {
-        "remote_id": sa.get("remote_id"),
-        "remote_addr": sa.get("remote_addr"),
-        "state": sa.get("state"),
-        "proposal": sa.get("proposal"),
-        "child": child.get("name"),
-        "child_proposal": child.get("proposal"),
-        "local_ts": child.get("local_ts"),
-        "remote_ts": child.get("remote_ts"),
-        "spi_in": child.get("spi_in"),
-        "spi_out": child.get("spi_out"),
-    }
-
-
 def run_demo(
     show: display.Display,
     *,
@@ -667,4 +537,4 @@ def run_demo(
     return result
 
 
-__all__ = ["ESP_PROPOSAL", "Demo", "DemoResult", "StepFailed", "StepRecord", "run_demo"]
+__all__ = ["Demo", "DemoResult", "StepFailed", "StepRecord", "run_demo"]
