@@ -112,3 +112,21 @@ def test_driver_keeps_a_gone_child_policy_until_a_new_child_takes_the_selectors(
     assert error is not None and error.reason == "table full" and error.child_uniqueid == 12
     driver.remove_everything()
     assert plane.sas == {} and plane.policies == {}
+
+
+def test_driver_drops_kept_policies_of_connections_removed_from_the_configuration() -> None:
+    plane = NoneDataPlane()
+    configured = {"c"}
+    driver = ChildSaDriver(plane, GatewayStats(), lambda name: name in configured)
+    ts = ("10.1.0.0/24", "10.2.0.0/24")
+    driver.install(_install(10, 0x1000, Direction.INBOUND, ts), "c")
+    driver.install(_install(10, 0x2000, Direction.OUTBOUND, ts), "c")
+    driver.child_gone(10)
+    assert set(plane.policies) == {10}  # fail closed while "c" is configured
+    configured.clear()  # a reload removed "c"
+    driver.release_unconfigured()
+    assert plane.policies == {}
+    driver.install(_install(11, 0x3000, Direction.INBOUND, ts), "gone")
+    driver.install(_install(11, 0x4000, Direction.OUTBOUND, ts), "gone")
+    driver.child_gone(11)
+    assert plane.policies == {}  # an unconfigured connection's Child SA keeps nothing

@@ -85,7 +85,7 @@ class Gateway:
         plan.restrict_esp(esp_supported(dataplane.features))
         self.engine = IkeManager(plan.connections.values(), plan.engine_settings, random=SystemRandom(),
                                  validator=plan.validator, peer_selectors=plan.selectors)
-        self.children = ChildSaDriver(dataplane, self.stats)
+        self.children = ChildSaDriver(dataplane, self.stats, lambda name: name in self.plan.connections)
         self.transport = Transport(plan, self._receive, self.stats, prepare_ike_socket(dataplane.features))
         self.actions = ActionPolicy(self)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -448,6 +448,7 @@ class Gateway:
         ctx.validator = plan.validator
         ctx.peer_selectors = plan.selectors
         ctx.settings = plan.engine_settings
+        self.children.release_unconfigured()
 
 
 def config_event(event: EventName, reason: str, *, outcome: Outcome = Outcome.SUCCESS, connection: str = "",

@@ -3,13 +3,15 @@
 ``InstallChildSa`` -> ``add_policy`` (outbound, before the SA: fail closed) + ``add_sa``; ``DeleteChildSa`` ->
 ``delete_sa`` with the final counters folded into :class:`GatewayStats`; ``UpdateSaAddresses`` ->
 ``update_sa_addresses``. A Child SA that is gone keeps its policy (traffic for its selectors is dropped, never
-sent in the clear, RFC 4301 §4.4.1) until a new Child SA with the same selectors takes it over or the gateway
-stops. Data-plane upcalls are translated back into engine inputs by SPI.
+sent in the clear, RFC 4301 §4.4.1) until a new Child SA with the same selectors takes it over, its
+connection is removed from the configuration, or the gateway stops. Data-plane upcalls are translated back
+into engine inputs by SPI.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ikeguard.dataplane.base import (
@@ -54,14 +56,16 @@ class InstallError:
 class ChildSaDriver:
     """Keeps the data plane in step with the engine's Child SAs."""
 
-    def __init__(self, dataplane: DataPlane, stats: GatewayStats) -> None:
+    def __init__(self, dataplane: DataPlane, stats: GatewayStats,
+                 configured: Callable[[str], bool] = lambda connection: True) -> None:
         self.dataplane = dataplane
         self.stats = stats
+        self.configured = configured  # is this connection still in the configuration? (else no fail-closed)
         self.children: dict[int, ChildRecord] = {}  # child uniqueid -> record
         self._by_spi_in: dict[int, int] = {}
         self._by_spi_out: dict[int, int] = {}
         self._policies: dict[int, Selectors] = {}  # child uniqueid -> selectors with a policy installed
-        self._orphans: dict[Selectors, int] = {}  # selectors of a gone Child SA: policy kept (fail closed)
+        self._orphans: dict[Selectors, tuple[int, str]] = {}  # gone Child SA (uid, conn): policy kept
 
     # ------------------------------------------------------------------ engine outputs
     def install(self, event: InstallChildSa, connection: str) -> InstallError | None:
@@ -126,13 +130,21 @@ class ChildSaDriver:
         selectors = self._policies.get(child_uniqueid)
         if selectors is None:
             return
-        if any(s == selectors for cid, s in self._policies.items() if cid != child_uniqueid):
-            self._remove_policy(child_uniqueid)  # a live Child SA (the rekeyed one) shares the selectors
+        shared = any(s == selectors for cid, s in self._policies.items() if cid != child_uniqueid)
+        if shared or not self.configured(record.connection):
+            self._remove_policy(child_uniqueid)  # a rekeyed Child SA has the selectors, or the conn left
         else:
             old = self._orphans.get(selectors)
-            self._orphans[selectors] = child_uniqueid
+            self._orphans[selectors] = (child_uniqueid, record.connection)
             if old is not None:
-                self._remove_policy(old)
+                self._remove_policy(old[0])
+
+    def release_unconfigured(self) -> None:
+        """After a reload: drop the kept policies of connections that are no longer configured."""
+        for selectors, (child, connection) in list(self._orphans.items()):
+            if not self.configured(connection):
+                del self._orphans[selectors]
+                self._remove_policy(child)
 
     # ------------------------------------------------------------------ queries and upcalls
     def counters(self, spi: int, inbound: bool) -> SaCounters | None:
@@ -175,8 +187,8 @@ class ChildSaDriver:
         self.dataplane.add_policy(child_uniqueid, *selectors)
         self._policies[child_uniqueid] = selectors
         old = self._orphans.pop(selectors, None)
-        if old is not None and old != child_uniqueid:
-            self._remove_policy(old)  # the new Child SA took the selectors over
+        if old is not None and old[0] != child_uniqueid:
+            self._remove_policy(old[0])  # the new Child SA took the selectors over
 
     def _remove_policy(self, child_uniqueid: int) -> None:
         if self._policies.pop(child_uniqueid, None) is None:
