@@ -114,7 +114,17 @@ class Demo:
     # -- the run ------------------------------------------------------------------------------------
     def run(self) -> DemoResult:
         """All steps, then teardown; never raises (the result says what failed)."""
+        main_thread = threading.current_thread() is threading.main_thread()
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)} if main_thread else {}
         install_signal_handlers()  # SIGTERM/SIGHUP unwind like Ctrl-C, so teardown below always runs
+        try:
+            return self._run()
+        finally:
+            for sig, handler in saved.items():  # leave the caller's process as we found it
+                if handler is not None:  # None: set outside Python, cannot be restored from here
+                    signal.signal(sig, handler)
+
+    def _run(self) -> DemoResult:
         self.show.intro()
         failures: list[StepFailed] = []
         try:
