@@ -212,3 +212,27 @@ def test_userspace_dataplane_over_ipv6_next_to_ipv4(
     assert g_child["packets_in"] >= 3 and g_child["packets_out"] >= 3
     links = right.namespace.ip("link").stdout
     assert "ikg0" in links and "ikg6" in links  # one TUN per family
+
+
+def test_userspace_dataplane_through_a_real_nat(
+    netns_topology: Callable[..., Topology], ikeguard_gateway: GatewayFactory
+) -> None:
+    """The client behind a masquerading router: NAT detected (RFC 7296 §2.23), IKE moves to 4500 (the data
+    plane's socket on both sides), ESP in UDP (RFC 3948) carries the ping, keepalives keep the mapping."""
+    topo = netns_topology("nat")
+    left, right = topo.left, topo.right
+    responder = GwConfig(str(right.address), "%any", GW_FQDN, CLIENT_FQDN, str(right.subnet),
+                         str(left.subnet), psk=PSK, dataplane="userspace")
+    initiator = GwConfig(str(left.address), str(right.address), CLIENT_FQDN, GW_FQDN, str(left.subnet),
+                         str(right.subnet), psk=PSK, dataplane="userspace", start_action="start")
+    gw = ikeguard_gateway(right.namespace, "gw", responder.text(), responder.files())
+    client = ikeguard_gateway(left.namespace, "client", initiator.text(), initiator.files())
+    c_sa = client.wait_sas(_installed, timeout=15)[0]
+    g_sa = gw.wait_sas(_installed, timeout=5)[0]
+    assert c_sa["nat_local"] and c_sa["encap"] and g_sa["nat_remote"] and g_sa["encap"]
+    assert (c_sa["local_port"], c_sa["remote_port"]) == (4500, 4500)
+    assert g_sa["remote_addr"] == str(topo.public_address) and g_sa["local_port"] == 4500
+    result = left.namespace.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I",
+                                str(left.subnet_address), str(right.subnet_address), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr + gw.log_tail() + client.log_tail()
+    assert gw.sas()[0]["children"][0]["packets_in"] >= 3
