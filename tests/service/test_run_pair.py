@@ -236,3 +236,14 @@ def test_userspace_dataplane_through_a_real_nat(
                                 str(left.subnet_address), str(right.subnet_address), check=False)
     assert result.returncode == 0, result.stdout + result.stderr + gw.log_tail() + client.log_tail()
     assert gw.sas()[0]["children"][0]["packets_in"] >= 3
+
+
+def test_profile_option_overrides_the_configured_profile(ikeguard_gateway: GatewayFactory) -> None:
+    """`run --profile pci-dss-4` enforces that profile on a config that passes its own (baseline)."""
+    config = GwConfig("127.0.0.1", "127.0.0.2", GW_FQDN, CLIENT_FQDN, "10.0.0.0/24", "10.0.1.0/24", psk=PSK,
+                      listen=["127.0.0.1"])
+    gw = ikeguard_gateway(None, "strict", config.text(), config.files(), start=False, profile="pci-dss-4")
+    with pytest.raises(GatewayStartError) as info:
+        gw.start(timeout=30)
+    assert info.value.returncode == 1
+    assert "[dpd.enabled]" in gw.log() and "[reauth.enabled]" in gw.log()

@@ -125,13 +125,14 @@ def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | 
             audit.close()
 
 
-async def _start_control(gateway: Gateway, plan: Any, config_path: Path) -> Any:
+async def _start_control(gateway: Gateway, plan: Any, config_path: Path, profile_override: str | None) -> Any:
     try:
         from ikeguard.control.server import ControlServer
     except ImportError as exc:  # not part of this build
         log.warning("control socket unavailable: %s", exc)
         return None
-    server = ControlServer(gateway, plan.state_dir / "control.sock", config_path=config_path)
+    server = ControlServer(gateway, plan.state_dir / "control.sock", config_path=config_path,
+                           profile_override=profile_override)  # `ikeguard reload` keeps `run --profile`
     await server.start()
     return server
 
@@ -177,7 +178,7 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
     loop.add_signal_handler(signal.SIGHUP, reload)
     control = stop_metrics = None
     try:
-        control = await _start_control(gateway, plan, config_path)
+        control = await _start_control(gateway, plan, config_path, profile_override)
         stop_metrics = _start_metrics(gateway, plan)
     except Exception as exc:
         print(f"ikeguard run: {exc}", file=sys.stderr)
