@@ -1,6 +1,8 @@
 """IKE_SA setups per second and responder memory per IKE SA (+1 Child SA): ikeguard vs strongSwan, one run.
 
-Run: `.venv/bin/python -m bench bench_ike_setup` as root (IKG_BENCH_SAS=N SAs per case, default 500).
+Run: `.venv/bin/python -m bench bench_ike_setup` as root (IKG_BENCH_SAS=N SAs per case, default 500;
+IKG_BENCH_PROFILE=1 runs the ikeguard responder under cProfile and prints where its time goes;
+IKG_BENCH_KEEP=DIR keeps the logs; IKG_BENCH_LOG=1 raises charon's log level).
 The same initiator drives both responders: strongSwan's load-tester plugin, built from Debian's source package
 by scripts/build-load-tester.sh (cached), in its own namespace (fake_kernel, 2 initiator threads, at most
 `init_limit` = 32 IKE_SAs in flight, 1 ms pacing), against
@@ -62,6 +64,7 @@ INIT_LIMIT = 32
 SS_TS = ("198.51.100.128/25", "198.51.100.0/25")  # (initiator's, responder's) subnet for the strongSwan runs
 INITIATOR_THREADS = 2
 LOG_LEVEL = int(os.environ.get("IKG_BENCH_LOG", "0"))  # charon log levels (both sides) when debugging
+PROFILE = os.environ.get("IKG_BENCH_PROFILE") == "1"  # ikeguard responder under cProfile, print top 25
 
 
 @dataclass(frozen=True)
@@ -348,7 +351,11 @@ def _ikeguard_responder(ns: Namespace, workdir: Path, case: Case, pki: Pki) -> R
         profile="baseline", dataplane="none", listen=["192.0.2.1"], secrets=secrets, authorities=authorities,
         gateway={"dos_protection": False},
     )
-    gw = GatewayProcess(ns.name, workdir, config, files, name="ikeguard")
+    argv = None
+    if PROFILE:  # the gateway under cProfile (main thread = the asyncio loop); stats written at exit
+        argv = [sys.executable, "-m", "cProfile", "-o", str(workdir.resolve() / "gateway.prof"),
+                "-m", "ikeguard", "run", "-c", str(workdir.resolve() / "gateway.toml")]
+    gw = GatewayProcess(ns.name, workdir, config, files, name="ikeguard", argv=argv)
     gw.start(timeout=30)
 
     def count() -> int:
@@ -392,6 +399,19 @@ def run_case(prefix: Path, responder: str, case: Case, count: int, pki: Pki, wor
         finally:
             initiator.stop()
             handle.stop()
+            if PROFILE and responder == "ikeguard":
+                _print_profile(workdir / "responder" / "gateway.prof")
+
+
+def _print_profile(path: Path) -> None:
+    import pstats
+
+    if not path.exists():
+        print(f"    (no profile written at {path})")
+        return
+    print(f"    where the ikeguard responder's main thread spent its time ({path}):")
+    stats = pstats.Stats(str(path), stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(25)
 
 
 def _load_tester_prefix() -> Path:
