@@ -166,16 +166,22 @@ class Pair:
         return result.stdout
 
     # -- views ---------------------------------------------------------------------------------------
-    def settled(self, timeout: float = 15.0, what: str = "one IKE SA and one Child SA on each side"
-                ) -> tuple[IkeSaInfo, dict[str, Any]]:
-        """Wait until each side has exactly one IKE SA (ESTABLISHED) with exactly one Child SA (INSTALLED)
-        and both describe the same SAs; returns (strongSwan's, ikeguard's)."""
+    def settled(
+        self,
+        timeout: float = 15.0,
+        what: str = "one IKE SA and one Child SA on each side",
+        until: Callable[[IkeSaInfo, dict[str, Any]], bool] | None = None,
+    ) -> tuple[IkeSaInfo, dict[str, Any]]:
+        """Wait until each side has exactly one IKE SA (ESTABLISHED) with exactly one Child SA (INSTALLED),
+        both describe the same SAs and `until(strongSwan's, ikeguard's)` holds; returns that pair."""
         deadline = time.monotonic() + timeout
         problem = ""
         while True:
             ss_sas = self.peer.list_sas()
             ikg_sas = self.gw.sas()
             problem = _one_each(ss_sas, ikg_sas)
+            if not problem and until is not None and not until(ss_sas[0], ikg_sas[0]):
+                problem = f"SAs do not yet satisfy: {what}"
             if not problem:
                 return ss_sas[0], ikg_sas[0]
             if time.monotonic() >= deadline:
@@ -264,7 +270,10 @@ def start_pair(
     ss_conn = ConnectionConfig(name=CONN, local_addrs=[ss_addr], remote_addrs=[ikg_addr], local=ss_local,
                                remote=ss_remote, proposals=[spec.suite.ike], children=[ss_child],
                                **dict(spec.ss_conn))
-    peer = strongswan_peer(left.namespace, "strongswan", connections=[ss_conn], **ss_kwargs)
+    # charon keeps a rekeyed Child SA's inbound half for delete_rekeyed_delay (5 s) to catch late packets;
+    # 1 s keeps the rekey scenarios short without changing what is negotiated.
+    peer = strongswan_peer(left.namespace, "strongswan", connections=[ss_conn],
+                           charon_options={"delete_rekeyed_delay": 1}, **ss_kwargs)
 
     # ikeguard (right)
     files: dict[str, bytes | str] = {}
