@@ -36,11 +36,11 @@ if ! grep -rqsE '^(deb-src|Types:.*deb-src)' /etc/apt/sources.list /etc/apt/sour
     : >"$src"
     for f in /etc/apt/sources.list.d/*.sources; do
         [[ "$f" == "$src" ]] && continue
-        # deb822 stanzas with Types: deb -> the same stanza with Types: deb-src (Debian mirrors only)
-        awk 'BEGIN{RS=""; ORS="\n\n"} /Types:[ \t]*deb/ && /debian/ {sub(/Types:[ \t]*deb/, "Types: deb-src"); print}' "$f" >>"$src"
+        # deb822 stanzas with Types: deb -> the same stanza with Types: deb-src (distribution mirrors only)
+        awk 'BEGIN{RS=""; ORS="\n\n"} /Types:[ \t]*deb/ && /debian|ubuntu/ {sub(/Types:[ \t]*deb/, "Types: deb-src"); print}' "$f" >>"$src"
     done
     if [[ -f /etc/apt/sources.list ]]; then
-        sed -n 's/^deb \(.*debian.*\)/deb-src \1/p' /etc/apt/sources.list >/etc/apt/sources.list.d/ikeguard-deb-src.list
+        sed -n 's/^deb \(.*\(debian\|ubuntu\).*\)/deb-src \1/p' /etc/apt/sources.list >/etc/apt/sources.list.d/ikeguard-deb-src.list
     fi
     apt-get update -qq
 fi
