@@ -51,10 +51,6 @@ CheckFn = Callable[["Rule", CheckContext], list[Outcome]]
 REGISTRY: dict[str, CheckFn] = {}
 
 NOT_IMPLEMENTED: dict[str, str] = {
-    "revocation_runtime": "peer certificate revocation is not checked during IKE_AUTH of a running gateway "
-                          "yet (the validator exists in ikeguard.pki; no gateway service runs it yet)",
-    "siem_delivery": "the SIEM sinks exist in ikeguard.audit, but no running gateway forwards its events to "
-                     "them yet: delivery and alerting on its failure cannot be verified",
     "ml_dsa_auth": "ML-DSA signatures are not available in the crypto backend",
     "intermediate_exchange": "IKE_INTERMEDIATE / RFC 9370 additional key exchanges are not in the engine yet",
 }
@@ -65,6 +61,8 @@ ENFORCED_AT: dict[str, tuple[str, ...]] = {
     "aead_integrity": ("load", "wire", "report"),
     "addke_required": ("load", "wire", "report"),
     "by_construction": ("by construction", "report"),
+    "revocation_runtime": ("IKE_AUTH", "reauthentication", "report"),
+    "siem_delivery": ("run", "report"),
 }
 DEFAULT_ENFORCED_AT = ("load", "report")
 
