@@ -113,6 +113,8 @@ class IkeSa:
         self.nat_local = False  # we are behind a NAT
         self.nat_remote = False  # the peer is behind a NAT
         self.peer_natt = False  # the peer sent NAT detection notifies
+        self.natd_mapping: bytes | None = None  # peer's NAT_DETECTION_DESTINATION_IP hash: how it sees us
+        self.reply_to: tuple[Endpoint, Endpoint] | None = None  # (local, remote) of the request in hand
         self.encap = False  # ESP in UDP (RFC 3948) for the Child SAs
         self.children: dict[int, ChildSa] = {}
         self.timers: dict[str, float] = ctx.timer_table(self.uniqueid)
@@ -390,9 +392,12 @@ class IkeSa:
     def _receive_request(
         self, data: bytes, exchange: int, message_id: int, local: Endpoint, remote: Endpoint
     ) -> None:
+        # RFC 7296 §2.11: a response goes back to the address and port the request came from (a NAT
+        # mapping may have changed; with MOBIKE the SA itself only moves on UPDATE_SA_ADDRESSES)
+        self.reply_to = (local, remote)
         kind = self.window.classify_request(message_id, data)
         if kind == "retransmit" and self.window.cached is not None:
-            self.send_packets(self.window.cached.packets)
+            self._send_reply(self.window.cached.packets)
             return
         if kind != "new":
             return
@@ -448,7 +453,13 @@ class IkeSa:
         if response.exchange is ExchangeType.IKE_SA_INIT:
             self.init_response = packets[0]
         self.window.cached = CachedResponse(response.message_id, request, packets)
-        self.send_packets(packets)
+        self._send_reply(packets)
+
+    def _send_reply(self, packets: list[bytes]) -> None:
+        """Emit a response to where its request came from (§2.11), else to the SA's peer endpoint."""
+        local, remote = self.reply_to or (self.local, self.remote)
+        for packet in packets:
+            self.emit(SendDatagram(packet, local, remote))
 
     def _follow_peer_address(self, local: Endpoint, remote: Endpoint, msg: InMessage) -> None:
         """Follow the initiator's switch to port 4500, NAT mapping changes (RFC 7296 §2.23) and MOBIKE

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.states import ChildState, ChildTrigger, IkeState, IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task
-from ikeguard.wire.iana import ExchangeType, ProtocolId
+from ikeguard.wire.iana import ExchangeType, NotifyType, ProtocolId
 from ikeguard.wire.payloads import DeletePayload
 
 if TYPE_CHECKING:
@@ -80,12 +80,29 @@ class DeleteSpiTask(Task):
 
 
 class DpdTask(Task):
-    """An empty INFORMATIONAL request: is the peer alive? (§1.4, dpd_delay)."""
+    """An empty INFORMATIONAL request: is the peer alive? (§1.4, dpd_delay). A MOBIKE initiator behind a
+    NAT adds NAT-D notifies and moves the SA (UPDATE_SA_ADDRESSES) when the answer shows that the NAT maps
+    it differently now (RFC 4555 §3.5; the peer only follows such a change on UPDATE_SA_ADDRESSES)."""
 
     exchange = ExchangeType.INFORMATIONAL
 
+    def _watch_mapping(self, sa: IkeSa) -> bool:
+        return sa.initiator and sa.peer.mobike and sa.nat_local and sa.peer_natt
+
+    def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
+        if self._watch_mapping(sa):
+            from ikeguard.engine.tasks.natd import add_natd
+
+            add_natd(sa, msg, sa.spi_r)
+
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
         sa.timers.pop("dpd_deadline", None)
+        if self._watch_mapping(sa):
+            from ikeguard.engine.tasks.mobike import MobikeUpdateTask
+            from ikeguard.engine.tasks.natd import mapping_changed
+
+            if mapping_changed(sa, msg):
+                sa.queue_exchange([MobikeUpdateTask()], front=True)
         return Status.DONE
 
 
@@ -98,8 +115,11 @@ class InformationalResponder(Task):
         self.delete_ike = False
         self.our_spis: list[bytes] = []
         self.children: list[ChildSa] = []
+        self.natd = False
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        # NAT-D in a liveness check: a MOBIKE initiator behind a NAT asks how we see it (RFC 4555 §3.5)
+        self.natd = msg.notify(NotifyType.NAT_DETECTION_DESTINATION_IP) is not None and sa.peer_natt
         for payload in msg.get_all(DeletePayload):
             if payload.protocol == ProtocolId.IKE:
                 self.delete_ike = True
@@ -113,6 +133,10 @@ class InformationalResponder(Task):
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
         if self.delete_ike:
             return  # empty response (§1.4.1)
+        if self.natd:
+            from ikeguard.engine.tasks.natd import add_natd_for
+
+            add_natd_for(sa, msg, *(sa.reply_to or (sa.local, sa.remote)))
         spis = []
         for child in self.children:
             if child.state is ChildState.DELETING:

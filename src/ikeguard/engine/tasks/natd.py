@@ -26,6 +26,25 @@ def add_natd(sa: IkeSa, msg: OutMessage, spi_r: bytes) -> None:
     NatdTask()._add(sa, msg, spi_r)
 
 
+def add_natd_for(sa: IkeSa, msg: OutMessage, local: Endpoint, remote: Endpoint) -> None:
+    """NAT-D notifies for the endpoints a request really used: the destination hash tells the peer how it
+    reaches us now, so a MOBIKE initiator behind a NAT sees a changed mapping (RFC 4555 §3.5)."""
+    forced = sa.conn is not None and sa.conn.encap
+    source = sa.ctx.random.bytes(20) if forced else _hash(sa.spi_i, sa.spi_r, local)
+    msg.add_notify(NotifyType.NAT_DETECTION_SOURCE_IP, source)
+    msg.add_notify(NotifyType.NAT_DETECTION_DESTINATION_IP, _hash(sa.spi_i, sa.spi_r, remote))
+
+
+def mapping_changed(sa: IkeSa, msg: InMessage) -> bool:
+    """True when the peer's NAT_DETECTION_DESTINATION_IP differs from the one it sent before: the NAT in
+    front of us maps us to another address or port now (RFC 4555 §3.5); the new hash is remembered."""
+    dest = msg.notify(NotifyType.NAT_DETECTION_DESTINATION_IP)
+    if dest is None:
+        return False
+    before, sa.natd_mapping = sa.natd_mapping, dest.data
+    return before is not None and before != dest.data
+
+
 def check_natd(sa: IkeSa, msg: InMessage) -> bool:
     """Re-evaluate NAT status from a MOBIKE message's NAT-D notifies; True when they were present."""
     if msg.notify(NotifyType.NAT_DETECTION_DESTINATION_IP) is None:
@@ -58,6 +77,7 @@ class NatdTask(Task):
         sa.peer_natt = True
         sa.nat_remote = _hash(sa.spi_i, spi_r, remote) not in sources
         sa.nat_local = dest.data != _hash(sa.spi_i, spi_r, local)
+        sa.natd_mapping = dest.data
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
         self._add(sa, msg, b"\0" * 8)
@@ -71,6 +91,7 @@ class NatdTask(Task):
                 remote_port = NATT_PORT if sa.remote.port == 500 else sa.remote.port
                 sa.local = Endpoint(sa.local.address, NATT_PORT)
                 sa.remote = Endpoint(sa.remote.address, remote_port)
+                sa.natd_mapping = None  # 4500 gets its own NAT mapping: learnt from the next NAT-D
         if sa.nat_local:
             sa.timers["keepalive"] = sa.now + sa.ctx.settings.nat_keepalive
         return Status.DONE
