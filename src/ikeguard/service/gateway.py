@@ -69,6 +69,17 @@ class AuditRecorder(Protocol):
     def flush(self, timeout: float = 10.0) -> bool: ...
 
 
+# audit events that also get an INFO line on stderr (failures always get a WARNING line)
+_LOGGED_EVENTS = frozenset({
+    EventName.IKE_UP, EventName.IKE_DOWN, EventName.IKE_REAUTH, EventName.DPD_TIMEOUT,
+    EventName.DOS_COOKIES_ON, EventName.DOS_COOKIES_OFF, EventName.CONFIG_LOADED, EventName.CONFIG_REJECTED,
+    EventName.WAIVER_APPLIED,
+    EventName.PEER_ADDED, EventName.PEER_DISABLED, EventName.PEER_ENABLED, EventName.ADMIN_COMMAND,
+    EventName.AUDIT_SINK_DOWN, EventName.AUDIT_SINK_UP, EventName.AUDIT_STORE_FAILED,
+    EventName.AUDIT_STORE_RECOVERED, EventName.CLOCK_STATUS,
+})
+
+
 def _is_new_ike_sa_init(data: bytes) -> bool:
     """An IKE_SA_INIT request opening a new IKE SA (responder SPI zero), RFC 7296 §3.1."""
     return len(data) >= 28 and data[18] == 34 and data[19] & 0x28 == 0x08 and data[8:16] == bytes(8)
@@ -261,13 +272,19 @@ class Gateway:
             log.exception("audit record failed")
         self.stats.count_audit(event)
         self.actions.audit(event)
-        level = logging.WARNING if event.outcome is Outcome.FAILURE else logging.INFO
-        peer = event.remote_id or event.remote_addr
-        who = f" peer={peer}" if peer else ""
-        conn = f" conn={event.connection}" if event.connection else ""
-        uid = f" ike={event.ike_uniqueid}" if event.ike_uniqueid is not None else ""
-        log.log(level, "%s %s%s%s%s%s", event.event.value, event.outcome.value, conn, uid, who,
-                f": {event.reason}" if event.reason else "")
+        if event.outcome is Outcome.FAILURE:
+            level = logging.WARNING
+        elif event.event in _LOGGED_EVENTS:
+            level = logging.INFO
+        else:
+            level = logging.DEBUG  # in the audit trail anyway; one INFO line per tunnel up/down is enough
+        if log.isEnabledFor(level):
+            peer = event.remote_id or event.remote_addr
+            who = f" peer={peer}" if peer else ""
+            conn = f" conn={event.connection}" if event.connection else ""
+            uid = f" ike={event.ike_uniqueid}" if event.ike_uniqueid is not None else ""
+            log.log(level, "%s %s%s%s%s%s", event.event.value, event.outcome.value, conn, uid, who,
+                    f": {event.reason}" if event.reason else "")
         if self._subscribers:
             data: dict[str, Any] = {"time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
                                     **event.fields_dict()}
