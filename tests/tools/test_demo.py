@@ -75,19 +75,15 @@ def test_demo_shows_tunnels_traffic_and_refused_claim_and_leaves_nothing_behind(
         result = json.loads(proc.stdout)
     except ValueError:
         pytest.fail(f"no JSON summary (exit {proc.returncode}):\n{proc.stdout}\n{shown}")
-    check_blocked = False
     try:
         steps = {s["step"]: s for s in result["steps"]}
         failed = [name for name, s in steps.items() if not s["ok"]]
-        # The one tolerated failure: `check` refusing to pass only because the policy still lists rules as
-        # "not implemented" (ikeguard.policy.checks.NOT_IMPLEMENTED); everything else must have worked.
-        check_blocked = failed == ["check"] and _only_not_implemented(result["evidence"]["check"])
-        assert failed == [] or check_blocked, f"demo failed at {failed}: {result['error']}\n{shown}"
-        assert proc.returncode == (1 if check_blocked else 0)
-        assert result["ok"] is not check_blocked
+        assert failed == [], f"demo failed at {failed}: {result['error']}\n{shown}"
+        assert proc.returncode == 0 and result["ok"] is True
         for step in (
             "pki",
             "network",
+            "check",
             "gateways",
             "tunnels",
             "traffic",
@@ -130,34 +126,14 @@ def test_demo_shows_tunnels_traffic_and_refused_claim_and_leaves_nothing_behind(
         assert MERCHANT_C.identity not in {sa["remote_id"] for sa in result["evidence"]["sas"]}
 
         # Evidence: check and audit verify passed, the SIEM received the processor's records.
-        assert result["evidence"]["check"]["passed"] is not check_blocked
+        assert result["evidence"]["check"]["passed"] is True
         assert result["evidence"]["audit"]["siem_records"].get(PROCESSOR.identity, 0) > 0
-        assert ("demo passed" in shown) is not check_blocked
+        assert "demo passed" in shown
         _assert_nothing_left(result)
     finally:
         if result.get("workdir"):
             shutil.rmtree(result["workdir"], ignore_errors=True)
     print(f"demo took {elapsed:.1f} s")
-    if check_blocked:
-        rules = [
-            p["rule"] for p in result["evidence"]["check"]["problems"] if p["status"] == "not_implemented"
-        ]
-        pytest.xfail(
-            f"everything shown, but `ikeguard check` cannot pass while {rules} are listed as not "
-            "implemented in ikeguard.policy.checks (the demo shows both working at run time)"
-        )
-
-
-def _only_not_implemented(check: dict[str, Any]) -> bool:
-    """`check` failed only on rules the policy marks not implemented (no "fail" finding)."""
-    from ikeguard.policy.checks import NOT_IMPLEMENTED
-    from ikeguard.policy.profile import load_profile
-
-    checks = {rule.id: rule.check for rule in load_profile("pci-dss-4").rules}
-    blocking = [p for p in check["problems"] if p["status"] in ("fail", "not_implemented")]
-    return bool(blocking) and all(
-        p["status"] == "not_implemented" and checks.get(p["rule"]) in NOT_IMPLEMENTED for p in blocking
-    )
 
 
 @pytest.mark.root
