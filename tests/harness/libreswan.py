@@ -274,7 +274,8 @@ class LibreswanPeer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self.config_text())
-        lines = [f"{_quote(a)} {_quote(b)} : PSK {_quote(s)}" for a, b, s in self.psks]
+        # ipsec.secrets(5): the PSK is always a quoted string (a bare word must be 0x/0s-prefixed)
+        lines = [f'{_quote(a)} {_quote(b)} : PSK "{s.replace(chr(34), "")}"' for a, b, s in self.psks]
         fd = os.open(self.secrets_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write("\n".join(lines) + "\n")

@@ -21,7 +21,9 @@ from tests.harness.ikeguard_conf import (
     IkgConnection,
     IkgLocal,
     IkgRemote,
+    IkgSecret,
     gateway_toml,
+    secret_files,
 )
 from tests.harness.libreswan import LibreswanConn, LibreswanPeer, live_plutos
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN, TestPki
@@ -170,3 +172,43 @@ def test_pluto_initiator_completes_ike_auth_with_the_ikeguard_responder(
                  if e["event"] == "cert.validated" and e.get("ike_uniqueid") == sa["uniqueid"]]
     assert validated and validated[0]["outcome"] == "success"
     assert any(e["event"] == "auth.success" and e.get("remote_id") == CLIENT_FQDN for e in events)
+
+
+def test_pluto_psk_initiator_with_the_ikeguard_responder(
+    netns_topology: Callable[..., Topology],
+    ikeguard_gateway: Callable[..., GatewayProcess],
+    libreswan_peer: Callable[..., LibreswanPeer],
+) -> None:
+    """The PSK path of the harness (authby=secret, ipsec.secrets) against ikeguard; a wrong PSK is refused."""
+    topo = netns_topology("direct")
+    psk = IkgSecret("client", ids=[CLIENT_FQDN], secret="libreswan-interop-psk-2f9c1e7a4b6d8035")
+    config = gateway_toml(
+        [IkgConnection("clients", local_addrs=["192.0.2.1"], remote_addrs=["%any"],
+                       local=IkgLocal("psk", id=GW_FQDN), remote=IkgRemote("psk", id=CLIENT_FQDN),
+                       children=[IkgChild("net", local_ts=[GW_NET], remote_ts=[CLIENT_NET],
+                                          esp_proposals=["aes256gcm16"])])],
+        secrets=[psk],
+    )
+    gw = ikeguard_gateway(topo.right.namespace, "gw", config, secret_files([psk]))
+
+    def conn(name: str) -> LibreswanConn:
+        return LibreswanConn(name, left="192.0.2.2", leftid=f"@{CLIENT_FQDN}", leftsubnet=CLIENT_NET,
+                             right="192.0.2.1", rightid=f"@{GW_FQDN}", rightsubnet=GW_NET, authby="secret")
+
+    pluto = libreswan_peer(topo.left.namespace, "pluto", connections=[conn("ikg")],
+                           psks=[(f"@{CLIENT_FQDN}", f"@{GW_FQDN}", psk.secret)])
+    pluto.initiate("ikg")
+    plog = pluto.wait_for_log(re.compile(r"#1: initiator established IKE SA"), timeout=15)
+    assert f"authenticated peer using authby=secret and ID_FQDN '@{GW_FQDN}'" in plog
+    sas = gw.wait_sas(lambda sas: any(sa["remote_id"] == CLIENT_FQDN for sa in sas), timeout=10)
+    assert sas[0]["proposal"] == "aes256gcm16-prfsha384-ecp384"
+
+    bad = libreswan_peer(topo.left.namespace, "pluto-bad", connections=[conn("bad")],
+                         psks=[(f"@{CLIENT_FQDN}", f"@{GW_FQDN}", "not-the-right-psk-0000000000000000")],
+                         start=False)
+    pluto.stop()  # one pluto per namespace (UDP 500)
+    bad.start()
+    bad.initiate("bad")
+    bad.wait_for_log("AUTHENTICATION_FAILED", timeout=15)
+    failure = gw.wait_audit(lambda e: e["event"] == "auth.failure", timeout=10)
+    assert failure["outcome"] == "failure" and failure.get("remote_id") == CLIENT_FQDN
