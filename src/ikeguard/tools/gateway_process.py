@@ -15,7 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
-import json
+import json as jsonlib
 import os
 import select
 import shutil
@@ -399,7 +399,7 @@ class GatewayProcess:
         if not json:
             return result.stdout
         try:
-            return _json_loads(result.stdout)
+            return jsonlib.loads(result.stdout)
         except ValueError as exc:
             raise GatewayProcessError(
                 f"{self.name}: `ikeguard {' '.join(args)} --json` printed no JSON: {result.stdout[:500]!r}"
@@ -480,6 +480,3 @@ class GatewayProcess:
                                           f"{self.log_tail()}")
             time.sleep(0.1)
 
-
-def _json_loads(text: str) -> Any:
-    return json.loads(text)
