@@ -10,6 +10,7 @@ udp-serve ADDR PORT SECS             numbered datagrams until the sender's end m
 udp-send SRC HOST PORT COUNT GAP_MS  COUNT numbered datagrams (4-octet sequence number + 96 octets), then an
                                      end marker; {"sent"}
 udp-raw HOST PORT FILE               each hex line of FILE as one datagram from an ephemeral port
+esp-raw HOST FILE                    each hex line of FILE as one IP protocol 50 (ESP) packet to HOST
 """
 
 from __future__ import annotations
@@ -219,6 +220,21 @@ def link_type(path: Path) -> int:
     return int(struct.unpack_from(endian + "I", data, 20)[0])
 
 
+def esp_payloads(frames: list[bytes]) -> list[bytes]:
+    """ESP packets (from the SPI on) of IPv4-over-Ethernet frames: ESP in UDP (RFC 3948, not IKE with its
+    non-ESP marker) or IP protocol 50."""
+    out = []
+    for f in frames:
+        if len(f) < 42 or f[12:14] != b"\x08\x00":
+            continue
+        ihl = (f[14] & 0x0F) * 4
+        if f[23] == 50:
+            out.append(f[14 + ihl :])
+        elif f[23] == 17 and f[14 + ihl + 8 : 14 + ihl + 12] != b"\x00\x00\x00\x00":
+            out.append(f[14 + ihl + 8 :])
+    return out
+
+
 def udp_payloads(frames: list[bytes]) -> list[bytes]:
     """UDP payloads of IPv4-over-Ethernet frames."""
     out = []
@@ -230,12 +246,24 @@ def udp_payloads(frames: list[bytes]) -> list[bytes]:
     return out
 
 
+def esp_raw(host: str, path: str) -> dict[str, object]:
+    s = socket.socket(_family(host), socket.SOCK_RAW, 50)
+    n = 0
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            s.sendto(bytes.fromhex(line.strip()), (host, 0))
+            n += 1
+            time.sleep(0.01)
+    return {"sent": n}
+
+
 COMMANDS: dict[str, tuple[int, Callable[..., dict[str, object]], tuple[Callable[[str], object], ...]]] = {
     "tcp-serve": (2, tcp_serve, (str, int)),
     "tcp-send": (4, tcp_send, (str, str, int, int, float)),
     "udp-serve": (3, udp_serve, (str, int, float)),
     "udp-send": (5, udp_send, (str, str, int, int, float)),
     "udp-raw": (3, udp_raw, (str, int, str)),
+    "esp-raw": (2, esp_raw, (str, str)),
 }
 
 

@@ -183,6 +183,19 @@ class SaTable:
                     policy.outbound = None
             return sa_out.counters
 
+    def has_successor(self, spi: int) -> bool:
+        """Is inbound SA ``spi`` replaced by a live inbound SA of a newer Child SA (higher unique id: the
+        engine numbers them in order) with the same selectors, i.e. rekeyed (RFC 7296 §2.8)? Its late
+        packets then may still be decrypted for a short while."""
+        with self._lock:
+            sa = self._inbound.get(spi)
+            if sa is None:
+                return False
+            cfg = sa.config
+            return any(other is not sa and other.config.child_uniqueid > cfg.child_uniqueid
+                       and other.config.local_ts == cfg.local_ts and other.config.remote_ts == cfg.remote_ts
+                       for other in self._inbound.values())
+
     def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint) -> None:
         """Point the listed SAs at new outer endpoints (NAT-T, MOBIKE)."""
         with self._lock:

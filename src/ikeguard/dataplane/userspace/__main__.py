@@ -66,7 +66,9 @@ async def run(config: dict[str, Any]) -> None:
     sock.bind((str(listen.address), listen.port))
     plane = UserspaceDataPlane(config.get("tun", "ikg0"), sock, path_mtu=int(config.get("path_mtu", 1500)),
                                tun_addresses=tuple(config.get("tun_addresses", ())),
-                               tun_mtu=int(config["tun_mtu"]) if "tun_mtu" in config else None)
+                               tun_mtu=int(config["tun_mtu"]) if "tun_mtu" in config else None,
+                               # commands drive it: whoever sends delete_sa decides when an SA goes
+                               rekeyed_inbound_linger=float(config.get("rekeyed_inbound_linger", 0.0)))
     events: list[DataPlaneEvent] = []
     plane.subscribe(events.append)
     for pol in config.get("policies", ()):

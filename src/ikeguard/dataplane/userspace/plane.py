@@ -41,6 +41,8 @@ GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 SOCKET_BUFFER = 4 << 20  # bursts of a TCP window must not overflow the UDP socket
 NON_ESP_MARKER = b"\x00\x00\x00\x00"
+REKEYED_INBOUND_LINGER = 2.0  # s an inbound SA replaced by a rekey still decrypts (cf. strongSwan's
+# charon.delete_rekeyed_delay); only when a successor with the same selectors is installed
 KEEPALIVE = b"\xff"
 IkeCallback = Callable[[bytes, tuple[str, int]], None]
 
@@ -92,8 +94,9 @@ class UserspaceDataPlane:
 
     def __init__(self, tun_name: str, sock: socket.socket, *, path_mtu: int = 1500,
                  tun_addresses: tuple[str, ...] = (), on_ike: IkeCallback = _ike_ignored,
-                 tun_mtu: int | None = None) -> None:
+                 tun_mtu: int | None = None, rekeyed_inbound_linger: float = REKEYED_INBOUND_LINGER) -> None:
         self.table = SaTable(path_mtu=path_mtu)
+        self.rekeyed_inbound_linger = rekeyed_inbound_linger
         self.sock = sock
         self.on_ike = on_ike
         self.stats: dict[str, int] = {"keepalives_in": 0, "ike_in": 0, "ike_errors": 0, "send_errors": 0,
@@ -109,6 +112,7 @@ class UserspaceDataPlane:
         self.gso = True
         self._raw: dict[int, socket.socket] = {}  # IP version -> raw ESP socket (opened on first use)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lingering: dict[int, asyncio.TimerHandle] = {}  # inbound SPI -> its removal (after a rekey)
         sock.setblocking(True)  # sends block briefly under pressure (backpressure); reads use MSG_DONTWAIT
         with contextlib.suppress(OSError):  # UDP GRO (Linux >= 5.0): fewer, larger reads
             sock.setsockopt(SOL_UDP, UDP_GRO, 1)
@@ -142,8 +146,21 @@ class UserspaceDataPlane:
         self.table.update_sa_addresses(spis, local, remote)
 
     def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Remove one direction; routes stay (fail closed)."""
+        """Remove one direction; routes stay (fail closed). An inbound SA replaced by a rekey keeps
+        decrypting for ``rekeyed_inbound_linger`` seconds: the peer's packets sent on it just before it
+        switched may still sit in our socket buffer when the DELETE exchange completes (IKE and ESP arrive on
+        different sockets, so their order is not kept). Its counters are returned now."""
+        if (direction is SaDirection.INBOUND and self.rekeyed_inbound_linger > 0 and self._loop is not None
+                and not self._loop.is_closed() and self.table.has_successor(spi)):
+            counters = self.table.counters(spi, direction)
+            self._lingering[spi] = self._loop.call_later(self.rekeyed_inbound_linger, self._expire_inbound,
+                                                         spi)
+            return counters
         return self.table.delete_sa(spi, direction)
+
+    def _expire_inbound(self, spi: int) -> None:
+        self._lingering.pop(spi, None)
+        self.table.delete_sa(spi, SaDirection.INBOUND)
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> None:
@@ -215,6 +232,10 @@ class UserspaceDataPlane:
 
     def close(self) -> None:
         """Stop reading and close the TUN device (its routes go with it; blackholes stay)."""
+        for spi, handle in list(self._lingering.items()):
+            handle.cancel()
+            self.table.delete_sa(spi, SaDirection.INBOUND)
+        self._lingering.clear()
         if self._loop is not None:
             self._loop.remove_reader(self.tun_fd)
             self._loop.remove_reader(self.sock.fileno())
