@@ -196,6 +196,7 @@ def test_template_connection_serves_three_merchants_each_only_its_own_subnet(
     assert "reauthentication required" in down["reason"]
     with pytest.raises(StrongSwanError):
         peer_c.initiate(child="net", ike="m", timeout=5)
+    assert peer_c.log().count("received AUTHENTICATION_FAILED notify error") == 2  # old cert, then this one
     serial = format(leaves[c.identity].serial, "x")
     refused = gw.wait_audit(
         lambda e: e["event"] == "cert.rejected" and e.get("remote_id") == c.identity
