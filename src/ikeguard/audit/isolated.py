@@ -4,8 +4,9 @@ refuse_new_sas, close).
 
 The parent only appends ``(fields, time)`` to a buffer; a sender thread pickles whole batches down a pipe.
 The child records them through an ``AuditService`` and publishes how many are on disk and whether the store is
-healthy in shared memory. An event counts as acknowledged only once the child reports it on disk; the child
-exits when the parent is gone.
+healthy in shared memory, with the undelivered records per sink (``spool_depth()``, for the metrics).
+An event counts as acknowledged only once the child reports it on disk; the child exits when the parent is
+gone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ikeguard.audit.sinks.forwarder import ForwarderSettings
 from ikeguard.audit.store import parse_time, rfc3339, utc_now
 
 _ACKED, _HEALTHY, _READY = 0, 1, 2
+_SPOOL = 3  # slots _SPOOL + i: undelivered records of sink i
 
 
 def _child_main(
@@ -49,6 +51,8 @@ def _child_main(
                 received += len(batch)
             status[_ACKED] = received - service.pending
             status[_HEALTHY] = 1 if service.healthy else 0
+            for i, forwarder in enumerate(service.forwarders):
+                status[_SPOOL + i] = forwarder.spool_depth
         service.flush(10)
     finally:
         service.close()
@@ -68,7 +72,8 @@ class IsolatedAuditService:
     ) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)[::-1]
-        self._status: Any = ctx.Array("q", 3, lock=False)
+        self._sink_names = [s.name for s in sinks]
+        self._status: Any = ctx.Array("q", _SPOOL + len(self._sink_names), lock=False)
         self._proc = ctx.Process(
             target=_child_main,
             name="ikeguard-audit",
@@ -122,6 +127,22 @@ class IsolatedAuditService:
     def refuse_new_sas(self) -> bool:
         """PCI DSS 10.7: refuse new SAs while events cannot be recorded."""
         return not self.healthy
+
+    @property
+    def failure(self) -> str | None:
+        """Why events cannot be recorded (None while healthy); the cause itself is in the child's log."""
+        if not self._proc.is_alive():
+            return "audit process not running"
+        return None if self._status[_HEALTHY] else "audit store cannot write"
+
+    @property
+    def pending(self) -> int:
+        """Events recorded but not yet on disk (the metric ``ikeguard_audit_queue_depth``)."""
+        return max(0, self._submitted - int(self._status[_ACKED]))
+
+    def spool_depth(self) -> dict[str, int]:
+        """Undelivered records per sink (the metric ``ikeguard_audit_spool_depth``), as the child last saw."""
+        return {name: int(self._status[_SPOOL + i]) for i, name in enumerate(self._sink_names)}
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event recorded so far is on disk."""
