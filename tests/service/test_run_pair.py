@@ -67,6 +67,7 @@ def test_two_ikeguard_gateways_carry_ping(
     client.send_signal(signal.SIGTERM)
     assert client.wait_exit(10) == 0
     gw.wait_sas(lambda sas: sas == [], timeout=5)
+    gw.wait_audit(lambda e: e["event"] == "ike.down")  # the trail is written by its own process
     events = [e["event"] for e in gw.audit_events()]
     assert events.count("ike.up") == 1 and "ike.down" in events
 
@@ -165,6 +166,7 @@ def test_quarantine_runs_the_compliant_connection_and_records_the_other(
     client = ikeguard_gateway(topo.left.namespace, "client", client_text, initiator.files())
     client.wait_sas(_installed, timeout=15)
     assert gw.request("conns")[0]["status"] == "up"
+    gw.wait_audit(lambda e: e["event"] == "config.rejected")
     events = gw.audit_events()
     rejected = [e for e in events if e["event"] == "config.rejected"]
     assert [e["connection"] for e in rejected] == ["weak"] and "crypto.ike.encr" in rejected[0]["reason"]

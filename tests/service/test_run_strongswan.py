@@ -96,6 +96,7 @@ def test_ikeguard_initiates_to_strongswan_with_start_action(
                       sas[0]["children"][0]["state"] == "installed", timeout=10)
     assert sas[0]["initiator"] is True
     _assert_same_sa(ss_sa, sas[0])
+    gw.wait_audit(lambda e: e["event"] == "child.up")  # the trail is written by its own process
     events = [e["event"] for e in gw.audit_events()]
     assert "config.loaded" in events and "ike.up" in events and "child.up" in events
 
