@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import socket
 from pathlib import Path
+from typing import Any
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.dataplane.base import DataPlaneFeatures, SaDirection
@@ -130,3 +131,26 @@ def test_driver_drops_kept_policies_of_connections_removed_from_the_configuratio
     driver.install(_install(11, 0x4000, Direction.OUTBOUND, ts), "gone")
     driver.child_gone(11)
     assert plane.policies == {}  # an unconfigured connection's Child SA keeps nothing
+
+
+def test_initiating_uses_the_listen_address_when_only_that_one_is_bound() -> None:
+    from types import SimpleNamespace
+
+    from ikeguard.engine.settings import AuthKind, ConnectionSettings, LocalAuth, RemoteAuth
+    from ikeguard.service.transport import Transport
+
+    plan: Any = SimpleNamespace(listen=("127.0.0.2",), ike_port=0, natt_port=0, local_addrs={})
+    conn = ConnectionSettings("c", (), LocalAuth(AuthKind.PSK, "a"), RemoteAuth(AuthKind.PSK), (),
+                              remote_addrs=("127.0.0.1",), remote_port=500)
+
+    async def main() -> tuple[Endpoint, Endpoint]:
+        transport = Transport(plan, lambda d, lo, re: None, GatewayStats())
+        transport.start(asyncio.get_running_loop(), NoneDataPlane())
+        try:
+            return transport.endpoints_for("c", conn)
+        finally:
+            transport.close()
+
+    local, remote = asyncio.run(main())
+    # the routing table would pick 127.0.0.1; only 127.0.0.2 is bound, so that is where we send from
+    assert (str(local.address), str(remote.address), remote.port) == ("127.0.0.2", "127.0.0.1", 500)

@@ -232,6 +232,10 @@ class Transport:
                 break
         if local_addr is None:
             local_addr = self._source_for(remote_addr)
+            bound = [a for a, port in self.listeners if port == self.plan.ike_port
+                     and a.version == remote_addr.version]
+            if bound and not any(a.is_unspecified for a in bound) and local_addr not in bound:
+                local_addr = bound[0]  # we can only send from an address we listen on
         if local_addr is None:
             raise GatewayCommandError(f"connection {name!r}: no route to {remote_addr}")
         return Endpoint(local_addr, self.plan.ike_port), Endpoint(remote_addr, conn.remote_port)
