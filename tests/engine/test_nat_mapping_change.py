@@ -10,10 +10,10 @@ from ikeguard.wire.iana import NotifyType
 from tests.engine.harness import A_ADDR, NAT_PUBLIC, Network, child, mirror, pair, psk_conn
 
 
-def _nat_pair(**a_kw: object) -> Network:
+def _nat_pair(b_dpd: float = 7.0, **a_kw: object) -> Network:
     c = child()
     a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,), dpd_delay=5.0, **a_kw)
-    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),), dpd_delay=7.0)
+    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),), dpd_delay=b_dpd)
     net = pair([a], [b], nat_a=True)
     net.initiate()
     net.run()
@@ -25,6 +25,9 @@ def _remap(net: Network, offset: int) -> None:
     net.nat = lambda ep: Endpoint(NAT_PUBLIC, offset + ep.port) if ep.address == A_ADDR else ep  # type: ignore[method-assign]
     net.unnat = lambda ep: (Endpoint(A_ADDR, ep.port - offset) if ep.address == NAT_PUBLIC  # type: ignore[method-assign]
                             and ep.port - offset in (500, 4500) else Endpoint(ep.address, 1))
+    # whatever b still sends to the old mapping is lost at the NAT
+    net.filter = lambda d, side: ([] if side == "b" and d.remote.address == NAT_PUBLIC
+                                  and d.remote.port - offset not in (500, 4500) else [d])
 
 
 def test_mobike_initiator_behind_nat_follows_a_mapping_change() -> None:
@@ -80,3 +83,16 @@ def test_natd_in_liveness_checks_only_with_mobike_behind_a_nat() -> None:
         expected = natd if mobike else set()
         assert _notifies(dpd.data, b_sa.crypto.inbound) & natd == expected
         assert _notifies(answer.data, a_sa.crypto.inbound) & natd == expected
+
+
+def test_mapping_is_learnt_even_while_the_peers_checks_keep_us_busy() -> None:
+    """b checks liveness more often than a (a is never idle), yet a's first check learns the mapping, so a
+    later change is noticed once b's requests stop arriving."""
+    net = _nat_pair(b_dpd=2.0)
+    a_sa, b_sa = net.a.manager.ike_sas()[0], net.b.manager.ike_sas()[0]
+    net.advance(6)
+    assert a_sa.natd_mapping  # learnt from b's NAT-D answer to a's first check
+    _remap(net, 50000)
+    net.advance(12)
+    assert b_sa.remote == Endpoint(NAT_PUBLIC, 54500)
+    assert a_sa.state is b_sa.state is IkeState.ESTABLISHED and not net.b.audits("dpd.timeout")

@@ -104,13 +104,16 @@ def fire(sa: IkeSa, name: str) -> None:
 
 
 def _dpd(sa: IkeSa) -> None:
-    from ikeguard.engine.tasks.delete import DpdTask
+    from ikeguard.engine.tasks.delete import DpdTask, watches_nat_mapping
 
     conn = sa.conn
     if conn is None or conn.dpd_delay <= 0 or sa.state is not IkeState.ESTABLISHED:
         return
     idle = sa.now - sa.last_inbound
-    if idle >= conn.dpd_delay - 1e-6 and not sa.has_queued(DpdTask):
+    # the first check learns how the NAT maps us on 4500 even while the peer's traffic proves liveness:
+    # a later change is only noticed against it (RFC 4555 §3.5)
+    learn = sa.natd_mapping is None and watches_nat_mapping(sa)
+    if (idle >= conn.dpd_delay - 1e-6 or learn) and not sa.has_queued(DpdTask):
         sa.queue_exchange([DpdTask()])
         if conn.dpd_timeout > 0:
             sa.timers["dpd_deadline"] = sa.now + conn.dpd_timeout

@@ -79,6 +79,11 @@ class DeleteSpiTask(Task):
         msg.add(DeletePayload(ProtocolId.ESP, (self.spi_in.to_bytes(4, "big"),)))
 
 
+def watches_nat_mapping(sa: IkeSa) -> bool:
+    """A MOBIKE initiator behind a NAT: the side that must notice a changed NAT mapping (RFC 4555 §3.5)."""
+    return sa.initiator and sa.peer.mobike and sa.nat_local and sa.peer_natt
+
+
 class DpdTask(Task):
     """An empty INFORMATIONAL request: is the peer alive? (§1.4, dpd_delay). A MOBIKE initiator behind a
     NAT adds NAT-D notifies and moves the SA (UPDATE_SA_ADDRESSES) when the answer shows that the NAT maps
@@ -86,23 +91,22 @@ class DpdTask(Task):
 
     exchange = ExchangeType.INFORMATIONAL
 
-    def _watch_mapping(self, sa: IkeSa) -> bool:
-        return sa.initiator and sa.peer.mobike and sa.nat_local and sa.peer_natt
-
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
-        if self._watch_mapping(sa):
+        if watches_nat_mapping(sa):
             from ikeguard.engine.tasks.natd import add_natd
 
             add_natd(sa, msg, sa.spi_r)
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
         sa.timers.pop("dpd_deadline", None)
-        if self._watch_mapping(sa):
+        if watches_nat_mapping(sa):
             from ikeguard.engine.tasks.mobike import MobikeUpdateTask
             from ikeguard.engine.tasks.natd import mapping_changed
 
             if mapping_changed(sa, msg):
                 sa.queue_exchange([MobikeUpdateTask()], front=True)
+            elif sa.natd_mapping is None:
+                sa.natd_mapping = b""  # the peer answers without NAT-D: nothing to learn, stop asking
         return Status.DONE
 
 

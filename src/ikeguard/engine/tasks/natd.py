@@ -42,7 +42,7 @@ def mapping_changed(sa: IkeSa, msg: InMessage) -> bool:
     if dest is None:
         return False
     before, sa.natd_mapping = sa.natd_mapping, dest.data
-    return before is not None and before != dest.data
+    return bool(before) and before != dest.data
 
 
 def check_natd(sa: IkeSa, msg: InMessage) -> bool:
