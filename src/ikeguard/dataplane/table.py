@@ -170,7 +170,8 @@ class SaTable:
             policy.outbound = sa_out  # the atomic switch
 
     def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Remove one direction; a policy losing its outbound SA drops its traffic from now on."""
+        """Remove one direction; a policy losing its outbound SA falls back to another live outbound SA of a
+        Child SA sharing it (newest first), else drops its traffic from now on."""
         with self._lock:
             if direction is SaDirection.INBOUND:
                 sa_in = self._inbound.pop(spi, None)
@@ -180,8 +181,16 @@ class SaTable:
                 return None
             for policy in self._policies.values():
                 if policy.outbound is sa_out:
-                    policy.outbound = None
+                    policy.outbound = self._fallback_outbound(policy)
             return sa_out.counters
+
+    def _fallback_outbound(self, policy: Policy) -> OutboundSa | None:
+        """The newest remaining outbound SA of a Child SA sharing ``policy``. After a simultaneous rekey
+        (RFC 7296 §2.8.1) the loser installs its redundant Child SA last and deletes it first: the winner's
+        SA, installed earlier, must carry the traffic again instead of the policy dropping it."""
+        candidates = [sa for sa in self._outbound.values()
+                      if self._policies.get(sa.config.child_uniqueid) is policy]
+        return max(candidates, key=lambda sa: sa.config.child_uniqueid, default=None)
 
     def has_successor(self, spi: int) -> bool:
         """Is inbound SA ``spi`` replaced by a live inbound SA of a newer Child SA (higher unique id: the
