@@ -61,6 +61,10 @@ class IkeManager:
         self._half_open: dict[int, str] = {}  # responder SAs not yet authenticated -> peer address
         self._half_open_per_addr: Counter[str] = Counter()
         self._by_uniqueid: dict[int, IkeSa] = {}
+        # (connection, remote identity) -> established IKE SAs by uniqueid: INITIAL_CONTACT and ``unique``
+        # look here instead of scanning every SA (both are fixed once an SA is established)
+        self._by_peer: dict[tuple[str, str], dict[int, IkeSa]] = {}
+        self._peer_key: dict[int, tuple[str, str]] = {}  # uniqueid -> its key in _by_peer
         self._cookies = CookieJar(random.bytes, self.ctx.settings.cookie_secret_period)
         self._cookies_on = False
 
@@ -401,9 +405,14 @@ class IkeManager:
         """Every IKE SA not yet closed (for ``sas`` and tests)."""
         return [sa for sa in self._by_uniqueid.values() if sa.state is not IkeState.CLOSED]
 
+    def has_ike_sas(self) -> bool:
+        """Whether any IKE SA is not yet closed (stops at the first; closed SAs are forgotten promptly)."""
+        return any(sa.state is not IkeState.CLOSED for sa in self._by_uniqueid.values())
+
     def retained(self) -> int:
         """How many IKE SA objects the manager still holds (closed ones are dropped; for leak checks)."""
-        tables = (self._by_uniqueid, self._by_spi, self._half_open_index, self._init_key, self._half_open)
+        tables = (self._by_uniqueid, self._by_spi, self._half_open_index, self._init_key, self._half_open,
+                  self._by_peer, self._peer_key)
         return sum(len(t) for t in tables) + len(self._half_open_per_addr)
 
     def get(self, uniqueid: int) -> IkeSa | None:
@@ -430,6 +439,25 @@ class IkeManager:
     def _adopt(self, sa: IkeSa) -> None:
         """A new IKE SA created by a rekey joins the tables."""
         self._register(sa)
+        self._index_peer(sa)
+
+    def _index_peer(self, sa: IkeSa) -> None:
+        """An established IKE SA joins the (connection, remote identity) index."""
+        if sa.uniqueid in self._peer_key:
+            return
+        key = (sa.name, sa.remote_id)
+        self._peer_key[sa.uniqueid] = key
+        self._by_peer.setdefault(key, {})[sa.uniqueid] = sa
+
+    def _unindex_peer(self, sa: IkeSa) -> None:
+        key = self._peer_key.pop(sa.uniqueid, None)
+        if key is None:
+            return
+        group = self._by_peer.get(key)
+        if group is not None:
+            group.pop(sa.uniqueid, None)
+            if not group:
+                del self._by_peer[key]
 
     def _forget_if_closed(self, sa: IkeSa) -> None:
         while self.ctx.closed:  # SAs closed as a side effect of another SA's work (rekey, unique, reauth)
@@ -439,6 +467,7 @@ class IkeManager:
         if sa.state is not IkeState.CLOSED:
             return
         self._by_uniqueid.pop(sa.uniqueid, None)
+        self._unindex_peer(sa)
         if self._by_spi.get(sa.spi_local) is sa:
             del self._by_spi[sa.spi_local]
         key = self._init_key.pop(sa.uniqueid, None)
@@ -468,9 +497,11 @@ class IkeManager:
         self._leave_half_open(sa)
         if sa.conn is None:
             return
+        candidates = tuple(self._by_peer.get((sa.name, sa.remote_id), {}).values())
+        self._index_peer(sa)
         others = [
             o
-            for o in self.ike_sas()
+            for o in candidates
             if o is not sa
             and o.name == sa.name
             and o.remote_id == sa.remote_id

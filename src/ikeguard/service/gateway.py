@@ -50,6 +50,7 @@ from ikeguard.service.outputs import ChildSaDriver
 from ikeguard.service.queries import conn_infos, sa_infos, select_sas
 from ikeguard.service.stats import GatewayStats
 from ikeguard.service.transport import Transport
+from ikeguard.service.traps import TrapManager
 
 if TYPE_CHECKING:
     from ikeguard.service.plan import GatewayPlan
@@ -99,6 +100,7 @@ class Gateway:
         self.children = ChildSaDriver(dataplane, self.stats, lambda name: name in self.plan.connections)
         self.transport = Transport(plan, self._receive, self.stats, prepare_ike_socket(dataplane.features))
         self.actions = ActionPolicy(self)
+        self.traps = TrapManager(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -135,7 +137,7 @@ class Gateway:
                 self.engine.terminate_ike(sa.uniqueid, now, reason)
         self._pump()
         deadline = time.monotonic() + STOP_WAIT
-        while self.engine.ike_sas() and time.monotonic() < deadline:
+        while self.engine.has_ike_sas() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         left = self.engine.ike_sas()
         if left:
@@ -147,6 +149,7 @@ class Gateway:
             self._timer.cancel()
             self._timer = None
         self.children.remove_everything()
+        self.traps.remove_all()
         self.transport.close()
         for waiter in self._waiters.values():
             if not waiter.done():
@@ -296,7 +299,7 @@ class Gateway:
 
     def _rearm(self) -> None:
         loop = self._loop
-        if loop is None or (self.stopping and not self.engine.ike_sas()):
+        if loop is None or (self.stopping and not self.engine.has_ike_sas()):
             return
         deadline = self.engine.get_timer()
         if deadline == self._timer_at and self._timer is not None:
@@ -393,6 +396,14 @@ class Gateway:
         sa = self.engine.get(uid)
         kids = [c.uniqueid for c in sa.children.values()] if sa is not None else []
         return [uid, *kids]
+
+    def add_child_now(self, ike_uid: int, child: str) -> None:
+        """Add a configured child to an established IKE SA (CREATE_CHILD_SA) without waiting."""
+        try:
+            self.engine.create_child(ike_uid, child, time.time())
+        except LocalProtocolError as exc:
+            log.info("child %s not added to IKE SA %d: %s", child, ike_uid, exc)
+        self._pump()
 
     async def _add_child(self, ike_uid: int, child: str, timeout: float) -> list[int]:
         sa = self.engine.get(ike_uid)

@@ -1,0 +1,64 @@
+"""The manager's (connection, remote identity) index that INITIAL_CONTACT and ``unique`` use instead of a
+scan over every IKE SA: SAs made by an IKE rekey are in it, closed SAs leave it, other identities are not
+touched (RFC 7296 §2.4, §2.18)."""
+
+from __future__ import annotations
+
+from ikeguard.engine.states import IkeState
+from tests.engine.harness import child, mirror, pair, psk_conn
+
+
+def _net(b_unique: str):  # type: ignore[no-untyped-def]
+    c = child()
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,), unique="never")
+    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),), unique=b_unique)
+    net = pair([a], [b])
+    net.initiate()
+    net.run()
+    return net
+
+
+def test_replace_finds_the_sa_an_ike_rekey_created() -> None:
+    net = _net("replace")
+    (old,) = net.b.manager.ike_sas()
+    net.b.manager.rekey_ike(old.uniqueid, net.now)
+    net.run()
+    (rekeyed,) = net.b.manager.ike_sas()
+    assert rekeyed is not old and rekeyed.state is IkeState.ESTABLISHED
+    net.initiate()  # a second IKE SA of the same identity supersedes the rekeyed one
+    net.run()
+    (only,) = net.b.manager.ike_sas()
+    assert only is not rekeyed and rekeyed.state is IkeState.CLOSED
+    assert "unique=replace" in rekeyed.close_reason
+
+
+def test_keep_after_rekey_refuses_the_second_sa() -> None:
+    net = _net("keep")
+    (old,) = net.b.manager.ike_sas()
+    net.a.manager.rekey_ike(net.a.manager.ike_sas()[0].uniqueid, net.now)
+    net.run()
+    (rekeyed,) = net.b.manager.ike_sas()
+    assert rekeyed is not old
+    net.initiate()
+    net.run()
+    assert net.b.manager.ike_sas() == [rekeyed]
+
+
+def test_other_identity_is_not_replaced_and_closed_sas_leave_the_index() -> None:
+    c = child()
+    b = psk_conn("tunnel", "b.example.net", "%any", (mirror(c),), unique="replace")
+    a1 = psk_conn("tunnel", "a.example.net", "b.example.net", (c,), unique="never")
+    a2 = psk_conn("tunnel", "c.example.net", "b.example.net", (c,), unique="never")
+    net = pair([a1], [b])
+    net.initiate()
+    net.run()
+    (first,) = net.b.manager.ike_sas()
+    net.a.manager = pair([a2], [], seed=91).a.manager
+    net.initiate()
+    net.run()
+    assert first.state is IkeState.ESTABLISHED and len(net.b.manager.ike_sas()) == 2
+    for sa in net.b.manager.ike_sas():
+        net.b.manager.terminate_ike(sa.uniqueid, net.now)
+    net.run()
+    net.advance(60)
+    assert net.b.manager.ike_sas() == [] and net.b.manager.retained() == 0
