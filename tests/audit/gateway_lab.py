@@ -91,14 +91,17 @@ def gateway_files() -> dict[str, bytes | str]:
 
 
 def client_connection(topo: Topology, name: str = "ikg") -> ConnectionConfig:
+    """strongSwan's side of the tunnel; further names get one try and a second (unused) IKE proposal, so
+    charon sees another IKE config and sets up a new IKE SA instead of reusing the first one's."""
     left, right = topo.left, topo.right
     return ConnectionConfig(
         name=name,
+        keyingtries=None if name == "ikg" else 1,
         local_addrs=[str(left.address)],
         remote_addrs=[str(right.address)],
         local=AuthConfig("psk", CLIENT_FQDN),
         remote=AuthConfig("psk", GW_FQDN),
-        proposals=[IKE_PROPOSAL],
+        proposals=[IKE_PROPOSAL] if name == "ikg" else [IKE_PROPOSAL, "aes128gcm16-prfsha256-ecp256"],
         children=[ChildConfig(name="net", local_ts=[str(left.subnet)], remote_ts=[str(right.subnet)],
                               esp_proposals=[ESP_PROPOSAL])],
     )

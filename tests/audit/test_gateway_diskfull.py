@@ -1,0 +1,128 @@
+"""Issue 8, PCI DSS 10.7 with the real gateway: `ikeguard run` with its state_dir on a small tmpfs that fills
+up while a tunnel to strongSwan is up. The alarm is raised (metric ikeguard_audit_store_healthy 0, an ERROR
+line), a second strongSwan initiation is refused, the existing SA stays ESTABLISHED and carries ping through
+the userspace data plane while DPD runs; when space returns the store records audit.store.failed/recovered
+and the queued events, the chain verifies, and the second initiation succeeds."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ikeguard.audit.store import AuditStore, read_verification_key
+from ikeguard.tools.netns import Topology, wait_until
+from tests.harness.strongswan import StrongSwanError
+
+from .gateway_lab import GatewayFactory, PeerFactory, gateway_config, gateway_files, metric, strongswan_client
+
+pytestmark = [pytest.mark.root, pytest.mark.interop, pytest.mark.slow]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs for the state directory, unmounted at the end (after the gateway has stopped)."""
+    mnt = tmp_path / "state-tmpfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Write zeros until the filesystem is full (down to the last byte)."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for chunk in (65536, 512, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _ping(topo: Topology) -> None:
+    left, right = topo.left, topo.right
+    result = left.namespace.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I",
+                                str(left.subnet_address), str(right.subnet_address), check=False)
+    assert result.returncode == 0 and " 0% packet loss" in result.stdout, result.stdout + result.stderr
+
+
+def _healthy(topo: Topology) -> float | None:
+    return metric(topo.right.namespace, "ikeguard_audit_store_healthy").get("")
+
+
+def test_disk_full_refuses_new_sas_keeps_existing_and_recovers(
+    small_tmpfs: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
+    ikeguard_gateway: GatewayFactory,
+) -> None:
+    topo = netns_topology("direct")
+    state = small_tmpfs / "state"
+    config = gateway_config(topo, None, dataplane="userspace", dpd_delay="2s").replace(
+        'state_dir = "state"', f'state_dir = "{state}"')
+    gw = ikeguard_gateway(topo.right.namespace, "gw", config, gateway_files())
+    assert gw.state_dir == state
+    client = strongswan_client(strongswan_peer, topo, "ikg", "ikg2",
+                               charon_options={"retransmit_timeout": 1, "retransmit_tries": 1})
+    client.initiate(child="net", ike="ikg")
+    first = client.wait_established("ikg", "net")
+    gw.wait_sas(lambda sas: len(sas) == 1 and sas[0]["children"][0]["state"] == "installed", timeout=10)
+    _ping(topo)
+    assert _healthy(topo) == 1
+
+    filler = _fill(small_tmpfs)
+    try:
+        # activity the gateway must record (operator queries) until a commit fails: the alarm
+        assert wait_until(lambda: gw.request("sas") is not None and _healthy(topo) == 0, 20, interval=0.2), \
+            "store never reported the full disk"
+        full_since = time.monotonic()
+
+        # a new IKE SA is refused (PCI DSS 10.7): strongSwan's second connection gets no answer
+        with pytest.raises(StrongSwanError):
+            client.initiate(child="net", ike="ikg2", timeout=6)
+        assert "refusing new IKE SAs" in gw.log()
+        assert not any(sa.name == "ikg2" and sa.state == "ESTABLISHED" for sa in client.list_sas())
+
+        # the existing SA is kept: still ESTABLISHED on both sides with the same SPIs, DPD answered, ping ok
+        while time.monotonic() - full_since < 6:  # three DPD intervals on the full disk
+            time.sleep(0.5)
+        sas = gw.sas()
+        assert len(sas) == 1 and sas[0]["state"] == "established"
+        assert sas[0]["spi_i"] == f"{first.initiator_spi:016x}"
+        kept = [sa for sa in client.list_sas() if sa.name == "ikg"]
+        assert len(kept) == 1 and kept[0].state == "ESTABLISHED"
+        assert kept[0].initiator_spi == first.initiator_spi
+        _ping(topo)
+        assert _healthy(topo) == 0
+    finally:
+        filler.unlink(missing_ok=True)
+
+    # space returns: the writer's retry succeeds, the alarm clears, new SAs are accepted again
+    assert wait_until(lambda: _healthy(topo) == 1, 15), gw.log_tail(40)
+    client.initiate(child="net", ike="ikg2", timeout=10)
+    client.wait_established("ikg2", "net")
+    assert wait_until(lambda: [e["event"] for e in gw.audit_events()].count("ike.up") == 2, 10)
+    events = gw.audit_events()
+    names = [e["event"] for e in events]
+    failed, recovered = names.index("audit.store.failed"), names.index("audit.store.recovered")
+    assert failed < recovered
+    assert "full" in events[failed]["reason"].lower() or "space" in events[failed]["reason"].lower()
+    assert events[recovered]["details"]["outage_seconds"] >= 5
+    # the events queued while the disk was full follow, then the new IKE SA: records flow again
+    assert "admin.command" in names[recovered:]
+    assert names[recovered:].count("ike.up") == 1
+    store = AuditStore(state, create=False)
+    try:
+        assert store.verify(read_verification_key(state / "audit-verification.key")).ok
+    finally:
+        store.close()
+    gw.stop()
