@@ -62,7 +62,7 @@ class Running:
     """A started in-process gateway with its data plane and audit trail."""
 
     gateway: Gateway
-    dataplane: NoneDataPlane
+    dataplane: Any  # NoneDataPlane unless the test chose another
     audit: Any
 
     def events(self) -> list[str]:
@@ -91,12 +91,13 @@ class RefusingAudit:
 
 
 @asynccontextmanager
-async def running(plan: GatewayPlan, audit: Any = None) -> AsyncIterator[Running]:
-    """Start a Gateway for ``plan`` (a real AuditService in its state dir unless ``audit`` is given)."""
+async def running(plan: GatewayPlan, audit: Any = None, dataplane: Any = None) -> AsyncIterator[Running]:
+    """Start a Gateway for ``plan`` (a real AuditService in its state dir unless ``audit`` is given; the
+    recording ``none`` data plane unless ``dataplane`` is given)."""
     if audit is None:
         audit = AuditService(plan.state_dir)
         audit.start()
-    plane = NoneDataPlane()
+    plane = dataplane if dataplane is not None else NoneDataPlane()
     gateway = Gateway(plan, audit=audit, dataplane=plane)
     seen: list[dict[str, Any]] = []
     gateway.subscribe(seen.append)

@@ -1,11 +1,12 @@
 """``start_action``, ``dpd_action`` and ``close_action`` (swanctl semantics) of a running gateway.
 
 ``start``: initiate when the gateway starts and keep trying with exponential backoff (1 s doubling to 60 s)
-until the IKE SA is up. ``trap`` needs kernel acquires (traffic-triggered initiation), which a userspace
-gateway does not get: it is treated as ``start`` and logged once. When an established IKE SA dies (DPD or
-retransmission timeout) its children's ``dpd_action`` applies (``restart``/``trap``: bring it up again,
-``clear``/``none``: nothing); when the peer deletes it, ``close_action`` (``start``/``trap``: bring it up
-again). SAs we delete ourselves (admin, shutdown, rekey, expiry) trigger nothing.
+until the IKE SA is up. ``trap`` needs kernel acquires (traffic-triggered initiation, traps.py): with
+``dataplane = "xfrm"`` a trap policy is installed; other data planes treat it as ``start`` (logged once).
+When an established IKE SA dies (DPD or retransmission timeout) its children's ``dpd_action`` applies
+(``restart``/``trap``: bring it up again, or leave it to the trap policy; ``clear``/``none``: nothing); when
+the peer deletes it, ``close_action`` (``start``/``trap``: likewise). SAs we delete ourselves (admin,
+shutdown, rekey, expiry) trigger nothing.
 """
 
 from __future__ import annotations
@@ -49,17 +50,25 @@ class ActionPolicy:
 
     # ------------------------------------------------------------------ triggers
     def start_connections(self) -> None:
-        """``start_action = "start" | "trap"``: bring those children up now."""
+        """``start_action = "start"``: bring those children up now. ``trap`` installs a trap policy where the
+        data plane raises acquires (kernel XFRM), else it is treated as ``start`` (logged once)."""
         plan = self.gateway.plan
+        traps = self.gateway.traps
         for name, conn in plan.connections.items():
-            wanted = [c.name for c in conn.children
-                      if plan.child_actions.get((name, c.name)) is not None
-                      and plan.child_actions[(name, c.name)].start_action in ("start", "trap")]
+            wanted = []
             for c in conn.children:
                 actions = plan.child_actions.get((name, c.name))
-                if actions is not None and actions.start_action == "trap" and name not in self._trap_logged:
+                if actions is None:
+                    continue
+                trapped = "trap" in (actions.start_action, actions.dpd_action, actions.close_action)
+                if trapped and traps.available and traps.install(name, c.name):
+                    continue
+                if actions.start_action == "trap" and name not in self._trap_logged:
                     self._trap_logged.add(name)
-                    log.info("%s: start_action = trap needs kernel acquires; initiating now instead", name)
+                    log.info("%s: start_action = trap needs kernel acquires (dataplane = \"xfrm\"); "
+                             "initiating now instead", name)
+                if actions.start_action in ("start", "trap"):
+                    wanted.append(c.name)
             if wanted:
                 self.bring_up(name, wanted, None, "start_action")
 
@@ -95,6 +104,8 @@ class ActionPolicy:
         for c in conn.children:
             actions = plan.child_actions.get((up.connection, c.name))
             value = getattr(actions, kind, "none") if actions is not None else "none"
+            if value == "trap" and self.gateway.traps.has_trap(up.connection, c.name):
+                continue  # the trap policy brings it up with the next packet
             if value in _RESTARTING:
                 children.append(c.name)
         if children:
