@@ -76,6 +76,7 @@ def _remap(router: Namespace) -> None:
     router.run("conntrack", "-F")
 
 
+@pytest.mark.slow  # waits for ikeguard's first NAT keepalive (20 s, EngineSettings.nat_keepalive)
 def test_ikeguard_initiator_behind_nat(
     netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory,
     tmp_path: Path,
