@@ -258,7 +258,8 @@ class Gateway:
         log.debug("IKE SA %s[%d]: %s -> %s %s", event.connection, event.ike_uniqueid, event.old.value,
                   event.new.value, event.reason)
         self.actions.ike_state(event)
-        waiter = self._waiters.get(event.ike_uniqueid)
+        final = event.new in (IkeState.ESTABLISHED, IkeState.CLOSED)
+        waiter = self._waiters.pop(event.ike_uniqueid, None) if final else None
         if waiter is not None and not waiter.done():
             if event.new is IkeState.ESTABLISHED:
                 waiter.set_result(event.ike_uniqueid)
