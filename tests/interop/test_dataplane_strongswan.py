@@ -116,8 +116,8 @@ def udp_rcvbuf_errors(ns: Namespace) -> int:
 def assert_counters_agree(t: Tunnel) -> tuple[dict[str, Any], Any]:
     """ikeguard's inbound counters equal strongSwan's outbound ones and vice versa (same SPIs, both count
     inner IP octets). The one explained difference: ESP datagrams the receiving kernel dropped at a full
-    socket buffer (Udp RcvbufErrors; charon's socket keeps the default ~208 KiB, a GSO burst can overflow
-    it), each a full-size inner packet of the TUN MTU (1399) since only bulk bursts overflow."""
+    socket buffer (Udp RcvbufErrors of that namespace): exactly that many packets, each 40 (a bare TCP
+    segment) to 1399 (the TUN MTU) inner octets."""
     time.sleep(0.3)  # nothing in flight
     child = t.child()
     ss_child = t.ss_sa().child("net")
@@ -126,7 +126,7 @@ def assert_counters_agree(t: Tunnel) -> tuple[dict[str, Any], Any]:
     assert udp_rcvbuf_errors(t.topo.right.namespace) == 0
     assert (child["bytes_in"], child["packets_in"]) == (ss_child.bytes_out, ss_child.packets_out)
     assert child["packets_out"] - ss_child.packets_in == lost_at_peer, (child, ss_child)
-    assert child["bytes_out"] - ss_child.bytes_in == lost_at_peer * 1399, (child, ss_child)
+    assert lost_at_peer * 40 <= child["bytes_out"] - ss_child.bytes_in <= lost_at_peer * 1399, ss_child
     return child, ss_child
 
 
