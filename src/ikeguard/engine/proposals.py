@@ -16,6 +16,9 @@ from ikeguard.wire.proposal_string import ProposalSpec
 from ikeguard.wire.sa import SaPayload
 from ikeguard.wire.transforms import Transform, is_ke_type
 
+_CHOICES = "engine.choose_proposal"  # Profile.memo namespace
+_CHOICES_LIMIT = 1024  # distinct (offer, configuration) pairs remembered; a flood of novel offers only misses
+
 
 def _implemented(t: Transform) -> bool:
     ttype = int(t.type)
@@ -51,7 +54,35 @@ def choose_proposal(
     *,
     ignore_ke: bool = False,
 ) -> tuple[ProposalSpec, int] | None:
-    """Responder: (selected suite, proposal number) from the peer's SA payload, or None."""
+    """Responder: (selected suite, proposal number) from the peer's SA payload, or None.
+
+    Memoized per profile on what decides the answer (the offered proposals without their SPIs, our configured
+    proposals, protocol, ``ignore_ke``): peers of one connection send the same offer in every message.
+    """
+    key = (
+        protocol,
+        ignore_ke,
+        tuple((p.number, int(p.protocol), p.transforms) for p in offered.proposals),
+        tuple(configured),
+    )
+    table = profile.memo.get(_CHOICES)
+    if table is not None and key in table:
+        cached: tuple[ProposalSpec, int] | None = table[key]
+        return cached
+    choice = uncached_choose_proposal(profile, offered, configured, protocol, ignore_ke=ignore_ke)
+    profile.memo_put(_CHOICES, key, choice, limit=_CHOICES_LIMIT)
+    return choice
+
+
+def uncached_choose_proposal(
+    profile: Profile,
+    offered: SaPayload,
+    configured: Sequence[ProposalSpec],
+    protocol: ProtocolName,
+    *,
+    ignore_ke: bool = False,
+) -> tuple[ProposalSpec, int] | None:
+    """:func:`choose_proposal` computed (what its memo holds; tests compare the two)."""
     expected = ProtocolId.IKE if protocol == "ike" else ProtocolId.ESP
     specs: list[ProposalSpec] = []
     numbers: list[int] = []

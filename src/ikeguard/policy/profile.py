@@ -141,6 +141,16 @@ class Profile:
     description: str
     rules: tuple[Rule, ...]
     transform_rules: tuple[TransformRule, ...] = field(default=(), repr=False)
+    # Decisions derived from the (immutable) rules, memoized by policy.proposals / engine.proposals; keys are
+    # namespaced by the caller, each namespace bounded by ``memo_put`` (peers choose what they offer).
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    def memo_put(self, namespace: str, key: Any, value: Any, limit: int = 4096) -> None:
+        """Remember ``value`` for (namespace, key); a namespace that reaches ``limit`` starts over."""
+        table = self.memo.setdefault(namespace, {})
+        if len(table) >= limit:
+            table.clear()
+        table[key] = value
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id (KeyError if the profile has none)."""

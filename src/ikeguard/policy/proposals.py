@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ikeguard.policy.profile import Profile, Rule
 
 ProtocolName = Literal["ike", "esp"]
+_VERDICTS = "policy.transform_violations"  # Profile.memo namespace
 
 # Security strength in bits (NIST SP 800-57 Pt 1 r5 Tables 2/3; HMAC/PRF = half the hash output for
 # collision-relevant uses; ML-KEM per FIPS 203 categories). Used only to rank, never to allow.
@@ -100,7 +101,25 @@ class SuiteViolation:
 
 def transform_violations(profile: Profile, protocol: ProtocolName,
                          transform: Transform) -> list[SuiteViolation]:
-    """Violations (and sunset warnings) of one transform against the profile's ``transforms`` rules."""
+    """Violations (and sunset warnings) of one transform against the profile's ``transforms`` rules
+    (memoized per profile: the rules are immutable, and every message asks again for the same transforms)."""
+    table = profile.memo.get(_VERDICTS)
+    key = (protocol, transform)
+    cached = table.get(key) if table is not None else None
+    if cached is None:
+        cached = tuple(uncached_transform_violations(profile, protocol, transform))
+        profile.memo_put(_VERDICTS, key, cached)
+    return list(cached)
+
+
+def transform_forbidden(profile: Profile, protocol: ProtocolName, transform: Transform) -> bool:
+    """Whether the profile forbids ``transform`` (a violation that is not only a sunset warning)."""
+    return any(not v.warning for v in transform_violations(profile, protocol, transform))
+
+
+def uncached_transform_violations(profile: Profile, protocol: ProtocolName,
+                                  transform: Transform) -> list[SuiteViolation]:
+    """:func:`transform_violations` computed from the rules (what the memo holds; tests compare the two)."""
     out: list[SuiteViolation] = []
     for tr in profile.transform_rules:
         if not tr.covers(protocol, transform):
@@ -228,7 +247,7 @@ def _match(offer: Sequence[Transform], configured: Sequence[Transform], profile:
             continue
         wanted_keys = {_key(w) for w in wanted}
         candidates = [o for o in offered if _key(o) in wanted_keys and _supported(o, supported)
-                      and not any(not v.warning for v in transform_violations(profile, protocol, o))]
+                      and not transform_forbidden(profile, protocol, o)]
         if not candidates:
             return None
         chosen.append(max(candidates, key=lambda c: (strength(c), -offered.index(c))))
@@ -278,7 +297,7 @@ def allowed_offer(configured: Sequence[ProposalSpec], profile: Profile,
         kept = [t for t in spec.transforms()
                 if (ignore_ke and is_ke_type(int(t.type)))
                 or (_supported(t, supported)
-                    and not any(not v.warning for v in transform_violations(profile, protocol, t)))]
+                    and not transform_forbidden(profile, protocol, t))]
         before, after = _by_type(spec.transforms()), _by_type(kept)
         if set(before) != set(after):
             continue
