@@ -133,7 +133,8 @@ def _check_text(name: str, value: str) -> str:
     # the caller); redact what looks like key material and cut what is too long, visibly.
     if _SECRET_VALUE.search(value):
         return REDACTED
-    value = printable(value)
+    if not (value.isascii() and value.isprintable()):  # printable ASCII is already what printable() returns
+        value = printable(value)
     if len(value) > MAX_TEXT:
         value = value[:MAX_TEXT] + f"...[{len(value) - MAX_TEXT} more characters cut]"
     return value
@@ -169,10 +170,10 @@ class AuditEvent:
             object.__setattr__(self, "event", EventName(self.event))
         if not isinstance(self.outcome, Outcome):
             object.__setattr__(self, "outcome", Outcome(self.outcome))
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, str) and f.name not in ("event", "outcome"):
-                object.__setattr__(self, f.name, _check_text(f.name, value))
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if value and isinstance(value, str):  # "" stays "" (most fields of most events are empty)
+                object.__setattr__(self, name, _check_text(name, value))
         if self.ike_uniqueid is not None and (isinstance(self.ike_uniqueid, bool) or self.ike_uniqueid < 0):
             raise AuditEventError("ike_uniqueid must be a non-negative integer")
         clean: dict[str, DetailValue] = {}
@@ -206,6 +207,7 @@ class AuditEvent:
 # The top-level record fields, in canonical order (used by sinks and the verifier).
 EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AuditEvent))
 _PLAIN_FIELDS = tuple(n for n in EVENT_FIELDS if n not in ("event", "outcome", "details"))
+_TEXT_FIELDS = tuple(n for n in _PLAIN_FIELDS if n != "ike_uniqueid")  # checked by __post_init__
 
 
 def event_from_fields(data: Mapping[str, object]) -> AuditEvent:
