@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.policy.conftest import edit
-from tests.policy.test_certificates import issue_example_pki
 
 from ikeguard.engine.settings import AuthKind
 from ikeguard.policy.errors import ConfigUnreadable
 from ikeguard.service.plan import ConfigRefused, build_plan
 from ikeguard.wire.iana import EncrId
+from tests.policy.conftest import edit
+from tests.policy.test_certificates import issue_example_pki
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
