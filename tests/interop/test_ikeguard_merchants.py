@@ -52,7 +52,7 @@ IKE_PROPOSAL = "aes256gcm16-prfsha384-ecp384"
 ESP_PROPOSAL = "aes256gcm16-ecp384"
 GW_ID = "gw.processor.example"
 PATTERN = "*.merchants.example"
-REAUTH_S = 14  # the template connection's reauth_time: a revoked merchant is closed within this
+REAUTH_S = 10  # the template connection's reauth_time: a revoked merchant is closed within this
 MERCHANTS = (
     SiteSpec("mera", "merchant-a.merchants.example", "192.0.2.11", "198.51.100.128/27"),
     SiteSpec("merb", "merchant-b.merchants.example", "192.0.2.12", "198.51.100.160/27"),
@@ -188,7 +188,9 @@ def test_template_connection_serves_three_merchants_each_only_its_own_subnet(
 
     # 4. C's current certificate is revoked afterwards (a new CRL file): its SA is closed at the next
     #    reauthentication and its reconnection refused; A reconnects with its unrevoked certificate.
+    c_established = _up(peer_c, "m")
     gw.write_file("pki/lab.crl", _crl_pem(ca, [c_old, leaves[c.identity]], 2))
+    assert c_established is not None and _up(peer_c, "m") is not None  # revoked while its SA is up
     peer_c.wait_for(lambda sas: _up_in(sas, "m") is None, timeout=REAUTH_S + 10,
                     what="C's SA closed at reauth")
     down = gw.wait_audit(lambda e: e["event"] == "ike.down" and e.get("remote_id") == c.identity,
