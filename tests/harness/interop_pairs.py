@@ -114,6 +114,7 @@ class PairSpec:
     ss_conn: Mapping[str, Any] = field(default_factory=dict)  # extra ConnectionConfig fields
     ss_child: Mapping[str, Any] = field(default_factory=dict)
     gateway: Mapping[str, Any] = field(default_factory=dict)  # extra [gateway] keys
+    ss_charon: Mapping[str, object] = field(default_factory=dict)  # extra strongswan.conf charon.* options
 
     @property
     def id(self) -> str:
@@ -273,7 +274,7 @@ def start_pair(
     # charon keeps a rekeyed Child SA's inbound half for delete_rekeyed_delay (5 s) to catch late packets;
     # 1 s keeps the rekey scenarios short without changing what is negotiated.
     peer = strongswan_peer(left.namespace, "strongswan", connections=[ss_conn],
-                           charon_options={"delete_rekeyed_delay": 1}, **ss_kwargs)
+                           charon_options={"delete_rekeyed_delay": 1, **spec.ss_charon}, **ss_kwargs)
 
     # ikeguard (right)
     files: dict[str, bytes | str] = {}

@@ -10,6 +10,8 @@ either direction with an audit record that says so, and the old Child SA keeps w
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -88,8 +90,8 @@ def test_on_demand_rekeys_from_both_sides(role: str, fixtures: Fixtures) -> None
     ss3, ikg = pair.settled(until=_new_child(ss2), what="Child SA rekeyed by strongSwan")
     assert_same_sa(ss3, ikg, GCM, pfs=True)
     assert "generating CREATE_CHILD_SA request" in pair.peer.log()
-    rekeyed = _events(pair, "child.rekeyed")
-    assert len(rekeyed) == 2 and all(e["outcome"] == "success" for e in rekeyed)
+    assert wait_until(lambda: len(_events(pair, "child.rekeyed")) == 2, 5)  # the trail is written async
+    assert all(e["outcome"] == "success" for e in _events(pair, "child.rekeyed"))
 
     # IKE SA rekey started by ikeguard: new IKE SPIs, the Child SA moves over unchanged (RFC 7296 §2.18)
     assert "1 SA rekeyed" in pair.gw.cli("rekey", "--conn", "ikg", json=False)
@@ -103,7 +105,7 @@ def test_on_demand_rekeys_from_both_sides(role: str, fixtures: Fixtures) -> None
     ss5, ikg = pair.settled(until=_new_ike(ss4), what="IKE SA rekeyed by strongSwan")
     assert_same_sa(ss5, ikg, GCM, pfs=True)
     assert spis(ss5)[2:] == spis(ss3)[2:]
-    assert len(_events(pair, "ike.rekeyed")) == 2
+    assert wait_until(lambda: len(_events(pair, "ike.rekeyed")) == 2, 5)
     assert ikg["initiator"] is False and ss5.initiator  # the rekey's initiator is the new SA's (§2.18)
     _assert_clean(pair)
 
@@ -151,8 +153,8 @@ def test_ikeguard_reauthenticates(role: str, fixtures: Fixtures) -> None:
     assert_same_sa(ss2, ikg, GCM)  # a fresh IKE_AUTH child: no KE
     assert ikg["initiator"] is True and ss2.initiator is False  # ikeguard set up the new IKE SA
     assert ikg["uniqueid"] != 1
-    downs = [e for e in _events(pair, "ike.down") if e.get("ike_uniqueid") == 1]
-    assert downs and "reauth" in downs[0]["reason"]
+    down = pair.gw.wait_audit(lambda e: e["event"] == "ike.down" and e.get("ike_uniqueid") == 1, timeout=5)
+    assert "reauth" in down["reason"]
     assert " 0% packet loss" in pair.ping(2)
 
 
@@ -163,7 +165,7 @@ def test_strongswan_reauthenticates(fixtures: Fixtures) -> None:
     ss2, ikg = pair.settled(until=lambda s, _i: not set(spis(s)) & set(spis(ss)), what="reauthenticated")
     assert_same_sa(ss2, ikg, GCM)
     assert ikg["initiator"] is False and ikg["uniqueid"] != 1
-    assert len(_events(pair, "auth.success")) == 2
+    assert wait_until(lambda: len(_events(pair, "auth.success")) == 2, 5)
     _assert_clean(pair)
 
 
@@ -190,4 +192,59 @@ def test_pfs_mismatch_fails_first_child_rekey(who: str, fixtures: Fixtures) -> N
     ss2, _ = pair.settled()
     assert spis(ss2) == spis(ss)  # nothing rekeyed, nothing left half-done
     assert not _events(pair, "child.rekeyed")
+    _assert_clean(pair)
+
+
+_JUNK = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(4):
+    s.sendto(b"x" * 1400, (sys.argv[1], 9))
+"""
+
+
+def _slow_link(pair: Pair) -> Callable[[], None]:
+    """Rate-limit both ends of the veth (tbf, 100 kbit/s) and queue ~330 ms of junk (UDP to the discard
+    port) in each, so IKE requests sent now by both sides are both in flight at once; returns the undo."""
+    ends = ((pair.topo.right, pair.topo.left), (pair.topo.left, pair.topo.right))
+    for host, _ in ends:
+        host.namespace.run("tc", "qdisc", "add", "dev", host.ifname, "root", "tbf", "rate", "100kbit",
+                           "burst", "1600", "latency", "2s")
+    for host, other in ends:
+        host.namespace.run(sys.executable, "-c", _JUNK, str(other.address))
+
+    def undo() -> None:
+        for host, _ in ends:
+            host.namespace.run("tc", "qdisc", "del", "dev", host.ifname, "root", check=False)
+
+    return undo
+
+
+@pytest.mark.parametrize("what", ["child", "ike"])
+def test_simultaneous_rekeys(what: str, fixtures: Fixtures) -> None:
+    """Both sides rekey the same SA at the same moment (RFC 7296 §2.8.1 Child SA, §2.8.2 IKE SA) while the
+    link is slowed down (every message delivered, ~1/3 s late), so the two requests cross and BOTH sides see
+    the collision. Each resolves it by the nonces; both end with one IKE SA and one Child SA with new SPIs,
+    and strongSwan never reports that ikeguard missed the collision."""
+    pair, ss, _ = _up(fixtures, PairSpec("initiator", dataplane="userspace"))
+    kind = "CHILD_REKEY" if what == "child" else "IKE_REKEY"
+    selection = {"conn": "ikg", "child": "net"} if what == "child" else {"conn": "ikg"}
+    peer_args: dict[str, Any] = {"child": "net"} if what == "child" else {"ike": "ikg"}
+    undo = _slow_link(pair)
+    try:
+        ours = threading.Thread(target=pair.gw.request, args=("rekey",), kwargs=selection)
+        ours.start()
+        assert pair.peer.rekey(**peer_args) == 1
+        ours.join()
+        assert wait_until(lambda: f"detected {kind} collision with {kind}" in pair.peer.log(), 5)
+        changed = _new_child(ss) if what == "child" else _new_ike(ss)
+        ss2, ikg = pair.settled(until=changed, timeout=15, what=f"{what} SA rekeyed by both sides at once")
+    finally:
+        undo()
+    assert_same_sa(ss2, ikg, GCM, pfs=what == "child")
+    if what == "ike":
+        assert spis(ss2)[2:] == spis(ss)[2:]  # the Child SA moved to the surviving IKE SA
+    log = pair.peer.log()
+    assert "did not notice" not in log and "but we are deleting" not in log
+    assert "collision won" in log or "collision lost" in log
     _assert_clean(pair)

@@ -63,10 +63,10 @@ def test_tunnel_with_strongswan(
     assert ikg["children"][0]["remote_ts"] == [pair.ss_subnet]
     log = pair.peer.log()
     assert AUTH_LOG[spec.auth] in log  # strongSwan verified ikeguard's AUTH with the expected method
-    events = pair.gw.audit_events()
-    assert any(e["event"] == "auth.success" and e.get("remote_id") == CLIENT_FQDN for e in events)
+    pair.gw.wait_audit(lambda e: e["event"] == "auth.success" and e.get("remote_id") == CLIENT_FQDN, 5)
     if spec.auth != "psk":
-        assert any(e["event"] == "cert.validated" and e["outcome"] == "success" for e in events)
+        validated = pair.gw.wait_audit(lambda e: e["event"] == "cert.validated", 5)
+        assert validated["outcome"] == "success"
 
     # ESP both ways through ikeguard's userspace data plane and strongSwan's libipsec
     out = pair.ping(2)
