@@ -26,6 +26,11 @@ from ikeguard.audit.store import parse_time, rfc3339, utc_now
 
 _ACKED, _HEALTHY, _READY = 0, 1, 2
 _SPOOL = 3  # slots _SPOOL + i: undelivered records of sink i
+# The sender lets records gather up to SEND_DELAY seconds (or SEND_BATCH records) before it takes the GIL to
+# pickle them: one hand-off per batch instead of one per record, which otherwise stalls the IKE loop's every
+# sendto() on a busy machine. flush() and close() send at once; acknowledgement still means "on disk".
+SEND_DELAY = 0.02
+SEND_BATCH = 512
 
 
 def _child_main(
@@ -84,6 +89,7 @@ class IsolatedAuditService:
         self._cond = threading.Condition()
         self._submitted = 0
         self._closing = False
+        self._urgent = False  # flush() waits: send what is buffered now
         self._sender = threading.Thread(target=self._send_loop, name="audit-sender", daemon=True)
 
     def start(self, timeout: float = 30.0) -> None:
@@ -103,13 +109,16 @@ class IsolatedAuditService:
         with self._cond:
             self._buf.append(item)
             self._submitted += 1
-            if len(self._buf) == 1:
+            if len(self._buf) in (1, SEND_BATCH):
                 self._cond.notify()
 
     def _send_loop(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._buf) or self._closing)
+                self._cond.wait_for(lambda: len(self._buf) >= SEND_BATCH or self._closing or self._urgent,
+                                    SEND_DELAY)
+                self._urgent = False
                 batch, self._buf = self._buf, []
                 closing = self._closing
             if batch:
@@ -146,7 +155,10 @@ class IsolatedAuditService:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event recorded so far is on disk."""
-        target = self._submitted
+        with self._cond:
+            target = self._submitted
+            self._urgent = True
+            self._cond.notify()
         deadline = utc_now() + dt.timedelta(seconds=timeout)
         while self._status[_ACKED] < target:
             if utc_now() >= deadline or not self._proc.is_alive():
