@@ -409,20 +409,34 @@ class Gateway:
     async def _add_child(self, ike_uid: int, child: str, timeout: float) -> list[int]:
         sa = self.engine.get(ike_uid)
         before = set(sa.children) if sa is not None else set()
+        failures: list[str] = []
+
+        def on_event(event: dict[str, Any]) -> None:
+            details = event.get("details") or {}
+            if (event.get("event") == "child.failed" and event.get("ike_uniqueid") == ike_uid
+                    and details.get("child") == child):
+                failures.append(str(event.get("reason", "")))
+
+        unsubscribe = self.subscribe(on_event)  # the peer's refusal ends the wait at once
         try:
-            self.engine.create_child(ike_uid, child, time.time())
-        except LocalProtocolError as exc:
-            raise GatewayCommandError(str(exc)) from None
-        self._pump()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            sa = self.engine.get(ike_uid)
-            if sa is None:
-                raise GatewayCommandError(f"IKE SA {ike_uid} closed while creating {child}")
-            new = [c for c in sa.children.values() if c.uniqueid not in before and c.name == child]
-            if any(c.state is ChildState.INSTALLED for c in new):
-                return [ike_uid, *(c.uniqueid for c in new)]
-            await asyncio.sleep(0.02)
+            try:
+                self.engine.create_child(ike_uid, child, time.time())
+            except LocalProtocolError as exc:
+                raise GatewayCommandError(str(exc)) from None
+            self._pump()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if failures:
+                    raise GatewayCommandError(f"Child SA {child} refused: {failures[0]}")
+                sa = self.engine.get(ike_uid)
+                if sa is None:
+                    raise GatewayCommandError(f"IKE SA {ike_uid} closed while creating {child}")
+                new = [c for c in sa.children.values() if c.uniqueid not in before and c.name == child]
+                if any(c.state is ChildState.INSTALLED for c in new):
+                    return [ike_uid, *(c.uniqueid for c in new)]
+                await asyncio.sleep(0.02)
+        finally:
+            unsubscribe()
         raise GatewayCommandError(f"Child SA {child} not installed within {timeout:g} s")
 
     def terminate(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,
