@@ -184,6 +184,8 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
         print(f"ikeguard run: {exc}", file=sys.stderr)
         await gateway.stop("start-up failed")
         return 1
+    # the start-up records (config.loaded, waivers, quarantine) are on disk before anyone is told we are up
+    await asyncio.get_running_loop().run_in_executor(None, audit.flush, 5.0)
     notify("READY=1\nSTATUS=gateway running")
     log.info("ready")
     await stopping.wait()
