@@ -60,6 +60,8 @@ def test_killed_strongswan_is_declared_dead_within_dpd_delay_plus_timeout(
     dead_after = time.monotonic() - killed
     assert DPD_TIMEOUT - SLACK <= dead_after <= DPD_DELAY + DPD_TIMEOUT + SLACK, dead_after
 
+    # the audit trail is written behind the SA state: wait for the record of the close
+    gw.wait_audit(lambda e: e["event"] == "ike.down" and "dpd timeout" in e.get("reason", ""), timeout=5)
     events = gw.audit_events()
     timeouts = [e for e in events if e["event"] == "dpd.timeout"]
     assert len(timeouts) == 1 and timeouts[0]["outcome"] == "failure"

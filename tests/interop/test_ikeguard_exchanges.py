@@ -86,6 +86,7 @@ def test_strongswan_retries_with_the_cookie_of_a_busy_ikeguard_responder(
     log = peer.log()
     assert "parsed IKE_SA_INIT response 0 [ N(COOKIE) ]" in log  # our stateless answer
     assert "generating IKE_SA_INIT request 0 [ N(COOKIE) SA KE No" in log  # strongSwan echoes it first
+    gw.wait_audit(lambda e: e["event"] == "ike.up", timeout=5)  # the trail is written behind the SA state
     events = gw.audit_events()
     on = [e for e in events if e["event"] == "dos.cookies_on"]
     assert on and "1 half-open" in on[0]["reason"]
@@ -130,6 +131,7 @@ def test_invalid_ke_ikeguard_initiator_retries_with_strongswans_group(
     assert_same_sa(ss_sa, sa)
     assert sa["proposal"].endswith("25519"), sa["proposal"]
     assert "generating IKE_SA_INIT response 0 [ N(INVAL_KE) ]" in peer.log()
+    gw.wait_audit(lambda e: e["event"] == "ike.up", timeout=5)
     retries = [e for e in gw.audit_events() if e["event"] == "ike.retry"]
     assert [e["reason"] for e in retries] == ["peer asked for CURVE25519 (INVALID_KE_PAYLOAD)"]
 
@@ -146,6 +148,7 @@ def test_invalid_ke_strongswan_initiator_retries_with_ikeguards_group(
     assert ss_sa.dh_group == "CURVE_25519"
     assert_same_sa(ss_sa, wait_one_sa(gw))
     assert "peer didn't accept DH group ECP_384, it requested CURVE_25519" in peer.log()
+    gw.wait_audit(lambda e: e["event"] == "ike.up", timeout=5)
     retries = [e for e in gw.audit_events() if e["event"] == "ike.retry"]
     assert [e["reason"] for e in retries] == ["asked peer for CURVE25519 (INVALID_KE_PAYLOAD)"]
 
@@ -261,6 +264,7 @@ def test_mobike_strongswan_follows_the_ikeguard_initiator_to_its_new_address(
     now = peer.wait_for(lambda sas: len(sas) == 1 and len(sas[0].children) == 1
                         and sas[0].children[0].state == "INSTALLED", what="one Child SA after the move")[0]
     assert_same_sa(now, gw.sas()[0])
+    gw.wait_audit(lambda e: e["event"] == "ike.address_changed", timeout=5)
     changed = [e for e in gw.audit_events() if e["event"] == "ike.address_changed"]
     assert changed and changed[-1]["outcome"] == "success" and "192.0.2.3" in changed[-1]["reason"]
 
