@@ -63,6 +63,14 @@ class ToTun:
     data: bytes
 
 
+class _MtuCache(dict[OutboundSa, int]):
+    """Outbound SA -> its inner MTU at one path MTU (replaced wholesale when the path MTU changes)."""
+
+    def __init__(self, path_mtu: int) -> None:
+        super().__init__()
+        self.path_mtu = path_mtu
+
+
 class _FlowCache(dict[Flow, Policy]):
     """Flow -> policy; replaced wholesale (with a fresh policy snapshot) whenever policies change, so the
     packet path never iterates a dict another thread is changing."""
@@ -86,6 +94,7 @@ class SaTable:
     _callbacks: list[EventCallback] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _flow_cache: _FlowCache = field(default_factory=lambda: _FlowCache())
+    _mtus: _MtuCache = field(default_factory=lambda: _MtuCache(0))
 
     # --- control --------------------------------------------------------------------------------
     def subscribe(self, callback: EventCallback) -> None:
@@ -179,6 +188,7 @@ class SaTable:
             sa_out = self._outbound.pop(spi, None)
             if sa_out is None:
                 return None
+            self._mtus.pop(sa_out, None)
             for policy in self._policies.values():
                 if policy.outbound is sa_out:
                     policy.outbound = self._fallback_outbound(policy)
@@ -212,6 +222,7 @@ class SaTable:
                 out = self._outbound.get(spi)
                 if out is not None:
                     out.retarget(replace(out.config, source=local, destination=remote))
+                    self._mtus.pop(out, None)  # the outer family (overhead) may have changed
                 inb = self._inbound.get(spi)
                 if inb is not None:
                     inb.config = replace(inb.config, source=remote, destination=local)
@@ -268,16 +279,23 @@ class SaTable:
             policy.no_sa_drops += 1
             self._drop("no_sa")
             return None
-        mtu = self.inner_mtu(sa)
-        if needs_too_big(inner, mtu):
+        mtus = self._mtus
+        if mtus.path_mtu != self.path_mtu:  # set_path_mtu() changed it: every SA's inner MTU changes
+            mtus = self._mtus = _MtuCache(self.path_mtu)
+        mtu = mtus.get(sa)
+        if mtu is None:
+            mtu = mtus[sa] = self.inner_mtu(sa)
+        if len(inner) > mtu and needs_too_big(inner, mtu):
             sa.counters.drop("too_big")
             source = self.icmp_source4 if flow.version == 4 else self.icmp_source6
             if source is None:
                 source = inner[16:20] if flow.version == 4 else inner[24:40]
             icmp = icmp_too_big(inner, mtu, source)
             return ToTun(icmp) if icmp is not None else None
-        if flow.protocol == 6:
-            inner = clamp_mss(inner, mtu - (40 if flow.version == 4 else 60))
+        if flow.protocol == 6 and flow.sport is not None:  # a first (or only) TCP fragment: SYN?
+            flags = ((inner[0] & 0x0F) * 4 if flow.version == 4 else 40) + 13
+            if len(inner) > flags and inner[flags] & 0x02:
+                inner = clamp_mss(inner, mtu - (40 if flow.version == 4 else 60))
         try:
             return Send(sa.protect(inner), sa.config.destination, sa.config.encap, sa.sockaddr)
         except EspError:

@@ -289,8 +289,7 @@ class UserspaceDataPlane:
 
     def _send_raw(self, send: Send) -> None:
         try:
-            self._raw_socket(send.destination.address.version).sendto(
-                send.data, (str(send.destination.address), 0))
+            self._raw_socket(send.destination.address.version).sendto(send.data, (send.sockaddr[0], 0))
         except OSError:
             self.stats["send_errors"] += 1
 

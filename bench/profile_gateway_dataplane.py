@@ -1,0 +1,96 @@
+"""Throughput and profile of the userspace data plane under the real gateway (`ikeguard run`, not the
+standalone plane): two gateways (PSK, aes256gcm16, userspace data plane) in network namespaces, iperf3 TCP
+from the left (initiator) host's subnet to the right one's, optionally with one gateway under cProfile.
+
+Run (root, iperf3):
+`.venv/bin/python -m bench.profile_gateway_dataplane [--encap] [--profile left|right] [--seconds N]`
+Prints Mbit/s received and, with --profile, the top functions of that gateway by own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.service.gwconfig import GwConfig
+
+from ikeguard.tools.gateway_process import GatewayProcess
+from ikeguard.tools.netns import NetnsLab, Topology
+
+PSK = "bench-profile-psk-7d1c0e55a9b2"
+
+
+def _installed(sas: list[dict[str, object]]) -> bool:
+    return bool(sas) and any(c["state"] == "installed" for c in sas[0]["children"])  # type: ignore[index]
+
+
+def run(seconds: int, profile: str | None, streams: int = 1,
+        encap: bool = False) -> tuple[float, Path | None]:
+    """iperf3 TCP through two `ikeguard run` gateways; (Mbit/s received, profile file or None)."""
+    with NetnsLab() as lab, tempfile.TemporaryDirectory() as tmp:
+        topo = Topology.two_hosts(lab, "pgl", "pgr")
+        left, right = topo.left, topo.right
+        extra = "encap = true" if encap else ""  # ESP in UDP although no NAT is in between (RFC 3948)
+        configs = {
+            "right": GwConfig(str(right.address), "%any", GW_FQDN, CLIENT_FQDN, str(right.subnet),
+                              str(left.subnet), psk=PSK, dataplane="userspace", extra_connection=extra),
+            "left": GwConfig(str(left.address), str(right.address), CLIENT_FQDN, GW_FQDN, str(left.subnet),
+                             str(right.subnet), psk=PSK, dataplane="userspace", start_action="start",
+                             extra_connection=extra),
+        }
+        prof_path = Path(tmp) / "gateway.prof"
+        gws: dict[str, GatewayProcess] = {}
+        for side, host in (("right", right), ("left", left)):
+            workdir = Path(tmp) / side
+            argv = None
+            if profile == side:
+                argv = [sys.executable, "-m", "cProfile", "-o", str(prof_path), "-m", "ikeguard", "run", "-c",
+                        str(workdir / "gateway.toml")]
+            gw = GatewayProcess(host.namespace.name, workdir, configs[side].text(), configs[side].files(),
+                                name=side, argv=argv)
+            gws[side] = gw.start(timeout=30)
+        try:
+            gws["left"].wait_sas(_installed, timeout=20)
+            server = right.namespace.popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
+            time.sleep(0.5)
+            out = left.namespace.run("iperf3", "-c", str(right.subnet_address), "-B",
+                                     str(left.subnet_address), "-t", str(seconds), "-P", str(streams), "-J",
+                                     timeout=seconds + 30)
+            server.wait(timeout=10)
+            mbit = json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+        finally:
+            for gw in gws.values():
+                gw.stop(timeout=15)
+        if profile is None or not prof_path.exists():
+            return mbit, None
+        kept = Path(tempfile.gettempdir()) / f"ikeguard-{profile}-gateway.prof"
+        kept.write_bytes(prof_path.read_bytes())
+        return mbit, kept
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=("left", "right"), default=None)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--encap", action="store_true", help="force ESP in UDP (encap = true)")
+    args = parser.parse_args(argv)
+    mbit, prof = run(args.seconds, args.profile, encap=args.encap)
+    what = (", ESP in UDP" if args.encap else ", ESP (IP protocol 50)") + (
+        f", {args.profile} gateway under cProfile" if args.profile else "")
+    print(f"ikeguard run <-> ikeguard run, userspace, aes256gcm16, iperf3 TCP {args.seconds} s{what}: "
+          f"{mbit:.0f} Mbit/s")
+    if prof is not None:
+        print(f"profile: {prof}")
+        pstats.Stats(str(prof)).sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()
