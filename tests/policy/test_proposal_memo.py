@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from ikeguard.engine.proposals import choose_proposal, uncached_choose_proposal
+from ikeguard.engine.proposals import choose_proposal, proposal_text, uncached_choose_proposal
 from ikeguard.policy.profile import available_profiles, load_profile
 from ikeguard.policy.proposals import transform_violations, uncached_transform_violations
 from ikeguard.wire.iana import EncrId, IntegId, KeId, PrfId, ProtocolId, TransformType
-from ikeguard.wire.proposal_string import parse_proposal
+from ikeguard.wire.proposal_string import format_proposal, parse_proposal
 from ikeguard.wire.sa import Proposal, SaPayload
 from ikeguard.wire.transforms import Transform
 
@@ -108,3 +109,21 @@ def test_memo_namespace_is_bounded() -> None:
     for i in range(50):
         profile.memo_put("ns", i, i, limit=16)
     assert 0 < len(profile.memo["ns"]) <= 16 and profile.memo["ns"][49] == 49
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(sa=offers("ike") | offers("esp"))
+def test_memoized_proposal_text_equals_format_proposal(sa: SaPayload) -> None:
+    for proposal in sa.proposals:
+        try:
+            spec = proposal.to_spec()
+        except ValueError:
+            continue
+        try:
+            expected = format_proposal(spec)
+        except ValueError:  # no swanctl keyword (never negotiated): the memoized form raises alike
+            with pytest.raises(ValueError):
+                proposal_text(spec)
+            continue
+        assert proposal_text(spec) == expected
+        assert proposal_text(spec) == expected

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ikeguard.engine.keys import ChildSaKeys
+from ikeguard.engine.proposals import proposal_text
 from ikeguard.engine.settings import ChildSettings
 from ikeguard.engine.states import ChildState
 from ikeguard.policy.ts import TrafficSelector
-from ikeguard.wire.proposal_string import ProposalSpec, format_proposal
+from ikeguard.wire.proposal_string import ProposalSpec
 
 
 @dataclass(eq=False)
@@ -43,7 +44,7 @@ class ChildSa:
     @property
     def proposal_text(self) -> str:
         """The negotiated proposal in swanctl syntax (for events and ``sas``)."""
-        return format_proposal(self.proposal) if self.proposal is not None else ""
+        return proposal_text(self.proposal) if self.proposal is not None else ""
 
     def wipe(self) -> None:
         """Zero the key material (ARCHITECTURE rule 6)."""

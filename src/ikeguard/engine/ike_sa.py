@@ -28,6 +28,7 @@ from ikeguard.engine.events import (
 )
 from ikeguard.engine.keys import IkeSaCrypto
 from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
+from ikeguard.engine.proposals import proposal_text
 from ikeguard.engine.retransmit import CachedResponse, MessageIdWindow, OutgoingRequest
 from ikeguard.engine.settings import ConnectionSettings
 from ikeguard.engine.states import (
@@ -40,7 +41,7 @@ from ikeguard.engine.states import (
 )
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
 from ikeguard.wire.iana import ExchangeType, NotifyType
-from ikeguard.wire.proposal_string import ProposalSpec, format_proposal
+from ikeguard.wire.proposal_string import ProposalSpec
 
 if TYPE_CHECKING:
     from ikeguard.engine.fragments import Reassembler
@@ -148,7 +149,7 @@ class IkeSa:
     @property
     def proposal_text(self) -> str:
         """Negotiated IKE proposal in swanctl syntax."""
-        return format_proposal(self.proposal) if self.proposal is not None else ""
+        return proposal_text(self.proposal) if self.proposal is not None else ""
 
     def responder_ike_proposals(self) -> tuple[ProposalSpec, ...]:
         """Before the peer's identity is known every connection's IKE proposals are candidates."""

@@ -7,17 +7,24 @@ only if it is exactly one of our proposals with one transform of each type.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from ikeguard.crypto import registry
 from ikeguard.policy.profile import Profile
 from ikeguard.policy.proposals import ProtocolName, allowed_offer, select_proposal
 from ikeguard.wire.iana import IntegId, ProtocolId, TransformType
-from ikeguard.wire.proposal_string import ProposalSpec
+from ikeguard.wire.proposal_string import ProposalSpec, format_proposal
 from ikeguard.wire.sa import SaPayload
 from ikeguard.wire.transforms import Transform, is_ke_type
 
 _CHOICES = "engine.choose_proposal"  # Profile.memo namespace
 _CHOICES_LIMIT = 1024  # distinct (offer, configuration) pairs remembered; a flood of novel offers only misses
+
+
+@lru_cache(maxsize=256)
+def proposal_text(spec: ProposalSpec) -> str:
+    """A negotiated proposal in swanctl syntax, memoized: every audit record of an SA carries it."""
+    return format_proposal(spec)
 
 
 def _implemented(t: Transform) -> bool:
