@@ -118,18 +118,19 @@ def strongswan_side(
     **peer_kwargs: Any,
 ) -> StrongSwanPeer:
     """strongSwan in ``me``'s namespace with the mirrored connection ``ikg``/child ``net``."""
-    connection = ConnectionConfig(
-        name="ikg",
-        local_addrs=[str(me.address)],
-        remote_addrs=[remote_addr or str(peer.address)],
-        local=local or AuthConfig("psk", spec.ss_id),
-        remote=remote or AuthConfig("psk", spec.ikg_id),
-        proposals=list(spec.ss_ike_proposals or spec.ike_proposals),
-        children=[ChildConfig(name="net", local_ts=[str(me.subnet)], remote_ts=[str(peer.subnet)],
-                              esp_proposals=list(spec.ss_esp_proposals or spec.esp_proposals),
-                              **dict(child or {}))],
-        **dict(conn or {}),
-    )
+    fields: dict[str, Any] = {
+        "name": "ikg",
+        "local_addrs": [str(me.address)],
+        "remote_addrs": [remote_addr or str(peer.address)],
+        "local": local or AuthConfig("psk", spec.ss_id),
+        "remote": remote or AuthConfig("psk", spec.ikg_id),
+        "proposals": list(spec.ss_ike_proposals or spec.ike_proposals),
+        "children": [ChildConfig(name="net", local_ts=[str(me.subnet)], remote_ts=[str(peer.subnet)],
+                                 esp_proposals=list(spec.ss_esp_proposals or spec.esp_proposals),
+                                 **dict(child or {}))],
+    }
+    fields.update(conn or {})  # may override the defaults above (e.g. local_addrs=[] for %any)
+    connection = ConnectionConfig(**fields)
     if local is None:
         peer_kwargs.setdefault("psks", [PskSecret(ids=[spec.ikg_id, spec.ss_id], secret=PSK)])
     return strongswan_peer(me.namespace, name, connections=[connection], **peer_kwargs)

@@ -273,3 +273,32 @@ def test_mobike_strongswan_follows_the_ikeguard_initiator_to_its_new_address(
     assert [s["spi_i"] for s in gw.sas()] == [sa["spi_i"]]
     assert len(peer.list_sas()) == 1
     assert "dpd.timeout" not in {e["event"] for e in gw.audit_events()}
+
+
+def test_mobike_ikeguard_responder_follows_strongswan_to_its_new_address(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
+) -> None:
+    """The other direction: strongSwan (initiator, client side) loses 192.0.2.2 and gets 192.0.2.3; its own
+    address monitor sends UPDATE_SA_ADDRESSES and the ikeguard responder moves the same IKE SA."""
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    gw = ikeguard_side(ikeguard_gateway, right, left, remote_addr="%any", conn={"mobike": True})
+    peer = strongswan_side(strongswan_peer, left, right, conn={"mobike": True, "local_addrs": []})
+    peer.initiate(child="net", ike="ikg")
+    before = peer.wait_established("ikg", "net")
+    sa = wait_one_sa(gw)
+    assert_same_sa(before, sa)
+
+    ns = left.namespace
+    ns.sysctl(f"net.ipv4.conf.{left.ifname}.promote_secondaries", 1)
+    ns.add_address(left.ifname, "192.0.2.3/24")
+    ns.ip("addr", "del", f"{left.address}/24", "dev", left.ifname)
+
+    moved = gw.wait_sas(lambda sas: len(sas) == 1 and sas[0]["remote_addr"] == "192.0.2.3", timeout=10,
+                        what="ikeguard's IKE SA at strongSwan's new address")[0]
+    assert (moved["spi_i"], moved["spi_r"]) == (sa["spi_i"], sa["spi_r"])  # the same IKE SA, moved
+    after = peer.wait_for(lambda sas: len(sas) == 1 and sas[0].local_host == "192.0.2.3", timeout=5)[0]
+    assert (after.initiator_spi, after.responder_spi) == (before.initiator_spi, before.responder_spi)
+    assert "N(UPD_SA_ADDR)" in peer.log()
+    gw.wait_audit(lambda e: e["event"] == "ike.address_changed" and "192.0.2.3" in e.get("reason", ""),
+                  timeout=5)
