@@ -33,11 +33,13 @@ SCENARIOS = [
     PairSpec("initiator", "rsa", SUITES["cbc"], dataplane="userspace"),
     PairSpec("responder", "rsa", SUITES["gcm"], dataplane="userspace"),
 ]
-# what strongSwan logs about verifying ikeguard's AUTH payload (RFC 7296 §2.15, RFC 7427)
+# what strongSwan logs about verifying ikeguard's AUTH payload (RFC 7296 §2.15; RFC 7427 digital signatures:
+# ECDSA P-384 with SHA-384, RSA-3072 with RSASSA-PSS as RFC 8247 recommends). strongSwan itself signs RSA
+# with PKCS#1 v1.5 by default, which ikeguard verifies (auth.success).
 AUTH_LOG = {
     "psk": f"authentication of '{GW_FQDN}' with pre-shared key successful",
-    "ecdsa": f"authentication of '{GW_FQDN}' with ECDSA",
-    "rsa": f"authentication of '{GW_FQDN}' with RSA",
+    "ecdsa": f"authentication of '{GW_FQDN}' with ECDSA_WITH_SHA384_DER successful",
+    "rsa": f"authentication of '{GW_FQDN}' with RSA_EMSA_PSS_SHA2_256_SALT_32 successful",
 }
 
 
