@@ -173,3 +173,34 @@ def test_strongswan_initiator_behind_nat_to_ikeguard_responder(
     gw.wait_audit(lambda e: e["event"] == "ike.address_changed" and str(moved["remote_port"]) in e["reason"],
                   timeout=5)
     assert "dpd.timeout" not in {e["event"] for e in gw.audit_events()}
+
+
+def test_nat_remapping_without_mobike_is_followed_from_authenticated_requests(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory,
+) -> None:
+    """MOBIKE off on both sides: after the NAT re-maps ikeguard (initiator behind it), strongSwan moves the SA
+    to the new public port on ikeguard's next authenticated request (RFC 7296 §2.23), and the answers to
+    strongSwan's own checks come back through it: one IKE SA, the same SPIs, no DPD timeout."""
+    topo = netns_topology("nat")
+    assert topo.router is not None and topo.public_address is not None
+    left, right = topo.left, topo.right
+    peer = strongswan_side(strongswan_peer, right, left, spec=BEHIND, remote_addr="%any",
+                           conn={"dpd_delay": "2s", "mobike": False})
+    gw = ikeguard_side(ikeguard_gateway, left, right, spec=BEHIND, remote_addr=str(right.address),
+                       conn={"dpd_delay": "2s", "dpd_timeout": "6s", "mobike": False},
+                       child={"start_action": "start"})
+    ss_sa = peer.wait_established("ikg", "net")
+    sa = wait_one_sa(gw)
+    assert sa["nat_local"] and ss_sa.remote_port == 4500
+
+    _remap(topo.router)
+    moved = peer.wait_for(lambda sas: len(sas) == 1 and NEW_PORTS[0] <= sas[0].remote_port <= NEW_PORTS[1],
+                          timeout=10, what="strongSwan following the new NAT mapping")[0]
+    assert (moved.initiator_spi, moved.responder_spi) == (ss_sa.initiator_spi, ss_sa.responder_spi)
+    assert "N(UPD_SA_ADDR)" not in peer.log()  # no MOBIKE: the implicit update of §2.23
+    time.sleep(5)
+    final = peer.list_sas()
+    assert len(final) == 1 and final[0].remote_port == moved.remote_port
+    sas = gw.sas()
+    assert len(sas) == 1 and (sas[0]["spi_i"], sas[0]["spi_r"]) == (sa["spi_i"], sa["spi_r"])
+    assert "dpd.timeout" not in {e["event"] for e in gw.audit_events()}
