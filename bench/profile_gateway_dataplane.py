@@ -3,15 +3,18 @@ standalone plane): two gateways (PSK, aes256gcm16, userspace data plane) in netw
 from the left (initiator) host's subnet to the right one's, optionally with one gateway under cProfile.
 
 Run (root, iperf3):
-`.venv/bin/python -m bench.profile_gateway_dataplane [--encap] [--profile left|right] [--seconds N]`
+`.venv/bin/python -m bench.profile_gateway_dataplane [--encap] [--profile left|right] [--seconds N]`;
+`... --outbound-cpu` measures only the CPU time of SaTable.outbound per packet (no root needed).
 Prints Mbit/s received and, with --profile, the top functions of that gateway by own time.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import pstats
+import struct
 import subprocess
 import sys
 import tempfile
@@ -75,13 +78,38 @@ def run(seconds: int, profile: str | None, streams: int = 1,
         return mbit, kept
 
 
+def outbound_cpu_us(payload: int, rounds: int = 7, count: int = 30_000) -> float:
+    """CPU µs per TCP segment (ACK, ``payload`` octets) in SaTable.outbound, AES-256-GCM: min of rounds."""
+    from tests.dataplane.test_table import sa_pair
+
+    from ikeguard.dataplane.table import SaTable
+
+    src, dst = ipaddress.IPv4Address("198.51.100.7").packed, ipaddress.IPv4Address("203.0.113.9").packed
+    seg = struct.pack("!HHIIBBHHH", 40000, 5201, 1, 1, 5 << 4, 0x10, 65535, 0, 0) + bytes(payload)
+    inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), 1, 0x4000, 64, 6, 0, src, dst) + seg
+    best = float("inf")
+    for _ in range(rounds):
+        table = SaTable()
+        table.add_sa(sa_pair("aes256gcm16")[0])
+        start = time.process_time()
+        for _ in range(count):
+            table.outbound(inner)
+        best = min(best, (time.process_time() - start) / count * 1e6)
+    return best
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=("left", "right"), default=None)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--encap", action="store_true", help="force ESP in UDP (encap = true)")
+    parser.add_argument("--outbound-cpu", action="store_true", help="only SaTable.outbound CPU per packet")
     args = parser.parse_args(argv)
+    if args.outbound_cpu:
+        print(f"SaTable.outbound, AES-256-GCM, CPU per TCP segment: 1400 B {outbound_cpu_us(1360):.2f} µs, "
+              f"bare ACK {outbound_cpu_us(0):.2f} µs")
+        return
     mbit, prof = run(args.seconds, args.profile, encap=args.encap)
     what = (", ESP in UDP" if args.encap else ", ESP (IP protocol 50)") + (
         f", {args.profile} gateway under cProfile" if args.profile else "")
