@@ -198,13 +198,13 @@ def test_pfs_mismatch_fails_first_child_rekey(who: str, fixtures: Fixtures) -> N
 _JUNK = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for _ in range(4):
+for _ in range(8):
     s.sendto(b"x" * 1400, (sys.argv[1], 9))
 """
 
 
 def _slow_link(pair: Pair) -> Callable[[], None]:
-    """Rate-limit both ends of the veth (tbf, 100 kbit/s) and queue ~330 ms of junk (UDP to the discard
+    """Rate-limit both ends of the veth (tbf, 100 kbit/s) and queue ~0.8 s of junk (UDP to the discard
     port) in each, so IKE requests sent now by both sides are both in flight at once; returns the undo."""
     ends = ((pair.topo.right, pair.topo.left), (pair.topo.left, pair.topo.right))
     for host, _ in ends:
@@ -223,9 +223,9 @@ def _slow_link(pair: Pair) -> Callable[[], None]:
 @pytest.mark.parametrize("what", ["child", "ike"])
 def test_simultaneous_rekeys(what: str, fixtures: Fixtures) -> None:
     """Both sides rekey the same SA at the same moment (RFC 7296 §2.8.1 Child SA, §2.8.2 IKE SA) while the
-    link is slowed down (every message delivered, ~1/3 s late), so the two requests cross and BOTH sides see
-    the collision. Each resolves it by the nonces; both end with one IKE SA and one Child SA with new SPIs,
-    and strongSwan never reports that ikeguard missed the collision."""
+    link is slowed down (every message delivered, up to ~0.8 s late), so the two requests cross and BOTH
+    sides see the collision. Each resolves it by the nonces; both end with one IKE SA and one Child SA with
+    new SPIs, and strongSwan never reports that ikeguard missed the collision."""
     pair, ss, _ = _up(fixtures, PairSpec("initiator", dataplane="userspace"))
     kind = "CHILD_REKEY" if what == "child" else "IKE_REKEY"
     selection = {"conn": "ikg", "child": "net"} if what == "child" else {"conn": "ikg"}
