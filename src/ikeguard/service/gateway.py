@@ -459,9 +459,12 @@ class Gateway:
             targets = [c for c in sa.children.values()
                        if (child is None and uniqueid is not None and c.uniqueid == uniqueid and sa.uniqueid
                            != uniqueid) or (child is not None and c.name == child)]
+            # a Child SA already rekeyed or being deleted is not acted on (nor counted)
+            live = (ChildState.INSTALLED,) if what == "rekey" else (
+                ChildState.INSTALLED, ChildState.CREATING, ChildState.REKEYING)
             try:
                 if targets:
-                    for c in targets:
+                    for c in (c for c in targets if c.state in live):
                         if what == "terminate":
                             self.engine.terminate_child(sa.uniqueid, c.uniqueid, now, reason)
                         else:
