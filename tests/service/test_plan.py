@@ -40,6 +40,7 @@ def test_processor_example_translates_for_the_engine(examples: Path) -> None:
     assert plan.child_actions[("merchants", "card-data")].dpd_action == "clear"
     assert plan.state_dir == examples / "state"
     assert plan.listen == ("192.0.2.1",) and plan.dataplane == "userspace"
+    assert plan.engine_settings.nat_keepalive == 20.0  # [gateway] keep_alive default (charon.keep_alive)
     assert [s.type for s in plan.audit_sinks] == ["syslog-tls"]
     # the validator knows the connection's anchors and asks for them in CERTREQ
     assert len(plan.validator.certreq_authorities("merchants")) == 1

@@ -98,7 +98,6 @@ class ConnectionSettings:
     fragmentation: bool = True
     encap: bool = False  # force UDP encapsulation (fake NAT-D)
     unique: str = "no"
-    keepalive_interval: float = 20.0
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ class GatewaySection(Strict):
     retransmit_tries: int = Field(default=5, ge=0, le=20)
     retransmit_timeout: float = Field(default=4.0, gt=0)
     retransmit_base: float = Field(default=1.8, ge=1.0)
+    keep_alive: Duration = Field(default=20, ge=1)  # NAT keepalive interval (RFC 3948 §4; charon.keep_alive)
     metrics: HostPort | None = None
 
 

@@ -363,6 +363,7 @@ def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | No
                                     base=gw.retransmit_base),
         cookie_threshold=gw.cookie_threshold if gw.dos_protection else 0,
         block_threshold=gw.block_threshold if gw.dos_protection else 0,
+        nat_keepalive=float(gw.keep_alive),
         profile=profile,
     )
     try:
