@@ -34,7 +34,7 @@ from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
 NEW_PORTS = (20000, 20999)  # the masquerade's port range after the "NAT reboot"
-ENGINE_KEEPALIVE = 20.0  # ikeguard's NAT keepalive interval (EngineSettings.nat_keepalive; not configurable)
+ENGINE_KEEPALIVE = 3.0  # ikeguard's NAT keepalive interval, [gateway] keep_alive in these tests
 # the side behind the NAT is "client", the other "gw" (the FQDNs of the test PKI / PSK identities)
 BEHIND = PairSpec(ikg_id=CLIENT_FQDN, ss_id=GW_FQDN)
 
@@ -76,7 +76,6 @@ def _remap(router: Namespace) -> None:
     router.run("conntrack", "-F")
 
 
-@pytest.mark.slow  # waits for ikeguard's first NAT keepalive (20 s, EngineSettings.nat_keepalive)
 def test_ikeguard_initiator_behind_nat(
     netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory,
     tmp_path: Path,
@@ -88,7 +87,8 @@ def test_ikeguard_initiator_behind_nat(
                            conn={"dpd_delay": "2s"})
     with _capture(topo.router, tmp_path / "keepalives.txt", KEEPALIVE_BPF) as keepalives:
         gw = ikeguard_side(ikeguard_gateway, left, right, spec=BEHIND, remote_addr=str(right.address),
-                           conn={"dpd_delay": "2s", "dpd_timeout": "6s"}, child={"start_action": "start"})
+                           conn={"dpd_delay": "2s", "dpd_timeout": "6s"}, child={"start_action": "start"},
+                           gateway_keys={"keep_alive": f"{ENGINE_KEEPALIVE:g}s"})
         ss_sa = peer.wait_established("ikg", "net")
         sa = wait_one_sa(gw)
         established = time.monotonic()
@@ -101,7 +101,7 @@ def test_ikeguard_initiator_behind_nat(
         assert ss_sa.nat_remote and not ss_sa.nat_local
         assert (ss_sa.remote_host, ss_sa.local_port) == (str(topo.public_address), 4500)
 
-        # ikeguard (behind the NAT) keeps the mapping open with keepalives every 20 s
+        # ikeguard (behind the NAT) keeps the mapping open with keepalives every keep_alive seconds
         assert wait_until(lambda: keepalives(), ENGINE_KEEPALIVE + 3), "no NAT keepalive from ikeguard"
         first = time.monotonic() - established
         assert ENGINE_KEEPALIVE - 1.5 <= first <= ENGINE_KEEPALIVE + 3, first
