@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 
 DetailValue = str | int | bool
@@ -129,6 +130,12 @@ REDACTED = "[redacted: looked like key material]"
 
 
 def _check_text(name: str, value: str) -> str:
+    # short values (connection names, addresses, identities, proposals) repeat in every record of an SA:
+    # memoized, at most 4096 x 256 characters
+    return _clean_text_memo(value) if len(value) <= 256 else _clean_text(value)
+
+
+def _clean_text(value: str) -> str:
     # Values may come from a peer (identities, reasons): never raise on them (that would let a peer break
     # the caller); redact what looks like key material and cut what is too long, visibly.
     if _SECRET_VALUE.search(value):
@@ -138,6 +145,9 @@ def _check_text(name: str, value: str) -> str:
     if len(value) > MAX_TEXT:
         value = value[:MAX_TEXT] + f"...[{len(value) - MAX_TEXT} more characters cut]"
     return value
+
+
+_clean_text_memo = lru_cache(maxsize=4096)(_clean_text)
 
 
 @dataclass(frozen=True)
