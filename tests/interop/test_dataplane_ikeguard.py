@@ -124,12 +124,12 @@ def test_child_rekey_during_tcp_and_udp_streams_loses_nothing(
     p = open_pair(netns_topology("direct"), ikeguard_gateway)
     ns_l, ns_r = p.topo.left.namespace, p.topo.right.namespace
     before = _newest_spis(p.left)
-    count, gap_ms = 2000, 2.0
+    count, gap_ms = 2500, 2.0
     servers = [start_tool(ns_r, "udp-serve", p.right_addr, "5002", "40"),
                start_tool(ns_l, "udp-serve", p.left_addr, "5003", "40")]
     tcp_server = start_tool(ns_r, "tcp-serve", p.right_addr, "5001")
     size = 10_000_000
-    tcp_client = start_tool(ns_l, "tcp-send", p.left_addr, p.right_addr, "5001", str(size), "25")
+    tcp_client = start_tool(ns_l, "tcp-send", p.left_addr, p.right_addr, "5001", str(size), "16")
     clients = [start_tool(ns_l, "udp-send", p.left_addr, p.right_addr, "5002", str(count), str(gap_ms)),
                start_tool(ns_r, "udp-send", p.right_addr, p.left_addr, "5003", str(count), str(gap_ms))]
     time.sleep(0.8)

@@ -179,12 +179,12 @@ def test_child_rekey_during_tcp_and_udp_stream_loses_nothing(
                     ikeguard_initiates=True)
     ns_l, ns_r = t.topo.left.namespace, t.topo.right.namespace
     before = _spi_pair(t)
-    count, gap_ms = 2000, 2.0  # ~4 s of numbered datagrams each way
+    count, gap_ms = 2500, 2.0  # ~5 s of numbered datagrams each way
     udp_server = start_tool(ns_r, "udp-serve", t.gw_addr, "5002", "40")
     udp_back = start_tool(ns_l, "udp-serve", t.peer_addr, "5003", "40")
     tcp_server = start_tool(ns_r, "tcp-serve", t.gw_addr, "5001")
-    size = 10_000_000  # paced to 25 Mbit/s: ~3.2 s, strongSwan -> ikeguard
-    tcp_client = start_tool(ns_l, "tcp-send", t.peer_addr, t.gw_addr, "5001", str(size), "25")
+    size = 10_000_000  # paced to 16 Mbit/s: ~5 s, strongSwan -> ikeguard
+    tcp_client = start_tool(ns_l, "tcp-send", t.peer_addr, t.gw_addr, "5001", str(size), "16")
     udp_client = start_tool(ns_l, "udp-send", t.peer_addr, t.gw_addr, "5002", str(count), str(gap_ms))
     udp_client2 = start_tool(ns_r, "udp-send", t.gw_addr, t.peer_addr, "5003", str(count), str(gap_ms))
     time.sleep(0.8)
