@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 from tests.service.gwconfig import GwConfig
@@ -30,8 +31,8 @@ from ikeguard.tools.netns import NetnsLab, Topology
 PSK = "bench-profile-psk-7d1c0e55a9b2"
 
 
-def _installed(sas: list[dict[str, object]]) -> bool:
-    return bool(sas) and any(c["state"] == "installed" for c in sas[0]["children"])  # type: ignore[index]
+def _installed(sas: list[dict[str, Any]]) -> bool:
+    return bool(sas) and any(c["state"] == "installed" for c in sas[0]["children"])
 
 
 def run(seconds: int, profile: str | None, streams: int = 1,
