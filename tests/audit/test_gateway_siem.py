@@ -119,7 +119,7 @@ def test_tunnel_lifecycle_records_in_rsyslog_equal_the_store(
 
     # field by field: rsyslog's structured data == the store == `audit tail --json`
     for seq in range(1, head + 1):
-        record, message, shown = stored[seq], received[seq], tail.get(seq)
+        record, message, shown = stored[seq], received[seq], tail[seq]
         body = dict(record.body)
         details = body.pop("details", {}) or {}
         assert message["msgid"] == body["event"]
@@ -130,9 +130,7 @@ def test_tunnel_lifecycle_records_in_rsyslog_equal_the_store(
         chain = {"seq": str(seq), "prev": record.prev.hex(), "hash": record.hash.hex()}
         assert message["sd"][SD_CHAIN] == chain
         assert message["sd"]["meta"] == {"sequenceId": str(seq)}
-        if shown is not None:
-            assert shown == record.to_json()
-    assert set(range(max(1, head - 9), head + 1)) <= set(tail)  # tail showed the last records
+        assert shown == record.to_json()
 
     # the tunnel's life in order, with its context
     names = [stored[s].body["event"] for s in range(1, head + 1)]
@@ -229,8 +227,8 @@ def test_rsyslog_outage_and_gateway_sigkill_lose_nothing(
         rsyslog.start()
         _busy(gw, 20)
         rsyslog.wait_for_seq(last_seq(gw.state_dir), timeout=40)
-        events = [e["event"] for e in gw.audit_events()]
-        assert "audit.sink.down" in events and "audit.sink.up" in events
+        outage = {"audit.sink.down", "audit.sink.up"}
+        assert wait_until(lambda: outage <= {e["event"] for e in gw.audit_events()}, 10), "no sink.down/up"
 
         # 2. rsyslog down again; records spooled; the gateway SIGKILLed with the spool full, then restarted
         rsyslog.stop()
