@@ -145,5 +145,5 @@ class AddressMonitor:
                 continue
             moved += 1
         self.moves += moved
-        gateway._pump()  # send the UPDATE_SA_ADDRESSES (or apply the closes) now
+        gateway.pump()  # send the UPDATE_SA_ADDRESSES (or apply the closes) now
         return moved

@@ -135,7 +135,7 @@ class Gateway:
         for sa in self.engine.ike_sas():
             with contextlib.suppress(LocalProtocolError):
                 self.engine.terminate_ike(sa.uniqueid, now, reason)
-        self._pump()
+        self.pump()
         deadline = time.monotonic() + STOP_WAIT
         while self.engine.has_ike_sas() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -144,7 +144,7 @@ class Gateway:
             log.info("%d IKE SA(s) did not confirm the DELETE within %.0f s", len(left), STOP_WAIT)
         for sa in left:  # close locally: Child SAs leave the data plane, ike.down is audited
             sa.close(f"{reason} (peer did not confirm the DELETE)")
-        self._pump()
+        self.pump()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -177,12 +177,12 @@ class Gateway:
             self._refusing = False
             log.warning("audit trail writable again: accepting new IKE SAs")
         self.engine.receive_datagram(data, local, remote, time.time())
-        self._pump()
+        self.pump()
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None
         self.engine.handle_timer(time.time())
-        self._pump()
+        self.pump()
 
     def _on_dataplane_event(self, event: DataPlaneEvent) -> None:
         """Upcalls may come from a data-plane thread: handled on the loop."""
@@ -210,10 +210,10 @@ class Gateway:
                 else "sequence number near overflow" if isinstance(event, SequenceNearOverflow) else "")
         log.info("Child SA %08x: %s %s reached", spi_in, "hard" if hard else "soft", what)
         self.engine.child_lifetime_reached(spi_in, hard=hard, now=time.time())
-        self._pump()
+        self.pump()
 
     # ------------------------------------------------------------------ outputs
-    def _pump(self) -> None:
+    def pump(self) -> None:
         """Apply every pending engine output in order, then re-arm the timer."""
         engine = self.engine
         while (event := engine.next_event()) is not None:
@@ -359,7 +359,7 @@ class Gateway:
         except LocalProtocolError as exc:
             raise GatewayCommandError(str(exc)) from None
         log.info("initiating IKE SA %d for %s to %s", uid, conn, target)
-        self._pump()
+        self.pump()
         return uid
 
     async def wait_established(self, uid: int, timeout: float | None = None) -> None:
@@ -404,7 +404,7 @@ class Gateway:
             self.engine.create_child(ike_uid, child, time.time())
         except LocalProtocolError as exc:
             log.info("child %s not added to IKE SA %d: %s", child, ike_uid, exc)
-        self._pump()
+        self.pump()
 
     async def _add_child(self, ike_uid: int, child: str, timeout: float) -> list[int]:
         sa = self.engine.get(ike_uid)
@@ -423,7 +423,7 @@ class Gateway:
                 self.engine.create_child(ike_uid, child, time.time())
             except LocalProtocolError as exc:
                 raise GatewayCommandError(str(exc)) from None
-            self._pump()
+            self.pump()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if failures:
@@ -479,7 +479,7 @@ class Gateway:
                     count += 1
             except LocalProtocolError as exc:
                 log.info("%s of IKE SA %d skipped: %s", what, sa.uniqueid, exc)
-        self._pump()
+        self.pump()
         if count == 0:
             raise GatewayCommandError(f"{what}: no SA matches the selection")
         log.info("%s: %d SA(s) (%s)", what, count, reason)

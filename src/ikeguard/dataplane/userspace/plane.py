@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import logging
 import os
 import socket
 import struct
@@ -31,6 +32,7 @@ from ikeguard.dataplane.userspace.routes import install_routes, remove_routes
 from ikeguard.dataplane.userspace.tun import configure_tun, open_tun
 from ikeguard.policy.ts import TrafficSelector
 
+log = logging.getLogger(__name__)
 BATCH = 64
 IPPROTO_ESP = 50
 SOL_UDP = 17
@@ -336,8 +338,10 @@ class UserspaceDataPlane:
             self.stats["ike_in"] += 1
             try:
                 self.on_ike(data[4:], addr)
-            except Exception:  # a receiver bug must not stop the data path; counted for metrics
+            except Exception:  # a receiver bug must not stop the data path; counted, the first one logged
                 self.stats["ike_errors"] += 1
+                if self.stats["ike_errors"] == 1:
+                    log.exception("IKE message from %s on the NAT-T port could not be handled", addr[0])
             return
         if data == KEEPALIVE:
             self.stats["keepalives_in"] += 1
