@@ -15,6 +15,7 @@ import datetime as dt
 import multiprocessing as mp
 import os
 import threading
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -26,9 +27,10 @@ from ikeguard.audit.store import parse_time, rfc3339, utc_now
 
 _ACKED, _HEALTHY, _READY = 0, 1, 2
 _SPOOL = 3  # slots _SPOOL + i: undelivered records of sink i
-# The sender lets records gather up to SEND_DELAY seconds (or SEND_BATCH records) before it takes the GIL to
-# pickle them: one hand-off per batch instead of one per record, which otherwise stalls the IKE loop's every
-# sendto() on a busy machine. flush() and close() send at once; acknowledgement still means "on disk".
+# While records keep coming (the last send was less than SEND_DELAY ago) the sender lets them gather up to
+# SEND_DELAY seconds (or SEND_BATCH records) before it takes the GIL to pickle them: one hand-off per batch
+# instead of one per record, which otherwise stalls the IKE loop's every sendto() on a busy machine. A record
+# after a quiet spell, flush() and close() go at once; acknowledgement still means "on disk".
 SEND_DELAY = 0.02
 SEND_BATCH = 512
 # Group commit in the child: records trickling in (e.g. 175 auth failures/s) are committed every COMMIT_LINGER
@@ -117,16 +119,19 @@ class IsolatedAuditService:
                 self._cond.notify()
 
     def _send_loop(self) -> None:
+        last_send = 0.0
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._buf) or self._closing)
-                self._cond.wait_for(lambda: len(self._buf) >= SEND_BATCH or self._closing or self._urgent,
-                                    SEND_DELAY)
+                if time.monotonic() - last_send < SEND_DELAY:  # busy: gather the rest of the burst
+                    self._cond.wait_for(lambda: len(self._buf) >= SEND_BATCH or self._closing or self._urgent,
+                                        SEND_DELAY)
                 self._urgent = False
                 batch, self._buf = self._buf, []
                 closing = self._closing
             if batch:
                 self._conn.send(batch)
+                last_send = time.monotonic()
             if closing and not batch:
                 self._conn.send(None)
                 return
