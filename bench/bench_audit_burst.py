@@ -2,7 +2,7 @@
 
 Run: `.venv/bin/python -m bench bench_audit_burst` as root (IKG_BURST_FAILURES=N attempts, default 10,000;
 IKG_BURST_CYCLES=N valid setups in the baseline and after phases, default 40; IKG_BURST_MODES=isolated,none,
-in-process; IKG_BENCH_KEEP=DIR keeps the logs).
+in-process; IKG_BURST_ROUNDS=N repeats them with the order rotated; IKG_BENCH_KEEP=DIR keeps the logs).
 
 The gateway runs as `ikeguard run` does in production: its audit trail in a separate process
 (IsolatedAuditService: sealed, fsynced store) with a JSON-lines sink; PSK connections, ECP-256
@@ -19,7 +19,12 @@ initiator's namespace:
 Phases: baseline (no attack), during the burst (from 100 failures until 95 % of them), after the burst.
 Reported per phase: valid setups/s, latency median and 95th percentile; for the burst: failures/s and the CPU
 seconds of the gateway's IKE process and of its audit process per failure: the robust measure on a shared
-machine, where latencies mostly show what else runs on the cores.
+machine, where latencies mostly show what else runs on the cores (and the first mode run tends to do worse:
+compare rounds with the order rotated).
+
+Measured 2026-11-27 on 2 shared cores (load average 2-5), 10,000 failures at ~180/s, valid setups/s during the
+burst (baseline 78-134): isolated 12-83, none 25-78, in-process 11-59; gateway IKE-process CPU per failure:
+isolated 1.9-2.4 ms (+0.3-0.5 ms in the audit process), none 1.7-2.2 ms, in-process 2.4-3.4 ms.
 """
 
 from __future__ import annotations
@@ -291,12 +296,15 @@ def main() -> None:
           f"failures hit `ikeguard run` (load-tester, wrong PSK, {CASE.ike}, {2000 // Attacker.delay_ms}/s "
           f"offered); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     pki = _pki()
+    rounds = int(os.environ.get("IKG_BURST_ROUNDS", "1"))
     try:
-        for mode in modes:
-            try:
-                report(run_mode(prefix, base, mode, failures, cycles, pki))
-            except Exception as exc:  # report and go on with the next mode
-                print(f"  [{mode}] failed: {exc}")
+        for r in range(rounds):  # the order rotates per round: the first run of a round tends to do worse
+            order = modes[r % len(modes):] + modes[: r % len(modes)]
+            for mode in order:
+                try:
+                    report(run_mode(prefix, base / f"round{r}", mode, failures, cycles, pki))
+                except Exception as exc:  # report and go on with the next mode
+                    print(f"  [{mode}] failed: {exc}")
     finally:
         if not keep:
             with contextlib.suppress(Exception):
