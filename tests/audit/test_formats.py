@@ -71,3 +71,16 @@ def test_ecs_round_trip_rehashes(rec: Record) -> None:
     seq, time, body = ecs.from_ecs(doc)
     assert (seq, time, body) == (rec.seq, rec.time, dict(rec.body))
     assert chain_hash(rec.prev, seq, time, body) == rec.hash
+
+
+def test_ecs_splits_endpoints_into_address_and_port() -> None:
+    import json
+
+    for local, remote, ip, port in (("192.0.2.1:4500", "198.51.100.7:4500", "198.51.100.7", 4500),
+                                    ("[2001:db8::1]:500", "[2001:db8::2]:500", "2001:db8::2", 500)):
+        body = AuditEvent(EventName.IKE_UP, local_addr=local, remote_addr=remote).fields_dict()
+        digest = chain_hash(GENESIS, 1, "2026-11-27T01:02:03Z", body)
+        rec = Record(1, "2026-11-27T01:02:03Z", body, GENESIS, digest, seal(bytes(32), digest))
+        doc = json.loads(ecs.encode_line(rec))
+        assert doc["source"] == {"address": ip, "ip": ip, "port": port}
+        assert ecs.from_ecs(doc)[2] == body

@@ -6,6 +6,7 @@ chain head goes to ``ikeguard.audit.*``. ``event.sequence`` is the de-duplicatio
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 
@@ -29,9 +30,9 @@ def to_ecs(record: Record) -> dict[str, object]:
     if b.get("reason"):
         doc["event"]["reason"] = b["reason"]  # type: ignore[index]
     if b.get("remote_addr"):
-        doc["source"] = {"address": b["remote_addr"]}
+        doc["source"] = _endpoint(str(b["remote_addr"]))
     if b.get("local_addr"):
-        doc["destination"] = {"address": b["local_addr"]}
+        doc["destination"] = _endpoint(str(b["local_addr"]))
     if b.get("user"):
         doc["user"] = {"name": b["user"]}
     if b.get("admin"):
@@ -54,6 +55,27 @@ def to_ecs(record: Record) -> dict[str, object]:
     return doc
 
 
+def _endpoint(text: str) -> dict[str, object]:
+    """``192.0.2.1:4500`` / ``[2001:db8::1]:500`` -> ECS ``address``/``ip``/``port`` (bare address: as is)."""
+    host, sep, port = text.rpartition(":")
+    ip = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    bracketed = ip != host
+    try:
+        valid = bool(sep) and port.isascii() and port.isdigit() and str(int(port)) == port and \
+            bracketed == (":" in ip) and ipaddress.ip_address(ip) is not None
+    except ValueError:
+        valid = False
+    return {"address": ip, "ip": ip, "port": int(port)} if valid else {"address": text}
+
+
+def _endpoint_text(part: Mapping[str, object]) -> str:
+    """Inverse of :func:`_endpoint` (the record body's form, so a SIEM can re-hash it)."""
+    address = str(part["address"])
+    if "port" not in part:
+        return address
+    return f"[{address}]:{part['port']}" if ":" in address else f"{address}:{part['port']}"
+
+
 def encode_line(record: Record) -> bytes:
     """One JSON line (UTF-8, newline-terminated)."""
     return json.dumps(to_ecs(record), sort_keys=True, ensure_ascii=False).encode() + b"\n"
@@ -66,8 +88,11 @@ def from_ecs(doc: Mapping[str, object]) -> tuple[int, str, dict[str, object]]:
     body: dict[str, object] = {"event": ev["action"], "outcome": ev["outcome"]}
     if "reason" in ev:
         body["reason"] = ev["reason"]
-    for path, key in ((("source", "address"), "remote_addr"), (("destination", "address"), "local_addr"),
-                      (("user", "name"), "user"), (("ikeguard", "admin"), "admin")):
+    for side, key in (("source", "remote_addr"), ("destination", "local_addr")):
+        part = doc.get(side)
+        if isinstance(part, Mapping) and "address" in part:
+            body[key] = _endpoint_text(part)
+    for path, key in ((("user", "name"), "user"), (("ikeguard", "admin"), "admin")):
         part = doc.get(path[0])
         if isinstance(part, Mapping) and path[1] in part:
             body[key] = part[path[1]]
