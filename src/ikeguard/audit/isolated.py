@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ikeguard.audit.events import AuditEvent, event_from_fields
+from ikeguard.audit.events import AuditEvent, Outcome, event_from_fields
 from ikeguard.audit.service import AuditService, SinkSpec
 from ikeguard.audit.sinks.forwarder import ForwarderSettings
 from ikeguard.audit.store import parse_time, rfc3339, utc_now
@@ -66,7 +66,11 @@ def _child_main(
                 status[_SPOOL + i] = forwarder.spool_depth
         service.flush(10)
     finally:
-        service.close()
+        if os.getppid() == parent:
+            service.close()
+        else:  # the gateway vanished without closing us: say so, do not claim an orderly stop
+            service.close(reason="gateway process ended without a clean stop (killed or crashed); "
+                                 "audit logging stopped", outcome=Outcome.FAILURE)
         status[_ACKED] = received - service.pending
         status[_READY] = 2
 

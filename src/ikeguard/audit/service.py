@@ -207,10 +207,11 @@ class AuditService:
             for f in self.forwarders:
                 f.wake()
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0, *, reason: str = "audit logging stopped",
+              outcome: Outcome = Outcome.SUCCESS) -> None:
         """Record ``service.stopped``, flush, stop the threads, close the store (PCI DSS 10.2.1.6)."""
         if self._writer.is_alive():
-            self.record(AuditEvent(EventName.SERVICE_STOPPED, reason="audit logging stopped"))
+            self.record(AuditEvent(EventName.SERVICE_STOPPED, outcome, reason=reason))
         self.flush(timeout)
         with self._cond:
             self._stop = True
