@@ -256,7 +256,10 @@ def test_bad_peer_refused_with_notify_and_audit_while_good_peer_is_served(
     gw_sa = gw.wait_sas(lambda sas: any(s["remote_id"] == GOOD_ID for s in sas), what="good peer's SA")
     assert [s["remote_id"] for s in gw_sa] == [GOOD_ID]
 
-    # ikeguard's audit: one record per refusal, with the reason; the good peer's success is there too.
+    # ikeguard's audit: one record per refusal, with the reason; the good peer's success is there too
+    # (the trail is written by its own process, committed in groups: wait for the records to be on disk).
+    gw.wait_audit(lambda e: e["event"] == "auth.success" and e.get("remote_id") == GOOD_ID,
+                  what="the good peer's auth.success")
     refusals = [e for e in gw.audit_events()
                 if e["event"] == case.event and e.get("remote_addr", "").startswith(net["bad"].address)]
     assert refusals, f"no {case.event} from {net['bad'].address}: {[e['event'] for e in gw.audit_events()]}"
@@ -327,6 +330,7 @@ def test_forbidden_suites_get_no_proposal_chosen_and_mixed_offer_gets_the_strong
     # Only forbidden suites: NO_PROPOSAL_CHOSEN every time, and a record naming what was offered.
     assert loop.attempts and all(outcome == "failed" for _, _, outcome in loop.attempts), loop.attempts
     assert not any(sa.state == "ESTABLISHED" for sa in bad.list_sas())
+    gw.wait_audit(lambda e: e["event"] == "proposal.rejected", what="proposal.rejected")
     rejected = [e for e in gw.audit_events() if e["event"] == "proposal.rejected"
                 and e.get("remote_addr", "").startswith(net["bad"].address)]
     assert rejected and all(e["outcome"] == "failure" for e in rejected)

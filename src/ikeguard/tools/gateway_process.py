@@ -84,6 +84,9 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> int:
     return proc.returncode
 
 
+SETTLE_QUIET_S = 0.25  # > the audit process's group-commit delay (audit.isolated COMMIT_LINGER + SEND_DELAY)
+SETTLE_LIMIT_S = 3.0
+
 class GatewayProcessError(RuntimeError):
     """A command against the running gateway failed or a wait timed out (message carries the log tail)."""
 
@@ -454,8 +457,23 @@ class GatewayProcess:
                 )
             time.sleep(0.1)
 
-    def audit_events(self, *, from_seq: int = 0) -> list[dict[str, Any]]:
-        """The audit trail read from the store: each record's body plus ``seq`` and ``time``."""
+    def audit_events(self, *, from_seq: int = 0, settle: bool = True) -> list[dict[str, Any]]:
+        """The audit trail read from the store: each record's body plus ``seq`` and ``time``.
+
+        The trail is written by the gateway's audit process in group commits (up to ~0.1 s after an event):
+        with ``settle`` the read is repeated until the store stops growing, so events the gateway emitted
+        before this call are included."""
+        records = self._read_trail(from_seq)
+        deadline = time.monotonic() + SETTLE_LIMIT_S
+        while settle and time.monotonic() < deadline:
+            time.sleep(SETTLE_QUIET_S)
+            again = self._read_trail(from_seq)
+            if len(again) == len(records):
+                break
+            records = again
+        return records
+
+    def _read_trail(self, from_seq: int) -> list[dict[str, Any]]:
         from ikeguard.audit.store import AuditStore
 
         store = AuditStore(self.state_dir, create=False)
@@ -472,7 +490,7 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(FileNotFoundError):
-                for event in self.audit_events():
+                for event in self.audit_events(settle=False):
                     if predicate(event):
                         return event
             if time.monotonic() >= deadline:
