@@ -317,8 +317,15 @@ class IkeManager:
         commands.delete_child(sa, child, reason)
         sa.start_next()
 
+    def set_new_child_refusal(self, reason: str | None) -> None:
+        """Refuse (``reason``) or allow again (None) new Child SAs on existing IKE SAs, as initiator
+        (LocalProtocolError) and responder (NO_ADDITIONAL_SAS); rekeys go on (PCI DSS 10.7: audit down)."""
+        self.ctx.new_child_refusal = reason
+
     def create_child(self, uniqueid: int, child: str, now: float) -> None:
         """Add a configured Child SA to an established IKE SA (CREATE_CHILD_SA)."""
+        if self.ctx.new_child_refusal is not None:
+            raise LocalProtocolError(f"new Child SA refused: {self.ctx.new_child_refusal}")
         sa = self._sa(uniqueid)
         sa.now = now
         settings = next((c for c in (sa.conn.children if sa.conn else ()) if c.name == child), None)

@@ -40,5 +40,11 @@ def responder_tasks(sa: IkeSa, msg: InMessage) -> list[Task]:
         rekey = msg.notify(NotifyType.REKEY_SA)
         if rekey is not None:
             return [ChildRekeyResponder(int.from_bytes(rekey.spi, "big") if len(rekey.spi) == 4 else -1)]
+        if sa.ctx.new_child_refusal is not None:
+            # RFC 7296 §1.3/§3.10.1: NO_ADDITIONAL_SAS = unwilling to accept more Child SAs on this IKE SA
+            # (rekeys above still go through: the existing SAs are kept).
+            reason = f"new Child SA refused: {sa.ctx.new_child_refusal}"
+            sa.audit("child.failed", "failure", reason, child="")
+            raise RemoteProtocolError(reason, NotifyType.NO_ADDITIONAL_SAS)
         return [ChildCreateTask(None, ExchangeType.CREATE_CHILD_SA)]
     raise RemoteProtocolError(f"unexpected exchange {msg.exchange.name}", NotifyType.INVALID_SYNTAX)
