@@ -174,7 +174,9 @@ def natd_hash(
     spi_i: bytes, spi_r: bytes, ip: str | bytes | ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
 ) -> bytes:
     """NAT_DETECTION_*_IP data = SHA-1(SPIi | SPIr | IP | Port) (RFC 7296 §2.23)."""
-    if isinstance(ip, bytes):
+    if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        packed = ip.packed  # the engine's endpoints: no round trip through text
+    elif isinstance(ip, bytes):
         if len(ip) not in (4, 16):
             raise ValueError("IP address must be 4 or 16 octets")
         packed = ip

@@ -25,9 +25,14 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        if isinstance(self.address, IPv6Address):
-            return f"[{self.address}]:{self.port}"
-        return f"{self.address}:{self.port}"
+        # Formatted once per instance (every audit record of an SA names both endpoints); the text is kept
+        # outside the dataclass fields, so equality, ordering and hashing are unchanged.
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            v6 = isinstance(self.address, IPv6Address)
+            text = f"[{self.address}]:{self.port}" if v6 else f"{self.address}:{self.port}"
+            object.__setattr__(self, "_text", text)
+        return text
 
 
 class Direction(Enum):
