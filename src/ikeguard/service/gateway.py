@@ -107,6 +107,7 @@ class Gateway:
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._waiters: dict[int, asyncio.Future[int]] = {}  # IKE uniqueid -> resolved at ESTABLISHED/CLOSED
         self._refusing = False
+        self._child_refusal: str | None = None  # last refusal given to the engine
         self.stopping = False
         self.started_at: float | None = None
         dataplane.subscribe(self._on_dataplane_event)
@@ -176,6 +177,8 @@ class Gateway:
         if self._refusing and not self.audit.refuse_new_sas:
             self._refusing = False
             log.warning("audit trail writable again: accepting new IKE SAs")
+        if len(data) > 18 and data[18] == 36:  # CREATE_CHILD_SA: the engine refuses new Child SAs itself
+            self.sync_new_child_refusal()
         self.engine.receive_datagram(data, local, remote, time.time())
         self.pump()
 
@@ -343,6 +346,13 @@ class Gateway:
             return "the audit trail cannot be written: no new SAs (PCI DSS 10.7)"
         return None
 
+    def sync_new_child_refusal(self) -> None:
+        """Tell the engine whether new Child SAs on existing IKE SAs are refused now (PCI DSS 10.7)."""
+        why = self.refuse_reason()
+        if why != self._child_refusal:
+            self._child_refusal = why
+            self.engine.set_new_child_refusal(why)
+
     def start_ike(self, conn: str, children: list[str] | None = None, *,
                   remote: Endpoint | None = None) -> int:
         """Start an IKE SA for ``conn`` now (no waiting); GatewayCommandError when it cannot start.
@@ -400,6 +410,7 @@ class Gateway:
 
     def add_child_now(self, ike_uid: int, child: str) -> None:
         """Add a configured child to an established IKE SA (CREATE_CHILD_SA) without waiting."""
+        self.sync_new_child_refusal()
         try:
             self.engine.create_child(ike_uid, child, time.time())
         except LocalProtocolError as exc:
@@ -419,6 +430,7 @@ class Gateway:
 
         unsubscribe = self.subscribe(on_event)  # the peer's refusal ends the wait at once
         try:
+            self.sync_new_child_refusal()
             try:
                 self.engine.create_child(ike_uid, child, time.time())
             except LocalProtocolError as exc:
