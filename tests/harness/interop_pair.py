@@ -29,20 +29,26 @@ from tests.harness.strongswan import StrongSwanPeer
 from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
 
 __all__ = [
+    "CHILD",
+    "CONN",
     "ESP_PROPOSAL",
     "IKE_PROPOSAL",
     "PSK",
     "PairSpec",
+    "address",
     "assert_same_sa",
     "ikeguard_side",
     "installed",
     "strongswan_side",
+    "subnet",
     "wait_one_sa",
 ]
 
 IKE_PROPOSAL = "aes256gcm16-prfsha384-ecp384"
 ESP_PROPOSAL = "aes256gcm16-ecp384"
 PSK = "interop-pair-psk-3b8e1f0c9d7a6e52"
+CONN = "ikg"
+CHILD = "net"
 
 PeerFactory = Callable[..., StrongSwanPeer]
 GatewayFactory = Callable[..., GatewayProcess]
@@ -78,28 +84,32 @@ def ikeguard_side(
     files: Mapping[str, bytes | str] | None = None,
     name: str = "ikg",
     start: bool = True,
+    ipv6: bool = False,
+    dataplane: str = "none",
 ) -> GatewayProcess:
     """ikeguard in ``me``'s namespace with one connection ``ikg``/child ``net`` towards ``peer``.
 
     ``remote_addr`` defaults to the peer's address (``"%any"`` for a pure responder); ``child``/``conn``
-    add IkgChild/IkgConnection fields; ``gateway_keys`` add [gateway] keys (PSK auth unless local/remote)."""
-    secret = IkgSecret("peer", [spec.ss_id, spec.ikg_id], PSK)
+    add IkgChild/IkgConnection fields; ``gateway_keys`` add [gateway] keys (PSK auth unless local/remote);
+    ``ipv6`` uses the hosts' IPv6 addresses and subnets."""
+    psk = local is None or local.auth == "psk"
+    secrets = [IkgSecret("peer", [spec.ss_id, spec.ikg_id], PSK)] if psk else []
     connection = IkgConnection(
-        name="ikg",
+        name=CONN,
         local_addrs=list(local_addrs),
-        remote_addrs=[remote_addr or str(peer.address)],
+        remote_addrs=[remote_addr or address(peer, ipv6)],
         local=local or IkgLocal(auth="psk", id=spec.ikg_id),
         remote=remote or IkgRemote(auth="psk", id=spec.ss_id),
         proposals=list(spec.ike_proposals),
-        children=[IkgChild(name="net", local_ts=[str(me.subnet)], remote_ts=[str(peer.subnet)],
+        children=[IkgChild(name=CHILD, local_ts=[subnet(me, ipv6)], remote_ts=[subnet(peer, ipv6)],
                            esp_proposals=list(spec.esp_proposals), **dict(child or {}))],
         **dict(conn or {}),
     )
     keys: dict[str, Any] = {"retransmit_timeout": 1.0, "retransmit_tries": 3}
     keys.update(gateway_keys or {})
-    text = gateway_toml([connection], listen=list(listen or [str(me.address)]), secrets=[secret],
-                        gateway=keys, authorities=authorities)
-    all_files: dict[str, bytes | str] = {**secret_files([secret]), **dict(files or {})}
+    text = gateway_toml([connection], dataplane=dataplane, listen=list(listen or [address(me, ipv6)]),
+                        secrets=secrets, gateway=keys, authorities=authorities)
+    all_files: dict[str, bytes | str] = {**secret_files(secrets), **dict(files or {})}
     return gateway(me.namespace, name, text, all_files, start=start)
 
 
@@ -115,17 +125,18 @@ def strongswan_side(
     local: AuthConfig | None = None,
     remote: AuthConfig | None = None,
     name: str = "ss",
+    ipv6: bool = False,
     **peer_kwargs: Any,
 ) -> StrongSwanPeer:
     """strongSwan in ``me``'s namespace with the mirrored connection ``ikg``/child ``net``."""
     fields: dict[str, Any] = {
-        "name": "ikg",
-        "local_addrs": [str(me.address)],
-        "remote_addrs": [remote_addr or str(peer.address)],
+        "name": CONN,
+        "local_addrs": [address(me, ipv6)],
+        "remote_addrs": [remote_addr or address(peer, ipv6)],
         "local": local or AuthConfig("psk", spec.ss_id),
         "remote": remote or AuthConfig("psk", spec.ikg_id),
         "proposals": list(spec.ss_ike_proposals or spec.ike_proposals),
-        "children": [ChildConfig(name="net", local_ts=[str(me.subnet)], remote_ts=[str(peer.subnet)],
+        "children": [ChildConfig(name=CHILD, local_ts=[subnet(me, ipv6)], remote_ts=[subnet(peer, ipv6)],
                                  esp_proposals=list(spec.ss_esp_proposals or spec.esp_proposals),
                                  **dict(child or {}))],
     }
@@ -134,6 +145,16 @@ def strongswan_side(
     if local is None:
         peer_kwargs.setdefault("psks", [PskSecret(ids=[spec.ikg_id, spec.ss_id], secret=PSK)])
     return strongswan_peer(me.namespace, name, connections=[connection], **peer_kwargs)
+
+
+def address(host: Host, ipv6: bool = False) -> str:
+    """The host's outer address of the chosen family."""
+    return str(host.address6 if ipv6 else host.address)
+
+
+def subnet(host: Host, ipv6: bool = False) -> str:
+    """The host's protected subnet of the chosen family."""
+    return str(host.subnet6 if ipv6 else host.subnet)
 
 
 def installed(sas: list[dict[str, Any]]) -> bool:
@@ -152,7 +173,7 @@ def assert_same_sa(ss_sa: IkeSaInfo, ikg: Mapping[str, Any]) -> None:
     """strongSwan's and ikeguard's views describe the same IKE SA and Child SA (SPIs)."""
     assert ikg["spi_i"] == f"{ss_sa.initiator_spi:016x}"
     assert ikg["spi_r"] == f"{ss_sa.responder_spi:016x}"
-    child = ss_sa.child("net")
+    child = ss_sa.child(CHILD)
     ikg_child = ikg["children"][0]
     assert (ikg_child["spi_in"], ikg_child["spi_out"]) == (f"{child.spi_out:08x}", f"{child.spi_in:08x}")
 

@@ -19,7 +19,7 @@ import pytest
 
 from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import Topology, wait_until
-from tests.harness.interop_pairs import SUITES, Pair, PairSpec, assert_same_sa, spis, start_pair
+from tests.harness.interop_scenarios import SUITES, Pair, PairSpec, assert_same_sa, spis, start_pair
 from tests.harness.strongswan import IkeSaInfo, StrongSwanPeer
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]

@@ -19,7 +19,7 @@ import pytest
 
 from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import Topology
-from tests.harness.interop_pairs import SUITES, PairSpec, assert_same_sa, start_pair
+from tests.harness.interop_scenarios import SUITES, PairSpec, assert_same_sa, start_pair
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 from tests.harness.strongswan import StrongSwanPeer
 

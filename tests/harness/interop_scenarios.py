@@ -1,11 +1,12 @@
 """One ikeguard gateway (`ikeguard run`) and one strongSwan charon face to face, built from a few parameters.
 
-Shared scenario builder of the interop tests (issue 6 items 1 and 2): ikeguard runs in the topology's
-right namespace (192.0.2.1 / 2001:db8:0:1::1, subnet 198.51.100.0/25 / 2001:db8:0:a::/64), strongSwan in the
-left one (192.0.2.2 / 2001:db8:0:1::2, subnet 198.51.100.128/25 / 2001:db8:0:b::/64). `PairSpec.role` is
-ikeguard's role in the first IKE_SA_INIT. Authentication is PSK or certificates (ECDSA P-384 or RSA-3072,
-leaves on both sides from one test CA of the same key type). `Pair` reads both sides' SA tables and checks
-that they describe the same SAs; strongSwan's own view is the judge.
+Scenario builder of the interop tests of issue 6 items 1 and 2, on top of the side builders of
+tests/harness/interop_pair.py (one config-building path for every ikeguard/strongSwan pair): ikeguard runs in
+the topology's right namespace (192.0.2.1 / 2001:db8:0:1::1, subnet 198.51.100.0/25 / 2001:db8:0:a::/64),
+strongSwan in the left one (192.0.2.2 / 2001:db8:0:1::2, subnet 198.51.100.128/25 / 2001:db8:0:b::/64).
+`PairSpec.role` is ikeguard's role in the first IKE_SA_INIT. Authentication is PSK or certificates (ECDSA
+P-384 or RSA-3072, leaves on both sides from one test CA of the same key type). `Pair` reads both sides' SA
+tables and checks that they describe the same SAs; strongSwan's own view is the judge.
 """
 
 from __future__ import annotations
@@ -18,19 +19,13 @@ from typing import Any
 from ikeguard.tools.certfactory import CertificateAuthority, IssuedCertificate, KeyKind
 from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import Topology
-from tests.harness.ikeguard_conf import (
-    IkgAuthority,
-    IkgChild,
-    IkgConnection,
-    IkgLocal,
-    IkgRemote,
-    IkgSecret,
-    gateway_toml,
-    secret_files,
-)
+from tests.harness.ikeguard_conf import IkgAuthority, IkgLocal, IkgRemote
+from tests.harness.interop_pair import CHILD, CONN, address, ikeguard_side, strongswan_side
+from tests.harness.interop_pair import PairSpec as SideSpec
+from tests.harness.interop_pair import assert_same_sa as assert_same_spis
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 from tests.harness.strongswan import ChildSaInfo, IkeSaInfo, StrongSwanPeer
-from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
+from tests.harness.swanctl_conf import AuthConfig
 
 __all__ = [
     "AUTHS",
@@ -41,9 +36,6 @@ __all__ = [
     "start_pair",
 ]
 
-PSK = "interop-pair-psk-9d41c2b7e85a3f60"
-CONN = "ikg"
-CHILD = "net"
 
 
 @dataclass(frozen=True)
@@ -224,14 +216,13 @@ def assert_same_sa(ss: IkeSaInfo, ikg: dict[str, Any], suite: Suite, *, pfs: boo
     assert ss.state == "ESTABLISHED" and ikg["state"] == "established"
     assert ss.proposal == suite.ike_negotiated, ss.proposal
     assert ikg["proposal"] == suite.ike, ikg["proposal"]  # ikeguard names it as configured
-    assert ikg["spi_i"] == f"{ss.initiator_spi:016x}" and ikg["spi_r"] == f"{ss.responder_spi:016x}"
+    assert_same_spis(ss, ikg)
     assert ss.initiator is not ikg["initiator"]
     child: ChildSaInfo = ss.child(CHILD)
     ikg_child = ikg["children"][0]
     assert child.state == "INSTALLED" and ikg_child["state"] == "installed"
     assert child.proposal == esp_proposal, child.proposal
     assert _same_proposal(ikg_child["proposal"], esp_proposal), ikg_child["proposal"]
-    assert (ikg_child["spi_in"], ikg_child["spi_out"]) == (f"{child.spi_out:08x}", f"{child.spi_in:08x}")
     assert child.encap  # strongSwan's libipsec: ESP in UDP (RFC 3948)
 
 
@@ -252,51 +243,29 @@ def start_pair(
     creds = make_credentials(spec.auth)
     left, right = topo.left, topo.right
     v6 = spec.ipv6
-    ikg_addr = str(right.address6 if v6 else right.address)
-    ss_addr = str(left.address6 if v6 else left.address)
-    ikg_net = str(right.subnet6 if v6 else right.subnet)
-    ss_net = str(left.subnet6 if v6 else left.subnet)
-
-    # strongSwan (left)
-    ss_kwargs: dict[str, Any]
-    if creds is None:
-        ss_local, ss_remote = AuthConfig("psk", CLIENT_FQDN), AuthConfig("psk", GW_FQDN)
-        ss_kwargs = {"psks": [PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret=PSK)]}
-    else:
+    sides = SideSpec(ike_proposals=(spec.suite.ike,), esp_proposals=spec.ikg_esp or (spec.suite.esp,),
+                     ss_esp_proposals=spec.ss_esp or (spec.suite.esp,))
+    ss_local = ss_remote = None
+    ikg_local = ikg_remote = None
+    ss_kwargs: dict[str, Any] = {}
+    files: dict[str, bytes | str] = {}
+    authorities: list[IkgAuthority] = []
+    if creds is not None:
         ss_local = AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"])
         ss_remote = AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"])
         ss_kwargs = {"certs": {"client": creds.client}, "cacerts": {"ca": creds.ca.cert}}
-    ss_child = ChildConfig(name=CHILD, local_ts=[ss_net], remote_ts=[ikg_net],
-                           esp_proposals=list(spec.ss_esp or (spec.suite.esp,)), **dict(spec.ss_child))
-    ss_conn = ConnectionConfig(name=CONN, local_addrs=[ss_addr], remote_addrs=[ikg_addr], local=ss_local,
-                               remote=ss_remote, proposals=[spec.suite.ike], children=[ss_child],
-                               **dict(spec.ss_conn))
-    # charon keeps a rekeyed Child SA's inbound half for delete_rekeyed_delay (5 s) to catch late packets;
-    # 1 s keeps the rekey scenarios short without changing what is negotiated.
-    peer = strongswan_peer(left.namespace, "strongswan", connections=[ss_conn],
-                           charon_options={"delete_rekeyed_delay": 1, **spec.ss_charon}, **ss_kwargs)
-
-    # ikeguard (right)
-    files: dict[str, bytes | str] = {}
-    secrets: list[IkgSecret] = []
-    authorities: list[IkgAuthority] = []
-    if creds is None:
-        ikg_local, ikg_remote = IkgLocal("psk", GW_FQDN), IkgRemote("psk", CLIENT_FQDN)
-        secrets = [IkgSecret("strongswan", [CLIENT_FQDN, GW_FQDN], PSK)]
-        files.update(secret_files(secrets))
-    else:
         ikg_local = IkgLocal("pubkey", GW_FQDN, certs=["pki/gw.pem"], key="pki/gw.key")
         ikg_remote = IkgRemote("pubkey", CLIENT_FQDN, cacerts=["test-ca"], revocation="relaxed")
         authorities = [IkgAuthority("test-ca", cacert="pki/ca.pem")]
-        files.update({"pki/gw.pem": creds.gw.cert_pem(), "pki/gw.key": creds.gw.key_pem(),
-                      "pki/ca.pem": creds.ca.issued.cert_pem()})
-    ikg_child = IkgChild(CHILD, local_ts=[ikg_net], remote_ts=[ss_net],
-                         esp_proposals=list(spec.ikg_esp or (spec.suite.esp,)), **dict(spec.ikg_child))
-    ikg_conn = IkgConnection(CONN, local_addrs=[ikg_addr], remote_addrs=[ss_addr], local=ikg_local,
-                             remote=ikg_remote, children=[ikg_child], proposals=[spec.suite.ike],
-                             **dict(spec.ikg_conn))
-    gateway = {"retransmit_timeout": 1.0, "retransmit_tries": 3, **dict(spec.gateway)}
-    config = gateway_toml([ikg_conn], dataplane=spec.dataplane, listen=[ikg_addr], secrets=secrets,
-                          authorities=authorities, gateway=gateway)
-    gw = ikeguard_gateway(right.namespace, "gw", config, files)
+        files = {"pki/gw.pem": creds.gw.cert_pem(), "pki/gw.key": creds.gw.key_pem(),
+                 "pki/ca.pem": creds.ca.issued.cert_pem()}
+    # charon keeps a rekeyed Child SA's inbound half for delete_rekeyed_delay (5 s) to catch late packets;
+    # 1 s keeps the rekey scenarios short without changing what is negotiated.
+    peer = strongswan_side(strongswan_peer, left, right, spec=sides, ipv6=v6, child=spec.ss_child,
+                           conn=spec.ss_conn, local=ss_local, remote=ss_remote, name="strongswan",
+                           charon_options={"delete_rekeyed_delay": 1, **spec.ss_charon}, **ss_kwargs)
+    gw = ikeguard_side(ikeguard_gateway, right, left, spec=sides, ipv6=v6, dataplane=spec.dataplane,
+                       local_addrs=[address(right, v6)], child=spec.ikg_child, conn=spec.ikg_conn,
+                       gateway_keys=spec.gateway, local=ikg_local, remote=ikg_remote, authorities=authorities,
+                       files=files, name="gw")
     return Pair(spec, topo, gw, peer)
