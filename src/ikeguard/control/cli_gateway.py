@@ -111,6 +111,19 @@ def _time(value: str | None) -> str:
 
 
 # -- sas -------------------------------------------------------------------------------------------
+def _drops_text(drops: Any) -> str:
+    """A Child SA's drops (``{"in": {reason: n}, "out": {...}}``) on one line; empty when there are none."""
+    if not isinstance(drops, dict):
+        return ""
+    parts = []
+    for direction in ("in", "out"):
+        counts = drops.get(direction) or {}
+        if isinstance(counts, dict) and any(counts.values()):
+            parts.append(f"{direction} " + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())
+                                                       if n))
+    return f"\ndrops {'; '.join(parts)}" if parts else ""
+
+
 def sas_table(sas: list[dict[str, Any]]) -> Table:
     """IKE SAs, each followed by its Child SAs (indented)."""
     table = Table(show_lines=False, header_style="bold")
@@ -128,7 +141,7 @@ def sas_table(sas: list[dict[str, Any]]) -> Table:
             traffic = (f"SPI in {child.get('spi_in')} out {child.get('spi_out')}\n"
                        f"in {_size(int(child.get('bytes_in', 0)))} / {child.get('packets_in', 0)} pkts, "
                        f"out {_size(int(child.get('bytes_out', 0)))} / {child.get('packets_out', 0)} pkts\n"
-                       f"rekey {_time(child.get('rekey_at'))}")
+                       f"rekey {_time(child.get('rekey_at'))}{_drops_text(child.get('drops'))}")
             label = f"  └ {child.get('name')} ({child.get('mode', 'tunnel')})"
             table.add_row(str(child.get("uniqueid")), label, str(child.get("state")), selectors,
                           str(child.get("proposal") or "-"), traffic)

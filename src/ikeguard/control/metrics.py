@@ -1,6 +1,7 @@
 """Prometheus metrics of a running gateway, read from the gateway itself at scrape time (no second copy of
 any state): per connection configured vs up, IKE/Child SA counts, traffic counters that survive rekeys,
-IKE exchanges and failures by reason, certificate expiry, and the audit trail's queue depth.
+IKE exchanges and failures by reason, certificate expiry, the audit trail's queue depth, and the data plane's
+drops that belong to no SA (``no_sa``, ``no_policy``, ``unknown_spi``, ``malformed``; label: reason only).
 
 Labels are the connection and its peer group (the connection's remote identity, a pattern for a template
 connection), never an SA or a single peer, so the series count stays bounded with thousands of peers.
@@ -54,6 +55,7 @@ class GatewaySnapshot:
     audit_spool: dict[str, int]
     audit_healthy: bool | None
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    dataplane_drops: dict[str, int] = field(default_factory=dict)  # reason -> packets, not tied to an SA
 
 
 class _AnchorFiles:
@@ -104,6 +106,20 @@ def _certificates(gateway: Any, anchors: _AnchorFiles) -> list[CertExpiry]:
     return out
 
 
+def dataplane_drops(plane: Any) -> dict[str, int]:
+    """Packets the data plane dropped without an SA to charge them to, by reason: the userspace plane's
+    ``SaTable.drops`` (summed over the per-IP-version planes); empty for planes that keep none (``none``;
+    ``xfrm`` counts them in the kernel, /proc/net/xfrm_stat)."""
+    members = getattr(plane, "members", None)
+    planes = list(members.values()) if isinstance(members, dict) else [plane]
+    total: Counter[str] = Counter()
+    for member in planes:
+        drops = getattr(getattr(member, "table", None), "drops", None)
+        if isinstance(drops, dict):
+            total.update(dict(drops))  # one C-level copy: the plane may count while we read
+    return dict(total)
+
+
 def take_snapshot(gateway: Any, anchors: _AnchorFiles | None = None) -> GatewaySnapshot:
     """Copy what the metrics show (call on the gateway's event loop)."""
     stats = gateway.stats
@@ -121,6 +137,7 @@ def take_snapshot(gateway: Any, anchors: _AnchorFiles | None = None) -> GatewayS
         audit_pending=pending if isinstance(pending, int) else None,
         audit_spool=dict(spool),
         audit_healthy=None if healthy is None else bool(healthy),
+        dataplane_drops=dataplane_drops(getattr(gateway, "dataplane", None)),
     )
 
 
@@ -240,6 +257,14 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
     for cert in snap.certs:
         expiry.add_metric([cert.kind, cert.name, cert.subject], (cert.not_after - snap.now).total_seconds())
     yield expiry
+
+    drops = CounterMetricFamily("ikeguard_dataplane_drops",
+                                "Packets the data plane dropped without an SA (no_sa, no_policy, "
+                                "unknown_spi, malformed); per-SA drops are in `ikeguard sas`",
+                                labels=["reason"])
+    for reason, n in sorted(snap.dataplane_drops.items()):
+        drops.add_metric([reason], n)
+    yield drops
 
     if snap.audit_pending is not None:
         queue = GaugeMetricFamily("ikeguard_audit_queue_depth", "Audit events recorded but not yet on disk")
