@@ -61,7 +61,10 @@ def rfc3339(when: dt.datetime) -> str:
     """RFC 3339 UTC with microseconds (AU-8)."""
     if when.tzinfo is None:
         raise ValueError("audit times must be timezone-aware")
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = when.astimezone(dt.UTC)
+    if utc.year >= 1000:  # isoformat is ~2x faster than strftime; same text for 4-digit years
+        return utc.isoformat(timespec="microseconds")[:-6] + "Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> dt.datetime:
