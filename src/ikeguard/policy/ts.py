@@ -99,6 +99,15 @@ class TrafficSelector:
         return self.intersect(other) == other
 
     def __str__(self) -> str:
+        # Formatted once per instance (audit records and sas --json name the same selectors again and again);
+        # kept outside the dataclass fields, so equality, ordering and hashing are unchanged.
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            text = self._format()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _format(self) -> str:
         start, end = self.start_address, self.end_address
         text = str(start)
         if start != end:
