@@ -26,6 +26,10 @@ class HeaderFlags(IntFlag):
     RESPONSE = 0x20
 
 
+_INITIATOR, _RESPONSE = int(HeaderFlags.INITIATOR), int(HeaderFlags.RESPONSE)
+_FLAGS = tuple(HeaderFlags(value) for value in range(256))  # decoded flags octet -> HeaderFlags, built once
+
+
 @dataclass(frozen=True, slots=True)
 class IkeHeader:
     """IKE SA SPIs, exchange type, flags and message ID (RFC 7296 §3.1)."""
@@ -51,12 +55,12 @@ class IkeHeader:
     @property
     def is_initiator(self) -> bool:
         """I flag: sent by the original initiator of the IKE SA."""
-        return bool(self.flags & HeaderFlags.INITIATOR)
+        return bool(int(self.flags) & _INITIATOR)  # int arithmetic: IntFlag.__and__ builds a flag object
 
     @property
     def is_response(self) -> bool:
         """R flag: this message is a response."""
-        return bool(self.flags & HeaderFlags.RESPONSE)
+        return bool(int(self.flags) & _RESPONSE)
 
     def encode(self, next_payload: int, length: int) -> bytes:
         """The 28 header octets for a message of ``length`` octets whose first payload is ``next_payload``."""
@@ -91,7 +95,7 @@ def decode_header(data: bytes) -> tuple[IkeHeader, int, int]:
         spi_i=spi_i,
         spi_r=spi_r,
         exchange_type=lookup(ExchangeType, exchange),
-        flags=HeaderFlags(flags),
+        flags=_FLAGS[flags],
         message_id=message_id,
         major_version=major,
         minor_version=minor,
