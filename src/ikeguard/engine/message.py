@@ -69,7 +69,10 @@ class InMessage:
 
     def get(self, cls: type[P]) -> P | None:
         """First payload of class ``cls``."""
-        return next((p for p in self.payloads if isinstance(p, cls)), None)
+        for p in self.payloads:  # plain loops: tasks look up ~10 payloads/notifies per message
+            if isinstance(p, cls):
+                return p
+        return None
 
     def get_all(self, cls: type[P]) -> tuple[P, ...]:
         """Every payload of class ``cls``."""
@@ -77,7 +80,10 @@ class InMessage:
 
     def notify(self, notify_type: NotifyType) -> NotifyPayload | None:
         """First Notify of ``notify_type``."""
-        return next((n for n in self.notifies() if n.notify_type == notify_type), None)
+        for p in self.payloads:
+            if isinstance(p, NotifyPayload) and p.notify_type == notify_type:
+                return p
+        return None
 
     def notifies(self) -> Iterator[NotifyPayload]:
         """All Notify payloads."""
