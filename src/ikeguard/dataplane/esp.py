@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac as _hmac_mod
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
@@ -23,6 +23,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from ikeguard.wire.iana import EncrId, IntegId
 
 _HDR = struct.Struct("!II")
+_HDR_IV = struct.Struct("!IIQ")  # SPI, sequence number (low 32 bits), 8-octet IV = the 64-bit sequence number
+_NONCE = struct.Struct("!4sQ")  # AEAD nonce: salt || IV (RFC 4106 §4, RFC 7634 §2)
+_ESN_AAD = struct.Struct("!III")  # SPI || Seq high || Seq low (RFC 4106 §5, RFC 7634 §2.1)
 _MASK32 = 0xFFFFFFFF
 _PAD = bytes(range(1, 256))  # RFC 4303 §2.4 default padding 1, 2, 3, ...
 
@@ -69,6 +72,15 @@ class UnsupportedEspTransform(EspError):
         super().__init__("unsupported_transform", detail)
 
 
+def _trailers(block: int) -> dict[int, tuple[bytes, ...]]:
+    """Next Header -> padding + Pad Length + Next Header for each pad length 0 .. block-1 (RFC 4303 §2.4)."""
+    return {nh: tuple(_PAD[:n] + bytes((n, nh)) for n in range(block))
+            for nh in (NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_DUMMY)}
+
+
+_AEAD_TRAILERS = _trailers(4)
+
+
 def parse_header(packet: bytes) -> tuple[int, int]:
     """(SPI, low 32 bits of the sequence number) of an ESP packet; raises EspError('malformed')."""
     if len(packet) < 8:
@@ -77,8 +89,7 @@ def parse_header(packet: bytes) -> tuple[int, int]:
     return spi, seq
 
 
-@dataclass(frozen=True)
-class EspPayload:
+class EspPayload(NamedTuple):  # a NamedTuple: built once per packet, cheaper than a frozen dataclass
     """A decrypted ESP payload: the inner packet and its Next Header value."""
 
     data: bytes
@@ -148,13 +159,21 @@ class EspTransform:
     def seal(self, spi: int, seq: int, payload: bytes, next_header: int, esn: bool = False,
              iv: bytes | None = None) -> bytes:
         """The ESP packet (SPI .. ICV) carrying ``payload``; ``iv`` only for known-answer tests."""
+        aead = self._aead
+        if aead is not None and iv is None:  # the per-packet path: IV = the sequence number (RFC 4106 §3.1)
+            padlen = -(len(payload) + 2) & 3
+            trailers = _AEAD_TRAILERS.get(next_header)
+            trailer = (trailers[padlen] if trailers is not None
+                       else _PAD[:padlen] + bytes((padlen, next_header)))
+            head = _HDR_IV.pack(spi, seq & _MASK32, seq)
+            aad = _ESN_AAD.pack(spi, seq >> 32, seq & _MASK32) if esn else head[:8]
+            return head + aead.encrypt(_NONCE.pack(self._salt, seq), payload + trailer, aad)
         padlen = -(len(payload) + 2) % self.block
         plaintext = b"".join((payload, _PAD[:padlen], bytes((padlen, next_header))))
         header = _HDR.pack(spi, seq & _MASK32)
-        if self._aead is not None:
-            if iv is None:
-                iv = seq.to_bytes(8, "big")
-            ct = self._aead.encrypt(self._salt + iv, plaintext, self._aad(spi, seq, esn))
+        if aead is not None:
+            assert iv is not None
+            ct = aead.encrypt(self._salt + iv, plaintext, self._aad(spi, seq, esn))
             return header + iv + ct
         if iv is None:
             iv = os.urandom(16)  # RFC 3602 §2.3: unpredictable IV
@@ -166,28 +185,33 @@ class EspTransform:
 
     def open(self, packet: bytes, seq: int, esn: bool = False) -> EspPayload:
         """Verify and decrypt; raises EspError('icv') on a failed check, EspError('malformed') otherwise."""
-        iv_end = 8 + self.iv_len
-        ct_len = len(packet) - iv_end - (0 if self._aead is not None else self.icv_len)
-        if ct_len < (18 if self._aead is not None else self.block) or (
-            self._aead is None and ct_len % self.block
-        ):
-            raise EspError("malformed", "ESP packet length")
-        spi, seq_low = _HDR.unpack_from(packet)
-        if seq & _MASK32 != seq_low:  # ``seq`` is the on-wire number plus the inferred high bits
-            raise EspError("malformed", "sequence number does not match the packet")
-        iv = packet[8:iv_end]
-        if self._aead is not None:
+        aead = self._aead
+        if aead is not None:  # AEAD: ICV inside the ciphertext; header and IV read in place (no copies)
+            if len(packet) < 34:  # header 8 + IV 8 + at least the 2-octet trailer + ICV 16
+                raise EspError("malformed", "ESP packet length")
+            spi, seq_low, iv_seq = _HDR_IV.unpack_from(packet)
+            if seq & _MASK32 != seq_low:  # ``seq`` is the on-wire number plus the inferred high bits
+                raise EspError("malformed", "sequence number does not match the packet")
+            aad = _ESN_AAD.pack(spi, seq >> 32, seq_low) if esn else _HDR.pack(spi, seq_low)
             try:
-                plaintext = self._aead.decrypt(self._salt + iv, packet[iv_end:], self._aad(spi, seq, esn))
+                plaintext = aead.decrypt(_NONCE.pack(self._salt, iv_seq), memoryview(packet)[16:], aad)
             except InvalidTag:
                 raise EspError("icv") from None
-        else:
-            if self._hash is not None:
-                body, icv = packet[: -self.icv_len], packet[-self.icv_len :]
-                if not _hmac_mod.compare_digest(self._icv(body, seq, esn), icv):
-                    raise EspError("icv")
-            dec = Cipher(algorithms.AES(self._cbc_key), modes.CBC(iv)).decryptor()
-            plaintext = dec.update(packet[iv_end : iv_end + ct_len]) + dec.finalize()
+            return _strip_trailer(plaintext)
+        iv_end = 8 + self.iv_len
+        ct_len = len(packet) - iv_end - self.icv_len
+        if ct_len < self.block or ct_len % self.block:
+            raise EspError("malformed", "ESP packet length")
+        spi, seq_low = _HDR.unpack_from(packet)
+        if seq & _MASK32 != seq_low:
+            raise EspError("malformed", "sequence number does not match the packet")
+        iv = packet[8:iv_end]
+        if self._hash is not None:
+            body, icv = packet[: -self.icv_len], packet[-self.icv_len :]
+            if not _hmac_mod.compare_digest(self._icv(body, seq, esn), icv):
+                raise EspError("icv")
+        dec = Cipher(algorithms.AES(self._cbc_key), modes.CBC(iv)).decryptor()
+        plaintext = dec.update(packet[iv_end : iv_end + ct_len]) + dec.finalize()
         return _strip_trailer(plaintext)
 
 
@@ -197,6 +221,6 @@ def _strip_trailer(plaintext: bytes) -> EspPayload:
     end = len(plaintext) - 2 - padlen
     if end < 0:
         raise EspError("malformed", "pad length beyond payload")
-    if plaintext[end : end + padlen] != _PAD[:padlen]:
+    if padlen and plaintext[end : end + padlen] != _PAD[:padlen]:
         raise EspError("malformed", "padding is not 1, 2, 3, ...")
     return EspPayload(plaintext[:end], next_header)

@@ -43,13 +43,20 @@ def _ports(pkt: bytes, off: int, proto: int) -> tuple[int | None, int | None]:
 
 
 _V4 = struct.Struct("!BxxxxxHxBxxII")  # version/IHL, flags/fragment offset, protocol, source, destination
+_V4_PORTS = struct.Struct("!xxxxxxHxBxxIIHH")  # the same and the ports, for a 20-octet header
 _PORTS = struct.Struct("!HH")
+_new_flow = tuple.__new__  # Flow(...) without the NamedTuple's Python-level __new__ (once per packet)
 
 
 def parse_flow(pkt: bytes) -> Flow | None:
     """The flow of an IPv4/IPv6 packet, or None when it is not a well-formed IP packet."""
-    if len(pkt) < 20:
-        return None
+    if len(pkt) < 24:
+        if len(pkt) < 20:
+            return None
+    elif pkt[0] == 0x45:  # the common case: IPv4 without options, the ports fields present
+        frag, proto, src, dst, sport, dport = _V4_PORTS.unpack_from(pkt)
+        if not frag & 0x1FFF and (proto == 6 or proto == 17):
+            return _new_flow(Flow, (4, src, dst, proto, sport, dport))
     if pkt[0] >> 4 == 4:
         verihl, frag, proto, src, dst = _V4.unpack_from(pkt)
         ihl = (verihl & 0x0F) * 4

@@ -10,6 +10,7 @@ reference in one assignment (atomic under the GIL); the old SA object stays decr
 from __future__ import annotations
 
 import secrets
+import struct
 import threading
 from dataclasses import dataclass, field, replace
 
@@ -23,13 +24,14 @@ from ikeguard.dataplane.base import (
     SaDirection,
     SaEndpoint,
 )
-from ikeguard.dataplane.esp import EspError, parse_header
+from ikeguard.dataplane.esp import EspError
 from ikeguard.dataplane.packet import Flow, clamp_mss, icmp_too_big, needs_too_big, parse_flow, ts_match
 from ikeguard.dataplane.sa import InboundSa, OutboundSa
 from ikeguard.policy.ts import TrafficSelector
 from ikeguard.wire.iana import EncrId
 
 FLOW_CACHE_SIZE = 4096
+_ESP_HEADER = struct.Struct("!II")  # SPI, sequence number (RFC 4303 §2)
 IPV4_UDP_OVERHEAD = 20 + 8
 IPV6_UDP_OVERHEAD = 40 + 8
 
@@ -285,29 +287,31 @@ class SaTable:
         mtu = mtus.get(sa)
         if mtu is None:
             mtu = mtus[sa] = self.inner_mtu(sa)
+        version, _, _, protocol, sport, _ = flow
         if len(inner) > mtu and needs_too_big(inner, mtu):
             sa.counters.drop("too_big")
-            source = self.icmp_source4 if flow.version == 4 else self.icmp_source6
+            source = self.icmp_source4 if version == 4 else self.icmp_source6
             if source is None:
-                source = inner[16:20] if flow.version == 4 else inner[24:40]
+                source = inner[16:20] if version == 4 else inner[24:40]
             icmp = icmp_too_big(inner, mtu, source)
             return ToTun(icmp) if icmp is not None else None
-        if flow.protocol == 6 and flow.sport is not None:  # a first (or only) TCP fragment: SYN?
-            flags = ((inner[0] & 0x0F) * 4 if flow.version == 4 else 40) + 13
+        if protocol == 6 and sport is not None:  # a first (or only) TCP fragment: SYN?
+            flags = ((inner[0] & 0x0F) * 4 if version == 4 else 40) + 13
             if len(inner) > flags and inner[flags] & 0x02:
-                inner = clamp_mss(inner, mtu - (40 if flow.version == 4 else 60))
+                inner = clamp_mss(inner, mtu - (40 if version == 4 else 60))
         try:
-            return Send(sa.protect(inner), sa.config.destination, sa.config.encap, sa.sockaddr)
+            data = sa.protect(inner)
         except EspError:
             return None
+        config = sa.config
+        return Send(data, config.destination, config.encap, sa.sockaddr)
 
     def inbound(self, esp: bytes) -> bytes | None:
         """Process one ESP packet (after the UDP header / non-ESP marker): the inner packet or None."""
-        try:
-            spi, seq_low = parse_header(esp)
-        except EspError:
+        if len(esp) < 8:
             self._drop("malformed")
             return None
+        spi, seq_low = _ESP_HEADER.unpack_from(esp)
         sa = self._inbound.get(spi)
         if sa is None:
             self._drop("unknown_spi")

@@ -60,37 +60,6 @@ def _ike_ignored(data: bytes, addr: tuple[str, int]) -> None:
     """Default IKE receiver when no service is attached (standalone data plane)."""
 
 
-class _GsoBatch:
-    """Groups consecutive ESP packets for one destination into UDP GSO sends: equal-size segments, the
-    last one may be shorter (kernel rule), at most 64 segments and 64 KiB per send."""
-
-    __slots__ = ("dest", "plane", "segments", "size", "total")
-
-    def __init__(self, plane: UserspaceDataPlane) -> None:
-        self.plane = plane
-        self.dest: tuple[str, int] | None = None
-        self.segments: list[bytes] = []
-        self.size = 0
-        self.total = 0
-
-    def add(self, data: bytes, dest: tuple[str, int]) -> None:
-        n = len(data)
-        if self.segments and (dest != self.dest or n > self.size or self.total + n > GSO_MAX_BYTES
-                              or len(self.segments) >= GSO_MAX_SEGMENTS):
-            self.flush()
-        if not self.segments:
-            self.dest, self.size = dest, n
-        self.segments.append(data)
-        self.total += n
-        if n < self.size:  # a shorter segment ends a GSO batch
-            self.flush()
-
-    def flush(self) -> None:
-        if self.segments and self.dest is not None:
-            self.plane.send_segments(self.segments, self.dest)
-        self.segments, self.total = [], 0
-
-
 class UserspaceDataPlane:
     """Implements :class:`ikeguard.dataplane.base.DataPlane` with a TUN device and one UDP socket."""
 
@@ -248,27 +217,46 @@ class UserspaceDataPlane:
         os.close(self.tun_fd)
 
     def _on_tun(self) -> None:
-        table, fd = self.table, self.tun_fd
-        batch = _GsoBatch(self)
+        """Drain the TUN: protect each packet; consecutive ESP-in-UDP packets for one destination go out as
+        UDP GSO sends (equal-size segments, the last one may be shorter: the kernel's rule; at most 64
+        segments and 64 KiB per send). Hot loop: bound methods and constants in locals."""
+        outbound, read, fd, send = self.table.outbound, os.read, self.tun_fd, self.send_segments
+        segments: list[bytes] = []
+        dest: tuple[str, int] = ("", 0)
+        size = total = 0
         for _ in range(BATCH):
             try:
-                pkt = os.read(fd, 65535)
+                pkt = read(fd, 65535)
             except BlockingIOError:
                 break
-            result = table.outbound(pkt)
+            result = outbound(pkt)
             if result is None:
                 continue
-            if isinstance(result, Send):
-                if result.encap:
-                    batch.add(result.data, result.sockaddr)
-                else:
+            if result.__class__ is Send:
+                assert isinstance(result, Send)
+                if not result.encap:
                     self._send_raw(result)
+                    continue
+                data, addr = result.data, result.sockaddr
+                n = len(data)
+                if segments and (n > size or addr != dest or total + n > GSO_MAX_BYTES
+                                 or len(segments) >= GSO_MAX_SEGMENTS):
+                    send(segments, dest)
+                    segments, total = [], 0
+                if not segments:
+                    dest, size = addr, n
+                segments.append(data)
+                total += n
+                if n < size:  # a shorter segment ends a GSO batch
+                    send(segments, dest)
+                    segments, total = [], 0
                 continue
             try:
                 os.write(fd, result.data)
             except OSError:
                 self.stats["tun_errors"] += 1
-        batch.flush()
+        if segments:
+            send(segments, dest)
 
     def send_segments(self, segments: list[bytes], dest: tuple[str, int]) -> None:
         """Send ESP packets to one destination: one ``sendmsg`` with UDP GSO (``UDP_SEGMENT``) when there
@@ -329,8 +317,9 @@ class UserspaceDataPlane:
                 self._datagram(data, addr)
                 continue
             self.stats["gro_batches"] += 1
+            datagram = self._datagram
             for off in range(0, len(data), segment):  # UDP GRO: equal-size datagrams, the last may be short
-                self._datagram(data[off : off + segment], addr)
+                datagram(data[off : off + segment], addr)
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """Demultiplex one datagram on the shared port (RFC 3948 §2.2)."""
