@@ -106,7 +106,7 @@ class SaPayload(Payload):
                 )
             spi_start = pos + _PROPOSAL.size
             spi = body[spi_start : spi_start + spi_size]
-            transforms = _decode_transforms(body[spi_start + spi_size : end], offset + spi_start + spi_size)
+            transforms = _transforms(body[spi_start + spi_size : end], offset + spi_start + spi_size)
             if len(transforms) != count:
                 raise FieldError(
                     f"proposal announces {count} transforms but holds {len(transforms)}",
@@ -132,6 +132,25 @@ def _encode_transform(t: Transform, *, last: bool) -> bytes:
     length = _TRANSFORM.size + len(attrs)
     marker = _LAST_TRANSFORM if last else _MORE_TRANSFORMS
     return _TRANSFORM.pack(marker, 0, length, int(t.type), 0, t.id) + attrs
+
+
+_MEMO_ENTRIES, _MEMO_OCTETS = 256, 1024
+_transforms_memo: dict[bytes, tuple[Transform, ...]] = {}
+
+
+def _transforms(data: bytes, offset: int) -> tuple[Transform, ...]:
+    """A proposal's transforms: the octets after the SPI repeat for every SA a peer offers the same suites
+    in, so a small memo of well-formed lists (immutable Transforms) skips re-parsing them; a malformed list is
+    never stored and raises with its own offsets every time."""
+    found = _transforms_memo.get(data)
+    if found is not None:
+        return found
+    parsed = tuple(_decode_transforms(data, offset))
+    if len(data) <= _MEMO_OCTETS:
+        if len(_transforms_memo) >= _MEMO_ENTRIES:  # bounded (a peer can vary its offers): oldest out
+            _transforms_memo.pop(next(iter(_transforms_memo)), None)
+        _transforms_memo[bytes(data)] = parsed
+    return parsed
 
 
 def _decode_transforms(data: bytes, offset: int) -> list[Transform]:
