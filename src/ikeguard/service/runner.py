@@ -34,6 +34,10 @@ log = logging.getLogger("ikeguard.service")
 
 def configure_logging(level: int = logging.INFO) -> None:
     """One line per event on stderr."""
+    # The format names no file, line, thread or process: skip collecting them for every record (the Logging
+    # HOWTO's "Optimization" switches; findCaller walked the stack for each INFO line per tunnel up).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     if not any(getattr(h, "_ikeguard", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
