@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 
 from ikeguard.audit.events import AuditEvent as AuditEvent  # one record type from engine to store
@@ -25,14 +26,14 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        # Formatted once per instance (every audit record of an SA names both endpoints); the text is kept
-        # outside the dataclass fields, so equality, ordering and hashing are unchanged.
-        text: str | None = self.__dict__.get("_text")
-        if text is None:
-            v6 = isinstance(self.address, IPv6Address)
-            text = f"[{self.address}]:{self.port}" if v6 else f"{self.address}:{self.port}"
-            object.__setattr__(self, "_text", text)
-        return text
+        return _endpoint_text(self.address, self.port)
+
+
+@lru_cache(maxsize=4096)
+def _endpoint_text(address: IpAddress, port: int) -> str:
+    """``addr:port`` / ``[v6]:port``, memoized (every audit record of an SA names both endpoints); a bounded
+    module memo rather than a per-instance cache, which would give every Endpoint its own __dict__."""
+    return f"[{address}]:{port}" if isinstance(address, IPv6Address) else f"{address}:{port}"
 
 
 class Direction(Enum):

@@ -99,13 +99,7 @@ class TrafficSelector:
         return self.intersect(other) == other
 
     def __str__(self) -> str:
-        # Formatted once per instance (audit records and sas --json name the same selectors again and again);
-        # kept outside the dataclass fields, so equality, ordering and hashing are unchanged.
-        text: str | None = self.__dict__.get("_text")
-        if text is None:
-            text = self._format()
-            object.__setattr__(self, "_text", text)
-        return text
+        return _selector_text(self)
 
     def _format(self) -> str:
         start, end = self.start_address, self.end_address
@@ -126,6 +120,13 @@ class TrafficSelector:
                 port = f"{self.start_port}-{self.end_port}"
             text += f"[{proto}/{port}]" if port else f"[{proto}]"
         return text
+
+
+@lru_cache(maxsize=4096)
+def _selector_text(ts: TrafficSelector) -> str:
+    """A selector's text, memoized (audit records and sas --json name the same selectors again and again);
+    a bounded module memo rather than a per-instance cache, which would cost every selector a __dict__."""
+    return ts._format()
 
 
 def _port_intersection(a: TrafficSelector, b: TrafficSelector) -> tuple[int, int] | None:
