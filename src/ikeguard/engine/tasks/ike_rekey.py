@@ -92,14 +92,18 @@ def register_redundant(old: IkeSa, new: IkeSa, winner: IkeSa | None) -> None:
 
 
 def _move_child_exchanges(old: IkeSa, new: IkeSa) -> None:
-    """Queued Child SA work (create, rekey, delete) follows the Child SAs to the new IKE SA."""
+    """Queued Child SA work (create, rekey, delete) follows the Child SAs to the new IKE SA, and so does a
+    queued delete of the IKE SA itself (an operator's terminate, a reauth close): it was meant for the
+    tunnel, not for one generation of its keys, and would otherwise be lost with the old SA."""
     from ikeguard.engine.tasks.child_create import ChildCreateTask
-    from ikeguard.engine.tasks.delete import DeleteChildTask, DeleteSpiTask
+    from ikeguard.engine.tasks.delete import DeleteChildTask, DeleteIkeTask, DeleteSpiTask
 
     child_kinds = (ChildCreateTask, DeleteChildTask, DeleteSpiTask)
     keep = []
     for exchange in old.queue:
-        if any(isinstance(t, child_kinds) for t in exchange.tasks):
+        if any(isinstance(t, DeleteIkeTask) for t in exchange.tasks):
+            new.queue.insert(0, exchange)
+        elif any(isinstance(t, child_kinds) for t in exchange.tasks):
             new.queue.append(exchange)
         else:
             keep.append(exchange)
