@@ -196,9 +196,11 @@ def test_rekey_make_before_break_during_traffic_loses_nothing(tunnel: Tunnel) ->
     # a bulk TCP transfer across another rekey completes with every byte intact
     server = nettool(right_ns, "tcp-serve", "5001")
     wait_listening(server)
-    size = 30_000_000
+    # large enough to still be running when the rekey lands (the plane moves 20-70 MB/s here); the new SA
+    # must have carried part of it (assert_only)
+    size = 150_000_000
     client = nettool(left_ns, "tcp-send", target, "5001", str(size))
-    time.sleep(0.5)
+    time.sleep(0.2)
     third = SaPair(0x1003, 0x2003, child=3)
     rekey(t, second, third)
     sent, _ = client.communicate(timeout=180)

@@ -4,6 +4,7 @@ with ``dpd_action = restart`` ikeguard brings the SA up again once strongSwan is
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import time
@@ -55,16 +56,18 @@ def test_killed_strongswan_is_declared_dead_within_dpd_delay_plus_timeout(
 
     assert peer.pid is not None
     os.kill(peer.pid, signal.SIGKILL)  # no DELETE, no goodbye: the peer just vanishes
-    killed = time.monotonic()
+    killed = time.time()
     assert wait_until(lambda: gw.sas() == [], DPD_DELAY + DPD_TIMEOUT + 3, interval=0.05), gw.log_tail()
-    dead_after = time.monotonic() - killed
-    assert DPD_TIMEOUT - SLACK <= dead_after <= DPD_DELAY + DPD_TIMEOUT + SLACK, dead_after
 
     # the audit trail is written behind the SA state: wait for the record of the close
     gw.wait_audit(lambda e: e["event"] == "ike.down" and "dpd timeout" in e.get("reason", ""), timeout=5)
     events = gw.audit_events()
     timeouts = [e for e in events if e["event"] == "dpd.timeout"]
     assert len(timeouts) == 1 and timeouts[0]["outcome"] == "failure"
+    # when the gateway decided (the record's own time; polling `sas` through the CLI adds its own latency)
+    decided = dt.datetime.fromisoformat(timeouts[0]["time"].replace("Z", "+00:00")).timestamp()
+    dead_after = decided - killed
+    assert DPD_TIMEOUT - SLACK <= dead_after <= DPD_DELAY + DPD_TIMEOUT + SLACK, dead_after
     assert timeouts[0]["connection"] == "ikg"
     down = [e for e in events if e["event"] == "ike.down" and e.get("seq", 0) > timeouts[0]["seq"]]
     assert down and "dpd timeout" in down[0]["reason"]

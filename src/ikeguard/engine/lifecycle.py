@@ -119,8 +119,10 @@ def _dpd(sa: IkeSa) -> None:
             sa.timers["dpd_deadline"] = sa.now + conn.dpd_timeout
         sa.timers["dpd"] = sa.now + conn.dpd_delay
     else:
-        # Traffic from the peer proves liveness: check again dpd_delay after the last message (never now).
-        sa.timers["dpd"] = max(sa.last_inbound + conn.dpd_delay, sa.now + 1.0)
+        # Traffic from the peer proves liveness: check again dpd_delay after the last message (here that is
+        # in the future: idle < dpd_delay). A coarser floor (it was now + 1 s) stretched the worst case from
+        # dpd_delay + dpd_timeout to dpd_delay + 1 s + dpd_timeout after the peer died.
+        sa.timers["dpd"] = max(sa.last_inbound + conn.dpd_delay, sa.now + 0.01)
 
 
 def _retransmit(sa: IkeSa) -> None:
