@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from ikeguard.audit import keyfile
@@ -90,3 +94,29 @@ class Attacker:
 
     def close(self) -> None:
         self.db.close()
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs at ``directory`` (the disk-full tests' state directory), lazily unmounted at the end."""
+    directory.mkdir()
+    options = f"size={size},mode=0700"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def fill_filesystem(directory: Path) -> Path:
+    """Write zeros into ``directory/filler`` until the filesystem is full, down to the last byte."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for chunk in (65536, 512, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+    return filler

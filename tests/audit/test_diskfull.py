@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,40 +12,22 @@ import pytest
 from ikeguard.audit.service import AuditService
 from ikeguard.audit.store import AuditStore, AuditStoreError
 
-from .helpers import T0, sample_event, verification_key
+from .helpers import T0, fill_filesystem, mounted_tmpfs, sample_event, verification_key
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(path: Path) -> Path:
-    filler = path / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for chunk in (65536, 512, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * chunk)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_store_alarm_and_recovery(small_tmpfs: Path) -> None:
     state = small_tmpfs / "state"
     store = AuditStore(state, now=T0)
     store.append_batch([(sample_event(i), T0) for i in range(20)])
-    filler = _fill(small_tmpfs)
+    filler = fill_filesystem(small_tmpfs)
     with pytest.raises(AuditStoreError):
         for k in range(50):  # the WAL has some slack; a few batches exhaust it
             store.append_batch([(sample_event(i), T0) for i in range(200)])
@@ -72,7 +52,7 @@ def test_service_refuses_new_sas_while_full_and_keeps_the_events(small_tmpfs: Pa
     try:
         service.record(sample_event(1))
         assert service.flush() and not service.refuse_new_sas
-        filler = _fill(small_tmpfs)
+        filler = fill_filesystem(small_tmpfs)
         for i in range(3000):
             service.record(sample_event(i))
         assert not service.flush(timeout=1.5)  # cannot reach the disk

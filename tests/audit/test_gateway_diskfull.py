@@ -8,9 +8,6 @@ them), the chain verifies, and the second initiation and the new Child SA succee
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -35,6 +32,7 @@ from .gateway_lab import (
     gateway_files,
     metric,
 )
+from .helpers import fill_filesystem, mounted_tmpfs
 
 pytestmark = [pytest.mark.root, pytest.mark.interop, pytest.mark.slow]
 
@@ -42,27 +40,8 @@ pytestmark = [pytest.mark.root, pytest.mark.interop, pytest.mark.slow]
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 3 MiB tmpfs for the state directory, unmounted at the end (after the gateway has stopped)."""
-    mnt = tmp_path / "state-tmpfs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "state-tmpfs", "3m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    """Write zeros until the filesystem is full (down to the last byte)."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for chunk in (65536, 512, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * chunk)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _ping(topo: Topology) -> None:
@@ -110,7 +89,7 @@ def test_disk_full_refuses_new_sas_keeps_existing_and_recovers(
     _ping(topo)
     assert _healthy(topo) == 1
 
-    filler = _fill(small_tmpfs)
+    filler = fill_filesystem(small_tmpfs)
     try:
         # activity the gateway must record (operator queries) until a commit fails: the alarm
         assert wait_until(lambda: gw.request("sas") is not None and _healthy(topo) == 0, 20, interval=0.2), \
