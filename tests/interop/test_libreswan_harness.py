@@ -158,9 +158,11 @@ def test_pluto_initiator_completes_ike_auth_with_the_ikeguard_responder(
     out_spi = re.search(r"Add SA esp\.([0-9a-f]+)@192\.0\.2\.1", plog)
     assert out_spi is not None
 
-    sas = gw.wait_sas(lambda sas: any(c["spi_in"] == out_spi[1] for sa in sas for c in sa["children"]),
+    # pluto prints SPIs without leading zeros (esp.101d666), ikeguard with 8 hex digits: compare numbers
+    spi = int(out_spi[1], 16)
+    sas = gw.wait_sas(lambda sas: any(int(c["spi_in"], 16) == spi for sa in sas for c in sa["children"]),
                       timeout=10, what="the Child SA pluto negotiated")
-    sa = next(sa for sa in sas if any(c["spi_in"] == out_spi[1] for c in sa["children"]))
+    sa = next(sa for sa in sas if any(int(c["spi_in"], 16) == spi for c in sa["children"]))
     assert sa["state"] == "established" and sa["initiator"] is False
     assert sa["remote_id"] == CLIENT_FQDN and sa["local_id"] == GW_FQDN
     assert sa["proposal"] == "aes256gcm16-prfsha384-ecp384"
