@@ -24,9 +24,8 @@ from ikeguard.tools.netns import (
     live_namespaces,
     started_pids,
 )
-from tests.harness.libreswan import LibreswanConn, LibreswanPeer, live_plutos
+from tests.harness.libreswan import LibreswanPeer, live_plutos
 from tests.harness.strongswan import StrongSwanPeer, live_charons
-from tests.harness.swanctl_conf import ConnectionConfig
 
 GW_FQDN = "gw.ss-lab.example"
 CLIENT_FQDN = "client.ss-lab.example"
@@ -71,6 +70,25 @@ def netns_topology(netns_lab: NetnsLab) -> Callable[..., Topology]:
     return make
 
 
+def _peer_factory(cls: Any, peers: list[Any], tmp_path: Path,
+                  default_name: str | None) -> Iterator[Callable[..., Any]]:
+    """The factory behind ``strongswan_peer`` and ``libreswan_peer``: a peer per call in ``tmp_path/<name>``,
+    started unless ``start=False``, every one stopped by PID (newest first) when the test ends."""
+
+    def make(namespace: Namespace, name: str | None = default_name, *, connections: Sequence[Any],
+             start: bool = True, **kwargs: Any) -> Any:
+        assert name is not None, "a peer needs a name"
+        peer = cls(namespace, tmp_path / name, name=name, connections=connections, **kwargs)
+        peers.append(peer)
+        return peer.start() if start else peer
+
+    try:
+        yield make
+    finally:
+        for peer in reversed(peers):
+            peer.stop()
+
+
 @pytest.fixture
 def strongswan_peer(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -82,24 +100,7 @@ def strongswan_peer(
     """
     peers: list[StrongSwanPeer] = []
     request.node.stash[_PEERS_KEY] = peers
-
-    def make(
-        namespace: Namespace,
-        name: str,
-        *,
-        connections: Sequence[ConnectionConfig],
-        start: bool = True,
-        **kwargs: Any,
-    ) -> StrongSwanPeer:
-        peer = StrongSwanPeer(namespace, tmp_path / name, name=name, connections=connections, **kwargs)
-        peers.append(peer)
-        return peer.start() if start else peer
-
-    try:
-        yield make
-    finally:
-        for peer in reversed(peers):
-            peer.stop()
+    yield from _peer_factory(StrongSwanPeer, peers, tmp_path, default_name=None)
 
 
 @pytest.fixture
@@ -147,24 +148,7 @@ def libreswan_peer(
     """
     peers: list[LibreswanPeer] = []
     request.node.stash[_PLUTOS_KEY] = peers
-
-    def make(
-        namespace: Namespace,
-        name: str = "pluto",
-        *,
-        connections: Sequence[LibreswanConn],
-        start: bool = True,
-        **kwargs: Any,
-    ) -> LibreswanPeer:
-        peer = LibreswanPeer(namespace, tmp_path / name, name=name, connections=connections, **kwargs)
-        peers.append(peer)
-        return peer.start() if start else peer
-
-    try:
-        yield make
-    finally:
-        for peer in reversed(peers):
-            peer.stop()
+    yield from _peer_factory(LibreswanPeer, peers, tmp_path, default_name="pluto")
 
 
 @pytest.hookimpl(wrapper=True)
