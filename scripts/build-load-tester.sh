@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build strongSwan's load-tester (Debian does not ship it) from Debian's own source package, into a private
 # prefix that never clashes with the system charon (own plugin dir, own piddir). Cached: a second run with the
-# same version is a no-op. Used by bench/bench_ike_setup.py; see shared/reference/strongswan-peer.md.
+# same version is a no-op. Used by bench/bench_ike_setup.py; see docs/interop.md.
 #
 #   scripts/build-load-tester.sh            # prints the prefix on stdout (last line)
 #   IKG_CACHE=/some/dir scripts/build-load-tester.sh

@@ -2,7 +2,7 @@
 # Unpack Debian's libreswan (pluto, whack, addconn) into a private cache directory, for interop tests.
 # Debian's libreswan package Conflicts with strongSwan (strongswan-libcharon, strongswan-starter), so it is
 # never installed: only its runtime libraries are (normal packages, no conflict), the .deb is fetched with
-# `apt-get download` and extracted with `dpkg-deb -x` (shared/reference/strongswan-peer.md, "libreswan").
+# `apt-get download` and extracted with `dpkg-deb -x` (docs/interop.md, "libreswan").
 # Cached: a second run is a no-op. Prints the extracted root (containing usr/libexec/ipsec/pluto) on stdout.
 #
 #   scripts/fetch-libreswan.sh

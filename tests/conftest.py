@@ -1,4 +1,4 @@
-"""Shared pytest set-up: markers for root/namespace and interop tests, skip reasons, the shared/ folder."""
+"""Shared pytest set-up: markers for root/namespace and interop tests, skip reasons, the vectors and examples."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import pytest
 
 pytest_plugins = ["tests.harness.plugin"]
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-VECTORS = SHARED / "vectors"
-EXAMPLES = SHARED / "examples"
+VECTORS = REPO / "tests" / "vectors"
+EXAMPLES = REPO / "examples"
 
 
 def _root_problem() -> str | None:
@@ -50,7 +49,10 @@ def vectors_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def examples_dir() -> Path:
+def examples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's example configs as committed: a copy without the generated pki/ and state directories."""
     if not EXAMPLES.is_dir():
         pytest.fail(f"example configs not found at {EXAMPLES}")
-    return EXAMPLES
+    target = tmp_path_factory.mktemp("examples") / "examples"
+    shutil.copytree(EXAMPLES, target, ignore=shutil.ignore_patterns("pki", "state*"))
+    return target

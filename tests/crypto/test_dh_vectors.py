@@ -1,4 +1,4 @@
-"""Key exchange known-answer tests: every case of ../shared/vectors/dh through ikeguard.crypto.dh."""
+"""Key exchange known-answer tests: every case of tests/vectors/dh through ikeguard.crypto.dh."""
 
 from __future__ import annotations
 

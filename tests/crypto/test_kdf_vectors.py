@@ -1,4 +1,4 @@
-"""IKEv2 KDF known-answer tests: every case of ../shared/vectors/ikev2-kdf through ikeguard.crypto.keymat."""
+"""IKEv2 KDF known-answer tests: every case of tests/vectors/ikev2-kdf through ikeguard.crypto.keymat."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PRF and INTEG known-answer tests: ../shared/vectors/prf (RFC 4868, RFC 3566/4434) via the registry."""
+"""PRF and INTEG known-answer tests: tests/vectors/prf (RFC 4868, RFC 3566/4434) via the registry."""
 
 from __future__ import annotations
 

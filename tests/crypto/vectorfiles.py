@@ -1,4 +1,4 @@
-"""Loading the third-party vector files in ../shared/vectors (read-only) for the crypto KATs."""
+"""Loading the third-party vector files in tests/vectors (read-only; provenance in tests/vectors/README.md) for the crypto KATs."""
 
 from __future__ import annotations
 

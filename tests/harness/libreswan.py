@@ -1,7 +1,7 @@
 """A real libreswan peer (pluto) for interop tests, run from Debian's package unpacked into a private folder.
 
 Debian's libreswan conflicts with strongSwan, so it is never installed: scripts/fetch-libreswan.sh downloads
-the .deb and extracts it into a cache (see shared/reference/strongswan-peer.md, "libreswan"). pluto execs the
+the .deb and extracts it into a cache (see docs/interop.md, "libreswan"). pluto execs the
 hard-coded /usr/libexec/ipsec/addconn, so it runs under ``unshare -m`` with the unpacked usr/libexec
 bind-mounted over /usr/libexec, visible to that process only. Credentials go into a private NSS database
 (certutil / pk12util from libnss3-tools). Status comes from ``whack --showstates`` / ``--trafficstatus`` and

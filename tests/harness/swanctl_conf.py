@@ -1,7 +1,7 @@
 """strongSwan configuration model and writers: `strongswan.conf` and `swanctl.conf` from Python parameters.
 
 Written by hand (the settings syntax is small: ``key = value`` and ``name { ... }``). The option names are
-strongSwan's (swanctl.conf(5), strongswan.conf(5)); see shared/reference/strongswan-peer.md for why each
+strongSwan's (swanctl.conf(5), strongswan.conf(5)); see docs/interop.md for why each
 daemon-level line is there (kernel-libipsec before kernel-netlink, private vici socket, filelog, no journal).
 """
 

@@ -96,7 +96,7 @@ def test_ikeguard_initiator_behind_nat(
         assert_same_sa(ss_sa, sa)
         # ikeguard knows it is behind a NAT and floated to 4500; strongSwan sees the NAT on its peer's side.
         # (ikeguard's nat_remote is true too: kernel-libipsec makes strongSwan fake its own NAT-D source
-        # hash to force UDP encapsulation, see shared/reference/strongswan-peer.md)
+        # hash to force UDP encapsulation, see docs/interop.md)
         assert (sa["nat_local"], sa["local_port"], sa["remote_port"]) == (True, 4500, 4500)
         assert sa["local_addr"] == str(left.address) and sa["encap"]
         assert ss_sa.nat_remote and not ss_sa.nat_local

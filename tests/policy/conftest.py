@@ -18,7 +18,7 @@ def now() -> dt.datetime:
 
 @pytest.fixture
 def example_copy(tmp_path: Path, examples_dir: Path) -> Path:
-    """A copy of ../shared/examples (without PKI) the test may edit."""
+    """A copy of the project's examples/ (without PKI) the test may edit."""
     target = tmp_path / "examples"
     shutil.copytree(examples_dir, target)
     return target

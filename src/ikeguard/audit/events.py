@@ -1,4 +1,4 @@
-"""The audit event catalogue (shared/INTERFACE.md "Audit events") and the event the gateway gives the store.
+"""The audit event catalogue (docs/reference.md, "Audit events") and the event the gateway gives the store.
 
 Pure module: no IO, no clock. The store assigns ``seq`` and ``time`` (time is passed in by the caller), so an
 ``AuditEvent`` is only *what* happened. Secrets never enter a record: field names and values that look like

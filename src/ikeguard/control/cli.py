@@ -1,4 +1,4 @@
-"""The `ikeguard` command line (contract: shared/INTERFACE.md, "Command line").
+"""The `ikeguard` command line (contract: docs/reference.md, "Command line").
 
 Exit codes: 0 ok, 1 a finding or failed check, 2 bad usage or unreadable input.
 Each command group lives in its own module and registers itself here.

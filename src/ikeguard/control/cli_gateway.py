@@ -1,5 +1,5 @@
 """CLI verbs that talk to a running gateway over its control socket: ``sas``, ``conns``, ``peers``,
-``initiate``, ``terminate``, ``rekey``, ``reload``, ``events`` (contract: shared/INTERFACE.md "Command line").
+``initiate``, ``terminate``, ``rekey``, ``reload``, ``events`` (contract: docs/reference.md, "Command line").
 
 The socket comes from ``--socket PATH`` or from ``-c FILE`` (``<gateway.state_dir>/control.sock``, the state
 directory relative to the config file). ``--json`` prints what the gateway answered; otherwise rich tables.

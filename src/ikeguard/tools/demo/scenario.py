@@ -2,7 +2,7 @@
 
 Pure generation (no namespaces, no processes): `build_scenario(now)` returns, per gateway, the TOML text and
 the files it names (certificates, keys, CRL, peer inventory), ready for
-`GatewayProcess(config=..., files=...)`. The configs follow shared/examples/processor-gateway.toml and
+`GatewayProcess(config=..., files=...)`. The configs follow examples/processor-gateway.toml and
 merchant-a.toml (profile pci-dss-4, template connection `merchants` + peer inventory, AES-GCM-256 + ECP-384 +
 SHA-384 with PFS, userspace data plane), so the demo runs what the documentation shows.
 
