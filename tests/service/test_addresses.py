@@ -25,8 +25,18 @@ def test_counts_only_address_messages_across_a_multipart_datagram() -> None:
 
 
 @given(st.binary(max_size=256))
-def test_arbitrary_bytes_never_raise(data: bytes) -> None:
-    assert address_events(data) >= 0
+def test_arbitrary_bytes_never_raise_and_count_at_most_one_per_header(data: bytes) -> None:
+    assert 0 <= address_events(data) <= len(data) // 16
+
+
+@given(st.lists(st.tuples(st.sampled_from([RTM_NEWADDR, RTM_DELADDR, RTM_NEWLINK, 24, 3]),
+                          st.binary(max_size=40)), max_size=12),
+       st.binary(max_size=15))
+def test_counts_exactly_the_address_messages_of_any_well_formed_datagram(
+        messages: list[tuple[int, bytes]], tail: bytes) -> None:
+    # the tail is shorter than a header: the walk stops there
+    datagram = b"".join(_nlmsg(kind, payload) for kind, payload in messages) + tail
+    assert address_events(datagram) == sum(kind in (RTM_NEWADDR, RTM_DELADDR) for kind, _ in messages)
 
 
 def test_a_truncated_or_zero_length_header_stops_the_walk() -> None:
