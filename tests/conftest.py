@@ -1,4 +1,4 @@
-"""Shared pytest set-up: markers for root/namespace and interop tests, skip reasons, the vectors and examples."""
+"""Shared pytest set-up: root/interop markers and skip reasons, the vectors and examples, the skip line."""
 
 from __future__ import annotations
 
@@ -56,3 +56,30 @@ def examples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("examples") / "examples"
     shutil.copytree(EXAMPLES, target, ignore=shutil.ignore_patterns("pki", "state*"))
     return target
+
+
+
+_SKIP_LINE = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """Counts the tests that did not run, by reason, for the run's very last line (pytest_unconfigure)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    detail = "; ".join(f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    config.stash[_SKIP_LINE] = (f"ikeguard: {len(skipped)} tests did not run: {detail}" if skipped
+                                else "ikeguard: every collected test ran (0 skipped)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The last line of the run says how many tests did not run and why (a user without root sees it)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    line = config.stash.get(_SKIP_LINE, None)
+    if reporter is not None and line is not None:
+        reporter.write_line(line, yellow="did not run" in line)
