@@ -1,4 +1,6 @@
-"""X.509 test PKI on `cryptography`: root CA, intermediates, leaves, CRLs and PEM files (tests and the demo).
+"""X.509 test PKI on `cryptography`: root CA, intermediates, leaves, CRLs and PEM files (the demo; tests too).
+
+In the installed product because `ikeguard demo` makes its throwaway PKI with it.
 
 Covers what IKEv2 certificate tests need (RFC 7296 §3.6, RFC 4945 profile for IKE certificates, RFC 5280):
 key kinds ECDSA P-256/P-384/P-521, RSA-2048/3072/4096, Ed25519; subject DN; SANs (DNS, IP, email); any

@@ -1,6 +1,7 @@
 """Run `ikeguard run` as a separate process (optionally in a network namespace) and talk to it.
 
-Used by the demo and by the test suite (CONTRACTS.md §4). The gateway's files (config, certificates, keys,
+In the installed product because `ikeguard demo` starts its three gateways with it; the tests use it too.
+The gateway's files (config, certificates, keys,
 secret files) are written into a private work directory with mode 0600. Readiness follows systemd's notify
 protocol (sd_notify(3)): we bind an AF_UNIX datagram socket, pass its path as ``NOTIFY_SOCKET`` and wait for a
 datagram containing the line ``READY=1``. A filesystem socket (not an abstract one) is used on purpose:

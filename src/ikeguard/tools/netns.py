@@ -1,4 +1,6 @@
-"""Network namespaces joined by veth (optionally through a NAT router) for tests and the demo.
+"""Network namespaces joined by veth (optionally through a NAT router) for the demo and the tests.
+
+In the installed product because `ikeguard demo` builds its network with it.
 
 Written by hand over iproute2 and nftables via subprocess (transparent, no netlink library needed).
 Everything a `NetnsLab` creates carries a per-run random suffix (``ikg-<role>-<6 hex>``) so parallel runs
