@@ -5,24 +5,31 @@ tests/harness/interop_pair.py (one config-building path for every ikeguard/stron
 the topology's right namespace (192.0.2.1 / 2001:db8:0:1::1, subnet 198.51.100.0/25 / 2001:db8:0:a::/64),
 strongSwan in the left one (192.0.2.2 / 2001:db8:0:1::2, subnet 198.51.100.128/25 / 2001:db8:0:b::/64).
 `PairSpec.role` is ikeguard's role in the first IKE_SA_INIT. Authentication is PSK or certificates (ECDSA
-P-384 or RSA-3072, leaves on both sides from one test CA of the same key type). `Pair` reads both sides' SA
-tables and checks that they describe the same SAs; strongSwan's own view is the judge.
+P-384 or RSA-3072, leaves on both sides from one CA of the same key type, all made with strongSwan's `pki`).
+`Pair` reads both sides' SA tables and checks that they describe the same SAs; strongSwan's own view is the
+judge.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ikeguard.tools.certfactory import CertificateAuthority, IssuedCertificate, KeyKind
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ikeguard.tools.certfactory import IssuedCertificate
 from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import Topology
 from tests.harness.ikeguard_conf import IkgAuthority, IkgLocal, IkgRemote
 from tests.harness.interop_pair import CHILD, CONN, address, ikeguard_side, strongswan_side
 from tests.harness.interop_pair import PairSpec as SideSpec
 from tests.harness.interop_pair import assert_same_sa as assert_same_spis
+from tests.harness.pki_tool import PkiTool
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 from tests.harness.strongswan import ChildSaInfo, IkeSaInfo, StrongSwanPeer
 from tests.harness.swanctl_conf import AuthConfig
@@ -60,7 +67,7 @@ SUITES: dict[str, Suite] = {
                     "chacha20poly1305-curve25519"),
 }
 AUTHS = ("psk", "ecdsa", "rsa")
-_KEY_KINDS = {"ecdsa": KeyKind.ECDSA_P384, "rsa": KeyKind.RSA_3072}
+_PKI_KEYS = {"ecdsa": ("ecdsa", 384), "rsa": ("rsa", 3072)}  # pki --gen --type T --size N
 
 
 def _same_proposal(ours: str, theirs: str) -> bool:
@@ -70,24 +77,28 @@ def _same_proposal(ours: str, theirs: str) -> bool:
 
 @dataclass(frozen=True)
 class Credentials:
-    """A CA and one leaf per side (FQDN + IP SANs), all of one key type."""
+    """A CA and one leaf per side (FQDN + IP SANs), all of one key type, made with strongSwan's `pki` as an
+    operator makes them (tests/harness/pki_tool.py); ikeguard gets its certificate and key files verbatim."""
 
-    ca: CertificateAuthority
-    gw: IssuedCertificate
-    client: IssuedCertificate
+    ca: x509.Certificate
+    gw_cert_pem: bytes
+    gw_key_pem: bytes  # as `pki --gen` wrote it (SEC1 / PKCS#1 PEM)
+    client: IssuedCertificate  # for the strongSwan harness
 
 
 def make_credentials(auth: str) -> Credentials | None:
-    """None for PSK; else a fresh CA and leaves of the key type (ECDSA P-384 or RSA-3072)."""
+    """None for PSK; else a fresh CA and leaves of the key type (ECDSA P-384 or RSA-3072), no EKU."""
     if auth == "psk":
         return None
-    kind = _KEY_KINDS[auth]
-    ca = CertificateAuthority.create_root(f"CN=ikeguard interop {auth} CA,O=ikeguard test", kind)
-    gw = ca.issue_leaf(f"CN={GW_FQDN},O=ikeguard test", sans=[GW_FQDN, "192.0.2.1", "2001:db8:0:1::1"],
-                       key_kind=kind)
-    client = ca.issue_leaf(f"CN={CLIENT_FQDN},O=ikeguard test",
-                           sans=[CLIENT_FQDN, "192.0.2.2", "2001:db8:0:1::2"], key_kind=kind)
-    return Credentials(ca, gw, client)
+    key_type, size = _PKI_KEYS[auth]
+    with tempfile.TemporaryDirectory(prefix="ikg-pki-") as tmp:
+        tool = PkiTool(Path(tmp), key_type=key_type, key_size=size)
+        ca = tool.self_signed_ca("ca", f"C=US, O=ikeguard test, CN=ikeguard interop {auth} CA")
+        gw = tool.issue("gw", ca, f"C=US, O=ikeguard test, CN={GW_FQDN}",
+                        sans=[GW_FQDN, "192.0.2.1", "2001:db8:0:1::1"])
+        client = tool.issue("client", ca, f"C=US, O=ikeguard test, CN={CLIENT_FQDN}",
+                            sans=[CLIENT_FQDN, "192.0.2.2", "2001:db8:0:1::2"])
+        return Credentials(ca.cert, gw.cert_pem(), gw.key_pem(), client.issued(ca))
 
 
 @dataclass(frozen=True)
@@ -253,12 +264,12 @@ def start_pair(
     if creds is not None:
         ss_local = AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"])
         ss_remote = AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"])
-        ss_kwargs = {"certs": {"client": creds.client}, "cacerts": {"ca": creds.ca.cert}}
+        ss_kwargs = {"certs": {"client": creds.client}, "cacerts": {"ca": creds.ca}}
         ikg_local = IkgLocal("pubkey", GW_FQDN, certs=["pki/gw.pem"], key="pki/gw.key")
         ikg_remote = IkgRemote("pubkey", CLIENT_FQDN, cacerts=["test-ca"], revocation="relaxed")
         authorities = [IkgAuthority("test-ca", cacert="pki/ca.pem")]
-        files = {"pki/gw.pem": creds.gw.cert_pem(), "pki/gw.key": creds.gw.key_pem(),
-                 "pki/ca.pem": creds.ca.issued.cert_pem()}
+        files = {"pki/gw.pem": creds.gw_cert_pem, "pki/gw.key": creds.gw_key_pem,
+                 "pki/ca.pem": creds.ca.public_bytes(serialization.Encoding.PEM)}
     # charon keeps a rekeyed Child SA's inbound half for delete_rekeyed_delay (5 s) to catch late packets;
     # 1 s keeps the rekey scenarios short without changing what is negotiated.
     peer = strongswan_side(strongswan_peer, left, right, spec=sides, ipv6=v6, child=spec.ss_child,

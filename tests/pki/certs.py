@@ -78,6 +78,7 @@ def issue(
     ips: Sequence[str] = (),
     dirnames: Sequence[str] = (),
     ekus: Sequence[x509.ObjectIdentifier] | None = None,
+    eku_critical: bool = False,
     key_usage: x509.KeyUsage | str | None = "default",
     digest: hashes.HashAlgorithm | None = None,
     pss: bool = False,
@@ -123,7 +124,7 @@ def issue(
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if ekus is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=eku_critical)
     if crl_uris:
         points = [
             x509.DistributionPoint([x509.UniformResourceIdentifier(u)], None, None, None) for u in crl_uris

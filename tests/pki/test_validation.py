@@ -17,7 +17,7 @@ from ikeguard.pki import (
     ValidationPolicy,
     validate_chain,
 )
-from ikeguard.pki.validation_policy import RFC4945_LEAF_EKUS, TLS_LEAF_EKUS
+from ikeguard.pki.validation_policy import RFC4945_LEAF_EKUS, TLS_LEAF_EKUS, EkuMode
 from tests.pki.certs import (
     IPSEC_IKE,
     NOW,
@@ -188,16 +188,55 @@ def test_unknown_critical_extension() -> None:
     ).ok
 
 
-def test_eku_rules_rfc4945() -> None:
-    pki = standard_pki()
+CLIENT_AUTH = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+CODE_SIGNING = x509.oid.ExtendedKeyUsageOID.CODE_SIGNING
+ANY_EKU = x509.oid.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE
+IKE_INTERMEDIATE = x509.ObjectIdentifier("1.3.6.1.5.5.8.2.2")
+STRICT = ValidationPolicy(eku=EkuMode.STRICT)
+
+
+@pytest.mark.parametrize(
+    ("ekus", "critical", "relaxed_ok", "strict_ok"),
+    [
+        (None, False, True, True),  # no EKU: RFC 4945 §5.1.3.12 "continue"
+        ([IPSEC_IKE], False, True, True),
+        ([IPSEC_IKE], True, True, True),
+        ([ANY_EKU], False, True, True),
+        ([IKE_INTERMEDIATE], False, True, True),
+        ([SERVER_AUTH, CODE_SIGNING, IPSEC_IKE], True, True, True),
+        ([SERVER_AUTH, CLIENT_AUTH], False, True, False),  # pki --flag serverAuth --flag clientAuth
+        ([SERVER_AUTH], False, True, False),  # Windows gateway template
+        ([CLIENT_AUTH], False, True, False),
+        ([SERVER_AUTH, CLIENT_AUTH], True, False, False),  # critical: restricted to TLS
+        ([CODE_SIGNING], False, False, False),  # advisory, but no purpose that fits IKE
+        ([CODE_SIGNING], True, False, False),
+    ],
+)
+def test_eku_rules_rfc4945(ekus, critical, relaxed_ok, strict_ok) -> None:
+    pki = standard_pki(ekus=ekus, eku_critical=critical)
     chain = ([pki.intermediate.cert], [pki.root.cert])
-    assert check(standard_pki(ekus=None).leaf.cert, *chain).ok
-    assert check(standard_pki(ekus=[IPSEC_IKE]).leaf.cert, *chain).ok
-    tls_only = standard_pki(ekus=[SERVER_AUTH]).leaf.cert
-    result = check(tls_only, *chain)
-    assert result.failure is not None and result.failure.reason is ReasonCode.EKU
-    widened = ValidationPolicy(leaf_ekus=RFC4945_LEAF_EKUS | TLS_LEAF_EKUS)
-    assert check(tls_only, *chain, policy=widened).ok
+    for policy, expected in ((POLICY, relaxed_ok), (STRICT, strict_ok)):
+        result = check(pki.leaf.cert, *chain, policy=policy)
+        assert result.ok is expected, (policy.eku, result.failure)
+        if not expected:
+            assert result.failure is not None and result.failure.reason is ReasonCode.EKU
+            assert "RFC 4945 §5.1.3.12" in result.failure.message
+
+
+def test_eku_refusal_names_the_purposes_and_the_reason() -> None:
+    pki = standard_pki(ekus=[SERVER_AUTH, CLIENT_AUTH], eku_critical=True)
+    failure = check(pki.leaf.cert, [pki.intermediate.cert], [pki.root.cert]).failure
+    assert failure is not None
+    assert ("critical extendedKeyUsage [clientAuth, serverAuth] has neither ipsecIKE nor "
+            "anyExtendedKeyUsage") in failure.message
+    strict = standard_pki(ekus=[SERVER_AUTH, CLIENT_AUTH])
+    failure = check(strict.leaf.cert, [pki.intermediate.cert], [pki.root.cert], policy=STRICT).failure
+    assert failure is not None and 'remote.eku = "strict"' in failure.message
+    assert "non-critical extendedKeyUsage [clientAuth, serverAuth]" in failure.message
+
+
+def test_eku_sets_kept_for_callers() -> None:
+    assert IPSEC_IKE.dotted_string in RFC4945_LEAF_EKUS and SERVER_AUTH.dotted_string in TLS_LEAF_EKUS
 
 
 def test_cert_policy_by_eku_or_certificate_policy() -> None:

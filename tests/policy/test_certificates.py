@@ -7,6 +7,7 @@ Certificates come from tests/pki/certs.py (the PKI helper's test issuer, built o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -110,7 +111,7 @@ def _gw_variant(example_copy: Path, **kwargs: object) -> Report:
      "RSA key of 2048 bits"),
     ({"not_after": NOW - dt.timedelta(hours=1), "not_before": NOW - dt.timedelta(days=2)}, "cert.validity",
      "PCI DSS 4.0.1 4.2.1", "expired"),
-    ({"ekus": [ExtendedKeyUsageOID.CODE_SIGNING]}, "cert.usage", "RFC 4945 §5.1.3.12", "neither serverAuth"),
+    ({"ekus": [ExtendedKeyUsageOID.CODE_SIGNING]}, "cert.usage", "RFC 4945 §5.1.3.12", "unrelated to IKE"),
 ])
 def test_weak_or_broken_gateway_certificate(example_copy: Path, kwargs: dict[str, object], rule: str,
                                             source: str, text: str) -> None:
@@ -175,6 +176,37 @@ def test_tls_only_eku_warns_that_rfc4945_peers_refuse_it(example_copy: Path) -> 
     assert report.by_status("fail") == []
     (warning,) = [r for r in report.by_status("warn") if r.rule.id == "cert.usage"]
     assert "RFC 4945" in warning.message and "ipsecIKE" in warning.message
+
+
+def test_critical_tls_eku_fails_with_the_rfc_reason(example_copy: Path) -> None:
+    """Peers must reject a critical EKU without ipsecIKE (RFC 4945 §5.1.3.12): so does `check`, by the same
+    rule (policy/eku.py) as the validator."""
+    tls = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    report = _gw_variant(example_copy, ekus=tls, eku_critical=True)
+    (failure,) = [r for r in report.by_status("fail") if r.rule.id == "cert.usage"]
+    assert failure.scope == "connections.merchants.local.certs[0]"
+    assert "critical extendedKeyUsage [clientAuth, serverAuth] has neither ipsecIKE" in failure.message
+    assert "RFC 4945 §5.1.3.12" in failure.message
+
+
+def test_remote_eku_is_reported_and_a_strict_rule_requires_it(example_copy: Path) -> None:
+    issue_example_pki(example_copy)
+    report = report_for(example_copy)
+    (setting,) = [r for r in report.results if r.scope == "connections.merchants.remote.eku"]
+    assert setting.status == "pass" and setting.value == "relaxed"
+    profile = load_profile("pci-dss-4")
+    strict = dataclasses.replace(profile, rules=tuple(
+        dataclasses.replace(r, params={**r.params, "eku": "strict"}) if r.id == "cert.usage" else r
+        for r in profile.rules))
+    report = evaluate(load_config(example_copy / GW), strict, now=NOW)
+    (failure,) = [r for r in report.by_status("fail") if r.scope == "connections.merchants.remote.eku"]
+    assert 'requires remote.eku = "strict"' in failure.message
+    assert failure.target == ("connection", "merchants")
+    text = (example_copy / GW).read_text().replace("[connections.merchants.remote]\n",
+                                                   '[connections.merchants.remote]\neku = "strict"\n')
+    (example_copy / GW).write_text(text)
+    report = evaluate(load_config(example_copy / GW), strict, now=NOW)
+    assert not [r for r in report.by_status("fail") if r.rule.id == "cert.usage"]
 
 
 def test_expiring_soon_is_a_warning(example_copy: Path) -> None:

@@ -58,6 +58,7 @@ def _secret(tmp_path: Path, name: str, ident: str) -> str:
 def _config(tmp_path: Path, body: str) -> Path:
     for name in ("siem-ca.pem", "gw-siem.pem", "gw-siem.key"):
         (tmp_path / name).write_text("placeholder: only its existence is checked\n")
+    (tmp_path / "gw-siem.key").chmod(0o600)  # key.file-mode
     path = tmp_path / "gw.toml"
     path.write_text(HEAD + body)
     return path

@@ -99,6 +99,8 @@ def test_psk_connection_takes_the_secret_bound_to_its_peer(tmp_path: Path) -> No
     secret = tmp_path / "merchant.psk"
     secret.write_text("x" * 10 + "Kq8#vT2$wZ9!pL4@rN6^sM1&")
     secret.chmod(0o600)
+    (tmp_path / "other.psk").write_text("another peer's own key: Zr5!wQ8#uY3$eI7%")
+    (tmp_path / "other.psk").chmod(0o600)
     (tmp_path / "gw.toml").write_text("""
 [gateway]
 profile = "baseline"
@@ -115,7 +117,7 @@ local_ts = ["198.51.100.0/25"]
 remote_ts = ["198.51.100.128/25"]
 [secrets.ike.other]
 ids = ["someone.example.net"]
-secret_file = "merchant.psk"
+secret_file = "other.psk"
 [secrets.ike.client]
 ids = ["client.example.net"]
 secret_file = "merchant.psk"

@@ -147,7 +147,7 @@ ids = ["{client_id}"]
 secret_file = "psk.txt"
 [secrets.ike.weak]
 ids = ["weak.ss-lab.example"]
-secret_file = "psk.txt"
+secret_file = "weak.txt"
 """
 
 
@@ -156,7 +156,8 @@ def test_quarantine_runs_the_compliant_connection_and_records_the_other(
 ) -> None:
     topo = netns_topology("direct")
     text = QUARANTINE.format(gw=topo.right.address, gw_id=GW_FQDN, client_id=CLIENT_FQDN)
-    gw = ikeguard_gateway(topo.right.namespace, "gw", text, {"psk.txt": PSK})
+    gw = ikeguard_gateway(topo.right.namespace, "gw", text,  # each peer its own key (psk.binding)
+                          {"psk.txt": PSK, "weak.txt": "weak-peer-own-psk-5e0d2c7b9a1f4836"})
     conns = {c["name"]: c for c in gw.request("conns")}
     assert conns["weak"]["status"].startswith("quarantined: ")
     assert "crypto.ike.encr" in conns["weak"]["status"]

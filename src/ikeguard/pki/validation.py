@@ -2,7 +2,7 @@
 
 Why not ``cryptography``'s ``PolicyBuilder`` verifier: it implements the CA/Browser-Forum Web PKI
 profile, so it refuses Ed25519 (and RSA-PSS with some parameters), demands serverAuth/clientAuth EKUs and
-DNS/IP SANs, and cannot express IKE's rules (RFC 4945: no EKU or ipsecIKE/anyEKU, DN-only identities).
+DNS/IP SANs, and cannot express IKE's rules (RFC 4945 §5.1.3.12's EKU rule, DN-only identities).
 Why not ``pyhanko-certvalidator`` (well kept, handles Ed25519): it brings a second ASN.1 stack (asn1crypto)
 beside ``cryptography``, an asyncio fetcher model, revocation policies that do not map onto swanctl's
 strict/ifuri/relaxed, and failures as exception classes with prose, where the gateway needs stable
@@ -24,7 +24,7 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import ExtensionOID
 
 from ikeguard.pki.algorithms import algorithm_problem, key_problem, key_type, signature_valid
 from ikeguard.pki.constraints import PolicyState, is_self_issued, name_constraint_violation
@@ -38,6 +38,7 @@ from ikeguard.pki.reasons import (
 )
 from ikeguard.pki.revocation import RevocationSource
 from ikeguard.pki.validation_policy import RevocationMode, ValidationPolicy
+from ikeguard.policy.eku import eku_problem
 
 # Extensions whose semantics this module implements (RFC 5280 §4.2: a critical unknown one rejects).
 UNDERSTOOD_EXTENSIONS = frozenset(
@@ -192,14 +193,14 @@ def _check_leaf_usage(cert: x509.Certificate, policy: ValidationPolicy) -> set[s
     if isinstance(usage, x509.KeyUsage) and not (usage.digital_signature or usage.content_commitment):
         raise _refuse(ReasonCode.KEY_USAGE, cert,
                       "keyUsage lacks digitalSignature/nonRepudiation for IKE AUTH (RFC 4945 §5.1.3.2)")
-    ekus = _ext(cert, x509.ExtendedKeyUsage)
-    if not isinstance(ekus, x509.ExtendedKeyUsage):
+    try:
+        extension = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
         return set()
-    present = {oid.dotted_string for oid in ekus}
-    if not present & policy.leaf_ekus:
-        raise _refuse(ReasonCode.EKU, cert,
-                      f"extendedKeyUsage {sorted(present)} has none of {sorted(policy.leaf_ekus)} "
-                      f"(RFC 4945 §5.1.3.12: ipsecIKE={ExtendedKeyUsageOID.IPSEC_IKE.dotted_string})")
+    present = {oid.dotted_string for oid in extension.value}
+    problem = eku_problem(present, critical=extension.critical, mode=policy.eku)
+    if problem:
+        raise _refuse(ReasonCode.EKU, cert, problem)
     return present
 
 

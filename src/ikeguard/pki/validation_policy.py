@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from ikeguard.policy.eku import IKE_EKUS, IKE_INTERMEDIATE, TLS_EKUS, EkuMode
+
+__all__ = [
+    "IKE_INTERMEDIATE",
+    "RFC4945_LEAF_EKUS",
+    "TLS_LEAF_EKUS",
+    "EkuMode",
+    "RevocationMode",
+    "ValidationPolicy",
+]
 
 
 class RevocationMode(StrEnum):
@@ -25,20 +34,10 @@ class RevocationMode(StrEnum):
     RELAXED = "relaxed"
 
 
-# RFC 4945 §5.1.3.12: no EKU, or one containing ipsecIKE or anyExtendedKeyUsage; plus iKEIntermediate
-# (1.3.6.1.5.5.8.2.2, draft-ietf-ipsec-pki-req), set by strongSwan's `pki --flag ikeIntermediate`.
-IKE_INTERMEDIATE = "1.3.6.1.5.5.8.2.2"
-RFC4945_LEAF_EKUS: frozenset[str] = frozenset(
-    {
-        ExtendedKeyUsageOID.IPSEC_IKE.dotted_string,
-        ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string,
-        IKE_INTERMEDIATE,
-    }
-)
-# Windows and Apple IKE clients often demand serverAuth/clientAuth certificates: opt-in widening.
-TLS_LEAF_EKUS: frozenset[str] = frozenset(
-    {ExtendedKeyUsageOID.SERVER_AUTH.dotted_string, ExtendedKeyUsageOID.CLIENT_AUTH.dotted_string}
-)
+# RFC 4945 §5.1.3.12: the EKU rule itself (relaxed/strict) is ikeguard.policy.eku.eku_problem, shared with
+# `check`'s cert.usage. These sets are kept for callers that name them.
+RFC4945_LEAF_EKUS: frozenset[str] = IKE_EKUS  # ipsecIKE, anyExtendedKeyUsage, iKEIntermediate
+TLS_LEAF_EKUS: frozenset[str] = TLS_EKUS  # serverAuth, clientAuth: accepted non-critical in relaxed mode
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,9 @@ class ValidationPolicy:
     ``signature_hashes``: names as ``cryptography`` reports them (``sha256``...); Ed25519/Ed448 signatures
     carry no separate hash and are governed by ``key_types`` alone. ``key_types``: ``rsa``, ``ecdsa``,
     ``ed25519``, ``ed448`` (for the signer of each certificate and for the leaf key). ``rsa_pss_only``:
-    RSA signatures must use RSASSA-PSS (RFC 8247 §3.2 prefers it). ``required_oids`` (``cert_policy``): each
-    OID must be an EKU of the leaf or a certificate policy valid for the whole path.
+    RSA signatures must use RSASSA-PSS (RFC 8247 §3.2 prefers it). ``eku`` (``remote.eku``): how the leaf's
+    extendedKeyUsage is judged (``ikeguard.policy.eku``, RFC 4945 §5.1.3.12). ``required_oids``
+    (``cert_policy``): each OID must be an EKU of the leaf or a certificate policy valid for the whole path.
     """
 
     signature_hashes: frozenset[str] = frozenset({"sha256", "sha384", "sha512"})
@@ -57,7 +57,7 @@ class ValidationPolicy:
     min_rsa_bits: int = 2048
     min_ec_bits: int = 256
     rsa_pss_only: bool = False
-    leaf_ekus: frozenset[str] = RFC4945_LEAF_EKUS
+    eku: EkuMode = EkuMode.RELAXED
     required_oids: tuple[str, ...] = ()
     revocation: RevocationMode = RevocationMode.RELAXED
     max_path_length: int = 8

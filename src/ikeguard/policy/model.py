@@ -192,6 +192,9 @@ class RemoteAuth(Strict):
     cacerts: list[str] = Field(default_factory=list)
     revocation: Literal["strict", "ifuri", "relaxed"] = "relaxed"
     cert_policy: list[Oid] = Field(default_factory=list)
+    # RFC 4945 §5.1.3.12 (policy/eku.py): "relaxed" accepts a non-critical serverAuth/clientAuth EKU
+    # without ipsecIKE (as strongSwan, libreswan, Windows do); "strict" wants ipsecIKE/anyEKU in any EKU
+    eku: Literal["relaxed", "strict"] = "relaxed"
     peers: str | None = None
 
 

@@ -35,7 +35,7 @@ from ikeguard.pki.engine_validator import ConnectionTrust, PkiValidator
 from ikeguard.pki.fetch import UrllibFetcher
 from ikeguard.pki.loading import PkiLoadError, load_certificates
 from ikeguard.pki.trust import AuthoritySpec, build_trust
-from ikeguard.pki.validation_policy import RevocationMode, ValidationPolicy
+from ikeguard.pki.validation_policy import EkuMode, RevocationMode, ValidationPolicy
 from ikeguard.policy.enforce import Enforcement, load_and_enforce
 from ikeguard.policy.errors import ConfigError, Finding
 from ikeguard.policy.identity import parse_identity
@@ -258,7 +258,7 @@ class _Builder:
             self.fail(f"connections.{name}.remote.cacerts", None, str(exc))
             return None
         policy = replace(self.validation, revocation=RevocationMode(conn.remote.revocation),
-                         required_oids=tuple(conn.remote.cert_policy))
+                         required_oids=tuple(conn.remote.cert_policy), eku=EkuMode(conn.remote.eku))
         return ConnectionTrust(trust.anchors, trust.revocation, policy)
 
     def connection(self, name: str,

@@ -1,6 +1,6 @@
 """Check implementations, registered by name; importing this package fills the registry."""
 
-from ikeguard.policy.checks import crypto, pki, secrets, settings
+from ikeguard.policy.checks import crypto, keyfiles, pki, secrets, settings
 from ikeguard.policy.checks.base import (
     NOT_IMPLEMENTED,
     REGISTRY,
@@ -10,5 +10,5 @@ from ikeguard.policy.checks.base import (
     enforced_at,
 )
 
-__all__ = ["NOT_IMPLEMENTED", "REGISTRY", "CheckContext", "Outcome", "Target", "crypto", "enforced_at", "pki",
-           "secrets", "settings"]
+__all__ = ["NOT_IMPLEMENTED", "REGISTRY", "CheckContext", "Outcome", "Target", "crypto", "enforced_at",
+           "keyfiles", "pki", "secrets", "settings"]

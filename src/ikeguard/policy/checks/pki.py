@@ -13,15 +13,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_target, register
+from ikeguard.policy.eku import EkuMode, describe_ekus, eku_problem
 from ikeguard.policy.profile import Rule
-
-IPSEC_IKE_EKU = ObjectIdentifier("1.3.6.1.5.5.7.3.17")  # RFC 4945 §5.1.3.12
-ACCEPTED_EKUS = {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH, IPSEC_IKE_EKU,
-                 ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
-RFC4945_EKUS = {IPSEC_IKE_EKU, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}  # what our own validator accepts
 
 
 @dataclass(frozen=True)
@@ -200,7 +195,11 @@ def check_cert_validity(rule: Rule, ctx: CheckContext) -> list[Outcome]:
 
 @register("cert_usage")
 def check_cert_usage(rule: Rule, ctx: CheckContext) -> list[Outcome]:
-    """End-entity certificates: digitalSignature in keyUsage (if present), a usable EKU (if present)."""
+    """End-entity certificates: digitalSignature in keyUsage (if present, RFC 4945 §5.1.3.2) and an
+    extendedKeyUsage peers accept (RFC 4945 §5.1.3.12, judged by ``policy.eku``, the rule the validator
+    applies to peers); each pubkey connection's ``remote.eku`` is reported, and must be ``strict`` when the
+    rule's ``eku`` parameter says so."""
+    required = EkuMode(str(rule.params.get("eku", EkuMode.RELAXED)))
     out: list[Outcome] = []
     for nc in named_certificates(ctx):
         if nc.role != "leaf":
@@ -214,18 +213,28 @@ def check_cert_usage(rule: Rule, ctx: CheckContext) -> list[Outcome]:
             pass
         warning = ""
         try:
-            eku = set(nc.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-            if problem is None and not ACCEPTED_EKUS & eku:
-                problem = "extendedKeyUsage has neither serverAuth, clientAuth nor ipsecIKE"
-            elif problem is None and not RFC4945_EKUS & eku:
-                warning = ("only serverAuth/clientAuth in extendedKeyUsage: strongSwan and Windows accept "
-                           "it, "
-                           "peers validating per RFC 4945 §5.1.3.12 (ikeguard included) refuse it; "
-                           "add ipsecIKE (1.3.6.1.5.5.7.3.17)")
+            extension = nc.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+            present = {oid.dotted_string for oid in extension.value}
+            problem = problem or eku_problem(present, critical=extension.critical, mode=required)
+            strict = eku_problem(present, critical=extension.critical, mode=EkuMode.STRICT)
+            if problem is None and strict is not None:
+                warning = (f"extendedKeyUsage {describe_ekus(present)} without ipsecIKE: strongSwan, "
+                           "libreswan, Windows and ikeguard (remote.eku = \"relaxed\", the default) accept "
+                           "it; peers applying RFC 4945 §5.1.3.12 strictly (ikeguard with "
+                           "remote.eku = \"strict\") refuse it; add ipsecIKE (1.3.6.1.5.5.7.3.17)")
         except x509.ExtensionNotFound:
             pass
         out.append(Outcome(nc.scope, problem is None, _label(nc), problem or warning, warning=bool(warning),
                            file=ctx.file, target=nc.target))
+    for name, conn in ctx.config.model.connections.items():
+        if conn.remote.auth != "pubkey":
+            continue
+        mode = EkuMode(conn.remote.eku)
+        ok = required is EkuMode.RELAXED or mode is EkuMode.STRICT
+        out.append(Outcome(f"connections.{name}.remote.eku", ok, mode.value,
+                           "" if ok else "the profile requires remote.eku = \"strict\" (any EKU of a peer "
+                           "certificate must contain ipsecIKE or anyExtendedKeyUsage, RFC 4945 §5.1.3.12)",
+                           file=ctx.file, target=conn_target(name)))
     return out
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_target, register
+from ikeguard.policy.checks.keyfiles import owner_only
 from ikeguard.policy.identity import IdentityKind, parse_identity
 from ikeguard.policy.inventory import identity_key
 from ikeguard.policy.profile import Rule
@@ -120,14 +120,13 @@ def check_psk_file_mode(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     for name, secret in ctx.config.model.secrets.ike.items():
         if secret.secret_file is None:
             continue
-        path = ctx.config.resolve(secret.secret_file)
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-        except OSError:
-            continue
-        ok = not mode & 0o077
-        out.append(Outcome(f"secrets.ike.{name}.secret_file", ok, f"{secret.secret_file} (mode {mode:04o})",
-                           "" if ok else "group/other can access the secret file", file=ctx.file))
+        found = owner_only(ctx.config.resolve(secret.secret_file))  # the rule key.file-mode applies too
+        if found is None:
+            continue  # files.present reports it
+        mode, problem = found
+        out.append(Outcome(f"secrets.ike.{name}.secret_file", problem is None,
+                           f"{secret.secret_file} (mode {mode:04o})",
+                           "" if problem is None else f"secret file: {problem}", file=ctx.file))
     return out
 
 
