@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from ikeguard.policy.errors import ConfigError
 from ikeguard.policy.identity import parse_identity
 from ikeguard.policy.loader import load_config
 from ikeguard.policy.selection import select_connection
+from ikeguard.tools.certfactory import CertificateAuthority
 
 HEX256 = "0x" + "5a17" * 16
 
@@ -50,9 +52,25 @@ key = "gw-siem.key"
 
 def _secret(tmp_path: Path, name: str, ident: str) -> str:
     path = tmp_path / f"{name}.psk"
-    path.write_text(HEX256 + "\n")
+    path.write_text("0x" + hashlib.sha256(name.encode()).hexdigest() + "\n")  # own key per peer (psk.binding)
     path.chmod(0o600)
     return f'\n[secrets.ike.{name}]\nids = ["{ident}"]\nsecret_file = "{name}.psk"\n'
+
+
+def _with_certificates(tmp_path: Path, body: str, now: dt.datetime) -> str:
+    """``body``'s connection authenticated with certificates (lab CA with a CRL URI) instead of PSKs."""
+    start, end = now - dt.timedelta(days=1), now + dt.timedelta(days=365)
+    ca = CertificateAuthority.create_root("CN=quarantine lab CA", not_before=start, not_after=end)
+    gw = ca.issue_leaf("CN=gw.example", sans=["gw.example"], not_before=start, not_after=end)
+    (tmp_path / "ca.pem").write_bytes(ca.issued.cert_pem())
+    (tmp_path / "gw.pem").write_bytes(gw.cert_pem())
+    (tmp_path / "gw.key").write_bytes(gw.key_pem())
+    (tmp_path / "gw.key").chmod(0o600)
+    body = body.replace('local = { auth = "psk", id = "gw.example" }',
+                        'local = { auth = "pubkey", id = "gw.example", certs = ["gw.pem"], key = "gw.key" }')
+    body = body.replace('remote = { auth = "psk",', 'remote = { auth = "pubkey", cacerts = ["lab"], '
+                        'revocation = "strict",')
+    return body + '\n[authorities.lab]\ncacert = "ca.pem"\ncrl_uris = ["http://192.0.2.10/lab.crl"]\n'
 
 
 def _config(tmp_path: Path, body: str) -> Path:
@@ -98,7 +116,7 @@ remote_ts = ["10.20.1.0/25"]
 """)
     body = CONN.format(name="merchants", addr="%any", proposal="aes256gcm16-prfsha384-ecp384",
                        remote_id="*.m.example", peers=', peers = "peers.toml"', remote_ts="%peer")
-    body += "".join(_secret(tmp_path, n, f"{n}.m.example") for n in "abc")
+    body = _with_certificates(tmp_path, body, now)  # a pattern remote id with PSK is refused (psk.binding)
     config = load_config(_config(tmp_path, body))
     result = enforce(config, now=now)
     assert set(result.quarantined_peers) == {("merchants", "c.m.example")}

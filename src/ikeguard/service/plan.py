@@ -39,11 +39,12 @@ from ikeguard.pki.validation_policy import EkuMode, RevocationMode, ValidationPo
 from ikeguard.policy.enforce import Enforcement, load_and_enforce
 from ikeguard.policy.errors import ConfigError, Finding
 from ikeguard.policy.identity import parse_identity
-from ikeguard.policy.inventory import PeerInventory, identity_key
+from ikeguard.policy.inventory import PeerInventory
 from ikeguard.policy.loader import LoadedConfig
 from ikeguard.policy.model import Child, Connection
 from ikeguard.policy.profile import Profile, load_profile
 from ikeguard.policy.proposals import parse_configured
+from ikeguard.policy.psk import PskError, group_keys_allowed, read_secret, resolve_psks
 from ikeguard.policy.ts import TrafficSelector
 from ikeguard.wire.proposal_string import ProposalSpec
 from ikeguard.wire.transforms import Transform
@@ -160,38 +161,26 @@ class _Builder:
         self.findings: list[Finding] = []
         self.validation = _validation_policy(profile)
         self.fetcher = UrllibFetcher()
+        self.psk_choices = resolve_psks(config, config.enabled_connections(),
+                                        allow_group_key=group_keys_allowed(profile))
 
     def fail(self, path: str, value: str | None, message: str) -> None:
         self.findings.append(_finding(self.config, path, value, message))
 
     def psk_for(self, name: str, conn: Connection) -> bytes:
-        """The secret whose ``ids`` name the remote (or local) identity; one without ids as a fallback."""
-        wanted = {identity_key(parse_identity(i))
-                  for i in (conn.remote.id, conn.local.id) if i and i != "%any"}
-        fallback: bytes | None = None
-        for secret_name, secret in self.model.secrets.ike.items():
-            keys = {identity_key(parse_identity(i)) for i in secret.ids}
-            if keys and not keys & wanted:
-                continue
-            if secret.secret is not None:
-                value = secret.secret.get_secret_value().encode()
-            else:
-                assert secret.secret_file is not None
-                path = self.config.resolve(secret.secret_file)
-                try:
-                    value = path.read_text(encoding="utf-8").strip().encode()
-                except (OSError, UnicodeDecodeError) as exc:
-                    self.fail(f"secrets.ike.{secret_name}.secret_file", secret.secret_file,
-                              f"cannot read the secret: {type(exc).__name__}")
-                    return b""
-            if keys:
-                return value
-            fallback = fallback or value
-        if fallback is None:
-            self.fail(f"connections.{name}.remote.id", conn.remote.id,
-                      "auth = \"psk\" but no [secrets.ike] entry names this identity")
+        """The decoded key of the one secret bound to ``conn`` (``policy.psk``: the remote id must be named
+        exactly, best match of both ids, no secret shared between peers; RFC 7296 §2.15)."""
+        choice = self.psk_choices.get(name)
+        if choice is None or choice.secret is None:
+            problem = choice.problem if choice is not None else "no pre-shared key resolved"
+            path = choice.key if choice is not None and choice.key else f"connections.{name}.remote.id"
+            self.fail(path, conn.remote.id if path.endswith("remote.id") else None, problem or "")
             return b""
-        return fallback
+        try:
+            return read_secret(self.config, choice.secret).value
+        except PskError as exc:
+            self.fail(exc.key, None, exc.reason)
+            return b""
 
     def local_auth(self, name: str, conn: Connection) -> tuple[LocalAuth, tuple[x509.Certificate, ...]]:
         local = conn.local
