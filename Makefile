@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TYPED_PACKAGES := $(wildcard src/ikeguard/wire src/ikeguard/crypto src/ikeguard/engine src/ikeguard/policy src/ikeguard/pki src/ikeguard/audit src/ikeguard/dataplane src/ikeguard/tools src/ikeguard/control src/ikeguard/service)
 
-.PHONY: demo test lint unit bench sysdeps clean
+.PHONY: demo test lint unit bench sysdeps clean reference dist
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,5 +36,15 @@ test: $(STAMP) sysdeps lint
 bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench
 
+# docs/reference.md from the code (config model, command tree, profiles, audit events) and scripts/reference/;
+# tests/test_reference_current.py fails when it is stale.
+reference: $(STAMP)
+	$(BIN)/python scripts/gen_reference.py
+
+# A wheel and an sdist in dist/ (pip install dist/ikeguard-*.whl gives a working `ikeguard`).
+dist: $(STAMP)
+	rm -rf dist build
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
