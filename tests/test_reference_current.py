@@ -72,7 +72,6 @@ def test_reference_covers_every_command_key_and_event() -> None:
     from ikeguard.audit.events import EventName
     for event in EventName:
         assert f"| `{event.value}` |" in text
-    assert "../shared" not in text and "INTERFACE.md" not in text
 
 
 # -- the documented --json fields are the real ones ----------------------------------------------------------
