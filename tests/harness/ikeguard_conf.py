@@ -29,7 +29,7 @@ __all__ = [
 
 Scalar = str | int | float | bool
 Value = Scalar | Sequence[Scalar]
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _string(text: str) -> str:
@@ -46,7 +46,7 @@ def _string(text: str) -> str:
 
 
 def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _string(key)
+    return key if _BARE_KEY.fullmatch(key) else _string(key)  # fullmatch: "$" would accept a trailing "\n"
 
 
 def _scalar(value: Scalar) -> str:

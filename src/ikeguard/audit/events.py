@@ -112,7 +112,7 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _SECRET_VALUE = re.compile(r"(PRIVATE KEY-----|^0s[A-Za-z0-9+/=]{16,}$)")
-_DETAIL_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,31}$")
+_DETAIL_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,31}\Z")  # \Z: "$" would admit a trailing newline
 MAX_TEXT = 2048
 
 

@@ -17,7 +17,7 @@ SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 SIZE_EXPECTED = 'expected a size like "500M", "64G" or a plain number (K/M/G/T are powers of 1024)'
 _SIZE_RE = re.compile(r"^\s*(\d{1,15})\s*([KMGT]?)\s*$", re.IGNORECASE)
 
-_OID_RE = re.compile(r"^[0-2](\.(0|[1-9]\d*))+$")
+_OID_RE = re.compile(r"^[0-2](\.(0|[1-9]\d*))+\Z")
 
 
 def parse_duration(value: object) -> int:

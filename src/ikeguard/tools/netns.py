@@ -47,7 +47,7 @@ __all__ = [
 IP = "ip"
 NFT = "nft"
 NETNS_DIR = Path("/run/netns")
-_ROLE_RE = re.compile(r"^[a-z0-9]{1,12}$")
+_ROLE_RE = re.compile(r"^[a-z0-9]{1,12}\Z")
 _STOP_TIMEOUT_S = 5.0
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
