@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ikeguard.pki import certificate_identities, identity_in_certificate
+from ikeguard.policy.identity import parse_identity
 from tests.pki.certs import issue, make_key
 
 LABEL = st.from_regex(r"[a-z][a-z0-9]{0,9}", fullmatch=True)
@@ -40,7 +41,8 @@ def test_email_ip_and_directory_name_sans() -> None:
     assert identity_in_certificate("2001:db8:0::7", cert)
     assert not identity_in_certificate("192.0.2.8", cert)
     assert identity_in_certificate("CN=alt, O=Alt", cert)
-    assert identity_in_certificate("%any", cert)
+    assert identity_in_certificate(parse_identity("%any"), cert)  # a configured %any: any certificate
+    assert not identity_in_certificate("%any", cert)  # a peer's "%any" is a name this certificate lacks
     assert set(certificate_identities(cert)) >= {"alice@Example.net", "192.0.2.7", "2001:db8::7"}
 
 
@@ -48,9 +50,13 @@ def test_wildcard_san_is_not_honoured_but_patterns_are() -> None:
     wildcard = issue("CN=w", dns=["*.merchants.example.net"]).cert
     assert not identity_in_certificate("a.merchants.example.net", wildcard)
     cert = issue("CN=m, O=Merchants", dns=["a.merchants.example.net"]).cert
-    assert identity_in_certificate("*.merchants.example.net", cert)
-    assert not identity_in_certificate("*.example.net", cert)
-    assert identity_in_certificate("CN=*, O=Merchants", cert)
+    assert identity_in_certificate(parse_identity("*.merchants.example.net"), cert)  # configured patterns
+    assert not identity_in_certificate(parse_identity("*.example.net"), cert)
+    assert identity_in_certificate(parse_identity("CN=*, O=Merchants"), cert)
+    # the same text claimed by a peer is a literal name: no certificate proves it by matching it as a pattern
+    assert not identity_in_certificate("*.merchants.example.net", cert)
+    assert not identity_in_certificate("CN=*, O=Merchants", cert)
+    assert not identity_in_certificate("*.merchants.example.net", wildcard)  # nor by a wildcard SAN
 
 
 def test_key_id_matches_subject_key_identifier() -> None:

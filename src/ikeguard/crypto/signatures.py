@@ -3,6 +3,11 @@
 Method 14 AUTH data = one length octet || ASN.1 AlgorithmIdentifier (DER, the published constants of
 RFC 7427 Appendix A / RFC 8420) || signature; ECDSA signatures there are DER ``ECDSA-Sig-Value``. RFC 4754
 methods carry raw r || s. Also the SIGNATURE_HASH_ALGORITHMS notify data (RFC 7427 §4) and hash choice.
+
+``verify_auth`` enforces policy before it verifies: the scheme must be in the caller's allowed set, and with
+method 14 the hash must be one the verifier announced in SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4: the
+signer uses a hash the other end supports). Schemes have strongSwan's names (``ecdsa-sha384``,
+``rsa/pss-sha384``, ``rsa-sha384`` for PKCS#1 v1.5, ``ed25519``) so profiles read like swanctl.conf.
 """
 
 from __future__ import annotations
@@ -86,6 +91,41 @@ class SignatureScheme(Enum):
         """Key type, hash and AlgorithmIdentifier of this scheme."""
         value: _SchemeInfo = self.value
         return value
+
+    @property
+    def token(self) -> str:
+        """strongSwan's name of the scheme (swanctl.conf ``auth = pubkey-...`` / ``rsa/pss-...``)."""
+        return _TOKENS[self]
+
+
+_HASH_TOKENS = {HashAlgorithm.SHA1: "sha1", HashAlgorithm.SHA2_256: "sha256",
+                HashAlgorithm.SHA2_384: "sha384", HashAlgorithm.SHA2_512: "sha512"}  # fmt: skip
+
+
+def _token(scheme: SignatureScheme) -> str:
+    info = scheme.info
+    if info.key_type in ("ed25519", "ed448"):
+        return info.key_type
+    prefix = {"rsa": "rsa/pss" if info.pss else "rsa", "ec": "ecdsa"}[info.key_type]
+    return f"{prefix}-{_HASH_TOKENS[info.hash]}"
+
+
+_TOKENS = {s: _token(s) for s in SignatureScheme}
+_BY_TOKEN = {t: s for s, t in _TOKENS.items()}
+
+
+def _hash_name(value: int) -> str:
+    found = lookup(HashAlgorithm, int(value))
+    return found.name if isinstance(found, HashAlgorithm) else str(int(value))
+
+
+def scheme_by_name(name: str) -> SignatureScheme:
+    """The scheme for a strongSwan-style name (``ecdsa-sha384``, ``rsa/pss-sha256``, ``rsa-sha384``,
+    ``ed25519``); ValueError listing the known names otherwise."""
+    scheme = _BY_TOKEN.get(name.strip().lower())
+    if scheme is None:
+        raise ValueError(f"unknown signature scheme {name!r}; known: {', '.join(_BY_TOKEN)}")
+    return scheme
 
 
 _BY_AID = {s.info.algorithm_identifier: s for s in SignatureScheme}
@@ -195,10 +235,13 @@ def verify_auth(
     signed_octets: bytes,
     allowed: Collection[SignatureScheme] | None = None,
     allow_sha1: bool = False,
+    announced: Collection[int] | None = None,
 ) -> SignatureScheme:
     """Verify the peer's AUTH data; returns the scheme used or raises SignatureInvalid/Unsupported...
 
-    ``allowed`` restricts the schemes (policy); SHA-1 (method 1 or sha1WithRSA) needs ``allow_sha1``.
+    ``allowed`` restricts the schemes (policy); SHA-1 (method 1 or sha1WithRSA) needs ``allow_sha1``;
+    ``announced``: the hashes we sent in SIGNATURE_HASH_ALGORITHMS, the only ones a method 14 signature may
+    use (RFC 7427 §4). Policy is checked before any signature arithmetic.
     """
     pss_salt: int | None = None
     if method == AuthMethod.DIGITAL_SIGNATURE:
@@ -229,7 +272,16 @@ def verify_auth(
     if scheme.info.hash == HashAlgorithm.SHA1 and not allow_sha1:
         raise UnsupportedSignatureAlgorithm("SHA-1 signatures are not allowed")
     if allowed is not None and scheme not in allowed:
-        raise UnsupportedSignatureAlgorithm(f"{scheme.name} is not allowed by policy")
+        names = ", ".join(s.token for s in SignatureScheme if s in allowed) or "none"
+        raise UnsupportedSignatureAlgorithm(
+            f"{scheme.token} (AUTH method {int(method)}) is not allowed by policy (allowed: {names})"
+        )
+    if method == AuthMethod.DIGITAL_SIGNATURE and announced is not None and scheme.info.hash not in announced:
+        names = ", ".join(_hash_name(h) for h in announced)
+        raise UnsupportedSignatureAlgorithm(
+            f"{scheme.token} uses hash {scheme.info.hash.name}, which we did not announce in "
+            f"SIGNATURE_HASH_ALGORITHMS ({names}) (RFC 7427 §4)"
+        )
     _verify_raw(key, scheme, signature, bytes(signed_octets), pss_salt)
     return scheme
 

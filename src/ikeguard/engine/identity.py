@@ -1,7 +1,11 @@
 """ID payload data (RFC 7296 §3.5) <-> identities in the contract's text syntax (``policy.identity``).
 
 Our ID payload is built from the configured text (a DN from its RFC 4514 form or the certificate subject);
-a received ID is rendered as text so the policy helper can match it against configured patterns.
+a received ID becomes a *literal* identity (``policy.identity.parse_peer_identity``): configured patterns
+match it, it never is one. ``*`` or ``%any`` in a peer's ID are text (strongSwan's identification_t
+matches wildcards on the configured side only). Its text (``IkeSa.remote_id``: audit, ``unique``,
+INITIAL_CONTACT, the certificate check) reads back as the same kind, so no consumer can mistake an
+ID_FQDN for a DN, an address or a pattern.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import ipaddress
 
 from cryptography import x509
 
-from ikeguard.policy.identity import IdentityKind, parse_identity
+from ikeguard.policy.identity import Identity, IdentityKind, parse_identity, parse_peer_identity
 from ikeguard.wire.iana import IdType
 
 
@@ -40,17 +44,43 @@ def _dn_equal(a: x509.Name, b: x509.Name) -> bool:
     return norm_a == norm_b
 
 
+_KIND_OF_TYPE = {
+    IdType.FQDN: IdentityKind.FQDN,
+    IdType.RFC822_ADDR: IdentityKind.RFC822,
+    IdType.IPV4_ADDR: IdentityKind.IPV4,
+    IdType.IPV6_ADDR: IdentityKind.IPV6,
+    IdType.KEY_ID: IdentityKind.KEY_ID,
+    IdType.DER_ASN1_DN: IdentityKind.DN,
+}
+
+
+def received_identity(id_type: int, data: bytes, cert: x509.Certificate | None = None) -> Identity:
+    """The literal identity of a received ID payload (RFC 7296 §3.5); ValueError when unusable.
+
+    Refused: data that does not fit its type, and names whose text would read as another kind (an ID_FQDN
+    "CN=x", "192.0.2.1", "a@b" or "@name"), since the text is what audit records and the certificate
+    check see.
+    """
+    text = identity_text(id_type, data, cert)
+    ident = parse_peer_identity(text)
+    expected = _KIND_OF_TYPE.get(IdType(id_type))
+    if ident.kind is not expected or (expected in (IdentityKind.FQDN, IdentityKind.RFC822)
+                                      and text.startswith("@")):
+        raise ValueError(f"ID type {IdType(id_type).name} data {text!r} would read as another identity type")
+    return ident
+
+
 def identity_text(id_type: int, data: bytes, cert: x509.Certificate | None = None) -> str:
     """Text form of a received identity; raises ValueError for data that does not fit its type."""
     if id_type == IdType.FQDN:
         text = data.decode("ascii")
-        parse_identity(text)
+        parse_peer_identity(text)
         return text
     if id_type == IdType.RFC822_ADDR:
         text = data.decode("ascii")
         if "@" not in text:
             raise ValueError("RFC 822 identity without '@'")
-        parse_identity(text)
+        parse_peer_identity(text)
         return text
     if id_type == IdType.IPV4_ADDR:
         return str(ipaddress.IPv4Address(data))

@@ -3,8 +3,11 @@
 The identity must appear in the subjectAltName (dNSName for FQDN, rfc822Name, iPAddress, directoryName for
 DN) or, for DN identities, equal the subject DN; a key id matches the subjectKeyIdentifier or the SHA-1 of the
 subject public key. There is no CN fallback, and wildcard SANs in certificates are not honoured (a device
-certificate names its device). Configured patterns (``*.merchants.example.net``, ``CN=*, O=M``) may be given:
-then some certificate name must match the pattern. Written by hand over ``policy.identity``'s parser.
+certificate names its device). The identity is the one the peer claimed: given as text it is read with
+``parse_peer_identity``, so ``%any`` or ``*.example.net`` from a peer are literal names that no certificate
+proves by pattern (S4 of issue 13). A configured pattern (``*.merchants.example.net``, ``CN=*, O=M``) or
+``%any`` may be given as a parsed ``Identity``: then some certificate name must match it. Certificate names
+are literal too (``Identity.matches`` is the one matching rule). Written by hand over ``policy.identity``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 
 from cryptography import x509
 
-from ikeguard.policy.identity import Identity, IdentityKind, parse_identity
+from ikeguard.policy.identity import Identity, IdentityKind, parse_peer_identity
 
 
 def _san(cert: x509.Certificate) -> list[x509.GeneralName]:
@@ -26,7 +29,7 @@ def _san(cert: x509.Certificate) -> list[x509.GeneralName]:
 
 def _as_identity(text: str) -> Identity | None:
     try:
-        return parse_identity(text)
+        return parse_peer_identity(text)
     except ValueError:
         return None
 
@@ -60,10 +63,11 @@ def _mail_equal(a: str, b: str) -> bool:
 
 
 def identity_in_certificate(identity: str | Identity, cert: x509.Certificate) -> bool:
-    """Whether ``cert`` proves ``identity`` (exact, or matching a configured pattern); ``%any`` does."""
-    ident = parse_identity(identity) if isinstance(identity, str) else identity
+    """Whether ``cert`` proves ``identity``: a peer's identity as text (literal, never a pattern), or a
+    parsed configured ``Identity`` (exact, a pattern some certificate name matches, or ``%any``)."""
+    ident = parse_peer_identity(identity) if isinstance(identity, str) else identity
     kind = ident.kind
-    if kind is IdentityKind.ANY:
+    if kind is IdentityKind.ANY:  # only a configured Identity can be %any
         return True
     if kind is IdentityKind.KEY_ID:
         return ident.parts[0] in _key_ids(cert)

@@ -91,7 +91,7 @@ def select_connection(connections: Mapping[str, Connection], identity: Identity,
         if remote_addr is not None and not _addr_sets_overlap(conn.remote_addrs, [remote_addr]):
             continue
         configured = parse_identity(conn.remote.id)
-        if not configured.matches(identity) and configured != identity:
+        if not configured.matches(identity):  # the one matching rule (policy.identity)
             continue
         peer = None
         inventory = inventories.get(name)

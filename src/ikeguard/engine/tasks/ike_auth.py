@@ -1,6 +1,10 @@
 """IKE_AUTH identities and authentication: IDi/IDr, CERT, CERTREQ, AUTH with PSK or RFC 7427 signatures,
 INITIAL_CONTACT; the responder picks the connection by the peer's identity (exact > pattern > %any) and
-delegates certificate acceptance to the validator (RFC 7296 §1.2, §2.15, §3.5-§3.8)."""
+delegates certificate acceptance to the validator (RFC 7296 §1.2, §2.15, §3.5-§3.8).
+
+A received identity is literal (``engine.identity.received_identity``): configured patterns match it, it is
+never one, and ``IkeSa.remote_id`` is that concrete identity. A signature AUTH must use a scheme the
+profile allows and, for RFC 7427 Digital Signature, a hash we announced (``engine.auth_policy``)."""
 
 from __future__ import annotations
 
@@ -13,14 +17,14 @@ from cryptography.hazmat.primitives import constant_time, serialization
 from ikeguard.crypto.errors import CryptoError
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
 from ikeguard.crypto.signatures import PublicKey, scheme_for, select_hash, sign_auth, verify_auth
+from ikeguard.engine.auth_policy import allowed_signature_schemes, announced_hashes
 from ikeguard.engine.errors import RemoteProtocolError
-from ikeguard.engine.identity import identity_payload, identity_text
+from ikeguard.engine.identity import identity_payload, received_identity
 from ikeguard.engine.settings import AuthKind, ConnectionSettings
 from ikeguard.engine.states import IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
-from ikeguard.engine.tasks.ike_init import OUR_HASHES
 from ikeguard.engine.validator import certreq_data
-from ikeguard.policy.identity import parse_identity
+from ikeguard.policy.identity import Identity, parse_identity
 from ikeguard.wire.iana import AuthMethod, CertEncoding, ExchangeType, HashAlgorithm, NotifyType, name_of
 from ikeguard.wire.payloads import AuthPayload, CertPayload, CertReqPayload, IdiPayload, IdrPayload
 
@@ -33,16 +37,16 @@ class AuthError(Exception):
     """The peer's authentication failed; the reason goes into the audit record, never to the peer."""
 
 
-def select_connection(sa: IkeSa, peer_id: str, method: int) -> ConnectionSettings | None:
-    """The connection for an authenticated identity: exact > pattern > %any (INTERFACE.md precedence)."""
-    peer = parse_identity(peer_id)
+def select_connection(sa: IkeSa, peer: Identity, method: int) -> ConnectionSettings | None:
+    """The connection for a peer's (literal) identity: exact > pattern > %any (INTERFACE.md precedence)."""
+    peer_id = peer.text
     best: ConnectionSettings | None = None
     best_rank = 0
     for conn in sa.ctx.connections.values():
         if (conn.remote.kind is AuthKind.PSK) != (method == AuthMethod.PSK):
             continue
         configured = parse_identity(conn.remote.identity or "%any")
-        if not (configured.matches(peer) or configured == peer):
+        if not configured.matches(peer):
             continue
         uses_inventory = any("%peer" in child.remote_ts for child in conn.children)
         if uses_inventory and (
@@ -75,7 +79,7 @@ def _our_auth(sa: IkeSa, id_body: bytes, message: bytes, peer_nonce: bytes, sk_p
         raise TaskFailed("pubkey authentication configured without a private key")
     theirs = sa.peer.signature_hashes or (HashAlgorithm.SHA2_256,)
     try:
-        hash_alg = select_hash(local.private_key, OUR_HASHES, theirs)
+        hash_alg = select_hash(local.private_key, announced_hashes(sa.ctx.settings.profile), theirs)
         scheme = scheme_for(local.private_key, hash_alg, rsa_pss=local.rsa_pss)
         data = sign_auth(local.private_key, octets, AuthMethod.DIGITAL_SIGNATURE, scheme)
     except CryptoError as exc:
@@ -110,15 +114,17 @@ def _peer_certs(msg: InMessage) -> list[x509.Certificate]:
     return certs
 
 
-def _peer_identity(msg: InMessage, initiator_id: bool, certs: list[x509.Certificate]) -> tuple[str, bytes]:
+def _peer_identity(
+    msg: InMessage, initiator_id: bool, certs: list[x509.Certificate]
+) -> tuple[Identity, bytes]:
     payload: IdiPayload | IdrPayload | None = msg.get(IdiPayload) if initiator_id else msg.get(IdrPayload)
     if payload is None:
         raise AuthError("no identification payload")
     try:
-        text = identity_text(int(payload.id_type), payload.data, certs[0] if certs else None)
+        ident = received_identity(int(payload.id_type), payload.data, certs[0] if certs else None)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AuthError(f"unusable identity: {exc}") from None
-    return text, payload.encode_body()
+    return ident, payload.encode_body()
 
 
 def verify_peer(
@@ -164,8 +170,16 @@ def verify_peer(
     sa.remote_cert_not_after = not_after.replace(tzinfo=not_after.tzinfo or UTC).timestamp()
     sa.audit("cert.validated", "success")
     public_key = leaf.public_key()
+    profile = sa.ctx.settings.profile
     try:
-        verify_auth(_as_public_key(public_key), int(auth.method), auth.data, octets)
+        verify_auth(
+            _as_public_key(public_key),
+            int(auth.method),
+            auth.data,
+            octets,
+            allowed=allowed_signature_schemes(profile),
+            announced=announced_hashes(profile),
+        )
     except CryptoError as exc:
         raise AuthError(f"AUTH signature rejected: {exc}") from None
 
@@ -210,10 +224,10 @@ class IkeAuthTask(Task):
             raise TaskFailed(f"IKE_AUTH failed: {what}", "auth.failure")
         try:
             certs = _peer_certs(msg)
-            peer_id, id_body = _peer_identity(msg, False, certs)
+            peer, id_body = _peer_identity(msg, False, certs)
+            peer_id = peer.text
             wanted = parse_identity(sa.conn.remote.identity or "%any")
-            peer = parse_identity(peer_id)
-            if not (wanted.matches(peer) or wanted == peer):
+            if not wanted.matches(peer):
                 raise AuthError(f"peer identity {peer_id} does not match {sa.conn.remote.identity}")
             sa.remote_id = peer_id
             verify_peer(
@@ -238,11 +252,11 @@ class IkeAuthTask(Task):
         auth = msg.get(AuthPayload)
         try:
             certs = _peer_certs(msg)
-            peer_id, id_body = _peer_identity(msg, True, certs)
-            sa.remote_id = peer_id
+            peer, id_body = _peer_identity(msg, True, certs)
+            peer_id = sa.remote_id = peer.text
             if auth is None:
                 raise AuthError("no AUTH payload")
-            conn = select_connection(sa, peer_id, int(auth.method))
+            conn = select_connection(sa, peer, int(auth.method))
             if conn is None:
                 raise AuthError(f"no connection accepts identity {peer_id}")
             if not _proposal_allowed(sa, conn):

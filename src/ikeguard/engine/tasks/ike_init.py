@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError, InvalidKeyExchange
 from ikeguard.crypto.signatures import decode_signature_hash_algorithms, encode_signature_hash_algorithms
+from ikeguard.engine.auth_policy import DEFAULT_SIGNATURE_HASHES, announced_hashes
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.keys import ike_sa_crypto, initial_skeyseed, proposal_ke
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
@@ -17,7 +18,6 @@ from ikeguard.engine.validator import certreq_data
 from ikeguard.wire.iana import (
     CertEncoding,
     ExchangeType,
-    HashAlgorithm,
     KeId,
     NotifyType,
     ProtocolId,
@@ -32,14 +32,15 @@ if TYPE_CHECKING:
     from ikeguard.wire.proposal_string import ProposalSpec
 
 NONCE_LEN = 32
-OUR_HASHES = (HashAlgorithm.SHA2_256, HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512, HashAlgorithm.IDENTITY)
+OUR_HASHES = DEFAULT_SIGNATURE_HASHES  # without a profile rule (engine.auth_policy)
 
 
 def add_feature_notifies(sa: IkeSa, msg: OutMessage) -> None:
     """IKEV2_FRAGMENTATION_SUPPORTED (when configured) and SIGNATURE_HASH_ALGORITHMS."""
     if sa.conn is None or sa.conn.fragmentation:
         msg.add_notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)
-    msg.add_notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, encode_signature_hash_algorithms(OUR_HASHES))
+    hashes = announced_hashes(sa.ctx.settings.profile)  # what the profile lets peers sign with
+    msg.add_notify(NotifyType.SIGNATURE_HASH_ALGORITHMS, encode_signature_hash_algorithms(hashes))
 
 
 def read_feature_notifies(sa: IkeSa, msg: InMessage) -> None:

@@ -62,6 +62,7 @@ ENFORCED_AT: dict[str, tuple[str, ...]] = {
     "addke_required": ("load", "wire", "report"),
     "by_construction": ("by construction", "report"),
     "revocation_runtime": ("IKE_AUTH", "reauthentication", "report"),
+    "auth_signature": ("IKE_AUTH", "report"),
     "siem_delivery": ("run", "report"),
 }
 DEFAULT_ENFORCED_AT = ("load", "report")

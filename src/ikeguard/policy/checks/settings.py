@@ -251,3 +251,23 @@ def check_tunnel_mode(rule: Rule, ctx: CheckContext) -> list[Outcome]:
             out.append(Outcome(f"connections.{name}.children.{cname}.mode", ok, child.mode,
                                "" if ok else "transport mode", file=ctx.file, target=conn_target(name)))
     return out
+
+
+@register("auth_signature")
+def check_auth_signature(rule: Rule, ctx: CheckContext) -> list[Outcome]:
+    """Certificate-authenticated peers: ``ikeguard run`` refuses (AUTHENTICATION_FAILED, ``auth.failure`` with
+    the reason) an AUTH whose signature scheme is not in ``params.schemes``, whatever AUTH method carries
+    it, and announces only the hashes of those schemes in SIGNATURE_HASH_ALGORITHMS, refusing a method 14
+    signature with any other hash (RFC 7427 §4). A scheme name the engine does not know fails the rule."""
+    from ikeguard.crypto.signatures import scheme_by_name  # names as strongSwan writes them
+
+    names = [str(n) for n in rule.params.get("schemes", [])]
+    try:
+        schemes = [scheme_by_name(n) for n in names]
+    except ValueError as exc:
+        return [Outcome(f"profile {ctx.profile.name} rule {rule.id}", False, ", ".join(names), str(exc))]
+    allowed = ", ".join(s.token for s in schemes) or "none"
+    out = [Outcome(f"connections.{name}.remote.auth", True, f"peer AUTH signatures limited to {allowed} "
+                   "at IKE_AUTH")
+           for name, conn in ctx.config.model.connections.items() if conn.remote.auth == "pubkey"]
+    return out or [Outcome("connections", True, "no certificate-authenticated peers")]
