@@ -6,6 +6,7 @@ import multiprocessing
 import struct
 import threading
 from dataclasses import replace
+from typing import Any
 
 from ikeguard.dataplane.base import SaDirection
 from ikeguard.dataplane.sa import InboundSa, OutboundSa
@@ -40,8 +41,10 @@ def test_concurrent_threads_on_one_outbound_sa_never_reuse_a_sequence_number() -
     assert receiver.counters.packets == 4 * per_thread and receiver.config.direction is SaDirection.INBOUND
 
 
-def _worker(counter: SharedSequenceCounter, out: multiprocessing.Queue, block: int) -> None:  # type: ignore[type-arg]
+def _worker(counter: SharedSequenceCounter, out: multiprocessing.Queue, block: int,  # type: ignore[type-arg]
+            start: Any) -> None:
     got: list[int] = []
+    start.wait(30)  # all contend from the same moment: a fast first one cannot drain the counter alone
     try:
         while True:
             got.extend(counter.take_block(block))
@@ -51,9 +54,10 @@ def _worker(counter: SharedSequenceCounter, out: multiprocessing.Queue, block: i
 
 def test_worker_processes_sharing_one_counter_never_reuse_a_sequence_number() -> None:
     ctx = multiprocessing.get_context("fork")
-    counter = SharedSequenceCounter(limit=20_000, context=ctx)
+    counter = SharedSequenceCounter(limit=100_000, context=ctx)
     queue: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_worker, args=(counter, queue, block)) for block in (1, 7, 64)]
+    start = ctx.Barrier(3)
+    procs = [ctx.Process(target=_worker, args=(counter, queue, block, start)) for block in (1, 7, 64)]
     for p in procs:
         p.start()
     results = [queue.get(timeout=60) for _ in procs]
@@ -61,5 +65,5 @@ def test_worker_processes_sharing_one_counter_never_reuse_a_sequence_number() ->
         p.join(timeout=10)
         assert p.exitcode == 0
     seqs = [s for r in results for s in r]
-    assert sorted(seqs) == list(range(1, 20_001))  # each number exactly once, none past the limit
+    assert sorted(seqs) == list(range(1, 100_001))  # each number exactly once, none past the limit
     assert all(results)  # every worker got some
