@@ -123,6 +123,9 @@ class GatewaySection(Strict):
     retransmit_tries: int = Field(default=5, ge=0, le=20)
     retransmit_timeout: float = Field(default=4.0, gt=0)
     retransmit_base: float = Field(default=1.8, ge=1.0)
+    # automatic (re)initiation (start_action, dpd_action/close_action, trap) retries after a failure with
+    # exponential backoff, 1, 2, 4 ... s, never waiting longer than this between attempts
+    initiate_retry_max: Duration = Field(default=60, ge=1, le=86400)
     keep_alive: Duration = Field(default=20, ge=1)  # NAT keepalive interval (RFC 3948 §4; charon.keep_alive)
     metrics: HostPort | None = None
 

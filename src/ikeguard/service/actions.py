@@ -1,12 +1,20 @@
 """``start_action``, ``dpd_action`` and ``close_action`` (swanctl semantics) of a running gateway.
 
-``start``: initiate when the gateway starts and keep trying with exponential backoff (1 s doubling to 60 s)
-until the IKE SA is up. ``trap`` needs kernel acquires (traffic-triggered initiation, traps.py): with
-``dataplane = "xfrm"`` a trap policy is installed; other data planes treat it as ``start`` (logged once).
+``start``: initiate when the gateway starts and keep trying with exponential backoff (1, 2, 4 ... s up to
+``[gateway] initiate_retry_max``, 60 s by default) until the IKE SA is up. ``trap`` needs kernel acquires
+(traffic-triggered initiation, traps.py): with ``dataplane = "xfrm"`` a trap policy is installed; other
+data planes treat it as ``start`` (logged once).
 When an established IKE SA dies (DPD or retransmission timeout) its children's ``dpd_action`` applies
 (``restart``/``trap``: bring it up again, or leave it to the trap policy; ``clear``/``none``: nothing); when
 the peer deletes it, ``close_action`` (``start``/``trap``: likewise). SAs we delete ourselves (admin,
 shutdown, rekey, expiry) trigger nothing.
+
+Repeated authentication failures of these automatic attempts are counted, not written one by one: the first
+failed attempt's records (``auth.failure``, ``cert.rejected`` ...) go into the audit trail as they are; a
+later attempt that fails with exactly the same records (event, outcome, reason) is only counted, and one
+``auth.failure`` summary with ``details.repeated`` (how many attempts were counted) is written when the
+series ends (the SA comes up, the failure changes, the gateway stops) and every ``REPEAT_SUMMARY_EVERY``
+seconds while it lasts. Nothing is dropped from the count; a different failure is written in full.
 """
 
 from __future__ import annotations
@@ -14,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ikeguard.audit.events import AuditEvent, EventName
+from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.engine.events import Endpoint, IkeSaStateChanged
 from ikeguard.engine.states import IkeState
 from ikeguard.service.errors import GatewayCommandError
@@ -27,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ikeguard.service")
 RETRY_FIRST = 1.0
-RETRY_MAX = 60.0
+RETRY_MAX = 60.0  # default of [gateway] initiate_retry_max
+REPEAT_SUMMARY_EVERY = 600.0  # a long series of repeated failures is summarised at least this often
 _RESTARTING = {"restart", "trap", "start"}
 
 
@@ -35,6 +45,43 @@ _RESTARTING = {"restart", "trap", "start"}
 class _UpSa:
     connection: str
     remote: Endpoint
+
+
+_Key = tuple[str, str, str]  # (event, outcome, reason) of one audit record
+
+
+@dataclass
+class _Attempt:
+    """The audit records of one automatic initiation attempt (one IKE SA)."""
+
+    written: list[AuditEvent] = field(default_factory=list)
+    counted: list[AuditEvent] = field(default_factory=list)  # repeats of the series' records, not written
+
+    def failed_authentication(self) -> bool:
+        return any(e.event is EventName.AUTH_FAILURE and e.outcome is Outcome.FAILURE
+                   for e in (*self.written, *self.counted))
+
+
+@dataclass
+class _Series:
+    """Attempts of one connection that failed authentication in the same way, one after another."""
+
+    connection: str
+    first: AuditEvent  # the first attempt's auth.failure record (its fields head the summary)
+    keys: frozenset[_Key]  # every record of the first failed attempt
+    since: float  # wall clock of the first failure
+    attempts: int = 1  # failed attempts in the series so far
+    repeated: int = 0  # attempts counted since the last summary
+    summarised_at: float = 0.0
+
+
+def _key(event: AuditEvent) -> _Key:
+    return (event.event.value, event.outcome.value, event.reason)
+
+
+def retry_ceiling(gateway: Gateway) -> float:
+    """``[gateway] initiate_retry_max`` of the loaded configuration (seconds, >= 1)."""
+    return float(gateway.plan.config.model.gateway.initiate_retry_max)
 
 
 class ActionPolicy:
@@ -47,6 +94,8 @@ class ActionPolicy:
         self._forgotten: set[int] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._trap_logged: set[str] = set()
+        self._attempts: dict[int, tuple[str, _Attempt]] = {}  # IKE uniqueid -> (connection, its records)
+        self._series: dict[str, _Series] = {}
 
     # ------------------------------------------------------------------ triggers
     def start_connections(self) -> None:
@@ -122,6 +171,65 @@ class ActionPolicy:
         """An admin terminate: no action when this IKE SA goes."""
         self._forgotten.add(uid)
 
+    # ------------------------------------------------------------------ repeated failures in the audit trail
+    def absorb(self, event: AuditEvent) -> bool:
+        """True when ``event`` repeats, for an automatic attempt, a record of the failure series it
+        continues: the gateway then counts it instead of writing it (the series' summary carries the count).
+        Records of automatic attempts are remembered so that the attempt can be classified when it ends."""
+        uid = event.ike_uniqueid
+        tracked = self._attempts.get(uid) if uid is not None else None
+        if tracked is None:
+            return False
+        conn, attempt = tracked
+        series = self._series.get(conn)
+        if series is not None and _key(event) in series.keys:
+            attempt.counted.append(event)
+            return True
+        attempt.written.append(event)
+        return False
+
+    def _attempt_ended(self, conn: str, uid: int, established: bool) -> None:
+        """Fold a finished automatic attempt into the connection's failure series."""
+        _, attempt = self._attempts.pop(uid, (conn, _Attempt()))
+        series = self._series.get(conn)
+        if established or not attempt.failed_authentication():
+            self._end_series(conn)
+            return
+        now = time.time()
+        if series is not None and not attempt.written:  # the same failure again: counted only
+            series.attempts += 1
+            series.repeated += 1
+            if now - series.summarised_at >= REPEAT_SUMMARY_EVERY:
+                self._summarise(series, now)
+            return
+        self._end_series(conn)  # a different failure (written in full above) starts a new series
+        first = next(e for e in attempt.written if e.event is EventName.AUTH_FAILURE)
+        self._series[conn] = _Series(conn, first, frozenset(_key(e) for e in attempt.written), now,
+                                     summarised_at=now)
+
+    def _end_series(self, conn: str) -> None:
+        series = self._series.pop(conn, None)
+        if series is not None and series.repeated:
+            self._summarise(series, time.time(), ended=True)
+
+    def _summarise(self, series: _Series, now: float, *, ended: bool = False) -> None:
+        """One ``auth.failure`` record for the attempts counted since the last summary."""
+        first = series.first
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(series.since))
+        state = "series ended" if ended else "still failing"
+        reason = (f"{first.reason} (the same failure repeated in {series.repeated} more automatic "
+                  f"attempt(s); {series.attempts} failed attempts since {since}, {state})")
+        summary = AuditEvent(
+            event=EventName.AUTH_FAILURE, outcome=Outcome.FAILURE, reason=reason, connection=first.connection,
+            local_addr=first.local_addr, local_id=first.local_id, remote_addr=first.remote_addr,
+            remote_id=first.remote_id, cert_subject=first.cert_subject, cert_serial=first.cert_serial,
+            cert_issuer=first.cert_issuer, proposal=first.proposal,
+            details={"repeated": series.repeated, "attempts": series.attempts, "first_failure": since,
+                     "series_ended": ended})
+        series.repeated = 0
+        series.summarised_at = now
+        self.gateway.record(summary)
+
     # ------------------------------------------------------------------ (re)initiation with backoff
     def bring_up(self, conn: str, children: list[str], last_remote: Endpoint | None, why: str) -> None:
         """Start (once per connection at a time) a task that initiates until the IKE SA is up."""
@@ -135,20 +243,32 @@ class ActionPolicy:
                            why: str) -> None:
         gateway = self.gateway
         delay = RETRY_FIRST
-        while not gateway.stopping:
-            try:
-                uid = gateway.start_ike(conn, children, remote=last_remote)
-                await gateway.wait_established(uid)
-                return
-            except GatewayCommandError as exc:
-                if gateway.stopping:
+        try:
+            while not gateway.stopping:
+                uid: int | None = None
+                try:
+                    uid = gateway.start_ike(conn, children, remote=last_remote)
+                    self._attempts[uid] = (conn, _Attempt())
+                    await gateway.wait_established(uid)
+                    self._attempt_ended(conn, uid, established=True)
                     return
-                log.warning("%s (%s): %s; next attempt in %.0f s", conn, why, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+                except GatewayCommandError as exc:
+                    if uid is not None:
+                        self._attempt_ended(conn, uid, established=False)
+                    if gateway.stopping:
+                        return
+                    log.warning("%s (%s): %s; next attempt in %.0f s", conn, why, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, retry_ceiling(gateway))  # RFC 7296 §2.4 spirit: no tight loops
+        finally:
+            for stale in [u for u, (c, _) in self._attempts.items() if c == conn]:
+                del self._attempts[stale]
+            self._end_series(conn)
 
     def cancel_all(self) -> None:
-        """Stop every pending (re)initiation."""
+        """Stop every pending (re)initiation (summarising their failure series first)."""
+        for conn in list(self._series):
+            self._end_series(conn)
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()

@@ -273,6 +273,9 @@ class Gateway:
 
     def record(self, event: AuditEvent) -> None:
         """Audit one event: the store, the counters, the event stream, one log line."""
+        if self.actions.absorb(event):  # an automatic retry repeating a known failure: counted, summarised
+            self.stats.count_audit(event)
+            return
         try:
             self.audit.record(event)
         except Exception:  # the trail's own failure handling reports it; IKE goes on

@@ -120,8 +120,12 @@ class InformationalResponder(Task):
         self.our_spis: list[bytes] = []
         self.children: list[ChildSa] = []
         self.natd = False
+        self.auth_failed = False
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        # RFC 7296 §2.21.2: an initiator that refuses our authentication says so in a separate INFORMATIONAL;
+        # AUTHENTICATION_FAILED deletes the IKE SA without a Delete payload
+        self.auth_failed = msg.notify(NotifyType.AUTHENTICATION_FAILED) is not None
         # NAT-D in a liveness check: a MOBIKE initiator behind a NAT asks how we see it (RFC 4555 §3.5)
         self.natd = msg.notify(NotifyType.NAT_DETECTION_DESTINATION_IP) is not None and sa.peer_natt
         for payload in msg.get_all(DeletePayload):
@@ -135,7 +139,7 @@ class InformationalResponder(Task):
                     self.children.append(child)
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
-        if self.delete_ike:
+        if self.delete_ike or self.auth_failed:
             return  # empty response (§1.4.1)
         if self.natd:
             from ikeguard.engine.tasks.natd import add_natd_for
@@ -152,6 +156,11 @@ class InformationalResponder(Task):
 
     def completed(self, sa: IkeSa) -> None:
         """After the answer went out: remove what the peer deleted."""
+        if self.auth_failed:
+            reason = "peer refused our authentication (AUTHENTICATION_FAILED, RFC 7296 §2.21.2)"
+            sa.audit("auth.failure", "failure", reason)
+            sa.close(reason, failure=True)
+            return
         if self.delete_ike:
             peer_new = sa.peer_rekey
             if sa.children and peer_new is not None and peer_new.state is IkeState.ESTABLISHED:

@@ -194,6 +194,25 @@ def _as_public_key(key: object) -> PublicKey:
     raise AuthError("certificate key type cannot sign AUTH")
 
 
+def tell_responder_auth_failed(sa: IkeSa) -> None:
+    """We (initiator) refuse the responder's authentication: tell it, or it keeps an established IKE SA and
+    its Child SAs until it notices otherwise (RFC 7296 §2.21.2: "If the error occurs on the initiator, the
+    notification MAY be returned in a separate INFORMATIONAL exchange, usually with no other payloads";
+    AUTHENTICATION_FAILED deletes the IKE SA without a Delete payload).
+
+    The INFORMATIONAL request takes the next message ID (the IKE_AUTH response is in hand, so the window is
+    free) and is protected by the new IKE SA's keys, which the responder holds. It is sent once and not
+    retransmitted (our SA closes right after, as strongSwan's initiator does), so a lost datagram leaves the
+    responder to its own DPD or to our next INITIAL_CONTACT. It names nothing of why we refused."""
+    from ikeguard.engine.message import OutMessage
+
+    if sa.crypto is None:
+        return
+    msg = OutMessage(ExchangeType.INFORMATIONAL, sa.window.allocate_id(), response=False)
+    msg.add_notify(NotifyType.AUTHENTICATION_FAILED)
+    sa.send_packets(sa.encode(msg))
+
+
 class IkeAuthTask(Task):
     """Authenticates both ends; on success the IKE SA is established."""
 
@@ -242,6 +261,7 @@ class IkeAuthTask(Task):
                 bytes(sa.crypto.keys.sk_pr),
             )
         except (AuthError, ValueError) as exc:
+            tell_responder_auth_failed(sa)
             raise TaskFailed(f"peer authentication failed: {exc}", "auth.failure") from None
         sa.peer.initial_contact = False
         sa.established()
