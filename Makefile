@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TYPED_PACKAGES := $(wildcard src/ikeguard/wire src/ikeguard/crypto src/ikeguard/engine src/ikeguard/policy src/ikeguard/pki src/ikeguard/audit src/ikeguard/dataplane src/ikeguard/tools src/ikeguard/control src/ikeguard/service)
 
-.PHONY: demo test lint unit bench sysdeps clean reference dist
+.PHONY: demo test lint unit bench sysdeps clean reference dist fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ unit: $(STAMP)
 
 test: $(STAMP) sysdeps lint
 	$(BIN)/python -m pytest
+
+# Coverage-guided fuzzing (atheris) of the wire decoder and the engine's responder path, FUZZ_SECONDS per target;
+# findings land in fuzz/regressions/<target>/ (replayed by tests/wire/test_fuzz_targets.py), new corpus in build/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= wire responder
+fuzz: $(STAMP)
+	@for t in $(FUZZ_TARGETS); do mkdir -p build/fuzz/$$t fuzz/regressions/$$t && \
+		$(BIN)/python fuzz/fuzz_$$t.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 \
+		-artifact_prefix=fuzz/regressions/$$t/ build/fuzz/$$t fuzz/corpus/$$t || exit 1; done
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench

@@ -116,10 +116,17 @@ def test_tcpdump_id_robustness_inputs_get_precise_errors(vectors_dir: Path) -> N
     with pytest.raises(LengthError) as err:
         parse_message(normal)
     assert err.value.offset == HEADER_LEN + 9 and "39 octets after the last payload" in str(err.value)
-    # ... and an IDi payload of length 5: one body octet where the ID header needs four.
+    # ... and an IDi payload of length 5: one body octet where the ID header needs four, and 43 stray octets.
+    # The chain is walked before any body is decoded, so the stray octets are reported first ...
     ((_d, short),) = ike_messages(vectors_dir / TCPDUMP / "ikev2-id-short.pcap")
-    with pytest.raises(TruncatedError) as err2:
+    with pytest.raises(LengthError) as err_tail:
         parse_message(short)
+    assert err_tail.value.offset == HEADER_LEN + 5
+    assert "43 octets after the last payload" in str(err_tail.value)
+    # ... and without them, the body that is too short for the ID header.
+    cut = short[:24] + (HEADER_LEN + 5).to_bytes(4, "big") + short[HEADER_LEN : HEADER_LEN + 5]
+    with pytest.raises(TruncatedError) as err2:
+        parse_message(cut)
     assert err2.value.payload_type == PayloadType.IDI and err2.value.offset == HEADER_LEN + 4
     # the payload itself is fine on its own: same bytes without the stray tail
     first, chain = encode_payloads([IdiPayload(IdType.IPV4_ADDR, b"\xde")])

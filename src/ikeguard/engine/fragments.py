@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ikeguard.wire.message import Message
+from ikeguard.wire.message import Message, Screen
 from ikeguard.wire.sk import Fragment, assemble_fragments
 
 
@@ -21,8 +21,10 @@ class Reassembler:
         self._parts: dict[int, Fragment] = {}
         self._bytes = 0
 
-    def add(self, fragment: Fragment) -> Message | None:
-        """Store ``fragment``; the whole message once every fragment 1..Total arrived, else None."""
+    def add(self, fragment: Fragment, screen: Screen | None = None) -> Message | None:
+        """Store ``fragment``; the whole message once every fragment 1..Total arrived, else None.
+
+        ``screen`` sees the reassembled chain's payload types before its bodies are decoded."""
         key_id, is_response = fragment.header.message_id, fragment.header.is_response
         if fragment.total > self.max_fragments:
             raise FragmentLimitExceeded(f"{fragment.total} fragments announced, limit {self.max_fragments}")
@@ -49,4 +51,4 @@ class Reassembler:
         parts = list(self._parts.values())
         self._parts.clear()
         self._bytes = 0
-        return assemble_fragments(parts)
+        return assemble_fragments(parts, screen=screen)

@@ -298,18 +298,28 @@ class IkeSa:
         local: Endpoint,
         remote: Endpoint,
         now: float,
+        decoded: InMessage | MessageError | None = None,
     ) -> None:
-        """Handle one datagram the manager routed to this SA (header fields already parsed)."""
+        """Handle one datagram the manager routed to this SA (header fields already parsed).
+
+        ``decoded`` is the outcome of ``decode_message`` when the manager already decoded a plaintext
+        IKE_SA_INIT request (it is parsed once, before any state is created)."""
         self.now = now
         if self.state is IkeState.CLOSED:
             return
         if is_response:
             self._receive_response(data, exchange, message_id, local, remote)
         else:
-            self._receive_request(data, exchange, message_id, local, remote)
+            self._receive_request(data, exchange, message_id, local, remote, decoded)
         self.start_next()
 
-    def _decode(self, data: bytes, exchange: int, message_id: int = -1) -> InMessage | None:
+    def _decode(
+        self,
+        data: bytes,
+        exchange: int,
+        message_id: int = -1,
+        decoded: InMessage | MessageError | None = None,
+    ) -> InMessage | None:
         protector = (
             None
             if exchange == ExchangeType.IKE_SA_INIT
@@ -318,7 +328,10 @@ class IkeSa:
         if exchange != ExchangeType.IKE_SA_INIT and protector is None:
             return None
         try:
-            decoded = decode_message(data, protector, self.reassembler_for())
+            if isinstance(decoded, MessageError):
+                raise decoded
+            if decoded is None or protector is not None:
+                decoded = decode_message(data, protector, self.reassembler_for())
         except MessageError as exc:
             self.trace_drop(f"undecodable message: {exc}")
             if exc.notify is not None and message_id >= 0:
@@ -394,7 +407,13 @@ class IkeSa:
                 completed(self)
 
     def _receive_request(
-        self, data: bytes, exchange: int, message_id: int, local: Endpoint, remote: Endpoint
+        self,
+        data: bytes,
+        exchange: int,
+        message_id: int,
+        local: Endpoint,
+        remote: Endpoint,
+        decoded: InMessage | MessageError | None = None,
     ) -> None:
         # RFC 7296 §2.11: a response goes back to the address and port the request came from (a NAT
         # mapping may have changed; with MOBIKE the SA itself only moves on UPDATE_SA_ADDRESSES)
@@ -411,7 +430,7 @@ class IkeSa:
             exchange == ExchangeType.IKE_SA_INIT and (self.initiator or self.state is not IkeState.CREATED)
         ) or (exchange == ExchangeType.IKE_AUTH and (self.initiator or self.state is not IkeState.HALF_OPEN)):
             return  # RFC 7296 §2.2: these exchanges happen once, in this order, initiated by the initiator
-        msg = self._decode(data, exchange, message_id)
+        msg = self._decode(data, exchange, message_id, decoded)
         if msg is None or msg.partial:
             return
         self.last_inbound = self.now

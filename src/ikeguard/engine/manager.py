@@ -17,7 +17,7 @@ from ikeguard.engine.cookies import CookieJar
 from ikeguard.engine.errors import LocalProtocolError
 from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, EngineEvent
 from ikeguard.engine.ike_sa import IkeSa
-from ikeguard.engine.message import InMessage, OutMessage, encode_message
+from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
 from ikeguard.engine.responder import responder_tasks
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.states import IkeState
@@ -30,7 +30,6 @@ from ikeguard.engine.validator import CertificateValidator, RejectAllValidator
 from ikeguard.wire.errors import ParseError
 from ikeguard.wire.header import HEADER_LEN, decode_header
 from ikeguard.wire.iana import ExchangeType, NotifyType
-from ikeguard.wire.message import parse_message
 from ikeguard.wire.payloads import NoncePayload, NotifyPayload
 
 ZERO_SPI = b"\0" * 8
@@ -188,7 +187,18 @@ class IkeManager:
         if settings.block_threshold and self.half_open_count(address) >= settings.block_threshold:
             self._trace(f"half-open limit per peer reached for {address}", remote)
             return
-        if not self._cookie_ok(data, spi_i, local, remote, now):
+        # Decoded once, before any state exists: the rules refuse disallowed payloads before their bodies are
+        # decoded, and every body costs bounded work (wire.message, wire.rules); the cookie check and the
+        # new SA use this one result.
+        decoded: InMessage | MessageError
+        try:
+            decoded = decode_message(data, None, None)
+        except MessageError as exc:
+            decoded = exc
+        if isinstance(decoded, MessageError) and decoded.notify is None:
+            self._trace(f"undecodable IKE_SA_INIT request: {decoded}", remote)
+            return  # RFC 7296 §2.21.1: nothing to answer, and no state for it
+        if not self._cookie_ok(decoded, spi_i, local, remote, now):
             return
         sa = IkeSa(
             self.ctx,
@@ -209,7 +219,7 @@ class IkeManager:
         self._half_open[sa.uniqueid] = address
         self._half_open_per_addr[address] += 1
         try:
-            sa.receive(data, ExchangeType.IKE_SA_INIT, message_id, False, local, remote, now)
+            sa.receive(data, ExchangeType.IKE_SA_INIT, message_id, False, local, remote, now, decoded)
         except Exception as exc:  # rule 3: nothing a peer sends (or an engine bug) may crash the gateway
             if self.ctx.settings.raise_internal_errors:
                 raise
@@ -218,8 +228,16 @@ class IkeManager:
             )
         self._forget_if_closed(sa)
 
-    def _cookie_ok(self, data: bytes, spi_i: bytes, local: Endpoint, remote: Endpoint, now: float) -> bool:
-        """RFC 7296 §2.6: above ``cookie_threshold`` half-open SAs, demand a valid COOKIE first."""
+    def _cookie_ok(
+        self,
+        decoded: InMessage | MessageError,
+        spi_i: bytes,
+        local: Endpoint,
+        remote: Endpoint,
+        now: float,
+    ) -> bool:
+        """RFC 7296 §2.6: above ``cookie_threshold`` half-open SAs, demand a valid COOKIE first (checked on
+        the request as decoded once by the caller)."""
         threshold = self.ctx.settings.cookie_threshold
         busy = threshold > 0 and self.half_open_count() >= threshold
         if busy != self._cookies_on:
@@ -233,14 +251,12 @@ class IkeManager:
             )
         if not busy:
             return True
-        try:
-            message = parse_message(data)
-        except (ParseError, ValueError):
+        if isinstance(decoded, MessageError):
             return False
-        nonce = next((p for p in message.payloads if isinstance(p, NoncePayload)), None)
+        nonce = decoded.get(NoncePayload)
         if nonce is None:
             return False
-        first = message.payloads[0] if message.payloads else None
+        first = decoded.payloads[0] if decoded.payloads else None
         if (
             isinstance(first, NotifyPayload)
             and first.notify_type == NotifyType.COOKIE

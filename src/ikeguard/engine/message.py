@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ikeguard.crypto.errors import CryptoError
 from ikeguard.wire.errors import ParseError
-from ikeguard.wire.header import HeaderFlags, IkeHeader
-from ikeguard.wire.iana import ExchangeType, NotifyType, ProtocolId
-from ikeguard.wire.message import Message, parse_message
+from ikeguard.wire.header import HEADER_LEN, HeaderFlags, IkeHeader, decode_header
+from ikeguard.wire.iana import ExchangeType, NotifyType, PayloadType, ProtocolId
+from ikeguard.wire.message import Message, parse_message, scan_payloads
 from ikeguard.wire.message import encode_message as wire_encode
 from ikeguard.wire.payload_base import Payload
 from ikeguard.wire.payloads import NotifyPayload, SkfPayload
-from ikeguard.wire.rules import MessageRole, check_exchange_rules
+from ikeguard.wire.rules import MessageRole, PayloadScreen, RuleError, check_exchange_rules
 from ikeguard.wire.sk import (
     SkProtector,
     decode_encrypted_message,
@@ -42,14 +42,20 @@ class MessageError(Exception):
         self.notify = notify
 
 
-def _authentic(data: bytes, outer: Message, protector: SkProtector) -> bool:
-    """Whether the SK payload passes its integrity check (decided only on the error path)."""
-    sk = outer.sk
-    if sk is None:
-        return False
-    start = len(data) - len(sk.body)
+def _authentic(data: bytes, protector: SkProtector) -> bool:
+    """Whether the SK (or SKF) payload passes its integrity check (decided only on the error path, from the
+    walked chain: the message may have been refused before its bodies were decoded)."""
     try:
-        protector.open(data[:start], sk.body)
+        header_first = decode_header(data)[1]
+        chain = scan_payloads(data[HEADER_LEN:], header_first, HEADER_LEN)
+    except ParseError:
+        return False
+    last = chain[-1] if chain else None
+    if last is None or last.type not in (PayloadType.SK, PayloadType.SKF):
+        return False
+    body = last.body if last.type == PayloadType.SK else last.body[4:]  # SKF: numbering is in the AAD
+    try:
+        protector.open(data[: len(data) - len(body)], body)
     except (CryptoError, ValueError):
         return False
     return True
@@ -123,18 +129,33 @@ def _role(response: bool) -> MessageRole:
 
 
 def decode_message(data: bytes, protector: SkProtector | None, reassembler: Reassembler | None) -> InMessage:
-    """Parse, decrypt (when ``protector`` is given), reassemble fragments and check the exchange rules."""
+    """Parse, decrypt (when ``protector`` is given), reassemble fragments and check the exchange rules.
+
+    The rules (``wire.rules``) see each chain's payload types before any of its bodies is decoded, so a
+    payload the exchange does not allow costs nothing to refuse. What earns an answer follows RFC 7296
+    §2.21.2: the error notify when the message is authentic (or plaintext IKE_SA_INIT breaking the rules, or
+    carrying an unsupported critical payload, §2.5); anything else is dropped silently.
+    """
+    data = bytes(data)
     try:
-        outer = parse_message(data)
-        header = outer.header
+        header = decode_header(data)[0]
+        screen = PayloadScreen(header, _role(header.is_response))
+        try:
+            outer = parse_message(data, screen=screen.outer)
+        except RuleError as exc:
+            answer = protector is None or _authentic(data, protector)  # plaintext, or authentic
+            raise MessageError(str(exc), exc.notify if answer else None) from exc
         message: Message
         if protector is None:
             message = outer
         elif outer.payloads and isinstance(outer.payloads[-1], SkfPayload):
             if reassembler is None:
                 raise MessageError("fragment received but fragmentation is not in use")
-            fragment = open_fragment(data, protector)
-            assembled = reassembler.add(fragment)
+            fragment = open_fragment(data, protector, outer=outer)
+            try:
+                assembled = reassembler.add(fragment, screen.inner)
+            except RuleError as exc:  # every fragment was authentic
+                raise MessageError(str(exc), exc.notify) from exc
             if assembled is None:
                 return InMessage(
                     ExchangeType(int(header.exchange_type)),
@@ -148,11 +169,13 @@ def decode_message(data: bytes, protector: SkProtector | None, reassembler: Reas
             message = assembled
         else:
             try:
-                message = decode_encrypted_message(data, protector)
+                message = decode_encrypted_message(data, protector, outer=outer, screen=screen.inner)
+            except RuleError as exc:  # raised for the decrypted chain: authentic
+                raise MessageError(str(exc), exc.notify) from exc
             except ParseError as exc:
-                notify = exc.notify if _authentic(data, outer, protector) else None
+                notify = exc.notify if _authentic(data, protector) else None
                 raise MessageError(str(exc), notify) from exc
-        violation = check_exchange_rules(message, _role(header.is_response))
+        violation = check_exchange_rules(message, screen.role)
     except MessageError:
         raise
     except ParseError as exc:

@@ -3,12 +3,17 @@
 :func:`parse_message` leaves an SK/SKF payload opaque; ``wire.sk`` decrypts it. Rules enforced here:
 strict lengths (header Length = datagram, each payload length inside its parent), the SK or SKF payload is
 the last one (§3.14, RFC 7383 §2.5), unknown payload types are kept unless critical (§2.5).
+
+Hostile input costs bounded work: a chain is first walked header by header (:func:`scan_payloads`, at most
+:data:`MAX_CHAIN_PAYLOADS` payloads), an optional ``screen`` then sees the payload types before any body is
+decoded (``wire.rules`` refuses payloads the exchange does not allow), and every body decoder bounds what its
+own counts may cost (``wire.payloads``, ``wire.sa``, ``wire.ts``).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -65,6 +70,27 @@ DECODERS: dict[int, _Decoder] = {
 _ENCRYPTED_TYPES = frozenset({int(PayloadType.SK), int(PayloadType.SKF)})
 _NONE = int(PayloadType.NONE)
 _SK = int(PayloadType.SK)
+
+MAX_CHAIN_PAYLOADS = 128
+"""Most payloads one chain (the message's, or the decrypted one) may hold, unknown ones included. RFC 7296
+sets no limit; the most a peer needs is about 60 (strongSwan accepts at most 20 Notify, 20 Vendor ID,
+20 Delete and 8 CERT payloads and one of most others): each further payload would only cost parsing work."""
+
+Screen = Callable[[Sequence[int]], None]
+"""Sees the payload types of a chain after its headers were walked and before any body is decoded; raises a
+``ParseError`` to refuse the chain (``wire.rules.PayloadScreen`` checks them against the exchange's rules)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawPayload:
+    """One payload of a walked chain, body not yet decoded (RFC 7296 §3.2 generic header fields)."""
+
+    type: int
+    critical: bool
+    next_type: int
+    offset: int
+    """Where the body starts in the message (for error offsets)."""
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,18 +166,21 @@ def encode_payloads(payloads: Iterable[Payload]) -> tuple[int, bytes]:
     return (items[0].type if items else 0), bytes(out)
 
 
-def decode_payloads(
+def scan_payloads(
     data: bytes, first_type: int, offset: int = 0, *, inner: bool = False
-) -> tuple[Payload, ...]:
-    """Parse a payload chain starting with ``first_type``; ``offset`` is where ``data`` sits in the message.
+) -> tuple[RawPayload, ...]:
+    """Walk a chain's generic headers without decoding a body: lengths inside ``data``, SK/SKF last (and not
+    inside an encrypted chain), no unknown critical payload (§2.5), at most :data:`MAX_CHAIN_PAYLOADS`.
 
-    ``inner`` marks a decrypted chain, where SK/SKF are not allowed. Raises a ``ParseError`` subclass.
+    ``offset`` is where ``data`` sits in the message. Raises a ``ParseError`` subclass.
     """
-    payloads: list[Payload] = []
+    raw: list[RawPayload] = []
     ptype = first_type
     pos = 0
     while ptype != _NONE:
         at = offset + pos
+        if len(raw) == MAX_CHAIN_PAYLOADS:
+            raise FieldError(f"more than {MAX_CHAIN_PAYLOADS} payloads in one chain", at, ptype)
         if len(data) - pos < GENERIC_HEADER_LEN:
             raise TruncatedError(f"payload header of type {ptype} cut short", at, ptype)
         next_type, flags, length = _GENERIC.unpack_from(data, pos)
@@ -163,34 +192,62 @@ def decode_payloads(
             )
         critical = bool(flags & _CRITICAL)
         body = data[pos + GENERIC_HEADER_LEN : pos + length]
-        body_at = at + GENERIC_HEADER_LEN
         pos += length
         if ptype in _ENCRYPTED_TYPES:
             if inner:
                 raise FieldError("SK/SKF payload inside an encrypted payload", at, ptype)
             if pos != len(data):
                 raise FieldError("SK/SKF payload is not the last payload", at, ptype)
-            cls = SkPayload if ptype == _SK else SkfPayload
-            payloads.append(cls.decode_body(body, body_at, critical, next_type))
-            return tuple(payloads)
-        decoder = DECODERS.get(ptype)
-        if decoder is not None:
-            payloads.append(decoder(body, body_at, critical))
-        elif critical:
+            raw.append(RawPayload(ptype, critical, next_type, at + GENERIC_HEADER_LEN, body))
+            return tuple(raw)
+        if critical and ptype not in DECODERS:
             raise UnsupportedCriticalPayload(ptype, at)
-        else:
-            payloads.append(UnknownPayload(ptype, body, critical=False))
+        raw.append(RawPayload(ptype, critical, next_type, at + GENERIC_HEADER_LEN, body))
         ptype = next_type
     if pos != len(data):
         raise LengthError(f"{len(data) - pos} octets after the last payload", offset + pos)
+    return tuple(raw)
+
+
+def decode_scanned(raw: Sequence[RawPayload]) -> tuple[Payload, ...]:
+    """Decode the bodies of a walked chain (see :func:`scan_payloads`)."""
+    payloads: list[Payload] = []
+    for item in raw:
+        ptype = item.type
+        if ptype in _ENCRYPTED_TYPES:
+            cls = SkPayload if ptype == _SK else SkfPayload
+            payloads.append(cls.decode_body(item.body, item.offset, item.critical, item.next_type))
+            continue
+        decoder = DECODERS.get(ptype)
+        if decoder is not None:
+            payloads.append(decoder(item.body, item.offset, item.critical))
+        else:
+            payloads.append(UnknownPayload(ptype, item.body, critical=False))
     return tuple(payloads)
 
 
-def parse_message(data: bytes) -> Message:
-    """Parse one IKE message (without the RFC 3948 non-ESP marker); SK content stays opaque."""
+def decode_payloads(
+    data: bytes, first_type: int, offset: int = 0, *, inner: bool = False, screen: Screen | None = None
+) -> tuple[Payload, ...]:
+    """Parse a payload chain starting with ``first_type``; ``offset`` is where ``data`` sits in the message.
+
+    ``inner`` marks a decrypted chain, where SK/SKF are not allowed. ``screen`` sees the payload types before
+    any body is decoded. Raises a ``ParseError`` subclass.
+    """
+    raw = scan_payloads(data, first_type, offset, inner=inner)
+    if screen is not None:
+        screen(tuple(item.type for item in raw))
+    return decode_scanned(raw)
+
+
+def parse_message(data: bytes, *, screen: Screen | None = None) -> Message:
+    """Parse one IKE message (without the RFC 3948 non-ESP marker); SK content stays opaque.
+
+    ``screen`` sees the payload types before any body is decoded (see :data:`Screen`).
+    """
     data = bytes(data)
     header, first, _length = decode_header(data)
-    payloads = decode_payloads(data[HEADER_LEN:], first, HEADER_LEN)
+    payloads = decode_payloads(data[HEADER_LEN:], first, HEADER_LEN, screen=screen)
     return Message(header, payloads)
 
 

@@ -34,6 +34,11 @@ _SKF = struct.Struct("!HH")
 _CP_ATTR = struct.Struct("!HH")
 
 NONCE_MIN, NONCE_MAX = 16, 256  # RFC 7296 §3.9: 128 to 2048 bits
+MAX_CP_ATTRIBUTES = 256
+"""Most attributes one Configuration payload may carry (RFC 7296 §3.15.1 sets no limit; a request names a
+few, a reply a few addresses and subnets): each further one would only cost parsing work."""
+_DELETE_SPI_SIZE: dict[int, int] = {ProtocolId.IKE: 0, ProtocolId.AH: 4, ProtocolId.ESP: 4}
+"""RFC 7296 §3.11: the one SPI size each protocol's Delete carries (the IKE SA's SPIs are in the header)."""
 INTERPRETED_TYPES = frozenset({*range(PayloadType.SA, PayloadType.EAP + 1), PayloadType.SKF})
 """Payload types with a dataclass of their own (SA..EAP, SKF); everything else is an UnknownPayload."""
 
@@ -273,7 +278,11 @@ class DeletePayload(Payload):
             object.__setattr__(self, "spi_size", len(self.spis[0]) if self.spis else default)
         if not 0 <= int(self.protocol) < 256 or not 0 <= self.spi_size < 256 or len(self.spis) > 0xFFFF:
             raise ValueError("Delete payload field out of range")
-        if any(len(spi) != self.spi_size for spi in self.spis):
+        if _DELETE_SPI_SIZE.get(int(self.protocol)) != self.spi_size:
+            raise ValueError("a Delete payload is for IKE with SPI size 0, or AH/ESP with 4 (RFC 7296 §3.11)")
+        if int(self.protocol) == ProtocolId.IKE and self.spis:
+            raise ValueError("a Delete payload for the IKE SA names no SPI (RFC 7296 §3.11)")
+        if self.spis and set(map(len, self.spis)) != {self.spi_size}:
             raise ValueError("all SPIs of a Delete payload have the SPI size")
 
     def encode_body(self) -> bytes:
@@ -282,16 +291,32 @@ class DeletePayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int, critical: bool) -> DeletePayload:
-        """Parse §3.11: SPI size times count must fill the payload exactly."""
+        """Parse §3.11: the SPI size the protocol prescribes (0 for IKE, with no SPIs; 4 for AH and ESP),
+        and SPI size times count filling the payload exactly, so that every SPI costs its own octets."""
         _need(body, 4, offset, cls.payload_type, "Delete payload")
         protocol, size, count = _DELETE.unpack_from(body)
+        expected = _DELETE_SPI_SIZE.get(protocol)
+        if expected is None:
+            raise FieldError(
+                f"Delete payload for protocol {protocol} (must be 1 IKE, 2 AH or 3 ESP)",
+                offset,
+                cls.payload_type,
+            )
+        if size != expected:
+            raise FieldError(
+                f"SPI size {size} for protocol {protocol} (must be {expected})", offset + 1, cls.payload_type
+            )
+        if protocol == ProtocolId.IKE and count != 0:
+            raise FieldError(
+                f"Delete of the IKE SA names {count} SPIs (must be none)", offset + 2, cls.payload_type
+            )
         if size * count != len(body) - 4:
             raise LengthError(
                 f"{count} SPIs of {size} octets do not fill {len(body) - 4} octets",
                 offset + 2,
                 cls.payload_type,
             )
-        spis = tuple(body[4 + i * size : 4 + (i + 1) * size] for i in range(count))
+        spis = tuple([body[i : i + size] for i in range(4, len(body), size)] if count else ())
         return cls(lookup(ProtocolId, protocol), spis, size, critical=critical)
 
 
@@ -345,11 +370,15 @@ class CpPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int, critical: bool) -> CpPayload:
-        """Parse §3.15; the reserved bit before each attribute type is ignored."""
+        """Parse §3.15 (at most :data:`MAX_CP_ATTRIBUTES`); the reserved bit before each type is ignored."""
         _need(body, 4, offset, cls.payload_type, "CP payload")
         attrs: list[CfgAttribute] = []
         pos = 4
         while pos < len(body):
+            if len(attrs) == MAX_CP_ATTRIBUTES:
+                raise FieldError(
+                    f"more than {MAX_CP_ATTRIBUTES} CP attributes", offset + pos, cls.payload_type
+                )
             if len(body) - pos < 4:
                 raise TruncatedError("CP attribute header cut short", offset + pos, cls.payload_type)
             atype, length = _CP_ATTR.unpack_from(body, pos)

@@ -3,14 +3,21 @@
 One table, read by :func:`check_exchange_rules`. It states what holds for every message of an exchange;
 rules that depend on the SA's state (e.g. IDi in the *first* IKE_AUTH request, §2.16 EAP rounds) belong
 to the engine's tasks. Unknown non-critical payloads are never a violation (§2.5: they are skipped).
+
+Every rule depends only on the payload types, so :class:`PayloadScreen` applies the same table to a chain
+whose headers were walked but whose bodies are not decoded yet (``wire.message.Screen``): a payload the
+exchange does not allow, or more of a type than :data:`MAX_OCCURRENCES` permits, costs nothing to refuse.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
+from ikeguard.wire.errors import FieldError
+from ikeguard.wire.header import HEADER_LEN, IkeHeader
 from ikeguard.wire.iana import ExchangeType, NotifyType, PayloadType, name_of
 from ikeguard.wire.message import DECODERS, Message
 from ikeguard.wire.payload_base import Payload
@@ -52,6 +59,18 @@ _SINGLE = frozenset({PT.SA, PT.KE, PT.NONCE, PT.IDI, PT.IDR, PT.AUTH, PT.TSI, PT
 """Payload types that may appear at most once per message."""
 
 _CHILD = frozenset({PT.SA, PT.TSI, PT.TSR})
+
+MAX_OCCURRENCES: dict[int, int] = {
+    **{int(ptype): 1 for ptype in _SINGLE},
+    PT.NOTIFY: 20,
+    PT.VENDOR_ID: 20,
+    PT.DELETE: 20,
+    PT.CERTREQ: 20,
+    PT.CERT: 8,
+}
+"""How many payloads of a type one message may carry. RFC 7296 allows repeating Notify, Vendor ID, Delete,
+CERT and CERTREQ without a limit; these are the limits strongSwan's charon applies to what it receives
+(20 Notify, Vendor ID and Delete payloads, 8 certificates), so no interoperating peer sends more."""
 
 RULES: dict[tuple[int, MessageRole], ExchangeRule] = {
     (ExchangeType.IKE_SA_INIT, MessageRole.REQUEST): ExchangeRule(
@@ -165,31 +184,46 @@ def check_exchange_rules(
     ``encrypted_payloads`` are the decrypted SK contents (default: ``message.inner``); when an encrypted
     message has not been opened, only the outer structure is checked.
     """
-    header = message.header
+    inner = encrypted_payloads if encrypted_payloads is not None else message.inner
+    return check_payload_types(
+        message.header,
+        role,
+        [p.type for p in message.payloads],
+        None if inner is None else [p.type for p in inner],
+    )
+
+
+def check_payload_types(
+    header: IkeHeader, role: MessageRole, outer: Sequence[int], inner: Sequence[int] | None = None
+) -> RuleViolation | None:
+    """The first rule a message of these payload types breaks, or ``None`` (see :func:`check_exchange_rules`).
+
+    ``outer`` are the types of the message's own chain (SK or SKF last when encrypted), ``inner`` those of
+    the decrypted chain, ``None`` while it is not opened.
+    """
     if header.is_response != (role is MessageRole.RESPONSE):
         return RuleViolation(f"R flag does not mark the message as a {role.value}", source="RFC 7296 §3.1")
     rule = RULES.get((int(header.exchange_type), role))
     if rule is None:
         return RuleViolation(f"unknown exchange type {int(header.exchange_type)}", source="RFC 7296 §3.1")
-    outer = [p for p in message.payloads if p.type not in _ENCRYPTED]
-    has_sk = any(p.type in _ENCRYPTED for p in message.payloads)
+    plain = [t for t in outer if t not in _ENCRYPTED]
+    has_sk = len(plain) != len(outer)
     exchange = name_of(ExchangeType, int(header.exchange_type))
     if rule.encrypted:
         if not has_sk:
             return RuleViolation(f"{exchange} {role.value} must be encrypted", PT.SK, source=rule.source)
-        known_outer = [p for p in outer if p.type in DECODERS]
+        known_outer = [t for t in plain if t in DECODERS]
         if known_outer:
-            ptype = known_outer[0].type
+            ptype = known_outer[0]
             return RuleViolation(
                 f"{_name(ptype)} payload outside the SK payload of {exchange}", ptype, source="RFC 7296 §3.14"
             )
     elif has_sk:
         return RuleViolation(f"{exchange} {role.value} must not be encrypted", PT.SK, source=rule.source)
 
-    inner = encrypted_payloads if encrypted_payloads is not None else message.inner
     if rule.encrypted and inner is None:
         return None  # not opened yet: nothing more can be checked
-    content = [p.type for p in (*outer, *(inner or ())) if p.type in DECODERS or p.type == PT.GSPM]
+    content = [t for t in (*plain, *(inner or ())) if t in DECODERS or t == PT.GSPM]
     present = set(content)
 
     for ptype in content:
@@ -197,9 +231,12 @@ def check_exchange_rules(
             return RuleViolation(
                 f"{_name(ptype)} payload not allowed in {exchange} {role.value}", ptype, source=rule.source
             )
-    for ptype in _SINGLE:
-        if content.count(ptype) > 1:
-            return RuleViolation(f"more than one {_name(ptype)} payload", ptype, source=rule.source)
+    counts = Counter(content)
+    for ptype in sorted(counts):
+        limit = MAX_OCCURRENCES.get(ptype)
+        if limit is not None and counts[ptype] > limit:
+            what = f"one {_name(ptype)} payload" if limit == 1 else f"{limit} {_name(ptype)} payloads"
+            return RuleViolation(f"more than {what}", ptype, source=rule.source)
     if rule.notify_only_ok and present and present <= {PT.NOTIFY, PT.VENDOR_ID} and PT.NOTIFY in present:
         return None
     for ptype in sorted(rule.required):
@@ -215,3 +252,39 @@ def check_exchange_rules(
                 f"{names} must come together: {_name(missing)} is missing", missing, source=rule.source
             )
     return None
+
+
+class RuleError(FieldError):
+    """A chain breaks its exchange's rules (found by :class:`PayloadScreen` before any body was decoded)."""
+
+    def __init__(self, violation: RuleViolation, offset: int = HEADER_LEN) -> None:
+        self.violation = violation
+        super().__init__(f"{violation.reason} ({violation.source})", offset, violation.payload_type)
+        self.notify = violation.notify
+
+
+@dataclass
+class PayloadScreen:
+    """The exchange rules as ``wire.message.Screen`` callables for one message: :meth:`outer` for its own
+    chain, then :meth:`inner` for the decrypted one (or the reassembled one of its fragments).
+
+    Raising :class:`RuleError` before the bodies are decoded bounds what a disallowed payload can cost.
+    """
+
+    header: IkeHeader
+    role: MessageRole
+    outer_types: tuple[int, ...] = field(default=(), init=False)
+
+    def outer(self, types: Sequence[int]) -> None:
+        """Check the message's own chain (for an encrypted exchange: only what may stand outside SK)."""
+        self.outer_types = tuple(types)
+        violation = check_payload_types(self.header, self.role, self.outer_types)
+        if violation is not None:
+            raise RuleError(violation)
+
+    def inner(self, types: Sequence[int]) -> None:
+        """Check the decrypted chain together with the outer one."""
+        outer = self.outer_types or (int(PT.SK),)
+        violation = check_payload_types(self.header, self.role, outer, types)
+        if violation is not None:
+            raise RuleError(violation)

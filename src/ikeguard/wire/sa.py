@@ -23,6 +23,14 @@ _LAST_PROPOSAL, _MORE_PROPOSALS = 0, 2
 _LAST_TRANSFORM, _MORE_TRANSFORMS = 0, 3
 _AF_TV = 0x8000
 
+MAX_PROPOSALS = 64
+"""Most proposals one SA payload may carry. RFC 7296 §3.3.1 numbers them in one octet; peers offer a handful
+(strongSwan one per configured proposal). A bound keeps what a hostile SA payload costs to parse small."""
+MAX_TRANSFORMS = 512
+"""Most transforms in one SA payload, over all its proposals (strongSwan's ``default`` proposal has ~40)."""
+MAX_ATTRIBUTES = 16
+"""Most attributes one transform may carry (RFC 7296 §3.3.5 defines only Key Length)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Proposal:
@@ -86,11 +94,15 @@ class SaPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int, critical: bool) -> SaPayload:
-        """Parse proposals; lengths, counts and last-substructure markers must agree (§3.3.1, §3.3.2)."""
+        """Parse proposals; lengths, counts and last-substructure markers must agree (§3.3.1, §3.3.2), and
+        at most :data:`MAX_PROPOSALS` proposals and :data:`MAX_TRANSFORMS` transforms in all."""
         proposals: list[Proposal] = []
+        transform_count = 0
         pos = 0
         while pos < len(body):
             at = offset + pos
+            if len(proposals) == MAX_PROPOSALS:
+                raise FieldError(f"more than {MAX_PROPOSALS} proposals", at, PayloadType.SA)
             if len(body) - pos < _PROPOSAL.size:
                 raise TruncatedError("proposal substructure header cut short", at, PayloadType.SA)
             marker, _res, length, number, protocol, spi_size, count = _PROPOSAL.unpack_from(body, pos)
@@ -106,10 +118,16 @@ class SaPayload(Payload):
                 )
             spi_start = pos + _PROPOSAL.size
             spi = body[spi_start : spi_start + spi_size]
-            transforms = _transforms(body[spi_start + spi_size : end], offset + spi_start + spi_size)
+            transform_count += count
+            if transform_count > MAX_TRANSFORMS:
+                raise FieldError(f"more than {MAX_TRANSFORMS} transforms", at + 7, PayloadType.SA)
+            transforms = _transforms(
+                body[spi_start + spi_size : end], offset + spi_start + spi_size, count
+            )
             if len(transforms) != count:
+                holds = "more" if len(transforms) > count else str(len(transforms))
                 raise FieldError(
-                    f"proposal announces {count} transforms but holds {len(transforms)}",
+                    f"proposal announces {count} transforms but holds {holds}",
                     at + 7,
                     PayloadType.SA,
                 )
@@ -138,25 +156,26 @@ _MEMO_ENTRIES, _MEMO_OCTETS = 256, 1024
 _transforms_memo: dict[bytes, tuple[Transform, ...]] = {}
 
 
-def _transforms(data: bytes, offset: int) -> tuple[Transform, ...]:
+def _transforms(data: bytes, offset: int, limit: int) -> tuple[Transform, ...]:
     """A proposal's transforms: the octets after the SPI repeat for every SA a peer offers the same suites
     in, so a small memo of well-formed lists (immutable Transforms) skips re-parsing them; a malformed list is
-    never stored and raises with its own offsets every time."""
+    never stored and raises with its own offsets every time. Decoding stops after ``limit`` + 1 transforms
+    (the caller refuses any count but ``limit``)."""
     found = _transforms_memo.get(data)
     if found is not None:
         return found
-    parsed = tuple(_decode_transforms(data, offset))
-    if len(data) <= _MEMO_OCTETS:
+    parsed = tuple(_decode_transforms(data, offset, limit + 1))
+    if len(data) <= _MEMO_OCTETS and len(parsed) <= limit:  # a list cut off at the limit is never stored
         if len(_transforms_memo) >= _MEMO_ENTRIES:  # bounded (a peer can vary its offers): oldest out
             _transforms_memo.pop(next(iter(_transforms_memo)), None)
         _transforms_memo[bytes(data)] = parsed
     return parsed
 
 
-def _decode_transforms(data: bytes, offset: int) -> list[Transform]:
+def _decode_transforms(data: bytes, offset: int, limit: int) -> list[Transform]:
     out: list[Transform] = []
     pos = 0
-    while pos < len(data):
+    while pos < len(data) and len(out) < limit:
         at = offset + pos
         if len(data) - pos < _TRANSFORM.size:
             raise TruncatedError("transform substructure header cut short", at, PayloadType.SA)
@@ -181,6 +200,8 @@ def _decode_attributes(data: bytes, offset: int) -> tuple[int | None, tuple[Tran
     attrs: list[TransformAttribute] = []
     pos = 0
     while pos < len(data):
+        if len(attrs) == MAX_ATTRIBUTES:
+            raise FieldError(f"more than {MAX_ATTRIBUTES} transform attributes", offset + pos, PayloadType.SA)
         if len(data) - pos < _ATTR.size:
             raise TruncatedError("transform attribute cut short", offset + pos, PayloadType.SA)
         type_field, value = _ATTR.unpack_from(data, pos)

@@ -18,7 +18,14 @@ from typing import Protocol
 from ikeguard.wire.errors import FieldError
 from ikeguard.wire.header import HEADER_LEN, IkeHeader
 from ikeguard.wire.iana import PayloadType
-from ikeguard.wire.message import GENERIC_HEADER_LEN, Message, decode_payloads, encode_payloads, parse_message
+from ikeguard.wire.message import (
+    GENERIC_HEADER_LEN,
+    Message,
+    Screen,
+    decode_payloads,
+    encode_payloads,
+    parse_message,
+)
 from ikeguard.wire.payload_base import Payload
 from ikeguard.wire.payloads import SkfPayload, SkPayload
 
@@ -63,21 +70,27 @@ def encode_encrypted_message(
     return aad + body
 
 
-def decode_encrypted_message(data: bytes, protector: SkProtector) -> Message:
+def decode_encrypted_message(
+    data: bytes, protector: SkProtector, *, outer: Message | None = None, screen: Screen | None = None
+) -> Message:
     """Parse ``data`` and open its SK payload: the result has ``inner`` set to the decrypted payloads.
 
-    Raises ``ParseError`` for malformed outer or inner structure, FieldError when there is no SK payload,
-    and whatever ``protector.open`` raises when authentication fails.
+    ``outer`` is ``parse_message(data)`` when the caller already has it; ``screen`` sees the decrypted
+    chain's payload types before any of its bodies is decoded. Raises ``ParseError`` for malformed outer or
+    inner structure, FieldError when there is no SK payload, and whatever ``protector.open`` raises when
+    authentication fails.
     """
     data = bytes(data)
-    message = parse_message(data)
+    message = outer if outer is not None else parse_message(data)
     sk = message.sk
     if sk is None:
         raise FieldError("message has no SK payload", HEADER_LEN)
     sk_start = len(data) - len(sk.body) - GENERIC_HEADER_LEN
     plaintext = protector.open(data[: sk_start + GENERIC_HEADER_LEN], sk.body)
     # Offsets of inner payload errors count from the start of the plaintext, placed after the IV.
-    inner = decode_payloads(plaintext, sk.first_inner, sk_start + GENERIC_HEADER_LEN, inner=True)
+    inner = decode_payloads(
+        plaintext, sk.first_inner, sk_start + GENERIC_HEADER_LEN, inner=True, screen=screen
+    )
     return Message(message.header, message.payloads, inner)
 
 
@@ -137,10 +150,11 @@ def _largest_chunk(room: int, protector: SkProtector) -> int:
     return low
 
 
-def open_fragment(data: bytes, protector: SkProtector) -> Fragment:
-    """Parse one SKF message and open it; raises ParseError, or the protector's error on a bad ICV."""
+def open_fragment(data: bytes, protector: SkProtector, *, outer: Message | None = None) -> Fragment:
+    """Parse one SKF message (unless ``outer`` is its parse already) and open it; raises ParseError, or the
+    protector's error on a bad ICV."""
     data = bytes(data)
-    message = parse_message(data)
+    message = outer if outer is not None else parse_message(data)
     last = message.payloads[-1] if message.payloads else None
     if not isinstance(last, SkfPayload):
         raise FieldError("message has no SKF payload", HEADER_LEN)
@@ -149,10 +163,11 @@ def open_fragment(data: bytes, protector: SkProtector) -> Fragment:
     return Fragment(message.header, last.number, last.total, last.first_inner, plaintext)
 
 
-def assemble_fragments(fragments: Sequence[Fragment]) -> Message:
+def assemble_fragments(fragments: Sequence[Fragment], *, screen: Screen | None = None) -> Message:
     """Reassemble opened fragments (any order) into one message with ``inner`` set (RFC 7383 §2.6).
 
-    Every fragment 1..Total must be present exactly once with the same Total and Message ID.
+    Every fragment 1..Total must be present exactly once with the same Total and Message ID. ``screen``
+    sees the reassembled chain's payload types before any body is decoded.
     """
     if not fragments:
         raise FieldError("no fragments", 0)
@@ -167,6 +182,6 @@ def assemble_fragments(fragments: Sequence[Fragment]) -> Message:
         raise FieldError(f"have fragments {sorted(by_number)} of {total}", HEADER_LEN + GENERIC_HEADER_LEN)
     plaintext = b"".join(by_number[n].plaintext for n in range(1, total + 1))
     first = by_number[1]
-    inner = decode_payloads(plaintext, first.first_payload, 0, inner=True)
+    inner = decode_payloads(plaintext, first.first_payload, 0, inner=True, screen=screen)
     # Reassembled, the message is what an SK message would have been (RFC 7383 §2.6); the body is gone.
     return Message(first.header, (SkPayload(first.first_payload, b""),), inner)

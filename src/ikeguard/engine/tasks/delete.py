@@ -132,8 +132,12 @@ class InformationalResponder(Task):
             if payload.protocol == ProtocolId.IKE:
                 self.delete_ike = True
             elif payload.protocol == ProtocolId.ESP:
+                # One dict lookup per SPI the peer names: a Delete can name ~16k of them (RFC 7296 §3.11)
+                ours: dict[bytes, ChildSa] = {}
+                for candidate in sa.children.values():
+                    ours.setdefault(candidate.spi_out.to_bytes(4, "big"), candidate)
                 for raw in payload.spis:
-                    child = sa.find_child_by_spi(int.from_bytes(raw, "big"), inbound=False)
+                    child = ours.get(raw)
                     if child is None or child in self.children:
                         continue
                     self.children.append(child)
