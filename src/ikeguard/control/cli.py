@@ -14,6 +14,7 @@ from ikeguard.control.cli_demo import demo
 from ikeguard.control.cli_gateway import conns, events, initiate, peers, rekey, reload, sas, terminate
 from ikeguard.control.cli_policy import check, profiles
 from ikeguard.control.cli_run import run
+from ikeguard.control.cli_scan import scan_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,3 +36,4 @@ main.add_command(terminate)
 main.add_command(rekey)
 main.add_command(reload)
 main.add_command(events)
+main.add_command(scan_command)

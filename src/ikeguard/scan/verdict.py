@@ -1,0 +1,125 @@
+"""Verdicts on a scan: the profile's own transform rules, and an optional expected-set policy file.
+
+No algorithm list lives here: whether an accepted transform is allowed, warned about or forbidden is what
+``policy.proposals.transform_violations`` says under the chosen profile — the same function `ikeguard check`,
+config load and the gateway's proposal selection call — with the rule's id, sources, controls and fix.
+
+A policy file (``--policy FILE``, TOML) is a regression test for one gateway, as ssh-audit's policies are:
+for each class it names, the accepted set must equal the listed one::
+
+    [ike]
+    encr = ["AES_GCM_16/256", "AES_CBC/256"]   # profile names; key length after "/"
+    prf = ["HMAC_SHA2_384"]
+    integ = ["HMAC_SHA2_384_192"]
+    ke = ["ECP_384", "CURVE25519"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ikeguard.policy.profile import TYPE_NAMES, Profile
+from ikeguard.policy.proposals import transform_violations
+from ikeguard.scan.catalog import CLASSES, Candidate
+from ikeguard.scan.scanner import ScanResult
+
+Verdict = Literal["pass", "warn", "fail"]
+
+POLICY_RULE = "scan.policy"
+POLICY_SOURCES = ("PCI DSS 4.0.1 11.3", "PCI DSS 4.0.1 2.2.4")
+"""A policy mismatch is a configuration drift: what the vulnerability scan (11.3) is for, judged against the
+system's documented configuration standard (2.2.4)."""
+
+
+class PolicyFileError(ValueError):
+    """The ``--policy`` file cannot be used (unreadable, not TOML, unknown class or transform name)."""
+
+
+@dataclass(frozen=True)
+class ScanFinding:
+    """One finding: a rule the responder's behaviour violates (or a sunset warning)."""
+
+    rule: str
+    severity: str
+    transform: str | None
+    message: str
+    sources: tuple[str, ...]
+    fix: str
+    pci: tuple[str, ...] = ()
+    nist: tuple[str, ...] = ()
+    warning: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON form (docs/scan.md)."""
+        return {"rule": self.rule, "severity": "warning" if self.warning else self.severity,
+                "transform": self.transform, "message": self.message, "sources": list(self.sources),
+                "fix": self.fix, "pci_dss": list(self.pci), "nist_800_53": list(self.nist)}
+
+
+def transform_verdict(profile: Profile, candidate: Candidate) -> tuple[Verdict, list[ScanFinding]]:
+    """The profile's verdict on one accepted IKE transform, with a finding per violated rule."""
+    findings: list[ScanFinding] = []
+    for v in transform_violations(profile, "ike", candidate.transform):
+        r = v.rule
+        findings.append(ScanFinding(
+            r.id, r.severity, candidate.label,
+            f"the responder accepts {candidate.label} in IKE_SA_INIT: {v.message}",
+            r.sources, r.fix, r.pci, r.nist, warning=v.warning))
+    if any(not f.warning for f in findings):
+        return "fail", findings
+    return ("warn" if findings else "pass"), findings
+
+
+def load_policy(path: str | Path) -> dict[str, frozenset[tuple[int, int | None]]]:
+    """Read an expected-set policy: class name -> set of (transform id, key length)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyFileError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyFileError(f"{path}: not TOML: {exc}") from None
+    ike = data.get("ike")
+    if not isinstance(ike, Mapping) or set(data) - {"ike"}:
+        raise PolicyFileError(f"{path}: expected one [ike] table")
+    out: dict[str, frozenset[tuple[int, int | None]]] = {}
+    for key, names in ike.items():
+        cls = str(key).upper()
+        if cls not in CLASSES:
+            raise PolicyFileError(f"{path}: unknown class {key!r} (encr, prf, integ, ke)")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PolicyFileError(f"{path}: ike.{key} must be a list of transform names")
+        registry = TYPE_NAMES[cls]
+        items: set[tuple[int, int | None]] = set()
+        for n in names:
+            name, _, length = n.partition("/")
+            try:
+                items.add((int(registry[name]), int(length) if length else None))
+            except (KeyError, ValueError):
+                raise PolicyFileError(f"{path}: ike.{key}: unknown transform {n!r}") from None
+        out[cls] = frozenset(items)
+    return out
+
+
+def policy_findings(result: ScanResult,
+                    policy: Mapping[str, frozenset[tuple[int, int | None]]]) -> list[ScanFinding]:
+    """Differences between the accepted set and the expected one (only where both are verified)."""
+    findings: list[ScanFinding] = []
+    for cls, expected in policy.items():
+        for o in result.by_class(cls):
+            t = o.candidate.transform
+            wanted = (t.id, t.key_length) in expected or (t.id, None) in expected
+            if o.status == "accepted" and not wanted:
+                message = f"{o.candidate.label} is accepted but not in the policy"
+            elif o.status == "refused" and wanted:
+                message = f"{o.candidate.label} is in the policy but refused"
+            elif o.status == "not_verified" and wanted:
+                message = f"{o.candidate.label} is in the policy but could not be verified ({o.evidence})"
+            else:
+                continue
+            findings.append(ScanFinding(POLICY_RULE, "error", o.candidate.label, message, POLICY_SOURCES,
+                                        "align the gateway's proposals (or the policy file) with each other"))
+    return findings
