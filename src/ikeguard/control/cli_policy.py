@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ikeguard.policy.errors import ConfigError, ConfigUnreadable, Finding
@@ -27,7 +29,16 @@ _STATUS_STYLE = {"fail": "bold red", "not_implemented": "magenta", "waived": "ye
 
 
 def _console() -> Console:
-    return Console(width=200 if not sys.stdout.isatty() else None)
+    if sys.stdout.isatty():
+        return Console()
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 200)
+
+
+def _cells(*texts: str | None) -> list[str]:
+    """Table cells from configuration, rule and finding text: escaped, so that ``[[audit.sinks]]`` or a
+    key path like ``peer[3]`` is printed as written, never read as rich markup."""
+    return [escape(t or "") for t in texts]
 
 
 def _finding_json(f: Finding) -> dict[str, Any]:
@@ -36,16 +47,16 @@ def _finding_json(f: Finding) -> dict[str, Any]:
 
 
 def _print_load_findings(console: Console, findings: Sequence[Finding], title: str) -> None:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=escape(title), show_lines=False)
     for column in ("rule", "severity", "where", "value", "problem / expected"):
         table.add_column(column, overflow="fold")
     for f in findings:
-        table.add_row(f.rule, f.severity, f.location(), f.value or "", f.message)
+        table.add_row(*_cells(f.rule, f.severity, f.location(), f.value, f.message))
     console.print(table)
 
 
 def _results_table(title: str, results: Sequence[RuleResult]) -> Table:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in ("status", "rule", "severity", "where", "value", "problem", "source", "fix"):
         table.add_column(column, overflow="fold")
     for r in results:
@@ -54,8 +65,9 @@ def _results_table(title: str, results: Sequence[RuleResult]) -> Table:
             w = r.waiver.waiver
             problem = f"{r.waiver.until} (owner {w.owner}, {w.ticket}: {w.reason}); {problem}"
         status = "waived" if r.status == "waived" else r.status.replace("_", " ")
-        table.add_row(f"[{_STATUS_STYLE[r.status]}]{status}[/]", r.rule.id, r.rule.severity,
-                      r.scope or "(gateway)", r.value or "", problem, r.rule.source_text, r.rule.fix)
+        table.add_row(f"[{_STATUS_STYLE[r.status]}]{status}[/]",
+                      *_cells(r.rule.id, r.severity, r.scope or "(gateway)", r.value, problem,
+                              r.rule.source_text, r.rule.fix))
     return table
 
 
@@ -73,7 +85,7 @@ def _print_report(console: Console, report: Report, warnings: Sequence[Finding])
     for column in ("setting", "rule", "PCI DSS 4.0.1", "NIST SP 800-53 r5"):
         controls.add_column(column, overflow="fold")
     for row in report.controls():
-        controls.add_row(row.rule.setting, row.rule.id, ", ".join(row.pci), ", ".join(row.nist))
+        controls.add_row(*_cells(row.rule.setting, row.rule.id, ", ".join(row.pci), ", ".join(row.nist)))
     console.print(controls)
     counts = {s: len(report.by_status(s)) for s in ("fail", "not_implemented", "waived", "warn")}
     verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
@@ -86,9 +98,12 @@ def _print_report(console: Console, report: Report, warnings: Sequence[Finding])
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="configuration file")
 @click.option("--profile", "profile_name", help="check against this profile instead of [gateway] profile")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--strict", is_flag=True,
+              help="exit 1 also on warnings, waived findings (compensating controls) and waivers that do "
+                   "not apply")
 @click.option("--schema", is_flag=True, help="print the JSON Schema of the configuration file and exit")
 @click.option("--peers-schema", is_flag=True, help="print the JSON Schema of a peer inventory file and exit")
-def check(config_path: str | None, profile_name: str | None, as_json: bool, schema: bool,
+def check(config_path: str | None, profile_name: str | None, as_json: bool, strict: bool, schema: bool,
           peers_schema: bool) -> None:
     """Validate a config (and the certificates it names) against its compliance profile."""
     if schema or peers_schema:
@@ -112,14 +127,20 @@ def check(config_path: str | None, profile_name: str | None, as_json: bool, sche
             _print_load_findings(console, exc.findings, f"{config_path}: configuration invalid")
         sys.exit(1)
     report = evaluate(config, load_profile(config.profile_name), now=dt.datetime.now(dt.UTC))
+    code = report.exit_code(strict=strict, load_warnings=config.warnings)
     if as_json:
         data = report.to_json()
         data["loaded"] = True
         data["load_warnings"] = [_finding_json(f) for f in config.warnings]
+        data["strict"] = strict
+        data["exit_code"] = code
         click.echo(json.dumps(data, indent=2))
     else:
         _print_report(console, report, config.warnings)
-    sys.exit(0 if report.passed else 1)
+        if strict and report.passed and code:
+            console.print(f"--strict: exit 1 ({len(report.strict_problems(config.warnings))} warnings, "
+                          "compensating controls or waiver problems)")
+    sys.exit(code)
 
 
 @click.command()
@@ -138,7 +159,7 @@ def profiles(name: str | None, as_json: bool) -> None:
         for column in ("name", "title", "rules"):
             table.add_column(column, overflow="fold")
         for p in items:
-            table.add_row(p.name, p.title, str(len(p.rules)))
+            table.add_row(*_cells(p.name, p.title, str(len(p.rules))))
         console.print(table)
         return
     try:
@@ -156,10 +177,11 @@ def profiles(name: str | None, as_json: bool) -> None:
                        "enforced_at": list(enforcement_points(r)) or ["not implemented"]}
                       for r in profile.rules]}, indent=2))
         return
-    table = Table(title=f"{profile.name}: {profile.title}")
+    table = Table(title=escape(f"{profile.name}: {profile.title}"))
     for column in ("rule", "severity", "setting", "sources", "PCI DSS", "NIST SP 800-53", "enforced at"):
         table.add_column(column, overflow="fold")
     for r in profile.rules:
-        where = ", ".join(enforcement_points(r)) or "[magenta]not implemented[/]"
-        table.add_row(r.id, r.severity, r.setting, r.source_text, ", ".join(r.pci), ", ".join(r.nist), where)
+        where = escape(", ".join(enforcement_points(r))) or "[magenta]not implemented[/]"
+        cells = _cells(r.id, r.severity, r.setting, r.source_text, ", ".join(r.pci), ", ".join(r.nist))
+        table.add_row(*cells, where)
     console.print(table)

@@ -47,6 +47,8 @@ class LoadedConfig:
     inventories: dict[str, PeerInventory] = field(default_factory=dict)
     warnings: list[Finding] = field(default_factory=list)
     disabled_connections: dict[str, str] = field(default_factory=dict)
+    # the profile ``[gateway] profile`` names (None: as ``profile_name``); differs under --profile
+    file_profile: str | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -243,6 +245,7 @@ def load_config(path: str | Path, *, profile_override: str | None = None) -> Loa
     except ValidationError as exc:
         raise ConfigError(findings_from_validation(exc, ConfigModel, file)) from None
     findings: list[Finding] = []
+    file_profile = model.gateway.profile
     profile_name = profile_override or model.gateway.profile
     if profile_override:
         try:
@@ -251,7 +254,7 @@ def load_config(path: str | Path, *, profile_override: str | None = None) -> Loa
             raise ConfigUnreadable([Finding("config.profile", str(exc).strip("\"'"))]) from None
         gateway = model.gateway.model_copy(update={"profile": profile_name})
         model = model.model_copy(update={"gateway": gateway})
-    config = LoadedConfig(cfg_path, model)
+    config = LoadedConfig(cfg_path, model, file_profile=file_profile)
     for name, conn in model.connections.items():
         if conn.remote.peers is None:
             continue

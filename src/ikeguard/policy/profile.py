@@ -9,7 +9,10 @@ with the same id replaces the inherited one; ``remove`` drops inherited rules. F
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import hashlib
+import json
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +55,7 @@ class _ProfileData(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     title: str
+    version: str = ""
     description: str = ""
     extends: str | None = None
     remove: list[str] = Field(default_factory=list)
@@ -141,6 +145,8 @@ class Profile:
     description: str
     rules: tuple[Rule, ...]
     transform_rules: tuple[TransformRule, ...] = field(default=(), repr=False)
+    version: str = ""  # declared in the profile file; bumped when its rules change
+    digest: str = ""  # SHA-256 of the resolved rules (inherited ones included): what was really applied
     # Decisions derived from the (immutable) rules, memoized by policy.proposals / engine.proposals; keys are
     # namespaced by the caller, each namespace bounded by ``memo_put`` (peers choose what they offer).
     memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
@@ -238,4 +244,11 @@ def load_profile(name: str) -> Profile:
     if duplicates:
         raise ValueError(f"profile {name}: duplicate rule ids {sorted(duplicates)}")
     return Profile(data.name, data.title, data.description, tuple(rules),
-                   _compile_transform_rules(name, rules))
+                   _compile_transform_rules(name, rules), data.version, rules_digest(rules))
+
+
+def rules_digest(rules: Sequence[Rule]) -> str:
+    """SHA-256 over the resolved rules in a canonical JSON form (changes whenever any rule changes)."""
+    canonical = json.dumps([{**dataclasses.asdict(r), "params": dict(r.params)} for r in rules],
+                           sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -4,10 +4,13 @@ and the controls table an auditor asks for (which setting satisfies which PCI DS
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ikeguard import __version__
 from ikeguard.policy.checks import NOT_IMPLEMENTED, REGISTRY, CheckContext, Target, enforced_at
+from ikeguard.policy.digest import ConfigDigest, config_digest
 from ikeguard.policy.errors import Finding
 from ikeguard.policy.loader import LoadedConfig
 from ikeguard.policy.profile import Profile, Rule, load_profile
@@ -29,6 +32,16 @@ class RuleResult:
     target: Target | None = None
     waiver: WaiverState | None = None
 
+    @property
+    def severity(self) -> Literal["error", "warning", "info"]:
+        """The result's own severity: ``error`` for a failure, ``warning`` for a warning or a waived finding
+        (never the rule's severity for a result that only warns, e.g. MODP-2048's sunset), ``info`` else."""
+        if self.status in ("fail", "not_implemented"):
+            return "error"
+        if self.status in ("warn", "waived"):
+            return "warning"
+        return "info"
+
     def finding(self) -> Finding:
         """As a Finding (what ``check`` prints and ``ConfigError`` carries)."""
         message = self.message or self.rule.title
@@ -37,8 +50,7 @@ class RuleResult:
             message += f" ({self.waiver.until}; owner {w.owner}, ticket {w.ticket}: {w.reason})"
         if self.status == "not_implemented":
             message = f"not implemented: {message}"
-        severity: Literal["error", "warning", "info"] = (
-            "warning" if self.status in ("warn", "waived") else "error")
+        severity: Literal["error", "warning", "info"] = "error" if self.severity == "info" else self.severity
         return Finding(self.rule.id, message, path=self.scope, value=self.value, file=self.file,
                        severity=severity, sources=self.rule.sources, fix=self.rule.fix)
 
@@ -46,8 +58,9 @@ class RuleResult:
         """JSON form for ``check --json``."""
         data: dict[str, Any] = {
             "rule": self.rule.id, "title": self.rule.title, "status": self.status,
-            "severity": self.rule.severity, "scope": self.scope, "value": self.value,
-            "message": self.message, "file": self.file, "sources": list(self.rule.sources),
+            "severity": self.severity, "rule_severity": self.rule.severity, "scope": self.scope,
+            "value": self.value, "message": self.message, "file": self.file,
+            "sources": list(self.rule.sources),
             "fix": self.rule.fix, "pci_dss": list(self.rule.pci), "nist_800_53": list(self.rule.nist),
         }
         if self.waiver is not None:
@@ -75,6 +88,8 @@ class Report:
     now: dt.datetime
     results: tuple[RuleResult, ...]
     waiver_findings: tuple[Finding, ...] = ()
+    digest: ConfigDigest | None = None
+    file_profile: str | None = None  # the profile the file names, when the report used another one
 
     def by_status(self, *statuses: Status) -> list[RuleResult]:
         """Results with one of the given statuses."""
@@ -84,6 +99,20 @@ class Report:
     def passed(self) -> bool:
         """No failure and no not-implemented rule (waived findings do not fail, warnings do not)."""
         return not self.by_status("fail", "not_implemented")
+
+    def strict_problems(self, load_warnings: Sequence[Finding] = ()) -> list[str]:
+        """Why ``check --strict`` exits 1 although the profile passes: warnings, waived findings, waivers
+        that do not apply, load warnings (empty: nothing)."""
+        out = [f"{r.rule.id} at {r.scope or '(gateway)'}: {r.status}"
+               for r in self.by_status("warn", "waived")]
+        out += [f"{f.path}: {f.message}" for f in (*self.waiver_findings, *load_warnings)]
+        return out
+
+    def exit_code(self, *, strict: bool = False, load_warnings: Sequence[Finding] = ()) -> int:
+        """0 passes; 1 fails (with ``strict``: also on any warning or waived finding)."""
+        if not self.passed:
+            return 1
+        return 1 if strict and self.strict_problems(load_warnings) else 0
 
     def rule_status(self, rule_id: str) -> Status:
         """Worst status of one rule across scopes."""
@@ -103,6 +132,9 @@ class Report:
         """JSON form for ``check --json``."""
         return {
             "config": self.config_path, "profile": self.profile.name, "time": self.now.isoformat(),
+            "tool_version": __version__, "profile_version": self.profile.version,
+            "profile_digest": self.profile.digest, "profile_in_file": self.file_profile or self.profile.name,
+            "config_digest": self.digest.to_json() if self.digest is not None else None,
             "passed": self.passed,
             "findings": [r.to_json() for r in self.results if r.status not in ("pass", "not_applicable")],
             "waiver_problems": [{"path": f.path, "rule": f.value, "message": f.message}
@@ -148,7 +180,8 @@ def evaluate(config: LoadedConfig, profile: Profile | None = None, *, now: dt.da
     results: list[RuleResult] = []
     for rule in profile.rules:
         results.extend(_results_for(rule, ctx, states))
-    return Report(profile, str(config.path), now, tuple(results), tuple(waiver_findings))
+    return Report(profile, str(config.path), now, tuple(results), tuple(waiver_findings),
+                  config_digest(config), config.file_profile)
 
 
 def enforcement_points(rule: Rule) -> tuple[str, ...]:

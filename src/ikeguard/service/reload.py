@@ -211,11 +211,15 @@ async def reload_gateway(gateway: Any, path: str | Path | None = None, *, admin:
         result.starting = [n for n in (*result.changed, *result.added) if _start_children(new, n)]
 
         _enforcement_records(gateway, new, admin)
-        _record(gateway, AuditEvent(
-            EventName.CONFIG_LOADED, reason="configuration reloaded", admin=admin,
-            details={"file": str(config_path), "kept": len(result.kept), "changed": len(result.changed),
-                     "added": len(result.added), "removed": len(result.removed),
-                     "restart_needed": ",".join(result.restart_needed)}))
+        details: dict[str, str | int | bool] = {
+            "file": str(config_path), "kept": len(result.kept), "changed": len(result.changed),
+            "added": len(result.added), "removed": len(result.removed),
+            "restart_needed": ",".join(result.restart_needed)}
+        in_file = getattr(new.config, "file_profile", None)
+        if in_file is not None and in_file != new.profile.name:  # `run --profile X --override-profile`
+            details.update(profile=new.profile.name, profile_in_file=in_file, profile_override=True)
+        _record(gateway, AuditEvent(EventName.CONFIG_LOADED, reason="configuration reloaded", admin=admin,
+                                    details=details))
         log.info("reload of %s: kept %s, changed %s, added %s, removed %s", config_path, result.kept,
                  result.changed, result.added, result.removed)
 

@@ -50,11 +50,15 @@ def configure_logging(level: int = logging.INFO) -> None:
 def startup_records(plan: Any) -> list[AuditEvent]:
     """``config.loaded``, one ``config.rejected`` per quarantined connection/peer, ``waiver.applied``."""
     enforcement = plan.enforcement
-    records = [AuditEvent(EventName.CONFIG_LOADED, reason=f"configuration {plan.config.path} loaded",
-                          details={"file": str(plan.config.path), "profile": plan.profile.name,
-                                   "connections": len(plan.connections),
-                                   "quarantined": len(enforcement.quarantined_connections)
-                                   + len(enforcement.quarantined_peers)})]
+    loaded: dict[str, str | int | bool] = {
+        "file": str(plan.config.path), "profile": plan.profile.name, "connections": len(plan.connections),
+        "quarantined": len(enforcement.quarantined_connections) + len(enforcement.quarantined_peers)}
+    reason = f"configuration {plan.config.path} loaded"
+    in_file = getattr(plan.config, "file_profile", None)
+    if in_file is not None and in_file != plan.profile.name:  # `run --profile X --override-profile`
+        loaded.update(profile_in_file=in_file, profile_override=True)
+        reason += f" under profile {plan.profile.name}, overriding the file's {in_file}"
+    records = [AuditEvent(EventName.CONFIG_LOADED, reason=reason, details=loaded)]
     for name, results in enforcement.quarantined_connections.items():
         rules = ", ".join(sorted({r.rule.id for r in results}))
         records.append(AuditEvent(EventName.CONFIG_REJECTED, Outcome.FAILURE, connection=name,

@@ -13,6 +13,9 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
 from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_target, register
 from ikeguard.policy.profile import Rule
 
@@ -28,6 +31,21 @@ def owner_only(path: Path) -> tuple[int, str | None] | None:
     if mode & GROUP_OTHER:
         return mode, f"group/other can access the file (mode {mode:04o}; expected 0600 or stricter)"
     return mode, None
+
+
+def load_private_key(path: Path) -> PrivateKeyTypes | None:
+    """An unencrypted PEM (PKCS#8, PKCS#1, SEC 1) or DER private key, or None (unreadable, encrypted, not a
+    key). The key object never leaves the policy code in a finding: only its public half is described."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        if b"-----BEGIN" in data:
+            return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_der_private_key(data, password=None)
+    except (ValueError, TypeError):
+        return None
 
 
 def private_key_files(ctx: CheckContext) -> Iterator[tuple[str, str, Target | None]]:

@@ -14,6 +14,7 @@ from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_targ
 from ikeguard.policy.checks.keyfiles import owner_only
 from ikeguard.policy.identity import Identity, IdentityKind, parse_identity
 from ikeguard.policy.inventory import identity_key
+from ikeguard.policy.loader import LoadedConfig
 from ikeguard.policy.profile import Rule
 from ikeguard.policy.psk import DecodedPsk, PskError, read_secret, resolve_psks, unquote_setting
 
@@ -219,7 +220,12 @@ def check_psk_allowed(rule: Rule, ctx: CheckContext) -> list[Outcome]:
 
 def named_files(ctx: CheckContext) -> Iterator[tuple[str, str]]:
     """(key path, relative path) of every file the config reads."""
-    model = ctx.config.model
+    return named_files_of(ctx.config)
+
+
+def named_files_of(config: LoadedConfig) -> Iterator[tuple[str, str]]:
+    """(key path, relative path) of every file a loaded configuration reads (inventories aside)."""
+    model = config.model
     for name, auth in model.authorities.items():
         yield f"authorities.{name}.cacert", auth.cacert
         for i, crl in enumerate(auth.crls):
