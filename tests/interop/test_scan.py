@@ -10,10 +10,15 @@ either in the union of the configured proposals (must be "accepted") or not (mus
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +28,7 @@ from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import Namespace, Topology
 from ikeguard.wire import parse_proposal
 from ikeguard.wire.iana import ProtocolId
+from tests.harness.ikeguard_conf import IkgChild, IkgConnection, IkgLocal, IkgRemote, IkgSecret, gateway_toml
 from tests.harness.strongswan import StrongSwanPeer
 from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
 
@@ -37,7 +43,7 @@ STRONG_ONLY = ("aes256gcm16-prfsha384-ecp384", "aes256-sha384-ecp384")
 FULL_SCAN_LIMIT_S = 60.0
 GW_ID, CLIENT_ID = "gw.scan.example", "client.scan.example"
 PSK = "scan-test-psk-8e1f0b7c2d4a6935"
-CLASS_OF = {"ENCR": "encr", "PRF": "prf", "INTEG": "integ", "KE": "ke"}
+NOTES = Path(__file__).resolve().parents[2] / "scripts" / "reference" / "notes.toml"
 
 
 def _run_scan(ns: Namespace, target: str, *args: str, timeout: float = 120.0) -> tuple[int, dict[str, Any],
@@ -69,13 +75,14 @@ def _accepted(data: dict[str, Any]) -> set[tuple[str, int, int | None]]:
 
 
 def _strongswan_responder(strongswan_peer: PeerFactory, topo: Topology, proposals: tuple[str, ...],
-                          **kwargs: Any) -> StrongSwanPeer:
+                          fragmentation: str | None = None, **kwargs: Any) -> StrongSwanPeer:
     right = topo.right
     conn = ConnectionConfig(
         name="scan", local_addrs=[str(right.address)], remote_addrs=["%any"],
         local=AuthConfig("psk", GW_ID), remote=AuthConfig("psk", CLIENT_ID), proposals=list(proposals),
         children=[ChildConfig("net", local_ts=[str(right.subnet)], remote_ts=["0.0.0.0/0"],
                               esp_proposals=["aes256gcm16"])],
+        fragmentation=fragmentation,
     )
     return strongswan_peer(right.namespace, "responder", connections=[conn],
                            psks=[PskSecret(ids=[GW_ID, CLIENT_ID], secret=PSK)], **kwargs)
@@ -120,7 +127,164 @@ def test_weak_and_strong_strongswan_exact_set_and_pci_findings(
     assert b["udp_4500"] == "answers"
     assert b["cookie_requested"] is False
 
+    assert data["ke_order"] == "responder"  # strongSwan applies its configured order by default
+    assert data["ke_preference"][:2] == ["ECP_384", "CURVE25519"]
+
     assert elapsed < FULL_SCAN_LIMIT_S
     assert data["half_open_sas_left"] <= 2
     half_open = [sa for sa in peer.list_sas() if sa.state == "CONNECTING"]
     assert len(half_open) == data["half_open_sas_left"]
+
+    documented = {row[0].split("[")[0].split(".")[0]
+                  for row in tomllib.loads(NOTES.read_text())["json"]["scan"]["fields"]}
+    assert documented == set(data)  # docs/reference.md documents exactly the keys the scanner prints
+
+
+def _policy_file(directory: Path, proposals: tuple[str, ...], *, drop: str | None = None) -> Path:
+    names: dict[str, list[str]] = {"encr": [], "prf": [], "integ": [], "ke": []}
+    by_key = {(c.cls, c.transform.id, c.transform.key_length): c for cs in candidates().values() for c in cs}
+    for key in sorted(_expected(proposals), key=str):
+        cand = by_key[key]
+        if cand.label != drop:
+            names[cand.cls.lower()].append(cand.profile_name)
+    path = directory / f"policy-{drop or 'exact'}.toml"
+    lines = ["[ike]"] + [f"{k} = {json.dumps(v)}" for k, v in names.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_strong_only_strongswan_passes_and_policy_file_is_a_regression_test(
+        netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, tmp_path: Path) -> None:
+    """Only strong suites: pci-dss-4 exits 0, the set is exact; a policy file equal to the configuration
+    exits 0, one that leaves out an accepted transform exits 1 naming it. fragmentation=no is seen."""
+    topo = netns_topology()
+    _strongswan_responder(strongswan_peer, topo, STRONG_ONLY, fragmentation="no")
+    ns, target = topo.left.namespace, str(topo.right.address)
+    rc, data, _ = _run_scan(ns, target, "--profile", "pci-dss-4",
+                            "--policy", str(_policy_file(tmp_path, STRONG_ONLY)))
+    assert _accepted(data) == _expected(STRONG_ONLY)
+    assert data["status"] == "complete" and rc == 0 and data["findings"] == [], data["findings"]
+    assert data["behaviours"]["fragmentation"] is False
+    assert data["chosen_proposal"] is not None and "ECP_384" in data["chosen_proposal"]
+
+    rc, data, _ = _run_scan(ns, target, "--profile", "pci-dss-4", "--no-4500",
+                            "--policy", str(_policy_file(tmp_path, STRONG_ONLY, drop="AES_CBC-256")))
+    assert rc == 1
+    assert [(f["rule"], f["transform"]) for f in data["findings"]] == [("scan.policy", "AES_CBC-256")]
+    assert data["behaviours"]["udp_4500"] == "not probed"
+
+
+def test_strongswan_asking_for_cookies_is_answered_and_the_set_stays_exact(
+        netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory) -> None:
+    """strongSwan with cookie_threshold = 1 and MODP-768 accepted: the first decoy candidate is accepted (a
+    half-open SA), so every later IKE_SA_INIT is answered with a COOKIE request (RFC 7296 §2.6); the scanner
+    returns each cookie and still gets the exact set, within the time limit and its half-open bound."""
+    proposals = ("aes256gcm16-prfsha384-ecp384-modp768",)
+    topo = netns_topology()
+    peer = _strongswan_responder(strongswan_peer, topo, proposals, charon_options={"cookie_threshold": 1})
+    rc, data, elapsed = _run_scan(topo.left.namespace, str(topo.right.address), "--profile", "baseline")
+    assert _accepted(data) == _expected(proposals)
+    assert data["status"] == "complete" and data["stop_reason"] is None
+    assert data["behaviours"]["cookie_requested"] is True
+    assert rc == 1 and {f["transform"] for f in data["findings"]} == {"MODP_768"}
+    assert data["half_open_sas_left"] == 2
+    assert len([sa for sa in peer.list_sas() if sa.state == "CONNECTING"]) == 2
+    assert elapsed < FULL_SCAN_LIMIT_S
+
+
+def _waiver(rule: str, scope: str) -> dict[str, str | int | float | bool]:
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).strftime("%Y-%m-%d")
+    return {"rule": rule, "scope": scope, "reason": "scan test: no SIEM / legacy peer", "owner": "qa",
+            "ticket": "TEST-21", "expires": expires}
+
+
+def test_ikeguard_gateway_on_pci_dss_4_passes_even_with_a_waived_weak_connection(
+        netns_topology: Callable[..., Topology], ikeguard_gateway: GatewayFactory) -> None:
+    """`ikeguard run` on pci-dss-4 with a strong connection and a waived legacy one listing 3DES/SHA-1/
+    MODP-1024: the wire never negotiates the forbidden suites, so the scan sees exactly the strong set."""
+    topo = netns_topology()
+    right = topo.right
+    timers: dict[str, Any] = {"rekey_time": "4h", "reauth_time": "1d", "rand_time": "10m", "dpd_delay": "30s"}
+
+    def conn(name: str, remote_id: str, proposals: tuple[str, ...]) -> IkgConnection:
+        child = IkgChild("net", local_ts=[str(right.subnet)], remote_ts=[str(topo.left.subnet)],
+                         esp_proposals=["aes256gcm16-ecp384"], rekey_time="1h", life_time="90m",
+                         rand_time="5m")
+        return IkgConnection(name=name, local_addrs=[str(right.address)], remote_addrs=["%any"],
+                             local=IkgLocal("psk", GW_ID), remote=IkgRemote("psk", remote_id),
+                             children=[child], proposals=list(proposals), **timers)
+
+    legacy_id = "legacy.scan.example"
+    weak = ("3des-sha1-modp1024",)
+    secrets = [IkgSecret("client", [CLIENT_ID, GW_ID], "0x" + os.urandom(32).hex()),
+               IkgSecret("legacy", [legacy_id, GW_ID], "0x" + os.urandom(32).hex())]
+    waivers = [_waiver("audit.siem-sink", "audit.sinks"), _waiver("audit.siem-delivery", "audit.sinks")]
+    waivers += [_waiver(rule, "connections.legacy")
+                for rule in ("crypto.ike.encr", "crypto.ike.prf", "crypto.ike.integ", "crypto.ike.ke")]
+    config = gateway_toml([conn("scan", CLIENT_ID, STRONG_ONLY), conn("legacy", legacy_id, weak)],
+                          profile="pci-dss-4", listen=[str(right.address)], secrets=secrets, waivers=waivers)
+    ikeguard_gateway(right.namespace, "gw", config, {s.file: s.secret + "\n" for s in secrets})
+    rc, data, elapsed = _run_scan(topo.left.namespace, str(right.address), "--profile", "pci-dss-4")
+    assert _accepted(data) == _expected(STRONG_ONLY), data["transforms"]
+    assert not _accepted(data) & _expected(weak)
+    assert data["status"] == "complete" and rc == 0, (data["findings"], data["stop_reason"])
+    assert data["behaviours"]["udp_4500"] == "answers"
+    assert elapsed < FULL_SCAN_LIMIT_S
+
+
+# -- responders that are not IKEv2 gateways ------------------------------------------------------------------
+_FAKE_RESPONDER = r"""
+import os, socket, sys
+from ikeguard.wire.header import HeaderFlags, IkeHeader
+from ikeguard.wire.iana import ExchangeType, NotifyType
+from ikeguard.wire.message import Message, encode_message, parse_message
+from ikeguard.wire.payloads import NotifyPayload
+mode, address, answers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((address, 500))
+print("ready", flush=True)
+seen = 0
+while True:
+    data, peer = sock.recvfrom(65535)
+    seen += 1
+    if mode == "drop":
+        continue
+    if mode == "garbage":
+        sock.sendto(os.urandom(1 + seen % 200), peer)
+        sock.sendto(data[:28] + os.urandom(40), peer)  # an IKE header with a body that is not one
+        continue
+    if mode == "fade" and seen <= answers:
+        request = parse_message(data)
+        header = IkeHeader(request.header.spi_i, os.urandom(8), ExchangeType.IKE_SA_INIT,
+                           HeaderFlags.RESPONSE, 0)
+        sock.sendto(encode_message(Message(header, (NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN),))), peer)
+"""
+
+
+@pytest.mark.parametrize("mode", ["drop", "garbage", "fade"])
+def test_responders_that_drop_answer_garbage_or_stop_answering(
+        mode: str, netns_topology: Callable[..., Topology]) -> None:
+    """No traceback, a clear reason, exit 2, bounded time: `drop` never answers, `garbage` answers random
+    octets and broken IKE messages, `fade` answers NO_PROPOSAL_CHOSEN to 4 probes and then goes silent
+    (a responder that starts blocking us): the scan stops, keeping the 4 answers it got."""
+    topo = netns_topology()
+    server = topo.right.namespace.popen([sys.executable, "-c", _FAKE_RESPONDER, mode, str(topo.right.address),
+                                         "4"], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    rc, data, elapsed = _run_scan(topo.left.namespace, str(topo.right.address), "--timeout", "1",
+                                  timeout=60)
+    assert rc == 2 and data["exit_code"] == 2
+    assert data["stop_reason"]
+    assert elapsed < 20
+    if mode == "fade":
+        assert data["status"] == "partial"
+        refused = [t["label"] for t in data["transforms"] if t["status"] == "refused"]
+        assert len(refused) == 4 and "MODP_768" in refused
+        assert "stopped answering" in data["stop_reason"]
+    else:
+        assert data["status"] == "failed"
+        assert all(t["status"] == "not_verified" for t in data["transforms"])
+        assert "no IKEv2 answer" in data["stop_reason"]
+    if mode == "garbage":
+        assert data["unparsable_datagrams"] > 0 and "not IKEv2" in data["stop_reason"]
+    assert data["half_open_sas_left"] == 0

@@ -377,10 +377,11 @@ class Scanner:
             groups: list[int] = []
             if self.result.decoy is not None:
                 groups = self._scan_ke()
+                every_ke_refused = all(self._status[c].status == "refused" for c in self.catalog["KE"])
                 if groups:
                     for cls in ("ENCR", "PRF", "INTEG"):
                         self._scan_class(cls, groups)
-                else:
+                elif every_ke_refused:
                     for cls in ("ENCR", "PRF", "INTEG"):
                         for cand in self.catalog[cls]:
                             self._record(cand, "refused", "NO_PROPOSAL_CHOSEN for every key exchange method")
