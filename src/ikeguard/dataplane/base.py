@@ -5,12 +5,20 @@ Child SA's remote selectors into it (fail closed: the route stays while no SA is
 dropped and counted, never sent in the clear), reports per-SA counters, and raises upcalls (lifetimes,
 sequence number near overflow, install failures) as :data:`DataPlaneEvent` values delivered to the
 callbacks registered with ``subscribe``.
+
+Which SA an operation means (issue 13 S3): an inbound SPI is ours (RFC 4301 §4.1: the receiver chooses it)
+and unique in a backend, but an outbound SPI is chosen by the peer, so two peers may choose the same one, by
+chance or on purpose (it is visible on the wire). An SA is therefore named by its Child SA's unique id, its
+direction and its SPI, never by the SPI alone: ``delete_sa``, ``counters`` and ``update_sa_addresses`` take
+the Child SA (``child_uniqueid`` / ``children``), and an operation on one peer's SA never reaches another
+peer's SA with the same outbound SPI. Without it (standalone tools, tests) an SPI must name exactly one SA of
+that direction; an ambiguous one is refused with :class:`DataPlaneError`, never guessed.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
@@ -186,13 +194,17 @@ class DataPlane(Protocol):
         ...
 
     def update_sa_addresses(
-        self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint, encap: bool
+        self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint, encap: bool,
+        children: Collection[int] | None = None,
     ) -> None:
-        """Move the listed SAs (both directions) to new outer endpoints (NAT-T switch, MOBIKE)."""
+        """Move the listed SAs (both directions) to new outer endpoints (NAT-T switch, MOBIKE); with
+        ``children``, only SAs of those Child SAs (another peer's SA with one of these SPIs stays put)."""
         ...
 
-    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Remove one direction; returns its final counters (None when unknown). Routes stay (fail closed)."""
+    def delete_sa(self, spi: int, direction: SaDirection,
+                  child_uniqueid: int | None = None) -> SaCounters | None:
+        """Remove one direction of the Child SA ``child_uniqueid``; returns its final counters (None when
+        it has no such SA). Routes stay (fail closed)."""
         ...
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
@@ -204,8 +216,9 @@ class DataPlane(Protocol):
         """Remove the routes/traps of a Child SA that is gone for good (connection unloaded)."""
         ...
 
-    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """A snapshot of one SA's counters."""
+    def counters(self, spi: int, direction: SaDirection,
+                 child_uniqueid: int | None = None) -> SaCounters | None:
+        """A snapshot of one SA's counters (of the Child SA ``child_uniqueid`` when given)."""
         ...
 
     def subscribe(self, callback: EventCallback) -> None:

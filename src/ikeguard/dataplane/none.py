@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ikeguard.crypto import registry
@@ -34,10 +35,11 @@ class RecordedCall:
 
 @dataclass
 class NoneDataPlane:
-    """Records calls; SPIs are unique; ``fail_next_install`` lets tests exercise install failures."""
+    """Records calls; allocated SPIs are unique; ``fail_next_install`` lets tests exercise install failures.
+    ``sas`` is keyed by (SPI, direction, Child SA unique id): two peers may choose the same outbound SPI."""
 
     calls: list[RecordedCall] = field(default_factory=list)
-    sas: dict[tuple[int, SaDirection], SaConfig] = field(default_factory=dict)
+    sas: dict[tuple[int, SaDirection, int], SaConfig] = field(default_factory=dict)
     policies: dict[int, tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]]] = field(
         default_factory=dict
     )
@@ -69,18 +71,31 @@ class NoneDataPlane:
             reason, self.fail_next_install = self.fail_next_install, ""
             self._emit(InstallFailed(sa.spi, sa.direction, reason, sa.child_uniqueid))
             raise DataPlaneError(reason)
-        self.sas[(sa.spi, sa.direction)] = sa
+        self.sas[(sa.spi, sa.direction, sa.child_uniqueid)] = sa
 
     def update_sa_addresses(
-        self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint, encap: bool
+        self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint, encap: bool,
+        children: Collection[int] | None = None,
     ) -> None:
         """Record the move."""
         self.calls.append(RecordedCall("update_sa_addresses", (spis, local, remote, encap)))
 
-    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Forget the SA."""
+    def _key(self, spi: int, direction: SaDirection,
+             child_uniqueid: int | None) -> tuple[int, SaDirection, int] | None:
+        if child_uniqueid is not None:
+            key = (spi, direction, child_uniqueid)
+            return key if key in self.sas else None
+        keys = [k for k in self.sas if k[0] == spi and k[1] is direction]
+        if len(keys) > 1:
+            raise DataPlaneError(f"SPI {spi:08x} ({direction.value}) is used by several Child SAs")
+        return keys[0] if keys else None
+
+    def delete_sa(self, spi: int, direction: SaDirection,
+                  child_uniqueid: int | None = None) -> SaCounters | None:
+        """Forget the SA (of Child SA ``child_uniqueid`` when given)."""
         self.calls.append(RecordedCall("delete_sa", (spi, direction)))
-        return SaCounters() if self.sas.pop((spi, direction), None) is not None else None
+        key = self._key(spi, direction, child_uniqueid)
+        return SaCounters() if key is not None and self.sas.pop(key, None) is not None else None
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> None:
@@ -93,9 +108,10 @@ class NoneDataPlane:
         self.calls.append(RecordedCall("remove_policy", (child_uniqueid,)))
         self.policies.pop(child_uniqueid, None)
 
-    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
+    def counters(self, spi: int, direction: SaDirection,
+                 child_uniqueid: int | None = None) -> SaCounters | None:
         """Always zero for an installed SA: nothing is carried."""
-        return SaCounters() if (spi, direction) in self.sas else None
+        return SaCounters() if self._key(spi, direction, child_uniqueid) is not None else None
 
     def subscribe(self, callback: EventCallback) -> None:
         """Register an upcall receiver."""

@@ -5,13 +5,21 @@ matches a policy with no outbound SA (not yet up, deleted, between SAs) is dropp
 returned for sending in the clear. Make-before-break: installing a policy's new outbound SA replaces the
 reference in one assignment (atomic under the GIL); the old SA object stays decryptable/countable until
 ``delete_sa``; inbound SAs are looked up by SPI, so old and new coexist during a rekey.
+
+Outbound SAs are keyed by (Child SA unique id, SPI), not by the SPI: the peer chooses an outbound SPI, and two
+peers may choose the same one (issue 13 S3: a peer copying another peer's SPI from the wire). Each stays its
+own entry, bound to its own Child SA's policy; deleting, moving or counting one never touches the other.
+Inbound SPIs are ours and unique (a duplicate is refused); an inbound SA is still only deleted for the Child
+SA it belongs to, so the cleanup of a Child SA refused for a colliding SPI cannot remove the first one.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import struct
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 from ikeguard.dataplane.base import (
@@ -30,6 +38,7 @@ from ikeguard.dataplane.sa import InboundSa, OutboundSa
 from ikeguard.policy.ts import TrafficSelector
 from ikeguard.wire.iana import EncrId
 
+log = logging.getLogger("ikeguard.dataplane")
 FLOW_CACHE_SIZE = 4096
 _ESP_HEADER = struct.Struct("!II")  # SPI, sequence number (RFC 4303 §2)
 IPV4_UDP_OVERHEAD = 20 + 8
@@ -91,7 +100,7 @@ class SaTable:
     icmp_source4: bytes | None = None  # None: the offending packet's destination (passes rp_filter, and
     icmp_source6: bytes | None = None  # a local address would be dropped as a martian source)
     _inbound: dict[int, InboundSa] = field(default_factory=dict)
-    _outbound: dict[int, OutboundSa] = field(default_factory=dict)
+    _outbound: dict[tuple[int, int], OutboundSa] = field(default_factory=dict)  # (child uniqueid, SPI)
     _policies: dict[int, Policy] = field(default_factory=dict)
     _callbacks: list[EventCallback] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -172,24 +181,58 @@ class SaTable:
                     self._inbound[config.spi] = sa_in
                 return
             sa_out = OutboundSa(config, self.emit)
+            key = (config.child_uniqueid, config.spi)
+            with self._lock:
+                if key in self._outbound:
+                    raise EspError("duplicate_spi", f"outbound SPI {config.spi:08x} of Child SA "
+                                   f"{config.child_uniqueid} exists")
+                others = [c for c, spi in self._outbound if spi == config.spi]
         except EspError as exc:
             self.emit(InstallFailed(config.spi, config.direction, str(exc), config.child_uniqueid))
             raise DataPlaneError(str(exc)) from None
+        if others:  # another peer chose the same SPI: legal (it is the peer's choice), kept apart
+            log.info("outbound SPI %08x of Child SA %d is also used by Child SA(s) %s: kept apart "
+                     "(SAs are keyed by their Child SA)", config.spi, config.child_uniqueid,
+                     ", ".join(map(str, others)))
         policy = self.add_policy(config.child_uniqueid, config.local_ts, config.remote_ts)
         with self._lock:
-            self._outbound[config.spi] = sa_out
+            self._outbound[key] = sa_out
             policy.outbound = sa_out  # the atomic switch
 
-    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Remove one direction; a policy losing its outbound SA falls back to another live outbound SA of a
-        Child SA sharing it (newest first), else drops its traffic from now on."""
+    def _outbound_key(self, spi: int, child_uniqueid: int | None) -> tuple[int, int] | None:
+        """The key of the outbound SA ``spi`` of Child SA ``child_uniqueid``; without a Child SA the SPI must
+        name exactly one outbound SA (several: DataPlaneError, never a guess). Call with the lock held."""
+        if child_uniqueid is not None:
+            key = (child_uniqueid, spi)
+            return key if key in self._outbound else None
+        keys = [k for k in self._outbound if k[1] == spi]
+        if len(keys) > 1:
+            raise DataPlaneError(f"outbound SPI {spi:08x} is used by Child SAs "
+                                 f"{', '.join(str(k[0]) for k in keys)}: name the Child SA")
+        return keys[0] if keys else None
+
+    def _inbound_sa(self, spi: int, child_uniqueid: int | None) -> InboundSa | None:
+        sa = self._inbound.get(spi)
+        if sa is None or (child_uniqueid is not None and sa.config.child_uniqueid != child_uniqueid):
+            return None
+        return sa
+
+    def delete_sa(self, spi: int, direction: SaDirection,
+                  child_uniqueid: int | None = None) -> SaCounters | None:
+        """Remove one direction of the Child SA ``child_uniqueid`` (see :meth:`_outbound_key` without it);
+        a policy losing its outbound SA falls back to another live outbound SA of a Child SA sharing it
+        (newest first), else drops its traffic from now on. Another Child SA's SA with the same SPI stays."""
         with self._lock:
             if direction is SaDirection.INBOUND:
-                sa_in = self._inbound.pop(spi, None)
-                return sa_in.counters if sa_in is not None else None
-            sa_out = self._outbound.pop(spi, None)
-            if sa_out is None:
+                sa_in = self._inbound_sa(spi, child_uniqueid)
+                if sa_in is None:
+                    return None
+                del self._inbound[spi]
+                return sa_in.counters
+            key = self._outbound_key(spi, child_uniqueid)
+            if key is None:
                 return None
+            sa_out = self._outbound.pop(key)
             self._mtus.pop(sa_out, None)
             for policy in self._policies.values():
                 if policy.outbound is sa_out:
@@ -204,12 +247,12 @@ class SaTable:
                       if self._policies.get(sa.config.child_uniqueid) is policy]
         return max(candidates, key=lambda sa: sa.config.child_uniqueid, default=None)
 
-    def has_successor(self, spi: int) -> bool:
+    def has_successor(self, spi: int, child_uniqueid: int | None = None) -> bool:
         """Is inbound SA ``spi`` replaced by a live inbound SA of a newer Child SA (higher unique id: the
         engine numbers them in order) with the same selectors, i.e. rekeyed (RFC 7296 §2.8)? Its late
         packets then may still be decrypted for a short while."""
         with self._lock:
-            sa = self._inbound.get(spi)
+            sa = self._inbound_sa(spi, child_uniqueid)
             if sa is None:
                 return False
             cfg = sa.config
@@ -217,29 +260,41 @@ class SaTable:
                        and other.config.local_ts == cfg.local_ts and other.config.remote_ts == cfg.remote_ts
                        for other in self._inbound.values())
 
-    def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint) -> None:
-        """Point the listed SAs at new outer endpoints (NAT-T, MOBIKE)."""
+    def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint,
+                            children: Collection[int] | None = None) -> None:
+        """Point the listed SAs at new outer endpoints (NAT-T, MOBIKE). With ``children`` only SAs of those
+        Child SAs move: one IKE SA's SPIs may equal another peer's outbound SPI (its choice), and that SA
+        must keep sending to its own peer. Without it each SPI must be unambiguous (see ``delete_sa``)."""
         with self._lock:
+            if children is None:
+                outs = [self._outbound[k] for spi in spis if (k := self._outbound_key(spi, None)) is not None]
+            else:
+                wanted = set(spis)
+                outs = [sa for (child, spi), sa in self._outbound.items()
+                        if child in children and spi in wanted]
+            for out in outs:
+                out.retarget(replace(out.config, source=local, destination=remote))
+                self._mtus.pop(out, None)  # the outer family (overhead) may have changed
             for spi in spis:
-                out = self._outbound.get(spi)
-                if out is not None:
-                    out.retarget(replace(out.config, source=local, destination=remote))
-                    self._mtus.pop(out, None)  # the outer family (overhead) may have changed
                 inb = self._inbound.get(spi)
-                if inb is not None:
+                if inb is not None and (children is None or inb.config.child_uniqueid in children):
                     inb.config = replace(inb.config, source=remote, destination=local)
 
-    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """The live counters of one SA."""
-        table = self._inbound if direction is SaDirection.INBOUND else self._outbound
-        sa = table.get(spi)
-        return sa.counters if sa is not None else None
+    def counters(self, spi: int, direction: SaDirection,
+                 child_uniqueid: int | None = None) -> SaCounters | None:
+        """The live counters of one SA (of Child SA ``child_uniqueid`` when given)."""
+        with self._lock:
+            if direction is SaDirection.INBOUND:
+                sa_in = self._inbound_sa(spi, child_uniqueid)
+                return sa_in.counters if sa_in is not None else None
+            key = self._outbound_key(spi, child_uniqueid)
+            return self._outbound[key].counters if key is not None else None
 
     def all_counters(self) -> list[tuple[int, SaDirection, SaCounters]]:
         """(SPI, direction, counters) of every installed SA."""
         with self._lock:
             return [(spi, SaDirection.INBOUND, sa.counters) for spi, sa in self._inbound.items()] + [
-                (spi, SaDirection.OUTBOUND, sa.counters) for spi, sa in self._outbound.items()
+                (spi, SaDirection.OUTBOUND, sa.counters) for (_, spi), sa in self._outbound.items()
             ]
 
     def _drop(self, reason: str) -> None:

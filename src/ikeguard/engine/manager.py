@@ -393,11 +393,12 @@ class IkeManager:
         sa.queue_exchange([MobikeUpdateTask()], front=True)
         sa.start_next()
 
-    def child_lifetime_reached(self, spi_in: int, *, hard: bool, now: float) -> None:
-        """Data-plane upcall: a byte/packet lifetime of the inbound SA ``spi_in`` was reached."""
+    def child_lifetime_reached(self, spi_in: int, *, hard: bool, now: float, child_uniqueid: int = 0) -> None:
+        """Data-plane upcall: a byte/packet lifetime of the inbound SA ``spi_in`` (of Child SA
+        ``child_uniqueid`` when given: the data plane names the Child SA, issue 13 S3) was reached."""
         for sa in list(self._by_uniqueid.values()):
             child = sa.find_child_by_spi(spi_in, inbound=True)
-            if child is not None:
+            if child is not None and (not child_uniqueid or child.uniqueid == child_uniqueid):
                 sa.now = now
                 if hard:
                     commands.delete_child(sa, child, "Child SA byte/packet hard lifetime reached")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from typing import Protocol
 
 from ikeguard.dataplane.base import (
@@ -37,16 +38,18 @@ class FamilyPlane(Protocol):
     def add_sa(self, sa: SaConfig) -> None: ...
 
     def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint,
-                            encap: bool) -> None: ...
+                            encap: bool, children: Collection[int] | None = None) -> None: ...
 
-    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None: ...
+    def delete_sa(self, spi: int, direction: SaDirection,
+                  child_uniqueid: int | None = None) -> SaCounters | None: ...
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> None: ...
 
     def remove_policy(self, child_uniqueid: int) -> None: ...
 
-    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None: ...
+    def counters(self, spi: int, direction: SaDirection,
+                 child_uniqueid: int | None = None) -> SaCounters | None: ...
 
     def subscribe(self, callback: EventCallback) -> None: ...
 
@@ -63,7 +66,9 @@ class FamilyPlanes:
             raise ValueError("no data plane")
         self.members = members  # IP version -> plane (the transport reads each one's NAT-T socket)
         self._first = members[min(members)]
-        self._sa_family: dict[tuple[int, SaDirection], int] = {}
+        # (SPI, direction, Child SA) -> IP version: outbound SPIs are the peers' choice and may repeat
+        self._sa_family: dict[tuple[int, SaDirection, int], int] = {}
+        self._inbound_spis: set[int] = set()
         self._child_family: dict[int, int] = {}
         self._policy_family: dict[int, int] = {}
 
@@ -76,7 +81,7 @@ class FamilyPlanes:
         """A fresh inbound SPI unused in every member."""
         while True:
             spi = self._first.alloc_spi()
-            if (spi, SaDirection.INBOUND) not in self._sa_family:
+            if spi not in self._inbound_spis:
                 return spi
 
     def _plane(self, version: int) -> FamilyPlane:
@@ -94,7 +99,9 @@ class FamilyPlanes:
         if sa.direction is SaDirection.OUTBOUND and current != version:
             self._move_policy(sa.child_uniqueid, version, sa.local_ts, sa.remote_ts)
         plane.add_sa(sa)
-        self._sa_family[(sa.spi, sa.direction)] = version
+        self._sa_family[(sa.spi, sa.direction, sa.child_uniqueid)] = version
+        if sa.direction is SaDirection.INBOUND:
+            self._inbound_spis.add(sa.spi)
         self._child_family[sa.child_uniqueid] = version
         if sa.direction is SaDirection.OUTBOUND:
             self._policy_family[sa.child_uniqueid] = version
@@ -107,18 +114,37 @@ class FamilyPlanes:
         self._plane(version).add_policy(child, local_ts, remote_ts)
         self._policy_family[child] = version
 
+    def _key(self, spi: int, direction: SaDirection,
+             child_uniqueid: int | None) -> tuple[int, SaDirection, int] | None:
+        """The SA of Child SA ``child_uniqueid``; without it the SPI must name one SA (else
+        DataPlaneError)."""
+        if child_uniqueid is not None:
+            key = (spi, direction, child_uniqueid)
+            return key if key in self._sa_family else None
+        keys = [k for k in self._sa_family if k[:2] == (spi, direction)]
+        if len(keys) > 1:
+            raise DataPlaneError(f"SPI {spi:08x} ({direction.value}) is used by several Child SAs")
+        return keys[0] if keys else None
+
     def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint,
-                            encap: bool) -> None:
-        """Move SAs within their family; a change of family is refused."""
-        families = {self._sa_family.get((spi, d)) for spi in spis for d in SaDirection} - {None}
+                            encap: bool, children: Collection[int] | None = None) -> None:
+        """Move SAs (of the Child SAs ``children``) within their family; a change of family is refused."""
+        families = {v for (spi, _, child), v in self._sa_family.items()
+                    if spi in spis and (children is None or child in children)}
         if families and families != {remote.address.version}:
             raise DataPlaneError("the userspace data plane cannot move SAs between IPv4 and IPv6")
-        self._plane(remote.address.version).update_sa_addresses(spis, local, remote, encap)
+        self._plane(remote.address.version).update_sa_addresses(spis, local, remote, encap, children)
 
-    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Remove one direction from the plane that holds it."""
-        version = self._sa_family.pop((spi, direction), None)
-        return None if version is None else self.members[version].delete_sa(spi, direction)
+    def delete_sa(self, spi: int, direction: SaDirection,
+                  child_uniqueid: int | None = None) -> SaCounters | None:
+        """Remove one direction of Child SA ``child_uniqueid`` from the plane that holds it."""
+        key = self._key(spi, direction, child_uniqueid)
+        if key is None:
+            return None
+        version = self._sa_family.pop(key)
+        if direction is SaDirection.INBOUND:
+            self._inbound_spis.discard(spi)
+        return self.members[version].delete_sa(spi, direction, key[2])
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> None:
@@ -133,10 +159,11 @@ class FamilyPlanes:
         if version is not None:
             self.members[version].remove_policy(child_uniqueid)
 
-    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Live counters of one SA direction."""
-        version = self._sa_family.get((spi, direction))
-        return None if version is None else self.members[version].counters(spi, direction)
+    def counters(self, spi: int, direction: SaDirection,
+                 child_uniqueid: int | None = None) -> SaCounters | None:
+        """Live counters of one SA direction (of Child SA ``child_uniqueid``)."""
+        key = self._key(spi, direction, child_uniqueid)
+        return None if key is None else self.members[self._sa_family[key]].counters(spi, direction, key[2])
 
     def subscribe(self, callback: EventCallback) -> None:
         """Upcalls from every member."""

@@ -205,14 +205,16 @@ class Gateway:
         if self.stopping or isinstance(event, InstallFailed):
             return  # install failures are handled where add_sa raised
         direction = event.direction if isinstance(event, LifetimeReached) else None
-        spi_in = self.children.inbound_spi_for(event.spi, direction or SaDirection.OUTBOUND)
+        spi_in = self.children.inbound_spi_for(event.spi, direction or SaDirection.OUTBOUND,
+                                               event.child_uniqueid)
         if spi_in is None:
             return
         hard = event.hard
         what = (f"{event.kind} lifetime" if isinstance(event, LifetimeReached)
                 else "sequence number near overflow" if isinstance(event, SequenceNearOverflow) else "")
         log.info("Child SA %08x: %s %s reached", spi_in, "hard" if hard else "soft", what)
-        self.engine.child_lifetime_reached(spi_in, hard=hard, now=time.time())
+        self.engine.child_lifetime_reached(spi_in, hard=hard, now=time.time(),
+                                           child_uniqueid=event.child_uniqueid)
         self.pump()
 
     # ------------------------------------------------------------------ outputs

@@ -5,7 +5,10 @@
 ``update_sa_addresses``. A Child SA that is gone keeps its policy (traffic for its selectors is dropped, never
 sent in the clear, RFC 4301 §4.4.1) until a new Child SA with the same selectors takes it over, its
 connection is removed from the configuration, or the gateway stops. Data-plane upcalls are translated back
-into engine inputs by SPI.
+into engine inputs by the Child SA they name.
+
+Every data-plane call names the Child SA (issue 13 S3): an outbound SPI is the peer's choice and two peers may
+choose the same one, so an SPI alone never selects which SA to delete, move, count or rekey.
 """
 
 from __future__ import annotations
@@ -63,7 +66,6 @@ class ChildSaDriver:
         self.configured = configured  # is this connection still in the configuration? (else no fail-closed)
         self.children: dict[int, ChildRecord] = {}  # child uniqueid -> record
         self._by_spi_in: dict[int, int] = {}
-        self._by_spi_out: dict[int, int] = {}
         self._policies: dict[int, Selectors] = {}  # child uniqueid -> selectors with a policy installed
         self._orphans: dict[Selectors, tuple[int, str]] = {}  # gone Child SA (uid, conn): policy kept
 
@@ -89,14 +91,13 @@ class ChildSaDriver:
             self._by_spi_in[config.spi] = event.child_uniqueid
         else:
             record.spi_out = config.spi
-            self._by_spi_out[config.spi] = event.child_uniqueid
         return None
 
     def delete(self, event: DeleteChildSa) -> None:
         """Remove one direction; its final counters survive in the stats."""
         direction = SaDirection(event.direction.value)
         try:
-            counters = self.dataplane.delete_sa(event.spi, direction)
+            counters = self.dataplane.delete_sa(event.spi, direction, event.child_uniqueid)
         except (DataPlaneError, OSError) as exc:
             log.warning("data plane could not delete SA %08x (%s): %s", event.spi, direction.value, exc)
             counters = None
@@ -106,17 +107,21 @@ class ChildSaDriver:
             if counters is not None:
                 self.stats.add_traffic(record.connection, inbound=direction is SaDirection.INBOUND,
                                        octets=counters.bytes, packets=counters.packets)
-        (self._by_spi_in if direction is SaDirection.INBOUND else self._by_spi_out).pop(event.spi, None)
+        if direction is SaDirection.INBOUND and self._by_spi_in.get(event.spi) == event.child_uniqueid:
+            del self._by_spi_in[event.spi]
 
     def update_addresses(self, event: UpdateSaAddresses) -> None:
         """Move the IKE SA's Child SAs to new outer endpoints (NAT-T switch, MOBIKE)."""
         spis = tuple(spi for pair in event.child_spis for spi in pair if spi)
         if not spis:
             return
+        # the Child SAs of this IKE SA, found by our own (unique) inbound SPIs: another peer's SA that happens
+        # to use one of these SPIs as its outbound SPI must not move
+        children = {child for spi_in, _ in event.child_spis if (child := self._by_spi_in.get(spi_in))}
         try:
             self.dataplane.update_sa_addresses(spis, SaEndpoint(event.local.address, event.local.port),
                                                SaEndpoint(event.remote.address, event.remote.port),
-                                               event.encap)
+                                               event.encap, children)
         except (DataPlaneError, OSError) as exc:
             log.warning("data plane could not move the SAs of IKE SA %d: %s", event.ike_uniqueid, exc)
 
@@ -125,8 +130,8 @@ class ChildSaDriver:
         record = self.children.pop(child_uniqueid, None)
         if record is None:
             return
-        self._by_spi_in.pop(record.spi_in, None)
-        self._by_spi_out.pop(record.spi_out, None)
+        if self._by_spi_in.get(record.spi_in) == child_uniqueid:
+            del self._by_spi_in[record.spi_in]
         selectors = self._policies.get(child_uniqueid)
         if selectors is None:
             return
@@ -147,26 +152,36 @@ class ChildSaDriver:
                 self._remove_policy(child)
 
     # ------------------------------------------------------------------ queries and upcalls
-    def counters(self, spi: int, inbound: bool) -> SaCounters | None:
-        """Live counters of one SA direction (None when the data plane does not know it)."""
+    def counters(self, spi: int, inbound: bool, child_uniqueid: int | None = None) -> SaCounters | None:
+        """Live counters of one SA direction of Child SA ``child_uniqueid`` (None when the data plane does
+        not know it)."""
         try:
-            return self.dataplane.counters(spi, SaDirection.INBOUND if inbound else SaDirection.OUTBOUND)
+            return self.dataplane.counters(spi, SaDirection.INBOUND if inbound else SaDirection.OUTBOUND,
+                                           child_uniqueid)
         except (DataPlaneError, OSError):
             return None
 
-    def inbound_spi_for(self, spi: int, direction: SaDirection) -> int | None:
-        """The inbound SPI of the Child SA that owns ``spi`` (upcalls name either direction)."""
-        if direction is SaDirection.INBOUND:
-            return spi if spi in self._by_spi_in else None
-        child = self._by_spi_out.get(spi)
-        record = self.children.get(child) if child is not None else None
+    def inbound_spi_for(self, spi: int, direction: SaDirection, child_uniqueid: int = 0) -> int | None:
+        """The inbound SPI of the Child SA that owns ``spi`` (upcalls name either direction, and the Child
+        SA: an outbound SPI alone may belong to several peers' Child SAs, see :meth:`child_for_spi`)."""
+        record = self.child_for_spi(spi, direction, child_uniqueid)
         return record.spi_in if record is not None and record.spi_in else None
 
-    def child_for_spi(self, spi: int, direction: SaDirection) -> ChildRecord | None:
-        """The record of the Child SA with ``spi`` in ``direction``."""
-        table = self._by_spi_in if direction is SaDirection.INBOUND else self._by_spi_out
-        child = table.get(spi)
-        return self.children.get(child) if child is not None else None
+    def child_for_spi(self, spi: int, direction: SaDirection, child_uniqueid: int = 0) -> ChildRecord | None:
+        """The record of the Child SA with ``spi`` in ``direction``: Child SA ``child_uniqueid`` when given
+        (and only if it has that SPI); else, inbound, the owner of our SPI, and outbound, the one Child SA
+        with that peer-chosen SPI (None when several have it: never a guess)."""
+        if child_uniqueid:
+            record = self.children.get(child_uniqueid)
+            if record is None:
+                return None
+            own = record.spi_in if direction is SaDirection.INBOUND else record.spi_out
+            return record if own == spi else None
+        if direction is SaDirection.INBOUND:
+            child = self._by_spi_in.get(spi)
+            return self.children.get(child) if child is not None else None
+        found = [r for r in self.children.values() if r.spi_out == spi]
+        return found[0] if len(found) == 1 else None
 
     # ------------------------------------------------------------------ teardown
     def remove_everything(self) -> None:

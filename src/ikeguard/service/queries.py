@@ -36,8 +36,10 @@ def sa_infos(gateway: Gateway, sas: Iterable[IkeSa]) -> list[dict[str, Any]]:
     for sa in sas:
         info = ike_sa_info(sa)
         for entry, child in zip(info["children"], sa.children.values(), strict=True):
-            counters_in = gateway.children.counters(child.spi_in, inbound=True) if child.spi_in else None
-            counters_out = (gateway.children.counters(child.spi_out, inbound=False)
+            uid = child.uniqueid  # the data plane needs the Child SA: outbound SPIs may repeat across peers
+            counters_in = (gateway.children.counters(child.spi_in, inbound=True, child_uniqueid=uid)
+                           if child.spi_in else None)
+            counters_out = (gateway.children.counters(child.spi_out, inbound=False, child_uniqueid=uid)
                             if child.spi_out and child.outbound_installed else None)
             if counters_in is not None:
                 entry["bytes_in"], entry["packets_in"] = counters_in.bytes, counters_in.packets

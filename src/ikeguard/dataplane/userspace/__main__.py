@@ -39,8 +39,9 @@ def handle(plane: UserspaceDataPlane, cmd: dict[str, Any], events: list[DataPlan
         if op == "add_sa":
             plane.add_sa(sa_from_json(cmd["sa"]))
         elif op == "delete_sa":
-            spi = cmd["spi"]
-            plane.delete_sa(int(spi, 0) if isinstance(spi, str) else int(spi), SaDirection(cmd["direction"]))
+            spi, child = cmd["spi"], cmd.get("child")  # "child": the Child SA (outbound SPIs may repeat)
+            plane.delete_sa(int(spi, 0) if isinstance(spi, str) else int(spi), SaDirection(cmd["direction"]),
+                            None if child is None else int(child))
         elif op == "remove_policy":
             plane.remove_policy(int(cmd["child"]))
         elif op == "set_path_mtu":

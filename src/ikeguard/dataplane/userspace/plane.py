@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from ikeguard.dataplane.base import (
     DataPlaneFeatures,
@@ -112,26 +112,28 @@ class UserspaceDataPlane:
             self.add_policy(sa.child_uniqueid, sa.local_ts, sa.remote_ts)
 
     def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint,
-                            encap: bool) -> None:
-        """Move SAs to new outer endpoints."""
-        self.table.update_sa_addresses(spis, local, remote)
+                            encap: bool, children: Collection[int] | None = None) -> None:
+        """Move SAs (of the Child SAs ``children``, see :class:`SaTable`) to new outer endpoints."""
+        self.table.update_sa_addresses(spis, local, remote, children)
 
-    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Remove one direction; routes stay (fail closed). An inbound SA replaced by a rekey keeps
-        decrypting for ``rekeyed_inbound_linger`` seconds: the peer's packets sent on it just before it
-        switched may still sit in our socket buffer when the DELETE exchange completes (IKE and ESP arrive on
-        different sockets, so their order is not kept). Its counters are returned now."""
+    def delete_sa(self, spi: int, direction: SaDirection,
+                  child_uniqueid: int | None = None) -> SaCounters | None:
+        """Remove one direction of Child SA ``child_uniqueid`` (another peer's SA with the same outbound SPI
+        stays); routes stay (fail closed). An inbound SA replaced by a rekey keeps decrypting for
+        ``rekeyed_inbound_linger`` seconds: the peer's packets sent on it just before it switched may still
+        sit in our socket buffer when the DELETE exchange completes (IKE and ESP arrive on different sockets,
+        so their order is not kept). Its counters are returned now."""
         if (direction is SaDirection.INBOUND and self.rekeyed_inbound_linger > 0 and self._loop is not None
-                and not self._loop.is_closed() and self.table.has_successor(spi)):
-            counters = self.table.counters(spi, direction)
+                and not self._loop.is_closed() and self.table.has_successor(spi, child_uniqueid)):
+            counters = self.table.counters(spi, direction, child_uniqueid)
             self._lingering[spi] = self._loop.call_later(self.rekeyed_inbound_linger, self._expire_inbound,
-                                                         spi)
+                                                         spi, child_uniqueid)
             return counters
-        return self.table.delete_sa(spi, direction)
+        return self.table.delete_sa(spi, direction, child_uniqueid)
 
-    def _expire_inbound(self, spi: int) -> None:
+    def _expire_inbound(self, spi: int, child_uniqueid: int | None = None) -> None:
         self._lingering.pop(spi, None)
-        self.table.delete_sa(spi, SaDirection.INBOUND)
+        self.table.delete_sa(spi, SaDirection.INBOUND, child_uniqueid)
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> None:
@@ -148,9 +150,10 @@ class UserspaceDataPlane:
         if self.table.remove_policy(child_uniqueid) is not None:  # not shared with a rekeyed Child SA
             remove_routes(self.tun_name, nets)
 
-    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Live counters of one SA."""
-        return self.table.counters(spi, direction)
+    def counters(self, spi: int, direction: SaDirection,
+                 child_uniqueid: int | None = None) -> SaCounters | None:
+        """Live counters of one SA (of Child SA ``child_uniqueid`` when given)."""
+        return self.table.counters(spi, direction, child_uniqueid)
 
     def subscribe(self, callback: EventCallback) -> None:
         """Deliver upcalls to ``callback``."""

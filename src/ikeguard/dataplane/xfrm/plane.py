@@ -7,6 +7,15 @@ reqid. Fail closed: before the first outbound SA the ``out`` policy blocks; afte
 template still points at the peer, so the kernel finds no state, drops the packet and raises an ACQUIRE.
 Make-before-break: the kernel picks the newest valid state of a reqid, so a rekeyed outbound SA takes over
 when it is added and the old one stays until ``delete_sa``. Netlink messages are hand-written (see structs).
+
+Duplicate SPIs (issue 13 S3). Our SAs are keyed by (SPI, direction, Child SA unique id), so an operation
+on one Child SA never reaches another Child SA's state. The kernel keys a state by (destination, SPI,
+protocol): an outbound SPI is chosen by the peer, so two peers at different addresses may use the same one
+and get two distinct states. Two peers behind the same address (one NAT) choosing the same SPI would need
+the same kernel state; the kernel cannot keep them apart, so the second one is refused (``add_sa`` raises
+and emits :class:`InstallFailed` naming the Child SA holding it; the engine audits ``child.failed`` with
+that reason and deletes the refused Child SA, which removes nothing of the first one). The same holds for
+moving an SA (MOBIKE, NAT mapping change) onto a destination where another Child SA has that SPI.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import errno
 import ipaddress
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -79,6 +88,8 @@ from ikeguard.policy.ts import TrafficSelector
 log = logging.getLogger(__name__)
 AcquireCallback = Callable[[AcquireRequested], None]
 TsPair = tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]]
+SaKey = tuple[int, SaDirection, int]  # (SPI, direction, Child SA unique id)
+StateId = tuple[IpAddress, int]  # the kernel's identity of an ESP state: (destination, SPI)
 ANY_V4 = "0.0.0.0"  # noqa: S104 - the larval state of ALLOCSPI, not a bind address
 
 
@@ -149,7 +160,9 @@ class XfrmDataPlane:
         self.monitor: XfrmTransport | None = monitor
         self._callbacks: list[EventCallback] = []
         self._acquire_callbacks: list[AcquireCallback] = []
-        self._sas: dict[tuple[int, SaDirection], InstalledSa] = {}
+        self._sas: dict[SaKey, InstalledSa] = {}
+        self._states: dict[StateId, SaKey] = {}  # which of our SAs holds each kernel state
+        self._inbound_spis: set[int] = set()  # ours: unique
         self._larval: set[int] = set()  # SPIs allocated but not yet installed
         self._sets: dict[TsPair, PolicySet] = {}
         self._child_set: dict[int, PolicySet] = {}
@@ -174,13 +187,20 @@ class XfrmDataPlane:
             if not replies:
                 raise DataPlaneError("cannot allocate an SPI: the kernel sent no state back")
             spi = UsersaInfo.unpack(replies[0]).id.spi
-            if (spi, SaDirection.INBOUND) not in self._sas and spi not in self._larval:
+            if spi not in self._inbound_spis and spi not in self._larval:
                 self._larval.add(spi)
                 return spi
 
     def add_sa(self, sa: SaConfig) -> None:
-        """XFRM_MSG_NEWSA for one direction, then point the Child SA's policies at the tunnel endpoints."""
+        """XFRM_MSG_NEWSA for one direction, then point the Child SA's policies at the tunnel endpoints.
+        Refused when another Child SA holds the kernel state (destination, SPI) it needs (see the module
+        docstring: two peers behind one address choosing the same outbound SPI)."""
+        key: SaKey = (sa.spi, sa.direction, sa.child_uniqueid)
+        state: StateId = (sa.destination.address, sa.spi)
         try:
+            owner = self._states.get(state)
+            if owner is not None:
+                raise DataPlaneError(_collision(sa, owner))
             policy = self._child_set.get(sa.child_uniqueid)
             if policy is None:
                 self.add_policy(sa.child_uniqueid, sa.local_ts, sa.remote_ts)
@@ -199,7 +219,10 @@ class XfrmDataPlane:
             reason = str(exc)
             self._emit(InstallFailed(sa.spi, sa.direction, reason, sa.child_uniqueid))
             raise DataPlaneError(reason) from exc
-        self._sas[(sa.spi, sa.direction)] = InstalledSa(sa, policy.reqid)
+        self._sas[key] = InstalledSa(sa, policy.reqid)
+        self._states[state] = key
+        if sa.direction is SaDirection.INBOUND:
+            self._inbound_spis.add(sa.spi)
         if sa.direction is SaDirection.INBOUND and sa.spi in self._larval:
             self._larval.discard(sa.spi)
             self._delete_state(_any_v4(), sa.spi)
@@ -225,27 +248,65 @@ class XfrmDataPlane:
         return [UsersaInfo.unpack(p) for p in self.sock.dump(XFRM_MSG_GETSA)]
 
     def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint,
-                            encap: bool) -> None:
+                            encap: bool, children: Collection[int] | None = None) -> None:
         """Move SAs to new outer endpoints (RFC 4555 MOBIKE, RFC 7296 §2.23 NAT-T switch): UPDSA when only
         the UDP ports change, else a new state carrying the old one's replay state and counters, then the
-        old one deleted; the templates of their policies follow."""
+        old one deleted; the templates of their policies follow. With ``children`` only SAs of those Child
+        SAs move (another peer's SA with one of these SPIs stays); without it each SPI must be unambiguous."""
+        wanted = set(spis)
+        keys = [k for k in self._sas if k[0] in wanted and (children is None or k[2] in children)]
+        if children is None and len({k[:2] for k in keys}) != len(keys):
+            raise DataPlaneError("SPIs used by several Child SAs: name the Child SAs to move")
         touched: set[int] = set()
-        for (spi, direction), installed in list(self._sas.items()):
-            if spi not in spis:
-                continue
+        for key in keys:
+            spi, direction, child = key
+            installed = self._sas[key]
             old = installed.config
             src, dst = (local, remote) if direction is SaDirection.OUTBOUND else (remote, local)
             new = replace(old, source=src, destination=dst, encap=encap)
+            old_state: StateId = (old.destination.address, spi)
+            new_state: StateId = (new.destination.address, spi)
+            owner = self._states.get(new_state)
+            if owner is not None and owner != key:
+                raise DataPlaneError(f"cannot move SA {spi:#010x}: {_collision(new, owner)}")
             self._move_state(old, new, installed.reqid)
-            self._sas[(spi, direction)] = InstalledSa(new, installed.reqid)
-            touched.add(old.child_uniqueid)
+            self._sas[key] = InstalledSa(new, installed.reqid)
+            if self._states.get(old_state) == key:
+                del self._states[old_state]
+            self._states[new_state] = key
+            touched.add(child)
         for policy in {id(p): p for c in touched if (p := self._child_set.get(c)) is not None}.values():
             policy.local_outer, policy.remote_outer = local.address, remote.address
             self._install_policies(policy, XFRM_MSG_UPDPOLICY)
 
-    def delete_sa(self, spi: int, direction: SaDirection) -> SaCounters | None:
-        """Read the final counters, then XFRM_MSG_DELSA; policies stay (fail closed)."""
-        installed = self._sas.pop((spi, direction), None)
+    def _key(self, spi: int, direction: SaDirection, child_uniqueid: int | None) -> SaKey | None:
+        """Our SA ``spi``/``direction`` of Child SA ``child_uniqueid``; without a Child SA the SPI must name
+        exactly one SA of that direction (several: DataPlaneError, never a guess)."""
+        if child_uniqueid is not None:
+            key = (spi, direction, child_uniqueid)
+            return key if key in self._sas else None
+        keys = [k for k in self._sas if k[:2] == (spi, direction)]
+        if len(keys) > 1:
+            raise DataPlaneError(f"SPI {spi:08x} ({direction.value}) is used by Child SAs "
+                                 f"{', '.join(str(k[2]) for k in keys)}: name the Child SA")
+        return keys[0] if keys else None
+
+    def _forget(self, key: SaKey) -> InstalledSa | None:
+        installed = self._sas.pop(key, None)
+        if installed is not None:
+            state = (installed.config.destination.address, key[0])
+            if self._states.get(state) == key:
+                del self._states[state]
+            if key[1] is SaDirection.INBOUND:
+                self._inbound_spis.discard(key[0])
+        return installed
+
+    def delete_sa(self, spi: int, direction: SaDirection,
+                  child_uniqueid: int | None = None) -> SaCounters | None:
+        """Read the final counters, then XFRM_MSG_DELSA; policies stay (fail closed). Only the SA of Child SA
+        ``child_uniqueid``: the state of another Child SA with the same SPI is never deleted."""
+        key = self._key(spi, direction, child_uniqueid)
+        installed = self._forget(key) if key is not None else None
         if installed is None:
             return None
         cfg = installed.config
@@ -286,9 +347,11 @@ class XfrmDataPlane:
                     self.sock.request(XFRM_MSG_DELPOLICY, msg.userpolicy_id(sel, direction, self.options),
                                       0, "DELPOLICY")
 
-    def counters(self, spi: int, direction: SaDirection) -> SaCounters | None:
+    def counters(self, spi: int, direction: SaDirection,
+                 child_uniqueid: int | None = None) -> SaCounters | None:
         """XFRM_MSG_GETSA: the kernel's byte/packet counters (curlft) and drop statistics."""
-        installed = self._sas.get((spi, direction))
+        key = self._key(spi, direction, child_uniqueid)
+        installed = self._sas.get(key) if key is not None else None
         return None if installed is None else self._read_counters(installed.config)
 
     def subscribe(self, callback: EventCallback) -> None:
@@ -316,8 +379,8 @@ class XfrmDataPlane:
 
     def flush(self) -> None:
         """Delete every state and policy this instance installed (gateway shutdown)."""
-        for spi, direction in list(self._sas):
-            self.delete_sa(spi, direction)
+        for spi, direction, child in list(self._sas):
+            self.delete_sa(spi, direction, child)
         for spi in list(self._larval):
             self._delete_state(_any_v4(), spi)
         self._larval.clear()
@@ -345,11 +408,13 @@ class XfrmDataPlane:
         if spi in self._larval and expire.hard:
             self._larval.discard(spi)  # an allocated SPI never used: nothing to tell the engine
             return 0
-        event = expire_event(expire, self._sas)
-        if event is None:
+        daddr = expire.state.id.daddr
+        key = self._states.get((daddr, spi)) if daddr is not None else None
+        event = expire_event(expire, {key: self._sas[key]} if key is not None else {})
+        if event is None or key is None:
             return 0
         if event.hard:
-            del self._sas[(event.spi, event.direction)]  # the kernel removed it already
+            self._forget(key)  # the kernel removed it already
         self._emit(event)
         return 1
 
@@ -450,15 +515,21 @@ class XfrmDataPlane:
             raise DataPlaneError(f"cannot move SA {old.spi:#010x}: {exc}") from exc
 
 
-def expire_event(expire: KernelExpire, installed: Mapping[tuple[int, SaDirection], InstalledSa]
-                 ) -> LifetimeReached | None:
-    """The upcall for a kernel EXPIRE of one of our SAs (None for states that are not ours)."""
-    for direction in SaDirection:
-        sa = installed.get((expire.state.id.spi, direction))
-        if sa is not None and sa.config.destination.address == expire.state.id.daddr:
-            return LifetimeReached(sa.config.spi, direction, expire.hard, expire.kind,
-                                   sa.config.child_uniqueid)
+def expire_event(expire: KernelExpire, installed: Mapping[object, InstalledSa]) -> LifetimeReached | None:
+    """The upcall for a kernel EXPIRE of one of our SAs (None for states that are not ours): the state is
+    matched by the kernel's own identity (destination, SPI), so it names the one Child SA holding it."""
+    for sa in installed.values():
+        cfg = sa.config
+        if cfg.spi == expire.state.id.spi and cfg.destination.address == expire.state.id.daddr:
+            return LifetimeReached(cfg.spi, cfg.direction, expire.hard, expire.kind, cfg.child_uniqueid)
     return None
+
+
+def _collision(sa: SaConfig, owner: SaKey) -> str:
+    """Why an SA is refused: another Child SA holds the kernel state (destination, SPI) it needs."""
+    return (f"{sa.direction.value}bound SPI {sa.spi:08x} to {sa.destination.address} is already used by "
+            f"Child SA {owner[2]}: the kernel keys ESP states by (destination, SPI, protocol), so two peers "
+            f"behind one address cannot use the same SPI (refused, the first Child SA is kept)")
 
 
 def _any_v4() -> IpAddress:

@@ -136,6 +136,20 @@ def _emit_install(sa: IkeSa, child: ChildSa, direction: Direction, keys: tuple[b
         child.outbound_installed = True
 
 
+def peer_spi_conflict(sa: IkeSa, spi: int) -> str | None:
+    """Why the peer's ESP SPI ``spi`` cannot be accepted for a new Child SA of ``sa``, or None.
+
+    The peer chooses our outbound SPI (its inbound SPI, RFC 7296 §3.3.1). Between peers a repeated SPI is
+    harmless: the data plane keys outbound SAs by their Child SA (issue 13 S3), so it never reaches another
+    peer's SA. Within one IKE SA it is refused: the peer's own Delete (§3.11) and REKEY_SA (§3.10.1) name a
+    Child SA by this SPI, and two live Child SAs with it would make either ambiguous."""
+    other = sa.find_child_by_spi(spi, inbound=False)
+    if other is None:
+        return None
+    return (f"peer's ESP SPI {spi:08x} is already the SPI of its Child SA {other.name} "
+            f"(#{other.uniqueid}) in this IKE SA: a Delete or rekey naming it would be ambiguous")
+
+
 class ChildCreateTask(Task):
     """Creates one Child SA (and, via ``rekeyed``, replaces an old one)."""
 
@@ -245,6 +259,9 @@ class ChildCreateTask(Task):
         if accepted is None or len(accepted[1]) != 4:
             raise ValueError("peer selected an ESP proposal we did not offer")
         spec, spi = accepted
+        conflict = peer_spi_conflict(sa, int.from_bytes(spi, "big"))
+        if conflict is not None:
+            raise ValueError(conflict)
         tsi, tsr = from_wire(msg.get(TsiPayload)), from_wire(msg.get(TsrPayload))
         if not tsi or not tsr or not is_subset(tsi, self.tsi) or not is_subset(tsr, self.tsr):
             raise ValueError("peer returned traffic selectors wider than we proposed (RFC 7296 §2.9)")
@@ -365,6 +382,10 @@ class ChildCreateTask(Task):
         peer_spi = next((p.spi for p in offer.proposals if p.number == number), b"")
         if len(peer_spi) != 4:
             raise RemoteProtocolError("ESP proposal without a 4-octet SPI", NotifyType.INVALID_SYNTAX)
+        conflict = peer_spi_conflict(sa, int.from_bytes(peer_spi, "big"))
+        if conflict is not None:
+            sa.audit("child.failed", "failure", conflict, child=settings.name)
+            raise RemoteProtocolError(conflict, NotifyType.NO_PROPOSAL_CHOSEN)
         self.settings = settings
         if not self.in_auth:
             self._responder_ke(sa, msg, spec)
