@@ -204,3 +204,22 @@ def test_initiator_refuses_a_responder_reusing_its_spi_within_the_ike_sa(
     (b_sa,) = net.b.manager.ike_sas()
     assert [ch.spi_in for ch in b_sa.children.values()] == [first.spi_out]
 
+
+
+def test_a_rekey_reusing_the_old_child_sas_spi_is_refused_and_the_old_one_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CREATE_CHILD_SA with REKEY_SA (RFC 7296 §2.8) whose new SPI is the old Child SA's: the peer's Delete
+    of the old SA would name the new one too. The gateway refuses it; the old Child SA stays installed."""
+    lab = Lab()
+    lab.up("p1")
+    old = lab.gw_child("p1")
+    _reuse_spi(monkeypatch, lab.peers["p1"], lambda: old.spi_out)
+    seen = len(lab.events["gw"])
+    lab.peers["p1"].rekey_child(lab.ike["p1"], lab.peer_child("p1").uniqueid, 0.0)
+    lab.run()
+    assert lab.gw_child("p1") is old and old.state is ChildState.INSTALLED
+    new = lab.events["gw"][seen:]
+    assert not [e for e in new if isinstance(e, (InstallChildSa, DeleteChildSa))]
+    assert any(isinstance(e, AuditEvent) and e.event == "child.failed" and "already the SPI" in e.reason
+               for e in new)
