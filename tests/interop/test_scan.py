@@ -121,7 +121,9 @@ def test_weak_and_strong_strongswan_exact_set_and_pci_findings(
 
     b = data["behaviours"]
     assert b["fragmentation"] is True  # swanctl.conf fragmentation defaults to yes (announced)
-    assert b["nat_t"]["supported"] is True and b["nat_t"]["nat_in_front_of_us"] is False
+    # swanctl encap = yes (the harness default: kernel-libipsec does ESP in UDP only) fakes strongSwan's
+    # NAT_DETECTION_SOURCE_IP to force UDP encapsulation; the scan reports what the payload says
+    assert b["nat_t"] == {"supported": True, "nat_in_front_of_us": False, "nat_in_front_of_responder": True}
     assert "SHA2_384" in b["signature_hash_algorithms"]
     assert any(v["name"] == "strongSwan" for v in b["vendor_ids"])
     assert b["udp_4500"] == "answers"
@@ -172,6 +174,12 @@ def test_strong_only_strongswan_passes_and_policy_file_is_a_regression_test(
     assert rc == 1
     assert [(f["rule"], f["transform"]) for f in data["findings"]] == [("scan.policy", "AES_CBC-256")]
     assert data["behaviours"]["udp_4500"] == "not probed"
+
+    text = ns.run(sys.executable, "-m", "ikeguard", "scan", target, "--profile", "pci-dss-4", "--no-4500",
+                  check=False, timeout=120)
+    assert text.returncode == 0 and "Traceback" not in text.stderr
+    assert "AES_GCM_16-256" in text.stdout and "accepted" in text.stdout and "refused" in text.stdout
+    assert "profile pci-dss-4: PASS (complete scan, 0 findings" in text.stdout, text.stdout
 
 
 def test_strongswan_asking_for_cookies_is_answered_and_the_set_stays_exact(
@@ -229,6 +237,8 @@ def test_ikeguard_gateway_on_pci_dss_4_passes_even_with_a_waived_weak_connection
     assert not _accepted(data) & _expected(weak)
     assert data["status"] == "complete" and rc == 0, (data["findings"], data["stop_reason"])
     assert data["behaviours"]["udp_4500"] == "answers"
+    assert data["behaviours"]["nat_t"] == {"supported": True, "nat_in_front_of_us": False,
+                                           "nat_in_front_of_responder": False}
     assert elapsed < FULL_SCAN_LIMIT_S
 
 

@@ -13,6 +13,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ikeguard.policy.profile import ProfileNotFound, load_profile
@@ -51,7 +52,7 @@ def _resolve(host: str, port: int) -> tuple[str, int]:
 
 def _print(console: Console, report: ScanReport) -> None:
     r = report.result
-    console.print(f"[bold]ikeguard scan[/] {r.host} ({r.address[0]} port {r.address[1]}), "
+    console.print(f"[bold]ikeguard scan[/] {escape(r.host)} ({r.address[0]} port {r.address[1]}), "
                   f"profile {report.profile.name}")
     table = Table(title="IKE_SA_INIT transforms")
     for column in ("", "transform", "responder", "evidence", "verdict", "rule", "source"):
@@ -60,22 +61,22 @@ def _print(console: Console, report: ScanReport) -> None:
         o = row.observation
         verdict = f"[{_VERDICT_STYLE[row.verdict]}]{row.verdict}[/]" if row.verdict else ""
         table.add_row(f"({_CLASS_TAG[o.candidate.cls]})", o.candidate.label,
-                      f"[{_STATUS_STYLE[o.status]}]{o.status.replace('_', ' ')}[/]", o.evidence, verdict,
-                      ", ".join(sorted({f.rule for f in row.findings})),
-                      "; ".join(dict.fromkeys(s for f in row.findings for s in f.sources)))
+                      f"[{_STATUS_STYLE[o.status]}]{o.status.replace('_', ' ')}[/]", escape(o.evidence),
+                      verdict, ", ".join(sorted({f.rule for f in row.findings})),
+                      escape("; ".join(dict.fromkeys(s for f in row.findings for s in f.sources))))
     console.print(table)
     data = report.to_json()
     b = data["behaviours"]
     gen = Table(title="behaviour")
     gen.add_column("item")
     gen.add_column("observed", overflow="fold")
-    gen.add_row("chosen proposal", str(data["chosen_proposal"]))
+    gen.add_row("chosen proposal", escape(str(data["chosen_proposal"])))
     gen.add_row("key exchange preference", f"{', '.join(data['ke_preference']) or '-'} "
                                            f"(order: {data['ke_order'] or 'not inferred'})")
     for key in ("cookie_requested", "fragmentation", "nat_t", "signature_hash_algorithms",
                 "intermediate_exchange", "childless", "multiple_auth", "certificate_request", "udp_4500"):
         value = b.get(key)
-        gen.add_row(key.replace("_", " "), "not verified" if value is None else json.dumps(value))
+        gen.add_row(key.replace("_", " "), "not verified" if value is None else escape(json.dumps(value)))
     for vid in b.get("vendor_ids", []):
         gen.add_row("vendor id", f"{vid['hex']} ({vid['name'] or 'unknown'})")
     console.print(gen)
@@ -84,12 +85,13 @@ def _print(console: Console, report: ScanReport) -> None:
         for column in ("rule", "severity", "problem", "source", "fix"):
             ft.add_column(column, overflow="fold")
         for f in report.findings:
-            ft.add_row(f.rule, "warning" if f.warning else f.severity, f.message, "; ".join(f.sources), f.fix)
+            ft.add_row(f.rule, "warning" if f.warning else f.severity, escape(f.message),
+                       escape("; ".join(f.sources)), escape(f.fix))
         console.print(ft)
     for note in r.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
     if r.stop_reason:
-        console.print(f"[bold magenta]scan stopped:[/] {r.stop_reason}")
+        console.print(f"[bold magenta]scan stopped:[/] {escape(r.stop_reason)}")
     console.print(f"{r.probes} probes ({r.datagrams} datagrams) in {r.duration:.1f} s; half-open SAs left "
                   f"at the responder: {r.half_open_left} (they expire at its half-open timeout)"
                   + (f"; {r.garbage} unparsable datagrams" if r.garbage else ""))
