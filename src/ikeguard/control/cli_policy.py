@@ -21,11 +21,14 @@ from rich.table import Table
 from ikeguard.policy.errors import ConfigError, ConfigUnreadable, Finding
 from ikeguard.policy.loader import load_config
 from ikeguard.policy.profile import ProfileNotFound, available_profiles, load_profile
-from ikeguard.policy.report import Report, RuleResult, enforcement_points, evaluate
+from ikeguard.policy.report import Report, RuleResult, enforcement_points, evaluate, verdict_of
 from ikeguard.policy.schema import config_json_schema, peers_json_schema
 
 _STATUS_STYLE = {"fail": "bold red", "not_implemented": "magenta", "waived": "yellow", "warn": "yellow",
-                 "pass": "green", "not_applicable": "dim"}
+                 "not_verified": "magenta", "pass": "green", "not_applicable": "dim"}
+_VERDICT_STYLE = {"fail": "bold red", "not_implemented": "magenta", "not_verified": "magenta",
+                  "compensating_control": "yellow", "warn": "yellow", "pass": "green",
+                  "not_applicable": "dim"}
 
 
 def _console() -> Console:
@@ -57,23 +60,22 @@ def _print_load_findings(console: Console, findings: Sequence[Finding], title: s
 
 def _results_table(title: str, results: Sequence[RuleResult]) -> Table:
     table = Table(title=escape(title))
-    for column in ("status", "rule", "severity", "where", "value", "problem", "source", "fix"):
+    for column in ("status", "rule", "checked", "severity", "where", "value", "problem", "source", "fix"):
         table.add_column(column, overflow="fold")
     for r in results:
         problem = r.message
-        if r.waiver is not None:
-            w = r.waiver.waiver
-            problem = f"{r.waiver.until} (owner {w.owner}, {w.ticket}: {w.reason}); {problem}"
-        status = "waived" if r.status == "waived" else r.status.replace("_", " ")
+        if r.compensating_control is not None:
+            problem = f"{r.compensating_control}; {problem}"
+        status = verdict_of(r.status).replace("_", " ")
         table.add_row(f"[{_STATUS_STYLE[r.status]}]{status}[/]",
-                      *_cells(r.rule.id, r.severity, r.scope or "(gateway)", r.value, problem,
+                      *_cells(r.rule.id, r.checked, r.severity, r.scope or "(gateway)", r.value, problem,
                               r.rule.source_text, r.rule.fix))
     return table
 
 
 def _print_report(console: Console, report: Report, warnings: Sequence[Finding]) -> None:
-    problems = report.by_status("fail", "not_implemented", "waived", "warn")
-    order = {"fail": 0, "not_implemented": 1, "waived": 2, "warn": 3}
+    problems = report.by_status("fail", "not_implemented", "not_verified", "waived", "warn")
+    order = {"fail": 0, "not_implemented": 1, "not_verified": 2, "waived": 3, "warn": 4}
     problems.sort(key=lambda r: order[r.status])
     if problems:
         console.print(_results_table(f"{report.config_path}: findings under profile {report.profile.name}",
@@ -81,17 +83,34 @@ def _print_report(console: Console, report: Report, warnings: Sequence[Finding])
     extra = [*warnings, *report.waiver_findings]
     if extra:
         _print_load_findings(console, extra, "configuration warnings")
-    controls = Table(title="controls satisfied by this configuration")
-    for column in ("setting", "rule", "PCI DSS 4.0.1", "NIST SP 800-53 r5"):
-        controls.add_column(column, overflow="fold")
-    for row in report.controls():
-        controls.add_row(*_cells(row.rule.setting, row.rule.id, ", ".join(row.pci), ", ".join(row.nist)))
-    console.print(controls)
-    counts = {s: len(report.by_status(s)) for s in ("fail", "not_implemented", "waived", "warn")}
-    verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
-    console.print(f"profile {report.profile.name}: {verdict} ({counts['fail']} failed, "
-                  f"{counts['not_implemented']} not implemented, {counts['waived']} waived, "
-                  f"{counts['warn']} warnings)")
+    requirements = Table(title="verdict per requirement (a requirement passes only when every rule mapped to "
+                               "it passes)")
+    for column in ("document", "requirement", "verdict", "rules (status)", "checked",
+                   "compensating controls"):
+        requirements.add_column(column, overflow="fold")
+    for v in report.requirements():
+        rules = ", ".join(f"{rule} ({status.replace('_', ' ')})" for rule, status in v.rules)
+        requirements.add_row(escape(v.document), escape(f"{v.id} {v.title}".strip()),
+                             f"[{_VERDICT_STYLE[v.verdict]}]{v.verdict.replace('_', ' ')}[/]",
+                             *_cells(rules, ", ".join(v.checked), "; ".join(v.compensating)))
+    console.print(requirements)
+    counts = {s: len(report.by_status(s))
+              for s in ("fail", "not_implemented", "not_verified", "waived", "warn")}
+    qualifiers = [f"{counts['waived']} compensating controls" if counts["waived"] else "",
+                  f"{counts['not_verified']} not verified" if counts["not_verified"] else "",
+                  f"{counts['warn']} warnings" if counts["warn"] else ""]
+    qualified = ", ".join(q for q in qualifiers if q)
+    if not report.passed:
+        verdict = "[bold red]FAIL[/]"
+    elif qualified:
+        verdict = f"[bold yellow]PASS WITH QUALIFICATIONS[/] ({qualified})"
+    else:
+        verdict = "[bold green]PASS[/]"
+    name = escape(f"{report.profile.name} (version {report.profile.version})")
+    console.print(f"profile {name}: {verdict}; "
+                  f"{counts['fail']} failed, {counts['not_implemented']} not implemented, "
+                  f"{counts['not_verified']} not verified, {counts['waived']} compensating controls, "
+                  f"{counts['warn']} warnings")
 
 
 @click.command()

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ikeguard.policy.loader import LoadedConfig
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 # ("connection", name) or ("peer", connection, peer id): what quarantine disables.
 Target = tuple[str, ...]
+# What a check looked at: the configuration text (static), files it names read now (certificates, keys, CRLs,
+# secrets), or the running gateway (asked over its control socket; without it the rule is "not verified").
+CheckKind = Literal["config", "files", "runtime"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Outcome:
     warning: bool = False
     file: str | None = None
     target: Target | None = None
+    not_verified: bool = False  # the check could not judge (e.g. a runtime rule without the gateway)
 
 
 @dataclass
@@ -40,6 +44,7 @@ class CheckContext:
     profile: Profile
     now: dt.datetime
     cache: dict[str, Any] = field(default_factory=dict)
+    runtime: Mapping[str, Any] | None = None  # the running gateway's answer (control socket "compliance")
 
     @property
     def file(self) -> str:
@@ -66,6 +71,19 @@ ENFORCED_AT: dict[str, tuple[str, ...]] = {
     "siem_delivery": ("run", "report"),
 }
 DEFAULT_ENFORCED_AT = ("load", "report")
+
+CHECK_KINDS: dict[str, CheckKind] = {
+    "files_present": "files", "key_file_mode": "files", "psk_file_mode": "files", "psk_entropy": "files",
+    "psk_binding": "files", "cert_key": "files", "cert_signature_hash": "files", "cert_validity": "files",
+    "cert_usage": "files", "cert_chain": "files", "crl_current": "files", "siem_tls": "files",
+    "key_match": "files", "key_age": "files", "crypto_module": "runtime",
+    "revocation_runtime": "runtime", "siem_delivery": "runtime",
+}
+
+
+def check_kind(check: str) -> CheckKind:
+    """What a check looks at (``config`` unless listed in ``CHECK_KINDS``)."""
+    return CHECK_KINDS.get(check, "config")
 
 
 def register(name: str) -> Callable[[CheckFn], CheckFn]:

@@ -113,16 +113,24 @@ def _label(nc: NamedCert) -> str:
     return f"{nc.file}: {_subject(nc.cert)}"
 
 
-def unparseable_files(ctx: CheckContext) -> list[tuple[str, str]]:
-    """(key path, file) of certificate files that exist but hold no certificate."""
+def unparseable_files(ctx: CheckContext) -> list[tuple[str, str, str]]:
+    """(key path, file, problem) of certificate files that are missing or hold no certificate: the
+    certificate rules cannot pass for them (``files.present`` names the missing file too)."""
     model = ctx.config.model
     refs = [(f"authorities.{n}.cacert", a.cacert) for n, a in model.authorities.items()]
     for name, conn in model.connections.items():
         refs += [(f"connections.{name}.local.certs[{i}]", c) for i, c in enumerate(conn.local.certs)]
         refs += [(f"connections.{name}.remote.cacerts[{i}]", c) for i, c in enumerate(conn.remote.cacerts)
                  if c not in model.authorities]
-    return [(scope, f) for scope, f in refs
-            if ctx.config.resolve(f).is_file() and not load_certificates(ctx.config.resolve(f))]
+    out = []
+    for scope, f in refs:
+        path = ctx.config.resolve(f)
+        if not path.is_file():
+            out.append((scope, f, "certificate file not found: its key, signature and validity are not "
+                                  "verified"))
+        elif not load_certificates(path):
+            out.append((scope, f, "no PEM or DER certificate in this file"))
+    return out
 
 
 @register("cert_key")
@@ -131,9 +139,9 @@ def check_cert_key(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     rsa_min = int(rule.params.get("rsa_min_bits", 3072))
     curves = set(rule.params.get("ec_curves", []))
     out: list[Outcome] = [
-        Outcome(scope, False, f, "no PEM or DER certificate in this file", file=ctx.file,
+        Outcome(scope, False, f, problem, file=ctx.file,
                 target=conn_target(scope.split(".")[1]) if scope.startswith("connections.") else None)
-        for scope, f in unparseable_files(ctx)]
+        for scope, f, problem in unparseable_files(ctx)]
     for nc in named_certificates(ctx):
         key = nc.cert.public_key()
         desc = describe_key(nc.cert)

@@ -58,7 +58,8 @@ def check_summary(report: dict[str, Any]) -> dict[str, Any]:
         "passed_rules": sum(1 for s in rules.values() if s == "pass"),
         "warnings": sum(1 for s in rules.values() if s == "warn"),
         "not_applicable": sum(1 for s in rules.values() if s == "not_applicable"),
-        "controls": len(report.get("controls", [])),
+        "requirements_passed": sum(1 for r in report.get("requirements", []) if r.get("verdict") == "pass"),
+        "requirements": len(report.get("requirements", [])),
         "problems": problems,
     }
 
@@ -140,7 +141,8 @@ class Display:
         table.add_row(
             "[green]pass[/]",
             f"{summary['passed_rules']} rules",
-            f"{summary['controls']} PCI DSS / NIST controls satisfied; "
+            f"{summary['requirements_passed']} of {summary['requirements']} requirements pass (every rule "
+            "mapped to them passed); "
             f"{summary['not_applicable']} rules not applicable (no PSK)",
         )
         self.console.print(table)

@@ -249,7 +249,9 @@ class Demo:
                     if r["status"] in ("fail", "not_implemented")
                 )
                 raise StepFailed("check", f"`ikeguard check` exited {proc.returncode}: {problems}")
-            detail.append(f"PASS: {summary['passed_rules']} rules pass, {summary['warnings']} warnings")
+            verdict = report.get("verdict", "?")
+            detail.append(f"exit 0, verdict {verdict}: {summary['passed_rules']} rules pass, "
+                          f"{summary['warnings']} warnings")
 
     def _step_gateways(self) -> None:
         with self.step("gateways", "Three gateways: `ikeguard run` in each site's namespace") as detail:
