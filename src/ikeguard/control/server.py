@@ -99,6 +99,32 @@ def peer_credentials(sock: Any) -> Caller:
     return Caller(pid, uid, gid)
 
 
+def prepare_socket_path(path: Path, what: str) -> None:
+    """Make ``path``'s directory (0700) and remove a stale socket; refuse a world-writable directory, one
+    owned by someone else, a non-socket at ``path`` and a socket another gateway still answers on."""
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+    info = directory.stat()
+    if info.st_mode & stat.S_IWOTH:
+        raise ControlSocketError(f"{directory} is world-writable: refusing to put {what} there")
+    if info.st_uid not in (0, os.geteuid()):
+        raise ControlSocketError(f"{directory} belongs to uid {info.st_uid}, not to root or the "
+                                 f"gateway's user: refusing to put {what} there")
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ControlSocketError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale socket of a gateway that is gone
+        else:
+            raise ControlSocketError(f"another gateway is running: {path} answers")
+        finally:
+            probe.close()
+
+
 # -- argument checking -----------------------------------------------------------------------------
 _STR, _INT, _NUM, _LIST, _BOOL = "a string", "an integer", "a number", "a list of strings", "true or false"
 _SELECT = {"uniqueid": _INT, "peer": _STR, "conn": _STR, "child": _STR}
@@ -111,6 +137,7 @@ COMMAND_ARGS: dict[str, dict[str, str]] = {
     "rekey": dict(_SELECT),
     "reload": {"wait": _BOOL},
     "events": {},
+    "compliance": {},  # `ikeguard check --socket`: the facts the runtime rules judge (read-only)
 }
 
 
@@ -171,32 +198,12 @@ class ControlServer:
         self._handlers: dict[str, Callable[[dict[str, Any], Caller, str], Awaitable[Any]]] = {
             "sas": self._sas, "conns": self._conns, "peers": self._peers, "initiate": self._initiate,
             "terminate": self._terminate, "rekey": self._rekey, "reload": self._reload,
+            "compliance": self._compliance,
         }
 
     # -- life cycle -------------------------------------------------------------------------------
     def _prepare_directory(self) -> None:
-        directory = self.path.parent
-        if not directory.exists():
-            directory.mkdir(mode=0o700, parents=True)
-        info = directory.stat()
-        if info.st_mode & stat.S_IWOTH:
-            raise ControlSocketError(f"{directory} is world-writable: refusing to put the control socket "
-                                     "there")
-        if info.st_uid not in (0, os.geteuid()):
-            raise ControlSocketError(f"{directory} belongs to uid {info.st_uid}, not to root or the "
-                                     "gateway's user: refusing to put the control socket there")
-        if self.path.exists() or self.path.is_symlink():
-            if not stat.S_ISSOCK(self.path.lstat().st_mode):
-                raise ControlSocketError(f"{self.path} exists and is not a socket")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(str(self.path))
-            except OSError:
-                self.path.unlink()  # stale socket of a gateway that is gone
-            else:
-                raise ControlSocketError(f"another gateway is running: {self.path} answers")
-            finally:
-                probe.close()
+        prepare_socket_path(self.path, "the control socket")
 
     async def start(self) -> None:
         """Bind ``path`` (mode 0600 before anyone can connect) and start serving."""
@@ -341,6 +348,11 @@ class ControlServer:
 
     async def _conns(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         return self.gateway.conns()
+
+    async def _compliance(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        from ikeguard.service.compliance import runtime_facts
+
+        return runtime_facts(self.gateway)
 
     async def _initiate(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         if "conn" not in args:

@@ -128,6 +128,8 @@ class GatewaySection(Strict):
     initiate_retry_max: Duration = Field(default=60, ge=1, le=86400)
     keep_alive: Duration = Field(default=20, ge=1)  # NAT keepalive interval (RFC 3948 §4; charon.keep_alive)
     metrics: HostPort | None = None
+    # strongSwan's control interface for swanctl and vici tools (owner-only UNIX socket; off unless set)
+    vici: str | None = Field(default=None, min_length=1)
 
 
 class AuditSink(Strict):

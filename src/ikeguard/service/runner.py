@@ -145,6 +145,19 @@ async def _start_control(gateway: Gateway, plan: Any, config_path: Path, profile
     return server
 
 
+async def _start_vici(gateway: Gateway, plan: Any, config_path: Path, profile_override: str | None) -> Any:
+    """``[gateway] vici = PATH``: strongSwan's control protocol on a second owner-only socket."""
+    path = plan.config.model.gateway.vici
+    if not path:
+        return None
+    from ikeguard.control.vici_server import ViciServer
+
+    server = ViciServer(gateway, plan.config.resolve(path), config_path=config_path,
+                        profile_override=profile_override)
+    await server.start()
+    return server
+
+
 def _start_metrics(gateway: Gateway, plan: Any) -> Callable[[], None] | None:
     if plan.metrics is None:
         return None
@@ -184,9 +197,10 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    control = stop_metrics = None
+    control = vici = stop_metrics = None
     try:
         control = await _start_control(gateway, plan, config_path, profile_override)
+        vici = await _start_vici(gateway, plan, config_path, profile_override)
         stop_metrics = _start_metrics(gateway, plan)
     except Exception as exc:
         print(f"ikeguard run: {exc}", file=sys.stderr)
@@ -201,9 +215,10 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
     log.info("stopping")
     for task in reloads:
         task.cancel()
-    if control is not None:
-        with contextlib.suppress(Exception):
-            await control.close()
+    for server in (control, vici):
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.close()
     if stop_metrics is not None:
         with contextlib.suppress(Exception):
             stop_metrics()
