@@ -29,6 +29,7 @@ from ikeguard.tools.netns import Namespace, Topology
 from ikeguard.wire import parse_proposal
 from ikeguard.wire.iana import ProtocolId
 from tests.harness.ikeguard_conf import IkgChild, IkgConnection, IkgLocal, IkgRemote, IkgSecret, gateway_toml
+from tests.harness.libreswan import LibreswanConn, LibreswanPeer
 from tests.harness.strongswan import StrongSwanPeer
 from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
 
@@ -36,6 +37,7 @@ pytestmark = [pytest.mark.root, pytest.mark.interop]
 
 PeerFactory = Callable[..., StrongSwanPeer]
 GatewayFactory = Callable[..., GatewayProcess]
+PlutoFactory = Callable[..., LibreswanPeer]
 
 WEAK_AND_STRONG = ("aes256gcm16-aes128gcm16-prfsha384-ecp384-x25519",
                    "aes256-3des-sha256-sha1-modp1024-modp2048")
@@ -298,3 +300,55 @@ def test_responders_that_drop_answer_garbage_or_stop_answering(
     if mode == "garbage":
         assert data["unparsable_datagrams"] > 0 and "not IKEv2" in data["stop_reason"]
     assert data["half_open_sas_left"] == 0
+
+
+# -- IKEv1 (libreswan) ---------------------------------------------------------------------------------------
+class _Ikev1Pluto(LibreswanPeer):
+    """pluto with ``ikev1-policy=accept`` in ``config setup`` (libreswan 4.10 refuses to load IKEv1
+    connections under its default ``drop``)."""
+
+    def config_text(self) -> str:
+        return super().config_text().replace("config setup\n", "config setup\n    ikev1-policy=accept\n", 1)
+
+
+@pytest.mark.parametrize("ikev1", [True, False], ids=["ikev1_aggressive_on", "ikev2_only"])
+def test_libreswan_ikev1_and_aggressive_mode_findings(
+        ikev1: bool, netns_topology: Callable[..., Topology], libreswan_peer: PlutoFactory,
+        tmp_path: Path) -> None:
+    """libreswan 4.10 with an IKEv1 PSK connection allowing Aggressive Mode: Main Mode and Aggressive Mode
+    are answered with an SA and both are findings under protocol.ikev2-esp-only (its sources); with only an
+    IKEv2 connection no IKEv1 finding. The IKEv2 part of the scan runs against libreswan all the same."""
+    topo = netns_topology()
+    right = topo.right
+    v2 = LibreswanConn("v2", left=str(right.address), leftid=f"@{GW_ID}", right="%any",
+                       rightid=f"@{CLIENT_ID}", authby="secret", ike="aes_gcm256-sha2_384;dh20")
+    conns = [v2]
+    if ikev1:  # libreswan: an aggressive=yes conn answers only Aggressive Mode, so one conn per mode
+        for name, mode in (("v1-main", "no"), ("v1-aggr", "yes")):
+            conns.append(LibreswanConn(name, left=str(right.address), leftid=f"@{GW_ID}",
+                                       right=str(topo.left.address), rightid=f"@{CLIENT_ID}", authby="secret",
+                                       ike="aes256-sha2_256;modp2048", esp="aes256-sha2_256",
+                                       extra={"ikev2": "no", "aggressive": mode}))
+    psks = [(f"@{GW_ID}", f"@{CLIENT_ID}", PSK)]
+    if ikev1:
+        with _Ikev1Pluto(right.namespace, tmp_path / "pluto", name="pluto", connections=conns, psks=psks):
+            rc, data, elapsed = _run_scan(topo.left.namespace, str(right.address), "--profile", "pci-dss-4",
+                                          "--ikev1-id", CLIENT_ID)
+    else:
+        libreswan_peer(right.namespace, "pluto", connections=conns, psks=psks)
+        rc, data, elapsed = _run_scan(topo.left.namespace, str(right.address), "--profile", "pci-dss-4",
+                                      "--ikev1-id", CLIENT_ID)
+    v1 = data["behaviours"]["ikev1"]
+    findings = [f for f in data["findings"] if f["rule"] == "protocol.ikev2-esp-only"]
+    accepted = {t["label"] for t in data["transforms"] if t["status"] == "accepted"}
+    assert {"ECP_384", "AES_GCM_16-256"} <= accepted
+    if ikev1:
+        assert v1["main_mode"] == "accepted" and v1["main_mode_choice"] == "AES-256/SHA2-256/PSK/MODP-2048"
+        assert v1["aggressive_psk"] == "accepted"
+        assert {f["transform"] for f in findings} == {"IKEv1 Main Mode", "IKEv1 Aggressive Mode PSK"}
+        assert all("RFC 9395 §3" in f["sources"] for f in findings)
+        assert rc == 1
+    else:
+        assert v1["main_mode"] != "accepted" and v1["aggressive_psk"] != "accepted"
+        assert findings == [] and rc == 0, data["findings"]
+    assert elapsed < FULL_SCAN_LIMIT_S

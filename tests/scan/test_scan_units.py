@@ -139,3 +139,18 @@ def test_target_and_rate_parsing() -> None:
     for bad in ("0/s", "fast", "-1"):
         with pytest.raises(click.BadParameter):
             parse_rate(bad)
+
+
+def test_ikev1_sa_round_trip_and_hostile_answers() -> None:
+    from ikeguard.scan import ikev1
+
+    sa = ikev1._sa(0, [("AES-256", "SHA2-256", "PSK", 14), ("3DES", "SHA1", "RSA", 2)])
+    icookie = bytes(range(8))
+    message = ikev1._message(ikev1.EXCH_MAIN, ikev1.PT_SA, sa, icookie)
+    walked = ikev1._walk(message, icookie)
+    assert walked is not None and walked[0] == ikev1.EXCH_MAIN
+    assert ikev1._chosen(walked[1][0][1]) == "AES-256/SHA2-256/PSK/MODP-2048"
+    assert ikev1._walk(message, bytes(8)) is None  # not an answer to us
+    assert ikev1._walk(message[:-1], icookie) is None  # length disagrees
+    assert ikev1._walk(message[:30], icookie) is None
+    assert ikev1._chosen(b"\x00" * 5) is None

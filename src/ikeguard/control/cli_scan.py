@@ -74,7 +74,8 @@ def _print(console: Console, report: ScanReport) -> None:
     gen.add_row("key exchange preference", f"{', '.join(data['ke_preference']) or '-'} "
                                            f"(order: {data['ke_order'] or 'not inferred'})")
     for key in ("cookie_requested", "fragmentation", "nat_t", "signature_hash_algorithms",
-                "intermediate_exchange", "childless", "multiple_auth", "certificate_request", "udp_4500"):
+                "intermediate_exchange", "childless", "multiple_auth", "certificate_request", "udp_4500",
+                "ikev1"):
         value = b.get(key)
         gen.add_row(key.replace("_", " "), "not verified" if value is None else escape(json.dumps(value)))
     for vid in b.get("vendor_ids", []):
@@ -113,8 +114,13 @@ def _print(console: Console, report: ScanReport) -> None:
 @click.option("--max-half-open", type=click.IntRange(min=1), default=2, show_default=True,
               help="most half-open SAs the scan may leave at the responder")
 @click.option("--no-4500", "no_4500", is_flag=True, help="do not probe UDP 4500")
+@click.option("--no-ikev1", "no_ikev1", is_flag=True,
+              help="do not send the IKEv1 Main/Aggressive Mode probes")
+@click.option("--ikev1-id", "ikev1_id",
+              help="FQDN to send as ID in the Aggressive Mode probe (default: our IP)")
 def scan_command(target: str, profile_name: str, policy_path: str | None, as_json: bool, rate_text: str,
-                 timeout: float, max_half_open: int, no_4500: bool) -> None:
+                 timeout: float, max_half_open: int, no_4500: bool, no_ikev1: bool,
+                 ikev1_id: str | None) -> None:
     """Enumerate what an IKEv2 responder accepts in IKE_SA_INIT and judge it by a profile."""
     try:
         rate = parse_rate(rate_text)
@@ -131,7 +137,8 @@ def scan_command(target: str, profile_name: str, policy_path: str | None, as_jso
     except (OSError, UnicodeError) as exc:
         click.echo(f"ikeguard scan: cannot resolve {target!r}: {exc}", err=True)
         sys.exit(2)
-    options = ScanOptions(rate=rate, timeout=timeout, max_half_open=max_half_open, probe_udp4500=not no_4500)
+    options = ScanOptions(rate=rate, timeout=timeout, max_half_open=max_half_open, probe_udp4500=not no_4500,
+                          probe_ikev1=not no_ikev1, ikev1_identity=ikev1_id)
     try:
         result = scan(target, address, options)
     except OSError as exc:

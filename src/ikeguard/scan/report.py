@@ -14,7 +14,7 @@ from typing import Any
 from ikeguard.policy.profile import Profile
 from ikeguard.scan.catalog import CLASSES
 from ikeguard.scan.scanner import Observation, ScanResult
-from ikeguard.scan.verdict import ScanFinding, Verdict, policy_findings, transform_verdict
+from ikeguard.scan.verdict import ScanFinding, Verdict, ikev1_findings, policy_findings, transform_verdict
 from ikeguard.wire.iana import KeId, name_of
 
 SCHEMA = "ikeguard-scan/1"
@@ -104,6 +104,7 @@ def judge(result: ScanResult, profile: Profile,
             verdict, row_findings = transform_verdict(profile, o.candidate)
             rows.append(Row(o, verdict, row_findings))
             findings.extend(row_findings)
+    findings.extend(ikev1_findings(result, profile))
     if policy is not None:
         findings.extend(policy_findings(result, policy))
     return ScanReport(result, profile, rows, findings, policy_path)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ikeguard.scan.catalog import CLASSES, Candidate, candidates
+from ikeguard.scan.ikev1 import Ikev1Prober
 from ikeguard.scan.keyex import can_generate, public_value
 from ikeguard.scan.transport import Reply, Transport, nat_detection_hash
 from ikeguard.wire.iana import HashAlgorithm, KeId, NotifyType, ProtocolId, name_of
@@ -88,6 +89,9 @@ class ScanOptions:
     retries: int = 1
     max_half_open: int = 2
     probe_udp4500: bool = True
+    probe_ikev1: bool = True
+    ikev1_identity: str | None = None
+    """ID_FQDN sent in the Aggressive Mode probe (default: our IP address, ID_IPV4_ADDR/ID_IPV6_ADDR)."""
 
 
 @dataclass
@@ -368,6 +372,20 @@ class Scanner:
                            for v in msg.get_all(VendorIdPayload)[:20]]
         b["certificate_request"] = msg.get(CertReqPayload) is not None
 
+    def _ikev1(self) -> None:
+        """Main Mode and Aggressive Mode (PSK) probes on the same port (``scan.ikev1``)."""
+        if not self.options.probe_ikev1 or self.transport.address[1] != 500:
+            self.result.behaviours["ikev1"] = None
+            return
+        prober = Ikev1Prober(self.transport.address, self.options.timeout, self.options.ikev1_identity)
+        v1 = prober.run()
+        self.result.behaviours["ikev1"] = {"main_mode": v1.main_mode, "main_mode_choice": v1.main_mode_choice,
+                                           "aggressive_psk": v1.aggressive_psk,
+                                           "aggressive_choice": v1.aggressive_choice}
+        self.transport.stats.probes += v1.probes
+        self.transport.stats.datagrams += v1.datagrams
+        self.transport.stats.half_open += v1.half_open
+
     # -- run -----------------------------------------------------------------------------------------------
     def run(self) -> ScanResult:
         """The whole plan; always returns a result (partial when the scan stopped)."""
@@ -389,6 +407,7 @@ class Scanner:
                 self._ke_preference(groups)
                 if groups:
                     self._behaviours(groups)
+            self._ikev1()
         finally:
             self.transport.close()
         for cls in CLASSES:

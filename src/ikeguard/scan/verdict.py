@@ -123,3 +123,31 @@ def policy_findings(result: ScanResult,
             findings.append(ScanFinding(POLICY_RULE, "error", o.candidate.label, message, POLICY_SOURCES,
                                         "align the gateway's proposals (or the policy file) with each other"))
     return findings
+
+
+IKEV1_RULE = "protocol.ikev2-esp-only"
+IKEV1_FIX = ("disable IKEv1 on the responder (libreswan: ikev1-policy=drop and no ikev2=no conns; "
+             "strongSwan: no version = 1 connections)")
+
+
+def ikev1_findings(result: ScanResult, profile: Profile) -> list[ScanFinding]:
+    """IKEv1 negotiable (a Main Mode SA answer) and Aggressive Mode with PSK (HASH_R sent), judged by the
+    profile's ``protocol.ikev2-esp-only`` rule (its sources and controls); an IKEv1 error answer alone is
+    reported as a behaviour, not a finding (strongSwan answers NO_PROPOSAL_CHOSEN without IKEv1 configs)."""
+    v1 = result.behaviours.get("ikev1")
+    if not isinstance(v1, dict) or not profile.has_rule(IKEV1_RULE):
+        return []
+    rule = profile.rule(IKEV1_RULE)
+    out: list[ScanFinding] = []
+    if v1.get("main_mode") == "accepted":
+        out.append(ScanFinding(rule.id, rule.severity, "IKEv1 Main Mode",
+                               f"the responder negotiates IKEv1 Main Mode ({v1.get('main_mode_choice')}): "
+                               f"{rule.title}", rule.sources, IKEV1_FIX, rule.pci, rule.nist))
+    if v1.get("aggressive_psk") == "accepted":
+        out.append(ScanFinding(rule.id, rule.severity, "IKEv1 Aggressive Mode PSK",
+                               f"the responder answers IKEv1 Aggressive Mode with a pre-shared key "
+                               f"({v1.get('aggressive_choice')}): its HASH_R lets anyone who reaches UDP 500 "
+                               f"attack the PSK offline (RFC 2409 §5.4)", (*rule.sources, "RFC 2409 §5.4"),
+                               "turn Aggressive Mode off (libreswan: aggressive=no) and IKEv1 with it",
+                               rule.pci, rule.nist))
+    return out
