@@ -84,8 +84,10 @@ def test_examples_with_pki_pass_the_profile(example_copy: Path, name: str) -> No
     report = report_for(example_copy, name)
     assert report.by_status("fail") == [] and report.by_status("not_implemented") == []
     for rule in ("cert.key", "cert.signature-hash", "cert.validity", "cert.usage", "cert.chain",
-                 "crl.current", "files.present", "revocation.runtime", "audit.siem-delivery"):
+                 "crl.current", "files.present"):
         assert report.rule_status(rule) == "pass", rule
+    for rule in ("revocation.runtime", "audit.siem-delivery"):  # only the running gateway can answer these
+        assert report.rule_status(rule) == "not_verified", rule
     assert report.passed
 
 
@@ -94,10 +96,13 @@ def test_check_passes_the_example_with_its_pki(example_copy: Path) -> None:
     result = CliRunner().invoke(main, ["check", "-c", str(example_copy / GW), "--json"])
     assert result.exit_code == 0
     data = json.loads(result.output)
-    assert data["passed"] is True and data["findings"] == []
+    assert data["passed"] is True
+    assert {f["rule"] for f in data["findings"]} <= {"revocation.runtime", "audit.siem-delivery"}
+    assert {f["status"] for f in data["findings"]} <= {"not_verified"}
     assert data["rules"]["cert.key"] == "pass" and data["rules"]["crl.current"] == "pass"
     verdicts = {(r["document"], r["id"]): r["verdict"] for r in data["requirements"]}
-    assert verdicts[("PCI DSS 4.0.1", "4.2.1")] == "pass"
+    assert verdicts[("PCI DSS 4.0.1", "4.2.1")] == "not_verified"  # revocation.runtime needs the gateway
+    assert verdicts[("NIST SP 800-53", "SC-17")] == "pass"
 
 
 def _gw_variant(example_copy: Path, **kwargs: object) -> Report:

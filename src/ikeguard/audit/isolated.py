@@ -62,8 +62,10 @@ def _child_main(
                 received += len(batch)
             status[_ACKED] = received - service.pending
             status[_HEALTHY] = 1 if service.healthy else 0
+            n = len(service.forwarders)
             for i, forwarder in enumerate(service.forwarders):
                 status[_SPOOL + i] = forwarder.spool_depth
+                status[_SPOOL + n + i] = 1 if forwarder.connected else 0
         service.flush(10)
     finally:
         if os.getppid() == parent:
@@ -88,7 +90,8 @@ class IsolatedAuditService:
         ctx = mp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)[::-1]
         self._sink_names = [s.name for s in sinks]
-        self._status: Any = ctx.Array("q", _SPOOL + len(self._sink_names), lock=False)
+        # slots _SPOOL + i: undelivered records of sink i; _SPOOL + n + i: sink i connected (1) or not (0)
+        self._status: Any = ctx.Array("q", _SPOOL + 2 * len(self._sink_names), lock=False)
         self._proc = ctx.Process(
             target=_child_main,
             name="ikeguard-audit",
@@ -165,6 +168,11 @@ class IsolatedAuditService:
     def spool_depth(self) -> dict[str, int]:
         """Undelivered records per sink (the metric ``ikeguard_audit_spool_depth``), as the child last saw."""
         return {name: int(self._status[_SPOOL + i]) for i, name in enumerate(self._sink_names)}
+
+    def sink_connected(self) -> dict[str, bool]:
+        """Whether each sink's TLS connection is up, as the child last saw (``check --socket``)."""
+        n = len(self._sink_names)
+        return {name: bool(self._status[_SPOOL + n + i]) for i, name in enumerate(self._sink_names)}
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event recorded so far is on disk."""

@@ -148,6 +148,10 @@ class AuditService:
         """Undelivered records per sink (the metric ``ikeguard_audit_spool_depth``)."""
         return {f.name: f.spool_depth for f in self.forwarders}
 
+    def sink_connected(self) -> dict[str, bool]:
+        """Whether each sink's TLS connection is up (``check --socket``)."""
+        return {f.name: f.connected for f in self.forwarders}
+
     @property
     def pending(self) -> int:
         """Events recorded but not yet on disk."""

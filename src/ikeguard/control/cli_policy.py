@@ -113,6 +113,28 @@ def _print_report(console: Console, report: Report, warnings: Sequence[Finding])
                   f"{counts['warn']} warnings")
 
 
+def _ask_gateway(socket_path: str) -> dict[str, Any]:
+    """The running gateway's ``compliance`` answer; exit 2 when no gateway answers (an assessor asked for
+    runtime evidence: the report is not silently made without it)."""
+    from ikeguard.control.client import ControlClient, ControlError, ControlUnavailable
+
+    try:
+        with ControlClient(socket_path) as client:
+            response = client.response("compliance")
+    except ControlUnavailable as exc:
+        click.echo(f"ikeguard check: --socket {socket_path}: {exc}", err=True)
+        sys.exit(2)
+    except ControlError as exc:
+        click.echo(f"ikeguard check: --socket {socket_path}: {exc}", err=True)
+        sys.exit(2)
+    if not response.get("ok") or not isinstance(response.get("result"), dict):
+        click.echo(f"ikeguard check: the gateway did not answer 'compliance': {response.get('error')}",
+                   err=True)
+        sys.exit(2)
+    result: dict[str, Any] = response["result"]
+    return result
+
+
 @click.command()
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="configuration file")
 @click.option("--profile", "profile_name", help="check against this profile instead of [gateway] profile")
@@ -120,10 +142,13 @@ def _print_report(console: Console, report: Report, warnings: Sequence[Finding])
 @click.option("--strict", is_flag=True,
               help="exit 1 also on warnings, waived findings (compensating controls) and waivers that do "
                    "not apply")
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False),
+              help="the running gateway's control socket: runtime rules (revocation at IKE_AUTH, SIEM "
+                   "delivery, crypto module) are judged from its answer instead of \"not verified\"")
 @click.option("--schema", is_flag=True, help="print the JSON Schema of the configuration file and exit")
 @click.option("--peers-schema", is_flag=True, help="print the JSON Schema of a peer inventory file and exit")
-def check(config_path: str | None, profile_name: str | None, as_json: bool, strict: bool, schema: bool,
-          peers_schema: bool) -> None:
+def check(config_path: str | None, profile_name: str | None, as_json: bool, strict: bool,
+          socket_path: str | None, schema: bool, peers_schema: bool) -> None:
     """Validate a config (and the certificates it names) against its compliance profile."""
     if schema or peers_schema:
         click.echo(json.dumps(config_json_schema() if schema else peers_json_schema(), indent=2))
@@ -145,7 +170,8 @@ def check(config_path: str | None, profile_name: str | None, as_json: bool, stri
         else:
             _print_load_findings(console, exc.findings, f"{config_path}: configuration invalid")
         sys.exit(1)
-    report = evaluate(config, load_profile(config.profile_name), now=dt.datetime.now(dt.UTC))
+    runtime = _ask_gateway(socket_path) if socket_path is not None else None
+    report = evaluate(config, load_profile(config.profile_name), now=dt.datetime.now(dt.UTC), runtime=runtime)
     code = report.exit_code(strict=strict, load_warnings=config.warnings)
     if as_json:
         data = report.to_json()
@@ -153,6 +179,9 @@ def check(config_path: str | None, profile_name: str | None, as_json: bool, stri
         data["load_warnings"] = [_finding_json(f) for f in config.warnings]
         data["strict"] = strict
         data["exit_code"] = code
+        data["runtime"] = ({"socket": socket_path, "profile": runtime.get("profile"),
+                            "config": runtime.get("config"), "crypto_module": runtime.get("crypto_module")}
+                           if runtime is not None else None)
         click.echo(json.dumps(data, indent=2))
     else:
         _print_report(console, report, config.warnings)

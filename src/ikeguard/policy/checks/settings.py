@@ -163,45 +163,6 @@ def check_revocation_config(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     return out
 
 
-@register("revocation_runtime")
-def check_revocation_runtime(rule: Rule, ctx: CheckContext) -> list[Outcome]:
-    """Certificate-authenticated peers: ``ikeguard run`` checks each peer chain against the connection's
-    CRLs / OCSP during IKE_AUTH (``remote.revocation`` decides the soft/hard failure) and again at every
-    reauthentication, so an established SA of a revoked peer ends at its next reauth (RFC 5280 §6.3)."""
-    out: list[Outcome] = []
-    for name, conn in ctx.config.model.connections.items():
-        if conn.remote.auth != "pubkey":
-            continue
-        scope = f"connections.{name}.remote.revocation"
-        value = f"checked at IKE_AUTH ({conn.remote.revocation})"
-        if not conn.reauth_time:
-            out.append(Outcome(scope, True, value, "reauth_time is not set: an established SA of a peer "
-                               "revoked later runs until it closes", warning=True, file=ctx.file))
-        else:
-            out.append(Outcome(scope, True, f"{value} and at reauthentication every "
-                               f"{format_duration(conn.reauth_time)}"))
-    return out or [Outcome("connections", True, "no certificate-authenticated peers")]
-
-
-@register("siem_delivery")
-def check_siem_delivery(rule: Rule, ctx: CheckContext) -> list[Outcome]:
-    """``ikeguard run`` forwards every record to each syslog-tls sink over mutual TLS with a durable spool
-    (at-least-once, seq as de-duplication key) and records ``audit.sink.down``/``up`` on outage and recovery
-    (PCI DSS 4.0.1 10.7.2). Needs a sink with a client certificate (RFC 5425 §5.3)."""
-    out: list[Outcome] = []
-    for i, sink in enumerate(ctx.config.model.audit.sinks):
-        if sink.type != "syslog-tls":
-            continue
-        scope = f"audit.sinks[{i}]"
-        if sink.cert is None or sink.key is None:
-            out.append(Outcome(scope, False, str(sink.address), "no client certificate: the SIEM cannot "
-                               "authenticate the gateway", file=ctx.file))
-        else:
-            out.append(Outcome(scope, True, f"{sink.address}: spooled, at-least-once, outage alerted"))
-    return out or [Outcome("audit.sinks", False, None, 'no sink of type "syslog-tls" to deliver to',
-                           file=ctx.file)]
-
-
 @register("reauth")
 def check_reauth(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     """reauth_time set and not longer than the rule's maximum."""
