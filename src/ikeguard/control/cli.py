@@ -12,6 +12,7 @@ from ikeguard import __version__
 from ikeguard.control.cli_audit import audit
 from ikeguard.control.cli_demo import demo
 from ikeguard.control.cli_gateway import conns, events, initiate, peers, rekey, reload, sas, terminate
+from ikeguard.control.cli_import import import_command
 from ikeguard.control.cli_policy import check, profiles
 from ikeguard.control.cli_run import run
 from ikeguard.control.cli_scan import scan_command
@@ -37,3 +38,4 @@ main.add_command(rekey)
 main.add_command(reload)
 main.add_command(events)
 main.add_command(scan_command)
+main.add_command(import_command)

@@ -1,0 +1,132 @@
+"""``ikeguard import swanctl.conf [--secrets FILE] -o gateway.toml``: move a strongSwan configuration over in
+one command, with the migration report.
+
+The report has two halves: every swanctl.conf key that has no equivalent (or whose value ikeguard refuses),
+with the file and line it came from; and the findings ``ikeguard check`` gives the written configuration under
+the chosen profile (what the old configuration got wrong by that profile's measure). Pre-shared keys go to
+their own 0600 files beside the output and are never printed.
+
+Exit codes: 0 written and passing the profile; 1 written but the profile finds failures, or the result does
+not load (its findings listed); 2 the input cannot be read or parsed, or the output exists (without
+``--force``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ikeguard.policy.importers.settings_syntax import SettingsSyntaxError, parse_settings_file
+from ikeguard.policy.importers.swanctl import ImportResult, dump_toml, import_swanctl
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def _check(output: Path, profile: str) -> dict[str, Any]:
+    """Load the written file and run its profile: the second half of the migration report."""
+    from ikeguard.policy.errors import ConfigError
+    from ikeguard.policy.loader import load_config
+    from ikeguard.policy.profile import load_profile
+    from ikeguard.policy.report import evaluate
+
+    try:
+        config = load_config(output)
+    except ConfigError as exc:
+        return {"loaded": False, "passed": False,
+                "findings": [{"rule": f.rule, "severity": f.severity, "where": f.location(),
+                              "message": f.message} for f in exc.findings]}
+    report = evaluate(config, load_profile(profile), now=dt.datetime.now(dt.UTC))
+    findings = [{"rule": r.rule.id, "severity": r.severity, "status": r.status,
+                 "where": r.scope or "(gateway)", "message": r.message, "source": r.rule.source_text,
+                 "fix": r.rule.fix}
+                for r in report.by_status("fail", "not_implemented", "warn")]
+    return {"loaded": True, "passed": report.passed, "findings": findings}
+
+
+def _header(source: Path, result: ImportResult, profile: str) -> str:
+    lines = [f"Imported from {source} by `ikeguard import` (profile {profile}).",
+             "Keys without an ikeguard equivalent (not carried over):"]
+    lines += [f"  {u.key} = {u.value}  ({u.where}): {u.reason}" for u in result.unmapped] or ["  (none)"]
+    return "\n".join(lines)
+
+
+@click.command("import")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
+              help="the ikeguard configuration to write (secret files go beside it)")
+@click.option("--secrets", "secrets", multiple=True, type=click.Path(dir_okay=False),
+              help="more swanctl.conf syntax files holding secrets { } (repeatable)")
+@click.option("--swanctl-dir", type=click.Path(file_okay=False),
+              help="where x509/, x509ca/, private/ ... are (default: the directory of SOURCE)")
+@click.option("--profile", default="pci-dss-4", show_default=True, help="compliance profile of the result")
+@click.option("--dataplane", type=click.Choice(["userspace", "xfrm", "none"]), default="userspace",
+              show_default=True, help="[gateway] dataplane of the result")
+@click.option("--force", is_flag=True, help="overwrite OUTPUT and its secret files")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable migration report")
+def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_dir: str | None, profile: str,
+                   dataplane: str, force: bool, as_json: bool) -> None:
+    """Convert a swanctl.conf into an ikeguard configuration, with a migration report."""
+    from ikeguard.policy.profile import ProfileNotFound, load_profile
+
+    try:
+        load_profile(profile)
+    except ProfileNotFound as exc:
+        click.echo(f"ikeguard import: {exc}", err=True)
+        sys.exit(2)
+    src, out = Path(source), Path(output)
+    try:
+        tree, located = parse_settings_file(src)
+        for extra in secrets:
+            parse_settings_file(extra, into=tree, located=located)
+    except SettingsSyntaxError as exc:
+        click.echo(f"ikeguard import: {exc}", err=True)
+        sys.exit(2)
+    result = import_swanctl(tree, located, swanctl_dir=Path(swanctl_dir) if swanctl_dir else src.parent,
+                            output_dir=out.parent.resolve(),
+                            gateway={"profile": profile, "state_dir": "state", "dataplane": dataplane})
+    targets = [out, *(out.parent / name for name in result.files)]
+    if not force and any(t.exists() for t in targets):
+        existing = next(t for t in targets if t.exists())
+        click.echo(f"ikeguard import: {existing} exists (--force overwrites it)", err=True)
+        sys.exit(2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name, content in result.files.items():
+        _write_private(out.parent / name, content)
+    _write_private(out, dump_toml(result.config, _header(src, result, profile)))
+    checked = _check(out, profile)
+    code = 0 if checked["passed"] else 1
+    if as_json:
+        click.echo(json.dumps({
+            "source": str(src), "output": str(out), "profile": profile,
+            "connections": sorted(result.config.get("connections", {})), "skipped": result.skipped,
+            "secret_files": sorted(result.files), "unmapped": [u.as_dict() for u in result.unmapped],
+            "loaded": checked["loaded"], "passed": checked["passed"], "findings": checked["findings"],
+            "exit_code": code}, indent=2))
+        sys.exit(code)
+    conns = sorted(result.config.get("connections", {}))
+    click.echo(f"wrote {out}: {len(conns)} connection(s) ({', '.join(conns) or 'none'}), "
+               f"{len(result.files)} secret file(s)")
+    if result.skipped:
+        click.echo(f"not imported: {', '.join(result.skipped)}")
+    click.echo(f"keys without an equivalent: {len(result.unmapped)}")
+    for u in result.unmapped:
+        click.echo(f"  {u.key} = {u.value}" + (f"  ({u.where})" if u.where else "") + f": {u.reason}")
+    if not checked["loaded"]:
+        click.echo(f"{out} does not load:")
+    else:
+        click.echo(f"profile {profile}: {'PASS' if checked['passed'] else 'FAIL'}; findings: "
+                   f"{len(checked['findings'])}")
+    for f in checked["findings"]:
+        click.echo(f"  [{f.get('status', f['severity'])}] {f['rule']} {f['where']}: {f['message']}")
+    sys.exit(code)
