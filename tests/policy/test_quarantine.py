@@ -74,8 +74,14 @@ def _with_certificates(tmp_path: Path, body: str, now: dt.datetime) -> str:
 
 
 def _config(tmp_path: Path, body: str) -> Path:
-    for name in ("siem-ca.pem", "gw-siem.pem", "gw-siem.key"):
-        (tmp_path / name).write_text("placeholder: only its existence is checked\n")
+    now = dt.datetime.now(dt.UTC)  # the SIEM link's certificates are judged too (audit.siem-tls, key.*)
+    start, end = now - dt.timedelta(days=1), now + dt.timedelta(days=365)
+    ca = CertificateAuthority.create_root("CN=quarantine SIEM CA", not_before=start, not_after=end)
+    client = ca.issue_leaf("CN=gw audit client", sans=["gw.example"], eku=["clientAuth"], not_before=start,
+                           not_after=end)
+    (tmp_path / "siem-ca.pem").write_bytes(ca.issued.cert_pem())
+    (tmp_path / "gw-siem.pem").write_bytes(client.cert_pem())
+    (tmp_path / "gw-siem.key").write_bytes(client.key_pem())
     (tmp_path / "gw-siem.key").chmod(0o600)  # key.file-mode
     path = tmp_path / "gw.toml"
     path.write_text(HEAD + body)

@@ -30,8 +30,9 @@ def pki_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail("strongSwan's pki tool is missing (make test installs strongswan-pki)")
     target = tmp_path_factory.mktemp("examples-pki")
     shutil.copytree(EXAMPLES, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("pki", "state*"))
-    result = subprocess.run([str(target / "make-pki.sh")], capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = subprocess.run(
+        [str(target / "make-pki.sh")], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     return target
 
@@ -130,8 +131,10 @@ def test_json_names_tool_profile_and_configuration_digest(processor: Path) -> No
     ca = files["authorities.processor-vpn.cacert"]
     assert ca["hashed"] == "file"
     assert ca["sha256"] == hashlib.sha256((processor.parent / "pki/ca.pem").read_bytes()).hexdigest()
-    assert files["connections.merchants.remote.peers"]["sha256"] == hashlib.sha256(
-        (processor.parent / "merchants.toml").read_bytes()).hexdigest()
+    assert (
+        files["connections.merchants.remote.peers"]["sha256"]
+        == hashlib.sha256((processor.parent / "merchants.toml").read_bytes()).hexdigest()
+    )
     key = files["connections.merchants.local.key"]  # a private key is identified by its public key only
     assert key["hashed"] == "public key of private key"
     assert key["sha256"] != hashlib.sha256((processor.parent / "pki/gw.key").read_bytes()).hexdigest()

@@ -15,9 +15,11 @@ def _waive_3des(path: Path) -> str:
     expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=60)).date().isoformat()  # waivers are time-boxed
     edit(path, IKE_ECP384, 'proposals = ["3des-sha256-ecp384"]')
     with path.open("a") as fh:
-        fh.write(f'\n[[waivers]]\nrule = "crypto.ike.encr"\nscope = "connections.merchants"\n'
-                 f'reason = "legacy terminal fleet"\nowner = "alice@processor.example"\nticket = "RISK-77"\n'
-                 f"expires = {expires}\n")
+        fh.write(
+            f'\n[[waivers]]\nrule = "crypto.ike.encr"\nscope = "connections.merchants"\n'
+            f'reason = "legacy terminal fleet"\nowner = "alice@processor.example"\nticket = "RISK-77"\n'
+            f"expires = {expires}\n"
+        )
     return expires
 
 

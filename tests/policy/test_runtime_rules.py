@@ -55,8 +55,12 @@ def _serve(processor: Path, siem: Rsyslog, tmp_path: Path) -> Path:
 
 def test_check_asks_the_running_gateway(processor: Path, tmp_path: Path) -> None:
     pki = processor.parent / "pki"
-    siem = Rsyslog(tmp_path / "siem", Pki(pki / "siem-ca.pem", pki / "siem.pem", pki / "siem.key",
-                                          pki / "gw-siem.pem", pki / "gw-siem.key"))
+    siem = Rsyslog(
+        tmp_path / "siem",
+        Pki(
+            pki / "siem-ca.pem", pki / "siem.pem", pki / "siem.key", pki / "gw-siem.pem", pki / "gw-siem.key"
+        ),
+    )
     sock = _serve(processor, siem, tmp_path)
     siem.start()
     seen: dict[str, Any] = {}
@@ -89,8 +93,13 @@ def test_check_asks_the_running_gateway(processor: Path, tmp_path: Path) -> None
                 seen["up"] = await until("audit.siem-delivery", "pass")
                 siem.stop()
                 for i in range(5):
-                    gw.gateway.record(AuditEvent(EventName.ADMIN_COMMAND, admin="test",
-                                                 details={"command": f"while the SIEM is down {i}"}))
+                    gw.gateway.record(
+                        AuditEvent(
+                            EventName.ADMIN_COMMAND,
+                            admin="test",
+                            details={"command": f"while the SIEM is down {i}"},
+                        )
+                    )
                 seen["down"] = await until("audit.siem-delivery", "fail")
             finally:
                 await server.close()

@@ -34,8 +34,8 @@ _VERDICT_STYLE = {"fail": "bold red", "not_implemented": "magenta", "not_verifie
 def _console() -> Console:
     if sys.stdout.isatty():
         return Console()
-    columns = os.environ.get("COLUMNS", "")
-    return Console(width=int(columns) if columns.isdigit() and int(columns) > 0 else 200)
+    columns = os.environ.get("COLUMNS", "")  # in a pipe: 200 columns, or more when COLUMNS asks for more
+    return Console(width=max(200, int(columns)) if columns.isdigit() else 200)
 
 
 def _cells(*texts: str | None) -> list[str]:

@@ -1,6 +1,6 @@
 """Check implementations, registered by name; importing this package fills the registry."""
 
-from ikeguard.policy.checks import crypto, keyfiles, pki, runtime, secrets, settings
+from ikeguard.policy.checks import crypto, keyfiles, keys, pki, runtime, secrets, settings
 from ikeguard.policy.checks.base import (
     NOT_IMPLEMENTED,
     REGISTRY,
@@ -11,4 +11,4 @@ from ikeguard.policy.checks.base import (
 )
 
 __all__ = ["NOT_IMPLEMENTED", "REGISTRY", "CheckContext", "Outcome", "Target", "crypto", "enforced_at",
-           "keyfiles", "pki", "runtime", "secrets", "settings"]
+           "keyfiles", "keys", "pki", "runtime", "secrets", "settings"]
