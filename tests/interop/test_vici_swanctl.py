@@ -251,3 +251,73 @@ def test_unauthorised_local_user_cannot_use_the_socket(
     gw.wait_audit(lambda e: e["event"] == "admin.command" and e["outcome"] == "failure"
                   and e["details"]["command"] == "vici connect" and e["details"]["uid"] == nobody.pw_uid)
     assert " ikeguard (Linux, " in swanctl(sock, "--version", "--daemon")  # the owner is still served
+
+
+def _conn(name: str, topo: Topology, ike: str, esp: str, remote_id: str, rekey: str = "4h") -> str:
+    left, right = topo.left, topo.right
+    return f"""\
+    {name} {{
+        local_addrs = {right.address}
+        remote_addrs = {left.address}
+        proposals = {ike}
+        rekey_time = {rekey}
+        local {{
+            auth = psk
+            id = {GW_FQDN}
+        }}
+        remote {{
+            auth = psk
+            id = {remote_id}
+        }}
+        children {{
+            net {{
+                local_ts = {right.subnet}
+                remote_ts = {left.subnet}
+                esp_proposals = {esp}
+            }}
+        }}
+    }}
+"""
+
+
+def test_swanctl_load_conns_is_checked_like_a_reload(
+    netns_topology: Callable[..., Topology], strongswan_peer: Callable[..., StrongSwanPeer],
+    ikeguard_gateway: Callable[..., GatewayProcess], vici_dir: Path, tmp_path: Path,
+) -> None:
+    sock = vici_dir / "charon.vici"
+    topo, _peer, gw = _setup(netns_topology, strongswan_peer, ikeguard_gateway, sock)
+    conf = tmp_path / "swanctl.conf"
+
+    # a weak connection is refused with the profile's findings; the running configuration stays
+    conf.write_text("connections {\n" + _conn("weak", topo, "3des-sha1-modp1024", "3des-sha1",
+                                              "weak.ss-lab.example") + "}\n")
+    out = swanctl(sock, "--load-conns", "--file", str(conf), check=False)
+    assert "loading connection 'weak' failed: configuration refused" in out, out
+    assert "crypto.ike.encr" in out and "crypto.esp.encr" in out, out
+    assert "weak" not in swanctl(sock, "--list-conns")
+
+    # loading over a file connection replaces it (as charon does); it is live: initiated to the peer
+    conf.write_text("connections {\n" + _conn("ikg", topo, IKE_PROPOSAL, ESP_PROPOSAL, CLIENT_FQDN, "2h")
+                    + "}\n")
+    out = swanctl(sock, "--load-conns", "--file", str(conf))
+    assert "loaded connection 'ikg'" in out, out
+    assert "ikg: IKEv2, no reauthentication, rekeying every 7200s" in swanctl(sock, "--list-conns")
+    out = swanctl(sock, "--initiate", "--child", "net", "--timeout", "20")
+    assert "initiate completed successfully" in out, out
+    sa = _installed(gw)[0]
+    assert sa["name"] == "ikg"
+
+    # swanctl unloads what it loaded over vici (get-conns), and only that: the file's version is back
+    conf.write_text("connections {\n}\n")
+    out = swanctl(sock, "--load-conns", "--file", str(conf))
+    assert "1 unloaded" in out, out
+    assert "rekeying every 14400s" in swanctl(sock, "--list-conns")
+
+    commands = [(e["details"]["command"], e["outcome"]) for e in gw.audit_events()
+                if e["event"] == "admin.command"]
+    assert ("vici load-conn weak", "failure") in commands
+    assert ("vici load-conn ikg", "success") in commands
+    assert ("vici unload-conn name=ikg", "success") in commands
+    rejected = [e for e in gw.audit_events() if e["event"] == "config.rejected"]
+    assert rejected and rejected[0]["admin"] == "root (vici)"
+    assert any("crypto.ike.encr" in e["reason"] for e in rejected)

@@ -280,7 +280,7 @@ class ViciServer:
         except _operator_errors() as exc:
             error = _error_text(exc)
             self._audit(command, client.caller, Outcome.FAILURE, error, connection)
-            client.send(encode_packet(PacketType.CMD_RESPONSE, {"success": "no", "errmsg": error}))
+            client.send(encode_packet(PacketType.CMD_RESPONSE, {"success": "no", "errmsg": _ascii(error)}))
             return
         except Exception as exc:
             log.exception("vici command %r failed", command)
@@ -289,6 +289,8 @@ class ViciServer:
             client.send(encode_packet(PacketType.CMD_RESPONSE, {"success": "no", "errmsg": error}))
             return
         failed = reply.get("success") == "no"
+        if failed:
+            reply["errmsg"] = _ascii(str(reply.get("errmsg", "")))
         self._audit(command, client.caller, Outcome.FAILURE if failed else Outcome.SUCCESS,
                     str(reply.get("errmsg", "")) if failed else "", connection)
         client.send(encode_packet(PacketType.CMD_RESPONSE, reply))
@@ -425,7 +427,10 @@ class ViciServer:
         return {}
 
     async def _get_conns(self, message: Section, client: _Client) -> dict[str, Any]:
-        return {"conns": list(self.gateway.plan.config.model.connections)}
+        """As charon: only the connections loaded over vici (swanctl --load-conns unloads the others)."""
+        if Path(self.gateway.plan.config.path).name != "vici-loaded.toml":
+            self.loaded = {}
+        return {"conns": list(self.loaded)}
 
     def _connection_of_child(self, child: str, ike: str | None) -> str:
         names = [n for n, c in self.gateway.plan.connections.items()
@@ -508,16 +513,18 @@ class ViciServer:
         return {"success": "yes", "matches": count}
 
     async def _reload_settings(self, message: Section, client: _Client) -> dict[str, Any]:
-        result = await self._reload(client)
+        result = await self._reload_for(client.user)
         if result.refused:
             return {"success": "no", "errmsg": result.refused}
+        self.loaded = {}  # the file is the truth again: connections loaded over vici are gone
         return {"success": "yes"}
 
-    async def _reload(self, client: _Client, path: Path | None = None) -> Any:
+    async def _reload_for(self, user: str, path: Path | None = None) -> Any:
+        """Reload ``path`` (default: the gateway's configuration file) as ``ikeguard reload`` does."""
         from ikeguard.service.reload import reload_gateway
 
         target = path or self._config_path or Path(self.gateway.plan.config.path)
-        return await reload_gateway(self.gateway, target, admin=f"{client.user} (vici)",
+        return await reload_gateway(self.gateway, target, admin=f"{user} (vici)",
                                     profile_override=self._profile_override)
 
     async def _load_conn(self, message: Section, client: _Client) -> dict[str, Any]:
@@ -555,6 +562,12 @@ def _int_arg(message: Section, *names: str) -> int | None:
             except ValueError:
                 raise CommandError(f"{name} must be a number") from None
     return None
+
+
+def _ascii(message: str) -> str:
+    """An ``errmsg`` libvici prints: ``vici_find_str`` returns only printable ASCII (else swanctl shows an
+    empty message), so ``§`` becomes ``sect. `` and anything else outside ASCII ``?``."""
+    return message.replace("§", "sect. ").encode("ascii", "replace").decode("ascii")
 
 
 def _running(seconds: float) -> str:
