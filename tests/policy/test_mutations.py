@@ -71,7 +71,7 @@ MUTATIONS = [
     Mutation("8-character PSK", _add_secret('secret_file = "legacy.psk"', "Passw0rd\n"), "psk.entropy",
              "RFC 7296 §2.15"),
     Mutation("inline secret under pci-dss-4", _add_secret(f'secret = "{HEX256}"'), "psk.inline",
-             "PCI DSS 4.0.1 8.3.2"),
+             "NIST SP 800-53 IA-5"),
     Mutation("retention 30 days", _gw("retention_days = 365", "retention_days = 30"), "audit.retention",
              "PCI DSS 4.0.1 10.5.1"),
     Mutation("no DPD", _gw('dpd_delay = "30s"\n', ""), "dpd.enabled", "RFC 7296 §2.4"),
