@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,37 @@ def test_compliant_config_passes(tmp_path: Path, now: dt.datetime) -> None:
     assert result.not_implemented == []
     assert result.report.passed
     assert not result.report.by_status("fail")
+
+
+def test_quarantine_in_5000_peers_takes_out_exactly_the_later_overlapping_entries(
+        tmp_path: Path, now: dt.datetime) -> None:
+    """Issue 17: a late /16 used to be judged by address order, which made it the 'earlier' entry of each of
+    the 256 /24s it covers and quarantined all of them. File order (docs/compliance.md): the later entry of
+    an overlap with a kept entry is the offender; an entry overlapping only an offender stays."""
+    entries = [(f"p{i}.m.example", f"10.{i // 256}.{i % 256}.0/24") for i in range(5000)]
+    entries.insert(100, ("mid.m.example", "10.0.50.0/25"))  # inside p50's /24, later in the file
+    entries += [
+        ("wide.m.example", "10.1.0.0/16"),  # covers p256..p511: the only offender of those overlaps
+        ("dup.m.example", "10.2.5.0/24"),  # p517's subnet again
+        ("fresh.m.example", "10.19.200.0/24"),  # beyond the /24s: overlaps nothing, kept
+        ("late18.m.example", "10.19.192.0/18"),  # overlaps fresh (kept): offender
+        ("chain.m.example", "10.19.210.0/24"),  # overlaps only late18, an offender: kept
+    ]
+    (tmp_path / "peers.toml").write_text("".join(f'[[peer]]\nid = "{i}"\nremote_ts = ["{ts}"]\n'
+                                                 for i, ts in entries))
+    body = CONN.format(name="merchants", addr="%any", proposal="aes256gcm16-prfsha384-ecp384",
+                       remote_id="*.m.example", peers=', peers = "peers.toml"', remote_ts="%peer")
+    config = load_config(_config(tmp_path, _with_certificates(tmp_path, body, now)))
+    started = time.perf_counter()
+    result = enforce(config, now=now)
+    elapsed = time.perf_counter() - started
+    offenders = {"mid.m.example", "wide.m.example", "dup.m.example", "late18.m.example"}
+    assert {peer for _, peer in result.quarantined_peers} == offenders
+    assert not result.quarantined_connections
+    inventory = config.inventories["merchants"]
+    enabled = {p.id for p in inventory.peers if p.enabled}
+    assert enabled == {i for i, _ in entries} - offenders  # 5,002 peers still served
+    assert len(enabled) == 5002
+    assert inventory.bound_selectors(parse_identity("p300.m.example")) is not None
+    assert inventory.bound_selectors(parse_identity("chain.m.example")) is not None
+    assert elapsed < 30, elapsed  # one sweep, not a pairwise comparison

@@ -96,8 +96,7 @@ class PeerInventory:
                                         file=file))
                 continue
             inv._peers[key] = peer
-        items = [(p.id, s) for p in inv._peers.values() for s in p.selectors]
-        inv.conflicts = overlapping_pairs(items)
+        inv.conflicts = file_order_conflicts(inv.peers)
         return inv, findings
 
     # -- queries -----------------------------------------------------------------------------------
@@ -215,6 +214,27 @@ class PeerInventory:
             Path(tmp).unlink(missing_ok=True)
             raise
         return target
+
+
+def file_order_conflicts(peers: Sequence[InventoryPeer]) -> list[tuple[str, str]]:
+    """(kept peer, offending peer) pairs, judged in file order: an entry is an offender when its subnets
+    overlap an *earlier* entry that is not itself an offender; every other entry is kept. So one late entry
+    claiming a /16 is the only offender however many /24s it covers (address order would have blamed each
+    of those /24s), and entries overlapping only an offender stay. The overlapping pairs come from one sweep
+    over the sorted ranges (O(n log n) when the subnets are disjoint)."""
+    position = {p.id: i for i, p in enumerate(peers)}
+    earlier: dict[str, set[str]] = {}
+    for a, b in overlapping_pairs([(p.id, s) for p in peers for s in p.selectors]):
+        first, second = sorted((a, b), key=position.__getitem__)
+        earlier.setdefault(second, set()).add(first)
+    offenders: set[str] = set()
+    pairs: list[tuple[str, str]] = []
+    for peer in peers:
+        kept = sorted((e for e in earlier.get(peer.id, ()) if e not in offenders), key=position.__getitem__)
+        if kept:
+            offenders.add(peer.id)
+            pairs.extend((e, peer.id) for e in kept)
+    return pairs
 
 
 def _toml_str(text: str) -> str:
