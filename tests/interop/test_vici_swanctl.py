@@ -2,7 +2,8 @@
 gateway and a strongSwan peer in network namespaces:
 
 * Debian's ``swanctl`` binary (``--uri unix://...``) runs ``--version``, ``--stats``, ``--list-conns``,
-  ``--initiate``, ``--list-sas``, ``--rekey`` and ``--terminate`` and prints the SAs with the SPIs that
+  ``--log``, ``--initiate``, ``--list-sas``, ``--rekey``, ``--terminate`` and ``--load-conns`` (checked like
+  a reload: a weak connection is refused with the profile's findings) and prints the SAs with the SPIs that
   ``ikeguard sas --json`` reports (and the peer's charon agrees with);
 * strongSwan's Python ``vici`` package lists the SAs (parsed by the harness's charon parser) and follows
   ``ike-updown`` events;
@@ -16,10 +17,12 @@ import os
 import pwd
 import queue
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -98,9 +101,20 @@ def test_swanctl_drives_and_lists_a_running_gateway(
     assert "net: TUNNEL, rekeying every 3600s" in conns
     assert "IKE_SAs: 0 total, 0 half-open" in swanctl(sock, "--stats")
 
-    out = swanctl(sock, "--initiate", "--child", "net", "--timeout", "20")
-    assert "initiate completed successfully" in out, out
-    sa = _installed(gw)[0]
+    logger = subprocess.Popen([SWANCTL, "--log", "--uri", f"unix://{sock}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_until(lambda: any(e["details"]["command"] == "vici register log"
+                                      for e in gw.audit_events() if e["event"] == "admin.command"), 10)
+        out = swanctl(sock, "--initiate", "--child", "net", "--timeout", "20")
+        assert "initiate completed successfully" in out, out
+        sa = _installed(gw)[0]
+        time.sleep(0.5)
+    finally:
+        logger.send_signal(signal.SIGINT)
+        logged, _ = logger.communicate(timeout=10)
+    assert "00[IKE] ike.up success conn=ikg peer=client.ss-lab.example" in logged, logged
+    assert "[CHD] child.up success conn=ikg" in logged
     child = sa["children"][0]
     listed = swanctl(sock, "--list-sas")
     # swanctl's own layout of charon's fields, with ikeguard's SPIs
