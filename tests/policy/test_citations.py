@@ -61,3 +61,16 @@ def test_misattributions_stay_fixed() -> None:
         sources = load_profile("pci-dss-4").rule(rule).sources
         assert any(s.startswith("PCI DSS 4.0.1 3.7.4 (by analogy") for s in sources), rule
     assert "8.3.11" not in _pci_requirements("psk.binding")  # about users' factors: an analogy for peers
+
+
+def test_auditor_doc_has_a_row_per_requirement_with_what_ikeguard_cannot_check() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "compliance.md").read_text()
+    section = doc[doc.index("## Verdicts per requirement"):doc.index("## Not implemented yet")]
+    assert "ikeguard cannot check" in section and "the operator shows instead" in section
+    rows = {line.split(" | ")[0].removeprefix("| ") for line in section.splitlines() if line.startswith("| ")}
+    for name in PROFILES:
+        for rule in load_profile(name).rules:
+            for document, ident in rule_requirements(rule):
+                assert f"{document} {ident}".strip() in rows, (rule.id, document, ident)
