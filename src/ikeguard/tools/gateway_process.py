@@ -200,8 +200,8 @@ class GatewayProcess:
         argv = self.argv_override
         if argv is None:
             argv = [self.python, "-m", "ikeguard", "run", "-c", str(self.config_path)]
-            if self.profile is not None:
-                argv += ["--profile", self.profile]
+            if self.profile is not None:  # the caller chose it explicitly: an override, audited
+                argv += ["--profile", self.profile, "--override-profile"]
         if self.netns is not None:
             return ["ip", "netns", "exec", self.netns, *argv]
         return list(argv)
