@@ -33,7 +33,10 @@ from ikeguard.tools.demo.scenario import (
     build_scenario,
 )
 
-NOW = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.UTC)
+# The SIEM test below does a real TLS handshake, which checks the 24-hour certificates against the real clock:
+# the scenario is built at the time the suite runs (the demo itself does the same), never at a fixed date.
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+pytestmark = pytest.mark.date_sensitive
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +229,8 @@ def test_siem_receives_over_mutual_tls_and_refuses_clients_without_a_certificate
         except (ssl.SSLError, OSError):
             pass  # TLS 1.2 fails in the handshake, TLS 1.3 after it
         channel = TlsChannel(target)
-        message = b"<110>1 2026-11-27T03:00:00Z gw ikeguard 1 ts.rejected - ts.rejected failure"
+        stamp = NOW.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+        message = b"<110>1 " + stamp + b" gw ikeguard 1 ts.rejected - ts.rejected failure"
         channel.send(str(len(message)).encode() + b" " + message)
         channel.close()
         lines: list[str] = []
