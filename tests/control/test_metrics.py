@@ -44,7 +44,7 @@ class MetricsGateway(RecordingGateway):
 def gateway(tmp_path: Path, examples_dir: Path) -> MetricsGateway:
     target = tmp_path / "examples"
     shutil.copytree(examples_dir, target)
-    issue_example_pki(target)
+    issue_example_pki(target, now=dt.datetime.now(dt.UTC))  # build_plan below reads the wall clock
     gw = MetricsGateway([_sa(1, "merchants", "merchant-a.merchants.processor.example", 1000),
                          _sa(2, "merchants", "merchant-b.merchants.processor.example", 500)])
     gw.plan = build_plan(target / "processor-gateway.toml", now=dt.datetime.now(dt.UTC))

@@ -80,7 +80,7 @@ def _sa(uid: int, name: str, peer: str) -> dict[str, Any]:
 def config(tmp_path: Path, examples_dir: Path) -> Path:
     target = tmp_path / "examples"
     shutil.copytree(examples_dir, target)
-    issue_example_pki(target)
+    issue_example_pki(target, now=dt.datetime.now(dt.UTC))  # build_plan below reads the wall clock
     path = target / "processor-gateway.toml"
     path.write_text(path.read_text() + HQ)
     return path
