@@ -153,7 +153,7 @@ def test_initiate_passes_conn_child_and_timeout(sock_path: Path) -> None:
     gw = RecordingGateway(SAS)
     result = run_with_server(gw, sock_path,
                              lambda c: c.request("initiate", conn="hq", child="net", timeout=3))
-    assert result == {"ike_uniqueids": [7]}
+    assert result == {"ike_uniqueids": [7], "reused": False}
     assert ("initiate", {"conn": "hq", "child": "net", "timeout": 3.0}) in gw.calls
 
 

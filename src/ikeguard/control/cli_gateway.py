@@ -303,7 +303,8 @@ def initiate(config: Path | None, socket_path: Path | None, as_json: bool, conn:
     ids = list(result.get("ike_uniqueids", []))
     ike, kids = (ids[0], ids[1:]) if ids else (None, [])
     child_text = f"; Child SA{'s' if len(kids) != 1 else ''} {', '.join(map(str, kids))}" if kids else ""
-    click.echo(f"{conn}: IKE SA {ike} established{child_text}")
+    how = " (already up or being set up: reused, no second IKE SA)" if result.get("reused") else ""
+    click.echo(f"{conn}: IKE SA {ike} established{how}{child_text}")
 
 
 def _selection_options(f: F) -> F:

@@ -360,8 +360,10 @@ class ControlServer:
         timeout = float(args.get("timeout", 15.0))
         if not 0 < timeout <= 120:
             raise CommandError("timeout must be between 0 and 120 seconds")
+        before = {int(sa["uniqueid"]) for sa in self.gateway.sas(conn=args["conn"])}
         ids = await self.gateway.initiate(args["conn"], args.get("child"), timeout=timeout)
-        return {"ike_uniqueids": list(ids)}
+        # reused: the connection's IKE SA existed (up or being set up) and no second one was started
+        return {"ike_uniqueids": list(ids), "reused": bool(ids) and ids[0] in before}
 
     async def _terminate(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         count = self.gateway.terminate(**_selection(args), child=args.get("child"),

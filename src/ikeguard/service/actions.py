@@ -1,9 +1,11 @@
 """``start_action``, ``dpd_action`` and ``close_action`` (swanctl semantics) of a running gateway.
 
 ``start``: initiate when the gateway starts and keep trying with exponential backoff (1, 2, 4 ... s up to
-``[gateway] initiate_retry_max``, 60 s by default) until the IKE SA is up. ``trap`` needs kernel acquires
-(traffic-triggered initiation, traps.py): with ``dataplane = "xfrm"`` a trap policy is installed; other
-data planes treat it as ``start`` (logged once).
+``[gateway] initiate_retry_max``, 60 s by default) until the IKE SA is up. An attempt never opens a second
+IKE SA: when the connection already has one up or being set up (an operator's ``initiate``, the peer's own
+attempt) the retry waits for that one and adds the children it lacks (``Gateway.ike_sa_of``).
+``trap`` needs kernel acquires (traffic-triggered initiation, traps.py): with ``dataplane = "xfrm"`` a trap
+policy is installed; other data planes treat it as ``start`` (logged once).
 When an established IKE SA dies (DPD or retransmission timeout) its children's ``dpd_action`` applies
 (``restart``/``trap``: bring it up again, or leave it to the trap policy; ``clear``/``none``: nothing); when
 the peer deletes it, ``close_action`` (``start``/``trap``: likewise). SAs we delete ourselves (admin,
@@ -247,6 +249,13 @@ class ActionPolicy:
             while not gateway.stopping:
                 uid: int | None = None
                 try:
+                    existing = gateway.ike_sa_of(conn, last_remote)
+                    if existing is not None:  # one connection, one IKE SA: wait for the one already there
+                        uid = existing.uniqueid
+                        await gateway.wait_established(uid)
+                        gateway.ensure_children(uid, children)
+                        self._attempt_ended(conn, uid, established=True)
+                        return
                     uid = gateway.start_ike(conn, children, remote=last_remote)
                     self._attempts[uid] = (conn, _Attempt())
                     await gateway.wait_established(uid)

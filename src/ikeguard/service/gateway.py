@@ -43,6 +43,7 @@ from ikeguard.engine.events import (
 )
 from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.states import ChildState, IkeState
+from ikeguard.engine.tasks.child_create import ChildCreateTask
 from ikeguard.service.actions import ActionPolicy
 from ikeguard.service.dataplane import esp_supported, prepare_ike_socket
 from ikeguard.service.errors import GatewayCommandError
@@ -53,10 +54,13 @@ from ikeguard.service.transport import Transport
 from ikeguard.service.traps import TrapManager
 
 if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
     from ikeguard.service.plan import GatewayPlan
 
 log = logging.getLogger("ikeguard.service")
 STOP_WAIT = 2.0  # seconds stop() waits for the peers to answer our DELETEs
+_UP = (IkeState.ESTABLISHED, IkeState.REKEYING)
+_UP_OR_PENDING = (*_UP, IkeState.CREATED, IkeState.INIT_SENT, IkeState.HALF_OPEN, IkeState.AUTH_SENT)
 
 
 class AuditRecorder(Protocol):
@@ -380,7 +384,7 @@ class Gateway:
     async def wait_established(self, uid: int, timeout: float | None = None) -> None:
         """Wait until IKE SA ``uid`` is established; GatewayCommandError when it fails or times out."""
         sa = self.engine.get(uid)
-        if sa is not None and sa.state is IkeState.ESTABLISHED:
+        if sa is not None and sa.state in _UP:
             return
         if sa is None:
             raise GatewayCommandError(f"IKE SA {uid} is gone")
@@ -396,22 +400,84 @@ class Gateway:
             if waiter.done():
                 self._waiters.pop(uid, None)
 
+    def ike_sa_of(self, conn: str, remote: Endpoint | None = None) -> IkeSa | None:
+        """The IKE SA ``conn`` already has (established or rekeying first) or is setting up (either role),
+        towards ``remote`` when given; None when there is none. One connection has one IKE SA whatever
+        starts it (``initiate``, ``start_action``, a retry, the peer), as charon's ``checkout_by_config``
+        reuses an established or connecting IKE SA for ``swanctl --initiate`` (RFC 7296 §2.4: no second
+        IKE SA with the same peer for the same purpose)."""
+        candidates = [sa for sa in self.engine.ike_sas()
+                      if sa.name == conn and sa.state in _UP_OR_PENDING
+                      and (remote is None or sa.remote.address == remote.address)]
+        up = [sa for sa in candidates if sa.state in _UP]
+        return (up or candidates)[0] if candidates else None
+
+    @staticmethod
+    def _children_wanted_on(sa: IkeSa) -> set[str]:
+        """Child configurations ``sa`` has (not being deleted) or is creating (queued or in flight)."""
+        names = {c.name for c in sa.children.values()
+                 if c.state in (ChildState.CREATING, ChildState.INSTALLED, ChildState.REKEYING)}
+        pending = [*sa.queue, *([sa.active] if sa.active is not None else [])]
+        for exchange in pending:
+            for task in exchange.tasks:
+                settings = getattr(task, "settings", None)
+                if isinstance(task, ChildCreateTask) and task.rekeyed is None and settings is not None:
+                    names.add(settings.name)
+        return names
+
+    def ensure_children(self, uid: int, children: list[str]) -> None:
+        """Add those of ``children`` that the established IKE SA ``uid`` neither has nor is creating."""
+        sa = self.engine.get(uid)
+        if sa is None or sa.state not in _UP:
+            return
+        have = self._children_wanted_on(sa)
+        for name in children:
+            if name not in have:
+                self.add_child_now(uid, name)
+
     async def initiate(self, conn: str, child: str | None = None, timeout: float = 15.0) -> list[int]:
-        """Bring ``conn`` (or one child) up; returns the IKE SA uniqueid and the Child SA uniqueids."""
+        """Bring ``conn`` (or one child) up; returns the IKE SA uniqueid and the Child SA uniqueids.
+
+        An IKE SA the connection already has or is setting up (a pending ``start_action`` retry, the
+        peer's attempt, an earlier ``initiate``) is reused: the command waits for it and adds only the
+        children it lacks, so no second IKE SA and no duplicate Child SA is created."""
         settings = self.plan.connections.get(conn)
         if settings is None:
             raise GatewayCommandError(f"no connection {conn!r} is loaded")
         if child is not None and child not in {c.name for c in settings.children}:
             raise GatewayCommandError(f"connection {conn!r} has no child {child!r}")
-        existing = next((sa for sa in self.engine.ike_sas()
-                         if sa.name == conn and sa.state is IkeState.ESTABLISHED), None)
-        if child is not None and existing is not None:
-            return await self._add_child(existing.uniqueid, child, timeout)
-        uid = self.start_ike(conn, [child] if child else None)
-        await self.wait_established(uid, timeout)
+        wanted = [child] if child is not None else [c.name for c in settings.children]
+        deadline = time.monotonic() + timeout
+        while True:
+            existing = self.ike_sa_of(conn)
+            if existing is None:
+                uid = self.start_ike(conn, wanted if child is not None else None)
+                missing: list[str] = []  # requested in IKE_AUTH / queued; a failed one is not retried
+            else:
+                uid = existing.uniqueid
+                have = self._children_wanted_on(existing)
+                missing = [name for name in wanted if name not in have]
+                log.info("initiate %s: reusing IKE SA %d (%s)", conn, uid, existing.state.value)
+            try:
+                await self.wait_established(uid, max(0.1, deadline - time.monotonic()))
+                break
+            except GatewayCommandError:
+                if existing is None or time.monotonic() >= deadline:
+                    raise
+                # the attempt joined (a start_action retry, the peer's) failed: start one ourselves
         sa = self.engine.get(uid)
-        kids = [c.uniqueid for c in sa.children.values()] if sa is not None else []
-        return [uid, *kids]
+        if sa is None:
+            raise GatewayCommandError(f"IKE SA {uid} is gone")
+        ids = [uid]
+        for name in missing:
+            if name not in self._children_wanted_on(sa):
+                ids += (await self._add_child(uid, name, max(0.1, deadline - time.monotonic())))[1:]
+        while time.monotonic() < deadline and any(  # children still being created: report them installed
+                c.state is ChildState.CREATING for c in sa.children.values() if c.name in wanted):
+            await asyncio.sleep(0.02)
+        ids += [c.uniqueid for c in sa.children.values()
+                if c.name in wanted and c.uniqueid not in ids and c.state is not ChildState.DELETED]
+        return ids
 
     def add_child_now(self, ike_uid: int, child: str) -> None:
         """Add a configured child to an established IKE SA (CREATE_CHILD_SA) without waiting."""

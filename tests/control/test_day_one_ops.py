@@ -1,0 +1,96 @@
+"""Day-one operations as a strongSwan operator expects them (issue 16), against `ikeguard run` and a real
+strongSwan peer whose own `list-sas` is the judge:
+
+1. `initiate` on a connection that is already up, or whose `start_action` retry is pending, reuses that IKE SA
+   (strongSwan ends up with one IKE SA and one Child SA, as `swanctl --initiate` would leave it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ikeguard.tools.gateway_process import GatewayProcess
+from ikeguard.tools.netns import Topology
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.harness.strongswan import StrongSwanPeer
+from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
+from tests.service.gwconfig import ESP_PROPOSAL, IKE_PROPOSAL, GwConfig
+
+pytestmark = [pytest.mark.root, pytest.mark.interop]
+
+PSK = "0x5d1e8a3f7c2b9064e1d3a5c7b9f0e2d4"  # strongSwan's hex form; ikeguard reads it the same way
+PeerFactory = Callable[..., StrongSwanPeer]
+GatewayFactory = Callable[..., GatewayProcess]
+
+
+def _peer(strongswan_peer: PeerFactory, topo: Topology, *, start: bool = True) -> StrongSwanPeer:
+    left, right = topo.left, topo.right
+    conn = ConnectionConfig(
+        name="ikg", local_addrs=[str(left.address)], remote_addrs=[str(right.address)],
+        local=AuthConfig("psk", CLIENT_FQDN), remote=AuthConfig("psk", GW_FQDN), proposals=[IKE_PROPOSAL],
+        children=[ChildConfig(name="net", local_ts=[str(left.subnet)], remote_ts=[str(right.subnet)],
+                              esp_proposals=[ESP_PROPOSAL])])
+    return strongswan_peer(left.namespace, "client", connections=[conn], start=start,
+                           psks=[PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret=PSK)])
+
+
+def _gateway(ikeguard_gateway: GatewayFactory, topo: Topology, **kwargs: Any) -> GatewayProcess:
+    left, right = topo.left, topo.right
+    config = GwConfig(str(right.address), str(left.address), GW_FQDN, CLIENT_FQDN, str(right.subnet),
+                      str(left.subnet), psk=PSK, **kwargs)
+    return ikeguard_gateway(right.namespace, "gw", config.text(), config.files())
+
+
+def _installed(sas: list[dict[str, Any]]) -> bool:
+    return len(sas) >= 1 and all(sa["state"] == "established" for sa in sas) and all(
+        c["state"] == "installed" for sa in sas for c in sa["children"]) and bool(sas[0]["children"])
+
+
+def _counts_stay(gw: GatewayProcess, client: StrongSwanPeer, seconds: float) -> None:
+    """For ``seconds``: exactly one IKE SA with one Child SA on both sides."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ours, theirs = gw.sas(), client.list_sas()
+        assert len(ours) == 1 and len(ours[0]["children"]) == 1, ours
+        assert len(theirs) == 1 and len(theirs[0].children) == 1, theirs
+        time.sleep(0.3)
+
+
+def test_initiate_reuses_an_established_ike_sa(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
+) -> None:
+    topo = netns_topology("direct")
+    client = _peer(strongswan_peer, topo)
+    gw = _gateway(ikeguard_gateway, topo, start_action="start")
+    up = gw.wait_sas(_installed, timeout=15, what="start_action brought ikg up")
+    ss = client.wait_established("ikg", "net")
+
+    result = gw.cli("initiate", "--conn", "ikg")
+    assert result["reused"] is True
+    assert result["ike_uniqueids"] == [up[0]["uniqueid"], up[0]["children"][0]["uniqueid"]]
+    text = gw.cli("initiate", "--conn", "ikg", "--child", "net", json=False)
+    assert text.startswith(f"ikg: IKE SA {up[0]['uniqueid']} established (already up") and "reused" in text
+    _counts_stay(gw, client, 2.0)
+    assert client.list_sas()[0].initiator_spi == ss.initiator_spi
+
+
+def test_initiate_while_the_start_action_retry_is_pending(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
+) -> None:
+    topo = netns_topology("direct")
+    client = _peer(strongswan_peer, topo, start=False)  # not there yet: the gateway's attempts fail
+    gw = _gateway(ikeguard_gateway, topo, start_action="start",
+                  extra_gateway="initiate_retry_max = 1\nretransmit_tries = 0\nretransmit_timeout = 0.5")
+    gw.wait_audit(lambda e: e["event"] in ("ike.failed", "auth.failure"), timeout=15,
+                  what="a failed start_action attempt")
+    client.start()
+    result = gw.cli("initiate", "--conn", "ikg", "--timeout", "10")
+    uid = result["ike_uniqueids"][0]
+    gw.wait_sas(_installed, timeout=10, what="ikg up")
+    _counts_stay(gw, client, 4.0)  # several retry periods (initiate_retry_max = 1 s)
+    assert gw.sas()[0]["uniqueid"] == uid
+    assert "reusing IKE SA" in gw.log() or result["reused"] is False
