@@ -3,6 +3,9 @@ strongSwan peer whose own `list-sas` is the judge:
 
 1. `initiate` on a connection that is already up, or whose `start_action` retry is pending, reuses that IKE SA
    (strongSwan ends up with one IKE SA and one Child SA, as `swanctl --initiate` would leave it).
+2. `terminate` of an IKE SA still in IKE_AUTH (strongSwan's answers dropped by nftables) is the operator's
+   act: `admin.command` + `ike.down` with the admin reason, no `auth.failure`, no IKE_AUTH failure in the
+   metrics, and no automatic retry.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import Topology
@@ -94,3 +98,50 @@ def test_initiate_while_the_start_action_retry_is_pending(
     _counts_stay(gw, client, 4.0)  # several retry periods (initiate_retry_max = 1 s)
     assert gw.sas()[0]["uniqueid"] == uid
     assert "reusing IKE SA" in gw.log() or result["reused"] is False
+
+
+METRICS = "127.0.0.1:9469"
+
+
+def _scrape(topo: Topology) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = topo.right.namespace.run("curl", "-sf", f"http://{METRICS}/metrics").stdout
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples}
+
+
+def _drop_ike_auth(topo: Topology) -> None:
+    """strongSwan's host drops every IKE_AUTH request (exchange type 35, RFC 7296 §3.1) on 500 and 4500."""
+    ns = topo.left.namespace
+    ns.run("nft", "add table inet ikg16")
+    ns.run("nft", "add chain inet ikg16 in { type filter hook input priority 0 ; }")
+    ns.run("nft", "add rule inet ikg16 in udp dport 500 @th,208,8 35 drop")
+    ns.run("nft", "add rule inet ikg16 in udp dport 4500 @th,240,8 35 drop")  # after the non-ESP marker
+
+
+def test_admin_terminate_of_a_half_open_sa_is_no_auth_failure_and_no_retry(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
+) -> None:
+    topo = netns_topology("direct")
+    _drop_ike_auth(topo)
+    client = _peer(strongswan_peer, topo)
+    gw = _gateway(ikeguard_gateway, topo, start_action="start",
+                  extra_gateway=f'initiate_retry_max = 1\nmetrics = "{METRICS}"')
+    half = gw.wait_sas(lambda sas: len(sas) == 1 and sas[0]["state"] == "auth-sent", timeout=15,
+                       what="the start_action attempt waiting in IKE_AUTH")
+    assert len(client.list_sas()) == 1  # strongSwan holds the half-open SA from IKE_SA_INIT
+
+    assert gw.cli("terminate", "--conn", "ikg") == {"terminated": 1}
+    down = gw.wait_audit(lambda e: e["event"] == "ike.down" and e.get("ike_uniqueid") == half[0]["uniqueid"],
+                         what="ike.down of the terminated SA")
+    assert down["outcome"] == "success" and down["reason"] == "terminated by admin root"
+    time.sleep(3.5)  # three retry periods (initiate_retry_max = 1 s): nothing starts again
+    assert gw.sas() == []
+    events = gw.audit_events()
+    assert [e for e in events if e["event"] in ("auth.failure", "ike.failed")] == []
+    commands = [e for e in events if e["event"] == "admin.command"]
+    assert any(e["details"]["command"] == "terminate conn=ikg" and e["admin"] == "root" for e in commands)
+    assert gw.log().count("initiating IKE SA") == 1
+    samples = _scrape(topo)
+    assert not [k for k in samples if k[0] == "ikeguard_ike_failures_total" and ("connection", "ikg") in k[1]]
+    assert samples.get(("ikeguard_ike_exchanges_total", (("connection", "ikg"), ("exchange", "IKE_AUTH"),
+                                                          ("outcome", "failure")))) is None

@@ -33,14 +33,17 @@ def delete_child(sa: IkeSa, child: ChildSa, reason: str) -> None:
     sa.queue_exchange([DeleteChildTask(child, reason)])
 
 
-def delete_ike(sa: IkeSa, reason: str) -> None:
-    """INFORMATIONAL DELETE of the IKE SA; a half-open or never-established SA is just dropped."""
+def delete_ike(sa: IkeSa, reason: str, *, local_decision: bool = False) -> None:
+    """INFORMATIONAL DELETE of the IKE SA; a half-open or never-established SA is just dropped.
+
+    ``local_decision``: an operator (or shutdown, reload) ended it. A never-established SA dropped that way
+    is ``ike.down`` with that reason, not ``auth.failure``/``ike.failed``: nothing failed."""
     from ikeguard.engine.tasks.delete import DeleteIkeTask
 
     if sa.state in (IkeState.CLOSED, IkeState.DELETING):
         return
     if sa.state not in (*_ACTIVE, IkeState.REKEYED):
-        sa.close(reason)
+        sa.close(reason, local_decision=local_decision)
         return
     sa.queue.clear()
     sa.queue_exchange([DeleteIkeTask(reason)], front=True)

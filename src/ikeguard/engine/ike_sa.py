@@ -547,11 +547,19 @@ class IkeSa:
 
     # ------------------------------------------------------------------ teardown
     def close(
-        self, reason: str, *, event: str = "ike.down", send_delete: bool = False, failure: bool = False
+        self,
+        reason: str,
+        *,
+        event: str = "ike.down",
+        send_delete: bool = False,
+        failure: bool = False,
+        local_decision: bool = False,
     ) -> None:
         """Terminate the SA now: remove Child SAs from the data plane, wipe keys, emit ike.down.
 
-        ``failure`` marks an abnormal end (peer gone, internal error) in the audit outcome."""
+        ``failure`` marks an abnormal end (peer gone, internal error) in the audit outcome;
+        ``local_decision`` (an operator's terminate, shutdown) keeps ``ike.down`` for an SA that never came
+        up: it is not an authentication failure."""
         if self.state is IkeState.CLOSED or self._closing:
             return
         self._closing = True
@@ -580,7 +588,7 @@ class IkeSa:
         self.window.in_flight = None
         if self.crypto is not None:
             self.crypto.wipe()
-        if event == "ike.down" and not was_up:
+        if event == "ike.down" and not was_up and not local_decision:
             event = "auth.failure" if self.state in (IkeState.AUTH_SENT, IkeState.HALF_OPEN) else "ike.failed"
         silent = self.state is IkeState.CREATED and not self.initiator  # refused IKE_SA_INIT: no SA existed
         if self.rekeyed_by is None and not silent:

@@ -314,10 +314,11 @@ class IkeManager:
         return sa.uniqueid
 
     def terminate_ike(self, uniqueid: int, now: float, reason: str = "terminated by admin") -> None:
-        """Delete an IKE SA and its Child SAs."""
+        """Delete an IKE SA and its Child SAs (a local decision: one still being set up ends as
+        ``ike.down`` with ``reason``, not as an authentication failure)."""
         sa = self._sa(uniqueid)
         sa.now = now
-        commands.delete_ike(sa, reason)
+        commands.delete_ike(sa, reason, local_decision=True)
         sa.start_next()
         self._forget_if_closed(sa)
 

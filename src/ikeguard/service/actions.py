@@ -97,6 +97,7 @@ class ActionPolicy:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._trap_logged: set[str] = set()
         self._attempts: dict[int, tuple[str, _Attempt]] = {}  # IKE uniqueid -> (connection, its records)
+        self._awaited: dict[int, str] = {}  # IKE uniqueid an automatic (re)initiation waits for -> connection
         self._series: dict[str, _Series] = {}
 
     # ------------------------------------------------------------------ triggers
@@ -170,8 +171,16 @@ class ActionPolicy:
             self._dead.add(event.ike_uniqueid)
 
     def forget(self, uid: int) -> None:
-        """An admin terminate: no action when this IKE SA goes."""
+        """An admin terminate: no action when this IKE SA goes, and when it is the IKE SA an automatic
+        (re)initiation is waiting for, that retry ends too (the operator ended the attempt; it is no
+        failure to retry, nor to count in the failure series)."""
         self._forgotten.add(uid)
+        conn = self._awaited.get(uid)
+        task = self._tasks.get(conn) if conn is not None else None
+        if conn is not None and task is not None and not task.done():
+            log.info("%s: automatic initiation stopped: IKE SA %d terminated by an operator", conn, uid)
+            self._attempts.pop(uid, None)
+            task.cancel()
 
     # ------------------------------------------------------------------ repeated failures in the audit trail
     def absorb(self, event: AuditEvent) -> bool:
@@ -252,17 +261,20 @@ class ActionPolicy:
                     existing = gateway.ike_sa_of(conn, last_remote)
                     if existing is not None:  # one connection, one IKE SA: wait for the one already there
                         uid = existing.uniqueid
+                        self._awaited[uid] = conn
                         await gateway.wait_established(uid)
                         gateway.ensure_children(uid, children)
                         self._attempt_ended(conn, uid, established=True)
                         return
                     uid = gateway.start_ike(conn, children, remote=last_remote)
                     self._attempts[uid] = (conn, _Attempt())
+                    self._awaited[uid] = conn
                     await gateway.wait_established(uid)
                     self._attempt_ended(conn, uid, established=True)
                     return
                 except GatewayCommandError as exc:
                     if uid is not None:
+                        self._awaited.pop(uid, None)
                         self._attempt_ended(conn, uid, established=False)
                     if gateway.stopping:
                         return
@@ -272,6 +284,8 @@ class ActionPolicy:
         finally:
             for stale in [u for u, (c, _) in self._attempts.items() if c == conn]:
                 del self._attempts[stale]
+            for stale in [u for u, c in self._awaited.items() if c == conn]:
+                del self._awaited[stale]
             self._end_series(conn)
 
     def cancel_all(self) -> None:
