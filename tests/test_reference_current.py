@@ -217,7 +217,10 @@ def test_gateway_verbs_json_fields(tmp_path: Path) -> None:
     assert {k for c in answers["sas"][0]["children"] for k in c} == _level(sas, "children[].")
     conns = _documented("conns")
     assert {k for c in answers["conns"] for k in c} == _level(conns, "")
-    for verb in ("initiate", "rekey", "terminate"):
+    for verb in ("initiate", "terminate"):
         assert set(answers[verb]) == _documented(verb), verb
+    rekey = _documented("rekey")
+    assert set(answers["rekey"]) == _level(rekey, "") and answers["rekey"]["sas"]
+    assert {k for e in answers["rekey"]["sas"] for k in e} <= _level(rekey, "sas[].")
     assert answers["events"]
     assert {k for e in answers["events"] for k in e} <= {"time", *EVENT_FIELDS}

@@ -64,6 +64,13 @@ class RecordingGateway:
         self._call("rekey", uniqueid=uniqueid, peer=peer, conn=conn, child=child)
         return len(self.sas(conn=conn, peer=peer, uniqueid=uniqueid))
 
+    async def rekey_sas(self, *, uniqueid: int | None = None, peer: str | None = None,
+                        conn: str | None = None, child: str | None = None, ike: bool = False,
+                        timeout: float = 10.0) -> list[dict[str, Any]]:
+        self._call("rekey", uniqueid=uniqueid, peer=peer, conn=conn, child=child)
+        return [{"type": "child" if child else "ike", "connection": s["name"], "status": "rekeyed",
+                 "old_uniqueid": s["uniqueid"]} for s in self.sas(conn=conn, peer=peer, uniqueid=uniqueid)]
+
     def apply_plan(self, plan: Any) -> None:
         self._call("apply_plan")
         self.plan = plan

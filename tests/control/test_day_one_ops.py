@@ -6,6 +6,8 @@ strongSwan peer whose own `list-sas` is the judge:
 2. `terminate` of an IKE SA still in IKE_AUTH (strongSwan's answers dropped by nftables) is the operator's
    act: `admin.command` + `ike.down` with the admin reason, no `auth.failure`, no IKE_AUTH failure in the
    metrics, and no automatic retry.
+3. `rekey --conn NAME` says which SAs it rekeyed (IKE or Child, unique ids, old and new SPIs: the new ones are
+   strongSwan's); `--child` and `--ike` choose as `swanctl --rekey` does.
 """
 
 from __future__ import annotations
@@ -55,12 +57,13 @@ def _installed(sas: list[dict[str, Any]]) -> bool:
 
 
 def _counts_stay(gw: GatewayProcess, client: StrongSwanPeer, seconds: float) -> None:
-    """For ``seconds``: exactly one IKE SA with one Child SA on both sides."""
+    """For ``seconds``: exactly one IKE SA with one installed Child SA on both sides (a rekeyed Child SA
+    may linger while its DELETE is exchanged)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         ours, theirs = gw.sas(), client.list_sas()
-        assert len(ours) == 1 and len(ours[0]["children"]) == 1, ours
-        assert len(theirs) == 1 and len(theirs[0].children) == 1, theirs
+        assert len(ours) == 1 and [c["state"] for c in ours[0]["children"]].count("installed") == 1, ours
+        assert len(theirs) == 1 and [c.state for c in theirs[0].children].count("INSTALLED") == 1, theirs
         time.sleep(0.3)
 
 
@@ -145,3 +148,49 @@ def test_admin_terminate_of_a_half_open_sa_is_no_auth_failure_and_no_retry(
     assert not [k for k in samples if k[0] == "ikeguard_ike_failures_total" and ("connection", "ikg") in k[1]]
     assert samples.get(("ikeguard_ike_exchanges_total", (("connection", "ikg"), ("exchange", "IKE_AUTH"),
                                                           ("outcome", "failure")))) is None
+
+
+def test_rekey_says_which_sas_with_old_and_new_spis(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
+) -> None:
+    topo = netns_topology("direct")
+    client = _peer(strongswan_peer, topo)
+    gw = _gateway(ikeguard_gateway, topo, start_action="start")
+    sa = gw.wait_sas(_installed, timeout=15, what="ikg up")[0]
+    kid = sa["children"][0]
+    client.wait_established("ikg", "net")
+
+    # --child: only the Child SA; the new SPIs are the ones strongSwan installed
+    result = gw.cli("rekey", "--conn", "ikg", "--child", "net")
+    assert result["rekeyed"] == 1 and len(result["sas"]) == 1
+    entry = result["sas"][0]
+    assert entry["type"] == "child" and entry["status"] == "rekeyed" and entry["child"] == "net"
+    assert (entry["old_uniqueid"], entry["old_spi_in"], entry["old_spi_out"]) == (
+        kid["uniqueid"], kid["spi_in"], kid["spi_out"])
+    assert entry["new_uniqueid"] != kid["uniqueid"] and entry["new_spi_in"] != kid["spi_in"]
+    ss = client.wait_for(lambda sas: len(sas) == 1 and any(
+        f"{c.spi_out:08x}" == entry["new_spi_in"] and c.state == "INSTALLED" for c in sas[0].children),
+        what="strongSwan's new Child SA")[0]
+    assert any(f"{c.spi_in:08x}" == entry["new_spi_out"] for c in ss.children)
+    assert ss.initiator_spi == int(sa["spi_i"], 16)  # the IKE SA was not rekeyed
+
+    # no choice: the IKE SA (as swanctl --rekey --ike NAME); the text names it with both SPI pairs
+    text = gw.cli("rekey", "--conn", "ikg", json=False)
+    assert text.startswith(f"IKE SA {sa['uniqueid']} (ikg) rekeyed: SPIs {sa['spi_i']}_i {sa['spi_r']}_r -> "
+                           "IKE SA "), text
+    assert text.count("\n") == 1
+    new_ike = gw.wait_sas(lambda s: _installed(s) and s[0]["spi_i"] != sa["spi_i"], what="new IKE SA")[0]
+    assert f"SPIs {new_ike['spi_i']}_i {new_ike['spi_r']}_r" in text
+    client.wait_for(lambda sas: len(sas) == 1 and f"{sas[0].initiator_spi:016x}" == new_ike["spi_i"],
+                    what="strongSwan's rekeyed IKE SA")
+
+    # --ike and --child together: both, each reported
+    both = gw.cli("rekey", "--conn", "ikg", "--ike", "--child", "net")
+    assert sorted(e["type"] for e in both["sas"]) == ["child", "ike"]
+    assert all(e["status"] == "rekeyed" for e in both["sas"])
+    ike_entry = next(e for e in both["sas"] if e["type"] == "ike")
+    assert ike_entry["old_uniqueid"] == new_ike["uniqueid"]
+    final = gw.wait_sas(lambda s: _installed(s) and s[0]["uniqueid"] == ike_entry["new_uniqueid"],
+                        what="the IKE SA of the second rekey")[0]
+    assert (final["spi_i"], final["spi_r"]) == (ike_entry["new_spi_i"], ike_entry["new_spi_r"])
+    _counts_stay(gw, client, 1.0)

@@ -112,7 +112,8 @@ def test_every_verb_against_ikeguard_and_strongswan(
     assert gw.cli("sas", "--conn", "nope") == []
 
     # rekey the child by IKE SA id: new SPIs on both sides
-    assert gw.cli("rekey", "--uniqueid", str(sa["uniqueid"]), "--child", "net") == {"rekeyed": 1}
+    rekey = gw.cli("rekey", "--uniqueid", str(sa["uniqueid"]), "--child", "net")
+    assert rekey["rekeyed"] == 1 and rekey["sas"][0]["old_spi_in"] == child["spi_in"]
     rekeyed = gw.wait_sas(lambda s: _installed(s) and s[0]["children"][0]["spi_in"] != child["spi_in"]
                           and len(s[0]["children"]) == 1, timeout=10, what="child rekeyed")
     new_in = rekeyed[0]["children"][0]["spi_in"]
@@ -146,7 +147,7 @@ def test_every_verb_against_ikeguard_and_strongswan(
     client.initiate(child="net", ike="ikg")
     sas = gw.wait_sas(_installed, timeout=10)
     old_spi = sas[0]["spi_i"]
-    assert gw.cli("rekey", "--conn", "ikg", json=False).strip() == "1 SA rekeyed"
+    assert gw.cli("rekey", "--conn", "ikg", json=False).startswith(f"IKE SA {sas[0]['uniqueid']} (ikg) rekeyed")
     gw.wait_sas(lambda s: _installed(s) and s[0]["spi_i"] != old_spi, timeout=10, what="IKE SA rekeyed")
 
     # errors: exit 1 with the gateway's reason, exit 2 without a gateway

@@ -337,13 +337,52 @@ def terminate(config: Path | None, socket_path: Path | None, as_json: bool, uniq
     _act("terminate", config, socket_path, as_json, uniqueid, peer, conn, child)
 
 
+def _rekey_line(sa: dict[str, Any]) -> str:
+    """One rekeyed SA: which SA (type, unique id), its SPIs before and after."""
+    status = str(sa.get("status", ""))
+    if sa.get("type") == "ike":
+        head = f"IKE SA {sa.get('old_uniqueid')} ({sa.get('connection')})"
+        old = f"SPIs {sa.get('old_spi_i')}_i {sa.get('old_spi_r')}_r"
+        new = f"IKE SA {sa.get('new_uniqueid')} SPIs {sa.get('new_spi_i')}_i {sa.get('new_spi_r')}_r"
+    else:
+        head = (f"Child SA {sa.get('old_uniqueid')} {sa.get('child')} ({sa.get('connection')}, "
+                f"IKE SA {sa.get('ike_uniqueid')})")
+        old = f"SPIs in {sa.get('old_spi_in')} out {sa.get('old_spi_out')}"
+        new = (f"Child SA {sa.get('new_uniqueid')} SPIs in {sa.get('new_spi_in')} "
+               f"out {sa.get('new_spi_out')}")
+    if status == "rekeyed":
+        return f"{head} rekeyed: {old} -> {new}"
+    if status == "failed":
+        return f"{head} rekey failed ({old} stay; see the gateway log and `ikeguard events`)"
+    return f"{head} rekey started, not finished within --timeout ({old})"
+
+
 @click.command("rekey")
 @gateway_options
-@_selection_options
+@click.option("--uniqueid", type=int, help="this IKE SA (or Child SA)")
+@click.option("--peer", help="every SA of this peer identity")
+@click.option("--conn", help="every SA of this connection")
+@click.option("--child", help="rekey the Child SAs with this name (as swanctl --rekey --child)")
+@click.option("--ike", "ike", is_flag=True,
+              help="rekey the IKE SA (the default unless --child is given or --uniqueid names a Child SA)")
+@click.option("--timeout", type=click.FloatRange(min=0, max=120), default=10.0, show_default=True,
+              help="seconds to wait for the new SAs (0: report the rekeys as started)")
 def rekey(config: Path | None, socket_path: Path | None, as_json: bool, uniqueid: int | None,
-          peer: str | None, conn: str | None, child: str | None) -> None:
-    """Rekey SAs now (CREATE_CHILD_SA)."""
-    _act("rekey", config, socket_path, as_json, uniqueid, peer, conn, child)
+          peer: str | None, conn: str | None, child: str | None, ike: bool, timeout: float) -> None:
+    """Rekey SAs now (CREATE_CHILD_SA) and say which: IKE or Child SA, unique ids, SPIs before and after.
+    Exit 1 when a rekey failed or did not finish in time."""
+    if uniqueid is None and peer is None and conn is None:
+        _fail("rekey: select SAs with --uniqueid N, --peer ID or --conn NAME", 2)
+    result = call(config, socket_path, "rekey", uniqueid=uniqueid, peer=peer, conn=conn, child=child,
+                  ike=ike or None, timeout=timeout)["result"]
+    sas: list[dict[str, Any]] = result.get("sas") or []
+    if as_json:
+        _print_json(result)
+    else:
+        for sa in sas:
+            click.echo(_rekey_line(sa))
+    if timeout and any(sa.get("status") != "rekeyed" for sa in sas):
+        sys.exit(1)
 
 
 # -- reload / events ------------------------------------------------------------------------------

@@ -57,6 +57,10 @@ class ControlledGateway(Protocol):
     def rekey(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,
               child: str | None = None) -> int: ...
 
+    async def rekey_sas(self, *, uniqueid: int | None = None, peer: str | None = None,
+                        conn: str | None = None, child: str | None = None, ike: bool = False,
+                        timeout: float = 10.0) -> list[dict[str, Any]]: ...
+
     def apply_plan(self, plan: Any) -> None: ...
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]: ...
@@ -134,7 +138,7 @@ COMMAND_ARGS: dict[str, dict[str, str]] = {
     "peers": {"action": _STR, "conn": _STR, "id": _STR, "ts": _LIST, "ticket": _STR},
     "initiate": {"conn": _STR, "child": _STR, "timeout": _NUM},
     "terminate": dict(_SELECT),
-    "rekey": dict(_SELECT),
+    "rekey": {**_SELECT, "ike": _BOOL, "timeout": _NUM},
     "reload": {"wait": _BOOL},
     "events": {},
     "compliance": {},  # `ikeguard check --socket`: the facts the runtime rules judge (read-only)
@@ -373,10 +377,14 @@ class ControlServer:
         return {"terminated": count}
 
     async def _rekey(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
-        count = self.gateway.rekey(**_selection(args), child=args.get("child"))
-        if count == 0:
+        timeout = float(args.get("timeout", 10.0))
+        if not 0 <= timeout <= 120:
+            raise CommandError("timeout must be between 0 and 120 seconds")
+        sas = await self.gateway.rekey_sas(**_selection(args), child=args.get("child"),
+                                           ike=bool(args.get("ike", False)), timeout=timeout)
+        if not sas:
             raise CommandError("no SA matches the selection")
-        return {"rekeyed": count}
+        return {"rekeyed": len(sas), "sas": sas}
 
     async def _peers(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         action = args.get("action", "list")

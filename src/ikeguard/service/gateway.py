@@ -44,6 +44,7 @@ from ikeguard.engine.events import (
 from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.states import ChildState, IkeState
 from ikeguard.engine.tasks.child_create import ChildCreateTask
+from ikeguard.engine.tasks.ike_rekey import IkeRekeyTask
 from ikeguard.service.actions import ActionPolicy
 from ikeguard.service.dataplane import esp_supported, prepare_ike_socket
 from ikeguard.service.errors import GatewayCommandError
@@ -54,6 +55,7 @@ from ikeguard.service.transport import Transport
 from ikeguard.service.traps import TrapManager
 
 if TYPE_CHECKING:
+    from ikeguard.engine.child_sa import ChildSa
     from ikeguard.engine.ike_sa import IkeSa
     from ikeguard.service.plan import GatewayPlan
 
@@ -532,6 +534,85 @@ class Gateway:
         """Rekey the selected IKE SAs (or their Child SAs named ``child``); how many were acted on."""
         return self._act("rekey", uniqueid, peer, conn, child, "rekey requested by admin")
 
+    async def rekey_sas(self, *, uniqueid: int | None = None, peer: str | None = None,
+                        conn: str | None = None, child: str | None = None, ike: bool = False,
+                        timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Rekey the selected SAs as ``swanctl --rekey`` chooses them and say which: ``child`` names the
+        Child SAs to rekey (RFC 7296 §1.3.3), ``ike`` the IKE SAs (§1.3.2); without either, ``uniqueid`` of a
+        Child SA rekeys that Child SA and any other selection the IKE SA. Waits up to ``timeout`` s for each
+        exchange and reports per SA its type, unique ids and SPIs before and after (``status``: ``rekeyed``,
+        ``pending`` when not finished in time, ``failed``)."""
+        if uniqueid is None and peer is None and conn is None:
+            raise GatewayCommandError("rekey: select SAs with --uniqueid, --peer or --conn")
+        targets: list[tuple[IkeSa, ChildSa | None]] = []
+        for sa in select_sas(self.engine.ike_sas(), conn=conn, peer=peer, uniqueid=uniqueid):
+            named = uniqueid is not None and uniqueid != sa.uniqueid and uniqueid in sa.children
+            for kid in sa.children.values():
+                chosen = kid.name == child if child is not None else named and kid.uniqueid == uniqueid
+                if kid.state is ChildState.INSTALLED and chosen:
+                    targets.append((sa, kid))
+            if (ike or (child is None and not named)) and sa.state is IkeState.ESTABLISHED:
+                targets.append((sa, None))
+        rekeyed: dict[str, str] = {}  # old inbound SPI -> new inbound SPI (child.rekeyed records)
+
+        def on_event(event: dict[str, Any]) -> None:
+            details = event.get("details") or {}
+            if event.get("event") == "child.rekeyed" and "old_spi_in" in details:
+                rekeyed[str(details["old_spi_in"])] = str(details.get("new_spi_in", ""))
+
+        unsubscribe = self.subscribe(on_event)
+        try:
+            started: list[tuple[IkeSa, ChildSa | None, dict[str, Any]]] = []
+            now = time.time()
+            for sa, c in targets:
+                try:
+                    if c is None:
+                        self.engine.rekey_ike(sa.uniqueid, now)
+                    else:
+                        self.engine.rekey_child(sa.uniqueid, c.uniqueid, now)
+                except LocalProtocolError as exc:
+                    log.info("rekey of IKE SA %d skipped: %s", sa.uniqueid, exc)
+                    continue
+                started.append((sa, c, _rekey_before(sa, c)))
+            self.pump()
+            if not started:
+                raise GatewayCommandError("rekey: no SA matches the selection")
+            deadline = time.monotonic() + timeout
+            while True:
+                reports = [self._rekey_after(sa, c, before, rekeyed) for sa, c, before in started]
+                if all(r["status"] != "pending" for r in reports) or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            unsubscribe()
+        log.info("rekey: %s", "; ".join(f"{r['type']} SA {r['old_uniqueid']} {r['status']}" for r in reports))
+        return reports
+
+    def _rekey_after(self, sa: IkeSa, child: ChildSa | None, before: dict[str, Any],
+                     rekeyed: dict[str, str]) -> dict[str, Any]:
+        """``before`` completed with the new SA's ids and SPIs once the rekey finished."""
+        report = dict(before)
+        if child is None:
+            new = sa.rekeyed_by
+            if new is not None:
+                report.update(status="rekeyed", new_uniqueid=new.uniqueid, new_spi_i=new.spi_i.hex(),
+                              new_spi_r=new.spi_r.hex())
+            elif sa.state is IkeState.CLOSED or (sa.state is IkeState.ESTABLISHED
+                                                 and not sa.has_queued(IkeRekeyTask)):
+                report["status"] = "failed"
+            return report
+        new_in = rekeyed.get(f"{child.spi_in:08x}")
+        if new_in is not None:
+            found = next(((owner, c) for owner in self.engine.ike_sas() for c in owner.children.values()
+                          if f"{c.spi_in:08x}" == new_in), None)
+            report.update(status="rekeyed", new_spi_in=new_in)
+            if found is not None:
+                report.update(new_uniqueid=found[1].uniqueid, new_spi_out=f"{found[1].spi_out:08x}",
+                              ike_uniqueid=found[0].uniqueid)
+        elif child.state in (ChildState.INSTALLED, ChildState.DELETED) or sa.state is IkeState.CLOSED:
+            report["status"] = "failed"  # the rekey was aborted (refused, timed out) or the SA is gone
+        return report
+
     def _act(self, what: str, uniqueid: int | None, peer: str | None, conn: str | None, child: str | None,
              reason: str) -> int:
         if uniqueid is None and peer is None and conn is None:
@@ -578,6 +659,18 @@ class Gateway:
         ctx.peer_selectors = plan.selectors
         ctx.settings = plan.engine_settings
         self.children.release_unconfigured()
+
+
+def _rekey_before(sa: IkeSa, child: ChildSa | None) -> dict[str, Any]:
+    """One ``rekey --json`` entry before the exchange: the SA's type, ids and SPIs (RFC 7296 §2.8)."""
+    if child is None:
+        return {"type": "ike", "connection": sa.name, "status": "pending", "old_uniqueid": sa.uniqueid,
+                "old_spi_i": sa.spi_i.hex(), "old_spi_r": sa.spi_r.hex(), "new_uniqueid": None,
+                "new_spi_i": None, "new_spi_r": None}
+    return {"type": "child", "connection": sa.name, "child": child.name, "ike_uniqueid": sa.uniqueid,
+            "status": "pending", "old_uniqueid": child.uniqueid, "old_spi_in": f"{child.spi_in:08x}",
+            "old_spi_out": f"{child.spi_out:08x}", "new_uniqueid": None, "new_spi_in": None,
+            "new_spi_out": None}
 
 
 def config_event(event: EventName, reason: str, *, outcome: Outcome = Outcome.SUCCESS, connection: str = "",
