@@ -8,10 +8,14 @@ strongSwan peer whose own `list-sas` is the judge:
    metrics, and no automatic retry.
 3. `rekey --conn NAME` says which SAs it rekeyed (IKE or Child, unique ids, old and new SPIs: the new ones are
    strongSwan's); `--child` and `--ike` choose as `swanctl --rekey` does.
+4. `reload` of a change that can apply at the next rekey (rekey_time, DPD, a proposal list that still allows
+   what runs) touches no SA: same SPIs on strongSwan, no ping lost; `reload --json` says which way each went.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -194,3 +198,66 @@ def test_rekey_says_which_sas_with_old_and_new_spis(
                         what="the IKE SA of the second rekey")[0]
     assert (final["spi_i"], final["spi_r"]) == (ike_entry["new_spi_i"], ike_entry["new_spi_r"])
     _counts_stay(gw, client, 1.0)
+
+
+def test_reload_of_a_lifetime_change_keeps_the_sas_and_loses_no_ping(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory
+) -> None:
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    client = _peer(strongswan_peer, topo)
+    config = GwConfig(str(right.address), str(left.address), GW_FQDN, CLIENT_FQDN, str(right.subnet),
+                      str(left.subnet), psk=PSK, dataplane="userspace", start_action="start")
+    gw = ikeguard_gateway(right.namespace, "gw", config.text(), config.files())
+    before = gw.wait_sas(_installed, timeout=15, what="ikg up")[0]
+    ss_before = client.wait_established("ikg", "net")
+
+    ping = left.namespace.popen(["ping", "-n", "-i", "0.1", "-c", "50", "-W", "2", "-I",
+                                 str(left.subnet_address), str(right.subnet_address)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        config.extra_connection = 'rekey_time = "2h"\nrand_time = "5m"'
+        config.dpd_delay = "30s"
+        config.extra_child = 'rekey_time = "50m"\nlife_time = "1h"'
+        # a second ESP proposal: the running suite is still allowed
+        config.esp_proposal = "aes256gcm16-ecp384\", \"chacha20poly1305-x25519"
+        gw.update_config(config.text())
+        result = gw.cli("reload", "--wait")
+        out, _ = ping.communicate(timeout=30)
+    finally:
+        if ping.poll() is None:
+            ping.kill()
+            ping.wait(5)
+    assert result["rekeyed_next"] == ["ikg"] and result["changed"] == [] and result["to_restart"] == 0
+    change = result["changes"]["ikg"]
+    assert change["applies"] == "next rekey"
+    assert set(change["keys"]) == {"rekey_time", "rand_time", "dpd_delay", "children.net.rekey_time",
+                                   "children.net.life_time", "children.net.esp_proposals"}
+    counts = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert counts is not None, out
+    sent, received = map(int, counts.groups())
+    assert sent == received == 50, out
+
+    after = gw.sas()
+    assert len(after) == 1 and after[0]["uniqueid"] == before["uniqueid"]
+    assert (after[0]["spi_i"], after[0]["spi_r"]) == (before["spi_i"], before["spi_r"])
+    assert after[0]["children"][0]["spi_in"] == before["children"][0]["spi_in"]
+    ss_after = client.list_sas()
+    assert len(ss_after) == 1 and ss_after[0].initiator_spi == ss_before.initiator_spi
+    assert ss_after[0].child("net").spi_in == ss_before.child("net").spi_in
+    text = gw.cli("reload", json=False)
+    assert text.startswith("configuration reloaded: kept ikg;")
+    downs = [e for e in gw.audit_events() if e["event"] in ("ike.down", "child.down")]
+    assert downs == []
+
+    # a selector change re-establishes, make-before-break, and says so
+    assert str(right.subnet) == "198.51.100.0/25"
+    config.local_ts = "198.51.100.0/26"
+    gw.update_config(config.text())
+    changed = gw.cli("reload", "--wait")
+    assert changed["changed"] == ["ikg"] and changed["changes"]["ikg"]["applies"] == "re-establish"
+    assert changed["changes"]["ikg"]["how"] == "make-before-break"
+    assert "children.net.local_ts" in changed["changes"]["ikg"]["keys"]
+    gw.wait_sas(lambda s: _installed(s) and s[0]["uniqueid"] != before["uniqueid"]
+                and s[0]["children"][0]["local_ts"] == [config.local_ts], timeout=15, what="re-established")

@@ -401,6 +401,12 @@ def reload(config: Path | None, socket_path: Path | None, as_json: bool, wait: b
 
     click.echo(f"configuration reloaded: kept {names('kept')}; changed {names('changed')}; "
                f"added {names('added')}; removed {names('removed')}")
+    for name, change in (result.get("changes") or {}).items():
+        keys = ", ".join(change.get("keys") or [])
+        if change.get("applies") == "next rekey":
+            click.echo(f"{name}: {keys} apply at the next rekey; its SAs stay up untouched")
+        else:
+            click.echo(f"{name}: re-established ({change.get('how', '')}): {change.get('why', keys)}")
     if result.get("to_restart") or result.get("starting"):
         click.echo(f"re-establishing at a paced rate: {result.get('to_restart', 0)} SA(s) of changed "
                    f"connections; starting {names('starting')}")

@@ -425,6 +425,24 @@ class IkeManager:
         (the service decides which ones a config diff requires to restart)."""
         self.ctx.connections = {c.name: c for c in connections}
 
+    def adopt_settings(self, conn: ConnectionSettings) -> int:
+        """A reload changed only what applies at the next rekey (lifetimes, rand_time, DPD, proposals still
+        allowed, actions): the IKE SAs of ``conn.name`` and their Child SAs take ``conn`` for their next
+        rekey, reauthentication and liveness check; their keys, SPIs and running deadlines stay (as
+        ``swanctl --load-conns``). Returns how many IKE SAs took it."""
+        by_name = {c.name: c for c in conn.children}
+        count = 0
+        for sa in self.ike_sas():
+            if sa.conn is None or sa.conn.name != conn.name:
+                continue
+            sa.conn = conn
+            for child in sa.children.values():
+                settings = by_name.get(child.name)
+                if settings is not None:
+                    child.settings = settings
+            count += 1
+        return count
+
     # ------------------------------------------------------------------ introspection
     def ike_sas(self) -> list[IkeSa]:
         """Every IKE SA not yet closed (for ``sas`` and tests)."""

@@ -649,6 +649,27 @@ class Gateway:
         log.info("%s: %d SA(s) (%s)", what, count, reason)
         return count
 
+    def adopt_settings(self, conn: str) -> int:
+        """Running SAs of ``conn`` take the loaded plan's settings from their next rekey (reload)."""
+        settings = self.plan.connections.get(conn)
+        return self.engine.adopt_settings(settings) if settings is not None else 0
+
+    def reauthenticate(self, uid: int) -> bool:
+        """Make-before-break: a new IKE SA with the loaded settings, then the old one is deleted (RFC 7296
+        §2.8.3); a responder that cannot reach its peer deletes the SA instead. False when ``uid`` is not
+        established."""
+        sa = self.engine.get(uid)
+        if sa is None or sa.state is not IkeState.ESTABLISHED:
+            return False
+        self.sync_new_child_refusal()
+        try:
+            self.engine.reauthenticate(uid, time.time())
+        except LocalProtocolError as exc:
+            log.info("reauthentication of IKE SA %d skipped: %s", uid, exc)
+            return False
+        self.pump()
+        return True
+
     def apply_plan(self, plan: GatewayPlan) -> None:
         """Swap connections, validator, selectors and engine settings; touches no SA (reload decides that)."""
         plan.restrict_esp(esp_supported(self.dataplane.features))
