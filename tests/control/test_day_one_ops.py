@@ -10,14 +10,21 @@ strongSwan peer whose own `list-sas` is the judge:
    strongSwan's); `--child` and `--ike` choose as `swanctl --rekey` does.
 4. `reload` of a change that can apply at the next rekey (rekey_time, DPD, a proposal list that still allows
    what runs) touches no SA: same SPIs on strongSwan, no ping lost; `reload --json` says which way each went.
+5. Defaults: no -c/--socket finds the gateway through the default config ($IKEGUARD_CONFIG, else
+   /etc/ikeguard/gateway.toml); `audit verify` without the key on the host says to pass --key; `events` text
+   lines carry the SPIs of rekeys; metrics show the CRL's nextUpdate and the peer certificate's expiry.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import re
+import select
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import Topology
-from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN, TestPki
 from tests.harness.strongswan import StrongSwanPeer
 from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
 from tests.service.gwconfig import ESP_PROPOSAL, IKE_PROPOSAL, GwConfig
@@ -261,3 +268,102 @@ def test_reload_of_a_lifetime_change_keeps_the_sas_and_loses_no_ping(
     assert "children.net.local_ts" in changed["changes"]["ikg"]["keys"]
     gw.wait_sas(lambda s: _installed(s) and s[0]["uniqueid"] != before["uniqueid"]
                 and s[0]["children"][0]["local_ts"] == [config.local_ts], timeout=15, what="re-established")
+
+
+def _lines_until(proc: subprocess.Popen[str], needle: Callable[[str], bool], timeout: float) -> str:
+    """Read ``proc``'s stdout until a line satisfies ``needle``; returns that line."""
+    assert proc.stdout is not None
+    fd, buffer, deadline = proc.stdout.fileno(), b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if needle(line.decode()):
+                return line.decode()
+    raise AssertionError(f"no matching line within {timeout} s")
+
+
+def test_defaults_events_spis_verify_key_and_metrics(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory,
+    test_pki: TestPki,
+) -> None:
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    client = strongswan_peer(left.namespace, "client", connections=[ConnectionConfig(
+        name="ikg", local_addrs=[str(left.address)], remote_addrs=[str(right.address)],
+        proposals=[IKE_PROPOSAL], local=AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
+        remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]),
+        children=[ChildConfig(name="net", local_ts=[str(left.subnet)], remote_ts=[str(right.subnet)],
+                              esp_proposals=[ESP_PROPOSAL])])],
+        certs={"client": test_pki.client}, cacerts={"ca": test_pki.ca.cert})
+    now = dt.datetime.now(dt.UTC)
+    crl = test_pki.ca.crl(next_update=now + dt.timedelta(days=3))
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    config = GwConfig(str(right.address), str(left.address), GW_FQDN, CLIENT_FQDN, str(right.subnet),
+                      str(left.subnet), certs=("pki/gw.pem", "pki/gw.key", "lab"), start_action="start",
+                      extra_gateway=f'metrics = "{METRICS}"\n\n[authorities.lab]\ncacert = "pki/ca.pem"\n'
+                                    'crls = ["pki/ca.crl"]')
+    gw = ikeguard_gateway(right.namespace, "gw", config.text(), {
+        "pki/ca.pem": test_pki.ca.issued.cert_pem(), "pki/gw.pem": test_pki.gw.cert_pem(),
+        "pki/gw.key": test_pki.gw.key_pem(), "pki/ca.crl": crl.public_bytes(Encoding.PEM)})
+    sa = gw.wait_sas(_installed, timeout=15, what="ikg up")[0]
+    client.wait_established("ikg", "net")
+    env = {**os.environ, "IKEGUARD_CONFIG": str(gw.workdir / "gateway.toml")}
+
+    # no -c / --socket: the default config names the socket
+    plain = subprocess.run([gw.python, "-m", "ikeguard", "sas", "--json"], env=env, capture_output=True,
+                           text=True, timeout=30, check=False)
+    assert plain.returncode == 0, plain.stderr
+    assert f'"uniqueid": {sa["uniqueid"]}' in plain.stdout
+    if not Path("/etc/ikeguard/gateway.toml").exists():
+        bare = {k: v for k, v in os.environ.items() if k != "IKEGUARD_CONFIG"}
+        missing = subprocess.run([gw.python, "-m", "ikeguard", "sas"], env=bare, capture_output=True,
+                                 text=True, timeout=30, check=False)
+        assert missing.returncode == 2 and "/etc/ikeguard/gateway.toml" in missing.stderr
+
+    # events (text): rekeys show their SPIs
+    events = subprocess.Popen([gw.python, "-m", "ikeguard", "events"], env=env, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        gw.wait_audit(lambda e: e["event"] == "admin.command" and e["details"]["command"] == "events",
+                      what="events stream open")
+        kid = sa["children"][0]
+        child = gw.cli("rekey", "--conn", "ikg", "--child", "net")["sas"][0]
+        line = _lines_until(events, lambda text: " child.rekeyed " in text, 10)
+        assert f"SPI in {kid['spi_in']} -> {child['new_spi_in']}" in line and not line.endswith(": ")
+        ike = gw.cli("rekey", "--conn", "ikg")["sas"][0]
+        line = _lines_until(events, lambda text: " ike.rekeyed " in text, 10)
+        assert f"SPIs {ike['new_spi_i']}_i {ike['new_spi_r']}_r" in line
+        assert f"replaces IKE SA {sa['uniqueid']}" in line
+    finally:
+        events.terminate()
+        events.wait(5)
+
+    # metrics: the CRL's nextUpdate and the peer's certificate expiry
+    samples = _scrape(topo)
+    issuer = test_pki.ca.cert.subject.rfc4514_string()
+    next_update = samples[("ikeguard_crl_next_update_seconds",
+                           (("authority", "lab"), ("file", "pki/ca.crl"), ("issuer", issuer)))]
+    assert abs(next_update - (crl.next_update_utc - dt.datetime.now(dt.UTC)).total_seconds()) < 120
+    peer = samples[("ikeguard_certificate_expiry_seconds", (
+        ("kind", "peer"), ("name", "ikg"), ("subject", test_pki.client.cert.subject.rfc4514_string())))]
+    expected = (test_pki.client.cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds()
+    assert abs(peer - expected) < 120
+
+    # audit verify: the key moved off the host -> told to pass --key; with --key it verifies
+    key = gw.state_dir / "audit-verification.key"
+    kept = gw.workdir / "offhost-verification.key"
+    key.rename(kept)
+    no_key = subprocess.run([gw.python, "-m", "ikeguard", "audit", "verify"], env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert no_key.returncode == 2 and "--key" in no_key.stderr and "moved off this host" in no_key.stderr
+    ok = subprocess.run([gw.python, "-m", "ikeguard", "audit", "verify", "--key", str(kept)], env=env,
+                        capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr

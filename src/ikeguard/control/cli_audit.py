@@ -79,8 +79,14 @@ def location(f: F) -> F:
 
 
 def _state_dir(ctx: click.Context) -> Path | None:
+    """From -c/--state-dir; with neither, the default config's (``$IKEGUARD_CONFIG`` or
+    ``/etc/ikeguard/gateway.toml``) when that file exists."""
+    from ikeguard.control.defaults import default_config
+
     obj = ctx.ensure_object(dict)
     config, state_dir = obj.get("config"), obj.get("state_dir_opt")
+    if config is None and state_dir is None and default_config().is_file():
+        config = default_config()
     return state_dir_from(config, state_dir) if (config or state_dir) else None
 
 
@@ -169,12 +175,19 @@ def verify(
 ) -> None:
     """Check chain and forward-secure seals; exit 1 naming the first bad sequence number."""
     state = _state_dir(ctx)
+    given = key_file is not None
     if key_file is None:
         if state is None:
             raise click.UsageError("give --key FILE (or -c/--state-dir to use the state directory's copy)")
         key_file = state / "audit-verification.key"
     try:
         key = read_verification_key(key_file)
+    except FileNotFoundError as exc:
+        if given:
+            raise click.UsageError(f"cannot read verification key {key_file}: {exc}") from exc
+        raise click.UsageError(  # docs/audit.md: the key is moved off the host after the first start
+            f"no verification key at {key_file} (moved off this host, as docs/audit.md advises?): "
+            "pass the copy you keep with --key FILE") from exc
     except (OSError, ValueError) as exc:
         raise click.UsageError(f"cannot read verification key {key_file}: {exc}") from exc
     fpr = fingerprint(key)

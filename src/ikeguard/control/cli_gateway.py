@@ -2,7 +2,9 @@
 ``initiate``, ``terminate``, ``rekey``, ``reload``, ``events`` (contract: docs/reference.md, "Command line").
 
 The socket comes from ``--socket PATH`` or from ``-c FILE`` (``<gateway.state_dir>/control.sock``, the state
-directory relative to the config file). ``--json`` prints what the gateway answered; otherwise rich tables.
+directory relative to the config file); with neither, from ``$IKEGUARD_CONFIG`` or
+``/etc/ikeguard/gateway.toml`` (control/defaults.py), as swanctl uses charon's default socket.
+``--json`` prints what the gateway answered; otherwise rich tables.
 Exit codes: 0 ok, 1 the gateway refused or the command failed, 2 bad usage or no gateway to talk to.
 """
 
@@ -59,7 +61,12 @@ def _socket(config: Path | None, socket_path: Path | None) -> Path:
     if socket_path is not None:
         return socket_path
     if config is None:
-        _fail("give -c FILE (the gateway's config) or --socket PATH", 2)
+        from ikeguard.control.defaults import CONFIG_ENV, default_config
+
+        config = default_config()
+        if not config.is_file():
+            _fail(f"no -c FILE or --socket PATH given and no default config at {config} "
+                  f"(${CONFIG_ENV} or /etc/ikeguard/gateway.toml)", 2)
     return socket_from_config(config)
 
 
@@ -69,7 +76,8 @@ def gateway_options(f: F) -> F:
     f = click.option("--socket", "socket_path", type=click.Path(path_type=Path, dir_okay=False),
                      help="the gateway's control socket")(f)
     return click.option("-c", "--config", type=click.Path(path_type=Path, dir_okay=False),
-                        help="the gateway's config file (the socket is found from its state_dir)")(f)
+                        help="the gateway's config file (the socket is found from its state_dir; default "
+                             "$IKEGUARD_CONFIG or /etc/ikeguard/gateway.toml)")(f)
 
 
 def call(config: Path | None, socket_path: Path | None, cmd: str, **args: Any) -> dict[str, Any]:
@@ -416,6 +424,29 @@ def reload(config: Path | None, socket_path: Path | None, as_json: bool, wait: b
         click.echo(f"needs a restart to apply: {names('restart_needed')}")
 
 
+def event_line(event: dict[str, Any]) -> str:
+    """One audit event as a text line: time, event, outcome, connection, peer or admin, then the reason and
+    the SAs it concerns (IKE SPIs of ``ike.*`` records, old -> new inbound SPI of ``child.rekeyed``)."""
+    who = event.get("remote_id") or event.get("remote_addr") or event.get("admin") or ""
+    head = " ".join(str(x) for x in (event.get("time", ""), event.get("event"), event.get("outcome"),
+                                     event.get("connection", ""), who) if x)
+    details = event.get("details") or {}
+    parts = [str(event.get("reason") or "")]
+    if isinstance(details, dict):
+        if details.get("child"):
+            parts.append(f"child {details['child']}")
+        if "old_spi_in" in details or "new_spi_in" in details:
+            parts.append(f"SPI in {details.get('old_spi_in', '?')} -> {details.get('new_spi_in', '?')}")
+        if "spi_i" in details:
+            ike = event.get("ike_uniqueid")
+            label = f"IKE SA {ike} " if ike is not None else ""
+            parts.append(f"{label}SPIs {details['spi_i']}_i {details.get('spi_r', '')}_r")
+        if "old_uniqueid" in details:
+            parts.append(f"replaces IKE SA {details['old_uniqueid']}")
+    tail = "; ".join(p for p in parts if p)
+    return f"{head}: {tail}" if tail else head
+
+
 @click.command("events")
 @gateway_options
 def events(config: Path | None, socket_path: Path | None, as_json: bool) -> None:
@@ -427,9 +458,7 @@ def events(config: Path | None, socket_path: Path | None, as_json: bool) -> None
                 if as_json:
                     click.echo(json.dumps(event, separators=(",", ":")))
                 else:
-                    who = event.get("remote_id") or event.get("remote_addr") or event.get("admin") or ""
-                    click.echo(f"{event.get('time', '')} {event.get('event')} {event.get('outcome')} "
-                               f"{event.get('connection', '')} {who}: {event.get('reason', '')}")
+                    click.echo(event_line(event))
     except KeyboardInterrupt:
         return
     except ControlUnavailable as exc:

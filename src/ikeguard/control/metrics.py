@@ -1,7 +1,9 @@
 """Prometheus metrics of a running gateway, read from the gateway itself at scrape time (no second copy of
 any state): per connection configured vs up, IKE/Child SA counts, traffic counters that survive rekeys,
-IKE exchanges and failures by reason, certificate expiry, the audit trail's queue depth, and the data plane's
-drops that belong to no SA (``no_sa``, ``no_policy``, ``unknown_spi``, ``malformed``; label: reason only).
+IKE exchanges and failures by reason, certificate expiry (own, trust anchors, and per connection the peer
+certificate that expires first), local CRL files' nextUpdate, the audit trail's queue depth, and the data
+plane's drops that belong to no SA (``no_sa``, ``no_policy``, ``unknown_spi``, ``malformed``; label: reason
+only).
 
 Labels are the connection and its peer group (the connection's remote identity, a pattern for a template
 connection), never an SA or a single peer, so the series count stays bounded with thousands of peers.
@@ -34,7 +36,7 @@ SNAPSHOT_TIMEOUT = 5.0  # seconds the scrape waits for the gateway's event loop
 class CertExpiry:
     """One certificate the gateway uses: whose it is and when it ends."""
 
-    kind: str  # "local" (a connection's own certificate) | "authority" (a trust anchor)
+    kind: str  # "local" (a connection's own), "authority" (a trust anchor), "peer" (soonest of its peers')
     name: str  # connection or authority name
     subject: str
     not_after: dt.datetime
@@ -56,6 +58,17 @@ class GatewaySnapshot:
     audit_healthy: bool | None
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     dataplane_drops: dict[str, int] = field(default_factory=dict)  # reason -> packets, not tied to an SA
+    crls: list[CrlNextUpdate] = field(default_factory=list)
+
+
+@dataclass
+class CrlNextUpdate:
+    """A local CRL file of an authority and its nextUpdate (RFC 5280 §5.1.2.5); None when it has none."""
+
+    authority: str
+    file: str
+    issuer: str
+    next_update: dt.datetime | None
 
 
 class _AnchorFiles:
@@ -106,6 +119,66 @@ def _certificates(gateway: Any, anchors: _AnchorFiles) -> list[CertExpiry]:
     return out
 
 
+def _peer_certificates(gateway: Any) -> list[CertExpiry]:
+    """Per connection, the peer certificate that expires first among its established IKE SAs (one series
+    per connection, never one per peer: the series count stays bounded with thousands of peers)."""
+    engine = getattr(gateway, "engine", None)
+    soonest: dict[str, CertExpiry] = {}
+    for sa in engine.ike_sas() if engine is not None else ():
+        not_after = getattr(sa, "remote_cert_not_after", None)
+        subject = getattr(sa, "remote_cert_subject", "")
+        if not_after is None or not subject or sa.state.value not in ("established", "rekeying"):
+            continue
+        when = dt.datetime.fromtimestamp(not_after, dt.UTC)
+        if sa.name not in soonest or when < soonest[sa.name].not_after:
+            soonest[sa.name] = CertExpiry("peer", sa.name, subject, when)
+    return list(soonest.values())
+
+
+class _CrlFiles:
+    """Local CRL files (``[authorities.X] crls``) parsed once per (path, mtime, size)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[tuple[int, int], x509.CertificateRevocationList | None]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, path: Path) -> x509.CertificateRevocationList | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        key = (info.st_mtime_ns, info.st_size)
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        try:
+            data = path.read_bytes()
+            crl: x509.CertificateRevocationList | None = (
+                x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data))
+        except (OSError, ValueError):
+            crl = None
+        with self._lock:
+            self._cache[path] = (key, crl)
+        return crl
+
+
+_CRLS = _CrlFiles()
+
+
+def _crls(gateway: Any) -> list[CrlNextUpdate]:
+    config = getattr(getattr(gateway, "plan", None), "config", None)
+    if config is None:
+        return []
+    out = []
+    for name, authority in config.model.authorities.items():
+        for relative in authority.crls:
+            crl = _CRLS.load(config.resolve(relative))
+            if crl is not None:
+                out.append(CrlNextUpdate(name, relative, crl.issuer.rfc4514_string(), crl.next_update_utc))
+    return out
+
+
 def dataplane_drops(plane: Any) -> dict[str, int]:
     """Packets the data plane dropped without an SA to charge them to, by reason: the userspace plane's
     ``SaTable.drops`` (summed over the per-IP-version planes); empty for planes that keep none (``none``;
@@ -133,7 +206,8 @@ def take_snapshot(gateway: Any, anchors: _AnchorFiles | None = None) -> GatewayS
         exchanges=dict(stats.exchanges),
         failures=dict(stats.failures),
         traffic=dict(stats.traffic_totals(gateway)),
-        certs=_certificates(gateway, anchors or _AnchorFiles()),
+        certs=[*_certificates(gateway, anchors or _AnchorFiles()), *_peer_certificates(gateway)],
+        crls=_crls(gateway),
         audit_pending=pending if isinstance(pending, int) else None,
         audit_spool=dict(spool),
         audit_healthy=None if healthy is None else bool(healthy),
@@ -257,6 +331,14 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
     for cert in snap.certs:
         expiry.add_metric([cert.kind, cert.name, cert.subject], (cert.not_after - snap.now).total_seconds())
     yield expiry
+    crl_family = GaugeMetricFamily("ikeguard_crl_next_update_seconds",
+                                   "Seconds until a local CRL file's nextUpdate (negative: stale, RFC 5280 "
+                                   "§5.1.2.5)", labels=["authority", "file", "issuer"])
+    for crl in snap.crls:
+        if crl.next_update is not None:
+            crl_family.add_metric([crl.authority, crl.file, crl.issuer],
+                                  (crl.next_update - snap.now).total_seconds())
+    yield crl_family
 
     drops = CounterMetricFamily("ikeguard_dataplane_drops",
                                 "Packets the data plane dropped without an SA (no_sa, no_policy, "
