@@ -147,7 +147,8 @@ def test_every_verb_against_ikeguard_and_strongswan(
     client.initiate(child="net", ike="ikg")
     sas = gw.wait_sas(_installed, timeout=10)
     old_spi = sas[0]["spi_i"]
-    assert gw.cli("rekey", "--conn", "ikg", json=False).startswith(f"IKE SA {sas[0]['uniqueid']} (ikg) rekeyed")
+    rekeyed = gw.cli("rekey", "--conn", "ikg", json=False)
+    assert rekeyed.startswith(f"IKE SA {sas[0]['uniqueid']} (ikg) rekeyed")
     gw.wait_sas(lambda s: _installed(s) and s[0]["spi_i"] != old_spi, timeout=10, what="IKE SA rekeyed")
 
     # errors: exit 1 with the gateway's reason, exit 2 without a gateway

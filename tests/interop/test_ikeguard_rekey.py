@@ -80,7 +80,8 @@ def test_on_demand_rekeys_from_both_sides(role: str, fixtures: Fixtures) -> None
     pair, ss, _ = _up(fixtures, PairSpec(role, dataplane="userspace"))
 
     # Child SA rekey started by ikeguard (the CLI verb an operator uses)
-    assert "1 Child SA rekeyed" in pair.gw.cli("rekey", "--conn", "ikg", "--child", "net", json=False)
+    text = pair.gw.cli("rekey", "--conn", "ikg", "--child", "net", json=False)
+    assert text.startswith("Child SA ") and " net (ikg, IKE SA " in text and " rekeyed: SPIs in " in text
     ss2, ikg = pair.settled(until=_new_child(ss), what="Child SA rekeyed by ikeguard")
     assert_same_sa(ss2, ikg, GCM, pfs=True)  # strongSwan's child proposal shows the KE group: PFS was used
     assert "parsed CREATE_CHILD_SA request" in pair.peer.log()
@@ -94,7 +95,7 @@ def test_on_demand_rekeys_from_both_sides(role: str, fixtures: Fixtures) -> None
     assert all(e["outcome"] == "success" for e in _events(pair, "child.rekeyed"))
 
     # IKE SA rekey started by ikeguard: new IKE SPIs, the Child SA moves over unchanged (RFC 7296 §2.18)
-    assert "1 SA rekeyed" in pair.gw.cli("rekey", "--conn", "ikg", json=False)
+    assert " (ikg) rekeyed: SPIs " in pair.gw.cli("rekey", "--conn", "ikg", json=False)
     ss4, ikg = pair.settled(until=_new_ike(ss3), what="IKE SA rekeyed by ikeguard")
     assert_same_sa(ss4, ikg, GCM, pfs=True)
     assert spis(ss4)[2:] == spis(ss3)[2:]
@@ -176,7 +177,8 @@ def test_pfs_mismatch_fails_first_child_rekey(who: str, fixtures: Fixtures) -> N
     spec = PairSpec("initiator", dataplane="userspace", ss_esp=("aes256gcm16",))
     pair, ss, _ = _up(fixtures, spec)
     if who == "ikeguard":
-        pair.gw.cli("rekey", "--conn", "ikg", "--child", "net", json=False)
+        failed = pair.gw.cli("rekey", "--conn", "ikg", "--child", "net", json=False, check=False)
+        assert " rekey failed (SPIs in " in failed  # the command says so (exit 1); the old SA stays
         event = pair.gw.wait_audit(lambda e: e["event"] == "child.failed", timeout=10)
         assert event["reason"] == (
             "PFS mismatch for net: peer refused the rekey with NO_PROPOSAL_CHOSEN; we require key exchange "
