@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TYPED_PACKAGES := $(wildcard src/ikeguard/wire src/ikeguard/crypto src/ikeguard/engine src/ikeguard/policy src/ikeguard/pki src/ikeguard/audit src/ikeguard/dataplane src/ikeguard/tools src/ikeguard/control src/ikeguard/service)
 
-.PHONY: demo test lint unit bench sysdeps clean reference dist fuzz
+.PHONY: demo test test-future lint unit bench sysdeps clean reference dist fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ unit: $(STAMP)
 
 test: $(STAMP) sysdeps lint
 	$(BIN)/python -m pytest
+
+# The tests that meet a real clock (TLS, OpenSSL, strongSwan, rsyslog, CRLs), run with the wall clock a year
+# ahead (scripts/clock-ahead.sh, libfaketime): a certificate or CRL with a fixed date fails here first.
+FUTURE_DAYS ?= 365
+test-future: $(STAMP) sysdeps
+	scripts/clock-ahead.sh $(FUTURE_DAYS) -- $(BIN)/python -m pytest -m date_sensitive -p no:cacheprovider
 
 # Coverage-guided fuzzing (atheris) of the wire decoder and the engine's responder path, FUZZ_SECONDS per target;
 # findings land in fuzz/regressions/<target>/ (replayed by tests/wire/test_fuzz_targets.py), new corpus in build/.

@@ -1,5 +1,5 @@
-"""Every configuration in examples/ passes `ikeguard check` with the profile its header names, once the PKI that
-examples/make-pki.sh makes (with strongSwan's pki tool, as an operator would) is next to it."""
+"""Every configuration in examples/ passes `ikeguard check` with the profile its header names, once the PKI
+that examples/make-pki.sh makes (with strongSwan's pki tool, as an operator would) is next to it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The vector files are transcribed correctly: tests/vectors/check_vectors.py recomputes each one with hashlib and
-pyca/cryptography (not ikeguard's code) and must report no failure."""
+"""The vector files are transcribed correctly: tests/vectors/check_vectors.py recomputes each one with
+hashlib and pyca/cryptography (not ikeguard's code) and must report no failure."""
 
 from __future__ import annotations
 

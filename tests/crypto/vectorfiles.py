@@ -1,4 +1,5 @@
-"""Loading the third-party vector files in tests/vectors (read-only; provenance in tests/vectors/README.md) for the crypto KATs."""
+"""Loading the third-party vector files in tests/vectors for the crypto KATs (read-only; provenance in
+tests/vectors/README.md)."""
 
 from __future__ import annotations
 

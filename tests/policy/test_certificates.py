@@ -65,10 +65,13 @@ def issue_example_pki(directory: Path, *, gw: Issued | None = None,
     if crl is None:  # (an empty CRL is falsy: it has no revoked entries)
         crl = make_crl(ca, this_update=now - dt.timedelta(days=2), next_update=now + dt.timedelta(days=7))
     (pki / "vpn.crl").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-    siem_ca = issue("CN=SIEM CA", key=make_key("ec256", 102), ca=True)
+    # Dated from `now` like the rest: `check` and build_plan judge these keys' age by notBefore on their
+    # clock.
+    start, end = now - dt.timedelta(days=30), now + dt.timedelta(days=365)
+    siem_ca = issue("CN=SIEM CA", key=make_key("ec256", 102), ca=True, not_before=start, not_after=end)
     _write_cert(pki / "siem-ca.pem", siem_ca.cert)
     for name in ("gw-siem", "merchant-a-siem"):
-        client = issue(f"CN={name}", siem_ca, key=make_key("ec256", 103))
+        client = issue(f"CN={name}", siem_ca, key=make_key("ec256", 103), not_before=start, not_after=end)
         _write_cert(pki / f"{name}.pem", client.cert)
         _write_key(pki / f"{name}.key", client.key)
     return ca
