@@ -51,7 +51,7 @@ def test_state_dir_from_config_file(tmp_path: Path) -> None:
     filled_store(tmp_path / "var" / "gw", n=2).close()
     code, out = _run("audit", "-c", str(config), "verify")
     assert code == 0, out
-    code, out = _run("audit", "verify", "-c", str(config))  # as INTERFACE.md writes it
+    code, out = _run("audit", "verify", "-c", str(config))  # as docs/reference.md writes it
     assert code == 0, out
     code, out = _run("audit", "tail", "-n", "1", "--state-dir", str(tmp_path / "var" / "gw"))
     assert code == 0 and "audit.accessed" in out

@@ -1,4 +1,4 @@
-"""ikeguard gateway configuration (TOML, INTERFACE.md "Configuration") from Python parameters, for tests.
+"""ikeguard gateway configuration (TOML, docs/reference.md) from Python parameters, for tests.
 
 Mirrors swanctl_conf.py so an interop test writes the ikeguard side and the strongSwan side of one scenario
 side by side (``IkgConnection`` next to ``ConnectionConfig``, ``IkgChild`` next to ``ChildConfig`` ...).

@@ -1,6 +1,6 @@
 """Hash chain and forward-secure seals of the audit trail (pure: no IO, no clock).
 
-Schneier-Kelsey secure audit log (compliance.md §8.3), built from ``cryptography``'s SHA-256 and HMAC:
+Schneier-Kelsey secure audit log (docs/audit.md §3), built from ``cryptography``'s SHA-256 and HMAC:
 
 * ``hash_n = SHA-256(hash_{n-1} || canonical(seq, time, body))`` with ``hash_0`` = 32 zero octets;
 * ``seal_n = HMAC-SHA-256(k_n, "seal" || hash_n)``, where the sealing key evolves one-way per record,

@@ -2,7 +2,7 @@
 
 Pure module: no IO, no clock. The store assigns ``seq`` and ``time`` (time is passed in by the caller), so an
 ``AuditEvent`` is only *what* happened. Secrets never enter a record: field names and values that look like
-key material are refused with ``SecretInAuditEvent`` (PCI DSS 3.x / 10.2, compliance.md §8.4).
+key material are refused with ``SecretInAuditEvent`` (PCI DSS 3.x / 10.2).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ DetailValue = str | int | bool
 
 
 class EventName(StrEnum):
-    """Event names (the syslog MSGID); extend, never rename (INTERFACE.md)."""
+    """Event names (the syslog MSGID); extend, never rename (docs/reference.md "Audit events")."""
 
     IKE_UP = "ike.up"
     IKE_DOWN = "ike.down"
@@ -73,7 +73,7 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"
 
 
-# RFC 5424 §6.2.1 severities (compliance.md §8.4): 6 informational, 5 notice, 4 warning, 3 error.
+# RFC 5424 §6.2.1 severities (docs/audit.md §7): 6 informational, 5 notice, 4 warning, 3 error.
 _WARNING = {
     EventName.AUTH_FAILURE, EventName.CERT_REJECTED, EventName.CERT_EXPIRING, EventName.REVOCATION_FAILED,
     EventName.PROPOSAL_REJECTED, EventName.CONFIG_REJECTED, EventName.WAIVER_APPLIED, EventName.DPD_TIMEOUT,
@@ -89,7 +89,7 @@ _ERROR = {EventName.AUDIT_STORE_FAILED}
 
 
 def severity(name: EventName, outcome: Outcome) -> int:
-    """RFC 5424 severity (compliance.md §8.4: 3 error on logging failure, 4 warning on refusals)."""
+    """RFC 5424 severity (docs/audit.md: 3 error on logging failure, 4 warning on refusals)."""
     if name in _ERROR:
         return 3
     if name in _WARNING or outcome is Outcome.FAILURE:
@@ -162,7 +162,7 @@ def _check_detail_name(key: str) -> None:
 
 @dataclass(frozen=True)
 class AuditEvent:
-    """One security-relevant event (INTERFACE.md "Audit events"); the store adds seq, time and the chain.
+    """One security-relevant event (docs/reference.md "Audit events"); the store adds seq, time and the chain.
 
     Empty strings / ``None`` mean "not applicable". ``details`` holds event-specific fields (e.g. ``command``,
     ``sink``, ``spi_in``); names are short lowercase identifiers and must not look like secrets.

@@ -1,4 +1,4 @@
-"""`ikeguard demo`: the payment-processor case (INTERFACE.md "The demo"), run in network namespaces it creates
+"""`ikeguard demo`: the payment-processor case (README, quick start), run in network namespaces it creates
 and removes. The work is done by `ikeguard.tools.demo`; this module checks the prerequisites and maps the
 result to exit codes: 0 every step succeeded, 1 a step failed (named on stderr), 2 missing prerequisites.
 """

@@ -1,4 +1,4 @@
-"""`ikeguard check` and `ikeguard profiles` (INTERFACE.md "Command line").
+"""`ikeguard check` and `ikeguard profiles` (docs/reference.md "Command line").
 
 check: exit 0 when the config passes its profile, 1 on any failing or not-implemented rule (or an
 invalid config), 2 when the file cannot be read, is not TOML, or the profile name is unknown.

@@ -166,7 +166,7 @@ class IkeSa:
         self.ctx.outputs.append(event)
 
     def audit(self, event: str, outcome: str, reason: str = "", **details: str) -> None:
-        """Emit an audit record with this SA's contract fields (INTERFACE.md "Audit events"); ``ike.*``
+        """Emit an audit record with this SA's contract fields (docs/reference.md "Audit events"); ``ike.*``
         records carry the IKE SPIs (``spi_i``/``spi_r``, 16 hex digits as ``sas --json``) for captures."""
         if event.startswith("ike."):
             details["spi_i"], details["spi_r"] = self.spi_i.hex(), self.spi_r.hex()

@@ -1,4 +1,4 @@
-"""Snapshots of IKE and Child SAs in the shape of ``ikeguard sas --json`` (INTERFACE.md), for the service."""
+"""Snapshots of IKE and Child SAs in the shape of ``ikeguard sas --json`` (docs/reference.md)."""
 
 from __future__ import annotations
 

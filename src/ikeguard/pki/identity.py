@@ -1,4 +1,4 @@
-"""Whether a certificate proves an IKE identity (INTERFACE.md "Identities"; RFC 4945 §3.1, RFC 7296 §3.5).
+"""Whether a certificate proves an IKE identity (docs/reference.md; RFC 4945 §3.1, RFC 7296 §3.5).
 
 The identity must appear in the subjectAltName (dNSName for FQDN, rfc822Name, iPAddress, directoryName for
 DN) or, for DN identities, equal the subject DN; a key id matches the subjectKeyIdentifier or the SHA-1 of the

@@ -10,7 +10,7 @@ from cryptography import x509
 
 
 class ReasonCode(StrEnum):
-    """Why a certificate was refused; stable names used in audit records (INTERFACE.md "Audit events")."""
+    """Why a certificate was refused; stable names used in audit records (docs/reference.md)."""
 
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"

@@ -1,6 +1,6 @@
 """A connection's trust: anchors and one revocation source built from its authorities (plain parameters).
 
-``[authorities.NAME]`` in the config (INTERFACE.md) maps to ``AuthoritySpec``; the caller resolves paths
+``[authorities.NAME]`` in the config (docs/reference.md) maps to ``AuthoritySpec``; the caller resolves paths
 relative to the config file. Several anchors may sit in one PEM file or in several authorities (rollover).
 """
 

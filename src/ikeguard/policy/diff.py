@@ -1,7 +1,7 @@
 """What changed between two loaded configurations, for a reload that keeps unchanged tunnels up.
 
 Connections compare by their settings (a renewed certificate *file* at the same path is not a change,
-INTERFACE.md ``ikeguard reload``); inventories compare peer by peer. Authorities and secrets that changed
+docs/reference.md ``ikeguard reload``); inventories compare peer by peer. Authorities and secrets that changed
 mark the connections that use them as changed.
 """
 

@@ -1,6 +1,6 @@
 """IKE identities as configured (strongSwan syntax) and matching of authenticated identities against them.
 
-Syntax (INTERFACE.md "Identities"): FQDN (``gw.example.net`` or ``@gw.example.net``), RFC 822
+Syntax (docs/reference.md "Configuration file"): FQDN (``gw.example.net`` or ``@gw.example.net``), RFC 822
 (``user@example.net``), IPv4/IPv6, DN (``CN=gw, O=Example``), key id (``@#`` + hex), ``%any``.
 ``*`` stands for exactly one DNS label or one RDN value. Written by hand: strongSwan's rules, our code.
 Precedence for connection selection: exact > pattern > ``%any`` (RFC 7296 §2.15 leaves the policy local).

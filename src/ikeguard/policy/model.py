@@ -1,4 +1,4 @@
-"""The configuration model (INTERFACE.md "Configuration"), validated with pydantic v2.
+"""The configuration model (docs/reference.md "Configuration file"), validated with pydantic v2.
 
 Tree and key names follow strongSwan's swanctl.conf. Values stay close to what was written (durations
 and sizes become integers, identities/selectors/proposals stay strings validated by their parsers) so

@@ -1,7 +1,7 @@
 """Responder connection selection by authenticated identity: exact > pattern > ``%any``.
 
 Two connections that can match one identity at the same precedence (and share addresses) are a load
-error (INTERFACE.md "Identities, selection, segmentation"). A template connection with a peer inventory
+error (docs/reference.md, docs/compliance.md). A template connection with a peer inventory
 matches only identities that are enabled inventory peers.
 """
 

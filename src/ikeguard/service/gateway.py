@@ -331,7 +331,7 @@ class Gateway:
     # ------------------------------------------------------------------ queries
     def sas(self, *, conn: str | None = None, peer: str | None = None,
             uniqueid: int | None = None) -> list[dict[str, Any]]:
-        """IKE SAs with their Child SAs (INTERFACE.md ``sas --json``), counters from the data plane."""
+        """IKE SAs with their Child SAs (``sas --json``, docs/reference.md), counters from the data plane."""
         return sa_infos(self, select_sas(self.engine.ike_sas(), conn=conn, peer=peer, uniqueid=uniqueid))
 
     def conns(self) -> list[dict[str, Any]]:

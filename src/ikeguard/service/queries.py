@@ -1,4 +1,4 @@
-"""Answers to ``sas`` and ``conns`` in the shape INTERFACE.md fixes ("Control socket and sas --json"):
+"""Answers to ``sas`` and ``conns`` in the shape docs/reference.md fixes ("JSON output"):
 SPIs as 8 lowercase hex digits, RFC 3339 UTC times, byte/packet counters from the data plane."""
 
 from __future__ import annotations

@@ -423,7 +423,7 @@ class GatewayProcess:
     def sas(
         self, *, conn: str | None = None, peer: str | None = None, uniqueid: int | None = None
     ) -> list[dict[str, Any]]:
-        """The gateway's IKE SAs as `ikeguard sas --json` prints them (INTERFACE.md field names)."""
+        """The gateway's IKE SAs as `ikeguard sas --json` prints them (docs/reference.md)."""
         filters = {k: v for k, v in (("conn", conn), ("peer", peer), ("uniqueid", uniqueid)) if v is not None}
         try:
             result = self.request("sas", **filters)

@@ -3,7 +3,7 @@ for structured-data encoding exists in the stdlib).
 
 Layout: ``<PRI>1 TIME HOST ikeguard PID MSGID [ikeguard@32473 <event fields>][ipsec@32473 <details>]
 [ikeguardChain@32473 seq prev hash][meta sequenceId][timeQuality tzKnown] MSG``. Facility 13 (log audit),
-severity per event (compliance.md §8.1/§8.4). The MSGID is the event name; ``seq`` is the de-duplication key.
+severity per event (docs/audit.md §7). The MSGID is the event name; ``seq`` is the de-duplication key.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`ikeguard demo`: the payment-processor case on one machine (INTERFACE.md "The demo").
+"""`ikeguard demo`: the payment-processor case on one machine (README "Quick start: the demo").
 
 scenario: sites, throwaway PKI and the gateway configs; topology: the namespaces; probes: reading results;
 siem: the demo's RFC 5425 receiver; runner: the steps and the teardown; display: what is printed.

@@ -112,7 +112,7 @@ MERCHANT_C = Site(
     "CHG-1077 (device reported stolen; removal pending)",
 )
 SITES = (PROCESSOR, MERCHANT_A, MERCHANT_B, MERCHANT_C)
-REMOTE_ID_PATTERN = "*.merchants.processor.example"  # `*` = exactly one DNS label (INTERFACE.md)
+REMOTE_ID_PATTERN = "*.merchants.processor.example"  # `*` = exactly one DNS label (docs/reference.md)
 
 
 @dataclass
