@@ -33,11 +33,12 @@ unit: $(STAMP)
 test: $(STAMP) sysdeps lint
 	$(BIN)/python -m pytest
 
-# The tests that meet a real clock (TLS, OpenSSL, strongSwan, rsyslog, CRLs), run with the wall clock a year
-# ahead (scripts/clock-ahead.sh, libfaketime): a certificate or CRL with a fixed date fails here first.
+# The in-process suite and the date_sensitive peer tests with the wall clock a year ahead for pytest and every
+# process it starts (scripts/clock-ahead.sh, libfaketime): a certificate, CRL or seal with a fixed date fails here.
 FUTURE_DAYS ?= 365
 test-future: $(STAMP) sysdeps
-	scripts/clock-ahead.sh $(FUTURE_DAYS) -- $(BIN)/python -m pytest -m date_sensitive -p no:cacheprovider
+	scripts/clock-ahead.sh $(FUTURE_DAYS) -- $(BIN)/python -m pytest -p no:cacheprovider \
+		-m "not interop or date_sensitive" --deselect tests/test_clock_ahead.py
 
 # Coverage-guided fuzzing (atheris) of the wire decoder and the engine's responder path, FUZZ_SECONDS per target;
 # findings land in fuzz/regressions/<target>/ (replayed by tests/wire/test_fuzz_targets.py), new corpus in build/.
