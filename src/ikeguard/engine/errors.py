@@ -6,6 +6,7 @@ turned into the notify RFC 7296 prescribes (or a silent drop) plus an event.
 
 from __future__ import annotations
 
+from ikeguard.pki.fetch import FetchRequest
 from ikeguard.wire.iana import NotifyType
 
 
@@ -28,3 +29,11 @@ class RemoteProtocolError(EngineError):
         self.notify = notify
         self.data = data
         self.event = event  # audit event name for the failure (default: ike.failed / ike.down)
+
+
+class ValidationPending(EngineError):
+    """Certificate validation needs a revocation fetch first (``engine.pending``): the exchange waits."""
+
+    def __init__(self, request: FetchRequest) -> None:
+        super().__init__(f"certificate validation waits for {request.uri}")
+        self.request = request

@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from ikeguard.audit.events import AuditEvent as AuditEvent  # one record type from engine to store
 from ikeguard.engine.states import ChildState, IkeState
+from ikeguard.pki.fetch import FetchRequest
 from ikeguard.policy.ts import TrafficSelector
 
 IpAddress = IPv4Address | IPv6Address
@@ -151,6 +152,20 @@ class DatagramDropped:
     ike_uniqueid: int = 0
 
 
+@dataclass(frozen=True)
+class RevocationFetch:
+    """Certificate validation of IKE SA ``ike_uniqueid`` waits for a CRL or OCSP answer (docs/pki.md).
+
+    The service fetches ``request`` off the event loop and calls ``IkeManager.revocation_fetched(ike_uniqueid,
+    token, body, now)`` (``body`` None: failed). Meanwhile that SA's exchange waits (the peer's retransmits
+    are absorbed) and every other SA goes on; without an answer by ``EngineSettings.revocation_timeout``
+    the engine treats the fetch as failed and the revocation policy decides."""
+
+    ike_uniqueid: int
+    token: int
+    request: FetchRequest
+
+
 EngineEvent = (
     SendDatagram
     | SendNatKeepalive
@@ -161,4 +176,5 @@ EngineEvent = (
     | ChildSaStateChanged
     | AuditEvent
     | DatagramDropped
+    | RevocationFetch
 )

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ikeguard.audit.events import EventName, Outcome
+from ikeguard.engine import pending as pending_
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.context import EngineContext
-from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.errors import RemoteProtocolError, ValidationPending
 from ikeguard.engine.events import (
     AuditEvent,
     ChildSaStateChanged,
@@ -134,6 +135,7 @@ class IkeSa:
         self.first_contact = True  # send INITIAL_CONTACT (set by the manager)
         self.expire_reason = "IKE SA lifetime expired"
         self.replaces: IkeSa | None = None  # reauthentication: the old IKE SA deleted once we are up
+        self.pending: pending_.PendingValidation | None = None  # IKE_AUTH waiting for a revocation fetch
 
     # ------------------------------------------------------------------ naming and outputs
     @property
@@ -372,6 +374,8 @@ class IkeSa:
         req = self.window.in_flight
         if req is None or not self.window.response_matches(message_id) or exchange != req.exchange:
             return  # late or duplicate response: ignore (RFC 7296 §2.3)
+        if pending_.absorbs_response(self):
+            return
         msg = self._decode(data, exchange)
         if msg is None:
             return
@@ -380,6 +384,10 @@ class IkeSa:
         if exchange == ExchangeType.IKE_SA_INIT:
             self.init_response = data
         self.last_inbound = self.now
+        self.process_response(msg, exchange)
+
+    def process_response(self, msg: InMessage, exchange: int) -> None:
+        """Run the active exchange's tasks on the peer's (decoded) response; also after a validation wait."""
         assert self.active is not None
         active = self.active
         retry = False
@@ -388,6 +396,10 @@ class IkeSa:
                 if task.process_i(self, msg) is Status.RETRY:
                     retry = True
                     break
+        except ValidationPending as wait:
+            pending_.park(self, wait.request, response=True, data=b"", exchange=exchange,
+                          message_id=msg.message_id, msg=msg)
+            return
         except TaskFailed as failure:
             self.window.in_flight = None
             self.active = None
@@ -418,6 +430,8 @@ class IkeSa:
         # RFC 7296 §2.11: a response goes back to the address and port the request came from (a NAT
         # mapping may have changed; with MOBIKE the SA itself only moves on UPDATE_SA_ADDRESSES)
         self.reply_to = (local, remote)
+        if pending_.absorbs_request(self, message_id):
+            return
         kind = self.window.classify_request(message_id, data)
         if kind == "retransmit" and self.window.cached is not None:
             self._send_reply(self.window.cached.packets)
@@ -437,6 +451,10 @@ class IkeSa:
         if exchange == ExchangeType.IKE_SA_INIT:
             self.init_request = data
         self._follow_peer_address(local, remote, msg)
+        self.process_request(data, exchange, message_id, msg)
+
+    def process_request(self, data: bytes, exchange: int, message_id: int, msg: InMessage) -> None:
+        """Run the responder tasks on the peer's (decoded) request and answer (again after a fetch)."""
         response = OutMessage(msg.exchange, message_id, response=True)
         tasks: list[Task] = []
         try:
@@ -451,6 +469,10 @@ class IkeSa:
                 task.process_r(self, msg)
             for task in tasks:
                 task.build_r(self, response)
+        except ValidationPending as wait:
+            pending_.park(self, wait.request, response=False, data=data, exchange=exchange,
+                          message_id=message_id, msg=msg)
+            return
         except RemoteProtocolError as err:
             response = OutMessage(msg.exchange, message_id, response=True)
             if err.notify is not None:
@@ -579,6 +601,7 @@ class IkeSa:
         for child in list(self.children.values()):
             self.remove_child(child, reason)
         self.close_reason = reason
+        self.pending = None  # a fetch still running for this SA is ignored when it answers
         self.timers.clear()
         self.queue.clear()
         active, self.active = self.active, None

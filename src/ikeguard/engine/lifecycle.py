@@ -71,6 +71,10 @@ def fire(sa: IkeSa, name: str) -> None:
         if sa.nat_local:
             sa.emit(SendNatKeepalive(sa.local, sa.remote))  # RFC 3948 §2.3
         sa.timers["keepalive"] = sa.now + sa.ctx.settings.nat_keepalive
+    elif kind == "revocation":
+        from ikeguard.engine.pending import timed_out
+
+        timed_out(sa)
     elif kind == "half_open":
         if sa.state in (IkeState.HALF_OPEN, IkeState.CREATED):
             sa.close("half-open IKE SA timed out", event="ike.failed")

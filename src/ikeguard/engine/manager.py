@@ -109,6 +109,23 @@ class IkeManager:
                 sa.close(f"internal error in a timer: {type(exc).__name__}: {exc}", failure=True)
             self._forget_if_closed(sa)
 
+    def revocation_fetched(self, ike_uniqueid: int, token: int, body: bytes | None, now: float) -> None:
+        """Input: the outcome of a ``RevocationFetch`` (``body`` None: the fetch failed or timed out). The
+        waiting exchange continues; an answer for an SA that is gone or no longer waits is ignored."""
+        from ikeguard.engine.pending import answered
+
+        sa = self._by_uniqueid.get(ike_uniqueid)
+        if sa is None:
+            return
+        try:
+            answered(sa, token, body, now)
+            sa.start_next()
+        except Exception as exc:  # as for datagrams and timers: an engine bug must not crash the gateway
+            if self.ctx.settings.raise_internal_errors:
+                raise
+            sa.close(f"internal error after a revocation fetch: {type(exc).__name__}: {exc}", failure=True)
+        self._forget_if_closed(sa)
+
     def receive_datagram(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:
         """One IKE message (non-ESP marker already removed) received on ``local`` from ``remote``.
 

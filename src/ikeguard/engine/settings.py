@@ -108,6 +108,7 @@ class EngineSettings:
     cookie_threshold: int = 10  # half-open SAs before we demand cookies (RFC 7296 §2.6)
     block_threshold: int = 5  # half-open SAs per peer address before we drop its IKE_SA_INIT
     half_open_timeout: float = 30.0
+    revocation_timeout: float = 10.0  # a CRL/OCSP fetch not answered by then counts as failed (docs/pki.md)
     max_ike_sas: int = 0  # 0: unlimited
     cookie_secret_period: float = 120.0
     fragment_size: int = 1280  # RFC 7383 §2.5.1 default for IPv4 fallback

@@ -8,24 +8,25 @@ validator's call (the service supplies the full RFC 5280 one).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
 
+from ikeguard.pki.fetch import FetchNeeded, FetchRequest
+from ikeguard.pki.verdict import CertVerdict
 
-@dataclass(frozen=True)
-class CertVerdict:
-    """Outcome of validating a peer's certificate chain for an identity."""
-
-    accepted: bool
-    reason: str = ""
-    not_after: datetime | None = None  # of the end-entity (caps the IKE SA's lifetime)
+__all__ = [
+    "CertVerdict", "CertificateAuthorities", "CertificateValidator", "FetchNeeded", "FetchRequest",
+    "RejectAllValidator", "answer_fetch", "certreq_data",
+]
 
 
 class CertificateValidator(Protocol):
-    """Decides whether ``chain`` (end entity first) is trusted and binds ``identity`` at time ``now``."""
+    """Decides whether ``chain`` (end entity first) is trusted and binds ``identity`` at time ``now``.
+
+    ``validate`` never does network I/O: when it needs a CRL or OCSP answer it does not have, it raises
+    ``FetchNeeded``; the engine then emits ``RevocationFetch``, waits, hands the answer to the validator's
+    optional ``answer_fetch(request, body)`` and calls ``validate`` again (docs/pki.md)."""
 
     def validate(
         self, chain: Sequence[x509.Certificate], identity: str, connection: str, now: float
@@ -46,6 +47,13 @@ def certreq_data(validator: object, connection: str | None) -> bytes:
         return b""
     hashes = [bytes(h) for h in source(connection) if len(bytes(h)) == 20]
     return b"".join(hashes)
+
+
+def answer_fetch(validator: object, request: FetchRequest, body: bytes | None) -> None:
+    """Hand a fetched body (None: failed or timed out) to a validator that asked for it."""
+    answer = getattr(validator, "answer_fetch", None)
+    if answer is not None:
+        answer(request, body)
 
 
 class RejectAllValidator:

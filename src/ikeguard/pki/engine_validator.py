@@ -3,7 +3,9 @@
 One ``ConnectionTrust`` (anchors, revocation source, policy) per connection name. The verdict's reason starts
 with the machine reason code (``revoked: certificate 'CN=…' …``); ``revocation_unavailable`` belongs in a
 ``revocation.failed`` audit record, every other code in ``cert.rejected`` (``ReasonCode.audit_event``).
-Revocation sources may fetch over the network (blocking): see docs/pki.md.
+Built with a ``DeferredFetcher`` (as the service does), ``validate`` never does network I/O: a missing CRL or
+OCSP answer raises ``FetchNeeded``, the engine waits for it and hands it in with ``answer_fetch``
+(docs/pki.md).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from ikeguard.engine.validator import CertVerdict
+from ikeguard.pki.fetch import DeferredFetcher, FetchRequest
 from ikeguard.pki.revocation import RevocationSource
 from ikeguard.pki.validation import validate_chain
 from ikeguard.pki.validation_policy import ValidationPolicy
+from ikeguard.pki.verdict import CertVerdict
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,16 @@ def spki_sha1(cert: x509.Certificate) -> bytes:
 class PkiValidator:
     """``engine.validator.CertificateValidator`` and ``CertificateAuthorities`` over ``validate_chain``."""
 
-    def __init__(self, connections: Mapping[str, ConnectionTrust]) -> None:
+    def __init__(
+        self, connections: Mapping[str, ConnectionTrust], fetcher: DeferredFetcher | None = None
+    ) -> None:
         self.connections = dict(connections)
+        self.fetcher = fetcher
+
+    def answer_fetch(self, request: FetchRequest, body: bytes | None) -> None:
+        """The outcome of a fetch ``validate`` asked for (``FetchNeeded``); None: it failed or timed out."""
+        if self.fetcher is not None:
+            self.fetcher.answer(request, body)
 
     def validate(
         self, chain: Sequence[x509.Certificate], identity: str, connection: str, now: float

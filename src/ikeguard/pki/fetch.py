@@ -1,10 +1,10 @@
-"""Fetching CRLs and OCSP responses over HTTP: an injectable ``Fetcher`` and the urllib implementation."""
+"""Fetching CRLs and OCSP responses: the injectable ``Fetcher`` protocol and ``DeferredFetcher``, which the
+engine's validator uses (no I/O; this module imports no network code). The blocking urllib implementation is
+``pki.http_fetch.UrllibFetcher``, run only in the service's worker threads (service/revocation_fetch.py)."""
 
 from __future__ import annotations
 
-import http.client
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -18,24 +18,50 @@ class Fetcher(Protocol):
     def fetch(self, url: str, *, data: bytes | None = None, content_type: str | None = None) -> bytes: ...
 
 
-class UrllibFetcher:
-    """The real fetcher: http(s) only, short timeout, bounded body size (a CRL is not a download)."""
+@dataclass(frozen=True)
+class FetchRequest:
+    """One revocation fetch: GET ``uri`` (a CRL, RFC 5280 §4.2.1.13) or POST an OCSP request (RFC 6960
+    Appendix A.1) as ``content_type``."""
 
-    def __init__(self, timeout: float = 3.0, max_bytes: int = 4 * 1024 * 1024) -> None:
-        self.timeout = timeout
-        self.max_bytes = max_bytes
+    uri: str
+    data: bytes | None = None
+    content_type: str | None = None
+
+
+class FetchNeeded(Exception):
+    """Raised by ``DeferredFetcher``: the answer to ``request`` is not at hand; fetch it elsewhere, hand it in
+    with ``DeferredFetcher.answer`` and validate again."""
+
+    def __init__(self, request: FetchRequest) -> None:
+        super().__init__(f"fetch of {request.uri} needed")
+        self.request = request
+
+
+class DeferredFetcher:
+    """A ``Fetcher`` that never does network I/O: it answers from bodies handed in with ``answer`` and raises
+    ``FetchNeeded`` for anything else. The engine uses it so validation on the event loop cannot block; the
+    service fetches in a thread pool (``service/revocation_fetch.py``) and hands the body in.
+
+    An answer is used once: the ``RevocationChecker`` above caches the parsed CRL or OCSP answer until its
+    nextUpdate, and a failure (``None``) becomes a ``FetchError`` that starts its failure back-off."""
+
+    MAX_ANSWERS = 1024
+
+    def __init__(self) -> None:
+        self._answers: dict[FetchRequest, bytes | None] = {}
+
+    def answer(self, request: FetchRequest, body: bytes | None) -> None:
+        """The outcome of fetching ``request``: the body, or None when the fetch failed or timed out."""
+        if len(self._answers) >= self.MAX_ANSWERS:
+            self._answers.clear()
+        self._answers[request] = body
 
     def fetch(self, url: str, *, data: bytes | None = None, content_type: str | None = None) -> bytes:
-        """Fetch one URI; any failure becomes ``FetchError`` naming the URI."""
-        if not url.lower().startswith(("http://", "https://")):
-            raise FetchError(f"{url}: only http and https URIs are fetched")
-        headers = {"Content-Type": content_type} if content_type else {}
-        request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                body: bytes = response.read(self.max_bytes + 1)
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            raise FetchError(f"{url}: {exc}") from exc
-        if len(body) > self.max_bytes:
-            raise FetchError(f"{url}: response larger than {self.max_bytes} bytes")
+        """The handed-in answer for this request, or raise ``FetchNeeded`` (never touches the network)."""
+        request = FetchRequest(url, data, content_type)
+        if request not in self._answers:
+            raise FetchNeeded(request)
+        body = self._answers.pop(request)
+        if body is None:
+            raise FetchError(f"{url}: no answer (fetch failed or timed out)")
         return body

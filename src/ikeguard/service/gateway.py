@@ -37,6 +37,7 @@ from ikeguard.engine.events import (
     EngineEvent,
     IkeSaStateChanged,
     InstallChildSa,
+    RevocationFetch,
     SendDatagram,
     SendNatKeepalive,
     UpdateSaAddresses,
@@ -50,6 +51,7 @@ from ikeguard.service.dataplane import esp_supported, prepare_ike_socket
 from ikeguard.service.errors import GatewayCommandError
 from ikeguard.service.outputs import ChildSaDriver
 from ikeguard.service.queries import conn_infos, sa_infos, select_sas
+from ikeguard.service.revocation_fetch import RevocationFetcher
 from ikeguard.service.stats import GatewayStats
 from ikeguard.service.transport import Transport
 from ikeguard.service.traps import TrapManager
@@ -107,6 +109,7 @@ class Gateway:
         self.transport = Transport(plan, self._receive, self.stats, prepare_ike_socket(dataplane.features))
         self.actions = ActionPolicy(self)
         self.traps = TrapManager(self)
+        self.revocation = RevocationFetcher(self._revocation_fetched)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -157,6 +160,7 @@ class Gateway:
             self._timer = None
         self.children.remove_everything()
         self.traps.remove_all()
+        self.revocation.close()
         self.transport.close()
         for waiter in self._waiters.values():
             if not waiter.done():
@@ -260,10 +264,20 @@ class Gateway:
                 self.children.child_gone(event.child_uniqueid)
         elif isinstance(event, AuditEvent):
             self.record(event)
+        elif isinstance(event, RevocationFetch):
+            assert self._loop is not None
+            self.revocation.submit(event, self._loop)
         elif isinstance(event, DatagramDropped):
             first = self.stats.drop(event.reason.split(" from ", 1)[0][:60])
             log.log(logging.INFO if first else logging.DEBUG, "dropped datagram from %s: %s%s", event.remote,
                     event.reason, " (further drops of this kind are only counted)" if first else "")
+
+    def _revocation_fetched(self, event: RevocationFetch, body: bytes | None) -> None:
+        """A revocation fetch ended (on the loop): the waiting IKE_AUTH goes on."""
+        if self.stopping:
+            return
+        self.engine.revocation_fetched(event.ike_uniqueid, event.token, body, time.time())
+        self.pump()
 
     def _ike_state(self, event: IkeSaStateChanged) -> None:
         log.debug("IKE SA %s[%d]: %s -> %s %s", event.connection, event.ike_uniqueid, event.old.value,

@@ -32,7 +32,7 @@ from ikeguard.engine.settings import (
     RemoteAuth,
 )
 from ikeguard.pki.engine_validator import ConnectionTrust, PkiValidator
-from ikeguard.pki.fetch import UrllibFetcher
+from ikeguard.pki.fetch import DeferredFetcher
 from ikeguard.pki.loading import PkiLoadError, load_certificates
 from ikeguard.pki.trust import AuthoritySpec, build_trust
 from ikeguard.pki.validation_policy import EkuMode, RevocationMode, ValidationPolicy
@@ -160,7 +160,7 @@ class _Builder:
         self.model = config.model
         self.findings: list[Finding] = []
         self.validation = _validation_policy(profile)
-        self.fetcher = UrllibFetcher()
+        self.fetcher = DeferredFetcher()  # no I/O: the gateway fetches off the loop (revocation_fetch.py)
         self.psk_choices = resolve_psks(config, config.enabled_connections(),
                                         allow_group_key=group_keys_allowed(profile))
 
@@ -364,7 +364,7 @@ def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | No
         enforcement=enforcement,
         engine_settings=settings,
         connections=connections,
-        validator=PkiValidator(trusts),
+        validator=PkiValidator(trusts, fetcher=builder.fetcher),
         selectors=InventorySelectors(config.inventories),
         child_actions=actions,
         local_addrs={n: tuple(model.connections[n].local_addrs) for n in connections},

@@ -1,6 +1,8 @@
 """IKE_AUTH identities and authentication: IDi/IDr, CERT, CERTREQ, AUTH with PSK or RFC 7427 signatures,
 INITIAL_CONTACT; the responder picks the connection by the peer's identity (exact > pattern > %any) and
-delegates certificate acceptance to the validator (RFC 7296 §1.2, §2.15, §3.5-§3.8).
+delegates certificate acceptance to the validator (RFC 7296 §1.2, §2.15, §3.5-§3.8). A validator that needs
+a CRL or OCSP answer raises ``FetchNeeded``; the exchange then waits (``engine.pending``) and runs again
+once the service has fetched it: no network I/O here.
 
 A received identity is literal (``engine.identity.received_identity``): configured patterns match it, it is
 never one, and ``IkeSa.remote_id`` is that concrete identity. A signature AUTH must use a scheme the
@@ -18,12 +20,12 @@ from ikeguard.crypto.errors import CryptoError
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
 from ikeguard.crypto.signatures import PublicKey, scheme_for, select_hash, sign_auth, verify_auth
 from ikeguard.engine.auth_policy import allowed_signature_schemes, announced_hashes
-from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.errors import RemoteProtocolError, ValidationPending
 from ikeguard.engine.identity import identity_payload, received_identity
 from ikeguard.engine.settings import AuthKind, ConnectionSettings
 from ikeguard.engine.states import IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
-from ikeguard.engine.validator import certreq_data
+from ikeguard.engine.validator import FetchNeeded, certreq_data
 from ikeguard.policy.identity import Identity, parse_identity
 from ikeguard.wire.iana import AuthMethod, CertEncoding, ExchangeType, HashAlgorithm, NotifyType, name_of
 from ikeguard.wire.payloads import AuthPayload, CertPayload, CertReqPayload, IdiPayload, IdrPayload
@@ -156,7 +158,10 @@ def verify_peer(
         raise AuthError("expected public key authentication, peer used PSK")
     if not certs:
         raise AuthError("peer sent no certificate")
-    verdict = sa.ctx.validator.validate(certs, peer_id, conn.name, sa.now)
+    try:
+        verdict = sa.ctx.validator.validate(certs, peer_id, conn.name, sa.now)
+    except FetchNeeded as need:  # no network I/O here: the exchange waits for the service's fetch
+        raise ValidationPending(need.request) from None
     leaf = certs[0]
     sa.remote_cert_subject = leaf.subject.rfc4514_string()
     sa.remote_cert_serial = format(leaf.serial_number, "x")
