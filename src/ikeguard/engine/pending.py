@@ -12,15 +12,13 @@ revocation policy (strict / ifuri / relaxed) decides as for any failed fetch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ikeguard.engine.events import RevocationFetch
+from ikeguard.engine.context import EngineContext
+from ikeguard.engine.events import EngineEvent, RevocationFetch
+from ikeguard.engine.message import InMessage
 from ikeguard.engine.states import IkeState
 from ikeguard.engine.validator import FetchRequest, answer_fetch
-
-if TYPE_CHECKING:
-    from ikeguard.engine.ike_sa import IkeSa
-    from ikeguard.engine.message import InMessage
 
 TIMER = "revocation"
 
@@ -38,7 +36,27 @@ class PendingValidation:
     msg: InMessage
 
 
-def park(sa: IkeSa, request: FetchRequest, *, response: bool, data: bytes, exchange: int, message_id: int,
+class WaitingSa(Protocol):
+    """What this module needs of an IKE SA (``engine.ike_sa.IkeSa`` implements it), defined here below the
+    SA, so the SA imports this module and not the other way round."""
+
+    pending: PendingValidation | None
+    timers: dict[str, float]
+    now: float
+    uniqueid: int
+    state: IkeState
+    ctx: EngineContext
+
+    def emit(self, event: EngineEvent) -> None: ...
+
+    def trace_drop(self, reason: str) -> None: ...
+
+    def process_request(self, data: bytes, exchange: int, message_id: int, msg: InMessage) -> None: ...
+
+    def process_response(self, msg: InMessage, exchange: int) -> None: ...
+
+
+def park(sa: WaitingSa, request: FetchRequest, *, response: bool, data: bytes, exchange: int, message_id: int,
          msg: InMessage) -> None:
     """Wait for ``request``: remember the message, ask the service, arm the deadline."""
     token = (sa.pending.token + 1) if sa.pending is not None else sa.uniqueid * 1000 + 1
@@ -49,7 +67,7 @@ def park(sa: IkeSa, request: FetchRequest, *, response: bool, data: bytes, excha
     sa.emit(RevocationFetch(sa.uniqueid, token, request))
 
 
-def absorbs_request(sa: IkeSa, message_id: int) -> bool:
+def absorbs_request(sa: WaitingSa, message_id: int) -> bool:
     """True (and traced) for a retransmit of the peer's request whose validation is pending."""
     pending = sa.pending
     if pending is None or pending.response or message_id != pending.message_id:
@@ -59,12 +77,12 @@ def absorbs_request(sa: IkeSa, message_id: int) -> bool:
     return True
 
 
-def absorbs_response(sa: IkeSa) -> bool:
+def absorbs_response(sa: WaitingSa) -> bool:
     """True for a duplicate of the response we are still validating."""
     return sa.pending is not None and sa.pending.response
 
 
-def answered(sa: IkeSa, token: int, body: bytes | None, now: float) -> None:
+def answered(sa: WaitingSa, token: int, body: bytes | None, now: float) -> None:
     """The fetch for ``token`` finished (``body`` None: failed or timed out): validate the parked message
     again. A late answer (SA closed, deleted or already answered) is ignored."""
     pending = sa.pending
@@ -80,7 +98,7 @@ def answered(sa: IkeSa, token: int, body: bytes | None, now: float) -> None:
         sa.process_request(pending.data, pending.exchange, pending.message_id, pending.msg)
 
 
-def timed_out(sa: IkeSa) -> None:
+def timed_out(sa: WaitingSa) -> None:
     """The ``revocation`` deadline passed without an answer: the fetch counts as failed."""
     if sa.pending is not None:
         answered(sa, sa.pending.token, None, sa.now)
