@@ -34,6 +34,7 @@ from typing import Any
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.policy.diff import diff_configs
 from ikeguard.policy.errors import ConfigError
+from ikeguard.service.startup import startup_records
 
 log = logging.getLogger("ikeguard.reload")
 
@@ -133,8 +134,6 @@ def _refusal(gateway: Any, path: Path, exc: Exception, admin: str) -> str:
 def _enforcement_records(gateway: Any, plan: Any, admin: str) -> None:
     """Quarantine (``config.rejected``) and waivers (``waiver.applied``) of the new plan, the records
     ``ikeguard run`` writes at start, with the operator who reloaded."""
-    from ikeguard.service.runner import startup_records
-
     for record in startup_records(plan):
         if record.event is not EventName.CONFIG_LOADED:
             _record(gateway, replace(record, admin=admin))
