@@ -4,14 +4,23 @@ SPIs as 8 lowercase hex digits, RFC 3339 UTC times, byte/packet counters from th
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.info import ike_sa_info
+from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.states import IkeState
+from ikeguard.service.outputs import ChildSaDriver
+from ikeguard.service.plan import GatewayPlan
 
-if TYPE_CHECKING:
-    from ikeguard.service.gateway import Gateway
+
+class GatewayView(Protocol):
+    """What the answers read of the gateway (``service.gateway.Gateway`` implements it): defined here so this
+    module does not import the gateway that uses it."""
+
+    plan: GatewayPlan
+    engine: IkeManager
+    children: ChildSaDriver
 
 
 def select_sas(sas: Iterable[IkeSa], *, conn: str | None = None, peer: str | None = None,
@@ -30,7 +39,7 @@ def select_sas(sas: Iterable[IkeSa], *, conn: str | None = None, peer: str | Non
     return out
 
 
-def sa_infos(gateway: Gateway, sas: Iterable[IkeSa]) -> list[dict[str, Any]]:
+def sa_infos(gateway: GatewayView, sas: Iterable[IkeSa]) -> list[dict[str, Any]]:
     """``sas --json`` entries with live counters."""
     result = []
     for sa in sas:
@@ -52,7 +61,7 @@ def sa_infos(gateway: Gateway, sas: Iterable[IkeSa]) -> list[dict[str, Any]]:
     return result
 
 
-def conn_infos(gateway: Gateway) -> list[dict[str, Any]]:
+def conn_infos(gateway: GatewayView) -> list[dict[str, Any]]:
     """Every configured connection: identities, addresses, children, peers, SAs up, status."""
     config = gateway.plan.config
     up: dict[str, int] = {}

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 
-if TYPE_CHECKING:
-    from ikeguard.service.gateway import Gateway
+
+class SaSource(Protocol):
+    """What the counters read of the gateway (``service.gateway.Gateway`` implements it): defined here so this
+    module does not import the gateway that owns it."""
+
+    def sas(self) -> list[dict[str, Any]]: ...
+
 
 # audit event -> (exchange, outcome) it reports; the engine emits one record per finished exchange
 _EXCHANGES: dict[EventName, tuple[str, str]] = {
@@ -89,7 +94,7 @@ class GatewayStats:
         row[0 if inbound else 1] += octets
         row[2 if inbound else 3] += packets
 
-    def traffic_totals(self, gateway: Gateway) -> dict[str, tuple[int, int, int, int]]:
+    def traffic_totals(self, gateway: SaSource) -> dict[str, tuple[int, int, int, int]]:
         """Per connection: finished SAs plus the live counters of installed ones."""
         totals = {name: list(row) for name, row in self.traffic.items()}
         for sa in gateway.sas():
