@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 
 from ikeguard.engine.events import RevocationFetch, SendDatagram
 from ikeguard.engine.manager import IkeManager
@@ -199,3 +200,54 @@ def test_validation_with_crl_uris_runs_with_socket_poisoned() -> None:
                             cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_initiator_waits_for_the_crl_before_accepting_the_responder() -> None:
+    """Our IKE_AUTH response validation waits too: no retransmission meanwhile, and the SA comes up (with
+    its Child SA installed) only once the CRL says the responder's certificate is good."""
+    net = network(a_validator=fetching_validator(RevocationMode.STRICT),
+                  b_validator=TrustAnchorValidator([ca("Test CA")[1]]))
+    net.initiate()
+    net.run()
+    (fetch,) = [e for e in net.a.events if isinstance(e, RevocationFetch)]
+    (a_sa,) = net.a.manager.ike_sas()
+    assert a_sa.state is IkeState.AUTH_SENT and net.a.installs() == []
+    sent = sum(isinstance(e, SendDatagram) for e in net.a.events)
+    net.advance(3.0)  # past the first retransmission time: nothing is resent, the answer is in hand
+    assert sum(isinstance(e, SendDatagram) for e in net.a.events) == sent
+    net.a.manager.revocation_fetched(fetch.ike_uniqueid, fetch.token, crl_der(), net.now)
+    net.run()
+    assert a_sa.state is IkeState.ESTABLISHED and a_sa.pending is None
+    assert net.a.audits("cert.validated") and len(net.a.installs()) == 2
+
+
+def test_ocsp_request_is_fetched_and_its_answer_decides() -> None:
+    """An OCSP URI: the engine asks for a POST of the request (RFC 6960 Appendix A.1) and the signed answer
+    (good) lets the exchange continue."""
+    fetcher = DeferredFetcher()
+    uri = "http://192.0.2.81/ocsp"
+    trust = ConnectionTrust((ca("Test CA")[1],), RevocationChecker(ocsp_uris=[uri], fetcher=fetcher),
+                            ValidationPolicy(revocation=RevocationMode.STRICT))
+    net = network(a_validator=TrustAnchorValidator([ca("Test CA")[1]]),
+                  b_validator=PkiValidator({"tunnel": trust}, fetcher=fetcher))
+    net.initiate()
+    net.run()
+    (fetch,) = [e for e in net.b.events if isinstance(e, RevocationFetch)]
+    assert fetch.request.uri == uri and fetch.request.data
+    assert fetch.request.content_type == "application/ocsp-request"
+    ca_key, ca_cert = ca("Test CA")
+    leaf_cert = net.a.manager.ike_sas()[0].conn.local.certs[0]  # type: ignore[union-attr]
+    when = dt.datetime.fromtimestamp(T0, dt.UTC)
+    answer = (
+        ocsp.OCSPResponseBuilder()
+        .add_response(cert=leaf_cert, issuer=ca_cert, algorithm=hashes.SHA1(),
+                      cert_status=ocsp.OCSPCertStatus.GOOD, this_update=when - dt.timedelta(hours=1),
+                      next_update=when + dt.timedelta(days=1), revocation_time=None, revocation_reason=None)
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, ca_cert)
+        .sign(ca_key, hashes.SHA384())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    net.b.manager.revocation_fetched(fetch.ike_uniqueid, fetch.token, answer, net.now)
+    net.run()
+    assert [sa.state for sa in net.b.manager.ike_sas()] == [IkeState.ESTABLISHED]
+    assert net.b.audits("cert.validated")
