@@ -12,15 +12,29 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ikeguard.dataplane.base import DataPlaneError
+from ikeguard.dataplane.base import DataPlane, DataPlaneError
+from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.states import IkeState
 from ikeguard.policy.ts import resolve
+from ikeguard.service.actions import ActionPolicy
 from ikeguard.service.errors import GatewayCommandError
+from ikeguard.service.plan import GatewayPlan
+from ikeguard.service.transport import Transport
 
-if TYPE_CHECKING:
-    from ikeguard.service.gateway import Gateway
+
+class GatewayView(Protocol):
+    """What the trap manager uses of the gateway (``service.gateway.Gateway`` implements it): defined here so
+    this module does not import the gateway that builds it."""
+
+    dataplane: DataPlane
+    plan: GatewayPlan
+    transport: Transport
+    engine: IkeManager
+    actions: ActionPolicy
+
+    def add_child_now(self, ike_uid: int, child: str) -> None: ...
 
 log = logging.getLogger("ikeguard.service")
 TRAP_ID_BASE = 1 << 30  # trap policies get ids far above the engine's Child SA uniqueids
@@ -42,7 +56,7 @@ def supports_traps(dataplane: object) -> bool:
 class TrapManager:
     """Installs trap policies and turns ACQUIREs into initiations."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayView) -> None:
         self.gateway = gateway
         self.traps: dict[int, Trap] = {}
         self.acquires = 0
