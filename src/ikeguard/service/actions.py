@@ -26,15 +26,54 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.engine.events import Endpoint, IkeSaStateChanged
+from ikeguard.engine.ike_sa import IkeSa
+from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.states import IkeState
 from ikeguard.service.errors import GatewayCommandError
+from ikeguard.service.plan import GatewayPlan
 
-if TYPE_CHECKING:
-    from ikeguard.service.gateway import Gateway
+
+class TrapView(Protocol):
+    """What the actions use of the trap manager (``service.traps.TrapManager``)."""
+
+    @property
+    def available(self) -> bool: ...
+
+    def install(self, connection: str, child: str) -> bool: ...
+
+    def has_trap(self, connection: str, child: str) -> bool: ...
+
+
+class GatewayView(Protocol):
+    """What the actions use of the gateway (``service.gateway.Gateway`` implements it): defined here so this
+    module does not import the gateway that builds it."""
+
+    @property
+    def plan(self) -> GatewayPlan: ...
+
+    @property
+    def engine(self) -> IkeManager: ...
+
+    @property
+    def traps(self) -> TrapView: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def record(self, event: AuditEvent) -> None: ...
+
+    def ike_sa_of(self, conn: str, remote: Endpoint | None = None) -> IkeSa | None: ...
+
+    def ensure_children(self, uid: int, children: list[str]) -> None: ...
+
+    def start_ike(self, conn: str, children: list[str] | None = None, *,
+                  remote: Endpoint | None = None) -> int: ...
+
+    async def wait_established(self, uid: int, timeout: float | None = None) -> None: ...
 
 log = logging.getLogger("ikeguard.service")
 RETRY_FIRST = 1.0
@@ -81,7 +120,7 @@ def _key(event: AuditEvent) -> _Key:
     return (event.event.value, event.outcome.value, event.reason)
 
 
-def retry_ceiling(gateway: Gateway) -> float:
+def retry_ceiling(gateway: GatewayView) -> float:
     """``[gateway] initiate_retry_max`` of the loaded configuration (seconds, >= 1)."""
     return float(gateway.plan.config.model.gateway.initiate_retry_max)
 
@@ -89,7 +128,7 @@ def retry_ceiling(gateway: Gateway) -> float:
 class ActionPolicy:
     """Turns start-up and IKE SA deaths into (re)initiations."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayView) -> None:
         self.gateway = gateway
         self._up: dict[int, _UpSa] = {}
         self._dead: set[int] = set()
