@@ -15,6 +15,7 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
@@ -251,3 +252,13 @@ def test_ocsp_request_is_fetched_and_its_answer_decides() -> None:
     net.run()
     assert [sa.state for sa in net.b.manager.ike_sas()] == [IkeState.ESTABLISHED]
     assert net.b.audits("cert.validated")
+
+
+def test_a_blocking_fetcher_cannot_reach_the_engine() -> None:
+    """PkiValidator refuses revocation sources that would fetch synchronously (UrllibFetcher)."""
+    from ikeguard.pki.http_fetch import UrllibFetcher  # here: the poisoned run imports this module
+
+    blocking = RevocationChecker(crl_uris=[CRL_URI], fetcher=UrllibFetcher())
+    trust = ConnectionTrust((ca("Test CA")[1],), blocking, ValidationPolicy())
+    with pytest.raises(ValueError, match="must not fetch"):
+        PkiValidator({"tunnel": trust})

@@ -51,6 +51,13 @@ class PkiValidator:
     ) -> None:
         self.connections = dict(connections)
         self.fetcher = fetcher
+        for name, trust in self.connections.items():
+            source_fetcher = getattr(trust.revocation, "fetcher", None)
+            if source_fetcher is not None and not isinstance(source_fetcher, DeferredFetcher):
+                raise ValueError(
+                    f"connection {name}: the engine's validator runs on the event loop and must not fetch; "
+                    "build its revocation sources with a DeferredFetcher (docs/pki.md)"
+                )
 
     def answer_fetch(self, request: FetchRequest, body: bytes | None) -> None:
         """The outcome of a fetch ``validate`` asked for (``FetchNeeded``); None: it failed or timed out."""
