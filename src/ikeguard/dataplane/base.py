@@ -21,12 +21,9 @@ import ipaddress
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ikeguard.policy.ts import TrafficSelector
-
-if TYPE_CHECKING:
-    from ikeguard.engine.events import InstallChildSa
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _CHACHA20_POLY1305 = 28  # EncrId.CHACHA20_POLY1305
@@ -49,6 +46,76 @@ class SaEndpoint:
 
     address: IpAddress
     port: int = 4500
+
+
+class _EndpointLike(Protocol):
+    @property
+    def address(self) -> IpAddress: ...
+
+    @property
+    def port(self) -> int: ...
+
+
+class _DirectionLike(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class _SaSpecLike(Protocol):
+    """One direction's algorithms, keys, endpoints and selectors (``engine.events.ChildSaSpec``)."""
+
+    @property
+    def spi(self) -> int: ...
+    @property
+    def encr_id(self) -> int: ...
+    @property
+    def encr_key_bits(self) -> int: ...
+    @property
+    def integ_id(self) -> int: ...
+    @property
+    def esn(self) -> bool: ...
+    @property
+    def encr_key(self) -> bytes: ...
+    @property
+    def integ_key(self) -> bytes: ...
+    @property
+    def source(self) -> _EndpointLike: ...
+    @property
+    def destination(self) -> _EndpointLike: ...
+    @property
+    def encap(self) -> bool: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def replay_window(self) -> int: ...
+    @property
+    def local_ts(self) -> tuple[TrafficSelector, ...]: ...
+    @property
+    def remote_ts(self) -> tuple[TrafficSelector, ...]: ...
+
+
+class InstallRequest(Protocol):
+    """What ``SaConfig.from_install`` reads of the engine's ``InstallChildSa`` output: stated here so the data
+    plane does not import the engine (docs/architecture.md, layers)."""
+
+    @property
+    def ike_uniqueid(self) -> int: ...
+    @property
+    def child_uniqueid(self) -> int: ...
+    @property
+    def child_name(self) -> str: ...
+    @property
+    def direction(self) -> _DirectionLike: ...
+    @property
+    def sa(self) -> _SaSpecLike: ...
+    @property
+    def rekey_bytes(self) -> int: ...
+    @property
+    def life_bytes(self) -> int: ...
+    @property
+    def rekey_packets(self) -> int: ...
+    @property
+    def life_packets(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +146,7 @@ class SaConfig:
     hard_packets: int = 0
 
     @classmethod
-    def from_install(cls, event: InstallChildSa) -> SaConfig:
+    def from_install(cls, event: InstallRequest) -> SaConfig:
         """Translate the engine's ``InstallChildSa`` output into a data-plane SA description."""
         sa = event.sa
         return cls(
