@@ -78,6 +78,17 @@ def test_profile_violation_is_refused_with_the_check_findings(examples: Path) ->
                for f in info.value.findings)
 
 
+def test_additional_key_exchanges_are_refused_until_implemented(examples: Path) -> None:
+    """Issue 25: ke1_..ke7_ need IKE_INTERMEDIATE (RFC 9242), not implemented yet: refused at load, so such
+    a proposal can never be offered or selected."""
+    edit(examples / "processor-gateway.toml", 'proposals = ["aes256gcm16-prfsha384-ecp384"]',
+         'proposals = ["aes256gcm16-prfsha384-ecp384-ke1_mlkem768"]')
+    with pytest.raises(ConfigRefused) as info:
+        build_plan(examples / "processor-gateway.toml", now=NOW, profile_override="baseline")
+    assert any(f.path == "connections.merchants.proposals" and "not implemented" in f.message
+               and "RFC 9242" in f.message for f in info.value.findings), info.value.findings
+
+
 def test_unreadable_config_is_not_a_refusal(tmp_path: Path) -> None:
     with pytest.raises(ConfigUnreadable):
         build_plan(tmp_path / "missing.toml", now=NOW)

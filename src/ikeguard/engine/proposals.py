@@ -28,7 +28,12 @@ def proposal_text(spec: ProposalSpec) -> str:
 
 
 def _implemented(t: Transform) -> bool:
+    """Whether the engine can carry out ``t``. An additional key exchange (RFC 9370 ADDKE1..7) other than
+    NONE needs IKE_INTERMEDIATE (RFC 9242), which is not implemented: a proposal that requires one is never
+    offered nor selected (strongSwan 6 aborts when a responder echoes ADDKE without that exchange)."""
     ttype = int(t.type)
+    if TransformType.ADDKE1 <= ttype <= TransformType.ADDKE7:
+        return t.id == 0
     if ttype == TransformType.ESN or (ttype in (TransformType.INTEG, TransformType.KE) and t.id == 0):
         return True
     if is_ke_type(ttype):

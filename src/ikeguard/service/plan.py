@@ -167,6 +167,19 @@ class _Builder:
     def fail(self, path: str, value: str | None, message: str) -> None:
         self.findings.append(_finding(self.config, path, value, message))
 
+    def _refuse_additional_key_exchanges(self, name: str, conn: Connection) -> None:
+        """RFC 9370 additional key exchanges (``ke1_`` .. ``ke7_``) need IKE_INTERMEDIATE (RFC 9242), which
+        the engine does not carry out yet: a proposal that names one is refused here, so that it can never
+        be offered or selected (a peer such as strongSwan 6 would abort the exchange)."""
+        lists = [(f"connections.{name}.proposals", "ike", conn.proposals)]
+        lists += [(f"connections.{name}.children.{cname}.esp_proposals", "esp", child.esp_proposals)
+                  for cname, child in conn.children.items()]
+        for path, protocol, proposals in lists:
+            for text in proposals:
+                if parse_configured(text, protocol).addke:
+                    self.fail(path, text, "additional key exchanges (ke1_..ke7_, RFC 9370) are not "
+                              "implemented yet (IKE_INTERMEDIATE, RFC 9242): remove the ke*_ transforms")
+
     def psk_for(self, name: str, conn: Connection) -> bytes:
         """The decoded key of the one secret bound to ``conn`` (``policy.psk``: the remote id must be named
         exactly, best match of both ids, no secret shared between peers; RFC 7296 §2.15)."""
@@ -259,6 +272,7 @@ class _Builder:
                                 AuthKind.PUBKEY else local.psk)
         else:
             remote = RemoteAuth(AuthKind.PUBKEY, remote_id)
+        self._refuse_additional_key_exchanges(name, conn)
         children = tuple(_child(cname, child) for cname, child in conn.children.items())
         settings = ConnectionSettings(
             name=name,
