@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from ikeguard.crypto import primitives, registry
 from ikeguard.crypto.primitives import Key
 from ikeguard.crypto.registry import PrfAlgorithm
+from ikeguard.crypto.zeroize import scrub_owned, wipe
 
 Prf = int | PrfAlgorithm  # an IANA PrfId, or an algorithm object (e.g. registry.hmac_prf for KATs)
 
@@ -27,18 +28,32 @@ def prf(prf_id: Prf, key: Key, data: bytes) -> bytes:
 
 def prf_plus(prf_id: Prf, key: Key, seed: bytes, length: int) -> bytes:
     """prf+(K, S) = T1 | T2 | ..., Tn = prf(K, Tn-1 | S | n), truncated to ``length`` (RFC 7296 §2.13)."""
+    stream = prf_plus_secret(prf_id, key, seed, length)
+    try:
+        return bytes(stream)
+    finally:
+        wipe(stream)
+
+
+def prf_plus_secret(prf_id: Prf, key: Key, seed: bytes, length: int) -> bytearray:
+    """prf+ into a ``bytearray`` the caller wipes; every intermediate block is scrubbed (crypto.zeroize)."""
     algorithm = registry.prf(prf_id)
     if length < 0 or length > PRF_PLUS_MAX_BLOCKS * algorithm.output_len:
         raise ValueError(f"prf+ cannot produce {length} octets with {algorithm.name}")
     seed = bytes(seed)
-    out = bytearray()
+    blocks = -(-length // algorithm.output_len) if length else 0
+    out = bytearray(blocks * algorithm.output_len)
     block = b""
-    counter = 1
-    while len(out) < length:
-        block = algorithm.compute(key, block + seed + bytes([counter]))
-        out += block
-        counter += 1
-    return bytes(out[:length])
+    for counter in range(1, blocks + 1):
+        data = b"".join((block, seed, bytes([counter])))  # three parts: always a new object
+        scrub_owned(block)
+        block = algorithm.compute(key, data)
+        scrub_owned(data)
+        end = counter * algorithm.output_len
+        out[end - len(block) : end] = block
+    scrub_owned(block)
+    del out[length:]  # shrinking in place keeps the same allocation, which wipe() then clears
+    return out
 
 
 def derive_skeyseed(prf_id: Prf, ni: bytes, nr: bytes, g_ir: bytes) -> bytes:
@@ -70,7 +85,7 @@ class _WipeableKeys:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bytearray):
-                value[:] = bytes(len(value))
+                wipe(value)
 
     def __repr__(self) -> str:
         sizes = ", ".join(
@@ -123,35 +138,45 @@ def derive_ike_keys(
         raise ValueError("IKE SPIs are 8 octets")
     prf_len = registry.prf(prf_id).key_len
     sizes = (prf_len, integ_key_len, integ_key_len, encr_key_len, encr_key_len, prf_len, prf_len)
-    stream = prf_plus(prf_id, skeyseed, bytes(ni) + bytes(nr) + bytes(spi_i) + bytes(spi_r), sum(sizes))
+    seed = bytes(ni) + bytes(nr) + bytes(spi_i) + bytes(spi_r)
+    stream = prf_plus_secret(prf_id, skeyseed, seed, sum(sizes))
+    view = memoryview(stream)
     parts: list[bytearray] = []
     offset = 0
     for size in sizes:
-        parts.append(bytearray(stream[offset : offset + size]))
+        parts.append(bytearray(view[offset : offset + size]))
         offset += size
+    view.release()
+    wipe(stream)
     return IkeKeys(*parts)
 
 
 def derive_child_keymat(
     prf_id: Prf, sk_d: Key, ni: bytes, nr: bytes, length: int, g_ir: bytes | None = None
-) -> bytes:
-    """KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) for a Child SA, with or without PFS (RFC 7296 §2.17)."""
-    seed = (bytes(g_ir) if g_ir is not None else b"") + bytes(ni) + bytes(nr)
-    return prf_plus(prf_id, sk_d, seed, length)
+) -> bytearray:
+    """KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) for a Child SA, with or without PFS (RFC 7296 §2.17);
+    the caller wipes it once split."""
+    seed = b"".join((bytes(g_ir) if g_ir is not None else b"", bytes(ni), bytes(nr)))  # a new object
+    try:
+        return prf_plus_secret(prf_id, sk_d, seed, length)
+    finally:
+        if g_ir is not None:
+            scrub_owned(seed)  # the seed carries the PFS shared secret
 
 
-def split_child_keymat(keymat: bytes, encr_key_len: int, integ_key_len: int) -> ChildKeys:
+def split_child_keymat(keymat: bytes | bytearray, encr_key_len: int, integ_key_len: int) -> ChildKeys:
     """Split KEYMAT: encr then integ for initiator->responder, then for responder->initiator (§2.17)."""
     need = 2 * (encr_key_len + integ_key_len)
     if len(keymat) != need:
         raise ValueError(f"KEYMAT must be {need} octets")
     e, i = encr_key_len, integ_key_len
-    return ChildKeys(
-        bytearray(keymat[:e]),
-        bytearray(keymat[e : e + i]),
-        bytearray(keymat[e + i : 2 * e + i]),
-        bytearray(keymat[2 * e + i :]),
-    )
+    with memoryview(keymat) as view:  # slices of a view copy nothing: no unwiped intermediate
+        return ChildKeys(
+            bytearray(view[:e]),
+            bytearray(view[e : e + i]),
+            bytearray(view[e + i : 2 * e + i]),
+            bytearray(view[2 * e + i :]),
+        )
 
 
 def auth_signed_octets(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from ikeguard.crypto.zeroize import wipe
 from ikeguard.policy.ts import TrafficSelector
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -75,9 +76,9 @@ class _SaSpecLike(Protocol):
     @property
     def esn(self) -> bool: ...
     @property
-    def encr_key(self) -> bytes: ...
+    def encr_key(self) -> bytes | bytearray: ...
     @property
-    def integ_key(self) -> bytes: ...
+    def integ_key(self) -> bytes | bytearray: ...
     @property
     def source(self) -> _EndpointLike: ...
     @property
@@ -127,8 +128,10 @@ class SaConfig:
     encr_id: int
     encr_key_bits: int | None
     integ_id: int
-    encr_key: bytes = field(repr=False)  # cipher key || salt for AEADs (RFC 5282 §7.1, RFC 7634 §2)
-    integ_key: bytes = field(repr=False)
+    # cipher key || salt for AEADs (RFC 5282 §7.1, RFC 7634 §2). The data plane owns these buffers and wipes
+    # them when it deletes the SA (wipe_keys; docs/key-hygiene.md); bytes given here are copied into one.
+    encr_key: bytearray = field(repr=False)
+    integ_key: bytearray = field(repr=False)
     source: SaEndpoint  # outer source of packets on this SA
     destination: SaEndpoint
     local_ts: tuple[TrafficSelector, ...]
@@ -145,6 +148,16 @@ class SaConfig:
     soft_packets: int = 0
     hard_packets: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("encr_key", "integ_key"):  # callers passing bytes (tests, tools) get an owned copy
+            if not isinstance(getattr(self, name), bytearray):
+                object.__setattr__(self, name, bytearray(getattr(self, name)))
+
+    def wipe_keys(self) -> None:
+        """Zero the keys in place: the SA is gone from the data plane (copies made by ``dataclasses.replace``
+        share these buffers, so they are wiped too)."""
+        wipe(self.encr_key, self.integ_key)
+
     @classmethod
     def from_install(cls, event: InstallRequest) -> SaConfig:
         """Translate the engine's ``InstallChildSa`` output into a data-plane SA description."""
@@ -156,8 +169,8 @@ class SaConfig:
             # ChaCha20-Poly1305 has no Key Length attribute (RFC 7634 §2); the engine reports its 256 bits
             encr_key_bits=None if sa.encr_id == _CHACHA20_POLY1305 else (sa.encr_key_bits or None),
             integ_id=sa.integ_id,
-            encr_key=bytes(sa.encr_key),
-            integ_key=bytes(sa.integ_key),
+            encr_key=_owned(sa.encr_key),  # the engine made these copies for us: take them over
+            integ_key=_owned(sa.integ_key),
             source=SaEndpoint(sa.source.address, sa.source.port),
             destination=SaEndpoint(sa.destination.address, sa.destination.port),
             local_ts=sa.local_ts,
@@ -174,6 +187,10 @@ class SaConfig:
             soft_packets=event.rekey_packets,
             hard_packets=event.life_packets,
         )
+
+
+def _owned(key: bytes | bytearray) -> bytearray:
+    return key if isinstance(key, bytearray) else bytearray(key)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from ikeguard.crypto.zeroize import wipe
 from ikeguard.wire.iana import EncrId, IntegId
 
 _HDR = struct.Struct("!II")
@@ -96,18 +97,32 @@ class EspPayload(NamedTuple):  # a NamedTuple: built once per packet, cheaper th
     next_header: int
 
 
+class _Deleted:
+    """Stands in for the cipher of a wiped transform: every use is refused."""
+
+    def encrypt(self, nonce: bytes | bytearray, data: bytes, aad: bytes | None) -> bytes:
+        raise EspError("deleted")
+
+    def decrypt(self, nonce: bytes | bytearray, data: bytes | memoryview, aad: bytes | None) -> bytes:
+        raise EspError("deleted")
+
+
+_DELETED = _Deleted()
+
+
 class EspTransform:
     """Keys and cipher objects of one SA direction; ``seal``/``open`` whole ESP packets (RFC 4303 §2)."""
 
     __slots__ = ("_aead", "_cbc_key", "_hash", "_integ_key", "_salt", "block", "icv_len", "iv_len")
 
-    def __init__(self, encr_id: int, key_bits: int | None, encr_key: bytes, integ_id: int = 0,
-                 integ_key: bytes = b"") -> None:
-        self._aead: AESGCM | ChaCha20Poly1305 | None = None
-        self._cbc_key = b""
+    def __init__(self, encr_id: int, key_bits: int | None, encr_key: bytes | bytearray, integ_id: int = 0,
+                 integ_key: bytes | bytearray = b"") -> None:
+        self._aead: AESGCM | ChaCha20Poly1305 | _Deleted | None = None
+        self._cbc_key = bytearray()
         self._hash: type[hashes.HashAlgorithm] | None = None
-        self._integ_key = b""
-        self._salt = b""
+        self._integ_key = bytearray()
+        self._salt = bytearray()
+        key_view = memoryview(encr_key)  # slices of a view copy nothing: no unwiped intermediate
         key = (encr_id, key_bits)
         if key in AEAD_TRANSFORMS:
             if integ_id:
@@ -115,15 +130,15 @@ class EspTransform:
             klen, slen = AEAD_TRANSFORMS[key]
             if len(encr_key) != klen + slen:
                 raise UnsupportedEspTransform(f"expected {klen + slen} octets of key material")
-            cipher_key = bytes(encr_key[:klen])
-            self._salt = bytes(encr_key[klen:])
+            self._salt = bytearray(key_view[klen:])
             chacha = encr_id == EncrId.CHACHA20_POLY1305
-            self._aead = ChaCha20Poly1305(cipher_key) if chacha else AESGCM(cipher_key)
+            # cryptography copies the key into OpenSSL's context here; OpenSSL cleanses it when freed
+            self._aead = ChaCha20Poly1305(key_view[:klen]) if chacha else AESGCM(key_view[:klen])
             self.block, self.iv_len, self.icv_len = 4, 8, 16
         elif key in CBC_TRANSFORMS:
             if len(encr_key) != CBC_TRANSFORMS[key]:
                 raise UnsupportedEspTransform(f"expected {CBC_TRANSFORMS[key]} octets of AES key")
-            self._cbc_key = bytes(encr_key)
+            self._cbc_key = bytearray(key_view)
             self.block, self.iv_len, self.icv_len = 16, 16, 0
             if integ_id:
                 if integ_id not in INTEG_TRANSFORMS:
@@ -131,12 +146,18 @@ class EspTransform:
                 name, ilen, self.icv_len = INTEG_TRANSFORMS[integ_id]
                 if len(integ_key) != ilen:
                     raise UnsupportedEspTransform(f"expected {ilen} octets of integrity key")
-                self._hash, self._integ_key = _HASHES[name], bytes(integ_key)
+                self._hash, self._integ_key = _HASHES[name], bytearray(integ_key)
         else:
             raise UnsupportedEspTransform(f"ENCR {encr_id} key length {key_bits}")
 
     def __repr__(self) -> str:
         return f"EspTransform(aead={self._aead is not None}, icv={self.icv_len})"
+
+    def wipe(self) -> None:
+        """Zero this direction's keys and drop the cipher context (the SA is deleted); from now on ``seal``
+        and ``open`` raise EspError('deleted') instead of using a zero key (docs/key-hygiene.md)."""
+        wipe(self._salt, self._cbc_key, self._integ_key)
+        self._aead = _DELETED  # both paths now take the AEAD branch, which refuses
 
     @property
     def overhead(self) -> int:

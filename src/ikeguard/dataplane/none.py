@@ -95,7 +95,11 @@ class NoneDataPlane:
         """Forget the SA (of Child SA ``child_uniqueid`` when given)."""
         self.calls.append(RecordedCall("delete_sa", (spi, direction)))
         key = self._key(spi, direction, child_uniqueid)
-        return SaCounters() if key is not None and self.sas.pop(key, None) is not None else None
+        sa = self.sas.pop(key, None) if key is not None else None
+        if sa is None:
+            return None
+        sa.wipe_keys()
+        return SaCounters()
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> None:

@@ -80,6 +80,11 @@ class OutboundSa:
         self._soft_seq_at = max(1, self.counter.limit - SEQ_SOFT_MARGIN)
         self._seq_warned = False
 
+    def wipe(self) -> None:
+        """The SA is deleted: zero its keys (transform and description) and refuse further packets."""
+        self.transform.wipe()
+        self.config.wipe_keys()
+
     def retarget(self, config: SaConfig) -> None:
         """Same keys and sequence numbers, new outer endpoints (NAT mapping change, MOBIKE)."""
         self.config = config
@@ -120,6 +125,11 @@ class InboundSa:
         self.counters = SaCounters()
         self._life = _Lifetimes(config, self.counters, emit)
         self._allowed: set[Flow] = set()  # flows already found inside the selectors (bounded cache)
+
+    def wipe(self) -> None:
+        """The SA is deleted: zero its keys (transform and description) and refuse further packets."""
+        self.transform.wipe()
+        self.config.wipe_keys()
 
     def unprotect(self, packet: bytes, seq_low: int) -> bytes | None:
         """The inner packet, or None for a TFC dummy; raises EspError(reason) after counting the drop."""

@@ -188,6 +188,7 @@ class SaTable:
                                    f"{config.child_uniqueid} exists")
                 others = [c for c, spi in self._outbound if spi == config.spi]
         except EspError as exc:
+            config.wipe_keys()  # refused: nothing will use these keys
             self.emit(InstallFailed(config.spi, config.direction, str(exc), config.child_uniqueid))
             raise DataPlaneError(str(exc)) from None
         if others:  # another peer chose the same SPI: legal (it is the peer's choice), kept apart
@@ -228,6 +229,7 @@ class SaTable:
                 if sa_in is None:
                     return None
                 del self._inbound[spi]
+                sa_in.wipe()
                 return sa_in.counters
             key = self._outbound_key(spi, child_uniqueid)
             if key is None:
@@ -237,6 +239,7 @@ class SaTable:
             for policy in self._policies.values():
                 if policy.outbound is sa_out:
                     policy.outbound = self._fallback_outbound(policy)
+            sa_out.wipe()
             return sa_out.counters
 
     def _fallback_outbound(self, policy: Policy) -> OutboundSa | None:

@@ -70,8 +70,8 @@ class ChildSaSpec:
     encr_key_bits: int
     integ_id: int
     esn: bool
-    encr_key: bytes = field(repr=False)
-    integ_key: bytes = field(repr=False)
+    encr_key: bytearray = field(repr=False)  # a copy for the data plane, which wipes it (docs/key-hygiene.md)
+    integ_key: bytearray = field(repr=False)
     source: Endpoint = field(compare=False)
     destination: Endpoint = field(compare=False)
     encap: bool = False

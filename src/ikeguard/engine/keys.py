@@ -18,6 +18,7 @@ from ikeguard.crypto.keymat import (
 from ikeguard.crypto.random import RandomSource
 from ikeguard.crypto.registry import EncrAlgorithm, IntegAlgorithm
 from ikeguard.crypto.sk import SkProtectorImpl, make_sk_protectors
+from ikeguard.crypto.zeroize import wipe
 from ikeguard.wire.iana import IntegId
 from ikeguard.wire.proposal_string import ProposalSpec
 
@@ -110,4 +111,7 @@ def child_sa_keys(
     integ_len = integ.key_len if integ else 0
     length = 2 * (encr.keymat_len + integ_len)
     keymat = derive_child_keymat(prf_id, sk_d, ni, nr, length, shared)
-    return ChildSaKeys(encr, integ, split_child_keymat(keymat, encr.keymat_len, integ_len))
+    try:
+        return ChildSaKeys(encr, integ, split_child_keymat(keymat, encr.keymat_len, integ_len))
+    finally:
+        wipe(keymat)

@@ -217,6 +217,7 @@ class XfrmDataPlane:
             self.sock.request(XFRM_MSG_NEWSA, payload, NLM_F_CREATE | NLM_F_EXCL, f"NEWSA spi {sa.spi:#010x}")
         except (XfrmError, DataPlaneError) as exc:
             reason = str(exc)
+            sa.wipe_keys()
             self._emit(InstallFailed(sa.spi, sa.direction, reason, sa.child_uniqueid))
             raise DataPlaneError(reason) from exc
         self._sas[key] = InstalledSa(sa, policy.reqid)
@@ -312,6 +313,7 @@ class XfrmDataPlane:
         cfg = installed.config
         counters = self._read_counters(cfg)
         self._delete_state(cfg.destination.address, spi, cfg.source.address)
+        cfg.wipe_keys()  # the kernel had its own copy; ours was kept only to move the SA (MOBIKE)
         return counters
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
@@ -414,7 +416,9 @@ class XfrmDataPlane:
         if event is None or key is None:
             return 0
         if event.hard:
-            self._forget(key)  # the kernel removed it already
+            gone = self._forget(key)  # the kernel removed it already
+            if gone is not None:
+                gone.config.wipe_keys()
         self._emit(event)
         return 1
 

@@ -73,8 +73,8 @@ def _probe_sa(encr_id: int, bits: int | None, integ_id: int, address: str) -> Sa
     integ_len = HMAC_NAMES[integ_id][1] if integ_id else 0
     ip = ipaddress.ip_address(address)
     return SaConfig(spi=0xC0000000 | secrets.randbits(29), direction=SaDirection.OUTBOUND,
-                    encr_id=encr_id, encr_key_bits=bits, integ_id=integ_id, encr_key=bytes(key_len),
-                    integ_key=bytes(integ_len),
+                    encr_id=encr_id, encr_key_bits=bits, integ_id=integ_id, encr_key=bytearray(key_len),
+                    integ_key=bytearray(integ_len),
                     source=SaEndpoint(ip), destination=SaEndpoint(ip), local_ts=(), remote_ts=(),
                     encap=False)
 

@@ -383,7 +383,7 @@ class Algo:
     """``xfrm_algo`` / ``xfrm_algo_auth`` / ``xfrm_algo_aead``: kernel crypto name, key, ICV or truncation."""
 
     name: str
-    key: bytes = field(repr=False)
+    key: bytes | bytearray = field(repr=False)
     icv_or_trunc_bits: int | None = None  # None for xfrm_algo (XFRMA_ALG_CRYPT)
 
     def pack(self) -> bytes:

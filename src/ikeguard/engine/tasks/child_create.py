@@ -80,28 +80,28 @@ def install_deferred_outbound(sa: IkeSa, child: ChildSa) -> None:
     child.deferred_for = None
     if child.outbound_installed or child.keys is None or child.state.value in ("deleted", "deleting"):
         return
-    k = child.keys.keys
-    i_to_r, r_to_i = (bytes(k.encr_i), bytes(k.integ_i)), (bytes(k.encr_r), bytes(k.integ_r))
-    _emit_install(sa, child, Direction.OUTBOUND, i_to_r if child.initiator else r_to_i)
+    _emit_install(sa, child, Direction.OUTBOUND)
 
 
 def install(sa: IkeSa, child: ChildSa, *, outbound: bool = True) -> None:
     """Emit InstallChildSa inbound (then outbound): inbound first so no packet of the peer is lost."""
-    assert child.keys is not None and child.proposal is not None
-    k = child.keys.keys
-    # KEYMAT order (§2.17): initiator->responder keys first; "initiator" is who started this exchange.
-    i_to_r, r_to_i = (bytes(k.encr_i), bytes(k.integ_i)), (bytes(k.encr_r), bytes(k.integ_r))
-    inbound_keys, outbound_keys = (r_to_i, i_to_r) if child.initiator else (i_to_r, r_to_i)
-    _emit_install(sa, child, Direction.INBOUND, inbound_keys)
+    _emit_install(sa, child, Direction.INBOUND)
     if outbound:
-        _emit_install(sa, child, Direction.OUTBOUND, outbound_keys)
+        _emit_install(sa, child, Direction.OUTBOUND)
 
 
-def _emit_install(sa: IkeSa, child: ChildSa, direction: Direction, keys: tuple[bytes, bytes]) -> None:
+def _emit_install(sa: IkeSa, child: ChildSa, direction: Direction) -> None:
+    """One direction's InstallChildSa. Its keys are fresh copies that belong to the data plane from now on,
+    which wipes them when it deletes the SA; the engine wipes its own on delete (docs/key-hygiene.md)."""
     assert child.keys is not None and child.proposal is not None
     algs = child.keys
     s = child.settings
     inbound = direction is Direction.INBOUND
+    k = algs.keys
+    # KEYMAT order (§2.17): initiator->responder keys first; "initiator" is who started this exchange.
+    initiator_to_responder = inbound != child.initiator
+    keys = ((bytearray(k.encr_i), bytearray(k.integ_i)) if initiator_to_responder
+            else (bytearray(k.encr_r), bytearray(k.integ_r)))
     spec = ChildSaSpec(
         spi=child.spi_in if inbound else child.spi_out,
         encr_id=int(algs.encr.id),
