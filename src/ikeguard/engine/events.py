@@ -12,6 +12,7 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 
 from ikeguard.audit.events import AuditEvent as AuditEvent  # one record type from engine to store
+from ikeguard.engine.eap_relay import EapRelayRequest
 from ikeguard.engine.states import ChildState, IkeState
 from ikeguard.pki.fetch import FetchRequest
 from ikeguard.policy.ts import TrafficSelector
@@ -166,6 +167,21 @@ class RevocationFetch:
     request: FetchRequest
 
 
+@dataclass(frozen=True)
+class RadiusRound:
+    """The EAP conversation of IKE SA ``ike_uniqueid`` waits for a RADIUS server (RFC 3579).
+
+    The service sends ``request`` as an Access-Request off the event loop (``service/radius.py``; first to
+    ``server``, the one whose State the request carries) and calls
+    ``IkeManager.radius_answered(ike_uniqueid, token, answer, now)``. Meanwhile the IKE_AUTH exchange waits
+    as for a revocation fetch (engine/pending.py)."""
+
+    ike_uniqueid: int
+    token: int
+    request: EapRelayRequest
+    server: str = ""
+
+
 EngineEvent = (
     SendDatagram
     | SendNatKeepalive
@@ -177,4 +193,5 @@ EngineEvent = (
     | AuditEvent
     | DatagramDropped
     | RevocationFetch
+    | RadiusRound
 )
