@@ -25,7 +25,8 @@ from ikeguard.tools.netns import (
     started_pids,
 )
 from tests.harness.libreswan import LibreswanPeer, live_plutos
-from tests.harness.strongswan import StrongSwanPeer, live_charons
+from tests.harness.strongswan import StrongSwanError, StrongSwanPeer, live_charons
+from tests.harness.strongswan61 import StrongSwan61Peer, strongswan61_root
 
 GW_FQDN = "gw.ss-lab.example"
 CLIENT_FQDN = "client.ss-lab.example"
@@ -101,6 +102,27 @@ def strongswan_peer(
     peers: list[StrongSwanPeer] = []
     request.node.stash[_PEERS_KEY] = peers
     yield from _peer_factory(StrongSwanPeer, peers, tmp_path, default_name=None)
+
+
+@pytest.fixture
+def strongswan61_peer(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., StrongSwan61Peer]]:
+    """Factory like ``strongswan_peer`` for strongSwan 6.1 (ML-KEM, IKE_INTERMEDIATE) from its chroot.
+
+    The chroot is built on first use (scripts/build-strongswan61.sh, about a minute, cached). When it cannot
+    be built the test is skipped with the reason, except under CI=true, where it fails.
+    """
+    _need_root()
+    try:
+        strongswan61_root()
+    except StrongSwanError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"strongSwan 6.1 fixture could not be built: {exc}")
+        pytest.skip(f"strongSwan 6.1 fixture could not be built: {str(exc)[:300]}")
+    peers: list[StrongSwanPeer] = []
+    request.node.stash[_PEERS_KEY] = peers
+    yield from _peer_factory(StrongSwan61Peer, peers, tmp_path, default_name=None)
 
 
 @pytest.fixture

@@ -200,6 +200,11 @@ class IkeSaInfo:
         ]
         return "-".join(p for p in parts if p)
 
+    @property
+    def additional_key_exchanges(self) -> dict[int, str]:
+        """RFC 9370 additional key exchanges as strongSwan 6 lists them (vici ``akeN``): {1: "ML_KEM_768"}."""
+        return {n: v for n in range(1, 8) if (v := _s(self.raw, f"ake{n}"))}
+
     def child(self, name: str, state: str | None = "INSTALLED") -> ChildSaInfo:
         """The (first) CHILD_SA of that config name, in that state unless `state` is None."""
         for child in self.children:

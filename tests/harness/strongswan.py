@@ -178,6 +178,14 @@ class StrongSwanPeer:
             )
 
     # -- lifecycle ---------------------------------------------------------------------------------
+    def charon_argv(self) -> list[str]:
+        """The command that runs charon in the namespace (a subclass may run another build)."""
+        return [CHARON]
+
+    def swanctl_argv(self, args: Sequence[str]) -> list[str]:
+        """The swanctl command line for `args` (a subclass may run another build's swanctl)."""
+        return [SWANCTL, *args]
+
     def start(self, timeout: float = 10.0) -> StrongSwanPeer:
         """Write the config, start charon-systemd in the namespace, wait for vici, load everything."""
         if self.process is not None:
@@ -187,7 +195,9 @@ class StrongSwanPeer:
             self.socket_path.unlink()
         out = open(self.out_path, "wb")  # noqa: SIM115 - handed to the child, closed right after
         try:
-            self.process = self.namespace.popen([CHARON], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            self.process = self.namespace.popen(
+                self.charon_argv(), env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         finally:
             out.close()
         with _started_lock:
@@ -241,7 +251,7 @@ class StrongSwanPeer:
         self, *args: str, check: bool = True, timeout: float = 30.0
     ) -> subprocess.CompletedProcess[str]:
         """Run swanctl against this instance (inside its namespace)."""
-        result = self.namespace.run(SWANCTL, *args, env=self.env, check=False, timeout=timeout)
+        result = self.namespace.run(*self.swanctl_argv(args), env=self.env, check=False, timeout=timeout)
         if check and result.returncode != 0:
             raise StrongSwanError(
                 f"{self.name}: swanctl {' '.join(args)} exited {result.returncode}:\n"
