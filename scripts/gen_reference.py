@@ -30,6 +30,7 @@ import json
 import re
 import sys
 import tomllib
+import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -112,6 +113,10 @@ def _model_of(annotation: Any) -> tuple[str, type[BaseModel]] | None:
     """("model"|"dict"|"list", the model) when a field holds tables rather than a value."""
     args = typing.get_args(annotation)
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:  # an optional table
+        present = [a for a in args if a is not type(None)]
+        if len(present) == 1:
+            return _model_of(present[0])
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "model", annotation
     if origin is dict and len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
@@ -210,7 +215,8 @@ def walk_model(model: type[BaseModel], header: str, path: str, notes: Mapping[st
     props = schema.get("properties", {})
     rows: list[KeyRow] = []
     nested: list[tuple[str, str, type[BaseModel]]] = []
-    for name, info in model.model_fields.items():
+    for field_name, info in model.model_fields.items():
+        name = info.alias or field_name  # the key as written (remote-2)
         key_path = f"{path}.{name}" if path else name
         inner = _model_of(info.annotation)
         if inner is not None:
@@ -224,7 +230,7 @@ def walk_model(model: type[BaseModel], header: str, path: str, notes: Mapping[st
                 base = header.strip("[]")
                 nested.append((f"[[{base + '.' if base else ''}{name}]]", f"{key_path}.*", sub))
             continue
-        prop = props.get(name, {})
+        prop = props.get(name, props.get(field_name, {}))
         note = notes.get(key_path, {})
         if key_path in notes:
             used.add(key_path)

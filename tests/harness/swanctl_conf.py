@@ -173,9 +173,11 @@ class ConnectionConfig:
             "send_certreq": self.send_certreq,
             "send_cert": self.send_cert,
         }
-        out.update(self.extra)
+        rounds = {k: v for k, v in self.extra.items() if k.startswith(("local-", "remote-"))}
+        out.update({k: v for k, v in self.extra.items() if k not in rounds})
         out["local"] = self.local.tree()
         out["remote"] = self.remote.tree()
+        out.update(rounds)  # local-2/remote-2 after round 1: swanctl takes the rounds in file order
         out["children"] = {child.name: child.tree() for child in self.children}
         return out
 

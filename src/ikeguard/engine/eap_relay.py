@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ikeguard.engine.settings import RemoteAuth
+
 
 class RelayOutcome(Enum):
     """How a RADIUS round ended."""
@@ -48,3 +50,33 @@ class EapRelayAnswer:
     user_class: tuple[str, ...] = ()  # Class attributes (RFC 2865 §5.25), as text
     filter_id: tuple[str, ...] = ()  # Filter-Id (RFC 2865 §5.11)
     framed_ip: str = ""  # Framed-IP-Address (RFC 2865 §5.8)
+
+
+@dataclass
+class AuthRounds:
+    """Responder state across the IKE_AUTH messages of one IKE SA."""
+
+    rounds: tuple[RemoteAuth, ...]  # what each round after the first requires
+    first_round: int = 2  # the number of ``rounds[0]`` (1 when round 1 itself is EAP)
+    index: int = 0  # the round in progress (0 = the first of ``rounds``)
+    phase: str = "await_id"  # await_id -> identity_sent -> relaying -> await_auth -> done
+    our_id_body: bytes = b""  # our IDr payload body (our AUTH in the last response signs it)
+    peer_id_body: bytes = b""  # the IDi body of this round (the peer's AUTH signs it)
+    first_response: bool = True  # the next response is the first: IDr, CERT, AUTH of round 1
+    identifier: int = 0  # EAP Identifier of our last request
+    outgoing: bytes = field(default=b"", repr=False)  # EAP message for the next response
+    identity: str = ""
+    state: bytes = field(default=b"", repr=False)
+    server: str = ""
+    method: str = ""
+    msk: bytes = field(default=b"", repr=False)
+    final_auth: bytes = field(default=b"", repr=False)
+
+    @property
+    def current(self) -> RemoteAuth:
+        return self.rounds[self.index]
+
+    @property
+    def finished(self) -> bool:
+        """All rounds done: the final response carries our AUTH and the Child SA."""
+        return self.phase == "done"

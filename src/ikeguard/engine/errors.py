@@ -6,6 +6,7 @@ turned into the notify RFC 7296 prescribes (or a silent drop) plus an event.
 
 from __future__ import annotations
 
+from ikeguard.engine.eap_relay import EapRelayRequest
 from ikeguard.pki.fetch import FetchRequest
 from ikeguard.wire.iana import NotifyType
 
@@ -37,3 +38,12 @@ class ValidationPending(EngineError):
     def __init__(self, request: FetchRequest) -> None:
         super().__init__(f"certificate validation waits for {request.uri}")
         self.request = request
+
+
+class RelayPending(EngineError):
+    """An EAP message must go to RADIUS first (``engine.pending``): the exchange waits for the round."""
+
+    def __init__(self, request: EapRelayRequest, server: str = "") -> None:
+        super().__init__(f"EAP conversation of {request.user_name} waits for RADIUS")
+        self.request = request
+        self.server = server

@@ -15,7 +15,7 @@ from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine import pending as pending_
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.context import EngineContext
-from ikeguard.engine.errors import RemoteProtocolError, ValidationPending
+from ikeguard.engine.errors import RelayPending, RemoteProtocolError, ValidationPending
 from ikeguard.engine.events import (
     AuditEvent,
     ChildSaStateChanged,
@@ -45,6 +45,7 @@ from ikeguard.wire.iana import ExchangeType, NotifyType
 from ikeguard.wire.proposal_string import ProposalSpec
 
 if TYPE_CHECKING:
+    from ikeguard.engine.eap_relay import AuthRounds, EapRelayAnswer
     from ikeguard.engine.fragments import Reassembler
 
 ResponderFactory = Callable[["IkeSa", InMessage], list[Task]]
@@ -135,7 +136,12 @@ class IkeSa:
         self.first_contact = True  # send INITIAL_CONTACT (set by the manager)
         self.expire_reason = "IKE SA lifetime expired"
         self.replaces: IkeSa | None = None  # reauthentication: the old IKE SA deleted once we are up
-        self.pending: pending_.PendingValidation | None = None  # IKE_AUTH waiting for a revocation fetch
+        self.pending: pending_.PendingValidation | None = None  # IKE_AUTH waiting for a fetch / RADIUS
+        self.pending_serial = 0
+        self.relay_answer: EapRelayAnswer | None = None  # the RADIUS answer the EAP code reads next
+        self.rounds: AuthRounds | None = None  # responder: authentication rounds after the first (RFC 4739)
+        self.auth_details: dict[str, str] = {}  # EAP identity, method, RADIUS server... for auth.* records
+        self.eap_identity = ""  # the user authenticated by EAP (sas --json "user")
 
     # ------------------------------------------------------------------ naming and outputs
     @property
@@ -172,6 +178,8 @@ class IkeSa:
         records carry the IKE SPIs (``spi_i``/``spi_r``, 16 hex digits as ``sas --json``) for captures."""
         if event.startswith("ike."):
             details["spi_i"], details["spi_r"] = self.spi_i.hex(), self.spi_r.hex()
+        if event.startswith("auth.") and self.auth_details:
+            details = {**self.auth_details, **details}
         self.emit(
             AuditEvent(
                 event=EventName(event),
@@ -472,6 +480,10 @@ class IkeSa:
         except ValidationPending as wait:
             pending_.park(self, wait.request, response=False, data=data, exchange=exchange,
                           message_id=message_id, msg=msg)
+            return
+        except RelayPending as wait:
+            pending_.park(self, wait.request, response=False, data=data, exchange=exchange,
+                          message_id=message_id, msg=msg, server=wait.server)
             return
         except RemoteProtocolError as err:
             response = OutMessage(msg.exchange, message_id, response=True)

@@ -75,6 +75,10 @@ def fire(sa: IkeSa, name: str) -> None:
         from ikeguard.engine.pending import timed_out
 
         timed_out(sa)
+    elif kind == "radius":
+        from ikeguard.engine.pending import relay_timed_out
+
+        relay_timed_out(sa)
     elif kind == "half_open":
         if sa.state in (IkeState.HALF_OPEN, IkeState.CREATED):
             sa.close("half-open IKE SA timed out", event="ike.failed")

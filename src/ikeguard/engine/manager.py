@@ -14,6 +14,7 @@ from ikeguard.crypto.random import RandomSource
 from ikeguard.engine import commands
 from ikeguard.engine.context import EngineContext
 from ikeguard.engine.cookies import CookieJar
+from ikeguard.engine.eap_relay import EapRelayAnswer
 from ikeguard.engine.errors import LocalProtocolError
 from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, EngineEvent
 from ikeguard.engine.ike_sa import IkeSa
@@ -124,6 +125,23 @@ class IkeManager:
             if self.ctx.settings.raise_internal_errors:
                 raise
             sa.close(f"internal error after a revocation fetch: {type(exc).__name__}: {exc}", failure=True)
+        self._forget_if_closed(sa)
+
+    def radius_answered(self, ike_uniqueid: int, token: int, answer: EapRelayAnswer, now: float) -> None:
+        """Input: the outcome of a ``RadiusRound`` (docs/remote-access.md). The waiting IKE_AUTH exchange
+        goes on with it; an answer for an SA that is gone or no longer waits is ignored."""
+        from ikeguard.engine.pending import relay_answered
+
+        sa = self._by_uniqueid.get(ike_uniqueid)
+        if sa is None:
+            return
+        try:
+            relay_answered(sa, token, answer, now)
+            sa.start_next()
+        except Exception as exc:  # as for datagrams and timers: an engine bug must not crash the gateway
+            if self.ctx.settings.raise_internal_errors:
+                raise
+            sa.close(f"internal error after a RADIUS round: {type(exc).__name__}: {exc}", failure=True)
         self._forget_if_closed(sa)
 
     def receive_datagram(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:

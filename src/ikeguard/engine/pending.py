@@ -1,4 +1,5 @@
-"""An IKE_AUTH exchange waiting for a revocation fetch (docs/pki.md, "Revocation fetching").
+"""An IKE_AUTH exchange waiting for a revocation fetch (docs/pki.md, "Revocation fetching") or for a RADIUS
+round of an EAP conversation (docs/remote-access.md): the same wait, another question.
 
 The validator never does network I/O; when it lacks a CRL or OCSP answer, ``verify_peer`` raises
 ``ValidationPending`` and the SA parks the message here: no answer is sent, the message ID window does not
@@ -7,6 +8,10 @@ move, the peer's retransmits of that request (RFC 7296 §2.1) are absorbed inste
 (``IkeManager.revocation_fetched``), or the ``revocation`` timer fires first and the fetch counts as failed;
 either way the validator gets the outcome and the parked message is processed again from the start, so the
 revocation policy (strict / ifuri / relaxed) decides as for any failed fetch.
+
+A RADIUS round parks the same way with a ``RadiusRound`` output; its answer (``IkeManager.radius_answered``)
+or the ``radius`` deadline (answered as UNREACHABLE) is left in ``sa.relay_answer`` for the EAP code and the
+parked message is processed again.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ikeguard.engine.context import EngineContext
-from ikeguard.engine.events import EngineEvent, RevocationFetch
+from ikeguard.engine.eap_relay import EapRelayAnswer, EapRelayRequest, RelayOutcome
+from ikeguard.engine.events import EngineEvent, RadiusRound, RevocationFetch
 from ikeguard.engine.message import InMessage
 from ikeguard.engine.states import IkeState
 from ikeguard.engine.validator import FetchRequest, answer_fetch
 
 TIMER = "revocation"
+RADIUS_TIMER = "radius"
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,7 @@ class PendingValidation:
     """The message whose processing waits for ``request`` (a peer's request, or the response to ours)."""
 
     token: int
-    request: FetchRequest
+    request: FetchRequest | EapRelayRequest
     response: bool
     data: bytes
     exchange: int
@@ -41,6 +48,8 @@ class WaitingSa(Protocol):
     SA, so the SA imports this module and not the other way round."""
 
     pending: PendingValidation | None
+    relay_answer: EapRelayAnswer | None
+    pending_serial: int
     timers: dict[str, float]
     now: float
     uniqueid: int
@@ -56,13 +65,18 @@ class WaitingSa(Protocol):
     def process_response(self, msg: InMessage, exchange: int) -> None: ...
 
 
-def park(sa: WaitingSa, request: FetchRequest, *, response: bool, data: bytes, exchange: int, message_id: int,
-         msg: InMessage) -> None:
+def park(sa: WaitingSa, request: FetchRequest | EapRelayRequest, *, response: bool, data: bytes,
+         exchange: int, message_id: int, msg: InMessage, server: str = "") -> None:
     """Wait for ``request``: remember the message, ask the service, arm the deadline."""
-    token = (sa.pending.token + 1) if sa.pending is not None else sa.uniqueid * 1000 + 1
+    sa.pending_serial += 1  # every wait of this SA (fetches, RADIUS rounds) gets a fresh token
+    token = sa.uniqueid * 1000 + sa.pending_serial
     sa.pending = PendingValidation(token, request, response, data, exchange, message_id, msg)
     if response:
         sa.timers.pop("retransmit", None)  # we hold the answer: nothing to retransmit while validating
+    if isinstance(request, EapRelayRequest):
+        sa.timers[RADIUS_TIMER] = sa.now + sa.ctx.settings.radius_timeout
+        sa.emit(RadiusRound(sa.uniqueid, token, request, server))
+        return
     sa.timers[TIMER] = sa.now + sa.ctx.settings.revocation_timeout
     sa.emit(RevocationFetch(sa.uniqueid, token, request))
 
@@ -72,8 +86,12 @@ def absorbs_request(sa: WaitingSa, message_id: int) -> bool:
     pending = sa.pending
     if pending is None or pending.response or message_id != pending.message_id:
         return False
-    sa.trace_drop(f"retransmitted request {message_id} while certificate validation waits for "
-                  f"{pending.request.uri}")
+    if isinstance(pending.request, EapRelayRequest):
+        sa.trace_drop(f"retransmitted request {message_id} while EAP waits for RADIUS "
+                      f"(user {pending.request.user_name})")
+    else:
+        sa.trace_drop(f"retransmitted request {message_id} while certificate validation waits for "
+                      f"{pending.request.uri}")
     return True
 
 
@@ -88,10 +106,30 @@ def answered(sa: WaitingSa, token: int, body: bytes | None, now: float) -> None:
     pending = sa.pending
     if pending is None or pending.token != token or sa.state is IkeState.CLOSED:
         return
+    if isinstance(pending.request, EapRelayRequest):
+        return
     sa.now = now
     sa.pending = None
     sa.timers.pop(TIMER, None)
     answer_fetch(sa.ctx.validator, pending.request, body)
+    _resume(sa, pending)
+
+
+def relay_answered(sa: WaitingSa, token: int, answer: EapRelayAnswer, now: float) -> None:
+    """The RADIUS round for ``token`` ended: the EAP code reads ``answer`` when the parked message runs
+    again. A late answer (SA closed, round timed out) is ignored."""
+    pending = sa.pending
+    if (pending is None or pending.token != token or sa.state is IkeState.CLOSED
+            or not isinstance(pending.request, EapRelayRequest)):
+        return
+    sa.now = now
+    sa.pending = None
+    sa.timers.pop(RADIUS_TIMER, None)
+    sa.relay_answer = answer
+    _resume(sa, pending)
+
+
+def _resume(sa: WaitingSa, pending: PendingValidation) -> None:
     if pending.response:
         sa.process_response(pending.msg, pending.exchange)
     else:
@@ -102,3 +140,13 @@ def timed_out(sa: WaitingSa) -> None:
     """The ``revocation`` deadline passed without an answer: the fetch counts as failed."""
     if sa.pending is not None:
         answered(sa, sa.pending.token, None, sa.now)
+
+
+def relay_timed_out(sa: WaitingSa) -> None:
+    """The ``radius`` deadline passed without an answer from the service: the servers count as unreachable."""
+    pending = sa.pending
+    if pending is not None and isinstance(pending.request, EapRelayRequest):
+        answer = EapRelayAnswer(RelayOutcome.UNREACHABLE,
+                                reason=f"no RADIUS answer within {sa.ctx.settings.radius_timeout:g}s")
+        relay_answered(sa, pending.token, answer, sa.now)
+

@@ -23,6 +23,7 @@ class AuthKind(Enum):
 
     PSK = "psk"
     PUBKEY = "pubkey"
+    EAP_RADIUS = "eap-radius"  # EAP relayed to RADIUS (RFC 7296 §2.16, RFC 3579)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class RemoteAuth:
     identity: str | None = None  # contract syntax; exact or pattern, matched by the policy helper
     psk: bytes = field(default=b"", repr=False)
     send_certreq: bool = True
+    eap_id: str | None = None  # EAP identity the user must give (None: any, as swanctl's eap_id = %any)
 
 
 class PeerSelectors(Protocol):
@@ -98,6 +100,7 @@ class ConnectionSettings:
     fragmentation: bool = True
     encap: bool = False  # force UDP encapsulation (fake NAT-D)
     unique: str = "no"
+    remote2: RemoteAuth | None = None  # a second authentication round (RFC 4739), e.g. EAP after pubkey
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class EngineSettings:
     block_threshold: int = 5  # half-open SAs per peer address before we drop its IKE_SA_INIT
     half_open_timeout: float = 30.0
     revocation_timeout: float = 10.0  # a CRL/OCSP fetch not answered by then counts as failed (docs/pki.md)
+    radius_timeout: float = 30.0  # a RADIUS round not answered by then counts as unreachable
     max_ike_sas: int = 0  # 0: unlimited
     cookie_secret_period: float = 120.0
     fragment_size: int = 1280  # RFC 7383 §2.5.1 default for IPv4 fallback

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -189,11 +190,17 @@ class LocalAuth(Strict):
         return self
 
 
-class RemoteAuth(Strict):
-    """``connections.NAME.remote``: how the peer must authenticate and which peers may."""
+RemoteAuthMethod = Literal["pubkey", "psk", "eap-radius"]
 
-    auth: AuthMethod = "pubkey"
+
+class RemoteAuth(Strict):
+    """``connections.NAME.remote`` (or ``remote-1``), ``remote-2``: how the peer must authenticate in that
+    round (RFC 4739) and which peers may. ``eap-radius`` relays EAP to the ``[radius]`` servers."""
+
+    auth: RemoteAuthMethod = "pubkey"
     id: IdentityText = "%any"
+    # the EAP identity the user must give (swanctl eap_id); "%any" asks with EAP-Identity and takes any
+    eap_id: IdentityText | None = None
     cacerts: list[str] = Field(default_factory=list)
     revocation: Literal["strict", "ifuri", "relaxed"] = "relaxed"
     cert_policy: list[Oid] = Field(default_factory=list)
@@ -275,7 +282,10 @@ class Connection(Strict):
     unique: Literal["no", "never", "keep", "replace"] = "no"
     if_id: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)
     local: LocalAuth
-    remote: RemoteAuth = Field(default_factory=RemoteAuth)
+    remote: RemoteAuth = Field(default_factory=RemoteAuth,
+                               validation_alias=AliasChoices("remote", "remote-1"))
+    # a second authentication round (RFC 4739), as swanctl's remote-2: EAP of the user after the device
+    remote_2: RemoteAuth | None = Field(default=None, alias="remote-2")
     children: dict[str, Child] = Field(default_factory=dict)
 
     @property
@@ -291,6 +301,34 @@ class Connection(Strict):
             raise ValueError(f"rand_time ({format_duration(self.rand_time)}) must be shorter than "
                              f"rekey_time ({format_duration(self.rekey_time)})")
         return self
+
+    @model_validator(mode="after")
+    def _rounds(self) -> Connection:
+        second = self.remote_2
+        if second is not None:
+            if second.auth != "eap-radius":
+                raise ValueError('remote-2 must be auth = "eap-radius" (the user after the device)')
+            if self.remote.auth == "eap-radius":
+                raise ValueError("with remote-2, round 1 (remote) authenticates the device: pubkey or psk")
+        return self
+
+
+class RadiusServer(Strict):
+    """``[radius.servers.NAME]``: one RADIUS server (strongSwan eap-radius ``servers``), tried in order."""
+
+    address: IpAddress
+    auth_port: int = Field(default=1812, ge=1, le=65535)
+    acct_port: int = Field(default=1813, ge=1, le=65535)
+    secret_file: NonEmpty  # the shared secret, one line, mode 0600 (never inline: it would end up in logs)
+
+
+class RadiusSection(Strict):
+    """``[radius]``: where EAP is relayed (RFC 3579) for ``auth = "eap-radius"``."""
+
+    servers: dict[str, RadiusServer] = Field(default_factory=dict)
+    nas_identifier: str = Field(default="ikeguard", min_length=1)
+    retransmit_timeout: float = Field(default=2.0, gt=0, le=30)  # seconds per try
+    retransmit_tries: int = Field(default=3, ge=1, le=10)  # tries per server before the next one
 
 
 class IkeSecret(Strict):
@@ -349,7 +387,16 @@ class ConfigModel(Strict):
     authorities: dict[str, Authority] = Field(default_factory=dict)
     connections: dict[str, Connection] = Field(default_factory=dict)
     secrets: SecretsSection = Field(default_factory=SecretsSection)
+    radius: RadiusSection = Field(default_factory=RadiusSection)
     waivers: list[Waiver] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _radius_for_eap(self) -> ConfigModel:
+        for name, conn in self.connections.items():
+            rounds = [conn.remote, *([conn.remote_2] if conn.remote_2 else [])]
+            if any(r.auth == "eap-radius" for r in rounds) and not self.radius.servers:
+                raise ValueError(f'connection {name} relays EAP to RADIUS: add a [radius.servers.NAME]')
+        return self
 
 
 class PeerEntry(Strict):

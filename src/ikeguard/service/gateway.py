@@ -37,6 +37,7 @@ from ikeguard.engine.events import (
     EngineEvent,
     IkeSaStateChanged,
     InstallChildSa,
+    RadiusRound,
     RevocationFetch,
     SendDatagram,
     SendNatKeepalive,
@@ -51,6 +52,7 @@ from ikeguard.service.dataplane import esp_supported, prepare_ike_socket
 from ikeguard.service.errors import GatewayCommandError
 from ikeguard.service.outputs import ChildSaDriver
 from ikeguard.service.queries import conn_infos, sa_infos, select_sas
+from ikeguard.service.radius import RadiusRelay
 from ikeguard.service.revocation_fetch import RevocationFetcher
 from ikeguard.service.stats import GatewayStats
 from ikeguard.service.transport import Transport
@@ -58,6 +60,7 @@ from ikeguard.service.traps import TrapManager
 
 if TYPE_CHECKING:
     from ikeguard.engine.child_sa import ChildSa
+    from ikeguard.engine.eap_relay import EapRelayAnswer
     from ikeguard.engine.ike_sa import IkeSa
     from ikeguard.service.plan import GatewayPlan
 
@@ -110,6 +113,7 @@ class Gateway:
         self.actions = ActionPolicy(self)
         self.traps = TrapManager(self)
         self.revocation = RevocationFetcher(self._revocation_fetched)
+        self.radius = RadiusRelay(self._radius_answered, plan.radius)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -161,6 +165,7 @@ class Gateway:
         self.children.remove_everything()
         self.traps.remove_all()
         self.revocation.close()
+        self.radius.close()
         self.transport.close()
         for waiter in self._waiters.values():
             if not waiter.done():
@@ -267,6 +272,9 @@ class Gateway:
         elif isinstance(event, RevocationFetch):
             assert self._loop is not None
             self.revocation.submit(event, self._loop)
+        elif isinstance(event, RadiusRound):
+            assert self._loop is not None
+            self.radius.submit(event, self._loop)
         elif isinstance(event, DatagramDropped):
             first = self.stats.drop(event.reason.split(" from ", 1)[0][:60])
             log.log(logging.INFO if first else logging.DEBUG, "dropped datagram from %s: %s%s", event.remote,
@@ -277,6 +285,13 @@ class Gateway:
         if self.stopping:
             return
         self.engine.revocation_fetched(event.ike_uniqueid, event.token, body, time.time())
+        self.pump()
+
+    def _radius_answered(self, event: RadiusRound, answer: EapRelayAnswer) -> None:
+        """A RADIUS round ended (on the loop): the waiting EAP conversation goes on."""
+        if self.stopping:
+            return
+        self.engine.radius_answered(event.ike_uniqueid, event.token, answer, time.time())
         self.pump()
 
     def _ike_state(self, event: IkeSaStateChanged) -> None:

@@ -46,6 +46,7 @@ from ikeguard.policy.profile import Profile, load_profile
 from ikeguard.policy.proposals import parse_configured
 from ikeguard.policy.psk import PskError, group_keys_allowed, read_secret, resolve_psks
 from ikeguard.policy.ts import TrafficSelector
+from ikeguard.service.radius import RadiusClient, RadiusServer
 from ikeguard.wire.proposal_string import ProposalSpec
 from ikeguard.wire.transforms import Transform
 
@@ -107,6 +108,7 @@ class GatewayPlan:
     ike_port: int = IKE_PORT
     natt_port: int = NATT_PORT
     certificates: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
+    radius: RadiusClient | None = None  # the [radius] servers EAP is relayed to (service/radius.py)
 
     @property
     def profile(self) -> Profile:
@@ -270,8 +272,13 @@ class _Builder:
         if conn.remote.auth == "psk":
             remote = RemoteAuth(AuthKind.PSK, remote_id, psk=self.psk_for(name, conn) if local.kind is
                                 AuthKind.PUBKEY else local.psk)
+        elif conn.remote.auth == "eap-radius":
+            remote = RemoteAuth(AuthKind.EAP_RADIUS, remote_id, eap_id=conn.remote.eap_id)
         else:
             remote = RemoteAuth(AuthKind.PUBKEY, remote_id)
+        second = conn.remote_2
+        remote2 = (RemoteAuth(AuthKind.EAP_RADIUS, None if second.id == "%any" else second.id,
+                              eap_id=second.eap_id) if second is not None else None)
         self._refuse_additional_key_exchanges(name, conn)
         children = tuple(_child(cname, child) for cname, child in conn.children.items())
         settings = ConnectionSettings(
@@ -291,8 +298,34 @@ class _Builder:
             fragmentation=conn.fragmentation not in (False, "no"),
             encap=conn.encap,
             unique=conn.unique,
+            remote2=remote2,
         )
         return settings, certs
+
+    def radius(self) -> RadiusClient | None:
+        """The RADIUS client of ``[radius]`` (None without servers); secrets from their files."""
+        section = self.model.radius
+        servers: list[RadiusServer] = []
+        for name, server in section.servers.items():
+            key = f"radius.servers.{name}.secret_file"
+            path = self.config.resolve(server.secret_file)
+            try:
+                if path.stat().st_mode & 0o077:
+                    self.fail(key, server.secret_file, "the RADIUS secret file must be readable only by its "
+                              "owner (chmod 600)")
+                    continue
+                secret = path.read_text().strip().encode()
+            except OSError as exc:
+                self.fail(key, server.secret_file, f"cannot read the RADIUS secret: {exc.strerror}")
+                continue
+            if not secret:
+                self.fail(key, server.secret_file, "the RADIUS secret file is empty")
+                continue
+            servers.append(RadiusServer(server.address, secret, server.auth_port, server.acct_port))
+        if not servers:
+            return None
+        return RadiusClient(servers, timeout=section.retransmit_timeout, retries=section.retransmit_tries,
+                            nas_identifier=section.nas_identifier)
 
 
 def _child(name: str, child: Child) -> ChildSettings:
@@ -358,6 +391,7 @@ def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | No
             trusts[name] = trust
         for cname, child in conn.children.items():
             actions[(name, cname)] = ChildActions(child.start_action, child.dpd_action, child.close_action)
+    radius = builder.radius()
     if builder.findings:
         raise ConfigRefused(builder.findings)
     gw = model.gateway
@@ -368,6 +402,9 @@ def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | No
         block_threshold=gw.block_threshold if gw.dos_protection else 0,
         nat_keepalive=float(gw.keep_alive),
         profile=profile,
+        # every server may use all its tries before the round counts as unreachable
+        radius_timeout=max(30.0, 2 + len(model.radius.servers) * model.radius.retransmit_timeout
+                           * model.radius.retransmit_tries),
     )
     try:
         sinks = tuple(SinkSpec.from_config(i, s, config.base_dir) for i, s in enumerate(model.audit.sinks))
@@ -390,4 +427,5 @@ def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | No
         online_days=model.audit.online_days,
         metrics=_host_port(gw.metrics) if gw.metrics else None,
         certificates=certificates,
+        radius=radius,
     )

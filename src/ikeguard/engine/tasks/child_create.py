@@ -174,6 +174,7 @@ class ChildCreateTask(Task):
         self.failed_reason = ""
         self.shared: bytes | None = None
         self.chosen_number = 1
+        self.deferred: InMessage | None = None  # the IKE_AUTH request with SA/TS while EAP rounds run
 
     @property
     def in_auth(self) -> bool:
@@ -323,6 +324,14 @@ class ChildCreateTask(Task):
 
     # ------------------------------------------------------------------ responder
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        if self.in_auth and sa.rounds is not None:
+            # EAP / several authentication rounds (RFC 7296 §2.16, RFC 4739): SA and TS come in the first
+            # IKE_AUTH request, the Child SA is made when the last round succeeds
+            if msg.get(SaPayload) is not None or msg.get(TsiPayload) is not None:
+                self.deferred = msg
+            if not sa.rounds.finished or self.deferred is None:
+                return
+            msg = self.deferred
         try:
             self._process_r(sa, msg)
         except RemoteProtocolError as err:
@@ -424,6 +433,8 @@ class ChildCreateTask(Task):
                 raise RemoteProtocolError(f"bad KE value: {exc}", NotifyType.INVALID_SYNTAX) from None
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        if self.in_auth and sa.rounds is not None and not sa.rounds.finished:
+            return
         if self.error is not None:
             notify, data, _reason = self.error
             msg.add_notify(notify, data)

@@ -24,6 +24,7 @@ from ikeguard.engine.errors import RemoteProtocolError, ValidationPending
 from ikeguard.engine.identity import identity_payload, received_identity
 from ikeguard.engine.settings import AuthKind, ConnectionSettings
 from ikeguard.engine.states import IkeTrigger
+from ikeguard.engine.tasks import eap_auth
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
 from ikeguard.engine.validator import FetchNeeded, certreq_data
 from ikeguard.policy.identity import Identity, parse_identity
@@ -39,13 +40,22 @@ class AuthError(Exception):
     """The peer's authentication failed; the reason goes into the audit record, never to the peer."""
 
 
-def select_connection(sa: IkeSa, peer: Identity, method: int) -> ConnectionSettings | None:
-    """The connection for a peer's (literal) identity: exact > pattern > %any (INTERFACE.md precedence)."""
+def select_connection(sa: IkeSa, peer: Identity, method: int | None,
+                      another: bool = False) -> ConnectionSettings | None:
+    """The connection for a peer's (literal) identity: exact > pattern > %any (docs/reference.md
+    precedence). ``method`` None: no AUTH payload, the peer wants EAP (RFC 7296 §2.16); ``another``: it
+    announced ANOTHER_AUTH_FOLLOWS (RFC 4739), so only a connection with a second round fits."""
     peer_id = peer.text
     best: ConnectionSettings | None = None
     best_rank = 0
     for conn in sa.ctx.connections.values():
-        if (conn.remote.kind is AuthKind.PSK) != (method == AuthMethod.PSK):
+        if method is None:
+            if conn.remote.kind is not AuthKind.EAP_RADIUS:
+                continue
+        elif conn.remote.kind is AuthKind.EAP_RADIUS or (
+                (conn.remote.kind is AuthKind.PSK) != (method == AuthMethod.PSK)):
+            continue
+        if method is not None and another != (conn.remote2 is not None):
             continue
         configured = parse_identity(conn.remote.identity or "%any")
         if not configured.matches(peer):
@@ -274,15 +284,26 @@ class IkeAuthTask(Task):
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
         assert sa.crypto is not None
+        if sa.rounds is not None:  # a later message of EAP / a second round (RFC 7296 §2.16, RFC 4739)
+            try:
+                eap_auth.process(sa, msg)
+            except eap_auth.EapFailed as exc:
+                raise RemoteProtocolError(f"peer authentication failed: {exc}",
+                                          NotifyType.AUTHENTICATION_FAILED, event="auth.failure") from None
+            return
         auth = msg.get(AuthPayload)
+        another = msg.notify(NotifyType.ANOTHER_AUTH_FOLLOWS) is not None
         try:
             certs = _peer_certs(msg)
             peer, id_body = _peer_identity(msg, True, certs)
             peer_id = sa.remote_id = peer.text
-            if auth is None:
-                raise AuthError("no AUTH payload")
-            conn = select_connection(sa, peer, int(auth.method))
+            conn = select_connection(sa, peer, int(auth.method) if auth is not None else None, another)
             if conn is None:
+                if auth is None:
+                    raise AuthError(f"no AUTH payload and no EAP connection accepts identity {peer_id}")
+                if another:
+                    raise AuthError(f"peer announced another authentication round (ANOTHER_AUTH_FOLLOWS) "
+                                    f"and no connection with a second round accepts identity {peer_id}")
                 raise AuthError(f"no connection accepts identity {peer_id}")
             if not _proposal_allowed(sa, conn):
                 raise AuthError(
@@ -290,30 +311,44 @@ class IkeAuthTask(Task):
                     f"is not allowed for connection {conn.name}"
                 )
             sa.conn = conn
-            verify_peer(
-                sa,
-                conn,
-                msg,
-                peer_id,
-                id_body,
-                certs,
-                sa.init_request,
-                sa.nonce_r,
-                bytes(sa.crypto.keys.sk_pi),
-            )
+            if auth is not None:
+                verify_peer(
+                    sa,
+                    conn,
+                    msg,
+                    peer_id,
+                    id_body,
+                    certs,
+                    sa.init_request,
+                    sa.nonce_r,
+                    bytes(sa.crypto.keys.sk_pi),
+                )
         except (AuthError, ValueError) as exc:
             raise RemoteProtocolError(
                 f"peer authentication failed: {exc}", NotifyType.AUTHENTICATION_FAILED, event="auth.failure"
             ) from None
         sa.peer.initial_contact = msg.notify(NotifyType.INITIAL_CONTACT) is not None
+        if auth is None:
+            eap_auth.start(sa, (conn.remote,), eap_now=True, peer_id_body=id_body)
+        elif conn.remote2 is not None:
+            eap_auth.start(sa, (conn.remote2,), eap_now=False, peer_id_body=b"")
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
         assert sa.crypto is not None
-        try:
-            id_body = _our_id_and_certs(sa, msg, initiator=False)
-            msg.add(_our_auth(sa, id_body, sa.init_response, sa.nonce_i, bytes(sa.crypto.keys.sk_pr)))
-        except (TaskFailed, ValueError) as exc:
-            raise RemoteProtocolError(
-                f"cannot authenticate ourselves: {exc}", NotifyType.AUTHENTICATION_FAILED
-            ) from None
+        rounds = sa.rounds
+        if rounds is None or rounds.first_response:
+            try:
+                id_body = _our_id_and_certs(sa, msg, initiator=False)
+                msg.add(_our_auth(sa, id_body, sa.init_response, sa.nonce_i, bytes(sa.crypto.keys.sk_pr)))
+            except (TaskFailed, ValueError) as exc:
+                raise RemoteProtocolError(
+                    f"cannot authenticate ourselves: {exc}", NotifyType.AUTHENTICATION_FAILED
+                ) from None
+            if rounds is not None:
+                rounds.first_response = False
+                rounds.our_id_body = id_body
+        if rounds is not None:
+            eap_auth.build(sa, msg)
+            if not rounds.finished:
+                return
         sa.established()

@@ -206,6 +206,8 @@ class IkeInitTask(Task):
             # RFC 7296 §1.2: the responder may request certificates already in IKE_SA_INIT.
             msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(sa.ctx.validator, None)))
         add_feature_notifies(sa, msg)
+        if any(c.remote2 is not None for c in sa.ctx.connections.values()):
+            msg.add_notify(NotifyType.MULTIPLE_AUTH_SUPPORTED)  # RFC 4739 §3.1
         skeyseed = initial_skeyseed(self.chosen, sa.nonce_i, sa.nonce_r, self.shared)
         sa.crypto = ike_sa_crypto(
             self.chosen, skeyseed, sa.nonce_i, sa.nonce_r, sa.spi_i, sa.spi_r, False, sa.ctx.random

@@ -39,9 +39,12 @@ class MobikeTask(Task):
         return Status.DONE
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
-        sa.peer.mobike = msg.notify(NotifyType.MOBIKE_SUPPORTED) is not None
+        # with EAP rounds the notify comes in the first of several IKE_AUTH requests (RFC 7296 §2.16)
+        sa.peer.mobike = sa.peer.mobike or msg.notify(NotifyType.MOBIKE_SUPPORTED) is not None
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        if sa.rounds is not None and not sa.rounds.finished:
+            return
         if sa.peer.mobike and sa.conn is not None and sa.conn.mobike:
             msg.add_notify(NotifyType.MOBIKE_SUPPORTED)
         else:

@@ -1,0 +1,160 @@
+"""EAP authentication relayed to RADIUS, as responder, and multiple authentication rounds (RFC 7296 §2.16,
+RFC 4739, RFC 3579).
+
+Round 1 is the peer's certificate or PSK (``ike_auth``) or, without an AUTH payload, EAP directly; with
+``remote-2`` the peer announces ANOTHER_AUTH_FOLLOWS and, once our first response (IDr, CERT, AUTH) is
+out, starts round 2 with an IDi alone. An EAP round: we send EAP-Request/Identity, then relay every
+EAP-Response to RADIUS and every EAP-Request of the server back to the peer, method-agnostically (TLS, TTLS,
+PEAP, MSCHAPv2, ...: the RADIUS server runs the method). An Access-Accept ends it with EAP-Success and the
+MSK (MS-MPPE-Recv-Key | MS-MPPE-Send-Key); the peer's next message is its AUTH over the IKE_SA_INIT request,
+our nonce and its round's IDi keyed with the MSK (RFC 7296 §2.16: without an MSK, SK_pi/SK_pr), and our
+answer is our AUTH keyed the same way with the Child SA. A RADIUS round never blocks: the exchange parks
+(``RelayPending``, engine/pending.py) until the service's answer comes back.
+
+An Access-Reject, no RADIUS answer, an EAP identity the connection does not allow or a wrong final AUTH is
+AUTHENTICATION_FAILED; the audit reason names the EAP identity and the RADIUS server.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives import constant_time
+
+from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
+from ikeguard.engine.eap_relay import AuthRounds, EapRelayRequest, RelayOutcome
+from ikeguard.engine.errors import RelayPending
+from ikeguard.engine.settings import RemoteAuth
+from ikeguard.policy.identity import parse_identity, parse_peer_identity
+from ikeguard.wire.iana import AuthMethod
+from ikeguard.wire.payloads import AuthPayload, EapPayload, IdiPayload
+
+if TYPE_CHECKING:
+    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.message import InMessage, OutMessage
+
+EAP_REQUEST, EAP_RESPONSE, EAP_SUCCESS, EAP_FAILURE = 1, 2, 3, 4
+EAP_IDENTITY, EAP_NAK = 1, 3
+EAP_METHODS = {4: "md5", 6: "gtc", 13: "tls", 21: "ttls", 25: "peap", 26: "mschapv2", 43: "fast",
+               52: "pwd"}
+
+
+class EapFailed(Exception):
+    """The EAP round failed; the reason (naming the user) goes into the audit record."""
+
+
+def start(sa: IkeSa, rounds: tuple[RemoteAuth, ...], *, eap_now: bool, peer_id_body: bytes) -> None:
+    """Rounds remain after the first IKE_AUTH request: ``eap_now`` when round 1 itself is EAP (no AUTH)."""
+    state = AuthRounds(rounds, first_round=1 if eap_now else 2)
+    sa.rounds = state
+    if eap_now:
+        state.peer_id_body = peer_id_body
+        _request_identity(sa, state)
+
+
+def _request_identity(sa: IkeSa, state: AuthRounds) -> None:
+    state.identifier = sa.ctx.random.bytes(1)[0]
+    state.outgoing = struct.pack("!BBHB", EAP_REQUEST, state.identifier, 5, EAP_IDENTITY)
+    state.phase = "identity_sent"
+    sa.auth_details["round"] = str(state.first_round + state.index)
+
+
+def _fail(sa: IkeSa, state: AuthRounds, why: str) -> EapFailed:
+    who = f"EAP user {state.identity!r}" if state.identity else "EAP peer (no identity yet)"
+    via = f" via RADIUS {state.server}" if state.server else ""
+    return EapFailed(f"{who}{via}: {why}")
+
+
+def process(sa: IkeSa, msg: InMessage) -> None:
+    """A later IKE_AUTH request of the rounds in progress; raise EapFailed to refuse."""
+    state = sa.rounds
+    assert state is not None and sa.crypto is not None
+    if state.phase == "await_id":
+        idi = msg.get(IdiPayload)
+        if idi is None or msg.get(AuthPayload) is not None:
+            raise _fail(sa, state, "round 2 must start with an IDi payload alone (RFC 4739 §3)")
+        state.peer_id_body = idi.encode_body()
+        _request_identity(sa, state)
+        return
+    if state.phase == "await_auth":
+        auth = msg.get(AuthPayload)
+        if auth is None or auth.method != AuthMethod.PSK:
+            raise _fail(sa, state, "no shared-key AUTH after EAP-Success (RFC 7296 §2.16)")
+        key = state.msk or bytes(sa.crypto.keys.sk_pi)
+        octets = auth_signed_octets(sa.init_request, sa.nonce_r, sa.crypto.prf_id,
+                                    bytes(sa.crypto.keys.sk_pi), state.peer_id_body)
+        if not constant_time.bytes_eq(psk_auth(sa.crypto.prf_id, key, octets), auth.data):
+            raise _fail(sa, state, "AUTH payload does not verify with the EAP MSK")
+        ours = auth_signed_octets(sa.init_response, sa.nonce_i, sa.crypto.prf_id,
+                                  bytes(sa.crypto.keys.sk_pr), state.our_id_body)
+        state.final_auth = psk_auth(sa.crypto.prf_id, state.msk or bytes(sa.crypto.keys.sk_pr), ours)
+        state.msk = b""
+        state.phase = "done"
+        return
+    _relay(sa, state, msg)
+
+
+def _relay(sa: IkeSa, state: AuthRounds, msg: InMessage) -> None:
+    """An EAP-Response from the peer: to RADIUS (parking the exchange), or the answer that came back."""
+    answer, sa.relay_answer = sa.relay_answer, None
+    eap = msg.get(EapPayload)
+    if eap is None or eap.code != EAP_RESPONSE:
+        raise _fail(sa, state, "expected an EAP-Response payload")
+    data = eap.data
+    if answer is None:
+        if state.phase == "identity_sent":
+            if len(data) < 5 or data[4] != EAP_IDENTITY:
+                raise _fail(sa, state, "expected EAP-Response/Identity")
+            identity = data[5:].decode("utf-8", "replace")
+            state.identity = identity
+            sa.auth_details["eap_identity"] = identity
+            wanted = state.current.eap_id
+            if wanted and wanted != "%any":
+                try:
+                    allowed = parse_identity(wanted).matches(parse_peer_identity(identity))
+                except ValueError:
+                    allowed = False
+                if not allowed:
+                    raise _fail(sa, state, f"EAP identity does not match eap_id {wanted}")
+        elif len(data) >= 5 and data[4] not in (EAP_IDENTITY, EAP_NAK):
+            state.method = EAP_METHODS.get(data[4], str(data[4]))
+            sa.auth_details["eap_method"] = state.method
+        request = EapRelayRequest(state.identity, data, state.state, calling_station=str(sa.remote.address),
+                                  called_station=str(sa.local.address), nas_port=sa.uniqueid,
+                                  connection=sa.name)
+        raise RelayPending(request, state.server)
+    state.server = answer.server or state.server
+    if state.server:
+        sa.auth_details["radius_server"] = state.server
+    if answer.outcome is RelayOutcome.CHALLENGE:
+        if len(answer.eap_message) < 4 or answer.eap_message[0] != EAP_REQUEST:
+            raise _fail(sa, state, "Access-Challenge without an EAP-Request")
+        state.state = answer.state
+        state.outgoing = answer.eap_message
+        state.phase = "relaying"
+        return
+    if answer.outcome is RelayOutcome.ACCEPT:
+        state.msk = answer.msk
+        state.outgoing = (answer.eap_message if answer.eap_message[:1] == bytes([EAP_SUCCESS])
+                          else struct.pack("!BBH", EAP_SUCCESS, data[1], 4))
+        state.phase = "await_auth"
+        sa.eap_identity = state.identity
+        if answer.user_class:
+            sa.auth_details["radius_class"] = ",".join(answer.user_class)
+        return
+    if answer.outcome is RelayOutcome.REJECT:
+        raise _fail(sa, state, f"RADIUS {answer.reason or 'Access-Reject'}")
+    raise _fail(sa, state, answer.reason or "RADIUS unreachable")
+
+
+def build(sa: IkeSa, msg: OutMessage) -> None:
+    """Our payloads for a later IKE_AUTH response (EAP message, or the final AUTH)."""
+    state = sa.rounds
+    assert state is not None
+    if state.phase == "done":
+        msg.add(AuthPayload(AuthMethod.PSK, state.final_auth))
+        return
+    if state.phase in ("identity_sent", "relaying", "await_auth") and state.outgoing:
+        msg.add(EapPayload(state.outgoing))
+        state.outgoing = b""
