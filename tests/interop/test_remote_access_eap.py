@@ -115,15 +115,22 @@ remote_ts = ["dynamic"]
 
 
 def _client(factory: PeerFactory, lab: Lab, user: str, password: str,
-            method: str = "eap-ttls") -> StrongSwanPeer:
+            method: str = "eap-ttls", user_cert: IssuedCertificate | None = None) -> StrongSwanPeer:
+    second: dict[str, object] = {"auth": method, "eap_id": user, "id": user}
+    certs = {"client": lab.client}
+    if user_cert is not None:  # EAP-TLS: the user's own certificate, checked by FreeRADIUS
+        second["certs"] = "user.pem"
+        certs["user"] = user_cert
     conn = ConnectionConfig(
         name="rw", local_addrs=["192.0.2.2"], remote_addrs=["192.0.2.1"],
         local=AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
         remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]),
         children=[ChildConfig("net", local_ts=["dynamic"], remote_ts=["198.51.100.0/25"])],
-        extra={"local-2": {"auth": method, "eap_id": user, "id": user}})
-    peer = factory(lab.topo.left.namespace, "road", connections=[conn], certs={"client": lab.client},
+        extra={"local-2": second})  # type: ignore[dict-item]
+    peer = factory(lab.topo.left.namespace, "road", connections=[conn], certs=certs,
                    cacerts={"ca": lab.ca.cert}, plugins=EAP_PLUGINS)
+    if user_cert is not None:
+        return peer
     path = peer.swanctl_dir / "swanctl.conf"
     path.write_text(path.read_text() + f'secrets {{\n  eap-{user} {{\n    id = {user}\n'
                     f'    secret = "{password}"\n  }}\n}}\n')
@@ -138,21 +145,31 @@ def _initiate_fails(peer: StrongSwanPeer) -> None:
     assert not peer.list_sas()
 
 
-def test_device_certificate_then_eap_ttls_pap(ikeguard_gateway: GatewayFactory,
-                                              strongswan_peer: PeerFactory, lab: Lab) -> None:
+@pytest.mark.parametrize(("method", "eap"), [("eap-ttls", "ttls"), ("eap-mschapv2", "mschapv2"),
+                                            ("eap-tls", "tls")])
+def test_device_certificate_then_eap(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory,
+                                     lab: Lab, method: str, eap: str) -> None:
+    """Round 1 the device certificate, round 2 the user: EAP-TTLS with PAP inside, EAP-MSCHAPv2 (the
+    RADIUS server's default is TTLS: strongSwan NAKs it and FreeRADIUS follows), EAP-TLS with the user's
+    certificate. The MSK from RADIUS keys both final AUTH payloads, so strongSwan's own check of ours proves
+    it is the key its EAP method derived."""
     gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port])
-    road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431")
+    user, user_cert = "alice", None
+    if eap == "tls":
+        user = "carol@bank.example"
+        user_cert = lab.ca.issue_leaf("CN=carol,O=ikeguard test", sans=[user], eku=["clientAuth"])
+    road = _client(strongswan_peer, lab, user, "alice-Pass-7431", method, user_cert)
     road.initiate("net", timeout=30)
     [ss] = road.list_sas()
     assert ss.state == "ESTABLISHED"
     [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established", 10)
-    assert sa["user"] == "alice"
+    assert sa["user"] == user
     success = gw.wait_audit(lambda e: e.get("event") == "auth.success", what="auth.success")
     details = success.get("details", {})
-    assert details.get("eap_identity") == "alice" and details.get("eap_method") == "ttls", success
+    assert details.get("eap_identity") == user and details.get("eap_method") == eap, success
     assert details.get("radius_server") == "127.0.0.1:1812" and details.get("round") == "2", success
     assert success.get("remote_id") == CLIENT_FQDN
-    assert "Login OK: [alice" in lab.radius.log() or "Auth: (" in lab.radius.log()
+    assert f"Login OK: [{user}" in lab.radius.log(), lab.radius.tail()
 
 
 @pytest.mark.parametrize(("user", "password", "why"), [
