@@ -2,7 +2,8 @@
 
 ECP groups 19/20/21 (RFC 5903: KE data = x || y, shared secret = x only), Curve25519/448 groups 31/32
 (RFC 8031), MODP 14/15/16 (RFC 3526; legacy interop only, behind :class:`FiniteFieldDhBackend`), the
-legacy ECP groups 25/26 (RFC 5114) and, when the installed `cryptography` supports it, ML-KEM-768.
+legacy ECP groups 25/26 (RFC 5114) and, when the installed `cryptography` supports them, ML-KEM-768/1024
+(:mod:`ikeguard.crypto.mlkem`).
 Every rejection of the peer's value raises :class:`InvalidKeyExchange` with a named reason.
 """
 
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, x448, x25519
 from cryptography.utils import CryptographyDeprecationWarning
 
 from ikeguard.crypto.errors import InvalidKeyExchange, UnsupportedTransform
+from ikeguard.crypto.mlkem import MLKEM_PARAMS, MlKemKeyExchange, mlkem_methods
 from ikeguard.crypto.random import RandomSource, SystemRandom
 from ikeguard.wire.iana import KeId
 
@@ -282,66 +284,19 @@ class ModpKeyExchange(KeyExchange):
         return self._backend.exchange(self._private, y)
 
 
-# --------------------------------------------------------------------------- ML-KEM-768 (optional)
+# --------------------------------------------------------------------------- ML-KEM (crypto.mlkem)
 def mlkem_available() -> bool:
     """True when the installed `cryptography` and its OpenSSL provide ML-KEM-768."""
-    try:
-        from cryptography.hazmat.primitives.asymmetric import mlkem
-    except ImportError:
-        return False
-    try:
-        mlkem.MLKEM768PrivateKey.generate()
-    except Exception:  # UnsupportedAlgorithm on an OpenSSL without ML-KEM
-        return False
-    return True
+    return KeId.ML_KEM_768 in mlkem_methods()
 
 
-class MlKem768KeyExchange(KeyExchange):
-    """ML-KEM-768 as an IKEv2 key exchange (RFC 9370 ADDKE; initiator sends ek, responder sends ct)."""
+class _MlKemExchange(MlKemKeyExchange, KeyExchange):
+    """crypto.mlkem's ML-KEM exchange under this module's KeyExchange interface."""
 
-    ENCAPSULATION_KEY_LEN = 1184
-    CIPHERTEXT_LEN = 1088
+    method: KeId
 
-    def __init__(self, method: KeId = KeId.ML_KEM_768, rng: RandomSource | None = None) -> None:
-        from cryptography.hazmat.primitives.asymmetric import mlkem
-
-        self.method = method
-        self._mlkem: Any = mlkem
-        self._rng = rng
-        self._private: Any = None
-        self._ciphertext: bytes | None = None
-
-    def _private_key(self) -> Any:
-        if self._private is None:
-            cls = self._mlkem.MLKEM768PrivateKey
-            self._private = cls.from_seed_bytes(self._rng.bytes(64)) if self._rng else cls.generate()
-        return self._private
-
-    @property
-    def public_value(self) -> bytes:
-        if self._ciphertext is not None:
-            return self._ciphertext
-        raw: bytes = self._private_key().public_key().public_bytes_raw()
-        return raw
-
-    def shared_secret(self, peer_ke_data: bytes) -> bytes:
-        """Initiator: decapsulate the responder's ciphertext."""
-        if len(peer_ke_data) != self.CIPHERTEXT_LEN:
-            raise _reject(KeRejection.WRONG_LENGTH, self.method)
-        shared: bytes = self._private_key().decapsulate(peer_ke_data)
-        return shared
-
-    def respond(self, peer_ke_data: bytes) -> tuple[bytes, bytes]:
-        """Responder: encapsulate to the initiator's key; returns (ciphertext, shared secret)."""
-        if len(peer_ke_data) != self.ENCAPSULATION_KEY_LEN:
-            raise _reject(KeRejection.WRONG_LENGTH, self.method)
-        try:
-            public = self._mlkem.MLKEM768PublicKey.from_public_bytes(peer_ke_data)
-        except ValueError:
-            raise _reject(KeRejection.INVALID_ENCODING, self.method) from None
-        shared, ciphertext = public.encapsulate()
-        self._ciphertext = ciphertext
-        return ciphertext, shared
+    def __repr__(self) -> str:
+        return MlKemKeyExchange.__repr__(self)
 
 
 # --------------------------------------------------------------------------- group table
@@ -379,9 +334,11 @@ KE_METHODS: dict[int, KeMethodInfo] = {
         KeMethodInfo(KeId.ECP_224, "ecp224", "ecp", 56, 56, 28, 112, legacy=True),
     )
 }
-if mlkem_available():
-    KE_METHODS[KeId.ML_KEM_768] = KeMethodInfo(
-        KeId.ML_KEM_768, "mlkem768", "kem", 1184, 1088, 32, 192, notes="RFC 9370 additional key exchange"
+for _method in mlkem_methods():
+    _params = MLKEM_PARAMS[_method]
+    KE_METHODS[_method] = KeMethodInfo(
+        _method, _method.name.lower().replace("_", ""), "kem", _params.ek_len, _params.ct_len, 32,
+        192 if _method == KeId.ML_KEM_768 else 256, notes="RFC 9370 additional key exchange",
     )
 
 
@@ -396,4 +353,4 @@ def new_key_exchange(method: KeId | int, rng: RandomSource | None = None) -> Key
         return MontgomeryKeyExchange(info.method, rng)
     if info.kind == "modp":
         return ModpKeyExchange(info.method, rng)
-    return MlKem768KeyExchange(info.method, rng)
+    return _MlKemExchange(info.method, rng)

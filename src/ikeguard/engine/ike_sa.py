@@ -47,6 +47,7 @@ from ikeguard.wire.proposal_string import ProposalSpec
 if TYPE_CHECKING:
     from ikeguard.engine.eap_relay import AuthRounds, EapRelayAnswer
     from ikeguard.engine.fragments import Reassembler
+    from ikeguard.engine.intermediate import IntermediateState
 
 ResponderFactory = Callable[["IkeSa", InMessage], list[Task]]
 
@@ -142,6 +143,7 @@ class IkeSa:
         self.rounds: AuthRounds | None = None  # responder: authentication rounds after the first (RFC 4739)
         self.auth_details: dict[str, str] = {}  # EAP identity, method, RADIUS server... for auth.* records
         self.eap_identity = ""  # the user authenticated by EAP (sas --json "user")
+        self.intermediate: IntermediateState | None = None  # RFC 9370 additional key exchanges (RFC 9242)
 
     # ------------------------------------------------------------------ naming and outputs
     @property
@@ -357,7 +359,7 @@ class IkeSa:
         response.add_notify(notify)
         self.window.expected_peer_id = message_id + 1
         self._answer(request, response)
-        if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+        if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_INTERMEDIATE, ExchangeType.IKE_AUTH):
             self.close(
                 f"malformed {ExchangeType(exchange).name} request: {reason}", event="ike.failed", failure=True
             )
@@ -493,7 +495,7 @@ class IkeSa:
             self._answer(data, response)
             for task in tasks:
                 task.aborted(self, err.reason)
-            if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_AUTH):
+            if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_INTERMEDIATE, ExchangeType.IKE_AUTH):
                 self.close(err.reason, event=err.event or "ike.down", send_delete=False)
             return
         self.window.expected_peer_id = message_id + 1

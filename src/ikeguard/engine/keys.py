@@ -115,3 +115,23 @@ def child_sa_keys(
         return ChildSaKeys(encr, integ, split_child_keymat(keymat, encr.keymat_len, integ_len))
     finally:
         wipe(keymat)
+
+
+def additional_ke_update(
+    old: IkeSaCrypto,
+    spec: ProposalSpec,
+    shared: bytes,
+    ni: bytes,
+    nr: bytes,
+    spi_i: bytes,
+    spi_r: bytes,
+    initiator: bool,
+    rng: RandomSource,
+) -> IkeSaCrypto:
+    """The IKE SA's keys after one additional key exchange (RFC 9370 §2.2.2):
+    SKEYSEED(n) = prf(SK_d(n-1), SK(n) | Ni | Nr), then SK_*(n) = prf+(SKEYSEED(n), Ni | Nr | SPIi | SPIr).
+    The formula is §2.18's rekey SKEYSEED with the additional exchange's shared secret; ``old`` is wiped."""
+    skeyseed = rekey_skeyseed(old.prf_id, bytes(old.keys.sk_d), shared, ni, nr)
+    new = ike_sa_crypto(spec, skeyseed, ni, nr, spi_i, spi_r, initiator, rng)
+    old.wipe()
+    return new

@@ -3,6 +3,7 @@ and encode (encrypt, fragment) in one place, so tasks only see payload dataclass
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -11,7 +12,7 @@ from ikeguard.crypto.errors import CryptoError
 from ikeguard.wire.errors import ParseError
 from ikeguard.wire.header import HEADER_LEN, HeaderFlags, IkeHeader, decode_header
 from ikeguard.wire.iana import ExchangeType, NotifyType, PayloadType, ProtocolId
-from ikeguard.wire.message import Message, parse_message, scan_payloads
+from ikeguard.wire.message import GENERIC_HEADER_LEN, Message, encode_payloads, parse_message, scan_payloads
 from ikeguard.wire.message import encode_message as wire_encode
 from ikeguard.wire.payload_base import Payload
 from ikeguard.wire.payloads import NotifyPayload, SkfPayload
@@ -72,6 +73,8 @@ class InMessage:
     spi_i: bytes = b""
     spi_r: bytes = b""
     partial: bool = False  # a fragment was stored; the message is not complete yet
+    # IKE_INTERMEDIATE only: IntAuth_A | IntAuth_P of this message as if unfragmented (RFC 9242 §3.3.2)
+    int_auth_ap: bytes = field(default=b"", repr=False)
 
     def get(self, cls: type[P]) -> P | None:
         """First payload of class ``cls``."""
@@ -186,6 +189,9 @@ def decode_message(data: bytes, protector: SkProtector | None, reassembler: Reas
         raise MessageError(str(exc)) from exc
     if violation is not None:
         raise MessageError(f"{violation.reason} ({violation.source})", violation.notify)
+    int_auth_ap = b""
+    if header.exchange_type == ExchangeType.IKE_INTERMEDIATE and protector is not None:
+        int_auth_ap = _received_int_auth(header, message)
     return InMessage(
         ExchangeType(int(header.exchange_type)),
         header.message_id,
@@ -193,7 +199,38 @@ def decode_message(data: bytes, protector: SkProtector | None, reassembler: Reas
         message.content,
         header.spi_i,
         header.spi_r,
+        int_auth_ap=int_auth_ap,
     )
+
+
+def _int_auth_a(header: IkeHeader, first_inner: int, plain_len: int) -> bytes:
+    """IntAuth_A: the IKE header and the Encrypted payload header whose Length / Payload Length count the
+    inner payloads only, not IV, padding, pad length or ICV, and whose Next Payload fields are those of an
+    unfragmented ``HDR, SK {...}`` message (RFC 9242 §3.3.2; strongSwan 6.1 computes the same)."""
+    sk_len = GENERIC_HEADER_LEN + plain_len
+    return header.encode(PayloadType.SK, HEADER_LEN + sk_len) + struct.pack("!BBH", first_inner, 0, sk_len)
+
+
+def _received_int_auth(header: IkeHeader, message: Message) -> bytes:
+    """IntAuth_A | IntAuth_P of a received IKE_INTERMEDIATE message (whole or reassembled from SKF parts)."""
+    sk = message.sk
+    first_inner = sk.first_inner if sk is not None else 0
+    return _int_auth_a(header, first_inner, len(message.plaintext)) + message.plaintext
+
+
+def sent_int_auth(msg: OutMessage, spi_i: bytes, spi_r: bytes, *, initiator: bool) -> bytes:
+    """IntAuth_A | IntAuth_P of an IKE_INTERMEDIATE message of ours (RFC 9242 §3.3.2), fragmented or not."""
+    first, plaintext = encode_payloads(msg.payloads)
+    return _int_auth_a(_header(msg, spi_i, spi_r, initiator), first, len(plaintext)) + plaintext
+
+
+def _header(msg: OutMessage, spi_i: bytes, spi_r: bytes, initiator: bool) -> IkeHeader:
+    flags = HeaderFlags.NONE
+    if initiator:
+        flags |= HeaderFlags.INITIATOR
+    if msg.response:
+        flags |= HeaderFlags.RESPONSE
+    return IkeHeader(spi_i, spi_r, msg.exchange, flags, msg.message_id)
 
 
 def encode_message(
@@ -206,12 +243,7 @@ def encode_message(
     fragment_size: int = 0,
 ) -> list[bytes]:
     """Datagrams for ``msg``: plain for IKE_SA_INIT, SK otherwise, SKF fragments above ``fragment_size``."""
-    flags = HeaderFlags.NONE
-    if initiator:
-        flags |= HeaderFlags.INITIATOR
-    if msg.response:
-        flags |= HeaderFlags.RESPONSE
-    header = IkeHeader(spi_i, spi_r, msg.exchange, flags, msg.message_id)
+    header = _header(msg, spi_i, spi_r, initiator)
     if protector is None:
         return [wire_encode(Message(header, tuple(msg.payloads)))]
     whole = encode_encrypted_message(header, msg.payloads, protector)

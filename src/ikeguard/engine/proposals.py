@@ -27,13 +27,14 @@ def proposal_text(spec: ProposalSpec) -> str:
     return format_proposal(spec)
 
 
-def _implemented(t: Transform) -> bool:
-    """Whether the engine can carry out ``t``. An additional key exchange (RFC 9370 ADDKE1..7) other than
-    NONE needs IKE_INTERMEDIATE (RFC 9242), which is not implemented: a proposal that requires one is never
-    offered nor selected (strongSwan 6 aborts when a responder echoes ADDKE without that exchange)."""
+def _implemented(t: Transform, protocol: ProtocolName = "ike") -> bool:
+    """Whether the engine can carry out ``t``. An additional key exchange (RFC 9370 ADDKE1..7) of an IKE SA
+    runs in IKE_INTERMEDIATE (``tasks.ike_intermediate``) for any key exchange method the crypto registry
+    has; in a Child SA it needs IKE_FOLLOWUP_KE (RFC 9370 §2.2.4), not implemented: never offered nor
+    selected there."""
     ttype = int(t.type)
     if TransformType.ADDKE1 <= ttype <= TransformType.ADDKE7:
-        return t.id == 0
+        return t.id == 0 or (protocol == "ike" and registry.supports(TransformType.KE, t.id))
     if ttype == TransformType.ESN or (ttype in (TransformType.INTEG, TransformType.KE) and t.id == 0):
         return True
     if is_ke_type(ttype):
@@ -51,7 +52,7 @@ def offer_proposals(
     profile: Profile, configured: Sequence[ProposalSpec], protocol: ProtocolName, *, ignore_ke: bool = False
 ) -> tuple[ProposalSpec, ...]:
     """What an initiator may offer: configured, minus what the profile forbids or we cannot run."""
-    supported = [t for spec in configured for t in spec.transforms() if _implemented(t)]
+    supported = [t for spec in configured for t in spec.transforms() if _implemented(t, protocol)]
     offer = allowed_offer(configured, profile, supported, protocol=protocol, ignore_ke=ignore_ke)
     if ignore_ke:
         offer = tuple(_strip_ke(spec) for spec in offer)
@@ -107,7 +108,7 @@ def uncached_choose_proposal(
             continue
         specs.append(spec)
         numbers.append(proposal.number)
-    supported = [t for spec in specs for t in spec.transforms() if _implemented(t)]
+    supported = [t for spec in specs for t in spec.transforms() if _implemented(t, protocol)]
     choice = select_proposal(specs, configured, profile, supported, protocol=protocol, ignore_ke=ignore_ke)
     if choice is None:
         return None

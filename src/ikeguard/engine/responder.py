@@ -22,6 +22,10 @@ def responder_tasks(sa: IkeSa, msg: InMessage) -> list[Task]:
     from ikeguard.engine.tasks.delete import InformationalResponder
     from ikeguard.engine.tasks.ike_rekey import IkeRekeyResponder
 
+    if msg.exchange is ExchangeType.IKE_INTERMEDIATE:
+        from ikeguard.engine.tasks.ike_intermediate import IkeIntermediateTask
+
+        return [IkeIntermediateTask()]  # refuses when no additional key exchange is due (RFC 9370 §2.2.2)
     if msg.exchange is ExchangeType.INFORMATIONAL:
         if msg.notify(NotifyType.UPDATE_SA_ADDRESSES) is not None and sa.peer.mobike:
             from ikeguard.engine.tasks.mobike import MobikeUpdateResponder

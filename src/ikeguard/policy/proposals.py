@@ -245,6 +245,15 @@ def _match(offer: Sequence[Transform], configured: Sequence[Transform], profile:
             if any(o.id != IntegId.NONE for o in offered) and not any(o.id == IntegId.NONE for o in offered):
                 return None
             continue
+        if TransformType.ADDKE1 <= t <= TransformType.ADDKE7:
+            # RFC 9370 §2.2.2: NONE among the offered ADDKE transforms makes it optional; without it
+            # configured (or with NONE configured) the responder picks NONE, and a configuration whose
+            # optional ADDKE the peer did not offer at all goes without it.
+            if not offered and (not wanted or any(w.id == 0 for w in wanted)):
+                continue
+            if not wanted and any(o.id == 0 for o in offered):
+                chosen.append(next(o for o in offered if o.id == 0))
+                continue
         wanted_keys = {_key(w) for w in wanted}
         candidates = [o for o in offered if _key(o) in wanted_keys and _supported(o, supported)
                       and not transform_forbidden(profile, protocol, o)]

@@ -170,17 +170,15 @@ class _Builder:
         self.findings.append(_finding(self.config, path, value, message))
 
     def _refuse_additional_key_exchanges(self, name: str, conn: Connection) -> None:
-        """RFC 9370 additional key exchanges (``ke1_`` .. ``ke7_``) need IKE_INTERMEDIATE (RFC 9242), which
-        the engine does not carry out yet: a proposal that names one is refused here, so that it can never
-        be offered or selected (a peer such as strongSwan 6 would abort the exchange)."""
-        lists = [(f"connections.{name}.proposals", "ike", conn.proposals)]
-        lists += [(f"connections.{name}.children.{cname}.esp_proposals", "esp", child.esp_proposals)
-                  for cname, child in conn.children.items()]
-        for path, protocol, proposals in lists:
-            for text in proposals:
-                if parse_configured(text, protocol).addke:
-                    self.fail(path, text, "additional key exchanges (ke1_..ke7_, RFC 9370) are not "
-                              "implemented yet (IKE_INTERMEDIATE, RFC 9242): remove the ke*_ transforms")
+        """RFC 9370 additional key exchanges (``ke1_`` .. ``ke7_``) of the IKE SA run in IKE_INTERMEDIATE;
+        in a Child SA they need IKE_FOLLOWUP_KE (RFC 9370 §2.2.4), which the engine does not carry out yet:
+        such an ESP proposal is refused here, so that it can never be offered or selected."""
+        for cname, child in conn.children.items():
+            for text in child.esp_proposals:
+                if parse_configured(text, "esp").addke:
+                    self.fail(f"connections.{name}.children.{cname}.esp_proposals", text,
+                              "additional key exchanges in Child SAs (ke1_..ke7_ with IKE_FOLLOWUP_KE, "
+                              "RFC 9370 §2.2.4) are not implemented yet: remove the ke*_ transforms")
 
     def psk_for(self, name: str, conn: Connection) -> bytes:
         """The decoded key of the one secret bound to ``conn`` (``policy.psk``: the remote id must be named

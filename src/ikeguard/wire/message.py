@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ikeguard.wire.errors import FieldError, LengthError, TruncatedError, UnsupportedCriticalPayload
@@ -105,6 +105,8 @@ class Message:
     header: IkeHeader
     payloads: tuple[Payload, ...]
     inner: tuple[Payload, ...] | None = None
+    # the decrypted inner chain's octets (reassembled for SKF): RFC 9242 §3.3.2 IntAuth_P
+    plaintext: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def is_encrypted(self) -> bool:

@@ -91,7 +91,7 @@ def decode_encrypted_message(
     inner = decode_payloads(
         plaintext, sk.first_inner, sk_start + GENERIC_HEADER_LEN, inner=True, screen=screen
     )
-    return Message(message.header, message.payloads, inner)
+    return Message(message.header, message.payloads, inner, plaintext)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,4 +184,4 @@ def assemble_fragments(fragments: Sequence[Fragment], *, screen: Screen | None =
     first = by_number[1]
     inner = decode_payloads(plaintext, first.first_payload, 0, inner=True, screen=screen)
     # Reassembled, the message is what an SK message would have been (RFC 7383 §2.6); the body is gone.
-    return Message(first.header, (SkPayload(first.first_payload, b""),), inner)
+    return Message(first.header, (SkPayload(first.first_payload, b""),), inner, plaintext)

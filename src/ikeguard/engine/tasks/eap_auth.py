@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import constant_time
 
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
+from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
 from ikeguard.engine.eap_relay import AuthRounds, EapRelayRequest, RelayOutcome
 from ikeguard.engine.errors import RelayPending
 from ikeguard.engine.settings import RemoteAuth
@@ -83,11 +84,11 @@ def process(sa: IkeSa, msg: InMessage) -> None:
             raise _fail(sa, state, "no shared-key AUTH after EAP-Success (RFC 7296 §2.16)")
         key = state.msk or bytes(sa.crypto.keys.sk_pi)
         octets = auth_signed_octets(sa.init_request, sa.nonce_r, sa.crypto.prf_id,
-                                    bytes(sa.crypto.keys.sk_pi), state.peer_id_body)
+                                    bytes(sa.crypto.keys.sk_pi), state.peer_id_body) + int_auth_octets(sa)
         if not constant_time.bytes_eq(psk_auth(sa.crypto.prf_id, key, octets), auth.data):
             raise _fail(sa, state, "AUTH payload does not verify with the EAP MSK")
         ours = auth_signed_octets(sa.init_response, sa.nonce_i, sa.crypto.prf_id,
-                                  bytes(sa.crypto.keys.sk_pr), state.our_id_body)
+                                  bytes(sa.crypto.keys.sk_pr), state.our_id_body) + int_auth_octets(sa)
         state.final_auth = psk_auth(sa.crypto.prf_id, state.msk or bytes(sa.crypto.keys.sk_pr), ours)
         state.msk = b""
         state.phase = "done"

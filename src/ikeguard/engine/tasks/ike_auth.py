@@ -26,6 +26,7 @@ from ikeguard.engine.settings import AuthKind, ConnectionSettings
 from ikeguard.engine.states import IkeTrigger
 from ikeguard.engine.tasks import eap_auth
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
+from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
 from ikeguard.engine.validator import FetchNeeded, certreq_data
 from ikeguard.policy.identity import Identity, parse_identity
 from ikeguard.wire.iana import AuthMethod, CertEncoding, ExchangeType, HashAlgorithm, NotifyType, name_of
@@ -84,7 +85,7 @@ def _proposal_allowed(sa: IkeSa, conn: ConnectionSettings) -> bool:
 def _our_auth(sa: IkeSa, id_body: bytes, message: bytes, peer_nonce: bytes, sk_p: bytes) -> AuthPayload:
     assert sa.conn is not None and sa.crypto is not None
     local = sa.conn.local
-    octets = auth_signed_octets(message, peer_nonce, sa.crypto.prf_id, sk_p, id_body)
+    octets = auth_signed_octets(message, peer_nonce, sa.crypto.prf_id, sk_p, id_body) + int_auth_octets(sa)
     if local.kind is AuthKind.PSK:
         return AuthPayload(AuthMethod.PSK, psk_auth(sa.crypto.prf_id, local.psk, octets))
     if local.private_key is None:
@@ -155,7 +156,7 @@ def verify_peer(
     auth = msg.get(AuthPayload)
     if auth is None:
         raise AuthError("no AUTH payload")
-    octets = auth_signed_octets(message, our_nonce, sa.crypto.prf_id, sk_p, id_body)
+    octets = auth_signed_octets(message, our_nonce, sa.crypto.prf_id, sk_p, id_body) + int_auth_octets(sa)
     if conn.remote.kind is AuthKind.PSK:
         if auth.method != AuthMethod.PSK:
             raise AuthError(f"expected PSK authentication, peer used {name_of(AuthMethod, int(auth.method))}")
@@ -284,6 +285,11 @@ class IkeAuthTask(Task):
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
         assert sa.crypto is not None
+        if sa.intermediate is not None and not sa.intermediate.complete:
+            raise RemoteProtocolError(
+                f"IKE_AUTH before the additional key exchanges ({sa.intermediate.done} of "
+                f"{len(sa.intermediate.methods)} done, RFC 9370 §2.2.2)", NotifyType.INVALID_SYNTAX,
+                event="ike.failed")
         if sa.rounds is not None:  # a later message of EAP / a second round (RFC 7296 §2.16, RFC 4739)
             try:
                 eap_auth.process(sa, msg)

@@ -1,5 +1,6 @@
 """IKE_SA_INIT: SA, KE, nonces, COOKIE echo, INVALID_KE_PAYLOAD retry, fragmentation and signature-hash
-announcements, then SKEYSEED and SK_* (RFC 7296 §1.2, §2.6, §2.7, §2.14; RFC 7383 §2.3; RFC 7427 §4)."""
+announcements, then SKEYSEED and SK_* (RFC 7296 §1.2, §2.6, §2.7, §2.14; RFC 7383 §2.3; RFC 7427 §4).
+Negotiated RFC 9370 additional key exchanges follow in IKE_INTERMEDIATE (``tasks.ike_intermediate``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from ikeguard.crypto.errors import CryptoError, InvalidKeyExchange
 from ikeguard.crypto.signatures import decode_signature_hash_algorithms, encode_signature_hash_algorithms
 from ikeguard.engine.auth_policy import DEFAULT_SIGNATURE_HASHES, announced_hashes
 from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.intermediate import IntermediateState, additional_key_exchanges, offers_additional_ke
 from ikeguard.engine.keys import ike_sa_crypto, initial_skeyseed, proposal_ke
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
 from ikeguard.engine.states import IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
+from ikeguard.engine.tasks.ike_intermediate import IkeIntermediateTask
 from ikeguard.engine.validator import certreq_data
 from ikeguard.wire.iana import (
     CertEncoding,
@@ -78,6 +81,7 @@ class IkeInitTask(Task):
         self.chosen_number = 1
         self.shared = b""
         self.tried_groups: set[int] = set()
+        self.intermediate = False  # responder: the initiator announced INTERMEDIATE_EXCHANGE_SUPPORTED
 
     # ------------------------------------------------------------------ initiator
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
@@ -100,6 +104,8 @@ class IkeInitTask(Task):
         msg.add(KePayload(self.group, self.ke.public_value))
         msg.add(NoncePayload(sa.nonce_i))
         add_feature_notifies(sa, msg)
+        if offers_additional_ke(self.offered):
+            msg.add_notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED)  # RFC 9242 §3.1
         if sa.state.value == "created":
             sa.transition(IkeTrigger.SEND_INIT)
 
@@ -142,10 +148,18 @@ class IkeInitTask(Task):
             shared = self.ke.shared_secret(ke.data)
         except CryptoError as exc:
             raise TaskFailed(f"peer's key exchange value rejected: {exc}") from None
+        methods = additional_key_exchanges(chosen[0])
+        if methods and msg.notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is None:
+            raise TaskFailed("peer selected additional key exchanges without INTERMEDIATE_EXCHANGE_SUPPORTED "
+                             "(RFC 9370 §2.2.1)", "proposal.rejected")
         sa.spi_r = msg.spi_r
         sa.nonce_r = nonce
         sa.proposal = chosen[0]
         read_feature_notifies(sa, msg)
+        if methods:
+            sa.intermediate = IntermediateState(methods)
+            for method in reversed(methods):  # before the queued IKE_AUTH, in ADDKE order
+                sa.queue_exchange([IkeIntermediateTask(method)], front=True)
         skeyseed = initial_skeyseed(chosen[0], sa.nonce_i, sa.nonce_r, shared)
         sa.crypto = ike_sa_crypto(
             chosen[0], skeyseed, sa.nonce_i, sa.nonce_r, sa.spi_i, sa.spi_r, True, sa.ctx.random
@@ -168,7 +182,12 @@ class IkeInitTask(Task):
             raise RemoteProtocolError("IKE_SA_INIT request without SA or KE", NotifyType.INVALID_SYNTAX)
         sa.nonce_i = _nonce(msg)
         configured = sa.responder_ike_proposals()
+        self.intermediate = msg.notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is not None
+        if not self.intermediate:  # RFC 9370 §2.2.1: no additional key exchange without IKE_INTERMEDIATE
+            configured = tuple(c for c in configured if not additional_key_exchanges(c)) or configured
         choice = choose_proposal(sa.ctx.settings.profile, sa_payload, configured, "ike")
+        if choice is not None and additional_key_exchanges(choice[0]) and not self.intermediate:
+            choice = None
         if choice is None:
             sa.audit(
                 "proposal.rejected",
@@ -202,6 +221,11 @@ class IkeInitTask(Task):
         msg.add(SaPayload((Proposal.from_spec(self.chosen_number, self.chosen),)))
         msg.add(KePayload(int(self.ke.method), self.ke.public_value))
         msg.add(NoncePayload(sa.nonce_r))
+        if self.intermediate:
+            msg.add_notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED)  # RFC 9242 §3.1
+        methods = additional_key_exchanges(self.chosen)
+        if methods:
+            sa.intermediate = IntermediateState(methods)
         if any(c.remote.kind.value == "pubkey" for c in sa.ctx.connections.values()):
             # RFC 7296 §1.2: the responder may request certificates already in IKE_SA_INIT.
             msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(sa.ctx.validator, None)))
