@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import constant_time
 
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
-from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
 from ikeguard.engine.eap_relay import AuthRounds, EapRelayRequest, RelayOutcome
 from ikeguard.engine.errors import RelayPending
 from ikeguard.engine.settings import RemoteAuth
+from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
 from ikeguard.policy.identity import parse_identity, parse_peer_identity
 from ikeguard.wire.iana import AuthMethod
 from ikeguard.wire.payloads import AuthPayload, EapPayload, IdiPayload
