@@ -65,7 +65,8 @@ def lab(netns_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[Lab
         radius.stop()
 
 
-def _gateway(factory: GatewayFactory, lab: Lab, *, servers: list[int]) -> GatewayProcess:
+def _gateway(factory: GatewayFactory, lab: Lab, *, servers: list[int], dataplane: str = "none",
+             pool: str = "", local_ts: str = "198.51.100.0/25") -> GatewayProcess:
     blocks = "".join(f'''
 [radius.servers.s{i}]
 address = "127.0.0.1"
@@ -74,7 +75,7 @@ secret_file = "radius.secret"
 ''' for i, port in enumerate(servers))
     config = f'''[gateway]
 profile = "baseline"
-dataplane = "none"
+dataplane = "{dataplane}"
 listen = ["192.0.2.1"]
 state_dir = "state"
 retransmit_timeout = 1.0
@@ -87,8 +88,10 @@ retransmit_tries = 2
 [authorities.vpn]
 cacert = "pki/ca.pem"
 
+{f'[pools.staff]{chr(10)}addrs = "{pool}"{chr(10)}dns = ["198.51.100.53"]{chr(10)}' if pool else ""}
 [connections.rw]
 local_addrs = ["192.0.2.1"]
+{'pools = ["staff"]' if pool else ""}
 
 [connections.rw.local]
 auth = "pubkey"
@@ -105,7 +108,7 @@ auth = "eap-radius"
 eap_id = "%any"
 
 [connections.rw.children.net]
-local_ts = ["198.51.100.0/25"]
+local_ts = ["{local_ts}"]
 remote_ts = ["dynamic"]
 '''
     files: dict[str, bytes | str] = {
@@ -115,25 +118,31 @@ remote_ts = ["dynamic"]
 
 
 def _client(factory: PeerFactory, lab: Lab, user: str, password: str,
-            method: str = "eap-ttls", user_cert: IssuedCertificate | None = None) -> StrongSwanPeer:
+            method: str = "eap-ttls", user_cert: IssuedCertificate | None = None,
+            vip: bool = False, users: tuple[tuple[str, str], ...] = ()) -> StrongSwanPeer:
     second: dict[str, object] = {"auth": method, "eap_id": user, "id": user}
     certs = {"client": lab.client}
     if user_cert is not None:  # EAP-TLS: the user's own certificate, checked by FreeRADIUS
         second["certs"] = "user.pem"
         certs["user"] = user_cert
-    conn = ConnectionConfig(
-        name="rw", local_addrs=["192.0.2.2"], remote_addrs=["192.0.2.1"],
+    everyone = ((user, password), *users)
+    conns = [ConnectionConfig(
+        name="rw" if i == 0 else f"rw-{name}", local_addrs=["192.0.2.2"], remote_addrs=["192.0.2.1"],
         local=AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
         remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]),
-        children=[ChildConfig("net", local_ts=["dynamic"], remote_ts=["198.51.100.0/25"])],
-        extra={"local-2": second})  # type: ignore[dict-item]
-    peer = factory(lab.topo.left.namespace, "road", connections=[conn], certs=certs,
+        children=[ChildConfig("net" if i == 0 else f"net-{name}", local_ts=["dynamic"],
+                              remote_ts=["198.51.100.0/25"])],
+        extra={"local-2": {**second, "eap_id": name, "id": name},  # type: ignore[dict-item]
+               **({"vips": "0.0.0.0"} if vip else {})})
+        for i, (name, _) in enumerate(everyone)]
+    peer = factory(lab.topo.left.namespace, "road", connections=conns, certs=certs,
                    cacerts={"ca": lab.ca.cert}, plugins=EAP_PLUGINS)
     if user_cert is not None:
         return peer
     path = peer.swanctl_dir / "swanctl.conf"
-    path.write_text(path.read_text() + f'secrets {{\n  eap-{user} {{\n    id = {user}\n'
-                    f'    secret = "{password}"\n  }}\n}}\n')
+    path.write_text(path.read_text() + "secrets {\n" + "".join(
+        f'  eap-{name} {{\n    id = {name}\n    secret = "{secret}"\n  }}\n' for name, secret in everyone)
+        + "}\n")
     peer.load_all()
     return peer
 
@@ -202,3 +211,44 @@ def test_failover_then_both_servers_down(ikeguard_gateway: GatewayFactory,
     failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", timeout=20, what="auth.failure")
     assert "EAP user 'alice'" in failure["reason"] and "no valid RADIUS answer" in failure["reason"], failure
     assert f"127.0.0.1:{DEAD_PORT}: no answer" in failure["reason"]
+
+
+def test_virtual_ip_split_tunnel_and_ping(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory,
+                                          lab: Lab) -> None:
+    """Step 3: CFG_REQUEST -> a virtual IP from [pools.staff] with DNS and INTERNAL_IP4_SUBNET (split
+    tunnel: the child's local_ts), the Child SA narrowed to the virtual IP; a ping from the client's
+    virtual IP to the protected subnet crosses the userspace data plane."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], dataplane="userspace",
+                  pool="203.0.113.64/29")
+    road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431", vip=True)
+    road.initiate("net", timeout=30)
+    log = road.log()
+    assert "CPRP(ADDR DNS SUBNET)" in log, log[-4000:]
+    assert "installing new virtual IP 203.0.113.65" in log
+    [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established" and s[0]["children"], 10)
+    assert sa["virtual_ip"] == "203.0.113.65" and sa["user"] == "alice"
+    assert sa["children"][0]["remote_ts"] == ["203.0.113.65"]
+    success = gw.wait_audit(lambda e: e.get("event") == "auth.success", what="auth.success")
+    assert success["details"]["virtual_ip"] == "203.0.113.65"
+    ping = lab.topo.left.namespace.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", "203.0.113.65",
+                                       "198.51.100.1", check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    [sa] = gw.sas()
+    assert sa["children"][0]["packets_in"] >= 3 and sa["children"][0]["packets_out"] >= 3
+
+
+def test_pool_exhausted_internal_address_failure(ikeguard_gateway: GatewayFactory,
+                                                 strongswan_peer: PeerFactory, lab: Lab) -> None:
+    """A pool of one address: alice holds it, bob's Child SA is refused with INTERNAL_ADDRESS_FAILURE and
+    a child.failed record naming the pool and the user."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], pool="203.0.113.70/32")
+    road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431", vip=True,
+                   users=(("bob", "bob-Pass-2286"),))
+    road.initiate("net", timeout=30)
+    with contextlib.suppress(Exception):
+        road.initiate("net-bob", timeout=30)
+    assert wait_until(lambda: "INTERNAL_ADDRESS_FAILURE" in road.log(), 10), road.log()[-3000:]
+    failed = gw.wait_audit(lambda e: e.get("event") == "child.failed", what="child.failed")
+    assert failed["reason"] == "virtual IP pool staff exhausted for user bob", failed
+    alice = [s for s in gw.sas() if s["user"] == "alice"]
+    assert alice and alice[0]["virtual_ip"] == "203.0.113.70"

@@ -10,6 +10,7 @@ from typing import Any
 
 from ikeguard.crypto.random import RandomSource
 from ikeguard.engine.events import EngineEvent
+from ikeguard.engine.pools import AddressPool
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.validator import CertificateValidator
 
@@ -52,6 +53,7 @@ class EngineContext:
     timer_heap: list[tuple[float, int]] = field(
         default_factory=list
     )  # (deadline, IKE SA uniqueid), lazy  # IKE SAs closed since the manager last swept
+    pools: dict[str, AddressPool] = field(default_factory=dict)  # virtual IP leases by pool name
     _next_uniqueid: int = 1
 
     def timer_table(self, uniqueid: int) -> TimerTable:

@@ -25,10 +25,12 @@ from ikeguard.engine.events import (
     Endpoint,
     EngineEvent,
     IkeSaStateChanged,
+    IpAddress,
     SendDatagram,
 )
 from ikeguard.engine.keys import IkeSaCrypto
 from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
+from ikeguard.engine.pools import release_lease
 from ikeguard.engine.proposals import proposal_text
 from ikeguard.engine.retransmit import CachedResponse, MessageIdWindow, OutgoingRequest
 from ikeguard.engine.settings import ConnectionSettings
@@ -144,6 +146,10 @@ class IkeSa:
         self.auth_details: dict[str, str] = {}  # EAP identity, method, RADIUS server... for auth.* records
         self.eap_identity = ""  # the user authenticated by EAP (sas --json "user")
         self.intermediate: IntermediateState | None = None  # RFC 9370 additional key exchanges (RFC 9242)
+        self.framed_ip: IpAddress | None = None  # RADIUS Framed-IP-Address for the user
+        self.virtual_ip: IpAddress | None = None  # assigned from ``vip_pool`` (CFG_REPLY, RFC 7296 §3.15)
+        self.vip_pool = ""
+        self.vip_failure = ""  # why no virtual IP could be assigned (INTERNAL_ADDRESS_FAILURE)
 
     # ------------------------------------------------------------------ naming and outputs
     @property
@@ -616,6 +622,9 @@ class IkeSa:
             self.remove_child(child, reason)
         self.close_reason = reason
         self.pending = None  # a fetch still running for this SA is ignored when it answers
+        if self.virtual_ip is not None and self.rekeyed_by is None:
+            release_lease(self.ctx.pools, self.vip_pool, self.virtual_ip)  # offline: same user, same IP
+            self.virtual_ip = None
         self.timers.clear()
         self.queue.clear()
         active, self.active = self.active, None

@@ -49,6 +49,7 @@ def ike_sa_info(sa: IkeSa) -> dict[str, Any]:
         "local_id": sa.local_id,
         "remote_id": sa.remote_id,
         "user": sa.eap_identity,  # the EAP identity of the user (remote access), "" without EAP
+        "virtual_ip": str(sa.virtual_ip) if sa.virtual_ip is not None else "",
         "initiator": sa.initiator,
         "proposal": sa.proposal_text,
         "established_at": _rfc3339(sa.established_at),

@@ -23,6 +23,7 @@ from ikeguard.engine.responder import responder_tasks
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.states import IkeState
 from ikeguard.engine.tasks.child_create import ChildCreateTask
+from ikeguard.engine.tasks.config import ConfigTask
 from ikeguard.engine.tasks.ike_auth import IkeAuthTask
 from ikeguard.engine.tasks.ike_init import IkeInitTask
 from ikeguard.engine.tasks.mobike import MobikeTask
@@ -246,7 +247,8 @@ class IkeManager:
             responder_factory=responder_tasks,
         )
         sa.spi_i = spi_i
-        sa.responder_tasks = [IkeInitTask(), NatdTask(), IkeAuthTask(), ChildCreateTask(None), MobikeTask()]
+        sa.responder_tasks = [IkeInitTask(), NatdTask(), IkeAuthTask(), ConfigTask(), ChildCreateTask(None),
+                              MobikeTask()]
         sa.timers["half_open"] = now + settings.half_open_timeout
         self._register(sa)
         self._half_open_index[key] = sa
@@ -523,7 +525,7 @@ class IkeManager:
         """An established IKE SA joins the (connection, remote identity) index."""
         if sa.uniqueid in self._peer_key:
             return
-        key = (sa.name, sa.remote_id)
+        key = (sa.name, _peer_identity(sa))
         self._peer_key[sa.uniqueid] = key
         self._by_peer.setdefault(key, {})[sa.uniqueid] = sa
 
@@ -575,14 +577,14 @@ class IkeManager:
         self._leave_half_open(sa)
         if sa.conn is None:
             return
-        candidates = tuple(self._by_peer.get((sa.name, sa.remote_id), {}).values())
+        candidates = tuple(self._by_peer.get((sa.name, _peer_identity(sa)), {}).values())
         self._index_peer(sa)
         others = [
             o
             for o in candidates
             if o is not sa
             and o.name == sa.name
-            and o.remote_id == sa.remote_id
+            and _peer_identity(o) == _peer_identity(sa)
             and o.rekeyed_by is None
             and o is not sa.replaces
             and o.replaces is not sa
@@ -594,17 +596,25 @@ class IkeManager:
         unique = sa.conn.unique
         if sa.peer.initial_contact and not sa.initiator:
             for other in others:  # the peer rebooted: its old SAs are gone, drop ours without a DELETE
-                other.close(f"INITIAL_CONTACT from {sa.remote_id} in IKE SA {sa.uniqueid}")
+                other.close(f"INITIAL_CONTACT from {_peer_identity(sa)} in IKE SA {sa.uniqueid}")
                 self._forget_if_closed(other)
         elif unique == "replace":
             for other in others:
                 commands.delete_ike(other, f"unique=replace: superseded by IKE SA {sa.uniqueid}")
                 other.start_next()
         elif unique == "keep":
-            commands.delete_ike(sa, f"unique=keep: {sa.remote_id} already has IKE SA {others[0].uniqueid}")
+            commands.delete_ike(sa, f"unique=keep: {_peer_identity(sa)} already has IKE SA "
+                                    f"{others[0].uniqueid}")
 
     def _trace(self, reason: str, remote: Endpoint) -> None:
         self.ctx.outputs.append(DatagramDropped(reason, str(remote)))
+
+
+def _peer_identity(sa: IkeSa) -> str:
+    """Who the peer is for INITIAL_CONTACT and ``unique``: the user of the last round when EAP
+    authenticated one (several users may share a device certificate, as strongSwan keys on the EAP
+    identity), else the authenticated IKE identity."""
+    return f"{sa.remote_id} (user {sa.eap_identity})" if sa.eap_identity else sa.remote_id
 
 
 def is_ike_message(data: bytes) -> bool:

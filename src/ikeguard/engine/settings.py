@@ -12,6 +12,7 @@ from typing import Protocol
 from cryptography import x509
 
 from ikeguard.crypto.signatures import PrivateKey
+from ikeguard.engine.pools import PoolSettings
 from ikeguard.engine.retransmit import RetransmitPolicy
 from ikeguard.policy.profile import Profile, load_profile
 from ikeguard.policy.ts import TrafficSelector
@@ -101,6 +102,7 @@ class ConnectionSettings:
     encap: bool = False  # force UDP encapsulation (fake NAT-D)
     unique: str = "no"
     remote2: RemoteAuth | None = None  # a second authentication round (RFC 4739), e.g. EAP after pubkey
+    pools: tuple[PoolSettings, ...] = ()  # virtual IPs for peers that ask (CFG_REQUEST, RFC 7296 §3.15)
 
 
 @dataclass(frozen=True)

@@ -286,6 +286,7 @@ class Connection(Strict):
                                validation_alias=AliasChoices("remote", "remote-1"))
     # a second authentication round (RFC 4739), as swanctl's remote-2: EAP of the user after the device
     remote_2: RemoteAuth | None = Field(default=None, alias="remote-2")
+    pools: list[NonEmpty] = Field(default_factory=list)  # [pools.NAME] for virtual IPs (swanctl pools)
     children: dict[str, Child] = Field(default_factory=dict)
 
     @property
@@ -311,6 +312,23 @@ class Connection(Strict):
             if self.remote.auth == "eap-radius":
                 raise ValueError("with remote-2, round 1 (remote) authenticates the device: pubkey or psk")
         return self
+
+
+def _network(text: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"expected a network in CIDR notation: {exc}") from None
+    return text
+
+
+class Pool(Strict):
+    """``[pools.NAME]``: virtual IP addresses for remote-access peers (swanctl ``pools``)."""
+
+    addrs: Annotated[str, AfterValidator(_network), Field(description="network in CIDR notation")]
+    dns: list[IpAddress] = Field(default_factory=list)
 
 
 class RadiusServer(Strict):
@@ -388,6 +406,7 @@ class ConfigModel(Strict):
     connections: dict[str, Connection] = Field(default_factory=dict)
     secrets: SecretsSection = Field(default_factory=SecretsSection)
     radius: RadiusSection = Field(default_factory=RadiusSection)
+    pools: dict[str, Pool] = Field(default_factory=dict)
     waivers: list[Waiver] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -396,6 +415,9 @@ class ConfigModel(Strict):
             rounds = [conn.remote, *([conn.remote_2] if conn.remote_2 else [])]
             if any(r.auth == "eap-radius" for r in rounds) and not self.radius.servers:
                 raise ValueError(f'connection {name} relays EAP to RADIUS: add a [radius.servers.NAME]')
+            for pool in conn.pools:
+                if pool not in self.pools:
+                    raise ValueError(f"connection {name} names pool {pool!r}: no [pools.{pool}]")
         return self
 
 

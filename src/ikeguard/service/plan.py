@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ikeguard.audit.service import SinkSpec
 from ikeguard.crypto.signatures import PrivateKey
+from ikeguard.engine.pools import PoolSettings
 from ikeguard.engine.retransmit import RetransmitPolicy
 from ikeguard.engine.settings import (
     AuthKind,
@@ -297,6 +298,9 @@ class _Builder:
             encap=conn.encap,
             unique=conn.unique,
             remote2=remote2,
+            pools=tuple(PoolSettings(p, ipaddress.ip_network(self.model.pools[p].addrs),
+                                     tuple(ipaddress.ip_address(d) for d in self.model.pools[p].dns))
+                        for p in conn.pools),
         )
         return settings, certs
 

@@ -68,7 +68,9 @@ def remote_selectors(sa: IkeSa, child: ChildSettings) -> tuple[TrafficSelector, 
     bound: tuple[TrafficSelector, ...] = ()
     if "%peer" in child.remote_ts and sa.ctx.peer_selectors is not None and sa.conn is not None:
         bound = sa.ctx.peer_selectors.selectors_for(sa.conn.name, sa.remote_id) or ()
-    return resolve(child.remote_ts, own_address=sa.remote.address, peer_bound=bound)
+    # a remote-access peer's ``dynamic`` is the virtual IP it was given (RFC 7296 §2.19)
+    own = sa.virtual_ip if sa.virtual_ip is not None else sa.remote.address
+    return resolve(child.remote_ts, own_address=own, peer_bound=bound)
 
 
 OUTBOUND_DEFER_LIMIT = 10.0  # a rekey responder installs its outbound SA at the latest after this
@@ -344,6 +346,9 @@ class ChildCreateTask(Task):
     def _process_r(self, sa: IkeSa, msg: InMessage) -> None:
         if sa.conn is None:
             raise RemoteProtocolError("no connection", NotifyType.NO_PROPOSAL_CHOSEN)
+        if self.in_auth and sa.vip_failure:
+            sa.audit("child.failed", "failure", sa.vip_failure, child="")
+            raise RemoteProtocolError(sa.vip_failure, NotifyType.INTERNAL_ADDRESS_FAILURE)
         offer, tsi_p, tsr_p = msg.get(SaPayload), msg.get(TsiPayload), msg.get(TsrPayload)
         if offer is None or tsi_p is None or tsr_p is None:
             if self.in_auth:

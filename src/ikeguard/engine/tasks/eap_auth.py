@@ -17,6 +17,7 @@ AUTHENTICATION_FAILED; the audit reason names the EAP identity and the RADIUS se
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from typing import TYPE_CHECKING
 
@@ -141,6 +142,11 @@ def _relay(sa: IkeSa, state: AuthRounds, msg: InMessage) -> None:
                           else struct.pack("!BBH", EAP_SUCCESS, data[1], 4))
         state.phase = "await_auth"
         sa.eap_identity = state.identity
+        if answer.framed_ip:
+            try:
+                sa.framed_ip = ipaddress.ip_address(answer.framed_ip)
+            except ValueError:
+                sa.framed_ip = None
         if answer.user_class:
             sa.auth_details["radius_class"] = ",".join(answer.user_class)
         return

@@ -75,6 +75,10 @@ def make_rekeyed_sa(
         "nat_remote",
         "peer_natt",
         "encap",
+        "eap_identity",  # remote access: the user and its virtual IP stay with the rekeyed IKE SA
+        "auth_details",
+        "virtual_ip",
+        "vip_pool",
     ):
         setattr(new, attr, getattr(old, attr))
     return new
