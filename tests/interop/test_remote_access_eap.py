@@ -2,8 +2,9 @@
 real FreeRADIUS 3.2 (round 2, RFC 4739 / RFC 7296 §2.16 / RFC 3579), against a strongSwan 5.9.8 road warrior.
 
 FreeRADIUS runs in the gateway's namespace with tests/radius/ (users file: alice, bob); strongSwan has the
-device certificate as ``local`` and ``local-2 { auth = eap-ttls }`` (PAP inside the tunnel, answered by the
-inner-tunnel server). A right password gives an IKE SA on both sides (ikeguard's auth.success names the EAP
+device certificate as ``local`` and ``local-2 { auth = eap-ttls }`` (strongSwan's TTLS client runs EAP
+inside the tunnel: EAP-MD5, or EAP-GTC carrying password + TOTP code for the MFA user; FreeRADIUS's
+inner-tunnel server answers), ``eap-mschapv2`` or ``eap-tls``. A right password gives an IKE SA on both sides (ikeguard's auth.success names the EAP
 identity, the method, the RADIUS server and the round; ``sas --json`` the user); a wrong password, an
 unknown user, and both RADIUS servers down (the first one dead from the start: failover) are refused with
 AUTHENTICATION_FAILED at strongSwan and an auth.failure naming the user.
@@ -12,10 +13,12 @@ AUTHENTICATION_FAILED at strongSwan and an auth.failure naming the user.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyotp
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -33,8 +36,8 @@ PeerFactory = Callable[..., StrongSwanPeer]
 GatewayFactory = Callable[..., GatewayProcess]
 SECRET = "gw-radius-secret-8c41d7"
 DEAD_PORT = 18120  # nothing listens there in the gateway's namespace
-EAP_PLUGINS = (*DEFAULT_PLUGINS, "eap-identity", "eap-md5", "eap-ttls", "eap-tls", "eap-mschapv2", "md4",
-               "md5", "des")
+EAP_PLUGINS = (*DEFAULT_PLUGINS, "eap-identity", "eap-md5", "eap-gtc", "eap-ttls", "eap-tls", "eap-mschapv2",
+               "md4", "md5", "des")
 AUTH_FAILED = "received AUTHENTICATION_FAILED notify error"
 
 
@@ -158,7 +161,7 @@ def _initiate_fails(peer: StrongSwanPeer) -> None:
                                             ("eap-tls", "tls")])
 def test_device_certificate_then_eap(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory,
                                      lab: Lab, method: str, eap: str) -> None:
-    """Round 1 the device certificate, round 2 the user: EAP-TTLS with PAP inside, EAP-MSCHAPv2 (the
+    """Round 1 the device certificate, round 2 the user: EAP-TTLS (EAP-MD5 inside), EAP-MSCHAPv2 (the
     RADIUS server's default is TTLS: strongSwan NAKs it and FreeRADIUS follows), EAP-TLS with the user's
     certificate. The MSK from RADIUS keys both final AUTH payloads, so strongSwan's own check of ours proves
     it is the key its EAP method derived."""
@@ -252,3 +255,36 @@ def test_pool_exhausted_internal_address_failure(ikeguard_gateway: GatewayFactor
     assert failed["reason"] == "virtual IP pool staff exhausted for user bob", failed
     alice = [s for s in gw.sas() if s["user"] == "alice"]
     assert alice and alice[0]["virtual_ip"] == "203.0.113.70"
+
+
+TOTP_SEED = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # tests/radius/users, user dave
+
+
+def _fresh_code() -> str:
+    """The current code, taken early in its 30 s step so it is still valid when FreeRADIUS checks it."""
+    if time.time() % 30 > 20:
+        time.sleep(30 - time.time() % 30 + 0.5)
+    return str(pyotp.TOTP(TOTP_SEED).now())
+
+
+@pytest.mark.date_sensitive  # RFC 6238 codes follow the wall clock (FreeRADIUS's and the test's)
+@pytest.mark.parametrize("right_code", [True, False])
+def test_mfa_password_and_totp(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory, lab: Lab,
+                               right_code: bool) -> None:
+    """Step 4: dave is enrolled with a TOTP seed; FreeRADIUS (rlm_totp in the TTLS inner tunnel) wants
+    the password followed by the current code (EAP-GTC inside EAP-TTLS, checked as PAP). The right code gives an IKE SA; a wrong one is refused
+    with AUTHENTICATION_FAILED and an auth.failure naming dave."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port])
+    code = _fresh_code()
+    if not right_code:
+        code = f"{(int(code) + 1) % 1_000_000:06d}"
+    road = _client(strongswan_peer, lab, "dave", "dave-Pass-5150" + code)
+    if right_code:
+        road.initiate("net", timeout=30)
+        assert road.list_sas()[0].state == "ESTABLISHED"
+        [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established", 10)
+        assert sa["user"] == "dave"
+        return
+    _initiate_fails(road)
+    failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="auth.failure")
+    assert "EAP user 'dave' via RADIUS 127.0.0.1:1812: RADIUS Access-Reject" in failure["reason"]
