@@ -4,8 +4,9 @@ real FreeRADIUS 3.2 (round 2, RFC 4739 / RFC 7296 §2.16 / RFC 3579), against a 
 FreeRADIUS runs in the gateway's namespace with tests/radius/ (users file: alice, bob); strongSwan has the
 device certificate as ``local`` and ``local-2 { auth = eap-ttls }`` (strongSwan's TTLS client runs EAP
 inside the tunnel: EAP-MD5, or EAP-GTC carrying password + TOTP code for the MFA user; FreeRADIUS's
-inner-tunnel server answers), ``eap-mschapv2`` or ``eap-tls``. A right password gives an IKE SA on both sides (ikeguard's auth.success names the EAP
-identity, the method, the RADIUS server and the round; ``sas --json`` the user); a wrong password, an
+inner-tunnel server answers), ``eap-mschapv2`` or ``eap-tls``. A right password gives an IKE SA on both
+sides (ikeguard's auth.success names the EAP identity, the method, the RADIUS server and the round;
+``sas --json`` the user); a wrong password, an
 unknown user, and both RADIUS servers down (the first one dead from the start: failover) are refused with
 AUTHENTICATION_FAILED at strongSwan and an auth.failure naming the user.
 """
@@ -272,8 +273,8 @@ def _fresh_code() -> str:
 def test_mfa_password_and_totp(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory, lab: Lab,
                                right_code: bool) -> None:
     """Step 4: dave is enrolled with a TOTP seed; FreeRADIUS (rlm_totp in the TTLS inner tunnel) wants
-    the password followed by the current code (EAP-GTC inside EAP-TTLS, checked as PAP). The right code gives an IKE SA; a wrong one is refused
-    with AUTHENTICATION_FAILED and an auth.failure naming dave."""
+    the password followed by the current code (EAP-GTC inside EAP-TTLS, checked as PAP). The right code
+    gives an IKE SA; a wrong one is refused with AUTHENTICATION_FAILED and an auth.failure naming dave."""
     gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port])
     code = _fresh_code()
     if not right_code:
