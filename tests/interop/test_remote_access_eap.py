@@ -70,7 +70,7 @@ def lab(netns_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[Lab
 
 
 def _gateway(factory: GatewayFactory, lab: Lab, *, servers: list[int], dataplane: str = "none",
-             pool: str = "", local_ts: str = "198.51.100.0/25") -> GatewayProcess:
+             pool: str = "", local_ts: str = "198.51.100.0/25", groups: str = "") -> GatewayProcess:
     blocks = "".join(f'''
 [radius.servers.s{i}]
 address = "127.0.0.1"
@@ -111,6 +111,7 @@ cacerts = ["vpn"]
 auth = "eap-radius"
 eap_id = "%any"
 
+{groups}
 [connections.rw.children.net]
 local_ts = ["{local_ts}"]
 remote_ts = ["dynamic"]
@@ -123,7 +124,8 @@ remote_ts = ["dynamic"]
 
 def _client(factory: PeerFactory, lab: Lab, user: str, password: str,
             method: str = "eap-ttls", user_cert: IssuedCertificate | None = None,
-            vip: bool = False, users: tuple[tuple[str, str], ...] = ()) -> StrongSwanPeer:
+            vip: bool = False, users: tuple[tuple[str, str], ...] = (),
+            remote_ts: str = "198.51.100.0/25") -> StrongSwanPeer:
     second: dict[str, object] = {"auth": method, "eap_id": user, "id": user}
     certs = {"client": lab.client}
     if user_cert is not None:  # EAP-TLS: the user's own certificate, checked by FreeRADIUS
@@ -135,7 +137,7 @@ def _client(factory: PeerFactory, lab: Lab, user: str, password: str,
         local=AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
         remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]),
         children=[ChildConfig("net" if i == 0 else f"net-{name}", local_ts=["dynamic"],
-                              remote_ts=["198.51.100.0/25"])],
+                              remote_ts=[remote_ts])],
         extra={"local-2": {**second, "eap_id": name, "id": name},  # type: ignore[dict-item]
                **({"vips": "0.0.0.0"} if vip else {})})
         for i, (name, _) in enumerate(everyone)]
@@ -289,3 +291,47 @@ def test_mfa_password_and_totp(ikeguard_gateway: GatewayFactory, strongswan_peer
     _initiate_fails(road)
     failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="auth.failure")
     assert "EAP user 'dave' via RADIUS 127.0.0.1:1812: RADIUS Access-Reject" in failure["reason"]
+
+
+GROUPS = """
+[connections.rw.groups.staff]
+local_ts = ["198.51.100.0/25"]
+
+[connections.rw.groups.cde]
+cde = true
+local_ts = ["0.0.0.0/0"]
+"""
+
+
+def test_radius_group_selects_split_or_full_tunnel(ikeguard_gateway: GatewayFactory,
+                                                   strongswan_peer: PeerFactory, lab: Lab) -> None:
+    """Step 4: the RADIUS Class picks the user's tunnel. alice (Class staff) gets a split tunnel: TS
+    198.51.100.0/25 and INTERNAL_IP4_SUBNET; bob (Class cde, a group marked cde = true) a full tunnel:
+    TS 0.0.0.0/0 and no subnet attribute. Both clients ask for 0.0.0.0/0."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], pool="203.0.113.64/29",
+                  local_ts="192.0.2.1/32", groups=GROUPS)
+    road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431", vip=True,
+                   users=(("bob", "bob-Pass-2286"),), remote_ts="0.0.0.0/0")
+    road.initiate("net", timeout=30)
+    road.initiate("net-bob", timeout=30)
+    log = road.log()
+    assert "TS 203.0.113.65/32 === 198.51.100.0/25" in log, log[-4000:]
+    assert "TS 203.0.113.66/32 === 0.0.0.0/0" in log
+    assert log.count("CPRP(ADDR DNS SUBNET)") == 1 and "CPRP(ADDR DNS) SA" in log
+    sas = {s["user"]: s for s in gw.wait_sas(lambda s: len(s) == 2 and all(x["children"] for x in s), 10)}
+    assert sas["alice"]["children"][0]["local_ts"] == ["198.51.100.0/25"]
+    assert sas["bob"]["children"][0]["local_ts"] == ["0.0.0.0/0"]
+    groups = {e["details"]["eap_identity"]: e["details"]["group"] for e in gw.audit_events()
+              if e.get("event") == "auth.success"}
+    assert groups == {"alice": "staff", "bob": "cde"}
+
+
+def test_user_in_no_configured_group_refused(ikeguard_gateway: GatewayFactory,
+                                             strongswan_peer: PeerFactory, lab: Lab) -> None:
+    only_cde = GROUPS.split("[connections.rw.groups.cde]")[0].replace("staff", "admins")
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], groups=only_cde)
+    road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431")
+    _initiate_fails(road)
+    failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="auth.failure")
+    assert ("EAP user 'alice' via RADIUS 127.0.0.1:1812: in no configured group (RADIUS Class/Filter-Id: "
+            "staff, split)") in failure["reason"], failure

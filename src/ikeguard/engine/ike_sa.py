@@ -33,7 +33,7 @@ from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_
 from ikeguard.engine.pools import release_lease
 from ikeguard.engine.proposals import proposal_text
 from ikeguard.engine.retransmit import CachedResponse, MessageIdWindow, OutgoingRequest
-from ikeguard.engine.settings import ConnectionSettings
+from ikeguard.engine.settings import ConnectionSettings, GroupSettings
 from ikeguard.engine.states import (
     ChildState,
     ChildTrigger,
@@ -150,6 +150,7 @@ class IkeSa:
         self.virtual_ip: IpAddress | None = None  # assigned from ``vip_pool`` (CFG_REPLY, RFC 7296 §3.15)
         self.vip_pool = ""
         self.vip_failure = ""  # why no virtual IP could be assigned (INTERNAL_ADDRESS_FAILURE)
+        self.group: GroupSettings | None = None  # the user's RADIUS group: its local selectors apply
 
     # ------------------------------------------------------------------ naming and outputs
     @property

@@ -81,6 +81,15 @@ class ChildSettings:
 
 
 @dataclass(frozen=True)
+class GroupSettings:
+    """A RADIUS group (``Class``/``Filter-Id`` value) and the local selectors its users get."""
+
+    name: str
+    local_ts: tuple[str, ...]
+    cde: bool = False
+
+
+@dataclass(frozen=True)
 class ConnectionSettings:
     """One ``connections.NAME`` entry, as the engine needs it."""
 
@@ -103,6 +112,7 @@ class ConnectionSettings:
     unique: str = "no"
     remote2: RemoteAuth | None = None  # a second authentication round (RFC 4739), e.g. EAP after pubkey
     pools: tuple[PoolSettings, ...] = ()  # virtual IPs for peers that ask (CFG_REQUEST, RFC 7296 §3.15)
+    groups: tuple[GroupSettings, ...] = ()  # with groups, an EAP user must be in one (RADIUS Class/Filter-Id)
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,28 @@ Fragmentation = Annotated[bool | str, BeforeValidator(_fragmentation),
                           WithJsonSchema({"enum": [True, False, "yes", "accept", "force", "no"]})]
 
 
+_FULL_TUNNEL = ("0.0.0.0/0", "::/0")
+
+
+class Group(Strict):
+    """``[connections.NAME.groups.GROUP]``: the policy of users whose RADIUS ``Class`` or ``Filter-Id`` is
+    GROUP: the selectors they reach (``local_ts``: ``0.0.0.0/0`` = full tunnel, else a split tunnel
+    announced as INTERNAL_IP4/6_SUBNET). ``cde = true`` marks access to the cardholder data environment:
+    such users must have a full tunnel (PCI DSS 4.0.1 1.4/8.4.2 remote access into the CDE; a split tunnel
+    would bridge the CDE and the user's local network)."""
+
+    local_ts: list[TsText] = Field(min_length=1)
+    cde: bool = False
+
+    @model_validator(mode="after")
+    def _cde_full_tunnel(self) -> Group:
+        if self.cde and not any(ts in _FULL_TUNNEL for ts in self.local_ts):
+            raise ValueError(f"a group with cde = true must be full tunnel: local_ts = [\"0.0.0.0/0\"] "
+                             f"(and \"::/0\"), not the split tunnel {self.local_ts} (PCI DSS 4.0.1 "
+                             f"1.4.2 and 8.4.2: remote access into the CDE)")
+        return self
+
+
 class Connection(Strict):
     """``[connections.NAME]``: an IKE SA policy with its children."""
 
@@ -287,6 +309,7 @@ class Connection(Strict):
     # a second authentication round (RFC 4739), as swanctl's remote-2: EAP of the user after the device
     remote_2: RemoteAuth | None = Field(default=None, alias="remote-2")
     pools: list[NonEmpty] = Field(default_factory=list)  # [pools.NAME] for virtual IPs (swanctl pools)
+    groups: dict[str, Group] = Field(default_factory=dict)  # RADIUS Class/Filter-Id -> tunnel policy
     children: dict[str, Child] = Field(default_factory=dict)
 
     @property

@@ -29,6 +29,7 @@ from ikeguard.engine.settings import (
     ChildSettings,
     ConnectionSettings,
     EngineSettings,
+    GroupSettings,
     LocalAuth,
     RemoteAuth,
 )
@@ -301,6 +302,8 @@ class _Builder:
             pools=tuple(PoolSettings(p, ipaddress.ip_network(self.model.pools[p].addrs),
                                      tuple(ipaddress.ip_address(d) for d in self.model.pools[p].dns))
                         for p in conn.pools),
+            groups=tuple(GroupSettings(g, tuple(group.local_ts), group.cde)
+                         for g, group in conn.groups.items()),
         )
         return settings, certs
 

@@ -59,8 +59,10 @@ def from_wire(payload: TsiPayload | TsrPayload | None) -> tuple[TrafficSelector,
 
 
 def local_selectors(sa: IkeSa, child: ChildSettings) -> tuple[TrafficSelector, ...]:
-    """Our side's selectors (``dynamic`` = our address)."""
-    return resolve(child.local_ts, own_address=sa.local.address)
+    """Our side's selectors (``dynamic`` = our address); a remote-access user's RADIUS group replaces them
+    (full or split tunnel, docs/remote-access.md)."""
+    specs = sa.group.local_ts if sa.group is not None else child.local_ts
+    return resolve(specs, own_address=sa.local.address)
 
 
 def remote_selectors(sa: IkeSa, child: ChildSettings) -> tuple[TrafficSelector, ...]:

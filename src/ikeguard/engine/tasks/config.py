@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ikeguard.engine.pools import AddressPool
 from ikeguard.engine.tasks.base import Task
-from ikeguard.policy.ts import resolve
+from ikeguard.engine.tasks.child_create import local_selectors
 from ikeguard.wire.iana import CfgAttr, CfgType, ExchangeType
 from ikeguard.wire.payloads import CfgAttribute, CpPayload
 
@@ -98,8 +98,7 @@ class ConfigTask(Task):
 def split_subnets(sa: IkeSa) -> list[CfgAttribute]:
     """INTERNAL_IP4/6_SUBNET for the children's local selectors; none for a full tunnel."""
     assert sa.conn is not None
-    selectors = [s for child in sa.conn.children
-                 for s in resolve(child.local_ts, own_address=sa.local.address)]
+    selectors = [s for child in sa.conn.children for s in local_selectors(sa, child)]
     out: list[CfgAttribute] = []
     for s in selectors:
         if s.start == 0 and s.end == (1 << (32 if s.version == 4 else 128)) - 1:

@@ -149,10 +149,25 @@ def _relay(sa: IkeSa, state: AuthRounds, msg: InMessage) -> None:
                 sa.framed_ip = None
         if answer.user_class:
             sa.auth_details["radius_class"] = ",".join(answer.user_class)
+        _select_group(sa, state, tuple(dict.fromkeys((*answer.user_class, *answer.filter_id))))
         return
     if answer.outcome is RelayOutcome.REJECT:
         raise _fail(sa, state, f"RADIUS {answer.reason or 'Access-Reject'}")
     raise _fail(sa, state, answer.reason or "RADIUS unreachable")
+
+
+def _select_group(sa: IkeSa, state: AuthRounds, names: tuple[str, ...]) -> None:
+    """With ``groups`` configured the user must be in one: the first group named by Class or Filter-Id."""
+    groups = sa.conn.groups if sa.conn is not None else ()
+    if not groups:
+        return
+    for name in names:
+        group = next((g for g in groups if g.name == name), None)
+        if group is not None:
+            sa.group = group
+            sa.auth_details["group"] = group.name
+            return
+    raise _fail(sa, state, f"in no configured group (RADIUS Class/Filter-Id: {', '.join(names) or 'none'})")
 
 
 def build(sa: IkeSa, msg: OutMessage) -> None:

@@ -79,6 +79,7 @@ def make_rekeyed_sa(
         "auth_details",
         "virtual_ip",
         "vip_pool",
+        "group",
     ):
         setattr(new, attr, getattr(old, attr))
     return new
