@@ -70,11 +70,13 @@ def lab(netns_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[Lab
 
 
 def _gateway(factory: GatewayFactory, lab: Lab, *, servers: list[int], dataplane: str = "none",
-             pool: str = "", local_ts: str = "198.51.100.0/25", groups: str = "") -> GatewayProcess:
+             pool: str = "", local_ts: str = "198.51.100.0/25", groups: str = "",
+             accounting: bool = False) -> GatewayProcess:
     blocks = "".join(f'''
 [radius.servers.s{i}]
 address = "127.0.0.1"
 auth_port = {port}
+acct_port = {port + 1}
 secret_file = "radius.secret"
 ''' for i, port in enumerate(servers))
     config = f'''[gateway]
@@ -88,6 +90,7 @@ retransmit_tries = 3
 [radius]
 retransmit_timeout = 0.5
 retransmit_tries = 2
+accounting = {"true" if accounting else "false"}
 {blocks}
 [authorities.vpn]
 cacert = "pki/ca.pem"
@@ -335,3 +338,28 @@ def test_user_in_no_configured_group_refused(ikeguard_gateway: GatewayFactory,
     failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="auth.failure")
     assert ("EAP user 'alice' via RADIUS 127.0.0.1:1812: in no configured group (RADIUS Class/Filter-Id: "
             "staff, split)") in failure["reason"], failure
+
+
+def test_accounting_start_and_stop_with_traffic(ikeguard_gateway: GatewayFactory,
+                                                strongswan_peer: PeerFactory, lab: Lab) -> None:
+    """Step 4: with ``[radius] accounting = true`` FreeRADIUS's accounting log shows alice's session:
+    Start with her virtual IP, Stop (she disconnects) with the ping's octets and packets and
+    Acct-Terminate-Cause User-Request."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], dataplane="userspace",
+                  pool="203.0.113.64/29", accounting=True)
+    road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431", vip=True)
+    road.initiate("net", timeout=30)
+    assert wait_until(lambda: "Acct-Status-Type = Start" in lab.radius.accounting(), 10), lab.radius.tail()
+    ping = lab.topo.left.namespace.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", "203.0.113.65",
+                                       "198.51.100.1", check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    road.terminate(ike="rw")
+    assert wait_until(lambda: "Acct-Status-Type = Stop" in lab.radius.accounting(), 10), lab.radius.tail()
+    detail = lab.radius.accounting()
+    start, stop = detail.split("Acct-Status-Type = Stop")[0], detail.split("Acct-Status-Type = Stop")[1]
+    assert 'User-Name = "alice"' in start and "Framed-IP-Address = 203.0.113.65" in start
+    assert "Acct-Terminate-Cause = User-Request" in stop, detail
+    packets = int(stop.split("Acct-Input-Packets = ")[1].split()[0])
+    octets = int(stop.split("Acct-Input-Octets = ")[1].split()[0])
+    assert packets >= 3 and octets >= 3 * 84, detail  # three 84-octet echo requests came in
+    assert not gw.sas()

@@ -47,6 +47,7 @@ from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.states import ChildState, IkeState
 from ikeguard.engine.tasks.child_create import ChildCreateTask
 from ikeguard.engine.tasks.ike_rekey import IkeRekeyTask
+from ikeguard.service.accounting import Accounting
 from ikeguard.service.actions import ActionPolicy
 from ikeguard.service.dataplane import esp_supported, prepare_ike_socket
 from ikeguard.service.errors import GatewayCommandError
@@ -114,6 +115,8 @@ class Gateway:
         self.traps = TrapManager(self)
         self.revocation = RevocationFetcher(self._revocation_fetched)
         self.radius = RadiusRelay(self._radius_answered, plan.radius)
+        self.accounting = Accounting(self.radius, plan.radius_accounting and plan.radius is not None)
+        self.children.counted = self.accounting.counts
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -298,6 +301,8 @@ class Gateway:
         log.debug("IKE SA %s[%d]: %s -> %s %s", event.connection, event.ike_uniqueid, event.old.value,
                   event.new.value, event.reason)
         self.actions.ike_state(event)
+        self.accounting.ike_state(event, self.engine.get(event.ike_uniqueid), self.children.ike_traffic,
+                                  self._loop)
         final = event.new in (IkeState.ESTABLISHED, IkeState.CLOSED)
         waiter = self._waiters.pop(event.ike_uniqueid, None) if final else None
         if waiter is not None and not waiter.done():

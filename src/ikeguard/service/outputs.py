@@ -68,6 +68,10 @@ class ChildSaDriver:
         self._by_spi_in: dict[int, int] = {}
         self._policies: dict[int, Selectors] = {}  # child uniqueid -> selectors with a policy installed
         self._orphans: dict[Selectors, tuple[int, str]] = {}  # gone Child SA (uid, conn): policy kept
+        # IKE uniqueid -> [in octets, out octets, in packets, out packets] of its deleted Child SAs, kept
+        # only for the IKE SAs ``counted`` says RADIUS accounting follows (it drops them at Stop)
+        self.ike_traffic: dict[int, list[int]] = {}
+        self.counted: Callable[[int], bool] = lambda ike_uniqueid: False
 
     # ------------------------------------------------------------------ engine outputs
     def install(self, event: InstallChildSa, connection: str) -> InstallError | None:
@@ -105,8 +109,13 @@ class ChildSaDriver:
         if record is not None:
             record.directions.discard(direction)
             if counters is not None:
-                self.stats.add_traffic(record.connection, inbound=direction is SaDirection.INBOUND,
-                                       octets=counters.bytes, packets=counters.packets)
+                inbound = direction is SaDirection.INBOUND
+                self.stats.add_traffic(record.connection, inbound=inbound, octets=counters.bytes,
+                                       packets=counters.packets)
+                if self.counted(record.ike_uniqueid):
+                    totals = self.ike_traffic.setdefault(record.ike_uniqueid, [0, 0, 0, 0])
+                    totals[0 if inbound else 1] += counters.bytes
+                    totals[2 if inbound else 3] += counters.packets
         if direction is SaDirection.INBOUND and self._by_spi_in.get(event.spi) == event.child_uniqueid:
             del self._by_spi_in[event.spi]
 

@@ -111,6 +111,7 @@ class GatewayPlan:
     natt_port: int = NATT_PORT
     certificates: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
     radius: RadiusClient | None = None  # the [radius] servers EAP is relayed to (service/radius.py)
+    radius_accounting: bool = False  # [radius] accounting: Start/Stop of EAP users (service/accounting.py)
 
     @property
     def profile(self) -> Profile:
@@ -433,4 +434,5 @@ def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | No
         metrics=_host_port(gw.metrics) if gw.metrics else None,
         certificates=certificates,
         radius=radius,
+        radius_accounting=model.radius.accounting,
     )

@@ -60,6 +60,9 @@ ATTRIBUTE Calling-Station-Id 31 string
 ATTRIBUTE NAS-Identifier 32 string
 ATTRIBUTE Proxy-State 33 octets
 ATTRIBUTE Acct-Status-Type 40 integer
+VALUE Acct-Status-Type Start 1
+VALUE Acct-Status-Type Stop 2
+VALUE Acct-Status-Type Interim-Update 3
 ATTRIBUTE Acct-Delay-Time 41 integer
 ATTRIBUTE Acct-Input-Octets 42 integer
 ATTRIBUTE Acct-Output-Octets 43 integer
@@ -205,6 +208,25 @@ class RadiusClient:
         )
 
 
+    def account(self, attributes: dict[str, Any]) -> str:
+        """One Accounting-Request (RFC 2866) with ``attributes`` (dictionary names); the first server that
+        answers wins. Returns its name, "" when none answered."""
+        for server in self.servers:
+            client = self._client(server)
+            try:
+                pkt = client.CreateAcctPacket(code=rpacket.AccountingRequest)
+                pkt["NAS-Identifier"] = self.nas_identifier
+                for key, value in attributes.items():
+                    pkt[key] = value
+                client.SendPacket(pkt)
+            except (Timeout, OSError):
+                continue
+            finally:
+                client._CloseSocket()
+            return f"{server.address}:{server.acct_port}"
+        return ""
+
+
 Deliver = Callable[[RadiusRound, EapRelayAnswer], None]
 
 
@@ -250,6 +272,22 @@ class RadiusRelay:
             self._deliver(event, answer)
 
         future.add_done_callback(done)
+
+    def account(self, attributes: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+        """Send an accounting record in a worker thread (fire and forget: a lost record is logged)."""
+        if self._client is None or self._closed:
+            return
+        client = self._client
+        what = f"{attributes.get('Acct-Status-Type')} for {attributes.get('User-Name')}"
+
+        def sent(fut: asyncio.Future[str]) -> None:
+            server = "" if fut.cancelled() or fut.exception() is not None else fut.result()
+            if server:
+                log.info("RADIUS accounting %s sent to %s", what, server)
+            else:
+                log.warning("RADIUS accounting %s not acknowledged by any server", what)
+
+        loop.run_in_executor(self._pool, client.account, attributes).add_done_callback(sent)
 
     def close(self) -> None:
         """Stop taking rounds; running ones end by their own timeout."""
