@@ -110,7 +110,8 @@ def test_selection_and_offer_of_additional_key_exchanges() -> None:
     assert optional is not None
     assert [(int(t.type), int(t.id)) for t in optional[0].addke] == [(int(TransformType.ADDKE1), 0)]
     assert [spec.addke != () for spec in offer_proposals(profile, (pq, plain), "ike")] == [True, False]
-    # an ESP proposal with ADDKE needs IKE_FOLLOWUP_KE (not implemented): never selected
+    # an ESP proposal with ADDKE runs IKE_FOLLOWUP_KE (tests/engine/test_followup_ke.py): selectable
     esp = parse_proposal("aes256gcm16-ecp384-ke1_mlkem768", ProtocolId.ESP)
     offer = SaPayload((Proposal(1, ProtocolId.ESP, b"\x01\x02\x03\x04", esp.transforms()),))
-    assert choose_proposal(profile, offer, (esp,), "esp") is None
+    esp_choice = choose_proposal(profile, offer, (esp,), "esp")
+    assert esp_choice is not None and [int(t.id) for t in esp_choice[0].addke] == [36]

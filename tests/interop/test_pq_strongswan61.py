@@ -70,3 +70,76 @@ def test_hybrid_ml_kem_ike_sa_with_strongswan61(
     for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
         out = _ping(src, dst)
         assert " 0% packet loss" in out, out
+
+
+@pytest.mark.parametrize("ikeguard_role", ["responder", "initiator"])
+def test_rekeys_with_ml_kem_both_ways(
+    ikeguard_role: str, netns_topology: Callable[..., Topology],
+    strongswan61_peer: Peer61Factory, ikeguard_gateway: GatewayFactory,
+) -> None:
+    """Issue 25 item 2: ESP ``aes256gcm16-ecp384-ke1_mlkem768``: the first Child SA (IKE_AUTH, no KE), then
+    Child SA rekeys and IKE SA rekeys started by strongSwan and by ikeguard, each a CREATE_CHILD_SA followed
+    by one IKE_FOLLOWUP_KE (RFC 9370 §2.2.4); the new SAs carry traffic and have the same SPIs on both."""
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    ike, esp = "aes256gcm16-prfsha384-ecp384-ke1_mlkem768", "aes256gcm16-ecp384-ke1_mlkem768"
+    if ikeguard_role == "responder":
+        spec = PairSpec(ike_proposals=(ike,), esp_proposals=(esp,))
+        gw = ikeguard_side(ikeguard_gateway, right, left, spec=spec, remote_addr="%any",
+                           dataplane="userspace")
+        peer = strongswan_side(strongswan61_peer, left, right, spec=spec)
+        peer.initiate(child="net", ike="ikg")
+        ikeguard_host, ss_host = right, left
+    else:
+        spec = PairSpec(ikg_id=CLIENT_FQDN, ss_id=GW_FQDN, ike_proposals=(ike,), esp_proposals=(esp,))
+        peer = strongswan_side(strongswan61_peer, right, left, spec=spec, remote_addr="%any")
+        gw = ikeguard_side(ikeguard_gateway, left, right, spec=spec, child={"start_action": "start"},
+                           dataplane="userspace")
+        ikeguard_host, ss_host = left, right
+    first = peer.wait_established("ikg", "net", timeout=15).child("net")
+    wait_one_sa(gw)
+    seen = {first.spi_in}
+    for starter in ("strongswan", "ikeguard"):
+        if starter == "strongswan":
+            assert peer.rekey(child="net") == 1
+        else:
+            gw.cli("rekey", "--conn", "ikg", "--child", "net", json=False)
+
+        def rekeyed(sas: list) -> bool:  # type: ignore[type-arg]
+            kids = [c for sa in sas for c in sa.children if c.state == "INSTALLED"]
+            return len(kids) == 1 and kids[0].spi_in not in seen
+
+        sas = peer.wait_for(rekeyed, timeout=10, what=f"Child SA rekeyed by {starter}")
+        (ss_sa,) = sas
+        child = ss_sa.child("net")
+        seen.add(child.spi_in)
+        assert child.raw.get("dh-group") == b"ECP_384" and child.raw.get("ake1") == b"ML_KEM_768", child.raw
+        ikg = wait_one_sa(gw)
+        assert_same_sa(ss_sa, ikg)
+        for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
+            out = _ping(src, dst)
+            assert " 0% packet loss" in out, out
+
+    ike_spis = {(ss_sa.initiator_spi, ss_sa.responder_spi)}
+    for starter in ("strongswan", "ikeguard"):
+        if starter == "strongswan":
+            assert peer.rekey(ike="ikg") == 1
+        else:
+            gw.cli("rekey", "--conn", "ikg", json=False)
+
+        def ike_rekeyed(sas: list) -> bool:  # type: ignore[type-arg]
+            up = [sa for sa in sas if sa.state == "ESTABLISHED"]
+            return (len(sas) == 1 and len(up) == 1
+                    and (up[0].initiator_spi, up[0].responder_spi) not in ike_spis
+                    and any(c.state == "INSTALLED" for c in up[0].children))
+
+        (ss_sa,) = peer.wait_for(ike_rekeyed, timeout=10, what=f"IKE SA rekeyed by {starter}")
+        ike_spis.add((ss_sa.initiator_spi, ss_sa.responder_spi))
+        assert ss_sa.additional_key_exchanges == {1: "ML_KEM_768"}, ss_sa.raw
+        spi_i = f"{ss_sa.initiator_spi:016x}"
+        ikg = gw.wait_sas(lambda sas, spi_i=spi_i: len(sas) == 1 and sas[0]["spi_i"] == spi_i,
+                          timeout=10, what="ikeguard on the rekeyed IKE SA", conn="ikg")[0]
+        assert_same_sa(ss_sa, ikg)
+        for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
+            out = _ping(src, dst)
+            assert " 0% packet loss" in out, out

@@ -67,9 +67,11 @@ def derive_skeyseed(prf_id: Prf, ni: bytes, nr: bytes, g_ir: bytes) -> bytes:
     return algorithm.compute(key, bytes(g_ir))
 
 
-def derive_rekey_skeyseed(prf_id: Prf, old_sk_d: Key, g_ir_new: bytes, ni: bytes, nr: bytes) -> bytes:
-    """SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) for an IKE SA rekey (RFC 7296 §2.18)."""
-    return prf(prf_id, old_sk_d, bytes(g_ir_new) + bytes(ni) + bytes(nr))
+def derive_rekey_skeyseed(prf_id: Prf, old_sk_d: Key, g_ir_new: bytes, ni: bytes, nr: bytes,
+                          additional: bytes = b"") -> bytes:
+    """SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr [| SK(1) | ... | SK(n)]) for an IKE SA rekey (RFC 7296
+    §2.18), the RFC 9370 §2.2.4 additional shared secrets after the nonces."""
+    return prf(prf_id, old_sk_d, bytes(g_ir_new) + bytes(ni) + bytes(nr) + bytes(additional))
 
 
 def _secret(n: int = 0) -> bytearray:
@@ -152,16 +154,18 @@ def derive_ike_keys(
 
 
 def derive_child_keymat(
-    prf_id: Prf, sk_d: Key, ni: bytes, nr: bytes, length: int, g_ir: bytes | None = None
+    prf_id: Prf, sk_d: Key, ni: bytes, nr: bytes, length: int, g_ir: bytes | None = None,
+    additional: bytes = b"",
 ) -> bytearray:
-    """KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) for a Child SA, with or without PFS (RFC 7296 §2.17);
-    the caller wipes it once split."""
-    seed = b"".join((bytes(g_ir) if g_ir is not None else b"", bytes(ni), bytes(nr)))  # a new object
+    """KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr [| SK(1) | ... | SK(n)]) for a Child SA, with or without
+    PFS (RFC 7296 §2.17); the RFC 9370 §2.2.4 additional shared secrets follow the nonces (strongSwan 6.1
+    derives the same). The caller wipes it once split."""
+    seed = b"".join((bytes(g_ir) if g_ir is not None else b"", bytes(ni), bytes(nr), bytes(additional)))
     try:
         return prf_plus_secret(prf_id, sk_d, seed, length)
     finally:
-        if g_ir is not None:
-            scrub_owned(seed)  # the seed carries the PFS shared secret
+        if g_ir is not None or additional:
+            scrub_owned(seed)  # the seed carries the shared secrets
 
 
 def split_child_keymat(keymat: bytes | bytearray, encr_key_len: int, integ_key_len: int) -> ChildKeys:

@@ -146,6 +146,7 @@ class IkeSa:
         self.auth_details: dict[str, str] = {}  # EAP identity, method, RADIUS server... for auth.* records
         self.eap_identity = ""  # the user authenticated by EAP (sas --json "user")
         self.intermediate: IntermediateState | None = None  # RFC 9370 additional key exchanges (RFC 9242)
+        self.followups: dict[bytes, Task] = {}  # responder: IKE_FOLLOWUP_KE link -> task (RFC 9370 §2.2.4)
         self.framed_ip: IpAddress | None = None  # RADIUS Framed-IP-Address for the user
         self.virtual_ip: IpAddress | None = None  # assigned from ``vip_pool`` (CFG_REPLY, RFC 7296 §3.15)
         self.vip_pool = ""
@@ -276,6 +277,7 @@ class IkeSa:
         """Resend the current exchange as a fresh message with the same ID (COOKIE / INVALID_KE, §2.6)."""
         self.window.in_flight = None
         assert self.active is not None
+        self.active.exchange = self.active.tasks[0].exchange  # CREATE_CHILD_SA -> IKE_FOLLOWUP_KE
         try:
             # IKE_SA_INIT keeps ID 0 (the responder kept no state); later exchanges completed, so a new ID.
             self._send_active(new_id=self.active.exchange is not ExchangeType.IKE_SA_INIT)

@@ -86,9 +86,10 @@ def initial_skeyseed(spec: ProposalSpec, ni: bytes, nr: bytes, shared: bytes) ->
     return derive_skeyseed(proposal_prf(spec), ni, nr, shared)
 
 
-def rekey_skeyseed(old_prf: int, old_sk_d: bytes, shared: bytes, ni: bytes, nr: bytes) -> bytes:
-    """SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) (RFC 7296 §2.18)."""
-    return derive_rekey_skeyseed(old_prf, old_sk_d, shared, ni, nr)
+def rekey_skeyseed(old_prf: int, old_sk_d: bytes, shared: bytes, ni: bytes, nr: bytes,
+                   additional: bytes = b"") -> bytes:
+    """SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr [| SK(1) ...]) (RFC 7296 §2.18, RFC 9370 §2.2.4)."""
+    return derive_rekey_skeyseed(old_prf, old_sk_d, shared, ni, nr, additional)
 
 
 @dataclass(frozen=True, repr=False)
@@ -104,13 +105,15 @@ class ChildSaKeys:
 
 
 def child_sa_keys(
-    prf_id: int, sk_d: bytes, spec: ProposalSpec, ni: bytes, nr: bytes, shared: bytes | None
+    prf_id: int, sk_d: bytes, spec: ProposalSpec, ni: bytes, nr: bytes, shared: bytes | None,
+    additional: bytes = b"",
 ) -> ChildSaKeys:
-    """KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr) split per RFC 7296 §2.17."""
+    """KEYMAT = prf+(SK_d, [g^ir |] Ni | Nr [| SK(1) | ... | SK(n)]) split per RFC 7296 §2.17, with the
+    RFC 9370 §2.2.4 additional shared secrets after the nonces."""
     encr, integ = _one(spec)
     integ_len = integ.key_len if integ else 0
     length = 2 * (encr.keymat_len + integ_len)
-    keymat = derive_child_keymat(prf_id, sk_d, ni, nr, length, shared)
+    keymat = derive_child_keymat(prf_id, sk_d, ni, nr, length, shared, additional)
     try:
         return ChildSaKeys(encr, integ, split_child_keymat(keymat, encr.keymat_len, integ_len))
     finally:

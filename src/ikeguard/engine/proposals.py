@@ -27,14 +27,13 @@ def proposal_text(spec: ProposalSpec) -> str:
     return format_proposal(spec)
 
 
-def _implemented(t: Transform, protocol: ProtocolName = "ike") -> bool:
-    """Whether the engine can carry out ``t``. An additional key exchange (RFC 9370 ADDKE1..7) of an IKE SA
-    runs in IKE_INTERMEDIATE (``tasks.ike_intermediate``) for any key exchange method the crypto registry
-    has; in a Child SA it needs IKE_FOLLOWUP_KE (RFC 9370 §2.2.4), not implemented: never offered nor
-    selected there."""
+def _implemented(t: Transform) -> bool:
+    """Whether the engine can carry out ``t``. An additional key exchange (RFC 9370 ADDKE1..7) runs in
+    IKE_INTERMEDIATE for the IKE SA (``tasks.ike_intermediate``) and in IKE_FOLLOWUP_KE after a
+    CREATE_CHILD_SA (``tasks.followup_ke``), for any key exchange method the crypto registry has."""
     ttype = int(t.type)
     if TransformType.ADDKE1 <= ttype <= TransformType.ADDKE7:
-        return t.id == 0 or (protocol == "ike" and registry.supports(TransformType.KE, t.id))
+        return t.id == 0 or registry.supports(TransformType.KE, t.id)
     if ttype == TransformType.ESN or (ttype in (TransformType.INTEG, TransformType.KE) and t.id == 0):
         return True
     if is_ke_type(ttype):
@@ -52,7 +51,7 @@ def offer_proposals(
     profile: Profile, configured: Sequence[ProposalSpec], protocol: ProtocolName, *, ignore_ke: bool = False
 ) -> tuple[ProposalSpec, ...]:
     """What an initiator may offer: configured, minus what the profile forbids or we cannot run."""
-    supported = [t for spec in configured for t in spec.transforms() if _implemented(t, protocol)]
+    supported = [t for spec in configured for t in spec.transforms() if _implemented(t)]
     offer = allowed_offer(configured, profile, supported, protocol=protocol, ignore_ke=ignore_ke)
     if ignore_ke:
         offer = tuple(_strip_ke(spec) for spec in offer)
@@ -108,7 +107,7 @@ def uncached_choose_proposal(
             continue
         specs.append(spec)
         numbers.append(proposal.number)
-    supported = [t for spec in specs for t in spec.transforms() if _implemented(t, protocol)]
+    supported = [t for spec in specs for t in spec.transforms() if _implemented(t)]
     choice = select_proposal(specs, configured, profile, supported, protocol=protocol, ignore_ke=ignore_ke)
     if choice is None:
         return None

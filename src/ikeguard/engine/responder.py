@@ -22,6 +22,12 @@ def responder_tasks(sa: IkeSa, msg: InMessage) -> list[Task]:
     from ikeguard.engine.tasks.delete import InformationalResponder
     from ikeguard.engine.tasks.ike_rekey import IkeRekeyResponder
 
+    if msg.exchange is ExchangeType.IKE_FOLLOWUP_KE:
+        from ikeguard.engine.tasks.followup_ke import take_link
+
+        if sa.state.value not in ("established", "rekeying", "rekeyed"):
+            raise RemoteProtocolError("IKE_FOLLOWUP_KE while not established", NotifyType.STATE_NOT_FOUND)
+        return [take_link(sa, msg)]  # the CREATE_CHILD_SA task it continues (RFC 9370 §2.2.4)
     if msg.exchange is ExchangeType.IKE_INTERMEDIATE:
         from ikeguard.engine.tasks.ike_intermediate import IkeIntermediateTask
 

@@ -172,17 +172,6 @@ class _Builder:
     def fail(self, path: str, value: str | None, message: str) -> None:
         self.findings.append(_finding(self.config, path, value, message))
 
-    def _refuse_additional_key_exchanges(self, name: str, conn: Connection) -> None:
-        """RFC 9370 additional key exchanges (``ke1_`` .. ``ke7_``) of the IKE SA run in IKE_INTERMEDIATE;
-        in a Child SA they need IKE_FOLLOWUP_KE (RFC 9370 §2.2.4), which the engine does not carry out yet:
-        such an ESP proposal is refused here, so that it can never be offered or selected."""
-        for cname, child in conn.children.items():
-            for text in child.esp_proposals:
-                if parse_configured(text, "esp").addke:
-                    self.fail(f"connections.{name}.children.{cname}.esp_proposals", text,
-                              "additional key exchanges in Child SAs (ke1_..ke7_ with IKE_FOLLOWUP_KE, "
-                              "RFC 9370 §2.2.4) are not implemented yet: remove the ke*_ transforms")
-
     def psk_for(self, name: str, conn: Connection) -> bytes:
         """The decoded key of the one secret bound to ``conn`` (``policy.psk``: the remote id must be named
         exactly, best match of both ids, no secret shared between peers; RFC 7296 §2.15)."""
@@ -280,7 +269,6 @@ class _Builder:
         second = conn.remote_2
         remote2 = (RemoteAuth(AuthKind.EAP_RADIUS, None if second.id == "%any" else second.id,
                               eap_id=second.eap_id) if second is not None else None)
-        self._refuse_additional_key_exchanges(name, conn)
         children = tuple(_child(cname, child) for cname, child in conn.children.items())
         settings = ConnectionSettings(
             name=name,

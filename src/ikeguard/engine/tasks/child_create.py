@@ -13,11 +13,13 @@ from ikeguard.crypto.errors import CryptoError
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.events import ChildSaSpec, Direction, InstallChildSa
+from ikeguard.engine.intermediate import additional_key_exchanges
 from ikeguard.engine.keys import child_sa_keys, proposal_ke
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
 from ikeguard.engine.settings import ChildSettings
 from ikeguard.engine.states import ChildTrigger
 from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.engine.tasks.followup_ke import Followup, register_link
 from ikeguard.policy.ts import TrafficSelector, is_subset, narrow_for_responder, resolve
 from ikeguard.wire.iana import EsnId, ExchangeType, KeId, NotifyType, ProtocolId, name_of
 from ikeguard.wire.payloads import KePayload, NoncePayload
@@ -179,6 +181,9 @@ class ChildCreateTask(Task):
         self.shared: bytes | None = None
         self.chosen_number = 1
         self.deferred: InMessage | None = None  # the IKE_AUTH request with SA/TS while EAP rounds run
+        self.followup: Followup | None = None  # RFC 9370 §2.2.4 additional key exchanges in progress
+        self._pending: tuple[ProposalSpec, bytes, tuple[TrafficSelector, ...], tuple[TrafficSelector, ...],
+                             bytes, bytes, bool] | None = None
 
     @property
     def in_auth(self) -> bool:
@@ -193,6 +198,9 @@ class ChildCreateTask(Task):
     # ------------------------------------------------------------------ initiator
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
         assert self.settings is not None
+        if self.followup is not None:
+            self.followup.build_i(sa, msg)
+            return
         if self.child is None:
             self.child = self._new_child(sa, self.settings, True)
         if not self.offered:
@@ -227,6 +235,8 @@ class ChildCreateTask(Task):
         assert self.child is not None and self.settings is not None
         if sa.state.value not in ("established", "rekeying", "rekeyed"):
             return Status.DONE
+        if self.followup is not None:
+            return self._process_followup_i(sa, msg)
         error = msg.error_notify()
         if error is not None or msg.get(SaPayload) is None:
             if error is not None and error.notify_type == NotifyType.INVALID_KE_PAYLOAD and not self.in_auth:
@@ -247,7 +257,8 @@ class ChildCreateTask(Task):
             self._fail(sa, reason)
             return Status.DONE
         try:
-            self._complete_initiator(sa, msg)
+            if self._complete_initiator(sa, msg):
+                return Status.RETRY  # the next message is the first IKE_FOLLOWUP_KE (RFC 9370 §2.2.4)
         except (CryptoError, ValueError) as exc:
             self._fail(sa, f"Child SA {self.settings.name} failed: {exc}")
             # The peer installed its half: have it removed (it finds the SA by our inbound SPI).
@@ -256,7 +267,27 @@ class ChildCreateTask(Task):
             sa.queue_exchange([DeleteSpiTask(self.child.spi_in)])
         return Status.DONE
 
-    def _complete_initiator(self, sa: IkeSa, msg: InMessage) -> None:
+    def _process_followup_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        assert self.followup is not None and self.settings is not None and self._pending is not None
+        try:
+            self.followup.process_i(msg)
+        except (CryptoError, ValueError) as exc:
+            self.followup.wipe()
+            self._fail(sa, f"Child SA {self.settings.name} failed in IKE_FOLLOWUP_KE: {exc}")
+            return Status.DONE
+        if not self.followup.complete:
+            return Status.RETRY
+        main, additional = self.followup.main, self.followup.additional()
+        self.followup.wipe()
+        pending, self._pending = self._pending, None
+        try:
+            self._apply_initiator(sa, *pending, main, additional)
+        except (CryptoError, ValueError) as exc:
+            self._fail(sa, f"Child SA {self.settings.name} failed: {exc}")
+        return Status.DONE
+
+    def _complete_initiator(self, sa: IkeSa, msg: InMessage) -> bool:
+        """Check the answer; install the Child SA, or return True when IKE_FOLLOWUP_KE exchanges follow."""
         assert self.child is not None and self.settings is not None and sa.crypto is not None
         answer = msg.get(SaPayload)
         assert answer is not None
@@ -288,11 +319,28 @@ class ChildCreateTask(Task):
         transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None
         if self.settings.mode == "transport" and not transport:
             raise ValueError("peer refused transport mode (no USE_TRANSPORT_MODE in the answer)")
+        methods = () if self.in_auth else additional_key_exchanges(spec)
+        if methods:
+            link = msg.notify(NotifyType.ADDITIONAL_KEY_EXCHANGE)
+            if link is None or not link.data:
+                raise ValueError("additional key exchanges selected without ADDITIONAL_KEY_EXCHANGE")
+            self.followup = Followup(methods, shared, link=link.data)
+            self._pending = (spec, spi, tsi, tsr, ni, nr, transport)
+            self.exchange = ExchangeType.IKE_FOLLOWUP_KE
+            return True
+        self._apply_initiator(sa, spec, spi, tsi, tsr, ni, nr, transport, shared)
+        return False
+
+    def _apply_initiator(self, sa: IkeSa, spec: ProposalSpec, spi: bytes, tsi: tuple[TrafficSelector, ...],
+                         tsr: tuple[TrafficSelector, ...], ni: bytes, nr: bytes, transport: bool,
+                         shared: bytes | None, additional: bytes = b"") -> None:
+        assert self.child is not None and self.settings is not None and sa.crypto is not None
         self.child.mode = "transport" if transport and self.settings.mode == "transport" else "tunnel"
         self.child.proposal = spec
         self.child.spi_out = int.from_bytes(spi, "big")
         self.child.local_ts, self.child.remote_ts = tsi, tsr
-        self.child.keys = child_sa_keys(sa.crypto.prf_id, bytes(sa.crypto.keys.sk_d), spec, ni, nr, shared)
+        self.child.keys = child_sa_keys(sa.crypto.prf_id, bytes(sa.crypto.keys.sk_d), spec, ni, nr, shared,
+                                        additional)
         self._activate(sa)
 
     def _activate(self, sa: IkeSa, *, responder: bool = False) -> None:
@@ -328,6 +376,9 @@ class ChildCreateTask(Task):
 
     # ------------------------------------------------------------------ responder
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        if self.followup is not None:  # an IKE_FOLLOWUP_KE request continuing our CREATE_CHILD_SA
+            self.followup.process_r(sa, msg)
+            return
         if self.in_auth and sa.rounds is not None:
             # EAP / several authentication rounds (RFC 7296 §2.16, RFC 4739): SA and TS come in the first
             # IKE_AUTH request, the Child SA is made when the last round succeeds
@@ -440,6 +491,13 @@ class ChildCreateTask(Task):
                 raise RemoteProtocolError(f"bad KE value: {exc}", NotifyType.INVALID_SYNTAX) from None
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        if self.followup is not None:
+            self.followup.build_r(sa, msg, self)
+            if self.followup.complete:
+                main, additional = self.followup.main, self.followup.additional()
+                self.followup.wipe()
+                self._finish_responder(sa, main, additional)
+            return
         if self.in_auth and sa.rounds is not None and not sa.rounds.finished:
             return
         if self.error is not None:
@@ -462,9 +520,20 @@ class ChildCreateTask(Task):
                 msg.add(KePayload(int(self.ke.method), self.ke.public_value))
         msg.add(TsiPayload(to_wire(child.remote_ts)))
         msg.add(TsrPayload(to_wire(child.local_ts)))
+        methods = () if self.in_auth else additional_key_exchanges(proposal)
+        if methods:  # RFC 9370 §2.2.4: keys and installation wait for the IKE_FOLLOWUP_KE exchanges
+            self.followup = Followup(methods, self.shared)
+            self.shared = None
+            msg.add_notify(NotifyType.ADDITIONAL_KEY_EXCHANGE, register_link(sa, self.followup, self))
+            self.exchange = ExchangeType.IKE_FOLLOWUP_KE
+            return
+        secret, self.shared = self.shared, None
+        self._finish_responder(sa, secret)
+
+    def _finish_responder(self, sa: IkeSa, shared: bytes | None, additional: bytes = b"") -> None:
+        assert self.child is not None and self.child.proposal is not None and sa.crypto is not None
         ni, nr = (sa.nonce_i, sa.nonce_r) if self.in_auth else (self.peer_nonce, self.nonce)
-        child.keys = child_sa_keys(
-            sa.crypto.prf_id, bytes(sa.crypto.keys.sk_d), proposal, ni, nr, self.shared
+        self.child.keys = child_sa_keys(
+            sa.crypto.prf_id, bytes(sa.crypto.keys.sk_d), self.child.proposal, ni, nr, shared, additional
         )
-        self.shared = None
         self._activate(sa, responder=True)

@@ -91,6 +91,9 @@ class ChildRekeyResponder(ChildCreateTask):
         self.old: ChildSa | None = None
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        if self.followup is not None:  # IKE_FOLLOWUP_KE continuing this rekey (RFC 9370 §2.2.4)
+            ChildCreateTask.process_r(self, sa, msg)
+            return
         old = sa.find_child_by_spi(self.peer_spi, inbound=False)
         if old is None or old.state in (ChildState.DELETING, ChildState.DELETED, ChildState.CREATING):
             raise RemoteProtocolError(

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError
 from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.intermediate import additional_key_exchanges
 from ikeguard.engine.keys import ike_sa_crypto, proposal_ke, rekey_skeyseed
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
 from ikeguard.engine.states import IkeState, IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.engine.tasks.followup_ke import Followup, register_link
 from ikeguard.wire.iana import ExchangeType, KeId, NotifyType, ProtocolId, name_of
 from ikeguard.wire.payloads import KePayload, NoncePayload
 from ikeguard.wire.proposal_string import ProposalSpec
@@ -41,8 +43,10 @@ def make_rekeyed_sa(
     shared: bytes,
     ni: bytes,
     nr: bytes,
+    additional: bytes = b"",
 ) -> IkeSa:
-    """The IKE SA replacing ``old``: keys from SK_d(old) (§2.18), same peer, identities and Child SAs."""
+    """The IKE SA replacing ``old``: keys from SK_d(old) (§2.18; with RFC 9370 additional key exchanges
+    their secrets follow the nonces), same peer, identities and Child SAs."""
     from ikeguard.engine.ike_sa import IkeSa
     from ikeguard.engine.responder import responder_tasks
 
@@ -61,7 +65,7 @@ def make_rekeyed_sa(
     new.created_by_rekey = True
     new.proposal = spec
     new.nonce_i, new.nonce_r = ni, nr
-    skeyseed = rekey_skeyseed(old.crypto.prf_id, bytes(old.crypto.keys.sk_d), shared, ni, nr)
+    skeyseed = rekey_skeyseed(old.crypto.prf_id, bytes(old.crypto.keys.sk_d), shared, ni, nr, additional)
     new.crypto = ike_sa_crypto(spec, skeyseed, ni, nr, spi_i, spi_r, initiator, old.ctx.random)
     for attr in (
         "local_id",
@@ -153,9 +157,14 @@ class IkeRekeyTask(Task):
         self.offered: tuple[ProposalSpec, ...] = ()
         self.peer_nonce = b""
         self.new: IkeSa | None = None
+        self.followup: Followup | None = None  # RFC 9370 §2.2.4 additional key exchanges in progress
+        self.accepted: tuple[ProposalSpec, bytes] | None = None
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
         assert sa.conn is not None
+        if self.followup is not None:
+            self.followup.build_i(sa, msg)
+            return
         if sa.state is IkeState.ESTABLISHED:
             sa.transition(IkeTrigger.START_REKEY)
         self.spi = self.spi or _new_spi(sa)
@@ -169,6 +178,16 @@ class IkeRekeyTask(Task):
         msg.add(KePayload(self.group, self.ke.public_value))
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
+        if self.followup is not None:
+            try:
+                self.followup.process_i(msg)
+                if not self.followup.complete:
+                    return Status.RETRY
+                self.new = self._make(sa, self.followup.main or b"", self.followup.additional())
+            except (ValueError, CryptoError) as exc:
+                self._failed(sa, f"IKE rekey failed in IKE_FOLLOWUP_KE: {exc}")
+            self.followup.wipe()
+            return Status.DONE
         error = msg.error_notify()
         if error is not None and error.notify_type == NotifyType.INVALID_KE_PAYLOAD:
             wanted = int.from_bytes(error.data[:2], "big") if len(error.data) >= 2 else -1
@@ -178,16 +197,27 @@ class IkeRekeyTask(Task):
         try:
             new = self._complete(sa, msg, error is not None)
         except (ValueError, CryptoError) as exc:
-            reason = f"IKE rekey failed: {exc}"
-            sa.audit("ike.rekey_failed", "failure", reason)
-            if sa.state is IkeState.REKEYING:
-                sa.transition(IkeTrigger.REKEY_ABORTED, reason)
-            sa.timers["ike_rekey"] = sa.now + REKEY_RETRY_DELAY
+            self._failed(sa, f"IKE rekey failed: {exc}")
             return Status.DONE
+        if new is None:
+            return Status.RETRY  # the next message is the first IKE_FOLLOWUP_KE (RFC 9370 §2.2.4)
         self.new = new
         return Status.DONE
 
-    def _complete(self, sa: IkeSa, msg: InMessage, has_error: bool) -> IkeSa:
+    def _failed(self, sa: IkeSa, reason: str) -> None:
+        sa.audit("ike.rekey_failed", "failure", reason)
+        if sa.state is IkeState.REKEYING:
+            sa.transition(IkeTrigger.REKEY_ABORTED, reason)
+        sa.timers["ike_rekey"] = sa.now + REKEY_RETRY_DELAY
+
+    def _make(self, sa: IkeSa, shared: bytes, additional: bytes = b"") -> IkeSa:
+        assert self.accepted is not None
+        spec, spi_r = self.accepted
+        return make_rekeyed_sa(sa, initiator=True, spi_i=self.spi, spi_r=spi_r, spec=spec, shared=shared,
+                               ni=self.nonce, nr=self.peer_nonce, additional=additional)
+
+    def _complete(self, sa: IkeSa, msg: InMessage, has_error: bool) -> IkeSa | None:
+        """The new IKE SA, or None when IKE_FOLLOWUP_KE exchanges must run first."""
         if has_error:
             error = msg.error_notify()
             assert error is not None
@@ -203,16 +233,16 @@ class IkeRekeyTask(Task):
             raise ValueError(f"KE {name_of(KeId, int(ke.group))} does not match the selected proposal")
         shared = self.ke.shared_secret(ke.data)
         self.peer_nonce = nonce.data
-        return make_rekeyed_sa(
-            sa,
-            initiator=True,
-            spi_i=self.spi,
-            spi_r=spi_r,
-            spec=spec,
-            shared=shared,
-            ni=self.nonce,
-            nr=nonce.data,
-        )
+        self.accepted = (spec, spi_r)
+        methods = additional_key_exchanges(spec)
+        if methods:
+            link = msg.notify(NotifyType.ADDITIONAL_KEY_EXCHANGE)
+            if link is None or not link.data:
+                raise ValueError("additional key exchanges selected without ADDITIONAL_KEY_EXCHANGE")
+            self.followup = Followup(methods, shared, link=link.data)
+            self.exchange = ExchangeType.IKE_FOLLOWUP_KE
+            return None
+        return self._make(sa, shared)
 
     def completed(self, sa: IkeSa) -> None:
         """Adopt the new SA (or, after a lost collision, delete it) and delete the old one."""
@@ -258,9 +288,15 @@ class IkeRekeyResponder(Task):
         self.ke: KeyExchange | None = None
         self.shared = b""
         self.new: IkeSa | None = None
+        self.followup: Followup | None = None  # RFC 9370 §2.2.4 additional key exchanges in progress
+        self.spi = b""
+        self.nonce = b""
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
         assert sa.conn is not None
+        if self.followup is not None:  # an IKE_FOLLOWUP_KE continuing this rekey
+            self.followup.process_r(sa, msg)
+            return
         if sa.state not in (IkeState.ESTABLISHED, IkeState.REKEYING):
             raise RemoteProtocolError(
                 "IKE SA is being deleted or already rekeyed", NotifyType.TEMPORARY_FAILURE
@@ -296,23 +332,42 @@ class IkeRekeyResponder(Task):
         self.peer_nonce = nonce.data
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
+        if self.followup is not None:
+            self.followup.build_r(sa, msg, self)
+            if self.followup.complete:
+                main, additional = self.followup.main or b"", self.followup.additional()
+                self.followup.wipe()
+                self._finish(sa, main, additional)
+            return
         assert self.spec is not None and self.ke is not None
-        spi = _new_spi(sa)
-        nonce = sa.ctx.random.bytes(NONCE_LEN)
-        msg.add(SaPayload((Proposal.from_spec(self.number, self.spec, spi),)))
-        msg.add(NoncePayload(nonce))
+        self.spi = _new_spi(sa)
+        self.nonce = sa.ctx.random.bytes(NONCE_LEN)
+        msg.add(SaPayload((Proposal.from_spec(self.number, self.spec, self.spi),)))
+        msg.add(NoncePayload(self.nonce))
         msg.add(KePayload(int(self.ke.method), self.ke.public_value))
+        shared, self.shared = self.shared, b""
+        methods = additional_key_exchanges(self.spec)
+        if methods:  # RFC 9370 §2.2.4: the new IKE SA exists only after the IKE_FOLLOWUP_KE exchanges
+            self.followup = Followup(methods, shared)
+            msg.add_notify(NotifyType.ADDITIONAL_KEY_EXCHANGE, register_link(sa, self.followup, self))
+            self.exchange = ExchangeType.IKE_FOLLOWUP_KE
+            return
+        self._finish(sa, shared)
+
+    def _finish(self, sa: IkeSa, shared: bytes, additional: bytes = b"") -> None:
+        assert self.spec is not None
+        nonce = self.nonce
         self.new = make_rekeyed_sa(
             sa,
             initiator=False,
             spi_i=self.peer_spi,
-            spi_r=spi,
+            spi_r=self.spi,
             spec=self.spec,
-            shared=self.shared,
+            shared=shared,
             ni=self.peer_nonce,
             nr=nonce,
+            additional=additional,
         )
-        self.shared = b""
         if sa.state is IkeState.REKEYING:
             # Collision (§2.8.2): decided when our own rekey completes; the Child SAs stay put until then.
             sa.peer_rekey = self.new
