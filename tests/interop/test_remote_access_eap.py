@@ -14,6 +14,8 @@ AUTHENTICATION_FAILED at strongSwan and an auth.failure naming the user.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ikeguard.tools.certfactory import CertificateAuthority, IssuedCertificate
 from ikeguard.tools.gateway_process import GatewayProcess
-from ikeguard.tools.netns import Topology, wait_until
+from ikeguard.tools.netns import Topology, stop_process, wait_until
 from tests.harness.freeradius import FreeRadius
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 from tests.harness.strongswan import StrongSwanPeer
@@ -37,6 +39,7 @@ PeerFactory = Callable[..., StrongSwanPeer]
 GatewayFactory = Callable[..., GatewayProcess]
 SECRET = "gw-radius-secret-8c41d7"
 DEAD_PORT = 18120  # nothing listens there in the gateway's namespace
+NO_MA_PORT = 18130  # tests/harness/radius_no_ma.py
 EAP_PLUGINS = (*DEFAULT_PLUGINS, "eap-identity", "eap-md5", "eap-gtc", "eap-ttls", "eap-tls", "eap-mschapv2",
                "md4", "md5", "des")
 AUTH_FAILED = "received AUTHENTICATION_FAILED notify error"
@@ -156,11 +159,11 @@ def _client(factory: PeerFactory, lab: Lab, user: str, password: str,
     return peer
 
 
-def _initiate_fails(peer: StrongSwanPeer) -> None:
+def _initiate_fails(peer: StrongSwanPeer, child: str = "net") -> None:
     with contextlib.suppress(Exception):  # vici reports the failure; charon's log says why
-        peer.initiate("net", timeout=30)
+        peer.initiate(child, timeout=30)
     assert wait_until(lambda: AUTH_FAILED in peer.log(), 10), peer.log()[-3000:]
-    assert not peer.list_sas()
+    assert not [sa for sa in peer.list_sas() if sa.name == ("rw" if child == "net" else f"rw-{child[4:]}")]
 
 
 @pytest.mark.parametrize(("method", "eap"), [("eap-ttls", "ttls"), ("eap-mschapv2", "mschapv2"),
@@ -197,13 +200,16 @@ def test_device_certificate_then_eap(ikeguard_gateway: GatewayFactory, strongswa
 def test_wrong_password_and_unknown_user_refused(ikeguard_gateway: GatewayFactory,
                                                  strongswan_peer: PeerFactory, lab: Lab, user: str,
                                                  password: str, why: str) -> None:
+    """bob is connected and stays connected while the other user is refused."""
     gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port])
-    road = _client(strongswan_peer, lab, user, password)
+    road = _client(strongswan_peer, lab, user, password, users=(("bob", "bob-Pass-2286"),))
+    road.initiate("net-bob", timeout=30)
     _initiate_fails(road)
     failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="auth.failure")
     assert f"EAP user '{user}' via RADIUS 127.0.0.1:1812: RADIUS {why}" in failure["reason"], failure
     assert failure.get("details", {}).get("eap_identity") == user
-    assert not gw.sas()
+    assert [s["user"] for s in gw.sas()] == ["bob"]
+    assert [sa.name for sa in road.list_sas()] == ["rw-bob"]
 
 
 def test_failover_then_both_servers_down(ikeguard_gateway: GatewayFactory,
@@ -363,3 +369,27 @@ def test_accounting_start_and_stop_with_traffic(ikeguard_gateway: GatewayFactory
     octets = int(stop.split("Acct-Input-Octets = ")[1].split()[0])
     assert packets >= 3 and octets >= 3 * 84, detail  # three 84-octet echo requests came in
     assert not gw.sas()
+
+
+def test_reply_without_message_authenticator_refused(ikeguard_gateway: GatewayFactory,
+                                                     strongswan_peer: PeerFactory, lab: Lab,
+                                                     tmp_path: Path) -> None:
+    """A RADIUS server whose Access-Accept has no Message-Authenticator (tests/harness/radius_no_ma.py,
+    in the gateway's namespace) is not believed: AUTHENTICATION_FAILED, and the audit reason names the
+    user and BlastRADIUS."""
+    secret = tmp_path / "no-ma.secret"
+    secret.write_text(SECRET + "\n")
+    server = lab.topo.right.namespace.popen(
+        [sys.executable, "-m", "tests.harness.radius_no_ma", "127.0.0.1", str(NO_MA_PORT), str(secret)],
+        stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        gw = _gateway(ikeguard_gateway, lab, servers=[NO_MA_PORT])
+        road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431")
+        _initiate_fails(road)
+        failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="auth.failure")
+    finally:
+        stop_process(server)
+    assert (f"EAP user 'alice' via RADIUS 127.0.0.1:{NO_MA_PORT}: no valid RADIUS answer: 127.0.0.1:"
+            f"{NO_MA_PORT}: reply without Message-Authenticator refused (BlastRADIUS, CVE-2024-3596)"
+            ) in failure["reason"], failure
