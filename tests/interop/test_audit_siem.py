@@ -21,16 +21,9 @@ from typing import Any
 
 import pytest
 
-from ikeguard.audit.events import AuditEvent, EventName
-from ikeguard.audit.isolated import IsolatedAuditService
-from ikeguard.audit.service import SinkSpec
 from ikeguard.audit.sinks.syslog import SD_CHAIN, SD_DETAILS, SD_EVENT
-from ikeguard.audit.sinks.transport import TlsTarget
 from ikeguard.tools.netns import Topology, wait_until
-from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
-from tests.service.gwconfig import ESP_PROPOSAL, IKE_PROPOSAL
-
-from .gateway_lab import (
+from tests.audit.gateway_lab import (
     PSK,
     GatewayFactory,
     NsRsyslog,
@@ -44,7 +37,9 @@ from .gateway_lab import (
     store_records,
     strongswan_client,
 )
-from .rsyslog import Pki, make_pki
+from tests.audit.rsyslog import Pki, make_pki
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.service.gwconfig import ESP_PROPOSAL, IKE_PROPOSAL
 
 LIFECYCLE = ["auth.success", "ike.up", "child.up", "child.rekeyed", "ike.rekeyed", "child.down", "ike.down"]
 
@@ -267,20 +262,3 @@ def test_rsyslog_outage_and_gateway_sigkill_lose_nothing(
     names = [stored[s].body["event"] for s in range(1, head + 1)]
     assert names.count("service.started") == 2 and "child.rekeyed" in names, names
     assert names.count("ike.up") == 3, [n for n in names if n != "admin.command"]
-
-
-def test_isolated_service_reports_queue_and_spool_depth(tmp_path: Path, pki: Pki) -> None:
-    """IsolatedAuditService (what `ikeguard run` uses) exposes `pending` and `spool_depth()` for the metrics:
-    with its SIEM unreachable the backlog shows per sink, and nothing stays pending once on disk."""
-    dead = TlsTarget("127.0.0.1", 9, pki.ca, pki.client_cert, pki.client_key, timeout=0.5)  # nothing listens
-    service = IsolatedAuditService(tmp_path / "s", [SinkSpec("siem", "syslog-tls", dead)])
-    service.start()
-    try:
-        for i in range(300):
-            service.record(AuditEvent(EventName.ADMIN_COMMAND, admin="alice",
-                                      details={"command": f"sas {i}"}))
-        assert service.flush(20) and service.pending == 0
-        assert wait_until(lambda: service.spool_depth().get("siem", 0) >= 300, 10), service.spool_depth()
-        assert service.failure is None and service.healthy
-    finally:
-        service.close()

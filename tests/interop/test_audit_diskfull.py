@@ -17,12 +17,7 @@ import pytest
 
 from ikeguard.audit.store import AuditStore, read_verification_key
 from ikeguard.tools.netns import Topology, wait_until
-from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
-from tests.harness.strongswan import StrongSwanError, StrongSwanPeer
-from tests.harness.swanctl_conf import ChildConfig, PskSecret
-from tests.service.gwconfig import ESP_PROPOSAL
-
-from .gateway_lab import (
+from tests.audit.gateway_lab import (
     PSK,
     GatewayFactory,
     PeerFactory,
@@ -31,7 +26,11 @@ from .gateway_lab import (
     gateway_files,
     metric,
 )
-from .helpers import fill_filesystem, mounted_tmpfs
+from tests.audit.helpers import fill_filesystem, mounted_tmpfs
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.harness.strongswan import StrongSwanError, StrongSwanPeer
+from tests.harness.swanctl_conf import ChildConfig, PskSecret
+from tests.service.gwconfig import ESP_PROPOSAL
 
 pytestmark = [pytest.mark.root, pytest.mark.interop, pytest.mark.slow]
 
