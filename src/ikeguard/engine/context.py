@@ -11,6 +11,7 @@ from typing import Any
 from ikeguard.crypto.random import RandomSource
 from ikeguard.engine.events import EngineEvent
 from ikeguard.engine.pools import AddressPool
+from ikeguard.engine.rekey_calendar import RekeyCalendar
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.validator import CertificateValidator
 
@@ -54,6 +55,8 @@ class EngineContext:
         default_factory=list
     )  # (deadline, IKE SA uniqueid), lazy  # IKE SAs closed since the manager last swept
     pools: dict[str, AddressPool] = field(default_factory=dict)  # virtual IP leases by pool name
+    child_rekeys: RekeyCalendar = field(default_factory=RekeyCalendar)  # issue 22: rekey storms spread
+    ike_rekeys: RekeyCalendar = field(default_factory=RekeyCalendar)
     _next_uniqueid: int = 1
 
     def timer_table(self, uniqueid: int) -> TimerTable:

@@ -628,6 +628,9 @@ class IkeSa:
         if self.virtual_ip is not None and self.rekeyed_by is None:
             release_lease(self.ctx.pools, self.vip_pool, self.virtual_ip)  # offline: same user, same IP
             self.virtual_ip = None
+        rekey_at = self.timers.get("ike_rekey")
+        if rekey_at is not None and rekey_at > self.now:
+            self.ctx.ike_rekeys.release(rekey_at)  # its slot in the rekey calendar is free again
         self.timers.clear()
         self.queue.clear()
         active, self.active = self.active, None
@@ -661,6 +664,8 @@ class IkeSa:
                     DeleteChildSa(self.uniqueid, child.uniqueid, Direction.OUTBOUND, child.spi_out, reason)
                 )
         self.child_transition(child, ChildTrigger.DELETE, reason)
+        if child.rekey_at is not None and child.rekey_at > self.now:
+            self.ctx.child_rekeys.release(child.rekey_at)
         for key in [k for k in self.timers if k.endswith(f":{child.uniqueid}")]:
             del self.timers[key]
         if installed:

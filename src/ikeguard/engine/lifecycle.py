@@ -11,12 +11,21 @@ from ikeguard.engine.states import ChildState, IkeState
 if TYPE_CHECKING:
     from ikeguard.engine.child_sa import ChildSa
     from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.rekey_calendar import RekeyCalendar
 
 CERT_EXPIRY_MARGIN = 300.0  # reauthenticate this long before the peer certificate's notAfter
 
 
 def _jitter(sa: IkeSa, rand_time: float) -> float:
     return rand_time * sa.ctx.random_fraction() if rand_time > 0 else 0.0
+
+
+def _rekey_deadline(sa: IkeSa, calendar: RekeyCalendar, lifetime: float, rand_time: float) -> float:
+    """``lifetime`` minus the jitter, moved earlier (never before half the lifetime) when that second is
+    crowded (engine/rekey_calendar.py)."""
+    now = sa.now
+    planned = now + lifetime - _jitter(sa, rand_time)
+    return calendar.place(planned, now + lifetime / 2, lifetime, now)
 
 
 def schedule_ike(sa: IkeSa) -> None:
@@ -26,7 +35,7 @@ def schedule_ike(sa: IkeSa) -> None:
     now = sa.now
     hard: list[float] = []
     if conn.rekey_time > 0:
-        sa.timers["ike_rekey"] = now + conn.rekey_time - _jitter(sa, conn.rand_time)
+        sa.timers["ike_rekey"] = _rekey_deadline(sa, sa.ctx.ike_rekeys, conn.rekey_time, conn.rand_time)
         hard.append(now + conn.rekey_time + (conn.over_time or conn.rekey_time * 0.1))
     if conn.reauth_time > 0:
         sa.timers["reauth"] = now + conn.reauth_time - _jitter(sa, conn.rand_time)
@@ -53,7 +62,7 @@ def schedule_child(sa: IkeSa, child: ChildSa) -> None:
     life = s.life_time or s.rekey_time * 1.1
     rand = s.rand_time or max(life - s.rekey_time, 0.0)
     if s.rekey_time > 0:
-        child.rekey_at = now + s.rekey_time - _jitter(sa, min(rand, s.rekey_time))
+        child.rekey_at = _rekey_deadline(sa, sa.ctx.child_rekeys, s.rekey_time, min(rand, s.rekey_time))
         sa.timers[f"child_rekey:{child.uniqueid}"] = child.rekey_at
     if life > 0:
         child.expire_at = now + life
