@@ -393,3 +393,22 @@ def test_reply_without_message_authenticator_refused(ikeguard_gateway: GatewayFa
     assert (f"EAP user 'alice' via RADIUS 127.0.0.1:{NO_MA_PORT}: no valid RADIUS answer: 127.0.0.1:"
             f"{NO_MA_PORT}: reply without Message-Authenticator refused (BlastRADIUS, CVE-2024-3596)"
             ) in failure["reason"], failure
+
+
+def test_leases_survive_a_gateway_restart(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory,
+                                          lab: Lab) -> None:
+    """Issue 19 item 4: alice had 203.0.113.65 before the gateway restarted; after the restart bob, first
+    to connect, gets .66 (alice's lease is kept for her, from STATE_DIR/leases.json) and alice .65 again.
+    Without the saved leases bob would get .65."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], pool="203.0.113.64/29")
+    road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431", vip=True,
+                   users=(("bob", "bob-Pass-2286"),))
+    road.initiate("net", timeout=30)
+    assert [s["virtual_ip"] for s in gw.sas()] == ["203.0.113.65"]
+    gw.stop()
+    assert wait_until(lambda: not road.list_sas(), 10)  # the gateway's DELETE reached the client
+    gw2 = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], pool="203.0.113.64/29")
+    road.initiate("net-bob", timeout=30)
+    road.initiate("net", timeout=30)
+    ips = {s["user"]: s["virtual_ip"] for s in gw2.wait_sas(lambda s: len(s) == 2, 10)}
+    assert ips == {"bob": "203.0.113.66", "alice": "203.0.113.65"}

@@ -19,6 +19,7 @@ from ikeguard.engine.errors import LocalProtocolError
 from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, EngineEvent
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
+from ikeguard.engine.pools import AddressPool
 from ikeguard.engine.responder import responder_tasks
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.states import IkeState
@@ -479,6 +480,19 @@ class IkeManager:
                     child.settings = settings
             count += 1
         return count
+
+    def leases(self) -> dict[str, dict[str, str]]:
+        """Virtual IP leases per pool, user -> address (online and offline), for persistence."""
+        return {name: pool.leases() for name, pool in self.ctx.pools.items()}
+
+    def restore_leases(self, leases: dict[str, dict[str, str]]) -> None:
+        """Leases of a previous run come back offline: each user gets its address again."""
+        for conn in self.ctx.connections.values():
+            for settings in conn.pools:
+                if settings.name in leases and settings.name not in self.ctx.pools:
+                    pool = AddressPool(settings)
+                    pool.restore(leases[settings.name])
+                    self.ctx.pools[settings.name] = pool
 
     # ------------------------------------------------------------------ introspection
     def ike_sas(self) -> list[IkeSa]:

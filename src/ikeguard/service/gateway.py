@@ -51,6 +51,7 @@ from ikeguard.service.accounting import Accounting
 from ikeguard.service.actions import ActionPolicy
 from ikeguard.service.dataplane import esp_supported, prepare_ike_socket
 from ikeguard.service.errors import GatewayCommandError
+from ikeguard.service.leases import LeaseStore
 from ikeguard.service.outputs import ChildSaDriver
 from ikeguard.service.queries import conn_infos, sa_infos, select_sas
 from ikeguard.service.radius import RadiusRelay
@@ -117,6 +118,9 @@ class Gateway:
         self.radius = RadiusRelay(self._radius_answered, plan.radius)
         self.accounting = Accounting(self.radius, plan.radius_accounting and plan.radius is not None)
         self.children.counted = self.accounting.counts
+        self.leases = LeaseStore(plan.state_dir) if any(c.pools for c in plan.connections.values()) else None
+        if self.leases is not None:
+            self.engine.restore_leases(self.leases.load())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -169,6 +173,8 @@ class Gateway:
         self.traps.remove_all()
         self.revocation.close()
         self.radius.close()
+        if self.leases is not None:
+            self.leases.save_now(self.engine.leases())
         self.transport.close()
         for waiter in self._waiters.values():
             if not waiter.done():
@@ -303,6 +309,8 @@ class Gateway:
         self.actions.ike_state(event)
         self.accounting.ike_state(event, self.engine.get(event.ike_uniqueid), self.children.ike_traffic,
                                   self._loop)
+        if self.leases is not None and event.new in (IkeState.ESTABLISHED, IkeState.CLOSED):
+            self.leases.save_soon(self.engine.leases())
         final = event.new in (IkeState.ESTABLISHED, IkeState.CLOSED)
         waiter = self._waiters.pop(event.ike_uniqueid, None) if final else None
         if waiter is not None and not waiter.done():
