@@ -75,6 +75,7 @@ def lab(netns_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[Lab
 def _gateway(factory: GatewayFactory, lab: Lab, *, servers: list[int], dataplane: str = "none",
              pool: str = "", local_ts: str = "198.51.100.0/25", groups: str = "",
              accounting: bool = False) -> GatewayProcess:
+    dns = "2001:db8:0:a::53" if ":" in pool else "198.51.100.53"
     blocks = "".join(f'''
 [radius.servers.s{i}]
 address = "127.0.0.1"
@@ -98,7 +99,7 @@ accounting = {"true" if accounting else "false"}
 [authorities.vpn]
 cacert = "pki/ca.pem"
 
-{f'[pools.staff]{chr(10)}addrs = "{pool}"{chr(10)}dns = ["198.51.100.53"]{chr(10)}' if pool else ""}
+{f'[pools.staff]{chr(10)}addrs = "{pool}"{chr(10)}dns = ["{dns}"]{chr(10)}' if pool else ""}
 [connections.rw]
 local_addrs = ["192.0.2.1"]
 {'pools = ["staff"]' if pool else ""}
@@ -131,7 +132,7 @@ remote_ts = ["dynamic"]
 def _client(factory: PeerFactory, lab: Lab, user: str, password: str,
             method: str = "eap-ttls", user_cert: IssuedCertificate | None = None,
             vip: bool = False, users: tuple[tuple[str, str], ...] = (),
-            remote_ts: str = "198.51.100.0/25") -> StrongSwanPeer:
+            remote_ts: str = "198.51.100.0/25", vip_family: str = "0.0.0.0") -> StrongSwanPeer:
     second: dict[str, object] = {"auth": method, "eap_id": user, "id": user}
     certs = {"client": lab.client}
     if user_cert is not None:  # EAP-TLS: the user's own certificate, checked by FreeRADIUS
@@ -145,7 +146,7 @@ def _client(factory: PeerFactory, lab: Lab, user: str, password: str,
         children=[ChildConfig("net" if i == 0 else f"net-{name}", local_ts=["dynamic"],
                               remote_ts=[remote_ts])],
         extra={"local-2": {**second, "eap_id": name, "id": name},  # type: ignore[dict-item]
-               **({"vips": "0.0.0.0"} if vip else {})})
+               **({"vips": vip_family} if vip else {})})
         for i, (name, _) in enumerate(everyone)]
     peer = factory(lab.topo.left.namespace, "road", connections=conns, certs=certs,
                    cacerts={"ca": lab.ca.cert}, plugins=EAP_PLUGINS)
@@ -412,3 +413,23 @@ def test_leases_survive_a_gateway_restart(ikeguard_gateway: GatewayFactory, stro
     road.initiate("net", timeout=30)
     ips = {s["user"]: s["virtual_ip"] for s in gw2.wait_sas(lambda s: len(s) == 2, 10)}
     assert ips == {"bob": "203.0.113.66", "alice": "203.0.113.65"}
+
+
+def test_ipv6_virtual_ip_and_ping(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory,
+                                  lab: Lab) -> None:
+    """An IPv6 pool: strongSwan asks with ``vips = ::`` (INTERNAL_IP6_ADDRESS), gets 2001:db8:0:c::1 and
+    INTERNAL_IP6_SUBNET for 2001:db8:0:a::/64, and pings the gateway's protected IPv6 address from it over
+    the userspace data plane (IKE over IPv4)."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], dataplane="userspace",
+                  pool="2001:db8:0:c::/120", local_ts="2001:db8:0:a::/64")
+    road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431", vip=True, vip_family="::",
+                   remote_ts="2001:db8:0:a::/64")
+    road.initiate("net", timeout=30)
+    log = road.log()
+    assert "installing new virtual IP 2001:db8:0:c::" in log, log[-4000:]
+    [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["children"], 10)
+    vip = sa["virtual_ip"]
+    assert vip.startswith("2001:db8:0:c::") and sa["children"][0]["remote_ts"] == [vip]
+    ping = lab.topo.left.namespace.run("ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "-I", vip,
+                                       str(lab.topo.right.subnet_address6), check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
