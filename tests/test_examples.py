@@ -35,13 +35,14 @@ def test_examples_cover_processor_merchant_and_site_to_site() -> None:
 
 
 def test_every_profile_that_can_pass_has_a_minimal_example() -> None:
-    """README's quick start points at one working example per profile (cnsa-2 and pq-hybrid need ML-DSA and
-    RFC 9370 key exchanges, not implemented: no configuration can pass them, README says so)."""
+    """README's quick start points at one working example per profile (cnsa-2 needs ML-DSA, not implemented:
+    no configuration can pass it, README says so; pq-hybrid passes since RFC 9370 key exchanges exist)."""
     named = {m.group(1) for p in EXAMPLES.glob("*.toml")
              if (m := re.search(r"^# Passes: profile (\S+)", p.read_text(), re.MULTILINE))}
-    assert {"baseline", "pci-dss-4", "nist-800-77r1", "bsi-tr-02102-3", "cnsa-1"} <= named
+    assert {"baseline", "pci-dss-4", "nist-800-77r1", "bsi-tr-02102-3", "cnsa-1", "pq-hybrid"} <= named
     minimal = {p.name for p in EXAMPLES.glob("minimal-*.toml")}
-    assert {f"minimal-{n}.toml" for n in ("baseline", "pci-dss-4", "bsi-tr-02102-3", "cnsa-1")} <= minimal
+    assert {f"minimal-{n}.toml" for n in ("baseline", "pci-dss-4", "bsi-tr-02102-3", "cnsa-1",
+                                          "pq-hybrid")} <= minimal
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -115,3 +115,21 @@ def test_selection_and_offer_of_additional_key_exchanges() -> None:
     offer = SaPayload((Proposal(1, ProtocolId.ESP, b"\x01\x02\x03\x04", esp.transforms()),))
     esp_choice = choose_proposal(profile, offer, (esp,), "esp")
     assert esp_choice is not None and [int(t.id) for t in esp_choice[0].addke] == [36]
+
+
+def test_sas_json_names_the_key_exchanges() -> None:
+    from ikeguard.control.vici_answers import algorithm_fields
+    from ikeguard.engine.info import ike_sa_info
+
+    net = _pq_pair((PQ768,), (PQ768,))
+    net.initiate()
+    net.run()
+    (a_sa,) = net.a.manager.ike_sas()
+    info = ike_sa_info(a_sa)
+    assert info["key_exchanges"] == ["ECP_384", "ML_KEM_768"] and info["post_quantum"] is True
+    assert info["children"][0]["key_exchanges"] == []  # the first Child SA has no KE of its own (IKE_AUTH)
+    assert algorithm_fields(PQ768, ProtocolId.IKE)["ake1"] == "ML_KEM_768"  # vici list-sas, as strongSwan 6
+    plain = _pq_pair((PLAIN,), (PLAIN,))
+    plain.initiate()
+    plain.run()
+    assert ike_sa_info(plain.a.manager.ike_sas()[0])["post_quantum"] is False

@@ -67,6 +67,7 @@ def test_hybrid_ml_kem_ike_sa_with_strongswan61(
     assert ss_sa.initiator != (ikeguard_role == "initiator")
     assert_same_sa(ss_sa, ikg)
     assert ikg["proposal"] == proposal, ikg
+    assert ikg["key_exchanges"] == ["ECP_384", KEM[kem]] and ikg["post_quantum"] is True, ikg
     for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
         out = _ping(src, dst)
         assert " 0% packet loss" in out, out
@@ -116,6 +117,7 @@ def test_rekeys_with_ml_kem_both_ways(
         assert child.raw.get("dh-group") == b"ECP_384" and child.raw.get("ake1") == b"ML_KEM_768", child.raw
         ikg = wait_one_sa(gw)
         assert_same_sa(ss_sa, ikg)
+        assert ikg["children"][0]["key_exchanges"] == ["ECP_384", "ML_KEM_768"], ikg
         for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
             out = _ping(src, dst)
             assert " 0% packet loss" in out, out
@@ -140,6 +142,7 @@ def test_rekeys_with_ml_kem_both_ways(
         ikg = gw.wait_sas(lambda sas, spi_i=spi_i: len(sas) == 1 and sas[0]["spi_i"] == spi_i,
                           timeout=10, what="ikeguard on the rekeyed IKE SA", conn="ikg")[0]
         assert_same_sa(ss_sa, ikg)
+        assert ikg["key_exchanges"] == ["ECP_384", "ML_KEM_768"], ikg
         for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
             out = _ping(src, dst)
             assert " 0% packet loss" in out, out

@@ -83,3 +83,19 @@ def test_profiles_list_and_show() -> None:
     assert rules["audit.retention"]["pci_dss"] == ["10.5.1"]
     code, out = run("profiles", "pci")
     assert code == 2 and "unknown profile" in out
+
+
+def test_pq_hybrid_intermediate_rule_is_checked_not_unimplemented(examples_dir: Path) -> None:
+    """Issue 25: `ike.intermediate` (pq-hybrid, cnsa-2) is a real check now: ML-KEM proposals with IKE
+    fragmentation pass, without it fail (ML-KEM KE payloads in IKE_INTERMEDIATE exceed one datagram)."""
+    cfg = examples_dir / "minimal-pq-hybrid.toml"
+    code, out = run("check", "-c", str(cfg), "--json")
+    rules = json.loads(out)["rules"]
+    assert rules["ike.intermediate"] == "pass" and rules["crypto.addke-required"] == "pass", rules
+    text = cfg.read_text().replace('dpd_delay = "30s"\n', 'dpd_delay = "30s"\nfragmentation = "no"\n', 1)
+    cfg.write_text(text)
+    code, out = run("check", "-c", str(cfg), "--json")
+    data = json.loads(out)
+    assert code == 1 and data["rules"]["ike.intermediate"] == "fail"
+    finding = next(f for f in data["findings"] if f["rule"] == "ike.intermediate")
+    assert finding["scope"] == "connections.west.fragmentation" and "IKE fragmentation" in finding["message"]

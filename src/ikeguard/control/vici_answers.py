@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from ikeguard.wire.iana import EsnId, ProtocolId
+from ikeguard.wire.iana import EsnId, KeId, ProtocolId, name_of
 from ikeguard.wire.proposal_string import ProposalSpec, parse_proposal
 
 IKE_STATES = {
@@ -80,6 +80,9 @@ def algorithm_fields(text: object, protocol: ProtocolId) -> dict[str, Any]:
         out["prf-alg"] = spec.prf[0].name
     if spec.ke:
         out["dh-group"] = spec.ke[0].name
+    for t in spec.addke:  # RFC 9370 additional key exchanges, as strongSwan 6 lists them (ake1..ake7)
+        if t.id != 0:
+            out[f"ake{int(t.type) - 5}"] = name_of(KeId, int(t.id))
     if protocol != ProtocolId.IKE and spec.esn and spec.esn[0].id == EsnId.ESN:
         out["esn"] = "1"
     return out

@@ -7,12 +7,25 @@ from typing import Any
 
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.ike_sa import IkeSa
+from ikeguard.engine.intermediate import additional_key_exchanges
+from ikeguard.wire.iana import KeId, name_of
+from ikeguard.wire.proposal_string import ProposalSpec
 
 
 def _rfc3339(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def key_exchanges(spec: ProposalSpec | None) -> list[str]:
+    """The negotiated key exchanges in order: the KE method, then RFC 9370 ADDKE1..7 other than NONE
+    (IANA names, e.g. ``["ECP_384", "ML_KEM_768"]``); empty without any (a Child SA without PFS)."""
+    if spec is None:
+        return []
+    out = [name_of(KeId, int(t.id)) for t in spec.ke if t.id != 0]
+    out += [name_of(KeId, m) for m in additional_key_exchanges(spec)]
+    return out
 
 
 def child_info(child: ChildSa) -> dict[str, Any]:
@@ -25,6 +38,7 @@ def child_info(child: ChildSa) -> dict[str, Any]:
         "spi_in": f"{child.spi_in:08x}",
         "spi_out": f"{child.spi_out:08x}",
         "proposal": child.proposal_text,
+        "key_exchanges": key_exchanges(child.proposal),
         "local_ts": [str(t) for t in child.local_ts],
         "remote_ts": [str(t) for t in child.remote_ts],
         "bytes_in": 0,
@@ -52,6 +66,8 @@ def ike_sa_info(sa: IkeSa) -> dict[str, Any]:
         "virtual_ip": str(sa.virtual_ip) if sa.virtual_ip is not None else "",
         "initiator": sa.initiator,
         "proposal": sa.proposal_text,
+        "key_exchanges": key_exchanges(sa.proposal),
+        "post_quantum": any(n.startswith("ML_KEM") for n in key_exchanges(sa.proposal)),
         "established_at": _rfc3339(sa.established_at),
         "rekey_at": _rfc3339(sa.timers.get("ike_rekey")),
         "reauth_at": _rfc3339(sa.timers.get("reauth")),

@@ -57,7 +57,6 @@ REGISTRY: dict[str, CheckFn] = {}
 
 NOT_IMPLEMENTED: dict[str, str] = {
     "ml_dsa_auth": "ML-DSA signatures are not available in the crypto backend",
-    "intermediate_exchange": "IKE_INTERMEDIATE / RFC 9370 additional key exchanges are not in the engine yet",
 }
 
 # Where each check is enforced besides the report (docs/compliance.md prints this table).

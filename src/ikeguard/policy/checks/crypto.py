@@ -64,6 +64,26 @@ def check_addke_required(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     return _scanned(rule, ctx)
 
 
+@register("intermediate_exchange")
+def check_intermediate_exchange(rule: Rule, ctx: CheckContext) -> list[Outcome]:
+    """ML-KEM runs in IKE_INTERMEDIATE (RFC 9242), where its KE payloads (up to 1572 octets for ML-KEM-1024)
+    exceed a 1280-octet datagram: a connection with additional key exchanges must allow IKE fragmentation
+    (RFC 7383), else the exchange depends on IP fragments that the path may drop."""
+    out: list[Outcome] = []
+    for name, conn in ctx.config.model.connections.items():
+        if not any(parse_configured(text, "ike").addke for text in conn.proposals):
+            continue
+        scope = f"connections.{name}.fragmentation"
+        if conn.fragmentation in (False, "no"):
+            out.append(Outcome(scope, False, str(conn.fragmentation).lower(),
+                               "additional key exchanges without IKE fragmentation (RFC 7383): ML-KEM KE "
+                               "payloads in IKE_INTERMEDIATE exceed one 1280-octet datagram",
+                               file=ctx.file, target=conn_target(name)))
+        else:
+            out.append(Outcome(scope, True, str(conn.fragmentation).lower()))
+    return out
+
+
 @register("pfs")
 def check_pfs(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     """Every ESP proposal has a key exchange (PFS), as strong as (or equal to) the IKE SA's."""
