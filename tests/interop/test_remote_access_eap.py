@@ -74,7 +74,7 @@ def lab(netns_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[Lab
 
 def _gateway(factory: GatewayFactory, lab: Lab, *, servers: list[int], dataplane: str = "none",
              pool: str = "", local_ts: str = "198.51.100.0/25", groups: str = "",
-             accounting: bool = False) -> GatewayProcess:
+             accounting: bool = False, interval: int = 0) -> GatewayProcess:
     dns = "2001:db8:0:a::53" if ":" in pool else "198.51.100.53"
     blocks = "".join(f'''
 [radius.servers.s{i}]
@@ -95,6 +95,7 @@ retransmit_tries = 3
 retransmit_timeout = 0.5
 retransmit_tries = 2
 accounting = {"true" if accounting else "false"}
+accounting_interval = {interval}
 {blocks}
 [authorities.vpn]
 cacert = "pki/ca.pem"
@@ -350,20 +351,27 @@ def test_user_in_no_configured_group_refused(ikeguard_gateway: GatewayFactory,
 def test_accounting_start_and_stop_with_traffic(ikeguard_gateway: GatewayFactory,
                                                 strongswan_peer: PeerFactory, lab: Lab) -> None:
     """Step 4: with ``[radius] accounting = true`` FreeRADIUS's accounting log shows alice's session:
-    Start with her virtual IP, Stop (she disconnects) with the ping's octets and packets and
-    Acct-Terminate-Cause User-Request."""
+    Start with her virtual IP, Interim-Update (``accounting_interval = 1``) with the live counters of the
+    ping, Stop (she disconnects) with its octets and packets and Acct-Terminate-Cause User-Request."""
     gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], dataplane="userspace",
-                  pool="203.0.113.64/29", accounting=True)
+                  pool="203.0.113.64/29", accounting=True, interval=1)
     road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431", vip=True)
     road.initiate("net", timeout=30)
     assert wait_until(lambda: "Acct-Status-Type = Start" in lab.radius.accounting(), 10), lab.radius.tail()
     ping = lab.topo.left.namespace.run("ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", "203.0.113.65",
                                        "198.51.100.1", check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
+
+    def interim_packets() -> int:
+        records = lab.radius.accounting().split("Acct-Status-Type = Interim-Update")[1:]
+        return max((int(r.split("Acct-Input-Packets = ")[1].split()[0]) for r in records), default=0)
+
+    assert wait_until(lambda: interim_packets() >= 3, 5), lab.radius.accounting()  # live counters
     road.terminate(ike="rw")
     assert wait_until(lambda: "Acct-Status-Type = Stop" in lab.radius.accounting(), 10), lab.radius.tail()
     detail = lab.radius.accounting()
-    start, stop = detail.split("Acct-Status-Type = Stop")[0], detail.split("Acct-Status-Type = Stop")[1]
+    start = detail.split("Acct-Status-Type = Interim-Update")[0]
+    stop = detail.split("Acct-Status-Type = Stop")[1]
     assert 'User-Name = "alice"' in start and "Framed-IP-Address = 203.0.113.65" in start
     assert "Acct-Terminate-Cause = User-Request" in stop, detail
     packets = int(stop.split("Acct-Input-Packets = ")[1].split()[0])

@@ -371,6 +371,7 @@ class RadiusSection(Strict):
     retransmit_timeout: float = Field(default=2.0, gt=0, le=30)  # seconds per try
     retransmit_tries: int = Field(default=3, ge=1, le=10)  # tries per server before the next one
     accounting: bool = False  # Accounting-Request Start/Stop per EAP user session (RFC 2866)
+    accounting_interval: Duration = Field(default=0, ge=0)  # Interim-Update period (strongSwan's name)
 
 
 class IkeSecret(Strict):

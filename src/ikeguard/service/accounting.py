@@ -3,14 +3,16 @@
 A session starts when an IKE SA whose user authenticated with EAP is established (Accounting-Request
 Start: User-Name, Acct-Session-Id, Framed-IP-Address, Calling-Station-Id) and stops when it ends (Stop with
 Acct-Session-Time, the traffic of its Child SAs as the data plane counted it, and Acct-Terminate-Cause);
-an IKE SA that replaces it by a rekey carries the session on. The records go out in the RADIUS relay's
-worker threads, never on the event loop.
+an IKE SA that replaces it by a rekey carries the session on. With ``accounting_interval`` an
+Interim-Update every interval reports the traffic so far (the deleted Child SAs' final counters plus the
+live ones). The records go out in the RADIUS relay's worker threads, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +58,13 @@ class Session:
 class Accounting:
     """Start/Stop records for the gateway (``Gateway._ike_state`` feeds it)."""
 
-    def __init__(self, relay: RadiusRelay, enabled: bool) -> None:
+    def __init__(self, relay: RadiusRelay, enabled: bool, interval: float = 0.0) -> None:
         self._relay = relay
         self.enabled = enabled
+        self.interval = interval
+        self._timer: asyncio.TimerHandle | None = None
+        # the live counters of an IKE SA's installed Child SAs (the gateway asks its data plane)
+        self.live: Callable[[IkeSa], list[int]] = lambda sa: [0, 0, 0, 0]
         self._sessions: dict[int, Session] = {}  # IKE uniqueid -> session
         self._counted: dict[int, Session] = {}  # every IKE uniqueid a live session counts traffic of
 
@@ -107,14 +113,43 @@ class Accounting:
             attrs["Framed-IP-Address"] = str(vip)
         return attrs
 
-    def _stop(self, session: Session, traffic: dict[int, list[int]], loop: asyncio.AbstractEventLoop) -> None:
+    def _traffic(self, session: Session, traffic: dict[int, list[int]], *, drop: bool) -> dict[str, Any]:
         totals = [0, 0, 0, 0]
         for uid in session.uniqueids:
-            for i, value in enumerate(traffic.pop(uid, [0, 0, 0, 0])):
+            for i, value in enumerate(traffic.pop(uid, [0, 0, 0, 0]) if drop else traffic.get(uid, [0] * 4)):
                 totals[i] += value
+        for i, value in enumerate(self._live(session)):
+            totals[i] += value
+        return {"Acct-Session-Time": int(time.time() - session.started),
+                "Acct-Input-Octets": totals[0] & 0xFFFFFFFF, "Acct-Output-Octets": totals[1] & 0xFFFFFFFF,
+                "Acct-Input-Packets": totals[2] & 0xFFFFFFFF, "Acct-Output-Packets": totals[3] & 0xFFFFFFFF}
+
+    def _live(self, session: Session) -> list[int]:
+        sa = session.sa
+        return self.live(sa) if sa.state is not IkeState.CLOSED else [0, 0, 0, 0]
+
+    def _stop(self, session: Session, traffic: dict[int, list[int]], loop: asyncio.AbstractEventLoop) -> None:
         attrs = {**self._common(session), "Acct-Status-Type": "Stop",
-                 "Acct-Session-Time": int(time.time() - session.started),
-                 "Acct-Input-Octets": totals[0] & 0xFFFFFFFF, "Acct-Output-Octets": totals[1] & 0xFFFFFFFF,
-                 "Acct-Input-Packets": totals[2] & 0xFFFFFFFF, "Acct-Output-Packets": totals[3] & 0xFFFFFFFF,
+                 **self._traffic(session, traffic, drop=True),
                  "Acct-Terminate-Cause": terminate_cause(session.sa.close_reason)}
         self._relay.account(attrs, loop)
+
+    def start_interim(self, traffic: dict[int, list[int]], loop: asyncio.AbstractEventLoop) -> None:
+        """Every ``interval`` seconds an Interim-Update per live session (RFC 2866 §5.1, RFC 2869 §2.1)."""
+        if not self.enabled or self.interval <= 0:
+            return
+
+        def tick() -> None:
+            for session in {id(s): s for s in self._sessions.values()}.values():
+                attrs = {**self._common(session), "Acct-Status-Type": "Interim-Update",
+                         **self._traffic(session, traffic, drop=False)}
+                self._relay.account(attrs, loop)
+            self._timer = loop.call_later(self.interval, tick)
+
+        self._timer = loop.call_later(self.interval, tick)
+
+    def close(self) -> None:
+        """Stop the Interim-Update timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -116,7 +116,9 @@ class Gateway:
         self.traps = TrapManager(self)
         self.revocation = RevocationFetcher(self._revocation_fetched)
         self.radius = RadiusRelay(self._radius_answered, plan.radius)
-        self.accounting = Accounting(self.radius, plan.radius_accounting and plan.radius is not None)
+        self.accounting = Accounting(self.radius, plan.radius_accounting and plan.radius is not None,
+                                     plan.radius_interval)
+        self.accounting.live = self._live_traffic
         self.children.counted = self.accounting.counts
         self.leases = LeaseStore(plan.state_dir) if any(c.pools for c in plan.connections.values()) else None
         if self.leases is not None:
@@ -144,6 +146,7 @@ class Gateway:
         log.info("gateway up: listening on %s, data plane %s, %d connection(s)",
                  self.transport.describe(), self.dataplane.features.name, len(self.plan.connections))
         self.actions.start_connections()
+        self.accounting.start_interim(self.children.ike_traffic, self._loop)
         self._rearm()
 
     async def stop(self, reason: str = "gateway shutdown") -> None:
@@ -172,6 +175,7 @@ class Gateway:
         self.children.remove_everything()
         self.traps.remove_all()
         self.revocation.close()
+        self.accounting.close()
         self.radius.close()
         if self.leases is not None:
             self.leases.save_now(self.engine.leases())
@@ -295,6 +299,17 @@ class Gateway:
             return
         self.engine.revocation_fetched(event.ike_uniqueid, event.token, body, time.time())
         self.pump()
+
+    def _live_traffic(self, sa: IkeSa) -> list[int]:
+        """[in octets, out octets, in packets, out packets] of ``sa``'s installed Child SAs right now."""
+        totals = [0, 0, 0, 0]
+        for child in sa.children.values():
+            for inbound, spi in ((True, child.spi_in), (False, child.spi_out)):
+                counters = self.children.counters(spi, inbound, child.uniqueid)
+                if counters is not None:
+                    totals[0 if inbound else 1] += counters.bytes
+                    totals[2 if inbound else 3] += counters.packets
+        return totals
 
     def _radius_answered(self, event: RadiusRound, answer: EapRelayAnswer) -> None:
         """A RADIUS round ended (on the loop): the waiting EAP conversation goes on."""

@@ -112,6 +112,7 @@ class GatewayPlan:
     certificates: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
     radius: RadiusClient | None = None  # the [radius] servers EAP is relayed to (service/radius.py)
     radius_accounting: bool = False  # [radius] accounting: Start/Stop of EAP users (service/accounting.py)
+    radius_interval: float = 0.0  # [radius] accounting_interval: Interim-Update period (0: none)
 
     @property
     def profile(self) -> Profile:
@@ -423,4 +424,5 @@ def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | No
         certificates=certificates,
         radius=radius,
         radius_accounting=model.radius.accounting,
+        radius_interval=float(model.radius.accounting_interval),
     )
