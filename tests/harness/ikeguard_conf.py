@@ -275,6 +275,7 @@ def gateway_toml(
     gateway: Mapping[str, Value] | None = None,
     audit: Mapping[str, object] | None = None,
     waivers: Sequence[Mapping[str, Value]] = (),
+    ppks: Mapping[str, Mapping[str, Value]] | None = None,
 ) -> str:
     """The text of an ikeguard gateway config (``gateway.toml``); `gateway` adds/overrides [gateway] keys."""
     gw: dict[str, object] = _drop_none({
@@ -289,8 +290,10 @@ def gateway_toml(
         tree["authorities"] = {a.name: a.tree() for a in authorities}
     if connections:
         tree["connections"] = {c.name: c.tree() for c in connections}
-    if secrets:
-        tree["secrets"] = {"ike": {s.name: s.tree() for s in secrets}}
+    if secrets or ppks:
+        tree["secrets"] = {"ike": {s.name: s.tree() for s in secrets}} if secrets else {}
+        if ppks:  # [secrets.ppk.NAME] (RFC 8784)
+            tree["secrets"]["ppk"] = {name: dict(v) for name, v in ppks.items()}  # type: ignore[index]
     if waivers:
         tree["waivers"] = [dict(w) for w in waivers]
     return to_toml(tree) + "\n"

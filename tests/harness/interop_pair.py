@@ -86,6 +86,7 @@ def ikeguard_side(
     start: bool = True,
     ipv6: bool = False,
     dataplane: str = "none",
+    ppks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> GatewayProcess:
     """ikeguard in ``me``'s namespace with one connection ``ikg``/child ``net`` towards ``peer``.
 
@@ -108,7 +109,7 @@ def ikeguard_side(
     keys: dict[str, Any] = {"retransmit_timeout": 1.0, "retransmit_tries": 3}
     keys.update(gateway_keys or {})
     text = gateway_toml([connection], dataplane=dataplane, listen=list(listen or [address(me, ipv6)]),
-                        secrets=secrets, gateway=keys, authorities=authorities)
+                        secrets=secrets, gateway=keys, authorities=authorities, ppks=ppks)
     all_files: dict[str, bytes | str] = {**secret_files(secrets), **dict(files or {})}
     return gateway(me.namespace, name, text, all_files, start=start)
 

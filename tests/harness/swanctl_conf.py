@@ -188,6 +188,7 @@ class PskSecret:
 
     ids: Sequence[str]
     secret: str = field(repr=False)
+    kind: str = "ike"  # "ppk" for an RFC 8784 post-quantum preshared key (secrets.ppk-N, strongSwan >= 5.7)
 
     def tree(self) -> dict[str, object]:
         out: dict[str, object] = {f"id-{i}": ident for i, ident in enumerate(self.ids)}
@@ -199,7 +200,7 @@ def swanctl_conf(connections: Sequence[ConnectionConfig], psks: Sequence[PskSecr
     """The text of ``swanctl.conf``."""
     tree: dict[str, object] = {"connections": {c.name: c.tree() for c in connections}}
     if psks:
-        tree["secrets"] = {f"ike-{i}": p.tree() for i, p in enumerate(psks)}
+        tree["secrets"] = {f"{p.kind}-{i}": p.tree() for i, p in enumerate(psks)}
     return render(tree) + "\n"  # type: ignore[arg-type]
 
 

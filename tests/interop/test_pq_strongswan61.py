@@ -16,6 +16,7 @@ import pytest
 
 from ikeguard.tools.netns import Host, Topology
 from tests.harness.interop_pair import (
+    PSK,
     GatewayFactory,
     PairSpec,
     assert_same_sa,
@@ -24,7 +25,9 @@ from tests.harness.interop_pair import (
     wait_one_sa,
 )
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.harness.strongswan import StrongSwanError
 from tests.harness.strongswan61 import StrongSwan61Peer
+from tests.harness.swanctl_conf import PskSecret
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -146,3 +149,58 @@ def test_rekeys_with_ml_kem_both_ways(
         for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
             out = _ping(src, dst)
             assert " 0% packet loss" in out, out
+
+
+PPK_ID = "ppk-east-west"
+PPK_HEX = "0x" + "5c" * 32
+
+
+@pytest.mark.parametrize(("ikeguard_role", "mode"), [("initiator", "required"), ("responder", "required"),
+                                                    ("responder", "fallback"), ("responder", "wrong")])
+def test_ppk_with_ml_kem(
+    ikeguard_role: str, mode: str, netns_topology: Callable[..., Topology],
+    strongswan61_peer: Peer61Factory, ikeguard_gateway: GatewayFactory,
+) -> None:
+    """Issue 25 item 3 (strongSwan part): RFC 8784 PPK on top of ECDH + ML-KEM-768. ``required``: the same
+    PPK on both, both roles: the IKE SA comes up with the PPK mixed in (ikeguard ``ppk``), traffic flows.
+    ``fallback``: both optional, strongSwan names a PPK id ikeguard does not have: ikeguard verifies
+    NO_PPK_AUTH and the SA comes up without PPK. ``wrong``: same id, another secret: AUTHENTICATION_FAILED."""
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    ike = "aes256gcm16-prfsha384-ecp384-ke1_mlkem768"
+    required = mode in ("required", "wrong")
+    ss_id = "ppk-unknown-to-ikeguard" if mode == "fallback" else PPK_ID
+    ss_secret = "0x" + "77" * 32 if mode == "wrong" else PPK_HEX
+    ss_conn = {"extra": {"ppk_id": ss_id, "ppk_required": required}}
+    ikg_conn = {"extra": {"ppk_id": PPK_ID, "ppk_required": required}}
+    ppks = {"eastwest": {"id": PPK_ID, "secret": PPK_HEX}}
+    ss_ppk = [PskSecret(ids=[ss_id], secret=ss_secret, kind="ppk")]
+    if ikeguard_role == "responder":
+        spec = PairSpec(ike_proposals=(ike,))
+        gw = ikeguard_side(ikeguard_gateway, right, left, spec=spec, remote_addr="%any",
+                           dataplane="userspace", conn=ikg_conn, ppks=ppks)
+        psks = [PskSecret(ids=[spec.ikg_id, spec.ss_id], secret=PSK), *ss_ppk]
+        peer = strongswan_side(strongswan61_peer, left, right, spec=spec, conn=ss_conn, psks=psks)
+        if mode == "wrong":
+            with pytest.raises(StrongSwanError):
+                peer.initiate(child="net", ike="ikg")
+            assert "received AUTHENTICATION_FAILED notify error" in peer.log()
+            gw.wait_audit(lambda e: e["event"] == "auth.failure", timeout=5)
+            return
+        peer.initiate(child="net", ike="ikg")
+        ikeguard_host, ss_host = right, left
+    else:
+        spec = PairSpec(ikg_id=CLIENT_FQDN, ss_id=GW_FQDN, ike_proposals=(ike,))
+        psks = [PskSecret(ids=[spec.ikg_id, spec.ss_id], secret=PSK), *ss_ppk]
+        peer = strongswan_side(strongswan61_peer, right, left, spec=spec, remote_addr="%any", conn=ss_conn,
+                               psks=psks)
+        gw = ikeguard_side(ikeguard_gateway, left, right, spec=spec, child={"start_action": "start"},
+                           dataplane="userspace", conn=ikg_conn, ppks=ppks)
+        ikeguard_host, ss_host = left, right
+    ss_sa = peer.wait_established("ikg", "net", timeout=15)
+    ikg = wait_one_sa(gw)
+    assert_same_sa(ss_sa, ikg)
+    assert ikg["ppk"] is (mode == "required") and ikg["post_quantum"] is True, ikg
+    for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
+        out = _ping(src, dst)
+        assert " 0% packet loss" in out, out

@@ -146,6 +146,8 @@ class IkeSa:
         self.auth_details: dict[str, str] = {}  # EAP identity, method, RADIUS server... for auth.* records
         self.eap_identity = ""  # the user authenticated by EAP (sas --json "user")
         self.intermediate: IntermediateState | None = None  # RFC 9370 additional key exchanges (RFC 9242)
+        self.use_ppk = False  # both ends announced USE_PPK (RFC 8784 §3)
+        self.ppk_used = False  # SK_d/SK_pi/SK_pr have the PPK mixed in
         self.followups: dict[bytes, Task] = {}  # responder: IKE_FOLLOWUP_KE link -> task (RFC 9370 §2.2.4)
         self.framed_ip: IpAddress | None = None  # RADIUS Framed-IP-Address for the user
         self.virtual_ip: IpAddress | None = None  # assigned from ``vip_pool`` (CFG_REPLY, RFC 7296 §3.15)

@@ -68,6 +68,7 @@ def ike_sa_info(sa: IkeSa) -> dict[str, Any]:
         "proposal": sa.proposal_text,
         "key_exchanges": key_exchanges(sa.proposal),
         "post_quantum": any(n.startswith("ML_KEM") for n in key_exchanges(sa.proposal)),
+        "ppk": sa.ppk_used,
         "established_at": _rfc3339(sa.established_at),
         "rekey_at": _rfc3339(sa.timers.get("ike_rekey")),
         "reauth_at": _rfc3339(sa.timers.get("reauth")),

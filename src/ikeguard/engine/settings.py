@@ -13,6 +13,7 @@ from cryptography import x509
 
 from ikeguard.crypto.signatures import PrivateKey
 from ikeguard.engine.pools import PoolSettings
+from ikeguard.engine.ppk import PpkSettings
 from ikeguard.engine.retransmit import RetransmitPolicy
 from ikeguard.policy.profile import Profile, load_profile
 from ikeguard.policy.ts import TrafficSelector
@@ -113,6 +114,7 @@ class ConnectionSettings:
     remote2: RemoteAuth | None = None  # a second authentication round (RFC 4739), e.g. EAP after pubkey
     pools: tuple[PoolSettings, ...] = ()  # virtual IPs for peers that ask (CFG_REQUEST, RFC 7296 §3.15)
     groups: tuple[GroupSettings, ...] = ()  # with groups, an EAP user must be in one (RADIUS Class/Filter-Id)
+    ppk: PpkSettings | None = None  # RFC 8784 post-quantum preshared key (engine.ppk)
 
 
 @dataclass(frozen=True)

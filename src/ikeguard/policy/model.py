@@ -310,6 +310,8 @@ class Connection(Strict):
     remote_2: RemoteAuth | None = Field(default=None, alias="remote-2")
     pools: list[NonEmpty] = Field(default_factory=list)  # [pools.NAME] for virtual IPs (swanctl pools)
     groups: dict[str, Group] = Field(default_factory=dict)  # RADIUS Class/Filter-Id -> tunnel policy
+    ppk_id: NonEmpty | None = None  # RFC 8784 post-quantum preshared key: [secrets.ppk.*] with this id
+    ppk_required: bool = False  # refuse the IKE SA when the peer does not use that PPK
     children: dict[str, Child] = Field(default_factory=dict)
 
     @property
@@ -388,10 +390,26 @@ class IkeSecret(Strict):
         return self
 
 
+class PpkSecret(Strict):
+    """``[secrets.ppk.NAME]``: an RFC 8784 post-quantum preshared key named by its PPK_ID (``id``), from a
+    file (0600) or inline; as strongSwan's ``secrets.ppk*`` (at least 256 bits of entropy are advised)."""
+
+    id: NonEmpty
+    secret: SecretStr | None = Field(default=None, json_schema_extra={"writeOnly": True})
+    secret_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PpkSecret:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError('give exactly one of "secret_file" (preferred, mode 0600) or "secret"')
+        return self
+
+
 class SecretsSection(Strict):
-    """``[secrets]``: only ``ike`` secrets exist so far."""
+    """``[secrets]``: ``ike`` pre-shared keys and ``ppk`` post-quantum preshared keys (RFC 8784)."""
 
     ike: dict[str, IkeSecret] = Field(default_factory=dict)
+    ppk: dict[str, PpkSecret] = Field(default_factory=dict)
 
 
 def _expiry(value: Any) -> dt.datetime:

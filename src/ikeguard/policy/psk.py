@@ -138,14 +138,15 @@ def secret_file_value(data: bytes, key: str) -> DecodedPsk:
     return decode_psk(unquote_setting(text, key), key)
 
 
-def read_secret(config: LoadedConfig, name: str) -> DecodedPsk:
-    """The decoded key of ``[secrets.ike.NAME]`` (inline or from its file); PskError names the key."""
-    secret = config.model.secrets.ike[name]
+def read_secret(config: LoadedConfig, name: str, kind: str = "ike") -> DecodedPsk:
+    """The decoded key of ``[secrets.ike.NAME]`` (or ``[secrets.ppk.NAME]`` with ``kind="ppk"``, RFC 8784),
+    inline or from its file; PskError names the key."""
+    secret = config.model.secrets.ppk[name] if kind == "ppk" else config.model.secrets.ike[name]
     if secret.secret is not None:
-        value = decode_psk(secret.secret.get_secret_value(), f"secrets.ike.{name}.secret")
+        value = decode_psk(secret.secret.get_secret_value(), f"secrets.{kind}.{name}.secret")
     else:
         assert secret.secret_file is not None
-        key = f"secrets.ike.{name}.secret_file"
+        key = f"secrets.{kind}.{name}.secret_file"
         try:
             with config.resolve(secret.secret_file).open("rb") as fh:
                 data = fh.read(MAX_SECRET_FILE + 1)
@@ -155,7 +156,7 @@ def read_secret(config: LoadedConfig, name: str) -> DecodedPsk:
             raise PskError(key, f"the secret file is larger than {MAX_SECRET_FILE} octets")
         value = secret_file_value(data, key)
     if not value.value:
-        raise PskError(f"secrets.ike.{name}", "the secret is empty")
+        raise PskError(f"secrets.{kind}.{name}", "the secret is empty")
     return value
 
 

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from ikeguard.audit.service import SinkSpec
 from ikeguard.crypto.signatures import PrivateKey
 from ikeguard.engine.pools import PoolSettings
+from ikeguard.engine.ppk import PpkSettings
 from ikeguard.engine.retransmit import RetransmitPolicy
 from ikeguard.engine.settings import (
     AuthKind,
@@ -294,8 +295,27 @@ class _Builder:
                         for p in conn.pools),
             groups=tuple(GroupSettings(g, tuple(group.local_ts), group.cde)
                          for g, group in conn.groups.items()),
+            ppk=self.ppk_for(name, conn),
         )
         return settings, certs
+
+    def ppk_for(self, name: str, conn: Connection) -> PpkSettings | None:
+        """The RFC 8784 PPK of ``ppk_id``: the one ``[secrets.ppk.*]`` with that ``id`` (engine.ppk)."""
+        if conn.ppk_id is None:
+            if conn.ppk_required:
+                self.fail(f"connections.{name}.ppk_required", "true", "ppk_required needs a ppk_id")
+            return None
+        names = [n for n, s in self.model.secrets.ppk.items() if s.id == conn.ppk_id]
+        if len(names) != 1:
+            problem = "no [secrets.ppk.*] has this id" if not names else f"several secrets have it: {names}"
+            self.fail(f"connections.{name}.ppk_id", conn.ppk_id, problem)
+            return None
+        try:
+            key = read_secret(self.config, names[0], "ppk").value
+        except PskError as exc:
+            self.fail(exc.key, None, exc.reason)
+            return None
+        return PpkSettings(conn.ppk_id.encode(), key, conn.ppk_required)
 
     def radius(self) -> RadiusClient | None:
         """The RADIUS client of ``[radius]`` (None without servers); secrets from their files."""

@@ -10,6 +10,7 @@ profile allows and, for RFC 7427 Digital Signature, a hash we announced (``engin
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from ikeguard.crypto.signatures import PublicKey, scheme_for, select_hash, sign_
 from ikeguard.engine.auth_policy import allowed_signature_schemes, announced_hashes
 from ikeguard.engine.errors import RemoteProtocolError, ValidationPending
 from ikeguard.engine.identity import identity_payload, received_identity
+from ikeguard.engine.ppk import PpkKeys, apply_ppk, parse_ppk_identity, ppk_identity_data, ppk_keys
 from ikeguard.engine.settings import AuthKind, ConnectionSettings
 from ikeguard.engine.states import IkeTrigger
 from ikeguard.engine.tasks import eap_auth
@@ -229,10 +231,33 @@ def tell_responder_auth_failed(sa: IkeSa) -> None:
     sa.send_packets(sa.encode(msg))
 
 
+def _responder_ppk(sa: IkeSa, conn: ConnectionSettings, msg: InMessage) -> InMessage:
+    """RFC 8784 §3 at the responder: mix in the PPK the initiator named when we have it; otherwise verify its
+    NO_PPK_AUTH instead of AUTH (the returned message carries it as the AUTH), unless we require the PPK."""
+    assert sa.crypto is not None
+    named = msg.notify(NotifyType.PPK_IDENTITY) if sa.use_ppk else None
+    ppk = conn.ppk
+    if named is not None and ppk is not None and parse_ppk_identity(named.data) == ppk.identity:
+        apply_ppk(sa.crypto, ppk_keys(sa.crypto, ppk.key))
+        sa.ppk_used = True
+        return msg
+    if ppk is not None and ppk.required:
+        why = "no PPK_IDENTITY" if named is None else "a PPK identity we do not have"
+        raise AuthError(f"connection {conn.name} requires a PPK (RFC 8784); the initiator sent {why}")
+    if named is None:
+        return msg
+    fallback, auth = msg.notify(NotifyType.NO_PPK_AUTH), msg.get(AuthPayload)
+    if fallback is None or auth is None:
+        raise AuthError("the initiator uses a PPK we do not have and sent no NO_PPK_AUTH (RFC 8784 §3)")
+    payloads = tuple(AuthPayload(auth.method, fallback.data) if p is auth else p for p in msg.payloads)
+    return dataclasses.replace(msg, payloads=payloads)
+
+
 class IkeAuthTask(Task):
     """Authenticates both ends; on success the IKE SA is established."""
 
     exchange = ExchangeType.IKE_AUTH
+    ppk_keys: PpkKeys | None = None  # initiator: the PPK-mixed keys until the responder says it used them
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
         assert sa.conn is not None and sa.crypto is not None
@@ -245,7 +270,16 @@ class IkeAuthTask(Task):
             sa.conn.unique != "never" and sa.replaces is None and sa.first_contact
         ):  # not on reauthentication (make-before-break)
             msg.add_notify(NotifyType.INITIAL_CONTACT)
-        msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, bytes(sa.crypto.keys.sk_pi)))
+        ppk = sa.conn.ppk if sa.use_ppk else None
+        if ppk is not None:  # RFC 8784 §3: AUTH with the PPK, NO_PPK_AUTH without it when it is optional
+            self.ppk_keys = ppk_keys(sa.crypto, ppk.key)
+            msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, self.ppk_keys.sk_pi))
+            msg.add_notify(NotifyType.PPK_IDENTITY, ppk_identity_data(ppk.identity))
+            if not ppk.required:
+                plain = _our_auth(sa, id_body, sa.init_request, sa.nonce_r, bytes(sa.crypto.keys.sk_pi))
+                msg.add_notify(NotifyType.NO_PPK_AUTH, plain.data)
+        else:
+            msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, bytes(sa.crypto.keys.sk_pi)))
         sa.transition(IkeTrigger.SEND_AUTH)
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
@@ -265,6 +299,12 @@ class IkeAuthTask(Task):
             if not wanted.matches(peer):
                 raise AuthError(f"peer identity {peer_id} does not match {sa.conn.remote.identity}")
             sa.remote_id = peer_id
+            if self.ppk_keys is not None:
+                if msg.notify(NotifyType.PPK_IDENTITY) is not None:
+                    apply_ppk(sa.crypto, self.ppk_keys)
+                    sa.ppk_used = True
+                elif sa.conn.ppk is not None and sa.conn.ppk.required:
+                    raise AuthError("responder did not use the PPK (no PPK_IDENTITY), ppk_required is set")
             verify_peer(
                 sa,
                 sa.conn,
@@ -317,6 +357,7 @@ class IkeAuthTask(Task):
                     f"is not allowed for connection {conn.name}"
                 )
             sa.conn = conn
+            msg = _responder_ppk(sa, conn, msg)
             if auth is not None:
                 verify_peer(
                     sa,
@@ -346,6 +387,8 @@ class IkeAuthTask(Task):
             try:
                 id_body = _our_id_and_certs(sa, msg, initiator=False)
                 msg.add(_our_auth(sa, id_body, sa.init_response, sa.nonce_i, bytes(sa.crypto.keys.sk_pr)))
+                if sa.ppk_used:
+                    msg.add_notify(NotifyType.PPK_IDENTITY)  # RFC 8784 §3: the PPK was used
             except (TaskFailed, ValueError) as exc:
                 raise RemoteProtocolError(
                     f"cannot authenticate ourselves: {exc}", NotifyType.AUTHENTICATION_FAILED

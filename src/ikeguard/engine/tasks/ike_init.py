@@ -106,6 +106,8 @@ class IkeInitTask(Task):
         add_feature_notifies(sa, msg)
         if offers_additional_ke(self.offered):
             msg.add_notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED)  # RFC 9242 §3.1
+        if sa.conn.ppk is not None:
+            msg.add_notify(NotifyType.USE_PPK)  # RFC 8784 §3
         if sa.state.value == "created":
             sa.transition(IkeTrigger.SEND_INIT)
 
@@ -152,6 +154,11 @@ class IkeInitTask(Task):
         if methods and msg.notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is None:
             raise TaskFailed("peer selected additional key exchanges without INTERMEDIATE_EXCHANGE_SUPPORTED "
                              "(RFC 9370 §2.2.1)", "proposal.rejected")
+        assert sa.conn is not None
+        sa.use_ppk = sa.conn.ppk is not None and msg.notify(NotifyType.USE_PPK) is not None
+        if sa.conn.ppk is not None and sa.conn.ppk.required and not sa.use_ppk:
+            raise TaskFailed("peer does not support PPK (no USE_PPK, RFC 8784) and ppk_required is set",
+                             "auth.failure")
         sa.spi_r = msg.spi_r
         sa.nonce_r = nonce
         sa.proposal = chosen[0]
@@ -183,6 +190,8 @@ class IkeInitTask(Task):
         sa.nonce_i = _nonce(msg)
         configured = sa.responder_ike_proposals()
         self.intermediate = msg.notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is not None
+        sa.use_ppk = msg.notify(NotifyType.USE_PPK) is not None and any(
+            c.ppk is not None for c in sa.ctx.connections.values())
         if not self.intermediate:  # RFC 9370 §2.2.1: no additional key exchange without IKE_INTERMEDIATE
             configured = tuple(c for c in configured if not additional_key_exchanges(c)) or configured
         choice = choose_proposal(sa.ctx.settings.profile, sa_payload, configured, "ike")
@@ -223,6 +232,8 @@ class IkeInitTask(Task):
         msg.add(NoncePayload(sa.nonce_r))
         if self.intermediate:
             msg.add_notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED)  # RFC 9242 §3.1
+        if sa.use_ppk:
+            msg.add_notify(NotifyType.USE_PPK)  # RFC 8784 §3
         methods = additional_key_exchanges(self.chosen)
         if methods:
             sa.intermediate = IntermediateState(methods)

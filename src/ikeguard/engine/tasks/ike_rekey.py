@@ -79,6 +79,7 @@ def make_rekeyed_sa(
         "nat_remote",
         "peer_natt",
         "encap",
+        "ppk_used",  # RFC 8784: SK_d came from the PPK-mixed one, so do all later keys
         "eap_identity",  # remote access: the user and its virtual IP stay with the rekeyed IKE SA
         "auth_details",
         "virtual_ip",
