@@ -11,6 +11,7 @@ exercised.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -204,3 +205,21 @@ def test_ppk_with_ml_kem(
     for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
         out = _ping(src, dst)
         assert " 0% packet loss" in out, out
+
+
+def test_peer_without_ml_kem_is_refused_with_no_proposal_chosen(
+    netns_topology: Callable[..., Topology], strongswan_peer: Callable[..., Any],
+    ikeguard_gateway: GatewayFactory,
+) -> None:
+    """Issue 25 item 2 (downgrade): strongSwan 5.9.8 (no ML-KEM) offers ECDH P-384 only to an ikeguard that
+    requires ``ke1_mlkem768``: NO_PROPOSAL_CHOSEN on the wire and ``proposal.rejected`` in the audit trail."""
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    gw = ikeguard_side(ikeguard_gateway, right, left, remote_addr="%any",
+                       spec=PairSpec(ike_proposals=("aes256gcm16-prfsha384-ecp384-ke1_mlkem768",)))
+    peer = strongswan_side(strongswan_peer, left, right, spec=PairSpec())
+    with pytest.raises(StrongSwanError):
+        peer.initiate(child="net", ike="ikg", timeout=5)
+    assert "received NO_PROPOSAL_CHOSEN notify error" in peer.log()
+    event = gw.wait_audit(lambda e: e.get("event") == "proposal.rejected", timeout=5)
+    assert "ECP_384" in str(event) or "ecp384" in str(event), event
