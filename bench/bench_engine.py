@@ -78,8 +78,9 @@ def _pki() -> tuple[x509.Certificate, dict[str, tuple[ec.EllipticCurvePrivateKey
 
 
 def _conns(kind: str) -> tuple[ConnectionSettings, ConnectionSettings, AnchorValidator | None]:
-    group = "ecp256" if kind == "psk" else "ecp384"
+    group = {"psk": "ecp256", "psk-pq": "ecp384-ke1_mlkem768", "psk-384": "ecp384"}.get(kind, "ecp384")
     ike = parse_proposals([f"aes256gcm16-prfsha384-{group}"], ProtocolId.IKE)
+    kind = "psk" if kind.startswith("psk") else kind
     esp = parse_proposals(["aes256gcm16"], ProtocolId.ESP)
     ca, leaves = _pki() if kind == "cert" else (None, {})
     conns = []
@@ -126,6 +127,8 @@ def main() -> None:
     """Print IKE_SA setups per second for both suites (one process, both peers on one core)."""
     for kind, label, count in (
         ("psk", "PSK, aes256gcm16-prfsha384-ecp256", 300),
+        ("psk-384", "PSK, aes256gcm16-prfsha384-ecp384", 200),
+        ("psk-pq", "PSK, aes256gcm16-prfsha384-ecp384-ke1_mlkem768 (IKE_INTERMEDIATE)", 200),
         ("cert", "ECDSA P-384 certificates, aes256gcm16-prfsha384-ecp384", 100),
     ):
         rate = _setups(kind, count)
