@@ -15,12 +15,13 @@ set -euo pipefail
 
 cache=${IKG_CACHE:-/var/cache/ikeguard-tests}
 root="$cache/strongswan61"
-recipe=3  # bump when the package list or the chroot layout changes
+recipe=4  # bump when the package list or the chroot layout changes
 log() { echo "build-strongswan61: $*" >&2; }
 packages=(charon-systemd strongswan-swanctl libstrongswan libstrongswan-standard-plugins
           libstrongswan-extra-plugins libcharon-extra-plugins openssl iproute2 iputils-ping)
 
-complete() { grep -qs "recipe=$recipe" "$root/.complete" && [[ -x "$root/usr/sbin/charon-systemd" ]]; }
+complete() { grep -qs "recipe=$recipe" "$root/.complete" && [[ -x "$root/usr/sbin/charon-systemd" ]] &&
+             [[ -x "$root/opt/libreswan/usr/libexec/ipsec/pluto" ]]; }
 if complete; then echo "$root"; exit 0; fi
 [[ $(id -u) -eq 0 ]] || { log "needs root (debootstrap, chroot) to build $root"; exit 2; }
 mkdir -p "$cache"
@@ -73,6 +74,18 @@ in_chroot apt-get -qq -o Acquire::Check-Valid-Until=false update >&2
 in_chroot apt-get install -y -qq --no-install-recommends -t unstable "${packages[@]}" \
     >"$cache/.strongswan61-apt.log" 2>&1 || {
     log "apt-get install failed:"; tail -20 "$cache/.strongswan61-apt.log" >&2; exit 1; }
+# libreswan 5.2 (trixie) for the PPK tests: it Conflicts with strongSwan's libcharon, so it is unpacked into
+# /opt/libreswan (tests/harness/libreswan52.py bind-mounts its usr/libexec/ipsec), with its runtime libraries.
+mkdir -p "$tmp/opt/libreswan-deb"
+(cd "$tmp/opt/libreswan-deb" && in_chroot sh -c 'cd /opt/libreswan-deb && apt-get download -qq libreswan/trixie' \
+    >>"$cache/.strongswan61-apt.log" 2>&1) || { log "apt-get download libreswan failed"; exit 1; }
+deps=$(dpkg-deb -f "$tmp"/opt/libreswan-deb/libreswan_*.deb Depends | tr ',' '\n' | sed 's/|.*//; s/(.*)//; s/ //g' |
+       grep -v -E '^$|^(iptables|host|dns-root-data|iproute2|iproute)$')  # tools pluto does not need here
+in_chroot apt-get install -y -qq --no-install-recommends $deps >>"$cache/.strongswan61-apt.log" 2>&1 || {
+    log "installing libreswan's libraries failed:"; tail -20 "$cache/.strongswan61-apt.log" >&2; exit 1; }
+dpkg-deb -x "$tmp"/opt/libreswan-deb/libreswan_*.deb "$tmp/opt/libreswan"
+rm -rf "$tmp/opt/libreswan-deb"
+[[ -x "$tmp/opt/libreswan/usr/libexec/ipsec/pluto" ]] || { log "no pluto in the libreswan package"; exit 1; }
 version=$(in_chroot dpkg-query -W -f='${Version}' charon-systemd)
 [[ "$version" == 6.1* || "$version" > "6.1" ]] || { log "unstable gave strongSwan $version, not 6.1"; exit 1; }
 in_chroot apt-get clean
