@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from ikeguard.tools.netns import Host, Topology
+from tests.harness.ikeguard_conf import IkgAuthority, IkgLocal, IkgRemote
 from tests.harness.interop_pair import (
     PSK,
     GatewayFactory,
@@ -25,10 +27,10 @@ from tests.harness.interop_pair import (
     strongswan_side,
     wait_one_sa,
 )
-from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN, TestPki
 from tests.harness.strongswan import StrongSwanError
 from tests.harness.strongswan61 import StrongSwan61Peer
-from tests.harness.swanctl_conf import PskSecret
+from tests.harness.swanctl_conf import AuthConfig, PskSecret
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -223,3 +225,39 @@ def test_peer_without_ml_kem_is_refused_with_no_proposal_chosen(
     assert "received NO_PROPOSAL_CHOSEN notify error" in peer.log()
     event = gw.wait_audit(lambda e: e.get("event") == "proposal.rejected", timeout=5)
     assert "ECP_384" in str(event) or "ecp384" in str(event), event
+
+
+@pytest.mark.parametrize("ikeguard_role", ["responder", "initiator"])
+def test_hybrid_ml_kem_with_certificates(
+    ikeguard_role: str, netns_topology: Callable[..., Topology], strongswan61_peer: Peer61Factory,
+    ikeguard_gateway: GatewayFactory, test_pki: TestPki,
+) -> None:
+    """Issue 25 item 1 with ECDSA P-384 certificates: the IntAuth of IKE_INTERMEDIATE goes into the signed
+    octets of both AUTH payloads (RFC 9242 §3.3.2), ML-KEM-1024, ikeguard in both roles."""
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    ike = "aes256gcm16-prfsha384-ecp384-ke1_mlkem1024"
+    spec = PairSpec(ikg_id=GW_FQDN, ss_id=CLIENT_FQDN, ike_proposals=(ike,))
+    files = {"pki/gw.pem": test_pki.gw.cert_pem(), "pki/gw.key": test_pki.gw.key_pem(),
+             "pki/ca.pem": test_pki.ca.cert.public_bytes(serialization.Encoding.PEM)}
+    ikg_host, ss_host = (right, left) if ikeguard_role == "responder" else (left, right)
+    gw = ikeguard_side(ikeguard_gateway, ikg_host, ss_host, spec=spec, dataplane="userspace",
+                       remote_addr="%any" if ikeguard_role == "responder" else None,
+                       local=IkgLocal("pubkey", GW_FQDN, certs=["pki/gw.pem"], key="pki/gw.key"),
+                       remote=IkgRemote("pubkey", CLIENT_FQDN, cacerts=["lab"], revocation="relaxed"),
+                       authorities=[IkgAuthority("lab", cacert="pki/ca.pem")], files=files,
+                       child={"start_action": "start"} if ikeguard_role == "initiator" else None)
+    peer = strongswan_side(strongswan61_peer, ss_host, ikg_host, spec=spec,
+                           remote_addr="%any" if ikeguard_role == "initiator" else None,
+                           local=AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
+                           remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]),
+                           certs={"client": test_pki.client}, cacerts={"ca": test_pki.ca.cert})
+    if ikeguard_role == "responder":
+        peer.initiate(child="net", ike="ikg")
+    ss_sa = peer.wait_established("ikg", "net", timeout=15)
+    ikg = wait_one_sa(gw)
+    assert ss_sa.additional_key_exchanges == {1: "ML_KEM_1024"}, ss_sa.raw
+    assert_same_sa(ss_sa, ikg)
+    for src, dst in ((ss_host, ikg_host), (ikg_host, ss_host)):
+        out = _ping(src, dst)
+        assert " 0% packet loss" in out, out
