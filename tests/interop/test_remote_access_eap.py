@@ -441,3 +441,27 @@ def test_ipv6_virtual_ip_and_ping(ikeguard_gateway: GatewayFactory, strongswan_p
     ping = lab.topo.left.namespace.run("ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "-I", vip,
                                        str(lab.topo.right.subnet_address6), check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def test_generated_swanctl_profile_connects(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory,
+                                            lab: Lab) -> None:
+    """Issue 19 item 5: ``ikeguard client-profile --format swanctl`` for alice, loaded as it is into a
+    strongSwan road warrior (with her device certificate as device.pem and her EAP secret), connects and
+    gets a virtual IP."""
+    from click.testing import CliRunner
+
+    from ikeguard.control.cli import main
+
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], pool="203.0.113.64/29")
+    result = CliRunner().invoke(main, ["client-profile", "-c", str(gw.config_path), "--conn", "rw",
+                                       "--user", "alice", "--format", "swanctl"])
+    assert result.exit_code == 0, result.output
+    road = strongswan_peer(lab.topo.left.namespace, "road", connections=[], certs={"device": lab.client},
+                           cacerts={"ca": lab.ca.cert}, plugins=EAP_PLUGINS)
+    (road.swanctl_dir / "swanctl.conf").write_text(
+        result.stdout + 'secrets {\n  eap-alice {\n    id = alice\n    secret = "alice-Pass-7431"\n  }\n}\n')
+    road.load_all()
+    road.initiate("net", timeout=30)
+    assert road.list_sas()[0].state == "ESTABLISHED"
+    [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["children"], 10)
+    assert sa["user"] == "alice" and sa["virtual_ip"] == "203.0.113.65"

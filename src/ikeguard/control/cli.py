@@ -14,6 +14,7 @@ from ikeguard.control.cli_demo import demo
 from ikeguard.control.cli_gateway import conns, events, initiate, peers, rekey, reload, sas, terminate
 from ikeguard.control.cli_import import import_command
 from ikeguard.control.cli_policy import check, profiles
+from ikeguard.control.cli_profile import client_profile
 from ikeguard.control.cli_run import run
 from ikeguard.control.cli_scan import scan_command
 
@@ -39,3 +40,4 @@ main.add_command(reload)
 main.add_command(events)
 main.add_command(scan_command)
 main.add_command(import_command)
+main.add_command(client_profile)
