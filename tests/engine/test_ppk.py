@@ -39,6 +39,7 @@ def test_mandatory_ppk_on_both_sides_is_used(ike: tuple[str, ...]) -> None:
     (a_sa,), (b_sa,) = net.a.manager.ike_sas(), net.b.manager.ike_sas()
     assert a_sa.state is b_sa.state is IkeState.ESTABLISHED
     assert a_sa.ppk_used and b_sa.ppk_used
+    assert [e.details.get("ppk") for e in net.b.audits("auth.success")] == ["used"]
     plain = _pair(None, None, ike)
     assert a_sa.crypto is not None and plain.a.manager.ike_sas()[0].crypto is not None
     assert bytes(a_sa.crypto.keys.sk_d) == bytes(b_sa.crypto.keys.sk_d)
@@ -53,6 +54,7 @@ def test_optional_ppk_falls_back_to_no_ppk_auth_when_the_responder_has_another()
     (a_sa,), (b_sa,) = net.a.manager.ike_sas(), net.b.manager.ike_sas()
     assert a_sa.state is b_sa.state is IkeState.ESTABLISHED
     assert not a_sa.ppk_used and not b_sa.ppk_used
+    assert [e.details.get("ppk") for e in net.a.audits("auth.success")] == ["not used"]
 
 
 def test_optional_ppk_with_a_responder_without_ppk_support() -> None:

@@ -159,7 +159,8 @@ PPK_HEX = "0x" + "5c" * 32
 
 
 @pytest.mark.parametrize(("ikeguard_role", "mode"), [("initiator", "required"), ("responder", "required"),
-                                                    ("responder", "fallback"), ("responder", "wrong")])
+                                                    ("responder", "fallback"), ("responder", "wrong"),
+                                                    ("initiator", "classical")])
 def test_ppk_with_ml_kem(
     ikeguard_role: str, mode: str, netns_topology: Callable[..., Topology],
     strongswan61_peer: Peer61Factory, ikeguard_gateway: GatewayFactory,
@@ -167,11 +168,12 @@ def test_ppk_with_ml_kem(
     """Issue 25 item 3 (strongSwan part): RFC 8784 PPK on top of ECDH + ML-KEM-768. ``required``: the same
     PPK on both, both roles: the IKE SA comes up with the PPK mixed in (ikeguard ``ppk``), traffic flows.
     ``fallback``: both optional, strongSwan names a PPK id ikeguard does not have: ikeguard verifies
-    NO_PPK_AUTH and the SA comes up without PPK. ``wrong``: same id, another secret: AUTHENTICATION_FAILED."""
+    NO_PPK_AUTH and the SA comes up without PPK. ``wrong``: same id, another secret: AUTHENTICATION_FAILED.
+    ``classical``: the PPK alone, without ML-KEM (ECDH P-384 only)."""
     topo = netns_topology("direct")
     left, right = topo.left, topo.right
-    ike = "aes256gcm16-prfsha384-ecp384-ke1_mlkem768"
-    required = mode in ("required", "wrong")
+    ike = "aes256gcm16-prfsha384-ecp384" + ("" if mode == "classical" else "-ke1_mlkem768")
+    required = mode in ("required", "wrong", "classical")
     ss_id = "ppk-unknown-to-ikeguard" if mode == "fallback" else PPK_ID
     ss_secret = "0x" + "77" * 32 if mode == "wrong" else PPK_HEX
     ss_conn = {"extra": {"ppk_id": ss_id, "ppk_required": required}}
@@ -203,7 +205,8 @@ def test_ppk_with_ml_kem(
     ss_sa = peer.wait_established("ikg", "net", timeout=15)
     ikg = wait_one_sa(gw)
     assert_same_sa(ss_sa, ikg)
-    assert ikg["ppk"] is (mode == "required") and ikg["post_quantum"] is True, ikg
+    assert ikg["ppk"] is (mode in ("required", "classical")), ikg
+    assert ikg["post_quantum"] is (mode != "classical"), ikg
     for src, dst in ((ss_host, ikeguard_host), (ikeguard_host, ss_host)):
         out = _ping(src, dst)
         assert " 0% packet loss" in out, out

@@ -555,7 +555,9 @@ class IkeSa:
         self.transition(IkeTrigger.AUTH_DONE)
         self.established_at = self.now
         self.timers.pop("half_open", None)
-        self.audit("auth.success", "success")
+        ppk = ({"ppk": "used" if self.ppk_used else "not used"}  # RFC 8784: say whether the PPK was used
+               if self.conn is not None and self.conn.ppk is not None else {})
+        self.audit("auth.success", "success", **ppk)
         self.audit("ike.up", "success")
         lifecycle.schedule_ike(self)
         if self.ctx.established_hook is not None:
