@@ -465,3 +465,33 @@ def test_generated_swanctl_profile_connects(ikeguard_gateway: GatewayFactory, st
     assert road.list_sas()[0].state == "ESTABLISHED"
     [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["children"], 10)
     assert sa["user"] == "alice" and sa["virtual_ip"] == "203.0.113.65"
+
+
+def test_eap_only_round_with_gateway_certificate(ikeguard_gateway: GatewayFactory,
+                                                 strongswan_peer: PeerFactory, lab: Lab) -> None:
+    """A connection whose only round is ``remote.auth = "eap-radius"`` (RFC 7296 §2.16 without RFC 4739):
+    the client sends no AUTH in its first IKE_AUTH request, the gateway answers with its certificate
+    AUTH and EAP-Request/Identity; the user authenticates by EAP-MSCHAPv2 through FreeRADIUS (round 1)."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port])
+    config = gw.config.replace('[connections.rw.remote-1]\nauth = "pubkey"\ncacerts = ["vpn"]\n\n'
+                               '[connections.rw.remote-2]\n', "[connections.rw.remote]\n")
+    assert config != gw.config
+    gw.stop()
+    gw = ikeguard_gateway(lab.topo.right.namespace, "gw", config, dict(gw.files))
+    conn = ConnectionConfig(
+        name="rw", local_addrs=["192.0.2.2"], remote_addrs=["192.0.2.1"],
+        local=AuthConfig("eap-mschapv2", "alice", extra={"eap_id": "alice"}),
+        remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]),
+        children=[ChildConfig("net", local_ts=["dynamic"], remote_ts=["198.51.100.0/25"])])
+    road = strongswan_peer(lab.topo.left.namespace, "road", connections=[conn], cacerts={"ca": lab.ca.cert},
+                           plugins=EAP_PLUGINS)
+    path = road.swanctl_dir / "swanctl.conf"
+    path.write_text(path.read_text() + 'secrets {\n  eap-alice {\n    id = alice\n'
+                    '    secret = "alice-Pass-7431"\n  }\n}\n')
+    road.load_all()
+    road.initiate("net", timeout=30)
+    assert road.list_sas()[0].state == "ESTABLISHED"
+    [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established", 10)
+    assert sa["user"] == "alice" and sa["remote_id"] == "alice"
+    success = gw.wait_audit(lambda e: e.get("event") == "auth.success", what="auth.success")
+    assert success["details"]["round"] == "1" and success["details"]["eap_method"] == "mschapv2"
