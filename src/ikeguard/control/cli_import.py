@@ -1,5 +1,10 @@
-"""``ikeguard import swanctl.conf [--secrets FILE] -o gateway.toml``: move a strongSwan configuration over in
-one command, with the migration report.
+"""``ikeguard import swanctl.conf [--secrets FILE] -o gateway.toml`` (or ``ipsec.conf`` with
+``ipsec.secrets``): move a strongSwan configuration over in one command, with the migration report.
+
+The format is found from SOURCE (named ``*ipsec.conf`` or starting with ``conn``/``config setup``: the legacy
+format) unless ``--format`` names it. For ipsec.conf, ``--secrets`` are ipsec.secrets files (default: the
+``ipsec.secrets`` beside SOURCE), credentials are in the ipsec.d directory (default: ``ipsec.d`` beside
+SOURCE) and ``--local`` says which side is this gateway.
 
 The report has two halves: every swanctl.conf key that has no equivalent (or whose value ikeguard refuses),
 with the file and line it came from; and the findings ``ikeguard check`` gives the written configuration under
@@ -22,6 +27,12 @@ from typing import Any
 
 import click
 
+from ikeguard.policy.importers.ipsec_conf import (
+    import_ipsec_conf,
+    looks_like_ipsec_conf,
+    parse_ipsec_conf_file,
+    parse_ipsec_secrets_file,
+)
 from ikeguard.policy.importers.settings_syntax import SettingsSyntaxError, parse_settings_file
 from ikeguard.policy.importers.swanctl import ImportResult, dump_toml, import_swanctl
 
@@ -66,17 +77,26 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
               help="the ikeguard configuration to write (secret files go beside it)")
 @click.option("--secrets", "secrets", multiple=True, type=click.Path(dir_okay=False),
-              help="more swanctl.conf syntax files holding secrets { } (repeatable)")
+              help="more swanctl.conf syntax files holding secrets { }, or ipsec.secrets files for an "
+                   "ipsec.conf (repeatable)")
 @click.option("--swanctl-dir", type=click.Path(file_okay=False),
-              help="where x509/, x509ca/, private/ ... are (default: the directory of SOURCE)")
+              help="where x509/, x509ca/, private/ ... are (default: the directory of SOURCE); for an "
+                   "ipsec.conf the ipsec.d directory with certs/, cacerts/, private/ (default: SOURCE's "
+                   "directory/ipsec.d)")
+@click.option("--format", "fmt", type=click.Choice(["auto", "swanctl", "ipsec"]), default="auto",
+              show_default=True, help="swanctl.conf or legacy ipsec.conf (auto: from the name and content)")
+@click.option("--local", "local", default=None,
+              help="ipsec.conf: which side is this gateway (left, right, or its address or id; default: the "
+                   "%defaultroute side, else the side with a certificate, else left)")
 @click.option("--profile", default="pci-dss-4", show_default=True, help="compliance profile of the result")
 @click.option("--dataplane", type=click.Choice(["userspace", "xfrm", "none"]), default="userspace",
               show_default=True, help="[gateway] dataplane of the result")
 @click.option("--force", is_flag=True, help="overwrite OUTPUT and its secret files")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable migration report")
-def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_dir: str | None, profile: str,
-                   dataplane: str, force: bool, as_json: bool) -> None:
-    """Convert a swanctl.conf into an ikeguard configuration, with a migration report."""
+def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_dir: str | None, fmt: str,
+                   local: str | None, profile: str, dataplane: str, force: bool, as_json: bool) -> None:
+    """Convert a swanctl.conf (or a legacy ipsec.conf) into an ikeguard configuration, with a migration
+    report."""
     from ikeguard.policy.profile import ProfileNotFound, load_profile
 
     try:
@@ -85,16 +105,28 @@ def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_d
         click.echo(f"ikeguard import: {exc}", err=True)
         sys.exit(2)
     src, out = Path(source), Path(output)
+    gateway = {"profile": profile, "state_dir": "state", "dataplane": dataplane}
+    legacy = fmt == "ipsec" or (fmt == "auto" and looks_like_ipsec_conf(src))
     try:
-        tree, located = parse_settings_file(src)
-        for extra in secrets:
-            parse_settings_file(extra, into=tree, located=located)
+        if legacy:
+            sections = parse_ipsec_conf_file(src)
+            secret_files = [Path(s) for s in secrets]
+            if not secret_files and (src.parent / "ipsec.secrets").is_file():
+                secret_files = [src.parent / "ipsec.secrets"]
+            entries = [e for f in secret_files for e in parse_ipsec_secrets_file(f)]
+            result = import_ipsec_conf(sections, entries,
+                                       ipsec_d=Path(swanctl_dir) if swanctl_dir else src.parent / "ipsec.d",
+                                       output_dir=out.parent.resolve(), gateway=gateway, local=local)
+        else:
+            tree, located = parse_settings_file(src)
+            for extra in secrets:
+                parse_settings_file(extra, into=tree, located=located)
+            result = import_swanctl(tree, located,
+                                    swanctl_dir=Path(swanctl_dir) if swanctl_dir else src.parent,
+                                    output_dir=out.parent.resolve(), gateway=gateway)
     except SettingsSyntaxError as exc:
         click.echo(f"ikeguard import: {exc}", err=True)
         sys.exit(2)
-    result = import_swanctl(tree, located, swanctl_dir=Path(swanctl_dir) if swanctl_dir else src.parent,
-                            output_dir=out.parent.resolve(),
-                            gateway={"profile": profile, "state_dir": "state", "dataplane": dataplane})
     targets = [out, *(out.parent / name for name in result.files)]
     if not force and any(t.exists() for t in targets):
         existing = next(t for t in targets if t.exists())
