@@ -92,6 +92,7 @@ class FreeRadius:
         if shutil.which(FREERADIUS) is None and not Path(FREERADIUS).exists():
             raise FreeRadiusError(f"{FREERADIUS} missing: apt-get install freeradius")
         self.write_config()
+        self.log_path.unlink(missing_ok=True)  # a restart waits for its own "Ready" line
         argv = [FREERADIUS, "-f", "-x", "-d", str(self.confdir), "-n", "radiusd"]
         out = open(self.rundir / "freeradius.out", "wb")  # noqa: SIM115 - handed to the child
         try:

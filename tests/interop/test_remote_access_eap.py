@@ -74,7 +74,7 @@ def lab(netns_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[Lab
 
 def _gateway(factory: GatewayFactory, lab: Lab, *, servers: list[int], dataplane: str = "none",
              pool: str = "", local_ts: str = "198.51.100.0/25", groups: str = "",
-             accounting: bool = False, interval: int = 0) -> GatewayProcess:
+             accounting: bool = False, interval: int = 0, dos: bool = True) -> GatewayProcess:
     dns = "2001:db8:0:a::53" if ":" in pool else "198.51.100.53"
     blocks = "".join(f'''
 [radius.servers.s{i}]
@@ -90,6 +90,7 @@ listen = ["192.0.2.1"]
 state_dir = "state"
 retransmit_timeout = 1.0
 retransmit_tries = 3
+dos_protection = {"true" if dos else "false"}
 
 [radius]
 retransmit_timeout = 0.5
@@ -133,7 +134,8 @@ remote_ts = ["dynamic"]
 def _client(factory: PeerFactory, lab: Lab, user: str, password: str,
             method: str = "eap-ttls", user_cert: IssuedCertificate | None = None,
             vip: bool = False, users: tuple[tuple[str, str], ...] = (),
-            remote_ts: str = "198.51.100.0/25", vip_family: str = "0.0.0.0") -> StrongSwanPeer:
+            remote_ts: str = "198.51.100.0/25", vip_family: str = "0.0.0.0",
+            charon_threads: int = 16) -> StrongSwanPeer:
     second: dict[str, object] = {"auth": method, "eap_id": user, "id": user}
     certs = {"client": lab.client}
     if user_cert is not None:  # EAP-TLS: the user's own certificate, checked by FreeRADIUS
@@ -150,7 +152,8 @@ def _client(factory: PeerFactory, lab: Lab, user: str, password: str,
                **({"vips": vip_family} if vip else {})})
         for i, (name, _) in enumerate(everyone)]
     peer = factory(lab.topo.left.namespace, "road", connections=conns, certs=certs,
-                   cacerts={"ca": lab.ca.cert}, plugins=EAP_PLUGINS)
+                   cacerts={"ca": lab.ca.cert}, plugins=EAP_PLUGINS,
+                   charon_options={"threads": charon_threads})
     if user_cert is not None:
         return peer
     path = peer.swanctl_dir / "swanctl.conf"
@@ -495,3 +498,31 @@ def test_eap_only_round_with_gateway_certificate(ikeguard_gateway: GatewayFactor
     assert sa["user"] == "alice" and sa["remote_id"] == "alice"
     success = gw.wait_audit(lambda e: e.get("event") == "auth.success", what="auth.success")
     assert success["details"]["round"] == "1" and success["details"]["eap_method"] == "mschapv2"
+
+
+def test_fifty_users_at_once_get_fifty_addresses(ikeguard_gateway: GatewayFactory,
+                                                 strongswan_peer: PeerFactory, lab: Lab) -> None:
+    """Issue 19 item 4: 50 users (one strongSwan with 50 connections, each its own EAP-MSCHAPv2 identity,
+    started 10 at a time) each get an IKE SA and a distinct virtual IP from one pool; FreeRADIUS accepts
+    all 50."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"u{i:02d}" for i in range(50)]
+    lab.radius.stop()
+    lab.radius.users = "".join(f'{n}\tCleartext-Password := "pw-{n}-7731"\n\n' for n in names)
+    lab.radius.start()
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port], pool="203.0.113.0/26", dos=False)
+    road = _client(strongswan_peer, lab, names[0], f"pw-{names[0]}-7731", "eap-mschapv2", vip=True,
+                   users=tuple((n, f"pw-{n}-7731") for n in names[1:]),
+                   charon_threads=48)  # each waiting vici initiate holds one of charon's threads
+    children = ["net"] + [f"net-{n}" for n in names[1:]]
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        list(pool.map(lambda child: road.initiate(child, timeout=60), children))
+    elapsed = time.monotonic() - started
+    sas = gw.wait_sas(lambda s: len(s) == 50 and all(x["children"] for x in s), 30)
+    ips = {s["user"]: s["virtual_ip"] for s in sas}
+    assert sorted(ips) == names
+    assert len(set(ips.values())) == 50 and all(ip.startswith("203.0.113.") for ip in ips.values())
+    assert lab.radius.log().count("Login OK") == 50
+    print(f"50 users with EAP-MSCHAPv2 through FreeRADIUS: {elapsed:.1f} s")
