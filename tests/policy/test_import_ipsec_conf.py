@@ -23,6 +23,7 @@ from ikeguard.policy.importers.ipsec_conf import parse_ipsec_conf, parse_ipsec_s
 from ikeguard.policy.importers.settings_syntax import SettingsSyntaxError
 from ikeguard.policy.loader import load_config
 from tests.harness.pki_tool import PkiTool
+from tests.harness.starter import starter_conftest
 
 SECRET_HEX = "0x3f2a9b7c1d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071829304a5b6c7d8"
 SECRET_B64 = "0sOWFkM2U0ZjVhNmI3YzhkOWUwZjFhMmIzYzRkNWU2ZjdhOGI5YzBkMWUyZjNhNGI1YzY="
@@ -304,6 +305,15 @@ def test_errors_name_the_line_and_exit_2(tmp_path: Path, text: str) -> None:
     result = CliRunner().invoke(main, ["import", str(src), "-o", str(tmp_path / "gw.toml")])
     assert result.exit_code == 2 and "ipsec.conf:" in result.output, result.output
     assert not (tmp_path / "gw.toml").exists()
+
+
+@pytest.mark.parametrize("name", ["SITE", "ROAD_WARRIOR", "IPV6_CONN"])
+def test_the_corpus_is_ipsec_conf_as_strongswan_parses_it(tmp_path: Path, name: str) -> None:
+    """strongSwan's own parser (starter --conftest) finds no error in the files imported above."""
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text(globals()[name])
+    output = starter_conftest(conf)
+    assert "error" not in output.lower() and "config OK" in output, output
 
 
 def test_parsers() -> None:
