@@ -31,6 +31,7 @@ from ikeguard.wire.iana import ProtocolId
 from tests.harness.ikeguard_conf import IkgChild, IkgConnection, IkgLocal, IkgRemote, IkgSecret, gateway_toml
 from tests.harness.libreswan import LibreswanConn, LibreswanPeer
 from tests.harness.strongswan import StrongSwanPeer
+from tests.harness.strongswan61 import StrongSwan61Peer
 from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
@@ -67,7 +68,8 @@ def _expected(proposals: tuple[str, ...]) -> set[tuple[str, int, int | None]]:
     out: set[tuple[str, int, int | None]] = set()
     for text in proposals:
         spec = parse_proposal(text, ProtocolId.IKE)
-        for cls, items in (("ENCR", spec.encr), ("PRF", spec.prf), ("INTEG", spec.integ), ("KE", spec.ke)):
+        for cls, items in (("ENCR", spec.encr), ("PRF", spec.prf), ("INTEG", spec.integ), ("KE", spec.ke),
+                           ("ADDKE", spec.addke)):
             out.update((cls, t.id, t.key_length) for t in items)
     return out
 
@@ -352,3 +354,24 @@ def test_libreswan_ikev1_and_aggressive_mode_findings(
         assert v1["main_mode"] != "accepted" and v1["aggressive_psk"] != "accepted"
         assert findings == [] and rc == 0, data["findings"]
     assert elapsed < FULL_SCAN_LIMIT_S
+
+
+HYBRID = ("aes256gcm16-prfsha384-ecp384-ke1_mlkem768",)
+
+
+def test_ml_kem_additional_key_exchange_of_strongswan61_exact_set(
+        netns_topology: Callable[..., Topology], strongswan61_peer: Callable[..., StrongSwan61Peer]) -> None:
+    """strongSwan 6.1 configured with only ``ecp384-ke1_mlkem768``: every classic-only offer is refused, so
+    the scan probes again with ADDKE1 = ML-KEM required; it reports ML-KEM-768 accepted as ADDKE1, ML-KEM-512
+    and -1024 refused, and every other class exactly as configured (against strongSwan 5.9 above, which has
+    no RFC 9370, every ADDKE candidate is reported refused)."""
+    topo = netns_topology()
+    _strongswan_responder(strongswan61_peer, topo, HYBRID)
+    rc, data, _ = _run_scan(topo.left.namespace, str(topo.right.address), "--profile", "baseline")
+    statuses = {(t["class"], t["id"], t["key_length"]): t["status"] for t in data["transforms"]}
+    addke = {k[1]: v for k, v in statuses.items() if k[0] == "ADDKE"}
+    assert addke == {35: "refused", 36: "accepted", 37: "refused"}, data["notes"]  # ML-KEM-512/768/1024
+    expected = _expected(HYBRID)
+    wrong = {k: v for k, v in statuses.items() if (v == "accepted") != (k in expected)}
+    assert not wrong, f"scan disagrees with strongSwan's configuration: {wrong}"
+    assert rc == 0 and data["status"] == "complete"

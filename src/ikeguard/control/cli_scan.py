@@ -21,7 +21,7 @@ from ikeguard.scan import PolicyFileError, ScanOptions, ScanReport, judge, load_
 
 _VERDICT_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 _STATUS_STYLE = {"accepted": "bold", "refused": "dim", "not_verified": "magenta"}
-_CLASS_TAG = {"ENCR": "enc", "PRF": "prf", "INTEG": "int", "KE": "kex"}
+_CLASS_TAG = {"ENCR": "enc", "PRF": "prf", "INTEG": "int", "KE": "kex", "ADDKE": "pq"}
 
 
 def parse_target(target: str) -> tuple[str, int]:

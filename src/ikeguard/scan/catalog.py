@@ -5,6 +5,8 @@ a transform with a different Key Length is a different transform). ENCR covers t
 "Transform Type 1" registry that any implementation ships (DES, 3DES, CAST, Blowfish, NULL, AES in CBC/CTR/
 CCM/GCM, Camellia in CBC/CTR/CCM, ChaCha20-Poly1305) with each key length their RFCs allow; PRF, INTEG and KE
 list the whole registries (KE: MODP 768 to 8192, RFC 5114 groups, NIST ECP, Brainpool, Curve25519/448).
+ADDKE: ML-KEM-512/768/1024 (FIPS 203) as the first additional key exchange of RFC 9370 (``ke1_`` in
+strongSwan's syntax), the post-quantum part of a hybrid IKE_SA_INIT.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from ikeguard.wire.iana import EncrId, IntegId, KeId, PrfId, TransformType
 from ikeguard.wire.transforms import AEAD_ENCR_IDS, Transform
 
-CLASSES: tuple[str, ...] = ("ENCR", "PRF", "INTEG", "KE")
+CLASSES: tuple[str, ...] = ("ENCR", "PRF", "INTEG", "KE", "ADDKE")
 """Transform classes in the order the scanner enumerates them (and the report lists them)."""
 
 _AES_LENGTHS = (128, 192, 256)
@@ -54,6 +56,8 @@ _KE: tuple[KeId, ...] = (
     KeId.BRAINPOOL_P256R1, KeId.BRAINPOOL_P384R1, KeId.BRAINPOOL_P512R1, KeId.CURVE25519, KeId.CURVE448,
 )
 
+_ADDKE: tuple[KeId, ...] = (KeId.ML_KEM_512, KeId.ML_KEM_768, KeId.ML_KEM_1024)
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -70,7 +74,7 @@ class Candidate:
     @property
     def profile_name(self) -> str:
         """The name the profile data files and ``--policy`` files use, e.g. ``AES_CBC/256``."""
-        registry = {"ENCR": EncrId, "PRF": PrfId, "INTEG": IntegId, "KE": KeId}[self.cls]
+        registry = {"ENCR": EncrId, "PRF": PrfId, "INTEG": IntegId, "KE": KeId, "ADDKE": KeId}[self.cls]
         name = registry(self.transform.id).name
         return f"{name}/{self.transform.key_length}" if self.transform.key_length is not None else name
 
@@ -87,4 +91,5 @@ def candidates() -> dict[str, tuple[Candidate, ...]]:
     prf = tuple(Candidate("PRF", Transform(TransformType.PRF, p)) for p in PrfId)
     integ = tuple(Candidate("INTEG", Transform(TransformType.INTEG, i)) for i in _INTEG)
     ke = tuple(Candidate("KE", Transform(TransformType.KE, k)) for k in _KE)
-    return {"ENCR": encr, "PRF": prf, "INTEG": integ, "KE": ke}
+    addke = tuple(Candidate("ADDKE", Transform(TransformType.ADDKE1, k)) for k in _ADDKE)
+    return {"ENCR": encr, "PRF": prf, "INTEG": integ, "KE": ke, "ADDKE": addke}

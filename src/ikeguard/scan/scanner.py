@@ -17,7 +17,14 @@ probe leaves state behind:
    ciphers go in a proposal without INTEG (RFC 5282 §8), the others in one with every INTEG.
 4. *Preference*: the group INVALID_KE_PAYLOAD names for the accepted groups in our order and reversed
    tells whether the responder applies its own order, and then that order.
-5. *Behaviours*: one complete IKE_SA_INIT with the accepted transforms and a real KE of the preferred group
+5. *Additional key exchanges* (RFC 9370, ML-KEM): first one complete IKE_SA_INIT with the accepted
+   transforms that *requires* ADDKE1 to be one of the ML-KEM candidates (no NONE) and says
+   INTERMEDIATE_EXCHANGE_SUPPORTED (RFC 9242 §3): NO_PROPOSAL_CHOSEN = none accepted; an answer whose
+   proposal carries no ADDKE1 = the responder ignored the transform type (no RFC 9370), none accepted;
+   otherwise the chosen one is accepted and each other candidate is probed like a class in 3
+   (INVALID_KE_PAYLOAD = accepted). Without the first step a responder that skips unknown transform types
+   would look as if it accepted every candidate. This probe leaves a half-open SA, as the next one does.
+6. *Behaviours*: one complete IKE_SA_INIT with the accepted transforms and a real KE of the preferred group
    (the only probe meant to leave a half-open SA), carrying NAT_DETECTION_*, IKEV2_FRAGMENTATION_SUPPORTED,
    SIGNATURE_HASH_ALGORITHMS and INTERMEDIATE_EXCHANGE_SUPPORTED; the answer's notifies, Vendor IDs and
    CERTREQ are reported. Then a decoy probe to UDP 4500 (non-ESP marker, RFC 3948 §2.2).
@@ -32,14 +39,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ikeguard.scan.catalog import CLASSES, Candidate, candidates
 from ikeguard.scan.ikev1 import Ikev1Prober
 from ikeguard.scan.keyex import can_generate, public_value
 from ikeguard.scan.transport import Reply, Transport, nat_detection_hash
-from ikeguard.wire.iana import HashAlgorithm, KeId, NotifyType, ProtocolId, name_of
+from ikeguard.wire.iana import HashAlgorithm, KeId, NotifyType, ProtocolId, TransformType, name_of
 from ikeguard.wire.payload_base import Payload
 from ikeguard.wire.payloads import CertReqPayload, NotifyPayload, VendorIdPayload
 from ikeguard.wire.proposal_string import describe_proposal
@@ -149,6 +156,13 @@ def _proposals(encr: Sequence[Transform], prf: Sequence[Transform], integ: Seque
     return tuple(out)
 
 
+def _with_addke(proposals: tuple[Proposal, ...], addke: Sequence[Transform]) -> tuple[Proposal, ...]:
+    """The proposals with ADDKE1 = one of ``addke`` required (no NONE: RFC 9370 §2.2.1)."""
+    if not addke:
+        return proposals
+    return tuple(replace(p, transforms=(*p.transforms, *addke)) for p in proposals)
+
+
 def _evidence(reply: Reply) -> str:
     if reply.kind == "sa":
         return "IKE_SA_INIT response"
@@ -159,8 +173,6 @@ def _evidence(reply: Reply) -> str:
 
 
 def _ke(group: int) -> Transform:
-    from ikeguard.wire.iana import TransformType
-
     return Transform(TransformType.KE, group)
 
 
@@ -175,6 +187,9 @@ class Scanner:
         self.catalog = candidates()
         self.full: dict[str, list[Transform]] = {c: [x.transform for x in self.catalog[c]] for c in CLASSES}
         self._status: dict[Candidate, Observation] = {}
+        # ADDKE1 every probe must carry: set when the responder refuses every classic-only offer (it requires
+        # a post-quantum key exchange, RFC 9370); the probes then also say INTERMEDIATE_EXCHANGE_SUPPORTED
+        self._pq_context: list[Transform] = []
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
     def _record(self, candidate: Candidate, status: Status, evidence: str) -> None:
@@ -183,8 +198,18 @@ class Scanner:
     def _ke_candidate(self, group: int) -> Candidate:
         return next(c for c in self.catalog["KE"] if c.transform.id == group)
 
+    def _probe(self, proposals: tuple[Proposal, ...], group: int, data: bytes, extra: Sequence[Payload] = (),
+               *, addke: Sequence[Transform] = (), **kwargs: Any) -> Reply:
+        """One IKE_SA_INIT probe, in the post-quantum context when the responder needs it."""
+        addke = addke or self._pq_context
+        if addke:
+            proposals = _with_addke(proposals, addke)
+            extra = [*extra, NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED, b"")]
+        return self.transport.probe(proposals, group, data, extra, **kwargs)
+
     def _decoy_probe(self, encr: Sequence[Transform], prf: Sequence[Transform], integ: Sequence[Transform],
-                     groups: Sequence[int], *, port: int | None = None) -> Reply:
+                     groups: Sequence[int], *, port: int | None = None,
+                     addke: Sequence[Transform] = ()) -> Reply:
         assert self.result.decoy is not None
         decoy = self.result.decoy
         proposals = _proposals(encr, prf, integ, [_ke(decoy), *(_ke(g) for g in groups)])
@@ -192,7 +217,7 @@ class Scanner:
             return Reply("skipped")
         data = public_value(decoy)
         assert data is not None
-        return self.transport.probe(proposals, decoy, data, port=port)
+        return self._probe(proposals, decoy, data, addke=addke, port=port)
 
     @staticmethod
     def _judge(reply: Reply, want: int | None = None) -> tuple[Status, str]:
@@ -216,7 +241,7 @@ class Scanner:
             if data is None:
                 continue
             proposals = _proposals(self.full["ENCR"], self.full["PRF"], self.full["INTEG"], [_ke(group)])
-            reply = self.transport.probe(proposals, group, data, expect_half_open=True)
+            reply = self._probe(proposals, group, data, expect_half_open=True)
             status, evidence = self._judge(reply, group)
             if reply.kind == "notify" and reply.notify == NotifyType.INVALID_KE_PAYLOAD:
                 status, evidence = "not_verified", "INVALID_KE_PAYLOAD for the only group offered"
@@ -283,6 +308,44 @@ class Scanner:
         """Accepted candidates of ``cls`` so far."""
         return [c for c in self.catalog[cls] if c in self._status and self._status[c].status == "accepted"]
 
+    def _scan_addke(self, groups: Sequence[int]) -> None:
+        cands = self.catalog["ADDKE"]
+        preferred = [g for g in (self.result.ke_preference or groups) if can_generate(g)]
+        encr = [c.transform for c in self.result_accepted("ENCR")]
+        prf = [c.transform for c in self.result_accepted("PRF")]
+        integ = [c.transform for c in self.result_accepted("INTEG")]
+        base = _proposals(encr, prf, integ, [_ke(preferred[0])]) if preferred else ()
+        if not base:
+            for cand in cands:
+                self._record(cand, "not_verified", "no accepted group we can compute a KE for")
+            return
+        data = public_value(preferred[0])
+        assert data is not None
+        every = [c.transform for c in cands]
+        reply = self._probe(base, preferred[0], data, addke=every, expect_half_open=True)
+        status, evidence = self._judge(reply)
+        if status == "refused":
+            for cand in cands:
+                self._record(cand, "refused", "NO_PROPOSAL_CHOSEN with an ML-KEM ADDKE1 required")
+            return
+        sa = reply.message.get(SaPayload) if reply.kind == "sa" and reply.message is not None else None
+        if sa is None or not sa.proposals:
+            for cand in cands:
+                self._record(cand, "not_verified", evidence)
+            return
+        chosen = [t.id for t in sa.proposals[0].transforms if t.type == TransformType.ADDKE1]
+        if not chosen:
+            for cand in cands:
+                self._record(cand, "refused", "IKE_SA_INIT response without ADDKE1: RFC 9370 not supported")
+            return
+        for cand in cands:
+            if cand.transform.id in chosen:
+                self._record(cand, "accepted", "IKE_SA_INIT response choosing it")
+                continue
+            probe = self._decoy_probe(self.full["ENCR"], self.full["PRF"], self.full["INTEG"], groups,
+                                      addke=[cand.transform])
+            self._record(cand, *self._judge(probe))
+
     def _behaviours(self, groups: Sequence[int]) -> None:
         b = self.result.behaviours
         b.update({"fragmentation": None, "nat_t": None, "signature_hash_algorithms": None,
@@ -313,7 +376,7 @@ class Scanner:
                 NotifyPayload(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED, b""),
                 NotifyPayload(NotifyType.REDIRECT_SUPPORTED, b""),
             ]
-            reply = self.transport.probe(proposals, group, data, extra, expect_half_open=True, spi_i=spi_i)
+            reply = self._probe(proposals, group, data, extra, expect_half_open=True, spi_i=spi_i)
             if reply.kind == "sa" and reply.message is not None:
                 self._read_behaviours(reply, spi_i, local, remote)
             else:
@@ -386,15 +449,32 @@ class Scanner:
         self.transport.stats.datagrams += v1.datagrams
         self.transport.stats.half_open += v1.half_open
 
+    def _classic_or_post_quantum(self) -> list[int]:
+        """Phases 1-2; when every classic-only offer is refused, again with ADDKE1 = ML-KEM required: a
+        responder configured with only hybrid proposals (``ecp384-ke1_mlkem768``) refuses anything else."""
+        self._find_decoy()
+        groups = self._scan_ke() if self.result.decoy is not None else []
+        every_refused = all(c in self._status and self._status[c].status == "refused"
+                            for c in self.catalog["KE"])
+        if groups or not every_refused or self.transport.stop_reason is not None:
+            return groups
+        self._pq_context = [c.transform for c in self.catalog["ADDKE"]]
+        self._status = {c: o for c, o in self._status.items() if c.cls != "KE"}
+        self.result.decoy = None
+        self._find_decoy()
+        groups = self._scan_ke() if self.result.decoy is not None else []
+        if groups:
+            self.result.notes.append("every classic offer was refused: probed again with an ML-KEM "
+                                     "additional key exchange (RFC 9370 ADDKE1) required, which it accepts")
+        return groups
+
     # -- run -----------------------------------------------------------------------------------------------
     def run(self) -> ScanResult:
         """The whole plan; always returns a result (partial when the scan stopped)."""
         started = time.monotonic()
         try:
-            self._find_decoy()
-            groups: list[int] = []
+            groups = self._classic_or_post_quantum()
             if self.result.decoy is not None:
-                groups = self._scan_ke()
                 every_ke_refused = all(self._status[c].status == "refused" for c in self.catalog["KE"])
                 if groups:
                     for cls in ("ENCR", "PRF", "INTEG"):
@@ -406,6 +486,7 @@ class Scanner:
                     self.result.notes.append("the responder accepted no proposal we offered")
                 self._ke_preference(groups)
                 if groups:
+                    self._scan_addke(groups)
                     self._behaviours(groups)
             self._ikev1()
         finally:

@@ -89,7 +89,7 @@ def load_policy(path: str | Path) -> dict[str, frozenset[tuple[int, int | None]]
     for key, names in ike.items():
         cls = str(key).upper()
         if cls not in CLASSES:
-            raise PolicyFileError(f"{path}: unknown class {key!r} (encr, prf, integ, ke)")
+            raise PolicyFileError(f"{path}: unknown class {key!r} (encr, prf, integ, ke, addke)")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise PolicyFileError(f"{path}: ike.{key} must be a list of transform names")
         registry = TYPE_NAMES[cls]
