@@ -5,7 +5,11 @@ STATE_NOT_FOUND."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ikeguard.engine.events import SendDatagram
 from ikeguard.engine.message import decode_message
@@ -119,3 +123,56 @@ def test_ike_rekey_with_ml_kem_followup(side: str) -> None:
     starter.manager.rekey_child(sa.uniqueid, ch.uniqueid, net.now)
     net.run()
     assert_consistent(net)
+
+
+followup_payloads = st.lists(st.one_of(
+    st.builds(lambda n: KePayload(KeId.ML_KEM_768, bytes(n)), st.sampled_from([0, 1183, 1184, 1568])),
+    st.just(KePayload(KeId.ML_KEM_768, b"\xff" * 1184)),  # fails the FIPS 203 modulus check
+    st.just(KePayload(KeId.ECP_256, b"\x01" * 64)),
+    st.builds(lambda d: NotifyPayload(NotifyType.ADDITIONAL_KEY_EXCHANGE, d), st.binary(max_size=12)),
+    st.just("link"),
+), max_size=3)
+
+
+@settings(max_examples=int(os.environ.get("ENGINE_FUZZ_EXAMPLES", "60")), deadline=None)
+@given(st.lists(followup_payloads, min_size=1, max_size=3))
+def test_malformed_followups_install_nothing_and_leak_nothing(requests: list) -> None:  # type: ignore[type-arg]
+    """Authentic IKE_FOLLOWUP_KE requests with wrong, missing or short KE, unknown or real links: no
+    exception, every answer decrypts, nothing is installed unless a valid KE names the real link, pending
+    links stay bounded, and the IKE SA stays established."""
+    from ikeguard.engine.tasks.followup_ke import MAX_PENDING
+
+    net = up(proposals=PQ_ESP)
+    sa, old = only_child(net, "a")
+    b_sa = net.b.manager.ike_sas()[0]
+    net.filter = lambda d, side: ([] if decode_header(d.data)[0].exchange_type == ExchangeType.IKE_FOLLOWUP_KE
+                                  else [d])
+    net.a.manager.rekey_child(sa.uniqueid, old.uniqueid, net.now)
+    net.run()
+    net.filter = None
+    (link,) = b_sa.followups
+    installs = len(net.b.installs())
+    sent_valid = False
+    assert sa.crypto is not None
+    for payloads in requests:
+        real = NotifyPayload(NotifyType.ADDITIONAL_KEY_EXCHANGE, link)
+        wire = [real if p == "link" else p for p in payloads]
+        header = IkeHeader(sa.spi_i, sa.spi_r, ExchangeType.IKE_FOLLOWUP_KE, HeaderFlags.INITIATOR,
+                           b_sa.window.expected_peer_id)
+        mark = len(net.b.manager.ctx.outputs)
+        net.b.manager.receive_datagram(encode_encrypted_message(header, wire, sa.crypto.outbound),
+                                       net.b.endpoint, net.a.endpoint, net.now)
+        for event in list(net.b.manager.ctx.outputs)[mark:]:
+            if isinstance(event, SendDatagram):
+                assert decode_message(event.data, sa.crypto.inbound, None).response
+        assert len(b_sa.followups) <= MAX_PENDING
+        kes = [p for p in wire if isinstance(p, KePayload)]
+        sent_valid |= ("link" in payloads and bool(kes) and int(kes[0].group) == KeId.ML_KEM_768
+                       and kes[0].data == bytes(1184))  # an all-zero ek passes the FIPS 203 checks
+        if len(net.b.installs()) != installs:
+            assert sent_valid  # only a well-formed KE under the real link completes the rekey
+            assert link not in b_sa.followups
+    assert b_sa.state.value == "established"
+    net.collect()
+    net.in_flight.clear()
+    net.advance(400)
