@@ -33,6 +33,7 @@ from ikeguard.policy.importers.ipsec_conf import (
     parse_ipsec_conf_file,
     parse_ipsec_secrets_file,
 )
+from ikeguard.policy.importers.libreswan import detect_flavour, import_libreswan_conf
 from ikeguard.policy.importers.settings_syntax import SettingsSyntaxError, parse_settings_file
 from ikeguard.policy.importers.swanctl import ImportResult, dump_toml, import_swanctl
 
@@ -85,6 +86,9 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
                    "directory/ipsec.d)")
 @click.option("--format", "fmt", type=click.Choice(["auto", "swanctl", "ipsec"]), default="auto",
               show_default=True, help="swanctl.conf or legacy ipsec.conf (auto: from the name and content)")
+@click.option("--flavour", type=click.Choice(["auto", "strongswan", "libreswan"]), default="auto",
+              show_default=True, help="ipsec.conf: strongSwan's or libreswan's (auto: libreswan-only options "
+                                      "or algorithm syntax decide)")
 @click.option("--local", "local", default=None,
               help="ipsec.conf: which side is this gateway (left, right, or its address or id; default: the "
                    "%defaultroute side, else the side with a certificate, else left)")
@@ -94,7 +98,8 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
 @click.option("--force", is_flag=True, help="overwrite OUTPUT and its secret files")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable migration report")
 def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_dir: str | None, fmt: str,
-                   local: str | None, profile: str, dataplane: str, force: bool, as_json: bool) -> None:
+                   flavour: str, local: str | None, profile: str, dataplane: str, force: bool,
+                   as_json: bool) -> None:
     """Convert a swanctl.conf (or a legacy ipsec.conf) into an ikeguard configuration, with a migration
     report."""
     from ikeguard.policy.profile import ProfileNotFound, load_profile
@@ -114,9 +119,13 @@ def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_d
             if not secret_files and (src.parent / "ipsec.secrets").is_file():
                 secret_files = [src.parent / "ipsec.secrets"]
             entries = [e for f in secret_files for e in parse_ipsec_secrets_file(f)]
-            result = import_ipsec_conf(sections, entries,
-                                       ipsec_d=Path(swanctl_dir) if swanctl_dir else src.parent / "ipsec.d",
-                                       output_dir=out.parent.resolve(), gateway=gateway, local=local)
+            if flavour == "auto":
+                flavour = detect_flavour(sections, src.read_text(errors="replace"))
+            convert = import_libreswan_conf if flavour == "libreswan" else import_ipsec_conf
+            result = convert(sections, entries,
+                             ipsec_d=Path(swanctl_dir) if swanctl_dir else src.parent / "ipsec.d",
+                             output_dir=out.parent.resolve(), gateway=gateway, local=local)
+            result.flavour = flavour
         else:
             tree, located = parse_settings_file(src)
             for extra in secrets:
@@ -140,7 +149,7 @@ def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_d
     code = 0 if checked["passed"] else 1
     if as_json:
         click.echo(json.dumps({
-            "source": str(src), "output": str(out), "profile": profile,
+            "source": str(src), "output": str(out), "profile": profile, "flavour": result.flavour,
             "connections": sorted(result.config.get("connections", {})), "skipped": result.skipped,
             "secret_files": sorted(result.files), "unmapped": [u.as_dict() for u in result.unmapped],
             "loaded": checked["loaded"], "passed": checked["passed"], "findings": checked["findings"],

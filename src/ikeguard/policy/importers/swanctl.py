@@ -54,6 +54,7 @@ class ImportResult:
     files: dict[str, str] = field(default_factory=dict)  # file name (beside the output) -> content
     unmapped: list[Unmapped] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # connections not imported (and why, in unmapped)
+    flavour: str = "swanctl"  # the source: swanctl (swanctl.conf), strongswan or libreswan (ipsec.conf)
 
 
 def _list(value: str) -> list[str]:
