@@ -159,6 +159,7 @@ conn rw-cert
 	leftsubnet=0.0.0.0/0
 	right=%any
 	rightauth=pubkey
+	rightca=%same
 	rightsourceip=10.10.0.0/24
 	rightdns=198.51.100.53
 	auto=add
@@ -167,6 +168,17 @@ conn rw-eap
 	also=rw-cert
 	rightauth=eap-mschapv2
 	eap_identity=%identity
+	auto=add
+
+conn partner
+	left=%defaultroute
+	leftid=@vpn.example.com
+	leftcert=gw.pem
+	right=203.0.113.7
+	rightid="C=CH, O=Partner, CN=vpn.partner.example"
+	rightca="C=CH, O=ss-lab, CN=ss-lab Root CA"
+	rightsubnet=203.0.113.128/25
+	esp=aes256gcm16-ecp384!
 	auto=add
 
 conn bypass-lan
@@ -192,6 +204,8 @@ def ipsec_d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for sub in ("cacerts", "certs", "private"):
         (etc / "ipsec.d" / sub).mkdir(parents=True)
     shutil.copy(ca.cert_path, etc / "ipsec.d" / "cacerts" / "ca.pem")
+    other = tool.self_signed_ca("other", "C=CH, O=elsewhere, CN=Other Root CA")
+    shutil.copy(other.cert_path, etc / "ipsec.d" / "cacerts" / "aaa-other.pem")  # sorts first
     shutil.copy(gw.cert_path, etc / "ipsec.d" / "certs" / "gw.pem")
     shutil.copy(gw.key_path, etc / "ipsec.d" / "private" / "gw.key")
     return etc / "ipsec.d"
@@ -200,7 +214,8 @@ def ipsec_d(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_road_warrior_gateway_with_certificates_eap_and_passthrough(tmp_path: Path, ipsec_d: Path) -> None:
     shutil.copytree(ipsec_d, tmp_path / "etc" / "ipsec.d")
     report, cfg, out = _import(tmp_path, ROAD_WARRIOR, ": RSA gw.key\n", "--profile", "baseline")
-    assert report["connections"] == ["rw-cert"] and set(report["skipped"]) == {"rw-eap", "bypass-lan"}
+    assert report["connections"] == ["partner", "rw-cert"]
+    assert set(report["skipped"]) == {"rw-eap", "bypass-lan"}
     assert report["passed"], report["findings"]
     rw = cfg["connections"]["rw-cert"]
     assert "local_addrs" not in rw and rw["remote_addrs"] == ["%any"]  # %defaultroute: the left side is us
@@ -210,6 +225,11 @@ def test_road_warrior_gateway_with_certificates_eap_and_passthrough(tmp_path: Pa
     assert (out.parent / rw["local"]["key"]).resolve() == (etc / "private" / "gw.key").resolve()
     assert [(out.parent / c).resolve() for c in rw["remote"]["cacerts"]] == [(etc / "cacerts" / "ca.pem")
                                                                              .resolve()]
+    # rightca=%same: the issuer of our certificate; rightca="DN": the CA with that subject (not aaa-other.pem)
+    partner = cfg["connections"]["partner"]
+    assert [(out.parent / c).resolve() for c in partner["remote"]["cacerts"]] == [(etc / "cacerts" / "ca.pem")
+                                                                                  .resolve()]
+    assert partner["remote"]["id"] == "C=CH, O=Partner, CN=vpn.partner.example"
     assert rw["proposals"] == ["aes256gcm16-prfsha384-ecp384", "aes256-sha384-ecp384"]
     assert rw["unique"] == "never" and rw["fragmentation"] == "yes" and rw["encap"] is True
     assert rw["rekey_time"] == 0 and rw["children"]["rw-cert"]["rekey_time"] == 0  # rekey=no
@@ -218,6 +238,7 @@ def test_road_warrior_gateway_with_certificates_eap_and_passthrough(tmp_path: Pa
     unmapped = _unmapped(report)
     for key in ("conn rw-cert.ike", "conn rw-cert.esp"):  # not strict: strongSwan would add its defaults
         assert "trailing '!'" in unmapped[key]["reason"]
+    assert not any(k.endswith("rightca") for k in unmapped)
     assert "virtual IPs" in unmapped["conn rw-cert.rightsourceip"]["reason"]
     assert "conn rw-cert.rightdns" in unmapped and "conn rw-cert.leftsendcert" in unmapped
     assert "not imported" in unmapped["conn bypass-lan.type"]["reason"]

@@ -64,6 +64,17 @@ _NO_EQUIVALENT = {
     "sha256_96": "truncated SHA-256 (draft) is not supported",
     "tfc": "no traffic flow confidentiality padding",
     "pfs": "IKEv1 only (IKEv2 PFS follows esp=)",
+    "auth2": "a second authentication round: write [connections.NAME.remote-2] by hand",
+    "id2": "a second authentication round: write [connections.NAME.remote-2] by hand",
+    "cert2": "a second authentication round has no certificate in ikeguard",
+    "ca2": "a second authentication round has no certificate in ikeguard",
+    "groups2": "a second authentication round: write [connections.NAME.remote-2] by hand",
+    "nexthop": "IKEv1 (pluto) leftover",
+    "subnetwithin": "no equivalent: narrowing follows local_ts/remote_ts",
+    "rsasigkey": "raw public keys: use certificates",
+    "sigkey": "raw public keys: use certificates",
+    "pubkey": "raw public keys: use certificates",
+    "cert_policy": "certificate policies: set remote.cert_policy by hand",
 }
 _SIDE_KEYS = ("", "subnet", "id", "cert", "auth", "auth2", "ca", "ca2", "cert2", "id2", "updown", "firewall",
               "hostaccess", "sourceip", "dns", "sendcert", "protoport", "groups", "groups2", "allowany",
@@ -340,7 +351,11 @@ class _Translator:
         lifetimes = ("ikelifetime", "lifetime", "keylife", "margintime", "rekeymargin", "rekeyfuzz", "reauth",
                      "rekey")
         handled = {"also", "auto", "keyexchange", "type", "authby", *lifetimes}
-        for k, (v, w) in sorted(options.items(), key=lambda kv: kv[1][1]):
+        def order(item: tuple[str, tuple[str, str]]) -> tuple[bool, str, int]:
+            file, _, line = item[1][1].rpartition(":")  # file order, then line; CAs after the certificates
+            return item[0] in ("leftca", "rightca"), file, int(line) if line.isdigit() else 0
+
+        for k, (v, w) in sorted(options.items(), key=order):
             if k in handled:
                 continue
             side_name = next((s for s in ("left", "right") if k.startswith(s) and k[len(s):] in _SIDE_KEYS),
@@ -446,7 +461,8 @@ class _Translator:
             self.put(out, f"{key}.{target}", target, addrs, w)
         elif what == "subnet":
             target = "local_ts" if ours else "remote_ts"
-            self.put(child, f"{ck}.{target}", target, v, w)
+            ts = ",".join("dynamic" if t.strip() == "%dynamic" else t.strip() for t in v.split(","))
+            self.put(child, f"{ck}.{target}", target, ts, w)
         elif what == "id":
             self.put(auth, f"{auth_key}.id", "id", v, w)
         elif what == "cert":
@@ -462,15 +478,29 @@ class _Translator:
             method = "psk" if low in ("psk", "secret") else low
             self.put(auth, f"{auth_key}.auth", "auth", method, w)
         elif what == "ca" and not ours:
-            if v == "%same":
-                return
+            dn = v
+            if v == "%same":  # the issuer of our own certificate
+                ours_cert = local.get("certs")
+                issuer = _issuer_dn(Path(ours_cert)) if isinstance(ours_cert, str) else None
+                if issuer is None:
+                    self.note(f"conn {name}.{k}", v, "%same without a readable certificate of ours (leftcert "
+                              "before rightca): imported as every CA in cacerts/", w)
+                    return
+                dn = issuer
             path = Path(v)
             candidate = path if path.is_absolute() else self.ipsec_d / "cacerts" / path
-            if candidate.is_file():
+            if v != "%same" and candidate.is_file():
                 self.put(auth, f"{auth_key}.cacerts", "cacerts", str(candidate.resolve()), w)
+                return
+            found = _ca_file_by_dn(self.ipsec_d / "cacerts", dn)
+            if found is not None:
+                self.put(auth, f"{auth_key}.cacerts", "cacerts", str(found.resolve()), w)
             else:
-                self.note(f"conn {name}.{k}", v, "a CA named by its DN: imported as every CA in cacerts/ "
-                          "(narrow remote.cacerts to that CA's file)", w)
+                self.note(f"conn {name}.{k}", v, "no CA certificate with this subject in cacerts/: imported "
+                          "as every CA there (narrow remote.cacerts)", w)
+        elif what == "ca":
+            self.note(f"conn {name}.{k}", v, "our own CA: not needed (ikeguard sends its certificate "
+                      "chain)", w)
         else:
             self.note(f"conn {name}.{k}", v, _NO_EQUIVALENT.get(what, "no equivalent in ikeguard"), w)
 
@@ -550,6 +580,39 @@ class _Translator:
             self.located.lines[f"{dotted}.secret"] = entry.where
         if secrets:
             self.tree["secrets"] = secrets
+
+
+def _dn_key(dn: str) -> list[str]:
+    """A DN as strongSwan prints it (``C=CH, O=Lab, CN=Lab CA``) compared without blanks or case."""
+    return [re.sub(r"\s*=\s*", "=", part.strip()).lower() for part in re.split(r"(?<!\\)[,/]", dn.strip('"'))
+            if part.strip()]
+
+
+def _subject(cert_path: Path, issuer: bool = False) -> str | None:
+    from cryptography import x509
+
+    try:
+        data = cert_path.read_bytes()
+        cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                else x509.load_der_x509_certificate(data))
+    except (OSError, ValueError):
+        return None
+    name = cert.issuer if issuer else cert.subject
+    return ", ".join(f"{a.rfc4514_attribute_name}={a.value!s}" for a in name)
+
+
+def _issuer_dn(cert_path: Path) -> str | None:
+    return _subject(cert_path, issuer=True)
+
+
+def _ca_file_by_dn(cacerts: Path, dn: str) -> Path | None:
+    """The file in ``cacerts`` whose subject is ``dn`` (how charon finds ``rightca``)."""
+    wanted = _dn_key(dn)
+    for path in sorted(p for p in cacerts.glob("*") if p.is_file()):
+        subject = _subject(path)
+        if subject is not None and _dn_key(subject) == wanted:
+            return path
+    return None
 
 
 def import_ipsec_conf(sections: list[Section], secrets: list[SecretEntry], *, ipsec_d: Path, output_dir: Path,
