@@ -483,9 +483,7 @@ class _Translator:
                 ours_cert = local.get("certs")
                 issuer = _issuer_dn(Path(ours_cert)) if isinstance(ours_cert, str) else None
                 if issuer is None:
-                    self.note(f"conn {name}.{k}", v, "%same without a readable certificate of ours (leftcert "
-                              "before rightca): imported as every CA in cacerts/", w)
-                    return
+                    return  # no certificate of ours to read: every CA in cacerts/, reported below
                 dn = issuer
             path = Path(v)
             candidate = path if path.is_absolute() else self.ipsec_d / "cacerts" / path
