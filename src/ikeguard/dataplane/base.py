@@ -93,6 +93,10 @@ class _SaSpecLike(Protocol):
     def local_ts(self) -> tuple[TrafficSelector, ...]: ...
     @property
     def remote_ts(self) -> tuple[TrafficSelector, ...]: ...
+    @property
+    def seq_out(self) -> int: ...
+    @property
+    def replay_top(self) -> int: ...
 
 
 class InstallRequest(Protocol):
@@ -147,6 +151,10 @@ class SaConfig:
     hard_bytes: int = 0
     soft_packets: int = 0
     hard_packets: int = 0
+    # An SA taken over from another node (HA, docs/ha.md): outbound sequence numbers continue after
+    # ``seq_out`` (RFC 4303 §3.3.3), the inbound replay window starts at ``replay_top`` (§3.4.3).
+    seq_out: int = 0
+    replay_top: int = 0
 
     def __post_init__(self) -> None:
         for name in ("encr_key", "integ_key"):  # callers passing bytes (tests, tools) get an owned copy
@@ -186,6 +194,8 @@ class SaConfig:
             hard_bytes=event.life_bytes,
             soft_packets=event.rekey_packets,
             hard_packets=event.life_packets,
+            seq_out=sa.seq_out,
+            replay_top=sa.replay_top,
         )
 
 

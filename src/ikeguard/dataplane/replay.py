@@ -25,6 +25,12 @@ class ReplayWindow:
         self.top = 0  # highest authenticated sequence number (64-bit with ESN)
         self._bitmap = 0
 
+    def seed(self, top: int) -> None:
+        """Start at ``top`` with the whole window marked seen: an SA taken over from another node (HA), which
+        may have received any of those numbers after its last replication."""
+        self.top = top
+        self._bitmap = (1 << self.size) - 1
+
     def infer(self, seq_low: int) -> int:
         """The full sequence number for the received low 32 bits (RFC 4303 Appendix A2.2)."""
         if not self.esn:

@@ -73,7 +73,8 @@ class OutboundSa:
         self.config = config
         self.sockaddr = (str(config.destination.address), config.destination.port)
         self.transform = transform_for(config)
-        self.counter = counter if counter is not None else SequenceCounter(config.esn)
+        start = config.seq_out + 1  # after the numbers another node used (HA takeover), else 1
+        self.counter = counter if counter is not None else SequenceCounter(config.esn, start=start)
         self.counters = SaCounters()
         self._emit = emit
         self._life = _Lifetimes(config, self.counters, emit)
@@ -122,6 +123,8 @@ class InboundSa:
         self.config = config
         self.transform = transform_for(config)
         self.window = ReplayWindow(config.replay_window, config.esn)
+        if config.replay_top:
+            self.window.seed(config.replay_top)
         self.counters = SaCounters()
         self._life = _Lifetimes(config, self.counters, emit)
         self._allowed: set[Flow] = set()  # flows already found inside the selectors (bounded cache)

@@ -80,6 +80,11 @@ class ChildSaSpec:
     replay_window: int = 32
     local_ts: tuple[TrafficSelector, ...] = ()
     remote_ts: tuple[TrafficSelector, ...] = ()
+    # An SA taken over from another node (HA, docs/ha.md): outbound numbers continue after ``seq_out``
+    # (RFC 4303 §3.3.3: never reused), the inbound replay window starts at ``replay_top`` (§3.4.3).
+    # 0: a fresh SA.
+    seq_out: int = 0
+    replay_top: int = 0
 
 
 @dataclass(frozen=True)

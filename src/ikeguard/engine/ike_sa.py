@@ -469,6 +469,7 @@ class IkeSa:
         if msg is None or msg.partial:
             return
         self.last_inbound = self.now
+        self.window.peer_resync = 0  # authenticated: the IDs agree again (engine/ha_restore)
         if exchange == ExchangeType.IKE_SA_INIT:
             self.init_request = data
         self._follow_peer_address(local, remote, msg)

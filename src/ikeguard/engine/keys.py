@@ -138,3 +138,20 @@ def additional_ke_update(
     new = ike_sa_crypto(spec, skeyseed, ni, nr, spi_i, spi_r, initiator, rng)
     old.wipe()
     return new
+
+
+def restored_ike_sa_crypto(
+    spec: ProposalSpec, keys: IkeKeys, initiator: bool, rng: RandomSource
+) -> IkeSaCrypto:
+    """The protectors of an IKE SA whose SK_* were derived on another node (HA takeover, docs/ha.md);
+    takes ``keys`` over."""
+    encr, integ = _one(spec)
+    out, inb = make_sk_protectors(encr, integ, keys, initiator, rng)
+    return IkeSaCrypto(proposal_prf(spec), keys, out, inb, encr, integ)
+
+
+def restored_child_sa_keys(spec: ProposalSpec, keys: ChildKeys) -> ChildSaKeys:
+    """A Child SA's algorithms around a KEYMAT split made on another node (HA takeover);
+    takes ``keys`` over."""
+    encr, integ = _one(spec)
+    return ChildSaKeys(encr, integ, keys)

@@ -17,6 +17,8 @@ from ikeguard.engine.cookies import CookieJar
 from ikeguard.engine.eap_relay import EapRelayAnswer
 from ikeguard.engine.errors import LocalProtocolError
 from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, EngineEvent
+from ikeguard.engine.ha_restore import DEFAULT_SEQ_MARGIN, restore_ike_sa
+from ikeguard.engine.ha_state import EspSequence, IkeSaRecord, RecordError, export_ike_sa, exportable
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
 from ikeguard.engine.pools import AddressPool
@@ -191,6 +193,22 @@ class IkeManager:
         if sa.initiator and sa.spi_r != ZERO_SPI:
             self._by_spi.setdefault(sa.spi_local, sa)
         self._forget_if_closed(sa)
+
+    # ------------------------------------------------------------------ high availability (docs/ha.md)
+    def export_state(self, now: float, esp: dict[int, EspSequence] | None = None) -> list[IkeSaRecord]:
+        """Records of every established IKE SA (engine/ha_state.py); ``esp``: data-plane sequence state by
+        inbound SPI. The records hold key copies: the caller encrypts them and wipes them when done."""
+        return [export_ike_sa(sa, now, esp) for sa in self._by_uniqueid.values() if exportable(sa)]
+
+    def restore(self, record: IkeSaRecord, now: float, *, seq_margin: int = DEFAULT_SEQ_MARGIN) -> int:
+        """Continue the IKE SA of ``record`` here (HA takeover, engine/ha_restore.py); its uniqueid.
+        RecordError if its connection is not configured or the SPI is already in use."""
+        if self._by_spi.get(record.spi_i if record.initiator else record.spi_r) is not None:
+            raise RecordError(f"IKE SA {record.key} already exists here")
+        sa = restore_ike_sa(self.ctx, record, now, responder_tasks, seq_margin=seq_margin)
+        self._adopt(sa)
+        sa.start_next()
+        return sa.uniqueid
 
     # ------------------------------------------------------------------ IKE_SA_INIT requests
     def half_open_count(self, address: str | None = None) -> int:

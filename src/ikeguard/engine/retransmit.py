@@ -60,6 +60,11 @@ class MessageIdWindow:
         self.expected_peer_id = 0
         self.in_flight: OutgoingRequest | None = None
         self.cached: CachedResponse | None = None
+        # An SA taken over from another node (engine/ha_restore): the peer may have sent requests the old
+        # node answered after its last replication, so its next request ID can be ahead of ours. Up to
+        # ``peer_resync`` IDs ahead count as new until one authenticated request arrived ("a safe skip of
+        # the window": we have no cached answer to replay for the skipped ones anyway).
+        self.peer_resync = 0
 
     def can_send(self) -> bool:
         """True when no request of ours is outstanding."""
@@ -77,6 +82,8 @@ class MessageIdWindow:
             return "new"
         if self.cached is not None and message_id == self.cached.message_id:
             return "retransmit" if raw == self.cached.request else "stale"
+        if self.expected_peer_id < message_id < self.expected_peer_id + self.peer_resync:
+            return "new"
         return "stale" if message_id < self.expected_peer_id else "future"
 
     def response_matches(self, message_id: int) -> bool:

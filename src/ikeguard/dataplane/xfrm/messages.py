@@ -153,6 +153,8 @@ def newsa(sa: SaConfig, reqid: int, options: XfrmOptions, *, replay: bytes | Non
         payload += attr(XFRMA_ENCAP, EncapTmpl(sa.source.port, sa.destination.port).pack())
     if replay is not None:
         payload += replay
+    elif sa.seq_out or sa.replay_top:
+        payload += taken_over_replay(sa)
     elif sa.esn or sa.replay_window > LEGACY_REPLAY_MAX:  # RFC 4303 §3.3.3 / §3.4.3 (64-bit ESN, big windows)
         payload += attr(XFRMA_REPLAY_ESN_VAL, ReplayEsn(max(sa.replay_window, 1)).pack())
     if curlft is not None:
@@ -270,6 +272,21 @@ def tunnel_template(src: IpAddress | None, dst: IpAddress | None, family: int, r
     """An ESP template (tunnel mode unless ``mode``); ``None`` addresses are wildcards (inbound before the
     SA is known; transport mode takes the packet's own addresses)."""
     return UserTmpl(id=XfrmId(dst, 0, IPPROTO_ESP), family=family, saddr=src, reqid=reqid, mode=mode)
+
+
+def taken_over_replay(sa: SaConfig) -> bytes:
+    """The replay state of an SA taken over from another node (HA, docs/ha.md): the kernel's next outbound
+    number follows ``seq_out`` (RFC 4303 §3.3.3) and the inbound window starts at ``replay_top`` with every
+    number in it marked seen (§3.4.3)."""
+    mask32 = 0xFFFFFFFF
+    if sa.esn or sa.replay_window > LEGACY_REPLAY_MAX:
+        window = max(sa.replay_window, 1)
+        words = (window + 31) // 32
+        bmp = (mask32,) * words if sa.replay_top else (0,) * words
+        return attr(XFRMA_REPLAY_ESN_VAL, ReplayEsn(window, sa.seq_out & mask32, sa.replay_top & mask32,
+                                                    sa.seq_out >> 32, sa.replay_top >> 32, bmp).pack())
+    bitmap = ((1 << sa.replay_window) - 1) if sa.replay_top else 0
+    return attr(XFRMA_REPLAY_VAL, struct.pack("=III", sa.seq_out & mask32, sa.replay_top & mask32, bitmap))
 
 
 def replay_attr(kind: int, value: bytes) -> bytes:

@@ -89,14 +89,19 @@ def install_deferred_outbound(sa: IkeSa, child: ChildSa) -> None:
     _emit_install(sa, child, Direction.OUTBOUND)
 
 
-def install(sa: IkeSa, child: ChildSa, *, outbound: bool = True) -> None:
-    """Emit InstallChildSa inbound (then outbound): inbound first so no packet of the peer is lost."""
-    _emit_install(sa, child, Direction.INBOUND)
+def install(
+    sa: IkeSa, child: ChildSa, *, outbound: bool = True, seq_out: int = 0, replay_top: int = 0
+) -> None:
+    """Emit InstallChildSa inbound (then outbound): inbound first so no packet of the peer is lost.
+    ``seq_out``/``replay_top``: the sequence state of an SA taken over from another
+    node (engine/ha_restore)."""
+    _emit_install(sa, child, Direction.INBOUND, replay_top=replay_top)
     if outbound:
-        _emit_install(sa, child, Direction.OUTBOUND)
+        _emit_install(sa, child, Direction.OUTBOUND, seq_out=seq_out)
 
 
-def _emit_install(sa: IkeSa, child: ChildSa, direction: Direction) -> None:
+def _emit_install(sa: IkeSa, child: ChildSa, direction: Direction, *, seq_out: int = 0,
+                  replay_top: int = 0) -> None:
     """One direction's InstallChildSa. Its keys are fresh copies that belong to the data plane from now on,
     which wipes them when it deletes the SA; the engine wipes its own on delete (docs/key-hygiene.md)."""
     assert child.keys is not None and child.proposal is not None
@@ -123,6 +128,8 @@ def _emit_install(sa: IkeSa, child: ChildSa, direction: Direction) -> None:
         replay_window=s.replay_window,
         local_ts=child.local_ts,
         remote_ts=child.remote_ts,
+        seq_out=seq_out,
+        replay_top=replay_top,
     )
     sa.emit(
         InstallChildSa(
