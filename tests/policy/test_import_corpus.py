@@ -76,8 +76,9 @@ def _summary(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "flavour": first["flavour"],
         "connections": first["connections"],
         "skipped": first["skipped"],
-        "unmapped": [f"{u['key']} @ {Path(u['where'].rsplit(':', 1)[0]).name}:{u['where'].rsplit(':', 1)[1]}"
-                     if u["where"] else u["key"] for u in first["unmapped"]],
+        "unmapped": sorted(f"{u['key']} @ {Path(u['where'].rsplit(':', 1)[0]).name}:"
+                           f"{u['where'].rsplit(':', 1)[1]}" if u["where"] else u["key"]
+                           for u in first["unmapped"]),  # the set matters, not the report's order
         "verdicts": {p: {"passed": r["passed"],
                          "failing": sorted({f["rule"] for f in r["findings"] if f.get("status") == "fail"})}
                      for p, r in reports.items()},
