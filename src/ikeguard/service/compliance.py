@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ikeguard.crypto.module import module_facts
+from ikeguard.engine.info import ike_sa_info
 
 
 def _revocation_source(trust: Any) -> str:
@@ -59,4 +60,22 @@ def runtime_facts(gateway: Any) -> dict[str, Any]:
             "sinks": sinks,
         },
         "crypto_module": module_facts(plan.dataplane),
+        "sas": _sa_exposure(gateway),
     }
+
+
+def _sa_exposure(gateway: Any) -> list[dict[str, Any]]:
+    """Each established IKE SA with what protects it against a quantum attacker (issue 25): the key
+    exchanges (ML-KEM in IKE_INTERMEDIATE, RFC 9370) and whether an RFC 8784 PPK is mixed in."""
+    engine = getattr(gateway, "engine", None)
+    if engine is None:
+        return []
+    out = []
+    for sa in engine.ike_sas():
+        if sa.state.value not in ("established", "rekeying"):
+            continue
+        info = ike_sa_info(sa)
+        out.append({"connection": info["name"], "uniqueid": info["uniqueid"], "remote_id": info["remote_id"],
+                    "key_exchanges": info["key_exchanges"], "post_quantum": info["post_quantum"],
+                    "ppk": info["ppk"]})
+    return out

@@ -76,7 +76,7 @@ CHECK_KINDS: dict[str, CheckKind] = {
     "psk_binding": "files", "cert_key": "files", "cert_signature_hash": "files", "cert_validity": "files",
     "cert_usage": "files", "cert_chain": "files", "crl_current": "files", "siem_tls": "files",
     "key_match": "files", "key_age": "files", "crypto_module": "runtime",
-    "revocation_runtime": "runtime", "siem_delivery": "runtime",
+    "revocation_runtime": "runtime", "siem_delivery": "runtime", "quantum_exposure": "runtime",
 }
 
 

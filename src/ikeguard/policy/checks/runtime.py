@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ikeguard.crypto.module import NOT_CLAIMED, describe, module_facts
-from ikeguard.policy.checks.base import CheckContext, Outcome, register
+from ikeguard.policy.checks.base import CheckContext, Outcome, conn_target, register
 from ikeguard.policy.profile import Rule
 from ikeguard.policy.values import format_duration
 
@@ -186,3 +186,27 @@ def check_crypto_module(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     if not isinstance(facts, dict):
         facts = module_facts(dataplane)
     return [Outcome("(crypto module)", False, f"{where}: {describe(facts)}", NOT_CLAIMED, not_verified=True)]
+
+
+@register("quantum_exposure")
+def check_quantum_exposure(rule: Rule, ctx: CheckContext) -> list[Outcome]:
+    """Every IKE SA the running gateway holds has a post-quantum component: an ML-KEM key exchange (RFC 9370)
+    or an RFC 8784 PPK; one with neither is quantum-vulnerable (recorded now, decrypted later). Judged from
+    the running gateway's answer (``check --socket``); without it, not verified."""
+    sas = ctx.runtime.get("sas") if ctx.runtime is not None else None
+    if not isinstance(sas, list):
+        return [Outcome("(established IKE SAs)", False, None, f"not verified: {NO_SOCKET}",
+                        not_verified=True, file=ctx.file)]
+    if not sas:
+        return [Outcome("(established IKE SAs)", True, "none established (running gateway)")]
+    out: list[Outcome] = []
+    for sa in sas:
+        scope = f"connections.{sa.get('connection')}"
+        kes = "+".join(sa.get("key_exchanges", []))
+        shown = f"IKE SA {sa.get('uniqueid')} with {sa.get('remote_id')}: {kes}"
+        if sa.get("post_quantum") or sa.get("ppk"):
+            out.append(Outcome(scope, True, shown))
+        else:
+            out.append(Outcome(scope, False, shown, "quantum-vulnerable: no ML-KEM key exchange and no PPK",
+                               file=ctx.file, target=conn_target(str(sa.get("connection")))))
+    return out
