@@ -66,7 +66,8 @@ log = logging.getLogger("ikeguard.control.vici")
 MAX_CLIENTS = 32  # connections served at once; more are closed at accept
 EVENT_QUEUE = 10_000  # packets queued per client before it is cut off as too slow
 MAX_INITIATE_WAIT = 120.0  # seconds; charon's timeout 0 ("wait indefinitely") is capped here
-STREAM_EVENTS = frozenset({"list-sa", "list-conn", "list-authority", "control-log"})
+STREAM_EVENTS = frozenset({"list-sa", "list-conn", "list-authority", "control-log", "list-cert",
+                           "list-policy"})
 STATE_EVENTS = frozenset({"ike-updown", "child-updown", "ike-rekey", "child-rekey", "log"})
 EVENTS = STREAM_EVENTS | STATE_EVENTS
 _EVENT_KINDS = {"ike.up": "ike-updown", "ike.down": "ike-updown", "child.up": "child-updown",
@@ -125,7 +126,7 @@ class ViciServer:
             "terminate": self._terminate, "rekey": self._rekey, "reload-settings": self._reload_settings,
             "load-conn": self._load_conn, "unload-conn": self._unload_conn,
             "get-authorities": self._get_authorities, "list-authorities": self._list_authorities,
-            "get-pools": self._get_pools,
+            "get-pools": self._get_pools, **_credential_commands(self),
         }
 
     # -- life cycle ---------------------------------------------------------------------------------------
@@ -551,6 +552,20 @@ class ViciServer:
 
     async def _get_pools(self, message: Section, client: _Client) -> dict[str, Any]:
         return {}  # ikeguard assigns no virtual IPs: no pools
+
+
+_Handler = Callable[[Section, _Client], Awaitable[dict[str, Any]]]
+
+
+def _credential_commands(server: ViciServer) -> dict[str, _Handler]:
+    from ikeguard.control import vici_creds
+
+    return {name: (lambda message, client, f=fn: f(server, message, client))  # type: ignore[misc]
+            for name, fn in (("list-certs", vici_creds.list_certs), ("load-cert", vici_creds.load_cert),
+                             ("load-key", vici_creds.load_key), ("list-policies", vici_creds.list_policies),
+                             ("redirect", vici_creds.redirect), ("get-keys", vici_creds.get_keys),
+                             ("get-shared", vici_creds.get_shared), ("unload-key", vici_creds.unload),
+                             ("unload-shared", vici_creds.unload))}
 
 
 def _int_arg(message: Section, *names: str) -> int | None:

@@ -1,0 +1,174 @@
+"""vici credential and policy commands: ``list-certs``, ``load-cert``, ``load-key``, ``list-policies`` and
+``redirect``, answered as charon's vici plugin answers them (strongSwan ``src/libcharon/plugins/vici/``
+``vici_cred.c``/``vici_query.c``/``vici_control.c`` and the vici README, read, not copied) so ``swanctl
+--list-certs``, ``--load-creds`` and ``--list-pols`` print the same way.
+
+ikeguard's credentials are its configuration: certificates, keys and trust anchors are named in
+``gateway.toml`` and checked by the compliance profile at load and reload. So:
+
+* ``list-certs`` streams a ``list-cert`` event per certificate the running plan uses (our certificates with
+  ``has_privkey``, trust anchors flagged ``CA``), DER in ``data`` as charon sends it;
+* ``load-cert``/``load-key`` *map* when the credential is one the configuration already holds (a
+  ``swanctl --load-creds`` over the same swanctl directory succeeds and changes nothing); anything else is
+  refused with the place in the configuration to put it, since a credential loaded beside the profile
+  check would bypass it. Key material is never logged nor echoed;
+* ``list-policies`` streams a ``list-policy`` event per trap policy (children with ``start_action = trap``);
+  ikeguard has no pass/drop (shunt) policies;
+* ``get-keys``/``get-shared`` name what the configuration holds, ``unload-key``/``unload-shared`` are refused
+  (swanctl --load-creds unloads what its directory lacks: the gateway's key stays);
+* ``redirect`` (RFC 5685) is refused: ikeguard does not redirect IKE SAs.
+
+File reads run in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ikeguard.control.vici_codec import Section, text
+from ikeguard.pki.loading import PkiLoadError, load_certificates
+
+
+class ViciServer(Protocol):
+    """What these commands read of the vici server: the running gateway (its plan)."""
+
+    gateway: Any
+
+
+class _Client(Protocol):
+    """A connected vici client: events go to it if it registered them."""
+
+    def event(self, name: str, message: dict[str, Any]) -> None: ...
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _configured(server: ViciServer) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """(our certificates, trust anchors) of the running plan; reads the anchor files (worker thread)."""
+    plan = server.gateway.plan
+    config = plan.config
+    own: dict[bytes, x509.Certificate] = {}
+    for certs in plan.certificates.values():
+        for cert in certs:
+            own.setdefault(cert.public_bytes(serialization.Encoding.DER), cert)
+    files: list[Path] = [config.resolve(a.cacert) for a in config.model.authorities.values()]
+    for conn in config.model.connections.values():
+        files += [config.resolve(ref) for ref in conn.remote.cacerts if ref not in config.model.authorities]
+    anchors: dict[bytes, x509.Certificate] = {}
+    for path in dict.fromkeys(files):
+        try:
+            for cert in load_certificates(path.read_bytes()):
+                anchors.setdefault(cert.public_bytes(serialization.Encoding.DER), cert)
+        except (OSError, PkiLoadError, ValueError):
+            continue  # the plan refused to load without it; a file changed since is not ours to list
+    return list(own.values()), [c for d, c in anchors.items() if d not in own]
+
+
+async def list_certs(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
+    """``list-certs`` (filters ``type`` X509/ANY, ``flag`` NONE/CA/ANY, ``subject``): one event each."""
+    kind = text(message.get("type")).upper() or "ANY"
+    flag = text(message.get("flag")).upper() or "ANY"
+    subject = text(message.get("subject"))
+    if kind not in ("ANY", "X509"):
+        return {}
+    own, anchors = await asyncio.to_thread(_configured, server)
+    for certs, cert_flag, has_key in ((own, "NONE", "yes"), (anchors, "CA", None)):
+        if flag not in ("ANY", cert_flag):
+            continue
+        for cert in certs:
+            if subject and subject not in cert.subject.rfc4514_string():
+                continue
+            event: dict[str, Any] = {"type": "X509", "flag": cert_flag,
+                                     "data": cert.public_bytes(serialization.Encoding.DER)}
+            if has_key:
+                event["has_privkey"] = has_key
+            client.event("list-cert", event)
+    return {}
+
+
+async def load_cert(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
+    """``load-cert``: success when the certificate is one the configuration holds, else refused."""
+    kind = text(message.get("type")).upper()
+    data = message.get("data")
+    if kind != "X509" or not isinstance(data, bytes):
+        return {"success": "no", "errmsg": f"ikeguard loads X.509 certificates only (type {kind or '?'})"}
+    try:
+        der = load_certificates(data)[0].public_bytes(serialization.Encoding.DER)
+    except (PkiLoadError, ValueError, IndexError):
+        return {"success": "no", "errmsg": "not a certificate"}
+    own, anchors = await asyncio.to_thread(_configured, server)
+    if any(c.public_bytes(serialization.Encoding.DER) == der for c in [*own, *anchors]):
+        return {"success": "yes"}
+    where = ("[authorities.NAME] cacert or connections.NAME.remote.cacerts"
+             if text(message.get("flag")).upper() == "CA" else "connections.NAME.local.certs")
+    return {"success": "no", "errmsg": "ikeguard takes certificates from its configuration, checked by the "
+                                       f"profile: add it as {where} and reload"}
+
+
+async def load_key(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
+    """``load-key``: success when the key belongs to one of our configured certificates, else refused."""
+    data = message.get("data")
+    if not isinstance(data, bytes):
+        return {"success": "no", "errmsg": "no key data"}
+    try:
+        key = (serialization.load_pem_private_key(data, password=None) if b"-----BEGIN" in data
+               else serialization.load_der_private_key(data, password=None))
+        public = key.public_key().public_bytes(*_SPKI)
+    except (ValueError, TypeError):
+        return {"success": "no", "errmsg": "not an unencrypted private key ikeguard can read"}
+    finally:
+        del data
+    own, _ = await asyncio.to_thread(_configured, server)
+    if any(c.public_key().public_bytes(*_SPKI) == public for c in own):
+        return {"success": "yes", "id": _key_id(public)}
+    return {"success": "no", "errmsg": "ikeguard takes private keys from its configuration "
+                                       "(connections.NAME.local.key, 0600): add it there and reload"}
+
+
+def _key_id(spki: bytes) -> str:
+    """A key's id as swanctl keeps it between ``load-key`` and ``get-keys``: SHA-1 of its public key info."""
+    import hashlib
+
+    return hashlib.sha1(spki, usedforsecurity=False).hexdigest()
+
+
+async def get_keys(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
+    """``get-keys``: the ids of our private keys (swanctl --load-creds unloads the ones it did not load)."""
+    own, _ = await asyncio.to_thread(_configured, server)
+    return {"keys": sorted({_key_id(c.public_key().public_bytes(*_SPKI)) for c in own})}
+
+
+async def get_shared(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
+    """``get-shared``: no secrets loaded over vici (PSKs come from [secrets.ike] files)."""
+    return {"keys": []}
+
+
+async def unload(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
+    """``unload-key``/``unload-shared``: refused; the configuration's credentials stay until a reload."""
+    return {"success": "no", "errmsg": "ikeguard's credentials come from its configuration: remove them "
+                                       "there and reload"}
+
+
+async def list_policies(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
+    """``list-policies`` (``trap``/``drop``/``pass`` flags, ``child`` filter): the trap policies."""
+    wanted = text(message.get("child"))
+    if text(message.get("trap")) != "yes":
+        return {}  # no shunt (pass/drop) policies exist in ikeguard
+    for conn_name, conn in server.gateway.plan.config.model.connections.items():
+        for child_name, child in conn.children.items():
+            if child.start_action != "trap" or (wanted and wanted != child_name):
+                continue
+            client.event("list-policy", {f"{conn_name}/{child_name}": {
+                "child": child_name, "ike": conn_name, "mode": child.mode.upper(),
+                "local-ts": list(child.local_ts), "remote-ts": list(child.remote_ts)}})
+    return {}
+
+
+async def redirect(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
+    """``redirect``: refused (RFC 5685 redirection is not implemented)."""
+    return {"success": "no", "errmsg": "ikeguard does not redirect IKE SAs (RFC 5685 is not implemented)"}
