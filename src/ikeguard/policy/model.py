@@ -412,6 +412,29 @@ class SecretsSection(Strict):
     ppk: dict[str, PpkSecret] = Field(default_factory=dict)
 
 
+class HaSection(Strict):
+    """``[ha]``: an active/standby pair sharing a virtual address (keepalived) whose IKE and Child SA state is
+    replicated through etcd, so the standby continues every SA without renegotiation (docs/ha.md)."""
+
+    enabled: bool = False
+    node: str = Field(default="", max_length=64)  # this node's name in etcd and in ``ha status``
+    etcd_endpoints: list[NonEmpty] = Field(default_factory=list)  # http(s)://host:port of the etcd cluster
+    etcd_ca: str | None = None  # etcd over TLS: CA, client certificate and key files (mutual TLS)
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
+    prefix: str = Field(default="/ikeguard/ha/", min_length=1)
+    key_file: str | None = None  # the pair's AES-256 key (32 octets, raw or hex), mode 0600
+    sync_interval: float = Field(default=1.0, gt=0, le=60)  # seconds between replications
+    max_state_age: float = Field(default=30.0, gt=0)  # a standby refuses to take over older state
+    seq_margin: int = Field(default=1 << 20, ge=1, le=1 << 31)  # ESP sequence numbers skipped on takeover
+
+    @model_validator(mode="after")
+    def _complete(self) -> HaSection:
+        if self.enabled and (not self.node or not self.etcd_endpoints or self.key_file is None):
+            raise ValueError('[ha] enabled needs "node", "etcd_endpoints" and "key_file"')
+        return self
+
+
 def _expiry(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
@@ -450,6 +473,7 @@ class ConfigModel(Strict):
     secrets: SecretsSection = Field(default_factory=SecretsSection)
     radius: RadiusSection = Field(default_factory=RadiusSection)
     pools: dict[str, Pool] = Field(default_factory=dict)
+    ha: HaSection = Field(default_factory=HaSection)
     waivers: list[Waiver] = Field(default_factory=list)
 
     @model_validator(mode="after")
