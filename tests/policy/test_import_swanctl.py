@@ -132,7 +132,7 @@ connections {
             }
         }
     }
-    # EAP road warriors: no equivalent
+    # EAP road warriors: relayed to RADIUS when the import names a server
     rw-eap {
         pools = rw-pool
         local {
@@ -296,9 +296,9 @@ def test_certificates_eap_ikev1_pools_and_authorities(tmp_path: Path, pki: Path)
     assert report["loaded"] is True
     assert report["connections"] == ["partner"] and sorted(report["skipped"]) == ["legacy", "rw-eap"]
     unmapped = _unmapped(report)
-    assert "EAP" in unmapped["connections.rw-eap.remote.auth"]
+    assert "--radius-server" in unmapped["connections.rw-eap.remote.auth"]
     assert "IKEv1" in unmapped["connections.legacy.version"]
-    assert "pools" in unmapped and "authorities.example-ca.cert_uri_base" in unmapped
+    assert "pools" not in unmapped and "authorities.example-ca.cert_uri_base" in unmapped
     assert "secrets.eap-carol" in unmapped
     assert "default" in unmapped["connections.partner.children.partner-net.esp_proposals"]
     assert "carol-password" not in json.dumps(report)
@@ -311,6 +311,57 @@ def test_certificates_eap_ikev1_pools_and_authorities(tmp_path: Path, pki: Path)
     assert [(out.parent / c).resolve() for c in remote["cacerts"]] == [(pki / "x509ca" / "ca.pem").resolve()]
     assert "every CA in x509ca" in unmapped["connections.partner.remote.cacerts"]
     assert data["authorities"]["example-ca"]["crl_uris"] == ["http://crl.example.com/ca.crl"]
+    assert data["pools"] == {"rw-pool": {"addrs": "10.3.0.0/24"}}
+    load_config(out)
+
+
+def test_eap_road_warriors_are_relayed_to_the_named_radius_server(tmp_path: Path, pki: Path) -> None:
+    """With --radius-server, swanctl's EAP rounds become eap-radius (the method is the RADIUS server's), a
+    device certificate + EAP user (remote + remote-2) keeps both rounds, pools and eap_id carry over."""
+    src = pki / "swanctl.conf"
+    src.write_text(ROAD_WARRIOR.replace("    legacy {", """    staff {
+        pools = rw-pool
+        local {
+            auth = pubkey
+            certs = gw.pem
+        }
+        remote-1 {
+            auth = pubkey
+            id = *.staff.example.com
+            cacerts = ca.pem
+        }
+        remote-2 {
+            auth = eap-ttls
+            eap_id = %any
+        }
+        children {
+            staff {
+                local_ts = 198.51.100.0/24
+            }
+        }
+    }
+    legacy {"""))
+    secret = tmp_path / "radius.secret"
+    secret.write_text("radius-shared-secret-7f3a\n")
+    secret.chmod(0o600)
+    out = tmp_path / "out" / "gateway.toml"
+    _code, report = _run(str(src), "-o", str(out), "--profile", "baseline", "--radius-server", "192.0.2.250",
+                         "--radius-secret-file", str(secret))
+    assert report["loaded"] is True, report["findings"]
+    assert sorted(report["connections"]) == ["partner", "rw-eap", "staff"]
+    unmapped = _unmapped(report)
+    assert "RADIUS server's to choose" in unmapped["connections.rw-eap.remote.auth"]
+    assert "RADIUS server" in unmapped["secrets.eap-carol"]
+    data = tomllib.loads(out.read_text())
+    rw = data["connections"]["rw-eap"]
+    assert rw["remote"] == {"auth": "eap-radius", "eap_id": "%any"} and rw["pools"] == ["rw-pool"]
+    staff = data["connections"]["staff"]
+    assert staff["remote"]["auth"] == "pubkey"
+    assert staff["remote-2"] == {"auth": "eap-radius", "eap_id": "%any"}
+    server = data["radius"]["servers"]["radius1"]
+    assert server["address"] == "192.0.2.250"
+    assert (out.parent / server["secret_file"]).resolve() == secret.resolve()
+    assert "radius-shared-secret" not in out.read_text() + json.dumps(report)
     load_config(out)
 
 

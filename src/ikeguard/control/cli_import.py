@@ -89,6 +89,11 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
 @click.option("--flavour", type=click.Choice(["auto", "strongswan", "libreswan"]), default="auto",
               show_default=True, help="ipsec.conf: strongSwan's or libreswan's (auto: libreswan-only options "
                                       "or algorithm syntax decide)")
+@click.option("--radius-server", "radius_server", default=None, metavar="ADDRESS",
+              help="swanctl.conf: the RADIUS server EAP rounds are relayed to (remote auth = eap-* becomes "
+                   "eap-radius); without it EAP connections are not imported")
+@click.option("--radius-secret-file", "radius_secret", default=None, type=click.Path(dir_okay=False),
+              help="the RADIUS shared secret's file (0600) for --radius-server")
 @click.option("--local", "local", default=None,
               help="ipsec.conf: which side is this gateway (left, right, or its address or id; default: the "
                    "%defaultroute side, else the side with a certificate, else left)")
@@ -98,8 +103,8 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
 @click.option("--force", is_flag=True, help="overwrite OUTPUT and its secret files")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable migration report")
 def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_dir: str | None, fmt: str,
-                   flavour: str, local: str | None, profile: str, dataplane: str, force: bool,
-                   as_json: bool) -> None:
+                   flavour: str, radius_server: str | None, radius_secret: str | None, local: str | None,
+                   profile: str, dataplane: str, force: bool, as_json: bool) -> None:
     """Convert a swanctl.conf (or a legacy ipsec.conf) into an ikeguard configuration, with a migration
     report."""
     from ikeguard.policy.profile import ProfileNotFound, load_profile
@@ -130,9 +135,16 @@ def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_d
             tree, located = parse_settings_file(src)
             for extra in secrets:
                 parse_settings_file(extra, into=tree, located=located)
+            radius = None
+            if radius_server:
+                if not radius_secret:
+                    click.echo("ikeguard import: --radius-server needs --radius-secret-file", err=True)
+                    sys.exit(2)
+                radius = {"servers": {"radius1": {"address": radius_server, "secret_file": os.path.relpath(
+                    Path(radius_secret).resolve(), out.parent.resolve())}}}
             result = import_swanctl(tree, located,
                                     swanctl_dir=Path(swanctl_dir) if swanctl_dir else src.parent,
-                                    output_dir=out.parent.resolve(), gateway=gateway)
+                                    output_dir=out.parent.resolve(), gateway=gateway, radius=radius)
     except SettingsSyntaxError as exc:
         click.echo(f"ikeguard import: {exc}", err=True)
         sys.exit(2)

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ikeguard.policy.importers.settings_syntax import Located, Tree
+from ikeguard.policy.importers.toml_out import dump_toml  # re-exported for the CLI
 
 KEY_DIRS = ("private", "rsa", "ecdsa", "pkcs8")
 _DURATION = re.compile(r"^\d+[smhd]?$")
@@ -70,8 +71,10 @@ def _secret_value(value: str) -> str:
 
 
 class _Converter:
-    def __init__(self, tree: Tree, located: Located, swanctl_dir: Path, output_dir: Path) -> None:
+    def __init__(self, tree: Tree, located: Located, swanctl_dir: Path, output_dir: Path,
+                 radius: Mapping[str, Any] | None = None) -> None:
         self.tree, self.located = tree, located
+        self.radius = dict(radius or {})
         self.dir, self.out = swanctl_dir, output_dir
         self.result = ImportResult(config={})
         self._keys: list[tuple[Path, Any]] | None = None
@@ -123,8 +126,10 @@ class _Converter:
                 continue
             if top == "secrets" and isinstance(value, dict):
                 continue
-            self.unmapped(top, value, "pools and other top-level sections have no equivalent (no virtual IPs)"
-                          if top == "pools" else "unknown top-level key")
+            if top == "pools" and isinstance(value, dict):
+                cfg["pools"] = {n: p for n, p in ((n, self.pool(n, v)) for n, v in value.items()) if p}
+                continue
+            self.unmapped(top, value, "unknown top-level key")
         authorities = self.tree.get("authorities")
         if isinstance(authorities, dict):
             cfg["authorities"] = {n: a for n, s in authorities.items()
@@ -145,6 +150,9 @@ class _Converter:
                     ike[entry[0]] = entry[1]
             if ike:
                 cfg["secrets"] = {"ike": ike}
+        if self.radius and any(c.get("remote", {}).get("auth") == "eap-radius" or "remote-2" in c
+                               for c in cfg["connections"].values()):
+            cfg["radius"] = self.radius
         self.validate()
         return self.result
 
@@ -178,18 +186,21 @@ class _Converter:
             return None
         locals_ = sorted(k for k in section if k == "local" or k.startswith("local-"))
         remotes = sorted(k for k in section if k == "remote" or k.startswith("remote-"))
-        for rounds, side in ((locals_, "local"), (remotes, "remote")):
+        for rounds, side in ((locals_, "local"), (remotes[1:], "remote")):
             for extra in rounds[1:]:
                 self.unmapped(f"{key}.{extra}", section[extra],
-                              f"a second {side} authentication round (e.g. EAP after a certificate) has no "
-                              "equivalent")
+                              f"a further {side} authentication round has no equivalent (ikeguard: one local "
+                              "round; remote and remote-2 = EAP of the user after the device)")
         local_section = section.get(locals_[0]) if locals_ else {}
         remote_section = section.get(remotes[0]) if remotes else {}
         local_auth = self.local(f"{key}.{locals_[0] if locals_ else 'local'}",
                                 local_section if isinstance(local_section, dict) else {})
         remote_auth = self.remote(f"{key}.{remotes[0] if remotes else 'remote'}",
                                   remote_section if isinstance(remote_section, dict) else {})
-        if local_auth is None or remote_auth is None:
+        remote_2 = None
+        if len(remotes) > 1 and isinstance(section[remotes[1]], dict):
+            remote_2 = self.remote(f"{key}.{remotes[1]}", section[remotes[1]])  # type: ignore[arg-type]
+        if local_auth is None or remote_auth is None or (len(remotes) > 1 and remote_2 is None):
             self.result.skipped.append(name)
             return None
         out: dict[str, Any] = {}
@@ -222,6 +233,8 @@ class _Converter:
                     out[k] = b
             elif k == "fragmentation" or k == "unique":
                 out[k] = v.strip().lower()
+            elif k == "pools":
+                out[k] = _list(v)
             elif k in ("if_id_in", "if_id_out"):
                 if_ids[k] = v.strip()
             else:
@@ -238,6 +251,8 @@ class _Converter:
                     self.unmapped(f"{key}.{k}", v, "ikeguard has one if_id for both directions")
         out["local"] = local_auth
         out["remote"] = remote_auth
+        if remote_2 is not None:
+            out["remote-2"] = remote_2
         children = section.get("children")
         out["children"] = {}
         if isinstance(children, dict):
@@ -250,10 +265,20 @@ class _Converter:
                     out["children"][cname] = child
         return out
 
-    def _auth_method(self, key: str, value: str) -> str | None:
+    def _auth_method(self, key: str, value: str, *, remote: bool = False) -> str | None:
         v = value.strip().lower()
         if v == "psk":
             return "psk"
+        if remote and (v == "eap" or v.startswith("eap-")):
+            if not self.radius:
+                self.unmapped(key, value, "ikeguard relays EAP to a RADIUS server: import again with "
+                                          "--radius-server ADDRESS --radius-secret-file FILE: connection not "
+                                          "imported")
+                return None
+            if v not in ("eap-radius", "eap", "eap-dynamic"):
+                self.unmapped(key, value, "imported as eap-radius: the EAP method is the RADIUS server's to "
+                                          "choose (configure it there)")
+            return "eap-radius"
         if v in ("pubkey", "rsa", "ecdsa", "ed25519") or v.startswith(_PUBKEY_PREFIXES):
             if v not in ("pubkey", "rsa", "ecdsa"):
                 self.unmapped(key, value, "signature scheme restrictions follow the profile "
@@ -299,7 +324,7 @@ class _Converter:
         return out
 
     def remote(self, key: str, section: Tree) -> dict[str, Any] | None:
-        auth = self._auth_method(f"{key}.auth", str(section.get("auth", "pubkey")))
+        auth = self._auth_method(f"{key}.auth", str(section.get("auth", "pubkey")), remote=True)
         if auth is None:
             return None
         out: dict[str, Any] = {"auth": auth}
@@ -318,6 +343,8 @@ class _Converter:
                 out["id"] = v
             elif k == "cacerts":
                 cacerts += _list(v)
+            elif k == "eap_id":
+                out["eap_id"] = v
             elif k == "revocation":
                 out["revocation"] = v.strip().lower()
             elif k == "cert_policy":
@@ -387,11 +414,28 @@ class _Converter:
                 self.unmapped(full, v, "no equivalent in ikeguard")
         return out
 
+    def pool(self, name: str, section: str | Tree) -> dict[str, Any] | None:
+        key = f"pools.{name}"
+        if not isinstance(section, dict) or not isinstance(section.get("addrs"), str):
+            self.unmapped(key, section, "a pool without addrs: not imported")
+            return None
+        out: dict[str, Any] = {"addrs": str(section["addrs"]).strip()}
+        for k, v in section.items():
+            if k == "dns" and isinstance(v, str):
+                out["dns"] = _list(v)
+            elif k != "addrs":
+                self.unmapped(f"{key}.{k}", v, "no equivalent (ikeguard pools hand out addresses and DNS)")
+        return out
+
     # -- secrets --------------------------------------------------------------------------------------------
     def secret(self, name: str, section: str | Tree) -> tuple[str, dict[str, Any]] | None:
         key = f"secrets.{name}"
         if not isinstance(section, dict):
             self.unmapped(key, section, "not a section")
+            return None
+        if name.startswith("eap") or name.startswith("xauth"):
+            self.unmapped(key, section, "EAP/XAuth user secrets belong on the RADIUS server (its users "
+                                        "file): not imported")
             return None
         if not name.startswith("ike"):
             self.unmapped(key, section, "only IKE pre-shared keys are imported (keys are found by "
@@ -498,49 +542,10 @@ def _swanctl_key(dotted: str) -> str:
 
 
 def import_swanctl(tree: Tree, located: Located, *, swanctl_dir: Path, output_dir: Path,
-                   gateway: Mapping[str, Any]) -> ImportResult:
-    """Convert a parsed swanctl.conf (secrets merged in) into an ikeguard configuration tree."""
-    return _Converter(tree, located, swanctl_dir, output_dir).convert(dict(gateway))
+                   gateway: Mapping[str, Any], radius: Mapping[str, Any] | None = None) -> ImportResult:
+    """Convert a parsed swanctl.conf (secrets merged in) into an ikeguard configuration tree; ``radius`` is
+    the ``[radius]`` section EAP connections are relayed to (their rounds become ``eap-radius``)."""
+    return _Converter(tree, located, swanctl_dir, output_dir, radius).convert(dict(gateway))
 
 
-# -- TOML out ------------------------------------------------------------------------------------------------
-_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _key(name: str) -> str:
-    return name if _BARE.match(name) else _string(name)
-
-
-def _string(value: str) -> str:
-    out = value.replace("\\", "\\\\").replace('"', '\\"')
-    out = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", out)
-    return f'"{out}"'
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    return _string(str(value))
-
-
-def dump_toml(tree: Mapping[str, Any], header: str = "") -> str:
-    """TOML text of a tree of dicts, lists of scalars and scalars (tables after the keys of each level)."""
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-
-    def table(path: list[str], node: Mapping[str, Any]) -> None:
-        scalars = [(k, v) for k, v in node.items() if not isinstance(v, dict)]
-        tables = [(k, v) for k, v in node.items() if isinstance(v, dict)]
-        if path and (scalars or not tables):
-            lines.append("")
-            lines.append("[" + ".".join(_key(p) for p in path) + "]")
-        for k, v in scalars:
-            lines.append(f"{_key(k)} = {_value(v)}")
-        for k, v in tables:
-            table([*path, k], v)
-
-    table([], tree)
-    return "\n".join(lines).lstrip("\n") + "\n"
+__all__ = ["ImportResult", "Unmapped", "dump_toml", "import_swanctl"]
