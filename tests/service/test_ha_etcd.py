@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from ikeguard.audit.events import AuditEvent
 from ikeguard.crypto.random import DeterministicRandom
+from ikeguard.dataplane.base import SaConfig
+from ikeguard.dataplane.none import NoneDataPlane
+from ikeguard.engine.events import InstallChildSa
 from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.states import IkeState
 from ikeguard.service.ha.replicator import HaNode
 from ikeguard.service.ha.seal import ClusterKey, SealError
+from ikeguard.service.ha.service import HaService
 from ikeguard.service.ha.store import EtcdStore
 from tests.engine.harness import FAST, Network, Side, child, mirror, pair, psk_conn
 from tests.engine.test_rekey import assert_consistent
@@ -100,3 +105,52 @@ def test_key_file_must_be_private_and_32_octets(tmp_path: Path) -> None:
     with pytest.raises(SealError, match="32 octets"):
         ClusterKey.from_file(path)
     assert "11" not in repr(ClusterKey(bytes(32), str(path)))
+
+
+class NodeGateway:
+    """The part of the running gateway the HA service uses: the engine, the (none) data plane, the audit
+    records; ``pump`` installs the engine's Child SAs (the network harness delivers its datagrams)."""
+
+    def __init__(self, engine: IkeManager) -> None:
+        self.engine = engine
+        self.dataplane = NoneDataPlane()
+        self.records: list[AuditEvent] = []
+
+    def record(self, event: AuditEvent) -> None:
+        self.records.append(event)
+
+    def pump(self) -> None:
+        for event in self.engine.ctx.outputs:
+            if isinstance(event, InstallChildSa):
+                self.dataplane.add_sa(SaConfig.from_install(event))
+
+
+def test_service_roles_takeover_and_sync_failed_records(tmp_path: Path) -> None:
+    net, b_conns = tunnel()
+    key = ClusterKey.from_file(key_file(tmp_path))
+    with etcd(tmp_path) as server:
+        gw1 = NodeGateway(net.b.manager)
+        one = HaService(gw1, HaNode("gw1", EtcdStore([server.url], "/s/", timeout=1.0), key, seq_margin=500))
+        status = asyncio.run(one.set_role("MASTER"))  # a new pair: nothing replicated yet
+        assert status["role"] == "active" and status["last_takeover"]["restored"] == 0
+        assert asyncio.run(one.sync_once())
+        gw2 = NodeGateway(IkeManager(b_conns, FAST, random=DeterministicRandom(5)))
+        two = HaService(gw2, HaNode("gw2", EtcdStore([server.url], "/s/"), key, seq_margin=500))
+        assert asyncio.run(two.set_role("BACKUP"))["role"] == "standby"
+        status = asyncio.run(two.set_role("MASTER"))
+        assert status["role"] == "active" and status["last_takeover"]["restored"] == 1
+        (takeover,) = [r for r in gw2.records if r.event == "ha.takeover"]
+        assert takeover.outcome == "success" and takeover.details["restored"] == "1"
+        assert [r.details["role"] for r in gw2.records if r.event == "ha.role"] == ["active"]
+        # the restored SA started after 0 + 500: a second failover must not go back below that
+        (esp,) = two.esp_state().values()
+        assert esp.seq_out == 500
+        assert asyncio.run(two.sync_once())
+        server.stop()
+        assert not asyncio.run(two.sync_once()) and not asyncio.run(two.sync_once())
+        failed = [r for r in gw2.records if r.event == "ha.sync_failed"]
+        assert len(failed) == 1 and failed[0].outcome == "failure"  # once per outage
+        assert two.status()["sync_error"].startswith("etcd write failed")
+    net.b = Side("b", gw2.engine, net.b.endpoint)
+    net.run()
+    assert_consistent(net)

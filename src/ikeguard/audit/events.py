@@ -57,6 +57,9 @@ class EventName(StrEnum):
     CLOCK_STATUS = "clock.status"
     SERVICE_STARTED = "service.started"
     SERVICE_STOPPED = "service.stopped"
+    HA_ROLE = "ha.role"  # docs/ha.md: keepalived made this node active or standby
+    HA_TAKEOVER = "ha.takeover"
+    HA_SYNC_FAILED = "ha.sync_failed"
     # Emitted by the IKE engine in addition to the contract's names (extensions, never renames).
     IKE_FAILED = "ike.failed"
     IKE_RETRY = "ike.retry"
@@ -83,7 +86,8 @@ _NOTICE = {
     EventName.TS_REJECTED, EventName.ADMIN_COMMAND, EventName.AUDIT_ACCESSED, EventName.AUDIT_EXPORTED,
     EventName.AUDIT_ARCHIVED, EventName.PEER_ADDED, EventName.PEER_DISABLED, EventName.PEER_ENABLED,
     EventName.DOS_COOKIES_ON, EventName.DOS_COOKIES_OFF, EventName.CONFIG_LOADED, EventName.CLOCK_STATUS,
-    EventName.AUDIT_INITIALISED, EventName.SERVICE_STARTED, EventName.SERVICE_STOPPED,
+    EventName.AUDIT_INITIALISED, EventName.SERVICE_STARTED, EventName.SERVICE_STOPPED, EventName.HA_ROLE,
+    EventName.HA_TAKEOVER,
 }
 _ERROR = {EventName.AUDIT_STORE_FAILED}
 

@@ -12,6 +12,7 @@ from ikeguard import __version__
 from ikeguard.control.cli_audit import audit
 from ikeguard.control.cli_demo import demo
 from ikeguard.control.cli_gateway import conns, events, initiate, peers, rekey, reload, sas, terminate
+from ikeguard.control.cli_ha import ha
 from ikeguard.control.cli_import import import_command
 from ikeguard.control.cli_policy import check, profiles
 from ikeguard.control.cli_profile import client_profile
@@ -32,6 +33,7 @@ main.add_command(audit)
 main.add_command(run)
 main.add_command(sas)
 main.add_command(conns)
+main.add_command(ha)
 main.add_command(peers)
 main.add_command(initiate)
 main.add_command(terminate)

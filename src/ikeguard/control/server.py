@@ -142,6 +142,7 @@ COMMAND_ARGS: dict[str, dict[str, str]] = {
     "reload": {"wait": _BOOL},
     "events": {},
     "compliance": {},  # `ikeguard check --socket`: the facts the runtime rules judge (read-only)
+    "ha": {"action": _STR, "role": _STR},  # `ikeguard ha status|role` (docs/ha.md)
 }
 
 
@@ -202,7 +203,7 @@ class ControlServer:
         self._handlers: dict[str, Callable[[dict[str, Any], Caller, str], Awaitable[Any]]] = {
             "sas": self._sas, "conns": self._conns, "peers": self._peers, "initiate": self._initiate,
             "terminate": self._terminate, "rekey": self._rekey, "reload": self._reload,
-            "compliance": self._compliance,
+            "compliance": self._compliance, "ha": self._ha,
         }
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -352,6 +353,19 @@ class ControlServer:
 
     async def _conns(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         return self.gateway.conns()
+
+    async def _ha(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        service = getattr(self.gateway, "ha", None)
+        if service is None:
+            raise CommandError("high availability is not enabled ([ha] enabled = true)")
+        if args.get("action", "status") == "status":
+            return service.status()
+        if args.get("action") != "role" or not args.get("role"):
+            raise CommandError('ha: action is "status" or "role" with a role')
+        try:
+            return await service.set_role(args["role"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
 
     async def _compliance(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         from ikeguard.service.compliance import runtime_facts

@@ -170,6 +170,9 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
     loop.add_signal_handler(signal.SIGHUP, reload)
     control = vici = stop_metrics = None
     try:
+        from ikeguard.service.ha.service import start_ha
+
+        gateway.ha = start_ha(gateway, plan.config.model.ha, plan.config.resolve)  # docs/ha.md
         control = await _start_control(gateway, plan, config_path, profile_override)
         vici = await _start_vici(gateway, plan, config_path, profile_override)
         stop_metrics = _start_metrics(gateway, plan)
@@ -194,5 +197,7 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
         with contextlib.suppress(Exception):
             stop_metrics()
     addresses.close()
+    if gateway.ha is not None:
+        await gateway.ha.stop()
     await gateway.stop()
     return 0

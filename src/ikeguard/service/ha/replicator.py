@@ -5,8 +5,8 @@
   with the pair's key (seal.py) on the event loop (microseconds per SA) and written to etcd in a thread
   (store.py). A failed write keeps the node serving: ``sync_error`` says why (the ``ha.sync_failed`` record)
   and the next interval tries again.
-- Standby → active (keepalived's notify says MASTER): the records are read, refused as a whole when the last
-  complete replication is older than ``max_state_age`` (the peer's message IDs and ESP numbers may have
+- Standby → active (keepalived's notify says MASTER): the records are read, refused as a whole (the node
+  stays standby) when etcd cannot be read or the last complete replication is older than ``max_state_age`` (the peer's message IDs and ESP numbers may have
   moved further than the margins cover, docs/ha.md), else each SA is opened and restored into the engine.
 """
 
@@ -85,8 +85,9 @@ class HaNode:
         now = self.clock()
         result.state_age = None if mark is None else now - mark.at
         if mark is None or result.state_age is None:
-            result.refused = "no replicated state in etcd"
-        elif result.state_age > self.max_state_age:
+            self.role = "active"  # a new pair: nothing was ever replicated, nothing can be stale
+            return result
+        if result.state_age > self.max_state_age:
             result.refused = (f"replicated state is {result.state_age:.1f} s old "
                               f"(limit {self.max_state_age:g} s, last written by {mark.node})")
         if result.refused:
