@@ -6,8 +6,10 @@
   (store.py). A failed write keeps the node serving: ``sync_error`` says why (the ``ha.sync_failed`` record)
   and the next interval tries again.
 - Standby → active (keepalived's notify says MASTER): the records are read, refused as a whole (the node
-  stays standby) when etcd cannot be read or the last complete replication is older than ``max_state_age`` (the peer's message IDs and ESP numbers may have
-  moved further than the margins cover, docs/ha.md), else each SA is opened and restored into the engine.
+  stays standby) when etcd cannot be read or the last complete replication is older than
+  ``max_state_age`` (the peer's message IDs and ESP numbers may have moved further than the margins cover,
+  docs/ha.md), else each SA is opened and restored into the engine. A new pair (nothing ever replicated)
+  becomes active with nothing to restore.
 """
 
 from __future__ import annotations
