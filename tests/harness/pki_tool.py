@@ -150,6 +150,19 @@ class PkiTool:
         _write(path, cert, 0o644)
         return ToolCert(name, path, key)
 
+    def issue_public(self, name: str, ca: ToolCert, dn: str, public_pem: bytes, *, sans: Sequence[str] = (),
+                     lifetime_days: int = 10) -> Path:
+        """``pki --issue --type pub --cacert CA --cakey CA.key --dn DN [--san S]... < public.pem``: a
+        certificate for a key that lives elsewhere (a token), issued from its public key."""
+        args = ["--issue", "--type", "pub", "--cacert", str(ca.cert_path), "--cakey", str(ca.key_path),
+                "--dn", dn, "--lifetime", str(lifetime_days), "--digest", self.digest, "--outform", "pem"]
+        for san in sans:
+            args += ["--san", san]
+        cert = self._pki(*args, stdin=public_pem)
+        path = self.directory / f"{name}.pem"
+        _write(path, cert, 0o644)
+        return path
+
 
 class OpensslCa:
     """The OpenSSL CLI in ``directory``: ``req -x509`` for the CA, ``req`` + ``x509 -req -extfile`` for

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ikeguard.audit.service import SinkSpec
+from ikeguard.crypto.pkcs11_key import TokenError, is_pkcs11_uri, open_token_key, safe_uri_text
 from ikeguard.crypto.signatures import PrivateKey
 from ikeguard.engine.pools import PoolSettings
 from ikeguard.engine.ppk import PpkSettings
@@ -205,7 +206,12 @@ class _Builder:
             self.fail(f"connections.{name}.local.key", None, "auth = \"pubkey\" needs a private key file")
         else:
             try:
-                key = _load_key(self.config.resolve(local.key))
+                if is_pkcs11_uri(local.key):  # RFC 7512: the key stays in the token
+                    key = open_token_key(local.key, base=self.config.base_dir)
+                else:
+                    key = _load_key(self.config.resolve(local.key))
+            except TokenError as exc:
+                self.fail(f"connections.{name}.local.key", safe_uri_text(local.key), str(exc))
             except (OSError, ValueError, TypeError) as exc:
                 self.fail(f"connections.{name}.local.key", local.key,
                           f"cannot load the private key ({type(exc).__name__}; "

@@ -33,6 +33,11 @@ def owner_only(path: Path) -> tuple[int, str | None] | None:
     return mode, None
 
 
+def is_token_key(value: str) -> bool:
+    """``local.key`` names a key in a PKCS#11 token (RFC 7512 ``pkcs11:`` URI), not a file."""
+    return value.strip().lower().startswith("pkcs11:")
+
+
 def load_private_key(path: Path) -> PrivateKeyTypes | None:
     """An unencrypted PEM (PKCS#8, PKCS#1, SEC 1) or DER private key, or None (unreadable, encrypted, not a
     key). The key object never leaves the policy code in a finding: only its public half is described."""
@@ -52,7 +57,7 @@ def private_key_files(ctx: CheckContext) -> Iterator[tuple[str, str, Target | No
     """(key path, file as written, quarantine target) of every private key the config names."""
     model = ctx.config.model
     for name, conn in model.connections.items():
-        if conn.local.key:
+        if conn.local.key and not is_token_key(conn.local.key):
             yield f"connections.{name}.local.key", conn.local.key, conn_target(name)
     for i, sink in enumerate(model.audit.sinks):
         if sink.key:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_target, register
-from ikeguard.policy.checks.keyfiles import load_private_key
+from ikeguard.policy.checks.keyfiles import is_token_key, load_private_key
 from ikeguard.policy.checks.pki import describe_key, load_certificates
 from ikeguard.policy.profile import Rule
 
@@ -34,7 +34,7 @@ def key_cert_pairs(ctx: CheckContext) -> Iterator[tuple[str, str, str, Target | 
     """(key path, key file, certificate file, quarantine target) of every key with its certificate."""
     model = ctx.config.model
     for name, conn in model.connections.items():
-        if conn.local.key and conn.local.certs:
+        if conn.local.key and conn.local.certs and not is_token_key(conn.local.key):
             yield f"connections.{name}.local.key", conn.local.key, conn.local.certs[0], conn_target(name)
     for i, sink in enumerate(model.audit.sinks):
         if sink.key and sink.cert:
@@ -112,7 +112,7 @@ def check_key_age(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     keys: list[tuple[str, str, Target | None]] = [
         (f"connections.{n}.local.key", c.local.key, conn_target(n))
         for n, c in model.connections.items()
-        if c.local.key
+        if c.local.key and not is_token_key(c.local.key)
     ]
     keys += [(f"audit.sinks[{i}].key", s.key, None) for i, s in enumerate(model.audit.sinks) if s.key]
     for scope, key_file, target in keys:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_target, register
-from ikeguard.policy.checks.keyfiles import owner_only
+from ikeguard.policy.checks.keyfiles import is_token_key, owner_only
 from ikeguard.policy.identity import Identity, IdentityKind, parse_identity
 from ikeguard.policy.inventory import identity_key
 from ikeguard.policy.loader import LoadedConfig
@@ -233,7 +233,7 @@ def named_files_of(config: LoadedConfig) -> Iterator[tuple[str, str]]:
     for name, conn in model.connections.items():
         for i, cert in enumerate(conn.local.certs):
             yield f"connections.{name}.local.certs[{i}]", cert
-        if conn.local.key:
+        if conn.local.key and not is_token_key(conn.local.key):  # a token key is no file
             yield f"connections.{name}.local.key", conn.local.key
         for i, ca in enumerate(conn.remote.cacerts):
             if ca not in model.authorities:

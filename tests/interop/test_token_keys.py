@@ -1,0 +1,132 @@
+"""Issue 18 item 1: the gateway's IKE private key in a PKCS#11 token (RFC 7512 URI in ``local.key``),
+IKE_AUTH signed on the token (RFC 7427 Digital Signature, ECDSA P-384), against a strongSwan initiator.
+
+The key is generated inside SoftHSM2 as an operator does (python-pkcs11, CKA_EXTRACTABLE false,
+CKA_SENSITIVE true); its certificate is issued by strongSwan's `pki --issue --type pub` from the token's
+public key. Reading the private value from the token is refused, and ikeguard's key object refuses export.
+Wrong PIN and a missing token stop `ikeguard run` at start with one line naming the problem, never the PIN.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ikeguard.tools.gateway_process import GatewayProcess, GatewayStartError
+from ikeguard.tools.netns import Topology
+from tests.harness.ikeguard_conf import IkgAuthority, IkgLocal, IkgRemote
+from tests.harness.interop_pair import CONN, ikeguard_side, strongswan_side
+from tests.harness.interop_pair import PairSpec as SideSpec
+from tests.harness.interop_scenarios import Pair, PairSpec
+from tests.harness.pki_tool import PkiTool
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.harness.strongswan import StrongSwanPeer
+from tests.harness.swanctl_conf import AuthConfig
+from tests.harness.tokens import Pkcs11Token, softhsm_token
+
+pytestmark = [pytest.mark.root, pytest.mark.interop]
+
+PeerFactory = Callable[..., StrongSwanPeer]
+GatewayFactory = Callable[..., GatewayProcess]
+
+
+def _pair(tmp_path: Path, token: Pkcs11Token, public_pem: bytes, netns_topology: Callable[..., Topology],
+          strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory, *, pin: str | None = None,
+          uri: str | None = None, start: bool = True) -> Pair:
+    tool = PkiTool(tmp_path / "pki")
+    ca = tool.self_signed_ca("ca", "C=US, O=ss-lab, CN=ss-lab token CA")
+    gw_cert = tool.issue_public("gw", ca, f"C=US, O=ss-lab, CN={GW_FQDN}", public_pem,
+                                sans=[GW_FQDN, "192.0.2.1"])
+    client = tool.issue("client", ca, f"C=US, O=ss-lab, CN={CLIENT_FQDN}", sans=[CLIENT_FQDN])
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    peer = strongswan_side(strongswan_peer, left, right, spec=SideSpec(),
+                           local=AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
+                           remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]), name="strongswan",
+                           certs={"client": client.issued(ca)}, cacerts={"ca": ca.cert})
+
+    def gateway(*args: Any, **kwargs: Any) -> GatewayProcess:
+        return ikeguard_gateway(*args, env=token.env, **kwargs)
+
+    gw = ikeguard_side(gateway, right, left, spec=SideSpec(), remote_addr="%any",
+                       local=IkgLocal("pubkey", GW_FQDN, certs=["pki/gw.pem"], key=uri or token.uri("ike")),
+                       remote=IkgRemote("pubkey", CLIENT_FQDN, cacerts=["lab"], revocation="relaxed"),
+                       authorities=[IkgAuthority("lab", cacert="pki/ca.pem")],
+                       files={"pki/gw.pem": gw_cert.read_bytes(), "pki/ca.pem": ca.cert_pem(),
+                              "token.pin": (pin if pin is not None else token.pin) + "\n"},
+                       name="gw", start=start)
+    return Pair(PairSpec("responder", auth="ecdsa"), topo, gw, peer)
+
+
+def test_softhsm_p384_key_signs_ike_auth_for_strongswan_and_cannot_be_exported(
+    tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
+    ikeguard_gateway: GatewayFactory,
+) -> None:
+    token = softhsm_token(tmp_path / "hsm")
+    info = token.generate("ike", "ec:secp384r1")
+    assert not info.extractable and info.sensitive
+    assert info.export == "AttributeSensitive"  # the token refuses to hand out the private value
+    pair = _pair(tmp_path, token, info.public_pem, netns_topology, strongswan_peer, ikeguard_gateway)
+    for _ in range(2):  # two IKE SAs: the second reuses the pooled, logged-in session
+        pair.initiate()
+        ss, ikg = pair.settled()
+        assert (ss.local_id, ss.remote_id) == (CLIENT_FQDN, GW_FQDN)
+        assert ikg["state"] == "established"
+        pair.peer.terminate(ike=CONN)
+        pair.gw.wait_sas(lambda sas: not sas, timeout=10)
+    log = pair.peer.log()
+    # strongSwan verified ikeguard's token-made signature with the certificate's P-384 key (RFC 7427)
+    assert f"authentication of '{GW_FQDN}' with ECDSA-384 signature successful" in log or \
+        f"authentication of '{GW_FQDN}' with ECDSA_WITH_SHA384_DER successful" in log, log[-3000:]
+    assert token.pin not in pair.gw.log()
+
+
+def test_ikeguard_token_key_object_refuses_export(tmp_path: Path) -> None:
+    token = softhsm_token(tmp_path / "hsm")
+    token.generate("ike", "ec:secp256r1")
+    script = (
+        "import os\n"
+        "from cryptography.hazmat.primitives import serialization as s\n"
+        "from ikeguard.crypto.pkcs11_key import open_token_key\n"
+        f"k = open_token_key({token.uri('ike', pin_source='env:PIN')!r})\n"
+        "print(k.curve.name)\n"
+        "try:\n"
+        "    k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())\n"
+        "except Exception as exc:\n"
+        "    print('refused:', exc)\n"
+        "print(repr(k))\n"
+    )
+    env = {**token.env, "PIN": token.pin, "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    assert "secp256r1" in out
+    assert "refused: the private key is in a PKCS#11 token and cannot be exported" in out
+    assert token.pin not in out
+
+
+@pytest.mark.parametrize("problem", ["wrong-pin", "missing-token", "pin-value"])
+def test_token_problems_stop_the_gateway_at_start_with_one_line(
+    problem: str, tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
+    ikeguard_gateway: GatewayFactory,
+) -> None:
+    token = softhsm_token(tmp_path / "hsm")
+    info = token.generate("ike", "ec:secp384r1")
+    pin = "999999" if problem == "wrong-pin" else None
+    uri = {"missing-token": token.uri("ike").replace(f"token={token.label}", "token=absent"),
+           "pin-value": token.uri("ike", pin_source="file:token.pin") + "&pin-value=246810"}.get(problem)
+    pair = _pair(tmp_path, token, info.public_pem, netns_topology, strongswan_peer, ikeguard_gateway,
+                 pin=pin, uri=uri, start=False)
+    with pytest.raises(GatewayStartError) as failed:
+        pair.gw.start(timeout=20)
+    text = str(failed.value)
+    expected = {"wrong-pin": "PKCS#11 login failed: wrong PIN",
+                "missing-token": "PKCS#11 token not found: pkcs11:token=absent;object=ike",
+                "pin-value": "pin-value is not allowed"}[problem]
+    lines = [line for line in text.splitlines() if expected in line]
+    assert lines, text
+    assert "999999" not in text and "246810" not in text  # no PIN in the error
