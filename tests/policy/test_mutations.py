@@ -126,3 +126,18 @@ def test_load_and_enforce_refuses_with_the_same_findings(example_copy: Path, now
     with pytest.raises(ConfigError) as info:
         load_and_enforce(example_copy / GW, now=now)
     assert any(f.rule == "crypto.ike.encr" and f.value == "3des-sha256-ecp384" for f in info.value.findings)
+
+
+def test_an_ike_sa_that_reauthenticates_instead_of_rekeying_is_judged_by_its_reauth_time(
+        example_copy: Path, now: dt.datetime) -> None:
+    """ipsec.conf's default (reauth=yes) imports as rekey_time 0 + reauth_time: the range warning and the
+    maximum judge the same lifetime (before: the range rule read rekey_time 0 and warned)."""
+    old, new = 'rekey_time = "12h"\nreauth_time = "24h"', 'rekey_time = "0"\nreauth_time = "12h"'
+    edit(example_copy / GW, old, new)
+    report = evaluate(load_config(example_copy / GW), now=now)
+    assert report.rule_status("lifetime.ike.range") == "pass"
+    assert report.rule_status("lifetime.ike.max") == "pass"
+    edit(example_copy / GW, 'reauth_time = "12h"', 'reauth_time = "2h"')
+    report = evaluate(load_config(example_copy / GW), now=now)
+    (warning,) = [r for r in report.results if r.rule.id == "lifetime.ike.range" and r.status == "warn"]
+    assert warning.scope.endswith(".reauth_time") and warning.value == "2h"

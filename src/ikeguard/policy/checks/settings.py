@@ -93,11 +93,14 @@ def check_lifetime_max(rule: Rule, ctx: CheckContext) -> list[Outcome]:
 
 @register("lifetime_range")
 def check_lifetime_range(rule: Rule, ctx: CheckContext) -> list[Outcome]:
-    """rekey_time inside the recommended range (a warning rule)."""
+    """rekey_time inside the recommended range (a warning rule); for an IKE SA that reauthenticates instead
+    of rekeying (rekey_time 0, ipsec.conf's ``reauth=yes`` default) its reauth_time, as ``lifetime_max``."""
     low, high = parse_duration(rule.params["min"]), parse_duration(rule.params["max"])
     out: list[Outcome] = []
     for name, conn in ctx.config.model.connections.items():
-        pairs = ([(f"connections.{name}.rekey_time", conn.rekey_time)] if rule.params["scope"] == "ike" else
+        ike_key = "rekey_time" if conn.rekey_time or not conn.reauth_time else "reauth_time"
+        pairs = ([(f"connections.{name}.{ike_key}", _ike_lifetime(conn.rekey_time, conn.reauth_time))]
+                 if rule.params["scope"] == "ike" else
                  [(f"connections.{name}.children.{c}.rekey_time", ch.rekey_time)
                   for c, ch in conn.children.items()])
         for scope, value in pairs:
