@@ -16,6 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from ikeguard.tools.netns import Namespace
+
+
+def _healthy(url: str, namespace: Namespace | None) -> bool:
+    if namespace is not None:
+        done = namespace.run("etcdctl", "--endpoints", url, "endpoint", "health", check=False, timeout=10)
+        return done.returncode == 0
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=1) as answer:
+            return b"true" in answer.read()
+    except OSError:
+        return False
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -35,31 +48,29 @@ class Etcd:
 
 
 @contextmanager
-def etcd(workdir: Path) -> Iterator[Etcd]:
+def etcd(workdir: Path, namespace: Namespace | None = None, host: str = "127.0.0.1") -> Iterator[Etcd]:
+    """etcd on ``host`` (loopback, or an address of ``namespace``, where it then runs)."""
     binary = shutil.which("etcd")
     if binary is None:
         if os.environ.get("CI") == "true":
             pytest.fail("etcd is not installed (etcd-server)")
         pytest.skip("etcd is not installed (etcd-server)")
-    client, peer = _free_port(), _free_port()
-    url = f"http://127.0.0.1:{client}"
+    client, peer = (_free_port(), _free_port()) if namespace is None else (2379, 2380)
+    url = f"http://{host}:{client}"
     log = (workdir / "etcd.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, "--name", "ha-test", "--data-dir", str(workdir / "etcd-data"), "--listen-client-urls", url,
-         "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-cluster", f"ha-test=http://127.0.0.1:{peer}"],
-        stdout=log, stderr=subprocess.STDOUT)
+    argv = [binary, "--name", "ha-test", "--data-dir", str(workdir / "etcd-data"),
+            "--listen-client-urls", url,
+            "--advertise-client-urls", url, "--listen-peer-urls", f"http://{host}:{peer}",
+            "--initial-advertise-peer-urls", f"http://{host}:{peer}",
+            "--initial-cluster", f"ha-test=http://{host}:{peer}"]
+    proc = (subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT) if namespace is None
+            else namespace.popen(argv, stdout=log, stderr=subprocess.STDOUT))
     server = Etcd(url, proc)
     try:
         deadline = time.monotonic() + 20
         while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1) as answer:
-                    if b"true" in answer.read():
-                        break
-            except OSError:
-                pass
+            if _healthy(url, namespace):
+                break
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"etcd did not start: {(workdir / 'etcd.log').read_text()[-2000:]}")
             time.sleep(0.1)
