@@ -66,6 +66,19 @@ def _check(output: Path, profile: str) -> dict[str, Any]:
     return {"loaded": True, "passed": report.passed, "findings": findings}
 
 
+def _host_port(text: str) -> tuple[str, int | None]:
+    """``ADDRESS``, ``ADDRESS:PORT`` or ``[IPv6]:PORT`` (the accounting port is the next one, as RFC 2866)."""
+    if text.startswith("[") and "]:" in text:
+        host, port = text[1:].split("]:", 1)
+    elif text.count(":") == 1:
+        host, port = text.split(":", 1)
+    else:
+        return text.strip("[]"), None
+    if not port.isdigit():
+        raise click.BadParameter(f"not a port: {port!r}", param_hint="--radius-server")
+    return host, int(port)
+
+
 def _header(source: Path, result: ImportResult, profile: str) -> str:
     lines = [f"Imported from {source} by `ikeguard import` (profile {profile}).",
              "Keys without an ikeguard equivalent (not carried over):"]
@@ -89,7 +102,7 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
 @click.option("--flavour", type=click.Choice(["auto", "strongswan", "libreswan"]), default="auto",
               show_default=True, help="ipsec.conf: strongSwan's or libreswan's (auto: libreswan-only options "
                                       "or algorithm syntax decide)")
-@click.option("--radius-server", "radius_server", default=None, metavar="ADDRESS",
+@click.option("--radius-server", "radius_server", default=None, metavar="ADDRESS[:PORT]",
               help="swanctl.conf: the RADIUS server EAP rounds are relayed to (remote auth = eap-* becomes "
                    "eap-radius); without it EAP connections are not imported")
 @click.option("--radius-secret-file", "radius_secret", default=None, type=click.Path(dir_okay=False),
@@ -140,8 +153,12 @@ def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_d
                 if not radius_secret:
                     click.echo("ikeguard import: --radius-server needs --radius-secret-file", err=True)
                     sys.exit(2)
-                radius = {"servers": {"radius1": {"address": radius_server, "secret_file": os.path.relpath(
-                    Path(radius_secret).resolve(), out.parent.resolve())}}}
+                address, port = _host_port(radius_server)
+                server: dict[str, Any] = {"address": address, "secret_file": os.path.relpath(
+                    Path(radius_secret).resolve(), out.parent.resolve())}
+                if port is not None:
+                    server.update(auth_port=port, acct_port=port + 1)
+                radius = {"servers": {"radius1": server}}
             result = import_swanctl(tree, located,
                                     swanctl_dir=Path(swanctl_dir) if swanctl_dir else src.parent,
                                     output_dir=out.parent.resolve(), gateway=gateway, radius=radius)
