@@ -7,11 +7,14 @@ configuration once per process (C_Initialize), so the test process never loads i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +39,17 @@ module, label, pin, obj, kind = sys.argv[1:6]
 token = pkcs11.lib(module).get_token(token_label=label)
 private_template = {Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True, Attribute.SIGN: True}
 with token.open(user_pin=pin, rw=True) as s:
-    if kind.startswith("ec:"):
+    if kind == "existing":
+        pub = s.get_key(object_class=ObjectClass.PUBLIC_KEY, label=obj)
+        priv = s.get_key(object_class=ObjectClass.PRIVATE_KEY, label=obj)
+        kind = "ec:" if pub.key_type == KeyType.EC else "rsa:0"
+        der = encode_ec_public_key(pub) if kind == "ec:" else None
+        if der is None:
+            n = int.from_bytes(pub[Attribute.MODULUS], "big")
+            e = int.from_bytes(pub[Attribute.PUBLIC_EXPONENT], "big")
+            der = rsa.RSAPublicNumbers(e, n).public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    elif kind.startswith("ec:"):
         params = s.create_domain_parameters(
             KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(kind[3:])}, local=True)
         pub, priv = params.generate_keypair(store=True, label=obj, id=obj.encode(),
@@ -99,6 +112,13 @@ class Pkcs11Token:
         return TokenKeyInfo(data["public_pem"].encode(), data["extractable"], data["sensitive"],
                             data["export"])
 
+    def inspect(self, obj: str) -> TokenKeyInfo:
+        """The public key and protection of a key pair made by the token's own tool (``obj`` = its label)."""
+        out = self.run([sys.executable, "-c", _KEYGEN, self.module, self.label, self.pin, obj, "existing"])
+        data = json.loads(out.strip().splitlines()[-1])
+        return TokenKeyInfo(data["public_pem"].encode(), data["extractable"], data["sensitive"],
+                            data["export"])
+
     def uri(self, obj: str, *, pin_source: str = "file:token.pin") -> str:
         """The RFC 7512 URI ikeguard's ``local.key`` takes for ``obj`` in this token."""
         return f"pkcs11:token={self.label};object={obj}?module-path={self.module}&pin-source={pin_source}"
@@ -116,6 +136,94 @@ def softhsm_token(directory: Path, label: str = "ikeguard") -> Pkcs11Token:
     token = Pkcs11Token(SOFTHSM_MODULE, label, env={"SOFTHSM2_CONF": str(conf)})
     token.run([tool, "--init-token", "--free", "--label", label, "--pin", USER_PIN, "--so-pin", SO_PIN])
     return token
+
+
+TPM2_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so"
+_DBUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>session</type><listen>unix:path={bus}</listen>
+<policy context="default"><allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/>
+<allow receive_sender="*"/><allow own="*"/><allow user="*"/></policy></busconfig>
+"""
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise TokenToolError(f"{what} did not come up (exit {proc.poll()})")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def swtpm_token(directory: Path, label: str = "tpm") -> Iterator[Pkcs11Token]:
+    """A TPM 2.0 token through tpm2-pkcs11: swtpm (socket mode) as the TPM, tpm2-abrmd on a private D-Bus
+    as its resource manager (tpm2_ptool needs one: without it swtpm runs out of object slots), a
+    tpm2-pkcs11 store in ``directory/store`` initialised with ``tpm2_ptool init`` / ``addtoken``.
+
+    Every process is started here and stopped by its PID on exit, also on failure. Unix-socket paths reach
+    into network namespaces, so a gateway in a test namespace uses the token with ``token.env``."""
+    for tool in ("swtpm", "tpm2-abrmd", "dbus-daemon", "tpm2_ptool"):
+        tool_path(tool)  # missing fails the test
+    if not Path(TPM2_MODULE).is_file():
+        raise TokenToolError(f"{TPM2_MODULE} is missing (apt install libtpm2-pkcs11-1)")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (directory / "state").mkdir(exist_ok=True)
+    store = directory / "store"
+    store.mkdir(exist_ok=True)
+    sock, bus = directory / "tpm.sock", directory / "bus"
+    (directory / "dbus.conf").write_text(_DBUS_CONF.format(bus=bus))
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = directory / "logs"
+    logs.mkdir(exist_ok=True)
+
+    def start(name: str, argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(logs / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **(env or {})})
+        procs.append(proc)
+        return proc
+
+    try:
+        tpm = start("swtpm", ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={directory / 'state'}",
+                              "--server", f"type=unixio,path={sock}", "--ctrl",
+                              f"type=unixio,path={sock}.ctrl", "--flags", "not-need-init,startup-clear"])
+        _wait_for(sock, tpm, "swtpm")
+        dbus = start("dbus", ["dbus-daemon", "--nofork", f"--config-file={directory / 'dbus.conf'}"])
+        _wait_for(bus, dbus, "dbus-daemon")
+        env = {"DBUS_SESSION_BUS_ADDRESS": f"unix:path={bus}", "TPM2TOOLS_TCTI": "tabrmd:bus_type=session",
+               "TPM2_PKCS11_TCTI": "tabrmd:bus_type=session", "TPM2_PKCS11_STORE": str(store)}
+        start("abrmd", ["tpm2-abrmd", "--session", f"--tcti=swtpm:path={sock}", "--allow-root"], env)
+        token = Pkcs11Token(TPM2_MODULE, label, env=env)
+        deadline = time.monotonic() + 15
+        while True:  # abrmd registers its bus name shortly after start
+            try:
+                token.run(["tpm2_ptool", "init", "--path", str(store)])
+                break
+            except TokenToolError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        token.run(["tpm2_ptool", "addtoken", "--pid=1", f"--sopin={SO_PIN}", f"--userpin={USER_PIN}",
+                   f"--label={label}", "--path", str(store)])
+        yield token
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+
+def tpm_add_key(token: Pkcs11Token, obj: str, algorithm: str = "ecc384") -> TokenKeyInfo:
+    """``tpm2_ptool addkey``: a key generated in the TPM (its private part never leaves it in clear)."""
+    token.run(["tpm2_ptool", "addkey", f"--label={token.label}", f"--key-label={obj}",
+               f"--userpin={token.pin}", f"--algorithm={algorithm}",
+               "--path", token.env["TPM2_PKCS11_STORE"]])
+    return token.inspect(obj)
 
 
 def token_env(token: Pkcs11Token, extra: Mapping[str, str] | None = None) -> dict[str, str]:

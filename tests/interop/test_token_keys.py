@@ -27,7 +27,7 @@ from tests.harness.pki_tool import PkiTool
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 from tests.harness.strongswan import StrongSwanPeer
 from tests.harness.swanctl_conf import AuthConfig
-from tests.harness.tokens import Pkcs11Token, softhsm_token
+from tests.harness.tokens import Pkcs11Token, softhsm_token, swtpm_token, tpm_add_key
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -84,6 +84,24 @@ def test_softhsm_p384_key_signs_ike_auth_for_strongswan_and_cannot_be_exported(
     assert f"authentication of '{GW_FQDN}' with ECDSA-384 signature successful" in log or \
         f"authentication of '{GW_FQDN}' with ECDSA_WITH_SHA384_DER successful" in log, log[-3000:]
     assert token.pin not in pair.gw.log()
+
+
+def test_tpm_p384_key_through_tpm2_pkcs11_signs_ike_auth_for_strongswan(
+    tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
+    ikeguard_gateway: GatewayFactory,
+) -> None:
+    with swtpm_token(tmp_path / "tpm") as token:
+        info = tpm_add_key(token, "ike", "ecc384")
+        assert not info.extractable and info.sensitive
+        assert info.export != "allowed"  # tpm2-pkcs11 has no clear private value to give
+        pair = _pair(tmp_path, token, info.public_pem, netns_topology, strongswan_peer, ikeguard_gateway)
+        pair.initiate()
+        ss, ikg = pair.settled()
+        assert (ss.local_id, ss.remote_id) == (CLIENT_FQDN, GW_FQDN)
+        assert ikg["state"] == "established"
+        assert f"authentication of '{GW_FQDN}' with ECDSA_WITH_SHA384_DER successful" in pair.peer.log()
+        assert token.pin not in pair.gw.log()
+        pair.gw.stop()  # before the TPM goes away
 
 
 def test_ikeguard_token_key_object_refuses_export(tmp_path: Path) -> None:
