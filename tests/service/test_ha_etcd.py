@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ikeguard.audit.events import AuditEvent
+from ikeguard.control.metrics import _ha_metrics
 from ikeguard.crypto.random import DeterministicRandom
 from ikeguard.dataplane.base import SaConfig
 from ikeguard.dataplane.none import NoneDataPlane
@@ -151,6 +152,9 @@ def test_service_roles_takeover_and_sync_failed_records(tmp_path: Path) -> None:
         failed = [r for r in gw2.records if r.event == "ha.sync_failed"]
         assert len(failed) == 1 and failed[0].outcome == "failure"  # once per outage
         assert two.status()["sync_error"].startswith("etcd write failed")
+        samples = {x.name: x.value for family in _ha_metrics(two.status()) for x in family.samples}
+        assert samples["ikeguard_ha_active"] == 1 and samples["ikeguard_ha_sync_failures_total"] == 2
+        assert samples["ikeguard_ha_takeover_restored_sas"] == 1 and samples["ikeguard_ha_synced_sas"] == 1
     net.b = Side("b", gw2.engine, net.b.endpoint)
     net.run()
     assert_consistent(net)

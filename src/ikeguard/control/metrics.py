@@ -59,6 +59,7 @@ class GatewaySnapshot:
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     dataplane_drops: dict[str, int] = field(default_factory=dict)  # reason -> packets, not tied to an SA
     crls: list[CrlNextUpdate] = field(default_factory=list)
+    ha: dict[str, Any] | None = None  # `ha status` when [ha] is enabled (docs/ha.md)
 
 
 @dataclass
@@ -212,6 +213,7 @@ def take_snapshot(gateway: Any, anchors: _AnchorFiles | None = None) -> GatewayS
         audit_spool=dict(spool),
         audit_healthy=None if healthy is None else bool(healthy),
         dataplane_drops=dataplane_drops(getattr(gateway, "dataplane", None)),
+        ha=gateway.ha.status() if getattr(gateway, "ha", None) is not None else None,
     )
 
 
@@ -348,6 +350,8 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
         drops.add_metric([reason], n)
     yield drops
 
+    if snap.ha is not None:
+        yield from _ha_metrics(snap.ha)
     if snap.audit_pending is not None:
         queue = GaugeMetricFamily("ikeguard_audit_queue_depth", "Audit events recorded but not yet on disk")
         queue.add_metric([], snap.audit_pending)
@@ -362,6 +366,33 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
                                     "1 while the audit store can write (else new SAs are refused)")
         healthy.add_metric([], 1 if snap.audit_healthy else 0)
         yield healthy
+
+
+def _ha_metrics(ha: dict[str, Any]) -> Iterator[Metric]:
+    """High availability (docs/ha.md): role, replication age and failures, last takeover."""
+    active = GaugeMetricFamily("ikeguard_ha_active", "1 while this node is the active one of the HA pair")
+    active.add_metric([], 1 if ha.get("role") == "active" else 0)
+    yield active
+    if ha.get("last_sync") is not None:
+        last = GaugeMetricFamily("ikeguard_ha_last_sync_timestamp_seconds",
+                                 "When this node last replicated the SA state to etcd (epoch seconds)")
+        last.add_metric([], float(ha["last_sync"]))
+        yield last
+    synced = GaugeMetricFamily("ikeguard_ha_synced_sas", "IKE SAs written by the last replication")
+    synced.add_metric([], int(ha.get("synced_sas", 0)))
+    yield synced
+    failures = CounterMetricFamily("ikeguard_ha_sync_failures", "Replications to etcd that failed")
+    failures.add_metric([], int(ha.get("sync_failures", 0)))
+    yield failures
+    takeover = ha.get("last_takeover")
+    if takeover and not takeover.get("refused"):
+        took = GaugeMetricFamily("ikeguard_ha_takeover_seconds", "Duration of the last takeover")
+        took.add_metric([], float(takeover.get("seconds", 0.0)))
+        yield took
+        restored = GaugeMetricFamily("ikeguard_ha_takeover_restored_sas",
+                                     "IKE SAs restored by the last takeover")
+        restored.add_metric([], int(takeover.get("restored", 0)))
+        yield restored
 
 
 def start_metrics(gateway: Any, host: str, port: int) -> Callable[[], None]:

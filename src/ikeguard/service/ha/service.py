@@ -46,6 +46,7 @@ class HaService:
         self._task: asyncio.Task[None] | None = None
         self._base_out: dict[int, int] = {}  # outbound SPI -> sequence number it started after here
         self._failing = False
+        self.sync_failures = 0
         self.last_takeover: TakeoverResult | None = None
 
     def _event(self, name: EventName, outcome: Outcome, reason: str, **details: str | int | float) -> None:
@@ -72,6 +73,7 @@ class HaService:
             self._event(EventName.HA_SYNC_FAILED, Outcome.FAILURE, self.node.sync_error,
                         last_sync=self.node.last_sync or 0)
         self._failing = not ok
+        self.sync_failures += 0 if ok else 1
         return ok
 
     async def _loop(self) -> None:
@@ -130,7 +132,7 @@ class HaService:
         return {
             "node": self.node.node, "role": self.node.role, "last_sync": self.node.last_sync,
             "sync_error": self.node.sync_error, "synced_sas": self.node.synced_sas,
-            "max_state_age": self.node.max_state_age,
+            "max_state_age": self.node.max_state_age, "sync_failures": self.sync_failures,
             "last_takeover": None if t is None else {
                 "restored": len(t.restored), "failed": t.failed, "refused": t.refused,
                 "state_age": t.state_age, "seconds": t.seconds},
