@@ -1,11 +1,15 @@
 """Issue 23 item 4: a remote-access gateway's swanctl.conf (device certificate, then the user's EAP relayed
 to RADIUS, a pool), imported with ``ikeguard import --radius-server`` and run as ``ikeguard run``, serves the
 road warrior it served before: strongSwan 5.9.8 with a device certificate and EAP-TTLS for alice through
-FreeRADIUS 3.2 gets its IKE SA and a virtual IP from the imported pool."""
+FreeRADIUS 3.2 gets its IKE SA and a virtual IP from the imported pool, and strongSwan's ``swanctl
+--list-pools --leases`` (vici ``get-pools`` on ikeguard's socket) shows the pool and alice's lease online."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,8 +85,20 @@ def test_imported_eap_road_warrior_gateway_serves_its_client(
     report = json.loads(result.output)
     assert report["loaded"] and report["passed"], report
     assert report["connections"] == ["rw"] and report["unmapped"] == []
-    toml = out.read_text().replace('state_dir = "state"', 'state_dir = "state"\nlisten = ["192.0.2.1"]')
+    sock_dir = Path(tempfile.mkdtemp(prefix="ikgpool"))  # sun_path is short: not under tmp_path
+    sock = sock_dir / "charon.vici"
+    toml = out.read_text().replace('state_dir = "state"',
+                                   f'state_dir = "state"\nlisten = ["192.0.2.1"]\nvici = "{sock}"')
     files: dict[str, bytes | str] = {"radius.secret": SECRET + "\n"}
+    try:
+        _serve_alice(ikeguard_gateway, strongswan_peer, lab, toml, files, sock)
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def _serve_alice(ikeguard_gateway: Callable[..., GatewayProcess],
+                 strongswan_peer: Callable[..., StrongSwanPeer], lab: Lab, toml: str,  # noqa: F811
+                 files: dict[str, bytes | str], sock: Path) -> None:
     gw = ikeguard_gateway(lab.topo.right.namespace, "gw", toml, files)
     road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431", vip=True)
     road.initiate("net", timeout=30)
@@ -91,3 +107,11 @@ def test_imported_eap_road_warrior_gateway_serves_its_client(
     [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established", 10)
     assert sa["user"] == "alice" and sa["virtual_ip"].startswith("203.0.113.")
     assert sa["spi_i"] == f"{ss.initiator_spi:016x}"
+    # strongSwan's swanctl lists the imported pool and alice's lease through ikeguard's vici socket
+    swanctl = shutil.which("swanctl") or "/usr/sbin/swanctl"
+    pools = subprocess.run([swanctl, "--list-pools", "--leases", "--uri", f"unix://{sock}"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert pools.returncode == 0, pools.stderr
+    assert pools.stdout.split()[:6] == ["staff", "203.0.113.65", "1", "/", "0", "/"], pools.stdout
+    assert pools.stdout.split()[6] == "62"
+    assert f"{sa['virtual_ip']}" in pools.stdout and "online" in pools.stdout and "'alice'" in pools.stdout

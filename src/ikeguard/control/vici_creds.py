@@ -16,6 +16,7 @@ ikeguard's credentials are its configuration: certificates, keys and trust ancho
   ikeguard has no pass/drop (shunt) policies;
 * ``get-keys``/``get-shared`` name what the configuration holds, ``unload-key``/``unload-shared`` are refused
   (swanctl --load-creds unloads what its directory lacks: the gateway's key stays);
+* ``get-pools`` gives each ``[pools]`` pool's base, size and online/offline leases;
 * ``redirect`` (RFC 5685) is refused: ikeguard does not redirect IKE SAs.
 
 File reads run in a worker thread, never on the event loop.
@@ -167,6 +168,33 @@ async def list_policies(server: ViciServer, message: Section, client: _Client) -
                 "child": child_name, "ike": conn_name, "mode": child.mode.upper(),
                 "local-ts": list(child.local_ts), "remote-ts": list(child.remote_ts)}})
     return {}
+
+
+def pools_answer(server: ViciServer, message: Section) -> dict[str, Any]:
+    """``get-pools`` (``leases = yes``, ``name`` filter): base, size, online and offline per pool, as charon
+    answers (``swanctl --list-pools [--leases]`` prints them)."""
+    import ipaddress
+
+    wanted = text(message.get("name"))
+    with_leases = text(message.get("leases")) == "yes"
+    model = server.gateway.plan.config.model
+    status = server.gateway.pools() if hasattr(server.gateway, "pools") else {}
+    out: dict[str, Any] = {}
+    for name, pool in model.pools.items():
+        if wanted and wanted != name:
+            continue
+        net = ipaddress.ip_network(pool.addrs, strict=False)
+        skip = 1 if net.version == 4 and net.prefixlen < 31 else 0  # network and broadcast are never leased
+        leases = status.get(name, [])
+        entry: dict[str, Any] = {"base": str(net.network_address + skip),
+                                 "size": str(net.num_addresses - 2 * skip),
+                                 "online": str(sum(1 for _, _, on in leases if on)),
+                                 "offline": str(sum(1 for _, _, on in leases if not on))}
+        if with_leases:
+            entry["leases"] = {str(i): {"address": a, "identity": u, "status": "online" if on else "offline"}
+                               for i, (a, u, on) in enumerate(leases)}
+        out[name] = entry
+    return out
 
 
 async def redirect(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:

@@ -551,7 +551,9 @@ class ViciServer:
         return {}
 
     async def _get_pools(self, message: Section, client: _Client) -> dict[str, Any]:
-        return {}  # ikeguard assigns no virtual IPs: no pools
+        from ikeguard.control.vici_creds import pools_answer
+
+        return pools_answer(self, message)
 
 
 _Handler = Callable[[Section, _Client], Awaitable[dict[str, Any]]]

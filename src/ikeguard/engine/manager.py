@@ -503,6 +503,10 @@ class IkeManager:
         """Virtual IP leases per pool, user -> address (online and offline), for persistence."""
         return {name: pool.leases() for name, pool in self.ctx.pools.items()}
 
+    def pool_status(self) -> dict[str, list[tuple[str, str, bool]]]:
+        """Leases of every pool in use, as (address, user, online) (vici ``get-pools``)."""
+        return {name: pool.status() for name, pool in self.ctx.pools.items()}
+
     def restore_leases(self, leases: dict[str, dict[str, str]]) -> None:
         """Leases of a previous run come back offline: each user gets its address again."""
         for conn in self.ctx.connections.values():

@@ -91,6 +91,11 @@ class AddressPool:
         """Addresses in use and their users."""
         return dict(self._online)
 
+    def status(self) -> list[tuple[str, str, bool]]:
+        """Every lease as (address, user, online), online first (swanctl --list-pools --leases)."""
+        return ([(str(a), u, True) for a, u in self._online.items()]
+                + [(str(a), u, False) for a, u in self._offline.items()])
+
     def leases(self) -> dict[str, str]:
         """Every lease, online or offline, as user -> address text (for persistence)."""
         return {user: str(addr) for user, addr in self._by_user.items()}

@@ -396,6 +396,11 @@ class Gateway:
         """Configured connections (also quarantined ones) and whether each is up."""
         return conn_infos(self)
 
+    def pools(self) -> dict[str, list[tuple[str, str, bool]]]:
+        """Leases of each configured pool as (address, user, online); a pool not used yet has none."""
+        status = self.engine.pool_status()
+        return {name: status.get(name, []) for name in self.plan.config.model.pools}
+
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``callback`` with every audit event (as its JSON dict); returns the unsubscribe function."""
         self._subscribers.append(callback)
