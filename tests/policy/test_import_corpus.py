@@ -62,12 +62,11 @@ def _stage(case: str, tmp_path: Path, credentials: dict[str, Path]) -> Path:
 
 
 def _run(source: Path, out: Path, profile: str) -> dict[str, Any]:
-    radius: list[str] = []
-    if source.name == "swanctl.conf":  # EAP rounds are relayed to the site's RADIUS server
-        secret = source.parent / "radius.secret"
-        secret.write_text("corpus-radius-secret\n")
-        secret.chmod(0o600)
-        radius = ["--radius-server", "192.0.2.250", "--radius-secret-file", str(secret)]
+    # EAP rounds are relayed to the site's RADIUS server
+    secret = source.parent / "radius.secret"
+    secret.write_text("corpus-radius-secret\n")
+    secret.chmod(0o600)
+    radius = ["--radius-server", "192.0.2.250", "--radius-secret-file", str(secret)]
     result = CliRunner().invoke(main, ["import", str(source), "-o", str(out), "--profile", profile,
                                        "--dataplane", "none", "--force", "--json", *radius])
     assert result.exit_code in (0, 1), result.output

@@ -103,7 +103,7 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
               show_default=True, help="ipsec.conf: strongSwan's or libreswan's (auto: libreswan-only options "
                                       "or algorithm syntax decide)")
 @click.option("--radius-server", "radius_server", default=None, metavar="ADDRESS[:PORT]",
-              help="swanctl.conf: the RADIUS server EAP rounds are relayed to (remote auth = eap-* becomes "
+              help="the RADIUS server EAP rounds are relayed to (remote auth = eap-* becomes "
                    "eap-radius); without it EAP connections are not imported")
 @click.option("--radius-secret-file", "radius_secret", default=None, type=click.Path(dir_okay=False),
               help="the RADIUS shared secret's file (0600) for --radius-server")
@@ -130,6 +130,17 @@ def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_d
     src, out = Path(source), Path(output)
     gateway = {"profile": profile, "state_dir": "state", "dataplane": dataplane}
     legacy = fmt == "ipsec" or (fmt == "auto" and looks_like_ipsec_conf(src))
+    radius = None
+    if radius_server:
+        if not radius_secret:
+            click.echo("ikeguard import: --radius-server needs --radius-secret-file", err=True)
+            sys.exit(2)
+        address, port = _host_port(radius_server)
+        server: dict[str, Any] = {"address": address, "secret_file": os.path.relpath(
+            Path(radius_secret).resolve(), out.parent.resolve())}
+        if port is not None:
+            server.update(auth_port=port, acct_port=port + 1)
+        radius = {"servers": {"radius1": server}}
     try:
         if legacy:
             sections = parse_ipsec_conf_file(src)
@@ -142,23 +153,12 @@ def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_d
             convert = import_libreswan_conf if flavour == "libreswan" else import_ipsec_conf
             result = convert(sections, entries,
                              ipsec_d=Path(swanctl_dir) if swanctl_dir else src.parent / "ipsec.d",
-                             output_dir=out.parent.resolve(), gateway=gateway, local=local)
+                             output_dir=out.parent.resolve(), gateway=gateway, local=local, radius=radius)
             result.flavour = flavour
         else:
             tree, located = parse_settings_file(src)
             for extra in secrets:
                 parse_settings_file(extra, into=tree, located=located)
-            radius = None
-            if radius_server:
-                if not radius_secret:
-                    click.echo("ikeguard import: --radius-server needs --radius-secret-file", err=True)
-                    sys.exit(2)
-                address, port = _host_port(radius_server)
-                server: dict[str, Any] = {"address": address, "secret_file": os.path.relpath(
-                    Path(radius_secret).resolve(), out.parent.resolve())}
-                if port is not None:
-                    server.update(auth_port=port, acct_port=port + 1)
-                radius = {"servers": {"radius1": server}}
             result = import_swanctl(tree, located,
                                     swanctl_dir=Path(swanctl_dir) if swanctl_dir else src.parent,
                                     output_dir=out.parent.resolve(), gateway=gateway, radius=radius)

@@ -614,11 +614,14 @@ def _ca_file_by_dn(cacerts: Path, dn: str) -> Path | None:
 
 
 def import_ipsec_conf(sections: list[Section], secrets: list[SecretEntry], *, ipsec_d: Path, output_dir: Path,
-                      gateway: Mapping[str, Any], local: str | None = None) -> ImportResult:
-    """Convert a parsed ipsec.conf and ipsec.secrets into an ikeguard configuration tree."""
+                      gateway: Mapping[str, Any], local: str | None = None,
+                      radius: Mapping[str, Any] | None = None) -> ImportResult:
+    """Convert a parsed ipsec.conf and ipsec.secrets into an ikeguard configuration tree (``radius``: the
+    ``[radius]`` section EAP rounds are relayed to, see :func:`.swanctl.import_swanctl`)."""
     t = _Translator(sections, secrets, ipsec_d, local)
     t.translate()
-    result = import_swanctl(t.tree, t.located, swanctl_dir=ipsec_d, output_dir=output_dir, gateway=gateway)
+    result = import_swanctl(t.tree, t.located, swanctl_dir=ipsec_d, output_dir=output_dir, gateway=gateway,
+                            radius=radius)
     result.unmapped[:0] = t.unmapped
     result.skipped[:0] = t.skipped
     return result

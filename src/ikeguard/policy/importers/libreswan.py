@@ -208,11 +208,12 @@ class _LibreswanTranslator(_Translator):
 
 def import_libreswan_conf(sections: list[Section], secrets: list[SecretEntry], *, ipsec_d: Path,
                           output_dir: Path, gateway: Mapping[str, Any],
-                          local: str | None = None) -> ImportResult:
+                          local: str | None = None, radius: Mapping[str, Any] | None = None) -> ImportResult:
     """Convert a parsed libreswan ipsec.conf and ipsec.secrets into an ikeguard configuration tree."""
     t = _LibreswanTranslator(sections, secrets, ipsec_d, local)
     t.translate()
-    result = import_swanctl(t.tree, t.located, swanctl_dir=ipsec_d, output_dir=output_dir, gateway=gateway)
+    result = import_swanctl(t.tree, t.located, swanctl_dir=ipsec_d, output_dir=output_dir, gateway=gateway,
+                            radius=radius)
     result.unmapped[:0] = t.unmapped
     result.skipped[:0] = t.skipped
     return result
