@@ -15,9 +15,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ikeguard.engine.ha_state import EspSequence, RecordError, record_from_json, record_to_json
 from ikeguard.engine.manager import IkeManager
@@ -51,28 +52,38 @@ class HaNode:
         self.last_sync: float | None = None
         self.sync_error = ""
         self.synced_sas = 0
+        self._written: dict[str, bytes] | None = None  # name -> digest of what etcd holds (None: unknown)
 
     def snapshot(self, engine: IkeManager, now: float,
-                 esp: dict[int, EspSequence] | None = None) -> dict[str, bytes]:
-        """Sealed records of every established SA (on the loop: the engine is not thread-safe)."""
-        blobs: dict[str, bytes] = {}
+                 esp: dict[int, EspSequence] | None = None) -> dict[str, tuple[bytes, bytes]]:
+        """Per established SA: a digest of its state (without the export time) and its sealed record (on the
+        loop: the engine is not thread-safe)."""
+        out: dict[str, tuple[bytes, bytes]] = {}
         for record in engine.export_state(now, esp):
             try:
-                blobs[record.key] = self.key.seal(record.key, record_to_json(record))
+                digest = hashlib.sha256(record_to_json(replace(record, exported_at=0.0))).digest()
+                out[record.key] = (digest, self.key.seal(record.key, record_to_json(record)))
             finally:
                 record.wipe()
-        return blobs
+        return out
 
     async def sync(self, engine: IkeManager, esp: dict[int, EspSequence] | None = None) -> bool:
-        """One replication; False (and ``sync_error`` set) when etcd could not be written."""
+        """One replication of what changed since the last one (everything after a failure or at first);
+        False (and ``sync_error`` set) when etcd could not be written."""
         now = self.clock()
-        blobs = self.snapshot(engine, now, esp)
+        state = self.snapshot(engine, now, esp)
+        written = self._written
         try:
-            await asyncio.to_thread(self.store.write, blobs, SyncMark(self.node, now))
+            if written is None:  # first time or after a failure: learn what etcd holds
+                written = dict.fromkeys(await asyncio.to_thread(self.store.names), b"")
+            changed = {n: blob for n, (digest, blob) in state.items() if written.get(n) != digest}
+            removed = set(written) - set(state)
+            await asyncio.to_thread(self.store.update, changed, removed, SyncMark(self.node, now))
         except StoreError as exc:
-            self.sync_error = str(exc)
+            self.sync_error, self._written = str(exc), None
             return False
-        self.last_sync, self.sync_error, self.synced_sas = now, "", len(blobs)
+        self._written = {n: digest for n, (digest, _blob) in state.items()}
+        self.last_sync, self.sync_error, self.synced_sas = now, "", len(state)
         return True
 
     async def take_over(self, engine: IkeManager) -> TakeoverResult:

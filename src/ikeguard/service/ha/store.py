@@ -9,8 +9,10 @@ node's name and the engine time of its last complete replication (plain JSON, no
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from etcd3gw.client import Etcd3Client
@@ -19,6 +21,11 @@ from requests.exceptions import RequestException
 
 SA_DIR = "sa/"
 SYNC_KEY = "sync"
+TXN_OPS = 100  # etcd's default --max-txn-ops is 128
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
 class StoreError(RuntimeError):
@@ -67,6 +74,31 @@ class EtcdStore:
             for full in present - {self.prefix + SA_DIR + n for n in records}:
                 client.delete(full)
             client.put(self.prefix + SYNC_KEY, json.dumps({"node": mark.node, "at": mark.at}))
+        self._each("write", run)
+
+    def names(self) -> set[str]:
+        """Names of the records in etcd."""
+        def run(client: Etcd3Client) -> set[str]:
+            return {bytes(meta["key"]).decode()[len(self.prefix + SA_DIR):]
+                    for _value, meta in client.get_prefix(self.prefix + SA_DIR)}
+        result: set[str] = self._each("list", run)
+        return result
+
+    def update(self, changed: dict[str, bytes], removed: set[str], mark: SyncMark) -> None:
+        """Write the changed records, delete the removed ones and write the mark, in transactions of at most
+        ``TXN_OPS`` operations (one disk sync each instead of one per key); the mark goes in the last one, so
+        it is written only when every record before it was."""
+        ops: list[dict[str, Any]] = [
+            *({"request_put": {"key": _b64(self.prefix + SA_DIR + n), "value": _b64(v)}}
+              for n, v in changed.items()),
+            *({"request_delete_range": {"key": _b64(self.prefix + SA_DIR + n)}} for n in removed),
+            {"request_put": {"key": _b64(self.prefix + SYNC_KEY),
+                             "value": _b64(json.dumps({"node": mark.node, "at": mark.at}))}},
+        ]
+
+        def run(client: Etcd3Client) -> None:
+            for start in range(0, len(ops), TXN_OPS):
+                client.transaction({"compare": [], "success": ops[start:start + TXN_OPS], "failure": []})
         self._each("write", run)
 
     def read(self) -> tuple[SyncMark | None, dict[str, bytes]]:
