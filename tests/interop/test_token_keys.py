@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from tests.harness.interop_pair import PairSpec as SideSpec
 from tests.harness.interop_scenarios import Pair, PairSpec
 from tests.harness.pki_tool import PkiTool
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
-from tests.harness.strongswan import StrongSwanPeer
+from tests.harness.strongswan import StrongSwanError, StrongSwanPeer
 from tests.harness.swanctl_conf import AuthConfig
 from tests.harness.tokens import Pkcs11Token, softhsm_token, swtpm_token, tpm_add_key
 
@@ -37,7 +38,7 @@ GatewayFactory = Callable[..., GatewayProcess]
 
 def _pair(tmp_path: Path, token: Pkcs11Token, public_pem: bytes, netns_topology: Callable[..., Topology],
           strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory, *, pin: str | None = None,
-          uri: str | None = None, start: bool = True) -> Pair:
+          uri: str | None = None, start: bool = True, second_conn: bool = False) -> Pair:
     tool = PkiTool(tmp_path / "pki")
     ca = tool.self_signed_ca("ca", "C=US, O=ss-lab, CN=ss-lab token CA")
     gw_cert = tool.issue_public("gw", ca, f"C=US, O=ss-lab, CN={GW_FQDN}", public_pem,
@@ -48,7 +49,12 @@ def _pair(tmp_path: Path, token: Pkcs11Token, public_pem: bytes, netns_topology:
     peer = strongswan_side(strongswan_peer, left, right, spec=SideSpec(),
                            local=AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
                            remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]), name="strongswan",
-                           certs={"client": client.issued(ca)}, cacerts={"ca": ca.cert})
+                           certs={"client": client.issued(ca)}, cacerts={"ca": ca.cert}, start=False)
+    if second_conn:  # a second strongSwan connection to the same gateway: its own, second IKE SA
+        first = peer.connections[0]
+        peer.connections.append(replace(first, name="ikg2", dpd_delay="300s", keyingtries=1,
+                                        children=[replace(c, name="net2") for c in first.children]))
+    peer.start()
 
     def gateway(*args: Any, **kwargs: Any) -> GatewayProcess:
         return ikeguard_gateway(*args, env=token.env, **kwargs)
@@ -102,6 +108,34 @@ def test_tpm_p384_key_through_tpm2_pkcs11_signs_ike_auth_for_strongswan(
         assert f"authentication of '{GW_FQDN}' with ECDSA_WITH_SHA384_DER successful" in pair.peer.log()
         assert token.pin not in pair.gw.log()
         pair.gw.stop()  # before the TPM goes away
+
+
+def test_token_gone_at_run_time_refuses_new_ike_sas_and_keeps_established_ones(
+    tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
+    ikeguard_gateway: GatewayFactory,
+) -> None:
+    token = softhsm_token(tmp_path / "hsm")
+    info = token.generate("ike", "ec:secp384r1")
+    pair = _pair(tmp_path, token, info.public_pem, netns_topology, strongswan_peer, ikeguard_gateway,
+                 second_conn=True)
+    pair.initiate()
+    pair.settled()
+    first = [sa for sa in pair.gw.sas() if sa["state"] == "established"]
+    assert len(first) == 1
+    tokens = tmp_path / "hsm" / "tokens"
+    tokens.rename(tmp_path / "hsm" / "removed")  # the token's objects are gone (an HSM unplugged)
+    with pytest.raises(StrongSwanError):
+        pair.peer.initiate(child="net2", ike="ikg2", timeout=6)
+    record = pair.gw.wait_audit(lambda e: "PKCS#11" in str(e.get("reason", "")), what="token failure")
+    assert (record["event"], record["outcome"]) == ("auth.failure", "failure")
+    assert "received AUTHENTICATION_FAILED notify error" in pair.peer.log()
+    assert "cannot sign AUTH: PKCS#11 signature failed on pkcs11:token=ikeguard;object=ike" \
+        in record["reason"]
+    assert token.pin not in str(record)
+    # the IKE SA made before the token went away is untouched, on both sides
+    still = [sa for sa in pair.gw.sas() if sa["state"] == "established"]
+    assert [sa["spi_i"] for sa in still] == [sa["spi_i"] for sa in first]
+    assert any(sa.state == "ESTABLISHED" for sa in pair.peer.list_sas(CONN))
 
 
 def test_ikeguard_token_key_object_refuses_export(tmp_path: Path) -> None:
