@@ -10,6 +10,7 @@ gateways' 198.51.100.0/25 (198.51.100.1 on lo of both), the peer's 198.51.100.12
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from tests.harness.keepalived import keepalived
 from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 from tests.harness.strongswan import StrongSwanPeer
 from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
+from tests.harness.traffic import Capture
 from tests.service.gwconfig import ESP_PROPOSAL, IKE_PROPOSAL, GwConfig
 
 pytestmark = [pytest.mark.root, pytest.mark.interop, pytest.mark.slow]
@@ -42,6 +44,35 @@ def _node(lab: NetnsLab, lan: Any, role: str, address: str, port: str) -> Any:
     lan.ip("link", "set", port, "master", "br0")
     ns.add_address("eth0", address)
     return ns
+
+
+def _parse(frames: list[bytes]) -> tuple[list[int], list[tuple[int, int]]]:
+    """IKE exchange types and (SPI, sequence number) of ESP sent from the virtual address, from Ethernet
+    frames (RFC 7296 §3.1 header; RFC 4303 §2; RFC 3948 non-ESP marker on 4500)."""
+    exchanges: list[int] = []
+    esp: list[tuple[int, int]] = []
+    vip = bytes(int(x) for x in VIP.split("."))
+    for frame in frames:
+        if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+            continue
+        ip = frame[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        body = ip[ihl:]
+        if ip[9] == 50 and ip[12:16] == vip:
+            esp.append(struct.unpack_from("!II", body, 0))
+        elif ip[9] == 17 and len(body) >= 8:
+            dport = struct.unpack_from("!H", body, 2)[0]
+            sport = struct.unpack_from("!H", body, 0)[0]
+            payload = body[8:]
+            if 4500 in (sport, dport):
+                if payload[:4] != bytes(4):
+                    if ip[12:16] == vip:
+                        esp.append(struct.unpack_from("!II", payload, 0))
+                    continue
+                payload = payload[4:]
+            if len(payload) >= 28:
+                exchanges.append(payload[18])
+    return exchanges, esp
 
 
 def _child_spi(peer: StrongSwanPeer) -> int | None:
@@ -116,6 +147,7 @@ def test_sigkill_of_the_active_node_keeps_the_same_sas(
         assert wait_until(lambda: gw1.cli("ha", "status")["synced_sas"] == 1, 5, interval=0.1)
         time.sleep(0.5)  # a replication with the ping's sequence numbers
 
+        capture = Capture(peer_ns, "eth0", "esp or udp port 500 or udp port 4500", tmp_path / "peer.pcap")
         stream = peer_ns.popen(["ping", "-n", "-i", str(PING_INTERVAL), "-W", "1", "-w", "12", "-I",
                                 "198.51.100.129", "198.51.100.1"], stdout=subprocess.PIPE, text=True)
         time.sleep(1.0)
@@ -141,10 +173,17 @@ def test_sigkill_of_the_active_node_keeps_the_same_sas(
         assert (after.initiator_spi, after.responder_spi) == (before.initiator_spi, before.responder_spi)
         child_after = after.child("net")
         assert (child_after.spi_in, child_after.spi_out) == (child_before.spi_in, child_before.spi_out)
-        assert len(peer.list_sas("ikg")) == 1  # no second IKE SA: no new IKE_SA_INIT
+        assert len(peer.list_sas("ikg")) == 1  # no second IKE SA
         ping = peer_ns.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.129",
                            "198.51.100.1", check=False)
         assert " 0% packet loss" in ping.stdout, ping.stdout
+        exchanges, esp = _parse(capture.stop())
+        assert 34 not in exchanges, exchanges  # no IKE_SA_INIT on the wire across the failover
+        spi_out = child_before.spi_in  # strongSwan's inbound SPI: what the gateways send to
+        seqs = [seq for spi, seq in esp if spi == spi_out]
+        assert len(seqs) > 20 and len(seqs) == len(set(seqs)), "an ESP sequence number was sent twice"
+        print(f"capture: {len(seqs)} ESP packets from the virtual address, none reusing a sequence number; "
+              f"exchanges seen {sorted(set(exchanges))}")
 
         # Child SA rekey and IKE SA rekey started by the peer, then DPD (ikeguard's dpd_delay 2 s) keeps it
         peer.rekey(child="net")
