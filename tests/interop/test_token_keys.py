@@ -182,3 +182,26 @@ def test_token_problems_stop_the_gateway_at_start_with_one_line(
     lines = [line for line in text.splitlines() if expected in line]
     assert lines, text
     assert "999999" not in text and "246810" not in text  # no PIN in the error
+
+
+def test_token_key_signs_from_several_threads_with_one_login(tmp_path: Path) -> None:
+    """Concurrent signers share one logged-in session; calls are serialised (the module was initialised
+    without OS locking), so every signature verifies and the token saw one login."""
+    token = softhsm_token(tmp_path / "hsm")
+    token.generate("ike", "ec:secp384r1")
+    script = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from ikeguard.crypto.pkcs11_key import open_token_key\n"
+        "from ikeguard.crypto.signatures import SignatureScheme as S, sign_auth, verify_auth\n"
+        f"k = open_token_key({token.uri('ike', pin_source='env:PIN')!r})\n"
+        "def one(i):\n"
+        "    data = b'octets %d' % i\n"
+        "    return verify_auth(k.public_key(), 14, sign_auth(k, data, 14, S.ECDSA_SHA384), data)\n"
+        "with ThreadPoolExecutor(4) as pool:\n"
+        "    done = list(pool.map(one, range(200)))\n"
+        "print(len(done), all(s is S.ECDSA_SHA384 for s in done), k._ops.pool.logins)\n"
+    )
+    env = {**token.env, "PIN": token.pin, "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert out.split() == ["200", "True", "1"]

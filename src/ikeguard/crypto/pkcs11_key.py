@@ -12,10 +12,11 @@ log or repr.
 PKCS#1 v1.5 with CKM_RSA_PKCS over a DigestInfo), so the RFC 7427 signing path (``crypto.signatures``) uses
 file keys and token keys alike. Export (``private_bytes`` / ``private_numbers``) raises.
 
-A ``SessionPool`` keeps logged-in sessions (C_Login once per token, RFC-agnostic PKCS#11 v2.40 §5.6) so an IKE
-SA does not open the token; a failed operation drops the session and the next use re-opens one, so a token
-that comes back is used again. Token errors surface as ``TokenUnavailable`` (a ``CryptoError``): the engine
-refuses that IKE SA with the reason; SAs already established never touch the key again.
+A ``SessionPool`` keeps the logged-in session (C_Login once per token, PKCS#11 v2.40 §5.6) so an IKE SA does
+not open the token; calls are serialised (python-pkcs11 initialises modules without OS locking); a failed
+operation drops the session and the next use logs in again. Token errors surface as ``TokenUnavailable`` (a
+``CryptoError``): the engine refuses that IKE SA with the reason; SAs already established never touch the
+key again.
 
 python-pkcs11 does the PKCS#11 calls; this module only maps the URI and cryptography's key interface onto it.
 """
@@ -23,7 +24,6 @@ python-pkcs11 does the PKCS#11 calls; this module only maps the URI and cryptogr
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -140,20 +140,23 @@ def read_pin(source: str, base: Path | None = None) -> str:
         raise TokenError(f"PKCS#11 PIN: cannot read {path} ({type(exc).__name__})") from None
 
 
+# python-pkcs11 initialises a module with C_Initialize(NULL): no OS locking promised (PKCS#11 v2.40 §5.4),
+# so calls into a module are serialised here; a second thread waits instead of corrupting the module's state.
+_CALL_LOCK = threading.Lock()
+
+
 @dataclass(eq=False)
 class SessionPool:
-    """Logged-in sessions of one token, reused across signatures (one per concurrent signer).
+    """The logged-in session of one token, reused across signatures (C_Login once, not per IKE SA).
 
-    Sessions are opened lazily up to ``size``; a session whose operation failed is closed and dropped. The
-    PIN is kept in a closure-free private attribute that no repr shows."""
+    Token calls are serialised (``_CALL_LOCK``). A session whose operation failed is dropped and the next use
+    logs in again. The PIN is a field no repr shows."""
 
     token: Any
     pin: str = field(repr=False)
-    size: int = 4
     on_event: Callable[[str, str], None] | None = field(default=None, repr=False)
-    _idle: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue, repr=False)
-    _opened: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _session: Any = field(default=None, repr=False)
+    _logins: int = 0
 
     def _open(self) -> Any:
         import pkcs11
@@ -162,48 +165,36 @@ class SessionPool:
             session = self.token.open(user_pin=self.pin)
         except pkcs11.exceptions.UserAlreadyLoggedIn:  # login is per token and process (PKCS#11 §5.6)
             try:
-                return self.token.open()
+                session = self.token.open()
             except pkcs11.exceptions.PKCS11Error as exc:
                 raise TokenUnavailable(f"PKCS#11 session failed: {type(exc).__name__}") from None
         except pkcs11.exceptions.PinIncorrect:
             raise TokenError("PKCS#11 login failed: wrong PIN") from None
         except pkcs11.exceptions.PKCS11Error as exc:
             raise TokenUnavailable(f"PKCS#11 login failed: {type(exc).__name__}") from None
+        self._logins += 1
         if self.on_event is not None:
             self.on_event("hsm.login", "")
         return session
 
     @contextmanager
     def session(self) -> Iterator[Any]:
-        """A logged-in session for one operation; returned to the pool unless the operation failed."""
-        try:
-            session = self._idle.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                self._opened += 1
+        """The logged-in session for one operation (exclusive); dropped if the operation failed."""
+        with _CALL_LOCK:
+            if self._session is None:
+                self._session = self._open()
             try:
-                session = self._open()
+                yield self._session
             except BaseException:
-                with self._lock:
-                    self._opened -= 1
-                raise
-        ok = False
-        try:
-            yield session
-            ok = True
-        finally:
-            if ok:
-                self._idle.put(session)
-            else:
-                with self._lock:
-                    self._opened -= 1
+                session, self._session = self._session, None
                 with suppress(Exception):  # the token may be gone; the session is dropped anyway
                     session.close()
+                raise
 
     @property
-    def opened(self) -> int:
-        """Sessions open now (idle or in use)."""
-        return self._opened
+    def logins(self) -> int:
+        """How many times a session was opened (1 while the token works)."""
+        return self._logins
 
 
 def _refuse_export() -> NoReturn:
@@ -215,6 +206,7 @@ class _TokenOps:
 
     def __init__(self, pool: SessionPool, uri: Pkcs11Uri) -> None:
         self.pool, self.uri = pool, uri
+        self._found: tuple[Any, Any] | None = None  # (session, key object): one C_FindObjects a session
 
     def find(self, session: Any, object_class: Any) -> Any:
         kwargs: dict[str, Any] = {"object_class": object_class}
@@ -229,7 +221,9 @@ class _TokenOps:
 
         try:
             with self.pool.session() as session:
-                key = self.find(session, pkcs11.ObjectClass.PRIVATE_KEY)
+                if self._found is None or self._found[0] is not session:
+                    self._found = (session, self.find(session, pkcs11.ObjectClass.PRIVATE_KEY))
+                key = self._found[1]
                 signature: bytes = key.sign(data, mechanism=mechanism, mechanism_param=param)
         except TokenError:
             raise
@@ -377,7 +371,7 @@ def _public_from_token(ops: _TokenOps, session: Any) -> ec.EllipticCurvePublicKe
 
 
 def open_token_key(uri_text: str, base: Path | None = None,
-                   on_event: Callable[[str, str], None] | None = None, pool_size: int = 4) -> TokenKey:
+                   on_event: Callable[[str, str], None] | None = None) -> TokenKey:
     """Load the module, log in (PIN from its source), find the key and its public half: a TokenKey.
 
     Raises TokenError with one line (module missing, token missing, wrong PIN, key missing)."""
@@ -398,7 +392,7 @@ def open_token_key(uri_text: str, base: Path | None = None,
         raise TokenError(f"several PKCS#11 tokens match {uri.describe()}: add serial=") from None
     except pkcs11.exceptions.PKCS11Error as exc:
         raise TokenError(f"PKCS#11 token {uri.describe()}: {type(exc).__name__}") from None
-    pool = SessionPool(token, pin, size=pool_size, on_event=on_event)
+    pool = SessionPool(token, pin, on_event=on_event)
     ops = _TokenOps(pool, uri)
     try:
         with pool.session() as session:
