@@ -270,10 +270,21 @@ class StrongSwanPeer:
 
     @contextlib.contextmanager
     def _session(self, timeout: float = 30.0) -> Iterator[Any]:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
+        for attempt in range(50):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(str(self.socket_path))
+                break
+            except BlockingIOError:  # EAGAIN: charon's listen backlog is full (many parallel vici clients)
+                sock.close()
+                if attempt == 49:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+            except BaseException:
+                sock.close()
+                raise
         try:
-            sock.connect(str(self.socket_path))
             yield vici.Session(sock)
         finally:
             sock.close()
