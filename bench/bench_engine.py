@@ -44,7 +44,10 @@ class AnchorValidator:
         return CertVerdict(True, "", chain[0].not_valid_after_utc)
 
 
-def _pki() -> tuple[x509.Certificate, dict[str, tuple[ec.EllipticCurvePrivateKey, x509.Certificate]]]:
+def _pki(
+    b_key: ec.EllipticCurvePrivateKey | None = None,
+) -> tuple[x509.Certificate, dict[str, tuple[ec.EllipticCurvePrivateKey, x509.Certificate]]]:
+    """A CA and a leaf for each side; ``b_key``: the responder's key (a token key in bench_token_keys)."""
     ca_key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
     start, end = dt.datetime(2020, 1, 1, tzinfo=dt.UTC), dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
@@ -62,6 +65,8 @@ def _pki() -> tuple[x509.Certificate, dict[str, tuple[ec.EllipticCurvePrivateKey
     leaves = {}
     for dns in ("a.example.net", "b.example.net"):
         key = ec.generate_private_key(ec.SECP384R1())
+        if b_key is not None and dns == "b.example.net":
+            key = b_key
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns)]))
@@ -77,12 +82,14 @@ def _pki() -> tuple[x509.Certificate, dict[str, tuple[ec.EllipticCurvePrivateKey
     return ca, leaves
 
 
-def _conns(kind: str) -> tuple[ConnectionSettings, ConnectionSettings, AnchorValidator | None]:
+def _conns(
+    kind: str, b_key: ec.EllipticCurvePrivateKey | None = None
+) -> tuple[ConnectionSettings, ConnectionSettings, AnchorValidator | None]:
     group = {"psk": "ecp256", "psk-pq": "ecp384-ke1_mlkem768", "psk-384": "ecp384"}.get(kind, "ecp384")
     ike = parse_proposals([f"aes256gcm16-prfsha384-{group}"], ProtocolId.IKE)
     kind = "psk" if kind.startswith("psk") else kind
     esp = parse_proposals(["aes256gcm16"], ProtocolId.ESP)
-    ca, leaves = _pki() if kind == "cert" else (None, {})
+    ca, leaves = _pki(b_key) if kind == "cert" else (None, {})
     conns = []
     for me, peer, lts, rts in (
         ("a.example.net", "b.example.net", "10.1.0.0/24", "10.2.0.0/24"),
@@ -100,8 +107,8 @@ def _conns(kind: str) -> tuple[ConnectionSettings, ConnectionSettings, AnchorVal
     return conns[0], conns[1], AnchorValidator(ca) if ca is not None else None
 
 
-def _setups(kind: str, count: int) -> float:
-    a_conn, b_conn, validator = _conns(kind)
+def _setups(kind: str, count: int, b_key: ec.EllipticCurvePrivateKey | None = None) -> float:
+    a_conn, b_conn, validator = _conns(kind, b_key)
     a = IkeManager([a_conn], random=SystemRandom(), validator=validator)
     b = IkeManager([b_conn], random=SystemRandom(), validator=validator)
     now = 1_800_000_000.0
