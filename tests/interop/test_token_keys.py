@@ -90,6 +90,13 @@ def test_softhsm_p384_key_signs_ike_auth_for_strongswan_and_cannot_be_exported(
     assert f"authentication of '{GW_FQDN}' with ECDSA-384 signature successful" in log or \
         f"authentication of '{GW_FQDN}' with ECDSA_WITH_SHA384_DER successful" in log, log[-3000:]
     assert token.pin not in pair.gw.log()
+    pair.gw.stop()  # the HSM access log: one login at start, the two signatures aggregated at stop
+    events = pair.gw.audit_events()
+    logins = [e for e in events if e["event"] == "hsm.login"]
+    signs = [e for e in events if e["event"] == "hsm.sign"]
+    assert len(logins) == 1 and logins[0]["details"]["key"] == "pkcs11:token=ikeguard;object=ike"
+    assert sum(e["details"]["count"] for e in signs) == 2
+    assert not [e for e in events if e["event"] == "hsm.error"]
 
 
 def test_tpm_p384_key_through_tpm2_pkcs11_signs_ike_auth_for_strongswan(
@@ -136,6 +143,10 @@ def test_token_gone_at_run_time_refuses_new_ike_sas_and_keeps_established_ones(
     still = [sa for sa in pair.gw.sas() if sa["state"] == "established"]
     assert [sa["spi_i"] for sa in still] == [sa["spi_i"] for sa in first]
     assert any(sa.state == "ESTABLISHED" for sa in pair.peer.list_sas(CONN))
+    pair.gw.stop()
+    errors = [e for e in pair.gw.audit_events() if e["event"] == "hsm.error"]
+    assert errors and errors[0]["outcome"] == "failure"
+    assert errors[0]["details"]["error"] in ("ObjectHandleInvalid", "NoSuchKey")  # the cached handle, or none
 
 
 def test_ikeguard_token_key_object_refuses_export(tmp_path: Path) -> None:

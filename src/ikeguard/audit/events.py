@@ -60,6 +60,9 @@ class EventName(StrEnum):
     HA_ROLE = "ha.role"  # docs/ha.md: keepalived made this node active or standby
     HA_TAKEOVER = "ha.takeover"
     HA_SYNC_FAILED = "ha.sync_failed"
+    HSM_LOGIN = "hsm.login"  # docs/pki.md: HSM access log of PKCS#11 token keys
+    HSM_SIGN = "hsm.sign"  # signatures per key, aggregated per minute (details.count)
+    HSM_ERROR = "hsm.error"
     # Emitted by the IKE engine in addition to the contract's names (extensions, never renames).
     IKE_FAILED = "ike.failed"
     IKE_RETRY = "ike.retry"
@@ -80,14 +83,14 @@ class Outcome(StrEnum):
 _WARNING = {
     EventName.AUTH_FAILURE, EventName.CERT_REJECTED, EventName.CERT_EXPIRING, EventName.REVOCATION_FAILED,
     EventName.PROPOSAL_REJECTED, EventName.CONFIG_REJECTED, EventName.WAIVER_APPLIED, EventName.DPD_TIMEOUT,
-    EventName.AUDIT_SINK_DOWN, EventName.AUDIT_SPOOL_HIGH,
+    EventName.AUDIT_SINK_DOWN, EventName.AUDIT_SPOOL_HIGH, EventName.HSM_ERROR,
 }
 _NOTICE = {
     EventName.TS_REJECTED, EventName.ADMIN_COMMAND, EventName.AUDIT_ACCESSED, EventName.AUDIT_EXPORTED,
     EventName.AUDIT_ARCHIVED, EventName.PEER_ADDED, EventName.PEER_DISABLED, EventName.PEER_ENABLED,
     EventName.DOS_COOKIES_ON, EventName.DOS_COOKIES_OFF, EventName.CONFIG_LOADED, EventName.CLOCK_STATUS,
     EventName.AUDIT_INITIALISED, EventName.SERVICE_STARTED, EventName.SERVICE_STOPPED, EventName.HA_ROLE,
-    EventName.HA_TAKEOVER,
+    EventName.HA_TAKEOVER, EventName.HSM_LOGIN,
 }
 _ERROR = {EventName.AUDIT_STORE_FAILED}
 

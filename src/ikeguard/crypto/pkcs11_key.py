@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +140,45 @@ def read_pin(source: str, base: Path | None = None) -> str:
         raise TokenError(f"PKCS#11 PIN: cannot read {path} ({type(exc).__name__})") from None
 
 
+@dataclass(frozen=True)
+class AccessRecord:
+    """One line of the HSM access log: ``hsm.login``, ``hsm.sign`` (``count`` signatures since the last
+    drain) or ``hsm.error`` (``detail``: the PKCS#11 error name); ``key`` is the URI without its query."""
+
+    event: str
+    key: str
+    count: int = 1
+    detail: str = ""
+
+
+class AccessLog:
+    """Counts token use for the HSM access log; the service drains it into audit events once a minute.
+
+    Pure bookkeeping (thread-safe, no I/O): signatures are aggregated per key, logins and errors kept."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._signs: dict[str, int] = {}
+        self._other: list[AccessRecord] = []
+
+    def note(self, event: str, key: str, detail: str = "") -> None:
+        """Count one token use (``hsm.sign``) or keep one ``hsm.login`` / ``hsm.error``."""
+        with self._lock:
+            if event == "hsm.sign":
+                self._signs[key] = self._signs.get(key, 0) + 1
+            else:
+                self._other.append(AccessRecord(event, key, 1, detail))
+
+    def drain(self) -> list[AccessRecord]:
+        """Everything noted since the last drain: logins and errors first, then one ``hsm.sign`` per key."""
+        with self._lock:
+            out = self._other + [AccessRecord("hsm.sign", k, n) for k, n in sorted(self._signs.items())]
+            self._other, self._signs = [], {}
+        return out
+
+
+ACCESS_LOG = AccessLog()  # the process's token keys report here unless given another log
+
 # python-pkcs11 initialises a module with C_Initialize(NULL): no OS locking promised (PKCS#11 v2.40 §5.4),
 # so calls into a module are serialised here; a second thread waits instead of corrupting the module's state.
 _CALL_LOCK = threading.Lock()
@@ -154,7 +193,8 @@ class SessionPool:
 
     token: Any
     pin: str = field(repr=False)
-    on_event: Callable[[str, str], None] | None = field(default=None, repr=False)
+    key: str = ""
+    log: AccessLog | None = field(default=None, repr=False)
     _session: Any = field(default=None, repr=False)
     _logins: int = 0
 
@@ -173,8 +213,8 @@ class SessionPool:
         except pkcs11.exceptions.PKCS11Error as exc:
             raise TokenUnavailable(f"PKCS#11 login failed: {type(exc).__name__}") from None
         self._logins += 1
-        if self.on_event is not None:
-            self.on_event("hsm.login", "")
+        if self.log is not None:
+            self.log.note("hsm.login", self.key)
         return session
 
     @contextmanager
@@ -228,12 +268,12 @@ class _TokenOps:
         except TokenError:
             raise
         except (pkcs11.exceptions.PKCS11Error, RuntimeError) as exc:
-            if self.pool.on_event is not None:
-                self.pool.on_event("hsm.error", type(exc).__name__)
+            if self.pool.log is not None:
+                self.pool.log.note("hsm.error", self.uri.describe(), type(exc).__name__)
             raise TokenUnavailable(f"PKCS#11 signature failed on {self.uri.describe()}: "
                                    f"{type(exc).__name__}") from None
-        if self.pool.on_event is not None:
-            self.pool.on_event("hsm.sign", self.uri.describe())
+        if self.pool.log is not None:
+            self.pool.log.note("hsm.sign", self.uri.describe())
         return signature
 
 
@@ -371,7 +411,7 @@ def _public_from_token(ops: _TokenOps, session: Any) -> ec.EllipticCurvePublicKe
 
 
 def open_token_key(uri_text: str, base: Path | None = None,
-                   on_event: Callable[[str, str], None] | None = None) -> TokenKey:
+                   log: AccessLog | None = ACCESS_LOG) -> TokenKey:
     """Load the module, log in (PIN from its source), find the key and its public half: a TokenKey.
 
     Raises TokenError with one line (module missing, token missing, wrong PIN, key missing)."""
@@ -392,7 +432,7 @@ def open_token_key(uri_text: str, base: Path | None = None,
         raise TokenError(f"several PKCS#11 tokens match {uri.describe()}: add serial=") from None
     except pkcs11.exceptions.PKCS11Error as exc:
         raise TokenError(f"PKCS#11 token {uri.describe()}: {type(exc).__name__}") from None
-    pool = SessionPool(token, pin, on_event=on_event)
+    pool = SessionPool(token, pin, key=uri.describe(), log=log)
     ops = _TokenOps(pool, uri)
     try:
         with pool.session() as session:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
+from ikeguard.crypto.pkcs11_key import ACCESS_LOG
 from ikeguard.crypto.random import SystemRandom
 from ikeguard.dataplane.base import (
     DataPlane,
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ikeguard.service")
 STOP_WAIT = 2.0  # seconds stop() waits for the peers to answer our DELETEs
+HSM_LOG_INTERVAL = 60.0  # hsm.sign aggregation period (issue 18: per minute)
 _UP = (IkeState.ESTABLISHED, IkeState.REKEYING)
 _UP_OR_PENDING = (*_UP, IkeState.CREATED, IkeState.INIT_SENT, IkeState.HALF_OPEN, IkeState.AUTH_SENT)
 
@@ -127,6 +129,7 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._hsm_timer: asyncio.TimerHandle | None = None
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._waiters: dict[int, asyncio.Future[int]] = {}  # IKE uniqueid -> resolved at ESTABLISHED/CLOSED
         self._refusing = False
@@ -149,6 +152,7 @@ class Gateway:
         self.actions.start_connections()
         self.accounting.start_interim(self.children.ike_traffic, self._loop)
         self._rearm()
+        self._hsm_log()
 
     async def stop(self, reason: str = "gateway shutdown") -> None:
         """DELETE every IKE SA, wait up to 2 s for the answers, remove data-plane state, close the audit."""
@@ -173,6 +177,9 @@ class Gateway:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._hsm_timer is not None:
+            self._hsm_timer.cancel()
+        self._hsm_log(rearm=False)
         self.children.remove_everything()
         self.traps.remove_all()
         self.revocation.close()
@@ -369,6 +376,21 @@ class Gateway:
                     callback(data)
                 except Exception:
                     log.exception("event subscriber failed")
+
+    def _hsm_log(self, *, rearm: bool = True) -> None:
+        """HSM access log: token logins, errors and signatures per key since the last call (docs/pki.md),
+        recorded at start, once a minute and at stop."""
+        for entry in ACCESS_LOG.drain():
+            details: dict[str, str | int] = {"key": entry.key}
+            if entry.event == "hsm.sign":
+                details["count"] = entry.count
+            if entry.detail:
+                details["error"] = entry.detail
+            failed = entry.event == "hsm.error"
+            self.record(AuditEvent(EventName(entry.event), Outcome.FAILURE if failed else Outcome.SUCCESS,
+                                   reason=f"PKCS#11 {entry.detail}" if failed else "", details=details))
+        if rearm and self._loop is not None and not self.stopping:
+            self._hsm_timer = self._loop.call_later(HSM_LOG_INTERVAL, self._hsm_log)
 
     def _rearm(self) -> None:
         loop = self._loop
