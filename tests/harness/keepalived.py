@@ -1,6 +1,6 @@
 """keepalived (Debian package) in a test namespace: one VRRP instance moving a virtual address, a track script
-on the ikeguard process, and a notify script running ``ikeguard ha role STATE`` (docs/ha.md). Stopped by its
-PID through the namespace lab. Missing under CI=true it fails the test, else the test is skipped."""
+on the ikeguard process, and a notify script running ``python3 -m ikeguard.control.ha_notify`` (docs/ha.md).
+Stopped by its PID through the namespace lab. Missing under CI=true it fails the test, else it is skipped."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def keepalived(ns: Namespace, workdir: Path, *, name: str, priority: int, vip: s
     workdir.mkdir(parents=True, exist_ok=True)
     notify = workdir / "notify.sh"
     notify.write_text(f"#!/bin/sh\necho \"$(date +%s.%N) $3\" >> {workdir}/notify.log\n"
-                      f"exec {sys.executable} -m ikeguard ha role \"$3\" --socket {socket} --json "
+                      f"exec {sys.executable} -m ikeguard.control.ha_notify --socket {socket} \"$@\" "
                       f">> {workdir}/notify.log 2>&1\n")
     notify.chmod(0o700)
     conf = workdir / "keepalived.conf"
