@@ -99,6 +99,24 @@ def test_softhsm_p384_key_signs_ike_auth_for_strongswan_and_cannot_be_exported(
     assert not [e for e in events if e["event"] == "hsm.error"]
 
 
+@pytest.mark.parametrize(("kind", "logged"),
+                         [("rsa:3072", "RSA_EMSA_PSS"), ("ec:secp256r1", "ECDSA_WITH_SHA256_DER")])
+def test_softhsm_rsa_pss_and_p256_keys_sign_ike_auth_for_strongswan(
+    kind: str, logged: str, tmp_path: Path, netns_topology: Callable[..., Topology],
+    strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory,
+) -> None:
+    """RSA keys sign with RSASSA-PSS (CKM_RSA_PKCS_PSS, RFC 7427 / RFC 8247), P-256 with ECDSA-SHA256."""
+    token = softhsm_token(tmp_path / "hsm")
+    info = token.generate("ike", kind)
+    assert not info.extractable and info.sensitive
+    pair = _pair(tmp_path, token, info.public_pem, netns_topology, strongswan_peer, ikeguard_gateway)
+    pair.initiate()
+    ss, _ = pair.settled()
+    assert ss.remote_id == GW_FQDN
+    lines = [line for line in pair.peer.log().splitlines() if f"authentication of '{GW_FQDN}' with" in line]
+    assert lines and logged in lines[0] and lines[0].endswith("successful"), lines
+
+
 def test_tpm_p384_key_through_tpm2_pkcs11_signs_ike_auth_for_strongswan(
     tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
     ikeguard_gateway: GatewayFactory,
