@@ -171,7 +171,8 @@ def check(config_path: str | None, profile_name: str | None, as_json: bool, stri
             _print_load_findings(console, exc.findings, f"{config_path}: configuration invalid")
         sys.exit(1)
     runtime = _ask_gateway(socket_path) if socket_path is not None else None
-    report = evaluate(config, load_profile(config.profile_name), now=dt.datetime.now(dt.UTC), runtime=runtime)
+    report = evaluate(config, load_profile(config.profile_name), now=dt.datetime.now(dt.UTC), runtime=runtime,
+                      open_tokens=True)
     code = report.exit_code(strict=strict, load_warnings=config.warnings)
     if as_json:
         data = report.to_json()

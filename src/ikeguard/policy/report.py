@@ -268,13 +268,15 @@ def _results_for(rule: Rule, ctx: CheckContext, states: list[WaiverState]) -> li
 
 
 def evaluate(config: LoadedConfig, profile: Profile | None = None, *, now: dt.datetime,
-             runtime: Mapping[str, Any] | None = None) -> Report:
+             runtime: Mapping[str, Any] | None = None, open_tokens: bool = False) -> Report:
     """Run every rule of the profile (default: the config's) over the config at time ``now``; ``runtime`` is
-    what the running gateway reported over its control socket (None: runtime rules are "not verified")."""
+    what the running gateway reported over its control socket (None: runtime rules are "not verified");
+    ``open_tokens``: ``key.matches-cert`` logs in to PKCS#11 tokens (``ikeguard check``; ``run`` opens them
+    itself when it builds its plan, so enforcement does not)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     profile = profile or load_profile(config.profile_name)
-    ctx = CheckContext(config, profile, now, runtime=runtime)
+    ctx = CheckContext(config, profile, now, runtime=runtime, open_tokens=open_tokens)
     states, waiver_findings = waiver_states(config.model.waivers, profile, now, str(config.path))
     results: list[RuleResult] = []
     for rule in profile.rules:

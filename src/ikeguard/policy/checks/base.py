@@ -45,6 +45,7 @@ class CheckContext:
     now: dt.datetime
     cache: dict[str, Any] = field(default_factory=dict)
     runtime: Mapping[str, Any] | None = None  # the running gateway's answer (control socket "compliance")
+    open_tokens: bool = False  # `check` only: log in to the PKCS#11 tokens local.key names
 
     @property
     def file(self) -> str:

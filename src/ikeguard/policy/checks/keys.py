@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from ikeguard.crypto.pkcs11_key import TokenError, open_token_key, safe_uri_text
 from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_target, register
 from ikeguard.policy.checks.keyfiles import is_token_key, load_private_key
 from ikeguard.policy.checks.pki import describe_key, load_certificates
@@ -41,11 +42,43 @@ def key_cert_pairs(ctx: CheckContext) -> Iterator[tuple[str, str, str, Target | 
             yield f"audit.sinks[{i}].key", sink.key, sink.cert, None
 
 
+def _token_key_match(ctx: CheckContext) -> Iterator[Outcome]:
+    """A ``local.key`` in a PKCS#11 token (RFC 7512 URI): log in as ``run`` does (PIN from its source) and
+    compare the token's public key with the certificate's. Wrong PIN, missing token, module or key object: the
+    one line ``run`` would stop with (never the PIN). The private key stays in the token. Only for ``check``
+    (``ctx.open_tokens``): at enforcement ``run`` opens the token itself when it builds its plan."""
+    if not ctx.open_tokens:
+        return
+    for name, conn in ctx.config.model.connections.items():
+        if not (conn.local.key and conn.local.certs and is_token_key(conn.local.key)):
+            continue
+        scope, cert_file = f"connections.{name}.local.key", conn.local.certs[0]
+        cert_path = ctx.config.resolve(cert_file)
+        certs = load_certificates(cert_path) if cert_path.is_file() else []
+        if not certs:
+            continue  # files.present / cert.key report it
+        value = f"{safe_uri_text(conn.local.key)} / {cert_file}"
+        try:
+            key = open_token_key(conn.local.key, base=ctx.config.base_dir)
+        except TokenError as exc:
+            yield Outcome(scope, False, value, f"the token key cannot be used: {exc}", file=ctx.file,
+                          target=conn_target(name))
+            continue
+        if _spki(key.public_key()) != _spki(certs[0].public_key()):
+            yield Outcome(scope, False, value, f"the token's key does not belong to the certificate "
+                          f"{certs[0].subject.rfc4514_string()} ({describe_key(certs[0])})", file=ctx.file,
+                          target=conn_target(name))
+        else:
+            yield Outcome(scope, True,
+                          f"{value}: the token's key is the certificate's ({describe_key(certs[0])})")
+
+
 @register("key_match")
 def check_key_match(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     """Each private key is the one its certificate certifies (same public key): a mismatched pair cannot sign
-    IKE AUTH (RFC 7296 §2.15) or authenticate the TLS client to the SIEM (RFC 5425 §5.3)."""
-    out: list[Outcome] = []
+    IKE AUTH (RFC 7296 §2.15) or authenticate the TLS client to the SIEM (RFC 5425 §5.3). Keys in a PKCS#11
+    token are checked through the token (``_token_key_match``)."""
+    out: list[Outcome] = list(_token_key_match(ctx))
     for scope, key_file, cert_file, target in key_cert_pairs(ctx):
         key_path, cert_path = ctx.config.resolve(key_file), ctx.config.resolve(cert_file)
         if not key_path.is_file() or not cert_path.is_file():
