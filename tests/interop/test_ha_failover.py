@@ -1,7 +1,9 @@
 """Issue 20 "Done when" 1-2: a strongSwan peer has a tunnel to the virtual address of an ikeguard pair
 (keepalived VRRP, SA state replicated through etcd); the active ikeguard is killed with SIGKILL; the standby
 holds the address and traffic flows again through the same IKE SA and Child SA (strongSwan's list-sas shows
-the same SPIs and no new IKE SA), lost pings counted; then a Child SA rekey, an IKE SA rekey and DPD work.
+the same SPIs and no new IKE SA; a capture shows no IKE_SA_INIT and no ESP sequence number sent twice), lost
+pings counted; then a Child SA rekey, an IKE SA rekey and DPD work; then etcd stops and the active node keeps
+serving and records ha.sync_failed once (item 4).
 
 Layout: a LAN namespace with a bridge (and etcd on 192.0.2.200) joins the peer (192.0.2.100) and the gateway
 nodes gw1 (192.0.2.1) and gw2 (192.0.2.2); the virtual address is 192.0.2.10. Protected subnets: the
@@ -196,3 +198,13 @@ def test_sigkill_of_the_active_node_keeps_the_same_sas(
         ping = peer_ns.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.129",
                            "198.51.100.1", check=False)
         assert " 0% packet loss" in ping.stdout, ping.stdout
+
+        # etcd unreachable: the active keeps serving and reports ha.sync_failed (once)
+        server.stop()
+        gw2.wait_audit(lambda e: e["event"] == "ha.sync_failed", timeout=10)
+        ping = peer_ns.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.129",
+                           "198.51.100.1", check=False)
+        assert " 0% packet loss" in ping.stdout, ping.stdout
+        status = gw2.cli("ha", "status")
+        assert status["role"] == "active" and status["sync_error"], status
+        assert [e["event"] for e in gw2.audit_events()].count("ha.sync_failed") == 1
