@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from ikeguard.crypto.pkcs11_key import DEFAULT_MODULE, TokenError, parse_uri, read_pin, safe_uri_text
+from ikeguard.crypto.pkcs11_key import (
+    DEFAULT_MODULE,
+    TokenError,
+    module_for_name,
+    parse_uri,
+    read_pin,
+    safe_uri_text,
+)
 
 
 def test_parse_uri_reads_token_object_id_and_query() -> None:
@@ -28,6 +35,24 @@ def test_parse_uri_refuses(text: str, message: str) -> None:
     with pytest.raises(TokenError, match=message) as failed:
         parse_uri(text)
     assert "123456" not in str(failed.value)
+
+
+def test_module_name_is_looked_up_and_module_path_wins(tmp_path: Path) -> None:
+    """RFC 7512 §2.4: module-name names the module without lib prefix and extension; it was ignored before
+    (the default module was used whatever module-name said)."""
+    (tmp_path / "libvendor_p11.so").write_bytes(b"")
+    found = module_for_name("vendor_p11", (Path("/nonexistent"), tmp_path))
+    assert found == str(tmp_path / "libvendor_p11.so")
+    assert parse_uri("pkcs11:token=gw;object=k?module-name=softhsm2").module_path == \
+        "/usr/lib/softhsm/libsofthsm2.so"  # Debian softhsm2 (packaging/system-packages.txt)
+    assert parse_uri("pkcs11:token=gw;object=k?module-name=tpm2_pkcs11").module_path.endswith(
+        "/pkcs11/libtpm2_pkcs11.so")  # Debian libtpm2-pkcs11-1
+    assert parse_uri("pkcs11:token=gw;object=k?module-name=absent&module-path=/opt/x.so").module_path == \
+        "/opt/x.so"
+    with pytest.raises(TokenError, match=r"no PKCS#11 module libabsent_module\.so in /usr/lib/"):
+        parse_uri("pkcs11:token=gw;object=k?module-name=absent_module")
+    with pytest.raises(TokenError, match="not a module name"):
+        parse_uri("pkcs11:token=gw;object=k?module-name=../../tmp/evil")
 
 
 def test_pin_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

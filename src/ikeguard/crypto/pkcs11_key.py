@@ -24,6 +24,7 @@ python-pkcs11 does the PKCS#11 calls; this module only maps the URI and cryptogr
 from __future__ import annotations
 
 import os
+import sysconfig
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -76,6 +77,28 @@ def is_pkcs11_uri(text: str) -> bool:
     return text.strip().lower().startswith("pkcs11:")
 
 
+def module_dirs() -> tuple[Path, ...]:
+    """Where ``module-name`` is looked up: Debian's PKCS#11 module directory (p11-kit's, where
+    tpm2-pkcs11 and opensc put theirs), SoftHSM2's, then the library directories."""
+    arch = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
+    return (Path(f"/usr/lib/{arch}/pkcs11"), Path("/usr/lib/softhsm"), Path(f"/usr/lib/{arch}"),
+            Path("/usr/lib"))
+
+
+def module_for_name(name: str, dirs: tuple[Path, ...] | None = None) -> str:
+    """RFC 7512 §2.4 ``module-name``: the module's name without the ``lib`` prefix and the extension
+    (``softhsm2``, ``tpm2_pkcs11``); the first ``libNAME.so`` or ``NAME.so`` in ``module_dirs()``."""
+    if not name or "/" in name:
+        raise TokenError(f"pkcs11 URI: module-name {name!r} is not a module name "
+                         "(use module-path for a path)")
+    searched = dirs if dirs is not None else module_dirs()
+    for directory in searched:
+        for file in (f"lib{name}.so", f"{name}.so"):
+            if (directory / file).is_file():
+                return str(directory / file)
+    raise TokenError(f"pkcs11 URI: no PKCS#11 module lib{name}.so in {', '.join(map(str, searched))}")
+
+
 def parse_uri(text: str) -> Pkcs11Uri:
     """Parse an RFC 7512 URI (percent-encoding, §2.3); unknown path attributes and ``pin-value`` refused."""
     if not is_pkcs11_uri(text):
@@ -98,7 +121,7 @@ def parse_uri(text: str) -> Pkcs11Uri:
             key_id = urllib.parse.unquote_to_bytes(value)
         elif name == "type" and value not in ("private", ""):
             raise TokenError("pkcs11 URI: type must be private for local.key")
-    module, pin_source = DEFAULT_MODULE, f"env:{DEFAULT_PIN_ENV}"
+    module, module_name, pin_source = DEFAULT_MODULE, None, f"env:{DEFAULT_PIN_ENV}"
     for part in filter(None, query.split("&")):
         name, _, value = part.partition("=")
         name = name.strip().lower()
@@ -109,8 +132,12 @@ def parse_uri(text: str) -> Pkcs11Uri:
             pin_source = urllib.parse.unquote(value)
         elif name == "module-path":
             module = urllib.parse.unquote(value)
-        elif name != "module-name":
+        elif name == "module-name":
+            module_name = urllib.parse.unquote(value)
+        else:
             raise TokenError(f"pkcs11 URI: unknown query attribute {name!r} (RFC 7512 §2.4)")
+    if module_name is not None and "module-path=" not in query.lower():  # module-path wins (§2.4)
+        module = module_for_name(module_name)
     if not token:
         raise TokenError("pkcs11 URI: name the token (token=LABEL or serial=...)")
     if label is None and key_id is None:
