@@ -112,3 +112,54 @@ secret_file = "{secret}"
     assert "730-day" in finding["message"]
     _, report = check_json(processor)
     assert report["rules"]["key.age"] == "pass"
+
+
+def test_token_key_age_by_its_certificate(tmp_path: Path) -> None:
+    """Issue 18: a local.key in a PKCS#11 token (RFC 7512 URI) is dated by its certificate's notBefore (it
+    was skipped: a 4-year-old token key passed key.age unseen). The module path does not exist, so check's
+    key.matches-cert fails to open it without loading any PKCS#11 module into the test process."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw.example")])
+    now = dt.datetime.now(dt.UTC)
+
+    def cert(days_old: int) -> bytes:
+        built = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                 .serial_number(x509.random_serial_number())
+                 .not_valid_before(now - dt.timedelta(days=days_old))
+                 .not_valid_after(now + dt.timedelta(days=30))
+                 .add_extension(x509.SubjectAlternativeName([x509.DNSName("gw.example")]), critical=False)
+                 .sign(key, hashes.SHA384()))
+        return built.public_bytes(serialization.Encoding.PEM)
+
+    config = tmp_path / "gw.toml"
+    config.write_text("""
+[gateway]
+profile = "pci-dss-4"
+[connections.c]
+remote_addrs = ["192.0.2.10"]
+remote = { auth = "pubkey", id = "peer.example" }
+[connections.c.local]
+auth = "pubkey"
+id = "gw.example"
+certs = ["gw.pem"]
+key = "pkcs11:token=gw;object=ike?module-path=/nonexistent/libp11.so&pin-source=env:NO_PIN"
+[connections.c.children.n]
+local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.2.0.0/24"]
+""")
+    (tmp_path / "gw.pem").write_bytes(cert(1200))  # older than the profile's 1095 days for private keys
+    _, report = check_json(config)
+    assert report["rules"]["key.age"] == "fail"
+    (finding,) = [f for f in report["findings"] if f["rule"] == "key.age"]
+    assert finding["value"] == "pkcs11:token=gw;object=ike: 1200 days old (by certificate gw.pem notBefore)"
+    assert "1095-day" in finding["message"]
+    (tmp_path / "gw.pem").write_bytes(cert(10))
+    _, report = check_json(config)
+    assert report["rules"]["key.age"] == "pass"

@@ -136,23 +136,32 @@ def check_key_age(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     (cryptoperiods, NIST SP 800-57 Pt 1 r5 §5.3). A key with a certificate is dated by the certificate's
     notBefore (a key reused across renewals is older than that: rotation is then not shown by this check);
     other keys and PSK files by the file's modification time; an inline secret by the configuration
-    file's. Each finding says which."""
+    file's. A key in a PKCS#11 token (RFC 7512 URI) is dated by its certificate only (it has no file). Each
+    finding says which."""
     key_max = dt.timedelta(days=int(rule.params.get("key_max_days", 1095)))
     psk_max = dt.timedelta(days=int(rule.params.get("psk_max_days", 730)))
     out: list[Outcome] = []
     certified = {scope: cert for scope, _, cert, _ in key_cert_pairs(ctx)}
     model = ctx.config.model
-    keys: list[tuple[str, str, Target | None]] = [
-        (f"connections.{n}.local.key", c.local.key, conn_target(n))
-        for n, c in model.connections.items()
-        if c.local.key and not is_token_key(c.local.key)
-    ]
+    keys: list[tuple[str, str, Target | None]] = []
+    for n, c in model.connections.items():
+        if not c.local.key:
+            continue
+        if is_token_key(c.local.key):
+            if not c.local.certs:
+                continue  # no certificate, no file: nothing dates a token key
+            certified[f"connections.{n}.local.key"] = c.local.certs[0]
+            keys.append((f"connections.{n}.local.key", safe_uri_text(c.local.key), conn_target(n)))
+        else:
+            keys.append((f"connections.{n}.local.key", c.local.key, conn_target(n)))
     keys += [(f"audit.sinks[{i}].key", s.key, None) for i, s in enumerate(model.audit.sinks) if s.key]
     for scope, key_file, target in keys:
         cert_file = certified.get(scope)
         certs = load_certificates(ctx.config.resolve(cert_file)) if cert_file else []
         if certs:
             age, basis = ctx.now - certs[0].not_valid_before_utc, f"certificate {cert_file} notBefore"
+        elif is_token_key(key_file):
+            continue  # its certificate is missing: files.present / cert.key report it
         else:
             found = _age(ctx, ctx.config.resolve(key_file))
             if found is None:
