@@ -315,6 +315,8 @@ def _digest(data: bytes, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
 class TokenEcKey(ec.EllipticCurvePrivateKey):
     """An ECDSA key in a token: sign hashes here, then CKM_ECDSA on the token (raw r||s -> DER)."""
 
+    off_loop = True  # signing may block (a TPM takes milliseconds): the gateway signs in a worker thread
+
     def __init__(self, ops: _TokenOps, public: ec.EllipticCurvePublicKey) -> None:
         self._ops, self._public = ops, public
 
@@ -362,6 +364,8 @@ class TokenEcKey(ec.EllipticCurvePrivateKey):
 
 class TokenRsaKey(rsa.RSAPrivateKey):
     """An RSA key in a token: RSASSA-PSS (CKM_RSA_PKCS_PSS over a digest) or PKCS#1 v1.5 (CKM_RSA_PKCS)."""
+
+    off_loop = True
 
     def __init__(self, ops: _TokenOps, public: rsa.RSAPublicKey) -> None:
         self._ops, self._public = ops, public

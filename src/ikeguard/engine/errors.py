@@ -6,6 +6,8 @@ turned into the notify RFC 7296 prescribes (or a silent drop) plus an event.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ikeguard.engine.eap_relay import EapRelayRequest
 from ikeguard.pki.fetch import FetchRequest
 from ikeguard.wire.iana import NotifyType
@@ -35,9 +37,10 @@ class RemoteProtocolError(EngineError):
 class ValidationPending(EngineError):
     """Certificate validation needs a revocation fetch first (``engine.pending``): the exchange waits."""
 
-    def __init__(self, request: FetchRequest) -> None:
-        super().__init__(f"certificate validation waits for {request.uri}")
-        self.request = request
+    def __init__(self, request: Any) -> None:  # FetchRequest, or events.SignRequest (our signature)
+        what = request.uri if isinstance(request, FetchRequest) else "our signature (token key)"
+        super().__init__(f"IKE_AUTH waits for {what}")
+        self.request: Any = request
 
 
 class RelayPending(EngineError):

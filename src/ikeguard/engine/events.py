@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 from ikeguard.audit.events import AuditEvent as AuditEvent  # one record type from engine to store
 from ikeguard.engine.eap_relay import EapRelayRequest
@@ -159,6 +160,35 @@ class DatagramDropped:
 
 
 @dataclass(frozen=True)
+class SignRequest:
+    """Our AUTH signature to make off the event loop (a key in a PKCS#11 token may block): ``key`` signs
+    ``octets`` with ``scheme`` (RFC 7427)."""
+
+    key: Any = field(repr=False)
+    octets: bytes = field(repr=False)
+    scheme: Any = None
+
+
+@dataclass(frozen=True)
+class SignAnswer:
+    """The worker's result for a ``SignRequest``: the AUTH data, or ``error`` (one line)."""
+
+    octets: bytes = field(repr=False)
+    data: bytes = field(default=b"", repr=False)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SignatureJob:
+    """The service makes ``request``'s signature in a worker thread and calls
+    ``IkeManager.signature_made(ike_uniqueid, token, answer, now)``; meanwhile that SA's IKE_AUTH waits."""
+
+    ike_uniqueid: int
+    token: int
+    request: SignRequest
+
+
+@dataclass(frozen=True)
 class RevocationFetch:
     """Certificate validation of IKE SA ``ike_uniqueid`` waits for a CRL or OCSP answer (docs/pki.md).
 
@@ -189,6 +219,7 @@ class RadiusRound:
 
 EngineEvent = (
     SendDatagram
+    | SignatureJob
     | SendNatKeepalive
     | InstallChildSa
     | DeleteChildSa

@@ -48,6 +48,7 @@ from ikeguard.wire.proposal_string import ProposalSpec
 
 if TYPE_CHECKING:
     from ikeguard.engine.eap_relay import AuthRounds, EapRelayAnswer
+    from ikeguard.engine.events import SignAnswer
     from ikeguard.engine.fragments import Reassembler
     from ikeguard.engine.intermediate import IntermediateState
 
@@ -142,6 +143,7 @@ class IkeSa:
         self.pending: pending_.PendingValidation | None = None  # IKE_AUTH waiting for a fetch / RADIUS
         self.pending_serial = 0
         self.relay_answer: EapRelayAnswer | None = None  # the RADIUS answer the EAP code reads next
+        self.sign_answer: SignAnswer | None = None  # our AUTH signature made by the service's worker
         self.rounds: AuthRounds | None = None  # responder: authentication rounds after the first (RFC 4739)
         self.auth_details: dict[str, str] = {}  # EAP identity, method, RADIUS server... for auth.* records
         self.eap_identity = ""  # the user authenticated by EAP (sas --json "user")

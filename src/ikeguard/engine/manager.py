@@ -16,7 +16,7 @@ from ikeguard.engine.context import EngineContext
 from ikeguard.engine.cookies import CookieJar
 from ikeguard.engine.eap_relay import EapRelayAnswer
 from ikeguard.engine.errors import LocalProtocolError
-from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, EngineEvent
+from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, EngineEvent, SignAnswer
 from ikeguard.engine.ha_restore import DEFAULT_SEQ_MARGIN, restore_ike_sa
 from ikeguard.engine.ha_state import EspSequence, IkeSaRecord, RecordError, export_ike_sa, exportable
 from ikeguard.engine.ike_sa import IkeSa
@@ -129,6 +129,23 @@ class IkeManager:
             if self.ctx.settings.raise_internal_errors:
                 raise
             sa.close(f"internal error after a revocation fetch: {type(exc).__name__}: {exc}", failure=True)
+        self._forget_if_closed(sa)
+
+    def signature_made(self, ike_uniqueid: int, token: int, answer: SignAnswer, now: float) -> None:
+        """Input: the outcome of a ``SignatureJob`` (our AUTH signature made off the loop). The waiting
+        IKE_AUTH goes on with it; an answer for an SA that is gone or no longer waits is ignored."""
+        from ikeguard.engine.pending import signature_made
+
+        sa = self._by_uniqueid.get(ike_uniqueid)
+        if sa is None:
+            return
+        try:
+            signature_made(sa, token, answer, now)
+            sa.start_next()
+        except Exception as exc:  # as for datagrams and timers: an engine bug must not crash the gateway
+            if self.ctx.settings.raise_internal_errors:
+                raise
+            sa.close(f"internal error after a signature: {type(exc).__name__}: {exc}", failure=True)
         self._forget_if_closed(sa)
 
     def radius_answered(self, ike_uniqueid: int, token: int, answer: EapRelayAnswer, now: float) -> None:

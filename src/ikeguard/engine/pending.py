@@ -21,7 +21,14 @@ from typing import Protocol
 
 from ikeguard.engine.context import EngineContext
 from ikeguard.engine.eap_relay import EapRelayAnswer, EapRelayRequest, RelayOutcome
-from ikeguard.engine.events import EngineEvent, RadiusRound, RevocationFetch
+from ikeguard.engine.events import (
+    EngineEvent,
+    RadiusRound,
+    RevocationFetch,
+    SignAnswer,
+    SignatureJob,
+    SignRequest,
+)
 from ikeguard.engine.message import InMessage
 from ikeguard.engine.states import IkeState
 from ikeguard.engine.validator import FetchRequest, answer_fetch
@@ -35,7 +42,7 @@ class PendingValidation:
     """The message whose processing waits for ``request`` (a peer's request, or the response to ours)."""
 
     token: int
-    request: FetchRequest | EapRelayRequest
+    request: FetchRequest | EapRelayRequest | SignRequest
     response: bool
     data: bytes
     exchange: int
@@ -50,6 +57,7 @@ class WaitingSa(Protocol):
     pending: PendingValidation | None
     relay_answer: EapRelayAnswer | None
     pending_serial: int
+    sign_answer: SignAnswer | None
     timers: dict[str, float]
     now: float
     uniqueid: int
@@ -65,7 +73,7 @@ class WaitingSa(Protocol):
     def process_response(self, msg: InMessage, exchange: int) -> None: ...
 
 
-def park(sa: WaitingSa, request: FetchRequest | EapRelayRequest, *, response: bool, data: bytes,
+def park(sa: WaitingSa, request: FetchRequest | EapRelayRequest | SignRequest, *, response: bool, data: bytes,
          exchange: int, message_id: int, msg: InMessage, server: str = "") -> None:
     """Wait for ``request``: remember the message, ask the service, arm the deadline."""
     sa.pending_serial += 1  # every wait of this SA (fetches, RADIUS rounds) gets a fresh token
@@ -73,6 +81,9 @@ def park(sa: WaitingSa, request: FetchRequest | EapRelayRequest, *, response: bo
     sa.pending = PendingValidation(token, request, response, data, exchange, message_id, msg)
     if response:
         sa.timers.pop("retransmit", None)  # we hold the answer: nothing to retransmit while validating
+    if isinstance(request, SignRequest):  # the service always answers (a failed signature is an answer)
+        sa.emit(SignatureJob(sa.uniqueid, token, request))
+        return
     if isinstance(request, EapRelayRequest):
         sa.timers[RADIUS_TIMER] = sa.now + sa.ctx.settings.radius_timeout
         sa.emit(RadiusRound(sa.uniqueid, token, request, server))
@@ -86,7 +97,9 @@ def absorbs_request(sa: WaitingSa, message_id: int) -> bool:
     pending = sa.pending
     if pending is None or pending.response or message_id != pending.message_id:
         return False
-    if isinstance(pending.request, EapRelayRequest):
+    if isinstance(pending.request, SignRequest):
+        sa.trace_drop(f"retransmitted request {message_id} while our signature is made")
+    elif isinstance(pending.request, EapRelayRequest):
         sa.trace_drop(f"retransmitted request {message_id} while EAP waits for RADIUS "
                       f"(user {pending.request.user_name})")
     else:
@@ -106,7 +119,7 @@ def answered(sa: WaitingSa, token: int, body: bytes | None, now: float) -> None:
     pending = sa.pending
     if pending is None or pending.token != token or sa.state is IkeState.CLOSED:
         return
-    if isinstance(pending.request, EapRelayRequest):
+    if isinstance(pending.request, EapRelayRequest | SignRequest):
         return
     sa.now = now
     sa.pending = None
@@ -126,6 +139,19 @@ def relay_answered(sa: WaitingSa, token: int, answer: EapRelayAnswer, now: float
     sa.pending = None
     sa.timers.pop(RADIUS_TIMER, None)
     sa.relay_answer = answer
+    _resume(sa, pending)
+
+
+def signature_made(sa: WaitingSa, token: int, answer: SignAnswer, now: float) -> None:
+    """The worker made (or failed to make) our signature for ``token``: the parked IKE_AUTH request runs
+    again and ``_our_auth`` takes the answer. A late answer (SA closed) is ignored."""
+    pending = sa.pending
+    if (pending is None or pending.token != token or sa.state is IkeState.CLOSED
+            or not isinstance(pending.request, SignRequest)):
+        return
+    sa.now = now
+    sa.pending = None
+    sa.sign_answer = answer
     _resume(sa, pending)
 
 

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
+from ikeguard.crypto.errors import CryptoError
 from ikeguard.crypto.pkcs11_key import ACCESS_LOG
 from ikeguard.crypto.random import SystemRandom
+from ikeguard.crypto.signatures import sign_auth
 from ikeguard.dataplane.base import (
     DataPlane,
     DataPlaneEvent,
@@ -42,6 +44,9 @@ from ikeguard.engine.events import (
     RevocationFetch,
     SendDatagram,
     SendNatKeepalive,
+    SignAnswer,
+    SignatureJob,
+    SignRequest,
     UpdateSaAddresses,
 )
 from ikeguard.engine.manager import IkeManager
@@ -60,6 +65,7 @@ from ikeguard.service.revocation_fetch import RevocationFetcher
 from ikeguard.service.stats import GatewayStats
 from ikeguard.service.transport import Transport
 from ikeguard.service.traps import TrapManager
+from ikeguard.wire.iana import AuthMethod
 
 if TYPE_CHECKING:
     from ikeguard.engine.child_sa import ChildSa
@@ -73,6 +79,16 @@ HSM_LOG_INTERVAL = 60.0  # hsm.sign aggregation period (issue 18: per minute)
 _UP = (IkeState.ESTABLISHED, IkeState.REKEYING)
 _UP_OR_PENDING = (*_UP, IkeState.CREATED, IkeState.INIT_SENT, IkeState.HALF_OPEN, IkeState.AUTH_SENT)
 
+
+
+
+def _make_signature(request: SignRequest) -> SignAnswer:
+    """In a worker thread: the RFC 7427 AUTH data for ``request`` (a token key may block), or the error."""
+    try:
+        data = sign_auth(request.key, request.octets, AuthMethod.DIGITAL_SIGNATURE, request.scheme)
+    except CryptoError as exc:
+        return SignAnswer(request.octets, error=str(exc))
+    return SignAnswer(request.octets, data)
 
 class AuditRecorder(Protocol):
     """What the gateway needs of the audit trail (AuditService / IsolatedAuditService)."""
@@ -296,6 +312,11 @@ class Gateway:
         elif isinstance(event, RadiusRound):
             assert self._loop is not None
             self.radius.submit(event, self._loop)
+        elif isinstance(event, SignatureJob):
+            assert self._loop is not None
+            job = event
+            future = self._loop.run_in_executor(None, _make_signature, job.request)
+            future.add_done_callback(lambda done: self._signature_made(job, done.result()))
         elif isinstance(event, DatagramDropped):
             first = self.stats.drop(event.reason.split(" from ", 1)[0][:60])
             log.log(logging.INFO if first else logging.DEBUG, "dropped datagram from %s: %s%s", event.remote,
@@ -318,6 +339,13 @@ class Gateway:
                     totals[0 if inbound else 1] += counters.bytes
                     totals[2 if inbound else 3] += counters.packets
         return totals
+
+    def _signature_made(self, job: SignatureJob, answer: SignAnswer) -> None:
+        """Our AUTH signature was made in a worker (on the loop again): the waiting IKE_AUTH goes on."""
+        if self.stopping:
+            return
+        self.engine.signature_made(job.ike_uniqueid, job.token, answer, time.time())
+        self.pump()
 
     def _radius_answered(self, event: RadiusRound, answer: EapRelayAnswer) -> None:
         """A RADIUS round ended (on the loop): the waiting EAP conversation goes on."""

@@ -19,9 +19,17 @@ from cryptography.hazmat.primitives import constant_time, serialization
 
 from ikeguard.crypto.errors import CryptoError
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
-from ikeguard.crypto.signatures import PublicKey, scheme_for, select_hash, sign_auth, verify_auth
+from ikeguard.crypto.signatures import (
+    PublicKey,
+    SignatureScheme,
+    scheme_for,
+    select_hash,
+    sign_auth,
+    verify_auth,
+)
 from ikeguard.engine.auth_policy import allowed_signature_schemes, announced_hashes
 from ikeguard.engine.errors import RemoteProtocolError, ValidationPending
+from ikeguard.engine.events import SignRequest
 from ikeguard.engine.identity import identity_payload, received_identity
 from ikeguard.engine.ppk import PpkKeys, apply_ppk, parse_ppk_identity, ppk_identity_data, ppk_keys
 from ikeguard.engine.settings import AuthKind, ConnectionSettings
@@ -92,14 +100,53 @@ def _our_auth(sa: IkeSa, id_body: bytes, message: bytes, peer_nonce: bytes, sk_p
         return AuthPayload(AuthMethod.PSK, psk_auth(sa.crypto.prf_id, local.psk, octets))
     if local.private_key is None:
         raise TaskFailed("pubkey authentication configured without a private key")
-    theirs = sa.peer.signature_hashes or (HashAlgorithm.SHA2_256,)
+    made = sa.sign_answer
+    if made is not None and made.octets == octets:  # signed by the service's worker (token keys)
+        sa.sign_answer = None
+        if made.error:
+            raise TaskFailed(f"cannot sign AUTH: {made.error}")
+        return AuthPayload(AuthMethod.DIGITAL_SIGNATURE, made.data)
     try:
-        hash_alg = select_hash(local.private_key, announced_hashes(sa.ctx.settings.profile), theirs)
-        scheme = scheme_for(local.private_key, hash_alg, rsa_pss=local.rsa_pss)
+        scheme = _our_scheme(sa)
         data = sign_auth(local.private_key, octets, AuthMethod.DIGITAL_SIGNATURE, scheme)
     except CryptoError as exc:
         raise TaskFailed(f"cannot sign AUTH: {exc}") from None
     return AuthPayload(AuthMethod.DIGITAL_SIGNATURE, data)
+
+
+def _our_scheme(sa: IkeSa) -> SignatureScheme:
+    """The RFC 7427 scheme for our key and the hashes the peer announced (RFC 7427 §4)."""
+    assert sa.conn is not None
+    local = sa.conn.local
+    if local.private_key is None:
+        raise TaskFailed("pubkey authentication configured without a private key")
+    theirs = sa.peer.signature_hashes or (HashAlgorithm.SHA2_256,)
+    hash_alg = select_hash(local.private_key, announced_hashes(sa.ctx.settings.profile), theirs)
+    return scheme_for(local.private_key, hash_alg, rsa_pss=local.rsa_pss)
+
+
+def _sign_off_loop(sa: IkeSa) -> None:
+    """Responder with a key that may block (a PKCS#11 token, ``off_loop``): ask the service to make our AUTH
+    signature in a worker thread and wait for it like a revocation fetch (``engine.pending``); the request
+    is processed again with the signature ready. Called before anything in ``process_r`` changes state."""
+    assert sa.conn is not None and sa.crypto is not None
+    local = sa.conn.local
+    key = local.private_key
+    if local.kind is not AuthKind.PUBKEY or key is None or not getattr(key, "off_loop", False):
+        return
+    cert = local.certs[0] if local.certs else None
+    id_type, id_data = identity_payload(local.identity, cert)
+    id_body = IdrPayload(id_type, id_data).encode_body()
+    octets = auth_signed_octets(sa.init_response, sa.nonce_i, sa.crypto.prf_id, bytes(sa.crypto.keys.sk_pr),
+                                id_body) + int_auth_octets(sa)
+    made = sa.sign_answer
+    if made is not None and made.octets == octets:
+        return
+    try:
+        scheme = _our_scheme(sa)
+    except CryptoError:
+        return  # _our_auth reports it
+    raise ValidationPending(SignRequest(key, octets, scheme))
 
 
 def _our_id_and_certs(sa: IkeSa, msg: OutMessage, *, initiator: bool) -> bytes:
@@ -374,6 +421,7 @@ class IkeAuthTask(Task):
             raise RemoteProtocolError(
                 f"peer authentication failed: {exc}", NotifyType.AUTHENTICATION_FAILED, event="auth.failure"
             ) from None
+        _sign_off_loop(sa)  # our signature, made off the loop for token keys
         sa.peer.initial_contact = msg.notify(NotifyType.INITIAL_CONTACT) is not None
         if auth is None:
             eap_auth.start(sa, (conn.remote,), eap_now=True, peer_id_body=id_body)
