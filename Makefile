@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TYPED_PACKAGES := $(wildcard src/ikeguard/wire src/ikeguard/crypto src/ikeguard/engine src/ikeguard/policy src/ikeguard/pki src/ikeguard/audit src/ikeguard/dataplane src/ikeguard/tools src/ikeguard/control src/ikeguard/service)
 
-.PHONY: demo test test-future lint unit bench sysdeps clean reference dist fuzz
+.PHONY: demo test test-future lint unit bench soak sysdeps clean reference dist fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ fuzz: $(STAMP)
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench
+
+# Issue 16 item 7: one tunnel against strongSwan soaked with lifetimes in seconds (rekeys from both sides,
+# reauthentication, DPD, MOBIKE moves, a ping stream) for SOAK_SECONDS; samples in build/soak.json, the
+# gateway's and charon's logs under build/soak/ (kept after a failure).
+SOAK_SECONDS ?= 900
+soak: $(STAMP) sysdeps
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_RESULT=build/soak.json $(BIN)/python -m pytest -p no:cacheprovider -s \
+		--timeout=$$(( $(SOAK_SECONDS) + 300 )) --basetemp=build/soak tests/interop/test_soak.py
 
 # docs/reference.md from the code (config model, command tree, profiles, audit events) and scripts/reference/;
 # tests/test_reference_current.py fails when it is stale.
