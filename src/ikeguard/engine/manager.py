@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ikeguard.audit.events import EventName, Outcome
 from ikeguard.crypto.random import RandomSource
@@ -119,50 +119,35 @@ class IkeManager:
         waiting exchange continues; an answer for an SA that is gone or no longer waits is ignored."""
         from ikeguard.engine.pending import answered
 
-        sa = self._by_uniqueid.get(ike_uniqueid)
-        if sa is None:
-            return
-        try:
-            answered(sa, token, body, now)
-            sa.start_next()
-        except Exception as exc:  # as for datagrams and timers: an engine bug must not crash the gateway
-            if self.ctx.settings.raise_internal_errors:
-                raise
-            sa.close(f"internal error after a revocation fetch: {type(exc).__name__}: {exc}", failure=True)
-        self._forget_if_closed(sa)
+        self._resume(ike_uniqueid, "a revocation fetch", lambda sa: answered(sa, token, body, now))
 
     def signature_made(self, ike_uniqueid: int, token: int, answer: SignAnswer, now: float) -> None:
         """Input: the outcome of a ``SignatureJob`` (our AUTH signature made off the loop). The waiting
         IKE_AUTH goes on with it; an answer for an SA that is gone or no longer waits is ignored."""
         from ikeguard.engine.pending import signature_made
 
-        sa = self._by_uniqueid.get(ike_uniqueid)
-        if sa is None:
-            return
-        try:
-            signature_made(sa, token, answer, now)
-            sa.start_next()
-        except Exception as exc:  # as for datagrams and timers: an engine bug must not crash the gateway
-            if self.ctx.settings.raise_internal_errors:
-                raise
-            sa.close(f"internal error after a signature: {type(exc).__name__}: {exc}", failure=True)
-        self._forget_if_closed(sa)
+        self._resume(ike_uniqueid, "a signature", lambda sa: signature_made(sa, token, answer, now))
 
     def radius_answered(self, ike_uniqueid: int, token: int, answer: EapRelayAnswer, now: float) -> None:
         """Input: the outcome of a ``RadiusRound`` (docs/remote-access.md). The waiting IKE_AUTH exchange
         goes on with it; an answer for an SA that is gone or no longer waits is ignored."""
         from ikeguard.engine.pending import relay_answered
 
+        self._resume(ike_uniqueid, "a RADIUS round", lambda sa: relay_answered(sa, token, answer, now))
+
+    def _resume(self, ike_uniqueid: int, what: str, answer: Callable[[IkeSa], None]) -> None:
+        """Hand the answer of work done outside the engine (engine/pending.py) to the IKE SA waiting for it
+        and let the SA go on; as for datagrams and timers, an engine bug closes that SA, never the gateway."""
         sa = self._by_uniqueid.get(ike_uniqueid)
         if sa is None:
             return
         try:
-            relay_answered(sa, token, answer, now)
+            answer(sa)
             sa.start_next()
-        except Exception as exc:  # as for datagrams and timers: an engine bug must not crash the gateway
+        except Exception as exc:
             if self.ctx.settings.raise_internal_errors:
                 raise
-            sa.close(f"internal error after a RADIUS round: {type(exc).__name__}: {exc}", failure=True)
+            sa.close(f"internal error after {what}: {type(exc).__name__}: {exc}", failure=True)
         self._forget_if_closed(sa)
 
     def receive_datagram(self, data: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:
