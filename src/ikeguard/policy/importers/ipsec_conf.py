@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ikeguard.policy.importers.settings_syntax import Located, SettingsSyntaxError, Tree
+from ikeguard.policy.importers.settings_syntax import Located, SettingsSyntaxError, Tree, read_bounded
 from ikeguard.policy.importers.swanctl import ImportResult, Unmapped, import_swanctl
 
 MAX_BYTES = 1 << 20
@@ -92,14 +92,7 @@ class Section:
 
 
 def _read(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise SettingsSyntaxError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_BYTES:
-        raise SettingsSyntaxError(f"{path}: larger than {MAX_BYTES} bytes")
-    return data.decode("utf-8", "replace")
+    return read_bounded(path, MAX_BYTES)
 
 
 def _unquote(value: str) -> str:

@@ -183,7 +183,7 @@ class _Parser:
             if self.budget[0] < 0:
                 raise self.error(f"more than {MAX_INCLUDES} included files")
             file = Path(name)
-            sub = _Parser(_read(file), str(file), self.located, self.budget, file.parent)
+            sub = _Parser(read_bounded(file), str(file), self.located, self.budget, file.parent)
             sub.root, sub.pending = self.root, self.pending
             sub.body(tree, path, depth, closing=False)
 
@@ -211,14 +211,15 @@ def _merge(into: Tree, other: Tree) -> None:
             into[key] = value
 
 
-def _read(path: Path) -> str:
+def read_bounded(path: Path, limit: int = MAX_BYTES) -> str:
+    """A configuration file's text, refused when larger than ``limit`` (never read whole first)."""
     try:
         with path.open("rb") as f:
-            data = f.read(MAX_BYTES + 1)
+            data = f.read(limit + 1)
     except OSError as exc:
         raise SettingsSyntaxError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_BYTES:
-        raise SettingsSyntaxError(f"{path}: larger than {MAX_BYTES} bytes")
+    if len(data) > limit:
+        raise SettingsSyntaxError(f"{path}: larger than {limit} bytes")
     return data.decode("utf-8", "replace")
 
 
@@ -250,4 +251,4 @@ def parse_settings_file(path: str | Path, *, into: Tree | None = None,
                         located: Located | None = None) -> tuple[Tree, Located]:
     """Parse a file (includes relative to it)."""
     p = Path(path)
-    return parse_settings(_read(p), file=str(p), base=p.parent, into=into, located=located)
+    return parse_settings(read_bounded(p), file=str(p), base=p.parent, into=into, located=located)
