@@ -57,6 +57,7 @@ class EngineContext:
     pools: dict[str, AddressPool] = field(default_factory=dict)  # virtual IP leases by pool name
     child_rekeys: RekeyCalendar = field(default_factory=RekeyCalendar)  # issue 22: rekey storms spread
     ike_rekeys: RekeyCalendar = field(default_factory=RekeyCalendar)
+    worker_id: int | None = None  # issue 22, [gateway] workers: the first octet of every IKE SPI we allocate
     _next_uniqueid: int = 1
 
     def timer_table(self, uniqueid: int) -> TimerTable:
@@ -68,6 +69,12 @@ class EngineContext:
         value = self._next_uniqueid
         self._next_uniqueid += 1
         return value
+
+    def ike_spi(self) -> bytes:
+        """A random IKE SPI (RFC 7296 §2.6) for us; with ``worker_id`` its first octet names this worker,
+        which the kernel's steering program reads (service/reuseport.py)."""
+        spi = self.random.bytes(8)
+        return spi if self.worker_id is None else bytes([self.worker_id]) + spi[1:]
 
     def random_fraction(self) -> float:
         """A float in [0, 1) from the injected random source (jitter)."""

@@ -546,7 +546,7 @@ class IkeManager:
 
     def _new_spi(self) -> bytes:
         while True:
-            spi = self.ctx.random.bytes(8)
+            spi = self.ctx.ike_spi()
             if spi != ZERO_SPI and spi not in self._by_spi:
                 return spi
 

@@ -4,9 +4,10 @@ Each socket is read with ``recvmsg`` from an asyncio reader (``add_reader``) rat
 ``DatagramProtocol``, because the engine needs the local address of every datagram: on a wildcard-bound socket
 that comes from ``IP_PKTINFO`` / ``IPV6_RECVPKTINFO``, and replies leave from the same address (the source is
 set with the same ancillary data on ``sendmsg``). IPv6 sockets are ``IPV6_V6ONLY`` so one family never sees
-the other's datagrams as mapped addresses. No SO_REUSEADDR: a second gateway on the same address fails to
-bind instead of silently sharing (and stealing) IKE traffic. Hand-written: asyncio has no API for ancillary
-data.
+the other's datagrams as mapped addresses. No SO_REUSEADDR (SO_REUSEPORT only for the worker groups
+of :mod:`ikeguard.service.reuseport`, all opened by one supervisor): a second gateway on the same address
+fails to bind instead of silently sharing (and stealing) IKE traffic. Hand-written: asyncio has no API for
+ancillary data.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def _is_wildcard(address: IpAddress) -> bool:
     return address.is_unspecified
 
 
-def open_udp(address: IpAddress, port: int) -> socket.socket:
-    """A non-blocking UDP socket bound to ``address``:``port`` with PKTINFO reception enabled."""
+def open_udp(address: IpAddress, port: int, *, reuseport: bool = False) -> socket.socket:
+    """A non-blocking UDP socket bound to ``address``:``port`` with PKTINFO reception enabled; ``reuseport``:
+    a member of an ``SO_REUSEPORT`` group (``[gateway] workers``, :mod:`ikeguard.service.reuseport`)."""
     v6 = address.version == 6
     sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -49,6 +51,8 @@ def open_udp(address: IpAddress, port: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((str(address), port))
         sock.setblocking(False)
     except OSError:

@@ -30,7 +30,7 @@ REDUNDANT_LIFETIME = 60.0  # a replaced or redundant IKE SA waits this long for 
 
 
 def _new_spi(sa: IkeSa) -> bytes:
-    return sa.ctx.random.bytes(8)
+    return sa.ctx.ike_spi()
 
 
 def make_rekeyed_sa(

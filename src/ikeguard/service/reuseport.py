@@ -1,0 +1,178 @@
+"""Kernel steering of IKE datagrams to the worker that owns the IKE SA (issue 22, ``[gateway] workers``).
+
+N worker processes share one UDP port 500 and one 4500 through ``SO_REUSEPORT`` groups; a classic-BPF program
+attached to each group with ``SO_ATTACH_REUSEPORT_CBPF`` returns, for every datagram, the index of the socket
+(in the order the sockets joined the group) that receives it:
+
+* an IKE message (RFC 7296 §3.1; on 4500 after the four-octet non-ESP marker, RFC 3948 §2.2) goes to the
+  worker named by the first octet of *our* SPI: the responder SPI when the Initiator flag is set (the peer is
+  the original initiator, we answer), the initiator SPI when it is clear (we started the SA). The engine puts
+  the worker id there (``EngineContext.worker_id``). Port floating (500 -> 4500, RFC 7296 §2.23) and MOBIKE
+  address changes (RFC 4555) keep the SPIs, so they keep the worker.
+* an IKE_SA_INIT request (responder SPI zero), a NAT keepalive or anything too short to parse is spread by the
+  peer's source address (folded and taken modulo N): retransmissions, the retry with a COOKIE and the retry
+  after INVALID_KE_PAYLOAD come from the same address and reach the same worker.
+* ESP in UDP on 4500 (a non-zero first word, RFC 3948 §2.1) goes to ``esp_index`` (the data plane's socket,
+  which joins the group after the workers' sockets), or is spread by source like keepalives when the kernel
+  decapsulates it on every socket (``UDP_ENCAP_ESPINUDP`` with the xfrm data plane).
+
+The supervisor creates every socket of a group and keeps them all open for its lifetime, so a worker that dies
+does not shift the others' indices (the kernel compacts a group when a member closes) and its restarted
+successor inherits the same socket, with the datagrams that queued meanwhile.
+
+Hand-written because no maintained Python package builds classic-BPF programs or wraps
+``SO_ATTACH_REUSEPORT_CBPF`` (the socket module has the constant's neighbours but not ``struct sock_fprog``):
+the program is 30-odd instructions assembled here and attached with ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ikeguard.service.sockets import open_udp
+
+SO_ATTACH_REUSEPORT_CBPF = 51  # asm-generic/socket.h
+SKF_NET_OFF = -0x100000  # linux/filter.h: offsets from the network header
+MAX_WORKERS = 64
+
+# classic BPF opcodes (linux/bpf_common.h, linux/filter.h)
+_LD_W_ABS, _LD_B_ABS, _LD_W_LEN = 0x20, 0x30, 0x80
+_TAX = 0x07  # BPF_MISC | BPF_TAX: X = A
+_ALU_RSH_K, _ALU_XOR_X, _ALU_MOD_K = 0x74, 0xAC, 0x94
+_JEQ_K, _JGE_K, _JSET_K, _JA = 0x15, 0x35, 0x45, 0x05
+_RET_K, _RET_A = 0x06, 0x16
+
+IKE_HEADER = 28
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+@dataclass(frozen=True)
+class Insn:
+    """One classic-BPF instruction; ``jt``/``jf``/``ja`` may name a label resolved by :func:`assemble`."""
+
+    code: int
+    k: int = 0
+    jt: int | str = 0
+    jf: int | str = 0
+
+
+Program = list[Insn | str]  # a str alone is a label for the next instruction
+
+
+def assemble(program: Program) -> list[tuple[int, int, int, int]]:
+    """Resolve labels into relative jumps: ``(code, jt, jf, k)`` per instruction."""
+    labels: dict[str, int] = {}
+    insns: list[Insn] = []
+    for item in program:
+        if isinstance(item, str):
+            labels[item] = len(insns)
+        else:
+            insns.append(item)
+
+    def rel(target: int | str, at: int) -> int:
+        if isinstance(target, int):
+            return target
+        offset = labels[target] - at - 1
+        if offset < 0:
+            raise ValueError(f"backward jump to {target!r}")
+        return offset
+
+    out = []
+    for at, insn in enumerate(insns):
+        if insn.code == _JA:
+            out.append((insn.code, 0, 0, rel(insn.jt, at)))
+        else:
+            out.append((insn.code, rel(insn.jt, at), rel(insn.jf, at), insn.k & 0xFFFFFFFF))
+    if any(jt > 255 or jf > 255 for _code, jt, jf, _k in out):
+        raise ValueError("conditional jump too far")
+    return out
+
+
+def _spread(family: int, workers: int) -> Program:
+    """A = the source address folded to 32 bits, modulo ``workers``; return it."""
+    # IPv4: saddr at network header + 12; IPv6: the last word of saddr at + 20 (fixed 40-octet header)
+    offset = 12 if family == socket.AF_INET else 20
+    return ["spread",
+            Insn(_LD_W_ABS, SKF_NET_OFF + offset),
+            Insn(_TAX), Insn(_ALU_RSH_K, 16), Insn(_ALU_XOR_X),
+            Insn(_TAX), Insn(_ALU_RSH_K, 8), Insn(_ALU_XOR_X),
+            Insn(_ALU_MOD_K, workers), Insn(_RET_A)]
+
+
+def steering_program(family: int, workers: int, *, natt: bool, esp_index: int | None = None) -> Program:
+    """The program for one group (module docstring): ``natt`` = port 4500 with the non-ESP marker."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be 1..{MAX_WORKERS}")
+    m = 4 if natt else 0
+    prog: Program = []
+    if natt:
+        esp: Insn = Insn(_RET_K, esp_index) if esp_index is not None else Insn(_JA, jt="spread")
+        prog += [Insn(_LD_W_LEN), Insn(_JGE_K, 8, jt=0, jf="spread"),  # keepalive (1 octet), runts: spread
+                 Insn(_LD_W_ABS, 0), Insn(_JEQ_K, 0, jt="ike", jf="esp"),
+                 "esp", esp,
+                 "ike"]
+    prog += [Insn(_LD_W_LEN), Insn(_JGE_K, m + IKE_HEADER, jt=0, jf="spread"),
+             Insn(_LD_B_ABS, m + 19), Insn(_JSET_K, 0x08, jt="responder", jf=0),
+             Insn(_LD_B_ABS, m + 0), Insn(_JA, jt="check"),  # we are the original initiator: SPIi is ours
+             "responder",
+             Insn(_LD_W_ABS, m + 8), Insn(_JEQ_K, 0, jt=0, jf="ours"),
+             Insn(_LD_W_ABS, m + 12), Insn(_JEQ_K, 0, jt="spread", jf=0),  # SPIr zero: a new IKE_SA_INIT
+             "ours",
+             Insn(_LD_B_ABS, m + 8),
+             "check",
+             Insn(_JGE_K, workers, jt="spread", jf=0), Insn(_RET_A)]
+    return prog + _spread(family, workers)
+
+
+def attach(sock: socket.socket, program: Program) -> None:
+    """``SO_ATTACH_REUSEPORT_CBPF``: the program decides for the whole group ``sock`` belongs to."""
+    code = assemble(program)
+    filters = (_SockFilter * len(code))(*[_SockFilter(c, jt, jf, k) for c, jt, jf, k in code])
+    fprog = _SockFprog(len(code), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, bytes(fprog))  # copied by the kernel
+
+
+def open_group(address: str, port: int, workers: int, *, natt: bool,
+               esp_socket: bool = False) -> list[socket.socket]:
+    """``workers`` sockets (+1 for the data plane's ESP with ``esp_socket``) on one address and port, in group
+    order, the steering program attached. Port 0: the kernel picks one port for all of them."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    count = workers + (1 if esp_socket else 0)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = open_udp(ip, port, reuseport=True)
+            socks.append(sock)
+            port = sock.getsockname()[1]
+        attach(socks[0], steering_program(family, workers, natt=natt,
+                                          esp_index=workers if esp_socket else None))
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def tag_spi(spi: bytes, worker: int) -> bytes:
+    """``spi`` with its first octet naming ``worker`` (what ``EngineContext.ike_spi`` does)."""
+    return struct.pack("B", worker) + spi[1:]
+
+
+def worker_of(spis: Sequence[bytes], initiator_flag: bool) -> int:
+    """The worker a message with (SPIi, SPIr) and this Initiator flag is steered to (for logs and tests)."""
+    return (spis[1] if initiator_flag else spis[0])[0]

@@ -1,0 +1,119 @@
+"""Issue 22 item 1: the kernel's SO_REUSEPORT group with our classic-BPF program steers every datagram of one
+IKE SA to the socket of the worker named in our SPI, also after NAT-T port floating (500 -> 4500 with the
+non-ESP marker, new source port) and a MOBIKE address change; IKE_SA_INIT requests are spread by source
+address; ESP on 4500 reaches the data plane's socket. Real sockets on loopback, real kernel (no mock)."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+
+import pytest
+
+from ikeguard.engine.context import EngineContext
+from ikeguard.service.reuseport import assemble, open_group, steering_program, tag_spi
+
+WORKERS = 3
+MARKER = b"\0\0\0\0"
+
+
+def _ike(spi_i: bytes, spi_r: bytes, *, initiator: bool, exchange: int = 35, response: bool = False) -> bytes:
+    flags = (0x08 if initiator else 0) | (0x20 if response or not initiator else 0)
+    return spi_i + spi_r + struct.pack("!BBBBII", 46, 0x20, exchange, flags, 1, 28 + 8) + bytes(8)
+
+
+def _receiver(group: list[socket.socket], timeout: float = 2.0) -> int:
+    """Index in ``group`` of the one socket that got the datagram (and drain it)."""
+    ready, _, _ = select.select(group, [], [], timeout)
+    assert len(ready) == 1, f"{len(ready)} sockets readable"
+    index = group.index(ready[0])
+    ready[0].recv(65535)
+    return index
+
+
+def _sender(address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, 0))
+    return sock
+
+
+@pytest.fixture
+def groups() -> object:
+    ike = open_group("127.0.0.1", 0, WORKERS, natt=False)
+    natt = open_group("127.0.0.1", 0, WORKERS, natt=True, esp_socket=True)
+    yield ike, natt
+    for sock in ike + natt:
+        sock.close()
+
+
+def _send(sock: socket.socket, data: bytes, group: list[socket.socket]) -> int:
+    sock.sendto(data, group[0].getsockname())
+    return _receiver(group)
+
+
+Groups = tuple[list[socket.socket], list[socket.socket]]
+
+
+def test_one_ike_sa_always_reaches_its_worker(groups: Groups) -> None:
+    ike, natt = groups
+    for worker in range(WORKERS):
+        ours = tag_spi(os.urandom(8), worker)
+        theirs = os.urandom(8)
+        seen = set()
+        # the peer initiated: our SPI is the responder SPI; IKE_AUTH on 500 from a first port
+        with _sender("127.0.0.2") as peer:
+            seen.add(_send(peer, _ike(theirs, ours, initiator=True), ike))
+        # NAT-T port floating: 4500 with the marker, from another source port (a NAT's new mapping)
+        for _ in range(8):
+            with _sender("127.0.0.2") as floated:
+                seen.add(_send(floated, MARKER + _ike(theirs, ours, initiator=True), natt))
+        # MOBIKE: the peer moved to another address (UPDATE_SA_ADDRESSES and everything after it)
+        with _sender("127.0.0.3") as moved:
+            seen.add(_send(moved, MARKER + _ike(theirs, ours, initiator=True, exchange=37), natt))
+            # the peer's responses to our requests (our DPD, our rekey) keep its Initiator flag
+            seen.add(_send(moved, MARKER + _ike(theirs, ours, initiator=True, response=True), natt))
+        assert seen == {worker}
+        # an SA we initiated: our SPI is the initiator SPI, the peer's responses carry no Initiator flag
+        mine = tag_spi(os.urandom(8), worker)
+        seen = set()
+        for source in ("127.0.0.4", "127.0.0.5", "127.0.0.6"):
+            with _sender(source) as peer:
+                seen.add(_send(peer, _ike(mine, os.urandom(8), initiator=False), ike))
+                seen.add(_send(peer, MARKER + _ike(mine, os.urandom(8), initiator=False), natt))
+        assert seen == {worker}
+
+
+def test_ike_sa_init_spread_by_source_esp_to_the_data_plane(
+        groups: tuple[list[socket.socket], list[socket.socket]]) -> None:
+    ike, natt = groups
+    used = set()
+    for last in range(2, 40):
+        spi_i = os.urandom(8)
+        with _sender(f"127.0.0.{last}") as a, _sender(f"127.0.0.{last}") as b:
+            first = _send(a, _ike(spi_i, bytes(8), initiator=True, exchange=34), ike)
+            # retransmission / COOKIE retry from another port of the same address: the same worker
+            assert _send(b, _ike(spi_i, bytes(8), initiator=True, exchange=34), ike) == first
+            assert _send(a, MARKER + _ike(spi_i, bytes(8), initiator=True, exchange=34), natt) == first
+            assert _send(a, b"\xff", natt) == first  # NAT keepalive: spread like IKE_SA_INIT
+            # ESP in UDP (non-zero SPI first): the data plane's socket, after the workers'
+            assert _send(a, struct.pack("!II", 0xC0000001, 1) + os.urandom(40), natt) == WORKERS
+        used.add(first)
+    assert used == set(range(WORKERS))  # 38 sources over 3 workers
+    # a worker id beyond the group (an SPI from before a restart with fewer workers): spread, not dropped
+    with _sender("127.0.0.2") as peer:
+        assert _send(peer, _ike(os.urandom(8), tag_spi(os.urandom(8), 200), initiator=True), ike) < WORKERS
+
+
+def test_program_shape_and_engine_spis() -> None:
+    code = assemble(steering_program(socket.AF_INET6, 2, natt=True, esp_index=2))
+    assert 20 < len(code) < 64
+    with pytest.raises(ValueError):
+        steering_program(socket.AF_INET, 0, natt=False)
+    from ikeguard.crypto.random import SystemRandom
+
+    ctx = EngineContext(settings=None, random=SystemRandom(), validator=None, connections={})  # type: ignore[arg-type]
+    assert ctx.ike_spi() != ctx.ike_spi()
+    ctx.worker_id = 7
+    assert {ctx.ike_spi()[0] for _ in range(20)} == {7}
