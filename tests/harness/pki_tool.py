@@ -124,6 +124,14 @@ class PkiTool:
         _write(path, data, 0o600)
         return path
 
+    def public(self, name: str) -> Path:
+        """``pki --pub --in NAME.key --outform pem > NAME.pub``: the public key alone (a raw public key,
+        RFC 7670, as swanctl's ``pubkeys`` and ikeguard's ``pubkeys`` read it)."""
+        path = self.directory / f"{name}.pub"
+        _write(path, self._pki("--pub", "--in", str(self.directory / f"{name}.key"), "--outform", "pem"),
+               0o644)
+        return path
+
     def self_signed_ca(self, name: str, dn: str, *, lifetime_days: int = 30) -> ToolCert:
         """``pki --self --ca --in NAME.key --dn DN --lifetime D > NAME.pem``."""
         key = self.key(name)

@@ -15,6 +15,7 @@ from ikeguard.crypto.signatures import PrivateKey
 from ikeguard.engine.pools import PoolSettings
 from ikeguard.engine.ppk import PpkSettings
 from ikeguard.engine.retransmit import RetransmitPolicy
+from ikeguard.pki.raw_keys import PinnedKey
 from ikeguard.policy.profile import Profile, load_profile
 from ikeguard.policy.ts import TrafficSelector
 from ikeguard.wire.proposal_string import ProposalSpec
@@ -38,6 +39,7 @@ class LocalAuth:
     private_key: PrivateKey | None = field(default=None, repr=False)
     certs: tuple[x509.Certificate, ...] = ()  # end entity first, then intermediates
     rsa_pss: bool = True  # RSA keys sign with RSASSA-PSS (RFC 8247); False = PKCS#1 v1.5 for old peers
+    raw_public_key: bool = False  # no certificate: our key goes in a CERT payload, encoding 15 (RFC 7670)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class RemoteAuth:
     psk: bytes = field(default=b"", repr=False)
     send_certreq: bool = True
     eap_id: str | None = None  # EAP identity the user must give (None: any, as swanctl's eap_id = %any)
+    pubkeys: tuple[PinnedKey, ...] = ()  # raw public keys (RFC 7670) instead of certificates, when pubkey
 
 
 class PeerSelectors(Protocol):

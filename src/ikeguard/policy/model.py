@@ -182,11 +182,17 @@ class LocalAuth(Strict):
     id: IdentityText | None = None
     certs: list[str] = Field(default_factory=list)
     key: str | None = None
+    # RFC 7670 raw public key instead of a certificate (swanctl local.pubkeys): our public key file
+    pubkeys: list[str] = Field(default_factory=list, max_length=1)
 
     @model_validator(mode="after")
     def _pubkey_needs_cert(self) -> LocalAuth:
-        if self.auth == "pubkey" and (not self.certs or self.key is None):
-            raise ValueError('auth = "pubkey" needs "certs" and "key"')
+        if self.auth == "pubkey" and (not (self.certs or self.pubkeys) or self.key is None):
+            raise ValueError('auth = "pubkey" needs "key" and "certs" (or "pubkeys" for a raw public key)')
+        if self.certs and self.pubkeys:
+            raise ValueError('"certs" and "pubkeys" exclude each other (a certificate or a raw public key)')
+        if self.pubkeys and self.auth != "pubkey":
+            raise ValueError('"pubkeys" needs auth = "pubkey"')
         return self
 
 
@@ -208,6 +214,18 @@ class RemoteAuth(Strict):
     # without ipsecIKE (as strongSwan, libreswan, Windows do); "strict" wants ipsecIKE/anyEKU in any EKU
     eku: Literal["relaxed", "strict"] = "relaxed"
     peers: str | None = None
+    # RFC 7670 raw public keys (swanctl remote.pubkeys): key files or "sha256:" SPKI fingerprints; the peer
+    # must hold one of them, no certificate is validated
+    pubkeys: list[NonEmpty] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _pubkeys_alone(self) -> RemoteAuth:
+        if self.pubkeys and self.auth != "pubkey":
+            raise ValueError('"pubkeys" needs auth = "pubkey"')
+        if self.pubkeys and self.cacerts:
+            raise ValueError('"pubkeys" and "cacerts" exclude each other (pinned raw public keys, or '
+                             "certificates validated against authorities)")
+        return self
 
 
 class Child(Strict):

@@ -38,6 +38,7 @@ from ikeguard.engine.settings import (
 from ikeguard.pki.engine_validator import ConnectionTrust, PkiValidator
 from ikeguard.pki.fetch import DeferredFetcher
 from ikeguard.pki.loading import PkiLoadError, load_certificates
+from ikeguard.pki.raw_keys import PinnedKey, RawKeyError, load_pin, spki_der
 from ikeguard.pki.trust import AuthoritySpec, build_trust
 from ikeguard.pki.validation_policy import EkuMode, RevocationMode, ValidationPolicy
 from ikeguard.policy.enforce import Enforcement, load_and_enforce
@@ -216,9 +217,35 @@ class _Builder:
                 self.fail(f"connections.{name}.local.key", local.key,
                           f"cannot load the private key ({type(exc).__name__}; "
                           "encrypted keys are not supported)")
+        if local.pubkeys:  # RFC 7670: a raw public key, which must be the private key's
+            self._check_own_pubkey(name, local.pubkeys[0], key)
+            return LocalAuth(AuthKind.PUBKEY, identity, private_key=key, raw_public_key=True), ()
         if not certs:
             self.fail(f"connections.{name}.local.certs", None, "auth = \"pubkey\" needs a certificate")
         return LocalAuth(AuthKind.PUBKEY, identity, private_key=key, certs=tuple(certs)), tuple(certs)
+
+    def _check_own_pubkey(self, name: str, ref: str, key: PrivateKey | None) -> None:
+        try:
+            pin = load_pin(ref, self.config.base_dir)
+        except RawKeyError as exc:
+            self.fail(f"connections.{name}.local.pubkeys[0]", ref, str(exc))
+            return
+        if pin.public_key is None:
+            self.fail(f"connections.{name}.local.pubkeys[0]", ref, "our raw public key must be a key file, "
+                      "not a fingerprint")
+        elif key is not None and spki_der(key.public_key()) != spki_der(pin.public_key):
+            self.fail(f"connections.{name}.local.pubkeys[0]", ref, "this public key is not the one of "
+                      "local.key")
+
+    def pins(self, name: str, conn: Connection) -> tuple[PinnedKey, ...]:
+        """``remote.pubkeys``: the peer's pinned raw public keys (RFC 7670), files or fingerprints."""
+        pins: list[PinnedKey] = []
+        for i, ref in enumerate(conn.remote.pubkeys):
+            try:
+                pins.append(load_pin(ref, self.config.base_dir))
+            except RawKeyError as exc:
+                self.fail(f"connections.{name}.remote.pubkeys[{i}]", ref, str(exc))
+        return tuple(pins)
 
     def _default_local_id(self, name: str, conn: Connection, certs: list[x509.Certificate]) -> str:
         """strongSwan's defaults: the certificate's subject DN, else the first local address."""
@@ -234,7 +261,7 @@ class _Builder:
         return "%any"
 
     def trust(self, name: str, conn: Connection) -> ConnectionTrust | None:
-        if conn.remote.auth != "pubkey":
+        if conn.remote.auth != "pubkey" or conn.remote.pubkeys:
             return None
         specs: list[AuthoritySpec] = []
         for i, ref in enumerate(conn.remote.cacerts):
@@ -273,7 +300,7 @@ class _Builder:
         elif conn.remote.auth == "eap-radius":
             remote = RemoteAuth(AuthKind.EAP_RADIUS, remote_id, eap_id=conn.remote.eap_id)
         else:
-            remote = RemoteAuth(AuthKind.PUBKEY, remote_id)
+            remote = RemoteAuth(AuthKind.PUBKEY, remote_id, pubkeys=self.pins(name, conn))
         second = conn.remote_2
         remote2 = (RemoteAuth(AuthKind.EAP_RADIUS, None if second.id == "%any" else second.id,
                               eap_id=second.eap_id) if second is not None else None)

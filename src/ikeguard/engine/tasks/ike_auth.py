@@ -38,6 +38,7 @@ from ikeguard.engine.tasks import eap_auth
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
 from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
 from ikeguard.engine.validator import FetchNeeded, certreq_data
+from ikeguard.pki.raw_keys import RawKeyError, authenticate_raw, spki_der
 from ikeguard.policy.identity import Identity, parse_identity
 from ikeguard.wire.iana import AuthMethod, CertEncoding, ExchangeType, HashAlgorithm, NotifyType, name_of
 from ikeguard.wire.payloads import AuthPayload, CertPayload, CertReqPayload, IdiPayload, IdrPayload
@@ -162,6 +163,8 @@ def _our_id_and_certs(sa: IkeSa, msg: OutMessage, *, initiator: bool) -> bytes:
     if local.kind is AuthKind.PUBKEY:
         for c in local.certs:
             msg.add(CertPayload(CertEncoding.X509_SIGNATURE, c.public_bytes(serialization.Encoding.DER)))
+        if local.raw_public_key and local.private_key is not None:  # RFC 7670 §3: the SPKI, no certificate
+            msg.add(CertPayload(CertEncoding.RAW_PUBLIC_KEY, spki_der(local.private_key.public_key())))
     return id_payload.encode_body()
 
 
@@ -216,6 +219,9 @@ def verify_peer(
         return
     if auth.method == AuthMethod.PSK:
         raise AuthError("expected public key authentication, peer used PSK")
+    if conn.remote.pubkeys:
+        _verify_raw_key(sa, conn, msg, auth, octets, certs)
+        return
     if not certs:
         raise AuthError("peer sent no certificate")
     try:
@@ -247,6 +253,28 @@ def verify_peer(
         )
     except CryptoError as exc:
         raise AuthError(f"AUTH signature rejected: {exc}") from None
+
+
+def _verify_raw_key(sa: IkeSa, conn: ConnectionSettings, msg: InMessage, auth: AuthPayload, octets: bytes,
+                    certs: list[x509.Certificate]) -> None:
+    """RFC 7670: the peer's key must be one the connection pins (``remote.pubkeys``); the key comes from a
+    CERT payload of encoding 15, else its certificate (only the key counts), else the pinned key files."""
+    raw = [p.data for p in msg.get_all(CertPayload) if p.encoding == CertEncoding.RAW_PUBLIC_KEY]
+    offered = raw[0] if raw else None
+    if offered is None and certs:
+        offered = certs[0].public_key().public_bytes(serialization.Encoding.DER,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+    profile = sa.ctx.settings.profile
+
+    def verify(key: PublicKey) -> None:
+        verify_auth(key, int(auth.method), auth.data, octets, allowed=allowed_signature_schemes(profile),
+                    announced=announced_hashes(profile))
+
+    try:
+        pin = authenticate_raw(conn.remote.pubkeys, offered, verify)
+    except RawKeyError as exc:
+        raise AuthError(f"raw public key rejected: {exc}") from None
+    sa.auth_details["raw_public_key"] = pin.text
 
 
 def _as_public_key(key: object) -> PublicKey:
@@ -310,7 +338,7 @@ class IkeAuthTask(Task):
         assert sa.conn is not None and sa.crypto is not None
         id_body = _our_id_and_certs(sa, msg, initiator=True)
         remote = sa.conn.remote
-        if remote.kind is AuthKind.PUBKEY and remote.send_certreq:
+        if remote.kind is AuthKind.PUBKEY and remote.send_certreq and not remote.pubkeys:
             data = certreq_data(sa.ctx.validator, sa.conn.name)
             msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, data))
         if (

@@ -25,7 +25,8 @@ def check_revocation_runtime(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     reauthentication, so an established SA of a revoked peer ends at its next reauth (RFC 5280 §6.3). Judged
     from the running gateway's answer: every pubkey connection of this configuration is loaded there, with
     the configured revocation mode and a revocation source."""
-    conns = {n: c for n, c in ctx.config.model.connections.items() if c.remote.auth == "pubkey"}
+    conns = {n: c for n, c in ctx.config.model.connections.items()
+             if c.remote.auth == "pubkey" and not c.remote.pubkeys}  # raw keys: revocation_config reports
     if not conns:
         return [Outcome("connections", True, "no certificate-authenticated peers")]
     running: dict[str, Any] | None = ctx.runtime.get("connections") if ctx.runtime is not None else None

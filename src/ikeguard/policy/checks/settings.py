@@ -149,7 +149,18 @@ def check_revocation_config(rule: Rule, ctx: CheckContext) -> list[Outcome]:
     model = ctx.config.model
     out: list[Outcome] = []
     for name, conn in model.connections.items():
+        if conn.local.pubkeys:
+            out.append(Outcome(f"connections.{name}.local.pubkeys", False, ", ".join(conn.local.pubkeys),
+                               "we authenticate with a raw public key (RFC 7670): no certificate, so nothing "
+                               "can revoke it and it never expires; this profile wants certificates with "
+                               "revocation checking", file=ctx.file, target=conn_target(name)))
         if conn.remote.auth != "pubkey":
+            continue
+        if conn.remote.pubkeys:
+            out.append(Outcome(f"connections.{name}.remote.pubkeys", False, ", ".join(conn.remote.pubkeys),
+                               "peers authenticate with pinned raw public keys (RFC 7670): no certificate, "
+                               "so no revocation and no expiry; this profile wants certificate-authenticated "
+                               "peers with revocation checking", file=ctx.file, target=conn_target(name)))
             continue
         scope = f"connections.{name}.remote.revocation"
         if conn.remote.revocation not in modes:
