@@ -1,5 +1,6 @@
-"""keepalived (Debian package) in a test namespace: one VRRP instance moving a virtual address, a track script
-on the ikeguard process, and a notify script running ``python3 -m ikeguard.control.ha_notify`` (docs/ha.md).
+"""keepalived (Debian package) in a test namespace: one VRRP instance moving a virtual address, track scripts
+on the ikeguard process and on its HA health (``ha_notify --check``: made MASTER but unable to hold the etcd
+lease, docs/ha.md), and a notify script running ``python3 -m ikeguard.control.ha_notify`` (docs/ha.md).
 Stopped by its PID through the namespace lab. Missing under CI=true it fails the test, else it is skipped."""
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def keepalived(ns: Namespace, workdir: Path, *, name: str, priority: int, vip: s
                       f"exec {sys.executable} -m ikeguard.control.ha_notify --socket {socket} \"$@\" "
                       f">> {workdir}/notify.log 2>&1\n")
     notify.chmod(0o700)
+    check = workdir / "check.sh"
+    check.write_text(f"#!/bin/sh\nexec {sys.executable} -m ikeguard.control.ha_notify --socket {socket} "
+                     f"--check >/dev/null 2>&1\n")
+    check.chmod(0o700)
     conf = workdir / "keepalived.conf"
     conf.write_text(f"""global_defs {{
     router_id {name}
@@ -39,6 +44,13 @@ def keepalived(ns: Namespace, workdir: Path, *, name: str, priority: int, vip: s
 vrrp_script ikeguard_alive {{
     script "/bin/kill -0 {gateway_pid}"
     interval 1
+    fall 1
+    rise 1
+}}
+vrrp_script ikeguard_lease {{
+    script "{check}"
+    interval 1
+    timeout 2
     fall 1
     rise 1
 }}
@@ -54,6 +66,7 @@ vrrp_instance gw {{
     }}
     track_script {{
         ikeguard_alive
+        ikeguard_lease
     }}
     notify {notify}
 }}

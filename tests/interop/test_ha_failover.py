@@ -2,8 +2,9 @@
 (keepalived VRRP, SA state replicated through etcd); the active ikeguard is killed with SIGKILL; the standby
 holds the address and traffic flows again through the same IKE SA and Child SA (strongSwan's list-sas shows
 the same SPIs and no new IKE SA; a capture shows no IKE_SA_INIT and no ESP sequence number sent twice), lost
-pings counted; then a Child SA rekey, an IKE SA rekey and DPD work; then etcd stops and the active node keeps
-serving and records ha.sync_failed once (item 4).
+pings counted; then a Child SA rekey, an IKE SA rekey and DPD work; then etcd stops and the active node
+records ha.sync_failed once and, unable to renew its lease, steps down (fencing) within 0.8 x lease_ttl of its
+last renewal (item 4; the split-brain test is test_ha_fencing.py).
 
 Layout: a LAN namespace with a bridge (and etcd on 192.0.2.200) joins the peer (192.0.2.100) and the gateway
 nodes gw1 (192.0.2.1) and gw2 (192.0.2.2); the virtual address is 192.0.2.10. Protected subnets: the
@@ -38,6 +39,7 @@ VIP = "192.0.2.10"
 ETCD_HOST = "192.0.2.200"
 HA_KEY = "42" * 32
 PING_INTERVAL = 0.05
+LEASE_TTL = 2  # etcd's minimum with its default timing; the new active waits for the killed one's lease
 
 
 def _node(lab: NetnsLab, lan: Any, role: str, address: str, port: str) -> Any:
@@ -96,6 +98,7 @@ prefix = "/test/ha/"
 key_file = "ha.key"
 sync_interval = 0.2
 max_state_age = 10.0
+lease_ttl = {LEASE_TTL}
 """
 
 
@@ -199,12 +202,23 @@ def test_sigkill_of_the_active_node_keeps_the_same_sas(
                            "198.51.100.1", check=False)
         assert " 0% packet loss" in ping.stdout, ping.stdout
 
-        # etcd unreachable: the active keeps serving and reports ha.sync_failed (once)
+        # etcd unreachable: the active reports ha.sync_failed (once) and, unable to renew its lease, stops
+        # sending (fencing: it cannot know the other node is not active) within 0.8 x lease_ttl
         server.stop()
+        stopped = time.time()
         gw2.wait_audit(lambda e: e["event"] == "ha.sync_failed", timeout=10)
-        ping = peer_ns.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I", "198.51.100.129",
-                           "198.51.100.1", check=False)
-        assert " 0% packet loss" in ping.stdout, ping.stdout
+        fenced = gw2.wait_audit(lambda e: e["event"] == "ha.role" and e["outcome"] == "failure", timeout=10)
         status = gw2.cli("ha", "status")
-        assert status["role"] == "active" and status["sync_error"], status
+        assert status["role"] == "standby" and "fenced" in fenced["reason"] and status["fenced"], status
+        assert gw2.sas() == [] and status["sync_error"], status
         assert [e["event"] for e in gw2.audit_events()].count("ha.sync_failed") == 1
+        print(f"etcd stopped: the active stepped down {_audit_time(fenced) - stopped:.2f} s later "
+              f"({fenced['reason']})")
+        assert _audit_time(fenced) - stopped <= LEASE_TTL * 0.8 + 0.5
+
+
+def _audit_time(event: dict[str, Any]) -> float:
+    """An audit record's time (epoch seconds)."""
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00")).timestamp()

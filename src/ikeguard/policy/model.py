@@ -445,6 +445,7 @@ class HaSection(Strict):
     sync_interval: float = Field(default=1.0, gt=0, le=60)  # seconds between replications
     max_state_age: float = Field(default=30.0, gt=0)  # a standby refuses to take over older state
     seq_margin: int = Field(default=1 << 20, ge=1, le=1 << 31)  # ESP sequence numbers skipped on takeover
+    lease_ttl: int = Field(default=3, ge=1, le=60)  # etcd leader lease (fencing): seconds
 
     @model_validator(mode="after")
     def _complete(self) -> HaSection:

@@ -281,6 +281,10 @@ class Gateway:
         self._rearm()
 
     def _apply(self, event: EngineEvent) -> None:
+        if (isinstance(event, (SendDatagram, SendNatKeepalive)) and self.ha is not None
+                and not self.ha.may_send()):
+            self.stats.drop("HA: not the active node holding the lease")  # fencing, docs/ha.md
+            return
         if isinstance(event, SendDatagram):
             self.transport.send_ike(event.data, event.local, event.remote)
         elif isinstance(event, SendNatKeepalive):

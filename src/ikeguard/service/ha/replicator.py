@@ -22,8 +22,9 @@ from dataclasses import dataclass, field, replace
 
 from ikeguard.engine.ha_state import EspSequence, RecordError, record_from_json, record_to_json
 from ikeguard.engine.manager import IkeManager
+from ikeguard.service.ha.fence import Fence
 from ikeguard.service.ha.seal import ClusterKey, SealError
-from ikeguard.service.ha.store import EtcdStore, StoreError, SyncMark
+from ikeguard.service.ha.store import EtcdStore, NotLeader, StoreError, SyncMark
 
 
 @dataclass
@@ -41,7 +42,8 @@ class HaNode:
     """One node of the pair: its role, the last successful replication and the last error."""
 
     def __init__(self, node: str, store: EtcdStore, key: ClusterKey, *, max_state_age: float = 30.0,
-                 seq_margin: int = 1 << 20, clock: Callable[[], float] = time.time) -> None:
+                 seq_margin: int = 1 << 20, clock: Callable[[], float] = time.time,
+                 fence: Fence | None = None) -> None:
         self.node = node
         self.store = store
         self.key = key
@@ -52,6 +54,7 @@ class HaNode:
         self.last_sync: float | None = None
         self.sync_error = ""
         self.synced_sas = 0
+        self.fence = fence  # with a fence, every write compares its token (a stale writer is refused)
         self._written: dict[str, bytes] | None = None  # name -> digest of what etcd holds (None: unknown)
 
     def snapshot(self, engine: IkeManager, now: float,
@@ -78,7 +81,18 @@ class HaNode:
                 written = dict.fromkeys(await asyncio.to_thread(self.store.names), b"")
             changed = {n: blob for n, (digest, blob) in state.items() if written.get(n) != digest}
             removed = set(written) - set(state)
-            await asyncio.to_thread(self.store.update, changed, removed, SyncMark(self.node, now))
+            token = None
+            if self.fence is not None:
+                held = self.fence.held
+                if held is None:
+                    raise NotLeader("this node does not hold the leader lease")
+                token = held.token
+            await asyncio.to_thread(self.store.update, changed, removed, SyncMark(self.node, now), token)
+        except NotLeader as exc:
+            if self.fence is not None:
+                self.fence.drop()
+            self.sync_error, self._written = str(exc), None
+            return False
         except StoreError as exc:
             self.sync_error, self._written = str(exc), None
             return False

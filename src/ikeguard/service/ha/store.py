@@ -4,7 +4,9 @@ protobuf modules do not load with protobuf >= 4) and ``aetcd`` (grpcio, a heavy 
 puts a second). Its calls block: the service runs them in a thread (``asyncio.to_thread``), never on the loop.
 
 Layout under the prefix: ``sa/<SPIi>-<SPIr>`` sealed records (service/ha/seal.py), ``sync`` the active
-node's name and the engine time of its last complete replication (plain JSON, no secrets).
+node's name and the engine time of its last complete replication (plain JSON, no secrets), ``leader`` the
+active node's name on its lease (service/ha/fence.py): its create revision is the fencing token every write
+compares, so a node that lost leadership cannot write (etcd refuses the transaction).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from requests.exceptions import RequestException
 
 SA_DIR = "sa/"
 SYNC_KEY = "sync"
+LEADER_KEY = "leader"
 TXN_OPS = 100  # etcd's default --max-txn-ops is 128
 
 
@@ -30,6 +33,18 @@ def _b64(data: str | bytes) -> str:
 
 class StoreError(RuntimeError):
     """etcd could not be reached or refused a request."""
+
+
+class NotLeader(StoreError):
+    """A write refused by etcd: the leader key is not the one this node created (its fencing token)."""
+
+
+@dataclass(frozen=True)
+class Election:
+    """The answer to :meth:`EtcdStore.elect`: our token (the leader key's create revision) or the holder."""
+
+    token: int | None
+    holder: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,10 +99,51 @@ class EtcdStore:
         result: set[str] = self._each("list", run)
         return result
 
-    def update(self, changed: dict[str, bytes], removed: set[str], mark: SyncMark) -> None:
+    def grant(self, ttl: int) -> tuple[int, int]:
+        """A new lease: (ID, TTL granted; etcd may raise a short TTL to its minimum)."""
+        def run(client: Etcd3Client) -> tuple[int, int]:
+            answer = client.post(client.get_url("/lease/grant"), json={"TTL": ttl, "ID": 0})
+            return int(answer["ID"]), int(answer["TTL"])
+        result: tuple[int, int] = self._each("lease grant", run)
+        return result
+
+    def keepalive(self, lease: int) -> int:
+        """Renew ``lease``: the TTL it has again (etcd LeaseKeepAlive), <= 0 when it had expired."""
+        def run(client: Etcd3Client) -> int:
+            answer = client.post(client.get_url("/lease/keepalive"), json={"ID": lease})
+            return int(answer.get("result", {}).get("TTL", -1))
+        result: int = self._each("lease keepalive", run)
+        return result
+
+    def revoke(self, lease: int) -> None:
+        """Give the lease (and the leader key on it) up at once."""
+        self._each("lease revoke", lambda client: client.post(client.get_url("/kv/lease/revoke"),
+                                                               json={"ID": lease}))
+
+    def elect(self, node: str, lease: int) -> Election:
+        """Create the leader key on ``lease`` if no node holds it (compare create_revision == 0); the token
+        is the transaction's revision, the key's create revision."""
+        key = _b64(self.prefix + LEADER_KEY)
+        txn = {"compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
+               "success": [{"request_put": {"key": key, "value": _b64(node), "lease": lease}}],
+               "failure": [{"request_range": {"key": key}}]}
+
+        def run(client: Etcd3Client) -> Election:
+            answer: Any = client.transaction(txn)
+            if answer.get("succeeded"):
+                return Election(int(answer["header"]["revision"]))
+            kvs = answer["responses"][0]["response_range"].get("kvs") or [{}]
+            return Election(None, base64.b64decode(kvs[0].get("value", "")).decode(errors="replace"))
+        result: Election = self._each("election", run)
+        return result
+
+    def update(self, changed: dict[str, bytes], removed: set[str], mark: SyncMark,
+               token: int | None = None) -> None:
         """Write the changed records, delete the removed ones and write the mark, in transactions of at most
         ``TXN_OPS`` operations (one disk sync each instead of one per key); the mark goes in the last one, so
-        it is written only when every record before it was."""
+        it is written only when every record before it was. With a fencing ``token`` every transaction
+        first compares the leader key's create revision with it: :class:`NotLeader` when another node (or
+        nobody) leads, and nothing is written."""
         ops: list[dict[str, Any]] = [
             *({"request_put": {"key": _b64(self.prefix + SA_DIR + n), "value": _b64(v)}}
               for n, v in changed.items()),
@@ -96,9 +152,16 @@ class EtcdStore:
                              "value": _b64(json.dumps({"node": mark.node, "at": mark.at}))}},
         ]
 
+        compare = [] if token is None else [{"key": _b64(self.prefix + LEADER_KEY), "target": "CREATE",
+                                             "result": "EQUAL", "create_revision": token}]
+
         def run(client: Etcd3Client) -> None:
             for start in range(0, len(ops), TXN_OPS):
-                client.transaction({"compare": [], "success": ops[start:start + TXN_OPS], "failure": []})
+                answer: Any = client.transaction({"compare": compare, "success": ops[start:start + TXN_OPS],
+                                                  "failure": []})
+                if compare and not answer.get("succeeded"):
+                    raise NotLeader(f"etcd refused the write: this node's fencing token {token} is no longer "
+                                    "the leader key's revision")
         self._each("write", run)
 
     def read(self) -> tuple[SyncMark | None, dict[str, bytes]]:
