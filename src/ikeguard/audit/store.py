@@ -27,6 +27,7 @@ from ikeguard.audit.chain import (
     Finding,
     Record,
     VerifyReport,
+    bundle_seal,
     canonical_body,
     chain_hash,
     evolve,
@@ -472,6 +473,37 @@ class AuditStore:
                 self._fail(exc, now)
                 raise AuditStoreError(self._failure or "audit store failure") from exc
         return data
+
+    def append_sealing(
+        self, event: AuditEvent, digest: bytes, *, now: dt.datetime | None = None
+    ) -> tuple[int, bytes]:
+        """Append ``event``; seal ``digest`` with its key: ``(seq, HMAC(k_seq, "bundle" || digest))``.
+
+        Used for files made outside the store (an evidence pack's manifest): like a bundle seal, only the
+        verification key can check it, and nobody can make it later (``k_seq`` is erased at commit).
+        """
+        now = now or utc_now()
+        with self._lock:
+            try:
+                writer = self._writer_lock()
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    last_seq, _ = self._head()
+                    sealed_by, key = self._current_key(last_seq)
+                    _seqs, next_seq, next_key = self._append_locked([(event, now)])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    os.close(writer)
+                    raise
+                try:
+                    keyfile.overwrite(self.key_path, next_seq, next_key)
+                finally:
+                    os.close(writer)
+            except (sqlite3.Error, OSError) as exc:
+                self._fail(exc, now)
+                raise AuditStoreError(self._failure or "audit store failure") from exc
+        return sealed_by, bundle_seal(key, digest)
 
     def _write_archive(
         self, data: dict[str, object], records: Sequence[Record], sealed_by: int, now: dt.datetime

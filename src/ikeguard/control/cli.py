@@ -11,6 +11,7 @@ import click
 from ikeguard import __version__
 from ikeguard.control.cli_audit import audit
 from ikeguard.control.cli_demo import demo
+from ikeguard.control.cli_evidence import evidence
 from ikeguard.control.cli_gateway import conns, events, initiate, peers, rekey, reload, sas, terminate
 from ikeguard.control.cli_ha import ha
 from ikeguard.control.cli_import import import_command
@@ -30,6 +31,7 @@ main.add_command(demo)
 main.add_command(check)
 main.add_command(profiles)
 main.add_command(audit)
+main.add_command(evidence)
 main.add_command(run)
 main.add_command(sas)
 main.add_command(conns)

@@ -1,0 +1,121 @@
+"""``ikeguard evidence``: the auditor's evidence pack in one command, and ``ikeguard evidence verify PACK``.
+
+docs/evidence.md says what each file of a pack proves. Exit codes: 0 made / intact, 1 a finding (the pack
+was made but the trail does not verify; or verify names what changed), 2 bad usage or unreadable input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ikeguard.audit.chain import fingerprint
+from ikeguard.audit.store import AuditStore, AuditStoreError, read_verification_key
+from ikeguard.control.cli_audit import _user, state_dir_from
+from ikeguard.evidence import pack as evidence_pack
+from ikeguard.evidence.period import PeriodError, parse_date
+from ikeguard.evidence.verify import verify_pack
+from ikeguard.policy.errors import ConfigError
+from ikeguard.policy.loader import load_config
+
+
+def _key(path: Path | None, state: Path | None) -> bytes | None:
+    if path is None:
+        if state is None or not (state / "audit-verification.key").is_file():
+            return None
+        path = state / "audit-verification.key"
+    try:
+        return read_verification_key(path)
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"cannot read verification key {path}: {exc}") from exc
+
+
+@click.group("evidence", invoke_without_command=True)
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="gateway config file")
+@click.option("--from", "start", metavar="DATE",
+              help="start of the period (YYYY-MM-DD or RFC 3339, inclusive)")
+@click.option("--to", "end", metavar="DATE", help="end of the period (YYYY-MM-DD: that day included)")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="the pack: NAME.zip or a new directory")
+@click.option("--key", "key_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="verification key, to include `audit verify` (default: the state directory's copy)")
+@click.pass_context
+def evidence(ctx: click.Context, config_path: Path | None, start: str | None, end: str | None,
+             output: Path | None, key_file: Path | None) -> None:
+    """Build an evidence pack for auditors from the gateway's own records (docs/evidence.md)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config_path is None or start is None or end is None or output is None:
+        raise click.UsageError("give -c FILE --from DATE --to DATE -o PACK (or: evidence verify PACK)")
+    try:
+        period_start, period_end = parse_date(start), parse_date(end, end=True)
+    except PeriodError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"ikeguard evidence: {config_path}: configuration invalid: "
+                   f"{'; '.join(f.message for f in exc.findings)}", err=True)
+        sys.exit(2)
+    state = state_dir_from(config_path, None)
+    try:
+        store = AuditStore(state, create=False)
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"no readable audit trail in {state}: {exc}") from exc
+    src = evidence_pack.PackInput(config, store, period_start, period_end, _key(key_file, state), _user())
+    try:
+        files = evidence_pack.build(src)
+        evidence_pack.write(files, output)
+    except (AuditStoreError, PeriodError, OSError) as exc:
+        click.echo(f"ikeguard evidence: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        store.close()
+    status = json.loads(files[evidence_pack.VOLATILE])["audit_verify"]
+    seal = json.loads(files[evidence_pack.SEAL])
+    period = json.loads(files["period.json"])
+    click.echo(f"{output}: {len(files)} files, records {period['first_seq']}..{period['last_seq']} "
+               f"({period['records']}), manifest sealed by trail record {seal['seq']}")
+    if status["ok"] is None:
+        click.echo(f"note: {status['reason']}")
+    elif not status["ok"]:
+        click.echo(f"FAILED: the audit trail does not verify: seq {status['first_bad_seq']}: "
+                   f"{status['reason']}")
+        sys.exit(1)
+    else:
+        click.echo(f"audit verify: {status['checked']} records intact (key {status['key_fingerprint']})")
+
+
+@evidence.command("verify")
+@click.argument("pack", type=click.Path(path_type=Path, exists=True))
+@click.option("--key", "key_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="the trail's verification key (the auditor's copy): checks the manifest seal and "
+                   "the records")
+@click.option("--fingerprint", "expected_fpr", help="fail unless the key has this fingerprint")
+@click.option("--json", "as_json", is_flag=True)
+def verify_command(pack: Path, key_file: Path | None, expected_fpr: str | None, as_json: bool) -> None:
+    """Check a pack offline: files against the sealed manifest, the trail records, the derived files."""
+    key = _key(key_file, None) if key_file is not None else None
+    if key is not None and expected_fpr is not None and expected_fpr.strip().lower() != fingerprint(key):
+        click.echo(f"FAILED: verification key fingerprint is {fingerprint(key)}, expected {expected_fpr}")
+        sys.exit(1)
+    try:
+        files = evidence_pack.read(pack)
+    except (OSError, ValueError) as exc:
+        click.echo(f"ikeguard evidence verify: {pack}: {exc}", err=True)
+        sys.exit(2)
+    report = verify_pack(files, key)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(f"FAILED: {problem}")
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        if report.ok:
+            click.echo(f"OK: {pack}: {report.checked_files} files as sealed, {report.checked_records} trail "
+                       "records verified, derived files match the records")
+    sys.exit(0 if report.ok and key is not None else 1)

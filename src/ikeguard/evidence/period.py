@@ -1,0 +1,91 @@
+"""The records of the audit trail in a period ``[start, end)``, read from the archive files and the database.
+
+The period is one contiguous sequence range (from the first record at or after ``start`` to the last one
+before ``end``, everything in between included), so the pack's records form one verifiable piece of the hash
+chain (docs/audit.md §3), anchored on the hash of the record before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ikeguard.audit import bundle
+from ikeguard.audit.chain import GENESIS, Record
+from ikeguard.audit.store import AuditStore, rfc3339
+
+
+class PeriodError(ValueError):
+    """A period that cannot be read (bad dates, unreadable archive)."""
+
+
+def parse_date(text: str, *, end: bool = False) -> dt.datetime:
+    """``YYYY-MM-DD`` (midnight UTC; as ``end`` the midnight after, so the day is included) or RFC 3339."""
+    try:
+        if len(text) == 10:
+            day = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+            return day + dt.timedelta(days=1) if end else day
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise PeriodError(f"{text!r}: not a date (YYYY-MM-DD) or RFC 3339 time") from exc
+    if when.tzinfo is None:
+        raise PeriodError(f"{text!r}: give a time zone (e.g. Z)")
+    return when.astimezone(dt.UTC)
+
+
+def all_records(store: AuditStore) -> Iterator[Record]:
+    """Every record in sequence order: the archive files first, then the database."""
+    last = 0
+    for path in store.archive_files():
+        try:
+            data = bundle.parse(path.read_bytes())
+        except (OSError, bundle.BundleError) as exc:
+            raise PeriodError(f"archive {path.name}: {exc}") from exc
+        raw = data.get("records")
+        if not isinstance(raw, list):
+            raise PeriodError(f"archive {path.name}: no records")
+        for entry in raw:
+            record = Record.from_json(entry)
+            last = record.seq
+            yield record
+    yield from store.iter_records(last + 1)
+
+
+@dataclass(frozen=True)
+class Period:
+    """The records of ``[start, end)`` and the chain hash before the first (the anchor)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    records: tuple[Record, ...]
+    anchor: bytes
+
+    @property
+    def first_seq(self) -> int | None:
+        """Sequence number of the first record (None: no records in the period)."""
+        return self.records[0].seq if self.records else None
+
+    @property
+    def last_seq(self) -> int | None:
+        """Sequence number of the last record."""
+        return self.records[-1].seq if self.records else None
+
+    def to_json(self) -> dict[str, object]:
+        """The period as the pack states it."""
+        return {"from": rfc3339(self.start), "to": rfc3339(self.end), "first_seq": self.first_seq,
+                "last_seq": self.last_seq, "records": len(self.records), "anchor": self.anchor.hex()}
+
+
+def read_period(store: AuditStore, start: dt.datetime, end: dt.datetime) -> Period:
+    """The contiguous run of records from the first at/after ``start`` to the last before ``end``."""
+    if end <= start:
+        raise PeriodError("--to must be after --from")
+    lo, hi = rfc3339(start), rfc3339(end)
+    everything = list(all_records(store))
+    first = next((i for i, r in enumerate(everything) if r.time >= lo), None)
+    last = next((i for i in range(len(everything) - 1, -1, -1) if everything[i].time < hi), None)
+    if first is None or last is None or last < first:
+        return Period(start, end, (), GENESIS)
+    chosen = tuple(everything[first:last + 1])
+    return Period(start, end, chosen, chosen[0].prev)
