@@ -60,6 +60,7 @@ vrrp_instance gw {{
     virtual_router_id 51
     priority {priority}
     advert_int 0.2
+    garp_master_refresh 1
     nopreempt
     virtual_ipaddress {{
         {vip} dev {ifname}

@@ -81,11 +81,13 @@ class HaService:
         return self.node.role == "active" and (self.fence is None or self.fence.valid())
 
     def healthy(self) -> bool:
-        """False when keepalived wants this node active but it has not held the lease for longer than a dead
-        holder's lease can last (``acquire_wait``): the track script then fails and keepalived moves the
-        address away."""
+        """False when keepalived wants this node active but it was fenced, or has not held the lease for
+        longer than a dead holder's lease can last (``acquire_wait``): the track script then fails and
+        keepalived moves the address away."""
         if self.fence is None or self.wanted != "active" or self.may_send():
             return True
+        if self.fenced:  # it lost the lease while active: let keepalived move the address now
+            return False
         return time.monotonic() - self._wanted_since < self.acquire_wait + 1.0
 
     def esp_state(self) -> dict[int, EspSequence]:
@@ -153,7 +155,7 @@ class HaService:
         if fence.valid():
             self._arm_deadline()
             return
-        self._fence_now(f"the lease was not renewed in time ({fence.error or 'etcd too slow'})")
+        self._fence_now(f"the lease was not renewed in time ({fence.error or 'no answer from etcd yet'})")
 
     def _drop_sas(self, reason: str) -> None:
         """Close every SA locally: Child SAs leave the data plane, nothing is sent (the peer keeps its SAs for
@@ -209,8 +211,8 @@ class HaService:
         role = ROLES.get(state.lower())
         if role is None:
             raise ValueError(f"unknown HA role {state!r} (master, backup, fault, stop, active, standby)")
-        if role != self.wanted:
-            self.wanted, self._wanted_since = role, time.monotonic()
+        if role != self.wanted:  # keepalived acted (on our health, too): a new start
+            self.wanted, self._wanted_since, self.fenced = role, time.monotonic(), ""
         async with self._busy:
             previous = self.node.role
             if role == previous:
