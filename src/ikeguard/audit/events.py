@@ -69,6 +69,7 @@ class EventName(StrEnum):
     IKE_REKEY_FAILED = "ike.rekey_failed"
     IKE_ADDRESS_CHANGED = "ike.address_changed"
     CHILD_FAILED = "child.failed"
+    IKE_REDIRECTED = "ike.redirected"  # RFC 5685: a peer sent to another gateway, or arriving from one
 
 
 class Outcome(StrEnum):

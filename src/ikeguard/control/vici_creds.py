@@ -17,7 +17,7 @@ ikeguard's credentials are its configuration: certificates, keys and trust ancho
 * ``get-keys``/``get-shared`` name what the configuration holds, ``unload-key``/``unload-shared`` are refused
   (swanctl --load-creds unloads what its directory lacks: the gateway's key stays);
 * ``get-pools`` gives each ``[pools]`` pool's base, size and online/offline leases;
-* ``redirect`` (RFC 5685) is refused: ikeguard does not redirect IKE SAs.
+* ``redirect`` sends the selected peers to another gateway (RFC 5685 §5, ``engine.redirect``).
 
 File reads run in a worker thread, never on the event loop.
 """
@@ -43,6 +43,8 @@ class ViciServer(Protocol):
 
 class _Client(Protocol):
     """A connected vici client: events go to it if it registered them."""
+
+    user: str
 
     def event(self, name: str, message: dict[str, Any]) -> None: ...
 
@@ -198,5 +200,17 @@ def pools_answer(server: ViciServer, message: Section) -> dict[str, Any]:
 
 
 async def redirect(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
-    """``redirect``: refused (RFC 5685 redirection is not implemented)."""
-    return {"success": "no", "errmsg": "ikeguard does not redirect IKE SAs (RFC 5685 is not implemented)"}
+    """``redirect`` (``swanctl --redirect``): RFC 5685 §5 redirect of the established IKE SAs selected by
+    ``ike`` (name), ``ike-id``, ``peer-ip`` or ``peer-id`` to ``gateway``, as charon's vici_control.c."""
+    gateway = text(message.get("gateway"))
+    if not gateway:
+        return {"success": "no", "errmsg": "missing target gateway"}
+    ike_id = text(message.get("ike-id") or message.get("ike_id")).strip()
+    if ike_id and not ike_id.isdigit():
+        return {"success": "no", "errmsg": "ike-id must be a number"}
+    selection = {"conn": text(message.get("ike")) or None, "uniqueid": int(ike_id) if ike_id else None,
+                 "peer": text(message.get("peer-id")) or text(message.get("peer-ip")) or None}
+    if not any(v is not None for v in selection.values()):
+        return {"success": "no", "errmsg": "select IKE SAs with ike, ike-id, peer-ip or peer-id"}
+    count = server.gateway.redirect(gateway, **selection, reason=f"redirected by admin {client.user} (vici)")
+    return {"success": "yes", "matches": str(count)}

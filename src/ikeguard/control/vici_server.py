@@ -73,7 +73,8 @@ EVENTS = STREAM_EVENTS | STATE_EVENTS
 _EVENT_KINDS = {"ike.up": "ike-updown", "ike.down": "ike-updown", "child.up": "child-updown",
                 "child.down": "child-updown", "ike.rekeyed": "ike-rekey", "child.rekeyed": "child-rekey"}
 _HALF_OPEN = ("created", "init-sent", "half-open", "auth-sent")
-_SHOWN_ARGS = ("ike", "child", "ike-id", "ike_id", "child-id", "child_id", "name", "timeout", "reauth")
+_SHOWN_ARGS = ("ike", "child", "ike-id", "ike_id", "child-id", "child_id", "name", "timeout", "reauth",
+               "gateway", "peer-ip", "peer-id")
 
 
 @dataclass(eq=False)

@@ -63,6 +63,7 @@ class PeerFeatures:
     signature_hashes: tuple[int, ...] = ()
     mobike: bool = False
     initial_contact: bool = False
+    redirect: bool = False  # REDIRECT_SUPPORTED or REDIRECTED_FROM in IKE_SA_INIT (RFC 5685 §3)
 
 
 @dataclass
@@ -155,6 +156,7 @@ class IkeSa:
         self.virtual_ip: IpAddress | None = None  # assigned from ``vip_pool`` (CFG_REPLY, RFC 7296 §3.15)
         self.vip_pool = ""
         self.vip_failure = ""  # why no virtual IP could be assigned (INTERNAL_ADDRESS_FAILURE)
+        self.redirected_from = ""  # RFC 5685 §4: the gateway that redirected the initiator here
         self.group: GroupSettings | None = None  # the user's RADIUS group: its local selectors apply
 
     # ------------------------------------------------------------------ naming and outputs
@@ -416,7 +418,10 @@ class IkeSa:
         retry = False
         try:
             for task in active.tasks:
-                if task.process_i(self, msg) is Status.RETRY:
+                status = task.process_i(self, msg)
+                if status is Status.IGNORE:
+                    return  # a forged answer: keep waiting (retransmissions go on)
+                if status is Status.RETRY:
                     retry = True
                     break
         except ValidationPending as wait:

@@ -96,6 +96,8 @@ def fire(sa: IkeSa, name: str) -> None:
     elif kind == "dpd_deadline":
         sa.audit("dpd.timeout", "failure", "no answer to liveness check within dpd_timeout")
         sa.close("dpd timeout: peer did not answer liveness check", failure=True)
+    elif kind == "redirect_expire":  # RFC 5685 §5: the redirected client did not delete it itself
+        commands.delete_ike(sa, "redirected peer did not delete the old IKE SA", local_decision=True)
     elif kind in ("redundant_expire", "rekeyed_expire"):
         sa.close("replaced IKE SA not deleted by the peer in time", failure=True)
     elif kind == "ike_rekey":

@@ -59,6 +59,7 @@ class IkeManager:
         self.ctx.reauth_hook = self._reauthenticate
         self.ctx.adopt_hook = self._adopt
         self.ctx.established_hook = self._enforce_uniqueness
+        self.ctx.ike_sa_count = lambda: len(self._peer_key)  # established IKE SAs (RFC 5685 redirect)
         self._by_spi: dict[bytes, IkeSa] = {}
         self._half_open_index: dict[tuple[bytes, str], IkeSa] = {}  # (SPIi, peer) -> SA: INIT replays
         self._init_key: dict[int, tuple[bytes, str]] = {}  # uniqueid -> its key in _half_open_index
@@ -407,6 +408,24 @@ class IkeManager:
         if settings is None:
             raise LocalProtocolError(f"connection of IKE SA {uniqueid} has no child {child!r}")
         commands.create_child(sa, settings)
+        sa.start_next()
+
+    def redirect(self, uniqueid: int, gateway: str, now: float, reason: str = "redirected by admin") -> None:
+        """Send the peer of an established IKE SA to ``gateway`` (RFC 5685 §5); LocalProtocolError when the
+        peer did not announce REDIRECT_SUPPORTED or the gateway is neither an address nor a host name."""
+        from ikeguard.engine.redirect import RedirectError, RedirectTask, gateway_identity
+
+        sa = self._sa(uniqueid)
+        try:
+            gateway_identity(gateway)
+        except RedirectError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        if not sa.peer.redirect:
+            raise LocalProtocolError(f"peer of IKE SA {uniqueid} does not support redirection (RFC 5685)")
+        if sa.state is not IkeState.ESTABLISHED:
+            raise LocalProtocolError(f"IKE SA {uniqueid} is not established")
+        sa.now = now
+        sa.queue_exchange([RedirectTask(gateway, reason)])
         sa.start_next()
 
     def rekey_ike(self, uniqueid: int, now: float) -> None:

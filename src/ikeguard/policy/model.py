@@ -110,6 +110,23 @@ def _profile_name(name: str) -> str:
 ProfileName = Annotated[str, AfterValidator(_profile_name), Field(description="compliance profile name")]
 
 
+def _gateway_address(text: str) -> str:
+    """An IPv4/IPv6 address or a host name: what a RFC 5685 §10 gateway identity can carry."""
+    import ipaddress
+    import re
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        labels = text.rstrip(".").split(".")
+        if len(text) > 253 or not all(re.fullmatch(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", x) for x in labels):
+            raise ValueError("not an IP address nor a host name") from None
+        return text.rstrip(".")
+
+
+GatewayAddress = Annotated[str, AfterValidator(_gateway_address), Field(description="address or host name")]
+
+
 class GatewaySection(Strict):
     """``[gateway]``: profile, violation handling, state, data plane, listeners, DoS and retransmission."""
 
@@ -131,6 +148,10 @@ class GatewaySection(Strict):
     metrics: HostPort | None = None
     # strongSwan's control interface for swanctl and vici tools (owner-only UNIX socket; off unless set)
     vici: str | None = Field(default=None, min_length=1)
+    # RFC 5685: send new peers that announce REDIRECT_SUPPORTED to this gateway in IKE_SA_INIT (maintenance,
+    # load sharing), only while more than ``redirect_above`` IKE SAs are established (0: every new peer)
+    redirect_to: GatewayAddress | None = None
+    redirect_above: int = Field(default=0, ge=0)
 
 
 class AuditSink(Strict):

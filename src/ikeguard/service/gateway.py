@@ -766,6 +766,26 @@ class Gateway:
         log.info("%s: %d SA(s) (%s)", what, count, reason)
         return count
 
+    def redirect(self, gateway: str, *, uniqueid: int | None = None, peer: str | None = None,
+                 conn: str | None = None, reason: str = "redirected by admin") -> int:
+        """Send the peers of the selected established IKE SAs to ``gateway`` (RFC 5685 §5, INFORMATIONAL);
+        how many were redirected. GatewayCommandError names why none was (no match, no peer support)."""
+        if uniqueid is None and peer is None and conn is None:
+            raise GatewayCommandError("redirect: select IKE SAs by name, unique id or peer")
+        count = 0
+        errors: list[str] = []
+        for sa in select_sas(self.engine.ike_sas(), conn=conn, peer=peer, uniqueid=uniqueid):
+            try:
+                self.engine.redirect(sa.uniqueid, gateway, time.time(), reason)
+                count += 1
+            except LocalProtocolError as exc:
+                errors.append(str(exc))
+        self.pump()
+        if count == 0:
+            raise GatewayCommandError(errors[0] if errors else "redirect: no IKE SA matches the selection")
+        log.info("redirect: %d IKE SA(s) to %s (%s)", count, gateway, reason)
+        return count
+
     def adopt_settings(self, conn: str) -> int:
         """Running SAs of ``conn`` take the loaded plan's settings from their next rekey (reload)."""
         settings = self.plan.connections.get(conn)

@@ -449,6 +449,8 @@ def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | No
         cookie_threshold=gw.cookie_threshold if gw.dos_protection else 0,
         block_threshold=gw.block_threshold if gw.dos_protection else 0,
         nat_keepalive=float(gw.keep_alive),
+        redirect_to=gw.redirect_to or "",
+        redirect_above=gw.redirect_above,
         profile=profile,
         # every server may use all its tries before the round counts as unreachable
         radius_timeout=max(30.0, 2 + len(model.radius.servers) * model.radius.retransmit_timeout

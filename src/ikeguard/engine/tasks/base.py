@@ -18,6 +18,7 @@ class Status(Enum):
 
     DONE = "done"
     RETRY = "retry"  # initiator: send this exchange again (COOKIE, INVALID_KE_PAYLOAD)
+    IGNORE = "ignore"  # initiator: discard this response, the request stays in flight (RFC 5685 §3)
 
 
 class TaskFailed(Exception):

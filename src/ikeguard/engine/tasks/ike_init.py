@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError, InvalidKeyExchange
 from ikeguard.crypto.signatures import decode_signature_hash_algorithms, encode_signature_hash_algorithms
+from ikeguard.engine import redirect
 from ikeguard.engine.auth_policy import DEFAULT_SIGNATURE_HASHES, announced_hashes
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.intermediate import IntermediateState, additional_key_exchanges, offers_additional_ke
@@ -104,6 +105,7 @@ class IkeInitTask(Task):
         msg.add(KePayload(self.group, self.ke.public_value))
         msg.add(NoncePayload(sa.nonce_i))
         add_feature_notifies(sa, msg)
+        redirect.announce(sa, msg)  # RFC 5685 §3/§4
         if offers_additional_ke(self.offered):
             msg.add_notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED)  # RFC 9242 §3.1
         if sa.conn.ppk is not None:
@@ -115,6 +117,10 @@ class IkeInitTask(Task):
         cookie = msg.notify(NotifyType.COOKIE)
         if cookie is not None and msg.get(SaPayload) is None:
             return self._retry(sa, "COOKIE", lambda: setattr(self, "cookie", cookie.data))
+        if msg.get(SaPayload) is None and msg.notify(NotifyType.REDIRECT) is not None:
+            if not redirect.follow_init_redirect(sa, msg):
+                return Status.IGNORE  # RFC 5685 §3: malformed or not our Ni: a forgery
+            return self._retry(sa, "REDIRECT", lambda: None)  # to the new gateway, with REDIRECTED_FROM
         invalid_ke = msg.notify(NotifyType.INVALID_KE_PAYLOAD)
         if invalid_ke is not None:
             wanted = int.from_bytes(invalid_ke.data[:2], "big") if len(invalid_ke.data) >= 2 else -1
@@ -188,6 +194,7 @@ class IkeInitTask(Task):
         if sa_payload is None or ke is None:
             raise RemoteProtocolError("IKE_SA_INIT request without SA or KE", NotifyType.INVALID_SYNTAX)
         sa.nonce_i = _nonce(msg)
+        redirect.read_init_request(sa, msg)  # RFC 5685 §3: may answer with just REDIRECT
         configured = sa.responder_ike_proposals()
         self.intermediate = msg.notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is not None
         sa.use_ppk = msg.notify(NotifyType.USE_PPK) is not None and any(

@@ -1,0 +1,141 @@
+"""RFC 5685 redirect with strongSwan 5.9 as the client (charon follows redirects by default): a client and
+two ikeguard gateways on one bridge (client 192.0.2.100, gw1 192.0.2.1, gw2 192.0.2.2), same PSK and
+identities on both gateways.
+
+* ``swanctl --redirect --ike ikg --gateway 192.0.2.2`` against gw1's vici socket moves the client's
+  established IKE SA to gw2 (INFORMATIONAL with REDIRECT); gw2 sees REDIRECTED_FROM 192.0.2.1; both
+  gateways audit it (``ike.redirected``) and gw1 records the command as ``admin.command``;
+* gw1 with ``redirect_to = "192.0.2.2"`` answers the client's IKE_SA_INIT with only REDIRECT (the client's
+  nonce in it, which charon checks) and the client ends up established with gw2; gw1 keeps no SA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ikeguard.tools.gateway_process import GatewayProcess
+from ikeguard.tools.netns import NetnsLab, wait_until
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.harness.strongswan import StrongSwanError, StrongSwanPeer
+from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
+from tests.service.gwconfig import ESP_PROPOSAL, IKE_PROPOSAL, GwConfig
+
+pytestmark = [pytest.mark.root, pytest.mark.interop]
+
+PSK = "redirect-test-psk-4c1d9e7a2b6f03"
+SWANCTL = shutil.which("swanctl") or "/usr/sbin/swanctl"
+CLIENT, GW1, GW2 = "192.0.2.100", "192.0.2.1", "192.0.2.2"
+
+
+@pytest.fixture
+def vici_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="ikgredir"))  # sun_path is 108 bytes: a short private directory
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _lab(lab: NetnsLab, strongswan_peer: Callable[..., StrongSwanPeer],
+         ikeguard_gateway: Callable[..., GatewayProcess], sock: Path, gw1_extra: str = ""
+         ) -> tuple[StrongSwanPeer, GatewayProcess, GatewayProcess]:
+    lan = lab.namespace("lan")
+    lan.ip("link", "add", "br0", "type", "bridge")
+    lan.set_up("br0")
+    nodes = {}
+    for role, address in (("client", CLIENT), ("gw1", GW1), ("gw2", GW2)):
+        ns = lab.namespace(role)
+        lab.veth(lan, ns, f"p-{role}", "eth0")
+        lan.ip("link", "set", f"p-{role}", "master", "br0")
+        ns.add_address("eth0", f"{address}/24")
+        ns.add_subnet_address("198.51.100.129" if role == "client" else "198.51.100.1")
+        nodes[role] = ns
+    gateways = []
+    for role, address in (("gw1", GW1), ("gw2", GW2)):
+        extra = f'vici = "{sock}"\n{gw1_extra}' if role == "gw1" else ""
+        config = GwConfig(address, "%any", GW_FQDN, CLIENT_FQDN, "198.51.100.0/25", "198.51.100.128/25",
+                          psk=PSK, extra_gateway=extra)
+        gateways.append(ikeguard_gateway(nodes[role], role, config.text(), config.files()))
+    conn = ConnectionConfig(
+        name="ikg", local_addrs=[CLIENT], remote_addrs=[GW1], local=AuthConfig("psk", CLIENT_FQDN),
+        remote=AuthConfig("psk", GW_FQDN), proposals=[IKE_PROPOSAL],
+        children=[ChildConfig(name="net", local_ts=["198.51.100.128/25"], remote_ts=["198.51.100.0/25"],
+                              esp_proposals=[ESP_PROPOSAL])])
+    peer = strongswan_peer(nodes["client"], "client", connections=[conn],
+                           psks=[PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret=PSK)])
+    return peer, gateways[0], gateways[1]
+
+
+def _redirected(gw: GatewayProcess) -> list[dict[str, Any]]:
+    return [e for e in gw.audit_events() if e["event"] == "ike.redirected"]
+
+
+def _established_with(peer: StrongSwanPeer, address: str) -> bool:
+    sas = peer.list_sas("ikg")
+    return any(sa.state == "ESTABLISHED" and sa.remote_host == address for sa in sas)
+
+
+def test_swanctl_redirect_moves_an_established_client_to_the_second_gateway(
+    netns_lab: NetnsLab, strongswan_peer: Callable[..., StrongSwanPeer],
+    ikeguard_gateway: Callable[..., GatewayProcess], vici_dir: Path,
+) -> None:
+    sock = vici_dir / "charon.vici"
+    peer, gw1, gw2 = _lab(netns_lab, strongswan_peer, ikeguard_gateway, sock)
+    peer.initiate(child="net", timeout=20)
+    assert wait_until(lambda: _established_with(peer, GW1), 15)
+    old_spi = gw1.wait_sas(lambda sas: len(sas) == 1, timeout=10)[0]["spi_i"]
+
+    result = subprocess.run([SWANCTL, "--redirect", "--ike", "ikg", "--gateway", GW2, "--uri", f"unix://{sock}"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and "redirect completed successfully" in result.stdout, \
+        result.stdout + result.stderr
+
+    # charon sets up the IKE SA (and its Child SA) with gw2 and deletes the one with gw1
+    assert wait_until(lambda: _established_with(peer, GW2) and len(peer.list_sas("ikg")) == 1, 30), \
+        peer.list_sas("ikg")
+    new = gw2.wait_sas(lambda sas: len(sas) == 1 and bool(sas[0]["children"]), timeout=15)[0]
+    assert new["remote_id"] == CLIENT_FQDN
+    assert gw1.wait_sas(lambda sas: not sas, timeout=40) == []
+    sent = _redirected(gw1)
+    assert [(e["outcome"], e["details"]["direction"], e["details"]["gateway"], e["details"]["exchange"])
+            for e in sent] == [("success", "out", GW2, "INFORMATIONAL")]
+    assert sent[0]["details"]["spi_i"] == old_spi and sent[0]["connection"] == "ikg"
+    arrived = _redirected(gw2)
+    assert [(e["outcome"], e["details"]["direction"], e["details"]["gateway"]) for e in arrived] == \
+        [("success", "in", GW1)]
+    commands = [e for e in gw1.audit_events() if e["event"] == "admin.command"
+                and e["details"]["command"].startswith("vici redirect")]
+    assert commands and commands[0]["outcome"] == "success"
+    command = commands[0]["details"]["command"]
+    assert "ike=ikg" in command and f"gateway={GW2}" in command
+
+    # nothing left to redirect: swanctl reports the refusal
+    again = subprocess.run([SWANCTL, "--redirect", "--ike", "ikg", "--gateway", GW2, "--uri", f"unix://{sock}"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode != 0 and "no IKE SA matches" in again.stdout + again.stderr
+
+
+def test_redirect_in_ike_sa_init_sends_a_new_client_to_the_second_gateway(
+    netns_lab: NetnsLab, strongswan_peer: Callable[..., StrongSwanPeer],
+    ikeguard_gateway: Callable[..., GatewayProcess], vici_dir: Path,
+) -> None:
+    peer, gw1, gw2 = _lab(netns_lab, strongswan_peer, ikeguard_gateway, vici_dir / "charon.vici",
+                          gw1_extra=f'redirect_to = "{GW2}"')
+    with contextlib.suppress(StrongSwanError):  # charon may report the first attempt; the state decides
+        peer.initiate(child="net", timeout=20)
+    assert wait_until(lambda: _established_with(peer, GW2), 20), peer.list_sas("ikg")
+    assert "redirected to" in peer.log() or "REDIRECT" in peer.log()
+    gw2.wait_sas(lambda sas: len(sas) == 1 and bool(sas[0]["children"]), timeout=15)
+    assert gw1.cli("sas") == []
+    sent = _redirected(gw1)
+    assert [(e["outcome"], e["details"]["direction"], e["details"]["gateway"], e["details"]["exchange"])
+            for e in sent] == [("success", "out", GW2, "IKE_SA_INIT")]
+    assert [(e["details"]["direction"], e["details"]["gateway"]) for e in _redirected(gw2)] == [("in", GW1)]
