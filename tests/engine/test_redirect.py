@@ -14,8 +14,8 @@ from ikeguard.engine.errors import LocalProtocolError
 from ikeguard.engine.events import AuditEvent, Endpoint, EngineEvent, SendDatagram
 from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.message import decode_message
-from ikeguard.engine.redirect import RedirectError, decode, encode
 from ikeguard.engine.states import IkeState
+from ikeguard.engine.tasks.redirect import RedirectError, decode, encode
 from ikeguard.wire.iana import ExchangeType, NotifyType
 from tests.engine.harness import FAST, child, mirror, psk_conn, psk_pair
 

@@ -8,8 +8,8 @@ running ``ikeguard run`` gateway that uses ECDSA certificates:
   key never appears in the audit trail;
 * swanctl then unloads the key its directory lacks (``unload-key``): refused, the gateway keeps its key;
 * ``swanctl --list-pols`` prints the trap policy of the child with ``start_action = trap``;
-* ``redirect`` (strongSwan's Python ``vici``) with no matching IKE SA is refused with that reason (the
-  redirect itself: tests/interop/test_redirect_strongswan.py).
+* ``redirect`` (strongSwan's Python ``vici``) of an IKE SA whose peer did not announce REDIRECT_SUPPORTED
+  is refused with that reason (the redirect itself: tests/interop/test_redirect_strongswan.py).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def test_swanctl_lists_and_loads_credentials_and_lists_trap_policies(
     assert "198.51.100.0/25" in pols.stdout and "198.51.100.128/25" in pols.stdout
 
     session = vici.Session(sock=_unix(sock))
-    with pytest.raises(vici.exception.CommandException, match="no IKE SA matches"):
+    with pytest.raises(vici.exception.CommandException, match="does not support redirection"):
         session.redirect({"ike": "clients", "gateway": "192.0.2.9"})
 
 

@@ -356,8 +356,8 @@ def test_redirect_capture_carries_the_redirect_notify(vectors_dir: Path) -> None
     redirect = answer.notify(NotifyType.REDIRECT)
     assert redirect is not None and redirect.data
     assert check_exchange_rules(answer, MessageRole.RESPONSE) is None  # notify-only answer is fine
-    # RFC 5685 §3: the gateway identity, then the initiator's nonce (engine.redirect decodes it)
-    from ikeguard.engine.redirect import decode
+    # RFC 5685 §3: the gateway identity, then the initiator's nonce (engine.tasks.redirect decodes it)
+    from ikeguard.engine.tasks.redirect import decode
     from ikeguard.wire.payloads import NoncePayload
 
     gateway, nonce = decode(redirect.data)

@@ -17,7 +17,7 @@ ikeguard's credentials are its configuration: certificates, keys and trust ancho
 * ``get-keys``/``get-shared`` name what the configuration holds, ``unload-key``/``unload-shared`` are refused
   (swanctl --load-creds unloads what its directory lacks: the gateway's key stays);
 * ``get-pools`` gives each ``[pools]`` pool's base, size and online/offline leases;
-* ``redirect`` sends the selected peers to another gateway (RFC 5685 §5, ``engine.redirect``).
+* ``redirect`` sends the selected peers to another gateway (RFC 5685 §5, ``engine.tasks.redirect``).
 
 File reads run in a worker thread, never on the event loop.
 """

@@ -413,7 +413,7 @@ class IkeManager:
     def redirect(self, uniqueid: int, gateway: str, now: float, reason: str = "redirected by admin") -> None:
         """Send the peer of an established IKE SA to ``gateway`` (RFC 5685 §5); LocalProtocolError when the
         peer did not announce REDIRECT_SUPPORTED or the gateway is neither an address nor a host name."""
-        from ikeguard.engine.redirect import RedirectError, RedirectTask, gateway_identity
+        from ikeguard.engine.tasks.redirect import RedirectError, RedirectTask, gateway_identity
 
         sa = self._sa(uniqueid)
         try:

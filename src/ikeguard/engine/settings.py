@@ -138,6 +138,6 @@ class EngineSettings:
     nat_keepalive: float = 20.0
     profile: Profile = field(default_factory=lambda: load_profile("baseline"))
     max_init_retries: int = 5  # COOKIE / INVALID_KE_PAYLOAD round trips before giving up
-    redirect_to: str = ""  # RFC 5685 §3: new peers are sent here in IKE_SA_INIT (engine.redirect)
+    redirect_to: str = ""  # RFC 5685 §3: new peers are sent here in IKE_SA_INIT (engine.tasks.redirect)
     redirect_above: int = 0  # ... only while more IKE SAs than this are established (0: always)
     raise_internal_errors: bool = False  # tests: let engine bugs surface instead of closing the SA

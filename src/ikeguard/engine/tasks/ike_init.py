@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError, InvalidKeyExchange
 from ikeguard.crypto.signatures import decode_signature_hash_algorithms, encode_signature_hash_algorithms
-from ikeguard.engine import redirect
 from ikeguard.engine.auth_policy import DEFAULT_SIGNATURE_HASHES, announced_hashes
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.intermediate import IntermediateState, additional_key_exchanges, offers_additional_ke
 from ikeguard.engine.keys import ike_sa_crypto, initial_skeyseed, proposal_ke
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
 from ikeguard.engine.states import IkeTrigger
+from ikeguard.engine.tasks import redirect
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
 from ikeguard.engine.tasks.ike_intermediate import IkeIntermediateTask
 from ikeguard.engine.validator import certreq_data
