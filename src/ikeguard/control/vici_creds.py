@@ -14,8 +14,8 @@ ikeguard's credentials are its configuration: certificates, keys and trust ancho
   check would bypass it. Key material is never logged nor echoed;
 * ``list-policies`` streams a ``list-policy`` event per trap policy (children with ``start_action = trap``);
   ikeguard has no pass/drop (shunt) policies;
-* ``get-keys``/``get-shared`` name what the configuration holds, ``unload-key``/``unload-shared`` are refused
-  (swanctl --load-creds unloads what its directory lacks: the gateway's key stays);
+* ``get-keys`` names the keys the configuration holds, ``unload-key`` is refused (swanctl --load-creds
+  unloads what its directory lacks: the gateway's key stays); shared secrets: ``control.vici_load_creds``;
 * ``get-pools`` gives each ``[pools]`` pool's base, size and online/offline leases;
 * ``redirect`` sends the selected peers to another gateway (RFC 5685 §5, ``engine.tasks.redirect``).
 
@@ -146,13 +146,8 @@ async def get_keys(server: ViciServer, message: Section, client: _Client) -> dic
     return {"keys": sorted({_key_id(c.public_key().public_bytes(*_SPKI)) for c in own})}
 
 
-async def get_shared(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
-    """``get-shared``: no secrets loaded over vici (PSKs come from [secrets.ike] files)."""
-    return {"keys": []}
-
-
 async def unload(server: ViciServer, message: Section, client: _Client) -> dict[str, Any]:
-    """``unload-key``/``unload-shared``: refused; the configuration's credentials stay until a reload."""
+    """``unload-key``: refused; the configuration's keys stay until a reload."""
     return {"success": "no", "errmsg": "ikeguard's credentials come from its configuration: remove them "
                                        "there and reload"}
 

@@ -84,18 +84,21 @@ def _absolute(config: dict[str, Any], base: Path) -> dict[str, Any]:
     return config
 
 
-def _forget_if_reloaded(server: ViciServer) -> None:
-    """A reload of the file since (SIGHUP, ``ikeguard reload``) ended the vici-loaded connections."""
+def forget_if_reloaded(server: ViciServer) -> None:
+    """A reload of the file since (SIGHUP, ``ikeguard reload``) ended what was loaded over vici."""
     if Path(server.gateway.plan.config.path).name != LOADED_FILE:
         server.loaded = {}
+        server.loaded_creds = {kind: {} for kind in server.loaded_creds}
 
 
 def _base_file(server: ViciServer) -> Path:
     return server._config_path or Path(server.gateway.plan.config.path)
 
 
-async def _apply(server: ViciServer, loaded: dict[str, Any], user: str) -> str | None:
-    """Write file + ``loaded`` to the state directory and reload it; the refusal text, or None."""
+async def apply_loaded(server: ViciServer, loaded: dict[str, Any], user: str,
+                       creds: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """Write file + ``loaded`` connections + ``creds`` (secrets, authorities, pools loaded over vici; default:
+    the server's) to the state directory and reload it; the refusal text, or None."""
     base = _base_file(server)
     try:
         config = tomllib.loads(base.read_text())
@@ -103,11 +106,21 @@ async def _apply(server: ViciServer, loaded: dict[str, Any], user: str) -> str |
         raise CommandError(f"cannot read {base}: {exc}") from None
     config = _absolute(config, base.parent.resolve())
     config.setdefault("connections", {}).update(loaded)
+    creds = server.loaded_creds if creds is None else creds
+    config.setdefault("secrets", {}).setdefault("ike", {}).update(creds.get("secrets", {}))
+    config.setdefault("authorities", {}).update(creds.get("authorities", {}))
+    config.setdefault("pools", {}).update(creds.get("pools", {}))
+    if not config["secrets"]["ike"]:
+        del config["secrets"]["ike"]
+    for key in ("secrets", "authorities", "pools"):
+        if not config[key]:
+            del config[key]
     state = Path(config["gateway"]["state_dir"])
     target = state / LOADED_FILE
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(dump_toml(config, f"{base} plus the connections loaded over vici ({', '.join(loaded)})"))
+        names = [*loaded, *(f"{k}.{n}" for k, v in creds.items() for n in v)]
+        f.write(dump_toml(config, f"{base} plus what was loaded over vici ({', '.join(names)})"))
     result = await server._reload_for(user, target)
     refused: str | None = result.refused
     return refused
@@ -125,9 +138,9 @@ async def load_connections(server: ViciServer, message: Section, user: str) -> d
         keys = ", ".join(u.key for u in result.unmapped[:10])
         raise CommandError(f"no ikeguard equivalent for: {keys}")
     converted = result.config.get("connections", {})
-    _forget_if_reloaded(server)
+    forget_if_reloaded(server)
     loaded = {**server.loaded, **converted}
-    refused = await _apply(server, loaded, user)
+    refused = await apply_loaded(server, loaded, user)
     if refused is not None:
         return {"success": "no", "errmsg": refused}
     server.loaded = loaded
@@ -136,12 +149,12 @@ async def load_connections(server: ViciServer, message: Section, user: str) -> d
 
 async def unload_connection(server: ViciServer, name: str, user: str) -> dict[str, Any]:
     """``unload-conn``: drop a connection loaded over vici (file connections stay: edit the file)."""
-    _forget_if_reloaded(server)
+    forget_if_reloaded(server)
     if name not in server.loaded:
         raise CommandError(f"connection '{name}' was not loaded over vici (configuration file connections "
                            "are removed by editing the file and reloading)")
     loaded = {n: c for n, c in server.loaded.items() if n != name}
-    refused = await _apply(server, loaded, user)
+    refused = await apply_loaded(server, loaded, user)
     if refused is not None:
         return {"success": "no", "errmsg": refused}
     server.loaded = loaded

@@ -13,7 +13,9 @@ Commands (answers shaped as charon's, :mod:`ikeguard.control.vici_answers`): ``v
 ``terminate`` (stream ``control-log`` while active), ``rekey``, ``reload-settings`` (a reload of the gateway's
 configuration file), ``load-conn``/``unload-conn`` (the configuration file plus the vici-loaded connections is
 checked exactly like a reload: a connection the profile refuses is refused with the findings as ``errmsg``),
-``get-authorities``, ``list-authorities``, ``get-pools`` (no pools: empty). Events: ``ike-updown``,
+``load-shared``/``unload-shared``/``get-shared``, ``load-authority``/``unload-authority``/``get-authorities``,
+``load-pool``/``unload-pool`` (:mod:`ikeguard.control.vici_load_creds`, checked the same way),
+``list-authorities``, ``get-pools``, ``redirect`` (RFC 5685, :mod:`ikeguard.control.vici_creds`). Events: ``ike-updown``,
 ``child-updown``, ``ike-rekey``, ``child-rekey``, ``log``. Anything else gets CMD_UNKNOWN / EVENT_UNKNOWN.
 
 Hostile input (README "Transport protocol"; bounds in :mod:`ikeguard.control.vici_codec`): a segment over
@@ -73,7 +75,7 @@ EVENTS = STREAM_EVENTS | STATE_EVENTS
 _EVENT_KINDS = {"ike.up": "ike-updown", "ike.down": "ike-updown", "child.up": "child-updown",
                 "child.down": "child-updown", "ike.rekeyed": "ike-rekey", "child.rekeyed": "child-rekey"}
 _HALF_OPEN = ("created", "init-sent", "half-open", "auth-sent")
-_SHOWN_ARGS = ("ike", "child", "ike-id", "ike_id", "child-id", "child_id", "name", "timeout", "reauth",
+_SHOWN_ARGS = ("id", "ike", "child", "ike-id", "ike_id", "child-id", "child_id", "name", "timeout", "reauth",
                "gateway", "peer-ip", "peer-id")
 
 
@@ -121,6 +123,8 @@ class ViciServer:
         self._loop_thread: int | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.loaded: dict[str, Section] = {}  # connections loaded over vici (load-conn), by name
+        # secrets, authorities, pools loaded over vici (control.vici_load_creds), by kind and name
+        self.loaded_creds: dict[str, dict[str, Any]] = {"secrets": {}, "authorities": {}, "pools": {}}
         self._commands: dict[str, Callable[[Section, _Client], Awaitable[dict[str, Any]]]] = {
             "version": self._version, "stats": self._stats, "list-sas": self._list_sas,
             "list-conns": self._list_conns, "get-conns": self._get_conns, "initiate": self._initiate,
@@ -268,8 +272,13 @@ class ViciServer:
 
     async def _command(self, name: str, message: Section, client: _Client) -> None:
         shown = " ".join(f"{k}={text(message[k])}" for k in _SHOWN_ARGS if isinstance(message.get(k), bytes))
-        if name == "load-conn":
+        if name in ("load-conn", "load-authority", "load-pool"):
             shown = " ".join(message)[:200]
+        elif name == "load-shared":  # the id and owners; never the secret
+            owners = message.get("owners")
+            names = [o.decode("utf-8", "replace") for o in owners] if isinstance(owners, list) else []
+            shown = (f"id={text(message.get('id'))} type={text(message.get('type'))} "
+                     f"owners={','.join(names)}")[:200]
         command = f"vici {name}" + (f" {shown}" if shown else "")
         handler = self._commands.get(name)
         if handler is None:
@@ -540,7 +549,12 @@ class ViciServer:
         return await unload_connection(self, text(message.get("name")), client.user)
 
     async def _get_authorities(self, message: Section, client: _Client) -> dict[str, Any]:
-        return {"authorities": list(self.gateway.plan.config.model.authorities)}
+        """As charon: the authorities loaded over vici (swanctl --load-authorities unloads the others);
+        ``list-authorities`` shows every one."""
+        from ikeguard.control.vici_load import forget_if_reloaded
+
+        forget_if_reloaded(self)
+        return {"authorities": list(self.loaded_creds["authorities"])}
 
     async def _list_authorities(self, message: Section, client: _Client) -> dict[str, Any]:
         wanted = text(message.get("name")) or None
@@ -562,13 +576,24 @@ _Handler = Callable[[Section, _Client], Awaitable[dict[str, Any]]]
 
 def _credential_commands(server: ViciServer) -> dict[str, _Handler]:
     from ikeguard.control import vici_creds
+    from ikeguard.control import vici_load_creds as creds
 
-    return {name: (lambda message, client, f=fn: f(server, message, client))  # type: ignore[misc]
-            for name, fn in (("list-certs", vici_creds.list_certs), ("load-cert", vici_creds.load_cert),
-                             ("load-key", vici_creds.load_key), ("list-policies", vici_creds.list_policies),
-                             ("redirect", vici_creds.redirect), ("get-keys", vici_creds.get_keys),
-                             ("get-shared", vici_creds.get_shared), ("unload-key", vici_creds.unload),
-                             ("unload-shared", vici_creds.unload))}
+    commands: dict[str, _Handler] = {
+        name: (lambda message, client, f=fn: f(server, message, client))  # type: ignore[misc]
+        for name, fn in (("list-certs", vici_creds.list_certs), ("load-cert", vici_creds.load_cert),
+                         ("load-key", vici_creds.load_key), ("list-policies", vici_creds.list_policies),
+                         ("redirect", vici_creds.redirect), ("get-keys", vici_creds.get_keys),
+                         ("unload-key", vici_creds.unload))}
+    for name, fn in (("load-shared", creds.load_shared), ("unload-shared", creds.unload_shared),
+                     ("load-authority", creds.load_authority), ("unload-authority", creds.unload_authority),
+                     ("load-pool", creds.load_pool), ("unload-pool", creds.unload_pool)):
+        commands[name] = lambda message, client, f=fn: f(server, message, client.user)  # type: ignore[misc]
+
+    async def get_shared(message: Section, client: _Client) -> dict[str, Any]:
+        return {"keys": creds.shared_ids(server)}
+
+    commands["get-shared"] = get_shared
+    return commands
 
 
 def _int_arg(message: Section, *names: str) -> int | None:
