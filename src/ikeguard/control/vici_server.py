@@ -15,8 +15,9 @@ configuration file), ``load-conn``/``unload-conn`` (the configuration file plus 
 checked exactly like a reload: a connection the profile refuses is refused with the findings as ``errmsg``),
 ``load-shared``/``unload-shared``/``get-shared``, ``load-authority``/``unload-authority``/``get-authorities``,
 ``load-pool``/``unload-pool`` (:mod:`ikeguard.control.vici_load_creds`, checked the same way),
-``list-authorities``, ``get-pools``, ``redirect`` (RFC 5685, :mod:`ikeguard.control.vici_creds`). Events: ``ike-updown``,
-``child-updown``, ``ike-rekey``, ``child-rekey``, ``log``. Anything else gets CMD_UNKNOWN / EVENT_UNKNOWN.
+``list-authorities``, ``get-pools``, ``redirect`` (RFC 5685, :mod:`ikeguard.control.vici_creds`).
+Events: ``ike-updown``, ``child-updown``, ``ike-rekey``, ``child-rekey``, ``log``. Anything else gets
+CMD_UNKNOWN / EVENT_UNKNOWN.
 
 Hostile input (README "Transport protocol"; bounds in :mod:`ikeguard.control.vici_codec`): a segment over
 512 KiB, an empty one, a malformed packet or message ends that connection (recorded once as a failed
