@@ -111,8 +111,8 @@ def test_archive_command_keeps_everything_verifiable(tmp_path: Path) -> None:
     assert _run("audit", "--state-dir", str(tmp_path / "s"), "verify")[0] == 0
     much_later = (T0 + dt.timedelta(days=400)).strftime("%Y-%m-%dT%H:%M:%SZ")
     code, out = _run("audit", "--state-dir", str(tmp_path / "s"), "archive", "--now", much_later)
-    assert "past retention" in out and "audit-000000000001-000000000020.json" in out
-    assert (tmp_path / "s" / "audit-archive" / "audit-000000000001-000000000020.json").exists()
+    assert "past retention" in out and "audit-000000000001-000000000020.json.gz" in out
+    assert (tmp_path / "s" / "audit-archive" / "audit-000000000001-000000000020.json.gz").exists()
 
 
 def test_retention_plan_is_pure_and_never_outruns_sinks() -> None:

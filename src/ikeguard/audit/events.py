@@ -48,6 +48,8 @@ class EventName(StrEnum):
     AUDIT_ACCESSED = "audit.accessed"
     AUDIT_EXPORTED = "audit.exported"
     AUDIT_ARCHIVED = "audit.archived"
+    AUDIT_DISPOSED = "audit.disposed"  # an archive segment deleted after its retention, or refused inside it
+    AUDIT_RESTORED = "audit.restored"  # an archive segment put back from offline storage
     AUDIT_INITIALISED = "audit.initialised"
     AUDIT_SINK_DOWN = "audit.sink.down"
     AUDIT_SINK_UP = "audit.sink.up"
@@ -88,7 +90,8 @@ _WARNING = {
 }
 _NOTICE = {
     EventName.TS_REJECTED, EventName.ADMIN_COMMAND, EventName.AUDIT_ACCESSED, EventName.AUDIT_EXPORTED,
-    EventName.AUDIT_ARCHIVED, EventName.PEER_ADDED, EventName.PEER_DISABLED, EventName.PEER_ENABLED,
+    EventName.AUDIT_ARCHIVED, EventName.AUDIT_DISPOSED, EventName.AUDIT_RESTORED,
+    EventName.PEER_ADDED, EventName.PEER_DISABLED, EventName.PEER_ENABLED,
     EventName.DOS_COOKIES_ON, EventName.DOS_COOKIES_OFF, EventName.CONFIG_LOADED, EventName.CLOCK_STATUS,
     EventName.AUDIT_INITIALISED, EventName.SERVICE_STARTED, EventName.SERVICE_STOPPED, EventName.HA_ROLE,
     EventName.HA_TAKEOVER, EventName.HSM_LOGIN,

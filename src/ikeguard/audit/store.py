@@ -17,10 +17,10 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ikeguard.audit import bundle, keyfile
+from ikeguard.audit import archive, bundle, keyfile
 from ikeguard.audit.chain import (
     GENESIS,
     KEY_LEN,
@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, time TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS archives (path TEXT PRIMARY KEY, first_seq INTEGER NOT NULL,
     last_seq INTEGER NOT NULL, last_hash BLOB NOT NULL, sealed_by INTEGER NOT NULL, created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS disposed (path TEXT PRIMARY KEY, first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL, last_hash BLOB NOT NULL, recorded_by INTEGER NOT NULL);
 """
 
 
@@ -379,9 +381,16 @@ class AuditStore:
         """Verify archives (in order) then the online records, then that the sealing key was not run ahead."""
         start_seq, prev = 1, GENESIS
         checked = 0
+        disposed_notes: list[str] = []
         if include_archives:
+            for name, lo, hi, last_hash in self.disposed_segments():
+                if lo == start_seq and not (self.archive_dir / name).exists():
+                    start_seq, prev = hi + 1, last_hash
+                    disposed_notes.append(f"records {lo}..{hi} disposed of after retention ({name})")
             for path in self.archive_files():
-                report = bundle.verify(bundle.parse(path.read_bytes()), verification_key)
+                if self._is_disposed_prefix(path, start_seq):
+                    continue
+                report = bundle.verify(archive.read_segment(path), verification_key)
                 if report.ok and report.first_seq is not None and report.first_seq != start_seq:
                     report.finding = Finding(start_seq, f"archive {path.name} starts at {report.first_seq}")
                 if not report.ok:
@@ -398,7 +407,19 @@ class AuditStore:
             return self._check_key_position(report)
         report = verify_records(self.iter_records(), verification_key, start_seq=start_seq, prev=prev)
         report.checked += checked
+        report.notes[:0] = disposed_notes
         return self._check_key_position(report)
+
+    def disposed_segments(self) -> list[tuple[str, int, int, bytes]]:
+        """Archive segments disposed of after their retention: ``(file name, first, last seq, last hash)``."""
+        rows = self._db.execute("SELECT path, first_seq, last_seq, last_hash FROM disposed "
+                                "ORDER BY first_seq")
+        return [(str(r[0]), int(r[1]), int(r[2]), bytes(r[3])) for r in rows.fetchall()]
+
+    def _is_disposed_prefix(self, path: Path, start_seq: int) -> bool:
+        """A segment recorded as disposed whose file is still there (a crash before the unlink)."""
+        row = self._db.execute("SELECT last_seq FROM disposed WHERE path=?", (path.name,)).fetchone()
+        return row is not None and int(row[0]) < start_seq
 
     def _check_key_position(self, report: VerifyReport) -> VerifyReport:
         if not report.ok:
@@ -421,7 +442,7 @@ class AuditStore:
         """Archive files in sequence order."""
         if not self.archive_dir.is_dir():
             return []
-        return sorted(self.archive_dir.glob("audit-*.json"))
+        return sorted(p for p in self.archive_dir.glob("audit-*") if archive.is_segment(p))
 
     # -- export and archive ---------------------------------------------------------------------------------
     def export(
@@ -482,6 +503,18 @@ class AuditStore:
         Used for files made outside the store (an evidence pack's manifest): like a bundle seal, only the
         verification key can check it, and nobody can make it later (``k_seq`` is erased at commit).
         """
+        seq, key = self.append_with(event, now=now)
+        return seq, bundle_seal(key, digest)
+
+    def append_with(
+        self,
+        event: AuditEvent,
+        *,
+        now: dt.datetime | None = None,
+        during: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> tuple[int, bytes]:
+        """Append ``event`` in one transaction with ``during(db)`` (e.g. the index row of a disposed segment);
+        returns the record's ``seq`` and its sealing key (erased from the gateway at commit)."""
         now = now or utc_now()
         with self._lock:
             try:
@@ -490,6 +523,8 @@ class AuditStore:
                     self._db.execute("BEGIN IMMEDIATE")
                     last_seq, _ = self._head()
                     sealed_by, key = self._current_key(last_seq)
+                    if during is not None:
+                        during(self._db)
                     _seqs, next_seq, next_key = self._append_locked([(event, now)])
                     self._db.execute("COMMIT")
                 except BaseException:
@@ -503,27 +538,14 @@ class AuditStore:
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc, now)
                 raise AuditStoreError(self._failure or "audit store failure") from exc
-        return sealed_by, bundle_seal(key, digest)
+        return sealed_by, key
 
     def _write_archive(
         self, data: dict[str, object], records: Sequence[Record], sealed_by: int, now: dt.datetime
     ) -> None:
         self.archive_dir.mkdir(mode=0o700, exist_ok=True)
-        path = self.archive_dir / f"audit-{records[0].seq:012d}-{records[-1].seq:012d}.json"
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps(data, sort_keys=True).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o400)
-        os.replace(tmp, path)
-        dfd = os.open(self.archive_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        path = self.archive_dir / f"audit-{records[0].seq:012d}-{records[-1].seq:012d}.json.gz"
+        archive.write_file(path, archive.compress(json.dumps(data, sort_keys=True).encode()))
         self._db.execute(
             "INSERT OR REPLACE INTO archives VALUES (?,?,?,?,?,?)",
             (path.name, records[0].seq, records[-1].seq, records[-1].hash, sealed_by, rfc3339(now)),
@@ -545,7 +567,7 @@ class AuditStore:
         delivered = min(self.cursor(s) for s in sinks) if sinks else None
         archives = []
         for path in self.archive_files():
-            data = bundle.parse(path.read_bytes())
+            data = archive.read_segment(path)
             records = data.get("records")
             if isinstance(records, list) and records:
                 archives.append((path.name, parse_time(str(records[-1]["time"]))))

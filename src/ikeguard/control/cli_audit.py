@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 
 import click
 
-from ikeguard.audit import bundle
+from ikeguard.audit import bundle, lifecycle
+from ikeguard.audit.archive import span_days
 from ikeguard.audit.chain import Record, VerifyReport, fingerprint
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.audit.store import AuditStore, AuditStoreError, parse_time, read_verification_key, utc_now
@@ -204,7 +205,7 @@ def verify(
         sys.exit(0 if report.ok else 1)
     store = _open(ctx)
     try:
-        report = store.verify(key)
+        report = lifecycle.verify_trail(store, key)
         _report_out(report, fpr, as_json, f"trail in {store.state_dir}")
         _record_access(
             store,
@@ -313,25 +314,38 @@ def export(ctx: click.Context, from_: str, to: str, output: Path | None) -> None
         )
 
 
+def _spans(ctx: click.Context, online_days: int | None, retention_days: int | None) -> tuple[int, int]:
+    """Online and retention days: options, else ``[audit] online``/``retention`` spans or ``*_days``."""
+    audit_cfg: dict[str, object] = {}
+    config: Path | None = ctx.obj.get("config")
+    if config is not None:
+        try:
+            section = tomllib.loads(config.read_text()).get("audit", {})
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise click.UsageError(f"cannot read {config}: {exc}") from exc
+        audit_cfg = section if isinstance(section, dict) else {}
+    try:
+        online = online_days or span_days(str(audit_cfg.get("online", audit_cfg.get("online_days", 90))))
+        retention = retention_days or span_days(
+            str(audit_cfg.get("retention", audit_cfg.get("retention_days", 365))))
+    except ValueError as exc:
+        raise click.UsageError(f"[audit]: {exc}") from exc
+    return online, retention
+
+
 @audit.command()
 @location
-@click.option("--online-days", type=click.IntRange(min=1), default=None, help="default: [audit] online_days")
-@click.option(
-    "--retention-days", type=click.IntRange(min=1), default=None, help="default: [audit] retention_days"
-)
+@click.option("--online-days", type=click.IntRange(min=1), default=None,
+              help="default: [audit] online (or online_days)")
+@click.option("--retention-days", type=click.IntRange(min=1), default=None,
+              help="default: [audit] retention (or retention_days)")
 @click.option("--now", "now_text", help="RFC 3339 time to plan for (default: now)")
 @click.pass_context
 def archive(
     ctx: click.Context, online_days: int | None, retention_days: int | None, now_text: str | None
 ) -> None:
-    """Move records older than online_days to a sealed archive file; list archives past retention_days."""
-    audit_cfg: dict[str, object] = {}
-    config: Path | None = ctx.obj.get("config")
-    if config is not None:
-        section = tomllib.loads(config.read_text()).get("audit", {})
-        audit_cfg = section if isinstance(section, dict) else {}
-    online = online_days or int(str(audit_cfg.get("online_days", 90)))
-    retention = retention_days or int(str(audit_cfg.get("retention_days", 365)))
+    """Move records older than the online span to a compressed, sealed segment; list those past retention."""
+    online, retention = _spans(ctx, online_days, retention_days)
     now = parse_time(now_text) if now_text else utc_now()
     store = _open(ctx)
     try:
@@ -342,7 +356,59 @@ def archive(
         store.close()
     click.echo(f"archived through seq {plan.archive_through} to {path}" if path else "nothing to archive")
     for name in plan.expired_archives:
-        click.echo(f"past retention ({retention} days), may be disposed of by the operator: {name}")
+        click.echo(f"past retention ({retention} days), may be disposed of (`audit dispose {name}`): {name}")
+
+
+@audit.command()
+@location
+@click.argument("name")
+@click.option("--retention-days", type=click.IntRange(min=1), default=None,
+              help="default: [audit] retention (or retention_days)")
+@click.option("--now", "now_text", help="RFC 3339 time to judge at (default: now)")
+@click.pass_context
+def dispose(ctx: click.Context, name: str, retention_days: int | None, now_text: str | None) -> None:
+    """Delete archive segment NAME once its retention is over (refused and recorded inside it)."""
+    _online, retention = _spans(ctx, None, retention_days)
+    now = parse_time(now_text) if now_text else utc_now()
+    store = _open(ctx)
+    try:
+        done, message = lifecycle.dispose(store, Path(name).name, now=now, retention_days=retention,
+                                          admin=_user())
+    except lifecycle.LifecycleError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except AuditStoreError as exc:
+        raise click.UsageError(f"cannot record the disposal (refused): {exc}") from exc
+    finally:
+        store.close()
+    click.echo(message if done else f"REFUSED: {message}")
+    sys.exit(0 if done else 1)
+
+
+@audit.command()
+@location
+@click.argument("segment", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--key", "key_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="the verification key file (default: the copy in the state directory)")
+@click.pass_context
+def restore(ctx: click.Context, segment: Path, key_file: Path | None) -> None:
+    """Put an archive segment back from offline storage (checked against the trail's archive index)."""
+    state = _state_dir(ctx)
+    key_file = key_file or (state / "audit-verification.key" if state is not None else None)
+    if key_file is None:
+        raise click.UsageError("give --key FILE")
+    try:
+        key = read_verification_key(key_file)
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"cannot read verification key {key_file}: {exc}") from exc
+    store = _open(ctx)
+    try:
+        target = lifecycle.restore(store, segment, key, admin=_user())
+    except lifecycle.LifecycleError as exc:
+        click.echo(f"REFUSED: {exc}")
+        sys.exit(1)
+    finally:
+        store.close()
+    click.echo(f"restored {target}")
 
 
 @audit.command()

@@ -27,6 +27,7 @@ from typing import Any
 
 from ikeguard.audit.chain import Record, fingerprint
 from ikeguard.audit.events import AuditEvent, EventName
+from ikeguard.audit.lifecycle import verify_trail
 from ikeguard.audit.store import AuditStore, rfc3339
 from ikeguard.evidence import inventory, records
 from ikeguard.evidence.period import Period, read_period
@@ -118,16 +119,23 @@ def content_files(src: PackInput, period: Period) -> dict[str, bytes]:
 
 
 def at_creation(src: PackInput) -> dict[str, Any]:
-    """The trail when the pack was made: `audit verify` result, chain head, archive anchors, retention."""
+    """The trail when the pack was made: `audit verify` result, chain head, archive segments, retention."""
     head_seq, head_hash = src.store.head()
+    audit_cfg = src.config.model.audit
     out: dict[str, Any] = {"chain_head": {"seq": head_seq, "hash": head_hash.hex()},
                            "fingerprint": src.store.fingerprint,
-                           "archives": [p.name for p in src.store.archive_files()],
-                           "online_from_seq": src.store.first_online_seq()}
+                           "retention": {"requirement": "PCI DSS 4.0.1 10.5.1",
+                                         "retention_days": audit_cfg.retention_days,
+                                         "online_days": audit_cfg.online_days,
+                                         "archive_segments": [p.name for p in src.store.archive_files()],
+                                         "disposed_segments": [
+                                             {"file": n, "from_seq": a, "to_seq": b}
+                                             for n, a, b, _h in src.store.disposed_segments()],
+                                         "online_from_seq": src.store.first_online_seq()}}
     if src.verification_key is None:
         out["audit_verify"] = {"ok": None, "reason": "no verification key given: not verified (give --key)"}
     else:
-        report = src.store.verify(src.verification_key)
+        report = verify_trail(src.store, src.verification_key)
         out["audit_verify"] = {"ok": report.ok, "checked": report.checked,
                                "key_fingerprint": fingerprint(src.verification_key),
                                "first_bad_seq": report.finding.seq if report.finding else None,

@@ -8,11 +8,10 @@ chain (docs/audit.md §3), anchored on the hash of the record before it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ikeguard.audit import bundle
 from ikeguard.audit.chain import GENESIS, Record
+from ikeguard.audit.lifecycle import LifecycleError, all_records
 from ikeguard.audit.store import AuditStore, rfc3339
 
 
@@ -32,24 +31,6 @@ def parse_date(text: str, *, end: bool = False) -> dt.datetime:
     if when.tzinfo is None:
         raise PeriodError(f"{text!r}: give a time zone (e.g. Z)")
     return when.astimezone(dt.UTC)
-
-
-def all_records(store: AuditStore) -> Iterator[Record]:
-    """Every record in sequence order: the archive files first, then the database."""
-    last = 0
-    for path in store.archive_files():
-        try:
-            data = bundle.parse(path.read_bytes())
-        except (OSError, bundle.BundleError) as exc:
-            raise PeriodError(f"archive {path.name}: {exc}") from exc
-        raw = data.get("records")
-        if not isinstance(raw, list):
-            raise PeriodError(f"archive {path.name}: no records")
-        for entry in raw:
-            record = Record.from_json(entry)
-            last = record.seq
-            yield record
-    yield from store.iter_records(last + 1)
 
 
 @dataclass(frozen=True)
@@ -82,7 +63,10 @@ def read_period(store: AuditStore, start: dt.datetime, end: dt.datetime) -> Peri
     if end <= start:
         raise PeriodError("--to must be after --from")
     lo, hi = rfc3339(start), rfc3339(end)
-    everything = list(all_records(store))
+    try:
+        everything = list(all_records(store))
+    except LifecycleError as exc:
+        raise PeriodError(str(exc)) from exc
     first = next((i for i, r in enumerate(everything) if r.time >= lo), None)
     last = next((i for i in range(len(everything) - 1, -1, -1) if everything[i].time < hi), None)
     if first is None or last is None or last < first:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from ikeguard.audit.archive import span_days
 from ikeguard.policy.identity import validate_identity
 from ikeguard.policy.profile import available_profiles
 from ikeguard.policy.proposals import validate_esp_proposal, validate_ike_proposal
@@ -181,7 +182,24 @@ class AuditSection(Strict):
 
     retention_days: int = Field(default=365, ge=1)
     online_days: int = Field(default=90, ge=1)
+    # the same as spans people say ("1y", "3mo", "13w", "90d"), counted in days rounded up (audit/archive.py)
+    retention: str | None = None
+    online: str | None = None
     sinks: list[AuditSink] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spans(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for span, days in (("retention", "retention_days"), ("online", "online_days")):
+            if data.get(span) is None:
+                continue
+            if days in data:
+                raise ValueError(f'give "{span}" or "{days}", not both')
+            data[days] = span_days(str(data[span]))
+        return data
 
 
 class Authority(Strict):
