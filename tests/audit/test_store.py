@@ -156,7 +156,8 @@ def test_archive_moves_records_and_full_verify_spans_it(tmp_path: Path) -> None:
     assert report.ok, report.finding
     assert report.checked == store.head()[0]
     path.chmod(0o600)  # segments are gzip-compressed (audit/archive.py)
-    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()).replace(b"m3.merchants", b"mX.merchants")))
+    text = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(text.replace(b"m3.merchants", b"mX.merchants")))
     report = store.verify(verification_key(tmp_path))
     assert report.finding is not None and report.finding.seq == 5
 
