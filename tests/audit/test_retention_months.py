@@ -1,8 +1,8 @@
 """Issue 24, Done-when 3 (PCI DSS 10.5.1): thirteen simulated months of records with ``[audit] retention =
 "1y"`` and ``online = "3mo"`` and a monthly ``ikeguard audit archive``: older segments are archived
 compressed, none younger than the retention is deleted, the chain verifies across archived and online
-segments, a deletion inside the retention is refused and recorded, a segment taken offline is restored (a changed copy
-is refused), and an index row claiming a disposal the trail never recorded is caught."""
+segments, a deletion inside the retention is refused and recorded, a segment taken offline is restored
+(a changed copy is refused), and an index row claiming a disposal the trail never recorded is caught."""
 
 from __future__ import annotations
 
