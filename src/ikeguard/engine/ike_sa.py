@@ -72,6 +72,9 @@ class Exchange:
 
     tasks: list[Task]
     exchange: ExchangeType = field(init=False)
+    # the task that asked for another request of this exchange (Status.MORE: IKE_AUTH with EAP rounds); the
+    # next request is its alone, and its response goes to it and to the tasks after it
+    continuing: Task | None = None
 
     def __post_init__(self) -> None:
         self.exchange = self.tasks[0].exchange
@@ -263,7 +266,8 @@ class IkeSa:
         assert self.active is not None
         mid = self.window.allocate_id() if new_id else self.window.next_request_id - 1
         msg = OutMessage(self.active.exchange, mid, response=False)
-        for task in self.active.tasks:
+        continuing = self.active.continuing
+        for task in self.active.tasks if continuing is None else [continuing]:
             task.build_i(self, msg)
         packets = self.encode(msg)
         if self.active.exchange is ExchangeType.IKE_SA_INIT:
@@ -416,13 +420,18 @@ class IkeSa:
         assert self.active is not None
         active = self.active
         retry = False
+        more: Task | None = None
+        start = active.tasks.index(active.continuing) if active.continuing is not None else 0
         try:
-            for task in active.tasks:
+            for task in active.tasks[start:]:
                 status = task.process_i(self, msg)
                 if status is Status.IGNORE:
                     return  # a forged answer: keep waiting (retransmissions go on)
                 if status is Status.RETRY:
                     retry = True
+                    break
+                if status is Status.MORE:
+                    more = task
                     break
         except ValidationPending as wait:
             pending_.park(self, wait.request, response=True, data=b"", exchange=exchange,
@@ -436,6 +445,16 @@ class IkeSa:
             return
         if retry:
             self.retry_active()
+            return
+        if more is not None:  # another IKE_AUTH request of this task (EAP rounds, RFC 7296 §2.16)
+            active.continuing = more
+            self.window.in_flight = None
+            self.timers.pop("retransmit", None)
+            try:
+                self._send_active(new_id=True)
+            except TaskFailed as failure:
+                self.active = None
+                self.close(failure.reason, event=failure.event)
             return
         self.window.in_flight = None
         self.timers.pop("retransmit", None)

@@ -27,6 +27,7 @@ class AuthKind(Enum):
     PSK = "psk"
     PUBKEY = "pubkey"
     EAP_RADIUS = "eap-radius"  # EAP relayed to RADIUS (RFC 7296 §2.16, RFC 3579)
+    EAP = "eap"  # we are the EAP client of the responder (RFC 7296 §2.16, engine.eap_peer)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class LocalAuth:
     certs: tuple[x509.Certificate, ...] = ()  # end entity first, then intermediates
     rsa_pss: bool = True  # RSA keys sign with RSASSA-PSS (RFC 8247); False = PKCS#1 v1.5 for old peers
     raw_public_key: bool = False  # no certificate: our key goes in a CERT payload, encoding 15 (RFC 7670)
+    eap_method: str = ""  # kind EAP: "md5" | "mschapv2"
+    eap_id: str = ""  # kind EAP: our EAP identity (empty: ``identity``)
+    eap_secret: bytes = field(default=b"", repr=False)  # kind EAP: the password ([secrets.eap.*])
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class ConnectionSettings:
     encap: bool = False  # force UDP encapsulation (fake NAT-D)
     unique: str = "no"
     remote2: RemoteAuth | None = None  # a second authentication round (RFC 4739), e.g. EAP after pubkey
+    local2: LocalAuth | None = None  # our second round as initiator (RFC 4739): EAP after our certificate
     pools: tuple[PoolSettings, ...] = ()  # virtual IPs for peers that ask (CFG_REQUEST, RFC 7296 §3.15)
     groups: tuple[GroupSettings, ...] = ()  # with groups, an EAP user must be in one (RADIUS Class/Filter-Id)
     ppk: PpkSettings | None = None  # RFC 8784 post-quantum preshared key (engine.ppk)

@@ -211,11 +211,13 @@ class Authority(Strict):
     ocsp_uris: list[str] = Field(default_factory=list)
 
 
-AuthMethod = Literal["pubkey", "psk"]
+AuthMethod = Literal["pubkey", "psk", "eap-mschapv2", "eap-md5"]
 
 
 class LocalAuth(Strict):
-    """``connections.NAME.local``: how we authenticate."""
+    """``connections.NAME.local`` (or ``local-1``), ``local-2``: how we authenticate in that round. ``eap-*``:
+    we are the EAP client of the responder when we initiate (RFC 7296 §2.16), with the password of
+    ``[secrets.eap.*]`` whose ``id`` is our EAP identity (``eap_id``, else ``id``)."""
 
     auth: AuthMethod = "pubkey"
     id: IdentityText | None = None
@@ -223,6 +225,7 @@ class LocalAuth(Strict):
     key: str | None = None
     # RFC 7670 raw public key instead of a certificate (swanctl local.pubkeys): our public key file
     pubkeys: list[str] = Field(default_factory=list, max_length=1)
+    eap_id: NonEmpty | None = None  # our EAP identity (swanctl eap_id); default: id
 
     @model_validator(mode="after")
     def _pubkey_needs_cert(self) -> LocalAuth:
@@ -360,11 +363,13 @@ class Connection(Strict):
     encap: bool = False
     unique: Literal["no", "never", "keep", "replace"] = "no"
     if_id: int | None = Field(default=None, ge=0, le=0xFFFFFFFF)
-    local: LocalAuth
+    local: LocalAuth = Field(validation_alias=AliasChoices("local", "local-1"))
     remote: RemoteAuth = Field(default_factory=RemoteAuth,
                                validation_alias=AliasChoices("remote", "remote-1"))
     # a second authentication round (RFC 4739), as swanctl's remote-2: EAP of the user after the device
     remote_2: RemoteAuth | None = Field(default=None, alias="remote-2")
+    # our second round as initiator (RFC 4739), as swanctl's local-2: EAP after our certificate
+    local_2: LocalAuth | None = Field(default=None, alias="local-2")
     pools: list[NonEmpty] = Field(default_factory=list)  # [pools.NAME] for virtual IPs (swanctl pools)
     groups: dict[str, Group] = Field(default_factory=dict)  # RADIUS Class/Filter-Id -> tunnel policy
     ppk_id: NonEmpty | None = None  # RFC 8784 post-quantum preshared key: [secrets.ppk.*] with this id
@@ -393,6 +398,16 @@ class Connection(Strict):
                 raise ValueError('remote-2 must be auth = "eap-radius" (the user after the device)')
             if self.remote.auth == "eap-radius":
                 raise ValueError("with remote-2, round 1 (remote) authenticates the device: pubkey or psk")
+        mine = self.local_2
+        if mine is not None:
+            if not mine.auth.startswith("eap-"):
+                raise ValueError('local-2 must be auth = "eap-mschapv2" or "eap-md5" (EAP after our '
+                                 'certificate)')
+            if self.local.auth.startswith("eap-"):
+                raise ValueError("with local-2, round 1 (local) is our certificate or PSK")
+        if self.local.auth.startswith("eap-") and self.remote.auth != "pubkey":
+            raise ValueError('with local auth = "eap-*" the responder must authenticate with its certificate '
+                             '(remote auth = "pubkey"): EAP-only authentication (RFC 5998) is not offered')
         return self
 
 
@@ -462,11 +477,21 @@ class PpkSecret(Strict):
         return self
 
 
+class EapSecret(Strict):
+    """``[secrets.eap.NAME]``: the password of our EAP identity ``id`` when we are the EAP client (swanctl
+    ``secrets.eap*``); only from a file (0600, one line, 0x/0s prefixes as for PSKs), never inline."""
+
+    id: NonEmpty
+    secret_file: NonEmpty
+
+
 class SecretsSection(Strict):
-    """``[secrets]``: ``ike`` pre-shared keys and ``ppk`` post-quantum preshared keys (RFC 8784)."""
+    """``[secrets]``: ``ike`` pre-shared keys, ``ppk`` post-quantum preshared keys (RFC 8784) and ``eap``
+    passwords of our EAP identities."""
 
     ike: dict[str, IkeSecret] = Field(default_factory=dict)
     ppk: dict[str, PpkSecret] = Field(default_factory=dict)
+    eap: dict[str, EapSecret] = Field(default_factory=dict)
 
 
 class HaSection(Strict):

@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from ikeguard.policy.identity import IdentityKind, Precedence, parse_identity
 from ikeguard.policy.inventory import IdentityKey, identity_key
 from ikeguard.policy.loader import LoadedConfig
-from ikeguard.policy.model import Connection, IkeSecret
+from ikeguard.policy.model import Connection, EapSecret, IkeSecret, PpkSecret
 from ikeguard.policy.profile import Profile
 
 _HEX = re.compile(r"[0-9A-Fa-f]+|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})+")
@@ -141,8 +141,10 @@ def secret_file_value(data: bytes, key: str) -> DecodedPsk:
 def read_secret(config: LoadedConfig, name: str, kind: str = "ike") -> DecodedPsk:
     """The decoded key of ``[secrets.ike.NAME]`` (or ``[secrets.ppk.NAME]`` with ``kind="ppk"``, RFC 8784),
     inline or from its file; PskError names the key."""
-    secret = config.model.secrets.ppk[name] if kind == "ppk" else config.model.secrets.ike[name]
-    if secret.secret is not None:
+    secrets = config.model.secrets
+    secret: IkeSecret | PpkSecret | EapSecret = (secrets.ppk[name] if kind == "ppk" else secrets.eap[name]
+                                                 if kind == "eap" else secrets.ike[name])
+    if not isinstance(secret, EapSecret) and secret.secret is not None:
         value = decode_psk(secret.secret.get_secret_value(), f"secrets.{kind}.{name}.secret")
     else:
         assert secret.secret_file is not None

@@ -47,6 +47,7 @@ from ikeguard.policy.identity import parse_identity
 from ikeguard.policy.inventory import PeerInventory
 from ikeguard.policy.loader import LoadedConfig
 from ikeguard.policy.model import Child, Connection
+from ikeguard.policy.model import LocalAuth as LocalAuthConfig
 from ikeguard.policy.profile import Profile, load_profile
 from ikeguard.policy.proposals import parse_configured
 from ikeguard.policy.psk import PskError, group_keys_allowed, read_secret, resolve_psks
@@ -200,6 +201,8 @@ class _Builder:
             except (OSError, PkiLoadError) as exc:
                 self.fail(f"connections.{name}.local.certs[{i}]", rel, f"cannot load the certificate: {exc}")
         identity = local.id or self._default_local_id(name, conn, certs)
+        if local.auth.startswith("eap-"):
+            return self.eap_local(name, "local", local, identity), tuple(certs)
         if local.auth == "psk":
             return LocalAuth(AuthKind.PSK, identity, psk=self.psk_for(name, conn)), tuple(certs)
         key: PrivateKey | None = None
@@ -246,6 +249,23 @@ class _Builder:
             except RawKeyError as exc:
                 self.fail(f"connections.{name}.remote.pubkeys[{i}]", ref, str(exc))
         return tuple(pins)
+
+    def eap_local(self, name: str, section: str, local: LocalAuthConfig, identity: str) -> LocalAuth:
+        """Our EAP client round: the method and the password of ``[secrets.eap.*]`` with our EAP identity."""
+        eap_id = local.eap_id or identity
+        names = [n for n, s in self.model.secrets.eap.items() if s.id == eap_id]
+        secret = b""
+        if len(names) != 1:
+            problem = (f"no [secrets.eap.*] has id {eap_id!r}" if not names
+                       else f"several [secrets.eap.*] have id {eap_id!r}: {names}")
+            self.fail(f"connections.{name}.{section}.auth", local.auth, problem)
+        else:
+            try:
+                secret = read_secret(self.config, names[0], "eap").value
+            except PskError as exc:
+                self.fail(exc.key, None, exc.reason)
+        return LocalAuth(AuthKind.EAP, identity, eap_method=local.auth.removeprefix("eap-"), eap_id=eap_id,
+                         eap_secret=secret)
 
     def _default_local_id(self, name: str, conn: Connection, certs: list[x509.Certificate]) -> str:
         """strongSwan's defaults: the certificate's subject DN, else the first local address."""
@@ -304,6 +324,9 @@ class _Builder:
         second = conn.remote_2
         remote2 = (RemoteAuth(AuthKind.EAP_RADIUS, None if second.id == "%any" else second.id,
                               eap_id=second.eap_id) if second is not None else None)
+        mine = conn.local_2
+        local2 = (self.eap_local(name, "local-2", mine, mine.id or mine.eap_id or local.identity)
+                  if mine is not None else None)
         children = tuple(_child(cname, child) for cname, child in conn.children.items())
         settings = ConnectionSettings(
             name=name,
@@ -323,6 +346,7 @@ class _Builder:
             encap=conn.encap,
             unique=conn.unique,
             remote2=remote2,
+            local2=local2,
             pools=tuple(PoolSettings(p, ipaddress.ip_network(self.model.pools[p].addrs),
                                      tuple(ipaddress.ip_address(d) for d in self.model.pools[p].dns))
                         for p in conn.pools),

@@ -19,6 +19,7 @@ class Status(Enum):
     DONE = "done"
     RETRY = "retry"  # initiator: send this exchange again (COOKIE, INVALID_KE_PAYLOAD)
     IGNORE = "ignore"  # initiator: discard this response, the request stays in flight (RFC 5685 §3)
+    MORE = "more"  # initiator: this task sends another request of the same exchange (EAP, RFC 7296 §2.16)
 
 
 class TaskFailed(Exception):

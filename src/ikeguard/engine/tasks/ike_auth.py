@@ -34,7 +34,7 @@ from ikeguard.engine.identity import identity_payload, received_identity
 from ikeguard.engine.ppk import PpkKeys, apply_ppk, parse_ppk_identity, ppk_identity_data, ppk_keys
 from ikeguard.engine.settings import AuthKind, ConnectionSettings
 from ikeguard.engine.states import IkeTrigger
-from ikeguard.engine.tasks import eap_auth
+from ikeguard.engine.tasks import eap_auth, eap_initiator
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
 from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
 from ikeguard.engine.validator import FetchNeeded, certreq_data
@@ -61,6 +61,8 @@ def select_connection(sa: IkeSa, peer: Identity, method: int | None,
     best: ConnectionSettings | None = None
     best_rank = 0
     for conn in sa.ctx.connections.values():
+        if conn.local.kind is AuthKind.EAP:
+            continue  # we authenticate with EAP only as initiator
         if method is None:
             if conn.remote.kind is not AuthKind.EAP_RADIUS:
                 continue
@@ -333,9 +335,13 @@ class IkeAuthTask(Task):
 
     exchange = ExchangeType.IKE_AUTH
     ppk_keys: PpkKeys | None = None  # initiator: the PPK-mixed keys until the responder says it used them
+    eap_rounds: eap_initiator.InitiatorRounds | None = None  # initiator: our EAP round (RFC 7296 §2.16)
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
         assert sa.conn is not None and sa.crypto is not None
+        if self.eap_rounds is not None and self.eap_rounds.phase != "first":
+            eap_initiator.build(sa, self.eap_rounds, msg)  # a later request of our EAP round
+            return
         id_body = _our_id_and_certs(sa, msg, initiator=True)
         remote = sa.conn.remote
         if remote.kind is AuthKind.PUBKEY and remote.send_certreq and not remote.pubkeys:
@@ -346,7 +352,11 @@ class IkeAuthTask(Task):
         ):  # not on reauthentication (make-before-break)
             msg.add_notify(NotifyType.INITIAL_CONTACT)
         ppk = sa.conn.ppk if sa.use_ppk else None
-        if ppk is not None:  # RFC 8784 §3: AUTH with the PPK, NO_PPK_AUTH without it when it is optional
+        if sa.conn.local.kind is AuthKind.EAP:  # no AUTH: the responder starts EAP (RFC 7296 §2.16)
+            if ppk is not None:
+                raise TaskFailed("a PPK (RFC 8784) with our EAP authentication is not supported")
+            self.eap_rounds = eap_initiator.start(sa, sa.conn.local, 1, id_body)
+        elif ppk is not None:  # RFC 8784 §3: AUTH with the PPK, NO_PPK_AUTH without it when it is optional
             self.ppk_keys = ppk_keys(sa.crypto, ppk.key)
             msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, self.ppk_keys.sk_pi))
             msg.add_notify(NotifyType.PPK_IDENTITY, ppk_identity_data(ppk.identity))
@@ -355,10 +365,17 @@ class IkeAuthTask(Task):
                 msg.add_notify(NotifyType.NO_PPK_AUTH, plain.data)
         else:
             msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, bytes(sa.crypto.keys.sk_pi)))
+        second = sa.conn.local2
+        if second is not None and sa.conn.local.kind is not AuthKind.EAP:  # RFC 4739 §3
+            msg.add_notify(NotifyType.MULTIPLE_AUTH_SUPPORTED)
+            msg.add_notify(NotifyType.ANOTHER_AUTH_FOLLOWS)
+            self.eap_rounds = eap_initiator.start(sa, second, 2, b"")
         sa.transition(IkeTrigger.SEND_AUTH)
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
         assert sa.conn is not None and sa.crypto is not None
+        if self.eap_rounds is not None and self.eap_rounds.phase != "first":
+            return eap_initiator.process(sa, self.eap_rounds, msg)
         failed = msg.notify(NotifyType.AUTHENTICATION_FAILED)
         if failed is not None:
             raise TaskFailed("peer rejected our authentication (AUTHENTICATION_FAILED)", "auth.failure")
@@ -395,6 +412,8 @@ class IkeAuthTask(Task):
             tell_responder_auth_failed(sa)
             raise TaskFailed(f"peer authentication failed: {exc}", "auth.failure") from None
         sa.peer.initial_contact = False
+        if self.eap_rounds is not None:
+            return eap_initiator.after_first(sa, self.eap_rounds, msg, id_body)
         sa.established()
         return Status.DONE
 
