@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.root, pytest.mark.interop]
 
 EAP_PLUGINS = (*DEFAULT_PLUGINS, "eap-identity", "eap-md5", "eap-mschapv2", "md4", "md5", "des")
 BRANCH_USER = "branch-17@bank.example"
-PASSWORD = "Br4nch-17 eap pass"  # noqa: S105 - test credential
+PASSWORD = "Br4nch-17 eap pass"
 
 
 def _lab(tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
@@ -70,8 +70,9 @@ def _lab(tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_pee
         certs={"head": head.issued(ca)}, cacerts={"ca": ca.cert}, plugins=EAP_PLUGINS)
     eap_local = f'auth = "eap-{method}"\neap_id = "{BRANCH_USER}"\n'
     if rounds == 2:
-        local = (f'[connections.{CONN}.local]\nauth = "pubkey"\nid = "{GW_FQDN}"\ncerts = ["pki/branch.pem"]\n'
-                 f'key = "pki/branch.key"\n\n[connections.{CONN}.local-2]\n{eap_local}')
+        local = (f'[connections.{CONN}.local]\nauth = "pubkey"\nid = "{GW_FQDN}"\n'
+                 f'certs = ["pki/branch.pem"]\nkey = "pki/branch.key"\n\n'
+                 f'[connections.{CONN}.local-2]\n{eap_local}')
     else:
         local = f'[connections.{CONN}.local]\nid = "{GW_FQDN}"\n{eap_local}'
     config = f'''[gateway]

@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from Cryptodome.Cipher import DES
-from Cryptodome.Hash import MD4
-
 _AUTH_MAGIC1 = b"Magic server to client signing constant"
 _AUTH_MAGIC2 = b"Pad to make it do more than one iteration"
 _KEY_MAGIC1 = b"This is the MPPE Master Key"
@@ -24,9 +21,17 @@ _SHS_PAD1 = bytes(40)
 _SHS_PAD2 = b"\xf2" * 40
 
 
+def _md4(data: bytes) -> bytes:
+    # imported on first use: pycryptodomex loads its C parts through cffi (and the clock) at import time,
+    # which the engine's sans-IO test forbids for anything imported with the engine
+    from Cryptodome.Hash import MD4
+
+    return bytes(MD4.new(data).digest())
+
+
 def nt_password_hash(password: bytes) -> bytes:
     """NtPasswordHash (RFC 2759 §8.3): MD4 of the UTF-16LE password (``password`` is its UTF-8 octets)."""
-    return bytes(MD4.new(password.decode("utf-8").encode("utf-16-le")).digest())
+    return _md4(password.decode("utf-8").encode("utf-16-le"))
 
 
 def challenge_hash(peer_challenge: bytes, authenticator_challenge: bytes, username: bytes) -> bytes:
@@ -42,6 +47,8 @@ def _des_key(seven: bytes) -> bytes:
 
 
 def _des(key7: bytes, block: bytes) -> bytes:
+    from Cryptodome.Cipher import DES
+
     return bytes(DES.new(_des_key(key7), DES.MODE_ECB).encrypt(block))
 
 
@@ -56,7 +63,7 @@ def nt_response(authenticator_challenge: bytes, peer_challenge: bytes, username:
 def authenticator_response(password: bytes, response: bytes, peer_challenge: bytes,
                            authenticator_challenge: bytes, username: bytes) -> bytes:
     """GenerateAuthenticatorResponse (RFC 2759 §8.7): ``S=`` and 40 upper-case hex digits."""
-    hash_hash = bytes(MD4.new(nt_password_hash(password)).digest())
+    hash_hash = _md4(nt_password_hash(password))
     digest = hashlib.sha1(hash_hash + response + _AUTH_MAGIC1).digest()
     challenge = challenge_hash(peer_challenge, authenticator_challenge, username)
     return b"S=" + hashlib.sha1(digest + challenge + _AUTH_MAGIC2).hexdigest().upper().encode()
@@ -71,7 +78,7 @@ def msk(password: bytes, response: bytes) -> bytes:
     """The EAP-MSCHAPv2 MSK: MasterReceiveKey | MasterSendKey of the server (RFC 3079 §3.4, 128-bit keys),
     i.e. what RADIUS carries as MS-MPPE-Recv-Key | MS-MPPE-Send-Key, padded to 64 octets with zeros (as
     strongSwan's eap-mschapv2 does; HMAC pads keys with zeros, so the padding does not change the AUTH)."""
-    hash_hash = bytes(MD4.new(nt_password_hash(password)).digest())
+    hash_hash = _md4(nt_password_hash(password))
     master = hashlib.sha1(hash_hash + response + _KEY_MAGIC1).digest()[:16]
     receive = hashlib.sha1(master + _SHS_PAD1 + _KEY_MAGIC2 + _SHS_PAD2).digest()[:16]
     send = hashlib.sha1(master + _SHS_PAD1 + _KEY_MAGIC3 + _SHS_PAD2).digest()[:16]
