@@ -277,9 +277,10 @@ def test_pool_exhausted_internal_address_failure(ikeguard_gateway: GatewayFactor
 TOTP_SEED = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # tests/radius/users, user dave
 
 
-def _fresh_code() -> str:
-    """The current code, taken early in its 30 s step so it is still valid when FreeRADIUS checks it."""
-    if time.time() % 30 > 20:
+def _fresh_code(latest: float = 20) -> str:
+    """The current code, taken at most ``latest`` s into its 30 s step so it is still valid when FreeRADIUS
+    checks it."""
+    if time.time() % 30 > latest:
         time.sleep(30 - time.time() % 30 + 0.5)
     return str(pyotp.TOTP(TOTP_SEED).now())
 
@@ -303,6 +304,28 @@ def test_mfa_password_and_totp(ikeguard_gateway: GatewayFactory, strongswan_peer
         assert sa["user"] == "dave"
         return
     _initiate_fails(road)
+    failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="auth.failure")
+    assert "EAP user 'dave' via RADIUS 127.0.0.1:1812: RADIUS Access-Reject" in failure["reason"]
+
+
+@pytest.mark.date_sensitive  # RFC 6238 codes follow the wall clock (FreeRADIUS's and the test's)
+def test_totp_code_is_accepted_once(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory,
+                                    lab: Lab) -> None:
+    """Issue 19 item 3 (TOTP reuse): rlm_totp accepts a code again within its 30 s step; the test
+    FreeRADIUS (tests/radius sites.conf, rlm_cache ``totp_used``) remembers user + code for 90 s, so dave's
+    second connection with the same, still current code is refused (RFC 6238 §5.2, PCI DSS 8.5.1 a) while
+    the first one was accepted. Both attempts fall in one step (asserted): rlm_totp alone would accept."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port])
+    code = _fresh_code(latest=8)
+    step = int(time.time() // 30)
+    road = _client(strongswan_peer, lab, "dave", "dave-Pass-5150" + code)
+    road.initiate("net", timeout=30)
+    assert road.list_sas()[0].state == "ESTABLISHED"
+    gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established", 10)
+    road.terminate(ike="rw")
+    gw.wait_sas(lambda s: not s, 10)
+    _initiate_fails(road)
+    assert int(time.time() // 30) == step, "the second attempt left the code's step: nothing proven"
     failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="auth.failure")
     assert "EAP user 'dave' via RADIUS 127.0.0.1:1812: RADIUS Access-Reject" in failure["reason"]
 
