@@ -124,7 +124,10 @@ def test_policy_file(tmp_path: Path) -> None:
     messages = sorted(f.message for f in policy_findings(result, policy))
     assert messages == ["AES_CBC-128 is accepted but not in the policy",
                         "CURVE_25519 is in the policy but refused"]
-    for bad in ('[ike]\nencr = ["AES_FOO"]\n', '[ike]\ncipher = []\n', "not toml [", '[esp]\nencr = []\n'):
+    path.write_text('[esp]\nencr = ["AES_GCM_16/256"]\nke = ["ECP_384"]\n')
+    assert load_policy(path) == {"ESP_ENCR": frozenset({(20, 256)}), "ESP_KE": frozenset({(20, None)})}
+    for bad in ('[ike]\nencr = ["AES_FOO"]\n', '[ike]\ncipher = []\n', "not toml [", '[ah]\nencr = []\n',
+                '[esp]\nprf = ["HMAC_SHA2_256"]\n'):
         path.write_text(bad)
         with pytest.raises(PolicyFileError):
             load_policy(path)

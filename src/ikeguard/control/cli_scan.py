@@ -10,18 +10,24 @@ import json
 import re
 import socket
 import sys
+from dataclasses import replace
 
 import click
+from cryptography.hazmat.primitives.serialization import load_der_private_key, load_pem_private_key
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ikeguard.crypto.signatures import PrivateKey
+from ikeguard.pki.loading import PkiLoadError, load_certificates
 from ikeguard.policy.profile import ProfileNotFound, load_profile
-from ikeguard.scan import PolicyFileError, ScanOptions, ScanReport, judge, load_policy, scan
+from ikeguard.policy.psk import PskError, secret_file_value
+from ikeguard.scan import PolicyFileError, ScanCredentials, ScanOptions, ScanReport, judge, load_policy, scan
 
 _VERDICT_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 _STATUS_STYLE = {"accepted": "bold", "refused": "dim", "not_verified": "magenta"}
-_CLASS_TAG = {"ENCR": "enc", "PRF": "prf", "INTEG": "int", "KE": "kex", "ADDKE": "pq"}
+_CLASS_TAG = {"ENCR": "enc", "PRF": "prf", "INTEG": "int", "KE": "kex", "ADDKE": "pq",
+              "ESP_ENCR": "esp enc", "ESP_INTEG": "esp int", "ESP_KE": "esp pfs"}
 
 
 def parse_target(target: str) -> tuple[str, int]:
@@ -43,6 +49,37 @@ def parse_rate(text: str) -> float:
     if not m or float(m.group(1)) <= 0:
         raise click.BadParameter(f"rate must look like 10/s, got {text!r}")
     return float(m.group(1))
+
+
+def load_credentials(identity: str | None, psk_file: str | None, cert: str | None, key: str | None,
+                     cacerts: tuple[str, ...], remote_id: str | None, local_ts: str,
+                     remote_ts: str) -> ScanCredentials | None:
+    """``--id`` with ``--psk-file`` or ``--cert``/``--key`` -> credentials (None: scan without)."""
+    if not (identity or psk_file or cert or key):
+        return None
+    if not identity or bool(psk_file) == bool(cert or key) or bool(cert) != bool(key):
+        raise click.BadParameter("credentials need --id and either --psk-file or both --cert and --key")
+    def ts(text: str) -> tuple[str, ...]:
+        return tuple(t.strip() for t in text.split(",") if t.strip())
+    anchors = tuple(c for path in cacerts for c in load_certificates(_read(path)))
+    base = ScanCredentials(identity, remote_id=remote_id, cacerts=anchors, local_ts=ts(local_ts),
+                           remote_ts=ts(remote_ts))
+    if psk_file:
+        return replace(base, psk=secret_file_value(_read(psk_file), "--psk-file").value)
+    assert cert is not None and key is not None
+    data = _read(key)
+    loaded = (load_pem_private_key(data, None) if b"-----BEGIN" in data else load_der_private_key(data, None))
+    if not isinstance(loaded, PrivateKey):
+        raise click.BadParameter(f"{key}: not an RSA, ECDSA or EdDSA private key")
+    return replace(base, private_key=loaded, certs=tuple(load_certificates(_read(cert))))
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: {exc.strerror}") from None
 
 
 def _resolve(host: str, port: int) -> tuple[str, int]:
@@ -81,6 +118,8 @@ def _print(console: Console, report: ScanReport) -> None:
     for vid in b.get("vendor_ids", []):
         gen.add_row("vendor id", f"{vid['hex']} ({vid['name'] or 'unknown'})")
     console.print(gen)
+    if r.authenticated is not None:
+        _print_authenticated(console, data["authenticated"])
     if report.findings:
         ft = Table(title="findings")
         for column in ("rule", "severity", "problem", "source", "fix"):
@@ -101,6 +140,23 @@ def _print(console: Console, report: ScanReport) -> None:
                   f"{len(report.errors)} findings, {len(report.findings) - len(report.errors)} warnings)")
 
 
+def _print_authenticated(console: Console, auth: dict[str, object]) -> None:
+    table = Table(title="with credentials (IKE_AUTH, CREATE_CHILD_SA)")
+    table.add_column("item")
+    table.add_column("observed", overflow="fold")
+    table.add_row("IKE SA", "established" if auth["established"] else f"[bold magenta]not established[/]: "
+                  f"{escape(str(auth['error']))}")
+    for key in ("ike_proposal", "remote_id", "child_proposal", "pfs", "chain_status"):
+        table.add_row(key.replace("_", " "), escape(str(auth[key])))
+    chain = auth["certificate_chain"]
+    assert isinstance(chain, list)
+    for cert in chain:
+        table.add_row("certificate", escape(f"{cert['subject']} (issuer {cert['issuer']}, {cert['key']}, "
+                                            f"{cert['signature_algorithm']}, not after {cert['not_after']}, "
+                                            f"{cert['days_left']} days left)"))
+    console.print(table)
+
+
 @click.command("scan")
 @click.argument("target")
 @click.option("--profile", "profile_name", default="baseline", show_default=True,
@@ -118,11 +174,27 @@ def _print(console: Console, report: ScanReport) -> None:
               help="do not send the IKEv1 Main/Aggressive Mode probes")
 @click.option("--ikev1-id", "ikev1_id",
               help="FQDN to send as ID in the Aggressive Mode probe (default: our IP)")
+@click.option("--id", "identity", help="with credentials: our IKE identity (IDi)")
+@click.option("--psk-file", type=click.Path(dir_okay=False),
+              help="with credentials: file holding the pre-shared key (text, 0x<hex> or 0s<base64>)")
+@click.option("--cert", type=click.Path(dir_okay=False), help="with credentials: our certificate (PEM/DER)")
+@click.option("--key", type=click.Path(dir_okay=False), help="with credentials: its private key (PEM/DER)")
+@click.option("--cacert", "cacerts", multiple=True, type=click.Path(dir_okay=False),
+              help="validate the responder's certificate chain to this anchor (repeatable)")
+@click.option("--remote-id", help="with credentials: the responder identity to require (default: any)")
+@click.option("--local-ts", default="dynamic", show_default=True,
+              help="with credentials: our traffic selectors for the Child SA probes (comma-separated)")
+@click.option("--remote-ts", default="0.0.0.0/0,::/0", show_default=True,
+              help="with credentials: the responder's side, narrowed by it as it likes")
 def scan_command(target: str, profile_name: str, policy_path: str | None, as_json: bool, rate_text: str,
                  timeout: float, max_half_open: int, no_4500: bool, no_ikev1: bool,
-                 ikev1_id: str | None) -> None:
-    """Enumerate what an IKEv2 responder accepts in IKE_SA_INIT and judge it by a profile."""
+                 ikev1_id: str | None, identity: str | None, psk_file: str | None, cert: str | None,
+                 key: str | None, cacerts: tuple[str, ...], remote_id: str | None, local_ts: str,
+                 remote_ts: str) -> None:
+    """Enumerate what an IKEv2 responder accepts in IKE_SA_INIT and judge it by a profile; with
+    credentials also the Child SA (ESP) suites and PFS it accepts and the certificate chain it presents."""
     try:
+        credentials = load_credentials(identity, psk_file, cert, key, cacerts, remote_id, local_ts, remote_ts)
         rate = parse_rate(rate_text)
         host, port = parse_target(target)
         profile = load_profile(profile_name)
@@ -131,6 +203,9 @@ def scan_command(target: str, profile_name: str, policy_path: str | None, as_jso
     except ProfileNotFound as exc:
         click.echo(f"ikeguard scan: {str(exc).strip(chr(34) + chr(39))}", err=True)
         sys.exit(2)
+    except (PskError, PkiLoadError, ValueError) as exc:
+        click.echo(f"ikeguard scan: credentials: {exc}", err=True)
+        sys.exit(2)
     except (click.BadParameter, PolicyFileError) as exc:
         click.echo(f"ikeguard scan: {exc.message if isinstance(exc, click.BadParameter) else exc}", err=True)
         sys.exit(2)
@@ -138,7 +213,7 @@ def scan_command(target: str, profile_name: str, policy_path: str | None, as_jso
         click.echo(f"ikeguard scan: cannot resolve {target!r}: {exc}", err=True)
         sys.exit(2)
     options = ScanOptions(rate=rate, timeout=timeout, max_half_open=max_half_open, probe_udp4500=not no_4500,
-                          probe_ikev1=not no_ikev1, ikev1_identity=ikev1_id)
+                          probe_ikev1=not no_ikev1, ikev1_identity=ikev1_id, credentials=credentials)
     try:
         result = scan(target, address, options)
     except OSError as exc:

@@ -12,12 +12,18 @@ strongSwan's syntax), the post-quantum part of a hybrid IKE_SA_INIT.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ikeguard.wire.iana import EncrId, IntegId, KeId, PrfId, TransformType
 from ikeguard.wire.transforms import AEAD_ENCR_IDS, Transform
 
 CLASSES: tuple[str, ...] = ("ENCR", "PRF", "INTEG", "KE", "ADDKE")
 """Transform classes in the order the scanner enumerates them (and the report lists them)."""
+
+ESP_CLASSES: tuple[str, ...] = ("ESP_ENCR", "ESP_INTEG", "ESP_KE")
+"""Child SA classes of the scan with credentials (``scan.authenticated``), probed and reported after IKE's."""
+
+Status = Literal["accepted", "refused", "not_verified"]
 
 _AES_LENGTHS = (128, 192, 256)
 
@@ -74,14 +80,20 @@ class Candidate:
     @property
     def profile_name(self) -> str:
         """The name the profile data files and ``--policy`` files use, e.g. ``AES_CBC/256``."""
-        registry = {"ENCR": EncrId, "PRF": PrfId, "INTEG": IntegId, "KE": KeId, "ADDKE": KeId}[self.cls]
+        registry = {"ENCR": EncrId, "PRF": PrfId, "INTEG": IntegId, "KE": KeId, "ADDKE": KeId,
+                    "ESP_ENCR": EncrId, "ESP_INTEG": IntegId, "ESP_KE": KeId}[self.cls]
         name = registry(self.transform.id).name
         return f"{name}/{self.transform.key_length}" if self.transform.key_length is not None else name
 
     @property
     def is_aead(self) -> bool:
         """An AEAD cipher (RFC 5282): offered in a proposal without INTEG."""
-        return self.cls == "ENCR" and self.transform.id in AEAD_ENCR_IDS
+        return self.cls in ("ENCR", "ESP_ENCR") and self.transform.id in AEAD_ENCR_IDS
+
+    @property
+    def protocol(self) -> Literal["ike", "esp"]:
+        """Whose proposal the transform is judged in: the IKE SA's or a Child SA's (profile rules differ)."""
+        return "esp" if self.cls.startswith("ESP_") else "ike"
 
 
 def candidates() -> dict[str, tuple[Candidate, ...]]:
@@ -93,3 +105,12 @@ def candidates() -> dict[str, tuple[Candidate, ...]]:
     ke = tuple(Candidate("KE", Transform(TransformType.KE, k)) for k in _KE)
     addke = tuple(Candidate("ADDKE", Transform(TransformType.ADDKE1, k)) for k in _ADDKE)
     return {"ENCR": encr, "PRF": prf, "INTEG": integ, "KE": ke, "ADDKE": addke}
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The verdict of the wire on one transform: accepted, refused or not verified, and why."""
+
+    candidate: Candidate
+    status: Status
+    evidence: str

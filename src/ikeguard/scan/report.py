@@ -12,9 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ikeguard.policy.profile import Profile
-from ikeguard.scan.catalog import CLASSES
-from ikeguard.scan.scanner import Observation, ScanResult
-from ikeguard.scan.verdict import ScanFinding, Verdict, ikev1_findings, policy_findings, transform_verdict
+from ikeguard.scan.catalog import CLASSES, ESP_CLASSES, Observation
+from ikeguard.scan.scanner import ScanResult
+from ikeguard.scan.verdict import (
+    ScanFinding,
+    Verdict,
+    ikev1_findings,
+    pfs_findings,
+    policy_findings,
+    transform_verdict,
+)
 from ikeguard.wire.iana import KeId, name_of
 
 SCHEMA = "ikeguard-scan/1"
@@ -87,6 +94,7 @@ class ScanReport:
             "unparsable_datagrams": r.garbage,
             "duration_s": round(r.duration, 2),
             "notes": list(r.notes),
+            "authenticated": r.authenticated.to_json() if r.authenticated is not None else None,
         }
 
 
@@ -96,7 +104,7 @@ def judge(result: ScanResult, profile: Profile,
     """Attach the profile's verdict to every accepted transform and collect the findings."""
     rows: list[Row] = []
     findings: list[ScanFinding] = []
-    for cls in CLASSES:
+    for cls in (*CLASSES, *ESP_CLASSES):
         for o in result.by_class(cls):
             if o.status != "accepted":
                 rows.append(Row(o, None))
@@ -105,6 +113,7 @@ def judge(result: ScanResult, profile: Profile,
             rows.append(Row(o, verdict, row_findings))
             findings.extend(row_findings)
     findings.extend(ikev1_findings(result, profile))
+    findings.extend(pfs_findings(result, profile))
     if policy is not None:
         findings.extend(policy_findings(result, policy))
     return ScanReport(result, profile, rows, findings, policy_path)

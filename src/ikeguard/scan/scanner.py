@@ -40,9 +40,11 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-from ikeguard.scan.catalog import CLASSES, Candidate, candidates
+from ikeguard.crypto import registry
+from ikeguard.scan.authenticated import AuthenticatedResult, AuthenticatedScan, ScanCredentials
+from ikeguard.scan.catalog import CLASSES, Candidate, Observation, Status, candidates
 from ikeguard.scan.ikev1 import Ikev1Prober
 from ikeguard.scan.keyex import can_generate, public_value
 from ikeguard.scan.transport import Reply, Transport, nat_detection_hash
@@ -52,8 +54,6 @@ from ikeguard.wire.payloads import CertReqPayload, NotifyPayload, VendorIdPayloa
 from ikeguard.wire.proposal_string import describe_proposal
 from ikeguard.wire.sa import Proposal, SaPayload
 from ikeguard.wire.transforms import AEAD_ENCR_IDS, Transform, transform_display_name
-
-Status = Literal["accepted", "refused", "not_verified"]
 
 DECOY_ORDER: tuple[KeId, ...] = (
     KeId.MODP_768, KeId.ECP_192, KeId.MODP_1024, KeId.MODP_1536, KeId.ECP_224, KeId.MODP_8192,
@@ -78,15 +78,6 @@ _FEATURE_NOTIFIES: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """The verdict of the wire on one transform: accepted, refused or not verified, and why."""
-
-    candidate: Candidate
-    status: Status
-    evidence: str
-
-
 @dataclass
 class ScanOptions:
     """How to scan: pacing, timeouts, how much state we may leave at the responder."""
@@ -99,6 +90,8 @@ class ScanOptions:
     probe_ikev1: bool = True
     ikev1_identity: str | None = None
     """ID_FQDN sent in the Aggressive Mode probe (default: our IP address, ID_IPV4_ADDR/ID_IPV6_ADDR)."""
+    credentials: ScanCredentials | None = None
+    """With credentials: IKE_AUTH, the chain presented, the ESP suites and PFS (``scan.authenticated``)."""
 
 
 @dataclass
@@ -121,6 +114,7 @@ class ScanResult:
     cookies: int = 0
     duration: float = 0.0
     notes: list[str] = field(default_factory=list)
+    authenticated: AuthenticatedResult | None = None
 
     def by_class(self, cls: str) -> list[Observation]:
         """Observations of one transform class, in catalog order."""
@@ -468,6 +462,38 @@ class Scanner:
                                      "additional key exchange (RFC 9370 ADDKE1) required, which it accepts")
         return groups
 
+    def _ike_offer(self) -> tuple[Proposal, ...]:
+        """What the credentialed IKE SA offers: every accepted transform ikeguard can run, the groups in the
+        responder's preference order, ML-KEM required when only hybrid offers were accepted."""
+        def usable(cls: str, kind: TransformType) -> list[Transform]:
+            return [c.transform for c in self.result.accepted(cls)
+                    if registry.supports(kind, c.transform.id, c.transform.key_length)]
+
+        ke = usable("KE", TransformType.KE)
+        order = {g: i for i, g in enumerate(self.result.ke_preference)}
+        ke.sort(key=lambda t: order.get(t.id, len(order)))
+        proposals = _proposals(usable("ENCR", TransformType.ENCR), usable("PRF", TransformType.PRF),
+                               usable("INTEG", TransformType.INTEG), ke)
+        addke = [c.transform for c in self.result.accepted("ADDKE")
+                 if registry.supports(TransformType.KE, c.transform.id)]
+        return _with_addke(proposals, addke) if self._pq_context and addke else proposals
+
+    def _authenticated(self, credentials: ScanCredentials) -> None:
+        """IKE_AUTH and the Child SA probes (``scan.authenticated``), with the accepted IKE transforms."""
+        offer = self._ike_offer()
+        if not offer:
+            self.result.notes.append("no credentialed scan: no accepted IKE proposal ikeguard can run")
+            return
+        specs = tuple(p.to_spec() for p in offer)
+        auth = AuthenticatedScan(self.transport.address, credentials, specs, self.result.ke_preference,
+                                 timeout=self.options.timeout, pace=self.transport.pace)
+        self.result.authenticated = auth.run()
+        self.result.observations.extend(self.result.authenticated.observations)
+        if self.result.authenticated.not_probed:
+            self.result.notes.append(
+                "Child SA transforms ikeguard cannot negotiate, so not probed: "
+                + ", ".join(self.result.authenticated.not_probed))
+
     # -- run -----------------------------------------------------------------------------------------------
     def run(self) -> ScanResult:
         """The whole plan; always returns a result (partial when the scan stopped)."""
@@ -496,6 +522,8 @@ class Scanner:
                 if cand not in self._status:
                     self._record(cand, "not_verified", "not probed (scan stopped)")
                 self.result.observations.append(self._status[cand])
+        if self.options.credentials is not None:
+            self._authenticated(self.options.credentials)
         stats = self.transport.stats
         self.result.stop_reason = self.transport.stop_reason
         self.result.probes, self.result.datagrams = stats.probes, stats.datagrams

@@ -115,7 +115,8 @@ class Transport:
         name = self._socket(port or self.address[1]).getsockname()
         return str(name[0]), int(name[1])
 
-    def _pace(self) -> None:
+    def pace(self) -> None:
+        """Wait until the rate allows the next datagram."""
         gap = 1.0 / self.rate - (time.monotonic() - self._last_send)
         if gap > 0:
             time.sleep(gap)
@@ -184,7 +185,7 @@ class Transport:
             if marker:
                 datagram = NON_ESP_MARKER + datagram
             for _attempt in range(self.retries + 1):
-                self._pace()
+                self.pace()
                 self.stats.datagrams += 1
                 try:
                     sock.send(datagram)

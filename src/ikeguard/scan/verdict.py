@@ -12,6 +12,10 @@ for each class it names, the accepted set must equal the listed one::
     prf = ["HMAC_SHA2_384"]
     integ = ["HMAC_SHA2_384_192"]
     ke = ["ECP_384", "CURVE25519"]
+
+    [esp]                                      # needs the scan with credentials
+    encr = ["AES_GCM_16/256"]
+    ke = ["ECP_384"]
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, Literal
 
 from ikeguard.policy.profile import TYPE_NAMES, Profile
 from ikeguard.policy.proposals import transform_violations
-from ikeguard.scan.catalog import CLASSES, Candidate
+from ikeguard.scan.catalog import CLASSES, ESP_CLASSES, Candidate
 from ikeguard.scan.scanner import ScanResult
 
 Verdict = Literal["pass", "warn", "fail"]
@@ -61,13 +65,14 @@ class ScanFinding:
 
 
 def transform_verdict(profile: Profile, candidate: Candidate) -> tuple[Verdict, list[ScanFinding]]:
-    """The profile's verdict on one accepted IKE transform, with a finding per violated rule."""
+    """The profile's verdict on one accepted IKE or Child SA transform, with a finding per violated rule."""
     findings: list[ScanFinding] = []
-    for v in transform_violations(profile, "ike", candidate.transform):
+    where = "IKE_SA_INIT" if candidate.protocol == "ike" else "CREATE_CHILD_SA (ESP)"
+    for v in transform_violations(profile, candidate.protocol, candidate.transform):
         r = v.rule
         findings.append(ScanFinding(
             r.id, r.severity, candidate.label,
-            f"the responder accepts {candidate.label} in IKE_SA_INIT: {v.message}",
+            f"the responder accepts {candidate.label} in {where}: {v.message}",
             r.sources, r.fix, r.pci, r.nist, warning=v.warning))
     if any(not f.warning for f in findings):
         return "fail", findings
@@ -82,25 +87,28 @@ def load_policy(path: str | Path) -> dict[str, frozenset[tuple[int, int | None]]
         raise PolicyFileError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyFileError(f"{path}: not TOML: {exc}") from None
-    ike = data.get("ike")
-    if not isinstance(ike, Mapping) or set(data) - {"ike"}:
-        raise PolicyFileError(f"{path}: expected one [ike] table")
+    tables = {"ike": (CLASSES, ""), "esp": (ESP_CLASSES, "ESP_")}
+    if not data or set(data) - set(tables) or not all(isinstance(v, Mapping) for v in data.values()):
+        raise PolicyFileError(f"{path}: expected an [ike] table and/or an [esp] table")
     out: dict[str, frozenset[tuple[int, int | None]]] = {}
-    for key, names in ike.items():
-        cls = str(key).upper()
-        if cls not in CLASSES:
-            raise PolicyFileError(f"{path}: unknown class {key!r} (encr, prf, integ, ke, addke)")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise PolicyFileError(f"{path}: ike.{key} must be a list of transform names")
-        registry = TYPE_NAMES[cls]
-        items: set[tuple[int, int | None]] = set()
-        for n in names:
-            name, _, length = n.partition("/")
-            try:
-                items.add((int(registry[name]), int(length) if length else None))
-            except (KeyError, ValueError):
-                raise PolicyFileError(f"{path}: ike.{key}: unknown transform {n!r}") from None
-        out[cls] = frozenset(items)
+    for table, entries in data.items():
+        known, prefix = tables[table]
+        for key, names in entries.items():
+            cls = prefix + str(key).upper()
+            if cls not in known:
+                allowed = ", ".join(c.removeprefix(prefix).lower() for c in known)
+                raise PolicyFileError(f"{path}: unknown class {table}.{key} ({allowed})")
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise PolicyFileError(f"{path}: {table}.{key} must be a list of transform names")
+            registry = TYPE_NAMES[cls.removeprefix("ESP_")]
+            items: set[tuple[int, int | None]] = set()
+            for n in names:
+                name, _, length = n.partition("/")
+                try:
+                    items.add((int(registry[name]), int(length) if length else None))
+                except (KeyError, ValueError):
+                    raise PolicyFileError(f"{path}: {table}.{key}: unknown transform {n!r}") from None
+            out[cls] = frozenset(items)
     return out
 
 
@@ -151,3 +159,19 @@ def ikev1_findings(result: ScanResult, profile: Profile) -> list[ScanFinding]:
                                "turn Aggressive Mode off (libreswan: aggressive=no) and IKEv1 with it",
                                rule.pci, rule.nist))
     return out
+
+
+PFS_RULE = "pfs.required"
+
+
+def pfs_findings(result: ScanResult, profile: Profile) -> list[ScanFinding]:
+    """A responder that creates Child SAs without a key exchange when the profile requires PFS
+    (``pfs.required``: NIST SP 800-77r1 §7.2.6), seen by the scan with credentials."""
+    auth = result.authenticated
+    if auth is None or auth.pfs != "not_required" or not profile.has_rule(PFS_RULE):
+        return []
+    rule = profile.rule(PFS_RULE)
+    return [ScanFinding(rule.id, rule.severity, "PFS",
+                        "the responder creates a Child SA without a key exchange in CREATE_CHILD_SA "
+                        f"(no perfect forward secrecy): {rule.title}", rule.sources, rule.fix, rule.pci,
+                        rule.nist)]
