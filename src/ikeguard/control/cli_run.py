@@ -52,6 +52,7 @@ def run(config_path: str, profile_name: str | None, override_profile: bool) -> N
                        f"{config_path} names; refused (add --override-profile to run under {profile_name}, "
                        "recorded in the audit trail)", err=True)
             sys.exit(2)
+    from ikeguard.control.workers_run import run_workers
     from ikeguard.service.runner import run_gateway
 
-    sys.exit(run_gateway(config_path, profile_override=profile_name))
+    sys.exit(run_gateway(config_path, profile_override=profile_name, workers_main=run_workers))

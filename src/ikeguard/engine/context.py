@@ -59,16 +59,22 @@ class EngineContext:
     child_rekeys: RekeyCalendar = field(default_factory=RekeyCalendar)  # issue 22: rekey storms spread
     ike_rekeys: RekeyCalendar = field(default_factory=RekeyCalendar)
     worker_id: int | None = None  # issue 22, [gateway] workers: the first octet of every IKE SPI we allocate
+    half_open_elsewhere: Callable[[], int] | None = None  # issue 22: half-open IKE SAs of the other workers
+    uniqueid_step: int = 1  # issue 22: worker i of N numbers its SAs i+1, i+1+N, ...: unique across workers
     _next_uniqueid: int = 1
 
     def timer_table(self, uniqueid: int) -> TimerTable:
         """A fresh deadline table for the IKE SA ``uniqueid``."""
         return TimerTable(self.timer_heap, uniqueid)
 
+    def number_uniqueids(self, first: int, step: int) -> None:
+        """Number SAs ``first``, ``first + step``, ... (worker ``first - 1`` of ``step``, issue 22)."""
+        self._next_uniqueid, self.uniqueid_step = first, step
+
     def new_uniqueid(self) -> int:
         """A fresh unique ID for an IKE or Child SA (``sas --uniqueid``)."""
         value = self._next_uniqueid
-        self._next_uniqueid += 1
+        self._next_uniqueid += self.uniqueid_step
         return value
 
     def ike_spi(self) -> bytes:

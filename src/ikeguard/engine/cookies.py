@@ -1,7 +1,10 @@
 """Stateless COOKIE generation and verification with rotating secrets (RFC 7296 §2.6).
 
 ``Cookie = <VersionIDofSecret> | HMAC-SHA256(secret, Ni | IPi | SPIi)``. The current and previous secret are
-accepted, so a rotation never invalidates a cookie handed out just before it.
+accepted, so a rotation never invalidates a cookie handed out just before it. ``share(seed)``: the secret of
+period ``k = floor(now / period)`` is ``HMAC-SHA256(seed, k)`` and its version ``k mod 256``, so processes
+that share the seed (the workers of one gateway, issue 22) agree on every secret without talking to each
+other.
 """
 
 from __future__ import annotations
@@ -33,8 +36,26 @@ class CookieJar:
         self._current = _Secret(0, random_bytes(32))
         self._previous: _Secret | None = None
         self._rotated_at: float | None = None
+        self._seed: bytes | None = None
+        self._index: int | None = None
+
+    def share(self, seed: bytes) -> None:
+        """Secrets from ``seed`` and the period number from now on (module docstring)."""
+        self._seed = seed
+        self._index = None
+
+    def _seeded(self, index: int) -> _Secret:
+        assert self._seed is not None
+        value = _hmac.new(self._seed, index.to_bytes(8, "big", signed=True), "sha256").digest()
+        return _Secret(index % 256, value)
 
     def _rotate_if_due(self, now: float) -> None:
+        if self._seed is not None:
+            index = int(now // self._period)
+            if index != self._index:
+                self._index = index
+                self._current, self._previous = self._seeded(index), self._seeded(index - 1)
+            return
         if self._rotated_at is None:
             self._rotated_at = now
         elif now - self._rotated_at >= self._period:

@@ -298,14 +298,16 @@ class IkeManager:
         """RFC 7296 §2.6: above ``cookie_threshold`` half-open SAs, demand a valid COOKIE first (checked on
         the request as decoded once by the caller)."""
         threshold = self.ctx.settings.cookie_threshold
-        busy = threshold > 0 and self.half_open_count() >= threshold
+        elsewhere = self.ctx.half_open_elsewhere  # [gateway] workers: the count is over all workers
+        count = self.half_open_count() + (elsewhere() if elsewhere is not None and threshold > 0 else 0)
+        busy = threshold > 0 and count >= threshold
         if busy != self._cookies_on:
             self._cookies_on = busy
             self.ctx.outputs.append(
                 AuditEvent(
                     EventName.DOS_COOKIES_ON if busy else EventName.DOS_COOKIES_OFF,
                     Outcome.SUCCESS,
-                    f"{self.half_open_count()} half-open IKE SAs",
+                    f"{count} half-open IKE SAs",
                 )
             )
         if not busy:
@@ -551,6 +553,11 @@ class IkeManager:
         tables = (self._by_uniqueid, self._by_spi, self._half_open_index, self._init_key, self._half_open,
                   self._by_peer, self._peer_key)
         return sum(len(t) for t in tables) + len(self._half_open_per_addr)
+
+    def share_cookie_secret(self, seed: bytes) -> None:
+        """Derive the COOKIE secrets from ``seed`` and the period number (engine/cookies.py), so that every
+        worker of a multi-worker gateway makes and accepts the same cookies."""
+        self._cookies.share(seed)
 
     def get(self, uniqueid: int) -> IkeSa | None:
         """The IKE SA with ``uniqueid``."""

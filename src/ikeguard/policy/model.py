@@ -153,6 +153,9 @@ class GatewaySection(Strict):
     # load sharing), only while more than ``redirect_above`` IKE SAs are established (0: every new peer)
     redirect_to: GatewayAddress | None = None
     redirect_above: int = Field(default=0, ge=0)
+    # issue 22: IKE worker processes behind one port 500/4500 (SO_REUSEPORT + a BPF program on our SPI,
+    # service/reuseport.py); "auto" = the number of cores; 1 = one process (today's gateway)
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
 
 
 class AuditSink(Strict):

@@ -176,3 +176,14 @@ def tag_spi(spi: bytes, worker: int) -> bytes:
 def worker_of(spis: Sequence[bytes], initiator_flag: bool) -> int:
     """The worker a message with (SPIi, SPIr) and this Initiator flag is steered to (for logs and tests)."""
     return (spis[1] if initiator_flag else spis[0])[0]
+
+
+def spread_index(address: str, workers: int) -> int:
+    """The worker the program spreads a datagram from ``address`` to (IKE_SA_INIT, keepalives): the same
+    folding as :func:`_spread`, for logs and tests."""
+    import ipaddress
+
+    word = int.from_bytes(ipaddress.ip_address(address).packed[-4:], "big")
+    word ^= word >> 16
+    word ^= word >> 8
+    return word % workers

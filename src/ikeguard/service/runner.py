@@ -69,8 +69,10 @@ def _open_audit(plan: Any) -> Any:
     return audit
 
 
-def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | None = None) -> int:
-    """Run the gateway in the foreground; the process exit code."""
+def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | None = None,
+                workers_main: Callable[[Any, int, Path, str | None], int] | None = None) -> int:
+    """Run the gateway in the foreground; the process exit code. ``[gateway] workers`` > 1: ``workers_main``
+    (``control/workers_run.py``) runs the supervisor of that many worker processes instead (issue 22)."""
     from ikeguard.service.plan import ConfigRefused, build_plan
 
     configure_logging()
@@ -85,6 +87,11 @@ def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | 
         print(f"ikeguard run: {text}", file=sys.stderr)
         return 2
     _log_enforcement(plan)
+    from ikeguard.service.workers import worker_count
+
+    workers = worker_count(plan.config.model.gateway.workers)
+    if workers > 1 and workers_main is not None:
+        return workers_main(plan, workers, Path(config_path), profile_override)
     try:
         opened = open_dataplane(plan.dataplane, plan.listen, plan.natt_port)
     except DataPlaneUnavailable as exc:

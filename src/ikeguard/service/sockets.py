@@ -84,11 +84,12 @@ def route_source(remote: IpAddress) -> IpAddress | None:
 class UdpListener:
     """One bound UDP socket on the event loop; ``natt`` sockets (4500) carry the non-ESP marker."""
 
-    def __init__(self, address: IpAddress, port: int, handler: DatagramHandler) -> None:
+    def __init__(self, address: IpAddress, port: int, handler: DatagramHandler,
+                 sock: socket.socket | None = None) -> None:
         self.address = address
         self.port = port
         self.handler = handler
-        self.sock = open_udp(address, port)
+        self.sock = sock if sock is not None else open_udp(address, port)  # sock: a worker's inherited one
         self.port = self.sock.getsockname()[1]  # port 0 (tests): the kernel's choice
         self._loop: asyncio.AbstractEventLoop | None = None
         self.send_errors = 0

@@ -74,6 +74,8 @@ class Transport:
         self.planes: dict[int, Any] = {}  # IP version -> userspace plane owning that family's 4500 socket
         self._plane_addresses: dict[int, IpAddress] = {}
         self._route_cache: dict[IpAddress, IpAddress] = {}
+        # [gateway] workers: this worker's members of the supervisor's SO_REUSEPORT groups (service/workers)
+        self.inherited: dict[tuple[IpAddress, int], socket.socket] = {}
         self.keepalives_in = 0
         self.esp_dropped = 0
 
@@ -110,7 +112,7 @@ class Transport:
     def _bind(self, loop: asyncio.AbstractEventLoop, address: IpAddress, port: int,
               handler: Receiver) -> None:
         try:
-            listener = UdpListener(address, port, handler)
+            listener = UdpListener(address, port, handler, self.inherited.get((address, port)))
         except OSError as exc:
             raise OSError(exc.errno, f"cannot bind {address} port {port}: {exc.strerror}") from None
         if self.prepare is not None:

@@ -1,0 +1,245 @@
+"""The control socket of a multi-worker gateway (``[gateway] workers`` > 1, issue 22): one socket,
+``state_dir/control.sock``, answering for every worker process, each of which serves the same protocol
+(:mod:`ikeguard.control.server`) on its private ``state_dir/workers/I/control.sock``.
+
+A request is answered by the workers it concerns, with the same wire format as one gateway's:
+
+* ``sas``: every worker's SAs, merged in uniqueid order, ``offset``/``limit`` applied to the merged list.
+* selections by ``uniqueid`` (``sas``, ``terminate``, ``rekey``): the worker that numbered it
+  (``(uniqueid - 1) % workers``, ``EngineContext.number_uniqueids``); by ``peer``/``conn``: every worker,
+  the counts added (``no SA matches`` only when no worker had one).
+* ``reload`` and the inventory changes of ``peers``: every worker (each reloads the same file; a refusal by
+  any is the answer); ``initiate``, ``conns``, ``peers list``, ``compliance``, ``ha``: worker 0, which also
+  runs ``start_action`` (initiated SAs live there).
+* ``events``: the streams of all workers, interleaved.
+
+Who asked is checked here as on a single gateway (``SO_PEERCRED``: root or the gateway's user only); each
+worker records ``admin.command`` for what it was asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ikeguard.control.client import MAX_LINE, encode
+from ikeguard.control.server import peer_credentials, prepare_socket_path
+
+log = logging.getLogger("ikeguard.control")
+ASK_TIMEOUT = 130.0  # seconds: initiate/rekey wait up to 120 s in the worker
+_ALL = frozenset({"reload"})
+_FIRST = frozenset({"initiate", "conns", "compliance", "ha"})
+_SELECT = frozenset({"terminate", "rekey"})
+
+
+class WorkerControlProxy:
+    """Serve the control protocol on ``path`` for the workers whose sockets ``worker_path(i)`` names."""
+
+    def __init__(self, path: Path, workers: int, worker_path: Callable[[int], Path]) -> None:
+        self.path = path
+        self.workers = workers
+        self.worker_path = worker_path
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        """Bind ``path`` (0600 before listening) and serve."""
+        prepare_socket_path(self.path, "the control socket")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
+        except BaseException:
+            sock.close()
+            raise
+        log.info("control socket listening on %s for %d workers", self.path, self.workers)
+
+    async def close(self) -> None:
+        """Stop serving and remove the socket."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    async def ready(self, timeout: float) -> bool:
+        """True once every worker answers ``conns`` (its gateway is up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = set(range(self.workers))
+        while pending and loop.time() < deadline:
+            for index in list(pending):
+                answer = await self.ask(index, {"id": 0, "cmd": "conns"}, timeout=2.0)
+                if answer.get("ok"):
+                    pending.discard(index)
+            if pending:
+                await asyncio.sleep(0.1)
+        return not pending
+
+    # -- talking to the workers -----------------------------------------------------------------
+    async def ask(self, index: int, request: dict[str, Any], timeout: float = ASK_TIMEOUT) -> dict[str, Any]:
+        """One request to worker ``index``; a worker that does not answer gives an error answer."""
+        writer = None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.worker_path(index)), limit=MAX_LINE), timeout)
+            writer.write(encode(request))
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            answer = json.loads(line) if line else None
+        except (OSError, TimeoutError, ValueError):
+            answer = None
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+        if not isinstance(answer, dict):
+            return {"id": request.get("id"), "ok": False,
+                    "error": f"worker {index} is not answering (being restarted?)"}
+        return answer
+
+    async def _ask_all(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(self.ask(i, request) for i in range(self.workers))))
+
+    async def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one request from the workers' answers."""
+        rid, cmd = request.get("id"), request.get("cmd")
+        args = request.get("args") if isinstance(request.get("args"), dict) else {}
+        assert isinstance(args, dict)
+        uid = args.get("uniqueid")
+        if isinstance(uid, int) and not isinstance(uid, bool) and uid > 0 and cmd in ("sas", *_SELECT):
+            return await self.ask((uid - 1) % self.workers, request)
+        if cmd == "sas":
+            return self._merge_sas(rid, args, await self._ask_all(
+                {**request, "args": {k: v for k, v in args.items() if k not in ("offset", "limit")}}))
+        if cmd in _SELECT:
+            return _sum(rid, cmd, await self._ask_all(request))
+        if cmd in _ALL or (cmd == "peers" and args.get("action", "list") != "list"):
+            answers = await self._ask_all(request)
+            refused = next((a for a in answers if not a.get("ok")), None)
+            if refused is not None:
+                return {**refused, "id": rid}
+            first = answers[0]
+            if isinstance(first.get("result"), dict):
+                first["result"] = {**first["result"], "workers": self.workers}
+            return first
+        return await self.ask(0, request)  # _FIRST, unknown commands (worker 0 words the error)
+
+    @staticmethod
+    def _merge_sas(rid: Any, args: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
+        failed = [a for a in answers if not a.get("ok")]
+        if len(failed) == len(answers):
+            return {**failed[0], "id": rid}
+        sas = sorted((sa for a in answers if a.get("ok") for sa in a.get("result", [])),
+                     key=lambda sa: int(sa.get("uniqueid", 0)))
+        offset, limit = args.get("offset", 0), args.get("limit")
+        if not isinstance(offset, int) or offset < 0 or (limit is not None and (
+                not isinstance(limit, int) or limit < 0)):
+            return {"id": rid, "ok": False, "error": "offset and limit must not be negative"}
+        end = None if limit is None else offset + limit
+        return {"id": rid, "ok": True, "result": sas[offset:end], "total": len(sas)}
+
+    # -- clients --------------------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            caller = peer_credentials(writer.get_extra_info("socket"))
+            if caller.uid not in (0, os.geteuid()):
+                await _write(writer, {"id": None, "ok": False,
+                                      "error": "permission denied: only root and the gateway's user"})
+                return
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    await _write(writer, {"id": None, "ok": False, "error": "not a JSON request"})
+                    continue
+                if not isinstance(request, dict):
+                    await _write(writer, {"id": None, "ok": False, "error": "a request is a JSON object"})
+                    continue
+                if request.get("cmd") == "events":
+                    await self._stream(request, reader, writer)
+                    return
+                await _write(writer, await self.dispatch(request))
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("control connection failed")
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _stream(self, request: dict[str, Any], reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        upstream: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        try:
+            for index in range(self.workers):
+                r, w = await asyncio.open_unix_connection(str(self.worker_path(index)), limit=MAX_LINE)
+                upstream.append((r, w))
+                w.write(encode(request))
+                await w.drain()
+                first = json.loads(await r.readline() or b"null")
+                if not isinstance(first, dict) or not first.get("ok"):
+                    await _write(writer, first if isinstance(first, dict) else
+                                 {"id": request.get("id"), "ok": False, "error": f"worker {index} refused"})
+                    return
+            await _write(writer, {"id": request.get("id"), "ok": True, "result": "streaming"})
+
+            async def pump(r: asyncio.StreamReader) -> None:
+                while line := await r.readline():
+                    writer.write(line)
+                    await writer.drain()
+
+            pumps = [asyncio.ensure_future(pump(r)) for r, _ in upstream]
+            eof = asyncio.ensure_future(reader.read(1))
+            try:
+                await asyncio.wait({eof, *pumps}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (eof, *pumps):
+                    t.cancel()
+        except (OSError, ValueError):
+            with contextlib.suppress(Exception):
+                await _write(writer, {"id": request.get("id"), "ok": False,
+                                      "error": "a worker is not answering (being restarted?)"})
+        finally:
+            for _, w in upstream:
+                w.close()
+
+
+def _sum(rid: Any, cmd: str, answers: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [a for a in answers if a.get("ok")]
+    if not ok:
+        return {**answers[0], "id": rid}
+    key = "terminated" if cmd == "terminate" else "rekeyed"
+    result: dict[str, Any] = {key: sum(int(a["result"].get(key, 0)) for a in ok)}
+    if cmd == "rekey":
+        result["sas"] = [sa for a in ok for sa in a["result"].get("sas", [])]
+    return {"id": rid, "ok": True, "result": result}
+
+
+async def _write(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    writer.write(encode(message))
+    await writer.drain()

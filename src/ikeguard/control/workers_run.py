@@ -1,0 +1,222 @@
+"""``ikeguard run`` with ``[gateway] workers`` > 1 (issue 22 item 1): the supervisor and the worker processes.
+
+The supervisor opens the SO_REUSEPORT groups and the one audit trail writer, starts the workers
+(:class:`ikeguard.service.workers.WorkerPool`: a dead worker is restarted, the others are not touched), serves
+the control socket for all of them (:mod:`ikeguard.control.workers_proxy`), forwards SIGHUP (reload) and
+stops them on SIGTERM/SIGINT. Readiness (systemd ``READY=1``) once every worker answers on its socket.
+
+A worker is a gateway (``service/gateway.py``) on its inherited sockets with its private control socket; it
+reads the configuration itself (the same file), records through the supervisor and ends when the supervisor
+is gone. Layering: this module composes control and service, as ``service/runner.py`` does for one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from ikeguard.control.server import ControlServer
+from ikeguard.control.workers_proxy import WorkerControlProxy
+from ikeguard.service.runner import configure_logging
+from ikeguard.service.sdnotify import notify
+from ikeguard.service.startup import startup_records
+from ikeguard.service.workers import (
+    _REFUSE,
+    AuditHub,
+    AuditRelay,
+    SharedState,
+    WorkerPool,
+    close_groups,
+    join_worker,
+    open_groups,
+    unique_replace_target,
+    unsupported,
+    worker_socket_path,
+)
+
+log = logging.getLogger("ikeguard.service")
+READY_TIMEOUT = 60.0
+HEALTH_INTERVAL = 0.5
+
+
+def run_workers(plan: Any, workers: int, config_path: Path, profile_override: str | None) -> int:
+    """The supervisor in the foreground; the process exit code."""
+    reason = unsupported(plan, workers)
+    if reason is not None:
+        print(f"ikeguard run: {reason}", file=sys.stderr)
+        return 1
+    try:
+        groups = open_groups(plan.listen, plan.ike_port, plan.natt_port, workers)
+    except OSError as exc:
+        print(f"ikeguard run: cannot bind the IKE ports for {workers} workers: {exc}", file=sys.stderr)
+        return 1
+    from ikeguard.service.runner import _open_audit
+
+    try:
+        audit = _open_audit(plan)
+    except Exception as exc:
+        close_groups(groups)
+        print(f"ikeguard run: cannot open the audit trail in {plan.state_dir}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_supervise(plan, workers, groups, audit, config_path, profile_override))
+    finally:
+        close_groups(groups)
+        with contextlib.suppress(Exception):
+            audit.close()
+
+
+async def _supervise(plan: Any, workers: int, groups: dict[tuple[str, int], list[socket.socket]], audit: Any,
+                     config_path: Path, profile_override: str | None) -> int:
+    loop = asyncio.get_running_loop()
+    state = SharedState(workers)
+    replace = {name for name, conn in plan.connections.items() if conn.unique == "replace"}
+    pool: WorkerPool | None = None
+
+    def replaced(index: int, fields: dict[str, Any]) -> None:  # an audit hub thread
+        target = unique_replace_target(fields, replace)
+        if target is not None and pool is not None:
+            for other in range(workers):
+                if other != index:
+                    loop.call_soon_threadsafe(pool.command, other, ("replace", *target, index))
+
+    for record in startup_records(plan):
+        audit.record(record)
+    hub = AuditHub(audit, replaced)
+    pool = WorkerPool(workers, worker_main, (str(config_path), profile_override), groups, hub, state)
+    proxy = WorkerControlProxy(plan.state_dir / "control.sock", workers,
+                               lambda i: worker_socket_path(plan.state_dir, i))
+    try:
+        await proxy.start()
+    except Exception as exc:
+        print(f"ikeguard run: {exc}", file=sys.stderr)
+        return 1
+    pool.start(loop)
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    def reload() -> None:
+        log.info("SIGHUP: reloading every worker")
+        pool.signal_all(signal.SIGHUP)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+
+    async def health() -> None:
+        while True:
+            state.slots[_REFUSE] = 1 if audit.refuse_new_sas else 0
+            await asyncio.sleep(HEALTH_INTERVAL)
+
+    watcher = loop.create_task(health())
+    try:
+        if not await proxy.ready(READY_TIMEOUT):
+            print(f"ikeguard run: the workers did not come up within {READY_TIMEOUT:.0f} s", file=sys.stderr)
+            return 1
+        await loop.run_in_executor(None, audit.flush, 5.0)
+        notify(f"READY=1\nSTATUS=gateway running, {workers} workers")
+        log.info("ready (%d workers: pids %s)", workers, ", ".join(str(p) for p in pool.pids()))
+        await stopping.wait()
+        notify("STOPPING=1")
+        log.info("stopping")
+        return 0
+    finally:
+        watcher.cancel()
+        await proxy.close()
+        await pool.stop()
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def worker_main(index: int, workers: int, sockets: dict[tuple[str, int], socket.socket],
+                audit_conn: Connection, command_conn: Connection, shared: Any, cookie_seed: bytes,
+                config_path: str, profile_override: str | None) -> None:
+    """A worker process (spawned by the pool): build the plan from the same file, run a gateway."""
+    from ikeguard.service.dataplane import DataPlaneUnavailable, open_dataplane
+    from ikeguard.service.plan import build_plan
+
+    configure_logging()
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s"))
+    parent = os.getppid()
+    try:
+        plan = build_plan(Path(config_path), now=dt.datetime.now(dt.UTC), profile_override=profile_override)
+        opened = open_dataplane(plan.dataplane, plan.listen, plan.natt_port)
+    except (Exception, DataPlaneUnavailable) as exc:
+        log.error("cannot start: %s", exc)
+        sys.exit(1)
+    audit = AuditRelay(audit_conn, shared)
+    try:
+        asyncio.run(_serve_worker(index, workers, sockets, audit, command_conn, shared, cookie_seed, plan,
+                                  opened.plane, Path(config_path), profile_override, parent))
+    finally:
+        opened.close()
+        audit.close()
+
+
+async def _serve_worker(index: int, workers: int, sockets: dict[tuple[str, int], socket.socket],
+                        audit: AuditRelay, command_conn: Connection, shared: Any, cookie_seed: bytes,
+                        plan: Any, dataplane: Any, config_path: Path, profile_override: str | None,
+                        parent: int) -> None:
+    from ikeguard.service.addresses import AddressMonitor
+    from ikeguard.service.gateway import Gateway
+
+    gateway = Gateway(plan, audit=audit, dataplane=dataplane)
+    publish = join_worker(gateway, index, workers, shared, cookie_seed, sockets)
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    addresses = AddressMonitor(gateway)
+    addresses.start(loop)
+    stopping = asyncio.Event()
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def reload() -> None:
+        from ikeguard.service.reload import reload_gateway
+
+        task = loop.create_task(reload_gateway(gateway, config_path, admin="SIGHUP",
+                                               profile_override=profile_override))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    def command() -> None:
+        try:
+            message = command_conn.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(command_conn.fileno())
+            return
+        if message[0] == "replace":  # unique = replace: the peer came up in another worker
+            _, conn, peer, where = message
+            with contextlib.suppress(Exception):
+                gateway.terminate(conn=conn, peer=peer,
+                                  reason=f"unique=replace: superseded by an IKE SA in worker {where}")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_reader(command_conn.fileno(), command)
+    control = ControlServer(gateway, worker_socket_path(plan.state_dir, index), config_path=config_path,
+                            profile_override=profile_override)
+    await control.start()
+    log.info("worker %d ready", index)
+    try:
+        while not stopping.is_set():
+            publish()
+            if os.getppid() != parent:  # the supervisor is gone
+                log.warning("supervisor gone: stopping")
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 0.1)
+    finally:
+        for task in reloads:
+            task.cancel()
+        await control.close()
+        addresses.close()
+        await gateway.stop()

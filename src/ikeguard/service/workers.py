@@ -1,0 +1,438 @@
+"""IKE on every core (issue 22 item 1): ``[gateway] workers = N`` processes behind one UDP port 500/4500.
+
+The supervisor (``ikeguard run``) opens every socket: per listen address one ``SO_REUSEPORT`` group on 500 and
+one on 4500, N members each, with the steering program of :mod:`ikeguard.service.reuseport` (our SPI's first
+octet names the worker; IKE_SA_INIT requests spread by source address). Worker ``i`` is a full gateway process
+(``Gateway``, its engine with ``worker_id = i``) on member ``i`` of each group. The supervisor keeps its
+copies of the sockets open, so a worker that dies leaves the group unchanged: its successor inherits the same
+sockets (and the datagrams queued meanwhile) while the other workers, their SAs and their sockets are
+untouched.
+
+What must be global is kept by the supervisor:
+
+* audit: one trail writer. Workers hand their records over a pipe (:class:`AuditRelay`), the supervisor's
+  :class:`AuditHub` records them through its ``IsolatedAuditService``; ``flush`` waits for the supervisor's
+  flush; the store's health (PCI DSS 10.7: refuse new SAs while events cannot be recorded) is published to
+  the workers in shared memory.
+* half-open SAs and cookies (RFC 7296 §2.6): every worker publishes its half-open count in shared memory and
+  turns cookies on when the sum over all workers reaches ``cookie_threshold``; the cookie secret is derived
+  from one seed per period (``CookieJar.share``), so every worker makes and accepts the same cookies.
+  ``block_threshold`` (per peer address) needs no sharing: one address's IKE_SA_INIT requests reach one
+  worker.
+* ``unique = replace``: an ``ike.up`` record from one worker makes the supervisor tell the other workers to
+  delete that peer's IKE SAs of that connection (within a worker the engine does it as before).
+* control socket, reload: the control layer's proxy (``control/workers_run.py``) answers on
+  ``state_dir/control.sock`` for all workers, each of which serves a private socket
+  ``state_dir/workers/I/control.sock``.
+
+Not shared yet, so refused with ``workers`` > 1 (:func:`unsupported`): the userspace data plane (its TUN and
+ESP socket are one per machine; ``xfrm`` and ``none`` are global or absent), virtual IP pools, ``[ha]``,
+``vici`` and ``metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import logging
+import multiprocessing as mp
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from ikeguard.audit.events import AuditEvent, EventName, event_from_fields
+from ikeguard.audit.store import parse_time, rfc3339, utc_now
+from ikeguard.service.reuseport import open_group
+
+log = logging.getLogger("ikeguard.service")
+
+_REFUSE = 0  # shared slot: the audit store cannot write (1) or can (0)
+_HALF_OPEN = 1  # shared slots _HALF_OPEN + i: worker i's half-open IKE SAs
+PUBLISH_INTERVAL = 0.1  # seconds between a worker's half-open count updates
+RESTART_DELAY = 0.5  # seconds before a dead worker is restarted; longer when it keeps dying
+CRASH_WINDOW, CRASH_LIMIT, CRASH_DELAY = 60.0, 5, 10.0
+SEND_DELAY = 0.02  # the relay gathers records this long while they keep coming (as IsolatedAuditService)
+
+
+def worker_count(value: int | str) -> int:
+    """``[gateway] workers`` as a number ("auto": the cores this process may run on)."""
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    return int(value)
+
+
+def unsupported(plan: Any, workers: int) -> str | None:
+    """Why this configuration cannot run with ``workers`` processes yet (None: it can)."""
+    if workers <= 1:
+        return None
+    gw = plan.config.model.gateway
+    reasons = []
+    if plan.dataplane == "userspace":
+        reasons.append('dataplane = "userspace" (one TUN device and ESP socket; use "xfrm" or "none")')
+    if any(c.pools for c in plan.connections.values()):
+        reasons.append("virtual IP pools (leases must be unique across workers)")
+    if getattr(plan.config.model, "ha", None) is not None and getattr(plan.config.model.ha, "enabled", False):
+        reasons.append("[ha]")
+    if gw.vici:
+        reasons.append("vici")
+    if plan.metrics is not None:
+        reasons.append("metrics")
+    if not reasons:
+        return None
+    return (f"workers = {workers} cannot be used with " + ", ".join(reasons)
+            + " yet (issue 22); set workers = 1")
+
+
+def worker_socket_path(state_dir: Path, index: int) -> Path:
+    """The private control socket of worker ``index``."""
+    return Path(state_dir) / "workers" / str(index) / "control.sock"
+
+
+# ---------------------------------------------------------------------------------------------- sockets
+def open_groups(listen: Sequence[str], ike_port: int, natt_port: int,
+                workers: int) -> dict[tuple[str, int], list[socket.socket]]:
+    """Every (listen address, port) -> its group's sockets in worker order (port 0: the kernel's choice, the
+    same for the whole group)."""
+    groups: dict[tuple[str, int], list[socket.socket]] = {}
+    try:
+        for text in listen:
+            address = str(ipaddress.ip_address(text))
+            ike = open_group(address, ike_port, workers, natt=False)
+            groups[(address, ike[0].getsockname()[1])] = ike
+            if natt_port != ike_port:
+                natt = open_group(address, natt_port, workers, natt=True)
+                groups[(address, natt[0].getsockname()[1])] = natt
+    except OSError:
+        close_groups(groups)
+        raise
+    return groups
+
+
+def close_groups(groups: dict[tuple[str, int], list[socket.socket]]) -> None:
+    """Close every socket of every group."""
+    for socks in groups.values():
+        for sock in socks:
+            sock.close()
+    groups.clear()
+
+
+# ---------------------------------------------------------------------------------------------- audit
+class AuditRelay:
+    """A worker's audit recorder (the gateway's AuditRecorder): records go to the supervisor's writer."""
+
+    def __init__(self, conn: Connection, shared: Any) -> None:
+        self._conn = conn
+        self._shared = shared
+        self._buf: list[tuple[dict[str, Any], str]] = []
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._closing = False
+        self._sender = threading.Thread(target=self._send_loop, name="audit-relay", daemon=True)
+        self._sender.start()
+
+    def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None:
+        """Queue an event for the supervisor; never blocks on it."""
+        with self._cond:
+            self._buf.append((event.fields_dict(), rfc3339(now or utc_now())))
+            if len(self._buf) == 1:
+                self._cond.notify()
+
+    def _take(self) -> list[tuple[dict[str, Any], str]]:
+        with self._cond:
+            batch, self._buf = self._buf, []
+        return batch
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._buf) or self._closing)
+                closing = self._closing
+            time.sleep(0 if closing else SEND_DELAY)
+            batch = self._take()
+            try:
+                with self._send_lock:
+                    if batch:
+                        self._conn.send(("records", batch))
+            except OSError:
+                return
+            if closing:
+                return
+
+    @property
+    def refuse_new_sas(self) -> bool:
+        """PCI DSS 10.7, as the supervisor's trail writer reports it."""
+        return bool(self._shared[_REFUSE])
+
+    @property
+    def healthy(self) -> bool:
+        """False while the supervisor's store cannot write."""
+        return not self.refuse_new_sas
+
+    @property
+    def failure(self) -> str | None:
+        """Why events cannot be recorded (None while healthy)."""
+        return "audit store cannot write (supervisor)" if self.refuse_new_sas else None
+
+    @property
+    def pending(self) -> int:
+        """Records not yet handed to the supervisor."""
+        return len(self._buf)
+
+    def spool_depth(self) -> dict[str, int]:
+        """Sinks belong to the supervisor's writer."""
+        return {}
+
+    def sink_connected(self) -> dict[str, bool]:
+        """Sinks belong to the supervisor's writer."""
+        return {}
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Hand everything over and wait until the supervisor has it on disk."""
+        try:
+            with self._send_lock:
+                batch = self._take()
+                if batch:
+                    self._conn.send(("records", batch))
+                self._conn.send(("flush", timeout))
+                if not self._conn.poll(timeout + 1.0):
+                    return False
+                return bool(self._conn.recv())
+        except (OSError, EOFError):
+            return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is left."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._sender.join(timeout)
+
+
+class AuditHub:
+    """The supervisor's side: one reader thread per worker pipe into the one trail writer."""
+
+    def __init__(self, audit: Any, on_record: Callable[[int, dict[str, Any]], None]) -> None:
+        self.audit = audit
+        self.on_record = on_record
+
+    def attach(self, index: int, conn: Connection) -> threading.Thread:
+        """Read worker ``index``'s records until its pipe closes."""
+        thread = threading.Thread(target=self._read, args=(index, conn), name=f"audit-hub-{index}",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _read(self, index: int, conn: Connection) -> None:
+        while True:
+            try:
+                kind, body = conn.recv()
+            except (EOFError, OSError, ValueError):
+                return
+            except Exception:  # a worker killed mid-message: a truncated pickle
+                log.warning("worker %d: unreadable audit hand-off; dropped the rest of its pipe", index)
+                return
+            if kind == "records":
+                for fields, when in body:
+                    self.audit.record(event_from_fields(fields), parse_time(when))
+                    with contextlib.suppress(Exception):
+                        self.on_record(index, fields)
+            elif kind == "flush":
+                ok = self.audit.flush(float(body))
+                with contextlib.suppress(OSError):
+                    conn.send(ok)
+
+
+# ---------------------------------------------------------------------------------------------- global state
+class SharedState:
+    """Shared memory between the supervisor and the workers (no lock: one writer per slot)."""
+
+    def __init__(self, workers: int, seed: bytes | None = None) -> None:
+        self.workers = workers
+        self.slots: Any = mp.get_context("spawn").Array("q", _HALF_OPEN + workers, lock=False)
+        self.cookie_seed = seed or secrets.token_bytes(32)
+
+
+def join_worker(gateway: Any, index: int, workers: int, shared: Any, cookie_seed: bytes,
+                sockets: dict[tuple[str, int], socket.socket]) -> Callable[[], None]:
+    """Make ``gateway`` (not started yet) worker ``index``: our SPIs name it, it binds the inherited sockets,
+    cookies follow the global half-open count and the shared secret. Returns the publisher to call
+    periodically (half-open count into shared memory)."""
+    engine = gateway.engine
+    engine.ctx.worker_id = index
+    engine.ctx.number_uniqueids(index + 1, workers)  # (uniqueid - 1) % workers == index: routing
+    if index != 0:  # start_action (and the retries it schedules) in worker 0 only: one IKE SA, not N
+        gateway.actions.start_connections = _nothing
+    gateway.transport.inherited = {(ipaddress.ip_address(a), p): s for (a, p), s in sockets.items()}
+    engine.share_cookie_secret(cookie_seed)
+    slot = _HALF_OPEN + index
+
+    def elsewhere() -> int:
+        return sum(int(shared[_HALF_OPEN + i]) for i in range(workers) if i != index)
+
+    engine.ctx.half_open_elsewhere = elsewhere
+
+    def publish() -> None:
+        shared[slot] = engine.half_open_count()
+
+    return publish
+
+
+def _nothing() -> None:
+    return None
+
+
+def derive_secret(seed: bytes, label: str) -> bytes:
+    """A per-purpose key from the supervisor's seed."""
+    return hmac.new(seed, label.encode(), hashlib.sha256).digest()
+
+
+# ---------------------------------------------------------------------------------------------- processes
+@dataclass
+class _Worker:
+    index: int
+    process: Any = None
+    audit_conn: Connection | None = None  # supervisor's end
+    command_conn: Connection | None = None  # supervisor's end (commands to the worker)
+    starts: list[float] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+
+WorkerTarget = Callable[..., None]
+
+
+class WorkerPool:
+    """Start, watch and restart the worker processes (``target(index, workers, sockets, audit_conn,
+    command_conn, shared_slots, cookie_seed, *args)`` in a spawned process)."""
+
+    def __init__(self, workers: int, target: WorkerTarget, args: tuple[Any, ...],
+                 groups: dict[tuple[str, int], list[socket.socket]], hub: AuditHub,
+                 state: SharedState) -> None:
+        self.count = workers
+        self.target = target
+        self.args = args
+        self.groups = groups
+        self.hub = hub
+        self.state = state
+        self.workers = [_Worker(i) for i in range(workers)]
+        self.restarts = 0
+        self._ctx = mp.get_context("spawn")
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: set[asyncio.TimerHandle] = set()
+
+    def sockets_of(self, index: int) -> dict[tuple[str, int], socket.socket]:
+        """Worker ``index``'s member of every group."""
+        return {key: socks[index] for key, socks in self.groups.items()}
+
+    def pids(self) -> list[int | None]:
+        """The worker processes' ids (None while one is being restarted)."""
+        return [w.process.pid if w.process is not None and w.process.is_alive() else None
+                for w in self.workers]
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start every worker and watch them."""
+        self._loop = loop
+        for worker in self.workers:
+            self._spawn(worker)
+
+    def _spawn(self, worker: _Worker) -> None:
+        if self._stopping or self._loop is None:
+            return
+        for conn in (worker.audit_conn, worker.command_conn):
+            if conn is not None:
+                conn.close()
+        audit_here, audit_there = self._ctx.Pipe(duplex=True)
+        command_here, command_there = self._ctx.Pipe(duplex=False)  # (reader, writer)
+        worker.audit_conn, worker.command_conn = audit_here, command_there
+        process = self._ctx.Process(
+            target=self.target, name=f"ikeguard-worker-{worker.index}", daemon=False,
+            args=(worker.index, self.count, self.sockets_of(worker.index), audit_there, command_here,
+                  self.state.slots, self.state.cookie_seed, *self.args))
+        process.start()
+        audit_there.close()
+        command_here.close()
+        worker.process = process
+        worker.starts.append(time.monotonic())
+        worker.reader = self.hub.attach(worker.index, audit_here)
+        self._loop.add_reader(process.sentinel, self._exited, worker)
+        log.info("worker %d started (pid %d)", worker.index, process.pid)
+
+    def _exited(self, worker: _Worker) -> None:
+        assert self._loop is not None
+        process = worker.process
+        self._loop.remove_reader(process.sentinel)
+        process.join(0)
+        code = process.exitcode
+        if self._stopping:
+            return
+        self.state.slots[_HALF_OPEN + worker.index] = 0
+        recent = [t for t in worker.starts if time.monotonic() - t < CRASH_WINDOW]
+        worker.starts = recent
+        delay = CRASH_DELAY if len(recent) >= CRASH_LIMIT else RESTART_DELAY
+        log.warning("worker %d (pid %d) ended with %s; restarting it in %.1f s (the other workers go on)",
+                    worker.index, process.pid, code, delay)
+        self.restarts += 1
+        handle = self._loop.call_later(delay, self._restart, worker)
+        self._pending.add(handle)
+
+    def _restart(self, worker: _Worker) -> None:
+        self._pending = {h for h in self._pending if not h.cancelled()}
+        self._spawn(worker)
+
+    def command(self, index: int, message: tuple[Any, ...]) -> None:
+        """Send a command to worker ``index`` (dropped while it is being restarted)."""
+        conn = self.workers[index].command_conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send(message)
+
+    def signal_all(self, signum: int) -> None:
+        """Send ``signum`` to every running worker."""
+        for pid in self.pids():
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every worker (each deletes its SAs), wait, SIGKILL what is left."""
+        self._stopping = True
+        for handle in self._pending:
+            handle.cancel()
+        self.signal_all(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        for worker in self.workers:
+            process = worker.process
+            if process is None:
+                continue
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(process.sentinel)
+            await loop.run_in_executor(None, process.join, timeout)
+            if process.is_alive():
+                process.kill()
+                await loop.run_in_executor(None, process.join, 5.0)
+            for conn in (worker.audit_conn, worker.command_conn):
+                if conn is not None:
+                    conn.close()
+
+
+def unique_replace_target(fields: dict[str, Any], replace_conns: set[str]) -> tuple[str, str] | None:
+    """(connection, remote identity) whose IKE SAs in the other workers an ``ike.up`` record supersedes."""
+    if fields.get("event") != EventName.IKE_UP.value:
+        return None
+    conn, peer = fields.get("connection"), fields.get("remote_id")
+    if isinstance(conn, str) and conn in replace_conns and isinstance(peer, str) and peer:
+        return conn, peer
+    return None
