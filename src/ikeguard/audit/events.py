@@ -65,6 +65,8 @@ class EventName(StrEnum):
     HSM_LOGIN = "hsm.login"  # docs/pki.md: HSM access log of PKCS#11 token keys
     HSM_SIGN = "hsm.sign"  # signatures per key, aggregated per minute (details.count)
     HSM_ERROR = "hsm.error"
+    PKI_ISSUED = "pki.issued"  # docs/pki.md: issuance log (ACME, `ikeguard pki`)
+    PKI_RENEWAL_FAILED = "pki.renewal_failed"
     # Emitted by the IKE engine in addition to the contract's names (extensions, never renames).
     IKE_FAILED = "ike.failed"
     IKE_RETRY = "ike.retry"
@@ -86,7 +88,7 @@ class Outcome(StrEnum):
 _WARNING = {
     EventName.AUTH_FAILURE, EventName.CERT_REJECTED, EventName.CERT_EXPIRING, EventName.REVOCATION_FAILED,
     EventName.PROPOSAL_REJECTED, EventName.CONFIG_REJECTED, EventName.WAIVER_APPLIED, EventName.DPD_TIMEOUT,
-    EventName.AUDIT_SINK_DOWN, EventName.AUDIT_SPOOL_HIGH, EventName.HSM_ERROR,
+    EventName.AUDIT_SINK_DOWN, EventName.AUDIT_SPOOL_HIGH, EventName.HSM_ERROR, EventName.PKI_RENEWAL_FAILED,
 }
 _NOTICE = {
     EventName.TS_REJECTED, EventName.ADMIN_COMMAND, EventName.AUDIT_ACCESSED, EventName.AUDIT_EXPORTED,
@@ -94,7 +96,7 @@ _NOTICE = {
     EventName.PEER_ADDED, EventName.PEER_DISABLED, EventName.PEER_ENABLED,
     EventName.DOS_COOKIES_ON, EventName.DOS_COOKIES_OFF, EventName.CONFIG_LOADED, EventName.CLOCK_STATUS,
     EventName.AUDIT_INITIALISED, EventName.SERVICE_STARTED, EventName.SERVICE_STOPPED, EventName.HA_ROLE,
-    EventName.HA_TAKEOVER, EventName.HSM_LOGIN,
+    EventName.HA_TAKEOVER, EventName.HSM_LOGIN, EventName.PKI_ISSUED,
 }
 _ERROR = {EventName.AUDIT_STORE_FAILED}
 

@@ -15,6 +15,7 @@ from ikeguard.control.cli_evidence import evidence
 from ikeguard.control.cli_gateway import conns, events, initiate, peers, rekey, reload, sas, terminate
 from ikeguard.control.cli_ha import ha
 from ikeguard.control.cli_import import import_command
+from ikeguard.control.cli_pki import pki
 from ikeguard.control.cli_policy import check, profiles
 from ikeguard.control.cli_profile import client_profile
 from ikeguard.control.cli_run import run
@@ -45,3 +46,4 @@ main.add_command(events)
 main.add_command(scan_command)
 main.add_command(import_command)
 main.add_command(client_profile)
+main.add_command(pki)

@@ -146,6 +146,7 @@ COMMAND_ARGS: dict[str, dict[str, str]] = {
     "events": {},
     "compliance": {},  # `ikeguard check --socket`: the facts the runtime rules judge (read-only)
     "ha": {"action": _STR, "role": _STR},  # `ikeguard ha status|role` (docs/ha.md)
+    "acme": {"action": _STR},  # `ikeguard pki acme status|renew` (docs/pki.md)
 }
 
 
@@ -206,7 +207,7 @@ class ControlServer:
         self._handlers: dict[str, Callable[[dict[str, Any], Caller, str], Awaitable[Any]]] = {
             "sas": self._sas, "conns": self._conns, "peers": self._peers, "initiate": self._initiate,
             "terminate": self._terminate, "rekey": self._rekey, "reload": self._reload,
-            "compliance": self._compliance, "ha": self._ha,
+            "compliance": self._compliance, "ha": self._ha, "acme": self._acme,
         }
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -369,6 +370,20 @@ class ControlServer:
             return await service.set_role(args["role"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+
+    async def _acme(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        renewer = getattr(self.gateway, "acme", None)
+        if renewer is None or self.gateway.plan.config.model.acme is None:
+            raise CommandError("no [acme] section: the certificate is not managed by ACME")
+        action = args.get("action", "status")
+        if action == "status":
+            return renewer.status()
+        if action != "renew":
+            raise CommandError('acme: action is "status" or "renew"')
+        result = await renewer.renew_now()
+        if not result["renewed"]:
+            raise CommandError(f"renewal failed: {result['last_error']}")
+        return result
 
     async def _compliance(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         from ikeguard.service.compliance import runtime_facts

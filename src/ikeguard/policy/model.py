@@ -549,6 +549,23 @@ class Waiver(Strict):
     expires: Expiry
 
 
+class AcmeSection(Strict):
+    """``[acme]``: the certificate of one connection (``local.certs[0]``, for ``local.key``, a file or a token
+    key) obtained from an ACME CA (RFC 8555, ``http-01``; IP identifiers RFC 8738) at first start and renewed
+    when ``renew_at`` of its lifetime has passed (docs/pki.md)."""
+
+    connection: NonEmpty
+    directory: NonEmpty  # the CA's directory URL
+    account_key: NonEmpty  # PEM EC P-256 or RSA key of the ACME account (mode 0600)
+    identifiers: list[NonEmpty] = Field(min_length=1)  # DNS names and IP addresses in the certificate
+    ca_bundle: str | None = None  # CA certificates for the ACME server's HTTPS; not set: the system's
+    contact: list[NonEmpty] = Field(default_factory=list)  # e.g. "mailto:pki@example.net"
+    http01_listen: NonEmpty = "0.0.0.0:80"  # where the http-01 responder listens during an order
+    renew_at: float = Field(default=2 / 3, gt=0, lt=1)  # fraction of the lifetime after which to renew
+    retry_min: Duration = Field(default=30, ge=1)  # first retry after a failed renewal, doubling up to
+    retry_max: Duration = Field(default=3600, ge=1)
+
+
 class ConfigModel(Strict):
     """The whole configuration file."""
 
@@ -561,6 +578,17 @@ class ConfigModel(Strict):
     pools: dict[str, Pool] = Field(default_factory=dict)
     ha: HaSection = Field(default_factory=HaSection)
     waivers: list[Waiver] = Field(default_factory=list)
+    acme: AcmeSection | None = None
+
+    @model_validator(mode="after")
+    def _acme_connection(self) -> ConfigModel:
+        acme = self.acme
+        if acme is not None:
+            conn = self.connections.get(acme.connection)
+            if conn is None or conn.local.auth != "pubkey" or not conn.local.certs:
+                raise ValueError(f"[acme] connection {acme.connection!r}: needs a connection with "
+                                 'local.auth = "pubkey" and local.certs (the file ACME writes)')
+        return self
 
     @model_validator(mode="after")
     def _radius_for_eap(self) -> ConfigModel:

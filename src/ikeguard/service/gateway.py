@@ -125,6 +125,7 @@ class Gateway:
         self.audit = audit
         self.dataplane = dataplane
         self.ha: Any = None  # service/ha/service.py HaService when [ha] is enabled (the runner sets it)
+        self.acme: Any = None  # service/acme_renewal.py AcmeRenewer (the runner sets it)
         self.stats = GatewayStats()
         plan.restrict_esp(esp_supported(dataplane.features))
         self.engine = IkeManager(plan.connections.values(), plan.engine_settings, random=SystemRandom(),

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,13 @@ def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | 
     from ikeguard.service.plan import ConfigRefused, build_plan
 
     configure_logging()
+    from ikeguard.service.acme_renewal import AcmeStartError, bootstrap
+
+    try:  # [acme]: the first certificate before the plan needs it (docs/pki.md)
+        issued = bootstrap(Path(config_path), profile_override=profile_override)
+    except AcmeStartError as exc:
+        print(f"ikeguard run: {exc}", file=sys.stderr)
+        return 1
     try:
         plan = build_plan(Path(config_path), now=dt.datetime.now(dt.UTC), profile_override=profile_override)
     except ConfigRefused as exc:
@@ -104,7 +111,7 @@ def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | 
         print(f"ikeguard run: cannot open the audit trail in {plan.state_dir}: {exc}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_serve(plan, audit, opened, Path(config_path), profile_override))
+        return asyncio.run(_serve(plan, audit, opened, Path(config_path), profile_override, issued))
     finally:
         opened.close()
         with contextlib.suppress(Exception):
@@ -147,9 +154,11 @@ def _start_metrics(gateway: Gateway, plan: Any) -> Callable[[], None] | None:
 
 
 async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Path,
-                 profile_override: str | None) -> int:
+                 profile_override: str | None, issued: Sequence[Any] = ()) -> int:
+    from ikeguard.service.acme_renewal import AcmeRenewer
+
     gateway = Gateway(plan, audit=audit, dataplane=opened.plane)
-    for record in startup_records(plan):
+    for record in [*issued, *startup_records(plan)]:
         gateway.record(record)
     try:
         await gateway.start()
@@ -172,6 +181,8 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    gateway.acme = AcmeRenewer(gateway, config_path, profile_override=profile_override)
+    renewal = loop.create_task(gateway.acme.run())  # [acme]: renews the certificate while we run
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
@@ -194,6 +205,7 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
     await stopping.wait()
     notify("STOPPING=1")
     log.info("stopping")
+    renewal.cancel()
     for task in reloads:
         task.cancel()
     for server in (control, vici):
