@@ -17,7 +17,9 @@ from ikeguard.engine.message import decode_message
 from ikeguard.engine.states import IkeState
 from ikeguard.engine.tasks.redirect import RedirectError, decode, encode
 from ikeguard.wire.iana import ExchangeType, NotifyType
-from tests.engine.harness import FAST, child, mirror, psk_conn, psk_pair
+from ikeguard.wire.sa import SaPayload
+from ikeguard.wire.ts import TsiPayload
+from tests.engine.harness import FAST, child, mirror, pair, psk_conn, psk_pair
 
 GW1 = Endpoint(ipaddress.ip_address("198.51.100.1"), 500)
 GW2 = Endpoint(ipaddress.ip_address("198.51.100.2"), 500)
@@ -155,3 +157,25 @@ def test_redirect_to_a_name_ends_the_attempt_with_the_reason() -> None:
     failed = lab.audits(lab.client, "ike.redirected")[0]
     assert failed.outcome.value == "failure" and "not followed: a host name" in failed.reason
     assert "redirected by 198.51.100.1 to gw2.example.net" in lab.audits(lab.client, "ike.failed")[0].reason
+
+
+def test_authenticated_peer_is_redirected_in_ike_auth_without_a_child_sa() -> None:
+    c = child()
+    a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,))
+    b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),), redirect_to="2001:db8::2")
+    net = pair([a], [b])
+    responses: list[bytes] = []
+    net.filter = lambda d, side: (responses.append(d.data) if side == "b" else None) or [d]
+    net.initiate()
+    net.run()
+    gw = net.b.manager.ike_sas()[0]
+    assert gw.crypto is not None
+    auth = decode_message(responses[1], gw.crypto.outbound, None)  # our own IKE_AUTH response
+    redirect = auth.notify(NotifyType.REDIRECT)
+    assert redirect is not None and decode(redirect.data) == ("2001:db8::2", b"")
+    assert auth.get(SaPayload) is None and auth.get(TsiPayload) is None  # RFC 5685 §6
+    assert gw.children == {} and net.b.installs() == []
+    record = net.b.audits("ike.redirected")[0]
+    assert record.details["exchange"] == "IKE_AUTH" and record.details["gateway"] == "2001:db8::2"
+    net.advance(31)
+    assert gw.state is IkeState.CLOSED

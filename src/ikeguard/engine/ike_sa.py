@@ -160,6 +160,7 @@ class IkeSa:
         self.vip_pool = ""
         self.vip_failure = ""  # why no virtual IP could be assigned (INTERNAL_ADDRESS_FAILURE)
         self.redirected_from = ""  # RFC 5685 §4: the gateway that redirected the initiator here
+        self.redirect_in_auth = ""  # RFC 5685 §6: the IKE_AUTH response redirects the peer there
         self.group: GroupSettings | None = None  # the user's RADIUS group: its local selectors apply
 
     # ------------------------------------------------------------------ naming and outputs

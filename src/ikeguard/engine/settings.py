@@ -123,6 +123,7 @@ class ConnectionSettings:
     pools: tuple[PoolSettings, ...] = ()  # virtual IPs for peers that ask (CFG_REQUEST, RFC 7296 §3.15)
     groups: tuple[GroupSettings, ...] = ()  # with groups, an EAP user must be in one (RADIUS Class/Filter-Id)
     ppk: PpkSettings | None = None  # RFC 8784 post-quantum preshared key (engine.ppk)
+    redirect_to: str = ""  # RFC 5685 §6: authenticated peers are redirected here in IKE_AUTH
 
 
 @dataclass(frozen=True)

@@ -377,6 +377,9 @@ class Connection(Strict):
     groups: dict[str, Group] = Field(default_factory=dict)  # RADIUS Class/Filter-Id -> tunnel policy
     ppk_id: NonEmpty | None = None  # RFC 8784 post-quantum preshared key: [secrets.ppk.*] with this id
     ppk_required: bool = False  # refuse the IKE SA when the peer does not use that PPK
+    # RFC 5685 §6: peers of this connection are sent to this gateway in the IKE_AUTH response, once
+    # authenticated (no Child SA here); only peers that announced REDIRECT_SUPPORTED
+    redirect_to: GatewayAddress | None = None
     children: dict[str, Child] = Field(default_factory=dict)
 
     @property

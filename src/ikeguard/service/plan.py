@@ -342,6 +342,7 @@ class _Builder:
             dpd_delay=float(conn.dpd_delay),
             dpd_timeout=float(conn.dpd_timeout or 0),
             mobike=conn.mobike,
+            redirect_to=conn.redirect_to or "",
             fragmentation=conn.fragmentation not in (False, "no"),
             encap=conn.encap,
             unique=conn.unique,

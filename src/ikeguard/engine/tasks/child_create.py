@@ -394,6 +394,8 @@ class ChildCreateTask(Task):
             if not sa.rounds.finished or self.deferred is None:
                 return
             msg = self.deferred
+        if self.in_auth and sa.redirect_in_auth:
+            return  # RFC 5685 §6: no SA, TSi, TSr when the IKE_AUTH response redirects
         try:
             self._process_r(sa, msg)
         except RemoteProtocolError as err:
@@ -506,6 +508,8 @@ class ChildCreateTask(Task):
                 self._finish_responder(sa, main, additional)
             return
         if self.in_auth and sa.rounds is not None and not sa.rounds.finished:
+            return
+        if self.in_auth and sa.redirect_in_auth:
             return
         if self.error is not None:
             notify, data, _reason = self.error

@@ -52,6 +52,8 @@ class ConfigTask(Task):
             self.request = cp
         if (sa.rounds is not None and not sa.rounds.finished) or self.request is None or self.done:
             return
+        if sa.redirect_in_auth:
+            return  # RFC 5685 §6: redirected in IKE_AUTH, no address here
         if sa.conn is None or not sa.conn.pools:
             return
         self.done = True

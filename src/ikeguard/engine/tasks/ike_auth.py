@@ -34,7 +34,7 @@ from ikeguard.engine.identity import identity_payload, received_identity
 from ikeguard.engine.ppk import PpkKeys, apply_ppk, parse_ppk_identity, ppk_identity_data, ppk_keys
 from ikeguard.engine.settings import AuthKind, ConnectionSettings
 from ikeguard.engine.states import IkeTrigger
-from ikeguard.engine.tasks import eap_auth, eap_initiator
+from ikeguard.engine.tasks import eap_auth, eap_initiator, redirect
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
 from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
 from ikeguard.engine.validator import FetchNeeded, certreq_data
@@ -430,6 +430,8 @@ class IkeAuthTask(Task):
             except eap_auth.EapFailed as exc:
                 raise RemoteProtocolError(f"peer authentication failed: {exc}",
                                           NotifyType.AUTHENTICATION_FAILED, event="auth.failure") from None
+            if sa.rounds.finished:
+                redirect.decide_in_auth(sa)  # RFC 5685 §6: after the last round
             return
         auth = msg.get(AuthPayload)
         another = msg.notify(NotifyType.ANOTHER_AUTH_FOLLOWS) is not None
@@ -474,6 +476,8 @@ class IkeAuthTask(Task):
             eap_auth.start(sa, (conn.remote,), eap_now=True, peer_id_body=id_body)
         elif conn.remote2 is not None:
             eap_auth.start(sa, (conn.remote2,), eap_now=False, peer_id_body=b"")
+        else:
+            redirect.decide_in_auth(sa)  # RFC 5685 §6: the peer is authenticated
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
         assert sa.crypto is not None
@@ -495,4 +499,5 @@ class IkeAuthTask(Task):
             eap_auth.build(sa, msg)
             if not rounds.finished:
                 return
+        redirect.add_in_auth(sa, msg)
         sa.established()

@@ -5,6 +5,8 @@
   neither (§3, §5).
 * A responder redirects in the IKE_SA_INIT response (:func:`read_init_request`, from ``[gateway]
   redirect_to``): only a REDIRECT notify whose Nonce Data is the initiator's Ni (§3), no state kept.
+* A responder redirects an authenticated peer in the (last) IKE_AUTH response when its connection has
+  ``redirect_to`` (§6): REDIRECT without nonce data instead of SA/TSi/TSr (:func:`add_in_auth`).
 * On an established IKE SA the gateway sends an INFORMATIONAL request with REDIRECT (§5, no nonce data,
   :class:`RedirectTask`, what ``swanctl --redirect`` triggers); the client sets up an IKE SA with the new
   gateway and deletes this one. If it has not after ``REDIRECT_GRACE`` seconds the gateway deletes it.
@@ -144,6 +146,24 @@ def follow_init_redirect(sa: IkeSa, msg: InMessage) -> bool:
     sa.redirected_from = origin
     sa.remote = Endpoint(address, sa.remote.port)
     return True
+
+
+def decide_in_auth(sa: IkeSa) -> None:
+    """Responder, IKE_AUTH with the peer authenticated: redirect it when its connection has
+    ``redirect_to`` and it announced support (a peer that was just redirected here is not sent on)."""
+    if sa.conn is not None and sa.conn.redirect_to and sa.peer.redirect and not sa.redirected_from:
+        sa.redirect_in_auth = sa.conn.redirect_to
+
+
+def add_in_auth(sa: IkeSa, msg: OutMessage) -> None:
+    """Responder, last IKE_AUTH response: REDIRECT (no nonce data) instead of SA/TSi/TSr (RFC 5685 §6);
+    the client deletes the IKE SA, or we do after ``REDIRECT_GRACE`` seconds."""
+    if not sa.redirect_in_auth:
+        return
+    msg.add_notify(NotifyType.REDIRECT, encode(sa.redirect_in_auth))
+    sa.audit("ike.redirected", "success", f"authenticated peer redirected to {sa.redirect_in_auth} "
+             f"(connection redirect_to)", direction="out", gateway=sa.redirect_in_auth, exchange="IKE_AUTH")
+    sa.timers["redirect_expire"] = sa.now + REDIRECT_GRACE
 
 
 class RedirectTask(Task):
