@@ -41,7 +41,10 @@ class FreeRadius:
     def __init__(self, workdir: Path, *, namespace: Namespace | None, address: str,
                  clients: Mapping[str, str], server_cert: IssuedCertificate, ca_pem: bytes,
                  auth_port: int = 1812, acct_port: int = 1813, default_eap: str = "ttls",
-                 users: str | None = None) -> None:
+                 users: str | None = None, radsec_port: int = 0,
+                 radsec_clients: tuple[str, ...] = ()) -> None:
+        """``radsec_port``: also listen for RADIUS over TLS (RFC 6614) there, with ``server_cert``, and
+        require a client certificate from ``ca_pem`` for the addresses in ``radsec_clients``."""
         self.workdir = Path(workdir)
         self.namespace = namespace
         self.address = address
@@ -52,6 +55,8 @@ class FreeRadius:
         self.acct_port = acct_port
         self.default_eap = default_eap
         self.users = users
+        self.radsec_port = radsec_port
+        self.radsec_clients = radsec_clients
         self.confdir = self.workdir / "raddb"
         self.rundir = self.workdir / "run"
         self.log_path = self.rundir / "radius.log"
@@ -75,6 +80,8 @@ class FreeRadius:
             text = (CONFIG / name).read_text()
             for key, value in values.items():
                 text = text.replace(key, value)
+            if name == "sites.conf" and self.radsec_port:
+                text += self._radsec()
             (self.confdir / name).write_text(text)
         if self.users is not None:
             (self.confdir / "users").write_text(self.users)
@@ -86,6 +93,43 @@ class FreeRadius:
         (self.confdir / "server.pem").write_bytes(self.server_cert.cert_pem())
         _write_private(self.confdir / "server.key", self.server_cert.key_pem())
         (self.confdir / "ca.pem").write_bytes(self.ca_pem)
+
+    def _radsec(self) -> str:
+        """A RadSec listener as sites-available/tls has it: TLS >= 1.2, client certificate required."""
+        clients = "".join(f"\tclient r{i} {{\n\t\tipaddr = {addr}\n\t\tproto = tls\n"
+                          "\t\tsecret = radsec\n\t}\n" for i, addr in enumerate(self.radsec_clients))
+        return f"""
+listen {{
+	ipaddr = {self.address}
+	port = {self.radsec_port}
+	type = auth+acct
+	proto = tcp
+	virtual_server = default
+	clients = radsec
+	limit {{
+		max_connections = 64
+		lifetime = 0
+		idle_timeout = 30
+	}}
+	tls {{
+		private_key_file = ${{certdir}}/server.key
+		certificate_file = ${{certdir}}/server.pem
+		ca_file = ${{cadir}}/ca.pem
+		cipher_list = "DEFAULT"
+		tls_min_version = "1.2"
+		tls_max_version = "1.2"
+		ecdh_curve = "prime256v1:secp384r1"
+		require_client_cert = yes
+		cache {{
+			enable = no
+		}}
+		verify {{
+		}}
+	}}
+}}
+clients radsec {{
+{clients}}}
+"""
 
     def start(self, timeout: float = 15.0) -> FreeRadius:
         """Start ``freeradius -f`` and wait until it is ready to process requests."""

@@ -40,6 +40,7 @@ GatewayFactory = Callable[..., GatewayProcess]
 SECRET = "gw-radius-secret-8c41d7"
 DEAD_PORT = 18120  # nothing listens there in the gateway's namespace
 NO_MA_PORT = 18130  # tests/harness/radius_no_ma.py
+RADSEC_PORT = 2083  # FreeRADIUS's RADIUS over TLS listener (RFC 6614), mutual certificates
 EAP_PLUGINS = (*DEFAULT_PLUGINS, "eap-identity", "eap-md5", "eap-gtc", "eap-ttls", "eap-tls", "eap-mschapv2",
                "md4", "md5", "des")
 AUTH_FAILED = "received AUTHENTICATION_FAILED notify error"
@@ -64,7 +65,8 @@ def lab(netns_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[Lab
     aaa = ca.issue_leaf(f"CN={GW_FQDN},O=ikeguard test radius", sans=[GW_FQDN], eku=["serverAuth"])
     radius = FreeRadius(tmp_path / "freeradius", namespace=topo.right.namespace, address="127.0.0.1",
                         clients={"127.0.0.1": SECRET}, server_cert=aaa,
-                        ca_pem=ca.cert.public_bytes(serialization.Encoding.PEM), default_eap="ttls")
+                        ca_pem=ca.cert.public_bytes(serialization.Encoding.PEM), default_eap="ttls",
+                        radsec_port=RADSEC_PORT, radsec_clients=("127.0.0.1",))
     radius.start()
     try:
         yield Lab(topo, ca, gw, client, radius)
@@ -75,8 +77,18 @@ def lab(netns_topology: Callable[..., Topology], tmp_path: Path) -> Iterator[Lab
 def _gateway(factory: GatewayFactory, lab: Lab, *, servers: list[int], dataplane: str = "none",
              pool: str = "", local_ts: str = "198.51.100.0/25", groups: str = "",
              accounting: bool = False, interval: int = 0, dos: bool = True) -> GatewayProcess:
+    """``servers``: RADIUS ports over UDP, or RADSEC_PORT for RADIUS over TLS (RFC 6614)."""
     dns = "2001:db8:0:a::53" if ":" in pool else "198.51.100.53"
     blocks = "".join(f'''
+[radius.servers.s{i}]
+address = "127.0.0.1"
+transport = "tls"
+tls_port = {port}
+ca = "pki/ca.pem"
+cert = "pki/radsec.pem"
+key = "pki/radsec.key"
+server_name = "{GW_FQDN}"
+''' if port == RADSEC_PORT else f'''
 [radius.servers.s{i}]
 address = "127.0.0.1"
 auth_port = {port}
@@ -128,6 +140,9 @@ remote_ts = ["dynamic"]
     files: dict[str, bytes | str] = {
         "pki/ca.pem": lab.ca.cert.public_bytes(serialization.Encoding.PEM),
         "pki/gw.pem": lab.gw.cert_pem(), "pki/gw.key": lab.gw.key_pem(), "radius.secret": SECRET + "\n"}
+    if RADSEC_PORT in servers:  # the gateway's TLS client certificate for FreeRADIUS (require_client_cert)
+        radsec = lab.ca.issue_leaf("CN=vpn-gw-1 radsec,O=ikeguard test", eku=["clientAuth"])
+        files.update({"pki/radsec.pem": radsec.cert_pem(), "pki/radsec.key": radsec.key_pem()})
     return factory(lab.topo.right.namespace, "gw", config, files)
 
 
@@ -169,6 +184,29 @@ def _initiate_fails(peer: StrongSwanPeer, child: str = "net") -> None:
         peer.initiate(child, timeout=30)
     assert wait_until(lambda: AUTH_FAILED in peer.log(), 10), peer.log()[-3000:]
     assert not [sa for sa in peer.list_sas() if sa.name == ("rw" if child == "net" else f"rw-{child[4:]}")]
+
+
+def test_eap_relayed_over_radsec_with_accounting(ikeguard_gateway: GatewayFactory,
+                                                 strongswan_peer: PeerFactory, lab: Lab) -> None:
+    """Issue 19 (RADIUS over TLS, RFC 6614): the gateway's only RADIUS server is FreeRADIUS's TLS listener
+    (mutual certificates, secret "radsec"). alice (device certificate + EAP-MSCHAPv2) gets her IKE SA, the
+    auth.success names the RadSec server, and accounting Start/Stop go the same way; FreeRADIUS logs the
+    requests as coming over TLS."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[RADSEC_PORT], accounting=True)
+    road = _client(strongswan_peer, lab, "alice", "alice-Pass-7431", "eap-mschapv2")
+    road.initiate("net", timeout=30)
+    assert road.list_sas()[0].state == "ESTABLISHED"
+    [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established", 10)
+    assert sa["user"] == "alice"
+    success = gw.wait_audit(lambda e: e.get("event") == "auth.success" and "eap_identity" in e["details"],
+                            what="auth.success of alice")
+    assert success["details"]["radius_server"] == f"127.0.0.1:{RADSEC_PORT}/tls", success
+    assert wait_until(lambda: "Acct-Status-Type = Start" in lab.radius.accounting(), 10)
+    road.terminate(ike="rw")
+    stopped = wait_until(lambda: "Acct-Status-Type = Stop" in lab.radius.accounting(), 10)
+    assert stopped, lab.radius.accounting()
+    log = lab.radius.log()
+    assert f"port {RADSEC_PORT} (TLS)" in log and "Login OK: [alice" in log, lab.radius.tail()
 
 
 @pytest.mark.parametrize(("method", "eap"), [("eap-ttls", "ttls"), ("eap-mschapv2", "mschapv2"),

@@ -66,3 +66,48 @@ def test_cde_group_full_tunnel_passes_the_schema(tmp_path: Path) -> None:
 def test_rounds_radius_and_pools_consistent(tmp_path: Path, base: str, message: str) -> None:
     code, out = _check(tmp_path, "", base)
     assert code == 1 and message in " ".join(out.split()), out
+
+
+RADSEC = '\n[radius.servers.b]\naddress = "127.0.0.1"\ntransport = "tls"\nca = "ca.pem"\ncert = "gw.pem"\n'
+INITIATOR = """[gateway]
+profile = "baseline"
+
+[connections.hq]
+remote_addrs = ["192.0.2.2"]
+
+[connections.hq.local]
+auth = "pubkey"
+certs = ["gw.pem"]
+key = "gw.key"
+
+[connections.hq.remote]
+auth = "pubkey"
+id = "hq.example.net"
+"""
+
+
+@pytest.mark.parametrize(("base", "extra", "message"), [
+    (BASE, RADSEC, 'needs "ca", "cert" and "key"'),  # RadSec is mutual TLS: our key is required
+    (BASE, '\n[radius.servers.c]\naddress = "127.0.0.1"\n', 'over UDP needs "secret_file"'),
+    (INITIATOR, '\n[connections.hq.local-2]\nauth = "pubkey"\ncerts = ["x.pem"]\nkey = "x.key"\n',
+     "local-2 must be auth"),
+    (INITIATOR.replace('auth = "pubkey"\ncerts = ["gw.pem"]\nkey = "gw.key"', 'auth = "eap-md5"')
+     .replace('auth = "pubkey"\nid = "hq', 'auth = "psk"\nid = "hq'), "", "EAP-only authentication"),
+])
+def test_radsec_and_initiator_eap_config_refusals(tmp_path: Path, base: str, extra: str,
+                                                  message: str) -> None:
+    code, out = _check(tmp_path, extra, base)
+    assert code == 1 and message in " ".join(out.split()), out
+
+
+def test_initiator_eap_needs_its_secret(tmp_path: Path) -> None:
+    """The EAP password is looked up when the gateway's plan is built (run refuses to start without it)."""
+    import datetime as dt
+
+    from ikeguard.service.plan import ConfigRefused, build_plan
+
+    path = tmp_path / "gw.toml"
+    path.write_text(INITIATOR + '\n[connections.hq.local-2]\nauth = "eap-mschapv2"\neap_id = "branch-1"\n')
+    with pytest.raises(ConfigRefused) as refused:
+        build_plan(path, now=dt.datetime.now(dt.UTC))
+    assert "no [secrets.eap.*] has id 'branch-1'" in str(refused.value.findings), refused.value.findings

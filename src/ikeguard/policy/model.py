@@ -440,7 +440,24 @@ class RadiusServer(Strict):
     address: IpAddress
     auth_port: int = Field(default=1812, ge=1, le=65535)
     acct_port: int = Field(default=1813, ge=1, le=65535)
-    secret_file: NonEmpty  # the shared secret, one line, mode 0600 (never inline: it would end up in logs)
+    # UDP: the shared secret, one line, mode 0600 (never inline: it would end up in logs)
+    secret_file: NonEmpty | None = None
+    # "tls": RADIUS over TLS (RFC 6614) to tls_port, mutual certificates, secret "radsec"
+    transport: Literal["udp", "tls"] = "udp"
+    tls_port: int = Field(default=2083, ge=1, le=65535)
+    ca: NonEmpty | None = None  # RadSec: CA certificate file the server's certificate must chain to
+    cert: NonEmpty | None = None  # RadSec: our client certificate file (chain)
+    key: NonEmpty | None = None  # RadSec: its private key file (mode 0600)
+    server_name: NonEmpty | None = None  # RadSec: the name the server's certificate must carry
+
+    @model_validator(mode="after")
+    def _transport(self) -> RadiusServer:
+        if self.transport == "udp" and self.secret_file is None:
+            raise ValueError('a RADIUS server over UDP needs "secret_file"')
+        if self.transport == "tls" and (self.ca is None or self.cert is None or self.key is None):
+            raise ValueError('a RadSec server (transport = "tls") needs "ca", "cert" and "key" (mutual TLS, '
+                             'RFC 6614 §2.3)')
+        return self
 
 
 class RadiusSection(Strict):

@@ -48,11 +48,13 @@ from ikeguard.policy.inventory import PeerInventory
 from ikeguard.policy.loader import LoadedConfig
 from ikeguard.policy.model import Child, Connection
 from ikeguard.policy.model import LocalAuth as LocalAuthConfig
+from ikeguard.policy.model import RadiusServer as RadiusServerConfig
 from ikeguard.policy.profile import Profile, load_profile
 from ikeguard.policy.proposals import parse_configured
 from ikeguard.policy.psk import PskError, group_keys_allowed, read_secret, resolve_psks
 from ikeguard.policy.ts import TrafficSelector
 from ikeguard.service.radius import RadiusClient, RadiusServer
+from ikeguard.service.radsec import RADSEC_SECRET, TlsSettings
 from ikeguard.wire.proposal_string import ProposalSpec
 from ikeguard.wire.transforms import Transform
 
@@ -375,11 +377,40 @@ class _Builder:
             return None
         return PpkSettings(conn.ppk_id.encode(), key, conn.ppk_required)
 
+    def _radsec(self, name: str, server: RadiusServerConfig) -> RadiusServer | None:
+        """A RadSec server (RFC 6614): its CA, our certificate and key (0600), the TLS context built once."""
+        assert server.ca is not None and server.cert is not None and server.key is not None
+        key_path = self.config.resolve(server.key)
+        try:
+            if key_path.stat().st_mode & 0o077:
+                self.fail(f"radius.servers.{name}.key", server.key, "the RadSec private key must be readable "
+                          "only by its owner (chmod 600)")
+                return None
+        except OSError as exc:
+            self.fail(f"radius.servers.{name}.key", server.key, f"cannot read the key: {exc.strerror}")
+            return None
+        tls = TlsSettings(self.config.resolve(server.ca), self.config.resolve(server.cert), key_path,
+                          server.server_name or str(server.address), server.tls_port)
+        try:
+            context = tls.context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            why = getattr(exc, "reason", None) or exc
+            self.fail(f"radius.servers.{name}", None, f"cannot set up TLS: {why}")
+            return None
+        return RadiusServer(str(server.address), RADSEC_SECRET, server.auth_port, server.acct_port, tls=tls,
+                            context=context)
+
     def radius(self) -> RadiusClient | None:
         """The RADIUS client of ``[radius]`` (None without servers); secrets from their files."""
         section = self.model.radius
         servers: list[RadiusServer] = []
         for name, server in section.servers.items():
+            if server.transport == "tls":
+                radsec = self._radsec(name, server)
+                if radsec is not None:
+                    servers.append(radsec)
+                continue
+            assert server.secret_file is not None
             key = f"radius.servers.{name}.secret_file"
             path = self.config.resolve(server.secret_file)
             try:

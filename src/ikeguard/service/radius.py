@@ -8,7 +8,8 @@ Access-* reply without a Message-Authenticator with the reason kept for the audi
 CVE-2024-3596: pyrad's ``enforce_ma`` drops such a reply silently, so the outcome would only read as a
 timeout), EAP-Message fragmentation into 253-octet attributes (RFC 3579 §3.1), and the MSK from
 MS-MPPE-Recv-Key | MS-MPPE-Send-Key (RFC 2548 §2.4.2-3; pyrad decrypts them with the dictionary's
-``encrypt=2``).
+``encrypt=2``). A server with ``tls`` is reached over RADIUS over TLS (RFC 6614) instead of UDP: pyrad's
+packets on ``service/radsec.py``'s transport.
 
 ``RadiusRelay`` runs ``RadiusClient.authenticate`` in a bounded thread pool (as
 ``service/revocation_fetch.py`` does for CRL fetches) and delivers the answer on the event loop to
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -34,6 +36,7 @@ from pyrad.dictionary import Dictionary
 
 from ikeguard.engine.eap_relay import EapRelayAnswer, EapRelayRequest, RelayOutcome
 from ikeguard.engine.events import RadiusRound
+from ikeguard.service.radsec import RADSEC_SECRET, TlsSettings, tls_send
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +98,14 @@ class RadiusServer:
     secret: bytes = field(repr=False)
     auth_port: int = 1812
     acct_port: int = 1813
+    tls: TlsSettings | None = None  # RADIUS over TLS (RFC 6614, service/radsec.py) instead of UDP
+    context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)  # built from ``tls``
 
     @property
     def name(self) -> str:
-        """``address:auth_port`` for audit records."""
+        """``address:auth_port`` (RadSec: ``address:port/tls``) for audit records."""
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.auth_port}"
+        return f"{host}:{self.tls.port}/tls" if self.tls is not None else f"{host}:{self.auth_port}"
 
 
 class _StrictClient(Client):  # type: ignore[misc]  # pyrad has no type hints
@@ -119,6 +124,18 @@ class _StrictClient(Client):  # type: ignore[misc]  # pyrad has no type hints
             else:
                 self.discarded = "reply with a wrong Response Authenticator or Message-Authenticator refused"
         return valid, authenticator
+
+
+class _TlsClient(_StrictClient):
+    """The same client over RadSec: pyrad's packets, ``service.radsec``'s transport (one try per server)."""
+
+    def __init__(self, server: RadiusServer, budget: float, **kwargs: Any) -> None:
+        super().__init__(server.address, secret=RADSEC_SECRET, **kwargs)
+        assert server.tls is not None and server.context is not None
+        self._tls, self._context, self._budget = server.tls, server.context, budget
+
+    def _SendPacket(self, pkt: Any, port: int) -> Any:
+        return tls_send(self, pkt, self._context, self._tls, self._budget)
 
 
 def _text(value: object) -> str:
@@ -141,6 +158,9 @@ class RadiusClient:
         self._dict = radius_dictionary()
 
     def _client(self, server: RadiusServer) -> _StrictClient:
+        if server.tls is not None:
+            return _TlsClient(server, self.timeout * self.retries, dict=self._dict, retries=1,
+                              timeout=self.timeout, enforce_ma=True)
         return _StrictClient(server.address, authport=server.auth_port, acctport=server.acct_port,
                              secret=server.secret, dict=self._dict, retries=self.retries,
                              timeout=self.timeout, enforce_ma=True)
@@ -223,7 +243,7 @@ class RadiusClient:
                 continue
             finally:
                 client._CloseSocket()
-            return f"{server.address}:{server.acct_port}"
+            return server.name if server.tls is not None else f"{server.address}:{server.acct_port}"
         return ""
 
 
