@@ -58,3 +58,68 @@ def test_engine_runs_with_time_socket_asyncio_poisoned() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+# Issue 15: state checks only through the tables (engine/states.py, engine/exchanges.py). Elsewhere in the
+# engine a state may be compared with one member by identity (``sa.state is IkeState.CLOSED``); a set of
+# states is a rule and is named in states.py; a state is never compared with its string value.
+STATE_RULE_MODULES = {"states.py", "exchanges.py"}
+STATE_ENUMS = {"IkeState", "ChildState"}
+
+
+def _is_state_member(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in STATE_ENUMS
+    )
+
+
+def _is_state_value(node: ast.AST) -> bool:
+    """``<x>.state.value`` (or ``state.value``)."""
+    if not (isinstance(node, ast.Attribute) and node.attr == "value"):
+        return False
+    inner = node.value
+    return (isinstance(inner, ast.Attribute) and inner.attr == "state") or (
+        isinstance(inner, ast.Name) and inner.id == "state"
+    )
+
+
+def state_check_offences(source: str) -> list[str]:
+    """Ad-hoc state sets, string comparisons and ==/!= against state members in one module's source."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        for op, right in zip(node.ops, node.comparators, strict=True):
+            members = right.elts if isinstance(right, ast.Tuple | ast.List | ast.Set) else []
+            if isinstance(op, ast.In | ast.NotIn) and any(_is_state_member(e) for e in members):
+                found.append(f"line {node.lineno}: a set of states (name it in states.py)")
+            if isinstance(op, ast.Eq | ast.NotEq) and any(_is_state_member(o) for o in operands):
+                found.append(f"line {node.lineno}: == on a state (use `is`)")
+        if any(_is_state_value(o) for o in operands):
+            found.append(f"line {node.lineno}: a state compared by its string value")
+    return found
+
+
+def test_state_checks_only_through_the_state_tables() -> None:
+    offenders = []
+    for path in sorted(ENGINE.rglob("*.py")):
+        if path.name in STATE_RULE_MODULES and path.parent == ENGINE:
+            continue
+        offenders += [f"{path.relative_to(ENGINE)}: {o}" for o in state_check_offences(path.read_text())]
+    assert offenders == []
+
+
+def test_the_state_check_rule_catches_what_it_forbids() -> None:
+    bad = textwrap.dedent(
+        """
+        if sa.state in (IkeState.ESTABLISHED, IkeState.REKEYING): pass
+        if child.state not in [ChildState.DELETED]: pass
+        if sa.state.value == "established": pass
+        if state.value in ("created",): pass
+        if sa.state == IkeState.CLOSED: pass
+        """
+    )
+    assert len(state_check_offences(bad)) == 5
+    fine = "if sa.state is IkeState.CLOSED or sa.state in UP: pass\ninfo = {'state': sa.state.value}\n"
+    assert state_check_offences(fine) == []

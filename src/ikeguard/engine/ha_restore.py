@@ -18,7 +18,7 @@ from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.context import EngineContext
 from ikeguard.engine.events import IkeSaStateChanged
 from ikeguard.engine.ha_state import IKE_TIMERS, IkeSaRecord, RecordError
-from ikeguard.engine.ike_sa import IkeSa, ResponderFactory
+from ikeguard.engine.ike_sa import ExchangeRules, IkeSa
 from ikeguard.engine.keys import restored_child_sa_keys, restored_ike_sa_crypto
 from ikeguard.engine.settings import ChildSettings
 from ikeguard.engine.states import ChildState, IkeState
@@ -33,7 +33,7 @@ def restore_ike_sa(
     ctx: EngineContext,
     record: IkeSaRecord,
     now: float,
-    responder_factory: ResponderFactory,
+    rules: ExchangeRules,
     *,
     seq_margin: int = DEFAULT_SEQ_MARGIN,
     peer_resync: int = DEFAULT_PEER_RESYNC,
@@ -52,7 +52,7 @@ def restore_ike_sa(
             raise RecordError(f"child {c.name!r} of IKE SA {record.key} is not configured here")
     spi_local = record.spi_i if record.initiator else record.spi_r
     sa = IkeSa(ctx, initiator=record.initiator, local=record.local, remote=record.remote, spi_local=spi_local,
-               conn=conn, now=now, responder_factory=responder_factory)
+               conn=conn, now=now, rules=rules)
     sa.spi_i, sa.spi_r = record.spi_i, record.spi_r
     sa.proposal = record.proposal
     sa.crypto = restored_ike_sa_crypto(record.proposal, record.keys, record.initiator, ctx.random)

@@ -7,9 +7,8 @@ answered by responder tasks chosen from the exchange type, and the last response
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine import pending as pending_
@@ -35,6 +34,8 @@ from ikeguard.engine.proposals import proposal_text
 from ikeguard.engine.retransmit import CachedResponse, MessageIdWindow, OutgoingRequest
 from ikeguard.engine.settings import ConnectionSettings, GroupSettings
 from ikeguard.engine.states import (
+    IKE_AUTHENTICATED,
+    IKE_AUTHENTICATING,
     ChildState,
     ChildTrigger,
     IkeState,
@@ -52,7 +53,18 @@ if TYPE_CHECKING:
     from ikeguard.engine.fragments import Reassembler
     from ikeguard.engine.intermediate import IntermediateState
 
-ResponderFactory = Callable[["IkeSa", InMessage], list[Task]]
+class ExchangeRules(Protocol):
+    """The exchange table (engine/exchanges.py) as the IKE SA consults it; handed in by the manager, so the
+    SA does not import the tasks the table names."""
+
+    def accepts_request(self, sa: IkeSa, exchange: int) -> bool:
+        """Whether the peer's request is decrypted and answered at all."""
+
+    def responder_tasks(self, sa: IkeSa, msg: InMessage) -> list[Task]:
+        """The tasks answering it (RemoteProtocolError: refused with a notify)."""
+
+    def may_send(self, sa: IkeSa, exchange: ExchangeType) -> bool:
+        """Whether our queued request of ``exchange`` may be sent now."""
 
 
 @dataclass
@@ -93,7 +105,7 @@ class IkeSa:
         spi_local: bytes,
         conn: ConnectionSettings | None,
         now: float,
-        responder_factory: ResponderFactory,
+        rules: ExchangeRules,
     ) -> None:
         self.ctx = ctx
         self.uniqueid = ctx.new_uniqueid()
@@ -132,7 +144,7 @@ class IkeSa:
         self.queue: list[Exchange] = []
         self.active: Exchange | None = None
         self.responder_tasks: list[Task] | None = None
-        self._responder_factory = responder_factory
+        self.rules = rules
         self.reassembler: Reassembler | None = None
         self.last_inbound = now  # any authenticated message from the peer (DPD)
         self.close_reason = ""
@@ -249,13 +261,9 @@ class IkeSa:
 
     def start_next(self) -> None:
         """Send the next queued request when the window allows (RFC 7296 §2.3)."""
-        if self.state is IkeState.CLOSED or not self.window.can_send() or not self.queue:
+        if not self.window.can_send() or not self.queue:
             return
-        if self.state in (IkeState.HALF_OPEN, IkeState.AUTH_SENT) or (
-            self.state is IkeState.INIT_SENT and self.crypto is None
-        ):
-            return
-        if self.state is IkeState.CREATED and self.queue[0].exchange is not ExchangeType.IKE_SA_INIT:
+        if not self.rules.may_send(self, self.queue[0].exchange):
             return
         self.active = self.queue.pop(0)
         try:
@@ -486,12 +494,8 @@ class IkeSa:
             return
         if kind != "new":
             return
-        if exchange != ExchangeType.IKE_SA_INIT and self.state is IkeState.CREATED:
-            return
-        if (
-            exchange == ExchangeType.IKE_SA_INIT and (self.initiator or self.state is not IkeState.CREATED)
-        ) or (exchange == ExchangeType.IKE_AUTH and (self.initiator or self.state is not IkeState.HALF_OPEN)):
-            return  # RFC 7296 §2.2: these exchanges happen once, in this order, initiated by the initiator
+        if not self.rules.accepts_request(self, exchange):
+            return  # engine/exchanges.py: e.g. IKE_SA_INIT and IKE_AUTH happen once, in order (RFC 7296 §2.2)
         msg = self._decode(data, exchange, message_id, decoded)
         if msg is None or msg.partial:
             return
@@ -507,13 +511,7 @@ class IkeSa:
         response = OutMessage(msg.exchange, message_id, response=True)
         tasks: list[Task] = []
         try:
-            if self.responder_tasks is None or exchange not in (
-                ExchangeType.IKE_SA_INIT,
-                ExchangeType.IKE_AUTH,
-            ):
-                tasks = self._responder_factory(self, msg)
-            else:
-                tasks = [t for t in self.responder_tasks if t.exchange is msg.exchange]
+            tasks = self.rules.responder_tasks(self, msg)
             for task in tasks:
                 task.process_r(self, msg)
             for task in tasks:
@@ -644,7 +642,7 @@ class IkeSa:
             send_delete
             and self.crypto is not None
             and self.window.can_send()  # never a second request outside the window (RFC 7296 §2.3)
-            and self.state in (IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.REKEYED, IkeState.DELETING)
+            and self.state in IKE_AUTHENTICATED
         ):
             # Best effort, unretransmitted DELETE (RFC 7296 §1.4.1) when we cannot wait for the answer.
             from ikeguard.engine.tasks.delete import delete_ike_payload
@@ -673,7 +671,7 @@ class IkeSa:
         if self.crypto is not None:
             self.crypto.wipe()
         if event == "ike.down" and not was_up and not local_decision:
-            event = "auth.failure" if self.state in (IkeState.AUTH_SENT, IkeState.HALF_OPEN) else "ike.failed"
+            event = "auth.failure" if self.state in IKE_AUTHENTICATING else "ike.failed"
         silent = self.state is IkeState.CREATED and not self.initiator  # refused IKE_SA_INIT: no SA existed
         if self.rekeyed_by is None and not silent:
             self.audit(event, "failure" if failure or event != "ike.down" else "success", reason)

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ikeguard.engine.events import SendNatKeepalive
-from ikeguard.engine.states import ChildState, IkeState
+from ikeguard.engine.states import (
+    IKE_NOT_AUTHENTICATED,
+    ChildState,
+    Command,
+    CommandAction,
+    IkeState,
+    command_action,
+)
 
 if TYPE_CHECKING:
     from ikeguard.engine.child_sa import ChildSa
@@ -89,7 +96,7 @@ def fire(sa: IkeSa, name: str) -> None:
 
         relay_timed_out(sa)
     elif kind == "half_open":
-        if sa.state in (IkeState.HALF_OPEN, IkeState.CREATED):
+        if sa.state in IKE_NOT_AUTHENTICATED:
             sa.close("half-open IKE SA timed out", event="ike.failed")
     elif kind == "dpd":
         _dpd(sa)
@@ -126,7 +133,9 @@ def _dpd(sa: IkeSa) -> None:
     from ikeguard.engine.tasks.delete import DpdTask, watches_nat_mapping
 
     conn = sa.conn
-    if conn is None or conn.dpd_delay <= 0 or sa.state is not IkeState.ESTABLISHED:
+    if conn is None or conn.dpd_delay <= 0:
+        return
+    if command_action(Command.LIVENESS, sa.state) is not CommandAction.QUEUE:
         return
     idle = sa.now - sa.last_inbound
     # the first check learns how the NAT maps us on 4500 even while the peer's traffic proves liveness:

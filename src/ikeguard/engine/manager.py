@@ -17,20 +17,14 @@ from ikeguard.engine.cookies import CookieJar
 from ikeguard.engine.eap_relay import EapRelayAnswer
 from ikeguard.engine.errors import LocalProtocolError
 from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, EngineEvent, SignAnswer
+from ikeguard.engine.exchanges import RULES, initiator_setup
 from ikeguard.engine.ha_restore import DEFAULT_SEQ_MARGIN, restore_ike_sa
 from ikeguard.engine.ha_state import EspSequence, IkeSaRecord, RecordError, export_ike_sa, exportable
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
 from ikeguard.engine.pools import AddressPool
-from ikeguard.engine.responder import responder_tasks
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.states import IkeState
-from ikeguard.engine.tasks.child_create import ChildCreateTask
-from ikeguard.engine.tasks.config import ConfigTask
-from ikeguard.engine.tasks.ike_auth import IkeAuthTask
-from ikeguard.engine.tasks.ike_init import IkeInitTask
-from ikeguard.engine.tasks.mobike import MobikeTask
-from ikeguard.engine.tasks.natd import NatdTask
 from ikeguard.engine.validator import CertificateValidator, RejectAllValidator
 from ikeguard.wire.errors import ParseError
 from ikeguard.wire.header import HEADER_LEN, decode_header
@@ -208,7 +202,7 @@ class IkeManager:
         RecordError if its connection is not configured or the SPI is already in use."""
         if self._by_spi.get(record.spi_i if record.initiator else record.spi_r) is not None:
             raise RecordError(f"IKE SA {record.key} already exists here")
-        sa = restore_ike_sa(self.ctx, record, now, responder_tasks, seq_margin=seq_margin)
+        sa = restore_ike_sa(self.ctx, record, now, RULES, seq_margin=seq_margin)
         self._adopt(sa)
         sa.start_next()
         return sa.uniqueid
@@ -266,11 +260,9 @@ class IkeManager:
             spi_local=self._new_spi(),
             conn=None,
             now=now,
-            responder_factory=responder_tasks,
+            rules=RULES,
         )
         sa.spi_i = spi_i
-        sa.responder_tasks = [IkeInitTask(), NatdTask(), IkeAuthTask(), ConfigTask(), ChildCreateTask(None),
-                              MobikeTask()]
         sa.timers["half_open"] = now + settings.half_open_timeout
         self._register(sa)
         self._half_open_index[key] = sa
@@ -359,16 +351,15 @@ class IkeManager:
             spi_local=self._new_spi(),
             conn=conn,
             now=now,
-            responder_factory=responder_tasks,
+            rules=RULES,
         )
         # INITIAL_CONTACT only when we hold no other IKE SA with this peer (RFC 7296 §2.4, as strongSwan)
         sa.first_contact = not any(
             o.name == conn.name and o.remote.address == remote.address for o in self.ike_sas()
         )
         self._register(sa)
-        sa.queue_exchange([IkeInitTask(), NatdTask()])
-        auth_tasks = [IkeAuthTask(), *([ChildCreateTask(selected[0])] if selected else []), MobikeTask()]
-        sa.queue_exchange(auth_tasks)
+        for tasks in initiator_setup(selected[0] if selected else None):
+            sa.queue_exchange(tasks)
         for child in selected[1:]:
             commands.create_child(sa, child)
         sa.start_next()

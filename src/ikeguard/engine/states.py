@@ -65,6 +65,14 @@ for _state in IkeState:
 IKE_TRANSITIONS: dict[tuple[IkeState, IkeTrigger], IkeState] = dict(_IKE_TABLE)
 
 
+# Named sets of states: every rule that treats several states alike names its set here (the AST check in
+# tests/engine/test_sans_io.py refuses ad-hoc sets and string comparisons elsewhere in the engine).
+IKE_NOT_AUTHENTICATED = frozenset({IkeState.CREATED, IkeState.HALF_OPEN})  # the half-open timer applies
+IKE_AUTHENTICATING = frozenset({IkeState.HALF_OPEN, IkeState.AUTH_SENT})  # failing here is auth.failure
+IKE_UP = frozenset({IkeState.ESTABLISHED, IkeState.REKEYING, IkeState.REKEYED})  # Child SAs may be installed
+IKE_AUTHENTICATED = IKE_UP | {IkeState.DELETING}  # the peer knows our keys: a DELETE can still be sent
+
+
 def next_ike_state(state: IkeState, trigger: IkeTrigger) -> IkeState:
     """The state ``trigger`` leads to from ``state``; LocalProtocolError when the table forbids it."""
     try:
@@ -112,9 +120,62 @@ for _cstate in ChildState:
 CHILD_TRANSITIONS: dict[tuple[ChildState, ChildTrigger], ChildState] = dict(_CHILD_TABLE)
 
 
+CHILD_LIVE = frozenset({ChildState.INSTALLED, ChildState.REKEYING, ChildState.REKEYED})  # in the data plane
+CHILD_GOING = frozenset({ChildState.DELETING, ChildState.DELETED})
+CHILD_REPLACEABLE = frozenset({ChildState.INSTALLED, ChildState.REKEYING})  # a rekey may still replace it
+
+
 def next_child_state(state: ChildState, trigger: ChildTrigger) -> ChildState:
     """The state ``trigger`` leads to from ``state``; LocalProtocolError when the table forbids it."""
     try:
         return CHILD_TRANSITIONS[(state, trigger)]
     except KeyError:
         raise LocalProtocolError(f"Child SA cannot {trigger.value} in state {state.value}") from None
+
+
+# ---------------------------------------------------------------------------------------------- commands
+# What our own actions do in each IKE SA state (engine/commands.py, engine/lifecycle.py consult it); the
+# requests they queue are then sent as the exchange table (engine/exchanges.py) allows.
+class Command(Enum):
+    """Actions we start (operator, timer, data-plane upcall): ``engine/commands.py``."""
+
+    CREATE_CHILD = "create-child"
+    REKEY_CHILD = "rekey-child"
+    REKEY_IKE = "rekey-ike"
+    DELETE_CHILD = "delete-child"
+    DELETE_IKE = "delete-ike"
+    REAUTHENTICATE = "reauthenticate"
+    LIVENESS = "liveness"  # DPD (RFC 7296 §1.4)
+
+
+class CommandAction(Enum):
+    """What a command does in a state."""
+
+    QUEUE = "queue"  # queue its exchange (sent when the window and the table allow)
+    CLOSE = "close"  # delete a never-established IKE SA: just drop it, no exchange
+    NOTHING = "nothing"  # not in this state (already going, nothing to act on)
+
+
+_Q, _C, _N = CommandAction.QUEUE, CommandAction.CLOSE, CommandAction.NOTHING
+_UP = IKE_UP
+_COMMAND_STATES: dict[Command, dict[IkeState, CommandAction]] = {
+    Command.CREATE_CHILD: dict.fromkeys(IkeState, _Q),  # queued behind the setup (initiate's extra children)
+    Command.REKEY_CHILD: {s: _Q if s in (IkeState.ESTABLISHED, IkeState.REKEYING) else _N for s in IkeState},
+    Command.REKEY_IKE: {s: _Q if s is IkeState.ESTABLISHED else _N for s in IkeState},
+    Command.DELETE_CHILD: {s: _Q if s in _UP else _N for s in IkeState},
+    Command.DELETE_IKE: {s: _Q if s in _UP else (_N if s in (IkeState.CLOSED, IkeState.DELETING) else _C)
+                         for s in IkeState},
+    Command.REAUTHENTICATE: {s: _Q if s is IkeState.ESTABLISHED else _N for s in IkeState},
+    Command.LIVENESS: {s: _Q if s is IkeState.ESTABLISHED else _N for s in IkeState},
+}
+COMMANDS: dict[tuple[Command, IkeState], CommandAction] = {
+    (command, state): action for command, row in _COMMAND_STATES.items() for state, action in row.items()
+}
+
+
+def command_action(command: Command, state: IkeState) -> CommandAction:
+    """What ``command`` does in ``state``; LocalProtocolError when the table has no entry."""
+    try:
+        return COMMANDS[(command, state)]
+    except KeyError:
+        raise LocalProtocolError(f"no rule for {command.value} in state {state.value}") from None

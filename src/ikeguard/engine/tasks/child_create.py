@@ -17,7 +17,7 @@ from ikeguard.engine.intermediate import additional_key_exchanges
 from ikeguard.engine.keys import child_sa_keys, proposal_ke
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
 from ikeguard.engine.settings import ChildSettings
-from ikeguard.engine.states import ChildTrigger
+from ikeguard.engine.states import CHILD_GOING, IKE_UP, ChildTrigger
 from ikeguard.engine.tasks.base import Status, Task
 from ikeguard.engine.tasks.followup_ke import Followup, register_link
 from ikeguard.policy.ts import TrafficSelector, is_subset, narrow_for_responder, resolve
@@ -84,7 +84,7 @@ def install_deferred_outbound(sa: IkeSa, child: ChildSa) -> None:
     """Install the outbound half a rekey responder held back (old SA deleted, or the wait is over)."""
     sa.timers.pop(f"child_outbound:{child.uniqueid}", None)
     child.deferred_for = None
-    if child.outbound_installed or child.keys is None or child.state.value in ("deleted", "deleting"):
+    if child.outbound_installed or child.keys is None or child.state in CHILD_GOING:
         return
     _emit_install(sa, child, Direction.OUTBOUND)
 
@@ -240,7 +240,7 @@ class ChildCreateTask(Task):
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
         assert self.child is not None and self.settings is not None
-        if sa.state.value not in ("established", "rekeying", "rekeyed"):
+        if sa.state not in IKE_UP:
             return Status.DONE
         if self.followup is not None:
             return self._process_followup_i(sa, msg)

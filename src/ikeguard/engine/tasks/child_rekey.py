@@ -1,14 +1,16 @@
 """Child SA rekeying with CREATE_CHILD_SA + REKEY_SA (RFC 7296 §1.3.3) and simultaneous-rekey collisions
-(§2.8.1): the exchange holding the lowest of the four nonces is redundant and its initiator deletes the SA it
-created; the other initiator deletes the old SA. No SA is lost in any ordering."""
+(§2.8.1), resolved by engine/collisions.py: the exchange holding the lowest of the four nonces is redundant
+and its initiator deletes the SA it created; the other initiator deletes the old SA. No SA is lost in any
+ordering."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from ikeguard.engine.child_sa import ChildSa
+from ikeguard.engine.collisions import Collision, Resolution, handle_collision
 from ikeguard.engine.errors import RemoteProtocolError
-from ikeguard.engine.states import ChildState, ChildTrigger
+from ikeguard.engine.states import CHILD_LIVE, CHILD_REPLACEABLE, ChildState, ChildTrigger
 from ikeguard.engine.tasks.base import Status
 from ikeguard.engine.tasks.child_create import ChildCreateTask
 from ikeguard.wire.iana import ExchangeType, NotifyType
@@ -20,13 +22,8 @@ if TYPE_CHECKING:
 REKEY_RETRY_DELAY = 15.0
 
 
-def lost(ours: tuple[bytes, ...], theirs: tuple[bytes, ...]) -> bool:
-    """True when our exchange holds the lowest nonce, i.e. our new SA is the redundant one (§2.8.1)."""
-    return min(ours) < min(theirs)
-
-
 def _finish_old(sa: IkeSa, old: ChildSa, new: ChildSa) -> None:
-    if old.state in (ChildState.INSTALLED, ChildState.REKEYING):
+    if old.state in CHILD_REPLACEABLE:
         sa.child_transition(old, ChildTrigger.REKEY_DONE, f"rekeyed by Child SA {new.uniqueid}")
     sa.audit(
         "child.rekeyed",
@@ -63,7 +60,8 @@ class ChildRekeyTask(ChildCreateTask):
         ours = (self.nonce, self.peer_nonce)
         if old.peer_rekey is not None and old.peer_rekey.uniqueid in sa.children:
             # Collision: the peer rekeyed the same SA while ours was in flight.
-            if lost(ours, old.peer_rekey_nonces):
+            resolution = handle_collision(Collision.CHILD_REKEY, ours=ours, theirs=old.peer_rekey_nonces)
+            if resolution is Resolution.OURS_REDUNDANT:
                 delete_child(sa, new, "redundant after simultaneous rekey (RFC 7296 §2.8.1)")
                 _finish_old(sa, old, old.peer_rekey)
                 return Status.DONE
@@ -95,7 +93,7 @@ class ChildRekeyResponder(ChildCreateTask):
             ChildCreateTask.process_r(self, sa, msg)
             return
         old = sa.find_child_by_spi(self.peer_spi, inbound=False)
-        if old is None or old.state in (ChildState.DELETING, ChildState.DELETED, ChildState.CREATING):
+        if old is None or old.state not in CHILD_LIVE:
             raise RemoteProtocolError(
                 f"rekey of unknown Child SA {self.peer_spi:08x}", NotifyType.CHILD_SA_NOT_FOUND, b""
             )
@@ -111,12 +109,15 @@ class ChildRekeyResponder(ChildCreateTask):
         if old is None or new is None or new.uniqueid not in sa.children:
             return
         theirs = (self.peer_nonce, self.nonce)
-        if old.state is ChildState.REKEYING:
-            old.peer_rekey, old.peer_rekey_nonces = new, theirs  # decided when our rekey completes
-            return
-        if old.replaced_by is not None and old.replaced_by.uniqueid in sa.children:
-            # Our rekey already completed: decide now (§2.8.1).
-            if lost(old.our_rekey_nonces, theirs):
+        ours_in_flight = old.state is ChildState.REKEYING
+        ours_done = old.replaced_by is not None and old.replaced_by.uniqueid in sa.children
+        if ours_in_flight or ours_done:
+            resolution = handle_collision(Collision.CHILD_REKEY, ours=old.our_rekey_nonces, theirs=theirs,
+                                          ours_complete=not ours_in_flight)
+            if resolution is Resolution.DECIDE_LATER:
+                old.peer_rekey, old.peer_rekey_nonces = new, theirs  # decided when our rekey completes
+                return
+            if resolution is Resolution.OURS_REDUNDANT and old.replaced_by is not None:
                 delete_child(sa, old.replaced_by, "redundant after simultaneous rekey (RFC 7296 §2.8.1)")
             return
         _finish_old(sa, old, new)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ikeguard.engine.child_sa import ChildSa
-from ikeguard.engine.states import ChildState, ChildTrigger, IkeState, IkeTrigger
+from ikeguard.engine.collisions import Collision, Resolution, handle_collision
+from ikeguard.engine.states import CHILD_LIVE, ChildState, ChildTrigger, IkeState, IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task
 from ikeguard.wire.iana import ExchangeType, NotifyType, ProtocolId
 from ikeguard.wire.payloads import DeletePayload
@@ -56,7 +57,7 @@ class DeleteChildTask(Task):
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
         msg.add(DeletePayload(ProtocolId.ESP, (self.child.spi_in.to_bytes(4, "big"),)))
-        if self.child.state in (ChildState.INSTALLED, ChildState.REKEYING, ChildState.REKEYED):
+        if self.child.state in CHILD_LIVE:
             sa.child_transition(self.child, ChildTrigger.START_DELETE, self.reason)
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
@@ -151,9 +152,11 @@ class InformationalResponder(Task):
             add_natd_for(sa, msg, *(sa.reply_to or (sa.local, sa.remote)))
         spis = []
         for child in self.children:
-            if child.state is ChildState.DELETING:
-                # Both ends deleted it at once: answer without our SPI, it is gone (§1.4.1 collision).
-                continue
+            if (
+                child.state is ChildState.DELETING
+                and handle_collision(Collision.CHILD_DELETE) is Resolution.ANSWER_WITHOUT_SPI
+            ):
+                continue  # both ends deleted it at once: it is gone (§1.4.1)
             spis.append(child.spi_in.to_bytes(4, "big"))
         if spis:
             msg.add(DeletePayload(ProtocolId.ESP, tuple(spis)))
@@ -167,7 +170,12 @@ class InformationalResponder(Task):
             return
         if self.delete_ike:
             peer_new = sa.peer_rekey
-            if sa.children and peer_new is not None and peer_new.state is IkeState.ESTABLISHED:
+            if (
+                sa.children
+                and peer_new is not None
+                and peer_new.state is IkeState.ESTABLISHED
+                and handle_collision(Collision.IKE_DELETE_AFTER_PEER_WON) is Resolution.MOVE_CHILDREN
+            ):
                 # The peer won a simultaneous IKE rekey and deleted the old SA before our own rekey
                 # completed: the Child SAs live on in its new IKE SA (§2.8.2).
                 from ikeguard.engine.tasks.ike_rekey import adopt

@@ -14,7 +14,7 @@ from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.intermediate import IntermediateState, additional_key_exchanges, offers_additional_ke
 from ikeguard.engine.keys import ike_sa_crypto, initial_skeyseed, proposal_ke
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
-from ikeguard.engine.states import IkeTrigger
+from ikeguard.engine.states import IkeState, IkeTrigger
 from ikeguard.engine.tasks import redirect
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
 from ikeguard.engine.tasks.ike_intermediate import IkeIntermediateTask
@@ -110,7 +110,7 @@ class IkeInitTask(Task):
             msg.add_notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED)  # RFC 9242 §3.1
         if sa.conn.ppk is not None:
             msg.add_notify(NotifyType.USE_PPK)  # RFC 8784 §3
-        if sa.state.value == "created":
+        if sa.state is IkeState.CREATED:
             sa.transition(IkeTrigger.SEND_INIT)
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:

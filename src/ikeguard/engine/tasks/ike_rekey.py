@@ -1,6 +1,6 @@
 """IKE SA rekeying with CREATE_CHILD_SA (RFC 7296 §1.3.2, §2.18): new SPIs, nonces and key exchange; the
 Child SAs move to the new IKE SA and the old one is deleted by the rekey's initiator. Simultaneous rekeys are
-resolved by the nonces as for Child SAs (§2.8.2)."""
+resolved by the nonces as for Child SAs (§2.8.2, engine/collisions.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError
+from ikeguard.engine.collisions import Collision, Resolution, handle_collision
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.intermediate import additional_key_exchanges
 from ikeguard.engine.keys import ike_sa_crypto, proposal_ke, rekey_skeyseed
@@ -48,7 +49,6 @@ def make_rekeyed_sa(
     """The IKE SA replacing ``old``: keys from SK_d(old) (§2.18; with RFC 9370 additional key exchanges
     their secrets follow the nonces), same peer, identities and Child SAs."""
     from ikeguard.engine.ike_sa import IkeSa
-    from ikeguard.engine.responder import responder_tasks
 
     assert old.crypto is not None
     new = IkeSa(
@@ -59,7 +59,7 @@ def make_rekeyed_sa(
         spi_local=spi_i if initiator else spi_r,
         conn=old.conn,
         now=old.now,
-        responder_factory=responder_tasks,
+        rules=old.rules,
     )
     new.spi_i, new.spi_r = spi_i, spi_r
     new.created_by_rekey = True
@@ -254,7 +254,9 @@ class IkeRekeyTask(Task):
             return
         peer_new = sa.peer_rekey
         if peer_new is not None and peer_new.state is not IkeState.CLOSED:
-            if min(self.nonce, self.peer_nonce) < min(sa.peer_rekey_nonces):
+            ours = (self.nonce, self.peer_nonce)
+            resolution = handle_collision(Collision.IKE_REKEY, ours=ours, theirs=sa.peer_rekey_nonces)
+            if resolution is Resolution.OURS_REDUNDANT:
                 # Ours is redundant (§2.8.2): we delete it; the Child SAs go to the peer's new SA, and the
                 # peer (the winner) deletes the old one.
                 register_redundant(sa, new, peer_new)
@@ -298,14 +300,11 @@ class IkeRekeyResponder(Task):
         if self.followup is not None:  # an IKE_FOLLOWUP_KE continuing this rekey
             self.followup.process_r(sa, msg)
             return
-        if sa.state not in (IkeState.ESTABLISHED, IkeState.REKEYING):
-            raise RemoteProtocolError(
-                "IKE SA is being deleted or already rekeyed", NotifyType.TEMPORARY_FAILURE
-            )
         if (
             sa.active is not None
             and sa.active.exchange is ExchangeType.CREATE_CHILD_SA
             and not any(isinstance(t, IkeRekeyTask) for t in sa.active.tasks)
+            and handle_collision(Collision.IKE_REKEY_DURING_CHILD_EXCHANGE) is Resolution.REFUSE
         ):
             # Our Child SA exchange is in flight: finish it first (RFC 7296 §2.25.2, as strongSwan).
             raise RemoteProtocolError("Child SA exchange in progress", NotifyType.TEMPORARY_FAILURE)
@@ -369,7 +368,9 @@ class IkeRekeyResponder(Task):
             nr=nonce,
             additional=additional,
         )
-        if sa.state is IkeState.REKEYING:
+        ours_in_flight = sa.state is IkeState.REKEYING
+        later = Resolution.DECIDE_LATER
+        if ours_in_flight and handle_collision(Collision.IKE_REKEY, ours_complete=False) is later:
             # Collision (§2.8.2): decided when our own rekey completes; the Child SAs stay put until then.
             sa.peer_rekey = self.new
             sa.peer_rekey_nonces = (self.peer_nonce, nonce)
