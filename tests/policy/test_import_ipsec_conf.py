@@ -348,3 +348,99 @@ def test_parsers() -> None:
     assert entries[2].kind == "RSA"
     with pytest.raises(SettingsSyntaxError):
         parse_ipsec_secrets("no separator here\n")
+
+
+ROUNDS = """\
+# road warriors: device certificate, then the user with EAP (RFC 4739); CAs with their CRL/OCSP servers
+ca %default
+	auto=add
+
+ca lab
+	cacert=ca.pem
+	crluri=http://crl.example.com/lab.crl
+	crluri2="ldap://ldap.example.com/cn=lab?certificateRevocationList"
+	ocspuri=http://ocsp.example.com/
+	certuribase=http://certs.example.com/
+
+ca retired
+	cacert=aaa-other.pem
+	auto=ignore
+
+conn rw-device-user
+	keyexchange=ikev2
+	ike=aes256gcm16-prfsha384-ecp384!
+	esp=aes256gcm16-ecp384!
+	left=%defaultroute
+	leftcert=gw.pem
+	leftid=@vpn.example.com
+	leftsubnet=198.51.100.0/25
+	leftauth2=psk
+	right=%any
+	rightauth=pubkey
+	rightca="C=CH, O=ss-lab, CN=ss-lab Root CA"
+	rightauth2=eap-mschapv2
+	rightid2=%any
+	eap_identity=%identity
+	auto=add
+
+conn rw-eap-only
+	keyexchange=ikev2
+	ike=aes256gcm16-prfsha384-ecp384!
+	esp=aes256gcm16-ecp384!
+	left=%defaultroute
+	leftcert=gw.pem
+	leftid=@vpn.example.com
+	leftsubnet=198.51.100.0/25
+	right=%any
+	rightid="*@example.com"
+	rightauth=eap-md5
+	eap_identity=carol@example.com
+	auto=add
+
+conn site
+	keyexchange=ikev2
+	ike=aes256gcm16-prfsha384-ecp384!
+	esp=aes256gcm16-ecp384!
+	left=192.0.2.1
+	leftcert=gw.pem
+	leftid=@vpn.example.com
+	right=192.0.2.9
+	rightid=@partner.example.net
+	rightca="C=CH, O=ss-lab, CN=ss-lab Root CA"
+	eap_identity=%identity
+	auto=add
+"""
+
+
+def test_second_rounds_eap_identity_and_ca_sections(tmp_path: Path, ipsec_d: Path) -> None:
+    shutil.copytree(ipsec_d, tmp_path / "etc" / "ipsec.d")
+    secret = tmp_path / "radius.secret"
+    secret.write_text("ipsec-conf-radius-secret-0123\n")
+    secret.chmod(0o600)
+    report, cfg, out = _import(tmp_path, ROUNDS, ": RSA gw.key\n", "--profile", "baseline",
+                               "--radius-server", "192.0.2.250", "--radius-secret-file", str(secret))
+    assert report["connections"] == ["rw-device-user", "rw-eap-only", "site"], report
+    device = cfg["connections"]["rw-device-user"]
+    assert device["remote"]["auth"] == "pubkey"
+    # rightauth2 / rightid2 / eap_identity=%identity: the user's EAP round, relayed to RADIUS
+    assert device["remote-2"] == {"auth": "eap-radius", "id": "%any", "eap_id": "%any"}
+    eap_only = cfg["connections"]["rw-eap-only"]
+    assert eap_only["remote"]["auth"] == "eap-radius" and eap_only["remote"]["eap_id"] == "carol@example.com"
+    assert "remote-2" not in cfg["connections"]["site"]
+    # ca lab -> [authorities.lab] with its CRL and OCSP URIs; ca retired (auto=ignore) is not imported
+    lab = cfg["authorities"]["lab"]
+    ca_file = tmp_path / "etc" / "ipsec.d" / "cacerts" / "ca.pem"
+    assert (out.parent / lab["cacert"]).resolve() == ca_file.resolve()
+    assert lab["crl_uris"] == ["http://crl.example.com/lab.crl",
+                               "ldap://ldap.example.com/cn=lab?certificateRevocationList"]
+    assert lab["ocsp_uris"] == ["http://ocsp.example.com/"]
+    assert list(cfg["authorities"]) == ["lab"]
+    unmapped = _unmapped(report)
+    assert "hash-and-URL" in unmapped["ca lab.certuribase"]["reason"]
+    assert "auto=ignore" in unmapped["ca retired.auto"]["reason"]
+    assert "of our own" in unmapped["conn rw-device-user.leftauth2"]["reason"]
+    assert "no EAP round of the peer" in unmapped["conn site.eap_identity"]["reason"]
+    for key in ("conn rw-device-user.eap_identity", "conn rw-device-user.rightauth2",
+                "conn rw-eap-only.eap_identity"):
+        assert key not in unmapped
+    assert report["passed"], report["findings"]

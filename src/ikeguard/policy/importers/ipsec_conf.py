@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ikeguard.policy.importers import ipsec_conf_rounds as rounds
 from ikeguard.policy.importers.settings_syntax import Located, SettingsSyntaxError, Tree, read_bounded
 from ikeguard.policy.importers.swanctl import ImportResult, Unmapped, import_swanctl
 
@@ -55,7 +56,6 @@ _NO_EQUIVALENT = {
     "dpdtimeout": "IKEv1 only (IKEv2 DPD times out by retransmission)",
     "aggressive": "IKEv1 only",
     "installpolicy": "policies are always installed",
-    "eap_identity": "EAP is configured as remote auth = eap-radius by hand",
     "aaa_identity": "EAP is configured as remote auth = eap-radius by hand",
     "xauth": "XAuth is IKEv1 only",
     "xauth_identity": "XAuth is IKEv1 only",
@@ -254,9 +254,6 @@ class _Translator:
                     else:
                         self.note(f"config {s.name}.{k}", v, "charon/starter settings have no equivalent "
                                   "(logging is ikeguard's [audit]/journal)", where)
-            elif s.kind == "ca":
-                self.note(f"ca {s.name}", "", "ca sections: CA certificates in cacerts/ are imported as the "
-                          "remote cacerts; CRL/OCSP URIs go into [authorities] by hand", s.where)
         connections: dict[str, Any] = {}
         for conn in conns:
             if conn.name == "%default":
@@ -281,6 +278,9 @@ class _Translator:
             else:
                 connections[conn.name] = section
         self.tree["connections"] = connections
+        found = rounds.authorities(self.sections, self.ipsec_d, self.put, self.note)  # ca sections
+        if found:
+            self.tree["authorities"] = found
         self.secrets_tree(connections)
 
     def side(self, name: str, options: Mapping[str, tuple[str, str]]) -> tuple[str, str]:
@@ -343,7 +343,7 @@ class _Translator:
             return None
         lifetimes = ("ikelifetime", "lifetime", "keylife", "margintime", "rekeymargin", "rekeyfuzz", "reauth",
                      "rekey")
-        handled = {"also", "auto", "keyexchange", "type", "authby", *lifetimes}
+        handled = {"also", "auto", "keyexchange", "type", "authby", *lifetimes, *rounds.round_keys(us, them)}
         def order(item: tuple[str, tuple[str, str]]) -> tuple[bool, str, int]:
             file, _, line = item[1][1].rpartition(":")  # file order, then line; CAs after the certificates
             return item[0] in ("leftca", "rightca"), file, int(line) if line.isdigit() else 0
@@ -364,6 +364,7 @@ class _Translator:
             address = opt(side)
             if "id" not in auth and address and not address.startswith("%") and "," not in address:
                 self.put(auth, f"{side_key}.id", "id", address, where(side))  # ipsec.conf: leftid=left
+        rounds.apply_rounds(name, options, us, them, out, remote, self.put, self.note)  # auth2, eap_identity
         if remote.get("auth") == "pubkey" and "cacerts" not in remote:
             anchors = sorted(p for p in (self.ipsec_d / "cacerts").glob("*") if p.is_file())
             if anchors:
