@@ -67,6 +67,8 @@ class EventName(StrEnum):
     HSM_ERROR = "hsm.error"
     PKI_ISSUED = "pki.issued"  # docs/pki.md: issuance log (ACME, `ikeguard pki`)
     PKI_RENEWAL_FAILED = "pki.renewal_failed"
+    PKI_REVOKED = "pki.revoked"
+    PKI_CRL = "pki.crl"
     # Emitted by the IKE engine in addition to the contract's names (extensions, never renames).
     IKE_FAILED = "ike.failed"
     IKE_RETRY = "ike.retry"
@@ -96,7 +98,8 @@ _NOTICE = {
     EventName.PEER_ADDED, EventName.PEER_DISABLED, EventName.PEER_ENABLED,
     EventName.DOS_COOKIES_ON, EventName.DOS_COOKIES_OFF, EventName.CONFIG_LOADED, EventName.CLOCK_STATUS,
     EventName.AUDIT_INITIALISED, EventName.SERVICE_STARTED, EventName.SERVICE_STOPPED, EventName.HA_ROLE,
-    EventName.HA_TAKEOVER, EventName.HSM_LOGIN, EventName.PKI_ISSUED,
+    EventName.HA_TAKEOVER, EventName.HSM_LOGIN, EventName.PKI_ISSUED, EventName.PKI_REVOKED,
+    EventName.PKI_CRL,
 }
 _ERROR = {EventName.AUDIT_STORE_FAILED}
 

@@ -1,16 +1,27 @@
-"""``ikeguard pki``: the gateway's certificate lifecycle (docs/pki.md). ``pki acme status`` shows when the
-``[acme]`` certificate is renewed next and how the last attempt went; ``pki acme renew`` renews it now through
-the running gateway (which writes the file, audits ``pki.issued`` and reloads without dropping SAs)."""
+"""``ikeguard pki``: the certificate lifecycle (docs/pki.md). ``pki acme status`` shows when the ``[acme]``
+certificate is renewed next and how the last attempt went; ``pki acme renew`` renews it now through the
+running gateway (which writes the file, audits ``pki.issued`` and reloads without dropping SAs).
+``pki init / issue / revoke / crl / list`` run a small VPN CA (``pki/ca.py``) whose key may be in a
+PKCS#11 token; each writes to the CA's own audit trail (``pki.issued``, ``pki.revoked``, ``pki.crl``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import pwd
 from pathlib import Path
 from typing import Any
 
 import click
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from ikeguard.control.cli_gateway import _print_json, call, gateway_options
+from ikeguard.audit.events import AuditEvent, EventName, Outcome
+from ikeguard.audit.service import AuditService
+from ikeguard.control.cli_gateway import _fail, _print_json, call, gateway_options
+from ikeguard.crypto.pkcs11_key import TokenError, is_pkcs11_uri, open_token_key, safe_uri_text
+from ikeguard.pki.ca import REASONS, CaError, CertificateAuthority
+from ikeguard.policy.values import parse_duration
 
 
 def _when(ts: float) -> str:
@@ -51,3 +62,183 @@ def status(config: Path | None, socket_path: Path | None, as_json: bool) -> None
 def renew(config: Path | None, socket_path: Path | None, as_json: bool) -> None:
     """Renew the certificate now (the gateway orders it, writes it and uses it from the next IKE_AUTH)."""
     _show(call(config, socket_path, "acme", action="renew")["result"], as_json)
+
+
+# -- the small VPN CA (pki/ca.py) ------------------------------------------------------------------------
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid:{os.getuid()}"
+
+
+def _duration(text: str) -> dt.timedelta:
+    try:
+        return dt.timedelta(seconds=parse_duration(text))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _open_ca(directory: Path, key_ref: str | None = None) -> CertificateAuthority:
+    """The CA of ``directory`` with its key open (a file, or a PKCS#11 URI whose PIN comes from its
+    pin-source); exits 1 with one line when the key cannot be used."""
+    ca = CertificateAuthority(directory)
+    ref = key_ref or ca.meta("key") if ca.db_path.exists() or key_ref else None
+    if not ref:
+        _fail(f"no CA in {directory} (run `ikeguard pki init` first)", 1)
+    try:
+        if is_pkcs11_uri(ref):
+            ca.key = open_token_key(ref, base=directory)
+        else:
+            path = Path(ref) if Path(ref).is_absolute() else directory / ref
+            key: Any = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            ca.key = key
+    except (TokenError, OSError, ValueError, TypeError) as exc:
+        _fail(f"the CA key {safe_uri_text(ref) if is_pkcs11_uri(ref) else ref} cannot be used: {exc}", 1)
+    return ca
+
+
+def _audit(directory: Path, *events: AuditEvent) -> None:
+    """The CA's own audit trail (``DIR/audit``; ``ikeguard audit verify --state-dir DIR/audit``)."""
+    service = AuditService(directory / "audit")
+    service.start()
+    try:
+        for event in events:
+            service.record(event)
+        if not service.flush(10):
+            _fail(f"the CA's audit trail in {directory / 'audit'} did not record the event", 1)
+    finally:
+        service.close()
+
+
+def _cert_event(name: EventName, cert: x509.Certificate, reason: str,
+                **details: str | int | bool) -> AuditEvent:
+    return AuditEvent(name, Outcome.SUCCESS, reason=reason, admin=_user(),
+                      cert_subject=cert.subject.rfc4514_string(), cert_serial=format(cert.serial_number, "x"),
+                      cert_issuer=cert.issuer.rfc4514_string(), details=details)
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+_DIR = click.option("--dir", "directory", type=click.Path(path_type=Path), required=True,
+                    help="The CA's directory (ca.pem, ca.db, audit/).")
+
+
+@pki.command("init")
+@_DIR
+@click.option("--key", "key_ref", required=True,
+              help="The CA's private key: a PEM file or a PKCS#11 URI (RFC 7512, e.g. a SoftHSM2 key).")
+@click.option("--dn", required=True, help='Distinguished name, e.g. "C=US, O=Example, CN=Example VPN CA".')
+@click.option("--lifetime", default="3650d", show_default=True, help="Validity of the CA certificate.")
+def init(directory: Path, key_ref: str, dn: str, lifetime: str) -> None:
+    """Create a root CA whose key stays where it is (a file or a token)."""
+    ca = _open_ca(directory, key_ref)
+    try:
+        cert = ca.init(dn, key_ref, now=dt.datetime.now(dt.UTC), lifetime=_duration(lifetime))
+    except CaError as exc:
+        _fail(str(exc), 1)
+    _audit(directory, _cert_event(EventName.PKI_ISSUED, cert, "CA certificate created", source="ca",
+                                  kind="root", not_after=cert.not_valid_after_utc.isoformat()))
+    click.echo(f"CA {cert.subject.rfc4514_string()} in {ca.cert_path}")
+
+
+@pki.command("issue")
+@_DIR
+@click.option("--dn", required=True, help="Subject DN of the device.")
+@click.option("--san", "sans", multiple=True, help="subjectAltName: FQDN, IP, user@domain (the IKE id).")
+@click.option("--pub", "pub_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The device's public key (PEM/DER SubjectPublicKeyInfo, `pki --pub`) or its CSR.")
+@click.option("--lifetime", default="24h", show_default=True, help="Validity (short-lived by default).")
+@click.option("--crl-uri", "crl_uris", multiple=True, help="CRL distribution point to embed.")
+@click.option("--ocsp-uri", "ocsp_uris", multiple=True, help="OCSP responder to embed (AIA).")
+@click.option("--server", is_flag=True, help="serverAuth instead of clientAuth next to ipsecIKE.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def issue(directory: Path, dn: str, sans: tuple[str, ...], pub_path: Path | None, lifetime: str,
+          crl_uris: tuple[str, ...], ocsp_uris: tuple[str, ...], server: bool, out: Path) -> None:
+    """Issue a device certificate for a public key (the device keeps its private key)."""
+    if pub_path is None:
+        _fail("give the device's public key or CSR with --pub", 2)
+    data = pub_path.read_bytes()
+    try:
+        if b"CERTIFICATE REQUEST" in data:
+            request = x509.load_pem_x509_csr(data)
+            if not request.is_signature_valid:
+                _fail(f"{pub_path}: the CSR's signature does not verify", 1)
+            public: Any = request.public_key()
+        else:
+            public = (serialization.load_pem_public_key(data) if b"-----BEGIN" in data
+                      else serialization.load_der_public_key(data))
+    except ValueError as exc:
+        _fail(f"{pub_path}: not a public key or CSR: {exc}", 2)
+    ca = _open_ca(directory)
+    try:
+        cert = ca.issue(dn, public, sans, now=dt.datetime.now(dt.UTC), lifetime=_duration(lifetime),
+                        crl_uris=crl_uris, ocsp_uris=ocsp_uris, server=server)
+    except CaError as exc:
+        _fail(str(exc), 1)
+    _write(out, cert.public_bytes(serialization.Encoding.PEM))
+    _audit(directory, _cert_event(EventName.PKI_ISSUED, cert, "device certificate issued", source="ca",
+                                  kind="device", not_after=cert.not_valid_after_utc.isoformat(),
+                                  sans=",".join(sans)))
+    click.echo(f"issued {format(cert.serial_number, 'x')} {cert.subject.rfc4514_string()} until "
+               f"{cert.not_valid_after_utc.isoformat()} -> {out}")
+
+
+@pki.command("revoke")
+@_DIR
+@click.argument("serial")
+@click.option("--reason", type=click.Choice(sorted(REASONS)), help="RFC 5280 §5.3.1 reason code.")
+def revoke(directory: Path, serial: str, reason: str | None) -> None:
+    """Revoke a certificate this CA issued (the next `pki crl` lists it)."""
+    ca = CertificateAuthority(directory)
+    try:
+        record = ca.revoke(serial, now=dt.datetime.now(dt.UTC), reason=reason)
+    except CaError as exc:
+        _fail(str(exc), 1)
+    _audit(directory, AuditEvent(EventName.PKI_REVOKED, Outcome.SUCCESS, reason=reason or "unspecified",
+                                 admin=_user(), cert_subject=record.subject, cert_serial=record.serial,
+                                 cert_issuer=ca.cert.subject.rfc4514_string(),
+                                 details={"not_after": record.not_after}))
+    click.echo(f"revoked {record.serial} {record.subject}")
+
+
+@pki.command("crl")
+@_DIR
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to publish the CRL (replaced atomically; point authorities.*.crls or a web server "
+                   "serving crl_uris at it).")
+@click.option("--next-update", default="1h", show_default=True)
+@click.option("--der", is_flag=True, help="DER instead of PEM.")
+def crl(directory: Path, out: Path, next_update: str, der: bool) -> None:
+    """Sign and publish a CRL of the revoked certificates."""
+    ca = _open_ca(directory)
+    try:
+        signed = ca.crl(now=dt.datetime.now(dt.UTC), next_update=_duration(next_update))
+    except CaError as exc:
+        _fail(str(exc), 1)
+    _write(out, signed.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))
+    number = signed.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    _audit(directory, AuditEvent(EventName.PKI_CRL, Outcome.SUCCESS, reason=f"CRL {number} published",
+                                 admin=_user(), cert_issuer=ca.cert.subject.rfc4514_string(),
+                                 details={"crl_number": number, "revoked": len(list(signed)),
+                                          "next_update": (signed.next_update_utc or dt.datetime.now(dt.UTC))
+                                          .isoformat(), "file": str(out)}))
+    click.echo(f"CRL {number} with {len(list(signed))} revoked certificate(s) -> {out}")
+
+
+@pki.command("list")
+@_DIR
+@click.option("--json", "as_json", is_flag=True)
+def list_certs(directory: Path, as_json: bool) -> None:
+    """Inventory: subject, serial, key type, not-after, status."""
+    now = dt.datetime.now(dt.UTC)
+    records = CertificateAuthority(directory).records()
+    if as_json:
+        _print_json([{**r.__dict__, "status": r.status(now)} for r in records])
+        return
+    for r in records:
+        click.echo(f"{r.serial}  {r.status(now):8} {r.key_type:11} {r.not_after}  {r.subject}  {r.sans}")

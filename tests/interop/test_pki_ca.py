@@ -1,0 +1,121 @@
+"""Issue 18 Done-when 2 (CA part): ``ikeguard pki init/issue/revoke/crl`` with the CA key in SoftHSM2.
+
+The CA key is generated in the token (non-extractable); ``pki init`` makes the root through the token,
+``pki issue`` a 1-hour device certificate for a strongSwan client's public key (``pki --pub``) and the
+gateway's certificate; strongSwan accepts the gateway's certificate (it validates it against the root) and
+ikeguard accepts the device's (revocation strict, the CA's published CRL file as the authority's ``crls``).
+After ``pki revoke`` + ``pki crl`` ikeguard refuses the device at its next IKE_AUTH (``cert.rejected``,
+revoked). The CA's own audit trail holds pki.issued / pki.revoked / pki.crl and verifies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from ikeguard.tools.gateway_process import GatewayProcess
+from ikeguard.tools.netns import Topology
+from tests.harness.ikeguard_conf import IkgAuthority, IkgLocal, IkgRemote
+from tests.harness.interop_pair import CONN, ikeguard_side, strongswan_side
+from tests.harness.interop_pair import PairSpec as SideSpec
+from tests.harness.pki_tool import PkiTool
+from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
+from tests.harness.strongswan import StrongSwanError, StrongSwanPeer
+from tests.harness.swanctl_conf import AuthConfig
+from tests.harness.tokens import Pkcs11Token, softhsm_token
+
+pytestmark = [pytest.mark.root, pytest.mark.interop, pytest.mark.date_sensitive]
+
+PeerFactory = Callable[..., StrongSwanPeer]
+GatewayFactory = Callable[..., GatewayProcess]
+
+
+def _pki(token: Pkcs11Token, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **token.env}
+    done = subprocess.run([sys.executable, "-m", "ikeguard", "pki", *args], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"ikeguard pki {' '.join(args)}: {done.returncode}\n{done.stdout}{done.stderr}")
+    return done
+
+
+def test_token_ca_issues_a_one_hour_device_certificate_and_its_crl_refuses_the_revoked_device(
+    tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
+    ikeguard_gateway: GatewayFactory,
+) -> None:
+    token = softhsm_token(tmp_path / "hsm")
+    info = token.generate("ca", "ec:secp384r1")
+    assert not info.extractable and info.sensitive
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    (ca_dir / "token.pin").write_text(token.pin + "\n")
+    _pki(token, "init", "--dir", str(ca_dir), "--key", token.uri("ca"), "--dn",
+         "C=US, O=ss-lab, CN=ss-lab VPN CA")
+    tool = PkiTool(tmp_path / "keys")
+    tool.key("client")
+    tool.key("gw")
+    client_pem, gw_pem, crl = tmp_path / "client.pem", tmp_path / "gw.pem", ca_dir / "crl.pem"
+    _pki(token, "issue", "--dir", str(ca_dir), "--dn", f"C=US, O=ss-lab, CN={CLIENT_FQDN}", "--san",
+         CLIENT_FQDN, "--pub", str(tool.public("client")), "--lifetime", "1h", "--out", str(client_pem))
+    _pki(token, "issue", "--dir", str(ca_dir), "--dn", f"C=US, O=ss-lab, CN={GW_FQDN}", "--san", GW_FQDN,
+         "--server", "--pub", str(tool.public("gw")), "--out", str(gw_pem))
+    _pki(token, "crl", "--dir", str(ca_dir), "--out", str(crl))
+    root = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    device = x509.load_pem_x509_certificate(client_pem.read_bytes())
+    life = device.not_valid_after_utc - device.not_valid_before_utc
+    assert 3600 <= life.total_seconds() <= 3600 + 301  # 1 h (+ 5 min backdating for clock skew)
+    device.verify_directly_issued_by(root)  # signed in the token
+
+    topo = netns_topology("direct")
+    peer = strongswan_side(strongswan_peer, topo.left, topo.right, spec=SideSpec(),
+                           local=AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
+                           remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"]), name="strongswan",
+                           cacerts={"ca": root}, start=False)
+    (peer.swanctl_dir / "x509").mkdir(parents=True, exist_ok=True)
+    (peer.swanctl_dir / "private").mkdir(parents=True, exist_ok=True)
+    (peer.swanctl_dir / "x509" / "client.pem").write_bytes(client_pem.read_bytes())
+    (peer.swanctl_dir / "private" / "client.pem").write_bytes((tool.directory / "client.key").read_bytes())
+    (peer.swanctl_dir / "private" / "client.pem").chmod(0o600)
+    peer.start()
+    gw = ikeguard_side(ikeguard_gateway, topo.right, topo.left, spec=SideSpec(), remote_addr="%any",
+                       local=IkgLocal("pubkey", GW_FQDN, certs=["pki/gw.pem"], key="pki/gw.key"),
+                       remote=IkgRemote("pubkey", CLIENT_FQDN, cacerts=["vpn-ca"], revocation="strict"),
+                       authorities=[IkgAuthority("vpn-ca", cacert="pki/ca.pem", crls=[str(crl)])],
+                       files={"pki/gw.pem": gw_pem.read_bytes(),
+                              "pki/ca.pem": (ca_dir / "ca.pem").read_bytes(),
+                              "pki/gw.key": (tool.directory / "gw.key").read_bytes()}, name="gw")
+    peer.initiate(child="net", ike=CONN, timeout=15)
+    assert [sa["state"] for sa in gw.sas()] == ["established"]
+    assert f"authentication of '{GW_FQDN}' with ECDSA_WITH_SHA384_DER successful" in peer.log()
+
+    serial = format(device.serial_number, "x")
+    _pki(token, "revoke", "--dir", str(ca_dir), serial, "--reason", "key_compromise")
+    _pki(token, "crl", "--dir", str(ca_dir), "--out", str(crl))
+    peer.terminate(ike=CONN)
+    gw.wait_sas(lambda sas: not sas, timeout=10)
+    with pytest.raises(StrongSwanError):
+        peer.initiate(child="net", ike=CONN, timeout=8)
+    rejected = gw.wait_audit(lambda e: e["event"] == "cert.rejected", what="cert.rejected")
+    assert rejected["reason"].startswith("revoked"), rejected
+    assert rejected["cert_serial"] == serial
+
+    listed = {r["serial"]: r for r in json.loads(_pki(token, "list", "--dir", str(ca_dir), "--json").stdout)}
+    assert listed[serial]["status"] == "revoked" and listed[serial]["reason"] == "key_compromise"
+    assert listed[serial]["key_type"] == "ecdsa-p384" and len(listed) == 2
+    verify = subprocess.run([sys.executable, "-m", "ikeguard", "audit", "verify", "--state-dir",
+                             str(ca_dir / "audit")], capture_output=True, text=True, timeout=60, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    export = subprocess.run([sys.executable, "-m", "ikeguard", "audit", "tail", "--state-dir",
+                             str(ca_dir / "audit"), "-n", "100", "--json"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    lines = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
+    events = [e["body"]["event"] for e in lines]
+    assert events.count("pki.issued") == 3 and events.count("pki.crl") == 2 and "pki.revoked" in events, \
+        export.stdout[-2000:] + export.stderr
+    assert token.pin not in export.stdout
