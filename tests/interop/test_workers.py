@@ -95,6 +95,9 @@ def test_two_workers_steering_mobike_and_a_killed_worker(
     sas = gw.wait_sas(lambda sas: len(sas) == 2, timeout=10)
     sa_b = next(sa for sa in sas if sa["remote_addr"] == B_ADDRESS)
     assert _worker(sa_b) == 1 and (int(sa_b["uniqueid"]) - 1) % 2 == 1
+    # one control socket for both workers: `conns` counts the IKE SAs of both, `sas --uniqueid` finds B's
+    assert gw.request("conns")[0]["ike_sas_up"] == 2
+    assert [sa["spi_r"] for sa in gw.sas(uniqueid=int(sa_b["uniqueid"]))] == [sa_b["spi_r"]]
 
     # strongSwan keeps a baseline of the NAT mapping from its first MOBIKE liveness check
     natd_answer = re.compile(r"parsed INFORMATIONAL response \d+ \[ N\(NATD_S_IP\) N\(NATD_D_IP\) \]")

@@ -7,9 +7,10 @@ A request is answered by the workers it concerns, with the same wire format as o
 * ``sas``: every worker's SAs, merged in uniqueid order, ``offset``/``limit`` applied to the merged list.
 * selections by ``uniqueid`` (``sas``, ``terminate``, ``rekey``): the worker that numbered it
   (``(uniqueid - 1) % workers``, ``EngineContext.number_uniqueids``); by ``peer``/``conn``: every worker,
-  the counts added (``no SA matches`` only when no worker had one).
+  the counts added (``no SA matches`` only when no worker had one). ``conns``: worker 0's list with the IKE
+  SAs up added over all workers.
 * ``reload`` and the inventory changes of ``peers``: every worker (each reloads the same file; a refusal by
-  any is the answer); ``initiate``, ``conns``, ``peers list``, ``compliance``, ``ha``: worker 0, which also
+  any is the answer); ``initiate``, ``peers list``, ``compliance``, ``ha``: worker 0, which also
   runs ``start_action`` (initiated SAs live there).
 * ``events``: the streams of all workers, interleaved.
 
@@ -35,7 +36,7 @@ from ikeguard.control.server import peer_credentials, prepare_socket_path
 log = logging.getLogger("ikeguard.control")
 ASK_TIMEOUT = 130.0  # seconds: initiate/rekey wait up to 120 s in the worker
 _ALL = frozenset({"reload"})
-_FIRST = frozenset({"initiate", "conns", "compliance", "ha"})
+_FIRST = frozenset({"initiate", "compliance", "ha"})
 _SELECT = frozenset({"terminate", "rekey"})
 
 
@@ -127,6 +128,8 @@ class WorkerControlProxy:
                 {**request, "args": {k: v for k, v in args.items() if k not in ("offset", "limit")}}))
         if cmd in _SELECT:
             return _sum(rid, cmd, await self._ask_all(request))
+        if cmd == "conns":
+            return _conns(rid, await self._ask_all(request))
         if cmd in _ALL or (cmd == "peers" and args.get("action", "list") != "list"):
             answers = await self._ask_all(request)
             refused = next((a for a in answers if not a.get("ok")), None)
@@ -227,6 +230,22 @@ class WorkerControlProxy:
         finally:
             for _, w in upstream:
                 w.close()
+
+
+def _conns(rid: Any, answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Worker 0's connection list with ``ike_sas_up`` added over the workers (up when any has one)."""
+    if not answers[0].get("ok"):
+        return {**answers[0], "id": rid}
+    up: dict[str, int] = {}
+    for answer in answers:
+        for conn in answer.get("result", []) if answer.get("ok") else []:
+            up[conn["name"]] = up.get(conn["name"], 0) + int(conn.get("ike_sas_up", 0))
+    result = []
+    for conn in answers[0]["result"]:
+        count = up.get(conn["name"], 0)
+        status = conn["status"] if conn["status"] not in ("up", "down") else ("up" if count else "down")
+        result.append({**conn, "ike_sas_up": count, "status": status})
+    return {"id": rid, "ok": True, "result": result}
 
 
 def _sum(rid: Any, cmd: str, answers: list[dict[str, Any]]) -> dict[str, Any]:
