@@ -30,6 +30,7 @@ from ikeguard.audit.events import AuditEvent, EventName
 from ikeguard.audit.lifecycle import verify_trail
 from ikeguard.audit.store import AuditStore, rfc3339
 from ikeguard.evidence import inventory, records
+from ikeguard.evidence import report as readable
 from ikeguard.evidence.period import Period, read_period
 from ikeguard.policy.loader import LoadedConfig
 from ikeguard.policy.profile import load_profile
@@ -115,6 +116,15 @@ def content_files(src: PackInput, period: Period) -> dict[str, bytes]:
     # was derived from, verifiable with the verification key (PCI DSS 10.3.2-10.3.4)
     files["trail/records.jsonl"] = "".join(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False) + "\n"
                                            for r in recs).encode()
+    # the report people read, summary first, and the same as PDF
+    html = readable.build_html(files)
+    files["report.html"] = html.encode()
+    try:
+        files["report.pdf"] = readable.build_pdf(html)
+    except (ImportError, OSError) as exc:
+        files["report-pdf-missing.txt"] = (f"report.pdf was not made: WeasyPrint is not usable here "
+                                           f"({type(exc).__name__}: {exc}); report.html has the same "
+                                           "content.\n").encode()
     return files
 
 
