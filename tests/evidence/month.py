@@ -83,6 +83,7 @@ class Month:
     peer_child_sas: int = 0
     refused: int = 0
     peer_certs: set[tuple[str, str, str]] = field(default_factory=set)  # (subject, issuer, serial) sent
+    issued: set[tuple[str, str, str]] = field(default_factory=set)  # the gateway's own, obtained by ACME
 
 
 def _session(net: StampedNetwork, conn: str, at: float, hours: float) -> None:
@@ -134,6 +135,16 @@ def scripted_month(state_dir: Path, start: dt.datetime, days: int = 30) -> tuple
         EventName.PEER_ADDED, reason="peer added by alice", connection="merchants",
         remote_id="m4.merchants.example", admin="alice", details={"remote_ts": "10.4.0.0/24",
                                                                   "ticket": "CHG-1042"})))
+    gw_cert = leaf(GW_ID, "ecdsa-p384")[1]  # the gateway's certificate, renewed by ACME on day 14
+    items.append((start + dt.timedelta(days=14, hours=3), AuditEvent(
+        EventName.PKI_ISSUED, connection="merchants", reason="certificate renewed from ACME",
+        cert_subject=gw_cert.subject.rfc4514_string(), cert_serial=format(gw_cert.serial_number, "x"),
+        cert_issuer=gw_cert.issuer.rfc4514_string(),
+        details={"source": "acme", "ca": "https://192.0.2.50:14000/dir", "renewal": True,
+                 "not_before": gw_cert.not_valid_before_utc.isoformat(),
+                 "not_after": gw_cert.not_valid_after_utc.isoformat(), "identifiers": GW_ID})))
+    month.issued.add((gw_cert.subject.rfc4514_string(), gw_cert.issuer.rfc4514_string(),
+                      format(gw_cert.serial_number, "x")))
     for day in range(0, days, 7):
         items.append((start + dt.timedelta(days=day, hours=9), AuditEvent(
             EventName.HSM_SIGN, details={"key": "pkcs11:token=gw;object=ike", "count": 12})))

@@ -73,7 +73,9 @@ def test_pack_inventories_and_records_match_the_trail_and_the_peers(month_lab: M
 
     # certificate inventory: exactly the peer certificates the merchants presented (the rogue one rejected)
     certs = json.loads(files["inventory/certificates.json"])
-    assert {(c["subject"], c["issuer"], c["serial"]) for c in certs["seen"]} == month_lab.month.peer_certs
+    seen = {(c["subject"], c["issuer"], c["serial"]): c["role"] for c in certs["seen"]}
+    assert {k for k, role in seen.items() if role == "peer"} == month_lab.month.peer_certs
+    assert {k for k, role in seen.items() if role == "local (issued)"} == month_lab.month.issued
     rogue = next(c for c in certs["seen"] if c["subject"] == "CN=m9.merchants.example")
     assert rogue["revocation"].startswith("rejected") and "not a trust anchor" in rogue["revocation"]
     assert {c["subject"] for c in certs["configured"]} == {"CN=gw.processor.example", "CN=Merchant CA"}
@@ -99,7 +101,9 @@ def test_pack_inventories_and_records_match_the_trail_and_the_peers(month_lab: M
     assert any(c["event"] == "peer.added" and c["admin"] == "alice" and c["ticket"] == "CHG-1042"
                for c in changes)
     assert files["pki/hsm-access.csv"].decode().count("hsm.sign") == 5
-    assert b"no issuing CA" in files["pki/issuance.txt"]
+    assert b"runs no certificate authority" in files["pki/issuance.txt"]
+    issuance = files["pki/issuance.csv"].decode().splitlines()
+    assert len(issuance) == 2 and ",pki.issued,success," in issuance[1] and ",acme," in issuance[1]
     snapshot = json.loads(files["config/snapshot.json"])
     assert snapshot["digest"]["sha256"] and "0x5e5e" not in files["config/snapshot.json"].decode()
     check = json.loads(files["compliance/check.json"])
@@ -136,7 +140,7 @@ def test_verify_passes_and_names_changed_removed_added_files(month_lab: MonthLab
     assert code == 0, out
     report = json.loads(out)
     listed = json.loads(read(pack)[MANIFEST])["files"]
-    assert report["ok"] and report["checked_records"] > 900 and report["checked_files"] == len(listed) == 19
+    assert report["ok"] and report["checked_records"] > 900 and report["checked_files"] == len(listed) == 21
     notes = tomllib.loads((REPO / "scripts/reference/notes.toml").read_text())["json"]["evidence verify"]
     assert set(report) == {f[0] for f in notes["fields"]}  # docs/reference.md documents the real fields
 

@@ -213,6 +213,11 @@ def seen_certificates(records: Iterable[Record]) -> list[dict[str, Any]]:
         for name, value in (("connections", body.get("connection")), ("peers", body.get("remote_id"))):
             if value and value not in entry[name]:
                 entry[name].append(value)
+        if body.get("event") == "pki.issued":  # a certificate the gateway obtained for itself (docs/pki.md)
+            details = body.get("details") if isinstance(body.get("details"), dict) else {}
+            assert isinstance(details, dict)
+            entry.update(role="local (issued)", not_after=str(details.get("not_after", "")),
+                         source=f"pki.issued seq {record.seq} ({details.get('source')})", revocation="issued")
         verdict = _CERT_EVENTS.get(str(body.get("event")))
         if verdict is not None:
             reason = str(body.get("reason") or "")

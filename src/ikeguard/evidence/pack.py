@@ -42,9 +42,10 @@ SEAL = "manifest.seal.json"
 VOLATILE = "integrity/at-creation.json"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _SECRET_KEY = re.compile(r"(secret|psk|passw|private|token|credential|^key$)", re.IGNORECASE)
-NO_ISSUANCE = ("ikeguard has no issuing CA (no certificate issuance of its own): there is no PKI issuance "
-               "log to include. Certificates come from the operator's CA; the certificate inventory lists "
-               "every certificate configured and every certificate the gateway accepted or rejected.\n")
+NO_ISSUANCE = ("ikeguard runs no certificate authority: it issues no certificates to peers. The issuance log "
+               "below lists the certificates the gateway obtained for itself (ACME or `ikeguard pki`: "
+               "pki.issued, and failed renewals: pki.renewal_failed, docs/pki.md); the certificate "
+               "inventory lists every certificate configured, obtained, accepted or rejected.\n")
 
 
 def _json(data: Any) -> bytes:
@@ -106,7 +107,14 @@ def content_files(src: PackInput, period: Period) -> dict[str, bytes]:
     files["pki/hsm-access.csv"] = records.to_csv(
         hsm, ("seq", "time", "event", "outcome", "reason", "key", "count", "error")).encode()
     files["pki/hsm-access.ecs.jsonl"] = records.to_ecs_lines(hsm).encode()
-    files["pki/issuance.txt"] = NO_ISSUANCE.encode()
+    issued = records.select(recs, records.PKI_EVENTS)
+    files["pki/issuance.csv"] = records.to_csv(
+        issued, ("seq", "time", "event", "outcome", "reason", "connection", "cert_subject", "cert_serial",
+                 "cert_issuer", "source", "ca", "renewal", "not_before", "not_after", "identifiers")).encode()
+    files["pki/issuance.ecs.jsonl"] = records.to_ecs_lines(issued).encode()
+    files["pki/issuance.txt"] = (NO_ISSUANCE + f"Issuance log of this period: {len(issued)} record(s) "
+                                 "(pki.issued, pki.renewal_failed) in issuance.csv and issuance.ecs.jsonl.\n"
+                                 ).encode()
     # connection records for the SIEM (PCI DSS 10.2.1, 10.2.1.4; NIST AU-3)
     conn = records.select(recs, records.CONNECTION_EVENTS)
     files["connections/records.ecs.jsonl"] = records.to_ecs_lines(conn).encode()

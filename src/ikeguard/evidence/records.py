@@ -24,6 +24,7 @@ CONNECTION_EVENTS = frozenset({
 CHANGE_EVENTS = frozenset({"config.loaded", "config.rejected", "waiver.applied", "peer.added",
                            "peer.disabled", "peer.enabled", "service.started", "service.stopped"})
 HSM_EVENTS = frozenset({"hsm.login", "hsm.sign", "hsm.error"})
+PKI_EVENTS = frozenset({"pki.issued", "pki.renewal_failed"})  # the issuance log (docs/pki.md)
 _CSV_COLUMNS = ("seq", "time", "event", "outcome", "reason", "connection", "ike_uniqueid", "child",
                 "local_addr", "remote_addr", "local_id", "remote_id", "user", "cert_subject", "cert_serial",
                 "proposal", "spi_i", "spi_r")

@@ -84,6 +84,7 @@ def _derived(files: Mapping[str, bytes], profile_name: str) -> dict[str, Any]:
         "connections/records.csv": records.to_csv(conn).encode(),
         "config/changes.json": json.loads(json.dumps(records.change_rows(recs))),
         "pki/hsm-access.ecs.jsonl": records.to_ecs_lines(records.select(recs, records.HSM_EVENTS)).encode(),
+        "pki/issuance.ecs.jsonl": records.to_ecs_lines(records.select(recs, records.PKI_EVENTS)).encode(),
         "inventory/certificates.json#seen": json.loads(json.dumps(inventory.seen_certificates(recs))),
     }
     try:
