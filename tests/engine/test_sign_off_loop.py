@@ -102,3 +102,48 @@ def test_failed_worker_signature_refuses_the_ike_sa() -> None:
     assert net.a.manager.ike_sas() == [] and net.b.manager.ike_sas() == []
     reasons = [e.reason for e in net.b.audits("auth.failure")]
     assert reasons and "cannot sign AUTH: PKCS#11 signature failed" in reasons[0]
+
+
+def initiator_waiting() -> tuple[Network, SignatureJob, SlowKey]:
+    """The initiator (a) holds the token key: after IKE_SA_INIT it asks for its signature, sends nothing."""
+    c = child(proposals=("aes256gcm16-ecp384",))
+    a = cert_conn("tunnel", "a.example.net", "b.example.net", "ecdsa-p384", children=(c,))
+    b = cert_conn("tunnel", "b.example.net", "a.example.net", "ecdsa-p256", children=(mirror(c),))
+    assert isinstance(a.local.private_key, ec.EllipticCurvePrivateKey)
+    key = SlowKey(a.local.private_key)
+    a = replace(a, local=replace(a.local, private_key=key))
+    anchors = [ca("Test CA")[1]]
+    net = Network(IkeManager([a], FAST, random=DeterministicRandom(1),
+                             validator=TrustAnchorValidator(anchors)),
+                  IkeManager([b], FAST, random=DeterministicRandom(1001),
+                             validator=TrustAnchorValidator(anchors)))
+    net.now = T0
+    net.initiate()
+    net.run()
+    jobs = [e for e in net.a.events if isinstance(e, SignatureJob)]
+    assert len(jobs) == 1 and key.calls == 0  # nothing signed on the engine's thread
+    a_sa = net.a.manager.ike_sas()[0]
+    assert a_sa.pending is not None and a_sa.window.in_flight is None  # IKE_AUTH not sent yet
+    return net, jobs[0], key
+
+
+def test_initiator_signs_off_the_loop_then_sends_ike_auth() -> None:
+    net, job, key = initiator_waiting()
+    answer = _make_signature(job.request)
+    assert key.calls == 1 and not answer.error
+    net.a.manager.signature_made(job.ike_uniqueid, job.token, answer, net.now)
+    net.run()
+    a_sa, b_sa = net.a.manager.ike_sas()[0], net.b.manager.ike_sas()[0]
+    assert a_sa.state is b_sa.state is IkeState.ESTABLISHED
+    assert key.calls == 1 and a_sa.sign_answer is None and a_sa.pending is None
+    assert len(net.a.installs()) == len(net.b.installs()) == 2
+
+
+def test_initiator_failed_worker_signature_closes_the_ike_sa() -> None:
+    net, job, _ = initiator_waiting()
+    failed = SignAnswer(job.request.octets, error="PKCS#11 signature failed on pkcs11:token=t;object=k: X")
+    net.a.manager.signature_made(job.ike_uniqueid, job.token, failed, net.now)
+    net.run()
+    assert net.a.manager.ike_sas() == []
+    reasons = [e.reason for e in net.a.audits() if e.outcome.value == "failure"]
+    assert any("cannot sign AUTH: PKCS#11 signature failed" in r for r in reasons), reasons

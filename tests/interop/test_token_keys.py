@@ -38,7 +38,8 @@ GatewayFactory = Callable[..., GatewayProcess]
 
 def _pair(tmp_path: Path, token: Pkcs11Token, public_pem: bytes, netns_topology: Callable[..., Topology],
           strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory, *, pin: str | None = None,
-          uri: str | None = None, start: bool = True, second_conn: bool = False) -> Pair:
+          uri: str | None = None, start: bool = True, second_conn: bool = False,
+          role: str = "responder") -> Pair:
     tool = PkiTool(tmp_path / "pki")
     ca = tool.self_signed_ca("ca", "C=US, O=ss-lab, CN=ss-lab token CA")
     gw_cert = tool.issue_public("gw", ca, f"C=US, O=ss-lab, CN={GW_FQDN}", public_pem,
@@ -59,14 +60,15 @@ def _pair(tmp_path: Path, token: Pkcs11Token, public_pem: bytes, netns_topology:
     def gateway(*args: Any, **kwargs: Any) -> GatewayProcess:
         return ikeguard_gateway(*args, env=token.env, **kwargs)
 
-    gw = ikeguard_side(gateway, right, left, spec=SideSpec(), remote_addr="%any",
+    gw = ikeguard_side(gateway, right, left, spec=SideSpec(),
+                       remote_addr="%any" if role == "responder" else None,
                        local=IkgLocal("pubkey", GW_FQDN, certs=["pki/gw.pem"], key=uri or token.uri("ike")),
                        remote=IkgRemote("pubkey", CLIENT_FQDN, cacerts=["lab"], revocation="relaxed"),
                        authorities=[IkgAuthority("lab", cacert="pki/ca.pem")],
                        files={"pki/gw.pem": gw_cert.read_bytes(), "pki/ca.pem": ca.cert_pem(),
                               "token.pin": (pin if pin is not None else token.pin) + "\n"},
                        name="gw", start=start)
-    return Pair(PairSpec("responder", auth="ecdsa"), topo, gw, peer)
+    return Pair(PairSpec(role, auth="ecdsa"), topo, gw, peer)
 
 
 def test_softhsm_p384_key_signs_ike_auth_for_strongswan_and_cannot_be_exported(
@@ -115,6 +117,24 @@ def test_softhsm_rsa_pss_and_p256_keys_sign_ike_auth_for_strongswan(
     assert ss.remote_id == GW_FQDN
     lines = [line for line in pair.peer.log().splitlines() if f"authentication of '{GW_FQDN}' with" in line]
     assert lines and logged in lines[0] and lines[0].endswith("successful"), lines
+
+
+def test_softhsm_key_signs_off_the_loop_when_ikeguard_initiates(
+    tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
+    ikeguard_gateway: GatewayFactory,
+) -> None:
+    """As initiator the token signs too (in a worker thread: SignatureJob before the IKE_AUTH request)."""
+    token = softhsm_token(tmp_path / "hsm")
+    info = token.generate("ike", "ec:secp384r1")
+    pair = _pair(tmp_path, token, info.public_pem, netns_topology, strongswan_peer, ikeguard_gateway,
+                 role="initiator")
+    pair.initiate()
+    ss, _ = pair.settled()
+    assert (ss.local_id, ss.remote_id) == (CLIENT_FQDN, GW_FQDN)
+    assert f"authentication of '{GW_FQDN}' with ECDSA_WITH_SHA384_DER successful" in pair.peer.log()
+    pair.gw.stop()
+    signs = [e for e in pair.gw.audit_events() if e["event"] == "hsm.sign"]
+    assert sum(e["details"]["count"] for e in signs) == 1
 
 
 def test_tpm_p384_key_through_tpm2_pkcs11_signs_ike_auth_for_strongswan(

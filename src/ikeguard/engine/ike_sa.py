@@ -265,6 +265,12 @@ class IkeSa:
             return
         if not self.rules.may_send(self, self.queue[0].exchange):
             return
+        if self.pending is None:  # our AUTH signature with a token key: made off the loop, then sent
+            request = self.queue[0].tasks[0].signature_first(self)
+            if request is not None:
+                pending_.park(self, request, response=True, data=b"", exchange=int(self.queue[0].exchange),
+                              message_id=-1, msg=None)
+                return
         self.active = self.queue.pop(0)
         try:
             self._send_active(new_id=True)

@@ -47,7 +47,7 @@ class PendingValidation:
     data: bytes
     exchange: int
     message_id: int
-    msg: InMessage
+    msg: InMessage | None  # None: no message waits, our next request does (initiator's signature)
 
 
 class WaitingSa(Protocol):
@@ -72,9 +72,11 @@ class WaitingSa(Protocol):
 
     def process_response(self, msg: InMessage, exchange: int) -> None: ...
 
+    def start_next(self) -> None: ...
+
 
 def park(sa: WaitingSa, request: FetchRequest | EapRelayRequest | SignRequest, *, response: bool, data: bytes,
-         exchange: int, message_id: int, msg: InMessage, server: str = "") -> None:
+         exchange: int, message_id: int, msg: InMessage | None, server: str = "") -> None:
     """Wait for ``request``: remember the message, ask the service, arm the deadline."""
     sa.pending_serial += 1  # every wait of this SA (fetches, RADIUS rounds) gets a fresh token
     token = sa.uniqueid * 1000 + sa.pending_serial
@@ -156,7 +158,9 @@ def signature_made(sa: WaitingSa, token: int, answer: SignAnswer, now: float) ->
 
 
 def _resume(sa: WaitingSa, pending: PendingValidation) -> None:
-    if pending.response:
+    if pending.msg is None:  # the initiator's IKE_AUTH request waited for our signature: send it now
+        sa.start_next()
+    elif pending.response:
         sa.process_response(pending.msg, pending.exchange)
     else:
         sa.process_request(pending.data, pending.exchange, pending.message_id, pending.msg)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ikeguard.wire.iana import ExchangeType
 
 if TYPE_CHECKING:
+    from ikeguard.engine.events import SignRequest
     from ikeguard.engine.ike_sa import IkeSa
     from ikeguard.engine.message import InMessage, OutMessage
 
@@ -38,6 +39,11 @@ class Task:
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
         """Add our payloads to the request."""
+
+    def signature_first(self, sa: IkeSa) -> SignRequest | None:
+        """A signature ``build_i`` needs and that must be made off the event loop (a token key): the SA
+        has the service make it before it sends this request (``engine.pending``). None: build at once."""
+        return None
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
         """Consume the response; raise TaskFailed when the IKE SA must go."""

@@ -335,6 +335,31 @@ class IkeAuthTask(Task):
 
     exchange = ExchangeType.IKE_AUTH
     ppk_keys: PpkKeys | None = None  # initiator: the PPK-mixed keys until the responder says it used them
+
+    def signature_first(self, sa: IkeSa) -> SignRequest | None:
+        """Initiator with a key that may block (a token, ``off_loop``): our AUTH signature over the
+        IKE_SA_INIT request | Nr | prf(SK_pi, IDi') (RFC 7296 §2.15) is made by the service's worker before
+        this request is built, which ``_our_auth`` then takes. With a PPK (RFC 8784 §3: two signatures) it is
+        still made on the loop."""
+        conn = sa.conn
+        if conn is None or sa.crypto is None or (sa.use_ppk and conn.ppk is not None):
+            return None
+        local = conn.local
+        key = local.private_key
+        if local.kind is not AuthKind.PUBKEY or key is None or not getattr(key, "off_loop", False):
+            return None
+        id_type, id_data = identity_payload(local.identity, local.certs[0] if local.certs else None)
+        id_body = IdiPayload(id_type, id_data).encode_body()
+        octets = auth_signed_octets(sa.init_request, sa.nonce_r, sa.crypto.prf_id,
+                                    bytes(sa.crypto.keys.sk_pi), id_body) + int_auth_octets(sa)
+        made = sa.sign_answer
+        if made is not None and made.octets == octets:
+            return None
+        try:
+            scheme = _our_scheme(sa)
+        except (CryptoError, TaskFailed):
+            return None  # _our_auth reports it
+        return SignRequest(key, octets, scheme)
     eap_rounds: eap_initiator.InitiatorRounds | None = None  # initiator: our EAP round (RFC 7296 §2.16)
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
