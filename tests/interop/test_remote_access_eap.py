@@ -587,3 +587,68 @@ def test_fifty_users_at_once_get_fifty_addresses(ikeguard_gateway: GatewayFactor
     assert len(set(ips.values())) == 50 and all(ip.startswith("203.0.113.") for ip in ips.values())
     assert lab.radius.log().count("Login OK") == 50
     print(f"50 users with EAP-MSCHAPv2 through FreeRADIUS: {elapsed:.1f} s")
+
+
+def test_ikeguard_branch_with_eap_through_ikeguard_relay(ikeguard_gateway: GatewayFactory, lab: Lab) -> None:
+    """Issue 19 (client side EAP, against ikeguard's own responder): an ikeguard branch initiates with its
+    device certificate (round 1) and EAP-MSCHAPv2 as alice (round 2, [connections.X.local-2]); the gateway
+    relays the EAP to FreeRADIUS, whose default method (TTLS) the branch refuses with a Legacy Nak asking for
+    MSCHAPv2. Both sides establish the IKE SA and the Child SA with the same SPIs; the gateway's auth.success
+    names alice, mschapv2 and round 2, the branch's names its own EAP identity."""
+    gw = _gateway(ikeguard_gateway, lab, servers=[lab.radius.auth_port])
+    config = f'''[gateway]
+profile = "baseline"
+dataplane = "none"
+listen = ["192.0.2.2"]
+state_dir = "state"
+retransmit_timeout = 1.0
+retransmit_tries = 3
+
+[authorities.vpn]
+cacert = "pki/ca.pem"
+
+[secrets.eap.alice]
+id = "alice"
+secret_file = "eap-alice.secret"
+
+[connections.hq]
+remote_addrs = ["192.0.2.1"]
+
+[connections.hq.local]
+auth = "pubkey"
+id = "{CLIENT_FQDN}"
+certs = ["pki/branch.pem"]
+key = "pki/branch.key"
+
+[connections.hq.local-2]
+auth = "eap-mschapv2"
+eap_id = "alice"
+
+[connections.hq.remote]
+auth = "pubkey"
+id = "{GW_FQDN}"
+cacerts = ["vpn"]
+
+[connections.hq.children.net]
+local_ts = ["dynamic"]
+remote_ts = ["198.51.100.0/25"]
+start_action = "start"
+'''
+    files: dict[str, bytes | str] = {
+        "pki/ca.pem": lab.ca.cert.public_bytes(serialization.Encoding.PEM),
+        "pki/branch.pem": lab.client.cert_pem(), "pki/branch.key": lab.client.key_pem(),
+        "eap-alice.secret": "alice-Pass-7431\n"}
+    branch = ikeguard_gateway(lab.topo.left.namespace, "branch", config, files)
+    [ours] = branch.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established" and s[0]["children"],
+                             15, what="the branch's IKE SA with its Child SA")
+    [theirs] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established" and s[0]["children"], 10)
+    assert (ours["spi_i"], ours["spi_r"]) == (theirs["spi_i"], theirs["spi_r"])
+    assert ours["children"][0]["spi_in"] == theirs["children"][0]["spi_out"]
+    assert theirs["user"] == "alice"
+    relayed = gw.wait_audit(lambda e: e.get("event") == "auth.success" and "eap_identity" in e["details"],
+                            what="the gateway's auth.success of alice")
+    assert relayed["details"]["eap_method"] == "mschapv2" and relayed["details"]["round"] == "2", relayed
+    own = branch.wait_audit(lambda e: e.get("event") == "auth.success", what="the branch's auth.success")
+    assert own["details"]["eap_identity"] == "alice" and own["details"]["eap_method"] == "mschapv2", own
+    assert "Found mutually acceptable type MSCHAPv2" in lab.radius.log(), lab.radius.tail()  # our Nak
+    assert "alice-Pass-7431" not in branch.log() and "alice-Pass-7431" not in repr(branch.audit_events())
