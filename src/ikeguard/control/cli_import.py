@@ -86,6 +86,17 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
     return "\n".join(lines)
 
 
+def _export_nss(nssdb: str, password: str | None, out: Path, force: bool) -> Any:
+    """libreswan's NSS database exported to ``nss/`` beside ``out`` (policy.importers.nss)."""
+    from ikeguard.policy.importers.nss import export_nssdb
+
+    target = out.parent.resolve() / "nss"
+    if target.exists() and not force:
+        click.echo(f"ikeguard import: {target} exists (--force overwrites it)", err=True)
+        sys.exit(2)
+    return export_nssdb(Path(nssdb), target, password_file=Path(password) if password else None)
+
+
 @click.command("import")
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
@@ -110,6 +121,12 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
 @click.option("--local", "local", default=None,
               help="ipsec.conf: which side is this gateway (left, right, or its address or id; default: the "
                    "%defaultroute side, else the side with a certificate, else left)")
+@click.option("--nssdb", "nssdb", default=None, type=click.Path(file_okay=False),
+              help="libreswan ipsec.conf: the NSS database (e.g. /var/lib/ipsec/nss) whose certificates, "
+                   "keys and trusted CAs are exported beside OUTPUT (nss/certs, nss/private, nss/cacerts) "
+                   "and used for leftcert nicknames and trust")
+@click.option("--nssdb-password-file", "nssdb_password", default=None, type=click.Path(dir_okay=False),
+              help="the NSS database password (libreswan's nsspassword), when it has one")
 @click.option("--profile", default="pci-dss-4", show_default=True, help="compliance profile of the result")
 @click.option("--dataplane", type=click.Choice(["userspace", "xfrm", "none"]), default="userspace",
               show_default=True, help="[gateway] dataplane of the result")
@@ -117,7 +134,8 @@ def _header(source: Path, result: ImportResult, profile: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable migration report")
 def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_dir: str | None, fmt: str,
                    flavour: str, radius_server: str | None, radius_secret: str | None, local: str | None,
-                   profile: str, dataplane: str, force: bool, as_json: bool) -> None:
+                   nssdb: str | None, nssdb_password: str | None, profile: str, dataplane: str, force: bool,
+                   as_json: bool) -> None:
     """Convert a swanctl.conf (or a legacy ipsec.conf) into an ikeguard configuration, with a migration
     report."""
     from ikeguard.policy.profile import ProfileNotFound, load_profile
@@ -151,10 +169,13 @@ def import_command(source: str, output: str, secrets: tuple[str, ...], swanctl_d
             if flavour == "auto":
                 flavour = detect_flavour(sections, src.read_text(errors="replace"))
             convert = import_libreswan_conf if flavour == "libreswan" else import_ipsec_conf
-            result = convert(sections, entries,
-                             ipsec_d=Path(swanctl_dir) if swanctl_dir else src.parent / "ipsec.d",
+            ipsec_d = Path(swanctl_dir) if swanctl_dir else src.parent / "ipsec.d"
+            exported = _export_nss(nssdb, nssdb_password, out, force) if nssdb else None
+            result = convert(sections, entries, ipsec_d=exported.directory if exported else ipsec_d,
                              output_dir=out.parent.resolve(), gateway=gateway, local=local, radius=radius)
             result.flavour = flavour
+            if exported is not None:
+                result.unmapped[:0] = exported.unmapped
         else:
             tree, located = parse_settings_file(src)
             for extra in secrets:

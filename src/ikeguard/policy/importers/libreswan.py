@@ -15,8 +15,9 @@ What differs from strongSwan's file, and how it is carried over:
   ``salifetime=8h``, ``rekeymargin=9m``) are written; libreswan rekeys rather than reauthenticates
   (``reauth=no``).
 * ``leftsubnets={a b}``: the subnets as one traffic selector list (IKEv2 narrowing, one Child SA).
-* ``leftcert`` is an NSS nickname: used when ``ipsec.d/certs/NICK.pem`` (``certutil -L -n NICK -a``) exists,
-  else listed (the key is found in ``private/`` by the certificate's public key, as for strongSwan).
+* ``leftcert`` is an NSS nickname: with ``--nssdb`` the database is exported first (:mod:`.nss`), else
+  ``ipsec.d/certs/NICK.pem`` (``certutil -L -n NICK -a``) is used when it exists, else it is listed (the key
+  is found in ``private/`` by the certificate's public key, as for strongSwan).
 * ``authby=rsa-sha2*/ecdsa*/rsasig`` is pubkey; ``encapsulation=yes`` is ``forceencaps=yes``.
 """
 
@@ -173,9 +174,9 @@ class _LibreswanTranslator(_Translator):
                                       self.ipsec_d / "certs" / f"{nick}.crt") if p.is_file()), None)
             if found is None:
                 del out["leftcert"]
-                self.note(f"conn {name}.leftcert", nick, "an NSS nickname: export it to ipsec.d/certs/"
-                          "NICK.pem (certutil -L -n NICK -a) and its key to private/ (pk12util -o), then "
-                          "import again", where)
+                self.note(f"conn {name}.leftcert", nick, "an NSS nickname: import again with --nssdb "
+                          "(the NSS database, e.g. /var/lib/ipsec/nss), or export it to ipsec.d/certs/"
+                          "NICK.pem (certutil -L -n NICK -a) and its key to private/ (pk12util -o)", where)
             else:
                 out["leftcert"] = (str(found), where)
         groups: list[str] = []
