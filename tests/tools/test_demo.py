@@ -24,7 +24,7 @@ import pytest
 from ikeguard.tools.demo.scenario import MERCHANT_A, MERCHANT_B, MERCHANT_C, PROCESSOR
 
 IKEGUARD = Path(sys.executable).parent / "ikeguard"
-DEMO_TIMEOUT_S = 120
+DEMO_TIMEOUT_S = 180  # with --evidence: the pack, its PDF and its verification
 
 
 def _netns() -> set[str]:
@@ -60,10 +60,11 @@ def _assert_nothing_left(result: dict[str, Any]) -> None:
 
 @pytest.mark.root
 @pytest.mark.slow
-def test_demo_shows_tunnels_traffic_and_refused_claim_and_leaves_nothing_behind() -> None:
+def test_demo_shows_tunnels_traffic_and_refused_claim_and_leaves_nothing_behind(tmp_path: Path) -> None:
     started = time.monotonic()
+    pack = tmp_path / "evidence"
     proc = subprocess.run(
-        [str(IKEGUARD), "demo", "--json", "--keep-dir"],
+        [str(IKEGUARD), "demo", "--json", "--keep-dir", "--evidence", str(pack)],
         capture_output=True,
         text=True,
         timeout=DEMO_TIMEOUT_S,
@@ -90,6 +91,7 @@ def test_demo_shows_tunnels_traffic_and_refused_claim_and_leaves_nothing_behind(
             "segmentation",
             "revocation",
             "audit",
+            "evidence",
         ):
             assert steps[step]["ok"], step
 
@@ -129,6 +131,21 @@ def test_demo_shows_tunnels_traffic_and_refused_claim_and_leaves_nothing_behind(
         assert result["evidence"]["check"]["passed"] is True
         assert result["evidence"]["audit"]["siem_records"].get(PROCESSOR.identity, 0) > 0
         assert "demo passed" in shown
+
+        # Issue 24 Done-when 5: the example pack (`demo --evidence DIR`) made and verified offline; its
+        # inventories are the run's: the suite negotiated, the merchants' certificates, the revoked one
+        # refused
+        evidence = result["evidence"]["evidence"]
+        assert "ike:aes256gcm16-prfsha384-ecp384" in evidence["negotiated_suites"]
+        assert evidence["ike_sas"] >= 2 and "report.html" in evidence["files"]
+        certs = json.loads((pack / "inventory" / "certificates.json").read_text())["seen"]
+        by_subject = {c["peers"][0] if c["peers"] else c["subject"]: c for c in certs}
+        assert by_subject[MERCHANT_C.identity]["revocation"].startswith("rejected")
+        assert {MERCHANT_A.identity, MERCHANT_B.identity} <= set(by_subject)
+        key = Path(result["workdir"]) / PROCESSOR.name / "state" / "audit-verification.key"
+        verified = subprocess.run([str(IKEGUARD), "evidence", "verify", str(pack), "--key", str(key)],
+                                  capture_output=True, text=True, check=False)
+        assert verified.returncode == 0, verified.stdout
         _assert_nothing_left(result)
     finally:
         if result.get("workdir"):

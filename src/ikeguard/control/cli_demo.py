@@ -38,7 +38,14 @@ def missing_prerequisites() -> list[str]:
     is_flag=True,
     help="keep the work directory (configs, certificates, audit trail, logs) for inspection",
 )
-def demo(as_json: bool, keep_dir: bool) -> None:
+@click.option(
+    "--evidence",
+    "evidence_dir",
+    type=click.Path(path_type=Path),
+    help="also make the processor's evidence pack of the run here (a new directory or NAME.zip) and "
+    "verify it",
+)
+def demo(as_json: bool, keep_dir: bool, evidence_dir: Path | None) -> None:
     """Run the payment-processor demo in network namespaces it creates and removes."""
     missing = missing_prerequisites()
     if missing:
@@ -52,7 +59,13 @@ def demo(as_json: bool, keep_dir: bool) -> None:
 
     width = None if sys.stdout.isatty() else 120
     console = Console(stderr=as_json, width=width)
-    result = run_demo(Display(console), keep_dir=keep_dir)
+    if evidence_dir is not None:
+        evidence_dir = evidence_dir.resolve()
+        if evidence_dir.exists() and (not evidence_dir.is_dir() or any(evidence_dir.iterdir())):
+            click.echo(f"ikeguard demo: --evidence {evidence_dir}: exists and is not an empty directory",
+                       err=True)
+            sys.exit(2)
+    result = run_demo(Display(console), keep_dir=keep_dir, evidence_dir=evidence_dir)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     if not result.ok:

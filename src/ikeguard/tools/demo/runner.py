@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ikeguard.tools.demo import display
+from ikeguard.tools.demo.evidence_step import EvidenceFailed, make_pack
 from ikeguard.tools.demo.probes import (
     PING_RE,
     child_packets,
@@ -67,8 +68,11 @@ SIEM_TIMEOUT_S = 10.0
 class Demo:
     """One run of the payment-processor demo."""
 
-    def __init__(self, show: display.Display, *, keep_dir: bool = False, workdir: Path | None = None) -> None:
+    def __init__(self, show: display.Display, *, keep_dir: bool = False, workdir: Path | None = None,
+                 evidence_dir: Path | None = None) -> None:
         self.show = show
+        self.evidence_dir = evidence_dir
+        self._started_utc = dt.datetime.now(dt.UTC)
         self.keep_dir = keep_dir
         self.result = DemoResult()
         self._workdir_given = workdir
@@ -160,6 +164,8 @@ class Demo:
         self._step_tunnels()
         for step in (self._step_traffic, self._step_segmentation, self._step_revocation, self._step_audit):
             self._independent(step, failures)
+        if self.evidence_dir is not None:
+            self._independent(self._step_evidence, failures)
 
     @staticmethod
     def _independent(step: Callable[[], None], failures: list[StepFailed]) -> None:
@@ -482,6 +488,19 @@ class Demo:
                 "verified; SIEM received " + ", ".join(f"{n} from {c}" for c, n in per_client.items())
             )
 
+    def _step_evidence(self) -> None:
+        with self.step("evidence", "`ikeguard evidence`: the auditor's pack of this run, verified") as detail:
+            assert self.workdir is not None and self.evidence_dir is not None
+            config = self.workdir / PROCESSOR.name / "gateway.toml"
+            try:
+                shown, output = make_pack(config, self.evidence_dir, self._started_utc)
+            except EvidenceFailed as exc:
+                raise StepFailed("evidence", str(exc)) from exc
+            self.show.command_output("ikeguard evidence ...", output, 0)
+            self.result.evidence["evidence"] = shown
+            detail.append(f"{self.evidence_dir}: {len(shown['files'])} files, suites "
+                          + ", ".join(shown["negotiated_suites"]))
+
     # -- teardown -----------------------------------------------------------------------------------
     def _teardown(self) -> None:
         """Stop gateways (by PID), the SIEM, delete the namespaces and the work dir; never interrupted."""
@@ -541,9 +560,10 @@ def run_demo(
     keep_dir: bool = False,
     workdir: Path | None = None,
     on_result: Callable[[DemoResult], None] | None = None,
+    evidence_dir: Path | None = None,
 ) -> DemoResult:
     """Run the demo once; returns the result (teardown already done)."""
-    result = Demo(show, keep_dir=keep_dir, workdir=workdir).run()
+    result = Demo(show, keep_dir=keep_dir, workdir=workdir, evidence_dir=evidence_dir).run()
     if on_result is not None:
         on_result(result)
     return result
