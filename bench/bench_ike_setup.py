@@ -65,6 +65,15 @@ SS_TS = ("198.51.100.128/25", "198.51.100.0/25")  # (initiator's, responder's) s
 INITIATOR_THREADS = 2
 LOG_LEVEL = int(os.environ.get("IKG_BENCH_LOG", "0"))  # charon log levels (both sides) when debugging
 PROFILE = os.environ.get("IKG_BENCH_PROFILE") == "1"  # ikeguard responder under cProfile, print top 25
+# issue 22: ikeguard runs once per worker count ([gateway] workers); with more than one, the initiator sends
+# from a fresh address per IKE SA (load-tester `addrs`, IPv6 so that the pool outgrows the SA count), as a
+# population of peers does: the kernel spreads IKE_SA_INIT over the workers by source address. The pool is
+# used for every responder of the run (strongSwan too): the same initiator for all.
+WORKERS = [int(w) for w in os.environ.get("IKG_BENCH_WORKERS", "1,2").split(",") if w.strip()]
+POOL = os.environ.get("IKG_BENCH_POOL", "1" if max(WORKERS) > 1 else "0") == "1"
+RESPONDER_ADDR, INITIATOR_ADDR = (("2001:db8:0:1::1", "2001:db8:0:1::2") if POOL
+                                  else ("192.0.2.1", "192.0.2.2"))
+POOL_NET = "2001:db8:0:1::1:0/112"  # on the hosts' link: neighbour discovery, no routes
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,7 @@ class Pki:
 
 def _pki() -> Pki:
     gw_ca = CertificateAuthority.create_root("CN=bench responder CA,O=ikeguard bench", KeyKind.ECDSA_P384)
-    gw = gw_ca.issue_leaf(f"CN={GW_ID},O=ikeguard bench", sans=[GW_ID, "192.0.2.1"])
+    gw = gw_ca.issue_leaf(f"CN={GW_ID},O=ikeguard bench", sans=[GW_ID, RESPONDER_ADDR])
     lt_ca = CertificateAuthority.create_root("CN=bench load-tester CA,O=ikeguard bench", KeyKind.RSA_3072)
     return Pki(gw_ca, gw, lt_ca)
 
@@ -170,8 +179,11 @@ class LoadTester:
     """The private charon with the load-tester plugin, initiating N IKE SAs as soon as it starts."""
 
     def __init__(self, prefix: Path, ns: Namespace, workdir: Path, case: Case, count: int, pki: Pki,
-                 ts: tuple[str, str] | None = None) -> None:
+                 ts: tuple[str, str] | None = None, *, addresses: tuple[str, str] | None = None,
+                 pool: tuple[str, int] | None = None) -> None:
         self.ts = ts  # (TSi, TSr) proposed; None = dynamic (the outer addresses)
+        self.addresses = addresses or (INITIATOR_ADDR, RESPONDER_ADDR)  # (initiator, responder)
+        self.pool = pool or ((POOL_NET, 64) if POOL else None)  # (addresses on eth0, their prefix length)
         self.prefix = prefix
         self.ns = ns
         self.workdir = workdir
@@ -190,8 +202,8 @@ class LoadTester:
             "init_limit": INIT_LIMIT,
             "delay": 1,
             "version": 2,
-            "initiator": "192.0.2.2",
-            "responder": "192.0.2.1",
+            "initiator": self.addresses[0],
+            "responder": self.addresses[1],
             "proposal": self.case.ike,
             "esp": self.case.esp,
             "initiator_auth": self.case.auth,
@@ -206,6 +218,8 @@ class LoadTester:
         }
         if self.ts is not None:
             lt.update(initiator_tsi=self.ts[0], initiator_tsr=self.ts[1])
+        if self.pool is not None:
+            lt.update(addrs={"eth0": self.pool[0]}, addrs_prefix=self.pool[1])
         if self.case.auth == "pubkey":
             ca_dir = self.workdir / "cacerts"
             ca_dir.mkdir(exist_ok=True)
@@ -309,7 +323,7 @@ def _strongswan_responder(ns: Namespace, workdir: Path, case: Case, pki: Pki) ->
         remote = AuthConfig("pubkey", "%any", cacerts=["lt-ca.pem"])
         kwargs = {"certs": {"gw": pki.gw}, "cacerts": {"lt-ca": pki.lt_ca.cert}}
     conn = ConnectionConfig(
-        name="lt", local_addrs=["192.0.2.1"], remote_addrs=["%any"], local=local, remote=remote,
+        name="lt", local_addrs=[RESPONDER_ADDR], remote_addrs=["%any"], local=local, remote=remote,
         proposals=[case.ike], unique="never", encap=None, mobike=False,
         # subnets, not the outer addresses: a libipsec policy for 192.0.2.2/32 would swallow IKE replies
         children=[ChildConfig("net", local_ts=[SS_TS[1]], remote_ts=[SS_TS[0]], esp_proposals=[case.esp])],
@@ -330,7 +344,8 @@ def _strongswan_responder(ns: Namespace, workdir: Path, case: Case, pki: Pki) ->
     return peer, peer.pid, count
 
 
-def _ikeguard_responder(ns: Namespace, workdir: Path, case: Case, pki: Pki) -> Responder:
+def _ikeguard_responder(ns: Namespace, workdir: Path, case: Case, pki: Pki,
+                        workers: int = 1) -> Responder:
     files: dict[str, str | bytes] = {}
     secrets: list[IkgSecret] = []
     authorities: list[IkgAuthority] = []
@@ -345,11 +360,11 @@ def _ikeguard_responder(ns: Namespace, workdir: Path, case: Case, pki: Pki) -> R
         files.update({"pki/gw.pem": pki.gw.cert_pem(), "pki/gw.key": pki.gw.key_pem(),
                       "pki/lt-ca.pem": pki.lt_ca.issued.cert_pem()})
     config = gateway_toml(
-        [IkgConnection("lt", local_addrs=["192.0.2.1"], remote_addrs=["%any"], local=local, remote=remote,
+        [IkgConnection("lt", local_addrs=[RESPONDER_ADDR], remote_addrs=["%any"], local=local, remote=remote,
                        proposals=[case.ike], unique="never", mobike=False,
                        children=[IkgChild("net", esp_proposals=[case.esp])])],
-        profile="baseline", dataplane="none", listen=["192.0.2.1"], secrets=secrets, authorities=authorities,
-        gateway={"dos_protection": False},
+        profile="baseline", dataplane="none", listen=[RESPONDER_ADDR], secrets=secrets,
+        authorities=authorities, gateway={"dos_protection": False, "workers": workers},
     )
     argv = None
     if PROFILE:  # the gateway under cProfile (main thread = the asyncio loop); stats written at exit
@@ -366,12 +381,20 @@ def _ikeguard_responder(ns: Namespace, workdir: Path, case: Case, pki: Pki) -> R
     return gw, gw.pid, count
 
 
-def run_case(prefix: Path, responder: str, case: Case, count: int, pki: Pki, workdir: Path) -> Result:
+def run_case(prefix: Path, responder: str, case: Case, count: int, pki: Pki, workdir: Path,
+             workers: int = 1) -> Result:
     """One responder, one case: start it, measure its baseline, drive N setups, measure again."""
     with NetnsLab() as lab:
         topo = Topology.two_hosts(lab, "ltinit", "ltresp")
-        start = _strongswan_responder if responder == "strongSwan" else _ikeguard_responder
-        handle, pid, sa_count = start(topo.right.namespace, workdir / "responder", case, pki)
+        if POOL:  # the load-tester's addresses are usable at once (no duplicate address detection)
+            for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad",
+                        "net.ipv6.conf.eth0.accept_dad"):
+                topo.left.namespace.sysctl(key, 0)
+        where = (topo.right.namespace, workdir / "responder", case, pki)
+        if responder == "strongSwan":
+            handle, pid, sa_count = _strongswan_responder(*where)
+        else:
+            handle, pid, sa_count = _ikeguard_responder(*where, workers)
         ts = SS_TS if responder == "strongSwan" else None
         initiator = LoadTester(prefix, topo.left.namespace, workdir / "initiator", case, count, pki, ts)
         try:
@@ -399,7 +422,7 @@ def run_case(prefix: Path, responder: str, case: Case, count: int, pki: Pki, wor
         finally:
             initiator.stop()
             handle.stop()
-            if PROFILE and responder == "ikeguard":
+            if PROFILE and responder.startswith("ikeguard"):
                 _print_profile(workdir / "responder" / "gateway.prof")
 
 
@@ -437,19 +460,22 @@ def main() -> None:
     keep = os.environ.get("IKG_BENCH_KEEP")
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="ikg-bench-ike-"))
     print(f"IKE setup bench: {count} IKE SAs (+1 Child SA each) per case, load-tester initiator "
-          f"({INITIATOR_THREADS} threads, <= {INIT_LIMIT} in flight), "
+          f"({INITIATOR_THREADS} threads, <= {INIT_LIMIT} in flight"
+          f"{', one IPv6 source address per IKE SA' if POOL else ''}), ikeguard with workers = "
+          f"{', '.join(map(str, WORKERS))}, load average {os.getloadavg()[0]:.2f}, "
           f"started {dt.datetime.now(dt.UTC):%H:%M:%S}Z")
+    responders = [("strongSwan", 1)] + [(_name(w), w) for w in WORKERS]
     try:
         for case in CASES:
-            for responder in ("strongSwan", "ikeguard"):
+            for responder, workers in responders:
                 workdir = base / f"{responder}-{case.auth}"
                 try:
-                    r = run_case(prefix, responder, case, count, pki, workdir)
+                    r = run_case(prefix, responder, case, count, pki, workdir, workers)
                 except Exception as exc:  # report and go on with the next case
                     print(f"  {case.name:14} {responder:10}: failed: {exc}")
                     continue
                 results.append(r)
-                print(f"  {case.name:14} {responder:10}: {r.established}/{r.wanted} up in "
+                print(f"  {case.name:14} {responder:12}: {r.established}/{r.wanted} up in "
                       f"{r.seconds:6.2f} s = {r.rate:7.1f} IKE_SA/s; "
                       f"responder holds {r.responder_sas} IKE SAs; "
                       f"memory/SA RSS {r.rss_kib_per_sa:6.1f} KiB, PSS {r.pss_kib_per_sa:6.1f} KiB; "
@@ -462,14 +488,19 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
     for case in CASES:
         ss = next((r for r in results if r.case == case.name and r.responder == "strongSwan"), None)
-        ikg = next((r for r in results if r.case == case.name and r.responder == "ikeguard"), None)
-        if ss is None or ikg is None or not ss.rate:
-            continue
-        mem = ikg.rss_kib_per_sa / ss.rss_kib_per_sa if ss.rss_kib_per_sa > 0 else float("nan")
-        cpu = (ikg.responder_cpu_ms_per_sa / ss.responder_cpu_ms_per_sa
-               if ss.responder_cpu_ms_per_sa > 0 else float("nan"))
-        print(f"ratio ikeguard/strongSwan, {case.name}: setup rate {ikg.rate / ss.rate:.2f}x, "
-              f"memory per SA (RSS) {mem:.2f}x, responder CPU per SA {cpu:.2f}x")
+        for name, _ in responders[1:]:
+            ikg = next((r for r in results if r.case == case.name and r.responder == name), None)
+            if ss is None or ikg is None or not ss.rate:
+                continue
+            mem = ikg.rss_kib_per_sa / ss.rss_kib_per_sa if ss.rss_kib_per_sa > 0 else float("nan")
+            cpu = (ikg.responder_cpu_ms_per_sa / ss.responder_cpu_ms_per_sa
+                   if ss.responder_cpu_ms_per_sa > 0 else float("nan"))
+            print(f"ratio {name}/strongSwan, {case.name}: setup rate {ikg.rate / ss.rate:.2f}x, "
+                  f"memory per SA (RSS) {mem:.2f}x, responder CPU per SA {cpu:.2f}x")
+
+
+def _name(workers: int) -> str:
+    return "ikeguard" if workers == 1 else f"ikeguard-{workers}w"
 
 
 if __name__ == "__main__":
