@@ -151,6 +151,28 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """CPU seconds of each process of the tree under ``pid``."""
+    out: dict[int, float] = {}
+    for p in set(_tree(pid)):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            out[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def cpu_split(before: dict[int, float], after: dict[int, float], top: int, log: str) -> str:
+    """Where a multi-worker gateway's CPU went: supervisor, each worker (pids from its log), the rest (the
+    audit process)."""
+    workers = {int(pid): int(index) for index, pid in re.findall(r"worker (\d+) started \(pid (\d+)\)", log)}
+    parts: dict[str, float] = {}
+    for pid, seconds in after.items():
+        used = seconds - before.get(pid, 0.0)
+        name = "supervisor" if pid == top else (f"worker {workers[pid]}" if pid in workers else "audit")
+        parts[name] = parts.get(name, 0.0) + used
+    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in sorted(parts.items()))
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(RSS, PSS) in KiB of a process and all its descendants, from /proc/PID/smaps_rollup."""
     rss = pss = 0
@@ -401,9 +423,11 @@ def run_case(prefix: Path, responder: str, case: Case, count: int, pki: Pki, wor
             time.sleep(1.0)
             base = memory_kib(pid)
             cpu0 = cpu_seconds(pid)
+            split0 = cpu_by_process(pid)
             initiator.start()
             established, failed = initiator.wait(timeout=max(120.0, count / 5))
             cpu1 = cpu_seconds(pid)
+            split1 = cpu_by_process(pid)
             assert initiator.process is not None
             init_cpu = cpu_seconds(initiator.process.pid)
             time.sleep(1.0)
@@ -416,6 +440,9 @@ def run_case(prefix: Path, responder: str, case: Case, count: int, pki: Pki, wor
                 note = f"only {established}/{count} established, {failed} failed; initiator log tail:\n{tail}"
             n = max(up, 1)
             done = max(established, 1)
+            if workers > 1:
+                note = (note + "\n" if note else "") + "responder CPU by process: " + cpu_split(
+                    split0, split1, pid, handle.log())
             return Result(responder, case.name, count, established, failed, seconds,
                           (full[0] - base[0]) / n, (full[1] - base[1]) / n, up,
                           (cpu1 - cpu0) * 1000 / done, init_cpu * 1000 / done, note)
