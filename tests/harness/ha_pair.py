@@ -61,6 +61,7 @@ class HaPair:
     nodes: list[tuple[Namespace, GatewayProcess]]
     server: Etcd
     workdir: Path
+    ike_proposal: str = IKE_PROPOSAL
 
     def holds_vip(self, index: int) -> bool:
         return any(str(a) == VIP for a in self.nodes[index][0].addresses("eth0"))
@@ -69,7 +70,8 @@ class HaPair:
         """The strongSwan peer with connection ikg (Child SA net) to the virtual address, initiated."""
         conn = ConnectionConfig(
             name="ikg", local_addrs=["192.0.2.100"], remote_addrs=[VIP],
-            local=AuthConfig("psk", CLIENT_FQDN), remote=AuthConfig("psk", GW_FQDN), proposals=[IKE_PROPOSAL],
+            local=AuthConfig("psk", CLIENT_FQDN), remote=AuthConfig("psk", GW_FQDN),
+            proposals=[self.ike_proposal],
             children=[ChildConfig(name="net", local_ts=["198.51.100.128/25"], remote_ts=["198.51.100.0/25"],
                                   esp_proposals=[ESP_PROPOSAL])],
         )
@@ -80,8 +82,8 @@ class HaPair:
 
 
 @contextmanager
-def ha_pair(lab: NetnsLab, ikeguard_gateway: Callable[..., GatewayProcess],
-            workdir: Path) -> Iterator[HaPair]:
+def ha_pair(lab: NetnsLab, ikeguard_gateway: Callable[..., GatewayProcess], workdir: Path, *,
+            ike_proposal: str = IKE_PROPOSAL) -> Iterator[HaPair]:
     """Both nodes up, gw1 (priority 150) active and holding the address, gw2 standby."""
     lan = lab.namespace("lan")
     lan.ip("link", "add", "br0", "type", "bridge")
@@ -96,7 +98,7 @@ def ha_pair(lab: NetnsLab, ikeguard_gateway: Callable[..., GatewayProcess],
             ns.add_subnet_address("198.51.100.1")
             ns.sysctl("net.ipv4.ip_nonlocal_bind", 1)  # both listen on the virtual address
             config = GwConfig(VIP, "%any", GW_FQDN, CLIENT_FQDN, "198.51.100.0/25", "198.51.100.128/25",
-                              psk=PSK, dataplane="userspace", dpd_delay="2s")
+                              psk=PSK, dataplane="userspace", dpd_delay="2s", ike_proposal=ike_proposal)
             files = {**config.files(), "ha.key": HA_KEY}
             gw = ikeguard_gateway(ns, name, config.text() + ha_config(name, server.url), files)
             assert gw.pid is not None
@@ -104,7 +106,7 @@ def ha_pair(lab: NetnsLab, ikeguard_gateway: Callable[..., GatewayProcess],
         for (ns, gw), priority in zip(nodes, (150, 100), strict=True):
             keepalived(ns, workdir / f"ka-{gw.name}", name=gw.name, priority=priority, vip=f"{VIP}/24",
                        ifname="eth0", gateway_pid=gw.pid or 0, socket=gw.control_socket)
-        pair = HaPair(peer_ns, nodes, server, workdir)
+        pair = HaPair(peer_ns, nodes, server, workdir, ike_proposal)
         gw1, gw2 = nodes[0][1], nodes[1][1]
         notify_log = workdir / "ka-gw1" / "notify.log"
         assert wait_until(lambda: gw1.cli("ha", "status")["role"] == "active", 15, interval=0.2), \

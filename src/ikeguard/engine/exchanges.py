@@ -27,6 +27,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from ikeguard.engine.errors import LocalProtocolError, RemoteProtocolError
+from ikeguard.engine.ha_mid_sync import MidSyncSupportTask
 from ikeguard.engine.states import IkeState
 from ikeguard.engine.tasks.base import Task
 from ikeguard.engine.tasks.child_create import ChildCreateTask
@@ -103,13 +104,15 @@ Entry = Run | Refuse | Ignore
 def setup_tasks() -> list[Task]:
     """The responder's tasks of IKE_SA_INIT and IKE_AUTH; one list kept for both exchanges (the IKE_AUTH
     tasks read what IKE_SA_INIT negotiated, RFC 7296 §1.2), each runs in the exchange it belongs to."""
-    return [IkeInitTask(), NatdTask(), IkeAuthTask(), ConfigTask(), ChildCreateTask(None), MobikeTask()]
+    return [IkeInitTask(), NatdTask(), IkeAuthTask(), ConfigTask(), ChildCreateTask(None), MobikeTask(),
+            MidSyncSupportTask()]
 
 
 def initiator_setup(first_child: ChildSettings | None) -> list[list[Task]]:
     """Our IKE_SA_INIT and IKE_AUTH requests (with the first Child SA, RFC 7296 §1.2); further Child SAs
     follow as CREATE_CHILD_SA (``commands.create_child``)."""
-    auth: list[Task] = [IkeAuthTask(), *([ChildCreateTask(first_child)] if first_child else []), MobikeTask()]
+    auth: list[Task] = [IkeAuthTask(), *([ChildCreateTask(first_child)] if first_child else []), MobikeTask(),
+                        MidSyncSupportTask()]
     return [[IkeInitTask(), NatdTask()], auth]
 
 

@@ -9,7 +9,9 @@ What a takeover must not do is reuse a number the old node may have used after i
   node replicates when it allocates one; if the peer did see that request, it answers with its cached
   response, which the first exchange (a liveness check, :func:`restore_ike_sa` queues one) absorbs. The
   peer's IDs may be ahead: the window accepts up to ``peer_resync`` IDs ahead until one authenticated
-  request arrived (RFC 6311's synchronisation is not implemented).
+  request arrived. When both ends announced RFC 6311 support, the first exchange is instead its message ID
+  synchronisation (engine/ha_mid_sync.py): the peer tells us the IDs it expects, so ours cannot lag (not
+  under an AEAD IKE SA, see ``mid_sync_usable``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.context import EngineContext
 from ikeguard.engine.events import IkeSaStateChanged
+from ikeguard.engine.ha_mid_sync import MidSyncTask, mid_sync_usable
 from ikeguard.engine.ha_state import IKE_TIMERS, IkeSaRecord, RecordError
 from ikeguard.engine.ike_sa import ExchangeRules, IkeSa
 from ikeguard.engine.keys import restored_child_sa_keys, restored_ike_sa_crypto
@@ -69,6 +72,7 @@ def restore_ike_sa(
     sa.nat_local, sa.nat_remote, sa.peer_natt, sa.encap = (record.nat_local, record.nat_remote,
                                                            record.peer_natt, record.encap)
     sa.peer.fragmentation, sa.peer.mobike = record.fragmentation, record.mobike
+    sa.peer.mid_sync = record.mid_sync
     sa.peer.signature_hashes = record.signature_hashes
     sa.first_contact = False
     sa.established_at = record.established_at
@@ -83,7 +87,9 @@ def restore_ike_sa(
     if sa.nat_local:
         sa.timers["keepalive"] = now + ctx.settings.nat_keepalive
     _restore_children(sa, record, settings, now, seq_margin)
-    if check_liveness:
+    if check_liveness and mid_sync_usable(sa):
+        sa.queue_exchange([MidSyncTask()])  # RFC 6311: the peer tells us the message IDs it expects
+    elif check_liveness:
         sa.queue_exchange([DpdTask()])  # absorbs a response the peer cached for the old node (see above)
     return sa
 

@@ -7,6 +7,7 @@ answered by responder tasks chosen from the exchange type, and the last response
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -75,6 +76,7 @@ class PeerFeatures:
     signature_hashes: tuple[int, ...] = ()
     mobike: bool = False
     initial_contact: bool = False
+    mid_sync: bool = False  # IKEV2_MESSAGE_ID_SYNC_SUPPORTED both ways (RFC 6311, engine/ha_mid_sync.py)
     redirect: bool = False  # REDIRECT_SUPPORTED or REDIRECTED_FROM in IKE_SA_INIT (RFC 5685 §3)
 
 
@@ -279,7 +281,11 @@ class IkeSa:
 
     def _send_active(self, *, new_id: bool) -> None:
         assert self.active is not None
-        mid = self.window.allocate_id() if new_id else self.window.next_request_id - 1
+        fixed = self.active.tasks[0].fixed_message_id
+        if fixed is not None:
+            mid = fixed  # outside the window, no ID allocated (engine/ha_mid_sync.py)
+        else:
+            mid = self.window.allocate_id() if new_id else self.window.next_request_id - 1
         msg = OutMessage(self.active.exchange, mid, response=False)
         continuing = self.active.continuing
         for task in self.active.tasks if continuing is None else [continuing]:
@@ -494,6 +500,10 @@ class IkeSa:
         self.reply_to = (local, remote)
         if pending_.absorbs_request(self, message_id):
             return
+        if (message_id == 0 and exchange == ExchangeType.INFORMATIONAL and self.peer.mid_sync
+                and self.state is IkeState.ESTABLISHED and self.window.expected_peer_id != 0):
+            self._mid_sync_request(data, exchange, local, remote, decoded)
+            return
         kind = self.window.classify_request(message_id, data)
         if kind == "retransmit" and self.window.cached is not None:
             self._send_reply(self.window.cached.packets)
@@ -511,6 +521,25 @@ class IkeSa:
             self.init_request = data
         self._follow_peer_address(local, remote, msg)
         self.process_request(data, exchange, message_id, msg)
+
+    def _mid_sync_request(self, data: bytes, exchange: int, local: Endpoint, remote: Endpoint,
+                          decoded: InMessage | MessageError | None) -> None:
+        """A peer cluster's RFC 6311 synchronisation (message ID 0 outside the window): nonce, its next
+        request ID (M1) and the next of ours it expects (P1); answered with the nonce, P2 and M2."""
+        msg = self._decode(data, exchange, 0, decoded)
+        if msg is None or msg.partial:
+            return
+        notify = msg.notify(NotifyType.IKEV2_MESSAGE_ID_SYNC)
+        if notify is None or len(notify.data) != 12:
+            return
+        m1, p1 = struct.unpack_from("!II", notify.data, 4)
+        answer = self.window.mid_sync_answer(m1, p1)
+        if answer is None:
+            return
+        response = OutMessage(msg.exchange, 0, response=True)
+        response.add_notify(NotifyType.IKEV2_MESSAGE_ID_SYNC, notify.data[:4] + struct.pack("!II", *answer))
+        self.last_inbound = self.now
+        self._send_reply(self.encode(response))
 
     def process_request(self, data: bytes, exchange: int, message_id: int, msg: InMessage) -> None:
         """Run the responder tasks on the peer's (decoded) request and answer (again after a fetch)."""

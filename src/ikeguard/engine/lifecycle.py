@@ -161,6 +161,15 @@ def _retransmit(sa: IkeSa) -> None:
     if req is None:
         return
     policy = sa.ctx.settings.retransmit
+    active = sa.active
+    limit = active.tasks[0].max_attempts if active is not None and active.tasks else None
+    if active is not None and limit is not None and req.attempt >= limit:
+        # an optional exchange (RFC 6311 sync): give it up without losing the SA; its ID was not allocated
+        sa.window.in_flight, sa.active = None, None
+        for task in active.tasks:
+            task.aborted(sa, f"no response after {req.attempt} retransmits")
+        sa.start_next()
+        return
     if req.attempt >= policy.tries:
         reason = f"peer unreachable: no response after {policy.tries} retransmits"
         sa.window.in_flight = None

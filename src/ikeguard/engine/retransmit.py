@@ -86,6 +86,16 @@ class MessageIdWindow:
             return "new"
         return "stale" if message_id < self.expected_peer_id else "future"
 
+    def mid_sync_answer(self, m1: int, p1: int) -> tuple[int, int] | None:
+        """A peer cluster's RFC 6311 synchronisation (§5.1): ``None`` (drop it) when its next request ID
+        ``m1`` is below the one we expect, else (P2, M2), our next request ID and the one we expect from it
+        now, both taken over."""
+        if m1 < self.expected_peer_id:
+            return None
+        p2 = max(p1, self.next_request_id)
+        self.expected_peer_id, self.next_request_id = m1, p2
+        return p2, m1
+
     def response_matches(self, message_id: int) -> bool:
         """True when ``message_id`` answers our outstanding request."""
         return self.in_flight is not None and self.in_flight.message_id == message_id

@@ -146,4 +146,5 @@ class EngineSettings:
     max_init_retries: int = 5  # COOKIE / INVALID_KE_PAYLOAD round trips before giving up
     redirect_to: str = ""  # RFC 5685 §3: new peers are sent here in IKE_SA_INIT (engine.tasks.redirect)
     redirect_above: int = 0  # ... only while more IKE SAs than this are established (0: always)
+    ha_mid_sync: bool = False  # an HA pair member: announce RFC 6311 message ID sync (engine/ha_mid_sync.py)
     raise_internal_errors: bool = False  # tests: let engine bugs surface instead of closing the SA

@@ -506,6 +506,7 @@ def build_plan(path: str | Path, *, now: dt.datetime, profile_override: str | No
         block_threshold=gw.block_threshold if gw.dos_protection else 0,
         nat_keepalive=float(gw.keep_alive),
         redirect_to=gw.redirect_to or "",
+        ha_mid_sync=model.ha.enabled,  # RFC 6311 support announced by HA pair members (docs/ha.md)
         redirect_above=gw.redirect_above,
         profile=profile,
         # every server may use all its tries before the round counts as unreachable

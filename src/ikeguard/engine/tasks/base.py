@@ -36,6 +36,8 @@ class Task:
     """Base class with no-op hooks; subclasses override what their payloads need."""
 
     exchange: ExchangeType = ExchangeType.INFORMATIONAL
+    fixed_message_id: int | None = None  # a request sent outside the window (RFC 6311 sync: 0)
+    max_attempts: int | None = None  # retransmits before an optional exchange is given up (the SA stays)
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
         """Add our payloads to the request."""
