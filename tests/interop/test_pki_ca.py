@@ -9,8 +9,10 @@ revoked). The CA's own audit trail holds pki.issued / pki.revoked / pki.crl and 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,6 +21,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from ikeguard.pki.http_fetch import UrllibFetcher
+from ikeguard.pki.revocation import RevocationChecker
+from ikeguard.pki.validation import ValidationResult, validate_chain
+from ikeguard.pki.validation_policy import RevocationMode, ValidationPolicy
 from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import Topology
 from tests.harness.ikeguard_conf import IkgAuthority, IkgLocal, IkgRemote
@@ -119,3 +125,63 @@ def test_token_ca_issues_a_one_hour_device_certificate_and_its_crl_refuses_the_r
     assert events.count("pki.issued") == 3 and events.count("pki.crl") == 2 and "pki.revoked" in events, \
         export.stdout[-2000:] + export.stderr
     assert token.pin not in export.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _openssl_status(ca_pem: Path, cert_pem: Path, url: str) -> str:
+    done = subprocess.run(["openssl", "ocsp", "-issuer", str(ca_pem), "-cert", str(cert_pem), "-url", url,
+                           "-CAfile", str(ca_pem), "-no_nonce"], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert "Response verify OK" in done.stderr + done.stdout, done.stdout + done.stderr
+    return done.stdout.split(f"{cert_pem}: ", 1)[1].split()[0]
+
+
+def _ikeguard_verdict(ca_pem: Path, cert_pem: Path, url: str) -> ValidationResult:
+    return validate_chain(x509.load_pem_x509_certificate(cert_pem.read_bytes()), [],
+                          [x509.load_pem_x509_certificate(ca_pem.read_bytes())], now=dt.datetime.now(dt.UTC),
+                          policy=ValidationPolicy(revocation=RevocationMode.STRICT),
+                          revocation=RevocationChecker(ocsp_uris=[url], fetcher=UrllibFetcher()))
+
+
+def test_ocsp_responder_answers_good_then_revoked_for_openssl_and_ikeguard(tmp_path: Path) -> None:
+    """``pki ocsp-serve``: a delegated responder certificate issued through the token CA key signs the
+    answers; OpenSSL's client and ikeguard's ``ocsp_uris`` validation read good, then revoked."""
+    token = softhsm_token(tmp_path / "hsm")
+    token.generate("ca", "ec:secp384r1")
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    (ca_dir / "token.pin").write_text(token.pin + "\n")
+    _pki(token, "init", "--dir", str(ca_dir), "--key", token.uri("ca"), "--dn", "C=US, O=ss-lab, CN=OCSP CA")
+    tool = PkiTool(tmp_path / "keys")
+    tool.key("device")
+    device = tmp_path / "device.pem"
+    url = f"http://127.0.0.1:{_free_port()}/"
+    _pki(token, "issue", "--dir", str(ca_dir), "--dn", "C=US, O=ss-lab, CN=till-17", "--san",
+         "till-17.example.net", "--pub", str(tool.public("device")), "--lifetime", "1h", "--ocsp-uri", url,
+         "--out", str(device))
+    server = subprocess.Popen([sys.executable, "-m", "ikeguard", "pki", "ocsp-serve", "--dir", str(ca_dir),
+                               "--listen", url.split("/")[2]], env={**os.environ, **token.env},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().decode()
+        assert "OCSP responder for" in line, line
+        ca_pem = ca_dir / "ca.pem"
+        assert _openssl_status(ca_pem, device, url) == "good"
+        assert _ikeguard_verdict(ca_pem, device, url).ok
+        serial = format(x509.load_pem_x509_certificate(device.read_bytes()).serial_number, "x")
+        _pki(token, "revoke", "--dir", str(ca_dir), serial, "--reason", "key_compromise")
+        assert _openssl_status(ca_pem, device, url) == "revoked"
+        refused = _ikeguard_verdict(ca_pem, device, url)
+        assert not refused.ok and refused.failure is not None and refused.failure.reason == "revoked"
+    finally:
+        server.terminate()  # the PID we started
+        server.wait(timeout=10)
+    responder = x509.load_pem_x509_certificate((ca_dir / "ocsp-responder.pem").read_bytes())
+    assert x509.ExtendedKeyUsageOID.OCSP_SIGNING in responder.extensions.get_extension_for_class(
+        x509.ExtendedKeyUsage).value

@@ -9,18 +9,22 @@ from __future__ import annotations
 import datetime as dt
 import os
 import pwd
+import signal
 from pathlib import Path
 from typing import Any
 
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.audit.service import AuditService
 from ikeguard.control.cli_gateway import _fail, _print_json, call, gateway_options
 from ikeguard.crypto.pkcs11_key import TokenError, is_pkcs11_uri, open_token_key, safe_uri_text
 from ikeguard.pki.ca import REASONS, CaError, CertificateAuthority
+from ikeguard.pki.ocsp_responder import OcspResponder, serve_ocsp
 from ikeguard.policy.values import parse_duration
 
 
@@ -242,3 +246,61 @@ def list_certs(directory: Path, as_json: bool) -> None:
         return
     for r in records:
         click.echo(f"{r.serial}  {r.status(now):8} {r.key_type:11} {r.not_after}  {r.subject}  {r.sans}")
+
+
+def _responder(ca: CertificateAuthority, directory: Path, now: dt.datetime) -> tuple[x509.Certificate, Any]:
+    """The delegated OCSP responder's key and certificate (``DIR/ocsp-responder.{key,pem}``), made or
+    re-issued (7 days) through the CA key when missing or within a day of its end."""
+    key_path, cert_path = directory / "ocsp-responder.key", directory / "ocsp-responder.pem"
+    if not key_path.exists():
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key: Any = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if cert_path.exists():
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if cert.not_valid_after_utc - now > dt.timedelta(days=1) and \
+                cert.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo) == \
+                key.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo):
+            return cert, key
+    names = ca.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ca_name = str(names[0].value) if names else "CA"
+    dn = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{ca_name} OCSP responder")])
+    try:
+        cert = ca.issue(dn, key.public_key(), (), now=now, lifetime=dt.timedelta(days=7), ocsp_signing=True)
+    except CaError as exc:
+        _fail(str(exc), 1)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    _audit(directory, _cert_event(EventName.PKI_ISSUED, cert, "OCSP responder certificate issued",
+                                  source="ca", kind="ocsp-responder",
+                                  not_after=cert.not_valid_after_utc.isoformat()))
+    return cert, key
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@pki.command("ocsp-serve")
+@_DIR
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="ADDRESS:PORT to serve HTTP on.")
+@click.option("--validity", default="1h", show_default=True, help="nextUpdate of each answer.")
+def ocsp_serve(directory: Path, listen: str, validity: str) -> None:
+    """Serve OCSP (RFC 6960, HTTP GET and POST) for this CA, signed by a delegated responder certificate."""
+    host, _, port = listen.rpartition(":")
+    now = dt.datetime.now(dt.UTC)
+    ca = _open_ca(directory)
+    cert, key = _responder(ca, directory, now)
+    responder = OcspResponder(ca, cert, key, validity=_duration(validity))
+    server = serve_ocsp(responder, (host.strip("[]"), int(port)))
+    click.echo(f"OCSP responder for {ca.cert.subject.rfc4514_string()} on http://{listen}/", err=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -206,15 +206,20 @@ class CertificateAuthority:
             self._set_meta(db, "crl_number", "0")
         return cert
 
-    def issue(self, subject: str, public_key: PublicKey, sans: Sequence[str], *, now: dt.datetime,
+    def issue(self, subject: str | x509.Name, public_key: PublicKey, sans: Sequence[str], *, now: dt.datetime,
               lifetime: dt.timedelta, crl_uris: Sequence[str] = (), ocsp_uris: Sequence[str] = (),
-              server: bool = False) -> x509.Certificate:
+              server: bool = False, ocsp_signing: bool = False) -> x509.Certificate:
         """A device (end-entity) certificate: digitalSignature, EKU ipsecIKE (plus serverAuth/clientAuth for
-        the peers that want those), the SANs the connection's identity needs; never beyond the CA's end."""
+        the peers that want those), the SANs the connection's identity needs; never beyond the CA's end.
+        ``ocsp_signing``: a delegated OCSP responder instead (RFC 6960 §4.2.2.2: EKU OCSPSigning, and
+        id-pkix-ocsp-nocheck, §4.2.2.2.1)."""
         key, ca = self._need_key(), self.cert
         not_after = min(now + lifetime, ca.not_valid_after_utc)
         ekus = [IPSEC_IKE, ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-        builder = (x509.CertificateBuilder().subject_name(parse_dn(subject)).issuer_name(ca.subject)
+        if ocsp_signing:
+            ekus = [ExtendedKeyUsageOID.OCSP_SIGNING]
+        name = parse_dn(subject) if isinstance(subject, str) else subject
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(ca.subject)
                    .public_key(public_key).serial_number(x509.random_serial_number())
                    .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(not_after)
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -224,6 +229,8 @@ class CertificateAuthority:
                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()),
                                   critical=False))
+        if ocsp_signing:
+            builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName([_general_name(s) for s in sans]),
                                             critical=False)
@@ -279,6 +286,15 @@ class CertificateAuthority:
             builder = builder.add_revoked_certificate(entry.build())
         signed: x509.CertificateRevocationList = _sign(builder, key, x509.CertificateRevocationList)
         return signed
+
+    def lookup(self, serial: int) -> tuple[CertRecord, x509.Certificate] | None:
+        """The inventory entry and certificate of ``serial`` (None: not issued by this CA)."""
+        with self._db() as db:
+            row = db.execute("SELECT serial, subject, sans, key_type, not_before, not_after, revoked_at, "
+                             "reason, pem FROM certs WHERE serial = ?", (format(serial, "x"),)).fetchone()
+        if row is None:
+            return None
+        return CertRecord(*row[:8]), x509.load_pem_x509_certificate(bytes(row[8]))
 
     def records(self) -> list[CertRecord]:
         """Every certificate issued, oldest first."""
