@@ -104,6 +104,8 @@ def test_nss_database_certificates_keys_and_cas_are_exported(tmp_path: Path, pki
         (exported / "cacerts" / "Example Root CA.pem").resolve()]
     unmapped = {u["key"]: u for u in report["unmapped"]}
     assert "conn dc.leftcert" not in unmapped
+    assert "connections.dc.local.id" not in unmapped
+    assert local["id"] == "C=US, O=Example, CN=gw.example.com"  # leftid=%fromcert: the certificate's DN
     assert "peers are trusted through their CA" in unmapped["nssdb dc2"]["reason"]
     assert P12_PASSWORD.decode() not in json.dumps(report)
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from ikeguard.policy.importers.ipsec_conf import SecretEntry, Section, _Translator
+from ikeguard.policy.importers.ipsec_conf import SecretEntry, Section, _subject, _Translator
 from ikeguard.policy.importers.swanctl import ImportResult, import_swanctl
 
 Flavour = Literal["strongswan", "libreswan"]
@@ -168,6 +168,9 @@ class _LibreswanTranslator(_Translator):
         enc = out.pop("encapsulation", None)
         if enc is not None and enc[0].lower() in ("yes", "no"):
             out["forceencaps"] = enc
+        fromcert = out.get("leftid", ("", ""))[0] == "%fromcert"
+        if out.get("rightid", ("", ""))[0] == "%fromcert":
+            out["rightid"] = ("%any", out["rightid"][1])  # whatever its certificate (from a trusted CA) says
         if "leftcert" in out:
             nick, where = out["leftcert"]
             found = next((p for p in (self.ipsec_d / "certs" / nick, self.ipsec_d / "certs" / f"{nick}.pem",
@@ -179,6 +182,9 @@ class _LibreswanTranslator(_Translator):
                           "NICK.pem (certutil -L -n NICK -a) and its key to private/ (pk12util -o)", where)
             else:
                 out["leftcert"] = (str(found), where)
+                subject = _subject(found)
+                if fromcert and subject is not None:  # %fromcert: our certificate's subject DN
+                    out["leftid"] = (subject, out["leftid"][1])
         groups: list[str] = []
         if "ike" in out:
             value, where = out["ike"]
