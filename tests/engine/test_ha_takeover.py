@@ -61,6 +61,7 @@ def test_restored_sa_keeps_spis_keys_and_jumps_sequence_numbers() -> None:
     standby = take_over(net, b_conns, {c_old.spi_in: EspSequence(seq_out=5000, replay_top=4000)})
     (sa,) = standby.ike_sas()
     assert (sa.spi_i, sa.spi_r, sa.state) == (old.spi_i, old.spi_r, IkeState.ESTABLISHED)
+    assert old.peer.redirect and sa.peer.redirect  # REDIRECT_SUPPORTED kept: vici redirect after takeover
     # message IDs carried over: the liveness check the takeover sends uses the replicated next ID
     assert sa.window.in_flight is not None
     assert (sa.window.in_flight.message_id, sa.window.expected_peer_id) == ids

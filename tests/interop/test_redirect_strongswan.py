@@ -2,8 +2,8 @@
 two ikeguard gateways on one bridge (client 192.0.2.100, gw1 192.0.2.1, gw2 192.0.2.2), same PSK and
 identities on both gateways.
 
-* ``swanctl --redirect --ike ikg --gateway 192.0.2.2`` against gw1's vici socket moves the client's
-  established IKE SA to gw2 (INFORMATIONAL with REDIRECT); gw2 sees REDIRECTED_FROM 192.0.2.1; both
+* ``swanctl --redirect --peer-ip 192.0.2.96/28 --gateway 192.0.2.2`` against gw1's vici socket moves the
+  client's established IKE SA to gw2 (INFORMATIONAL with REDIRECT); gw2 sees REDIRECTED_FROM 192.0.2.1; both
   gateways audit it (``ike.redirected``) and gw1 records the command as ``admin.command``;
 * gw1 whose connection has ``redirect_to = "192.0.2.2"`` authenticates the client and answers IKE_AUTH with
   REDIRECT instead of a Child SA; charon (6.1 here) checks the AUTH, deletes that SA, sets up with gw2;
@@ -96,8 +96,9 @@ def test_swanctl_redirect_moves_an_established_client_to_the_second_gateway(
     assert wait_until(lambda: _established_with(peer, GW1), 15)
     old_spi = gw1.wait_sas(lambda sas: len(sas) == 1, timeout=10)[0]["spi_i"]
 
-    result = subprocess.run([SWANCTL, "--redirect", "--ike", "ikg", "--gateway", GW2, "--uri", f"unix://{sock}"],
-                            capture_output=True, text=True, timeout=60, check=False)
+    # charon's peer-ip selector: a subnet holding the client's address (192.0.2.100)
+    result = subprocess.run([SWANCTL, "--redirect", "--peer-ip", "192.0.2.96/28", "--gateway", GW2, "--uri",
+                             f"unix://{sock}"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0 and "redirect completed successfully" in result.stdout, \
         result.stdout + result.stderr
 
@@ -118,7 +119,7 @@ def test_swanctl_redirect_moves_an_established_client_to_the_second_gateway(
                 and e["details"]["command"].startswith("vici redirect")]
     assert commands and commands[0]["outcome"] == "success"
     command = commands[0]["details"]["command"]
-    assert "ike=ikg" in command and f"gateway={GW2}" in command
+    assert "peer-ip=192.0.2.96/28" in command and f"gateway={GW2}" in command
 
     # nothing left to redirect: swanctl reports the refusal
     again = subprocess.run([SWANCTL, "--redirect", "--ike", "ikg", "--gateway", GW2, "--uri", f"unix://{sock}"],

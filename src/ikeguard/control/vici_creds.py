@@ -203,9 +203,52 @@ async def redirect(server: ViciServer, message: Section, client: _Client) -> dic
     ike_id = text(message.get("ike-id") or message.get("ike_id")).strip()
     if ike_id and not ike_id.isdigit():
         return {"success": "no", "errmsg": "ike-id must be a number"}
+    peer_ip = text(message.get("peer-ip"))
     selection = {"conn": text(message.get("ike")) or None, "uniqueid": int(ike_id) if ike_id else None,
-                 "peer": text(message.get("peer-id")) or text(message.get("peer-ip")) or None}
+                 "peer": text(message.get("peer-id")) or None}
+    reason = f"redirected by admin {client.user} (vici)"
+    if peer_ip:
+        try:
+            within = _addresses(peer_ip)
+        except ValueError:
+            return {"success": "no", "errmsg": f"peer-ip {peer_ip!r} is not an address, subnet or range"}
+        uids = [int(s["uniqueid"]) for s in server.gateway.sas(conn=selection["conn"], peer=selection["peer"])
+                if within(s.get("remote_addr", "")) and selection["uniqueid"] in (None, s.get("uniqueid"))]
+        if not uids:
+            return {"success": "no", "errmsg": f"redirect: no IKE SA with a peer in {peer_ip}"}
+        count = sum(server.gateway.redirect(gateway, uniqueid=uid, reason=reason) for uid in uids)
+        return {"success": "yes", "matches": str(count)}
     if not any(v is not None for v in selection.values()):
         return {"success": "no", "errmsg": "select IKE SAs with ike, ike-id, peer-ip or peer-id"}
-    count = server.gateway.redirect(gateway, **selection, reason=f"redirected by admin {client.user} (vici)")
+    count = server.gateway.redirect(gateway, **selection, reason=reason)
     return {"success": "yes", "matches": str(count)}
+
+
+def _addresses(spec: str) -> Any:
+    """charon's peer-ip selector: an address, a subnet (CIDR) or a range (``a-b``) -> membership test."""
+    import ipaddress
+
+    if "-" in spec:
+        first, last = (ipaddress.ip_address(p.strip()) for p in spec.split("-", 1))
+        return lambda a: _in_range(a, first, last)
+    net = ipaddress.ip_network(spec.strip(), strict=False)
+    return lambda a: _in_net(a, net)
+
+
+def _in_net(address: str, net: Any) -> bool:
+    import ipaddress
+
+    try:
+        return bool(ipaddress.ip_address(address) in net)
+    except ValueError:
+        return False
+
+
+def _in_range(address: str, first: Any, last: Any) -> bool:
+    import ipaddress
+
+    try:
+        a = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return bool(a.version == first.version and first <= a <= last)

@@ -73,6 +73,7 @@ def restore_ike_sa(
                                                            record.peer_natt, record.encap)
     sa.peer.fragmentation, sa.peer.mobike = record.fragmentation, record.mobike
     sa.peer.mid_sync = record.mid_sync
+    sa.peer.redirect = record.redirect
     sa.peer.signature_hashes = record.signature_hashes
     sa.first_contact = False
     sa.established_at = record.established_at

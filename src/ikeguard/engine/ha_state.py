@@ -101,6 +101,7 @@ class IkeSaRecord:
     fragmentation: bool = False
     mobike: bool = False
     mid_sync: bool = False  # both announced RFC 6311 message ID sync (engine/ha_mid_sync.py)
+    redirect: bool = False  # the peer announced REDIRECT_SUPPORTED (RFC 5685): vici redirect after takeover
     signature_hashes: tuple[int, ...] = ()
     established_at: float = 0.0
     timers: tuple[tuple[str, float], ...] = ()  # IKE_TIMERS that were set
@@ -158,6 +159,7 @@ def export_ike_sa(sa: IkeSa, now: float, esp: dict[int, EspSequence] | None = No
         remote_cert_not_after=sa.remote_cert_not_after, eap_identity=sa.eap_identity,
         nat_local=sa.nat_local, nat_remote=sa.nat_remote, peer_natt=sa.peer_natt, encap=sa.encap,
         fragmentation=sa.peer.fragmentation, mobike=sa.peer.mobike, mid_sync=sa.peer.mid_sync,
+        redirect=sa.peer.redirect,
         signature_hashes=tuple(sa.peer.signature_hashes),
         established_at=sa.established_at if sa.established_at is not None else now,
         timers=tuple((n, sa.timers[n]) for n in IKE_TIMERS if n in sa.timers),
@@ -226,7 +228,7 @@ def record_to_json(record: IkeSaRecord) -> bytes:
         "remote_cert_not_after": record.remote_cert_not_after,
         "eap_identity": record.eap_identity, "nat_local": record.nat_local, "nat_remote": record.nat_remote,
         "peer_natt": record.peer_natt, "encap": record.encap, "fragmentation": record.fragmentation,
-        "mobike": record.mobike, "mid_sync": record.mid_sync,
+        "mobike": record.mobike, "mid_sync": record.mid_sync, "redirect": record.redirect,
         "signature_hashes": list(record.signature_hashes),
         "established_at": record.established_at, "timers": [list(t) for t in record.timers],
         "virtual_ip": record.virtual_ip, "children": children, "exported_at": record.exported_at,
@@ -266,6 +268,7 @@ def record_from_json(data: bytes) -> IkeSaRecord:
             nat_remote=bool(obj["nat_remote"]), peer_natt=bool(obj["peer_natt"]), encap=bool(obj["encap"]),
             fragmentation=bool(obj["fragmentation"]), mobike=bool(obj["mobike"]),
             mid_sync=bool(obj.get("mid_sync", False)),  # absent in records written before RFC 6311 support
+            redirect=bool(obj.get("redirect", False)),  # absent in records of older nodes
             signature_hashes=tuple(int(h) for h in obj["signature_hashes"]),
             established_at=float(obj["established_at"]),
             timers=tuple((str(n), float(t)) for n, t in obj["timers"]), virtual_ip=obj["virtual_ip"],
