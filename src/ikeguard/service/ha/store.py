@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import Etcd3Exception
 from requests.exceptions import RequestException
@@ -29,6 +30,19 @@ TXN_OPS = 100  # etcd's default --max-txn-ops is 128
 
 def _b64(data: str | bytes) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _session(ca: str | None, cert: str | None, key: str | None) -> requests.Session:
+    """The HTTP session of one endpoint: the pair's CA (``etcd_ca``) and client certificate for mutual TLS.
+    ``trust_env`` off: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's CA (the
+    server's certificate then fails verification) and would send etcd traffic through an environment proxy;
+    the endpoints and their trust are the configuration's alone."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = ca if ca else True
+    if cert and key:
+        session.cert = (cert, key)
+    return session
 
 
 class StoreError(RuntimeError):
@@ -67,8 +81,8 @@ class EtcdStore:
         for url in endpoints:
             parts = urlsplit(url if "://" in url else f"http://{url}")
             self._clients.append(Etcd3Client(host=parts.hostname or "localhost", port=parts.port or 2379,
-                                             protocol=parts.scheme or "http", ca_cert=ca, cert_cert=cert,
-                                             cert_key=key, timeout=timeout))
+                                             protocol=parts.scheme or "http", timeout=timeout,
+                                             session=_session(ca, cert, key)))
 
     def _each(self, what: str, call):  # type: ignore[no-untyped-def]
         errors = []
