@@ -39,7 +39,7 @@ from tests.harness.swanctl_conf import DEFAULT_PLUGINS, AuthConfig, ChildConfig,
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
-EAP_PLUGINS = (*DEFAULT_PLUGINS, "eap-identity", "eap-md5", "eap-mschapv2", "md4", "md5", "des")
+EAP_PLUGINS = (*DEFAULT_PLUGINS, "eap-identity", "eap-md5", "eap-mschapv2", "eap-tls", "md4", "md5", "des")
 BRANCH_USER = "branch-17@bank.example"
 PASSWORD = "Br4nch-17 eap pass"
 
@@ -67,8 +67,13 @@ def _lab(tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_pee
             children=[ChildConfig(name=CHILD, local_ts=[subnet(left)], remote_ts=[subnet(right)],
                                   esp_proposals=[ESP_PROPOSAL])])],
         psks=[PskSecret(ids=[BRANCH_USER], secret=PASSWORD, kind="eap")],
-        certs={"head": head.issued(ca)}, cacerts={"ca": ca.cert}, plugins=EAP_PLUGINS)
+        certs={"head": head.issued(ca)}, cacerts={"ca": ca.cert}, plugins=EAP_PLUGINS,
+        # small EAP-TLS fragments from strongSwan: ikeguard must acknowledge and reassemble them
+        charon_options={"plugins.eap-tls.fragment_size": 300})
     eap_local = f'auth = "eap-{method}"\neap_id = "{BRANCH_USER}"\n'
+    if method == "tls":  # our TLS client certificate names the EAP identity (strongSwan checks it)
+        user = tool.issue("user", ca, "C=US, O=bank, CN=branch-17 user", sans=[BRANCH_USER])
+        eap_local += 'certs = ["pki/user.pem"]\nkey = "pki/user.key"\n'
     if rounds == 2:
         local = (f'[connections.{CONN}.local]\nauth = "pubkey"\nid = "{GW_FQDN}"\n'
                  f'certs = ["pki/branch.pem"]\nkey = "pki/branch.key"\n\n'
@@ -108,6 +113,8 @@ start_action = "start"
 '''
     files: dict[str, bytes | str] = {"pki/ca.pem": ca.cert_pem(), "pki/branch.pem": branch.cert_pem(),
                                      "pki/branch.key": branch.key_pem(), "eap-branch.secret": password + "\n"}
+    if method == "tls":
+        files.update({"pki/user.pem": user.cert_pem(), "pki/user.key": user.key_pem()})
     gw = ikeguard_gateway(right.namespace, "branch", config, files)
     return peer, gw
 
@@ -163,3 +170,21 @@ def test_wrong_eap_password_is_refused_and_audited(
     assert not [s for s in gw.sas() if s["state"] == "established"]
     assert not peer.list_sas() or all(s.state != "ESTABLISHED" for s in peer.list_sas())
     _no_secret_anywhere(gw, wrong)
+
+
+def test_certificate_then_eap_tls_as_initiator(
+    tmp_path: Path, netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory,
+    ikeguard_gateway: GatewayFactory,
+) -> None:
+    """Round 2 EAP-TLS (RFC 5216) with our user certificate against strongSwan's eap-tls server: the TLS
+    server must present the certificate strongSwan authenticated the IKE SA with, strongSwan checks ours
+    names the EAP identity, and the MSK from the TLS exporter keys both final AUTH payloads."""
+    peer, gw = _lab(tmp_path, netns_topology, strongswan_peer, ikeguard_gateway, method="tls", rounds=2)
+    ikg = wait_one_sa(gw, timeout=15)
+    assert_same_sa(peer.wait_established(CONN, CHILD, timeout=5), ikg)
+    log = peer.log()
+    assert "EAP method EAP_TLS succeeded, MSK established" in log, log[-3000:]
+    assert log.count("received EAP_TLS acknowledgment packet") >= 3, log[-3000:]  # its fragments, acked
+    assert f"authentication of '{BRANCH_USER}' with EAP successful" in log, log[-3000:]
+    success = [e for e in gw.audit_events() if e["event"] == "auth.success"]
+    assert success and success[-1]["details"]["eap_method"] == "tls", success

@@ -214,7 +214,7 @@ class Authority(Strict):
     ocsp_uris: list[str] = Field(default_factory=list)
 
 
-AuthMethod = Literal["pubkey", "psk", "eap-mschapv2", "eap-md5"]
+AuthMethod = Literal["pubkey", "psk", "eap-mschapv2", "eap-md5", "eap-tls"]
 
 
 class LocalAuth(Strict):
@@ -238,6 +238,8 @@ class LocalAuth(Strict):
             raise ValueError('"certs" and "pubkeys" exclude each other (a certificate or a raw public key)')
         if self.pubkeys and self.auth != "pubkey":
             raise ValueError('"pubkeys" needs auth = "pubkey"')
+        if self.auth == "eap-tls" and (not self.certs or self.key is None):
+            raise ValueError('auth = "eap-tls" needs "certs" and "key" (our TLS client certificate)')
         return self
 
 
@@ -407,8 +409,8 @@ class Connection(Strict):
         mine = self.local_2
         if mine is not None:
             if not mine.auth.startswith("eap-"):
-                raise ValueError('local-2 must be auth = "eap-mschapv2" or "eap-md5" (EAP after our '
-                                 'certificate)')
+                raise ValueError('local-2 must be auth = "eap-mschapv2", "eap-md5" or "eap-tls" (EAP '
+                                 'after our certificate)')
             if self.local.auth.startswith("eap-"):
                 raise ValueError("with local-2, round 1 (local) is our certificate or PSK")
         if self.local.auth.startswith("eap-") and self.remote.auth != "pubkey":

@@ -253,8 +253,11 @@ class _Builder:
         return tuple(pins)
 
     def eap_local(self, name: str, section: str, local: LocalAuthConfig, identity: str) -> LocalAuth:
-        """Our EAP client round: the method and the password of ``[secrets.eap.*]`` with our EAP identity."""
+        """Our EAP client round: the method and the password of ``[secrets.eap.*]`` with our EAP identity;
+        EAP-TLS: our TLS client certificate and key instead (a key file: pyOpenSSL signs with it)."""
         eap_id = local.eap_id or identity
+        if local.auth == "eap-tls":
+            return self._eap_tls_local(name, section, local, identity, eap_id)
         names = [n for n, s in self.model.secrets.eap.items() if s.id == eap_id]
         secret = b""
         if len(names) != 1:
@@ -268,6 +271,29 @@ class _Builder:
                 self.fail(exc.key, None, exc.reason)
         return LocalAuth(AuthKind.EAP, identity, eap_method=local.auth.removeprefix("eap-"), eap_id=eap_id,
                          eap_secret=secret)
+
+    def _eap_tls_local(self, name: str, section: str, local: LocalAuthConfig, identity: str,
+                       eap_id: str) -> LocalAuth:
+        certs: list[x509.Certificate] = []
+        for i, rel in enumerate(local.certs):
+            try:
+                certs += load_certificates(self.config.resolve(rel).read_bytes())
+            except (OSError, PkiLoadError) as exc:
+                self.fail(f"connections.{name}.{section}.certs[{i}]", rel,
+                          f"cannot load the certificate: {exc}")
+        key: PrivateKey | None = None
+        assert local.key is not None
+        if is_pkcs11_uri(local.key):
+            self.fail(f"connections.{name}.{section}.key", safe_uri_text(local.key),
+                      "EAP-TLS needs a key file (pyOpenSSL cannot sign with a PKCS#11 token key)")
+        else:
+            try:
+                key = _load_key(self.config.resolve(local.key))
+            except (OSError, ValueError, TypeError) as exc:
+                self.fail(f"connections.{name}.{section}.key", local.key,
+                          f"cannot load the private key ({type(exc).__name__})")
+        return LocalAuth(AuthKind.EAP, identity, private_key=key, certs=tuple(certs), eap_method="tls",
+                         eap_id=eap_id)
 
     def _default_local_id(self, name: str, conn: Connection, certs: list[x509.Certificate]) -> str:
         """strongSwan's defaults: the certificate's subject DN, else the first local address."""

@@ -20,10 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cryptography import x509
 from cryptography.hazmat.primitives import constant_time
 
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
 from ikeguard.engine.eap_peer import EapPeer, EapPeerError
+from ikeguard.engine.eap_tls import EapTlsPeer
 from ikeguard.engine.settings import LocalAuth
 from ikeguard.engine.tasks.base import Status, TaskFailed
 from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
@@ -43,7 +45,7 @@ class InitiatorRounds:
 
     auth: LocalAuth = field(repr=False)
     round: int
-    peer: EapPeer
+    peer: EapPeer | EapTlsPeer
     phase: str = "first"
     id_body: bytes = b""  # our IDi of the EAP round (signed in our final AUTH)
     responder_id_body: bytes = b""  # the responder's IDr (signed in its final AUTH)
@@ -53,9 +55,24 @@ class InitiatorRounds:
 def start(sa: IkeSa, auth: LocalAuth, round_no: int, id_body: bytes) -> InitiatorRounds:
     """The EAP round of ours that follows the first IKE_AUTH response (round 1 itself, or round 2)."""
     identity = auth.eap_id or auth.identity
-    peer = EapPeer(auth.eap_method, identity, auth.eap_secret, random=sa.ctx.random.bytes(16))
+    peer: EapPeer | EapTlsPeer
+    if auth.eap_method == "tls":
+        if auth.private_key is None or not auth.certs:
+            raise TaskFailed("EAP-TLS configured without our certificate and key")
+        peer = EapTlsPeer(identity, auth.certs, auth.private_key, lambda cert: _same_as_ike_peer(sa, cert))
+    else:
+        peer = EapPeer(auth.eap_method, identity, auth.eap_secret, random=sa.ctx.random.bytes(16))
     sa.auth_details.update(eap_identity=identity, eap_method=auth.eap_method, round=str(round_no))
     return InitiatorRounds(auth, round_no, peer, id_body=id_body)
+
+
+def _same_as_ike_peer(sa: IkeSa, cert: x509.Certificate) -> str | None:
+    """The EAP-TLS server must present the certificate the responder authenticated the IKE SA with."""
+    if (format(cert.serial_number, "x"), cert.issuer.rfc4514_string()) == (sa.remote_cert_serial,
+                                                                           sa.remote_cert_issuer):
+        return None
+    return (f"its certificate ({cert.subject.rfc4514_string()}) is not the one the IKE responder "
+            f"authenticated with ({sa.remote_cert_subject or 'none'})")
 
 
 def after_first(sa: IkeSa, rounds: InitiatorRounds, msg: InMessage, responder_id_body: bytes) -> Status:
