@@ -76,6 +76,8 @@ def test_pack_inventories_and_records_match_the_trail_and_the_peers(month_lab: M
     seen = {(c["subject"], c["issuer"], c["serial"]): c["role"] for c in certs["seen"]}
     assert {k for k, role in seen.items() if role == "peer"} == month_lab.month.peer_certs
     assert {k for k, role in seen.items() if role == "local (issued)"} == month_lab.month.issued
+    m1 = next(c for c in certs["seen"] if c["subject"] == "CN=m1.merchants.example")
+    assert m1["key_type"] == "ECDSA secp256r1" and m1["not_after"].endswith("+00:00")  # cert.validated
     rogue = next(c for c in certs["seen"] if c["subject"] == "CN=m9.merchants.example")
     assert rogue["revocation"].startswith("rejected") and "not a trust anchor" in rogue["revocation"]
     assert {c["subject"] for c in certs["configured"]} == {"CN=gw.processor.example", "CN=Merchant CA"}

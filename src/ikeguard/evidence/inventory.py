@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ikeguard.audit.chain import Record
+from ikeguard.crypto.key_names import describe_key
 from ikeguard.pki.loading import load_certificates
 from ikeguard.policy.loader import LoadedConfig
 from ikeguard.policy.profile import Profile
@@ -147,23 +147,11 @@ def crypto_csv(inventory: dict[str, Any]) -> str:
 _CERT_EVENTS = {"cert.validated": "valid", "cert.rejected": "rejected", "revocation.failed": "unknown"}
 
 
-def _key_type(cert: x509.Certificate) -> str:
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA-{key.key_size}"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"ECDSA-{key.curve.name}"
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "Ed25519"
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "Ed448"
-    return type(key).__name__
-
-
 def _describe(cert: x509.Certificate, source: str, role: str) -> dict[str, Any]:
     return {"role": role, "source": source, "subject": cert.subject.rfc4514_string(),
             "issuer": cert.issuer.rfc4514_string(), "serial": format(cert.serial_number, "x"),
-            "key_type": _key_type(cert), "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "key_type": describe_key(cert),
+            "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "revocation": "not checked (our own or a trust anchor)"}
 
 
@@ -218,6 +206,11 @@ def seen_certificates(records: Iterable[Record]) -> list[dict[str, Any]]:
             assert isinstance(details, dict)
             entry.update(role="local (issued)", not_after=str(details.get("not_after", "")),
                          source=f"pki.issued seq {record.seq} ({details.get('source')})", revocation="issued")
+        if body.get("event") == "cert.validated":  # key type and expiry as validated (engine ike_auth)
+            details = body.get("details") if isinstance(body.get("details"), dict) else {}
+            assert isinstance(details, dict)
+            entry.update(key_type=str(details.get("key_type", entry["key_type"])),
+                         not_after=str(details.get("not_after", entry["not_after"])))
         verdict = _CERT_EVENTS.get(str(body.get("event")))
         if verdict is not None:
             reason = str(body.get("reason") or "")
@@ -232,8 +225,9 @@ def seen_certificates(records: Iterable[Record]) -> list[dict[str, Any]]:
 def certificate_inventory(config: LoadedConfig, records: Sequence[Record]) -> dict[str, Any]:
     """Certificates configured (ours and trust anchors) and every peer certificate seen in the period."""
     return {"configured": _config_certs(config), "seen": seen_certificates(records),
-            "note": "key type and expiry of peer certificates are not in the audit records yet; the trail "
-                    "names subject, issuer and serial of every certificate it accepted or rejected"}
+            "note": "peer certificates: subject, issuer and serial of every certificate accepted or "
+                    "rejected; key type and not-after from its last cert.validated record (a rejected "
+                    "certificate's are not recorded)"}
 
 
 def certificate_csv(inventory: dict[str, Any]) -> str:

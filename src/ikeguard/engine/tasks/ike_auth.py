@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import constant_time, serialization
 
 from ikeguard.crypto.errors import CryptoError
+from ikeguard.crypto.key_names import describe_key
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
 from ikeguard.crypto.signatures import (
     PublicKey,
@@ -241,7 +242,8 @@ def verify_peer(
         raise AuthError(f"certificate rejected: {verdict.reason}")
     not_after = verdict.not_after or leaf.not_valid_after_utc
     sa.remote_cert_not_after = not_after.replace(tzinfo=not_after.tzinfo or UTC).timestamp()
-    sa.audit("cert.validated", "success")
+    sa.audit("cert.validated", "success", key_type=describe_key(leaf),  # the evidence pack's inventory
+             not_after=leaf.not_valid_after_utc.isoformat())
     public_key = leaf.public_key()
     profile = sa.ctx.settings.profile
     try:

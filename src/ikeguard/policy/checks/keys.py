@@ -16,10 +16,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from ikeguard.crypto.key_names import describe_key
 from ikeguard.crypto.pkcs11_key import TokenError, open_token_key, safe_uri_text
 from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_target, register
 from ikeguard.policy.checks.keyfiles import is_token_key, load_private_key
-from ikeguard.policy.checks.pki import describe_key, load_certificates
+from ikeguard.policy.checks.pki import load_certificates
 from ikeguard.policy.profile import Rule
 
 DAY = dt.timedelta(days=1)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from ikeguard.crypto.key_names import describe_key
 from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_target, register
 from ikeguard.policy.eku import EkuMode, describe_ekus, eku_problem
 from ikeguard.policy.profile import Rule
@@ -56,22 +57,6 @@ def load_crl(path: Path) -> x509.CertificateRevocationList | None:
         return x509.load_der_x509_crl(data)
     except ValueError:
         return None
-
-
-def describe_key(cert: x509.Certificate) -> str:
-    """``RSA-3072``, ``ECDSA secp384r1``, ``Ed25519``..."""
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA-{key.key_size}"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"ECDSA {key.curve.name}"
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "Ed25519"
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "Ed448"
-    if isinstance(key, dsa.DSAPublicKey):
-        return f"DSA-{key.key_size}"
-    return type(key).__name__
 
 
 def _subject(cert: x509.Certificate) -> str:
