@@ -201,3 +201,11 @@ def test_pack_of_a_tampered_trail_names_the_tampered_record(month_lab: MonthLab,
     assert code == 1 and problems == [f"trail/records.jsonl: seq {seq}: content changed: hash does not match "
                                       "the record (the trail was tampered with before the pack was made, or "
                                       "the file since)"], out
+
+
+def test_a_scan_result_is_included_and_anything_else_refused(month_lab: MonthLab, tmp_path: Path) -> None:
+    not_scan = tmp_path / "other.json"
+    not_scan.write_text('{"schema": "something-else"}')
+    code, out = _pack(month_lab, tmp_path / "refused", "--scan", str(not_scan))
+    assert code == 2 and "not an `ikeguard scan --json` result" in out
+    assert not (tmp_path / "refused").exists()

@@ -42,9 +42,12 @@ def _key(path: Path | None, state: Path | None) -> bytes | None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="the pack: NAME.zip or a new directory")
 @click.option("--key", "key_file", type=click.Path(path_type=Path, dir_okay=False),
               help="verification key, to include `audit verify` (default: the state directory's copy)")
+@click.option("--scan", "scan_files", multiple=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="an `ikeguard scan --json` result of this gateway to include (repeatable)")
 @click.pass_context
 def evidence(ctx: click.Context, config_path: Path | None, start: str | None, end: str | None,
-             output: Path | None, key_file: Path | None) -> None:
+             output: Path | None, key_file: Path | None, scan_files: tuple[Path, ...]) -> None:
     """Build an evidence pack for auditors from the gateway's own records (docs/evidence.md)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -65,7 +68,13 @@ def evidence(ctx: click.Context, config_path: Path | None, start: str | None, en
         store = AuditStore(state, create=False)
     except (OSError, ValueError) as exc:
         raise click.UsageError(f"no readable audit trail in {state}: {exc}") from exc
-    src = evidence_pack.PackInput(config, store, period_start, period_end, _key(key_file, state), _user())
+    try:
+        scans = tuple(evidence_pack.scan_document(p.read_bytes(), str(p)) for p in scan_files)
+    except (OSError, evidence_pack.PackError) as exc:
+        store.close()
+        raise click.UsageError(str(exc)) from exc
+    src = evidence_pack.PackInput(config, store, period_start, period_end, _key(key_file, state), _user(),
+                                  scans)
     try:
         files = evidence_pack.build(src)
         evidence_pack.write(files, output)

@@ -63,6 +63,21 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
+class PackError(ValueError):
+    """An input that cannot go into a pack (e.g. a file that is not a scan result)."""
+
+
+def scan_document(data: bytes, name: str) -> bytes:
+    """``data`` if it is an ``ikeguard scan --json`` document (``schema`` ``ikeguard-scan/1``)."""
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise PackError(f"{name}: not JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != "ikeguard-scan/1":
+        raise PackError(f"{name}: not an `ikeguard scan --json` result (schema ikeguard-scan/1)")
+    return data
+
+
 @dataclass
 class PackInput:
     """What a pack is made from."""
@@ -73,6 +88,7 @@ class PackInput:
     end: dt.datetime
     verification_key: bytes | None = None
     admin: str = ""
+    scans: tuple[bytes, ...] = ()  # `ikeguard scan --json` documents of this gateway (ikeguard-scan/1)
 
 
 def content_files(src: PackInput, period: Period) -> dict[str, bytes]:
@@ -124,6 +140,9 @@ def content_files(src: PackInput, period: Period) -> dict[str, bytes]:
     # was derived from, verifiable with the verification key (PCI DSS 10.3.2-10.3.4)
     files["trail/records.jsonl"] = "".join(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False) + "\n"
                                            for r in recs).encode()
+    # the gateway's own scan results, as `ikeguard scan --json` wrote them (PCI DSS 11.3, 12.3.3)
+    for i, scan in enumerate(src.scans, 1):
+        files[f"scan/scan-{i}.json"] = scan
     # the report people read, summary first, and the same as PDF
     html = readable.build_html(files)
     files["report.html"] = html.encode()

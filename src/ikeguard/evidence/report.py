@@ -85,6 +85,14 @@ def rekey_intervals(records: Sequence[Record]) -> list[float]:
     return out
 
 
+def _scans(files: Mapping[str, bytes]) -> str:
+    results = [json.loads(files[n]) for n in sorted(files) if n.startswith("scan/")]
+    if not results:
+        return "none included (ikeguard evidence --scan FILE)"
+    return "; ".join(f"{r.get('target', {}).get('host')}: {r.get('status')}, exit {r.get('exit_code')}"
+                     for r in results)
+
+
 def _summary(files: Mapping[str, bytes], period: Mapping[str, Any], check: Mapping[str, Any],
              summary: Mapping[str, Any], crypto: Mapping[str, Any], certs: Mapping[str, Any],
              changes: Sequence[Any]) -> str:
@@ -103,7 +111,8 @@ def _summary(files: Mapping[str, bytes], period: Mapping[str, Any], check: Mappi
             ("Suites in use scheduled for retirement", len({u["proposal"] for u in retiring})),
             ("Peer certificates seen / rejected", f"{len(certs.get('seen', []))} / {len(rejected)}"),
             ("Configuration changes", len(changes)),
-            ("Failing rules / compensating controls (waivers)", f"{len(failing)} / {len(waived)}")]
+            ("Failing rules / compensating controls (waivers)", f"{len(failing)} / {len(waived)}"),
+            ("Scans of this gateway (ikeguard scan)", _scans(files))]
     table = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in rows)
     return (f'<div class="summary" id="summary-box"><p>Profile <b>{escape(str(check.get("profile")))}</b> '
             f'(version {escape(str(check.get("profile_version")))}): verdict '
