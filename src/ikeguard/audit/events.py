@@ -69,6 +69,7 @@ class EventName(StrEnum):
     PKI_RENEWAL_FAILED = "pki.renewal_failed"
     PKI_REVOKED = "pki.revoked"
     PKI_CRL = "pki.crl"
+    PKI_EXPIRING = "pki.expiring"
     # Emitted by the IKE engine in addition to the contract's names (extensions, never renames).
     IKE_FAILED = "ike.failed"
     IKE_RETRY = "ike.retry"
@@ -91,6 +92,7 @@ _WARNING = {
     EventName.AUTH_FAILURE, EventName.CERT_REJECTED, EventName.CERT_EXPIRING, EventName.REVOCATION_FAILED,
     EventName.PROPOSAL_REJECTED, EventName.CONFIG_REJECTED, EventName.WAIVER_APPLIED, EventName.DPD_TIMEOUT,
     EventName.AUDIT_SINK_DOWN, EventName.AUDIT_SPOOL_HIGH, EventName.HSM_ERROR, EventName.PKI_RENEWAL_FAILED,
+    EventName.PKI_EXPIRING,
 }
 _NOTICE = {
     EventName.TS_REJECTED, EventName.ADMIN_COMMAND, EventName.AUDIT_ACCESSED, EventName.AUDIT_EXPORTED,

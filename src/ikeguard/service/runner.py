@@ -156,6 +156,7 @@ def _start_metrics(gateway: Gateway, plan: Any) -> Callable[[], None] | None:
 async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Path,
                  profile_override: str | None, issued: Sequence[Any] = ()) -> int:
     from ikeguard.service.acme_renewal import AcmeRenewer
+    from ikeguard.service.cert_expiry import watch as watch_expiry
 
     gateway = Gateway(plan, audit=audit, dataplane=opened.plane)
     for record in [*issued, *startup_records(plan)]:
@@ -183,6 +184,7 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
 
     gateway.acme = AcmeRenewer(gateway, config_path, profile_override=profile_override)
     renewal = loop.create_task(gateway.acme.run())  # [acme]: renews the certificate while we run
+    expiry = loop.create_task(watch_expiry(gateway))  # pki.expiring for our certificates
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
@@ -206,6 +208,7 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
     notify("STOPPING=1")
     log.info("stopping")
     renewal.cancel()
+    expiry.cancel()
     for task in reloads:
         task.cancel()
     for server in (control, vici):

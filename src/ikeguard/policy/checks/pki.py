@@ -18,6 +18,7 @@ from ikeguard.crypto.key_names import describe_key
 from ikeguard.policy.checks.base import CheckContext, Outcome, Target, conn_target, register
 from ikeguard.policy.eku import EkuMode, describe_ekus, eku_problem
 from ikeguard.policy.profile import Rule
+from ikeguard.policy.values import parse_duration
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,28 @@ def check_cert_validity(rule: Rule, ctx: CheckContext) -> list[Outcome]:
         else:
             out.append(Outcome(nc.scope, True, value))
     return out
+
+
+@register("cert_lifetime")
+def check_cert_lifetime(rule: Rule, ctx: CheckContext) -> list[Outcome]:
+    """Our device (end-entity) certificates: notAfter - notBefore not above the rule's ``max`` (a profile's
+    short-lived certificate limit); CA certificates are not judged here."""
+    limit = dt.timedelta(seconds=parse_duration(rule.params.get("max", "398d")))
+    out: list[Outcome] = []
+    for nc in named_certificates(ctx):
+        if nc.role != "leaf":
+            continue
+        life = nc.cert.not_valid_after_utc - nc.cert.not_valid_before_utc
+        value = f"{_label(nc)} (lifetime {_span(life)})"
+        ok = life <= limit
+        out.append(Outcome(nc.scope, ok, value, "" if ok else f"lifetime {_span(life)} is above the "
+                           f"profile's limit of {_span(limit)} for device certificates", file=ctx.file,
+                           target=nc.target))
+    return out
+
+
+def _span(span: dt.timedelta) -> str:
+    return f"{span.days} d" if span.days >= 2 else f"{span.total_seconds() / 3600:g} h"
 
 
 @register("cert_usage")
