@@ -176,7 +176,7 @@ def main() -> None:
                 gw.request("sas")  # the control socket answers while flooded
                 answered = time.monotonic() - asked
                 initiator.start()
-                established, failed = initiator.wait(timeout=300)
+                established, _failed = initiator.wait(timeout=300)
                 seconds = initiator.duration()
                 elapsed = time.monotonic() - flood_start
                 rate = (_sent(count_file) - sent_start) / elapsed if elapsed > 0 else 0.0
@@ -190,8 +190,8 @@ def main() -> None:
         share = established / LEGIT if LEGIT else 0.0
         print(f"  flood: {_sent(count_file)} spoofed IKE_SA_INIT sent, {rate:,.0f}/s while the legitimate "
               "peers ran")
-        print(f"  legitimate: {established}/{LEGIT} established ({share:.1%}), {failed} failed, "
-              f"in {seconds:.1f} s ({established / seconds if seconds else 0:.1f}/s)")
+        print(f"  legitimate: {established}/{LEGIT} established ({share:.1%}), {LEGIT - established} not "
+              f"(gave up) in {seconds:.1f} s ({established / seconds if seconds else 0:.1f}/s)")
         print(f"  cookies engaged: {'dos.cookies_on' in events} ({events.count('dos.cookies_on')} times); "
               f"gateway CPU {cpu:.1f} s over the run; `sas` answered in {answered * 1000:.0f} ms while "
               "flooded")
