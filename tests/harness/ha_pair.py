@@ -58,6 +58,7 @@ class HaPair:
     """The lab: peer namespace, the two nodes (namespace, gateway process) and etcd."""
 
     peer_ns: Namespace
+    lan: Namespace  # the bridge's namespace (etcd, an upstream router)
     nodes: list[tuple[Namespace, GatewayProcess]]
     server: Etcd
     workdir: Path
@@ -106,7 +107,7 @@ def ha_pair(lab: NetnsLab, ikeguard_gateway: Callable[..., GatewayProcess], work
         for (ns, gw), priority in zip(nodes, (150, 100), strict=True):
             keepalived(ns, workdir / f"ka-{gw.name}", name=gw.name, priority=priority, vip=f"{VIP}/24",
                        ifname="eth0", gateway_pid=gw.pid or 0, socket=gw.control_socket)
-        pair = HaPair(peer_ns, nodes, server, workdir, ike_proposal)
+        pair = HaPair(peer_ns, lan, nodes, server, workdir, ike_proposal)
         gw1, gw2 = nodes[0][1], nodes[1][1]
         notify_log = workdir / "ka-gw1" / "notify.log"
         assert wait_until(lambda: gw1.cli("ha", "status")["role"] == "active", 15, interval=0.2), \
