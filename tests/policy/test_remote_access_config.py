@@ -111,3 +111,27 @@ def test_initiator_eap_needs_its_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigRefused) as refused:
         build_plan(path, now=dt.datetime.now(dt.UTC))
     assert "no [secrets.eap.*] has id 'branch-1'" in str(refused.value.findings), refused.value.findings
+
+
+def test_eap_password_file_must_be_owner_only(tmp_path: Path) -> None:
+    """A group/world-readable [secrets.eap] file: check's psk.file-mode fails it under a regulated profile,
+    and the gateway's plan refuses to start with it (as for the RADIUS secret)."""
+    import datetime as dt
+
+    from ikeguard.service.plan import ConfigRefused, build_plan
+
+    secret = tmp_path / "eap-branch.secret"
+    secret.write_text("branch-password\n")
+    secret.chmod(0o644)
+    text = (INITIATOR + '\n[connections.hq.local-2]\nauth = "eap-mschapv2"\neap_id = "branch-1"\n'
+            '\n[secrets.eap.branch]\nid = "branch-1"\nsecret_file = "eap-branch.secret"\n')
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["check", "-c", str(path), "--profile", "pci-dss-4"])
+    out = " ".join(result.output.split())
+    assert "psk.file-mode" in out and "eap-branch.secret (mode" in out, out
+    assert "secret file: group/other" in out, out
+    with pytest.raises(ConfigRefused) as refused:
+        build_plan(path, now=dt.datetime.now(dt.UTC))
+    assert "EAP password file must be readable only by its owner" in str(refused.value.findings)
+    assert "branch-password" not in out and "branch-password" not in str(refused.value.findings)

@@ -265,10 +265,19 @@ class _Builder:
                        else f"several [secrets.eap.*] have id {eap_id!r}: {names}")
             self.fail(f"connections.{name}.{section}.auth", local.auth, problem)
         else:
+            secret_file = self.model.secrets.eap[names[0]].secret_file
             try:
-                secret = read_secret(self.config, names[0], "eap").value
-            except PskError as exc:
-                self.fail(exc.key, None, exc.reason)
+                loose = self.config.resolve(secret_file).stat().st_mode & 0o077
+            except OSError:
+                loose = 0  # read_secret names the problem
+            if loose:
+                self.fail(f"secrets.eap.{names[0]}.secret_file", secret_file, "the EAP password file must be "
+                          "readable only by its owner (chmod 600)")
+            else:
+                try:
+                    secret = read_secret(self.config, names[0], "eap").value
+                except PskError as exc:
+                    self.fail(exc.key, None, exc.reason)
         return LocalAuth(AuthKind.EAP, identity, eap_method=local.auth.removeprefix("eap-"), eap_id=eap_id,
                          eap_secret=secret)
 

@@ -59,9 +59,14 @@ def private_key_files(ctx: CheckContext) -> Iterator[tuple[str, str, Target | No
     for name, conn in model.connections.items():
         if conn.local.key and not is_token_key(conn.local.key):
             yield f"connections.{name}.local.key", conn.local.key, conn_target(name)
+        if conn.local_2 is not None and conn.local_2.key and not is_token_key(conn.local_2.key):
+            yield f"connections.{name}.local-2.key", conn.local_2.key, conn_target(name)  # EAP-TLS
     for i, sink in enumerate(model.audit.sinks):
         if sink.key:
             yield f"audit.sinks[{i}].key", sink.key, None
+    for name, server in model.radius.servers.items():
+        if server.key:  # RadSec client key
+            yield f"radius.servers.{name}.key", server.key, None
 
 
 @register("key_file_mode")

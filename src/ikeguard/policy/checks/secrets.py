@@ -184,17 +184,20 @@ def check_psk_inline(rule: Rule, ctx: CheckContext) -> list[Outcome]:
 
 @register("psk_file_mode")
 def check_psk_file_mode(rule: Rule, ctx: CheckContext) -> list[Outcome]:
-    """secret_file readable by its owner only (mode 0600 or stricter)."""
+    """secret_file readable by its owner only (mode 0600 or stricter): PSKs and our EAP passwords."""
     out: list[Outcome] = []
-    for name, secret in ctx.config.model.secrets.ike.items():
-        if secret.secret_file is None:
+    secrets = ctx.config.model.secrets
+    files = [(f"secrets.ike.{n}.secret_file", s.secret_file) for n, s in secrets.ike.items()]
+    files += [(f"secrets.eap.{n}.secret_file", s.secret_file) for n, s in secrets.eap.items()]
+    for key, secret_file in files:
+        if secret_file is None:
             continue
-        found = owner_only(ctx.config.resolve(secret.secret_file))  # the rule key.file-mode applies too
+        found = owner_only(ctx.config.resolve(secret_file))  # the rule key.file-mode applies too
         if found is None:
             continue  # files.present reports it
         mode, problem = found
-        out.append(Outcome(f"secrets.ike.{name}.secret_file", problem is None,
-                           f"{secret.secret_file} (mode {mode:04o})",
+        out.append(Outcome(key, problem is None,
+                           f"{secret_file} (mode {mode:04o})",
                            "" if problem is None else f"secret file: {problem}", file=ctx.file))
     return out
 
@@ -246,6 +249,19 @@ def named_files_of(config: LoadedConfig) -> Iterator[tuple[str, str]]:
     for name, secret in model.secrets.ike.items():
         if secret.secret_file:
             yield f"secrets.ike.{name}.secret_file", secret.secret_file
+    for name, eap in model.secrets.eap.items():
+        yield f"secrets.eap.{name}.secret_file", eap.secret_file
+    for name, conn in model.connections.items():
+        if conn.local_2 is not None:  # EAP-TLS: our TLS client certificate and key
+            for i, cert in enumerate(conn.local_2.certs):
+                yield f"connections.{name}.local-2.certs[{i}]", cert
+            if conn.local_2.key and not is_token_key(conn.local_2.key):
+                yield f"connections.{name}.local-2.key", conn.local_2.key
+    for name, server in model.radius.servers.items():
+        for key in ("ca", "cert", "key"):  # RadSec
+            value = getattr(server, key)
+            if value:
+                yield f"radius.servers.{name}.{key}", value
 
 
 def file_problem(path: Path) -> str | None:
