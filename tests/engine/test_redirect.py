@@ -12,6 +12,7 @@ import pytest
 from ikeguard.crypto.random import DeterministicRandom
 from ikeguard.engine.errors import LocalProtocolError
 from ikeguard.engine.events import AuditEvent, Endpoint, EngineEvent, SendDatagram
+from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.message import decode_message
 from ikeguard.engine.states import IkeState
@@ -49,6 +50,7 @@ def test_established_peer_is_redirected_in_informational() -> None:
     assert gw.peer.redirect  # the initiator announced REDIRECT_SUPPORTED (RFC 5685 §3)
     sent: list[bytes] = []
     net.filter = lambda d, side: (sent.append(d.data) if side == "b" else None) or [d]
+    net.a.manager.ctx.redirect_hook = None  # a client that answers but does not follow (two hosts only here)
     net.b.manager.redirect(gw.uniqueid, "198.51.100.9", net.now)
     net.run()
     assert client.crypto is not None
@@ -61,7 +63,7 @@ def test_established_peer_is_redirected_in_informational() -> None:
     assert record.outcome.value == "success" and record.details["gateway"] == "198.51.100.9"
     assert record.details["exchange"] == "INFORMATIONAL" and record.connection == "tunnel"
     assert client.state is IkeState.ESTABLISHED
-    net.advance(31)  # the client (this engine does not follow it) did not delete the SA: the gateway does
+    net.advance(31)  # the client did not delete the SA: the gateway does
     assert gw.state is IkeState.CLOSED and client.state is IkeState.CLOSED
     assert net.b.audits("ike.down")[0].reason == "redirected peer did not delete the old IKE SA"
 
@@ -81,13 +83,13 @@ def test_redirect_refused_without_peer_support_or_bad_gateway() -> None:
 class ThreeHosts:
     """A client and two gateways; datagrams are routed by destination address."""
 
-    def __init__(self, redirect_to: str, rewrite_nonce: bool = False) -> None:
+    def __init__(self, redirect_to: str, rewrite_nonce: bool = False, auth_redirect: str = "") -> None:
         c = child()
         self.client = IkeManager([psk_conn("tunnel", "a.example.net", "b.example.net", (c,))], FAST,
                                  random=DeterministicRandom(1))
         gw_conn = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),))
-        self.gw1 = IkeManager([gw_conn], replace(FAST, redirect_to=redirect_to),
-                              random=DeterministicRandom(2))
+        self.gw1 = IkeManager([replace(gw_conn, redirect_to=auth_redirect)],
+                              replace(FAST, redirect_to=redirect_to), random=DeterministicRandom(2))
         self.gw2 = IkeManager([gw_conn], FAST, random=DeterministicRandom(3))
         self.hosts = {CLIENT.address: self.client, GW1.address: self.gw1, GW2.address: self.gw2}
         self.events: dict[IkeManager, list[EngineEvent]] = {m: [] for m in self.hosts.values()}
@@ -164,6 +166,7 @@ def test_authenticated_peer_is_redirected_in_ike_auth_without_a_child_sa() -> No
     a = psk_conn("tunnel", "a.example.net", "b.example.net", (c,))
     b = psk_conn("tunnel", "b.example.net", "a.example.net", (mirror(c),), redirect_to="2001:db8::2")
     net = pair([a], [b])
+    net.a.manager.ctx.redirect_hook = None  # this client does not follow (two hosts only here)
     responses: list[bytes] = []
     net.filter = lambda d, side: (responses.append(d.data) if side == "b" else None) or [d]
     net.initiate()
@@ -179,3 +182,34 @@ def test_authenticated_peer_is_redirected_in_ike_auth_without_a_child_sa() -> No
     assert record.details["exchange"] == "IKE_AUTH" and record.details["gateway"] == "2001:db8::2"
     net.advance(31)
     assert gw.state is IkeState.CLOSED
+
+
+def _up(manager: IkeManager) -> list[IkeSa]:
+    return [sa for sa in manager.ike_sas() if sa.state is IkeState.ESTABLISHED]
+
+
+def test_ikeguard_as_client_follows_a_redirect_of_its_established_sa() -> None:
+    lab = ThreeHosts(redirect_to="")
+    uid = lab.client.initiate("tunnel", local=CLIENT, remote=GW1, now=0.0)
+    lab.run()
+    (at_gw1,) = _up(lab.gw1)
+    lab.gw1.redirect(at_gw1.uniqueid, str(GW2.address), 0.0)
+    lab.run()
+    (sa,) = _up(lab.client)  # the new IKE SA with gw2 (its Child SA too); the old one deleted by us
+    assert sa.uniqueid != uid and sa.remote == GW2 and sa.children and sa.redirected_from == "198.51.100.1"
+    assert lab.client.get(uid) is None and _up(lab.gw1) == [] and len(_up(lab.gw2)) == 1
+    followed = lab.audits(lab.client, "ike.redirected")[0]
+    assert followed.details["exchange"] == "INFORMATIONAL" and followed.outcome.value == "success"
+    assert lab.audits(lab.gw2, "ike.redirected")[0].details["gateway"] == "198.51.100.1"  # REDIRECTED_FROM
+
+
+def test_ikeguard_as_client_follows_a_redirect_in_ike_auth() -> None:
+    lab = ThreeHosts(redirect_to="", auth_redirect=str(GW2.address))
+    uid = lab.client.initiate("tunnel", local=CLIENT, remote=GW1, now=0.0)
+    lab.run()
+    (sa,) = _up(lab.client)
+    assert sa.uniqueid != uid and sa.remote == GW2 and sa.children
+    assert lab.client.get(uid) is None and _up(lab.gw1) == []
+    assert not [e for e in lab.audits(lab.client, "child.failed")]  # no Child SA was expected from gw1
+    followed = lab.audits(lab.client, "ike.redirected")[0]
+    assert followed.details["exchange"] == "IKE_AUTH" and followed.details["gateway"] == "198.51.100.2"

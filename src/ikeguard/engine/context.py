@@ -50,6 +50,7 @@ class EngineContext:
     adopt_hook: Callable[[Any], None] | None = None  # manager: register an IKE SA created by a rekey
     established_hook: Callable[[Any], None] | None = None  # manager: INITIAL_CONTACT and ``unique`` policy
     closed: list[Any] = field(default_factory=list)
+    redirect_hook: Callable[[Any, str, str], None] | None = None  # manager: follow a REDIRECT (RFC 5685)
     ike_sa_count: Callable[[], int] | None = None  # manager: established IKE SAs (redirect under load)
     new_child_refusal: str | None = None  # why new Child SAs are refused (PCI DSS 10.7); None: allowed
     timer_heap: list[tuple[float, int]] = field(

@@ -131,6 +131,10 @@ def _followup(sa: IkeSa, msg: InMessage) -> list[Task]:
 
 
 def _informational(sa: IkeSa, msg: InMessage) -> list[Task]:
+    if msg.notify(NotifyType.REDIRECT) is not None and sa.initiator:
+        from ikeguard.engine.tasks.redirect import RedirectFollower
+
+        return [RedirectFollower(), InformationalResponder()]  # RFC 5685 §5: we announced support
     if msg.notify(NotifyType.UPDATE_SA_ADDRESSES) is not None and sa.peer.mobike:
         return [MobikeUpdateResponder(), InformationalResponder()]  # RFC 4555 §3.5
     return [InformationalResponder()]

@@ -53,7 +53,8 @@ class IkeManager:
         self.ctx.reauth_hook = self._reauthenticate
         self.ctx.adopt_hook = self._adopt
         self.ctx.established_hook = self._enforce_uniqueness
-        self.ctx.ike_sa_count = lambda: len(self._peer_key)  # established IKE SAs (RFC 5685 redirect)
+        self.ctx.ike_sa_count = lambda: len(self._peer_key)
+        self.ctx.redirect_hook = self._follow_redirect  # established IKE SAs (RFC 5685 redirect)
         self._by_spi: dict[bytes, IkeSa] = {}
         self._half_open_index: dict[tuple[bytes, str], IkeSa] = {}  # (SPIi, peer) -> SA: INIT replays
         self._init_key: dict[int, tuple[bytes, str]] = {}  # uniqueid -> its key in _half_open_index
@@ -334,8 +335,10 @@ class IkeManager:
         remote: Endpoint,
         now: float,
         children: Iterable[str] | None = None,
+        redirected_from: str = "",
     ) -> int:
-        """Start an IKE SA for ``connection`` (all children or those named); returns its uniqueid."""
+        """Start an IKE SA for ``connection`` (all children or those named); returns its uniqueid.
+        ``redirected_from``: the gateway that sent us here (RFC 5685 §4: REDIRECTED_FROM)."""
         conn = self.ctx.connections.get(connection)
         if conn is None:
             raise LocalProtocolError(f"unknown connection {connection!r}")
@@ -357,6 +360,7 @@ class IkeManager:
         sa.first_contact = not any(
             o.name == conn.name and o.remote.address == remote.address for o in self.ike_sas()
         )
+        sa.redirected_from = redirected_from
         self._register(sa)
         for tasks in initiator_setup(selected[0] if selected else None):
             sa.queue_exchange(tasks)
@@ -609,6 +613,29 @@ class IkeManager:
         if key is not None and self._half_open_index.get(key) is sa:
             del self._half_open_index[key]
         self._leave_half_open(sa)
+
+    def _follow_redirect(self, old: IkeSa, gateway: str, exchange: str) -> None:
+        """RFC 5685 §5/§6: an IKE SA with the gateway ``old``'s peer sent us to (an IP address: the engine
+        resolves no names), with REDIRECTED_FROM; ``old`` is deleted once the new one is up."""
+        import ipaddress
+
+        try:
+            address = ipaddress.ip_address(gateway)
+        except ValueError:
+            address = None
+        if old.conn is None or address is None or old.redirected_from:
+            why = ("a host name (the engine resolves no names)" if address is None else
+                   "redirected a second time" if old.redirected_from else "no connection")
+            old.audit("ike.redirected", "failure", f"REDIRECT to {gateway} not followed: {why}",
+                      direction="in", gateway=gateway, exchange=exchange)
+            return
+        new_id = self.initiate(old.conn.name, local=Endpoint(old.local.address, 500),
+                               remote=Endpoint(address, old.conn.remote_port), now=old.now,
+                               children=[c.name for c in old.conn.children],
+                               redirected_from=str(old.remote.address))
+        self._by_uniqueid[new_id].replaces = old
+        old.audit("ike.redirected", "success", f"redirected by {old.remote.address} to {gateway}: new IKE SA "
+                  f"{new_id}", direction="in", gateway=gateway, exchange=exchange, new_uniqueid=str(new_id))
 
     def _reauthenticate(self, old: IkeSa, reason: str) -> None:
         """Make-before-break: a fresh IKE SA for the same connection; the old one goes once it is up."""

@@ -242,6 +242,8 @@ class ChildCreateTask(Task):
         assert self.child is not None and self.settings is not None
         if sa.state not in IKE_UP:
             return Status.DONE
+        if self.in_auth and sa.redirect_in_auth:
+            return Status.DONE  # RFC 5685 §6: redirected, the Child SA comes from the new gateway
         if self.followup is not None:
             return self._process_followup_i(sa, msg)
         error = msg.error_notify()

@@ -441,7 +441,9 @@ class IkeAuthTask(Task):
         sa.peer.initial_contact = False
         if self.eap_rounds is not None:
             return eap_initiator.after_first(sa, self.eap_rounds, msg, id_body)
+        redirect.note_auth_redirect(sa, msg)  # RFC 5685 §6, after the AUTH payload verified
         sa.established()
+        redirect.follow_after_auth(sa)
         return Status.DONE
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:

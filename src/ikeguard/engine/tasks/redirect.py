@@ -166,6 +166,51 @@ def add_in_auth(sa: IkeSa, msg: OutMessage) -> None:
     sa.timers["redirect_expire"] = sa.now + REDIRECT_GRACE
 
 
+def note_auth_redirect(sa: IkeSa, msg: InMessage) -> None:
+    """Initiator, IKE_AUTH response whose AUTH verified: a REDIRECT instead of a Child SA (§6) is followed
+    once the SA is up (:func:`follow_after_auth`); our Child SA is not expected from this gateway."""
+    notify = msg.notify(NotifyType.REDIRECT)
+    if notify is None:
+        return
+    try:
+        sa.redirect_in_auth = decode(notify.data)[0]
+    except RedirectError as exc:
+        sa.trace_drop(f"malformed REDIRECT in IKE_AUTH ignored: {exc}")
+
+
+def follow_after_auth(sa: IkeSa) -> None:
+    """Initiator: start the IKE SA with the gateway named in IKE_AUTH; this one goes once that is up."""
+    if sa.redirect_in_auth and sa.ctx.redirect_hook is not None:
+        sa.ctx.redirect_hook(sa, sa.redirect_in_auth, "IKE_AUTH")
+
+
+class RedirectFollower(Task):
+    """Initiator of the IKE SA, INFORMATIONAL request with REDIRECT (§5): an empty answer, then an IKE SA
+    with the new gateway (REDIRECTED_FROM); this one is deleted when that one is up."""
+
+    exchange = ExchangeType.INFORMATIONAL
+
+    def __init__(self) -> None:
+        self.gateway = ""
+
+    def process_r(self, sa: IkeSa, msg: InMessage) -> None:
+        notify = msg.notify(NotifyType.REDIRECT)
+        try:
+            self.gateway, nonce = decode(notify.data) if notify is not None else ("", b"")
+        except RedirectError as exc:
+            sa.audit("ike.redirected", "failure", f"malformed REDIRECT ignored: {exc}", direction="in",
+                     exchange="INFORMATIONAL")
+            return
+        if nonce:
+            sa.audit("ike.redirected", "failure", "REDIRECT with nonce data outside IKE_SA_INIT ignored",
+                     direction="in", gateway=self.gateway, exchange="INFORMATIONAL")
+            self.gateway = ""
+
+    def completed(self, sa: IkeSa) -> None:
+        if self.gateway and sa.ctx.redirect_hook is not None:
+            sa.ctx.redirect_hook(sa, self.gateway, "INFORMATIONAL")
+
+
 class RedirectTask(Task):
     """INFORMATIONAL with REDIRECT to an established peer (RFC 5685 §5); the old IKE SA is deleted by the
     client, or by us after ``REDIRECT_GRACE`` seconds."""
