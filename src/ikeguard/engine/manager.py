@@ -28,7 +28,8 @@ from ikeguard.engine.states import IkeState
 from ikeguard.engine.validator import CertificateValidator, RejectAllValidator
 from ikeguard.wire.errors import ParseError
 from ikeguard.wire.header import HEADER_LEN, decode_header
-from ikeguard.wire.iana import ExchangeType, NotifyType
+from ikeguard.wire.iana import ExchangeType, NotifyType, PayloadType
+from ikeguard.wire.message import scan_payloads
 from ikeguard.wire.payloads import NoncePayload, NotifyPayload
 
 ZERO_SPI = b"\0" * 8
@@ -240,6 +241,13 @@ class IkeManager:
         if settings.block_threshold and self.half_open_count(address) >= settings.block_threshold:
             self._trace(f"half-open limit per peer reached for {address}", remote)
             return
+        if self._cookies_busy() and len(data) > 16 and data[16] != PayloadType.NOTIFY:
+            # cookies demanded and none offered (a COOKIE notify comes first, RFC 7296 §2.6): answer from the
+            # header and the nonce alone, without decoding proposals and KE (a flood's requests, issue 22)
+            nonce = _nonce_of(data)
+            if nonce is not None:
+                self._send_cookie(nonce, spi_i, local, remote, now)
+            return
         # Decoded once, before any state exists: the rules refuse disallowed payloads before their bodies are
         # decoded, and every body costs bounded work (wire.message, wire.rules); the cookie check and the
         # new SA use this one result.
@@ -290,20 +298,7 @@ class IkeManager:
     ) -> bool:
         """RFC 7296 §2.6: above ``cookie_threshold`` half-open SAs, demand a valid COOKIE first (checked on
         the request as decoded once by the caller)."""
-        threshold = self.ctx.settings.cookie_threshold
-        elsewhere = self.ctx.half_open_elsewhere  # [gateway] workers: the count is over all workers
-        count = self.half_open_count() + (elsewhere() if elsewhere is not None and threshold > 0 else 0)
-        busy = threshold > 0 and count >= threshold
-        if busy != self._cookies_on:
-            self._cookies_on = busy
-            self.ctx.outputs.append(
-                AuditEvent(
-                    EventName.DOS_COOKIES_ON if busy else EventName.DOS_COOKIES_OFF,
-                    Outcome.SUCCESS,
-                    f"{count} half-open IKE SAs",
-                )
-            )
-        if not busy:
+        if not self._cookies_busy():
             return True
         if isinstance(decoded, MessageError):
             return False
@@ -317,14 +312,36 @@ class IkeManager:
             and self._cookies.verify(first.data, nonce.data, str(remote), spi_i, now)
         ):
             return True
-        cookie = self._cookies.make(nonce.data, str(remote), spi_i, now)
+        self._send_cookie(nonce.data, spi_i, local, remote, now)
+        return False
+
+    def _cookies_busy(self) -> bool:
+        """Whether cookies are demanded now (half-open SAs of every worker against ``cookie_threshold``);
+        audits each change."""
+        threshold = self.ctx.settings.cookie_threshold
+        elsewhere = self.ctx.half_open_elsewhere  # [gateway] workers: the count is over all workers
+        count = self.half_open_count() + (elsewhere() if elsewhere is not None and threshold > 0 else 0)
+        busy = threshold > 0 and count >= threshold
+        if busy != self._cookies_on:
+            self._cookies_on = busy
+            self.ctx.outputs.append(
+                AuditEvent(
+                    EventName.DOS_COOKIES_ON if busy else EventName.DOS_COOKIES_OFF,
+                    Outcome.SUCCESS,
+                    f"{count} half-open IKE SAs",
+                )
+            )
+        return busy
+
+    def _send_cookie(self, nonce: bytes, spi_i: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:
+        """The stateless N(COOKIE) answer (RFC 7296 §2.6)."""
+        cookie = self._cookies.make(nonce, str(remote), spi_i, now)
         reply = OutMessage(ExchangeType.IKE_SA_INIT, 0, response=True)
         reply.add_notify(NotifyType.COOKIE, cookie)
         for packet in encode_message(reply, spi_i, ZERO_SPI, initiator=False, protector=None):
             from ikeguard.engine.events import SendDatagram
 
             self.ctx.outputs.append(SendDatagram(packet, local, remote))
-        return False
 
     # ------------------------------------------------------------------ commands
     def initiate(
@@ -697,6 +714,19 @@ def _peer_identity(sa: IkeSa) -> str:
     authenticated one (several users may share a device certificate, as strongSwan keys on the EAP
     identity), else the authenticated IKE identity."""
     return f"{sa.remote_id} (user {sa.eap_identity})" if sa.eap_identity else sa.remote_id
+
+
+def _nonce_of(data: bytes) -> bytes | None:
+    """The Ni data of an IKE_SA_INIT request from its payload chain's generic headers (no body decoded); None
+    when the chain does not parse or holds no nonce of 16..256 octets (RFC 7296 §3.9)."""
+    try:
+        raw = scan_payloads(data[28:], data[16], 28)
+    except ParseError:
+        return None
+    for payload in raw:
+        if payload.type == PayloadType.NONCE:
+            return payload.body if 16 <= len(payload.body) <= 256 else None
+    return None
 
 
 def is_ike_message(data: bytes) -> bool:
