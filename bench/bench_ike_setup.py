@@ -412,6 +412,9 @@ def run_case(prefix: Path, responder: str, case: Case, count: int, pki: Pki, wor
             for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad",
                         "net.ipv6.conf.eth0.accept_dad"):
                 topo.left.namespace.sysctl(key, 0)
+            for ns in (topo.left.namespace, topo.right.namespace):  # one neighbour entry per peer address
+                for index, value in ((1, 65536), (2, 131072), (3, 262144)):
+                    ns.sysctl(f"net.ipv6.neigh.default.gc_thresh{index}", value)
         where = (topo.right.namespace, workdir / "responder", case, pki)
         if responder == "strongSwan":
             handle, pid, sa_count = _strongswan_responder(*where)

@@ -51,6 +51,13 @@ GW_ADDR, INIT_ADDR = "2001:db8:0:1::1", "2001:db8:0:1::2"
 METRICS = "127.0.0.1:9469"
 
 
+def neighbours(ns: object) -> None:
+    """One neighbour entry per peer address: the kernel's default table (gc_thresh3 = 1024) stalls the
+    gateway's answers to the 1,025th peer on the link."""
+    for index, value in ((1, 65536), (2, 131072), (3, 262144)):
+        ns.sysctl(f"net.ipv6.neigh.default.gc_thresh{index}", value)  # type: ignore[attr-defined]
+
+
 def _timed(fn: object) -> tuple[float, object]:
     start = time.monotonic()
     try:
@@ -79,6 +86,8 @@ def main() -> None:
             topo = Topology.two_hosts(lab, "scinit", "scresp")
             for key in ("all", "default", "eth0"):
                 topo.left.namespace.sysctl(f"net.ipv6.conf.{key}.accept_dad", 0)
+            for ns in (topo.left.namespace, topo.right.namespace):
+                neighbours(ns)
             secrets = [IkgSecret("lt", ids=[], secret=PSK)]
             config = gateway_toml(
                 [IkgConnection("lt", local_addrs=[GW_ADDR], remote_addrs=["%any"],
