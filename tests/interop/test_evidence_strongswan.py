@@ -91,6 +91,12 @@ def test_pack_of_a_run_against_strongswan(netns_topology: Callable[..., Topology
     assert certs[0]["revocation"].startswith("valid")
     assert json.loads((pack / "scan" / "scan-1.json").read_text())["target"]["host"] == pair.ikg_addr
 
+    # the snapshot is the configuration `ikeguard run` loaded: config.loaded names the same digest
+    snapshot = json.loads((pack / "config" / "snapshot.json").read_text())
+    last_loaded = snapshot["last_loaded_in_period"]
+    assert last_loaded["same_as_this_snapshot"] is True, last_loaded
+    assert snapshot["last_loaded_in_period"]["config_sha256"] == snapshot["digest"]["sha256"]
+
     key = pair.gw.state_dir / "audit-verification.key"
     verified = _ikeguard("evidence", "verify", str(pack), "--key", str(key))
     assert verified.returncode == 0, verified.stdout

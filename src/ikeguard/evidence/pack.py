@@ -100,7 +100,16 @@ def content_files(src: PackInput, period: Period) -> dict[str, bytes]:
     files["period.json"] = _json({**period.to_json(), "format": FORMAT, "config": str(config.path),
                                   "profile": profile.name, "trail_fingerprint": src.store.fingerprint})
     # configuration: snapshot with digests, history of changes (PCI DSS 1.2.2, 10.2.1.5; NIST CM-3, CM-6)
+    loaded = [r for r in recs if r.body.get("event") == "config.loaded"]
+    last = loaded[-1].body.get("details") if loaded else None
+    last_digest = last.get("config_sha256") if isinstance(last, dict) else None
+    current = report.digest.sha256 if report.digest is not None else None
     snapshot = {"digest": report.digest.to_json() if report.digest is not None else None,
+                # each config.loaded record names the digest that came into force (service/startup.py)
+                "last_loaded_in_period": {"seq": loaded[-1].seq if loaded else None,
+                                          "config_sha256": last_digest,
+                                          "same_as_this_snapshot": last_digest is not None
+                                          and last_digest == current},
                 "profile": {"name": profile.name, "version": profile.version, "digest": profile.digest},
                 "configuration": redact(config.model.model_dump(mode="json"))}
     files["config/snapshot.json"] = _json(snapshot)

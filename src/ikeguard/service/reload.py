@@ -34,7 +34,7 @@ from typing import Any
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.policy.diff import diff_configs
 from ikeguard.policy.errors import ConfigError
-from ikeguard.service.startup import startup_records
+from ikeguard.service.startup import config_sha256, startup_records
 
 log = logging.getLogger("ikeguard.reload")
 
@@ -324,6 +324,8 @@ async def reload_gateway(gateway: Any, path: str | Path | None = None, *, admin:
         in_file = getattr(new.config, "file_profile", None)
         if in_file is not None and in_file != new.profile.name:  # `run --profile X --override-profile`
             details.update(profile=new.profile.name, profile_in_file=in_file, profile_override=True)
+        if digest := config_sha256(new.config):
+            details["config_sha256"] = digest
         _record(gateway, AuditEvent(EventName.CONFIG_LOADED, reason="configuration reloaded", admin=admin,
                                     details=details))
         log.info("reload of %s: kept %s, at next rekey %s, re-established %s, added %s, removed %s",

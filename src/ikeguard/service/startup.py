@@ -8,8 +8,19 @@ from __future__ import annotations
 from typing import Any
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
+from ikeguard.policy.digest import config_digest
 
-__all__ = ["startup_records"]
+__all__ = ["config_sha256", "startup_records"]
+
+
+def config_sha256(config: Any) -> str:
+    """The combined digest of the configuration and every file it names (``ikeguard check``'s
+    ``config_digest``), so each ``config.loaded`` record names the exact configuration that came into force
+    (the evidence pack's snapshot is matched against it). Empty when it cannot be computed."""
+    try:
+        return config_digest(config).sha256
+    except (OSError, ValueError, AttributeError, TypeError):
+        return ""
 
 
 def startup_records(plan: Any) -> list[AuditEvent]:
@@ -18,6 +29,9 @@ def startup_records(plan: Any) -> list[AuditEvent]:
     loaded: dict[str, str | int | bool] = {
         "file": str(plan.config.path), "profile": plan.profile.name, "connections": len(plan.connections),
         "quarantined": len(enforcement.quarantined_connections) + len(enforcement.quarantined_peers)}
+    digest = config_sha256(plan.config)
+    if digest:
+        loaded["config_sha256"] = digest
     reason = f"configuration {plan.config.path} loaded"
     in_file = getattr(plan.config, "file_profile", None)
     if in_file is not None and in_file != plan.profile.name:  # `run --profile X --override-profile`
