@@ -185,3 +185,61 @@ def test_ocsp_responder_answers_good_then_revoked_for_openssl_and_ikeguard(tmp_p
     responder = x509.load_pem_x509_certificate((ca_dir / "ocsp-responder.pem").read_bytes())
     assert x509.ExtendedKeyUsageOID.OCSP_SIGNING in responder.extensions.get_extension_for_class(
         x509.ExtendedKeyUsage).value
+
+
+def test_subordinate_ca_signed_by_an_enterprise_root_and_its_crl_over_http(tmp_path: Path) -> None:
+    """``pki init --csr``: the request is signed in the token; strongSwan's ``pki --issue --type pkcs10 --ca``
+    plays the enterprise root; ``pki install`` takes the answer. A device certificate of the subordinate
+    validates to the enterprise root; ``pki crl-serve`` serves the CRL that ikeguard's ``crl_uris`` check
+    fetches: good before, revoked after ``pki revoke`` + ``pki crl``."""
+    token = softhsm_token(tmp_path / "hsm")
+    token.generate("sub", "ec:secp384r1")
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    (ca_dir / "token.pin").write_text(token.pin + "\n")
+    request = tmp_path / "sub.csr"
+    _pki(token, "init", "--dir", str(ca_dir), "--key", token.uri("sub"), "--dn",
+         "C=US, O=ss-lab, CN=ss-lab VPN sub CA", "--csr", str(request))
+    tool = PkiTool(tmp_path / "enterprise")
+    root = tool.self_signed_ca("root", "C=US, O=ss-lab, CN=ss-lab Enterprise Root")
+    signed = subprocess.run([tool.tool, "--issue", "--type", "pkcs10", "--in", str(request), "--ca",
+                             "--cacert", str(root.cert_path), "--cakey", str(root.key_path),
+                             "--lifetime", "30", "--outform", "pem"], capture_output=True, timeout=60,
+                            check=False)
+    assert signed.returncode == 0, signed.stderr.decode() + signed.stdout.decode()
+    signed = signed.stdout
+    (tmp_path / "sub.pem").write_bytes(signed)
+    _pki(token, "install", "--dir", str(ca_dir), str(tmp_path / "sub.pem"))
+    tool.key("device")
+    url = f"http://127.0.0.1:{_free_port()}/ca.crl"
+    device = tmp_path / "device.pem"
+    _pki(token, "issue", "--dir", str(ca_dir), "--dn", "C=US, O=ss-lab, CN=till-9", "--san",
+         "till-9.example.net", "--pub", str(tool.public("device")), "--crl-uri", url, "--out", str(device))
+    _pki(token, "crl", "--dir", str(ca_dir), "--out", str(tmp_path / "published.crl"))
+    server = subprocess.Popen([sys.executable, "-m", "ikeguard", "pki", "crl-serve", "--dir", str(ca_dir),
+                               "--listen", url.split("/")[2]], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+    sub = x509.load_pem_x509_certificate(signed)
+    leaf = x509.load_pem_x509_certificate(device.read_bytes())
+
+    def verdict() -> ValidationResult:
+        # relaxed: the enterprise root publishes no CRL for the subordinate here (a note, not a failure)
+        return validate_chain(leaf, [sub], [root.cert], now=dt.datetime.now(dt.UTC),
+                              policy=ValidationPolicy(revocation=RevocationMode.RELAXED),
+                              revocation=RevocationChecker(crl_uris=[url], fetcher=UrllibFetcher()))
+
+    try:
+        assert server.stdout is not None
+        assert "CRL of" in server.stdout.readline().decode()
+        good = verdict()
+        assert good.ok, good.failure
+        assert [c.subject.rfc4514_string().split(",")[0] for c in good.path] == [
+            "CN=till-9", "CN=ss-lab VPN sub CA", "CN=ss-lab Enterprise Root"]  # leaf first
+        assert not [n for n in good.notes if "till-9" in n], good.notes  # the leaf's CRL was fetched
+        _pki(token, "revoke", "--dir", str(ca_dir), format(leaf.serial_number, "x"))
+        _pki(token, "crl", "--dir", str(ca_dir), "--out", str(tmp_path / "published.crl"))
+        refused = verdict()
+        assert not refused.ok and refused.failure is not None and refused.failure.reason == "revoked"
+    finally:
+        server.terminate()  # the PID we started
+        server.wait(timeout=10)

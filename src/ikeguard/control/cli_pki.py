@@ -24,7 +24,7 @@ from ikeguard.audit.service import AuditService
 from ikeguard.control.cli_gateway import _fail, _print_json, call, gateway_options
 from ikeguard.crypto.pkcs11_key import TokenError, is_pkcs11_uri, open_token_key, safe_uri_text
 from ikeguard.pki.ca import REASONS, CaError, CertificateAuthority
-from ikeguard.pki.ocsp_responder import OcspResponder, serve_ocsp
+from ikeguard.pki.ocsp_responder import OcspResponder, serve_file, serve_ocsp
 from ikeguard.policy.values import parse_duration
 
 
@@ -138,9 +138,21 @@ _DIR = click.option("--dir", "directory", type=click.Path(path_type=Path), requi
               help="The CA's private key: a PEM file or a PKCS#11 URI (RFC 7512, e.g. a SoftHSM2 key).")
 @click.option("--dn", required=True, help='Distinguished name, e.g. "C=US, O=Example, CN=Example VPN CA".')
 @click.option("--lifetime", default="3650d", show_default=True, help="Validity of the CA certificate.")
-def init(directory: Path, key_ref: str, dn: str, lifetime: str) -> None:
-    """Create a root CA whose key stays where it is (a file or a token)."""
+@click.option("--csr", "csr_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="A subordinate CA instead: write the request for the enterprise root here "
+                   "(then `pki install`).")
+def init(directory: Path, key_ref: str, dn: str, lifetime: str, csr_out: Path | None) -> None:
+    """Create a root CA, or request a subordinate one, whose key stays where it is (a file or a token)."""
     ca = _open_ca(directory, key_ref)
+    if csr_out is not None:
+        try:
+            request = ca.request(dn, key_ref)
+        except CaError as exc:
+            _fail(str(exc), 1)
+        _write(csr_out, request.public_bytes(serialization.Encoding.PEM))
+        click.echo(f"request for {request.subject.rfc4514_string()} -> {csr_out}: have the enterprise root "
+                   "sign it, then `ikeguard pki install`")
+        return
     try:
         cert = ca.init(dn, key_ref, now=dt.datetime.now(dt.UTC), lifetime=_duration(lifetime))
     except CaError as exc:
@@ -148,6 +160,25 @@ def init(directory: Path, key_ref: str, dn: str, lifetime: str) -> None:
     _audit(directory, _cert_event(EventName.PKI_ISSUED, cert, "CA certificate created", source="ca",
                                   kind="root", not_after=cert.not_valid_after_utc.isoformat()))
     click.echo(f"CA {cert.subject.rfc4514_string()} in {ca.cert_path}")
+
+
+@pki.command("install")
+@_DIR
+@click.argument("cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def install(directory: Path, cert_path: Path) -> None:
+    """Install the subordinate CA certificate the enterprise root issued for `pki init --csr` (PEM; the
+    certificates after the first are the chain above it)."""
+    ca = _open_ca(directory)
+    try:
+        chain = x509.load_pem_x509_certificates(cert_path.read_bytes())
+        ca.install(chain[0], chain[1:])
+    except (ValueError, CaError) as exc:
+        _fail(f"{cert_path}: {exc}", 1)
+    _audit(directory, _cert_event(EventName.PKI_ISSUED, chain[0], "subordinate CA certificate installed",
+                                  source="external", kind="subordinate",
+                                  not_after=chain[0].not_valid_after_utc.isoformat()))
+    click.echo(f"CA {chain[0].subject.rfc4514_string()} (issued by {chain[0].issuer.rfc4514_string()}) "
+               f"in {ca.cert_path}")
 
 
 @pki.command("issue")
@@ -225,6 +256,7 @@ def crl(directory: Path, out: Path, next_update: str, der: bool) -> None:
     except CaError as exc:
         _fail(str(exc), 1)
     _write(out, signed.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))
+    _write(directory / "crl.der", signed.public_bytes(serialization.Encoding.DER))  # what crl-serve serves
     number = signed.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     _audit(directory, AuditEvent(EventName.PKI_CRL, Outcome.SUCCESS, reason=f"CRL {number} published",
                                  admin=_user(), cert_issuer=ca.cert.subject.rfc4514_string(),
@@ -278,6 +310,24 @@ def _responder(ca: CertificateAuthority, directory: Path, now: dt.datetime) -> t
                                   source="ca", kind="ocsp-responder",
                                   not_after=cert.not_valid_after_utc.isoformat()))
     return cert, key
+
+
+@pki.command("crl-serve")
+@_DIR
+@click.option("--listen", default="127.0.0.1:8081", show_default=True, help="ADDRESS:PORT to serve HTTP on.")
+def crl_serve(directory: Path, listen: str) -> None:
+    """Serve the CA's latest CRL (the last `pki crl`) over HTTP, for `crl_uris` and `--crl-uri`."""
+    host, _, port = listen.rpartition(":")
+    server = serve_file(directory / "crl.der", "application/pkix-crl", (host.strip("[]"), int(port)))
+    click.echo(f"CRL of {CertificateAuthority(directory).cert.subject.rfc4514_string()} on http://{listen}/",
+               err=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from asn1crypto import crl as a_crl
+from asn1crypto import csr as a_csr
+from asn1crypto import keys as a_keys
 from asn1crypto import x509 as a_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -123,10 +125,17 @@ def _sign(builder: Any, key: PrivateKey, loader: type) -> Any:
     if loader is x509.Certificate:
         cert = a_x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
         cert["signature_value"] = _raw_sign(key, cert["tbs_certificate"].dump())
-        return x509.load_der_x509_certificate(cert.dump(force=True))
+        return x509.load_der_x509_certificate(cert.dump())
+    if loader is x509.CertificateSigningRequest:
+        request = a_csr.CertificationRequest.load(draft.public_bytes(serialization.Encoding.DER))
+        info = request["certification_request_info"]  # a CSR carries the signer's key: put ours in
+        info["subject_pk_info"] = a_keys.PublicKeyInfo.load(key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+        request["signature"] = _raw_sign(key, info.dump(force=True))
+        return x509.load_der_x509_csr(request.dump())
     crl = a_crl.CertificateList.load(draft.public_bytes(serialization.Encoding.DER))
     crl["signature"] = _raw_sign(key, crl["tbs_cert_list"].dump())
-    return x509.load_der_x509_crl(crl.dump(force=True))
+    return x509.load_der_x509_crl(crl.dump())
 
 
 def _general_name(text: str) -> x509.GeneralName:
@@ -205,6 +214,43 @@ class CertificateAuthority:
             self._set_meta(db, "key", key_ref)
             self._set_meta(db, "crl_number", "0")
         return cert
+
+    def request(self, dn: str, key_ref: str, *,
+                path_length: int | None = 0) -> x509.CertificateSigningRequest:
+        """A subordinate CA: the PKCS#10 request (RFC 2986) for the enterprise root to sign, asking for cA and
+        keyCertSign + cRLSign; ``install`` then takes the certificate it issued."""
+        if self.cert_path.exists():
+            raise CaError(f"{self.cert_path} exists: this directory already has a CA")
+        key = self._need_key()
+        builder = (x509.CertificateSigningRequestBuilder().subject_name(parse_dn(dn))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+                   .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                  critical=True))
+        request: x509.CertificateSigningRequest = _sign(builder, key, x509.CertificateSigningRequest)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._db() as db:
+            self._set_meta(db, "key", key_ref)
+            self._set_meta(db, "crl_number", "0")
+        return request
+
+    def install(self, cert: x509.Certificate, chain: Sequence[x509.Certificate] = ()) -> None:
+        """Take the subordinate CA certificate the enterprise root issued for our ``request`` (its key must be
+        ours, and it must be a CA that may sign certificates and CRLs); ``ca.pem`` then holds it (and the
+        chain above it, which devices' peers need)."""
+        if self.cert_path.exists():
+            raise CaError(f"{self.cert_path} exists: this directory already has a CA")
+        key = self._need_key()
+        der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if cert.public_key().public_bytes(*der) != key.public_key().public_bytes(*der):
+            raise CaError("this certificate is not for the CA's key (not the answer to our request)")
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.ca:
+            raise CaError("this certificate is not a CA certificate (basicConstraints cA)")
+        self.cert_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM)
+                                            for c in (cert, *chain)))
 
     def issue(self, subject: str | x509.Name, public_key: PublicKey, sans: Sequence[str], *, now: dt.datetime,
               lifetime: dt.timedelta, crl_uris: Sequence[str] = (), ocsp_uris: Sequence[str] = (),

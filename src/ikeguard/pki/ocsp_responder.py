@@ -1,6 +1,7 @@
-"""The CA's OCSP responder (RFC 6960): answers for the certificates in its inventory (``pki/ca.py``), signed
-by a delegated responder certificate the CA issued (§4.2.2.2), so the CA key (perhaps in a token) is not
-used per request. ``cryptography.x509.ocsp`` builds and signs the responses.
+"""The CA's OCSP responder (RFC 6960), and its CRL over HTTP (``serve_file``). OCSP answers for the
+certificates in its inventory (``pki/ca.py``) are signed by a delegated responder certificate the CA issued
+(§4.2.2.2), so the CA key (perhaps in a token) is not used per request. ``cryptography.x509.ocsp`` builds
+and signs the responses.
 
 A request for another issuer or an unknown serial gets ``unknown`` (§2.2); an unparsable one
 ``malformedRequest``. Only the first certificate of a request is answered (clients ask one at a time).
@@ -14,6 +15,7 @@ import hashlib
 import http.server
 import socket
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from asn1crypto import keys as a_keys
@@ -24,7 +26,7 @@ from cryptography.x509 import ocsp
 from ikeguard.crypto.signatures import PrivateKey
 from ikeguard.pki.ca import REASONS, CertificateAuthority
 
-__all__ = ["OcspResponder", "serve_ocsp"]
+__all__ = ["OcspResponder", "serve_file", "serve_ocsp"]
 
 MAX_REQUEST = 64 * 1024
 
@@ -128,3 +130,38 @@ class _OcspServer(http.server.ThreadingHTTPServer):
 def serve_ocsp(responder: OcspResponder, listen: tuple[str, int]) -> http.server.ThreadingHTTPServer:
     """An HTTP server (not yet serving: call ``serve_forever``) answering OCSP requests on ``listen``."""
     return _OcspServer(responder, listen)
+
+
+class _FileHandler(http.server.BaseHTTPRequestHandler):
+    server: _FileServer
+
+    def do_GET(self) -> None:
+        try:
+            body = self.server.path.read_bytes()  # read per request: `pki crl` replaces it atomically
+        except OSError:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", self.server.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class _FileServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, path: Path, content_type: str, listen: tuple[str, int]) -> None:
+        if ":" in listen[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(listen, _FileHandler)
+        self.path, self.content_type = path, content_type
+
+
+def serve_file(path: Path, content_type: str, listen: tuple[str, int]) -> http.server.ThreadingHTTPServer:
+    """An HTTP server answering every GET with the current contents of ``path`` (the CA's CRL, RFC 5280
+    §4.2.1.13 distribution point over HTTP)."""
+    return _FileServer(path, content_type, listen)
