@@ -164,3 +164,51 @@ def test_redirect_in_ike_auth_sends_an_authenticated_client_to_the_second_gatewa
             for e in sent] == [("success", "out", GW2, "IKE_AUTH")]
     assert not [e for e in gw1.audit_events() if e["event"] == "child.up"]  # no Child SA at gw1
     assert [(e["details"]["direction"], e["details"]["gateway"]) for e in _redirected(gw2)] == [("in", GW1)]
+
+
+def test_ikeguard_as_client_follows_a_strongswan_gateways_redirect(
+    netns_lab: NetnsLab, strongswan_peer: Callable[..., StrongSwanPeer],
+    ikeguard_gateway: Callable[..., GatewayProcess],
+) -> None:
+    """The other way round: ikeguard (192.0.2.100) initiates to strongSwan gw1, whose operator runs
+    ``swanctl --redirect``; ikeguard sets up with strongSwan gw2 (REDIRECTED_FROM) and deletes the old SA."""
+    lan = netns_lab.namespace("lan")
+    lan.ip("link", "add", "br0", "type", "bridge")
+    lan.set_up("br0")
+    nodes = {}
+    for role, address in (("client", CLIENT), ("gw1", GW1), ("gw2", GW2)):
+        ns = netns_lab.namespace(role)
+        netns_lab.veth(lan, ns, f"p-{role}", "eth0")
+        lan.ip("link", "set", f"p-{role}", "master", "br0")
+        ns.add_address("eth0", f"{address}/24")
+        ns.add_subnet_address("198.51.100.1" if role != "client" else "198.51.100.129")
+        nodes[role] = ns
+    gateways = {}
+    for role, address in (("gw1", GW1), ("gw2", GW2)):
+        conn = ConnectionConfig(
+            name="ikg", local_addrs=[address], remote_addrs=["%any"], local=AuthConfig("psk", GW_FQDN),
+            remote=AuthConfig("psk", CLIENT_FQDN), proposals=[IKE_PROPOSAL],
+            children=[ChildConfig(name="net", local_ts=["198.51.100.0/25"], remote_ts=["198.51.100.128/25"],
+                                  esp_proposals=[ESP_PROPOSAL])])
+        gateways[role] = strongswan_peer(nodes[role], role, connections=[conn],
+                                         psks=[PskSecret(ids=[GW_FQDN, CLIENT_FQDN], secret=PSK)])
+    config = GwConfig(CLIENT, GW1, CLIENT_FQDN, GW_FQDN, "198.51.100.128/25", "198.51.100.0/25", psk=PSK,
+                      start_action="start")
+    ikg = ikeguard_gateway(nodes["client"], "ikg", config.text(), config.files())
+    first = ikg.wait_sas(lambda sas: len(sas) == 1 and bool(sas[0]["children"]), timeout=20)[0]
+    assert first["remote_addr"] == GW1
+
+    gateways["gw1"].swanctl("--redirect", "--ike", "ikg", "--gateway", GW2)
+    moved = ikg.wait_sas(lambda sas: len(sas) == 1 and sas[0]["remote_addr"] == GW2
+                         and bool(sas[0]["children"]), timeout=30)[0]
+    assert moved["uniqueid"] != first["uniqueid"]
+    assert wait_until(lambda: not gateways["gw1"].list_sas("ikg"), 15)  # ikeguard deleted the old IKE SA
+    assert _established_with_gw(gateways["gw2"])
+    followed = _redirected(ikg)
+    assert [(e["outcome"], e["details"]["direction"], e["details"]["gateway"], e["details"]["exchange"])
+            for e in followed] == [("success", "in", GW2, "INFORMATIONAL")]
+    assert "client got redirected from 192.0.2.1" in gateways["gw2"].log()  # our REDIRECTED_FROM, parsed
+
+
+def _established_with_gw(peer: StrongSwanPeer) -> bool:
+    return any(sa.state == "ESTABLISHED" and sa.remote_host == CLIENT for sa in peer.list_sas("ikg"))
