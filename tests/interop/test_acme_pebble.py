@@ -40,6 +40,7 @@ pytestmark = [pytest.mark.root, pytest.mark.interop, pytest.mark.date_sensitive]
 PeerFactory = Callable[..., StrongSwanPeer]
 GatewayFactory = Callable[..., GatewayProcess]
 GW_ADDR = "192.0.2.1"
+METRICS = "127.0.0.1:9469"
 VALIDITY = 20
 
 
@@ -70,6 +71,7 @@ def _gateway(tmp_path: Path, topo: Topology, ikeguard_gateway: GatewayFactory, s
         return ikeguard_gateway(namespace, name, text + acme, files, **kw)
 
     return ikeguard_side(factory, topo.right, topo.left, spec=SideSpec(ikg_id=GW_ADDR), remote_addr="%any",
+                         gateway_keys={"metrics": METRICS},
                          local=IkgLocal("pubkey", GW_ADDR, certs=["acme/gw.pem"], key="acme/gw.key"),
                          remote=IkgRemote("pubkey", CLIENT_FQDN, cacerts=["lab"], revocation="relaxed"),
                          authorities=[IkgAuthority("lab", cacert="pki/ca.pem")],
@@ -143,6 +145,10 @@ def test_gateway_obtains_and_renews_its_certificate_from_pebble_without_dropping
         assert set(before) <= {sa["spi_i"] for sa in gw.sas() if sa["state"] == "established"}
         status = gw.request("acme", action="status")
         assert status["failures"] >= 2 and "ACME" in status["last_error"]
+        scraped = topo.right.namespace.run("curl", "-sf", f"http://{METRICS}/metrics").stdout
+        failing = [line for line in scraped.splitlines()
+                   if line.startswith("ikeguard_acme_renewal_failures ")]
+        assert failing and float(failing[0].split()[1]) >= 2, scraped[-2000:]
 
 
 def test_missing_acme_account_key_stops_the_gateway_with_one_line(

@@ -60,6 +60,7 @@ class GatewaySnapshot:
     dataplane_drops: dict[str, int] = field(default_factory=dict)  # reason -> packets, not tied to an SA
     crls: list[CrlNextUpdate] = field(default_factory=list)
     ha: dict[str, Any] | None = None  # `ha status` when [ha] is enabled (docs/ha.md)
+    acme: dict[str, Any] | None = None  # `pki acme status` when [acme] is set (docs/pki.md)
 
 
 @dataclass
@@ -214,6 +215,8 @@ def take_snapshot(gateway: Any, anchors: _AnchorFiles | None = None) -> GatewayS
         audit_healthy=None if healthy is None else bool(healthy),
         dataplane_drops=dataplane_drops(getattr(gateway, "dataplane", None)),
         ha=gateway.ha.status() if getattr(gateway, "ha", None) is not None else None,
+        acme=(gateway.acme.status() if getattr(gateway, "acme", None) is not None
+              and gateway.plan.config.model.acme is not None else None),
     )
 
 
@@ -352,6 +355,12 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
 
     if snap.ha is not None:
         yield from _ha_metrics(snap.ha)
+    if snap.acme is not None:
+        failing = GaugeMetricFamily("ikeguard_acme_renewal_failures",
+                                    "ACME renewals of the [acme] certificate failed in a row (0: the last "
+                                    "one succeeded or none was due yet); with pki.renewal_failed warnings")
+        failing.add_metric([], int(snap.acme.get("failures", 0)))
+        yield failing
     if snap.audit_pending is not None:
         queue = GaugeMetricFamily("ikeguard_audit_queue_depth", "Audit events recorded but not yet on disk")
         queue.add_metric([], snap.audit_pending)
