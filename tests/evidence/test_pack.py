@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sqlite3
 import tomllib
@@ -176,6 +177,18 @@ def test_verify_passes_and_names_changed_removed_added_files(month_lab: MonthLab
     problems = json.loads(out)["problems"]
     assert code == 1 and any("manifest.json: seal invalid" in p for p in problems), out
     assert any("connections/records.csv: does not match the trail records" in p for p in problems), out
+    # the report is recomputed too: a summary edited to hide failures is named
+    html = original["report.html"].decode()
+    row = "<td>Authentication failures</td><td>"
+    edited = re.sub(re.escape(row) + r"\d+</td>", row + "0</td>", html)
+    assert edited != html
+    doctored = tmp_path / "doctored"
+    for file, data in {**original, "report.html": edited.encode()}.items():
+        (doctored / file).parent.mkdir(parents=True, exist_ok=True)
+        (doctored / file).write_bytes(data)
+    problems = json.loads(_verify(doctored, month_lab.key_file)[1])["problems"]
+    assert "report.html: changed (SHA-256 differs from the manifest)" in problems
+    assert any(p.startswith("report.html: does not match") for p in problems), problems
 
     # without the auditor's key nothing is called verified
     code, out = _verify(pack, None)

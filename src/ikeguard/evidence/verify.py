@@ -4,8 +4,9 @@ In order: every file the manifest lists is present with its SHA-256 and no file 
 seal was made by the trail (``audit.exported`` record N, key ``k_N`` derived from the verification key); the
 trail records in the pack verify as one piece of the hash chain (per-record seals, docs/audit.md §3), so a
 pack made from a tampered trail names the first bad record; and the files derived from those records
-(connection records, negotiated suites, certificates seen, configuration history, HSM log) are exactly what
-the records give, so a pack re-made around changed records is caught even with a valid manifest.
+(connection records, negotiated suites, certificates seen, configuration history, HSM and issuance logs, the
+report) are exactly what the records and the pack's files give, so a pack re-made around changed records is
+caught even with a valid manifest.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from ikeguard.audit.chain import bundle_seal, fingerprint, key_at, mac_equal, verify_records
 from ikeguard.evidence import inventory, records
+from ikeguard.evidence import report as readable
 from ikeguard.evidence.pack import MANIFEST, SEAL, records_of
 from ikeguard.policy.profile import ProfileNotFound, load_profile
 
@@ -87,6 +89,8 @@ def _derived(files: Mapping[str, bytes], profile_name: str) -> dict[str, Any]:
         "pki/issuance.ecs.jsonl": records.to_ecs_lines(records.select(recs, records.PKI_EVENTS)).encode(),
         "inventory/certificates.json#seen": json.loads(json.dumps(inventory.seen_certificates(recs))),
     }
+    # the report is made from the pack's files alone: it must say what they say
+    expected["report.html"] = readable.build_html(files).encode()
     try:
         profile = load_profile(profile_name)
     except ProfileNotFound:
