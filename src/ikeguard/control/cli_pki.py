@@ -191,12 +191,26 @@ def install(directory: Path, cert_path: Path) -> None:
 @click.option("--crl-uri", "crl_uris", multiple=True, help="CRL distribution point to embed.")
 @click.option("--ocsp-uri", "ocsp_uris", multiple=True, help="OCSP responder to embed (AIA).")
 @click.option("--server", is_flag=True, help="serverAuth instead of clientAuth next to ipsecIKE.")
+@click.option("--key-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="No --pub: generate the device's ECDSA P-384 key here (mode 0600) and certify it.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def issue(directory: Path, dn: str, sans: tuple[str, ...], pub_path: Path | None, lifetime: str,
-          crl_uris: tuple[str, ...], ocsp_uris: tuple[str, ...], server: bool, out: Path) -> None:
-    """Issue a device certificate for a public key (the device keeps its private key)."""
-    if pub_path is None:
-        _fail("give the device's public key or CSR with --pub", 2)
+          crl_uris: tuple[str, ...], ocsp_uris: tuple[str, ...], server: bool, key_out: Path | None,
+          out: Path) -> None:
+    """Issue a device certificate for a public key (the device keeps its private key), or for a new
+    ECDSA P-384 key (--key-out) for devices that cannot make one."""
+    if (pub_path is None) == (key_out is None):
+        _fail("give the device's public key or CSR with --pub, or --key-out for a new key", 2)
+    if key_out is not None:
+        fd = os.open(key_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        device_key = ec.generate_private_key(ec.SECP384R1())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(device_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+        pub_path = key_out.with_name(key_out.name + ".pub")
+        pub_path.write_bytes(device_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    assert pub_path is not None
     data = pub_path.read_bytes()
     try:
         if b"CERTIFICATE REQUEST" in data:
