@@ -123,3 +123,22 @@ def test_the_state_check_rule_catches_what_it_forbids() -> None:
     assert len(state_check_offences(bad)) == 5
     fine = "if sa.state is IkeState.CLOSED or sa.state in UP: pass\ninfo = {'state': sa.state.value}\n"
     assert state_check_offences(fine) == []
+
+
+def test_audit_event_and_timer_names_are_enum_members() -> None:
+    """Issue 15: audit event names (audit/events.py ``EventName``) and deadline names (engine/timers.py
+    ``Timer``) are written as enum members in the engine, never as string literals a typo could break."""
+    from ikeguard.audit.events import EventName
+    from ikeguard.engine.timers import Timer
+
+    names = {e.value for e in EventName} | {t.value for t in Timer}
+    offenders = []
+    for path in sorted(ENGINE.rglob("*.py")):
+        if path.name == "timers.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                if node.value == "retransmit" and path.name in ("retransmit.py", "ike_sa.py"):
+                    continue  # MessageIdWindow.classify_request's verdict on a request, not the deadline
+                offenders.append(f"{path.relative_to(ENGINE)}:{node.lineno}: {node.value!r}")
+    assert offenders == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ikeguard.audit.events import EventName
 from ikeguard.engine.eap_relay import EapRelayRequest
 from ikeguard.pki.fetch import FetchRequest
 from ikeguard.wire.iana import NotifyType
@@ -25,7 +26,7 @@ class RemoteProtocolError(EngineError):
     """The peer sent something RFC 7296 forbids; carries the notify to answer with (None = drop silently)."""
 
     def __init__(
-        self, reason: str, notify: NotifyType | None = None, data: bytes = b"", event: str = ""
+        self, reason: str, notify: NotifyType | None = None, data: bytes = b"", event: EventName | None = None
     ) -> None:
         super().__init__(reason)
         self.reason = reason

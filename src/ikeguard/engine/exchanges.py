@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine.errors import LocalProtocolError, RemoteProtocolError
 from ikeguard.engine.ha_mid_sync import MidSyncSupportTask
 from ikeguard.engine.states import IkeState
@@ -156,7 +157,7 @@ def _create_child_sa(sa: IkeSa, msg: InMessage) -> list[Task]:
         # RFC 7296 §1.3/§3.10.1: NO_ADDITIONAL_SAS = unwilling to accept more Child SAs on this IKE SA
         # (rekeys above still go through: the existing SAs are kept).
         reason = f"new Child SA refused: {sa.ctx.new_child_refusal}"
-        sa.audit("child.failed", "failure", reason, child="")
+        sa.audit(EventName.CHILD_FAILED, Outcome.FAILURE, reason, child="")
         raise RemoteProtocolError(reason, NotifyType.NO_ADDITIONAL_SAS)
     return [ChildCreateTask(None, ExchangeType.CREATE_CHILD_SA)]
 

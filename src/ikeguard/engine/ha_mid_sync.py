@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from ikeguard.engine.states import IkeState
 from ikeguard.engine.tasks.base import Status, Task
 from ikeguard.engine.tasks.delete import DpdTask
+from ikeguard.engine.timers import Timer
 from ikeguard.wire.iana import ExchangeType, NotifyType
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class MidSyncTask(Task):
         sa.window.next_request_id = max(m2, m1)
         sa.window.expected_peer_id = max(p2, p1)
         sa.window.peer_resync = 0
-        sa.timers.pop("dpd_deadline", None)
+        sa.timers.pop(Timer.DPD_DEADLINE, None)
         return Status.DONE
 
     def aborted(self, sa: IkeSa, reason: str) -> None:

@@ -27,6 +27,7 @@ from ikeguard.engine.settings import ChildSettings
 from ikeguard.engine.states import ChildState, IkeState
 from ikeguard.engine.tasks.child_create import install
 from ikeguard.engine.tasks.delete import DpdTask
+from ikeguard.engine.timers import Timer, child_timer
 
 DEFAULT_SEQ_MARGIN = 1 << 20  # ~11 s of 1 Gbit/s in 1400-octet packets between two replications
 DEFAULT_PEER_RESYNC = 16
@@ -84,9 +85,9 @@ def restore_ike_sa(
         if name in IKE_TIMERS:
             sa.timers[name] = deadline
     if conn.dpd_delay > 0:
-        sa.timers["dpd"] = now + conn.dpd_delay
+        sa.timers[Timer.DPD] = now + conn.dpd_delay
     if sa.nat_local:
-        sa.timers["keepalive"] = now + ctx.settings.nat_keepalive
+        sa.timers[Timer.KEEPALIVE] = now + ctx.settings.nat_keepalive
     _restore_children(sa, record, settings, now, seq_margin)
     if check_liveness and mid_sync_usable(sa):
         sa.queue_exchange([MidSyncTask()])  # RFC 6311: the peer tells us the message IDs it expects
@@ -109,7 +110,7 @@ def _restore_children(sa: IkeSa, record: IkeSaRecord, settings: dict[str, ChildS
         sa.children[child.uniqueid] = child
         install(sa, child, seq_out=c.esp.seq_out + seq_margin, replay_top=c.esp.replay_top)
         if child.rekey_at is not None:
-            sa.timers[f"child_rekey:{child.uniqueid}"] = child.rekey_at
+            sa.timers[child_timer(Timer.CHILD_REKEY, child.uniqueid)] = child.rekey_at
         if child.expire_at is not None:
-            sa.timers[f"child_expire:{child.uniqueid}"] = child.expire_at
+            sa.timers[child_timer(Timer.CHILD_EXPIRE, child.uniqueid)] = child.expire_at
     sa.now = now

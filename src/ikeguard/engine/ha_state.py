@@ -27,13 +27,15 @@ from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.events import Endpoint
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.states import ChildState, IkeState
+from ikeguard.engine.timers import Timer
 from ikeguard.policy.ts import TrafficSelector
 from ikeguard.wire.iana import ProtocolId, TransformType
 from ikeguard.wire.proposal_string import ProposalSpec
 from ikeguard.wire.transforms import Transform
 
 RECORD_VERSION = 1
-IKE_TIMERS = ("ike_rekey", "reauth", "ike_expire")  # lifetime deadlines carried over (the rest restart)
+IKE_TIMERS = (Timer.IKE_REKEY, Timer.REAUTH,
+              Timer.IKE_EXPIRE)  # lifetime deadlines carried over (the rest restart)
 
 
 class RecordError(ValueError):

@@ -45,6 +45,7 @@ from ikeguard.engine.states import (
     next_ike_state,
 )
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
+from ikeguard.engine.timers import Timer
 from ikeguard.wire.iana import ExchangeType, NotifyType
 from ikeguard.wire.proposal_string import ProposalSpec
 
@@ -207,7 +208,7 @@ class IkeSa:
         """Append an output for the service."""
         self.ctx.outputs.append(event)
 
-    def audit(self, event: str, outcome: str, reason: str = "", **details: str) -> None:
+    def audit(self, event: EventName, outcome: Outcome, reason: str = "", **details: str) -> None:
         """Emit an audit record with this SA's contract fields (docs/reference.md "Audit events"); ``ike.*``
         records carry the IKE SPIs (``spi_i``/``spi_r``, 16 hex digits as ``sas --json``) for captures."""
         if event.startswith("ike."):
@@ -216,8 +217,8 @@ class IkeSa:
             details = {**self.auth_details, **details}
         self.emit(
             AuditEvent(
-                event=EventName(event),
-                outcome=Outcome(outcome),
+                event=event,
+                outcome=outcome,
                 reason=reason,
                 connection=self.name,
                 ike_uniqueid=self.uniqueid,
@@ -302,7 +303,7 @@ class IkeSa:
         assert req is not None
         delay = self.ctx.settings.retransmit.delay(req.attempt, self.ctx.random_fraction())
         req.next_retransmit_at = self.now + delay
-        self.timers["retransmit"] = req.next_retransmit_at
+        self.timers[Timer.RETRANSMIT] = req.next_retransmit_at
 
     def retry_active(self) -> None:
         """Resend the current exchange as a fresh message with the same ID (COOKIE / INVALID_KE, §2.6)."""
@@ -401,7 +402,8 @@ class IkeSa:
         self._answer(request, response)
         if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_INTERMEDIATE, ExchangeType.IKE_AUTH):
             self.close(
-                f"malformed {ExchangeType(exchange).name} request: {reason}", event="ike.failed", failure=True
+                f"malformed {ExchangeType(exchange).name} request: {reason}", event=EventName.IKE_FAILED,
+                failure=True,
             )
 
     def reassembler_for(self) -> Reassembler | None:
@@ -461,7 +463,7 @@ class IkeSa:
         except TaskFailed as failure:
             self.window.in_flight = None
             self.active = None
-            self.timers.pop("retransmit", None)
+            self.timers.pop(Timer.RETRANSMIT, None)
             self.close(failure.reason, event=failure.event)
             return
         if retry:
@@ -470,7 +472,7 @@ class IkeSa:
         if more is not None:  # another IKE_AUTH request of this task (EAP rounds, RFC 7296 §2.16)
             active.continuing = more
             self.window.in_flight = None
-            self.timers.pop("retransmit", None)
+            self.timers.pop(Timer.RETRANSMIT, None)
             try:
                 self._send_active(new_id=True)
             except TaskFailed as failure:
@@ -478,7 +480,7 @@ class IkeSa:
                 self.close(failure.reason, event=failure.event)
             return
         self.window.in_flight = None
-        self.timers.pop("retransmit", None)
+        self.timers.pop(Timer.RETRANSMIT, None)
         if self.active is active:
             self.active = None
         for task in active.tasks:
@@ -568,7 +570,7 @@ class IkeSa:
             for task in tasks:
                 task.aborted(self, err.reason)
             if exchange in (ExchangeType.IKE_SA_INIT, ExchangeType.IKE_INTERMEDIATE, ExchangeType.IKE_AUTH):
-                self.close(err.reason, event=err.event or "ike.down", send_delete=False)
+                self.close(err.reason, event=err.event or EventName.IKE_DOWN, send_delete=False)
             return
         self.window.expected_peer_id = message_id + 1
         self._answer(data, response)
@@ -615,11 +617,11 @@ class IkeSa:
 
         self.transition(IkeTrigger.AUTH_DONE)
         self.established_at = self.now
-        self.timers.pop("half_open", None)
+        self.timers.pop(Timer.HALF_OPEN, None)
         ppk = ({"ppk": "used" if self.ppk_used else "not used"}  # RFC 8784: say whether the PPK was used
                if self.conn is not None and self.conn.ppk is not None else {})
-        self.audit("auth.success", "success", **ppk)
-        self.audit("ike.up", "success")
+        self.audit(EventName.AUTH_SUCCESS, Outcome.SUCCESS, **ppk)
+        self.audit(EventName.IKE_UP, Outcome.SUCCESS)
         lifecycle.schedule_ike(self)
         if self.ctx.established_hook is not None:
             self.ctx.established_hook(self)
@@ -660,7 +662,7 @@ class IkeSa:
         self,
         reason: str,
         *,
-        event: str = "ike.down",
+        event: EventName = EventName.IKE_DOWN,
         send_delete: bool = False,
         failure: bool = False,
         local_decision: bool = False,
@@ -693,7 +695,7 @@ class IkeSa:
         if self.virtual_ip is not None and self.rekeyed_by is None:
             release_lease(self.ctx.pools, self.vip_pool, self.virtual_ip)  # offline: same user, same IP
             self.virtual_ip = None
-        rekey_at = self.timers.get("ike_rekey")
+        rekey_at = self.timers.get(Timer.IKE_REKEY)
         if rekey_at is not None and rekey_at > self.now:
             self.ctx.ike_rekeys.release(rekey_at)  # its slot in the rekey calendar is free again
         self.timers.clear()
@@ -705,11 +707,12 @@ class IkeSa:
         self.window.in_flight = None
         if self.crypto is not None:
             self.crypto.wipe()
-        if event == "ike.down" and not was_up and not local_decision:
-            event = "auth.failure" if self.state in IKE_AUTHENTICATING else "ike.failed"
+        if event == EventName.IKE_DOWN and not was_up and not local_decision:
+            event = EventName.AUTH_FAILURE if self.state in IKE_AUTHENTICATING else EventName.IKE_FAILED
         silent = self.state is IkeState.CREATED and not self.initiator  # refused IKE_SA_INIT: no SA existed
         if self.rekeyed_by is None and not silent:
-            self.audit(event, "failure" if failure or event != "ike.down" else "success", reason)
+            self.audit(event,
+                       Outcome.FAILURE if failure or event != EventName.IKE_DOWN else Outcome.SUCCESS, reason)
         self.transition(IkeTrigger.CLOSE, reason)
         self.ctx.closed.append(self)
 
@@ -734,7 +737,8 @@ class IkeSa:
         for key in [k for k in self.timers if k.endswith(f":{child.uniqueid}")]:
             del self.timers[key]
         if installed:
-            self.audit("child.down", "success", reason, child=child.name, proposal=child.proposal_text)
+            self.audit(EventName.CHILD_DOWN, Outcome.SUCCESS, reason, child=child.name,
+                       proposal=child.proposal_text)
         child.wipe()
         self.children.pop(child.uniqueid, None)
 

@@ -8,6 +8,7 @@ from typing import Any
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.intermediate import additional_key_exchanges
+from ikeguard.engine.timers import Timer
 from ikeguard.wire.iana import KeId, name_of
 from ikeguard.wire.proposal_string import ProposalSpec
 
@@ -70,8 +71,8 @@ def ike_sa_info(sa: IkeSa) -> dict[str, Any]:
         "post_quantum": any(n.startswith("ML_KEM") for n in key_exchanges(sa.proposal)),
         "ppk": sa.ppk_used,
         "established_at": _rfc3339(sa.established_at),
-        "rekey_at": _rfc3339(sa.timers.get("ike_rekey")),
-        "reauth_at": _rfc3339(sa.timers.get("reauth")),
+        "rekey_at": _rfc3339(sa.timers.get(Timer.IKE_REKEY)),
+        "reauth_at": _rfc3339(sa.timers.get(Timer.REAUTH)),
         "spi_i": sa.spi_i.hex(),
         "spi_r": sa.spi_r.hex(),
         "nat_local": sa.nat_local,

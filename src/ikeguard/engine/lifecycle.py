@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine.events import SendNatKeepalive
 from ikeguard.engine.states import (
     IKE_NOT_AUTHENTICATED,
@@ -14,6 +15,7 @@ from ikeguard.engine.states import (
     IkeState,
     command_action,
 )
+from ikeguard.engine.timers import Timer, child_timer, split_timer
 
 if TYPE_CHECKING:
     from ikeguard.engine.child_sa import ChildSa
@@ -42,24 +44,24 @@ def schedule_ike(sa: IkeSa) -> None:
     now = sa.now
     hard: list[float] = []
     if conn.rekey_time > 0:
-        sa.timers["ike_rekey"] = _rekey_deadline(sa, sa.ctx.ike_rekeys, conn.rekey_time, conn.rand_time)
+        sa.timers[Timer.IKE_REKEY] = _rekey_deadline(sa, sa.ctx.ike_rekeys, conn.rekey_time, conn.rand_time)
         hard.append(now + conn.rekey_time + (conn.over_time or conn.rekey_time * 0.1))
     if conn.reauth_time > 0:
-        sa.timers["reauth"] = now + conn.reauth_time - _jitter(sa, conn.rand_time)
+        sa.timers[Timer.REAUTH] = now + conn.reauth_time - _jitter(sa, conn.rand_time)
         hard.append(now + conn.reauth_time + (conn.over_time or conn.reauth_time * 0.1))
     sa.expire_reason = "IKE SA lifetime expired"
     if sa.remote_cert_not_after is not None:
         # Hard cap: no IKE SA outlives the peer's certificate (reauthenticate before notAfter, else close).
         cap = sa.remote_cert_not_after - CERT_EXPIRY_MARGIN
         if cap > now:
-            sa.timers["reauth"] = min(sa.timers.get("reauth", cap), cap)
+            sa.timers[Timer.REAUTH] = min(sa.timers.get(Timer.REAUTH, cap), cap)
         if not hard or sa.remote_cert_not_after < min(hard):
             sa.expire_reason = "peer certificate expires (notAfter reached without reauthentication)"
         hard.append(sa.remote_cert_not_after - 1.0)
     if hard:
-        sa.timers["ike_expire"] = min(hard)
+        sa.timers[Timer.IKE_EXPIRE] = min(hard)
     if conn.dpd_delay > 0:
-        sa.timers["dpd"] = now + conn.dpd_delay
+        sa.timers[Timer.DPD] = now + conn.dpd_delay
 
 
 def schedule_child(sa: IkeSa, child: ChildSa) -> None:
@@ -70,60 +72,63 @@ def schedule_child(sa: IkeSa, child: ChildSa) -> None:
     rand = s.rand_time or max(life - s.rekey_time, 0.0)
     if s.rekey_time > 0:
         child.rekey_at = _rekey_deadline(sa, sa.ctx.child_rekeys, s.rekey_time, min(rand, s.rekey_time))
-        sa.timers[f"child_rekey:{child.uniqueid}"] = child.rekey_at
+        sa.timers[child_timer(Timer.CHILD_REKEY, child.uniqueid)] = child.rekey_at
     if life > 0:
         child.expire_at = now + life
-        sa.timers[f"child_expire:{child.uniqueid}"] = child.expire_at
+        sa.timers[child_timer(Timer.CHILD_EXPIRE, child.uniqueid)] = child.expire_at
 
 
 def fire(sa: IkeSa, name: str) -> None:
     """Run the action behind an expired deadline."""
     from ikeguard.engine import commands
 
-    kind, _, ident = name.partition(":")
-    if kind == "retransmit":
+    try:
+        kind, ident = split_timer(name)
+    except ValueError:
+        return  # no code sets such a deadline
+    if kind is Timer.RETRANSMIT:
         _retransmit(sa)
-    elif kind == "keepalive":
+    elif kind is Timer.KEEPALIVE:
         if sa.nat_local:
             sa.emit(SendNatKeepalive(sa.local, sa.remote))  # RFC 3948 §2.3
-        sa.timers["keepalive"] = sa.now + sa.ctx.settings.nat_keepalive
-    elif kind == "revocation":
+        sa.timers[Timer.KEEPALIVE] = sa.now + sa.ctx.settings.nat_keepalive
+    elif kind is Timer.REVOCATION:
         from ikeguard.engine.pending import timed_out
 
         timed_out(sa)
-    elif kind == "radius":
+    elif kind is Timer.RADIUS:
         from ikeguard.engine.pending import relay_timed_out
 
         relay_timed_out(sa)
-    elif kind == "half_open":
+    elif kind is Timer.HALF_OPEN:
         if sa.state in IKE_NOT_AUTHENTICATED:
-            sa.close("half-open IKE SA timed out", event="ike.failed")
-    elif kind == "dpd":
+            sa.close("half-open IKE SA timed out", event=EventName.IKE_FAILED)
+    elif kind is Timer.DPD:
         _dpd(sa)
-    elif kind == "dpd_deadline":
-        sa.audit("dpd.timeout", "failure", "no answer to liveness check within dpd_timeout")
+    elif kind is Timer.DPD_DEADLINE:
+        sa.audit(EventName.DPD_TIMEOUT, Outcome.FAILURE, "no answer to liveness check within dpd_timeout")
         sa.close("dpd timeout: peer did not answer liveness check", failure=True)
-    elif kind == "redirect_expire":  # RFC 5685 §5: the redirected client did not delete it itself
+    elif kind is Timer.REDIRECT_EXPIRE:  # RFC 5685 §5: the redirected client did not delete it itself
         commands.delete_ike(sa, "redirected peer did not delete the old IKE SA", local_decision=True)
-    elif kind in ("redundant_expire", "rekeyed_expire"):
+    elif kind in (Timer.REDUNDANT_EXPIRE, Timer.REKEYED_EXPIRE):
         sa.close("replaced IKE SA not deleted by the peer in time", failure=True)
-    elif kind == "ike_rekey":
+    elif kind is Timer.IKE_REKEY:
         commands.rekey_ike(sa)
-    elif kind == "reauth":
+    elif kind is Timer.REAUTH:
         commands.reauthenticate(sa, "reauth_time reached or peer certificate about to expire")
-    elif kind == "ike_expire":
+    elif kind is Timer.IKE_EXPIRE:
         sa.close(sa.expire_reason, send_delete=True)
-    elif kind == "child_outbound":
+    elif kind is Timer.CHILD_OUTBOUND:
         from ikeguard.engine.tasks.child_create import install_deferred_outbound
 
-        pending = sa.children.get(int(ident))
+        pending = sa.children.get(ident)
         if pending is not None:
             install_deferred_outbound(sa, pending)
-    elif kind in ("child_rekey", "child_expire"):
-        child = sa.children.get(int(ident))
+    elif kind in (Timer.CHILD_REKEY, Timer.CHILD_EXPIRE):
+        child = sa.children.get(ident)
         if child is None or child.state is ChildState.DELETED:
             return
-        if kind == "child_rekey":
+        if kind is Timer.CHILD_REKEY:
             commands.rekey_child(sa, child)
         else:
             commands.delete_child(sa, child, "Child SA lifetime expired")
@@ -144,13 +149,13 @@ def _dpd(sa: IkeSa) -> None:
     if (idle >= conn.dpd_delay - 1e-6 or learn) and not sa.has_queued(DpdTask):
         sa.queue_exchange([DpdTask()])
         if conn.dpd_timeout > 0:
-            sa.timers["dpd_deadline"] = sa.now + conn.dpd_timeout
-        sa.timers["dpd"] = sa.now + conn.dpd_delay
+            sa.timers[Timer.DPD_DEADLINE] = sa.now + conn.dpd_timeout
+        sa.timers[Timer.DPD] = sa.now + conn.dpd_delay
     else:
         # Traffic from the peer proves liveness: check again dpd_delay after the last message (here that is
         # in the future: idle < dpd_delay). A coarser floor (it was now + 1 s) stretched the worst case from
         # dpd_delay + dpd_timeout to dpd_delay + 1 s + dpd_timeout after the peer died.
-        sa.timers["dpd"] = max(sa.last_inbound + conn.dpd_delay, sa.now + 0.01)
+        sa.timers[Timer.DPD] = max(sa.last_inbound + conn.dpd_delay, sa.now + 0.01)
 
 
 def _retransmit(sa: IkeSa) -> None:
@@ -178,7 +183,7 @@ def _retransmit(sa: IkeSa) -> None:
             for task in exchange.tasks:
                 task.aborted(sa, reason)
             if sa.state is IkeState.ESTABLISHED and any(isinstance(t, DpdTask) for t in exchange.tasks):
-                sa.audit("dpd.timeout", "failure", reason)
+                sa.audit(EventName.DPD_TIMEOUT, Outcome.FAILURE, reason)
         sa.close(reason, send_delete=False, failure=True)
         return
     req.attempt += 1

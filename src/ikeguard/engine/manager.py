@@ -25,6 +25,7 @@ from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_
 from ikeguard.engine.pools import AddressPool
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.states import IkeState
+from ikeguard.engine.timers import Timer
 from ikeguard.engine.validator import CertificateValidator, RejectAllValidator
 from ikeguard.wire.errors import ParseError
 from ikeguard.wire.header import HEADER_LEN, decode_header
@@ -272,7 +273,7 @@ class IkeManager:
             rules=RULES,
         )
         sa.spi_i = spi_i
-        sa.timers["half_open"] = now + settings.half_open_timeout
+        sa.timers[Timer.HALF_OPEN] = now + settings.half_open_timeout
         self._register(sa)
         self._half_open_index[key] = sa
         self._init_key[sa.uniqueid] = key
@@ -507,7 +508,8 @@ class IkeManager:
         sa.now = now
         child = sa.children.get(child_uniqueid)
         if child is not None:
-            sa.audit("child.failed", "failure", f"data plane refused the SA: {reason}", child=child.name)
+            sa.audit(EventName.CHILD_FAILED, Outcome.FAILURE, f"data plane refused the SA: {reason}",
+                     child=child.name)
             commands.delete_child(sa, child, f"install failed: {reason}")
             sa.start_next()
 
@@ -643,7 +645,7 @@ class IkeManager:
         if old.conn is None or address is None or old.redirected_from:
             why = ("a host name (the engine resolves no names)" if address is None else
                    "redirected a second time" if old.redirected_from else "no connection")
-            old.audit("ike.redirected", "failure", f"REDIRECT to {gateway} not followed: {why}",
+            old.audit(EventName.IKE_REDIRECTED, Outcome.FAILURE, f"REDIRECT to {gateway} not followed: {why}",
                       direction="in", gateway=gateway, exchange=exchange)
             return
         new_id = self.initiate(old.conn.name, local=Endpoint(old.local.address, 500),
@@ -651,8 +653,9 @@ class IkeManager:
                                children=[c.name for c in old.conn.children],
                                redirected_from=str(old.remote.address))
         self._by_uniqueid[new_id].replaces = old
-        old.audit("ike.redirected", "success", f"redirected by {old.remote.address} to {gateway}: new IKE SA "
-                  f"{new_id}", direction="in", gateway=gateway, exchange=exchange, new_uniqueid=str(new_id))
+        old.audit(EventName.IKE_REDIRECTED, Outcome.SUCCESS,
+                  f"redirected by {old.remote.address} to {gateway}: new IKE SA {new_id}", direction="in",
+                  gateway=gateway, exchange=exchange, new_uniqueid=str(new_id))
 
     def _reauthenticate(self, old: IkeSa, reason: str) -> None:
         """Make-before-break: a fresh IKE SA for the same connection; the old one goes once it is up."""
@@ -669,7 +672,7 @@ class IkeManager:
         )
         new = self._by_uniqueid[new_id]
         new.replaces = old
-        old.audit("ike.reauth", "success", reason, new_uniqueid=str(new_id))
+        old.audit(EventName.IKE_REAUTH, Outcome.SUCCESS, reason, new_uniqueid=str(new_id))
 
     def _enforce_uniqueness(self, sa: IkeSa) -> None:
         """INITIAL_CONTACT (RFC 7296 §2.4) and the ``unique`` policy for a freshly authenticated IKE SA."""

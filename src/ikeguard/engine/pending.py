@@ -31,10 +31,11 @@ from ikeguard.engine.events import (
 )
 from ikeguard.engine.message import InMessage
 from ikeguard.engine.states import IkeState
+from ikeguard.engine.timers import Timer
 from ikeguard.engine.validator import FetchRequest, answer_fetch
 
-TIMER = "revocation"
-RADIUS_TIMER = "radius"
+TIMER = Timer.REVOCATION
+RADIUS_TIMER = Timer.RADIUS
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def park(sa: WaitingSa, request: FetchRequest | EapRelayRequest | SignRequest, *
     token = sa.uniqueid * 1000 + sa.pending_serial
     sa.pending = PendingValidation(token, request, response, data, exchange, message_id, msg)
     if response:
-        sa.timers.pop("retransmit", None)  # we hold the answer: nothing to retransmit while validating
+        sa.timers.pop(Timer.RETRANSMIT, None)  # we hold the answer: nothing to retransmit while validating
     if isinstance(request, SignRequest):  # the service always answers (a failed signature is an answer)
         sa.emit(SignatureJob(sa.uniqueid, token, request))
         return

@@ -6,6 +6,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName
 from ikeguard.wire.iana import ExchangeType
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ class Status(Enum):
 class TaskFailed(Exception):
     """The exchange failed for a reason the IKE SA cannot survive (initiator side), with the audit reason."""
 
-    def __init__(self, reason: str, event: str = "ike.down") -> None:
+    def __init__(self, reason: str, event: EventName = EventName.IKE_DOWN) -> None:
         super().__init__(reason)
         self.reason = reason
         self.event = event

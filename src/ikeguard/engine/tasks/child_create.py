@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError
 from ikeguard.engine.child_sa import ChildSa
@@ -20,6 +21,7 @@ from ikeguard.engine.settings import ChildSettings
 from ikeguard.engine.states import CHILD_GOING, IKE_UP, ChildTrigger
 from ikeguard.engine.tasks.base import Status, Task
 from ikeguard.engine.tasks.followup_ke import Followup, register_link
+from ikeguard.engine.timers import Timer, child_timer
 from ikeguard.policy.ts import TrafficSelector, is_subset, narrow_for_responder, resolve
 from ikeguard.wire.iana import EsnId, ExchangeType, KeId, NotifyType, ProtocolId, name_of
 from ikeguard.wire.payloads import KePayload, NoncePayload
@@ -82,7 +84,7 @@ OUTBOUND_DEFER_LIMIT = 10.0  # a rekey responder installs its outbound SA at the
 
 def install_deferred_outbound(sa: IkeSa, child: ChildSa) -> None:
     """Install the outbound half a rekey responder held back (old SA deleted, or the wait is over)."""
-    sa.timers.pop(f"child_outbound:{child.uniqueid}", None)
+    sa.timers.pop(child_timer(Timer.CHILD_OUTBOUND, child.uniqueid), None)
     child.deferred_for = None
     if child.outbound_installed or child.keys is None or child.state in CHILD_GOING:
         return
@@ -364,14 +366,14 @@ class ChildCreateTask(Task):
             # RFC 7296 §2.8 practice (as strongSwan): the peer switches to the new SA when it deletes the old
             # one; sending on it earlier could race the peer's inbound installation.
             child.deferred_for = self.rekeyed
-            sa.timers[f"child_outbound:{child.uniqueid}"] = sa.now + OUTBOUND_DEFER_LIMIT
+            sa.timers[child_timer(Timer.CHILD_OUTBOUND, child.uniqueid)] = sa.now + OUTBOUND_DEFER_LIMIT
         child.installed_at = sa.now
         sa.child_transition(child, ChildTrigger.INSTALL)
         schedule_child(sa, child)
         if self.rekeyed is None:
             sa.audit(
-                "child.up",
-                "success",
+                EventName.CHILD_UP,
+                Outcome.SUCCESS,
                 child=child.name,
                 proposal=child.proposal_text,
                 local_ts=",".join(map(str, child.local_ts)),
@@ -381,7 +383,7 @@ class ChildCreateTask(Task):
     def _fail(self, sa: IkeSa, reason: str) -> None:
         self.failed_reason = reason
         name = self.settings.name if self.settings is not None else ""
-        sa.audit("child.failed", "failure", reason, child=name)
+        sa.audit(EventName.CHILD_FAILED, Outcome.FAILURE, reason, child=name)
 
     # ------------------------------------------------------------------ responder
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
@@ -411,7 +413,7 @@ class ChildCreateTask(Task):
         if sa.conn is None:
             raise RemoteProtocolError("no connection", NotifyType.NO_PROPOSAL_CHOSEN)
         if self.in_auth and sa.vip_failure:
-            sa.audit("child.failed", "failure", sa.vip_failure, child="")
+            sa.audit(EventName.CHILD_FAILED, Outcome.FAILURE, sa.vip_failure, child="")
             raise RemoteProtocolError(sa.vip_failure, NotifyType.INTERNAL_ADDRESS_FAILURE)
         offer, tsi_p, tsr_p = msg.get(SaPayload), msg.get(TsiPayload), msg.get(TsrPayload)
         if offer is None or tsi_p is None or tsr_p is None:
@@ -434,7 +436,7 @@ class ChildCreateTask(Task):
                 f"peer {sa.remote_id} proposed TSi {','.join(map(str, tsi))} TSr "
                 f"{','.join(map(str, tsr))}: outside its allowed selectors"
             )
-            sa.audit("ts.rejected", "failure", reason)
+            sa.audit(EventName.TS_REJECTED, Outcome.FAILURE, reason)
             raise RemoteProtocolError(reason, NotifyType.TS_UNACCEPTABLE)
         choice = choose_proposal(
             sa.ctx.settings.profile, offer, settings.esp_proposals, "esp", ignore_ke=self.in_auth
@@ -452,7 +454,7 @@ class ChildCreateTask(Task):
                     f"PFS mismatch for {settings.name}: peer offered key exchange "
                     f"{', '.join(theirs) or 'none'}, we require {', '.join(ours) or 'none'}"
                 )
-            sa.audit("proposal.rejected", "failure", reason)
+            sa.audit(EventName.PROPOSAL_REJECTED, Outcome.FAILURE, reason)
             raise RemoteProtocolError(reason, NotifyType.NO_PROPOSAL_CHOSEN)
         spec, number = choice
         if self.in_auth:
@@ -462,7 +464,7 @@ class ChildCreateTask(Task):
             raise RemoteProtocolError("ESP proposal without a 4-octet SPI", NotifyType.INVALID_SYNTAX)
         conflict = peer_spi_conflict(sa, int.from_bytes(peer_spi, "big"))
         if conflict is not None:
-            sa.audit("child.failed", "failure", conflict, child=settings.name)
+            sa.audit(EventName.CHILD_FAILED, Outcome.FAILURE, conflict, child=settings.name)
             raise RemoteProtocolError(conflict, NotifyType.NO_PROPOSAL_CHOSEN)
         self.settings = settings
         if not self.in_auth:
@@ -470,7 +472,7 @@ class ChildCreateTask(Task):
         wants_transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None
         if settings.mode == "transport" and not wants_transport:
             reason = f"mode mismatch for {settings.name}: we require transport mode, peer asked for tunnel"
-            sa.audit("proposal.rejected", "failure", reason)
+            sa.audit(EventName.PROPOSAL_REJECTED, Outcome.FAILURE, reason)
             raise RemoteProtocolError(reason, NotifyType.NO_PROPOSAL_CHOSEN)
         self.child = self._new_child(sa, settings, False)
         self.child.mode = "transport" if wants_transport and settings.mode == "transport" else "tunnel"

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.collisions import Collision, Resolution, handle_collision
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.states import CHILD_LIVE, CHILD_REPLACEABLE, ChildState, ChildTrigger
 from ikeguard.engine.tasks.base import Status
 from ikeguard.engine.tasks.child_create import ChildCreateTask
+from ikeguard.engine.timers import Timer, child_timer
 from ikeguard.wire.iana import ExchangeType, NotifyType
 
 if TYPE_CHECKING:
@@ -26,8 +28,8 @@ def _finish_old(sa: IkeSa, old: ChildSa, new: ChildSa) -> None:
     if old.state in CHILD_REPLACEABLE:
         sa.child_transition(old, ChildTrigger.REKEY_DONE, f"rekeyed by Child SA {new.uniqueid}")
     sa.audit(
-        "child.rekeyed",
-        "success",
+        EventName.CHILD_REKEYED,
+        Outcome.SUCCESS,
         child=new.name,
         proposal=new.proposal_text,
         old_spi_in=f"{old.spi_in:08x}",
@@ -55,7 +57,7 @@ class ChildRekeyTask(ChildCreateTask):
         if new is None or new.uniqueid not in sa.children:
             if old.state is ChildState.REKEYING:
                 sa.child_transition(old, ChildTrigger.REKEY_ABORTED, self.failed_reason)
-                sa.timers[f"child_rekey:{old.uniqueid}"] = sa.now + REKEY_RETRY_DELAY
+                sa.timers[child_timer(Timer.CHILD_REKEY, old.uniqueid)] = sa.now + REKEY_RETRY_DELAY
             return Status.DONE
         ours = (self.nonce, self.peer_nonce)
         if old.peer_rekey is not None and old.peer_rekey.uniqueid in sa.children:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.collisions import Collision, Resolution, handle_collision
 from ikeguard.engine.states import CHILD_LIVE, ChildState, ChildTrigger, IkeState, IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.engine.timers import Timer
 from ikeguard.wire.iana import ExchangeType, NotifyType, ProtocolId
 from ikeguard.wire.payloads import DeletePayload
 
@@ -99,7 +101,7 @@ class DpdTask(Task):
             add_natd(sa, msg, sa.spi_r)
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
-        sa.timers.pop("dpd_deadline", None)
+        sa.timers.pop(Timer.DPD_DEADLINE, None)
         if watches_nat_mapping(sa):
             from ikeguard.engine.tasks.mobike import MobikeUpdateTask
             from ikeguard.engine.tasks.natd import mapping_changed
@@ -165,7 +167,7 @@ class InformationalResponder(Task):
         """After the answer went out: remove what the peer deleted."""
         if self.auth_failed:
             reason = "peer refused our authentication (AUTHENTICATION_FAILED, RFC 7296 §2.21.2)"
-            sa.audit("auth.failure", "failure", reason)
+            sa.audit(EventName.AUTH_FAILURE, Outcome.FAILURE, reason)
             sa.close(reason, failure=True)
             return
         if self.delete_ike:

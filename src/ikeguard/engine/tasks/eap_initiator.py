@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import constant_time
 
+from ikeguard.audit.events import EventName
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
 from ikeguard.engine.eap_peer import EapPeer, EapPeerError
 from ikeguard.engine.eap_tls import EapTlsPeer
@@ -113,13 +114,13 @@ def process(sa: IkeSa, rounds: InitiatorRounds, msg: InMessage) -> Status:
     assert sa.crypto is not None
     if msg.notify(NotifyType.AUTHENTICATION_FAILED) is not None:
         raise TaskFailed(f"peer rejected our EAP authentication as {rounds.peer.identity!r} "
-                         f"(AUTHENTICATION_FAILED)", "auth.failure")
+                         f"(AUTHENTICATION_FAILED)", EventName.AUTH_FAILURE)
     if rounds.phase == "final":
         auth = msg.get(AuthPayload)
         if auth is None:
             error = msg.error_notify()
             what = name_of(NotifyType, int(error.notify_type)) if error else "no AUTH payload"
-            raise TaskFailed(f"IKE_AUTH failed after EAP: {what}", "auth.failure")
+            raise TaskFailed(f"IKE_AUTH failed after EAP: {what}", EventName.AUTH_FAILURE)
         key = rounds.peer.msk or bytes(sa.crypto.keys.sk_pr)
         sk_pr = bytes(sa.crypto.keys.sk_pr)
         octets = auth_signed_octets(sa.init_response, sa.nonce_i, sa.crypto.prf_id, sk_pr,
@@ -128,7 +129,7 @@ def process(sa: IkeSa, rounds: InitiatorRounds, msg: InMessage) -> Status:
         rounds.peer.msk = b""
         if auth.method != AuthMethod.PSK or not constant_time.bytes_eq(expected, auth.data):
             raise TaskFailed("the responder's AUTH after EAP does not verify with the EAP key "
-                             "(RFC 7296 §2.16)", "auth.failure")
+                             "(RFC 7296 §2.16)", EventName.AUTH_FAILURE)
         sa.established()
         return Status.DONE
     return _eap(sa, rounds, msg)
@@ -139,11 +140,11 @@ def _eap(sa: IkeSa, rounds: InitiatorRounds, msg: InMessage) -> Status:
     if eap is None:
         error = msg.error_notify()
         what = name_of(NotifyType, int(error.notify_type)) if error else "no EAP payload"
-        raise TaskFailed(f"IKE_AUTH failed during EAP: {what}", "auth.failure")
+        raise TaskFailed(f"IKE_AUTH failed during EAP: {what}", EventName.AUTH_FAILURE)
     try:
         answer = rounds.peer.respond(eap.data)
     except EapPeerError as exc:
-        raise TaskFailed(f"EAP authentication failed: {exc}", "auth.failure") from None
+        raise TaskFailed(f"EAP authentication failed: {exc}", EventName.AUTH_FAILURE) from None
     if answer is None:  # EAP-Success: our AUTH with the MSK is next
         rounds.phase = "auth"
     else:

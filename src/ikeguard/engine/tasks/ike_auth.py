@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import constant_time, serialization
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.crypto.errors import CryptoError
 from ikeguard.crypto.key_names import describe_key
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
@@ -238,11 +239,13 @@ def verify_peer(
     if not verdict.accepted:
         # A revocation status that could not be obtained is its own audit event (INTERFACE.md).
         unavailable = verdict.reason.startswith("revocation_unavailable")
-        sa.audit("revocation.failed" if unavailable else "cert.rejected", "failure", verdict.reason)
+        sa.audit(EventName.REVOCATION_FAILED if unavailable else EventName.CERT_REJECTED,
+                 Outcome.FAILURE, verdict.reason)
         raise AuthError(f"certificate rejected: {verdict.reason}")
     not_after = verdict.not_after or leaf.not_valid_after_utc
     sa.remote_cert_not_after = not_after.replace(tzinfo=not_after.tzinfo or UTC).timestamp()
-    sa.audit("cert.validated", "success", key_type=describe_key(leaf),  # the evidence pack's inventory
+    sa.audit(EventName.CERT_VALIDATED, Outcome.SUCCESS,
+             key_type=describe_key(leaf),  # the evidence pack's inventory
              not_after=leaf.not_valid_after_utc.isoformat())
     public_key = leaf.public_key()
     profile = sa.ctx.settings.profile
@@ -405,11 +408,12 @@ class IkeAuthTask(Task):
             return eap_initiator.process(sa, self.eap_rounds, msg)
         failed = msg.notify(NotifyType.AUTHENTICATION_FAILED)
         if failed is not None:
-            raise TaskFailed("peer rejected our authentication (AUTHENTICATION_FAILED)", "auth.failure")
+            raise TaskFailed("peer rejected our authentication (AUTHENTICATION_FAILED)",
+                             EventName.AUTH_FAILURE)
         if msg.get(AuthPayload) is None:
             error = msg.error_notify()
             what = name_of(NotifyType, int(error.notify_type)) if error else "no AUTH payload"
-            raise TaskFailed(f"IKE_AUTH failed: {what}", "auth.failure")
+            raise TaskFailed(f"IKE_AUTH failed: {what}", EventName.AUTH_FAILURE)
         try:
             certs = _peer_certs(msg)
             peer, id_body = _peer_identity(msg, False, certs)
@@ -437,7 +441,7 @@ class IkeAuthTask(Task):
             )
         except (AuthError, ValueError) as exc:
             tell_responder_auth_failed(sa)
-            raise TaskFailed(f"peer authentication failed: {exc}", "auth.failure") from None
+            raise TaskFailed(f"peer authentication failed: {exc}", EventName.AUTH_FAILURE) from None
         sa.peer.initial_contact = False
         if self.eap_rounds is not None:
             return eap_initiator.after_first(sa, self.eap_rounds, msg, id_body)
@@ -452,13 +456,14 @@ class IkeAuthTask(Task):
             raise RemoteProtocolError(
                 f"IKE_AUTH before the additional key exchanges ({sa.intermediate.done} of "
                 f"{len(sa.intermediate.methods)} done, RFC 9370 §2.2.2)", NotifyType.INVALID_SYNTAX,
-                event="ike.failed")
+                event=EventName.IKE_FAILED)
         if sa.rounds is not None:  # a later message of EAP / a second round (RFC 7296 §2.16, RFC 4739)
             try:
                 eap_auth.process(sa, msg)
             except eap_auth.EapFailed as exc:
                 raise RemoteProtocolError(f"peer authentication failed: {exc}",
-                                          NotifyType.AUTHENTICATION_FAILED, event="auth.failure") from None
+                                          NotifyType.AUTHENTICATION_FAILED,
+                                          event=EventName.AUTH_FAILURE) from None
             if sa.rounds.finished:
                 redirect.decide_in_auth(sa)  # RFC 5685 §6: after the last round
             return
@@ -497,7 +502,8 @@ class IkeAuthTask(Task):
                 )
         except (AuthError, ValueError) as exc:
             raise RemoteProtocolError(
-                f"peer authentication failed: {exc}", NotifyType.AUTHENTICATION_FAILED, event="auth.failure"
+                f"peer authentication failed: {exc}", NotifyType.AUTHENTICATION_FAILED,
+                event=EventName.AUTH_FAILURE,
             ) from None
         _sign_off_loop(sa)  # our signature, made off the loop for token keys
         sa.peer.initial_contact = msg.notify(NotifyType.INITIAL_CONTACT) is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError, InvalidKeyExchange
 from ikeguard.crypto.signatures import decode_signature_hash_algorithms, encode_signature_hash_algorithms
@@ -90,7 +91,8 @@ class IkeInitTask(Task):
         if not self.offered:
             self.offered = offer_proposals(sa.ctx.settings.profile, sa.conn.ike_proposals, "ike")
             if not self.offered:
-                raise TaskFailed("no configured IKE proposal is allowed by the profile", "proposal.rejected")
+                raise TaskFailed("no configured IKE proposal is allowed by the profile",
+                                 EventName.PROPOSAL_REJECTED)
         if self.group is None:
             self.group = proposal_ke(self.offered[0])
         if self.ke is None or int(self.ke.method) != self.group:
@@ -128,15 +130,18 @@ class IkeInitTask(Task):
             if wanted not in offered_groups or wanted in self.tried_groups:
                 raise TaskFailed(
                     f"peer demands key exchange {name_of(KeId, wanted)} which we did not offer",
-                    "proposal.rejected",
+                    EventName.PROPOSAL_REJECTED,
                 )
-            sa.audit("ike.retry", "failure", f"peer asked for {name_of(KeId, wanted)} (INVALID_KE_PAYLOAD)")
+            sa.audit(EventName.IKE_RETRY, Outcome.FAILURE,
+                     f"peer asked for {name_of(KeId, wanted)} (INVALID_KE_PAYLOAD)")
             return self._retry(sa, "INVALID_KE_PAYLOAD", lambda: setattr(self, "group", wanted))
         error = msg.error_notify()
         if error is not None:
             name = name_of(NotifyType, int(error.notify_type))
             event = (
-                "proposal.rejected" if error.notify_type == NotifyType.NO_PROPOSAL_CHOSEN else "ike.failed"
+                EventName.PROPOSAL_REJECTED
+                if error.notify_type == NotifyType.NO_PROPOSAL_CHOSEN
+                else EventName.IKE_FAILED
             )
             raise TaskFailed(f"peer refused IKE_SA_INIT with {name}", event)
         try:
@@ -148,7 +153,7 @@ class IkeInitTask(Task):
             raise TaskFailed("IKE_SA_INIT response without SA or KE payload")
         chosen = accept_response_proposal(sa_payload, self.offered, ProtocolId.IKE)
         if chosen is None:
-            raise TaskFailed("peer selected a proposal we did not offer", "proposal.rejected")
+            raise TaskFailed("peer selected a proposal we did not offer", EventName.PROPOSAL_REJECTED)
         if int(ke.group) != proposal_ke(chosen[0]) or int(ke.group) != self.group:
             raise TaskFailed("peer's KE group differs from the selected proposal")
         assert self.ke is not None
@@ -159,12 +164,12 @@ class IkeInitTask(Task):
         methods = additional_key_exchanges(chosen[0])
         if methods and msg.notify(NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED) is None:
             raise TaskFailed("peer selected additional key exchanges without INTERMEDIATE_EXCHANGE_SUPPORTED "
-                             "(RFC 9370 §2.2.1)", "proposal.rejected")
+                             "(RFC 9370 §2.2.1)", EventName.PROPOSAL_REJECTED)
         assert sa.conn is not None
         sa.use_ppk = sa.conn.ppk is not None and msg.notify(NotifyType.USE_PPK) is not None
         if sa.conn.ppk is not None and sa.conn.ppk.required and not sa.use_ppk:
             raise TaskFailed("peer does not support PPK (no USE_PPK, RFC 8784) and ppk_required is set",
-                             "auth.failure")
+                             EventName.AUTH_FAILURE)
         sa.spi_r = msg.spi_r
         sa.nonce_r = nonce
         sa.proposal = chosen[0]
@@ -206,8 +211,8 @@ class IkeInitTask(Task):
             choice = None
         if choice is None:
             sa.audit(
-                "proposal.rejected",
-                "failure",
+                EventName.PROPOSAL_REJECTED,
+                Outcome.FAILURE,
                 "no acceptable IKE proposal",
                 proposal=_offered_text(sa_payload),
             )
@@ -215,7 +220,8 @@ class IkeInitTask(Task):
         self.chosen, self.chosen_number = choice
         group = proposal_ke(self.chosen)
         if int(ke.group) != group:
-            sa.audit("ike.retry", "failure", f"asked peer for {name_of(KeId, group)} (INVALID_KE_PAYLOAD)")
+            sa.audit(EventName.IKE_RETRY, Outcome.FAILURE,
+                     f"asked peer for {name_of(KeId, group)} (INVALID_KE_PAYLOAD)")
             raise RemoteProtocolError(
                 f"peer sent KE {name_of(KeId, int(ke.group))}, selected {name_of(KeId, group)}",
                 NotifyType.INVALID_KE_PAYLOAD,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError, UnsupportedTransform
 from ikeguard.engine.errors import RemoteProtocolError
@@ -90,16 +91,17 @@ class IkeIntermediateTask(Task):
         if error is not None:
             name = name_of(NotifyType, int(error.notify_type))
             raise TaskFailed(f"peer refused IKE_INTERMEDIATE ({name_of(KeId, self.method)}) with {name}",
-                             "ike.failed")
+                             EventName.IKE_FAILED)
         ke = msg.get(KePayload)
         if ke is None or int(ke.group) != self.method:
             got = "no KE payload" if ke is None else f"KE {name_of(KeId, int(ke.group))}"
             raise TaskFailed(f"IKE_INTERMEDIATE response with {got}, expected {name_of(KeId, self.method)}",
-                             "ike.failed")
+                             EventName.IKE_FAILED)
         try:
             shared = self.ke.shared_secret(ke.data)
         except CryptoError as exc:
-            raise TaskFailed(f"peer's additional key exchange value rejected: {exc}", "ike.failed") from None
+            raise TaskFailed(f"peer's additional key exchange value rejected: {exc}",
+                             EventName.IKE_FAILED) from None
         assert sa.crypto is not None
         _chain(sa, state, from_initiator=True, ap=sent_int_auth(
             self.request, sa.spi_i, sa.spi_r, initiator=True))
@@ -114,20 +116,20 @@ class IkeIntermediateTask(Task):
         state = sa.intermediate
         if sa.state is not IkeState.HALF_OPEN or state is None or state.complete:
             raise RemoteProtocolError("IKE_INTERMEDIATE not expected now (no additional key exchange left)",
-                                      NotifyType.INVALID_SYNTAX, event="ike.failed")
+                                      NotifyType.INVALID_SYNTAX, event=EventName.IKE_FAILED)
         self.method = state.methods[state.done]
         ke = msg.get(KePayload)
         if ke is None or int(ke.group) != self.method:
             got = "no KE payload" if ke is None else f"KE {name_of(KeId, int(ke.group))}"
             raise RemoteProtocolError(
                 f"IKE_INTERMEDIATE request with {got}, expected {name_of(KeId, self.method)}",
-                NotifyType.INVALID_SYNTAX, event="ike.failed")
+                NotifyType.INVALID_SYNTAX, event=EventName.IKE_FAILED)
         try:
             self.ke = new_key_exchange(self.method, sa.ctx.random)
             _, self.shared = self.ke.respond(ke.data)
         except (CryptoError, UnsupportedTransform) as exc:
             raise RemoteProtocolError(f"peer's additional key exchange value rejected: {exc}",
-                                      NotifyType.INVALID_SYNTAX, event="ike.failed") from None
+                                      NotifyType.INVALID_SYNTAX, event=EventName.IKE_FAILED) from None
         _chain(sa, state, from_initiator=True, ap=msg.int_auth_ap)
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError
 from ikeguard.engine.collisions import Collision, Resolution, handle_collision
@@ -16,6 +17,7 @@ from ikeguard.engine.proposals import accept_response_proposal, choose_proposal,
 from ikeguard.engine.states import IkeState, IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task
 from ikeguard.engine.tasks.followup_ke import Followup, register_link
+from ikeguard.engine.timers import Timer
 from ikeguard.wire.iana import ExchangeType, KeId, NotifyType, ProtocolId, name_of
 from ikeguard.wire.payloads import KePayload, NoncePayload
 from ikeguard.wire.proposal_string import ProposalSpec
@@ -96,7 +98,7 @@ def register_redundant(old: IkeSa, new: IkeSa, winner: IkeSa | None) -> None:
     new.transition(IkeTrigger.AUTH_DONE, f"rekey of IKE SA {old.uniqueid} (collision)")
     new.established_at = new.now
     new.rekeyed_by = winner
-    new.timers["redundant_expire"] = new.now + REDUNDANT_LIFETIME
+    new.timers[Timer.REDUNDANT_EXPIRE] = new.now + REDUNDANT_LIFETIME
     if old.ctx.adopt_hook is not None:
         old.ctx.adopt_hook(new)
 
@@ -131,18 +133,18 @@ def adopt(old: IkeSa, new: IkeSa) -> None:
         new.established_at = new.now
         if old.ctx.adopt_hook is not None:
             old.ctx.adopt_hook(new)
-    new.timers.pop("redundant_expire", None)
+    new.timers.pop(Timer.REDUNDANT_EXPIRE, None)
     new.rekeyed_by = None
     lifecycle.schedule_ike(new)
-    if "keepalive" in old.timers:
-        new.timers["keepalive"] = old.timers["keepalive"]
+    if Timer.KEEPALIVE in old.timers:
+        new.timers[Timer.KEEPALIVE] = old.timers[Timer.KEEPALIVE]
     for name, deadline in old.timers.items():
         if name.startswith("child_"):
             new.timers[name] = deadline
     for name in [k for k in old.timers if k.startswith("child_")]:
         del old.timers[name]
     old.rekeyed_by = new
-    new.audit("ike.rekeyed", "success", old_uniqueid=str(old.uniqueid))
+    new.audit(EventName.IKE_REKEYED, Outcome.SUCCESS, old_uniqueid=str(old.uniqueid))
 
 
 class IkeRekeyTask(Task):
@@ -206,10 +208,10 @@ class IkeRekeyTask(Task):
         return Status.DONE
 
     def _failed(self, sa: IkeSa, reason: str) -> None:
-        sa.audit("ike.rekey_failed", "failure", reason)
+        sa.audit(EventName.IKE_REKEY_FAILED, Outcome.FAILURE, reason)
         if sa.state is IkeState.REKEYING:
             sa.transition(IkeTrigger.REKEY_ABORTED, reason)
-        sa.timers["ike_rekey"] = sa.now + REKEY_RETRY_DELAY
+        sa.timers[Timer.IKE_REKEY] = sa.now + REKEY_RETRY_DELAY
 
     def _make(self, sa: IkeSa, shared: bytes, additional: bytes = b"") -> IkeSa:
         assert self.accepted is not None
@@ -265,7 +267,7 @@ class IkeRekeyTask(Task):
                 adopt(sa, peer_new)
                 peer_new.start_next()
                 sa.transition(IkeTrigger.REKEY_DONE)
-                sa.timers["rekeyed_expire"] = sa.now + REDUNDANT_LIFETIME
+                sa.timers[Timer.REKEYED_EXPIRE] = sa.now + REDUNDANT_LIFETIME
                 return
             peer_new.rekeyed_by = new  # the peer deletes its redundant SA; silence its ike.down
         adopt(sa, new)
@@ -313,7 +315,7 @@ class IkeRekeyResponder(Task):
             raise RemoteProtocolError("IKE rekey without SA, Nonce or KE", NotifyType.INVALID_SYNTAX)
         choice = choose_proposal(sa.ctx.settings.profile, offer, sa.conn.ike_proposals, "ike")
         if choice is None:
-            sa.audit("proposal.rejected", "failure", "no acceptable proposal for IKE rekey")
+            sa.audit(EventName.PROPOSAL_REJECTED, Outcome.FAILURE, "no acceptable proposal for IKE rekey")
             raise RemoteProtocolError("no acceptable IKE proposal", NotifyType.NO_PROPOSAL_CHOSEN)
         self.spec, self.number = choice
         self.peer_spi = next((p.spi for p in offer.proposals if p.number == self.number), b"")
@@ -378,7 +380,7 @@ class IkeRekeyResponder(Task):
             return
         adopt(sa, self.new)
         sa.transition(IkeTrigger.REKEY_DONE)
-        sa.timers["rekeyed_expire"] = sa.now + REDUNDANT_LIFETIME  # the initiator deletes the old SA
+        sa.timers[Timer.REKEYED_EXPIRE] = sa.now + REDUNDANT_LIFETIME  # the initiator deletes the old SA
 
     def completed(self, sa: IkeSa) -> None:
         """After our answer went out the peer knows the new SA: start work queued on it."""

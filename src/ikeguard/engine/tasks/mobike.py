@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine.events import Endpoint, UpdateSaAddresses
 from ikeguard.engine.tasks.base import Status, Task
 from ikeguard.wire.iana import ExchangeType, NotifyType
@@ -20,7 +21,7 @@ def update_addresses(sa: IkeSa, local: Endpoint, remote: Endpoint) -> None:
     sa.local, sa.remote = local, remote
     spis = tuple((c.spi_in, c.spi_out) for c in sa.children.values())
     sa.emit(UpdateSaAddresses(sa.uniqueid, local, remote, sa.encap, spis))
-    sa.audit("ike.address_changed", "success", f"now {local} <-> {remote}")
+    sa.audit(EventName.IKE_ADDRESS_CHANGED, Outcome.SUCCESS, f"now {local} <-> {remote}")
 
 
 class MobikeTask(Task):
@@ -73,12 +74,13 @@ class MobikeUpdateTask(Task):
 
         echoed = msg.notify(NotifyType.COOKIE2)
         if echoed is None or echoed.data != self.cookie2:
-            sa.audit("ike.address_changed", "failure", "peer did not echo COOKIE2 (RFC 4555 §3.5)")
+            sa.audit(EventName.IKE_ADDRESS_CHANGED, Outcome.FAILURE,
+                     "peer did not echo COOKIE2 (RFC 4555 §3.5)")
             return Status.DONE
         check_natd(sa, msg)
         spis = tuple((c.spi_in, c.spi_out) for c in sa.children.values())
         sa.emit(UpdateSaAddresses(sa.uniqueid, sa.local, sa.remote, sa.encap, spis))
-        sa.audit("ike.address_changed", "success", f"now {sa.local} <-> {sa.remote}")
+        sa.audit(EventName.IKE_ADDRESS_CHANGED, Outcome.SUCCESS, f"now {sa.local} <-> {sa.remote}")
         return Status.DONE
 
 
@@ -107,4 +109,5 @@ class MobikeUpdateResponder(Task):
             add_natd(sa, msg, sa.spi_r)
         spis = tuple((c.spi_in, c.spi_out) for c in sa.children.values())
         sa.emit(UpdateSaAddresses(sa.uniqueid, sa.local, sa.remote, sa.encap, spis))
-        sa.audit("ike.address_changed", "success", f"peer moved: now {sa.local} <-> {sa.remote}")
+        sa.audit(EventName.IKE_ADDRESS_CHANGED, Outcome.SUCCESS,
+                 f"peer moved: now {sa.local} <-> {sa.remote}")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ikeguard.crypto.keymat import natd_hash
 from ikeguard.engine.events import Endpoint
 from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.engine.timers import Timer
 from ikeguard.wire.iana import ExchangeType, NotifyType
 
 if TYPE_CHECKING:
@@ -52,9 +53,9 @@ def check_natd(sa: IkeSa, msg: InMessage) -> bool:
     NatdTask()._check(sa, msg, sa.spi_r, sa.local, sa.remote)
     sa.encap = sa.nat_local or sa.nat_remote or (sa.conn is not None and sa.conn.encap)
     if sa.nat_local:
-        sa.timers.setdefault("keepalive", sa.now + sa.ctx.settings.nat_keepalive)
+        sa.timers.setdefault(Timer.KEEPALIVE, sa.now + sa.ctx.settings.nat_keepalive)
     else:
-        sa.timers.pop("keepalive", None)
+        sa.timers.pop(Timer.KEEPALIVE, None)
     return True
 
 
@@ -93,7 +94,7 @@ class NatdTask(Task):
                 sa.remote = Endpoint(sa.remote.address, remote_port)
                 sa.natd_mapping = None  # 4500 gets its own NAT mapping: learnt from the next NAT-D
         if sa.nat_local:
-            sa.timers["keepalive"] = sa.now + sa.ctx.settings.nat_keepalive
+            sa.timers[Timer.KEEPALIVE] = sa.now + sa.ctx.settings.nat_keepalive
         return Status.DONE
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
@@ -106,4 +107,4 @@ class NatdTask(Task):
         if sa.nat_local or sa.nat_remote:
             sa.encap = True
         if sa.nat_local:
-            sa.timers["keepalive"] = sa.now + sa.ctx.settings.nat_keepalive
+            sa.timers[Timer.KEEPALIVE] = sa.now + sa.ctx.settings.nat_keepalive

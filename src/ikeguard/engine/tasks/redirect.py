@@ -23,9 +23,11 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING
 
+from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.events import Endpoint
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
+from ikeguard.engine.timers import Timer
 from ikeguard.wire.iana import ExchangeType, NotifyType
 
 if TYPE_CHECKING:
@@ -98,7 +100,8 @@ def read_init_request(sa: IkeSa, msg: InMessage) -> None:
             raise RemoteProtocolError(f"malformed REDIRECTED_FROM: {exc}",
                                       NotifyType.INVALID_SYNTAX) from None
         sa.redirected_from = origin
-        sa.audit("ike.redirected", "success", f"peer redirected here by {origin} (REDIRECTED_FROM)",
+        sa.audit(EventName.IKE_REDIRECTED, Outcome.SUCCESS,
+                 f"peer redirected here by {origin} (REDIRECTED_FROM)",
                  direction="in", gateway=origin)
     settings = sa.ctx.settings
     if not settings.redirect_to or not sa.peer.redirect or came_from is not None:
@@ -108,11 +111,11 @@ def read_init_request(sa: IkeSa, msg: InMessage) -> None:
         return
     why = (f"{count} IKE SAs, more than redirect_above = {settings.redirect_above}"
            if settings.redirect_above else "redirect_to is set")
-    sa.audit("ike.redirected", "success",
+    sa.audit(EventName.IKE_REDIRECTED, Outcome.SUCCESS,
              f"new peer redirected to {settings.redirect_to} in IKE_SA_INIT ({why})",
              direction="out", gateway=settings.redirect_to, exchange="IKE_SA_INIT")
     raise RemoteProtocolError(f"redirected to {settings.redirect_to}", NotifyType.REDIRECT,
-                              encode(settings.redirect_to, sa.nonce_i), event="ike.redirected")
+                              encode(settings.redirect_to, sa.nonce_i), event=EventName.IKE_REDIRECTED)
 
 
 def follow_init_redirect(sa: IkeSa, msg: InMessage) -> bool:
@@ -128,7 +131,8 @@ def follow_init_redirect(sa: IkeSa, msg: InMessage) -> bool:
         sa.trace_drop(f"malformed REDIRECT ignored: {exc}")
         return False
     if nonce != sa.nonce_i:  # RFC 5685 §3/§8: only the responder that saw our Ni may redirect us
-        sa.audit("ike.redirected", "failure", f"REDIRECT to {gateway} ignored: nonce data is not our Ni",
+        sa.audit(EventName.IKE_REDIRECTED, Outcome.FAILURE,
+                 f"REDIRECT to {gateway} ignored: nonce data is not our Ni",
                  direction="in", gateway=gateway)
         return False
     why = "redirected a second time" if sa.redirected_from else ""
@@ -137,11 +141,11 @@ def follow_init_redirect(sa: IkeSa, msg: InMessage) -> bool:
     except ValueError:
         why = why or "a host name (the engine resolves no names)"
     if why:  # authentic (our Ni) but not followed: this attempt ends
-        sa.audit("ike.redirected", "failure", f"REDIRECT to {gateway} not followed: {why}",
+        sa.audit(EventName.IKE_REDIRECTED, Outcome.FAILURE, f"REDIRECT to {gateway} not followed: {why}",
                  direction="in", gateway=gateway)
         raise TaskFailed(f"redirected by {sa.remote.address} to {gateway}, not followed: {why}")
     origin = str(sa.remote.address)
-    sa.audit("ike.redirected", "success", f"redirected by {origin} to {gateway} in IKE_SA_INIT",
+    sa.audit(EventName.IKE_REDIRECTED, Outcome.SUCCESS, f"redirected by {origin} to {gateway} in IKE_SA_INIT",
              direction="in", gateway=gateway)
     sa.redirected_from = origin
     sa.remote = Endpoint(address, sa.remote.port)
@@ -161,9 +165,10 @@ def add_in_auth(sa: IkeSa, msg: OutMessage) -> None:
     if not sa.redirect_in_auth:
         return
     msg.add_notify(NotifyType.REDIRECT, encode(sa.redirect_in_auth))
-    sa.audit("ike.redirected", "success", f"authenticated peer redirected to {sa.redirect_in_auth} "
+    sa.audit(EventName.IKE_REDIRECTED, Outcome.SUCCESS,
+             f"authenticated peer redirected to {sa.redirect_in_auth} "
              f"(connection redirect_to)", direction="out", gateway=sa.redirect_in_auth, exchange="IKE_AUTH")
-    sa.timers["redirect_expire"] = sa.now + REDIRECT_GRACE
+    sa.timers[Timer.REDIRECT_EXPIRE] = sa.now + REDIRECT_GRACE
 
 
 def note_auth_redirect(sa: IkeSa, msg: InMessage) -> None:
@@ -198,12 +203,13 @@ class RedirectFollower(Task):
         try:
             self.gateway, nonce = decode(notify.data) if notify is not None else ("", b"")
         except RedirectError as exc:
-            sa.audit("ike.redirected", "failure", f"malformed REDIRECT ignored: {exc}", direction="in",
-                     exchange="INFORMATIONAL")
+            sa.audit(EventName.IKE_REDIRECTED, Outcome.FAILURE, f"malformed REDIRECT ignored: {exc}",
+                     direction="in", exchange="INFORMATIONAL")
             return
         if nonce:
-            sa.audit("ike.redirected", "failure", "REDIRECT with nonce data outside IKE_SA_INIT ignored",
-                     direction="in", gateway=self.gateway, exchange="INFORMATIONAL")
+            sa.audit(EventName.IKE_REDIRECTED, Outcome.FAILURE,
+                     "REDIRECT with nonce data outside IKE_SA_INIT ignored", direction="in",
+                     gateway=self.gateway, exchange="INFORMATIONAL")
             self.gateway = ""
 
     def completed(self, sa: IkeSa) -> None:
@@ -225,11 +231,13 @@ class RedirectTask(Task):
         msg.add_notify(NotifyType.REDIRECT, encode(self.gateway))
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
-        sa.audit("ike.redirected", "success", f"peer redirected to {self.gateway} ({self.reason})",
+        sa.audit(EventName.IKE_REDIRECTED, Outcome.SUCCESS,
+                 f"peer redirected to {self.gateway} ({self.reason})",
                  direction="out", gateway=self.gateway, exchange="INFORMATIONAL")
-        sa.timers["redirect_expire"] = sa.now + REDIRECT_GRACE
+        sa.timers[Timer.REDIRECT_EXPIRE] = sa.now + REDIRECT_GRACE
         return Status.DONE
 
     def aborted(self, sa: IkeSa, reason: str) -> None:
-        sa.audit("ike.redirected", "failure", f"redirect to {self.gateway} not acknowledged: {reason}",
+        sa.audit(EventName.IKE_REDIRECTED, Outcome.FAILURE,
+                 f"redirect to {self.gateway} not acknowledged: {reason}",
                  direction="out", gateway=self.gateway, exchange="INFORMATIONAL")
