@@ -315,7 +315,7 @@ def test_our_commands_in_every_state(state: IkeState, command: Command) -> None:
     elif command is Command.REAUTHENTICATE:
         commands.reauthenticate(sa, "walk")
     else:
-        sa.now = sa.last_inbound + 100.0
+        sa.ctx.now = sa.last_inbound + 100.0
         lifecycle.fire(sa, "dpd")
     manager = (lab.net.a if lab.side == "a" else lab.net.b).manager
     if action is CommandAction.CLOSE:

@@ -113,4 +113,3 @@ def _restore_children(sa: IkeSa, record: IkeSaRecord, settings: dict[str, ChildS
             sa.timers[child_timer(Timer.CHILD_REKEY, child.uniqueid)] = child.rekey_at
         if child.expire_at is not None:
             sa.timers[child_timer(Timer.CHILD_EXPIRE, child.uniqueid)] = child.expire_at
-    sa.now = now

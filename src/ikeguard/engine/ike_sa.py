@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ikeguard.audit.events import EventName, Outcome
+from ikeguard.engine import lifecycle
 from ikeguard.engine import pending as pending_
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.context import EngineContext
@@ -45,6 +46,7 @@ from ikeguard.engine.states import (
     next_ike_state,
 )
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
+from ikeguard.engine.tasks.mobike import update_addresses
 from ikeguard.engine.timers import Timer
 from ikeguard.wire.iana import ExchangeType, NotifyType
 from ikeguard.wire.proposal_string import ProposalSpec
@@ -118,7 +120,6 @@ class IkeSa:
         self.spi_i = spi_local if initiator else b"\0" * 8
         self.spi_r = b"\0" * 8 if initiator else spi_local
         self.conn = conn
-        self.now = now
         self.created_at = now
         self.established_at: float | None = None
         self.state = IkeState.CREATED
@@ -179,6 +180,11 @@ class IkeSa:
         self.group: GroupSettings | None = None  # the user's RADIUS group: its local selectors apply
 
     # ------------------------------------------------------------------ naming and outputs
+    @property
+    def now(self) -> float:
+        """The time of the input being handled: one clock reading per input, set by the manager."""
+        return self.ctx.now
+
     @property
     def name(self) -> str:
         """The connection name (empty until a responder picked one)."""
@@ -357,7 +363,6 @@ class IkeSa:
 
         ``decoded`` is the outcome of ``decode_message`` when the manager already decoded a plaintext
         IKE_SA_INIT request (it is parsed once, before any state is created)."""
-        self.now = now
         if self.state is IkeState.CLOSED:
             return
         if is_response:
@@ -597,8 +602,6 @@ class IkeSa:
     def _follow_peer_address(self, local: Endpoint, remote: Endpoint, msg: InMessage) -> None:
         """Follow the initiator's switch to port 4500, NAT mapping changes (RFC 7296 §2.23) and MOBIKE
         UPDATE_SA_ADDRESSES (RFC 4555 §3.5) of an authenticated request."""
-        from ikeguard.engine.tasks.mobike import update_addresses
-
         if (local, remote) == (self.local, self.remote):
             return
         if self.state is IkeState.HALF_OPEN or (local.port != 500 and self.local.port == 500):
@@ -613,8 +616,6 @@ class IkeSa:
 
     def established(self) -> None:
         """IKE_AUTH succeeded on our side: state, audit, timers (rekey, reauth, DPD, certificate cap)."""
-        from ikeguard.engine import lifecycle
-
         self.transition(IkeTrigger.AUTH_DONE)
         self.established_at = self.now
         self.timers.pop(Timer.HALF_OPEN, None)
@@ -639,7 +640,6 @@ class IkeSa:
 
     def handle_timer(self, now: float) -> None:
         """Fire every expired deadline."""
-        self.now = now
         for name, deadline in sorted(self.timers.items(), key=lambda kv: kv[1]):
             if self.state is IkeState.CLOSED:
                 return
@@ -649,8 +649,6 @@ class IkeSa:
         self.start_next()
 
     def _fire(self, name: str) -> None:
-        from ikeguard.engine import lifecycle
-
         lifecycle.fire(self, name)
 
     def schedule_retransmit(self) -> None:

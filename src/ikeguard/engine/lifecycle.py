@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ikeguard.audit.events import EventName, Outcome
+from ikeguard.engine import commands
 from ikeguard.engine.events import SendNatKeepalive
 from ikeguard.engine.states import (
     IKE_NOT_AUTHENTICATED,
@@ -15,6 +16,7 @@ from ikeguard.engine.states import (
     IkeState,
     command_action,
 )
+from ikeguard.engine.tasks.delete import DpdTask, watches_nat_mapping
 from ikeguard.engine.timers import Timer, child_timer, split_timer
 
 if TYPE_CHECKING:
@@ -80,8 +82,6 @@ def schedule_child(sa: IkeSa, child: ChildSa) -> None:
 
 def fire(sa: IkeSa, name: str) -> None:
     """Run the action behind an expired deadline."""
-    from ikeguard.engine import commands
-
     try:
         kind, ident = split_timer(name)
     except ValueError:
@@ -135,8 +135,6 @@ def fire(sa: IkeSa, name: str) -> None:
 
 
 def _dpd(sa: IkeSa) -> None:
-    from ikeguard.engine.tasks.delete import DpdTask, watches_nat_mapping
-
     conn = sa.conn
     if conn is None or conn.dpd_delay <= 0:
         return
@@ -160,8 +158,6 @@ def _dpd(sa: IkeSa) -> None:
 
 def _retransmit(sa: IkeSa) -> None:
     """Resend the request in flight, or give up after ``retransmit_tries`` (RFC 7296 §2.1, §2.4)."""
-    from ikeguard.engine.tasks.delete import DpdTask
-
     req = sa.window.in_flight
     if req is None:
         return

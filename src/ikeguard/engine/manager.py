@@ -22,9 +22,12 @@ from ikeguard.engine.ha_restore import DEFAULT_SEQ_MARGIN, restore_ike_sa
 from ikeguard.engine.ha_state import EspSequence, IkeSaRecord, RecordError, export_ike_sa, exportable
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
+from ikeguard.engine.pending import answered, relay_answered, signature_made
 from ikeguard.engine.pools import AddressPool
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.states import IkeState
+from ikeguard.engine.tasks.mobike import MobikeUpdateTask
+from ikeguard.engine.tasks.redirect import RedirectError, RedirectTask, gateway_identity
 from ikeguard.engine.timers import Timer
 from ikeguard.engine.validator import CertificateValidator, RejectAllValidator
 from ikeguard.wire.errors import ParseError
@@ -94,6 +97,7 @@ class IkeManager:
 
     def handle_timer(self, now: float) -> None:
         """Fire every deadline at or before ``now``."""
+        self.ctx.now = now
         heap = self.ctx.timer_heap
         due: list[int] = []
         while heap and heap[0][0] <= now:
@@ -115,23 +119,23 @@ class IkeManager:
     def revocation_fetched(self, ike_uniqueid: int, token: int, body: bytes | None, now: float) -> None:
         """Input: the outcome of a ``RevocationFetch`` (``body`` None: the fetch failed or timed out). The
         waiting exchange continues; an answer for an SA that is gone or no longer waits is ignored."""
-        from ikeguard.engine.pending import answered
+        self.ctx.now = now
 
-        self._resume(ike_uniqueid, "a revocation fetch", lambda sa: answered(sa, token, body, now))
+        self._resume(ike_uniqueid, "a revocation fetch", lambda sa: answered(sa, token, body))
 
     def signature_made(self, ike_uniqueid: int, token: int, answer: SignAnswer, now: float) -> None:
         """Input: the outcome of a ``SignatureJob`` (our AUTH signature made off the loop). The waiting
         IKE_AUTH goes on with it; an answer for an SA that is gone or no longer waits is ignored."""
-        from ikeguard.engine.pending import signature_made
+        self.ctx.now = now
 
-        self._resume(ike_uniqueid, "a signature", lambda sa: signature_made(sa, token, answer, now))
+        self._resume(ike_uniqueid, "a signature", lambda sa: signature_made(sa, token, answer))
 
     def radius_answered(self, ike_uniqueid: int, token: int, answer: EapRelayAnswer, now: float) -> None:
         """Input: the outcome of a ``RadiusRound`` (docs/remote-access.md). The waiting IKE_AUTH exchange
         goes on with it; an answer for an SA that is gone or no longer waits is ignored."""
-        from ikeguard.engine.pending import relay_answered
+        self.ctx.now = now
 
-        self._resume(ike_uniqueid, "a RADIUS round", lambda sa: relay_answered(sa, token, answer, now))
+        self._resume(ike_uniqueid, "a RADIUS round", lambda sa: relay_answered(sa, token, answer))
 
     def _resume(self, ike_uniqueid: int, what: str, answer: Callable[[IkeSa], None]) -> None:
         """Hand the answer of work done outside the engine (engine/pending.py) to the IKE SA waiting for it
@@ -153,6 +157,7 @@ class IkeManager:
 
         Never raises for anything the peer sent: malformed input is dropped with a trace event.
         """
+        self.ctx.now = now
         try:
             header, _first, _length = decode_header(data)
         except (ParseError, ValueError) as exc:
@@ -203,6 +208,7 @@ class IkeManager:
     def restore(self, record: IkeSaRecord, now: float, *, seq_margin: int = DEFAULT_SEQ_MARGIN) -> int:
         """Continue the IKE SA of ``record`` here (HA takeover, engine/ha_restore.py); its uniqueid.
         RecordError if its connection is not configured or the SPI is already in use."""
+        self.ctx.now = now
         if self._by_spi.get(record.spi_i if record.initiator else record.spi_r) is not None:
             raise RecordError(f"IKE SA {record.key} already exists here")
         sa = restore_ike_sa(self.ctx, record, now, RULES, seq_margin=seq_margin)
@@ -357,6 +363,7 @@ class IkeManager:
     ) -> int:
         """Start an IKE SA for ``connection`` (all children or those named); returns its uniqueid.
         ``redirected_from``: the gateway that sent us here (RFC 5685 §4: REDIRECTED_FROM)."""
+        self.ctx.now = now
         conn = self.ctx.connections.get(connection)
         if conn is None:
             raise LocalProtocolError(f"unknown connection {connection!r}")
@@ -390,8 +397,8 @@ class IkeManager:
     def terminate_ike(self, uniqueid: int, now: float, reason: str = "terminated by admin") -> None:
         """Delete an IKE SA and its Child SAs (a local decision: one still being set up ends as
         ``ike.down`` with ``reason``, not as an authentication failure)."""
+        self.ctx.now = now
         sa = self._sa(uniqueid)
-        sa.now = now
         commands.delete_ike(sa, reason, local_decision=True)
         sa.start_next()
         self._forget_if_closed(sa)
@@ -400,8 +407,8 @@ class IkeManager:
         self, uniqueid: int, child_uniqueid: int, now: float, reason: str = "terminated by admin"
     ) -> None:
         """Delete one Child SA."""
+        self.ctx.now = now
         sa = self._sa(uniqueid)
-        sa.now = now
         child = sa.children.get(child_uniqueid)
         if child is None:
             raise LocalProtocolError(f"IKE SA {uniqueid} has no Child SA {child_uniqueid}")
@@ -415,10 +422,10 @@ class IkeManager:
 
     def create_child(self, uniqueid: int, child: str, now: float) -> None:
         """Add a configured Child SA to an established IKE SA (CREATE_CHILD_SA)."""
+        self.ctx.now = now
         if self.ctx.new_child_refusal is not None:
             raise LocalProtocolError(f"new Child SA refused: {self.ctx.new_child_refusal}")
         sa = self._sa(uniqueid)
-        sa.now = now
         settings = next((c for c in (sa.conn.children if sa.conn else ()) if c.name == child), None)
         if settings is None:
             raise LocalProtocolError(f"connection of IKE SA {uniqueid} has no child {child!r}")
@@ -428,7 +435,7 @@ class IkeManager:
     def redirect(self, uniqueid: int, gateway: str, now: float, reason: str = "redirected by admin") -> None:
         """Send the peer of an established IKE SA to ``gateway`` (RFC 5685 §5); LocalProtocolError when the
         peer did not announce REDIRECT_SUPPORTED or the gateway is neither an address nor a host name."""
-        from ikeguard.engine.tasks.redirect import RedirectError, RedirectTask, gateway_identity
+        self.ctx.now = now
 
         sa = self._sa(uniqueid)
         try:
@@ -439,21 +446,20 @@ class IkeManager:
             raise LocalProtocolError(f"peer of IKE SA {uniqueid} does not support redirection (RFC 5685)")
         if sa.state is not IkeState.ESTABLISHED:
             raise LocalProtocolError(f"IKE SA {uniqueid} is not established")
-        sa.now = now
         sa.queue_exchange([RedirectTask(gateway, reason)])
         sa.start_next()
 
     def rekey_ike(self, uniqueid: int, now: float) -> None:
         """Rekey an IKE SA now."""
+        self.ctx.now = now
         sa = self._sa(uniqueid)
-        sa.now = now
         commands.rekey_ike(sa)
         sa.start_next()
 
     def rekey_child(self, uniqueid: int, child_uniqueid: int, now: float) -> None:
         """Rekey one Child SA now."""
+        self.ctx.now = now
         sa = self._sa(uniqueid)
-        sa.now = now
         child = sa.children.get(child_uniqueid)
         if child is None:
             raise LocalProtocolError(f"IKE SA {uniqueid} has no Child SA {child_uniqueid}")
@@ -462,17 +468,16 @@ class IkeManager:
 
     def reauthenticate(self, uniqueid: int, now: float) -> None:
         """Reauthenticate an IKE SA now (make-before-break)."""
+        self.ctx.now = now
         sa = self._sa(uniqueid)
-        sa.now = now
         commands.reauthenticate(sa, "reauthentication requested")
 
     def update_local_endpoint(self, uniqueid: int, local: Endpoint, now: float) -> None:
         """Our address changed (MOBIKE, RFC 4555 §3.5): move the IKE SA and tell the peer with
         UPDATE_SA_ADDRESSES; without MOBIKE the SA cannot move and is closed with the reason."""
-        from ikeguard.engine.tasks.mobike import MobikeUpdateTask
+        self.ctx.now = now
 
         sa = self._sa(uniqueid)
-        sa.now = now
         if not sa.peer.mobike or not sa.initiator:
             why = (
                 "MOBIKE is not in use"
@@ -489,10 +494,10 @@ class IkeManager:
     def child_lifetime_reached(self, spi_in: int, *, hard: bool, now: float, child_uniqueid: int = 0) -> None:
         """Data-plane upcall: a byte/packet lifetime of the inbound SA ``spi_in`` (of Child SA
         ``child_uniqueid`` when given: the data plane names the Child SA, issue 13 S3) was reached."""
+        self.ctx.now = now
         for sa in list(self._by_uniqueid.values()):
             child = sa.find_child_by_spi(spi_in, inbound=True)
             if child is not None and (not child_uniqueid or child.uniqueid == child_uniqueid):
-                sa.now = now
                 if hard:
                     commands.delete_child(sa, child, "Child SA byte/packet hard lifetime reached")
                 else:
@@ -502,10 +507,10 @@ class IkeManager:
 
     def install_failed(self, uniqueid: int, child_uniqueid: int, reason: str, now: float) -> None:
         """Data-plane upcall: installing a Child SA failed; delete it at the peer too."""
+        self.ctx.now = now
         sa = self._by_uniqueid.get(uniqueid)
         if sa is None:
             return
-        sa.now = now
         child = sa.children.get(child_uniqueid)
         if child is not None:
             sa.audit(EventName.CHILD_FAILED, Outcome.FAILURE, f"data plane refused the SA: {reason}",

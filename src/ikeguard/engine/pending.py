@@ -60,7 +60,8 @@ class WaitingSa(Protocol):
     pending_serial: int
     sign_answer: SignAnswer | None
     timers: dict[str, float]
-    now: float
+    @property
+    def now(self) -> float: ...
     uniqueid: int
     state: IkeState
     ctx: EngineContext
@@ -116,7 +117,7 @@ def absorbs_response(sa: WaitingSa) -> bool:
     return sa.pending is not None and sa.pending.response
 
 
-def answered(sa: WaitingSa, token: int, body: bytes | None, now: float) -> None:
+def answered(sa: WaitingSa, token: int, body: bytes | None) -> None:
     """The fetch for ``token`` finished (``body`` None: failed or timed out): validate the parked message
     again. A late answer (SA closed, deleted or already answered) is ignored."""
     pending = sa.pending
@@ -124,35 +125,32 @@ def answered(sa: WaitingSa, token: int, body: bytes | None, now: float) -> None:
         return
     if isinstance(pending.request, EapRelayRequest | SignRequest):
         return
-    sa.now = now
     sa.pending = None
     sa.timers.pop(TIMER, None)
     answer_fetch(sa.ctx.validator, pending.request, body)
     _resume(sa, pending)
 
 
-def relay_answered(sa: WaitingSa, token: int, answer: EapRelayAnswer, now: float) -> None:
+def relay_answered(sa: WaitingSa, token: int, answer: EapRelayAnswer) -> None:
     """The RADIUS round for ``token`` ended: the EAP code reads ``answer`` when the parked message runs
     again. A late answer (SA closed, round timed out) is ignored."""
     pending = sa.pending
     if (pending is None or pending.token != token or sa.state is IkeState.CLOSED
             or not isinstance(pending.request, EapRelayRequest)):
         return
-    sa.now = now
     sa.pending = None
     sa.timers.pop(RADIUS_TIMER, None)
     sa.relay_answer = answer
     _resume(sa, pending)
 
 
-def signature_made(sa: WaitingSa, token: int, answer: SignAnswer, now: float) -> None:
+def signature_made(sa: WaitingSa, token: int, answer: SignAnswer) -> None:
     """The worker made (or failed to make) our signature for ``token``: the parked IKE_AUTH request runs
     again and ``_our_auth`` takes the answer. A late answer (SA closed) is ignored."""
     pending = sa.pending
     if (pending is None or pending.token != token or sa.state is IkeState.CLOSED
             or not isinstance(pending.request, SignRequest)):
         return
-    sa.now = now
     sa.pending = None
     sa.sign_answer = answer
     _resume(sa, pending)
@@ -170,7 +168,7 @@ def _resume(sa: WaitingSa, pending: PendingValidation) -> None:
 def timed_out(sa: WaitingSa) -> None:
     """The ``revocation`` deadline passed without an answer: the fetch counts as failed."""
     if sa.pending is not None:
-        answered(sa, sa.pending.token, None, sa.now)
+        answered(sa, sa.pending.token, None)
 
 
 def relay_timed_out(sa: WaitingSa) -> None:
@@ -179,5 +177,5 @@ def relay_timed_out(sa: WaitingSa) -> None:
     if pending is not None and isinstance(pending.request, EapRelayRequest):
         answer = EapRelayAnswer(RelayOutcome.UNREACHABLE,
                                 reason=f"no RADIUS answer within {sa.ctx.settings.radius_timeout:g}s")
-        relay_answered(sa, pending.token, answer, sa.now)
+        relay_answered(sa, pending.token, answer)
 

@@ -16,6 +16,7 @@ from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.events import ChildSaSpec, Direction, InstallChildSa
 from ikeguard.engine.intermediate import additional_key_exchanges
 from ikeguard.engine.keys import child_sa_keys, proposal_ke
+from ikeguard.engine.lifecycle import schedule_child
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
 from ikeguard.engine.settings import ChildSettings
 from ikeguard.engine.states import CHILD_GOING, IKE_UP, ChildTrigger
@@ -355,8 +356,6 @@ class ChildCreateTask(Task):
         self._activate(sa)
 
     def _activate(self, sa: IkeSa, *, responder: bool = False) -> None:
-        from ikeguard.engine.lifecycle import schedule_child
-
         assert self.child is not None
         child = self.child
         sa.children[child.uniqueid] = child

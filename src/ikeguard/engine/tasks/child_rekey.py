@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.collisions import Collision, Resolution, handle_collision
+from ikeguard.engine.commands import delete_child
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.states import CHILD_LIVE, CHILD_REPLACEABLE, ChildState, ChildTrigger
 from ikeguard.engine.tasks.base import Status
@@ -48,8 +49,6 @@ class ChildRekeyTask(ChildCreateTask):
         super().build_i(sa, msg)
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
-        from ikeguard.engine.commands import delete_child
-
         status = super().process_i(sa, msg)
         if status is Status.RETRY:
             return status
@@ -104,8 +103,6 @@ class ChildRekeyResponder(ChildCreateTask):
         super().process_r(sa, msg)
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
-        from ikeguard.engine.commands import delete_child
-
         super().build_r(sa, msg)
         old, new = self.old, self.child
         if old is None or new is None or new.uniqueid not in sa.children:

@@ -29,6 +29,7 @@ from ikeguard.wire.iana import (
     name_of,
 )
 from ikeguard.wire.payloads import CertReqPayload, KePayload, NoncePayload
+from ikeguard.wire.proposal_string import describe_proposal
 from ikeguard.wire.sa import Proposal, SaPayload
 
 if TYPE_CHECKING:
@@ -265,8 +266,6 @@ class IkeInitTask(Task):
 
 
 def _offered_text(sa_payload: SaPayload) -> str:
-    from ikeguard.wire.proposal_string import describe_proposal
-
     texts = []
     for proposal in sa_payload.proposals[:4]:
         try:

@@ -4,18 +4,24 @@ resolved by the nonces as for Child SAs (§2.8.2, engine/collisions.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ikeguard.audit.events import EventName, Outcome
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError
+from ikeguard.engine import lifecycle
 from ikeguard.engine.collisions import Collision, Resolution, handle_collision
+from ikeguard.engine.commands import delete_ike
 from ikeguard.engine.errors import RemoteProtocolError
+from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.intermediate import additional_key_exchanges
 from ikeguard.engine.keys import ike_sa_crypto, proposal_ke, rekey_skeyseed
 from ikeguard.engine.proposals import accept_response_proposal, choose_proposal, offer_proposals
 from ikeguard.engine.states import IkeState, IkeTrigger
 from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.engine.tasks.child_create import ChildCreateTask
+from ikeguard.engine.tasks.delete import DeleteChildTask, DeleteIkeTask, DeleteSpiTask
 from ikeguard.engine.tasks.followup_ke import Followup, register_link
 from ikeguard.engine.timers import Timer
 from ikeguard.wire.iana import ExchangeType, KeId, NotifyType, ProtocolId, name_of
@@ -24,8 +30,10 @@ from ikeguard.wire.proposal_string import ProposalSpec
 from ikeguard.wire.sa import Proposal, SaPayload
 
 if TYPE_CHECKING:
-    from ikeguard.engine.ike_sa import IkeSa
+    from ikeguard.engine.events import IpAddress
+    from ikeguard.engine.ike_sa import IkeSa, PeerFeatures
     from ikeguard.engine.message import InMessage, OutMessage
+    from ikeguard.engine.settings import GroupSettings
 
 NONCE_LEN = 32
 REKEY_RETRY_DELAY = 30.0
@@ -34,6 +42,53 @@ REDUNDANT_LIFETIME = 60.0  # a replaced or redundant IKE SA waits this long for 
 
 def _new_spi(sa: IkeSa) -> bytes:
     return sa.ctx.ike_spi()
+
+
+@dataclass(frozen=True)
+class Inherited:
+    """What the IKE SA made by a rekey takes over from the one it replaces: the same peer, authenticated the
+    same way (RFC 7296 §2.18: only keys, SPIs and nonces are new), its NAT status and remote-access state."""
+
+    local_id: str
+    remote_id: str
+    remote_cert_subject: str
+    remote_cert_serial: str
+    remote_cert_issuer: str
+    remote_cert_not_after: float | None
+    peer: PeerFeatures
+    nat_local: bool
+    nat_remote: bool
+    peer_natt: bool
+    encap: bool
+    ppk_used: bool  # RFC 8784: SK_d came from the PPK-mixed one, so do all later keys
+    eap_identity: str  # remote access: the user and its virtual IP stay with the rekeyed IKE SA
+    auth_details: dict[str, str]
+    virtual_ip: IpAddress | None
+    vip_pool: str
+    group: GroupSettings | None
+
+    @classmethod
+    def of(cls, sa: IkeSa) -> Inherited:
+        """The inherited state of ``sa``."""
+        return cls(
+            local_id=sa.local_id, remote_id=sa.remote_id, remote_cert_subject=sa.remote_cert_subject,
+            remote_cert_serial=sa.remote_cert_serial, remote_cert_issuer=sa.remote_cert_issuer,
+            remote_cert_not_after=sa.remote_cert_not_after, peer=sa.peer, nat_local=sa.nat_local,
+            nat_remote=sa.nat_remote, peer_natt=sa.peer_natt, encap=sa.encap, ppk_used=sa.ppk_used,
+            eap_identity=sa.eap_identity, auth_details=sa.auth_details, virtual_ip=sa.virtual_ip,
+            vip_pool=sa.vip_pool, group=sa.group,
+        )
+
+    def give_to(self, sa: IkeSa) -> None:
+        """Make it the state of the new IKE SA ``sa``."""
+        sa.local_id, sa.remote_id = self.local_id, self.remote_id
+        sa.remote_cert_subject, sa.remote_cert_serial = self.remote_cert_subject, self.remote_cert_serial
+        sa.remote_cert_issuer, sa.remote_cert_not_after = self.remote_cert_issuer, self.remote_cert_not_after
+        sa.peer = self.peer
+        sa.nat_local, sa.nat_remote, sa.peer_natt, sa.encap = (self.nat_local, self.nat_remote,
+                                                               self.peer_natt, self.encap)
+        sa.ppk_used, sa.eap_identity, sa.auth_details = self.ppk_used, self.eap_identity, self.auth_details
+        sa.virtual_ip, sa.vip_pool, sa.group = self.virtual_ip, self.vip_pool, self.group
 
 
 def make_rekeyed_sa(
@@ -50,8 +105,6 @@ def make_rekeyed_sa(
 ) -> IkeSa:
     """The IKE SA replacing ``old``: keys from SK_d(old) (§2.18; with RFC 9370 additional key exchanges
     their secrets follow the nonces), same peer, identities and Child SAs."""
-    from ikeguard.engine.ike_sa import IkeSa
-
     assert old.crypto is not None
     new = IkeSa(
         old.ctx,
@@ -69,26 +122,7 @@ def make_rekeyed_sa(
     new.nonce_i, new.nonce_r = ni, nr
     skeyseed = rekey_skeyseed(old.crypto.prf_id, bytes(old.crypto.keys.sk_d), shared, ni, nr, additional)
     new.crypto = ike_sa_crypto(spec, skeyseed, ni, nr, spi_i, spi_r, initiator, old.ctx.random)
-    for attr in (
-        "local_id",
-        "remote_id",
-        "remote_cert_subject",
-        "remote_cert_serial",
-        "remote_cert_issuer",
-        "remote_cert_not_after",
-        "peer",
-        "nat_local",
-        "nat_remote",
-        "peer_natt",
-        "encap",
-        "ppk_used",  # RFC 8784: SK_d came from the PPK-mixed one, so do all later keys
-        "eap_identity",  # remote access: the user and its virtual IP stay with the rekeyed IKE SA
-        "auth_details",
-        "virtual_ip",
-        "vip_pool",
-        "group",
-    ):
-        setattr(new, attr, getattr(old, attr))
+    Inherited.of(old).give_to(new)
     return new
 
 
@@ -107,9 +141,6 @@ def _move_child_exchanges(old: IkeSa, new: IkeSa) -> None:
     """Queued Child SA work (create, rekey, delete) follows the Child SAs to the new IKE SA, and so does a
     queued delete of the IKE SA itself (an operator's terminate, a reauth close): it was meant for the
     tunnel, not for one generation of its keys, and would otherwise be lost with the old SA."""
-    from ikeguard.engine.tasks.child_create import ChildCreateTask
-    from ikeguard.engine.tasks.delete import DeleteChildTask, DeleteIkeTask, DeleteSpiTask
-
     child_kinds = (ChildCreateTask, DeleteChildTask, DeleteSpiTask)
     keep = []
     for exchange in old.queue:
@@ -124,8 +155,6 @@ def _move_child_exchanges(old: IkeSa, new: IkeSa) -> None:
 
 def adopt(old: IkeSa, new: IkeSa) -> None:
     """Move the Child SAs to ``new`` and make it live (established, scheduled, registered)."""
-    from ikeguard.engine import lifecycle
-
     new.children, old.children = old.children, {}
     _move_child_exchanges(old, new)
     if new.state is IkeState.CREATED:
@@ -249,8 +278,6 @@ class IkeRekeyTask(Task):
 
     def completed(self, sa: IkeSa) -> None:
         """Adopt the new SA (or, after a lost collision, delete it) and delete the old one."""
-        from ikeguard.engine.commands import delete_ike
-
         new = self.new
         if new is None or sa.state is IkeState.CLOSED:
             return

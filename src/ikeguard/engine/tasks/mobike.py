@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ikeguard.audit.events import EventName, Outcome
 from ikeguard.engine.events import Endpoint, UpdateSaAddresses
 from ikeguard.engine.tasks.base import Status, Task
+from ikeguard.engine.tasks.natd import add_natd, check_natd
 from ikeguard.wire.iana import ExchangeType, NotifyType
 
 if TYPE_CHECKING:
@@ -61,8 +62,6 @@ class MobikeUpdateTask(Task):
         self.cookie2 = b""
 
     def build_i(self, sa: IkeSa, msg: OutMessage) -> None:
-        from ikeguard.engine.tasks.natd import add_natd
-
         msg.add_notify(NotifyType.UPDATE_SA_ADDRESSES)
         self.cookie2 = sa.ctx.random.bytes(16)
         msg.add_notify(NotifyType.COOKIE2, self.cookie2)  # RFC 4555 §3.5 return routability
@@ -70,8 +69,6 @@ class MobikeUpdateTask(Task):
             add_natd(sa, msg, sa.spi_r)  # RFC 4555 §3.5: NAT status is re-evaluated on every move
 
     def process_i(self, sa: IkeSa, msg: InMessage) -> Status:
-        from ikeguard.engine.tasks.natd import check_natd
-
         echoed = msg.notify(NotifyType.COOKIE2)
         if echoed is None or echoed.data != self.cookie2:
             sa.audit(EventName.IKE_ADDRESS_CHANGED, Outcome.FAILURE,
@@ -93,16 +90,12 @@ class MobikeUpdateResponder(Task):
         self.cookie2: bytes | None = None
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
-        from ikeguard.engine.tasks.natd import check_natd
-
         cookie2 = msg.notify(NotifyType.COOKIE2)
         if cookie2 is not None and 8 <= len(cookie2.data) <= 64:
             self.cookie2 = cookie2.data
         check_natd(sa, msg)
 
     def build_r(self, sa: IkeSa, msg: OutMessage) -> None:
-        from ikeguard.engine.tasks.natd import add_natd
-
         if self.cookie2 is not None:
             msg.add_notify(NotifyType.COOKIE2, self.cookie2)
         if sa.peer_natt:
