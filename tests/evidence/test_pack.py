@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ikeguard.audit.chain import Record
+from ikeguard.audit.store import rfc3339
 from ikeguard.control.cli import main
 from ikeguard.evidence.pack import MANIFEST, SEAL, VOLATILE, read
 
@@ -222,3 +224,15 @@ def test_a_scan_result_is_included_and_anything_else_refused(month_lab: MonthLab
     code, out = _pack(month_lab, tmp_path / "refused", "--scan", str(not_scan))
     assert code == 2 and "not an `ikeguard scan --json` result" in out
     assert not (tmp_path / "refused").exists()
+
+
+def test_period_is_the_contiguous_run_of_its_records(month_lab: MonthLab) -> None:
+    from ikeguard.evidence.period import read_period
+
+    start = month_lab.month.start + dt.timedelta(days=7)
+    end = start + dt.timedelta(days=7)
+    period = read_period(month_lab.store, start, end)
+    inside = [r.seq for r in month_lab.store.iter_records()
+              if rfc3339(start) <= r.time < rfc3339(end)]
+    assert [r.seq for r in period.records] == inside == list(range(inside[0], inside[-1] + 1))
+    assert period.anchor == next(r.hash for r in month_lab.store.iter_records() if r.seq == inside[0] - 1)

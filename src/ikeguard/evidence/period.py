@@ -59,17 +59,33 @@ class Period:
 
 
 def read_period(store: AuditStore, start: dt.datetime, end: dt.datetime) -> Period:
-    """The contiguous run of records from the first at/after ``start`` to the last before ``end``."""
+    """The contiguous run of records from the first at/after ``start`` to the last before ``end``.
+
+    Streams the trail (archive segments, then the database) and keeps only the period's records, plus the
+    ones after a record of ``end`` or later until a record before ``end`` shows up again (a clock set back;
+    reading stops at the first record a day past ``end``, so a pack of January does not hold December).
+    """
     if end <= start:
         raise PeriodError("--to must be after --from")
-    lo, hi = rfc3339(start), rfc3339(end)
+    lo, hi, stop = rfc3339(start), rfc3339(end), rfc3339(end + dt.timedelta(days=1))
+    chosen: list[Record] = []
+    pending: list[Record] = []  # records at/after ``end`` that are kept only if an earlier one follows
     try:
-        everything = list(all_records(store))
+        for record in all_records(store):
+            if record.time >= stop:
+                break
+            if not chosen:
+                if record.time >= lo and record.time < hi:
+                    chosen.append(record)
+                continue
+            if record.time < hi:
+                chosen.extend(pending)
+                pending.clear()
+                chosen.append(record)
+            else:
+                pending.append(record)
     except LifecycleError as exc:
         raise PeriodError(str(exc)) from exc
-    first = next((i for i, r in enumerate(everything) if r.time >= lo), None)
-    last = next((i for i in range(len(everything) - 1, -1, -1) if everything[i].time < hi), None)
-    if first is None or last is None or last < first:
+    if not chosen:
         return Period(start, end, (), GENESIS)
-    chosen = tuple(everything[first:last + 1])
-    return Period(start, end, chosen, chosen[0].prev)
+    return Period(start, end, tuple(chosen), chosen[0].prev)
