@@ -93,6 +93,14 @@ def test_eap_and_accounting_over_radsec_with_mutual_certificates(lab: Lab) -> No
     sent = client.account({"Acct-Status-Type": "Start", "User-Name": "alice", "Acct-Session-Id": "radsec-1"})
     assert sent == server.name
     assert "radsec-1" in lab.radius.accounting()
+    # 5 requests (2 x 2 EAP rounds, 1 accounting) over one kept-open TLS connection (RFC 6614 §2.5)
+    assert client.tls_pool.opened == 1
+    assert lab.radius.log().count(f"-> (127.0.0.1, {lab.radius.radsec_port},") == 1, lab.radius.tail()
+    # the server goes away and comes back: the dead pooled connection is replaced by a new one
+    lab.radius.stop()
+    lab.radius.start()
+    assert _md5_conversation(client, "alice", "alice-Pass-7431").outcome is RelayOutcome.ACCEPT
+    assert client.tls_pool.opened == 2
     assert "alice-Pass" not in repr(server) and "PRIVATE" not in repr(server)
 
 

@@ -36,7 +36,7 @@ from pyrad.dictionary import Dictionary
 
 from ikeguard.engine.eap_relay import EapRelayAnswer, EapRelayRequest, RelayOutcome
 from ikeguard.engine.events import RadiusRound
-from ikeguard.service.radsec import RADSEC_SECRET, TlsSettings, tls_send
+from ikeguard.service.radsec import RADSEC_SECRET, ConnectionPool, TlsSettings, tls_send
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +129,13 @@ class _StrictClient(Client):  # type: ignore[misc]  # pyrad has no type hints
 class _TlsClient(_StrictClient):
     """The same client over RadSec: pyrad's packets, ``service.radsec``'s transport (one try per server)."""
 
-    def __init__(self, server: RadiusServer, budget: float, **kwargs: Any) -> None:
+    def __init__(self, server: RadiusServer, budget: float, pool: ConnectionPool, **kwargs: Any) -> None:
         super().__init__(server.address, secret=RADSEC_SECRET, **kwargs)
         assert server.tls is not None and server.context is not None
-        self._tls, self._context, self._budget = server.tls, server.context, budget
+        self._tls, self._context, self._budget, self._pool = server.tls, server.context, budget, pool
 
     def _SendPacket(self, pkt: Any, port: int) -> Any:
-        return tls_send(self, pkt, self._context, self._tls, self._budget)
+        return tls_send(self, pkt, self._context, self._tls, self._budget, self._pool)
 
 
 def _text(value: object) -> str:
@@ -156,10 +156,11 @@ class RadiusClient:
         self.retries = retries
         self.nas_identifier = nas_identifier
         self._dict = radius_dictionary()
+        self.tls_pool = ConnectionPool()  # RadSec connections kept open between requests
 
     def _client(self, server: RadiusServer) -> _StrictClient:
         if server.tls is not None:
-            return _TlsClient(server, self.timeout * self.retries, dict=self._dict, retries=1,
+            return _TlsClient(server, self.timeout * self.retries, self.tls_pool, dict=self._dict, retries=1,
                               timeout=self.timeout, enforce_ma=True)
         return _StrictClient(server.address, authport=server.auth_port, acctport=server.acct_port,
                              secret=server.secret, dict=self._dict, retries=self.retries,
@@ -313,3 +314,5 @@ class RadiusRelay:
         """Stop taking rounds; running ones end by their own timeout."""
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._client is not None:
+            self._client.tls_pool.close()
