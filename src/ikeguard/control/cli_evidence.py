@@ -17,6 +17,7 @@ from ikeguard.audit.store import AuditStore, AuditStoreError, read_verification_
 from ikeguard.control.cli_audit import _user, state_dir_from
 from ikeguard.evidence import pack as evidence_pack
 from ikeguard.evidence.period import PeriodError, parse_date
+from ikeguard.evidence.signing import SigningError
 from ikeguard.evidence.verify import verify_pack
 from ikeguard.policy.errors import ConfigError
 from ikeguard.policy.loader import load_config
@@ -45,9 +46,12 @@ def _key(path: Path | None, state: Path | None) -> bytes | None:
 @click.option("--scan", "scan_files", multiple=True,
               type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="an `ikeguard scan --json` result of this gateway to include (repeatable)")
+@click.option("--sign-key", metavar="KEY",
+              help="also sign the manifest with this key: a PEM private key file or a pkcs11: URI (RFC 7512)")
 @click.pass_context
 def evidence(ctx: click.Context, config_path: Path | None, start: str | None, end: str | None,
-             output: Path | None, key_file: Path | None, scan_files: tuple[Path, ...]) -> None:
+             output: Path | None, key_file: Path | None, scan_files: tuple[Path, ...],
+             sign_key: str | None) -> None:
     """Build an evidence pack for auditors from the gateway's own records (docs/evidence.md)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -74,11 +78,11 @@ def evidence(ctx: click.Context, config_path: Path | None, start: str | None, en
         store.close()
         raise click.UsageError(str(exc)) from exc
     src = evidence_pack.PackInput(config, store, period_start, period_end, _key(key_file, state), _user(),
-                                  scans)
+                                  scans, sign_key)
     try:
         files = evidence_pack.build(src)
         evidence_pack.write(files, output)
-    except (AuditStoreError, PeriodError, OSError) as exc:
+    except (AuditStoreError, PeriodError, OSError, SigningError) as exc:
         click.echo(f"ikeguard evidence: {exc}", err=True)
         sys.exit(2)
     finally:
@@ -104,8 +108,11 @@ def evidence(ctx: click.Context, config_path: Path | None, start: str | None, en
               help="the trail's verification key (the auditor's copy): checks the manifest seal and "
                    "the records")
 @click.option("--fingerprint", "expected_fpr", help="fail unless the key has this fingerprint")
+@click.option("--signer", metavar="SHA256",
+              help="fail unless the manifest is signed by the key with this SubjectPublicKeyInfo SHA-256")
 @click.option("--json", "as_json", is_flag=True)
-def verify_command(pack: Path, key_file: Path | None, expected_fpr: str | None, as_json: bool) -> None:
+def verify_command(pack: Path, key_file: Path | None, expected_fpr: str | None, signer: str | None,
+                   as_json: bool) -> None:
     """Check a pack offline: files against the sealed manifest, the trail records, the derived files."""
     key = _key(key_file, None) if key_file is not None else None
     if key is not None and expected_fpr is not None and expected_fpr.strip().lower() != fingerprint(key):
@@ -116,7 +123,7 @@ def verify_command(pack: Path, key_file: Path | None, expected_fpr: str | None, 
     except (OSError, ValueError) as exc:
         click.echo(f"ikeguard evidence verify: {pack}: {exc}", err=True)
         sys.exit(2)
-    report = verify_pack(files, key)
+    report = verify_pack(files, key, signer)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -29,7 +29,7 @@ from ikeguard.audit.chain import Record, fingerprint
 from ikeguard.audit.events import AuditEvent, EventName
 from ikeguard.audit.lifecycle import verify_trail
 from ikeguard.audit.store import AuditStore, rfc3339
-from ikeguard.evidence import inventory, records
+from ikeguard.evidence import inventory, records, signing
 from ikeguard.evidence import report as readable
 from ikeguard.evidence.period import Period, read_period
 from ikeguard.policy.loader import LoadedConfig
@@ -89,6 +89,7 @@ class PackInput:
     verification_key: bytes | None = None
     admin: str = ""
     scans: tuple[bytes, ...] = ()  # `ikeguard scan --json` documents of this gateway (ikeguard-scan/1)
+    sign_key: str | None = None  # PEM file or pkcs11: URI: also sign the manifest (evidence/signing.py)
 
 
 def content_files(src: PackInput, period: Period) -> dict[str, bytes]:
@@ -208,8 +209,10 @@ def build(src: PackInput) -> dict[str, bytes]:
                        reason=f"evidence pack {rfc3339(src.start)}..{rfc3339(src.end)}, records {span}",
                        details={"kind": "evidence", "from_seq": period.first_seq or 0,
                                 "to_seq": period.last_seq or 0, "digest": digest.hex()})
-    seq, seal = src.store.append_sealing(event, digest)
     files[MANIFEST] = man
+    if src.sign_key is not None:  # before the trail records the pack: a key that cannot sign stops here
+        files[signing.SIGNATURE] = _json(signing.sign_manifest(man, src.sign_key, src.config.base_dir))
+    seq, seal = src.store.append_sealing(event, digest)
     files[SEAL] = _json({"method": "audit-seal", "fingerprint": src.store.fingerprint, "seq": seq,
                          "manifest_sha256": digest.hex(), "seal": seal.hex(),
                          "how": "HMAC-SHA-256(k_seq, 'ikeguard-audit-v1 bundle' || SHA-256(manifest.json)), "

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ikeguard.audit.chain import bundle_seal, fingerprint, key_at, mac_equal, verify_records
-from ikeguard.evidence import inventory, records
+from ikeguard.evidence import inventory, records, signing
 from ikeguard.evidence import report as readable
 from ikeguard.evidence.pack import MANIFEST, SEAL, records_of
 from ikeguard.policy.profile import ProfileNotFound, load_profile
@@ -56,7 +56,7 @@ def _check_files(files: Mapping[str, bytes], listed: Mapping[str, str], report: 
             report.problems.append(f"{name}: changed (SHA-256 differs from the manifest)")
         else:
             report.checked_files += 1
-    for name in sorted(set(files) - set(listed) - {MANIFEST, SEAL}):
+    for name in sorted(set(files) - set(listed) - {MANIFEST, SEAL, signing.SIGNATURE}):
         report.problems.append(f"{name}: added (not in the manifest)")
 
 
@@ -125,8 +125,32 @@ def _check_derived(files: Mapping[str, bytes], report: PackReport) -> None:
                                    "records in the pack")
 
 
-def verify_pack(files: Mapping[str, bytes], key: bytes | None) -> PackReport:
-    """Check a pack's files (from ``pack.read``) with the trail's verification key (None: seals unchecked)."""
+def _check_signature(files: Mapping[str, bytes], signer: str | None, report: PackReport) -> None:
+    """``manifest.sig.json`` (an operator's key, evidence/signing.py), when the pack has one."""
+    if signing.SIGNATURE not in files:
+        if signer is not None:
+            report.problems.append(f"{signing.SIGNATURE}: missing (--signer given)")
+        return
+    try:
+        sig = _load(files, signing.SIGNATURE)
+    except ValueError as exc:
+        report.problems.append(f"{signing.SIGNATURE}: unreadable ({exc})")
+        return
+    why = signing.check_signature(files[MANIFEST], sig)
+    if why is not None:
+        report.problems.append(f"{MANIFEST if why.startswith('signature') else signing.SIGNATURE}: {why}")
+    elif signer is not None and signer.strip().lower() != sig.get("signer_spki_sha256"):
+        report.problems.append(f"{signing.SIGNATURE}: signed by key {sig.get('signer_spki_sha256')}, "
+                               f"not {signer}")
+    else:
+        report.notes.append(f"manifest signed ({sig.get('algorithm')}) by key SHA-256 "
+                            f"{sig.get('signer_spki_sha256')}"
+                            + ("" if signer else " (pin it with --signer)"))
+
+
+def verify_pack(files: Mapping[str, bytes], key: bytes | None, signer: str | None = None) -> PackReport:
+    """Check a pack's files (from ``pack.read``) with the trail's verification key (None: seals unchecked)
+    and, when it is signed, the signature (``signer``: the SHA-256 of the signer's public key to require)."""
     report = PackReport()
     if MANIFEST not in files:
         report.problems.append(f"{MANIFEST}: missing: not an evidence pack, or the manifest was removed")
@@ -138,6 +162,7 @@ def verify_pack(files: Mapping[str, bytes], key: bytes | None) -> PackReport:
         report.problems.append(f"{MANIFEST}: unreadable ({exc})")
         return report
     _check_files(files, listed, report)
+    _check_signature(files, signer, report)
     if SEAL not in files:
         report.problems.append(f"{SEAL}: removed")
     elif key is None:
