@@ -7,6 +7,7 @@ capture parser the tests judge the wire with."""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,8 +85,10 @@ class HaPair:
 
 @contextmanager
 def ha_pair(lab: NetnsLab, ikeguard_gateway: Callable[..., GatewayProcess], workdir: Path, *,
-            ike_proposal: str = IKE_PROPOSAL) -> Iterator[HaPair]:
-    """Both nodes up, gw1 (priority 150) active and holding the address, gw2 standby."""
+            ike_proposal: str = IKE_PROPOSAL, config: GwConfig | None = None,
+            adjust: Callable[[str], str] = lambda text: text) -> Iterator[HaPair]:
+    """Both nodes up, gw1 (priority 150) active and holding the address, gw2 standby. ``config`` replaces
+    the one-peer configuration, ``adjust`` edits its text."""
     lan = lab.namespace("lan")
     lan.ip("link", "add", "br0", "type", "bridge")
     lan.set_up("br0")
@@ -98,23 +101,34 @@ def ha_pair(lab: NetnsLab, ikeguard_gateway: Callable[..., GatewayProcess], work
             ns = node_ns(lab, lan, name, addr, f"p-{name}")
             ns.add_subnet_address("198.51.100.1")
             ns.sysctl("net.ipv4.ip_nonlocal_bind", 1)  # both listen on the virtual address
-            config = GwConfig(VIP, "%any", GW_FQDN, CLIENT_FQDN, "198.51.100.0/25", "198.51.100.128/25",
-                              psk=PSK, dataplane="userspace", dpd_delay="2s", ike_proposal=ike_proposal)
-            files = {**config.files(), "ha.key": HA_KEY}
-            gw = ikeguard_gateway(ns, name, config.text() + ha_config(name, server.url), files)
+            gw_config = config or GwConfig(VIP, "%any", GW_FQDN, CLIENT_FQDN, "198.51.100.0/25",
+                                           "198.51.100.128/25", psk=PSK, dataplane="userspace",
+                                           dpd_delay="2s", ike_proposal=ike_proposal)
+            files = {**gw_config.files(), "ha.key": HA_KEY}
+            gw = ikeguard_gateway(ns, name, adjust(gw_config.text()) + ha_config(name, server.url), files)
             assert gw.pid is not None
             nodes.append((ns, gw))
-        for (ns, gw), priority in zip(nodes, (150, 100), strict=True):
-            keepalived(ns, workdir / f"ka-{gw.name}", name=gw.name, priority=priority, vip=f"{VIP}/24",
-                       ifname="eth0", gateway_pid=gw.pid or 0, socket=gw.control_socket)
         pair = HaPair(peer_ns, lan, nodes, server, workdir, ike_proposal)
         gw1, gw2 = nodes[0][1], nodes[1][1]
         notify_log = workdir / "ka-gw1" / "notify.log"
-        assert wait_until(lambda: gw1.cli("ha", "status")["role"] == "active", 15, interval=0.2), \
-            notify_log.read_text() if notify_log.exists() else "no notify"
-        assert wait_until(lambda: pair.holds_vip(0), 5, interval=0.1)
+        # gw1's keepalived first, gw2's once gw1 is MASTER: with nopreempt the first to time out would win
+        for index, ((ns, gw), priority) in enumerate(zip(nodes, (150, 100), strict=True)):
+            keepalived(ns, workdir / f"ka-{gw.name}", name=gw.name, priority=priority, vip=f"{VIP}/24",
+                       ifname="eth0", gateway_pid=gw.pid or 0, socket=gw.control_socket)
+            if index == 0:
+                assert wait_until(lambda: gw1.cli("ha", "status")["role"] == "active", 15, interval=0.2), \
+                    notify_log.read_text() if notify_log.exists() else "no notify"
+                assert wait_until(lambda: pair.holds_vip(0), 5, interval=0.1)
+        time.sleep(1.0)  # gw2's keepalived hears gw1's adverts and settles as BACKUP
         assert gw2.cli("ha", "status")["role"] == "standby"
         yield pair
+
+
+def audit_time(event: dict[str, Any]) -> float:
+    """An audit record's time (epoch seconds)."""
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)

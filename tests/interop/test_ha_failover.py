@@ -16,13 +16,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ikeguard.tools.gateway_process import GatewayProcess
 from ikeguard.tools.netns import NetnsLab, wait_until
-from tests.harness.ha_pair import LEASE_TTL, VIP, ha_pair, read_frames
+from tests.harness.ha_pair import LEASE_TTL, VIP, audit_time, ha_pair, read_frames
 from tests.harness.strongswan import StrongSwanPeer
 from tests.harness.traffic import Capture
 
@@ -134,13 +133,7 @@ def test_sigkill_of_the_active_node_keeps_the_same_sas(
         assert status["role"] == "standby" and "fenced" in fenced["reason"], status
         assert gw2.sas() == [] and status["sync_error"], status
         assert [e["event"] for e in gw2.audit_events()].count("ha.sync_failed") == 1
-        print(f"etcd stopped: the active stepped down {_audit_time(fenced) - stopped:.2f} s later "
+        print(f"etcd stopped: the active stepped down {audit_time(fenced) - stopped:.2f} s later "
               f"({fenced['reason']})")
-        assert _audit_time(fenced) - stopped <= LEASE_TTL * 0.8 + 0.5
+        assert audit_time(fenced) - stopped <= LEASE_TTL * 0.8 + 0.5
 
-
-def _audit_time(event: dict[str, Any]) -> float:
-    """An audit record's time (epoch seconds)."""
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00")).timestamp()

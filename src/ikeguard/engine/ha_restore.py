@@ -6,8 +6,9 @@ What a takeover must not do is reuse a number the old node may have used after i
   number sent by the old node since then is never sent again (strongSwan's ha plugin does the same); the
   inbound replay window (§3.4.3) restarts at the replicated highest number.
 - IKE message IDs (RFC 7296 §2.3): ours continue from the replicated ``next_request_id``, which the active
-  node replicates when it allocates one; if the peer did see that request, it answers with its cached
-  response, which the first exchange (a liveness check, :func:`restore_ike_sa` queues one) absorbs. The
+  node replicates periodically; if the old node sent a request after its last replication, the peer has
+  used that ID: the first exchange (a liveness probe, engine/ha_mid_sync.py ``LivenessProbe``) moves to
+  the next ID until the peer answers. The
   peer's IDs may be ahead: the window accepts up to ``peer_resync`` IDs ahead until one authenticated
   request arrived. When both ends announced RFC 6311 support, the first exchange is instead its message ID
   synchronisation (engine/ha_mid_sync.py): the peer tells us the IDs it expects, so ours cannot lag (not
@@ -19,14 +20,13 @@ from __future__ import annotations
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.context import EngineContext
 from ikeguard.engine.events import IkeSaStateChanged
-from ikeguard.engine.ha_mid_sync import MidSyncTask, mid_sync_usable
+from ikeguard.engine.ha_mid_sync import LivenessProbe, MidSyncTask, mid_sync_usable
 from ikeguard.engine.ha_state import IKE_TIMERS, IkeSaRecord, RecordError
 from ikeguard.engine.ike_sa import ExchangeRules, IkeSa
 from ikeguard.engine.keys import restored_child_sa_keys, restored_ike_sa_crypto
 from ikeguard.engine.settings import ChildSettings
 from ikeguard.engine.states import ChildState, IkeState
 from ikeguard.engine.tasks.child_create import install
-from ikeguard.engine.tasks.delete import DpdTask
 from ikeguard.engine.timers import Timer, child_timer
 
 DEFAULT_SEQ_MARGIN = 1 << 20  # ~11 s of 1 Gbit/s in 1400-octet packets between two replications
@@ -92,7 +92,7 @@ def restore_ike_sa(
     if check_liveness and mid_sync_usable(sa):
         sa.queue_exchange([MidSyncTask()])  # RFC 6311: the peer tells us the message IDs it expects
     elif check_liveness:
-        sa.queue_exchange([DpdTask()])  # absorbs a response the peer cached for the old node (see above)
+        sa.queue_exchange([LivenessProbe()])  # finds the peer's next ID if the old node used ours (see above)
     return sa
 
 
