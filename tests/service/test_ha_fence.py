@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ikeguard.control.cli_ha import _show
+from ikeguard.control.metrics import _ha_metrics
 from ikeguard.crypto.random import DeterministicRandom
 from ikeguard.engine.manager import IkeManager
 from ikeguard.service.ha.fence import Fence
@@ -61,7 +63,7 @@ def test_local_deadline_ends_before_another_node_can_lead(tmp_path: Path) -> Non
         assert not one.renew() and one.held is None and "expired" in one.error
 
 
-def test_split_brain_and_etcd_loss(tmp_path: Path) -> None:
+def test_split_brain_and_etcd_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     net, b_conns = tunnel()
     key = ClusterKey.from_file(key_file(tmp_path))
 
@@ -88,6 +90,14 @@ def test_split_brain_and_etcd_loss(tmp_path: Path) -> None:
             assert two.healthy()  # a dead holder's lease could still be expiring
             await asyncio.sleep(1.2)  # set_role waited acquire_wait: now past acquire_wait + 1 s
             assert not two.healthy() and not two.status()["healthy"]  # the track script fails
+            samples = {x.name: x.value for f in _ha_metrics(two.status()) for x in f.samples}
+            assert samples["ikeguard_ha_lease_held"] == 0 and samples["ikeguard_ha_healthy"] == 0
+            samples = {x.name: x.value for f in _ha_metrics(one.status()) for x in f.samples}
+            assert samples["ikeguard_ha_lease_held"] == 1 and samples["ikeguard_ha_healthy"] == 1
+            assert 0 < samples["ikeguard_ha_lease_remaining_seconds"] <= TTL
+            _show(two.status(), as_json=False)
+            shown = capsys.readouterr().out
+            assert "lease: not held, held by gw1" in shown and "unhealthy" in shown, shown
             # keepalived gives gw1 BACKUP: it replicates once more, drops its SAs and releases the lease;
             # gw2, still wanted active, takes the lease and the SA over
             await one.set_role("BACKUP")
@@ -100,6 +110,7 @@ def test_split_brain_and_etcd_loss(tmp_path: Path) -> None:
             assert len(gw2.engine.ike_sas()) == 1 and two.healthy()
             # etcd unreachable on the active: it stops sending within TTL - guard of its last renewal
             assert two.fence is not None and two.fence.held is not None
+            capsys.readouterr()
             server_stop()  # type: ignore[operator]
             stopped = time.monotonic()
             while two.may_send() or two.node.role == "active":
@@ -110,6 +121,8 @@ def test_split_brain_and_etcd_loss(tmp_path: Path) -> None:
                   "after the last renewal)")
             assert gone <= TTL * 0.8 + 0.3
             assert gw2.engine.ike_sas() == [] and two.status()["fenced"]
+            _show(two.status(), as_json=False)
+            assert "fenced: the lease was not renewed in time" in capsys.readouterr().out
             roles = [(r.outcome, r.reason) for r in gw2.records if r.event == "ha.role"]
             assert roles[-1][0] == "failure" and "fenced" in roles[-1][1], roles
         finally:

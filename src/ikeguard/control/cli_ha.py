@@ -19,6 +19,19 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
     last = result.get("last_sync")
     click.echo(f"last replication: {'never' if last is None else last} ({result.get('synced_sas', 0)} SAs)"
                + (f"; failing: {result['sync_error']}" if result.get("sync_error") else ""))
+    lease = result.get("lease")
+    if lease is not None:
+        if lease.get("held"):
+            click.echo(f"lease: held (fencing token {lease.get('token')}, {lease.get('remaining', 0):.1f} s "
+                       "certain)")
+        else:
+            holder = f", held by {lease['holder']}" if lease.get("holder") else ""
+            error = f"; {lease['error']}" if lease.get("error") else ""
+            click.echo(f"lease: not held{holder}{error}")
+    if result.get("fenced"):
+        click.echo(f"fenced: {result['fenced']}")
+    if result.get("healthy") is False:
+        click.echo("unhealthy: made MASTER but cannot hold the lease (keepalived's track script fails)")
     takeover = result.get("last_takeover")
     if takeover:
         if takeover.get("refused"):

@@ -378,7 +378,7 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
 
 
 def _ha_metrics(ha: dict[str, Any]) -> Iterator[Metric]:
-    """High availability (docs/ha.md): role, replication age and failures, last takeover."""
+    """High availability (docs/ha.md): role, replication age and failures, lease (fencing), last takeover."""
     active = GaugeMetricFamily("ikeguard_ha_active", "1 while this node is the active one of the HA pair")
     active.add_metric([], 1 if ha.get("role") == "active" else 0)
     yield active
@@ -393,6 +393,20 @@ def _ha_metrics(ha: dict[str, Any]) -> Iterator[Metric]:
     failures = CounterMetricFamily("ikeguard_ha_sync_failures", "Replications to etcd that failed")
     failures.add_metric([], int(ha.get("sync_failures", 0)))
     yield failures
+    lease = ha.get("lease")
+    if lease is not None:  # fencing (service/ha/fence.py)
+        held = GaugeMetricFamily("ikeguard_ha_lease_held",
+                                 "1 while this node holds the etcd leader lease (it may send only then)")
+        held.add_metric([], 1 if lease.get("held") else 0)
+        yield held
+        left = GaugeMetricFamily("ikeguard_ha_lease_remaining_seconds",
+                                 "Seconds of certain leadership left before this node must stop sending")
+        left.add_metric([], float(lease.get("remaining", 0.0)))
+        yield left
+    healthy = GaugeMetricFamily("ikeguard_ha_healthy",
+                                "0 when keepalived wants this node active but it cannot hold the lease")
+    healthy.add_metric([], 1 if ha.get("healthy", True) else 0)
+    yield healthy
     takeover = ha.get("last_takeover")
     if takeover and not takeover.get("refused"):
         took = GaugeMetricFamily("ikeguard_ha_takeover_seconds", "Duration of the last takeover")
