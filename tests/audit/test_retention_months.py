@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import itertools
 import json
 import shutil
 import sqlite3
@@ -69,7 +70,7 @@ def year(tmp_path: Path) -> tuple[Path, dt.datetime, dt.datetime]:
 
 def test_thirteen_months_archive_verify_dispose_restore(year: tuple[Path, dt.datetime, dt.datetime],
                                                         tmp_path: Path) -> None:
-    config, _start, end = year
+    config, start, end = year
     c = str(config)
     store = AuditStore(tmp_path / "state", create=False)
     segments = store.archive_files()
@@ -130,6 +131,24 @@ def test_thirteen_months_archive_verify_dispose_restore(year: tuple[Path, dt.dat
     code, out = _run("audit", "-c", c, "verify")
     assert code == 0, out
     assert any(r.body["event"] == "audit.restored" for r in store.records(store.head()[0] - 3))
+    # an evidence pack of months 4 to 6, read from archived segments, verifies and states their anchors
+    pack = tmp_path / "pack"
+    code, out = _run("evidence", "-c", c, "--from", rfc3339(start + dt.timedelta(days=100)), "--to",
+                     rfc3339(start + dt.timedelta(days=190)), "-o", str(pack))
+    assert code == 0, out
+    period = json.loads((pack / "period.json").read_text())
+    lo, hi = rfc3339(start + dt.timedelta(days=100)), rfc3339(start + dt.timedelta(days=190))
+    assert period["records"] == sum(1 for r in all_records(store) if lo <= r.time < hi) > 90 * PER_DAY
+    assert period["last_seq"] < online[0].seq  # all of it from archived segments
+    at_creation = json.loads((pack / "integrity" / "at-creation.json").read_text())["retention"]
+    assert at_creation["disposed_segments"][0]["file"] == segments[0].name
+    assert len(at_creation["archive_anchors"]) == len(segments)
+    code, out = _run("evidence", "verify", str(pack), "--key", str(tmp_path / "state" /
+                                                                   "audit-verification.key"))
+    assert code == 0, out
+    anchors = store.archive_index()  # what an evidence pack states as the segments' anchors
+    assert [a[0] for a in anchors] == [p.name for p in segments]
+    assert all(a[2] + 1 == b[1] for a, b in itertools.pairwise(anchors))
 
     # root deletes a young segment and writes a disposal into the index: the trail never sealed one
     db = sqlite3.connect(tmp_path / "state" / "audit.db")

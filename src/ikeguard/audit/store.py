@@ -410,6 +410,12 @@ class AuditStore:
         report.notes[:0] = disposed_notes
         return self._check_key_position(report)
 
+    def archive_index(self) -> list[tuple[str, int, int, bytes, int]]:
+        """Every segment ever archived: ``(file name, first seq, last seq, last hash, sealed by seq)``."""
+        rows = self._db.execute("SELECT path, first_seq, last_seq, last_hash, sealed_by FROM archives "
+                                "ORDER BY first_seq")
+        return [(str(r[0]), int(r[1]), int(r[2]), bytes(r[3]), int(r[4])) for r in rows.fetchall()]
+
     def disposed_segments(self) -> list[tuple[str, int, int, bytes]]:
         """Archive segments disposed of after their retention: ``(file name, first, last seq, last hash)``."""
         rows = self._db.execute("SELECT path, first_seq, last_seq, last_hash FROM disposed "

@@ -175,6 +175,12 @@ def at_creation(src: PackInput) -> dict[str, Any]:
                                          "retention_days": audit_cfg.retention_days,
                                          "online_days": audit_cfg.online_days,
                                          "archive_segments": [p.name for p in src.store.archive_files()],
+                                         # the seal anchors: where each segment ends in the chain and
+                                         # which record sealed it (docs/audit.md §5, §6)
+                                         "archive_anchors": [
+                                             {"file": n, "from_seq": a, "to_seq": b, "last_hash": h.hex(),
+                                              "sealed_by_seq": by}
+                                             for n, a, b, h, by in src.store.archive_index()],
                                          "disposed_segments": [
                                              {"file": n, "from_seq": a, "to_seq": b}
                                              for n, a, b, _h in src.store.disposed_segments()],

@@ -44,10 +44,16 @@ def _records(files: Mapping[str, bytes]) -> list[Record]:
     return [Record.from_json(json.loads(line)) for line in text.splitlines() if line.strip()]
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+MAX_ROWS = 150  # a table longer than this shows its first rows; the full list is in the pack's CSV/JSON
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], full: str = "") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
+                   for row in rows[:MAX_ROWS])
+    more = (f'<p class="note">The first {MAX_ROWS} of {len(rows)} rows; all of them are in '
+            f"{escape(full)}.</p>" if len(rows) > MAX_ROWS else "")
+    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}'
 
 
 def _days(period: Mapping[str, Any]) -> list[str]:
@@ -143,11 +149,17 @@ def build_html(files: Mapping[str, bytes]) -> str:
         [("IKE SAs", svg.BAR, _per_day(records, days, {"ike.up", "ike.rekeyed"})),
          ("Child SAs", "#7aa6d6", _per_day(records, days, {"child.up", "child.rekeyed"})),
          ("auth failures", svg.ALERT, _per_day(records, days, {"auth.failure"}))])
-    suite_rows = [(f"{u['protocol']} {u['proposal']} ({u['peer']})", float(u["count"]),
-                   svg.ALERT if u.get("retirement") and not u["retirement"][0].startswith("no key exchange")
-                   else svg.BAR) for u in crypto.get("negotiated", [])]
-    sections["Suites negotiated"] = svg.horizontal_bars("SAs per suite and peer (red: scheduled for "
-                                                        "retirement)", suite_rows)
+    per_suite: dict[tuple[str, str], list[Any]] = {}  # (protocol, proposal) -> [SAs, peers, retiring]
+    for u in crypto.get("negotiated", []):
+        entry = per_suite.setdefault((u["protocol"], u["proposal"]), [0, set(), False])
+        entry[0] += u["count"]
+        entry[1].add(u["peer"])
+        entry[2] = entry[2] or any(not n.startswith("no key exchange") for n in u.get("retirement", []))
+    suite_rows = [(f"{proto} {proposal} ({len(peers)} peer{'s' if len(peers) != 1 else ''})", float(count),
+                   svg.ALERT if retiring else svg.BAR)
+                  for (proto, proposal), (count, peers, retiring) in sorted(per_suite.items())]
+    sections["Suites negotiated"] = svg.horizontal_bars("SAs per suite (red: scheduled for retirement)",
+                                                        suite_rows)
     end = dt.datetime.fromisoformat(str(period["to"]).replace("Z", "+00:00"))
     expiry = [(f"{c['role']}: {c['subject']}", float(left), svg.ALERT if left < 90 else svg.BAR)
               for c in certs.get("configured", [])
@@ -165,20 +177,20 @@ def build_html(files: Mapping[str, bytes]) -> str:
           "; ".join(c["retirement"])) for c in crypto.get("configured", [])]
         + [("negotiated", u["connection"], u["peer"], u["protocol"], u["proposal"], u["count"],
             u["first_seen"], u["last_seen"], "; ".join(u["retirement"]))
-           for u in crypto.get("negotiated", [])])
+           for u in crypto.get("negotiated", [])], "inventory/crypto.csv")
     sections["Certificates"] = _table(
         ["role", "subject", "issuer", "serial", "key type", "not after", "last check"],
         [(c["role"], c["subject"], c["issuer"], c["serial"], c["key_type"], c["not_after"], c["revocation"])
-         for c in (*certs.get("configured", []), *certs.get("seen", []))])
+         for c in (*certs.get("configured", []), *certs.get("seen", []))], "inventory/certificates.csv")
     sections["Configuration changes"] = _table(
         ["seq", "time", "event", "admin", "ticket", "connection", "peer", "reason"],
         [(c["seq"], c["time"], c["event"], c["admin"], c["ticket"], c["connection"], c["peer"], c["reason"])
-         for c in changes])
+         for c in changes], "config/changes.csv")
     findings = [f for f in check.get("findings", []) if f.get("status") in ("fail", "waived", "warn")]
     sections["Exceptions and findings"] = _table(
         ["status", "rule", "scope", "message", "PCI DSS", "NIST SP 800-53"],
         [(f.get("status"), f.get("rule"), f.get("scope"), f.get("message"), ", ".join(f.get("pci_dss", [])),
-          ", ".join(f.get("nist_800_53", []))) for f in findings])
+          ", ".join(f.get("nist_800_53", []))) for f in findings], "compliance/check.json")
     for title in SECTIONS:
         slug = title.lower().replace(" ", "-")
         parts.append(f'<section id="{slug}"><h2>{escape(title)}</h2>{sections[title]}</section>')
