@@ -73,7 +73,8 @@ WORKERS = [int(w) for w in os.environ.get("IKG_BENCH_WORKERS", "1,2").split(",")
 POOL = os.environ.get("IKG_BENCH_POOL", "1" if max(WORKERS) > 1 else "0") == "1"
 RESPONDER_ADDR, INITIATOR_ADDR = (("2001:db8:0:1::1", "2001:db8:0:1::2") if POOL
                                   else ("192.0.2.1", "192.0.2.2"))
-POOL_NET = "2001:db8:0:1::1:0/112"  # on the hosts' link: neighbour discovery, no routes
+POOL_NET = "2001:db8:1::1:0/112"  # installed on the initiator's eth0 (as /64), routed there by the responder
+POOL_ROUTE = "2001:db8:1::/64"
 
 
 @dataclass(frozen=True)
@@ -412,9 +413,9 @@ def run_case(prefix: Path, responder: str, case: Case, count: int, pki: Pki, wor
             for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad",
                         "net.ipv6.conf.eth0.accept_dad"):
                 topo.left.namespace.sysctl(key, 0)
-            for ns in (topo.left.namespace, topo.right.namespace):  # one neighbour entry per peer address
-                for index, value in ((1, 65536), (2, 131072), (3, 262144)):
-                    ns.sysctl(f"net.ipv6.neigh.default.gc_thresh{index}", value)
+            # behind the initiator's host, not on the link: one neighbour entry for all of them (the
+            # kernel's neighbour table, 1,024 entries by default and host-wide, stalled the 1,025th peer)
+            topo.right.namespace.add_route(POOL_ROUTE, via=INITIATOR_ADDR)
         where = (topo.right.namespace, workdir / "responder", case, pki)
         if responder == "strongSwan":
             handle, pid, sa_count = _strongswan_responder(*where)
