@@ -652,3 +652,115 @@ start_action = "start"
     assert own["details"]["eap_identity"] == "alice" and own["details"]["eap_method"] == "mschapv2", own
     assert "Found mutually acceptable type MSCHAPv2" in lab.radius.log(), lab.radius.tail()  # our Nak
     assert "alice-Pass-7431" not in branch.log() and "alice-Pass-7431" not in repr(branch.audit_events())
+
+
+def _eap_only_gateway(factory: GatewayFactory, lab: Lab) -> GatewayProcess:
+    """The gateway with ``local.auth = "eap"`` (EAP-only, RFC 5998): no certificate of its own, one round."""
+    gw = _gateway(factory, lab, servers=[lab.radius.auth_port])
+    config = gw.config.replace(
+        f'auth = "pubkey"\nid = "{GW_FQDN}"\ncerts = ["pki/gw.pem"]\nkey = "pki/gw.key"\n',
+        f'auth = "eap"\nid = "{GW_FQDN}"\n')
+    config = config.replace('[connections.rw.remote-1]\nauth = "pubkey"\ncacerts = ["vpn"]\n\n'
+                            '[connections.rw.remote-2]\n', "[connections.rw.remote]\n")
+    assert 'auth = "eap"\n' in config and "remote-2" not in config
+    gw.stop()
+    files = {k: v for k, v in gw.files.items() if k not in ("pki/gw.pem", "pki/gw.key")}
+    return factory(lab.topo.right.namespace, "gw", config, files)
+
+
+def _eap_only_client(factory: PeerFactory, lab: Lab, method: str) -> StrongSwanPeer:
+    """strongSwan as the road warrior: EAP as its only round and ``remote { auth = eap }``: the gateway is
+    authenticated by the EAP method (the TTLS server certificate names the gateway and chains to the CA);
+    charon offers EAP_ONLY_AUTHENTICATION in every first IKE_AUTH request."""
+    conn = ConnectionConfig(
+        name="rw", local_addrs=["192.0.2.2"], remote_addrs=["192.0.2.1"],
+        local=AuthConfig(method, "alice", extra={"eap_id": "alice"}),
+        remote=AuthConfig("eap", GW_FQDN),  # the TLS server certificate chains to the CA in x509ca
+        children=[ChildConfig("net", local_ts=["dynamic"], remote_ts=["198.51.100.0/25"])])
+    road = factory(lab.topo.left.namespace, "road", connections=[conn], cacerts={"ca": lab.ca.cert},
+                   plugins=EAP_PLUGINS)
+    path = road.swanctl_dir / "swanctl.conf"
+    path.write_text(path.read_text() + 'secrets {\n  eap-alice {\n    id = alice\n'
+                    '    secret = "alice-Pass-7431"\n  }\n}\n')
+    road.load_all()
+    return road
+
+
+def test_eap_only_with_mutual_ttls(ikeguard_gateway: GatewayFactory, strongswan_peer: PeerFactory,
+                                   lab: Lab) -> None:
+    """Issue 19, EAP-only authentication (RFC 5998): the gateway has no certificate (``local.auth =
+    "eap"``); strongSwan sends N(EAP_ONLY_AUTHENTICATION), the gateway's first IKE_AUTH response carries
+    IDr and the EAP-Request but no CERT and no AUTH, EAP-TTLS through FreeRADIUS authenticates both sides
+    (the TTLS server certificate names the gateway) and the MSK keys both final AUTH payloads."""
+    gw = _eap_only_gateway(ikeguard_gateway, lab)
+    road = _eap_only_client(strongswan_peer, lab, "eap-ttls")
+    road.initiate("net", timeout=30)
+    assert road.list_sas()[0].state == "ESTABLISHED"
+    assert "allow mutual EAP-only authentication" in road.log()
+    [sa] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established", 10)
+    assert sa["user"] == "alice"
+    success = gw.wait_audit(lambda e: e.get("event") == "auth.success", what="auth.success")
+    assert success["details"]["eap_only"] == "yes" and success["details"]["eap_method"] == "ttls"
+
+
+def test_eap_only_refuses_non_mutual_mschapv2(ikeguard_gateway: GatewayFactory,
+                                              strongswan_peer: PeerFactory, lab: Lab) -> None:
+    """RFC 5998 §4: EAP-MSCHAPv2 is not a safe method for EAP-only (strongSwan's is_mutual is false too):
+    FreeRADIUS accepts alice's password, yet the gateway refuses with AUTHENTICATION_FAILED and an
+    auth.failure naming alice and the method."""
+    gw = _eap_only_gateway(ikeguard_gateway, lab)
+    road = _eap_only_client(strongswan_peer, lab, "eap-mschapv2")
+    _initiate_fails(road)
+    failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="auth.failure")
+    assert "alice" in failure["reason"] and "mschapv2 is not" in failure["reason"], failure
+    assert "needs a mutual EAP method" in failure["reason"]
+    assert "Login OK" in lab.radius.log()  # RADIUS accepted the user; the gateway refused the method
+    assert gw.sas() == []
+
+
+def test_eap_only_gateway_refuses_client_without_rfc5998(ikeguard_gateway: GatewayFactory, lab: Lab) -> None:
+    """RFC 5998 §2: a client that does not send N(EAP_ONLY_AUTHENTICATION) (ikeguard's own EAP client as
+    initiator, ``local.auth = "eap-mschapv2"``, which requires the responder's certificate AUTH) gets no
+    ``local.auth = "eap"`` connection: AUTHENTICATION_FAILED before any RADIUS round, and the gateway's
+    auth.failure says EAP-only needs the notify."""
+    gw = _eap_only_gateway(ikeguard_gateway, lab)
+    config = f'''[gateway]
+profile = "baseline"
+dataplane = "none"
+listen = ["192.0.2.2"]
+state_dir = "state"
+retransmit_timeout = 1.0
+retransmit_tries = 3
+
+[authorities.vpn]
+cacert = "pki/ca.pem"
+
+[secrets.eap.alice]
+id = "alice"
+secret_file = "eap-alice.secret"
+
+[connections.hq]
+remote_addrs = ["192.0.2.1"]
+
+[connections.hq.local]
+auth = "eap-mschapv2"
+id = "alice"
+
+[connections.hq.remote]
+auth = "pubkey"
+id = "{GW_FQDN}"
+cacerts = ["vpn"]
+
+[connections.hq.children.net]
+local_ts = ["dynamic"]
+remote_ts = ["198.51.100.0/25"]
+start_action = "start"
+'''
+    files: dict[str, bytes | str] = {"pki/ca.pem": lab.ca.cert.public_bytes(serialization.Encoding.PEM),
+                                     "eap-alice.secret": "alice-Pass-7431\n"}
+    branch = ikeguard_gateway(lab.topo.left.namespace, "branch", config, files)
+    failure = gw.wait_audit(lambda e: e.get("event") == "auth.failure", what="the gateway's auth.failure")
+    assert "needs the peer's EAP_ONLY_AUTHENTICATION" in failure["reason"], failure
+    refused = branch.wait_audit(lambda e: e.get("event") == "auth.failure", what="the branch's auth.failure")
+    assert "AUTHENTICATION_FAILED" in refused["reason"], refused
+    assert gw.sas() == [] and "Login OK" not in lab.radius.log()

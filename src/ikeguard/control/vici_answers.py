@@ -27,7 +27,7 @@ CHILD_STATES = {
     "creating": "INSTALLING", "installed": "INSTALLED", "rekeying": "REKEYING", "rekeyed": "REKEYED",
     "deleting": "DELETING", "deleted": "DELETED",
 }
-AUTH_CLASS = {"psk": "pre-shared key", "pubkey": "public key"}  # charon's auth_class_names
+AUTH_CLASS = {"psk": "pre-shared key", "pubkey": "public key", "eap": "EAP"}  # charon's auth_class_names
 
 
 def _yes(flag: object) -> str | None:

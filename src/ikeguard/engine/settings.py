@@ -28,6 +28,7 @@ class AuthKind(Enum):
     PUBKEY = "pubkey"
     EAP_RADIUS = "eap-radius"  # EAP relayed to RADIUS (RFC 7296 §2.16, RFC 3579)
     EAP = "eap"  # we are the EAP client of the responder (RFC 7296 §2.16, engine.eap_peer)
+    EAP_ONLY = "eap-only"  # responder: no CERT/AUTH of ours, the mutual EAP method authenticates (RFC 5998)
 
 
 @dataclass(frozen=True)

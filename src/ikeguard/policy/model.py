@@ -214,13 +214,16 @@ class Authority(Strict):
     ocsp_uris: list[str] = Field(default_factory=list)
 
 
-AuthMethod = Literal["pubkey", "psk", "eap-mschapv2", "eap-md5", "eap-tls"]
+AuthMethod = Literal["pubkey", "psk", "eap-mschapv2", "eap-md5", "eap-tls", "eap"]
 
 
 class LocalAuth(Strict):
     """``connections.NAME.local`` (or ``local-1``), ``local-2``: how we authenticate in that round. ``eap-*``:
     we are the EAP client of the responder when we initiate (RFC 7296 §2.16), with the password of
-    ``[secrets.eap.*]`` whose ``id`` is our EAP identity (``eap_id``, else ``id``)."""
+    ``[secrets.eap.*]`` whose ``id`` is our EAP identity (``eap_id``, else ``id``). ``eap`` (swanctl
+    ``local.auth = eap`` on a responder): EAP-only authentication (RFC 5998), no certificate or AUTH of
+    ours; the mutual EAP method the user runs with RADIUS (``remote.auth = "eap-radius"``) authenticates
+    us."""
 
     auth: AuthMethod = "pubkey"
     id: IdentityText | None = None
@@ -413,6 +416,10 @@ class Connection(Strict):
                                  'after our certificate)')
             if self.local.auth.startswith("eap-"):
                 raise ValueError("with local-2, round 1 (local) is our certificate or PSK")
+        if self.local.auth == "eap" and (self.remote.auth != "eap-radius" or self.remote_2 is not None
+                                         or self.local_2 is not None):
+            raise ValueError('local auth = "eap" (EAP-only, RFC 5998) needs remote auth = "eap-radius" as '
+                             'the only round: the EAP method authenticates both sides')
         if self.local.auth.startswith("eap-") and self.remote.auth != "pubkey":
             raise ValueError('with local auth = "eap-*" the responder must authenticate with its certificate '
                              '(remote auth = "pubkey"): EAP-only authentication (RFC 5998) is not offered')

@@ -205,6 +205,8 @@ class _Builder:
         identity = local.id or self._default_local_id(name, conn, certs)
         if local.auth.startswith("eap-"):
             return self.eap_local(name, "local", local, identity), tuple(certs)
+        if local.auth == "eap":  # RFC 5998: only our IDr, the mutual EAP method authenticates us
+            return LocalAuth(AuthKind.EAP_ONLY, identity), ()
         if local.auth == "psk":
             return LocalAuth(AuthKind.PSK, identity, psk=self.psk_for(name, conn)), tuple(certs)
         key: PrivateKey | None = None

@@ -11,6 +11,13 @@ our nonce and its round's IDi keyed with the MSK (RFC 7296 §2.16: without an MS
 answer is our AUTH keyed the same way with the Child SA. A RADIUS round never blocks: the exchange parks
 (``RelayPending``, engine/pending.py) until the service's answer comes back.
 
+EAP-only authentication (RFC 5998), ``local.auth = "eap"``: the peer sent EAP_ONLY_AUTHENTICATION and our
+first response carries IDr without CERT and AUTH; the EAP method must then authenticate us too and give the
+MSK that keys both final AUTH payloads. Since the RADIUS server runs the method, the method is the type of
+the peer's last EAP-Response, and an Access-Accept for a method not in ``MUTUAL_METHODS`` (RFC 5998 §4: MD5,
+GTC, MSCHAPv2 prove nothing of the server or resist no offline dictionary attack), or without an MSK, is
+refused as AUTHENTICATION_FAILED.
+
 An Access-Reject, no RADIUS answer, an EAP identity the connection does not allow or a wrong final AUTH is
 AUTHENTICATION_FAILED; the audit reason names the EAP identity and the RADIUS server.
 """
@@ -26,7 +33,7 @@ from cryptography.hazmat.primitives import constant_time
 from ikeguard.crypto.keymat import auth_signed_octets, psk_auth
 from ikeguard.engine.eap_relay import AuthRounds, EapRelayRequest, RelayOutcome
 from ikeguard.engine.errors import RelayPending
-from ikeguard.engine.settings import RemoteAuth
+from ikeguard.engine.settings import AuthKind, RemoteAuth
 from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
 from ikeguard.policy.identity import parse_identity, parse_peer_identity
 from ikeguard.wire.iana import AuthMethod
@@ -38,8 +45,12 @@ if TYPE_CHECKING:
 
 EAP_REQUEST, EAP_RESPONSE, EAP_SUCCESS, EAP_FAILURE = 1, 2, 3, 4
 EAP_IDENTITY, EAP_NAK = 1, 3
-EAP_METHODS = {4: "md5", 6: "gtc", 13: "tls", 21: "ttls", 25: "peap", 26: "mschapv2", 43: "fast",
-               52: "pwd"}
+EAP_METHODS = {4: "md5", 6: "gtc", 13: "tls", 18: "sim", 21: "ttls", 23: "aka", 25: "peap", 26: "mschapv2",
+               43: "fast", 46: "pax", 47: "psk", 48: "sake", 49: "ikev2", 50: "aka-prime", 51: "gpsk",
+               52: "pwd", 53: "eke", 55: "teap"}
+# mutual and key-generating (RFC 5998 §4, strongSwan's is_mutual); MSCHAPv2, MD5 and GTC are not
+MUTUAL_METHODS = frozenset({"tls", "sim", "ttls", "aka", "peap", "fast", "pax", "psk", "sake", "ikev2",
+                            "aka-prime", "gpsk", "pwd", "eke", "teap"})
 
 
 class EapFailed(Exception):
@@ -52,6 +63,8 @@ def start(sa: IkeSa, rounds: tuple[RemoteAuth, ...], *, eap_now: bool, peer_id_b
     sa.rounds = state
     if eap_now:
         state.peer_id_body = peer_id_body
+        if sa.conn is not None and sa.conn.local.kind is AuthKind.EAP_ONLY:
+            sa.auth_details["eap_only"] = "yes"
         _request_identity(sa, state)
 
 
@@ -137,6 +150,12 @@ def _relay(sa: IkeSa, state: AuthRounds, msg: InMessage) -> None:
         state.phase = "relaying"
         return
     if answer.outcome is RelayOutcome.ACCEPT:
+        if sa.conn is not None and sa.conn.local.kind is AuthKind.EAP_ONLY:  # RFC 5998 §4
+            if state.method not in MUTUAL_METHODS:
+                raise _fail(sa, state, f"EAP-only authentication (RFC 5998) needs a mutual EAP method, "
+                                       f"{state.method or 'none'} is not")
+            if not answer.msk:
+                raise _fail(sa, state, "EAP-only authentication (RFC 5998) needs an MSK, RADIUS sent none")
         state.msk = answer.msk
         state.outgoing = (answer.eap_message if answer.eap_message[:1] == bytes([EAP_SUCCESS])
                           else struct.pack("!BBH", EAP_SUCCESS, data[1], 4))

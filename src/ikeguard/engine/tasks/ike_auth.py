@@ -55,16 +55,20 @@ class AuthError(Exception):
 
 
 def select_connection(sa: IkeSa, peer: Identity, method: int | None,
-                      another: bool = False) -> ConnectionSettings | None:
+                      another: bool = False, eap_only: bool = False) -> ConnectionSettings | None:
     """The connection for a peer's (literal) identity: exact > pattern > %any (docs/reference.md
     precedence). ``method`` None: no AUTH payload, the peer wants EAP (RFC 7296 §2.16); ``another``: it
-    announced ANOTHER_AUTH_FOLLOWS (RFC 4739), so only a connection with a second round fits."""
+    announced ANOTHER_AUTH_FOLLOWS (RFC 4739), so only a connection with a second round fits;
+    ``eap_only``: it sent EAP_ONLY_AUTHENTICATION, without which no ``local.auth = "eap"`` connection fits
+    (RFC 5998 §2)."""
     peer_id = peer.text
     best: ConnectionSettings | None = None
     best_rank = 0
     for conn in sa.ctx.connections.values():
         if conn.local.kind is AuthKind.EAP:
             continue  # we authenticate with EAP only as initiator
+        if conn.local.kind is AuthKind.EAP_ONLY and (method is not None or not eap_only):
+            continue
         if method is None:
             if conn.remote.kind is not AuthKind.EAP_RADIUS:
                 continue
@@ -469,14 +473,19 @@ class IkeAuthTask(Task):
             return
         auth = msg.get(AuthPayload)
         another = msg.notify(NotifyType.ANOTHER_AUTH_FOLLOWS) is not None
+        eap_only = msg.notify(NotifyType.EAP_ONLY_AUTHENTICATION) is not None
         try:
             certs = _peer_certs(msg)
             peer, id_body = _peer_identity(msg, True, certs)
             peer_id = sa.remote_id = peer.text
-            conn = select_connection(sa, peer, int(auth.method) if auth is not None else None, another)
+            conn = select_connection(sa, peer, int(auth.method) if auth is not None else None, another,
+                                     eap_only)
             if conn is None:
                 if auth is None:
-                    raise AuthError(f"no AUTH payload and no EAP connection accepts identity {peer_id}")
+                    hint = "" if eap_only or not any(
+                        c.local.kind is AuthKind.EAP_ONLY for c in sa.ctx.connections.values()) else (
+                        ' (local auth = "eap" needs the peer\'s EAP_ONLY_AUTHENTICATION, RFC 5998 §2)')
+                    raise AuthError(f"no AUTH payload and no EAP connection accepts identity {peer_id}{hint}")
                 if another:
                     raise AuthError(f"peer announced another authentication round (ANOTHER_AUTH_FOLLOWS) "
                                     f"and no connection with a second round accepts identity {peer_id}")
@@ -520,7 +529,10 @@ class IkeAuthTask(Task):
         if rounds is None or rounds.first_response:
             try:
                 id_body = _our_id_and_certs(sa, msg, initiator=False)
-                msg.add(_our_auth(sa, id_body, sa.init_response, sa.nonce_i, bytes(sa.crypto.keys.sk_pr)))
+                assert sa.conn is not None
+                if sa.conn.local.kind is not AuthKind.EAP_ONLY:  # RFC 5998 §2: EAP-only, no AUTH of ours
+                    msg.add(_our_auth(sa, id_body, sa.init_response, sa.nonce_i,
+                                      bytes(sa.crypto.keys.sk_pr)))
                 if sa.ppk_used:
                     msg.add_notify(NotifyType.PPK_IDENTITY)  # RFC 8784 §3: the PPK was used
             except (TaskFailed, ValueError) as exc:
