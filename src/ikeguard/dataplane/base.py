@@ -17,36 +17,23 @@ that direction; an ambiguous one is refused with :class:`DataPlaneError`, never 
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ikeguard.crypto.zeroize import wipe
 from ikeguard.policy.ts import TrafficSelector
+from ikeguard.wire.endpoint import Direction, Endpoint, IpAddress
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _CHACHA20_POLY1305 = 28  # EncrId.CHACHA20_POLY1305
 
 
-class SaDirection(Enum):
-    """Direction of one ESP SA as the data plane sees it."""
-
-    INBOUND = "in"
-    OUTBOUND = "out"
+SaDirection = Direction  # one definition for the engine and the data plane (wire/endpoint.py)
+SaEndpoint = Endpoint
 
 
 class DataPlaneError(Exception):
     """A data-plane operation failed (bad SA description, unsupported transform, OS error)."""
-
-
-@dataclass(frozen=True, order=True)
-class SaEndpoint:
-    """Outer IP address and UDP port of one end of an SA."""
-
-    address: IpAddress
-    port: int = 4500
 
 
 class _EndpointLike(Protocol):
@@ -269,8 +256,47 @@ DataPlaneEvent = LifetimeReached | SequenceNearOverflow | InstallFailed
 EventCallback = Callable[[DataPlaneEvent], None]
 
 
+if TYPE_CHECKING:
+    import asyncio
+    import socket
+
+
+class IkeShare(Protocol):
+    """A backend's own NAT-T socket that carries IKE too (RFC 3948 §2.2: four zero octets before IKE): the
+    service reads IKE from it through ``on_ike`` and sends through ``send_ike``/``send_keepalive``."""
+
+    sock: socket.socket
+    on_ike: Callable[[bytes, tuple[str, int]], None]
+
+    def send_ike(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send an IKE message (the backend adds the non-ESP marker)."""
+        ...
+
+    def send_keepalive(self, addr: tuple[str, int]) -> None:
+        """Send a NAT keepalive (RFC 3948 §2.3)."""
+        ...
+
+
 class DataPlane(Protocol):
-    """The interface every backend implements; the service calls only these."""
+    """The interface every backend implements; the service calls only these (it never asks which backend
+    it has: what differs is behind ``prepare_ike_socket`` and ``ike_shares``)."""
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Begin moving packets and delivering upcalls on ``loop``."""
+        ...
+
+    def close(self) -> None:
+        """Stop moving packets and release what the backend reads from."""
+        ...
+
+    def prepare_ike_socket(self, sock: socket.socket, natt: bool) -> None:
+        """Make one of the service's IKE sockets (``natt``: the port-4500 one) fit this backend. Kernel ESP:
+        IKE bypasses the IPsec policies and the NAT-T socket decapsulates ESP-in-UDP (RFC 3948)."""
+        ...
+
+    def ike_shares(self) -> Sequence[IkeShare]:
+        """The backend's own NAT-T sockets that carry IKE as well (none unless it owns port 4500)."""
+        ...
 
     @property
     def features(self) -> DataPlaneFeatures:

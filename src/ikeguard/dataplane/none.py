@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Collection
+import socket
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from ikeguard.crypto import registry
@@ -12,6 +14,7 @@ from ikeguard.dataplane.base import (
     DataPlaneEvent,
     DataPlaneFeatures,
     EventCallback,
+    IkeShare,
     InstallFailed,
     SaConfig,
     SaCounters,
@@ -54,6 +57,19 @@ class NoneDataPlane:
             name="none", encr=_all_esp_encr(), integ=frozenset(int(i) for i in registry.INTEG),
             udp_encap=True, esn=True, transport_mode=True, moves_packets=False,
         )  # fmt: skip
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing moves: nothing to start."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def prepare_ike_socket(self, sock: socket.socket, natt: bool) -> None:
+        """IKE sockets need nothing."""
+
+    def ike_shares(self) -> Sequence[IkeShare]:
+        """No socket of its own."""
+        return ()
 
     def alloc_spi(self) -> int:
         """A random unused SPI above 255 (RFC 4303 §2.1)."""

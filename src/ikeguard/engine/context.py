@@ -52,6 +52,9 @@ class EngineContext:
     closed: list[Any] = field(default_factory=list)
     redirect_hook: Callable[[Any, str, str], None] | None = None  # manager: follow a REDIRECT (RFC 5685)
     ike_sa_count: Callable[[], int] | None = None  # manager: established IKE SAs (redirect under load)
+    # inbound Child SA SPI -> uniqueid of the IKE SA holding it (IkeSa.add_child/remove_child/take_children):
+    # data-plane upcalls name an inbound SPI; found in O(1) instead of a scan over every IKE SA
+    child_homes: dict[int, int] = field(default_factory=dict)
     now: float = 0.0  # the time of the input being handled, set once per input by IkeManager (IkeSa.now)
     new_child_refusal: str | None = None  # why new Child SAs are refused (PCI DSS 10.7); None: allowed
     timer_heap: list[tuple[float, int]] = field(

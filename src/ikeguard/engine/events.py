@@ -7,9 +7,6 @@ peer use it is sent; an outbound SA only once the peer has confirmed it. Key mat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
-from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from ikeguard.audit.events import AuditEvent as AuditEvent  # one record type from engine to store
@@ -17,33 +14,9 @@ from ikeguard.engine.eap_relay import EapRelayRequest
 from ikeguard.engine.states import ChildState, IkeState
 from ikeguard.pki.fetch import FetchRequest
 from ikeguard.policy.ts import TrafficSelector
-
-IpAddress = IPv4Address | IPv6Address
-
-
-@dataclass(frozen=True, order=True)
-class Endpoint:
-    """An IP address and UDP port."""
-
-    address: IpAddress
-    port: int
-
-    def __str__(self) -> str:
-        return _endpoint_text(self.address, self.port)
-
-
-@lru_cache(maxsize=4096)
-def _endpoint_text(address: IpAddress, port: int) -> str:
-    """``addr:port`` / ``[v6]:port``, memoized (every audit record of an SA names both endpoints); a bounded
-    module memo rather than a per-instance cache, which would give every Endpoint its own __dict__."""
-    return f"[{address}]:{port}" if isinstance(address, IPv6Address) else f"{address}:{port}"
-
-
-class Direction(Enum):
-    """Direction of a Child SA as the data plane sees it."""
-
-    INBOUND = "in"
-    OUTBOUND = "out"
+from ikeguard.wire.endpoint import Direction as Direction  # defined once for engine and data plane
+from ikeguard.wire.endpoint import Endpoint as Endpoint
+from ikeguard.wire.endpoint import IpAddress as IpAddress
 
 
 @dataclass(frozen=True)

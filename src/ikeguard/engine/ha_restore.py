@@ -107,7 +107,7 @@ def _restore_children(sa: IkeSa, record: IkeSaRecord, settings: dict[str, ChildS
             installed_at=c.installed_at,
             rekey_at=c.rekey_at, expire_at=c.expire_at, initiator=c.initiator, mode=c.mode,
         )
-        sa.children[child.uniqueid] = child
+        sa.add_child(child)
         install(sa, child, seq_out=c.esp.seq_out + seq_margin, replay_top=c.esp.replay_top)
         if child.rekey_at is not None:
             sa.timers[child_timer(Timer.CHILD_REKEY, child.uniqueid)] = child.rekey_at

@@ -714,6 +714,17 @@ class IkeSa:
         self.transition(IkeTrigger.CLOSE, reason)
         self.ctx.closed.append(self)
 
+    def add_child(self, child: ChildSa) -> None:
+        """A Child SA of this IKE SA from now on (created, restored)."""
+        self.children[child.uniqueid] = child
+        self.ctx.child_homes[child.spi_in] = self.uniqueid
+
+    def take_children(self, old: IkeSa) -> None:
+        """The Child SAs of ``old`` move here (IKE SA rekey, RFC 7296 §2.18)."""
+        self.children, old.children = old.children, {}
+        for child in self.children.values():
+            self.ctx.child_homes[child.spi_in] = self.uniqueid
+
     def remove_child(self, child: ChildSa, reason: str) -> None:
         """Delete both directions of a Child SA from the data plane and forget it."""
         if child.state is ChildState.DELETED:
@@ -739,6 +750,8 @@ class IkeSa:
                        proposal=child.proposal_text)
         child.wipe()
         self.children.pop(child.uniqueid, None)
+        if self.ctx.child_homes.get(child.spi_in) == self.uniqueid:
+            del self.ctx.child_homes[child.spi_in]
 
     def find_child_by_spi(self, spi: int, *, inbound: bool) -> ChildSa | None:
         """The Child SA with our (inbound) or the peer's (outbound) SPI."""

@@ -135,18 +135,3 @@ def _open_xfrm() -> OpenedDataPlane:
             plane.close()
 
     return OpenedDataPlane(plane, close)
-
-
-def prepare_ike_socket(features: DataPlaneFeatures) -> Callable[[socket.socket, bool], None] | None:
-    """With kernel ESP, IKE sockets bypass IPsec policies and the NAT-T socket decapsulates ESP-in-UDP
-    (RFC 3948); other data planes need nothing."""
-    if features.name != "xfrm":
-        return None
-    from ikeguard.dataplane.xfrm import bypass_policies, enable_esp_in_udp
-
-    def prepare(sock: socket.socket, natt: bool) -> None:
-        bypass_policies(sock)
-        if natt:
-            enable_esp_in_udp(sock)
-
-    return prepare

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+import socket
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from ikeguard.dataplane.base import (
     DataPlaneError,
     DataPlaneFeatures,
     EventCallback,
+    IkeShare,
     SaConfig,
     SaCounters,
     SaDirection,
@@ -56,6 +58,8 @@ class FamilyPlane(Protocol):
     def start(self, loop: asyncio.AbstractEventLoop) -> None: ...
 
     def close(self) -> None: ...
+
+    def ike_shares(self) -> Sequence[IkeShare]: ...
 
 
 class FamilyPlanes:
@@ -169,6 +173,13 @@ class FamilyPlanes:
         """Upcalls from every member."""
         for plane in self.members.values():
             plane.subscribe(callback)
+
+    def prepare_ike_socket(self, sock: socket.socket, natt: bool) -> None:
+        """The service's IKE sockets need nothing (each member's own socket carries IKE on 4500)."""
+
+    def ike_shares(self) -> Sequence[IkeShare]:
+        """Every member's NAT-T socket (one per address family)."""
+        return tuple(share for plane in self.members.values() for share in plane.ike_shares())
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start every member's readers."""

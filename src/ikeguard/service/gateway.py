@@ -55,7 +55,7 @@ from ikeguard.engine.tasks.child_create import ChildCreateTask
 from ikeguard.engine.tasks.ike_rekey import IkeRekeyTask
 from ikeguard.service.accounting import Accounting
 from ikeguard.service.actions import ActionPolicy
-from ikeguard.service.dataplane import esp_supported, prepare_ike_socket
+from ikeguard.service.dataplane import esp_supported
 from ikeguard.service.errors import GatewayCommandError
 from ikeguard.service.leases import LeaseStore
 from ikeguard.service.outputs import ChildSaDriver
@@ -131,7 +131,7 @@ class Gateway:
         self.engine = IkeManager(plan.connections.values(), plan.engine_settings, random=SystemRandom(),
                                  validator=plan.validator, peer_selectors=plan.selectors)
         self.children = ChildSaDriver(dataplane, self.stats, lambda name: name in self.plan.connections)
-        self.transport = Transport(plan, self._receive, self.stats, prepare_ike_socket(dataplane.features))
+        self.transport = Transport(plan, self._receive, self.stats, dataplane.prepare_ike_socket)
         self.actions = ActionPolicy(self)
         self.traps = TrapManager(self)
         self.revocation = RevocationFetcher(self._revocation_fetched)
@@ -160,9 +160,7 @@ class Gateway:
         """Bind the sockets, start the data plane and the timer, run ``start_action = "start"``."""
         self._loop = asyncio.get_running_loop()
         self.transport.start(self._loop, self.dataplane)
-        starter = getattr(self.dataplane, "start", None)
-        if callable(starter):
-            starter(self._loop)
+        self.dataplane.start(self._loop)
         self.started_at = time.time()
         log.info("gateway up: listening on %s, data plane %s, %d connection(s)",
                  self.transport.describe(), self.dataplane.features.name, len(self.plan.connections))

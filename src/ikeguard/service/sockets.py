@@ -20,6 +20,7 @@ import struct
 from collections.abc import Callable
 
 from ikeguard.engine.events import Endpoint, IpAddress
+from ikeguard.wire import natt
 
 log = logging.getLogger("ikeguard.service")
 
@@ -28,8 +29,8 @@ BATCH = 64  # datagrams read per wake-up
 MAX_DATAGRAM = 65535
 SOCKET_BUFFER = 1 << 20
 _CMSG_SPACE = socket.CMSG_SPACE(20)  # in_pktinfo (12) / in6_pktinfo (20)
-NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 §2.2
-KEEPALIVE = b"\xff"  # RFC 3948 §2.3
+NON_ESP_MARKER = natt.NON_ESP_MARKER  # RFC 3948 §2.2 (wire/natt.py)
+KEEPALIVE = natt.NAT_KEEPALIVE  # RFC 3948 §2.3
 
 DatagramHandler = Callable[[bytes, Endpoint, Endpoint], None]  # (data, local, remote)
 

@@ -14,13 +14,15 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ikeguard.dataplane.base import DataPlane, IkeShare
 from ikeguard.engine.events import Endpoint, IpAddress
 from ikeguard.engine.settings import ConnectionSettings
 from ikeguard.service.errors import GatewayCommandError
 from ikeguard.service.sockets import KEEPALIVE, NON_ESP_MARKER, UdpListener, route_source
 from ikeguard.service.stats import GatewayStats
+from ikeguard.wire.natt import Udp4500, demux_udp4500
 
 if TYPE_CHECKING:
     from ikeguard.service.plan import GatewayPlan
@@ -71,7 +73,7 @@ class Transport:
         self.receive = receive
         self.stats = stats
         self.listeners: dict[tuple[IpAddress, int], UdpListener] = {}
-        self.planes: dict[int, Any] = {}  # IP version -> userspace plane owning that family's 4500 socket
+        self.planes: dict[int, IkeShare] = {}  # IP version -> the data plane's 4500 socket of that family
         self._plane_addresses: dict[int, IpAddress] = {}
         self._route_cache: dict[IpAddress, IpAddress] = {}
         # [gateway] workers: this worker's members of the supervisor's SO_REUSEPORT groups (service/workers)
@@ -80,18 +82,14 @@ class Transport:
         self.esp_dropped = 0
 
     # ------------------------------------------------------------------ set-up
-    def start(self, loop: asyncio.AbstractEventLoop, dataplane: object) -> None:
-        """Bind 500 and 4500 on every listen address (4500 of the plane's family: the plane's socket)."""
+    def start(self, loop: asyncio.AbstractEventLoop, dataplane: DataPlane) -> None:
+        """Bind 500 and 4500 on every listen address (4500 of a family whose data plane owns it: its own)."""
         plan = self.plan
-        members = getattr(dataplane, "members", None)
-        candidates: list[Any] = list(members.values()) if isinstance(members, dict) else [dataplane]
-        for plane in candidates:
-            sock = getattr(plane, "sock", None)
-            if isinstance(sock, socket.socket) and hasattr(plane, "send_ike"):
-                address = ipaddress.ip_address(sock.getsockname()[0])
-                self.planes[address.version] = plane
-                self._plane_addresses[address.version] = address
-                plane.on_ike = self._plane_ike
+        for plane in dataplane.ike_shares():
+            address = ipaddress.ip_address(plane.sock.getsockname()[0])
+            self.planes[address.version] = plane
+            self._plane_addresses[address.version] = address
+            plane.on_ike = self._plane_ike
         try:
             for text in plan.listen:
                 address = ipaddress.ip_address(text)
@@ -141,9 +139,10 @@ class Transport:
 
     # ------------------------------------------------------------------ receive
     def _natt(self, data: bytes, local: Endpoint, remote: Endpoint) -> None:
-        if data[:4] == NON_ESP_MARKER:
+        kind = demux_udp4500(data)
+        if kind is Udp4500.IKE:
             self.receive(data[4:], local, remote)
-        elif data == KEEPALIVE:
+        elif kind is Udp4500.KEEPALIVE:
             self.keepalives_in += 1
         else:
             self.esp_dropped += 1

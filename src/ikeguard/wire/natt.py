@@ -7,6 +7,7 @@ A datagram on port 4500 is a NAT-keepalive (one 0xFF octet), an IKE message behi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from ikeguard.wire.errors import TruncatedError
 
@@ -39,17 +40,36 @@ class Esp:
         return int.from_bytes(self.data[:4], "big")
 
 
+class Udp4500(Enum):
+    """What a port-4500 datagram is (RFC 3948 §2)."""
+
+    IKE = "ike"  # behind the non-ESP marker
+    KEEPALIVE = "keepalive"
+    ESP = "esp"  # anything else: the SA table decides (an unknown or short packet is dropped there)
+
+
+def demux_udp4500(datagram: bytes) -> Udp4500:
+    """The one port-4500 demultiplexer of the gateway (the service's NAT-T socket and the userspace data
+    plane's): cheap enough for every ESP packet, it looks at the first four octets only and copies nothing."""
+    if datagram[:4] == NON_ESP_MARKER:
+        return Udp4500.IKE
+    if datagram == NAT_KEEPALIVE:
+        return Udp4500.KEEPALIVE
+    return Udp4500.ESP
+
+
 def classify_udp4500(datagram: bytes) -> Keepalive | Ike | Esp:
     """Demultiplex a port-4500 UDP payload; raises ParseError for datagrams that are none of the three."""
     datagram = bytes(datagram)
-    if datagram == NAT_KEEPALIVE:
+    kind = demux_udp4500(datagram)
+    if kind is Udp4500.KEEPALIVE:
         return Keepalive()
+    if kind is Udp4500.IKE:
+        return Ike(datagram[4:])
     if len(datagram) < 4:
         raise TruncatedError(
             f"{len(datagram)}-octet datagram on port 4500 is neither keepalive, IKE nor ESP", 0
         )
-    if datagram[:4] == NON_ESP_MARKER:
-        return Ike(datagram[4:])
     if len(datagram) < ESP_HEADER_LEN:
         raise TruncatedError(f"ESP packet of {len(datagram)} octets is shorter than its header", 0)
     return Esp(datagram)

@@ -16,11 +16,12 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from ikeguard.dataplane.base import (
     DataPlaneFeatures,
     EventCallback,
+    IkeShare,
     SaConfig,
     SaCounters,
     SaDirection,
@@ -31,6 +32,8 @@ from ikeguard.dataplane.table import SaTable, Send
 from ikeguard.dataplane.userspace.routes import install_routes, remove_routes
 from ikeguard.dataplane.userspace.tun import configure_tun, open_tun
 from ikeguard.policy.ts import TrafficSelector
+from ikeguard.wire import natt
+from ikeguard.wire.natt import Udp4500, demux_udp4500
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -42,10 +45,10 @@ _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 SOCKET_BUFFER = 4 << 20  # bursts of a TCP window must not overflow the UDP socket
-NON_ESP_MARKER = b"\x00\x00\x00\x00"
+NON_ESP_MARKER = natt.NON_ESP_MARKER  # RFC 3948 §2.2
 REKEYED_INBOUND_LINGER = 2.0  # s an inbound SA replaced by a rekey still decrypts (cf. strongSwan's
 # charon.delete_rekeyed_delay); only when a successor with the same selectors is installed
-KEEPALIVE = b"\xff"
+KEEPALIVE = natt.NAT_KEEPALIVE  # RFC 3948 §2.3
 IkeCallback = Callable[[bytes, tuple[str, int]], None]
 
 FEATURES = DataPlaneFeatures(
@@ -174,6 +177,13 @@ class UserspaceDataPlane:
         return raw
 
     # --- IKE side of the shared socket -------------------------------------------------------------
+    def prepare_ike_socket(self, sock: socket.socket, natt: bool) -> None:
+        """The service's IKE sockets need nothing (this plane's own socket carries IKE on 4500)."""
+
+    def ike_shares(self) -> Sequence[IkeShare]:
+        """This plane's NAT-T socket carries IKE (``on_ike``, ``send_ike``)."""
+        return (self,)
+
     def send_ike(self, data: bytes, addr: tuple[str, int]) -> None:
         """Send an IKE message on the NAT-T socket with the non-ESP marker (RFC 3948 §2.2)."""
         self.sock.sendto(NON_ESP_MARKER + data, addr)
@@ -326,7 +336,8 @@ class UserspaceDataPlane:
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """Demultiplex one datagram on the shared port (RFC 3948 §2.2)."""
-        if data[:4] == NON_ESP_MARKER:
+        kind = demux_udp4500(data)
+        if kind is Udp4500.IKE:
             self.stats["ike_in"] += 1
             try:
                 self.on_ike(data[4:], addr)
@@ -335,7 +346,7 @@ class UserspaceDataPlane:
                 if self.stats["ike_errors"] == 1:
                     log.exception("IKE message from %s on the NAT-T port could not be handled", addr[0])
             return
-        if data == KEEPALIVE:
+        if kind is Udp4500.KEEPALIVE:
             self.stats["keepalives_in"] += 1
             return
         inner = self.table.inbound(data)

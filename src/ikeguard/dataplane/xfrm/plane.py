@@ -26,7 +26,8 @@ import errno
 import ipaddress
 import itertools
 import logging
-from collections.abc import Callable, Collection, Mapping
+import socket
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -35,6 +36,7 @@ from ikeguard.dataplane.base import (
     DataPlaneEvent,
     DataPlaneFeatures,
     EventCallback,
+    IkeShare,
     InstallFailed,
     LifetimeReached,
     SaConfig,
@@ -46,6 +48,7 @@ from ikeguard.dataplane.xfrm import messages as msg
 from ikeguard.dataplane.xfrm.events import AcquireRequested, KernelExpire, decode_acquire, decode_expire
 from ikeguard.dataplane.xfrm.netlink import XfrmError, XfrmSocket
 from ikeguard.dataplane.xfrm.probe import probe
+from ikeguard.dataplane.xfrm.sockets import bypass_policies, enable_esp_in_udp
 from ikeguard.dataplane.xfrm.structs import (
     AF_INET,
     AF_INET6,
@@ -365,6 +368,17 @@ class XfrmDataPlane:
         self._acquire_callbacks.append(callback)
 
     # --- event loop -------------------------------------------------------------------------------
+    def prepare_ike_socket(self, sock: socket.socket, natt: bool) -> None:
+        """IKE bypasses our IPsec policies; the NAT-T socket decapsulates ESP-in-UDP (RFC 3948) in the
+        kernel."""
+        bypass_policies(sock)
+        if natt:
+            enable_esp_in_udp(sock)
+
+    def ike_shares(self) -> Sequence[IkeShare]:
+        """The kernel owns no IKE socket: the service binds its own."""
+        return ()
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Read kernel notifications on ``loop``."""
         self._loop = loop

@@ -358,7 +358,7 @@ class ChildCreateTask(Task):
     def _activate(self, sa: IkeSa, *, responder: bool = False) -> None:
         assert self.child is not None
         child = self.child
-        sa.children[child.uniqueid] = child
+        sa.add_child(child)
         defer = responder and self.rekeyed is not None
         install(sa, child, outbound=not defer)
         if defer:

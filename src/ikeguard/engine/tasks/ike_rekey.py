@@ -155,7 +155,7 @@ def _move_child_exchanges(old: IkeSa, new: IkeSa) -> None:
 
 def adopt(old: IkeSa, new: IkeSa) -> None:
     """Move the Child SAs to ``new`` and make it live (established, scheduled, registered)."""
-    new.children, old.children = old.children, {}
+    new.take_children(old)
     _move_child_exchanges(old, new)
     if new.state is IkeState.CREATED:
         new.transition(IkeTrigger.AUTH_DONE, f"rekeyed IKE SA {old.uniqueid}")
