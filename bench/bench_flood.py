@@ -111,7 +111,9 @@ def flood(template: bytes, target: str, count_file: Path, pps: int) -> None:
             with contextlib.suppress(OSError):
                 sock.sendto(ip + udp + rng.randbytes(8) + template[8:], (target, 0))
             count += 1
-        count_file.write_text(str(count))
+        staged = count_file.with_suffix(".tmp")
+        staged.write_text(str(count))
+        staged.replace(count_file)  # atomic: a reader never sees an empty file
         if pps:
             ahead = count / pps - (time.monotonic() - start)
             if ahead > 0:
