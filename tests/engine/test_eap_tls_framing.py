@@ -14,7 +14,7 @@ from ikeguard.engine.eap_tls import FRAGMENT, EapTlsPeer
 
 
 def _peer() -> EapTlsPeer:
-    return EapTlsPeer("user@bank.example", (), ec.generate_private_key(ec.SECP256R1()), lambda _c: None)
+    return EapTlsPeer("user@bank.example", (), ec.generate_private_key(ec.SECP256R1()), lambda _chain: None)
 
 
 def test_long_tls_data_is_fragmented_with_length_and_more_flags() -> None:

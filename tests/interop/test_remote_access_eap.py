@@ -654,12 +654,12 @@ start_action = "start"
     assert "alice-Pass-7431" not in branch.log() and "alice-Pass-7431" not in repr(branch.audit_events())
 
 
-def _eap_only_gateway(factory: GatewayFactory, lab: Lab) -> GatewayProcess:
+def _eap_only_gateway(factory: GatewayFactory, lab: Lab, gw_id: str = GW_FQDN) -> GatewayProcess:
     """The gateway with ``local.auth = "eap"`` (EAP-only, RFC 5998): no certificate of its own, one round."""
     gw = _gateway(factory, lab, servers=[lab.radius.auth_port])
     config = gw.config.replace(
         f'auth = "pubkey"\nid = "{GW_FQDN}"\ncerts = ["pki/gw.pem"]\nkey = "pki/gw.key"\n',
-        f'auth = "eap"\nid = "{GW_FQDN}"\n')
+        f'auth = "eap"\nid = "{gw_id}"\n')
     config = config.replace('[connections.rw.remote-1]\nauth = "pubkey"\ncacerts = ["vpn"]\n\n'
                             '[connections.rw.remote-2]\n', "[connections.rw.remote]\n")
     assert 'auth = "eap"\n' in config and "remote-2" not in config
@@ -764,3 +764,63 @@ start_action = "start"
     refused = branch.wait_audit(lambda e: e.get("event") == "auth.failure", what="the branch's auth.failure")
     assert "AUTHENTICATION_FAILED" in refused["reason"], refused
     assert gw.sas() == [] and "Login OK" not in lab.radius.log()
+
+
+@pytest.mark.parametrize("gw_id", [GW_FQDN, "other.bank.example"])
+def test_ikeguard_eap_only_client_with_eap_tls(ikeguard_gateway: GatewayFactory, lab: Lab,
+                                               gw_id: str) -> None:
+    """ikeguard as the EAP-only client (RFC 5998): ``local.auth = "eap-tls"`` with carol's certificate and
+    ``remote.auth = "eap"``; the branch sends N(EAP_ONLY_AUTHENTICATION), accepts the gateway's first
+    response without AUTH and validates FreeRADIUS's EAP-TLS server certificate against its authority and
+    the gateway's IDr. Both sides establish with the same SPIs. When the gateway's identity is one the TLS
+    server certificate does not carry (``other.bank.example``), the branch refuses it."""
+    gw = _eap_only_gateway(ikeguard_gateway, lab, gw_id)
+    user = "carol@bank.example"
+    carol = lab.ca.issue_leaf("CN=carol,O=ikeguard test", sans=[user], eku=["clientAuth"])
+    config = f'''[gateway]
+profile = "baseline"
+dataplane = "none"
+listen = ["192.0.2.2"]
+state_dir = "state"
+retransmit_timeout = 1.0
+retransmit_tries = 3
+
+[authorities.vpn]
+cacert = "pki/ca.pem"
+
+[connections.hq]
+remote_addrs = ["192.0.2.1"]
+
+[connections.hq.local]
+auth = "eap-tls"
+id = "{user}"
+certs = ["pki/carol.pem"]
+key = "pki/carol.key"
+
+[connections.hq.remote]             # EAP-only: the EAP-TLS server certificate authenticates the gateway
+auth = "eap"
+id = "{gw_id}"
+cacerts = ["vpn"]
+
+[connections.hq.children.net]
+local_ts = ["dynamic"]
+remote_ts = ["198.51.100.0/25"]
+start_action = "start"
+'''
+    files: dict[str, bytes | str] = {"pki/ca.pem": lab.ca.cert.public_bytes(serialization.Encoding.PEM),
+                                     "pki/carol.pem": carol.cert_pem(), "pki/carol.key": carol.key_pem()}
+    branch = ikeguard_gateway(lab.topo.left.namespace, "branch", config, files)
+    if gw_id != GW_FQDN:
+        refused = branch.wait_audit(lambda e: e.get("event") == "auth.failure", what="the branch's refusal")
+        assert "EAP-TLS server refused" in refused["reason"] and "certificate rejected" in refused["reason"]
+        assert branch.sas() == [] or all(s["state"] != "established" for s in branch.sas())
+        return
+    [ours] = branch.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established" and s[0]["children"],
+                             15, what="the branch's IKE SA with its Child SA")
+    [theirs] = gw.wait_sas(lambda s: len(s) == 1 and s[0]["state"] == "established" and s[0]["children"], 10)
+    assert (ours["spi_i"], ours["spi_r"]) == (theirs["spi_i"], theirs["spi_r"])
+    assert theirs["user"] == user
+    own = branch.wait_audit(lambda e: e.get("event") == "auth.success", what="the branch's auth.success")
+    assert own["details"]["eap_only"] == "yes" and own["details"]["eap_method"] == "tls", own
+    relayed = gw.wait_audit(lambda e: e.get("event") == "auth.success", what="the gateway's auth.success")
+    assert relayed["details"]["eap_only"] == "yes" and relayed["details"]["eap_method"] == "tls", relayed

@@ -11,7 +11,8 @@ with empty messages, RFC 5216 §2.1.5) is written here: no library does it for P
 The server's certificate is not judged by OpenSSL against a trust store: it must be the very certificate
 the responder authenticated the IKE SA with in round 1 (already path-validated, identity-checked and
 revocation-checked by ``pki``), so the EAP-TLS server is bound to the IKE peer; ``server_check`` says
-whether it is.
+whether it is. With EAP-only authentication (RFC 5998) there is no such certificate and ``server_check``
+validates the server's chain like an IKE peer's (``engine.tasks.eap_initiator``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class EapTlsPeer:
     identity: str
     certs: tuple[x509.Certificate, ...]
     key: PrivateKey = field(repr=False)
-    server_check: Callable[[x509.Certificate], str | None] = field(repr=False)
+    server_check: Callable[[list[x509.Certificate]], str | None] = field(repr=False)  # leaf first
     method: str = "tls"
     succeeded: bool = False
     msk: bytes = field(default=b"", repr=False)
@@ -141,7 +142,10 @@ class EapTlsPeer:
         leaf = self._conn.get_peer_certificate()
         if leaf is None:
             raise EapPeerError("the EAP-TLS server sent no certificate")
-        problem = self.server_check(leaf.to_cryptography())
+        chain = [c.to_cryptography() for c in self._conn.get_peer_cert_chain() or ()]
+        if not chain or chain[0] != leaf.to_cryptography():
+            chain.insert(0, leaf.to_cryptography())
+        problem = self.server_check(chain)
         if problem:
             raise EapPeerError(f"EAP-TLS server refused: {problem}")
         self.msk = bytes(self._conn.export_keying_material(b"client EAP encryption", 64))

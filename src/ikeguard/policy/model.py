@@ -246,12 +246,14 @@ class LocalAuth(Strict):
         return self
 
 
-RemoteAuthMethod = Literal["pubkey", "psk", "eap-radius"]
+RemoteAuthMethod = Literal["pubkey", "psk", "eap-radius", "eap"]
 
 
 class RemoteAuth(Strict):
     """``connections.NAME.remote`` (or ``remote-1``), ``remote-2``: how the peer must authenticate in that
-    round (RFC 4739) and which peers may. ``eap-radius`` relays EAP to the ``[radius]`` servers."""
+    round (RFC 4739) and which peers may. ``eap-radius`` relays EAP to the ``[radius]`` servers; ``eap``
+    (initiator with ``local.auth = "eap-tls"``): EAP-only (RFC 5998), the responder is authenticated by the
+    EAP-TLS server certificate, validated against ``cacerts`` and naming ``id``."""
 
     auth: RemoteAuthMethod = "pubkey"
     id: IdentityText = "%any"
@@ -420,7 +422,11 @@ class Connection(Strict):
                                          or self.local_2 is not None):
             raise ValueError('local auth = "eap" (EAP-only, RFC 5998) needs remote auth = "eap-radius" as '
                              'the only round: the EAP method authenticates both sides')
-        if self.local.auth.startswith("eap-") and self.remote.auth != "pubkey":
+        if self.remote.auth == "eap" and (self.local.auth != "eap-tls" or self.local_2 is not None
+                                          or self.remote_2 is not None):
+            raise ValueError('remote auth = "eap" (EAP-only, RFC 5998) needs local auth = "eap-tls" as the '
+                             'only round: the only mutual EAP method of ours')
+        if self.local.auth.startswith("eap-") and self.remote.auth not in ("pubkey", "eap"):
             raise ValueError('with local auth = "eap-*" the responder must authenticate with its certificate '
                              '(remote auth = "pubkey"): EAP-only authentication (RFC 5998) is not offered')
         return self

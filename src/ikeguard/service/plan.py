@@ -320,7 +320,7 @@ class _Builder:
         return "%any"
 
     def trust(self, name: str, conn: Connection) -> ConnectionTrust | None:
-        if conn.remote.auth != "pubkey" or conn.remote.pubkeys:
+        if conn.remote.auth not in ("pubkey", "eap") or conn.remote.pubkeys:
             return None
         specs: list[AuthoritySpec] = []
         for i, ref in enumerate(conn.remote.cacerts):
@@ -356,6 +356,8 @@ class _Builder:
         if conn.remote.auth == "psk":
             remote = RemoteAuth(AuthKind.PSK, remote_id, psk=self.psk_for(name, conn) if local.kind is
                                 AuthKind.PUBKEY else local.psk)
+        elif conn.remote.auth == "eap":  # RFC 5998: the EAP-TLS server authenticates the responder
+            remote = RemoteAuth(AuthKind.EAP_ONLY, remote_id)
         elif conn.remote.auth == "eap-radius":
             remote = RemoteAuth(AuthKind.EAP_RADIUS, remote_id, eap_id=conn.remote.eap_id)
         else:

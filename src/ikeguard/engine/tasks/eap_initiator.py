@@ -12,7 +12,12 @@ AUTH, keyed the same way over its signed octets and its IDr, must verify before 
 Each request is another IKE_AUTH exchange with the next message ID (``Status.MORE``: ``IkeSa`` sends this
 task's next request; the Child SA and other tasks see only the final response, which carries SA and TS).
 
-EAP-only authentication (RFC 5998) is not offered: we require the responder's AUTH in its first response.
+EAP-only authentication (RFC 5998) with ``remote.auth = "eap"`` and EAP-TLS (our only mutual method): we
+send N(EAP_ONLY_AUTHENTICATION); a first response with IDr but no AUTH is then accepted, and the EAP-TLS
+server's certificate chain is validated like an IKE peer's (the connection's authorities, revocation
+settings, and the IDr as the identity it must carry) instead of being compared with the IKE certificate.
+A revocation status that would need a fetch refuses it (the TLS handshake cannot wait for one). Otherwise
+we require the responder's AUTH in its first response.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ikeguard.engine.eap_tls import EapTlsPeer
 from ikeguard.engine.settings import LocalAuth
 from ikeguard.engine.tasks.base import Status, TaskFailed
 from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
+from ikeguard.engine.validator import FetchNeeded
 from ikeguard.wire.iana import AuthMethod, NotifyType, name_of
 from ikeguard.wire.payloads import AuthPayload, EapPayload, IdiPayload
 
@@ -60,11 +66,30 @@ def start(sa: IkeSa, auth: LocalAuth, round_no: int, id_body: bytes) -> Initiato
     if auth.eap_method == "tls":
         if auth.private_key is None or not auth.certs:
             raise TaskFailed("EAP-TLS configured without our certificate and key")
-        peer = EapTlsPeer(identity, auth.certs, auth.private_key, lambda cert: _same_as_ike_peer(sa, cert))
+        peer = EapTlsPeer(identity, auth.certs, auth.private_key, lambda chain: _check_server(sa, chain))
     else:
         peer = EapPeer(auth.eap_method, identity, auth.eap_secret, random=sa.ctx.random.bytes(16))
     sa.auth_details.update(eap_identity=identity, eap_method=auth.eap_method, round=str(round_no))
     return InitiatorRounds(auth, round_no, peer, id_body=id_body)
+
+
+def _check_server(sa: IkeSa, chain: list[x509.Certificate]) -> str | None:
+    """The EAP-TLS server: validated as the responder itself with EAP-only (RFC 5998), else bound to the
+    certificate the responder authenticated the IKE SA with."""
+    if sa.auth_details.get("eap_only") != "yes":
+        return _same_as_ike_peer(sa, chain[0])
+    assert sa.conn is not None
+    try:
+        verdict = sa.ctx.validator.validate(chain, sa.remote_id or "%any", sa.conn.name, sa.now)
+    except FetchNeeded:
+        return "its revocation status needs a fetch, which EAP-only authentication cannot wait for"
+    if not verdict.accepted:
+        return f"certificate rejected: {verdict.reason}"
+    leaf = chain[0]
+    sa.remote_cert_subject = leaf.subject.rfc4514_string()
+    sa.remote_cert_serial = format(leaf.serial_number, "x")
+    sa.remote_cert_issuer = leaf.issuer.rfc4514_string()
+    return None
 
 
 def _same_as_ike_peer(sa: IkeSa, cert: x509.Certificate) -> str | None:

@@ -390,6 +390,8 @@ class IkeAuthTask(Task):
             if ppk is not None:
                 raise TaskFailed("a PPK (RFC 8784) with our EAP authentication is not supported")
             self.eap_rounds = eap_initiator.start(sa, sa.conn.local, 1, id_body)
+            if sa.conn.remote.kind is AuthKind.EAP_ONLY:  # RFC 5998 §2
+                msg.add_notify(NotifyType.EAP_ONLY_AUTHENTICATION)
         elif ppk is not None:  # RFC 8784 §3: AUTH with the PPK, NO_PPK_AUTH without it when it is optional
             self.ppk_keys = ppk_keys(sa.crypto, ppk.key)
             msg.add(_our_auth(sa, id_body, sa.init_request, sa.nonce_r, self.ppk_keys.sk_pi))
@@ -414,6 +416,9 @@ class IkeAuthTask(Task):
         if failed is not None:
             raise TaskFailed("peer rejected our authentication (AUTHENTICATION_FAILED)",
                              EventName.AUTH_FAILURE)
+        if msg.get(AuthPayload) is None and self.eap_rounds is not None and \
+                sa.conn.remote.kind is AuthKind.EAP_ONLY and msg.error_notify() is None:
+            return self._eap_only_first(sa, msg, self.eap_rounds)
         if msg.get(AuthPayload) is None:
             error = msg.error_notify()
             what = name_of(NotifyType, int(error.notify_type)) if error else "no AUTH payload"
@@ -453,6 +458,23 @@ class IkeAuthTask(Task):
         sa.established()
         redirect.follow_after_auth(sa)
         return Status.DONE
+
+    def _eap_only_first(self, sa: IkeSa, msg: InMessage, rounds: eap_initiator.InitiatorRounds) -> Status:
+        """RFC 5998 §2: the responder's first response has IDr and an EAP-Request but no AUTH; EAP-TLS will
+        authenticate it (its server certificate must carry this IDr)."""
+        assert sa.conn is not None
+        try:
+            peer, id_body = _peer_identity(msg, False, [])
+            wanted = parse_identity(sa.conn.remote.identity or "%any")
+            if not wanted.matches(peer):
+                raise AuthError(f"peer identity {peer.text} does not match {sa.conn.remote.identity}")
+        except AuthError as exc:
+            tell_responder_auth_failed(sa)
+            raise TaskFailed(f"peer authentication failed: {exc}", EventName.AUTH_FAILURE) from None
+        sa.remote_id = peer.text
+        sa.auth_details["eap_only"] = "yes"
+        sa.peer.initial_contact = False
+        return eap_initiator.after_first(sa, rounds, msg, id_body)
 
     def process_r(self, sa: IkeSa, msg: InMessage) -> None:
         assert sa.crypto is not None
