@@ -93,6 +93,12 @@ id = "hq.example.net"
      "local-2 must be auth"),
     (INITIATOR.replace('auth = "pubkey"\ncerts = ["gw.pem"]\nkey = "gw.key"', 'auth = "eap-md5"')
      .replace('auth = "pubkey"\nid = "hq', 'auth = "psk"\nid = "hq'), "", "EAP-only authentication"),
+    # RFC 5998: EAP-only as initiator only with EAP-TLS (our only mutual method), as responder only with
+    # the user's EAP as the one round
+    (INITIATOR.replace('auth = "pubkey"\ncerts = ["gw.pem"]\nkey = "gw.key"', 'auth = "eap-md5"')
+     .replace('auth = "pubkey"\nid = "hq', 'auth = "eap"\nid = "hq'), "", 'needs local auth = "eap-tls"'),
+    (BASE.replace('auth = "psk"\nid = "gw', 'auth = "eap"\nid = "gw'), "",
+     'needs remote auth = "eap-radius"'),
 ])
 def test_radsec_and_initiator_eap_config_refusals(tmp_path: Path, base: str, extra: str,
                                                   message: str) -> None:

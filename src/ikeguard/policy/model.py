@@ -420,15 +420,16 @@ class Connection(Strict):
                 raise ValueError("with local-2, round 1 (local) is our certificate or PSK")
         if self.local.auth == "eap" and (self.remote.auth != "eap-radius" or self.remote_2 is not None
                                          or self.local_2 is not None):
-            raise ValueError('local auth = "eap" (EAP-only, RFC 5998) needs remote auth = "eap-radius" as '
-                             'the only round: the EAP method authenticates both sides')
+            raise ValueError('local auth = "eap" needs remote auth = "eap-radius" as the only round '
+                             '(EAP-only, RFC 5998: the EAP method authenticates both sides)')
         if self.remote.auth == "eap" and (self.local.auth != "eap-tls" or self.local_2 is not None
                                           or self.remote_2 is not None):
-            raise ValueError('remote auth = "eap" (EAP-only, RFC 5998) needs local auth = "eap-tls" as the '
-                             'only round: the only mutual EAP method of ours')
+            raise ValueError('remote auth = "eap" needs local auth = "eap-tls" as the only round (EAP-only, '
+                             'RFC 5998: our only mutual EAP method)')
         if self.local.auth.startswith("eap-") and self.remote.auth not in ("pubkey", "eap"):
-            raise ValueError('with local auth = "eap-*" the responder must authenticate with its certificate '
-                             '(remote auth = "pubkey"): EAP-only authentication (RFC 5998) is not offered')
+            raise ValueError('EAP-only authentication (remote auth = "eap", RFC 5998) or the responder\'s '
+                             'certificate (remote auth = "pubkey") must authenticate the responder with '
+                             'local auth = "eap-*"')
         return self
 
 
