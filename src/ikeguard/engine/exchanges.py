@@ -223,7 +223,7 @@ def _initiator_row(state: IkeState) -> dict[ExchangeType, Entry]:
     return {x: Run() for x in _X}  # established, rekeying, rekeyed, deleting: one request at a time
 
 
-TABLE: dict[tuple[ExchangeType, Role, IkeState], Entry] = {
+TABLE: dict[tuple[int, Role, IkeState], Entry] = {  # exchange types are IntEnum members
     (exchange, role, state): entry
     for state in IkeState
     for role, row in ((Role.RESPONDER, _responder_row(state)), (Role.INITIATOR, _initiator_row(state)))
@@ -234,8 +234,8 @@ TABLE: dict[tuple[ExchangeType, Role, IkeState], Entry] = {
 def lookup(exchange: int, role: Role, state: IkeState) -> Entry:
     """The table's entry; LocalProtocolError when the table has none (an engine bug)."""
     try:
-        return TABLE[(ExchangeType(exchange), role, state)]
-    except (KeyError, ValueError):
+        return TABLE[(exchange, role, state)]  # an int hashes as its ExchangeType member
+    except KeyError:
         raise LocalProtocolError(f"no rule for {exchange} as {role.value} in state {state.value}") from None
 
 
