@@ -1,6 +1,7 @@
 """The name of a certificate's public key as reports show it (``RSA-3072``, ``ECDSA secp384r1``,
 ``Ed25519``): one function for `check` (policy/checks/pki.py), the ``cert.validated`` audit record
-(engine/tasks/ike_auth.py) and the evidence pack's certificate inventory (evidence/inventory.py)."""
+(engine/tasks/ike_auth.py) the evidence pack's certificate inventory (evidence/inventory.py) and the
+chain `ikeguard scan` reports (scan/authenticated.py)."""
 
 from __future__ import annotations
 

@@ -29,10 +29,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ikeguard.audit.events import AuditEvent
 from ikeguard.crypto import registry
+from ikeguard.crypto.key_names import describe_key
 from ikeguard.crypto.signatures import PrivateKey
 from ikeguard.engine.events import ChildSaStateChanged, IkeSaStateChanged, InstallChildSa
 from ikeguard.engine.retransmit import RetransmitPolicy
@@ -106,23 +106,11 @@ class AuthenticatedResult:
                 "not_probed": self.not_probed, "exchanges": self.exchanges, "datagrams": self.datagrams}
 
 
-def _key_text(key: object) -> str:
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA {key.key_size}"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"ECDSA {key.curve.name}"
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "Ed25519"
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "Ed448"
-    return type(key).__name__
-
-
 def certificate_info(cert: x509.Certificate, now: datetime) -> dict[str, Any]:
     """What an assessor reads from one certificate of the chain."""
     sig = cert.signature_algorithm_oid
     return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
-            "serial": format(cert.serial_number, "x"), "key": _key_text(cert.public_key()),
+            "serial": format(cert.serial_number, "x"), "key": describe_key(cert),
             "signature_algorithm": getattr(sig, "_name", sig.dotted_string),
             "not_after": cert.not_valid_after_utc.isoformat(),
             "days_left": (cert.not_valid_after_utc - now).days}
