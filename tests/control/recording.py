@@ -46,6 +46,11 @@ class RecordingGateway:
                 and (peer is None or s["remote_id"] == peer)
                 and (uniqueid is None or s["uniqueid"] == uniqueid)]
 
+    def sa_page(self, *, conn: str | None = None, peer: str | None = None, uniqueid: int | None = None,
+                offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        chosen = self.sas(conn=conn, peer=peer, uniqueid=uniqueid)
+        return chosen[offset:None if limit is None else offset + limit], len(chosen)
+
     def conns(self) -> list[dict[str, Any]]:
         self._call("conns")
         return [{"name": "site", "remote_id": "peer.example", "status": "up", "ike_sas_up": 1}]

@@ -84,6 +84,16 @@ def test_sas_filters_and_paging(sock_path: Path) -> None:
     assert ("sas", {"conn": "merchants", "peer": None, "uniqueid": None}) in gw.calls
 
 
+def test_an_answer_longer_than_any_request_is_read_whole(sock_path: Path) -> None:
+    """`sas --json` at a processor's scale: 12,000 SAs of ~600 bytes is more than the 4 MiB a request may be;
+    the CLI reads it whole (it refused anything over 4 MiB before)."""
+    big = [{**_sa(i, "merchants", f"m{i}.example"), "children": [{"proposal": "x" * 500}]}
+           for i in range(1, 12_001)]
+    answer = run_with_server(RecordingGateway(big), sock_path, lambda client: client.response("sas"))
+    assert answer["ok"] and answer["total"] == 12_000 and len(answer["result"]) == 12_000
+    assert len(json.dumps(answer)) > 4 * 1024 * 1024
+
+
 def test_every_command_is_audited_with_user_and_outcome(sock_path: Path) -> None:
     gw = RecordingGateway(SAS)
 

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-MAX_LINE = 4 * 1024 * 1024  # bytes; a `sas` answer for thousands of SAs fits, a runaway peer does not
+MAX_LINE = 4 * 1024 * 1024  # bytes: the longest request a gateway reads (its clients are local admins)
+MAX_ANSWER = 1024 * 1024 * 1024  # bytes: the longest answer the CLI reads; `sas --json` for 100,000 SAs
+# (~1 KiB each) fits, a gateway gone wrong does not exhaust memory
 DEFAULT_TIMEOUT = 60.0  # seconds: `initiate` waits up to 15 s on the gateway, `reload` may terminate many SAs
 
 
@@ -90,20 +92,27 @@ class ControlClient:
         """The next protocol line as a dict; None at end of stream."""
         assert self._sock is not None
         self._sock.settimeout(timeout)
-        while b"\n" not in self._buffer:
-            try:
-                chunk = self._sock.recv(65536)
-            except TimeoutError:
-                raise ControlError(f"no answer from the gateway within {timeout:.0f} s") from None
-            except OSError as exc:
-                self.close()
-                raise ControlUnavailable(f"lost the control connection: {exc.strerror or exc}") from None
-            if not chunk:
-                return None
-            self._buffer += chunk
-            if len(self._buffer) > MAX_LINE:
-                self.close()
-                raise ControlError("answer from the gateway is too long")
+        if b"\n" not in self._buffer:
+            chunks = [self._buffer]  # joined once: appending to bytes would copy a large answer per chunk
+            size = len(self._buffer)
+            while True:
+                try:
+                    chunk = self._sock.recv(1 << 20)
+                except TimeoutError:
+                    raise ControlError(f"no answer from the gateway within {timeout:.0f} s") from None
+                except OSError as exc:
+                    self.close()
+                    raise ControlUnavailable(f"lost the control connection: {exc.strerror or exc}") from None
+                if not chunk:
+                    return None
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_ANSWER:
+                    self.close()
+                    raise ControlError("answer from the gateway is too long")
+                if b"\n" in chunk:
+                    break
+            self._buffer = b"".join(chunks)
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
             message = json.loads(line)

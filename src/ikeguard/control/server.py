@@ -47,6 +47,9 @@ class ControlledGateway(Protocol):
     def sas(self, *, conn: str | None = None, peer: str | None = None,
             uniqueid: int | None = None) -> list[dict[str, Any]]: ...
 
+    def sa_page(self, *, conn: str | None = None, peer: str | None = None, uniqueid: int | None = None,
+                offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]: ...
+
     def conns(self) -> list[dict[str, Any]]: ...
 
     async def initiate(self, conn: str, child: str | None = None, timeout: float = 15.0) -> list[int]: ...
@@ -351,9 +354,9 @@ class ControlServer:
         offset, limit = args.get("offset", 0), args.get("limit")
         if offset < 0 or (limit is not None and limit < 0):
             raise CommandError("offset and limit must not be negative")
-        sas = self.gateway.sas(conn=args.get("conn"), peer=args.get("peer"), uniqueid=args.get("uniqueid"))
-        end = None if limit is None else offset + limit
-        return _Paged(sas[offset:end], len(sas))
+        page, total = self.gateway.sa_page(conn=args.get("conn"), peer=args.get("peer"),
+                                           uniqueid=args.get("uniqueid"), offset=offset, limit=limit)
+        return _Paged(page, total)
 
     async def _conns(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         return self.gateway.conns()

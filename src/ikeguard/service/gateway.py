@@ -445,6 +445,14 @@ class Gateway:
         """IKE SAs with their Child SAs (``sas --json``, docs/reference.md), counters from the data plane."""
         return sa_infos(self, select_sas(self.engine.ike_sas(), conn=conn, peer=peer, uniqueid=uniqueid))
 
+    def sa_page(self, *, conn: str | None = None, peer: str | None = None, uniqueid: int | None = None,
+                offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """One page of :meth:`sas` and how many SAs match: the page is cut before the data plane is asked
+        for counters (with XFRM one netlink round trip per SA), so `sas --limit` stays fast at any size."""
+        chosen = select_sas(self.engine.ike_sas(), conn=conn, peer=peer, uniqueid=uniqueid)
+        end = None if limit is None else offset + limit
+        return sa_infos(self, chosen[offset:end]), len(chosen)
+
     def conns(self) -> list[dict[str, Any]]:
         """Configured connections (also quarantined ones) and whether each is up."""
         return conn_infos(self)
