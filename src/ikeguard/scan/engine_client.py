@@ -17,7 +17,8 @@ from collections.abc import Callable
 from ipaddress import ip_address
 
 from ikeguard.crypto.random import SystemRandom
-from ikeguard.engine.events import Endpoint, EngineEvent, SendDatagram
+from ikeguard.crypto.zeroize import wipe
+from ikeguard.engine.events import Endpoint, EngineEvent, InstallChildSa, SendDatagram
 from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings
 from ikeguard.engine.validator import CertificateValidator
@@ -81,6 +82,9 @@ class EngineClient:
                 except OSError:
                     pass  # ICMP unreachable from an earlier datagram: the retransmission timer decides
             else:
+                if isinstance(event, InstallChildSa):  # the scan installs nothing: its copy of the keys goes
+                    wipe(event.sa.encr_key)  # (docs/key-hygiene.md)
+                    wipe(event.sa.integ_key)
                 self.events.append(event)
 
     def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
