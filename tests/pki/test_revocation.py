@@ -272,3 +272,25 @@ def test_stale_ocsp_answer_is_not_evidence(revocation_server: RevocationServer) 
     assert status.state is RevocationState.UNKNOWN and "expired" in status.detail and status.uri_failed
     result = _validate(leaf, inter, root, RevocationChecker(fetcher=FAST), RevocationMode.IFURI)
     assert result.failure is not None and result.failure.reason is ReasonCode.REVOCATION_UNAVAILABLE
+
+
+def test_answers_stamped_a_little_ahead_of_our_clock_are_used(revocation_server: RevocationServer,
+                                                              tmp_path: Path) -> None:
+    """An OCSP answer made during our request is stamped after the time we validate at, and an issuer's
+    clock may run ahead: thisUpdate up to 5 minutes ahead is accepted (OpenSSL's default), an hour is not
+    (test_crl_not_yet_valid_...), and nextUpdate is never stretched (test_stale_ocsp_answer_...). The
+    `pki ocsp-serve` interop test failed once in CI on exactly this: a response stamped 1 s after `now`."""
+    _root, inter, leaf = _pki(ocsp_uris=[revocation_server.url("/ocsp")])
+    revocation_server.post_routes["/ocsp"] = lambda body: make_ocsp_response(
+        leaf.cert, inter, this_update=NOW + timedelta(seconds=1), next_update=NOW + timedelta(days=1))
+    status = RevocationChecker(fetcher=FAST).status(leaf.cert, inter.cert, now=NOW)
+    assert status.state is RevocationState.GOOD, status.detail
+    revocation_server.post_routes["/ocsp"] = lambda body: make_ocsp_response(
+        leaf.cert, inter, this_update=NOW + timedelta(minutes=6), next_update=NOW + timedelta(days=1))
+    status = RevocationChecker(fetcher=FAST).status(leaf.cert, inter.cert, now=NOW)
+    assert status.state is RevocationState.UNKNOWN and "future" in status.detail
+    ahead = tmp_path / "ahead.crl"
+    _write_crl(ahead, make_crl(inter, this_update=NOW + timedelta(seconds=30),
+                               next_update=NOW + timedelta(days=2)))
+    status = RevocationChecker(crl_files=[ahead]).status(leaf.cert, inter.cert, now=NOW)
+    assert status.state is RevocationState.GOOD, status.detail

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from ikeguard.pki.algorithms import signature_valid
-from ikeguard.pki.reasons import RevocationState
+from ikeguard.pki.reasons import ISSUED_AHEAD_TOLERANCE, RevocationState
 
 
 class CrlUnusable(Exception):
@@ -45,7 +45,7 @@ def crl_decides(
         pass
     if not signature_valid(crl, issuer.public_key()):
         raise CrlUnusable("CRL signature does not verify with the issuer's key")
-    if crl.last_update_utc > now + skew:
+    if crl.last_update_utc > now + max(skew, ISSUED_AHEAD_TOLERANCE):
         raise CrlUnusable(f"CRL not valid before {crl.last_update_utc.isoformat()}")
     next_update = crl.next_update_utc
     if next_update is not None and next_update < now - skew:

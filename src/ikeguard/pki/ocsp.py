@@ -18,7 +18,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
 from ikeguard.pki.algorithms import signature_valid, verify_raw
-from ikeguard.pki.reasons import RevocationState
+from ikeguard.pki.reasons import ISSUED_AHEAD_TOLERANCE, RevocationState
 
 
 class OcspUnusable(Exception):
@@ -97,7 +97,7 @@ def evaluate_response(
         if (single.issuer_key_hash, single.issuer_name_hash) != (expected.issuer_key_hash,
                                                                   expected.issuer_name_hash):
             continue
-        if single.this_update_utc > now + skew:
+        if single.this_update_utc > now + max(skew, ISSUED_AHEAD_TOLERANCE):
             raise OcspUnusable("OCSP response thisUpdate lies in the future")
         if single.next_update_utc is not None and single.next_update_utc < now - skew:
             raise OcspUnusable("OCSP response expired (nextUpdate)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from cryptography import x509
@@ -89,6 +89,13 @@ class ValidationResult:
     def ok(self) -> bool:
         """True when the leaf chains to an anchor and passed every check."""
         return self.failure is None and bool(self.path)
+
+
+ISSUED_AHEAD_TOLERANCE = timedelta(minutes=5)
+"""How far in our future a CRL's thisUpdate or an OCSP answer's thisUpdate may lie and still be used: the
+issuer's clock may run ahead of ours, and an OCSP answer produced during our own request is stamped after the
+time we validate at (RFC 5019 §4: clients allow for clock skew; OpenSSL's OCSP_check_validity allows 5 minutes
+by default). Only the start: an expired nextUpdate is never extended by it."""
 
 
 class RevocationState(StrEnum):
