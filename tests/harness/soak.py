@@ -42,6 +42,10 @@ IKG_DPD, SS_DPD = 5, 7
 # over_time 7 s (the default here) the first soak runs lost the tunnel that way, and with 30 s one of two long
 # runs still did (charon's log shows 10 + 12 + 15 s of delays in a row). Day-long lifetimes leave ample room.
 SS_OVER = 90
+# strongSwan's rand_time defaults to over_time (90 s here, more than the reauth time): its reauthentication
+# could then come at any time after setup, and one at 20-40 s of a 60 s run restarts ikeguard's IKE rekey
+# timer so that no IKE rekey happens in the run (this session's CI saw it). 10 s: reauths at 65-75 s.
+SS_RAND = 10
 
 
 @dataclass
@@ -146,7 +150,8 @@ def run_soak(topo: Topology, strongswan_peer: Callable[..., StrongSwanPeer],
                        child={"rekey_time": f"{IKG_CHILD_REKEY}s"})
     peer = strongswan_side(strongswan_peer, left, right,
                            conn={"mobike": True, "local_addrs": [], "reauth_time": f"{SS_REAUTH}s",
-                                 "over_time": f"{SS_OVER}s", "dpd_delay": f"{SS_DPD}s"},
+                                 "over_time": f"{SS_OVER}s", "rand_time": f"{SS_RAND}s",
+                                 "dpd_delay": f"{SS_DPD}s"},
                            child={"rekey_time": f"{SS_CHILD_REKEY}s"},
                            charon_options={"make_before_break": "yes"})
     peer.initiate(child="net", ike="ikg")
