@@ -197,3 +197,18 @@ def test_two_processes_appending_keep_one_valid_chain(tmp_path: Path) -> None:
     assert report.ok, report.finding
     assert store.head()[0] == 301
     store.close()
+
+
+def test_a_sealed_digest_names_its_own_record_and_only_the_verification_key_checks_it(tmp_path: Path) -> None:
+    """append_sealing (the evidence pack's manifest): the seq returned is the appended record's, and the seal
+    is made with that record's key, derivable from the verification key only."""
+    from ikeguard.audit.chain import bundle_seal, key_at
+
+    store = filled_store(tmp_path, n=6)
+    digest = bytes(range(32))
+    seq, seal = store.append_sealing(AuditEvent(EventName.AUDIT_EXPORTED, reason="pack"), digest,
+                                     now=T0 + dt.timedelta(minutes=1))
+    last = store.records(seq, seq)
+    assert [r.seq for r in last] == [seq] and last[0].body["event"] == "audit.exported"
+    assert store.records(seq + 1, seq + 1) == []
+    assert seal == bundle_seal(key_at(verification_key(tmp_path), 1, seq), digest)

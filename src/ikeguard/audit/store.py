@@ -56,6 +56,39 @@ CREATE TABLE IF NOT EXISTS disposed (path TEXT PRIMARY KEY, first_seq INTEGER NO
 """
 
 
+
+class _Transaction:
+    """The open write of :meth:`AuditStore._transaction`: what to append (the evolved key is written to the
+    key file after COMMIT), and, read only when asked (exports seal with it), the key of the next record."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self._store = store
+        self._sealing: tuple[int, bytes] | None = None
+        self.next: tuple[int, bytes] | None = None
+
+    @property
+    def sealed_by(self) -> int:
+        """Sequence number of the record the current sealing key belongs to."""
+        return self._sealing_key()[0]
+
+    @property
+    def key(self) -> bytes:
+        """The current sealing key (erased from the gateway once the transaction commits)."""
+        return self._sealing_key()[1]
+
+    def _sealing_key(self) -> tuple[int, bytes]:
+        if self._sealing is None:
+            last_seq, _ = self._store._head()
+            self._sealing = self._store._current_key(last_seq)
+        return self._sealing
+
+    def append(self, items: Sequence[tuple[AuditEvent, dt.datetime]]) -> list[int]:
+        """Append ``items`` in this transaction; their sequence numbers."""
+        seqs, next_seq, next_key = self._store._append_locked(items)
+        self.next = (next_seq, next_key)
+        return seqs
+
+
 class AuditStoreError(RuntimeError):
     """The store could not record (the alarm state is set; see ``AuditStore.failure``)."""
 
@@ -213,26 +246,36 @@ class AuditStore:
             todo = self._recovery_events(now) + list(items)
             if not todo:
                 return []
-            try:
-                writer = self._writer_lock()
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    seqs, next_seq, next_key = self._append_locked(todo)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    os.close(writer)
-                    raise
-                try:
-                    keyfile.overwrite(self.key_path, next_seq, next_key)
-                finally:
-                    os.close(writer)  # releases the flock
-            except (sqlite3.Error, OSError) as exc:
-                self._fail(exc, now)
-                raise AuditStoreError(self._failure or "audit store failure") from exc
+            with self._transaction(now) as txn:
+                seqs = txn.append(todo)
             self._failure = None
             self._failed_since = None
             return seqs[len(todo) - len(items) :]
+
+    @contextlib.contextmanager
+    def _transaction(self, now: dt.datetime) -> Iterator[_Transaction]:
+        """One write: the writer flock, BEGIN IMMEDIATE, the body, COMMIT, then the sealing key overwritten
+        (rolled back on any error; a database or file error sets the alarm and becomes AuditStoreError).
+        The caller holds ``self._lock``. The one place every append, export and archive commits through."""
+        try:
+            writer = self._writer_lock()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                txn = _Transaction(self)
+                yield txn
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                os.close(writer)
+                raise
+            try:
+                if txn.next is not None:
+                    keyfile.overwrite(self.key_path, *txn.next)
+            finally:
+                os.close(writer)  # releases the flock
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc, now)
+            raise AuditStoreError(self._failure or "audit store failure") from exc
 
     def _writer_lock(self) -> int:
         """An exclusive flock held from BEGIN until the sealing key is overwritten, so two processes (gateway,
@@ -462,43 +505,25 @@ class AuditStore:
     ) -> dict[str, object]:
         """A sealed bundle of records ``from_seq..to_seq``; appends ``audit.exported`` atomically."""
         now = now or utc_now()
-        with self._lock:
-            try:
-                writer = self._writer_lock()
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    records = self.records(from_seq, to_seq)
-                    if not records:
-                        raise ValueError(f"no records in {from_seq}..{to_seq}")
-                    last_seq, _ = self._head()
-                    sealed_by, key = self._current_key(last_seq)
-                    data = bundle.build(kind, records, self.fingerprint, sealed_by, key)
-                    name = EventName.AUDIT_EXPORTED if kind == "export" else EventName.AUDIT_ARCHIVED
-                    event = AuditEvent(
-                        name,
-                        admin=admin,
-                        reason=f"records {records[0].seq}..{records[-1].seq}",
-                        details={
-                            "from_seq": records[0].seq,
-                            "to_seq": records[-1].seq,
-                            "digest": str(data["digest"]),
-                        },
-                    )
-                    _seqs, next_seq, next_key = self._append_locked([(event, now)])
-                    if kind == "archive":
-                        self._write_archive(data, records, sealed_by, now)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    os.close(writer)
-                    raise
-                try:
-                    keyfile.overwrite(self.key_path, next_seq, next_key)
-                finally:
-                    os.close(writer)
-            except (sqlite3.Error, OSError) as exc:
-                self._fail(exc, now)
-                raise AuditStoreError(self._failure or "audit store failure") from exc
+        with self._lock, self._transaction(now) as txn:
+            records = self.records(from_seq, to_seq)
+            if not records:
+                raise ValueError(f"no records in {from_seq}..{to_seq}")
+            data = bundle.build(kind, records, self.fingerprint, txn.sealed_by, txn.key)
+            name = EventName.AUDIT_EXPORTED if kind == "export" else EventName.AUDIT_ARCHIVED
+            event = AuditEvent(
+                name,
+                admin=admin,
+                reason=f"records {records[0].seq}..{records[-1].seq}",
+                details={
+                    "from_seq": records[0].seq,
+                    "to_seq": records[-1].seq,
+                    "digest": str(data["digest"]),
+                },
+            )
+            txn.append([(event, now)])
+            if kind == "archive":
+                self._write_archive(data, records, txn.sealed_by, now)
         return data
 
     def append_sealing(
@@ -522,29 +547,12 @@ class AuditStore:
         """Append ``event`` in one transaction with ``during(db)`` (e.g. the index row of a disposed segment);
         returns the record's ``seq`` and its sealing key (erased from the gateway at commit)."""
         now = now or utc_now()
-        with self._lock:
-            try:
-                writer = self._writer_lock()
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    last_seq, _ = self._head()
-                    sealed_by, key = self._current_key(last_seq)
-                    if during is not None:
-                        during(self._db)
-                    _seqs, next_seq, next_key = self._append_locked([(event, now)])
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    os.close(writer)
-                    raise
-                try:
-                    keyfile.overwrite(self.key_path, next_seq, next_key)
-                finally:
-                    os.close(writer)
-            except (sqlite3.Error, OSError) as exc:
-                self._fail(exc, now)
-                raise AuditStoreError(self._failure or "audit store failure") from exc
-        return sealed_by, key
+        with self._lock, self._transaction(now) as txn:
+            sealing = txn.sealed_by, txn.key  # the appended record's own key, before it is appended
+            if during is not None:
+                during(self._db)
+            txn.append([(event, now)])
+        return sealing
 
     def _write_archive(
         self, data: dict[str, object], records: Sequence[Record], sealed_by: int, now: dt.datetime
