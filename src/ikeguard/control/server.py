@@ -17,7 +17,7 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -135,6 +135,42 @@ def prepare_socket_path(path: Path, what: str) -> None:
             probe.close()
 
 
+ClientHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def serve_owner_only(path: Path, what: str, serve: ClientHandler,
+                           limit: int | None = None) -> asyncio.Server:
+    """Serve a Unix socket at ``path`` that only its owner can connect to: the directory checked
+    (:func:`prepare_socket_path`), the socket bound and made 0600 before listen() (nobody can connect to a
+    socket that does not listen), removed again if serving fails. The control, workers' and vici sockets."""
+    prepare_socket_path(path, what)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        if limit is None:
+            return await asyncio.start_unix_server(serve, sock=sock)
+        return await asyncio.start_unix_server(serve, sock=sock, limit=limit)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+
+
+async def stop_serving(server: asyncio.AbstractServer | None, connections: Iterable[asyncio.Task[Any]],
+                       path: Path) -> None:
+    """Stop accepting, cancel the open connections' tasks, remove the socket file."""
+    if server is not None:
+        server.close()
+        for task in list(connections):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2.0)
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 # -- argument checking -----------------------------------------------------------------------------
 _STR, _INT, _NUM, _LIST, _BOOL = "a string", "an integer", "a number", "a list of strings", "true or false"
 _SELECT = {"uniqueid": _INT, "peer": _STR, "conn": _STR, "child": _STR}
@@ -214,35 +250,15 @@ class ControlServer:
         }
 
     # -- life cycle -------------------------------------------------------------------------------
-    def _prepare_directory(self) -> None:
-        prepare_socket_path(self.path, "the control socket")
-
     async def start(self) -> None:
         """Bind ``path`` (mode 0600 before anyone can connect) and start serving."""
-        self._prepare_directory()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(self.path))
-            os.chmod(self.path, 0o600)  # before listen(): nobody can connect to a socket that does not listen
-            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
-        except BaseException:
-            sock.close()
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            raise
+        self._server = await serve_owner_only(self.path, "the control socket", self._serve, MAX_LINE)
         log.info("control socket listening on %s", self.path)
 
     async def close(self) -> None:
         """Stop accepting, end event streams, remove the socket file."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._streams):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        await stop_serving(self._server, self._streams, self.path)
+        self._server = None
 
     # -- connections ------------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -32,7 +32,6 @@ import contextlib
 import logging
 import os
 import platform
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -51,7 +50,8 @@ from ikeguard.control.server import (
     _error_text,
     _operator_errors,
     peer_credentials,
-    prepare_socket_path,
+    serve_owner_only,
+    stop_serving,
 )
 from ikeguard.control.vici_codec import (
     PacketType,
@@ -138,19 +138,9 @@ class ViciServer:
     # -- life cycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Bind ``path`` (mode 0600 before listen) and serve; subscribe to the gateway's events."""
-        prepare_socket_path(self.path, "the vici socket")
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(self.path))
-            os.chmod(self.path, 0o600)
-            self._server = await asyncio.start_unix_server(self._serve, sock=sock)
-        except BaseException:
-            sock.close()
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            raise
+        self._server = await serve_owner_only(self.path, "the vici socket", self._serve)
         self._unsubscribe = self.gateway.subscribe(self._on_event)
         log.info("vici socket listening on %s", self.path)
 
@@ -159,15 +149,8 @@ class ViciServer:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        await stop_serving(self._server, self._tasks, self.path)
+        self._server = None
 
     # -- audit ----------------------------------------------------------------------------------------------
     def _audit(self, command: str, caller: Caller, outcome: Outcome, reason: str,

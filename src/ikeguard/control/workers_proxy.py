@@ -25,13 +25,12 @@ import contextlib
 import json
 import logging
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ikeguard.control.client import MAX_LINE, encode
-from ikeguard.control.server import peer_credentials, prepare_socket_path
+from ikeguard.control.server import peer_credentials, serve_owner_only, stop_serving
 
 log = logging.getLogger("ikeguard.control")
 ASK_TIMEOUT = 130.0  # seconds: initiate/rekey wait up to 120 s in the worker
@@ -52,28 +51,13 @@ class WorkerControlProxy:
 
     async def start(self) -> None:
         """Bind ``path`` (0600 before listening) and serve."""
-        prepare_socket_path(self.path, "the control socket")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(self.path))
-            os.chmod(self.path, 0o600)
-            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
-        except BaseException:
-            sock.close()
-            raise
+        self._server = await serve_owner_only(self.path, "the control socket", self._serve, MAX_LINE)
         log.info("control socket listening on %s for %d workers", self.path, self.workers)
 
     async def close(self) -> None:
         """Stop serving and remove the socket."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        await stop_serving(self._server, self._tasks, self.path)
+        self._server = None
 
     async def ready(self, timeout: float) -> bool:
         """True once every worker answers ``conns`` (its gateway is up)."""
