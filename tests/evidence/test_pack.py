@@ -106,7 +106,7 @@ def test_pack_inventories_and_records_match_the_trail_and_the_peers(month_lab: M
     assert any(c["event"] == "peer.added" and c["admin"] == "alice" and c["ticket"] == "CHG-1042"
                for c in changes)
     assert files["pki/hsm-access.csv"].decode().count("hsm.sign") == 5
-    assert b"runs no certificate authority" in files["pki/issuance.txt"]
+    assert b"No certificate authority is included" in files["pki/issuance.txt"]
     issuance = files["pki/issuance.csv"].decode().splitlines()
     assert len(issuance) == 2 and ",pki.issued,success," in issuance[1] and ",acme," in issuance[1]
     snapshot = json.loads(files["config/snapshot.json"])

@@ -5,7 +5,8 @@ The CA key is generated in the token (non-extractable); ``pki init`` makes the r
 gateway's certificate; strongSwan accepts the gateway's certificate (it validates it against the root) and
 ikeguard accepts the device's (revocation strict, the CA's published CRL file as the authority's ``crls``).
 After ``pki revoke`` + ``pki crl`` ikeguard refuses the device at its next IKE_AUTH (``cert.rejected``,
-revoked). The CA's own audit trail holds pki.issued / pki.revoked / pki.crl and verifies."""
+revoked). The CA's own audit trail holds pki.issued / pki.revoked / pki.crl and the HSM access log of the
+CA key (hsm.login, hsm.sign counts, hsm.error for a wrong PIN), and verifies."""
 
 from __future__ import annotations
 
@@ -124,7 +125,26 @@ def test_token_ca_issues_a_one_hour_device_certificate_and_its_crl_refuses_the_r
     events = [e["body"]["event"] for e in lines]
     assert events.count("pki.issued") == 3 and events.count("pki.crl") == 2 and "pki.revoked" in events, \
         export.stdout[-2000:] + export.stderr
+    # the HSM access log of the CA key: one login and its signatures per command that used it (init, 2x
+    # issue, 2x crl; revoke and list do not), the key named by its URI without the PIN source
+    hsm = [e["body"] for e in lines if e["body"]["event"].startswith("hsm.")]
+    assert [h["event"] for h in hsm].count("hsm.login") == 5, hsm
+    assert sum(h["details"]["count"] for h in hsm if h["event"] == "hsm.sign") == 5, hsm
+    assert all("pin" not in h["details"]["key"] and "object=ca" in h["details"]["key"] for h in hsm), hsm
     assert token.pin not in export.stdout
+
+    # a wrong PIN: one line, nothing signed, and the refused login in the CA's HSM access log
+    pin_file = ca_dir / "token.pin"
+    pin_file.write_text("000000\n")
+    refused = _pki(token, "crl", "--dir", str(ca_dir), "--out", str(crl), check=False)
+    pin_file.write_text(token.pin + "\n")
+    assert refused.returncode == 1 and "wrong PIN" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    tail = subprocess.run([sys.executable, "-m", "ikeguard", "audit", "tail", "--state-dir",
+                           str(ca_dir / "audit"), "-n", "5", "--json"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    last = [json.loads(line)["body"] for line in tail.stdout.splitlines() if line.strip()]
+    assert any(b["event"] == "hsm.error" and "wrong PIN" in b["reason"] for b in last), tail.stdout
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ import os
 import pwd
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from cryptography import x509
@@ -22,8 +22,9 @@ from cryptography.x509.oid import NameOID
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
 from ikeguard.audit.service import AuditService
 from ikeguard.control.cli_gateway import _fail, _print_json, call, gateway_options
-from ikeguard.crypto.pkcs11_key import TokenError, is_pkcs11_uri, open_token_key, safe_uri_text
+from ikeguard.crypto.pkcs11_key import ACCESS_LOG, TokenError, is_pkcs11_uri, open_token_key, safe_uri_text
 from ikeguard.pki.ca import REASONS, CaError, CertificateAuthority
+from ikeguard.pki.hsm_log import access_events
 from ikeguard.pki.ocsp_responder import OcspResponder, serve_file, serve_ocsp
 from ikeguard.policy.values import parse_duration
 
@@ -98,12 +99,26 @@ def _open_ca(directory: Path, key_ref: str | None = None) -> CertificateAuthorit
             key: Any = serialization.load_pem_private_key(path.read_bytes(), password=None)
             ca.key = key
     except (TokenError, OSError, ValueError, TypeError) as exc:
-        _fail(f"the CA key {safe_uri_text(ref) if is_pkcs11_uri(ref) else ref} cannot be used: {exc}", 1)
+        what = safe_uri_text(ref) if is_pkcs11_uri(ref) else ref
+        if is_pkcs11_uri(ref) and ca.db_path.exists():  # a refused login on the CA key: the HSM access log
+            _audit(directory, AuditEvent(EventName.HSM_ERROR, Outcome.FAILURE, reason=str(exc),
+                                         admin=_user(), details={"key": what}))
+        _fail(f"the CA key {what} cannot be used: {exc}", 1)
     return ca
 
 
+def _ca_fail(directory: Path, message: str) -> NoReturn:
+    """``_fail`` after the CA key was used: what the token noted (a signature error) goes to the trail."""
+    _audit(directory)
+    _fail(message, 1)
+
+
 def _audit(directory: Path, *events: AuditEvent) -> None:
-    """The CA's own audit trail (``DIR/audit``; ``ikeguard audit verify --state-dir DIR/audit``)."""
+    """The CA's own audit trail (``DIR/audit``; ``ikeguard audit verify --state-dir DIR/audit``): ``events``
+    after the HSM access log of this command (the CA key's logins, signatures and errors, pki/hsm_log.py)."""
+    events = (*access_events(ACCESS_LOG.drain()), *events)
+    if not events:
+        return
     service = AuditService(directory / "audit")
     service.start()
     try:
@@ -148,7 +163,7 @@ def init(directory: Path, key_ref: str, dn: str, lifetime: str, csr_out: Path | 
         try:
             request = ca.request(dn, key_ref)
         except CaError as exc:
-            _fail(str(exc), 1)
+            _ca_fail(directory, str(exc))
         _write(csr_out, request.public_bytes(serialization.Encoding.PEM))
         click.echo(f"request for {request.subject.rfc4514_string()} -> {csr_out}: have the enterprise root "
                    "sign it, then `ikeguard pki install`")
@@ -156,7 +171,7 @@ def init(directory: Path, key_ref: str, dn: str, lifetime: str, csr_out: Path | 
     try:
         cert = ca.init(dn, key_ref, now=dt.datetime.now(dt.UTC), lifetime=_duration(lifetime))
     except CaError as exc:
-        _fail(str(exc), 1)
+        _ca_fail(directory, str(exc))
     _audit(directory, _cert_event(EventName.PKI_ISSUED, cert, "CA certificate created", source="ca",
                                   kind="root", not_after=cert.not_valid_after_utc.isoformat()))
     click.echo(f"CA {cert.subject.rfc4514_string()} in {ca.cert_path}")
@@ -228,7 +243,7 @@ def issue(directory: Path, dn: str, sans: tuple[str, ...], pub_path: Path | None
         cert = ca.issue(dn, public, sans, now=dt.datetime.now(dt.UTC), lifetime=_duration(lifetime),
                         crl_uris=crl_uris, ocsp_uris=ocsp_uris, server=server)
     except CaError as exc:
-        _fail(str(exc), 1)
+        _ca_fail(directory, str(exc))
     _write(out, cert.public_bytes(serialization.Encoding.PEM))
     _audit(directory, _cert_event(EventName.PKI_ISSUED, cert, "device certificate issued", source="ca",
                                   kind="device", not_after=cert.not_valid_after_utc.isoformat(),
@@ -268,7 +283,7 @@ def crl(directory: Path, out: Path, next_update: str, der: bool) -> None:
     try:
         signed = ca.crl(now=dt.datetime.now(dt.UTC), next_update=_duration(next_update))
     except CaError as exc:
-        _fail(str(exc), 1)
+        _ca_fail(directory, str(exc))
     _write(out, signed.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))
     _write(directory / "crl.der", signed.public_bytes(serialization.Encoding.DER))  # what crl-serve serves
     number = signed.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
@@ -318,7 +333,7 @@ def _responder(ca: CertificateAuthority, directory: Path, now: dt.datetime) -> t
     try:
         cert = ca.issue(dn, key.public_key(), (), now=now, lifetime=dt.timedelta(days=7), ocsp_signing=True)
     except CaError as exc:
-        _fail(str(exc), 1)
+        _ca_fail(directory, str(exc))
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     _audit(directory, _cert_event(EventName.PKI_ISSUED, cert, "OCSP responder certificate issued",
                                   source="ca", kind="ocsp-responder",
@@ -358,6 +373,7 @@ def ocsp_serve(directory: Path, listen: str, validity: str) -> None:
     now = dt.datetime.now(dt.UTC)
     ca = _open_ca(directory)
     cert, key = _responder(ca, directory, now)
+    _audit(directory)  # the CA key's login (and the responder certificate's signature, if it was re-issued)
     responder = OcspResponder(ca, cert, key, validity=_duration(validity))
     server = serve_ocsp(responder, (host.strip("[]"), int(port)))
     click.echo(f"OCSP responder for {ca.cert.subject.rfc4514_string()} on http://{listen}/", err=True)

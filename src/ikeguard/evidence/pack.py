@@ -31,6 +31,8 @@ from ikeguard.audit.lifecycle import verify_trail
 from ikeguard.audit.store import AuditStore, rfc3339
 from ikeguard.evidence import inventory, records, signing
 from ikeguard.evidence import report as readable
+from ikeguard.evidence.ca import CaSource, ca_files
+from ikeguard.evidence.ca import at_creation as ca_at_creation
 from ikeguard.evidence.period import Period, read_period
 from ikeguard.policy.loader import LoadedConfig
 from ikeguard.policy.profile import load_profile
@@ -42,8 +44,9 @@ SEAL = "manifest.seal.json"
 VOLATILE = "integrity/at-creation.json"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _SECRET_KEY = re.compile(r"(secret|psk|passw|private|token|credential|^key$)", re.IGNORECASE)
-NO_ISSUANCE = ("ikeguard runs no certificate authority: it issues no certificates to peers. The issuance log "
-               "below lists the certificates the gateway obtained for itself (ACME or `ikeguard pki`: "
+NO_ISSUANCE = ("No certificate authority is included (`ikeguard evidence --ca DIR` adds an `ikeguard pki` "
+               "CA): the gateway itself issues no certificates to peers. The issuance log "
+               "below lists the certificates the gateway obtained for itself by enrolment (e.g. ACME: "
                "pki.issued, and failed renewals: pki.renewal_failed, docs/pki.md); the certificate "
                "inventory lists every certificate configured, obtained, accepted or rejected.\n")
 
@@ -90,6 +93,7 @@ class PackInput:
     admin: str = ""
     scans: tuple[bytes, ...] = ()  # `ikeguard scan --json` documents of this gateway (ikeguard-scan/1)
     sign_key: str | None = None  # PEM file or pkcs11: URI: also sign the manifest (evidence/signing.py)
+    cas: tuple[CaSource, ...] = ()  # `ikeguard pki` CAs whose issuance and HSM logs go in (evidence/ca.py)
 
 
 def content_files(src: PackInput, period: Period) -> dict[str, bytes]:
@@ -138,9 +142,14 @@ def content_files(src: PackInput, period: Period) -> dict[str, bytes]:
         issued, ("seq", "time", "event", "outcome", "reason", "connection", "cert_subject", "cert_serial",
                  "cert_issuer", "source", "ca", "renewal", "not_before", "not_after", "identifiers")).encode()
     files["pki/issuance.ecs.jsonl"] = records.to_ecs_lines(issued).encode()
-    files["pki/issuance.txt"] = (NO_ISSUANCE + f"Issuance log of this period: {len(issued)} record(s) "
-                                 "(pki.issued, pki.renewal_failed) in issuance.csv and issuance.ecs.jsonl.\n"
-                                 ).encode()
+    cas = "".join(f"The CA {c.name} (`ikeguard pki`): its issuance log, the HSM access log of its key and "
+                  f"its certificate inventory are in ca/{c.name}/.\n" for c in src.cas)
+    files["pki/issuance.txt"] = ((cas or NO_ISSUANCE) + f"The gateway's own issuance log of this period: "
+                                 f"{len(issued)} record(s) (pki.issued, pki.renewal_failed) in issuance.csv "
+                                 "and issuance.ecs.jsonl.\n").encode()
+    # the VPN CA's own trail: issuance, revocation, CRLs and its key's HSM access log (issue 18)
+    for ca in src.cas:
+        files.update(ca_files(ca, src.start, src.end))
     # connection records for the SIEM (PCI DSS 10.2.1, 10.2.1.4; NIST AU-3)
     conn = records.select(recs, records.CONNECTION_EVENTS)
     files["connections/records.ecs.jsonl"] = records.to_ecs_lines(conn).encode()
@@ -194,6 +203,8 @@ def at_creation(src: PackInput) -> dict[str, Any]:
                                "first_bad_seq": report.finding.seq if report.finding else None,
                                "reason": report.finding.reason if report.finding else "",
                                "notes": report.notes}
+    if src.cas:
+        out["ca"] = {ca.name: ca_at_creation(ca) for ca in src.cas}
     return out
 
 

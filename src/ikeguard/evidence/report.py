@@ -16,11 +16,14 @@ from typing import Any
 
 from ikeguard.audit.chain import Record
 from ikeguard.evidence import svg
+from ikeguard.evidence.ca import CA_EVENTS
+from ikeguard.evidence.ca import names_in as ca_names
+from ikeguard.evidence.ca import records_in as ca_records
 from ikeguard.evidence.inventory import days_left
 
 SECTIONS = ("Summary", "SAs and authentication failures", "Suites negotiated", "Certificate expiry",
-            "Rekey timing", "Cryptographic inventory", "Certificates", "Configuration changes",
-            "Exceptions and findings")
+            "Rekey timing", "Cryptographic inventory", "Certificates", "Certificate authority",
+            "Configuration changes", "Exceptions and findings")
 _CSS = """
 body { font-family: "DejaVu Sans", sans-serif; color: #24292f; margin: 24px; font-size: 12px; }
 h1 { font-size: 20px; margin-bottom: 4px; } h2 { font-size: 15px; border-bottom: 1px solid #d0d7de;
@@ -131,6 +134,38 @@ def _summary(files: Mapping[str, bytes], period: Mapping[str, Any], check: Mappi
             "</div>")
 
 
+def _certificate_authorities(files: Mapping[str, bytes]) -> str:
+    """Per CA given with ``--ca``: who it is, what it issued and revoked, its key's use, its inventory."""
+    names = ca_names(files)
+    if not names:
+        return ('<p class="note">No CA included: ikeguard ran no certificate authority for this pack '
+                "(<code>ikeguard evidence --ca DIR</code> adds an <code>ikeguard pki</code> CA).</p>")
+    out = []
+    for name in names:
+        period = _load(files, f"ca/{name}/period.json") or {}
+        ca, counts = period.get("ca", {}), period.get("summary", {})
+        rows = [("CA", ca.get("subject", "")), ("Issuer", ca.get("issuer", "")),
+                ("Key", ca.get("key", "")), ("Certificate not after", ca.get("not_after", "")),
+                ("Trail records", f"{period.get('records')} (seq {period.get('first_seq')}.."
+                                  f"{period.get('last_seq')})"),
+                ("Certificates issued / revoked / CRLs", f"{counts.get('issued', 0)} / "
+                 f"{counts.get('revoked', 0)} / {counts.get('crls', 0)}"),
+                ("CA key: token logins / signatures / errors", f"{counts.get('hsm_logins', 0)} / "
+                 f"{counts.get('hsm_signatures', 0)} / {counts.get('hsm_errors', 0)}")]
+        table = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in rows)
+        log = [(r.seq, r.time, r.body.get("event"), r.body.get("cert_subject", ""),
+                r.body.get("cert_serial", ""), r.body.get("reason", ""), r.body.get("admin", ""))
+               for r in ca_records(files, name) if r.body.get("event") in CA_EVENTS]
+        inventory = _load(files, f"ca/{name}/certificates.json") or []
+        out.append(f"<h3>{escape(name)}</h3><table class=\"counts\">{table}</table>"
+                   + _table(["seq", "time", "event", "subject", "serial", "reason", "admin"], log,
+                            f"ca/{name}/issuance.csv")
+                   + _table(["serial", "subject", "key type", "not after", "status at the end of the period"],
+                            [(c["serial"], c["subject"], c["key_type"], c["not_after"], c["status"])
+                             for c in inventory], f"ca/{name}/certificates.csv"))
+    return "".join(out)
+
+
 def build_html(files: Mapping[str, bytes]) -> str:
     """The report from the pack's files (all but the manifest, its seal and the report itself)."""
     period = _load(files, "period.json")
@@ -186,6 +221,7 @@ def build_html(files: Mapping[str, bytes]) -> str:
         ["seq", "time", "event", "admin", "ticket", "connection", "peer", "reason"],
         [(c["seq"], c["time"], c["event"], c["admin"], c["ticket"], c["connection"], c["peer"], c["reason"])
          for c in changes], "config/changes.csv")
+    sections["Certificate authority"] = _certificate_authorities(files)
     findings = [f for f in check.get("findings", []) if f.get("status") in ("fail", "waived", "warn")]
     sections["Exceptions and findings"] = _table(
         ["status", "rule", "scope", "message", "PCI DSS", "NIST SP 800-53"],

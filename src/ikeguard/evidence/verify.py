@@ -6,7 +6,8 @@ trail records in the pack verify as one piece of the hash chain (per-record seal
 pack made from a tampered trail names the first bad record; and the files derived from those records
 (connection records, negotiated suites, certificates seen, configuration history, HSM and issuance logs, the
 report) are exactly what the records and the pack's files give, so a pack re-made around changed records is
-caught even with a valid manifest.
+caught even with a valid manifest. The same for each CA's records and logs under ``ca/NAME/``
+(evidence/ca.py), its seals checked with that CA trail's own verification key (``--ca-key NAME=FILE``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ikeguard.audit.chain import bundle_seal, fingerprint, key_at, mac_equal, verify_records
-from ikeguard.evidence import inventory, records, signing
+from ikeguard.audit.chain import Record, bundle_seal, fingerprint, key_at, mac_equal, verify_records
+from ikeguard.evidence import ca, inventory, records, signing
 from ikeguard.evidence import report as readable
 from ikeguard.evidence.pack import MANIFEST, SEAL, records_of
 from ikeguard.policy.profile import ProfileNotFound, load_profile
@@ -148,9 +149,51 @@ def _check_signature(files: Mapping[str, bytes], signer: str | None, report: Pac
                             + ("" if signer else " (pin it with --signer)"))
 
 
-def verify_pack(files: Mapping[str, bytes], key: bytes | None, signer: str | None = None) -> PackReport:
+def _check_records(recs: list[Record], key: bytes | None, period: Mapping[str, Any], where: str,
+                   report: PackReport) -> None:
+    """One piece of a trail's hash chain: its seals with ``key`` (from the period's anchor), its length."""
+    if key is not None and recs:
+        anchor = period.get("anchor")
+        result = verify_records(recs, key, start_seq=int(period.get("first_seq") or recs[0].seq),
+                                prev=bytes.fromhex(anchor) if isinstance(anchor, str) else None)
+        report.checked_records += result.checked
+        if result.finding is not None:
+            report.problems.append(f"{where}: seq {result.finding.seq}: {result.finding.reason} "
+                                   "(the trail was tampered with before the pack was made, or the file "
+                                   "since)")
+    if len(recs) != int(period.get("records", len(recs))):
+        report.problems.append(f"{where}: {len(recs)} records, the manifest says {period.get('records')}")
+
+
+def _check_cas(files: Mapping[str, bytes], ca_keys: Mapping[str, bytes], report: PackReport) -> None:
+    """Each CA's records (with its trail's key when given) and the files derived from them (ca.py)."""
+    for name in ca.names_in(files):
+        prefix = f"ca/{name}/"
+        try:
+            period = _load(files, f"{prefix}period.json")
+            recs = ca.records_in(files, name)
+        except (KeyError, ValueError) as exc:
+            report.problems.append(f"{prefix}: unreadable ({exc})")
+            continue
+        key = ca_keys.get(name)
+        if key is None:
+            report.notes.append(f"CA {name}: no verification key given (--ca-key {name}=FILE): its trail "
+                                "seals were NOT checked")
+        elif period.get("trail_fingerprint") != fingerprint(key):
+            report.problems.append(f"{prefix}records.jsonl: from CA trail {period.get('trail_fingerprint')}, "
+                                   f"not {fingerprint(key)}")
+            key = None
+        _check_records(recs, key, period, f"{prefix}records.jsonl", report)
+        for target, want in ca.derived_files(prefix, recs).items():
+            if target in files and files[target] != want:
+                report.problems.append(f"{target}: does not match the CA trail records in the pack")
+
+
+def verify_pack(files: Mapping[str, bytes], key: bytes | None, signer: str | None = None,
+                ca_keys: Mapping[str, bytes] | None = None) -> PackReport:
     """Check a pack's files (from ``pack.read``) with the trail's verification key (None: seals unchecked)
-    and, when it is signed, the signature (``signer``: the SHA-256 of the signer's public key to require)."""
+    and, when it is signed, the signature (``signer``: the SHA-256 of the signer's public key to require);
+    ``ca_keys``: the verification keys of the CA trails in ``ca/NAME/`` by NAME."""
     report = PackReport()
     if MANIFEST not in files:
         report.problems.append(f"{MANIFEST}: missing: not an evidence pack, or the manifest was removed")
@@ -171,20 +214,7 @@ def verify_pack(files: Mapping[str, bytes], key: bytes | None, signer: str | Non
     else:
         _check_seal(files, key, report)
     if "trail/records.jsonl" in files:
-        recs = records_of(files)
-        period = man.get("period", {})
-        if key is not None and recs:
-            anchor = period.get("anchor")
-            result = verify_records(recs, key, start_seq=int(period.get("first_seq") or recs[0].seq),
-                                    prev=bytes.fromhex(anchor) if isinstance(anchor, str) else None)
-            report.checked_records = result.checked
-            if result.finding is not None:
-                report.problems.append(f"trail/records.jsonl: seq {result.finding.seq}: "
-                                       f"{result.finding.reason} "
-                                       "(the trail was tampered with before the pack was made, or the file "
-                                       "since)")
-        if len(recs) != int(period.get("records", len(recs))):
-            report.problems.append(f"trail/records.jsonl: {len(recs)} records, the manifest says "
-                                   f"{period.get('records')}")
+        _check_records(records_of(files), key, man.get("period", {}), "trail/records.jsonl", report)
         _check_derived(files, report)
+    _check_cas(files, ca_keys or {}, report)
     return report

@@ -53,6 +53,7 @@ from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.states import ChildState, IkeState
 from ikeguard.engine.tasks.child_create import ChildCreateTask
 from ikeguard.engine.tasks.ike_rekey import IkeRekeyTask
+from ikeguard.pki.hsm_log import access_events
 from ikeguard.service.accounting import Accounting
 from ikeguard.service.actions import ActionPolicy
 from ikeguard.service.dataplane import esp_supported
@@ -411,15 +412,8 @@ class Gateway:
     def _hsm_log(self, *, rearm: bool = True) -> None:
         """HSM access log: token logins, errors and signatures per key since the last call (docs/pki.md),
         recorded at start, once a minute and at stop."""
-        for entry in ACCESS_LOG.drain():
-            details: dict[str, str | int] = {"key": entry.key}
-            if entry.event == "hsm.sign":
-                details["count"] = entry.count
-            if entry.detail:
-                details["error"] = entry.detail
-            failed = entry.event == "hsm.error"
-            self.record(AuditEvent(EventName(entry.event), Outcome.FAILURE if failed else Outcome.SUCCESS,
-                                   reason=f"PKCS#11 {entry.detail}" if failed else "", details=details))
+        for event in access_events(ACCESS_LOG.drain()):
+            self.record(event)
         if rearm and self._loop is not None and not self.stopping:
             self._hsm_timer = self._loop.call_later(HSM_LOG_INTERVAL, self._hsm_log)
 
