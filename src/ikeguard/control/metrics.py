@@ -58,6 +58,7 @@ class GatewaySnapshot:
     audit_healthy: bool | None
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     dataplane_drops: dict[str, int] = field(default_factory=dict)  # reason -> packets, not tied to an SA
+    ocsp_stapled: dict[tuple[str, str, str], int] = field(default_factory=dict)  # RFC 4806 staples
     crls: list[CrlNextUpdate] = field(default_factory=list)
     ha: dict[str, Any] | None = None  # `ha status` when [ha] is enabled (docs/ha.md)
     acme: dict[str, Any] | None = None  # `pki acme status` when [acme] is set (docs/pki.md)
@@ -207,6 +208,7 @@ def take_snapshot(gateway: Any, anchors: _AnchorFiles | None = None) -> GatewayS
         sas=gateway.sas(),
         exchanges=dict(stats.exchanges),
         failures=dict(stats.failures),
+        ocsp_stapled=dict(getattr(stats, "ocsp_stapled", {})),
         traffic=dict(stats.traffic_totals(gateway)),
         certs=[*_certificates(gateway, anchors or _AnchorFiles()), *_peer_certificates(gateway)],
         crls=_crls(gateway),
@@ -329,6 +331,13 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
     for (name, reason), n in sorted(snap.failures.items()):
         failures.add_metric([name, reason], n)
     yield failures
+    stapled = CounterMetricFamily("ikeguard_ocsp_stapled",
+                                  "OCSP responses stapled in IKE_AUTH (RFC 4806) by connection, direction "
+                                  "(received from the peer / sent by us) and status",
+                                  labels=["connection", "direction", "status"])
+    for (name, direction, status), n in sorted(snap.ocsp_stapled.items()):
+        stapled.add_metric([name, direction, status], n)
+    yield stapled
 
     expiry = GaugeMetricFamily("ikeguard_certificate_expiry_seconds",
                                "Seconds until the certificate's notAfter (negative: expired)",

@@ -36,6 +36,15 @@ class TimerTable(dict[str, float]):
         return self[name]
 
 
+@dataclass(frozen=True)
+class OcspStaple:
+    """A verified OCSP response (DER OCSPResponse) for our certificate and until when it may be sent."""
+
+    der: bytes
+    next_update: float | None  # POSIX time of its nextUpdate; None: the responder gave none
+    status: str = "good"
+
+
 @dataclass
 class EngineContext:
     """Shared, injected dependencies of an engine instance (no globals inside tasks)."""
@@ -66,6 +75,9 @@ class EngineContext:
     worker_id: int | None = None  # issue 22, [gateway] workers: the first octet of every IKE SPI we allocate
     half_open_elsewhere: Callable[[], int] | None = None  # issue 22: half-open IKE SAs of the other workers
     uniqueid_step: int = 1  # issue 22: worker i of N numbers its SAs i+1, i+1+N, ...: unique across workers
+    # RFC 4806: connection name -> the OCSP response for our own certificate that we staple when a peer asks
+    # (kept fresh by the service, service/ocsp_staple.py; engine/ocsp_stapling.py sends it)
+    ocsp_staples: dict[str, OcspStaple] = field(default_factory=dict)
     _next_uniqueid: int = 1
 
     def timer_table(self, uniqueid: int) -> TimerTable:

@@ -166,6 +166,7 @@ class IkeSa:
         self.sign_answer: SignAnswer | None = None  # our AUTH signature made by the service's worker
         self.rounds: AuthRounds | None = None  # responder: authentication rounds after the first (RFC 4739)
         self.auth_details: dict[str, str] = {}  # EAP identity, method, RADIUS server... for auth.* records
+        self.peer_asks_ocsp = False  # the peer sent a CERTREQ "OCSP Content" (RFC 4806 §3.1)
         self.eap_identity = ""  # the user authenticated by EAP (sas --json "user")
         self.intermediate: IntermediateState | None = None  # RFC 9370 additional key exchanges (RFC 9242)
         self.use_ppk = False  # both ends announced USE_PPK (RFC 8784 §3)

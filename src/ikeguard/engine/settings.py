@@ -125,6 +125,7 @@ class ConnectionSettings:
     groups: tuple[GroupSettings, ...] = ()  # with groups, an EAP user must be in one (RADIUS Class/Filter-Id)
     ppk: PpkSettings | None = None  # RFC 8784 post-quantum preshared key (engine.ppk)
     redirect_to: str = ""  # RFC 5685 §6: authenticated peers are redirected here in IKE_AUTH
+    ocsp: str = "never"  # RFC 4806: "never" | "reply" | "request" | "both" (engine.ocsp_stapling)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ikeguard.pki.verdict import CertVerdict
 
 __all__ = [
     "CertVerdict", "CertificateAuthorities", "CertificateValidator", "FetchNeeded", "FetchRequest",
-    "RejectAllValidator", "answer_fetch", "certreq_data",
+    "RejectAllValidator", "answer_fetch", "certreq_data", "validate_peer",
 ]
 
 
@@ -47,6 +47,19 @@ def certreq_data(validator: object, connection: str | None) -> bytes:
         return b""
     hashes = [bytes(h) for h in source(connection) if len(bytes(h)) == 20]
     return b"".join(hashes)
+
+
+def validate_peer(
+    validator: CertificateValidator, chain: Sequence[x509.Certificate], identity: str, connection: str,
+    now: float, ocsp_staples: Sequence[bytes] = (),
+) -> CertVerdict:
+    """``validator.validate``; with OCSP responses the peer stapled (RFC 4806 §3.2) its optional
+    ``validate_stapled(..., ocsp_staples)`` when it has one (a validator without it ignores them)."""
+    stapled = getattr(validator, "validate_stapled", None)
+    if ocsp_staples and stapled is not None:
+        verdict: CertVerdict = stapled(chain, identity, connection, now, ocsp_staples)
+        return verdict
+    return validator.validate(chain, identity, connection, now)
 
 
 def answer_fetch(validator: object, request: FetchRequest, body: bytes | None) -> None:

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from ikeguard.pki.fetch import DeferredFetcher, FetchRequest
+from ikeguard.pki.ocsp_staple import StapledRevocation
 from ikeguard.pki.revocation import RevocationSource
 from ikeguard.pki.validation import validate_chain
 from ikeguard.pki.validation_policy import ValidationPolicy
@@ -68,23 +69,34 @@ class PkiValidator:
         self, chain: Sequence[x509.Certificate], identity: str, connection: str, now: float
     ) -> CertVerdict:
         """Validate ``chain`` (end entity first, then the peer's other CERT payloads) for ``identity``."""
+        return self.validate_stapled(chain, identity, connection, now, ())
+
+    def validate_stapled(
+        self, chain: Sequence[x509.Certificate], identity: str, connection: str, now: float,
+        ocsp_staples: Sequence[bytes],
+    ) -> CertVerdict:
+        """``validate`` with the OCSP responses the peer stapled (RFC 4806): they decide revocation status
+        first, the connection's own sources when they do not (``pki.ocsp_staple``)."""
         trust = self.connections.get(connection)
         if trust is None:
             return CertVerdict(False, f"unknown_issuer: connection {connection} has no authorities")
         if not chain:
             return CertVerdict(False, "malformed: no certificate")
+        stapled = StapledRevocation(ocsp_staples, trust.revocation) if ocsp_staples else None
         result = validate_chain(
             chain[0],
             chain[1:],
             trust.anchors,
             now=datetime.fromtimestamp(now, tz=UTC),
             policy=trust.policy,
-            revocation=trust.revocation,
+            revocation=stapled or trust.revocation,
             identity=identity,
         )
+        summary = stapled.summary() if stapled is not None else ""
         if result.failure is not None:
-            return CertVerdict(False, f"{result.failure.reason.value}: {result.failure.message}")
-        return CertVerdict(True, "; ".join(result.notes), not_after=result.expires_at)
+            return CertVerdict(False, f"{result.failure.reason.value}: {result.failure.message}",
+                               ocsp_stapled=summary)
+        return CertVerdict(True, "; ".join(result.notes), not_after=result.expires_at, ocsp_stapled=summary)
 
     def certreq_authorities(self, connection: str | None) -> Sequence[bytes]:
         """SPKI hashes of the anchors of ``connection`` (of all connections when None), without repeats."""

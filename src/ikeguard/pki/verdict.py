@@ -14,3 +14,4 @@ class CertVerdict:
     accepted: bool
     reason: str = ""
     not_after: datetime | None = None  # of the end-entity (caps the IKE SA's lifetime)
+    ocsp_stapled: str = ""  # what the peer's stapled OCSP responses did (RFC 4806), "" when it sent none

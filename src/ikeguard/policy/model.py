@@ -387,6 +387,8 @@ class Connection(Strict):
     # RFC 5685 §6: peers of this connection are sent to this gateway in the IKE_AUTH response, once
     # authenticated (no Child SA here); only peers that announced REDIRECT_SUPPORTED
     redirect_to: GatewayAddress | None = None
+    # RFC 4806 OCSP in IKE, as swanctl's connections.<conn>.ocsp (docs/pki.md "OCSP stapling")
+    ocsp: Literal["never", "reply", "request", "both"] = "never"
     children: dict[str, Child] = Field(default_factory=dict)
 
     @property

@@ -59,6 +59,7 @@ from ikeguard.service.actions import ActionPolicy
 from ikeguard.service.dataplane import esp_supported
 from ikeguard.service.errors import GatewayCommandError
 from ikeguard.service.leases import LeaseStore
+from ikeguard.service.ocsp_staple import OcspStapler
 from ikeguard.service.outputs import ChildSaDriver
 from ikeguard.service.queries import conn_infos, sa_infos, select_sas
 from ikeguard.service.radius import RadiusRelay
@@ -136,6 +137,8 @@ class Gateway:
         self.actions = ActionPolicy(self)
         self.traps = TrapManager(self)
         self.revocation = RevocationFetcher(self._revocation_fetched)
+        self.ocsp_stapler = OcspStapler(self.engine.ctx.ocsp_staples)  # RFC 4806: our OCSP status, fetched
+        self.ocsp_stapler.configure(plan.connections.values(), plan.validator.connections)
         self.radius = RadiusRelay(self._radius_answered, plan.radius)
         self.accounting = Accounting(self.radius, plan.radius_accounting and plan.radius is not None,
                                      plan.radius_interval)
@@ -167,6 +170,7 @@ class Gateway:
                  self.transport.describe(), self.dataplane.features.name, len(self.plan.connections))
         self.actions.start_connections()
         self.accounting.start_interim(self.children.ike_traffic, self._loop)
+        self.ocsp_stapler.start()
         self._rearm()
         self._hsm_log()
 
@@ -199,6 +203,7 @@ class Gateway:
         self.children.remove_everything()
         self.traps.remove_all()
         self.revocation.close()
+        await self.ocsp_stapler.close()
         self.accounting.close()
         self.radius.close()
         if self.leases is not None:
@@ -817,6 +822,7 @@ class Gateway:
         ctx.validator = plan.validator
         ctx.peer_selectors = plan.selectors
         ctx.settings = plan.engine_settings
+        self.ocsp_stapler.configure(plan.connections.values(), plan.validator.connections)
         self.children.release_unconfigured()
 
 

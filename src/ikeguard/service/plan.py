@@ -395,6 +395,7 @@ class _Builder:
             groups=tuple(GroupSettings(g, tuple(group.local_ts), group.cde)
                          for g, group in conn.groups.items()),
             ppk=self.ppk_for(name, conn),
+            ocsp=conn.ocsp,
         )
         return settings, certs
 

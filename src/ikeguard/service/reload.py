@@ -41,7 +41,7 @@ log = logging.getLogger("ikeguard.reload")
 TERMINATIONS_PER_SECOND = 20.0  # SAs of changed connections deleted (or reauthenticated) per second
 # settings that running SAs can take at their next rekey / reauthentication / DPD check (swanctl --load-conns)
 NEXT_REKEY_KEYS = frozenset({"rekey_time", "reauth_time", "over_time", "rand_time", "dpd_delay",
-                             "dpd_timeout", "mobike", "fragmentation", "unique", "proposals"})
+                             "dpd_timeout", "mobike", "fragmentation", "unique", "proposals", "ocsp"})
 CHILD_NEXT_REKEY_KEYS = frozenset({"rekey_time", "life_time", "rand_time", "rekey_bytes", "life_bytes",
                                    "rekey_packets", "life_packets", "replay_window", "esp_proposals",
                                    "start_action", "dpd_action", "close_action"})

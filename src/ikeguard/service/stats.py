@@ -65,6 +65,8 @@ class GatewayStats:
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)
     traffic: dict[str, list[int]] = field(default_factory=dict)  # conn -> [b_in, b_out, pkts_in, pkts_out]
     dropped: Counter[str] = field(default_factory=Counter)  # datagrams the engine or the service ignored
+    # RFC 4806: (connection, "received" | "sent", status) of OCSP responses stapled in IKE_AUTH
+    ocsp_stapled: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     datagrams_in: int = 0
     datagrams_out: int = 0
     send_errors: int = 0
@@ -87,6 +89,11 @@ class GatewayStats:
         code = failure_code(event)
         if code is not None:
             self.failures[(conn, code)] += 1
+        if event.event in (EventName.AUTH_SUCCESS, EventName.AUTH_FAILURE):
+            for key, direction in (("ocsp_received", "received"), ("ocsp_sent", "sent")):
+                value = event.details.get(key)
+                if isinstance(value, str) and value:
+                    self.ocsp_stapled[(conn, direction, value.split(":", 1)[0])] += 1
 
     def add_traffic(self, connection: str, *, inbound: bool, octets: int, packets: int) -> None:
         """Add the final counters of a deleted SA direction."""

@@ -29,6 +29,7 @@ from ikeguard.crypto.signatures import (
     sign_auth,
     verify_auth,
 )
+from ikeguard.engine import ocsp_stapling
 from ikeguard.engine.auth_policy import allowed_signature_schemes, announced_hashes
 from ikeguard.engine.errors import RemoteProtocolError, ValidationPending
 from ikeguard.engine.events import SignRequest
@@ -39,7 +40,7 @@ from ikeguard.engine.states import IkeTrigger
 from ikeguard.engine.tasks import eap_auth, eap_initiator, redirect
 from ikeguard.engine.tasks.base import Status, Task, TaskFailed
 from ikeguard.engine.tasks.ike_intermediate import int_auth_octets
-from ikeguard.engine.validator import FetchNeeded, certreq_data
+from ikeguard.engine.validator import FetchNeeded, certreq_data, validate_peer
 from ikeguard.pki.raw_keys import RawKeyError, authenticate_raw, spki_der
 from ikeguard.policy.identity import Identity, parse_identity
 from ikeguard.wire.iana import AuthMethod, CertEncoding, ExchangeType, HashAlgorithm, NotifyType, name_of
@@ -173,6 +174,7 @@ def _our_id_and_certs(sa: IkeSa, msg: OutMessage, *, initiator: bool) -> bytes:
             msg.add(CertPayload(CertEncoding.X509_SIGNATURE, c.public_bytes(serialization.Encoding.DER)))
         if local.raw_public_key and local.private_key is not None:  # RFC 7670 §3: the SPKI, no certificate
             msg.add(CertPayload(CertEncoding.RAW_PUBLIC_KEY, spki_der(local.private_key.public_key())))
+        ocsp_stapling.add_staple(sa, sa.conn, msg)  # RFC 4806 §3.2, when the peer asked
     return id_payload.encode_body()
 
 
@@ -232,25 +234,28 @@ def verify_peer(
         return
     if not certs:
         raise AuthError("peer sent no certificate")
+    staples = ocsp_stapling.received(sa, conn, msg)  # RFC 4806 §3.2: the peer's OCSP responses
     try:
-        verdict = sa.ctx.validator.validate(certs, peer_id, conn.name, sa.now)
+        verdict = validate_peer(sa.ctx.validator, certs, peer_id, conn.name, sa.now, staples)
     except FetchNeeded as need:  # no network I/O here: the exchange waits for the service's fetch
         raise ValidationPending(need.request) from None
     leaf = certs[0]
     sa.remote_cert_subject = leaf.subject.rfc4514_string()
     sa.remote_cert_serial = format(leaf.serial_number, "x")
     sa.remote_cert_issuer = leaf.issuer.rfc4514_string()
+    stapled = {"ocsp_received": verdict.ocsp_stapled} if verdict.ocsp_stapled else {}
+    sa.auth_details.update(stapled)
     if not verdict.accepted:
         # A revocation status that could not be obtained is its own audit event (INTERFACE.md).
         unavailable = verdict.reason.startswith("revocation_unavailable")
         sa.audit(EventName.REVOCATION_FAILED if unavailable else EventName.CERT_REJECTED,
-                 Outcome.FAILURE, verdict.reason)
+                 Outcome.FAILURE, verdict.reason, **stapled)
         raise AuthError(f"certificate rejected: {verdict.reason}")
     not_after = verdict.not_after or leaf.not_valid_after_utc
     sa.remote_cert_not_after = not_after.replace(tzinfo=not_after.tzinfo or UTC).timestamp()
     sa.audit(EventName.CERT_VALIDATED, Outcome.SUCCESS,
              key_type=describe_key(leaf),  # the evidence pack's inventory
-             not_after=leaf.not_valid_after_utc.isoformat())
+             not_after=leaf.not_valid_after_utc.isoformat(), **stapled)
     public_key = leaf.public_key()
     profile = sa.ctx.settings.profile
     try:
@@ -381,6 +386,8 @@ class IkeAuthTask(Task):
         if remote.kind is AuthKind.PUBKEY and remote.send_certreq and not remote.pubkeys:
             data = certreq_data(sa.ctx.validator, sa.conn.name)
             msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, data))
+            if ocsp_stapling.asks(sa.conn):  # RFC 4806 §4.1: the responder staples its OCSP response
+                msg.add(ocsp_stapling.ocsp_certreq())
         if (
             sa.conn.unique != "never" and sa.replaces is None and sa.first_contact
         ):  # not on reauthentication (make-before-break)
@@ -494,6 +501,7 @@ class IkeAuthTask(Task):
                 redirect.decide_in_auth(sa)  # RFC 5685 §6: after the last round
             return
         auth = msg.get(AuthPayload)
+        sa.peer_asks_ocsp = ocsp_stapling.peer_asks(msg)  # RFC 4806 §4.1: our response staples our status
         another = msg.notify(NotifyType.ANOTHER_AUTH_FOLLOWS) is not None
         eap_only = msg.notify(NotifyType.EAP_ONLY_AUTHENTICATION) is not None
         try:

@@ -10,6 +10,7 @@ from ikeguard.audit.events import EventName, Outcome
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError, InvalidKeyExchange
 from ikeguard.crypto.signatures import decode_signature_hash_algorithms, encode_signature_hash_algorithms
+from ikeguard.engine import ocsp_stapling
 from ikeguard.engine.auth_policy import DEFAULT_SIGNATURE_HASHES, announced_hashes
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.intermediate import IntermediateState, additional_key_exchanges, offers_additional_ke
@@ -173,6 +174,7 @@ class IkeInitTask(Task):
                              EventName.AUTH_FAILURE)
         sa.spi_r = msg.spi_r
         sa.nonce_r = nonce
+        sa.peer_asks_ocsp = ocsp_stapling.peer_asks(msg)  # RFC 4806: staple ours in the IKE_AUTH request
         sa.proposal = chosen[0]
         read_feature_notifies(sa, msg)
         if methods:
@@ -254,6 +256,8 @@ class IkeInitTask(Task):
         if any(c.remote.kind.value == "pubkey" for c in sa.ctx.connections.values()):
             # RFC 7296 §1.2: the responder may request certificates already in IKE_SA_INIT.
             msg.add(CertReqPayload(CertEncoding.X509_SIGNATURE, certreq_data(sa.ctx.validator, None)))
+            if any(ocsp_stapling.asks(c) for c in sa.ctx.connections.values()):
+                msg.add(ocsp_stapling.ocsp_certreq())  # RFC 4806 §4: asks the initiator for its OCSP status
         add_feature_notifies(sa, msg)
         if any(c.remote2 is not None for c in sa.ctx.connections.values()):
             msg.add_notify(NotifyType.MULTIPLE_AUTH_SUPPORTED)  # RFC 4739 §3.1
