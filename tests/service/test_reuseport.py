@@ -5,6 +5,8 @@ address; ESP on 4500 reaches the data plane's socket. Real sockets on loopback, 
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import os
 import select
 import socket
@@ -13,7 +15,8 @@ import struct
 import pytest
 
 from ikeguard.engine.context import EngineContext
-from ikeguard.service.reuseport import assemble, open_group, steering_program, tag_spi
+from ikeguard.service.reuseport import assemble, open_group, spread_index, steering_program, tag_spi
+from ikeguard.service.sockets import UdpListener
 
 WORKERS = 3
 MARKER = b"\0\0\0\0"
@@ -117,3 +120,98 @@ def test_program_shape_and_engine_spis() -> None:
     assert ctx.ike_spi() != ctx.ike_spi()
     ctx.worker_id = 7
     assert {ctx.ike_spi()[0] for _ in range(20)} == {7}
+
+
+def _init(spi_i: bytes, first: bytes = b"") -> bytes:
+    """An IKE_SA_INIT request whose chain starts with ``first`` (a Notify payload) when given."""
+    body = first + bytes(40)
+    header = struct.pack("!BBBBII", 41 if first else 33, 0x20, 34, 0x08, 0, 28 + len(body))
+    return spi_i + bytes(8) + header + body
+
+
+def _notify(kind: int) -> bytes:
+    data = os.urandom(33)
+    return struct.pack("!BBHBBH", 33, 0, 8 + len(data), 0, 0, kind) + data
+
+
+@pytest.fixture
+def priority_groups() -> object:
+    ike = open_group("127.0.0.1", 0, WORKERS, natt=False, priority=True)
+    natt = open_group("127.0.0.1", 0, WORKERS, natt=True, esp_socket=True, priority=True)
+    yield ike, natt
+    for sock in ike + natt:
+        sock.close()
+
+
+def test_priority_sockets_get_all_but_cookieless_ike_sa_init(priority_groups: Groups) -> None:
+    """Issue 22, half-open flood: a new IKE_SA_INIT request without a COOKIE reaches the bulk socket of the
+    worker its source spreads to (index N + w); its retry with the COOKIE (first payload, RFC 7296 §2.6),
+    IKE_AUTH and everything else of an IKE SA the priority socket of the worker (index w), on 500 and on 4500
+    (non-ESP marker); keepalives and SPIs naming no worker the bulk sockets; ESP the data plane's."""
+    ike, natt = priority_groups
+    cookie, other = _notify(16390), _notify(16388)  # COOKIE; NAT_DETECTION_SOURCE_IP
+    for last in range(2, 14):
+        source = f"127.0.0.{last}"
+        worker = spread_index(source, WORKERS)
+        spi_i = os.urandom(8)
+        with _sender(source) as peer:
+            for group, marker in ((ike, b""), (natt, MARKER)):
+                assert _send(peer, marker + _init(spi_i), group) == WORKERS + worker
+                assert _send(peer, marker + _init(spi_i, other), group) == WORKERS + worker
+                assert _send(peer, marker + _init(spi_i, cookie), group) == worker
+                assert _send(peer, marker + _init(spi_i, cookie)[:35], group) == WORKERS + worker  # cut short
+                for owner in range(WORKERS):
+                    ours = tag_spi(os.urandom(8), owner)
+                    assert _send(peer, marker + _ike(spi_i, ours, initiator=True), group) == owner
+                    assert _send(peer, marker + _ike(ours, spi_i, initiator=False), group) == owner
+                stranger = tag_spi(os.urandom(8), 200)
+                assert _send(peer, marker + _ike(spi_i, stranger, initiator=True), group) == WORKERS + worker
+            assert _send(peer, b"\xff", natt) == WORKERS + worker  # NAT keepalive
+            assert _send(peer, struct.pack("!II", 0xC0000001, 1) + os.urandom(40), natt) == 2 * WORKERS
+
+
+def test_listener_drains_priority_first_and_answers_bulk_quickly() -> None:
+    """The worker's side (service/sockets.py), with the real kernel steering: datagrams queued on the priority
+    socket reach the handler before those on the bulk socket; bulk datagrams the quick answerer answers go
+    back on the socket with the non-ESP marker (4500) and never reach the handler, the ones it declines do."""
+    prio, bulk = open_group("127.0.0.1", 0, 1, natt=True, priority=True)
+    order: list[str] = []
+
+    def quick(data: bytes, host: str, port: int) -> bytes | None:
+        assert host == "127.0.0.7" and data[18] == 34  # the marker removed
+        if data[0] == 0xEE:
+            return None
+        order.append("quick")
+        return b"answer"
+
+    def handler(data: bytes, local: object, remote: object) -> None:
+        order.append("init" if data[4 + 18] == 34 else "priority")
+
+    async def main() -> list[bytes]:
+        listener = UdpListener(ipaddress.ip_address("127.0.0.1"), 0, handler, prio, bulk=bulk, quick=quick,
+                               marker=True)
+        answers = []
+        with _sender("127.0.0.7") as peer:
+            port = prio.getsockname()
+            for _ in range(3):
+                peer.sendto(MARKER + _init(os.urandom(8)), port)
+            peer.sendto(MARKER + _init(b"\xee" + os.urandom(7)), port)
+            for _ in range(3):
+                peer.sendto(MARKER + _ike(os.urandom(8), tag_spi(os.urandom(8), 0), initiator=True), port)
+            for sock in (prio, bulk):  # everything queued before the loop reads
+                assert select.select([sock], [], [], 2.0)[0]
+            listener.start(asyncio.get_running_loop())
+            for _ in range(300):
+                if len(order) >= 7:
+                    break
+                await asyncio.sleep(0.01)
+            peer.settimeout(2.0)
+            for _ in range(3):
+                answers.append(peer.recv(100))
+        listener.close()
+        return answers
+
+    answers = asyncio.run(main())
+    assert answers == [MARKER + b"answer"] * 3
+    assert order[:3] == ["priority"] * 3
+    assert sorted(order[3:]) == ["init", "quick", "quick", "quick"]

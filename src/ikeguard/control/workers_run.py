@@ -135,7 +135,8 @@ async def _supervise(plan: Any, workers: int, groups: dict[tuple[str, int], list
 
 
 # ---------------------------------------------------------------------------------------------- worker
-def worker_main(index: int, workers: int, sockets: dict[tuple[str, int], socket.socket],
+def worker_main(index: int, workers: int,
+                sockets: dict[tuple[str, int], tuple[socket.socket, socket.socket]],
                 audit_conn: Connection, command_conn: Connection, shared: Any, cookie_seed: bytes,
                 config_path: str, profile_override: str | None) -> None:
     """A worker process (spawned by the pool): build the plan from the same file, run a gateway."""
@@ -162,7 +163,8 @@ def worker_main(index: int, workers: int, sockets: dict[tuple[str, int], socket.
         audit.close()
 
 
-async def _serve_worker(index: int, workers: int, sockets: dict[tuple[str, int], socket.socket],
+async def _serve_worker(index: int, workers: int,
+                        sockets: dict[tuple[str, int], tuple[socket.socket, socket.socket]],
                         audit: AuditRelay, command_conn: Connection, shared: Any, cookie_seed: bytes,
                         plan: Any, dataplane: Any, config_path: Path, profile_override: str | None,
                         parent: int) -> None:

@@ -14,7 +14,15 @@ from ikeguard.crypto.random import RandomSource
 from ikeguard.engine import commands
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.context import EngineContext
-from ikeguard.engine.cookies import CookieJar
+from ikeguard.engine.cookies import (
+    CookieJar,
+    CookieMode,
+    cookie_answer,
+    find_nonce,
+    is_fresh_init_request,
+    offered_cookie,
+    offers_cookie,
+)
 from ikeguard.engine.eap_relay import EapRelayAnswer
 from ikeguard.engine.errors import LocalProtocolError
 from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, EngineEvent, SignAnswer
@@ -22,7 +30,7 @@ from ikeguard.engine.exchanges import RULES, initiator_setup
 from ikeguard.engine.ha_restore import DEFAULT_SEQ_MARGIN, restore_ike_sa
 from ikeguard.engine.ha_state import EspSequence, IkeSaRecord, RecordError, export_ike_sa, exportable
 from ikeguard.engine.ike_sa import IkeSa
-from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
+from ikeguard.engine.message import InMessage, MessageError, decode_message
 from ikeguard.engine.pending import answered, relay_answered, signature_made
 from ikeguard.engine.pools import AddressPool
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
@@ -33,9 +41,8 @@ from ikeguard.engine.timers import Timer
 from ikeguard.engine.validator import CertificateValidator, RejectAllValidator
 from ikeguard.wire.errors import ParseError
 from ikeguard.wire.header import HEADER_LEN, decode_header
-from ikeguard.wire.iana import ExchangeType, NotifyType, PayloadType
+from ikeguard.wire.iana import ExchangeType, PayloadType
 from ikeguard.wire.message import scan_payloads
-from ikeguard.wire.payloads import NoncePayload, NotifyPayload
 
 ZERO_SPI = b"\0" * 8
 
@@ -73,6 +80,7 @@ class IkeManager:
         self._peer_key: dict[int, tuple[str, str]] = {}  # uniqueid -> its key in _by_peer
         self._cookies = CookieJar(random.bytes, self.ctx.settings.cookie_secret_period)
         self._cookies_on = False
+        self._cookie_mode = CookieMode()  # hysteresis on cookie_threshold (engine/cookies.py)
 
     # ------------------------------------------------------------------ sans-IO surface
     def next_event(self) -> EngineEvent | None:
@@ -249,12 +257,8 @@ class IkeManager:
         if settings.block_threshold and self.half_open_count(address) >= settings.block_threshold:
             self._trace(f"half-open limit per peer reached for {address}", remote)
             return
-        if self._cookies_busy() and len(data) > 16 and data[16] != PayloadType.NOTIFY:
-            # cookies demanded and none offered (a COOKIE notify comes first, RFC 7296 §2.6): answer from the
-            # header and the nonce alone, without decoding proposals and KE (a flood's requests, issue 22)
-            nonce = _nonce_of(data)
-            if nonce is not None:
-                self._send_cookie(nonce, spi_i, local, remote, now)
+        busy = self._cookies_busy()
+        if busy and not self._raw_cookie_ok(data, spi_i, local, remote, now):
             return
         # Decoded once, before any state exists: the rules refuse disallowed payloads before their bodies are
         # decoded, and every body costs bounded work (wire.message, wire.rules); the cookie check and the
@@ -267,8 +271,8 @@ class IkeManager:
         if isinstance(decoded, MessageError) and decoded.notify is None:
             self._trace(f"undecodable IKE_SA_INIT request: {decoded}", remote)
             return  # RFC 7296 §2.21.1: nothing to answer, and no state for it
-        if not self._cookie_ok(decoded, spi_i, local, remote, now):
-            return
+        if busy and isinstance(decoded, MessageError):
+            return  # cookie mode answers nothing but a COOKIE (RFC 7296 §2.6)
         sa = IkeSa(
             self.ctx,
             initiator=False,
@@ -296,40 +300,56 @@ class IkeManager:
             )
         self._forget_if_closed(sa)
 
-    def _cookie_ok(
-        self,
-        decoded: InMessage | MessageError,
-        spi_i: bytes,
-        local: Endpoint,
-        remote: Endpoint,
-        now: float,
-    ) -> bool:
-        """RFC 7296 §2.6: above ``cookie_threshold`` half-open SAs, demand a valid COOKIE first (checked on
-        the request as decoded once by the caller)."""
-        if not self._cookies_busy():
-            return True
-        if isinstance(decoded, MessageError):
+    def _raw_cookie_ok(self, data: bytes, spi_i: bytes, local: Endpoint, remote: Endpoint,
+                       now: float) -> bool:
+        """RFC 7296 §2.6 while cookies are demanded: whether the request offers a valid COOKIE (first
+        payload), checked on the generic payload headers before any body is decoded (a flood of requests with
+        or without forged cookies costs a walk of the chain and one HMAC each, issue 22); otherwise answered
+        with a cookie (when it carries a nonce) and False."""
+        scanned = _scan_init(data)
+        if scanned is None:
             return False
-        nonce = decoded.get(NoncePayload)
-        if nonce is None:
-            return False
-        first = decoded.payloads[0] if decoded.payloads else None
-        if (
-            isinstance(first, NotifyPayload)
-            and first.notify_type == NotifyType.COOKIE
-            and self._cookies.verify(first.data, nonce.data, str(remote), spi_i, now)
-        ):
+        first, nonce = scanned
+        cookie = offered_cookie(first) if offers_cookie(data) else None
+        if cookie is not None and self._cookies.verify(cookie, nonce, str(remote), spi_i, now):
             return True
-        self._send_cookie(nonce.data, spi_i, local, remote, now)
+        self._send_cookie(nonce, spi_i, local, remote, now)
         return False
+
+    def answer_cookieless_init(self, data: bytes, remote: str, address: str, now: float) -> bytes | None:
+        """The COOKIE answer to a new IKE_SA_INIT request that offers none while cookies are demanded, without
+        an event (the service sends it on the socket it came from: a flood's requests, issue 22); ``remote``
+        is ``str(Endpoint)`` of the sender, ``address`` its address alone. ``b""``: drop it (no nonce to bind
+        a cookie to). None: anything else — a retransmission of a known request, a limit reached, cookies
+        going off, a cookie offered — which :meth:`receive_datagram` must see."""
+        if not self._cookies_on or not is_fresh_init_request(data) or offers_cookie(data):
+            return None
+        spi_i = data[:8]
+        settings = self.ctx.settings
+        block = settings.block_threshold
+        if ((spi_i, remote) in self._half_open_index
+                or (settings.max_ike_sas and len(self._by_uniqueid) >= settings.max_ike_sas)
+                or (block and self._half_open_per_addr[address] >= block)
+                or not self._cookie_mode.update(self._half_open_total(), settings.cookie_threshold, now)):
+            return None
+        nonce = find_nonce(data)
+        if nonce is None:
+            return b""
+        self._cookie_mode.demanded(settings.cookie_threshold, now)
+        return cookie_answer(spi_i, self._cookies.make(nonce, remote, spi_i, now))
+
+    def _half_open_total(self) -> int:
+        """Half-open SAs here and, with ``[gateway] workers``, in every other worker."""
+        elsewhere = self.ctx.half_open_elsewhere
+        if elsewhere is None or self.ctx.settings.cookie_threshold <= 0:
+            return self.half_open_count()
+        return self.half_open_count() + elsewhere()
 
     def _cookies_busy(self) -> bool:
         """Whether cookies are demanded now (half-open SAs of every worker against ``cookie_threshold``);
         audits each change."""
-        threshold = self.ctx.settings.cookie_threshold
-        elsewhere = self.ctx.half_open_elsewhere  # [gateway] workers: the count is over all workers
-        count = self.half_open_count() + (elsewhere() if elsewhere is not None and threshold > 0 else 0)
-        busy = threshold > 0 and count >= threshold
+        count = self._half_open_total()  # [gateway] workers: the count is over all workers
+        busy = self._cookie_mode.update(count, self.ctx.settings.cookie_threshold, self.ctx.now)
         if busy != self._cookies_on:
             self._cookies_on = busy
             self.ctx.outputs.append(
@@ -343,13 +363,11 @@ class IkeManager:
 
     def _send_cookie(self, nonce: bytes, spi_i: bytes, local: Endpoint, remote: Endpoint, now: float) -> None:
         """The stateless N(COOKIE) answer (RFC 7296 §2.6)."""
-        cookie = self._cookies.make(nonce, str(remote), spi_i, now)
-        reply = OutMessage(ExchangeType.IKE_SA_INIT, 0, response=True)
-        reply.add_notify(NotifyType.COOKIE, cookie)
-        for packet in encode_message(reply, spi_i, ZERO_SPI, initiator=False, protector=None):
-            from ikeguard.engine.events import SendDatagram
+        from ikeguard.engine.events import SendDatagram
 
-            self.ctx.outputs.append(SendDatagram(packet, local, remote))
+        cookie = self._cookies.make(nonce, str(remote), spi_i, now)
+        self._cookie_mode.demanded(self.ctx.settings.cookie_threshold, now)
+        self.ctx.outputs.append(SendDatagram(cookie_answer(spi_i, cookie), local, remote))
 
     # ------------------------------------------------------------------ commands
     def initiate(
@@ -739,16 +757,16 @@ def _peer_identity(sa: IkeSa) -> str:
     return f"{sa.remote_id} (user {sa.eap_identity})" if sa.eap_identity else sa.remote_id
 
 
-def _nonce_of(data: bytes) -> bytes | None:
-    """The Ni data of an IKE_SA_INIT request from its payload chain's generic headers (no body decoded); None
-    when the chain does not parse or holds no nonce of 16..256 octets (RFC 7296 §3.9)."""
+def _scan_init(data: bytes) -> tuple[bytes, bytes] | None:
+    """(first payload's body, Ni data) of an IKE_SA_INIT request from its payload chain's generic headers (no
+    body decoded); None when the chain does not parse or holds no nonce of 16..256 octets (RFC 7296 §3.9)."""
     try:
         raw = scan_payloads(data[28:], data[16], 28)
     except ParseError:
         return None
     for payload in raw:
         if payload.type == PayloadType.NONCE:
-            return payload.body if 16 <= len(payload.body) <= 256 else None
+            return (raw[0].body, payload.body) if 16 <= len(payload.body) <= 256 else None
     return None
 
 

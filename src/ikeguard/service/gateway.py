@@ -134,6 +134,7 @@ class Gateway:
                                  validator=plan.validator, peer_selectors=plan.selectors)
         self.children = ChildSaDriver(dataplane, self.stats, lambda name: name in self.plan.connections)
         self.transport = Transport(plan, self._receive, self.stats, dataplane.prepare_ike_socket)
+        self.transport.quick = self._quick
         self.actions = ActionPolicy(self)
         self.traps = TrapManager(self)
         self.revocation = RevocationFetcher(self._revocation_fetched)
@@ -238,6 +239,20 @@ class Gateway:
             self.sync_new_child_refusal()
         self.engine.receive_datagram(data, local, remote, time.time())
         self.pump()
+
+    def _quick(self, data: bytes, host: str, port: int) -> bytes | None:
+        """A bulk socket's datagram (service/sockets.py): the engine's stateless COOKIE answer to a new
+        IKE_SA_INIT request without a cookie while cookies are demanded (RFC 7296 §2.6, issue 22), or None
+        for :meth:`_receive` — which also keeps the rules for stopping, a failed audit store and HA fencing,
+        so those cases never take this path."""
+        if self.stopping or self.ha is not None or self.audit.refuse_new_sas:
+            return None
+        remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # str(Endpoint), wire/endpoint.py
+        answer = self.engine.answer_cookieless_init(data, remote, host, time.time())
+        if answer is not None:
+            self.stats.datagrams_in += 1
+            self.stats.datagrams_out += 1 if answer else 0
+        return answer
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None

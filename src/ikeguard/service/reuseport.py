@@ -16,6 +16,16 @@ attached to each group with ``SO_ATTACH_REUSEPORT_CBPF`` returns, for every data
   which joins the group after the workers' sockets), or is spread by source like keepalives when the kernel
   decapsulates it on every socket (``UDP_ENCAP_ESPINUDP`` with the xfrm data plane).
 
+With ``priority`` (what ``[gateway] workers`` uses) every worker has two sockets in the group, a priority one
+(index ``i``) and a bulk one (index ``N + i``), and only a new IKE_SA_INIT request that offers no COOKIE goes
+to a bulk socket: its first payload is not a COOKIE notify (RFC 7296 §2.6 puts the COOKIE first, so its type
+sits at a fixed offset: octet 16 = 41, octets 34-35 = 16390). Everything else of IKE — the retry with the
+cookie, IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL, responses to our requests — reaches the priority socket,
+which the worker drains first (service/sockets.py). A flood of spoofed IKE_SA_INIT requests then fills only
+the bulk sockets' buffers: it competes with other peers' first requests, never with an IKE_AUTH or a cookie
+retry (issue 22). NAT keepalives, runts and SPIs naming no worker go to the bulk sockets as well; ESP in UDP
+to ``esp_index`` (after both halves) or spread over the bulk sockets.
+
 The supervisor creates every socket of a group and keeps them all open for its lifetime, so a worker that dies
 does not shift the others' indices (the kernel compacts a group when a member closes) and its restarted
 successor inherits the same socket, with the datagrams that queued meanwhile.
@@ -42,11 +52,13 @@ MAX_WORKERS = 64
 # classic BPF opcodes (linux/bpf_common.h, linux/filter.h)
 _LD_W_ABS, _LD_B_ABS, _LD_W_LEN = 0x20, 0x30, 0x80
 _TAX = 0x07  # BPF_MISC | BPF_TAX: X = A
-_ALU_RSH_K, _ALU_XOR_X, _ALU_MOD_K = 0x74, 0xAC, 0x94
+_LD_H_ABS = 0x28
+_ALU_ADD_K, _ALU_RSH_K, _ALU_XOR_X, _ALU_MOD_K = 0x04, 0x74, 0xAC, 0x94
 _JEQ_K, _JGE_K, _JSET_K, _JA = 0x15, 0x35, 0x45, 0x05
 _RET_K, _RET_A = 0x06, 0x16
 
 IKE_HEADER = 28
+NOTIFY, COOKIE = 41, 16390  # RFC 7296 §3.2 payload type, §3.10.1 notify type
 
 
 class _SockFilter(ctypes.Structure):
@@ -100,40 +112,57 @@ def assemble(program: Program) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def _spread(family: int, workers: int) -> Program:
-    """A = the source address folded to 32 bits, modulo ``workers``; return it."""
+def _spread(family: int, workers: int, label: str = "spread", base: int = 0) -> Program:
+    """A = the source address folded to 32 bits, modulo ``workers``, plus ``base``; return it."""
     # IPv4: saddr at network header + 12; IPv6: the last word of saddr at + 20 (fixed 40-octet header)
     offset = 12 if family == socket.AF_INET else 20
-    return ["spread",
-            Insn(_LD_W_ABS, SKF_NET_OFF + offset),
-            Insn(_TAX), Insn(_ALU_RSH_K, 16), Insn(_ALU_XOR_X),
-            Insn(_TAX), Insn(_ALU_RSH_K, 8), Insn(_ALU_XOR_X),
-            Insn(_ALU_MOD_K, workers), Insn(_RET_A)]
+    prog: Program = [label,
+                     Insn(_LD_W_ABS, SKF_NET_OFF + offset),
+                     Insn(_TAX), Insn(_ALU_RSH_K, 16), Insn(_ALU_XOR_X),
+                     Insn(_TAX), Insn(_ALU_RSH_K, 8), Insn(_ALU_XOR_X),
+                     Insn(_ALU_MOD_K, workers)]
+    if base:
+        prog.append(Insn(_ALU_ADD_K, base))
+    return [*prog, Insn(_RET_A)]
 
 
-def steering_program(family: int, workers: int, *, natt: bool, esp_index: int | None = None) -> Program:
-    """The program for one group (module docstring): ``natt`` = port 4500 with the non-ESP marker."""
+def steering_program(family: int, workers: int, *, natt: bool, esp_index: int | None = None,
+                     priority: bool = False) -> Program:
+    """The program for one group (module docstring): ``natt`` = port 4500 with the non-ESP marker;
+    ``priority``: two sockets per worker, cookie-less IKE_SA_INIT requests to the second half."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be 1..{MAX_WORKERS}")
     m = 4 if natt else 0
+    bulk = "bulk" if priority else "spread"  # new requests without a cookie, keepalives, runts, strangers
     prog: Program = []
     if natt:
-        esp: Insn = Insn(_RET_K, esp_index) if esp_index is not None else Insn(_JA, jt="spread")
-        prog += [Insn(_LD_W_LEN), Insn(_JGE_K, 8, jt=0, jf="spread"),  # keepalive (1 octet), runts: spread
+        esp: Insn = Insn(_RET_K, esp_index) if esp_index is not None else Insn(_JA, jt=bulk)
+        prog += [Insn(_LD_W_LEN), Insn(_JGE_K, 8, jt=0, jf=bulk),  # keepalive (1 octet), runts
                  Insn(_LD_W_ABS, 0), Insn(_JEQ_K, 0, jt="ike", jf="esp"),
                  "esp", esp,
                  "ike"]
-    prog += [Insn(_LD_W_LEN), Insn(_JGE_K, m + IKE_HEADER, jt=0, jf="spread"),
+    # SPIr zero: a new IKE_SA_INIT request, spread by source; with ``priority`` to the bulk half unless its
+    # first payload is a COOKIE notify (the retry, RFC 7296 §2.6)
+    init: Program = [Insn(_JA, jt="spread")]
+    if priority:
+        init = [Insn(_LD_W_LEN), Insn(_JGE_K, m + IKE_HEADER + 8, jt=0, jf="bulk"),
+                Insn(_LD_B_ABS, m + 16), Insn(_JEQ_K, NOTIFY, jt=0, jf="bulk"),
+                Insn(_LD_H_ABS, m + IKE_HEADER + 6), Insn(_JEQ_K, COOKIE, jt="spread", jf="bulk")]
+    prog += [Insn(_LD_W_LEN), Insn(_JGE_K, m + IKE_HEADER, jt=0, jf=bulk),
              Insn(_LD_B_ABS, m + 19), Insn(_JSET_K, 0x08, jt="responder", jf=0),
              Insn(_LD_B_ABS, m + 0), Insn(_JA, jt="check"),  # we are the original initiator: SPIi is ours
              "responder",
              Insn(_LD_W_ABS, m + 8), Insn(_JEQ_K, 0, jt=0, jf="ours"),
-             Insn(_LD_W_ABS, m + 12), Insn(_JEQ_K, 0, jt="spread", jf=0),  # SPIr zero: a new IKE_SA_INIT
+             Insn(_LD_W_ABS, m + 12), Insn(_JEQ_K, 0, jt="init", jf=0),
              "ours",
              Insn(_LD_B_ABS, m + 8),
              "check",
-             Insn(_JGE_K, workers, jt="spread", jf=0), Insn(_RET_A)]
-    return prog + _spread(family, workers)
+             Insn(_JGE_K, workers, jt=bulk, jf=0), Insn(_RET_A),
+             "init", *init]
+    prog += _spread(family, workers)
+    if priority:
+        prog += _spread(family, workers, "bulk", workers)
+    return prog
 
 
 def attach(sock: socket.socket, program: Program) -> None:
@@ -145,22 +174,24 @@ def attach(sock: socket.socket, program: Program) -> None:
 
 
 def open_group(address: str, port: int, workers: int, *, natt: bool,
-               esp_socket: bool = False) -> list[socket.socket]:
-    """``workers`` sockets (+1 for the data plane's ESP with ``esp_socket``) on one address and port, in group
-    order, the steering program attached. Port 0: the kernel picks one port for all of them."""
+               esp_socket: bool = False, priority: bool = False) -> list[socket.socket]:
+    """``workers`` sockets (``2 * workers`` with ``priority``: the priority ones, then the bulk ones; +1 for
+    the data plane's ESP with ``esp_socket``) on one address and port, in group order, the steering program
+    attached. Port 0: the kernel picks one port for all of them."""
     import ipaddress
 
     ip = ipaddress.ip_address(address)
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-    count = workers + (1 if esp_socket else 0)
+    members = workers * (2 if priority else 1)
+    count = members + (1 if esp_socket else 0)
     socks: list[socket.socket] = []
     try:
         for _ in range(count):
             sock = open_udp(ip, port, reuseport=True)
             socks.append(sock)
             port = sock.getsockname()[1]
-        attach(socks[0], steering_program(family, workers, natt=natt,
-                                          esp_index=workers if esp_socket else None))
+        attach(socks[0], steering_program(family, workers, natt=natt, priority=priority,
+                                          esp_index=members if esp_socket else None))
     except OSError:
         for sock in socks:
             sock.close()

@@ -8,6 +8,18 @@ the other's datagrams as mapped addresses. No SO_REUSEADDR (SO_REUSEPORT only fo
 of :mod:`ikeguard.service.reuseport`, all opened by one supervisor): a second gateway on the same address
 fails to bind instead of silently sharing (and stealing) IKE traffic. Hand-written: asyncio has no API for
 ancillary data.
+
+A listener may have a second, *bulk* socket (``[gateway] workers``: the kernel steers new IKE_SA_INIT requests
+that offer no COOKIE there, service/reuseport.py). The priority socket is drained first on every wake-up, the
+bulk one after it in bounded batches, so a flood in the bulk socket never delays an IKE_AUTH or a cookie retry
+by more than one batch and still gets its turn. A bulk datagram goes first to the ``quick`` answerer (the
+engine's stateless COOKIE answer, issue 22): when it answers, the answer leaves on the same socket without the
+datagram ever becoming ``Endpoint`` objects or engine events; anything else takes the regular path.
+
+Receive buffers: ``SOCKET_BUFFER`` is asked for with ``SO_RCVBUFFORCE`` (root / CAP_NET_ADMIN may exceed
+``net.core.rmem_max``), else with ``SO_RCVBUF``, which the kernel caps at ``net.core.rmem_max``; what the
+kernel granted is read back and a smaller buffer is logged once with the sysctl to raise
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,7 +37,9 @@ from ikeguard.wire import natt
 log = logging.getLogger("ikeguard.service")
 
 IP_PKTINFO = 8  # linux/in.h (absent from Python's socket module)
-BATCH = 64  # datagrams read per wake-up
+BATCH = 64  # datagrams read per wake-up (and per socket and round with a bulk socket)
+ROUNDS = 4  # priority batch + bulk batch, repeated while either had datagrams
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h (absent from Python's socket module)
 MAX_DATAGRAM = 65535
 SOCKET_BUFFER = 1 << 20
 _CMSG_SPACE = socket.CMSG_SPACE(20)  # in_pktinfo (12) / in6_pktinfo (20)
@@ -33,6 +47,10 @@ NON_ESP_MARKER = natt.NON_ESP_MARKER  # RFC 3948 §2.2 (wire/natt.py)
 KEEPALIVE = natt.NAT_KEEPALIVE  # RFC 3948 §2.3
 
 DatagramHandler = Callable[[bytes, Endpoint, Endpoint], None]  # (data, local, remote)
+# (IKE message without the non-ESP marker, sender's address as text, sender's port) -> the answer to send
+# back; b"": handled, nothing to send; None: not for the quick path (the regular handler gets it)
+QuickAnswer = Callable[[bytes, str, int], bytes | None]
+_small_buffer_logged = False
 
 
 def _is_wildcard(address: IpAddress) -> bool:
@@ -50,8 +68,8 @@ def open_udp(address: IpAddress, port: int, *, reuseport: bool = False) -> socke
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        _receive_buffer(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         if reuseport:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((str(address), port))
@@ -62,6 +80,22 @@ def open_udp(address: IpAddress, port: int, *, reuseport: bool = False) -> socke
     return sock
 
 
+def _receive_buffer(sock: socket.socket) -> int:
+    """Ask for ``SOCKET_BUFFER`` octets of receive buffer (module docstring); what the kernel granted."""
+    global _small_buffer_logged
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER)
+    except OSError:  # no CAP_NET_ADMIN: capped at net.core.rmem_max
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # the kernel reports it doubled
+    if granted < SOCKET_BUFFER and not _small_buffer_logged:
+        _small_buffer_logged = True
+        log.warning("IKE socket receive buffer is %d KiB, not the %d KiB asked for: raise the sysctl "
+                    "net.core.rmem_max to at least %d (a flood of IKE_SA_INIT requests overflows small "
+                    "buffers sooner)", granted // 1024, SOCKET_BUFFER // 1024, SOCKET_BUFFER)
+    return granted
+
+
 def _local_from_cmsg(ancillary: list[tuple[int, int, bytes]], fallback: IpAddress) -> IpAddress:
     for level, kind, value in ancillary:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
@@ -69,6 +103,16 @@ def _local_from_cmsg(ancillary: list[tuple[int, int, bytes]], fallback: IpAddres
         if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(value) >= 16:
             return ipaddress.IPv6Address(value[:16])  # in6_pktinfo.ipi6_addr
     return fallback
+
+
+def _reply_cmsg(ancillary: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """PKTINFO for an answer from the address a datagram was sent to (wildcard sockets)."""
+    for level, kind, value in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
+            return [(level, kind, struct.pack("=I", 0) + value[8:12] + b"\0\0\0\0")]
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(value) >= 16:
+            return [(level, kind, value[:16] + struct.pack("=I", 0))]
+    return []
 
 
 def route_source(remote: IpAddress) -> IpAddress | None:
@@ -83,48 +127,116 @@ def route_source(remote: IpAddress) -> IpAddress | None:
 
 
 class UdpListener:
-    """One bound UDP socket on the event loop; ``natt`` sockets (4500) carry the non-ESP marker."""
+    """One bound UDP socket on the event loop, optionally with a bulk socket and a quick answerer (module
+    docstring); ``marker``: 4500, whose IKE messages carry the non-ESP marker (the quick path strips it from
+    the request and adds it to the answer; the regular handler gets the datagram as it came)."""
 
     def __init__(self, address: IpAddress, port: int, handler: DatagramHandler,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, *, bulk: socket.socket | None = None,
+                 quick: QuickAnswer | None = None, marker: bool = False) -> None:
         self.address = address
         self.port = port
         self.handler = handler
         self.sock = sock if sock is not None else open_udp(address, port)  # sock: a worker's inherited one
+        self.bulk = bulk
+        self.quick = quick
+        self.marker = marker
         self.port = self.sock.getsockname()[1]  # port 0 (tests): the kernel's choice
         self._loop: asyncio.AbstractEventLoop | None = None
         self.send_errors = 0
+        self.quick_answers = 0
+
+    def sockets(self) -> list[socket.socket]:
+        """The priority (or only) socket and the bulk one, if any."""
+        return [self.sock] if self.bulk is None else [self.sock, self.bulk]
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start reading."""
         self._loop = loop
-        loop.add_reader(self.sock.fileno(), self._on_readable)
+        for sock in self.sockets():
+            loop.add_reader(sock.fileno(), self._on_readable)
 
     def close(self) -> None:
-        """Stop reading and close the socket."""
+        """Stop reading and close the socket(s)."""
         if self._loop is not None:
-            self._loop.remove_reader(self.sock.fileno())
+            for sock in self.sockets():
+                self._loop.remove_reader(sock.fileno())
             self._loop = None
-        self.sock.close()
+        for sock in self.sockets():
+            sock.close()
 
     def _on_readable(self) -> None:
-        sock, version = self.sock, self.address.version
+        bulk = self.bulk
+        if bulk is None:
+            self._drain(self.sock, BATCH)
+            return
+        for _ in range(ROUNDS):  # the priority socket first, then a bounded batch of the bulk one
+            read = self._drain(self.sock, BATCH)
+            read += self._drain_bulk(bulk) if self.quick is not None else self._drain(bulk, BATCH)
+            if not read:
+                return
+
+    def _drain(self, sock: socket.socket, limit: int) -> int:
+        """Read up to ``limit`` datagrams into the handler; how many were read."""
+        read = 0
+        for _ in range(limit):
+            try:
+                data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return read
+            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                log.debug("receive error on %s:%d: %s", self.address, self.port, exc)
+                continue
+            read += 1
+            self._deliver(data, ancillary, addr)
+        return read
+
+    def _deliver(self, data: bytes, ancillary: list[tuple[int, int, bytes]], addr: tuple[str, int]) -> None:
+        try:
+            remote_addr = ipaddress.ip_address(addr[0].split("%", 1)[0])
+            local_addr = _local_from_cmsg(ancillary, self.address)
+            if remote_addr.version != self.address.version:
+                return
+            self.handler(data, Endpoint(local_addr, self.port), Endpoint(remote_addr, int(addr[1])))
+        except Exception:  # a handler bug must never stop the socket (ARCHITECTURE rule 3)
+            log.exception("error while handling a datagram from %s", addr)
+
+    def _drain_bulk(self, sock: socket.socket) -> int:
+        """Like :meth:`_drain`, each datagram offered to the quick answerer first."""
+        quick = self.quick
+        assert quick is not None
+        wildcard, v6, marker = _is_wildcard(self.address), self.address.version == 6, self.marker
+        read = 0
         for _ in range(BATCH):
             try:
                 data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ICMP port unreachable reported on the socket
+                return read
+            except OSError as exc:
                 log.debug("receive error on %s:%d: %s", self.address, self.port, exc)
                 continue
+            read += 1
+            answer: bytes | None = None
             try:
-                remote_addr = ipaddress.ip_address(addr[0].split("%", 1)[0])
-                local_addr = _local_from_cmsg(ancillary, self.address)
-                if remote_addr.version != version:
-                    continue
-                self.handler(data, Endpoint(local_addr, self.port), Endpoint(remote_addr, int(addr[1])))
-            except Exception:  # a handler bug must never stop the socket (ARCHITECTURE rule 3)
+                if not marker or data[:4] == NON_ESP_MARKER:
+                    # the kernel's text for an IPv4 address is ipaddress's; IPv6 is normalised (scope, case)
+                    host = str(ipaddress.IPv6Address(addr[0].split("%", 1)[0])) if v6 else addr[0]
+                    answer = quick(data[4:] if marker else data, host, addr[1])
+                if answer is None:
+                    self._deliver(data, ancillary, addr)
+                elif answer:
+                    self.quick_answers += 1
+                    out = NON_ESP_MARKER + answer if marker else answer
+                    if wildcard:
+                        sock.sendmsg([out], _reply_cmsg(ancillary), 0, addr)
+                    else:
+                        sock.sendto(out, addr)
+            except OSError as exc:
+                self.send_errors += 1
+                log.debug("send to %s failed: %s", addr, exc)
+            except Exception:  # rule 3, as in _deliver
                 log.exception("error while handling a datagram from %s", addr)
+        return read
 
     def send(self, data: bytes, local: Endpoint, remote: Endpoint) -> bool:
         """Send ``data`` to ``remote`` from ``local``'s address (PKTINFO when this socket is a wildcard)."""

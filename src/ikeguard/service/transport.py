@@ -20,7 +20,7 @@ from ikeguard.dataplane.base import DataPlane, IkeShare
 from ikeguard.engine.events import Endpoint, IpAddress
 from ikeguard.engine.settings import ConnectionSettings
 from ikeguard.service.errors import GatewayCommandError
-from ikeguard.service.sockets import KEEPALIVE, NON_ESP_MARKER, UdpListener, route_source
+from ikeguard.service.sockets import KEEPALIVE, NON_ESP_MARKER, QuickAnswer, UdpListener, route_source
 from ikeguard.service.stats import GatewayStats
 from ikeguard.wire.natt import Udp4500, demux_udp4500
 
@@ -76,8 +76,10 @@ class Transport:
         self.planes: dict[int, IkeShare] = {}  # IP version -> the data plane's 4500 socket of that family
         self._plane_addresses: dict[int, IpAddress] = {}
         self._route_cache: dict[IpAddress, IpAddress] = {}
-        # [gateway] workers: this worker's members of the supervisor's SO_REUSEPORT groups (service/workers)
-        self.inherited: dict[tuple[IpAddress, int], socket.socket] = {}
+        # [gateway] workers: this worker's members of the supervisor's SO_REUSEPORT groups (service/workers):
+        # (priority socket, bulk socket) per address and port
+        self.inherited: dict[tuple[IpAddress, int], tuple[socket.socket, socket.socket | None]] = {}
+        self.quick: QuickAnswer | None = None  # the stateless COOKIE answer for bulk sockets (sockets.py)
         self.keepalives_in = 0
         self.esp_dropped = 0
 
@@ -109,13 +111,16 @@ class Transport:
 
     def _bind(self, loop: asyncio.AbstractEventLoop, address: IpAddress, port: int,
               handler: Receiver) -> None:
+        sock, bulk = self.inherited.get((address, port), (None, None))
         try:
-            listener = UdpListener(address, port, handler, self.inherited.get((address, port)))
+            listener = UdpListener(address, port, handler, sock, bulk=bulk, quick=self.quick,
+                                   marker=handler == self._natt)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot bind {address} port {port}: {exc.strerror}") from None
         if self.prepare is not None:
             try:
-                self.prepare(listener.sock, port == self.plan.natt_port)
+                for member in listener.sockets():
+                    self.prepare(member, port == self.plan.natt_port)
             except OSError:
                 listener.close()
                 raise

@@ -1,9 +1,11 @@
 """IKE on every core (issue 22 item 1): ``[gateway] workers = N`` processes behind one UDP port 500/4500.
 
 The supervisor (``ikeguard run``) opens every socket: per listen address one ``SO_REUSEPORT`` group on 500 and
-one on 4500, N members each, with the steering program of :mod:`ikeguard.service.reuseport` (our SPI's first
-octet names the worker; IKE_SA_INIT requests spread by source address). Worker ``i`` is a full gateway process
-(``Gateway``, its engine with ``worker_id = i``) on member ``i`` of each group. The supervisor keeps its
+one on 4500, 2N members each, with the steering program of :mod:`ikeguard.service.reuseport` (our SPI's first
+octet names the worker; IKE_SA_INIT requests spread by source address; new requests without a COOKIE to the
+workers' bulk sockets, everything else to their priority sockets). Worker ``i`` is a full gateway process
+(``Gateway``, its engine with ``worker_id = i``) on members ``i`` (priority) and ``N + i`` (bulk) of each
+group. The supervisor keeps its
 copies of the sockets open, so a worker that dies leaves the group unchanged: its successor inherits the same
 sockets (and the datagrams queued meanwhile) while the other workers, their SAs and their sockets are
 untouched.
@@ -109,10 +111,10 @@ def open_groups(listen: Sequence[str], ike_port: int, natt_port: int,
     try:
         for text in listen:
             address = str(ipaddress.ip_address(text))
-            ike = open_group(address, ike_port, workers, natt=False)
+            ike = open_group(address, ike_port, workers, natt=False, priority=True)
             groups[(address, ike[0].getsockname()[1])] = ike
             if natt_port != ike_port:
-                natt = open_group(address, natt_port, workers, natt=True)
+                natt = open_group(address, natt_port, workers, natt=True, priority=True)
                 groups[(address, natt[0].getsockname()[1])] = natt
     except OSError:
         close_groups(groups)
@@ -265,7 +267,7 @@ class SharedState:
 
 
 def join_worker(gateway: Any, index: int, workers: int, shared: Any, cookie_seed: bytes,
-                sockets: dict[tuple[str, int], socket.socket]) -> Callable[[], None]:
+                sockets: dict[tuple[str, int], tuple[socket.socket, socket.socket]]) -> Callable[[], None]:
     """Make ``gateway`` (not started yet) worker ``index``: our SPIs name it, it binds the inherited sockets,
     cookies follow the global half-open count and the shared secret. Returns the publisher to call
     periodically (half-open count into shared memory)."""
@@ -274,7 +276,7 @@ def join_worker(gateway: Any, index: int, workers: int, shared: Any, cookie_seed
     engine.ctx.number_uniqueids(index + 1, workers)  # (uniqueid - 1) % workers == index: routing
     if index != 0:  # start_action (and the retries it schedules) in worker 0 only: one IKE SA, not N
         gateway.actions.start_connections = _nothing
-    gateway.transport.inherited = {(ipaddress.ip_address(a), p): s for (a, p), s in sockets.items()}
+    gateway.transport.inherited = {(ipaddress.ip_address(a), p): pair for (a, p), pair in sockets.items()}
     engine.share_cookie_secret(cookie_seed)
     slot = _HALF_OPEN + index
 
@@ -332,9 +334,9 @@ class WorkerPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.TimerHandle] = set()
 
-    def sockets_of(self, index: int) -> dict[tuple[str, int], socket.socket]:
-        """Worker ``index``'s member of every group."""
-        return {key: socks[index] for key, socks in self.groups.items()}
+    def sockets_of(self, index: int) -> dict[tuple[str, int], tuple[socket.socket, socket.socket]]:
+        """Worker ``index``'s members of every group: (priority, bulk)."""
+        return {key: (socks[index], socks[self.count + index]) for key, socks in self.groups.items()}
 
     def pids(self) -> list[int | None]:
         """The worker processes' ids (None while one is being restarted)."""
