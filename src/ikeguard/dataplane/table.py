@@ -11,6 +11,12 @@ peers may choose the same one (issue 13 S3: a peer copying another peer's SPI fr
 own entry, bound to its own Child SA's policy; deleting, moving or counting one never touches the other.
 Inbound SPIs are ours and unique (a duplicate is refused); an inbound SA is still only deleted for the Child
 SA it belongs to, so the cleanup of a Child SA refused for a colliding SPI cannot remove the first one.
+
+With several data-plane workers (:mod:`ikeguard.dataplane.userspace.workers`) each worker has its own table
+and only the worker owning an outbound SA holds it (one sender per SA: the sequence number is the AES-GCM
+nonce, RFC 4106 §3.1). A worker whose TUN queue reads a packet of a policy whose outbound SA lives in another
+worker gets :class:`Forward` (``set_forward``) and hands the packet over; a policy with an own SA (RFC 9611
+per-resource SAs: one per worker, same selectors) never forwards.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ class Policy:
     remote_ts: tuple[TrafficSelector, ...]
     outbound: OutboundSa | None = None
     no_sa_drops: int = 0
+    forward: dict[int, int] = field(default_factory=dict)  # Child SA -> worker holding its outbound SA
+    forward_to: int | None = None  # a worker of ``forward`` (used only while ``outbound`` is None)
 
 
 @dataclass(slots=True)  # not frozen: built once per packet, and frozen dataclass construction is slower
@@ -65,6 +73,14 @@ class Send:
     destination: SaEndpoint
     encap: bool = True
     sockaddr: tuple[str, int] = ("", 0)  # destination as the socket API wants it
+
+
+@dataclass(slots=True)
+class Forward:
+    """Hand ``data`` (an IP packet from the TUN) to data-plane worker ``worker``: it owns the outbound SA."""
+
+    worker: int
+    data: bytes
 
 
 @dataclass(slots=True)
@@ -155,6 +171,18 @@ class SaTable:
     def _refresh(self) -> None:
         unique = {id(p): p for p in self._policies.values()}
         self._flow_cache = _FlowCache(tuple(unique.values()))
+
+    def set_forward(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
+                    remote_ts: tuple[TrafficSelector, ...], worker: int | None) -> None:
+        """Child SA ``child_uniqueid``'s outbound SA lives in data-plane worker ``worker`` (None: no longer):
+        packets of its policy go there while this table has no outbound SA of its own for the policy."""
+        policy = self.add_policy(child_uniqueid, local_ts, remote_ts)
+        with self._lock:
+            if worker is None:
+                policy.forward.pop(child_uniqueid, None)
+            else:
+                policy.forward[child_uniqueid] = worker
+            policy.forward_to = next(iter(policy.forward.values()), None)
 
     def policy(self, child_uniqueid: int) -> Policy | None:
         """The policy a Child SA uses."""
@@ -322,8 +350,9 @@ class SaTable:
         outer = IPV6_UDP_OVERHEAD if sa.config.destination.address.version == 6 else IPV4_UDP_OVERHEAD
         return self.path_mtu - outer - sa.transform.overhead
 
-    def outbound(self, inner: bytes) -> Send | ToTun | None:
-        """Process a packet read from the TUN: ESP to send, an ICMP error for the TUN, or None (dropped)."""
+    def outbound(self, inner: bytes) -> Send | ToTun | Forward | None:
+        """Process a packet read from the TUN: ESP to send, an ICMP error for the TUN, the packet for the
+        worker owning the policy's SA, or None (dropped)."""
         flow = parse_flow(inner)
         if flow is None:
             self._drop("malformed")
@@ -336,6 +365,8 @@ class SaTable:
                 return None
         sa = policy.outbound
         if sa is None:  # fail closed
+            if policy.forward_to is not None:
+                return Forward(policy.forward_to, inner)
             policy.no_sa_drops += 1
             self._drop("no_sa")
             return None

@@ -4,7 +4,8 @@ Config: ``{"tun", "tun_addresses", "listen", "port", "path_mtu", "tun_mtu", "pol
 "local_ts", "remote_ts"}], "sas": [...], "keepalive": {"peer", "interval"}}`` (SAs as in :mod:`.config`).
 After set-up it prints ``{"ready": true}``; then it reads one JSON command per line on stdin (``add_sa``,
 ``delete_sa``, ``remove_policy``, ``counters``, ``events``, ``set_path_mtu``) and answers one JSON line
-each. SIGTERM stops it.
+each. SIGTERM stops it. ``"workers": N`` (N > 1) runs N worker processes (:mod:`.workers`); an SA then
+may name its ``"worker"``, and ``counters`` says which worker holds each SA.
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with open(args[0]) as f:
         config = json.load(f)
+    if int(config.get("workers", 1)) > 1:
+        from ikeguard.dataplane.userspace.workers import run_supervisor
+
+        return run_supervisor(config)
     try:
         asyncio.run(run(config))
     except (DataPlaneError, OSError) as exc:

@@ -4,6 +4,11 @@ One UDP socket (normally port 4500) carries IKE and ESP; datagrams are demultipl
 (RFC 3948 §2.2): four zero octets = IKE (handed to ``on_ike`` without the marker), a single 0xFF = NAT
 keepalive (§2.3, counted and dropped), anything else = ESP. Runs on an asyncio loop: readers on the TUN fd
 and the socket drain up to ``BATCH`` packets per wake-up. Packet logic lives in :class:`SaTable`.
+
+As one of several workers (:mod:`.workers`) a plane is given its TUN queue (``tun_fd``) and its member of the
+port's ``SO_REUSEPORT`` group, leaves routes to the supervisor (``manage_routes=False``), and hands packets
+whose outbound SA another worker owns to that worker (``handoff``: worker -> datagram socket); packets
+handed to it arrive on ``handoff_in``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ikeguard.dataplane.base import (
     SaEndpoint,
 )
 from ikeguard.dataplane.esp import AEAD_TRANSFORMS, CBC_TRANSFORMS, INTEG_TRANSFORMS
-from ikeguard.dataplane.table import SaTable, Send
+from ikeguard.dataplane.table import Forward, SaTable, Send
 from ikeguard.dataplane.userspace.routes import install_routes, remove_routes
 from ikeguard.dataplane.userspace.tun import configure_tun, open_tun
 from ikeguard.policy.ts import TrafficSelector
@@ -68,20 +73,31 @@ class UserspaceDataPlane:
 
     def __init__(self, tun_name: str, sock: socket.socket, *, path_mtu: int = 1500,
                  tun_addresses: tuple[str, ...] = (), on_ike: IkeCallback = _ike_ignored,
-                 tun_mtu: int | None = None, rekeyed_inbound_linger: float = REKEYED_INBOUND_LINGER) -> None:
+                 tun_mtu: int | None = None, rekeyed_inbound_linger: float = REKEYED_INBOUND_LINGER,
+                 tun_fd: int | None = None, manage_routes: bool = True,
+                 handoff: dict[int, socket.socket] | None = None,
+                 handoff_in: socket.socket | None = None) -> None:
         self.table = SaTable(path_mtu=path_mtu)
         self.rekeyed_inbound_linger = rekeyed_inbound_linger
         self.sock = sock
         self.on_ike = on_ike
         self.stats: dict[str, int] = {"keepalives_in": 0, "ike_in": 0, "ike_errors": 0, "send_errors": 0,
-                                      "tun_errors": 0, "gso_sends": 0, "gro_batches": 0}
-        self.tun_fd, self.tun_name = open_tun(tun_name)
+                                      "tun_errors": 0, "gso_sends": 0, "gro_batches": 0,
+                                      "handed_off": 0, "handed_in": 0, "handoff_drops": 0}
+        self.manage_routes = manage_routes
+        self.handoff = handoff or {}
+        self.handoff_in = handoff_in
+        if tun_fd is None:
+            self.tun_fd, self.tun_name = open_tun(tun_name)
+        else:
+            self.tun_fd, self.tun_name = tun_fd, tun_name
         self._sources: dict[int, str] = {}
         for cidr in tun_addresses:
             iface = ipaddress.ip_interface(cidr)
             self._sources.setdefault(iface.version, str(iface.ip))
         self.fixed_tun_mtu = tun_mtu
-        configure_tun(self.tun_name, self.tun_mtu(), tun_addresses)
+        if manage_routes:
+            configure_tun(self.tun_name, self.tun_mtu(), tun_addresses)
         self._routes: dict[int, list[str]] = {}
         self.gso = True
         self._raw: dict[int, socket.socket] = {}  # IP version -> raw ESP socket (opened on first use)
@@ -142,6 +158,9 @@ class UserspaceDataPlane:
                    remote_ts: tuple[TrafficSelector, ...]) -> None:
         """Route the remote selectors into the TUN (with the blackhole fallback)."""
         policy = self.table.add_policy(child_uniqueid, local_ts, remote_ts)
+        if not self.manage_routes:
+            self._routes[child_uniqueid] = []
+            return
         shared = next((nets for cid, nets in self._routes.items()
                        if cid != child_uniqueid and self.table.policy(cid) is policy), None)
         self._routes[child_uniqueid] = (
@@ -204,13 +223,16 @@ class UserspaceDataPlane:
     def set_path_mtu(self, mtu: int) -> None:
         """Follow a path MTU change: new SAs' inner MTU, the TUN MTU, and MSS clamping adjust."""
         self.table.path_mtu = mtu
-        configure_tun(self.tun_name, self.tun_mtu())
+        if self.manage_routes:
+            configure_tun(self.tun_name, self.tun_mtu())
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Register the TUN and socket readers on ``loop``."""
         self._loop = loop
         loop.add_reader(self.tun_fd, self._on_tun)
         loop.add_reader(self.sock.fileno(), self._on_udp)
+        if self.handoff_in is not None:
+            loop.add_reader(self.handoff_in.fileno(), self._on_handoff)
         for version, raw in self._raw.items():
             loop.add_reader(raw.fileno(), self._on_raw, raw, version)
 
@@ -223,6 +245,8 @@ class UserspaceDataPlane:
         if self._loop is not None:
             self._loop.remove_reader(self.tun_fd)
             self._loop.remove_reader(self.sock.fileno())
+            if self.handoff_in is not None:
+                self._loop.remove_reader(self.handoff_in.fileno())
             for raw in self._raw.values():
                 self._loop.remove_reader(raw.fileno())
         for raw in self._raw.values():
@@ -264,12 +288,53 @@ class UserspaceDataPlane:
                     send(segments, dest)
                     segments, total = [], 0
                 continue
+            if result.__class__ is Forward:
+                assert isinstance(result, Forward)
+                self._hand_off(result)
+                continue
             try:
                 os.write(fd, result.data)
             except OSError:
                 self.stats["tun_errors"] += 1
         if segments:
             send(segments, dest)
+
+    def _hand_off(self, forward: Forward) -> None:
+        """Give a packet to the worker owning its policy's outbound SA (one sender per SA)."""
+        peer = self.handoff.get(forward.worker)
+        try:
+            if peer is None:
+                raise OSError
+            peer.send(forward.data, socket.MSG_DONTWAIT)
+            self.stats["handed_off"] += 1
+        except OSError:  # the owner's queue is full or it is gone: dropped, like a full TUN queue
+            self.stats["handoff_drops"] += 1
+
+    def _on_handoff(self) -> None:
+        """Packets another worker read from its TUN queue for an outbound SA this worker owns."""
+        assert self.handoff_in is not None
+        recv, outbound = self.handoff_in.recv, self.table.outbound
+        for _ in range(BATCH):
+            try:
+                pkt = recv(65535, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            self.stats["handed_in"] += 1
+            result = outbound(pkt)
+            if result is None:
+                continue
+            if isinstance(result, Send):
+                if result.encap:
+                    self.send_segments([result.data], result.sockaddr)
+                else:
+                    self._send_raw(result)
+            elif isinstance(result, Forward):  # we lost the SA meanwhile: never bounce packets around
+                self.stats["handoff_drops"] += 1
+            else:
+                try:
+                    os.write(self.tun_fd, result.data)
+                except OSError:
+                    self.stats["tun_errors"] += 1
 
     def send_segments(self, segments: list[bytes], dest: tuple[str, int]) -> None:
         """Send ESP packets to one destination: one ``sendmsg`` with UDP GSO (``UDP_SEGMENT``) when there

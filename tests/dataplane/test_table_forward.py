@@ -1,0 +1,29 @@
+"""Data-plane workers (issue 22): a table without the policy's outbound SA hands packets to the worker that
+owns it (one sender per SA); with an own SA (RFC 9611 per-resource SAs) it never forwards."""
+
+from __future__ import annotations
+
+from ikeguard.dataplane.base import SaDirection
+from ikeguard.dataplane.table import Forward, SaTable, Send
+from tests.dataplane.packets import udp4
+from tests.dataplane.test_table import sa_pair
+
+INNER = udp4("198.51.100.7", "203.0.113.9", 1000, 2, b"x" * 64)
+
+
+def test_forward_to_the_owner_until_an_own_sa_is_installed() -> None:
+    a_out, _b_in, _b_out, _a_in = sa_pair(child=1)
+    worker1 = SaTable()
+    assert worker1.outbound(INNER) is None  # no policy at all: dropped
+    worker1.set_forward(1, a_out.local_ts, a_out.remote_ts, 0)  # Child SA 1's SA lives in worker 0
+    result = worker1.outbound(INNER)
+    assert isinstance(result, Forward) and result.worker == 0 and result.data == INNER
+    own, _, _, _ = sa_pair(child=2, spi_ab=0x3001, spi_ba=0x4001)  # a per-resource SA, same selectors
+    worker1.add_sa(own)
+    sent = worker1.outbound(INNER)
+    assert isinstance(sent, Send) and sent.data[:4] == (0x3001).to_bytes(4, "big")
+    worker1.delete_sa(0x3001, SaDirection.OUTBOUND, 2)  # own SA gone: back to the owner of Child SA 1
+    assert isinstance(worker1.outbound(INNER), Forward)
+    worker1.set_forward(1, a_out.local_ts, a_out.remote_ts, None)  # and that one is gone too: fail closed
+    assert worker1.outbound(INNER) is None
+    assert worker1.drops.get("no_sa") == 1
