@@ -1,6 +1,6 @@
 """ESP on every core (issue 22): the standalone userspace data plane with two worker processes per side, in
-network namespaces with static SAs. Counts senders per SA: every outbound SA's ESP packets on the wire form one
-strictly increasing sequence-number stream (no number twice, never out of order: one sender), and the
+network namespaces with static SAs. Counts senders per SA: every outbound SA's ESP packets on the wire form
+one strictly increasing sequence-number stream (no number twice, never out of order: one sender), and the
 per-worker counters show each SA in exactly one worker. First one Child SA (a peer without RFC 9611: the
 worker without the SA hands its packets to the owner), then a second Child SA with the same selectors on the
 other worker (RFC 9611 per-resource SAs): both carry traffic, nothing is handed over. Needs root."""

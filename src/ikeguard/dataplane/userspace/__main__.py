@@ -17,7 +17,8 @@ import socket
 import sys
 from typing import Any
 
-from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent, SaDirection
+from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent
+from ikeguard.dataplane.userspace.commands import handle
 from ikeguard.dataplane.userspace.config import endpoint, sa_from_json, selectors
 from ikeguard.dataplane.userspace.plane import UserspaceDataPlane
 
@@ -25,39 +26,6 @@ from ikeguard.dataplane.userspace.plane import UserspaceDataPlane
 def _reply(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
-
-
-def _counters(plane: UserspaceDataPlane) -> dict[str, Any]:
-    sas = [{"spi": f"{spi:08x}", "direction": d.value, **c.as_dict()}
-           for spi, d, c in plane.table.all_counters()]
-    return {"ok": True, "sas": sas, "drops": dict(plane.table.drops), "stats": dict(plane.stats)}
-
-
-def handle(plane: UserspaceDataPlane, cmd: dict[str, Any], events: list[DataPlaneEvent]) -> dict[str, Any]:
-    """Apply one control command."""
-    op = cmd.get("op")
-    try:
-        if op == "add_sa":
-            plane.add_sa(sa_from_json(cmd["sa"]))
-        elif op == "delete_sa":
-            spi, child = cmd["spi"], cmd.get("child")  # "child": the Child SA (outbound SPIs may repeat)
-            plane.delete_sa(int(spi, 0) if isinstance(spi, str) else int(spi), SaDirection(cmd["direction"]),
-                            None if child is None else int(child))
-        elif op == "remove_policy":
-            plane.remove_policy(int(cmd["child"]))
-        elif op == "set_path_mtu":
-            plane.set_path_mtu(int(cmd["mtu"]))
-        elif op == "counters":
-            return _counters(plane)
-        elif op == "events":
-            out = [{"type": type(e).__name__, **{k: str(v) for k, v in vars(e).items()}} for e in events]
-            events.clear()
-            return {"ok": True, "events": out}
-        else:
-            return {"ok": False, "error": f"unknown op {op!r}"}
-    except (DataPlaneError, KeyError, ValueError, OSError) as exc:
-        return {"ok": False, "error": str(exc)}
-    return {"ok": True}
 
 
 async def run(config: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ import sys
 from typing import Any, TextIO
 
 from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent, SaDirection
+from ikeguard.dataplane.userspace.commands import handle
 from ikeguard.dataplane.userspace.config import endpoint, sa_from_json, selectors
 from ikeguard.dataplane.userspace.plane import UserspaceDataPlane
 from ikeguard.dataplane.userspace.routes import install_routes, remove_routes
@@ -54,8 +55,6 @@ def owner(sa: dict[str, Any], workers: int) -> int:
 # --- a worker -------------------------------------------------------------------------------------------
 async def _serve_worker(index: int, plane: UserspaceDataPlane, control: socket.socket,
                         keepalive: dict[str, Any] | None) -> None:
-    from ikeguard.dataplane.userspace.__main__ import handle
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
