@@ -116,17 +116,22 @@ def _unreachable(ns: Namespace, port: int) -> None:
 
 
 def _pair(ca: Ca, client: IssuedCertificate, ikg_host: Host, ss_host: Host, gateway: GatewayFactory,
-          peer61: Peer61Factory) -> tuple[GatewayProcess, StrongSwan61Peer]:
-    """ikeguard responder (ocsp = both) and strongSwan 6.1 initiator (ocsp = both), strict revocation."""
+          peer61: Peer61Factory, *, ikeguard_role: str = "responder",
+          ) -> tuple[GatewayProcess, StrongSwan61Peer]:
+    """ikeguard (the gateway certificate) and strongSwan 6.1 (a client certificate), ``ocsp = both`` and
+    ``revocation = strict`` on both; the initiator is strongSwan unless ``ikeguard_role`` is "initiator"."""
     ca_pem = ca.root.public_bytes(serialization.Encoding.PEM)
-    gw = ikeguard_side(gateway, ikg_host, ss_host, spec=PairSpec(), remote_addr="%any",
+    initiator = ikeguard_role == "initiator"
+    gw = ikeguard_side(gateway, ikg_host, ss_host, spec=PairSpec(),
+                       remote_addr=None if initiator else "%any",
                        local=IkgLocal("pubkey", GW_FQDN, certs=["pki/gw.pem"], key="pki/gw.key"),
                        remote=IkgRemote("pubkey", CLIENT_FQDN, cacerts=["vpn-ca"], revocation="strict"),
                        authorities=[IkgAuthority("vpn-ca", cacert="pki/ca.pem")],
-                       conn={"extra": {"ocsp": "both"}},
+                       conn={"extra": {"ocsp": "both"}}, start=not initiator,
                        files={"pki/gw.pem": ca.gw.cert_pem(), "pki/gw.key": ca.gw.key_pem(),
                               "pki/ca.pem": ca_pem})
     peer = strongswan_side(peer61, ss_host, ikg_host, spec=PairSpec(),
+                           remote_addr="%any" if initiator else None,
                            local=AuthConfig("pubkey", CLIENT_FQDN, certs=["client.pem"]),
                            remote=AuthConfig("pubkey", GW_FQDN, cacerts=["ca.pem"],
                                              extra={"revocation": "strict"}),
@@ -143,23 +148,35 @@ def _wait_staple(gw: GatewayProcess, timeout: float = 15.0) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.parametrize("ikeguard_role", ["responder", "initiator"])
 def test_ocsp_responses_stapled_both_ways_with_strongswan61(
-    ca: Ca, netns_topology: Callable[..., Topology], strongswan61_peer: Peer61Factory,
+    ikeguard_role: str, ca: Ca, netns_topology: Callable[..., Topology], strongswan61_peer: Peer61Factory,
     ikeguard_gateway: GatewayFactory, ocsp_responder: Callable[[Namespace, int], None],
 ) -> None:
-    """strongSwan (initiator, ``ocsp = both``) asks in IKE_AUTH and gets ikeguard's stapled answer; ikeguard
-    (responder, ``ocsp = both``) asks in IKE_SA_INIT and validates strongSwan's stapled answer."""
+    """Both ``ocsp = both``. ikeguard responder: strongSwan asks in its IKE_AUTH request and gets ikeguard's
+    stapled answer in the response; ikeguard asks in the IKE_SA_INIT response and validates the answer
+    strongSwan staples in its IKE_AUTH request. ikeguard initiator: the other way round (ikeguard asks in
+    its IKE_AUTH request, strongSwan in its IKE_SA_INIT response)."""
     topo = netns_topology("direct")
     left, right = topo.left, topo.right
-    ocsp_responder(right.namespace, GW_PORT)  # ikeguard fetches its own status here
-    ocsp_responder(left.namespace, CLIENT_PORT)  # strongSwan fetches its own status here
-    _unreachable(left.namespace, GW_PORT)
-    _unreachable(right.namespace, CLIENT_PORT)
-    gw, peer = _pair(ca, ca.client, right, left, ikeguard_gateway, strongswan61_peer)
-    _wait_staple(gw)
-    peer.initiate(child="net", ike=CONN, timeout=15)
+    ikg_host, ss_host = (right, left) if ikeguard_role == "responder" else (left, right)
+    ocsp_responder(ikg_host.namespace, GW_PORT)  # ikeguard fetches its own status here
+    ocsp_responder(ss_host.namespace, CLIENT_PORT)  # strongSwan fetches its own status here
+    _unreachable(ss_host.namespace, GW_PORT)
+    _unreachable(ikg_host.namespace, CLIENT_PORT)
+    gw, peer = _pair(ca, ca.client, ikg_host, ss_host, ikeguard_gateway, strongswan61_peer,
+                     ikeguard_role=ikeguard_role)
+    if ikeguard_role == "responder":
+        _wait_staple(gw)
+        peer.initiate(child="net", ike=CONN, timeout=15)
+    else:
+        gw.start()
+        _wait_staple(gw)
+        gw.cli("initiate", "--conn", CONN, json=False)
+        peer.wait_established(CONN, "net", timeout=15)
     log = peer.log()
-    assert "received OCSP response issued by" in log, log[-4000:]
+    assert "received OCSP response issued by" in log and "certificate status is good" in log, log[-4000:]
+    assert "sending OCSP status for certificate" in log, log[-4000:]
     validated = gw.wait_audit(lambda e: e["event"] == "cert.validated", what="cert.validated")
     assert validated["details"].get("ocsp_received") == "good", validated
     success = gw.wait_audit(lambda e: e["event"] == "auth.success", what="auth.success")

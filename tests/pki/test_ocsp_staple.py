@@ -113,3 +113,45 @@ def test_service_fetches_our_staple_from_the_certificates_responder(
     revocation_server.post_routes["/ocsp"] = lambda body: b"not an OCSP response"
     staple, why = fetch_staple(target, UrllibFetcher(timeout=2.0), NOW)
     assert staple is None and "malformed" in why
+
+
+def test_stapler_keeps_the_staple_and_retries_after_a_failure(revocation_server: RevocationServer) -> None:
+    """``OcspStapler`` on an event loop: fetched in its worker thread into the engine's dict; a responder
+    that fails leaves no staple and is asked again after the back-off; a removed connection drops it."""
+    import asyncio
+    import datetime as dt
+
+    from ikeguard.service.ocsp_staple import OcspStapler
+
+    now = dt.datetime.now(dt.UTC)
+    root = issue("CN=Staple Root", key=make_key("ec256", 70), ca=True)
+    url = revocation_server.url("/ocsp")
+    ours = issue("CN=gw-live", root, dns=["gw.example.net"], ocsp_uris=[url])
+    answers = [b"junk"]
+    revocation_server.post_routes["/ocsp"] = lambda body: answers[-1]
+    conn = ConnectionSettings(name="tills", ike_proposals=(), children=(), ocsp="both",
+                              local=LocalAuth(AuthKind.PUBKEY, "gw.example.net", certs=(ours.cert,)),
+                              remote=RemoteAuth(AuthKind.PUBKEY))
+    trusts = {"tills": ConnectionTrust((root.cert,), RevocationChecker(), ValidationPolicy())}
+
+    async def scenario() -> None:
+        staples: dict = {}
+        stapler = OcspStapler(staples, fetcher=UrllibFetcher(timeout=2.0), min_refresh=0.4)
+        stapler.configure([conn], trusts)
+        stapler.start()
+        try:
+            await asyncio.sleep(0.5)
+            assert staples == {}  # junk is not stapled
+            answers.append(make_ocsp_response(ours.cert, root, this_update=now - timedelta(minutes=1),
+                                              next_update=now + timedelta(minutes=10)))
+            for _ in range(50):
+                if staples:
+                    break
+                await asyncio.sleep(0.1)
+            assert staples["tills"].status == "good" and staples["tills"].der == answers[-1]
+            stapler.configure([], trusts)
+            assert staples == {}
+        finally:
+            await stapler.close()
+
+    asyncio.run(scenario())

@@ -432,3 +432,17 @@ def test_settings_syntax(text: str, expected: dict[str, Any]) -> None:
 def test_settings_syntax_errors_name_the_line(text: str) -> None:
     with pytest.raises(SettingsSyntaxError, match=r"<text>:\d+: "):
         parse_settings(text)
+
+
+def test_ocsp_stapling_mode_is_imported_and_a_bad_one_reported(tmp_path: Path) -> None:
+    """swanctl's connections.<conn>.ocsp (RFC 4806) maps to ours; a value it does not know is listed."""
+    for value, expected in (("both", "both"), ("Reply", "reply"), ("sometimes", None)):
+        (tmp_path / value).mkdir()
+        src = tmp_path / value / "swanctl.conf"
+        text = IPV6_PSK.replace("        proposals =", f"        ocsp = {value}\n        proposals =", 1)
+        src.write_text(text)
+        out = tmp_path / value / "gateway.toml"
+        _code, report = _run(str(src), "-o", str(out), "--profile", "baseline")
+        conn = tomllib.loads(out.read_text())["connections"]["v6"]
+        assert conn.get("ocsp") == expected
+        assert ("connections.v6.ocsp" in _unmapped(report)) is (expected is None)

@@ -120,6 +120,7 @@ class OcspStapler:
         self._backoff: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.max_refresh, self.min_refresh, self.max_backoff = max_refresh, min_refresh, max_backoff
 
     def configure(self, connections: Iterable[ConnectionSettings],
@@ -145,7 +146,11 @@ class OcspStapler:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="ikeguard-ocsp-staple")
 
     async def close(self) -> None:
-        """Stop refreshing; a fetch in a worker thread ends by its own timeout."""
+        """Stop refreshing; a fetch in a worker thread ends by its own timeout. The loop also stops by
+        itself once it sees ``_closed``: Python 3.11's ``wait_for`` may swallow a cancellation that
+        arrives together with a wake-up (a reload right before shutdown)."""
+        self._closed = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -155,7 +160,7 @@ class OcspStapler:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:
             now = time.time()
             for name, held in list(self.staples.items()):
                 if held.next_update is not None and held.next_update <= now:
@@ -164,7 +169,9 @@ class OcspStapler:
                                 "until a new one is fetched", name)
             due = [n for n, at in self._due.items() if at <= now]
             for name in due:
-                target = self._targets[name]
+                target = self._targets.get(name)
+                if target is None or self._closed:
+                    continue
                 fetched: tuple[OcspStaple | None, str] = await loop.run_in_executor(
                     self._pool, fetch_staple, target, self._fetcher, datetime.now(UTC))
                 staple, where = fetched

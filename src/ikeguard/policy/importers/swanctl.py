@@ -233,6 +233,8 @@ class _Converter:
                     out[k] = b
             elif k == "fragmentation" or k == "unique":
                 out[k] = v.strip().lower()
+            elif k == "ocsp" and v.strip().lower() in ("never", "reply", "request", "both"):
+                out[k] = v.strip().lower()  # RFC 4806 (docs/pki.md); strongSwan's default: reply, ours: never
             elif k == "pools":
                 out[k] = _list(v)
             elif k in ("if_id_in", "if_id_out"):
