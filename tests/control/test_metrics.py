@@ -138,3 +138,22 @@ def _listeners(port: int) -> list[str]:
                 else:
                     found.append("v6:" + addr)
     return found
+
+
+def test_stapled_ocsp_responses_are_counted(gateway: MetricsGateway) -> None:
+    """RFC 4806: ``ocsp_received``/``ocsp_sent`` of the auth records become ikeguard_ocsp_stapled_total."""
+    for details in ({"ocsp_received": "good", "ocsp_sent": "good"}, {"ocsp_received": "good"},
+                    {"ocsp_sent": "none cached"}):
+        gateway.stats.count_audit(AuditEvent(EventName.AUTH_SUCCESS, connection="merchants", details=details))
+    gateway.stats.count_audit(AuditEvent(EventName.AUTH_FAILURE, Outcome.FAILURE, connection="merchants",
+                                         details={"ocsp_received": "revoked"}))
+    gateway.stats.count_audit(AuditEvent(EventName.CERT_VALIDATED, connection="merchants",
+                                         details={"ocsp_received": "good"}))  # not counted twice
+    samples = _samples(GatewayCollector(gateway))
+
+    def stapled(direction: str, status: str) -> float:
+        return _value(samples, "ikeguard_ocsp_stapled_total", connection="merchants", direction=direction,
+                      status=status)
+
+    assert stapled("received", "good") == 2 and stapled("received", "revoked") == 1
+    assert stapled("sent", "good") == 1 and stapled("sent", "none cached") == 1
