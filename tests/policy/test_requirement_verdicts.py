@@ -81,3 +81,14 @@ def test_passing_processor_lists_verdicts_for_each_framework(processor: Path) ->
         worst = {r["status"] for r in requirement["rules"]}
         if requirement["verdict"] == "pass":
             assert worst <= {"pass", "not_applicable"}, requirement
+
+
+def test_stapled_ocsp_counts_as_a_revocation_source(processor: Path) -> None:
+    """RFC 4806: with ``ocsp = "request"`` the peer's stapled OCSP response is the revocation source (strict
+    still refuses a peer that staples none and whose CA gives no reachable source)."""
+    edit(processor, 'crls = ["pki/vpn.crl"]\n', "")
+    _code, report = check_json(processor)
+    assert report["rules"]["revocation.configured"] == "fail"
+    edit(processor, 'unique = "replace"\n', 'unique = "replace"\nocsp = "request"\n')
+    _code, report = check_json(processor)
+    assert report["rules"]["revocation.configured"] == "pass"

@@ -168,12 +168,15 @@ def check_revocation_config(rule: Rule, ctx: CheckContext) -> list[Outcome]:
                                file=ctx.file, target=conn_target(name)))
             continue
         authorities = [model.authorities[c] for c in conn.remote.cacerts if c in model.authorities]
-        if not authorities or not any(a.crls or a.crl_uris or a.ocsp_uris for a in authorities):
+        stapled = conn.ocsp in ("request", "both")  # RFC 4806: the peer's stapled OCSP response (docs/pki.md)
+        if not stapled and (not authorities or not any(a.crls or a.crl_uris or a.ocsp_uris
+                                                       for a in authorities)):
             out.append(Outcome(f"connections.{name}.remote.cacerts", False, ", ".join(conn.remote.cacerts),
-                               "no authority with crls, crl_uris or ocsp_uris", file=ctx.file,
-                               target=conn_target(name)))
+                               "no authority with crls, crl_uris or ocsp_uris, and no ocsp = \"request\"",
+                               file=ctx.file, target=conn_target(name)))
             continue
-        out.append(Outcome(scope, True, conn.remote.revocation))
+        source = f" (ocsp = {conn.ocsp})" if stapled else ""
+        out.append(Outcome(scope, True, conn.remote.revocation + source))
     return out
 
 
