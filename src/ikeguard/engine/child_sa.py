@@ -32,6 +32,8 @@ class ChildSa:
     outbound_installed: bool = False
     initiator: bool = True  # we initiated the exchange that created it (KEYMAT direction, §2.17)
     mode: str = "tunnel"  # negotiated: "transport" only when both ends asked for it (RFC 7296 §1.3.1)
+    resource_group: bool = False  # RFC 9611: one of a negotiated group of Child SAs with these selectors
+    resource_id: int = 0  # its place in the group: 0 = the fallback SA, 1..N = per-resource SAs
     # Rekey bookkeeping (RFC 7296 §2.8.1): the SA our rekey created and that exchange's nonces; the SA
     # the peer's rekey of this one created (while ours was in flight) and its nonces.
     replaced_by: ChildSa | None = field(default=None, repr=False)

@@ -82,6 +82,7 @@ class ChildSettings:
     rekey_packets: int = 0
     life_packets: int = 0
     replay_window: int = 32
+    per_resource_sas: int = 0  # RFC 9611: additional Child SAs with these selectors, one per resource (CPU)
 
     @property
     def pfs(self) -> bool:

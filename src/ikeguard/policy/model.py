@@ -294,6 +294,9 @@ class Child(Strict):
     rekey_packets: Size = 0
     life_packets: Size = 0
     replay_window: int = Field(default=32, ge=0, le=65536)
+    # RFC 9611: besides this Child SA (the fallback), up to N more with the same selectors, one per resource
+    # (CPU/worker), created when the peer answers with SA_RESOURCE_INFO; as responder up to N are accepted
+    per_resource_sas: int = Field(default=0, ge=0, le=64)
     mode: Literal["tunnel", "transport"] = "tunnel"
     start_action: Literal["none", "start", "trap"] = "none"
     dpd_action: Literal["none", "clear", "trap", "restart"] = "clear"

@@ -487,6 +487,7 @@ def _child(name: str, child: Child) -> ChildSettings:
         rekey_packets=child.rekey_packets,
         life_packets=child.life_packets,
         replay_window=child.replay_window,
+        per_resource_sas=child.per_resource_sas,
     )
 
 

@@ -44,6 +44,7 @@ NEXT_REKEY_KEYS = frozenset({"rekey_time", "reauth_time", "over_time", "rand_tim
                              "dpd_timeout", "mobike", "fragmentation", "unique", "proposals", "ocsp"})
 CHILD_NEXT_REKEY_KEYS = frozenset({"rekey_time", "life_time", "rand_time", "rekey_bytes", "life_bytes",
                                    "rekey_packets", "life_packets", "replay_window", "esp_proposals",
+                                   "per_resource_sas",
                                    "start_action", "dpd_action", "close_action"})
 ADDRESS_KEYS = frozenset({"local_addrs", "remote_addrs"})  # make-before-break cannot reach a new address
 STARTS_PER_SECOND = 5.0  # connections (re)started per second after a reload

@@ -72,6 +72,7 @@ _NOTIFY_SHORT: dict[int, str] = {
     NotifyType.USE_PPK: "USE_PPK",
     NotifyType.INTERMEDIATE_EXCHANGE_SUPPORTED: "IKE_INT_SUP",
     NotifyType.ADDITIONAL_KEY_EXCHANGE: "ADD_KE",
+    NotifyType.SA_RESOURCE_INFO: "RES_INFO",
 }
 
 _CP_SHORT: dict[int, str] = {

@@ -311,6 +311,7 @@ class NotifyType(IntEnum):
     TEMPORARY_FAILURE = 43
     CHILD_SA_NOT_FOUND = 44
     STATE_NOT_FOUND = 47
+    TS_MAX_QUEUE = 48  # RFC 9611 §4: no more per-resource Child SAs for these selectors
     INITIAL_CONTACT = 16384
     SET_WINDOW_SIZE = 16385
     ADDITIONAL_TS_POSSIBLE = 16386
@@ -349,6 +350,7 @@ class NotifyType(IntEnum):
     NO_PPK_AUTH = 16437
     INTERMEDIATE_EXCHANGE_SUPPORTED = 16438
     ADDITIONAL_KEY_EXCHANGE = 16441
+    SA_RESOURCE_INFO = 16444  # RFC 9611 §4: a Child SA of a per-resource group (same selectors)
 
     @property
     def is_error(self) -> bool:

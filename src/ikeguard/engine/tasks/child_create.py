@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ikeguard.audit.events import EventName, Outcome
 from ikeguard.crypto.dh import KeyExchange, new_key_exchange
 from ikeguard.crypto.errors import CryptoError
+from ikeguard.engine import resources
 from ikeguard.engine.child_sa import ChildSa
 from ikeguard.engine.errors import RemoteProtocolError
 from ikeguard.engine.events import ChildSaSpec, Direction, InstallChildSa
@@ -174,8 +175,12 @@ class ChildCreateTask(Task):
         settings: ChildSettings | None,
         exchange: ExchangeType = ExchangeType.IKE_AUTH,
         rekeyed: ChildSa | None = None,
+        resource_id: int = 0,
     ) -> None:
         self.settings = settings
+        self.resource_id = resource_id  # RFC 9611: 0 = the fallback (or no group), 1..N = a per-resource SA
+        self.resource_sent = False
+        self.resource_answer: int | None = None  # responder: the requested SA's place in its group
         self.exchange = exchange
         self.rekeyed = rekeyed
         self.child: ChildSa | None = None
@@ -222,6 +227,7 @@ class ChildCreateTask(Task):
             msg.add_notify(NotifyType.REKEY_SA, b"", ProtocolId.ESP, self.rekeyed.spi_in.to_bytes(4, "big"))
         if self.settings.mode == "transport":
             msg.add_notify(NotifyType.USE_TRANSPORT_MODE)
+        self.resource_sent = resources.add_request_notify(msg, self.settings, self.rekeyed, self.resource_id)
         msg.add(SaPayload(tuple(Proposal.from_spec(i + 1, s, spi) for i, s in enumerate(self.offered))))
         if not self.in_auth:
             self.nonce = self.nonce or sa.ctx.random.bytes(NONCE_LEN)
@@ -328,6 +334,7 @@ class ChildCreateTask(Task):
             elif ke is not None:
                 raise ValueError("peer sent KE without selecting a group")
         ni, nr = (sa.nonce_i, sa.nonce_r) if self.in_auth else (self.nonce, self.peer_nonce)
+        resources.initiator_negotiated(self.child, self.resource_sent, msg, self.rekeyed, self.resource_id)
         transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None
         if self.settings.mode == "transport" and not transport:
             raise ValueError("peer refused transport mode (no USE_TRANSPORT_MODE in the answer)")
@@ -369,6 +376,10 @@ class ChildCreateTask(Task):
         child.installed_at = sa.now
         sa.child_transition(child, ChildTrigger.INSTALL)
         schedule_child(sa, child)
+        if not responder and self.rekeyed is None:  # RFC 9611: the per-resource SAs after the fallback
+            for index in resources.additional_ids(sa, child):
+                sa.queue_exchange([ChildCreateTask(child.settings, ExchangeType.CREATE_CHILD_SA,
+                                                   resource_id=index)])
         if self.rekeyed is None:
             sa.audit(
                 EventName.CHILD_UP,
@@ -466,6 +477,8 @@ class ChildCreateTask(Task):
             sa.audit(EventName.CHILD_FAILED, Outcome.FAILURE, conflict, child=settings.name)
             raise RemoteProtocolError(conflict, NotifyType.NO_PROPOSAL_CHOSEN)
         self.settings = settings
+        self.resource_answer = resources.responder_accepts(sa, settings, msg, self.rekeyed, narrowed.tsr,
+                                                           narrowed.tsi)
         if not self.in_auth:
             self._responder_ke(sa, msg, spec)
         wants_transport = msg.notify(NotifyType.USE_TRANSPORT_MODE) is not None
@@ -478,6 +491,8 @@ class ChildCreateTask(Task):
         self.child.proposal = spec
         self.child.spi_out = int.from_bytes(peer_spi, "big")
         self.child.local_ts, self.child.remote_ts = narrowed.tsr, narrowed.tsi
+        if self.resource_answer is not None:
+            self.child.resource_group, self.child.resource_id = True, self.resource_answer
         self.chosen_number = number
 
     def _responder_ke(self, sa: IkeSa, msg: InMessage, spec: ProposalSpec) -> None:
@@ -525,6 +540,8 @@ class ChildCreateTask(Task):
         proposal = self.child.proposal
         if child.mode == "transport":
             msg.add_notify(NotifyType.USE_TRANSPORT_MODE)
+        if child.resource_group:
+            msg.add_notify(NotifyType.SA_RESOURCE_INFO)
         spi = child.spi_in.to_bytes(4, "big")
         msg.add(SaPayload((Proposal.from_spec(self.chosen_number, proposal, spi),)))
         if not self.in_auth:
