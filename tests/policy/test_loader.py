@@ -174,3 +174,29 @@ peers = "peers.toml"
     assert finding.file == str(tmp_path / "peers.toml")
     assert finding.path == "peer[0].enabeld"
     assert "did you mean 'enabled'" in finding.message
+
+
+SCEP = """
+[scep]
+connection = "a"
+url = "http://192.0.2.10/scep"
+ca_fingerprint = "{fp}"
+challenge = "env:SCEP_CHALLENGE"
+identifiers = ["gw.example.net"]
+"""
+
+
+def test_scep_section_loads_with_the_shared_renewal_defaults(tmp_path: Path) -> None:
+    fp = ":".join(["AB"] * 32)
+    scep = load_config(write(tmp_path, MINIMAL + SCEP.format(fp=fp))).model.scep
+    assert scep is not None and scep.ca_fingerprint == "ab" * 32
+    assert scep.renew_at == 2 / 3 and scep.retry_min == 30 and scep.retry_max == 3600
+
+
+def test_scep_fingerprint_and_one_enrolment_per_connection(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="SHA-256 fingerprint"):
+        load_config(write(tmp_path, MINIMAL + SCEP.format(fp="abcd")))
+    acme = ('\n[acme]\nconnection = "a"\ndirectory = "https://ca/dir"\naccount_key = "k"\n'
+            'identifiers = ["x"]\n')
+    with pytest.raises(ConfigError, match=r"\[acme\] and \[scep\] both manage connection"):
+        load_config(write(tmp_path, MINIMAL + SCEP.format(fp="ab" * 32) + acme))

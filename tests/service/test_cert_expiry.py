@@ -18,7 +18,7 @@ def test_pki_expiring_once_per_certificate_in_its_last_quarter() -> None:
     gw = issue("CN=gw.example.net", ca, not_before=now, not_after=now + dt.timedelta(hours=24))
     conn = SimpleNamespace(local=SimpleNamespace(certs=(gw.cert,)))
     plan = SimpleNamespace(connections={"lab": conn},
-                           config=SimpleNamespace(model=SimpleNamespace(acme=None)))
+                           config=SimpleNamespace(model=SimpleNamespace(acme=None, scep=None)))
     seen: set[tuple[str, int]] = set()
     assert list(expiring(plan, now + dt.timedelta(hours=17), seen)) == []  # 7 h left of 24: not yet
     due = list(expiring(plan, now + dt.timedelta(hours=19), seen))  # 5 h left: in the last quarter

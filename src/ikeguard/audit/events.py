@@ -65,6 +65,7 @@ class EventName(StrEnum):
     HSM_LOGIN = "hsm.login"  # docs/pki.md: HSM access log of PKCS#11 token keys
     HSM_SIGN = "hsm.sign"  # signatures per key, aggregated per minute (details.count)
     HSM_ERROR = "hsm.error"
+    HSM_DECRYPT = "hsm.decrypt"  # one RSA decryption with a token key (a SCEP answer's content key)
     PKI_ISSUED = "pki.issued"  # docs/pki.md: issuance log (ACME, `ikeguard pki`)
     PKI_RENEWAL_FAILED = "pki.renewal_failed"
     PKI_REVOKED = "pki.revoked"

@@ -1,6 +1,7 @@
-"""``ikeguard pki``: the certificate lifecycle (docs/pki.md). ``pki acme status`` shows when the ``[acme]``
-certificate is renewed next and how the last attempt went; ``pki acme renew`` renews it now through the
-running gateway (which writes the file, audits ``pki.issued`` and reloads without dropping SAs).
+"""``ikeguard pki``: the certificate lifecycle (docs/pki.md). ``pki acme|scep status`` shows when the
+``[acme]`` / ``[scep]`` certificate is renewed next and how the last attempt went; ``pki acme|scep renew``
+renews it now through the running gateway (which writes the file, audits ``pki.issued`` and reloads
+without dropping SAs).
 ``pki init / issue / revoke / crl / list`` run a small VPN CA (``pki/ca.py``) whose key may be in a
 PKCS#11 token; each writes to the CA's own audit trail (``pki.issued``, ``pki.revoked``, ``pki.crl``)."""
 
@@ -47,7 +48,7 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
 
 @click.group("pki")
 def pki() -> None:
-    """Certificates of the gateway: ACME enrolment and renewal (docs/pki.md)."""
+    """Certificates of the gateway: ACME and SCEP enrolment and renewal (docs/pki.md)."""
 
 
 @pki.group("acme")
@@ -67,6 +68,26 @@ def status(config: Path | None, socket_path: Path | None, as_json: bool) -> None
 def renew(config: Path | None, socket_path: Path | None, as_json: bool) -> None:
     """Renew the certificate now (the gateway orders it, writes it and uses it from the next IKE_AUTH)."""
     _show(call(config, socket_path, "acme", action="renew")["result"], as_json)
+
+
+@pki.group("scep")
+def scep() -> None:
+    """The [scep] certificate (RFC 8894) of the running gateway."""
+
+
+@scep.command("status")
+@gateway_options
+def scep_status(config: Path | None, socket_path: Path | None, as_json: bool) -> None:
+    """When the certificate expires and is renewed next; failed attempts."""
+    _show(call(config, socket_path, "scep", action="status")["result"], as_json)
+
+
+@scep.command("renew")
+@gateway_options
+def scep_renew(config: Path | None, socket_path: Path | None, as_json: bool) -> None:
+    """Renew the certificate now (RenewalReq signed with the current certificate; used from the next
+    IKE_AUTH)."""
+    _show(call(config, socket_path, "scep", action="renew")["result"], as_json)
 
 
 # -- the small VPN CA (pki/ca.py) ------------------------------------------------------------------------

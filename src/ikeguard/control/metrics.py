@@ -62,6 +62,7 @@ class GatewaySnapshot:
     crls: list[CrlNextUpdate] = field(default_factory=list)
     ha: dict[str, Any] | None = None  # `ha status` when [ha] is enabled (docs/ha.md)
     acme: dict[str, Any] | None = None  # `pki acme status` when [acme] is set (docs/pki.md)
+    scep: dict[str, Any] | None = None  # `pki scep status` when [scep] is set
 
 
 @dataclass
@@ -101,6 +102,12 @@ class _AnchorFiles:
             self._cache[path] = (key, certs)
         return certs
 
+
+
+def _renewal(gateway: Any, name: str) -> dict[str, Any] | None:
+    """The ``[acme]`` / ``[scep]`` renewal state when that section is configured."""
+    renewer = getattr(gateway, name, None)
+    return renewer.status() if renewer is not None and renewer.configured() else None
 
 def _certificates(gateway: Any, anchors: _AnchorFiles) -> list[CertExpiry]:
     plan = gateway.plan
@@ -217,8 +224,8 @@ def take_snapshot(gateway: Any, anchors: _AnchorFiles | None = None) -> GatewayS
         audit_healthy=None if healthy is None else bool(healthy),
         dataplane_drops=dataplane_drops(getattr(gateway, "dataplane", None)),
         ha=gateway.ha.status() if getattr(gateway, "ha", None) is not None else None,
-        acme=(gateway.acme.status() if getattr(gateway, "acme", None) is not None
-              and gateway.plan.config.model.acme is not None else None),
+        acme=_renewal(gateway, "acme"),
+        scep=_renewal(gateway, "scep"),
     )
 
 
@@ -364,12 +371,14 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
 
     if snap.ha is not None:
         yield from _ha_metrics(snap.ha)
-    if snap.acme is not None:
-        failing = GaugeMetricFamily("ikeguard_acme_renewal_failures",
-                                    "ACME renewals of the [acme] certificate failed in a row (0: the last "
-                                    "one succeeded or none was due yet); with pki.renewal_failed warnings")
-        failing.add_metric([], int(snap.acme.get("failures", 0)))
-        yield failing
+    for name, renewal in (("acme", snap.acme), ("scep", snap.scep)):
+        if renewal is not None:
+            failing = GaugeMetricFamily(f"ikeguard_{name}_renewal_failures",
+                                        f"{name.upper()} renewals of the [{name}] certificate failed in a "
+                                        "row (0: the last one succeeded or none was due yet); with "
+                                        "pki.renewal_failed warnings")
+            failing.add_metric([], int(renewal.get("failures", 0)))
+            yield failing
     if snap.audit_pending is not None:
         queue = GaugeMetricFamily("ikeguard_audit_queue_depth", "Audit events recorded but not yet on disk")
         queue.add_metric([], snap.audit_pending)

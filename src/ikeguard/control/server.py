@@ -186,6 +186,7 @@ COMMAND_ARGS: dict[str, dict[str, str]] = {
     "compliance": {},  # `ikeguard check --socket`: the facts the runtime rules judge (read-only)
     "ha": {"action": _STR, "role": _STR},  # `ikeguard ha status|role` (docs/ha.md)
     "acme": {"action": _STR},  # `ikeguard pki acme status|renew` (docs/pki.md)
+    "scep": {"action": _STR},  # `ikeguard pki scep status|renew`
 }
 
 
@@ -247,6 +248,7 @@ class ControlServer:
             "sas": self._sas, "conns": self._conns, "peers": self._peers, "initiate": self._initiate,
             "terminate": self._terminate, "rekey": self._rekey, "reload": self._reload,
             "compliance": self._compliance, "ha": self._ha, "acme": self._acme,
+            "scep": self._scep,
         }
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -391,14 +393,20 @@ class ControlServer:
             raise CommandError(str(exc)) from None
 
     async def _acme(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
-        renewer = getattr(self.gateway, "acme", None)
-        if renewer is None or self.gateway.plan.config.model.acme is None:
-            raise CommandError("no [acme] section: the certificate is not managed by ACME")
+        return await self._renewal("acme", args)
+
+    async def _scep(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        return await self._renewal("scep", args)
+
+    async def _renewal(self, name: str, args: dict[str, Any]) -> Any:
+        renewer = getattr(self.gateway, name, None)
+        if renewer is None or not renewer.configured():
+            raise CommandError(f"no [{name}] section: the certificate is not managed by {name.upper()}")
         action = args.get("action", "status")
         if action == "status":
             return renewer.status()
         if action != "renew":
-            raise CommandError('acme: action is "status" or "renew"')
+            raise CommandError(f'{name}: action is "status" or "renew"')
         result = await renewer.renew_now()
         if not result["renewed"]:
             raise CommandError(f"renewal failed: {result['last_error']}")

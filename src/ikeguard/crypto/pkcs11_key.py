@@ -9,7 +9,8 @@ log or repr.
 
 ``TokenKey`` objects are subclasses of cryptography's ``EllipticCurvePrivateKey`` / ``RSAPrivateKey`` whose
 ``sign`` runs on the token (ECDSA over a digest made here with CKM_ECDSA, RSASSA-PSS with CKM_RSA_PKCS_PSS,
-PKCS#1 v1.5 with CKM_RSA_PKCS over a DigestInfo), so the RFC 7427 signing path (``crypto.signatures``) uses
+PKCS#1 v1.5 with CKM_RSA_PKCS over a DigestInfo; an RSA key's ``decrypt``, PKCS#1 v1.5 with CKM_RSA_PKCS,
+opens SCEP answers), so the RFC 7427 signing path (``crypto.signatures``) uses
 file keys and token keys alike. Export (``private_bytes`` / ``private_numbers``) raises.
 
 A ``SessionPool`` keeps the logged-in session (C_Login once per token, PKCS#11 v2.40 §5.6) so an IKE SA does
@@ -36,6 +37,7 @@ from typing import Any, NoReturn
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 
 from ikeguard.crypto.errors import CryptoError
 
@@ -189,7 +191,7 @@ class AccessLog:
         self._other: list[AccessRecord] = []
 
     def note(self, event: str, key: str, detail: str = "") -> None:
-        """Count one token use (``hsm.sign``) or keep one ``hsm.login`` / ``hsm.error``."""
+        """Count one token use (``hsm.sign``) or keep one ``hsm.login`` / ``hsm.decrypt`` / ``hsm.error``."""
         with self._lock:
             if event == "hsm.sign":
                 self._signs[key] = self._signs.get(key, 0) + 1
@@ -283,7 +285,7 @@ class _TokenOps:
             kwargs["id"] = self.uri.key_id
         return session.get_key(**kwargs)
 
-    def sign(self, data: bytes, mechanism: Any, param: Any = None) -> bytes:
+    def _run(self, operation: str, data: bytes, mechanism: Any, param: Any = None) -> bytes:
         import pkcs11
 
         try:
@@ -291,17 +293,25 @@ class _TokenOps:
                 if self._found is None or self._found[0] is not session:
                     self._found = (session, self.find(session, pkcs11.ObjectClass.PRIVATE_KEY))
                 key = self._found[1]
-                signature: bytes = key.sign(data, mechanism=mechanism, mechanism_param=param)
+                call = key.sign if operation == "sign" else key.decrypt
+                result: bytes = call(data, mechanism=mechanism, mechanism_param=param)
         except TokenError:
             raise
         except (pkcs11.exceptions.PKCS11Error, RuntimeError) as exc:
             if self.pool.log is not None:
                 self.pool.log.note("hsm.error", self.uri.describe(), type(exc).__name__)
-            raise TokenUnavailable(f"PKCS#11 signature failed on {self.uri.describe()}: "
+            what = "signature" if operation == "sign" else "decryption"
+            raise TokenUnavailable(f"PKCS#11 {what} failed on {self.uri.describe()}: "
                                    f"{type(exc).__name__}") from None
         if self.pool.log is not None:
-            self.pool.log.note("hsm.sign", self.uri.describe())
-        return signature
+            self.pool.log.note(f"hsm.{operation}", self.uri.describe())
+        return result
+
+    def sign(self, data: bytes, mechanism: Any, param: Any = None) -> bytes:
+        return self._run("sign", data, mechanism, param)
+
+    def decrypt(self, data: bytes, mechanism: Any) -> bytes:
+        return self._run("decrypt", data, mechanism)
 
 
 def _digest(data: bytes, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
@@ -398,7 +408,13 @@ class TokenRsaKey(rsa.RSAPrivateKey):
         return self._public
 
     def decrypt(self, ciphertext: bytes, padding: padding.AsymmetricPadding) -> bytes:
-        raise TokenError("RSA decryption with a token key is not used by ikeguard")
+        """RSAES-PKCS1-v1_5 on the token (CKM_RSA_PKCS): the content key of a SCEP answer (RFC 8894
+        §3.3.2, ``pki/scep_client.py``); nothing else in ikeguard decrypts with the gateway's key."""
+        import pkcs11
+
+        if not isinstance(padding, PKCS1v15):
+            raise TokenError("only PKCS#1 v1.5 decryption is used with a token RSA key")
+        return self._ops.decrypt(ciphertext, pkcs11.Mechanism.RSA_PKCS)
 
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         _refuse_export()

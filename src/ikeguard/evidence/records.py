@@ -23,7 +23,7 @@ CONNECTION_EVENTS = frozenset({
 # configuration and inventory changes (PCI DSS 10.2.1.5, 10.2.1.2)
 CHANGE_EVENTS = frozenset({"config.loaded", "config.rejected", "waiver.applied", "peer.added",
                            "peer.disabled", "peer.enabled", "service.started", "service.stopped"})
-HSM_EVENTS = frozenset({"hsm.login", "hsm.sign", "hsm.error"})
+HSM_EVENTS = frozenset({"hsm.login", "hsm.sign", "hsm.decrypt", "hsm.error"})
 PKI_EVENTS = frozenset({"pki.issued", "pki.renewal_failed"})  # the issuance log (docs/pki.md)
 _CSV_COLUMNS = ("seq", "time", "event", "outcome", "reason", "connection", "ike_uniqueid", "child",
                 "local_addr", "remote_addr", "local_id", "remote_id", "user", "cert_subject", "cert_serial",

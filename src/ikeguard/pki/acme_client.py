@@ -4,35 +4,30 @@
 names and IP addresses (RFC 8738 IP identifiers), answers each ``http-01`` challenge (RFC 8555 §8.3) from a
 small HTTP responder of its own for the time of the order, finalises with a CSR and returns the chain.
 
-The CSR (RFC 2986) is built with ``asn1crypto`` and signed through the private key's ``sign`` method, not
-with ``cryptography``'s CSR builder: that builder only signs with keys of its own backend, and the gateway's
-key may be a PKCS#11 token key (``crypto/pkcs11_key.py``) that never leaves the token. Blocking network
-I/O: call it from a worker thread or before the event loop runs, never on it.
+The CSR (RFC 2986) is built by ``pki/cert_requests.py`` and signed through the private key's ``sign``
+method (the gateway's key may be a PKCS#11 token key that never leaves the token). Blocking network I/O:
+call it from a worker thread or before the event loop runs, never on it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import http.server
-import ipaddress
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from acme import challenges, client, errors, messages
-from asn1crypto import csr as a_csr
-from asn1crypto import keys as a_keys
-from asn1crypto import pem as a_pem
-from asn1crypto import x509 as a_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy import jwa, jwk
 
 from ikeguard.crypto.signatures import PrivateKey
+from ikeguard.pki import cert_requests
 
 __all__ = ["AcmeError", "AcmeOrder", "build_csr", "load_account_key", "obtain_certificate"]
 
@@ -76,51 +71,13 @@ def load_account_key(path: Path) -> tuple[jwk.JWK, jwa.JWASignature]:
     raise AcmeError(f"ACME account key {path} must be EC P-256 or RSA")
 
 
-def _general_name(identifier: str) -> a_x509.GeneralName:
-    try:
-        ipaddress.ip_address(identifier)
-    except ValueError:
-        return a_x509.GeneralName(name="dns_name", value=identifier)
-    return a_x509.GeneralName(name="ip_address", value=identifier)
-
-
-def _signature(key: PrivateKey, data: bytes) -> tuple[str, bytes]:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        digest: hashes.HashAlgorithm = hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
-        return f"{digest.name}_ecdsa", key.sign(data, ec.ECDSA(digest))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return "sha256_rsa", key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "ed25519", key.sign(data)
-    if isinstance(key, ed448.Ed448PrivateKey):
-        return "ed448", key.sign(data)
-    raise AcmeError(f"cannot sign a CSR with a {type(key).__name__}")
-
-
 def build_csr(key: PrivateKey, identifiers: Sequence[str]) -> bytes:
-    """A PEM PKCS#10 request (RFC 2986) for ``identifiers`` (subjectAltName dNSName / iPAddress; the first
-    DNS name is also the CN), signed by ``key`` through its ``sign`` method (file or token key)."""
-    if not identifiers:
-        raise AcmeError("no identifiers to order a certificate for")
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    dns = [i for i in identifiers if _general_name(i).name == "dns_name"]
-    subject = a_x509.Name.build({"common_name": dns[0]} if dns else {})
-    san = a_x509.Extension({"extn_id": "subject_alt_name", "critical": False,
-                            "extn_value": [_general_name(i) for i in identifiers]})
-    info = a_csr.CertificationRequestInfo({
-        "version": "v1",
-        "subject": subject,
-        "subject_pk_info": a_keys.PublicKeyInfo.load(spki),
-        "attributes": [{"type": "extension_request", "values": [[san]]}],
-    })
-    algorithm, signature = _signature(key, info.dump())
-    request = a_csr.CertificationRequest({
-        "certification_request_info": info,
-        "signature_algorithm": {"algorithm": algorithm},
-        "signature": signature,
-    })
-    return cast(bytes, a_pem.armor("CERTIFICATE REQUEST", request.dump()))
+    """A PEM PKCS#10 request for ``identifiers`` signed by ``key`` (``pki/cert_requests.py``); AcmeError
+    when it cannot be built."""
+    try:
+        return cert_requests.build_csr(key, identifiers)
+    except cert_requests.RequestError as exc:
+        raise AcmeError(str(exc)) from None
 
 
 class _Http01Handler(http.server.BaseHTTPRequestHandler):

@@ -590,21 +590,46 @@ class Waiver(Strict):
     expires: Expiry
 
 
-class AcmeSection(Strict):
+class Enrollment(Strict):
+    """What ``[acme]`` and ``[scep]`` share: the connection whose certificate they manage and when it is
+    renewed (docs/pki.md)."""
+
+    connection: NonEmpty
+    renew_at: float = Field(default=2 / 3, gt=0, lt=1)  # fraction of the lifetime after which to renew
+    retry_min: Duration = Field(default=30, ge=1)  # first retry after a failed renewal, doubling up to
+    retry_max: Duration = Field(default=3600, ge=1)
+
+
+class AcmeSection(Enrollment):
     """``[acme]``: the certificate of one connection (``local.certs[0]``, for ``local.key``, a file or a token
     key) obtained from an ACME CA (RFC 8555, ``http-01``; IP identifiers RFC 8738) at first start and renewed
     when ``renew_at`` of its lifetime has passed (docs/pki.md)."""
 
-    connection: NonEmpty
     directory: NonEmpty  # the CA's directory URL
     account_key: NonEmpty  # PEM EC P-256 or RSA key of the ACME account (mode 0600)
     identifiers: list[NonEmpty] = Field(min_length=1)  # DNS names and IP addresses in the certificate
     ca_bundle: str | None = None  # CA certificates for the ACME server's HTTPS; not set: the system's
     contact: list[NonEmpty] = Field(default_factory=list)  # e.g. "mailto:pki@example.net"
     http01_listen: NonEmpty = "0.0.0.0:80"  # where the http-01 responder listens during an order
-    renew_at: float = Field(default=2 / 3, gt=0, lt=1)  # fraction of the lifetime after which to renew
-    retry_min: Duration = Field(default=30, ge=1)  # first retry after a failed renewal, doubling up to
-    retry_max: Duration = Field(default=3600, ge=1)
+
+
+def _sha256_hex(value: str) -> str:
+    text = value.replace(":", "").strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError("expected the SHA-256 fingerprint of the CA certificate: 64 hex digits "
+                         "(colons allowed), e.g. from `openssl x509 -noout -fingerprint -sha256`")
+    return text
+
+
+class ScepSection(Enrollment):
+    """``[scep]``: the certificate of one connection obtained from a SCEP CA (RFC 8894) at first start and
+    renewed when ``renew_at`` of its lifetime has passed; ``local.key`` must be RSA (docs/pki.md)."""
+
+    url: NonEmpty  # the CA's SCEP URL, e.g. "http://ca.example.net/scep"
+    ca_fingerprint: Annotated[str, AfterValidator(_sha256_hex)]  # SHA-256 of the CA certificate
+    challenge: NonEmpty  # where the challenge password is: "file:PATH", a path, or "env:NAME"
+    identifiers: list[NonEmpty] = Field(min_length=1)  # DNS names and IP addresses in the certificate
+    common_name: str | None = None  # the subject's CN; default: the first identifier
 
 
 class ConfigModel(Strict):
@@ -620,15 +645,20 @@ class ConfigModel(Strict):
     ha: HaSection = Field(default_factory=HaSection)
     waivers: list[Waiver] = Field(default_factory=list)
     acme: AcmeSection | None = None
+    scep: ScepSection | None = None
 
     @model_validator(mode="after")
-    def _acme_connection(self) -> ConfigModel:
-        acme = self.acme
-        if acme is not None:
-            conn = self.connections.get(acme.connection)
-            if conn is None or conn.local.auth != "pubkey" or not conn.local.certs:
-                raise ValueError(f"[acme] connection {acme.connection!r}: needs a connection with "
-                                 'local.auth = "pubkey" and local.certs (the file ACME writes)')
+    def _enrollment_connection(self) -> ConfigModel:
+        for name, section in (("acme", self.acme), ("scep", self.scep)):
+            if section is not None:
+                conn = self.connections.get(section.connection)
+                if conn is None or conn.local.auth != "pubkey" or not conn.local.certs:
+                    raise ValueError(f"[{name}] connection {section.connection!r}: needs a connection "
+                                     f'with local.auth = "pubkey" and local.certs (the file {name.upper()} '
+                                     "writes)")
+        acme, scep = self.acme, self.scep
+        if acme is not None and scep is not None and acme.connection == scep.connection:
+            raise ValueError(f"[acme] and [scep] both manage connection {acme.connection!r}: choose one")
         return self
 
     @model_validator(mode="after")

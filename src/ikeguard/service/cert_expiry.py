@@ -27,7 +27,8 @@ INTERVAL = 60.0
 
 def expiring(plan: Any, now: dt.datetime, seen: set[tuple[str, int]]) -> Iterator[AuditEvent]:
     """The ``pki.expiring`` records due at ``now`` for ``plan``'s certificates not yet in ``seen``."""
-    managed = plan.config.model.acme.connection if plan.config.model.acme is not None else None
+    model = plan.config.model
+    managed = {s.connection: n for n, s in (("acme", model.acme), ("scep", model.scep)) if s is not None}
     for name, conn in plan.connections.items():
         if not conn.local.certs:
             continue
@@ -44,10 +45,10 @@ def expiring(plan: Any, now: dt.datetime, seen: set[tuple[str, int]]) -> Iterato
             connection=name, cert_subject=leaf.subject.rfc4514_string(),
             cert_serial=format(leaf.serial_number, "x"), cert_issuer=leaf.issuer.rfc4514_string(),
             reason=(f"our certificate expires in {int(left.total_seconds())} s" if left.total_seconds() > 0
-                    else "our certificate has expired") + (" (ACME renewal has not replaced it)"
-                                                           if name == managed else ""),
+                    else "our certificate has expired") + (f" ({managed[name].upper()} renewal has not "
+                                                           f"replaced it)" if name in managed else ""),
             details={"not_after": end.isoformat(), "remaining": max(0, int(left.total_seconds())),
-                     "renewal": "acme" if name == managed else "manual"})
+                     "renewal": managed.get(name, "manual")})
 
 
 async def watch(gateway: Any, *, interval: float = INTERVAL) -> None:

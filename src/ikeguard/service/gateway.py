@@ -127,7 +127,8 @@ class Gateway:
         self.audit = audit
         self.dataplane = dataplane
         self.ha: Any = None  # service/ha/service.py HaService when [ha] is enabled (the runner sets it)
-        self.acme: Any = None  # service/acme_renewal.py AcmeRenewer (the runner sets it)
+        self.acme: Any = None  # service/cert_renewal.py CertificateRenewer of [acme] (the runner sets it)
+        self.scep: Any = None  # ... and of [scep]
         self.stats = GatewayStats()
         plan.restrict_esp(esp_supported(dataplane.features))
         self.engine = IkeManager(plan.connections.values(), plan.engine_settings, random=SystemRandom(),

@@ -76,11 +76,13 @@ def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | 
     from ikeguard.service.plan import ConfigRefused, build_plan
 
     configure_logging()
-    from ikeguard.service.acme_renewal import AcmeStartError, bootstrap
+    from ikeguard.service.acme_renewal import ACME
+    from ikeguard.service.cert_renewal import EnrollmentStartError, bootstrap
+    from ikeguard.service.scep_renewal import SCEP
 
-    try:  # [acme]: the first certificate before the plan needs it (docs/pki.md)
-        issued = bootstrap(Path(config_path), profile_override=profile_override)
-    except AcmeStartError as exc:
+    try:  # [acme], [scep]: the first certificate before the plan needs it (docs/pki.md)
+        issued = bootstrap(Path(config_path), (ACME, SCEP), profile_override=profile_override)
+    except EnrollmentStartError as exc:
         print(f"ikeguard run: {exc}", file=sys.stderr)
         return 1
     try:
@@ -155,8 +157,10 @@ def _start_metrics(gateway: Gateway, plan: Any) -> Callable[[], None] | None:
 
 async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Path,
                  profile_override: str | None, issued: Sequence[Any] = ()) -> int:
-    from ikeguard.service.acme_renewal import AcmeRenewer
+    from ikeguard.service.acme_renewal import ACME
     from ikeguard.service.cert_expiry import watch as watch_expiry
+    from ikeguard.service.cert_renewal import CertificateRenewer
+    from ikeguard.service.scep_renewal import SCEP
 
     gateway = Gateway(plan, audit=audit, dataplane=opened.plane)
     for record in [*issued, *startup_records(plan)]:
@@ -182,8 +186,9 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
-    gateway.acme = AcmeRenewer(gateway, config_path, profile_override=profile_override)
-    renewal = loop.create_task(gateway.acme.run())  # [acme]: renews the certificate while we run
+    gateway.acme = CertificateRenewer(gateway, config_path, ACME, profile_override=profile_override)
+    gateway.scep = CertificateRenewer(gateway, config_path, SCEP, profile_override=profile_override)
+    renewals = [loop.create_task(r.run()) for r in (gateway.acme, gateway.scep)]  # renew while we run
     expiry = loop.create_task(watch_expiry(gateway))  # pki.expiring for our certificates
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
@@ -207,7 +212,8 @@ async def _serve(plan: Any, audit: Any, opened: OpenedDataPlane, config_path: Pa
     await stopping.wait()
     notify("STOPPING=1")
     log.info("stopping")
-    renewal.cancel()
+    for task in renewals:
+        task.cancel()
     expiry.cancel()
     for task in reloads:
         task.cancel()
