@@ -6,7 +6,7 @@ would run is tested against the real gateway in test_gateway_cli.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ikeguard.audit.events import AuditEvent
@@ -50,6 +50,16 @@ class RecordingGateway:
                 offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         chosen = self.sas(conn=conn, peer=peer, uniqueid=uniqueid)
         return chosen[offset:None if limit is None else offset + limit], len(chosen)
+
+    def sa_uniqueids(self, *, conn: str | None = None, peer: str | None = None,
+                     uniqueid: int | None = None) -> list[int]:
+        return [int(s["uniqueid"]) for s in self.sas(conn=conn, peer=peer, uniqueid=uniqueid)]
+
+    def sa_chunks(self, *, conn: str | None = None, peer: str | None = None, uniqueid: int | None = None,
+                  offset: int = 0, limit: int | None = None,
+                  size: int = 256) -> tuple[Iterator[list[dict[str, Any]]], int]:
+        page, total = self.sa_page(conn=conn, peer=peer, uniqueid=uniqueid, offset=offset, limit=limit)
+        return (page[i:i + size] for i in range(0, len(page), size)), total
 
     def conns(self) -> list[dict[str, Any]]:
         self._call("conns")

@@ -5,6 +5,11 @@ Who asked is taken from the kernel (``SO_PEERCRED``), never from the request; ev
 included, is recorded as ``admin.command`` with that user and the outcome (PCI DSS 10.2.1.2, 10.2.2).
 Only root and the gateway's own user may talk to it (the socket is mode 0600 in a directory that is not
 world-writable). A bad request gets a one-line error; a traceback never reaches the client.
+
+``sas`` at a processor's scale (100,000 IKE SAs, issue 22): the gateway selects and pages the SAs first and
+builds their views a chunk at a time; the answer, still one JSON line for the client, is written chunk by
+chunk with the event loop free to serve IKE between chunks (a full answer of ~100 MB never blocks it for
+seconds, and is never held whole in memory).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +54,13 @@ class ControlledGateway(Protocol):
 
     def sa_page(self, *, conn: str | None = None, peer: str | None = None, uniqueid: int | None = None,
                 offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]: ...
+
+    def sa_chunks(self, *, conn: str | None = None, peer: str | None = None, uniqueid: int | None = None,
+                  offset: int = 0, limit: int | None = None,
+                  size: int = 256) -> tuple[Iterator[list[dict[str, Any]]], int]: ...
+
+    def sa_uniqueids(self, *, conn: str | None = None, peer: str | None = None,
+                     uniqueid: int | None = None) -> list[int]: ...
 
     def conns(self) -> list[dict[str, Any]]: ...
 
@@ -311,10 +323,28 @@ class ControlServer:
             if request.get("cmd") == "events":
                 await self._stream_events(request, reader, writer, caller)
                 return
-            await self._write(writer, await self.handle(request, caller))
+            response = await self._respond(request, caller)
+            result = response.get("result")
+            if isinstance(result, _Paged):
+                await self._write_paged(writer, response, result)
+            else:
+                await self._write(writer, response)
 
     async def handle(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        """Answer one request (also the unit under test); records ``admin.command``."""
+        """Answer one request (also the unit under test); records ``admin.command``. A paged answer
+        (``sas``) is built whole here; the connection loop writes it chunk by chunk instead."""
+        response = await self._respond(request, caller)
+        result = response.get("result")
+        if isinstance(result, _Paged):
+            items: list[Any] = []
+            for chunk in result.chunks:
+                items.extend(chunk)
+                await asyncio.sleep(0)
+            response["result"], response["total"] = items, result.total
+        return response
+
+    async def _respond(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """The answer to one request, ``result`` still a :class:`_Paged` for ``sas``."""
         request_id = request.get("id")
         cmd = request.get("cmd")
         if not isinstance(cmd, str) or cmd not in self._handlers:
@@ -342,14 +372,37 @@ class ControlServer:
             self._audit(text, caller, Outcome.FAILURE, message, args.get("conn", ""))
             return {"id": request_id, "ok": False, "error": message}
         self._audit(text, caller, Outcome.SUCCESS, "", args.get("conn", ""))
-        response: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
-        if isinstance(result, _Paged):
-            response["result"], response["total"] = result.items, result.total
-        return response
+        return {"id": request_id, "ok": True, "result": result}
 
     @staticmethod
     async def _write(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
         writer.write(encode(message))
+        await writer.drain()
+
+    @staticmethod
+    async def _write_paged(writer: asyncio.StreamWriter, response: dict[str, Any], paged: _Paged) -> None:
+        """One protocol line, ``{"id":..,"ok":true,"total":N,"result":[...]}``, written a chunk of views at a
+        time: each chunk is built, encoded and drained before the next, the loop running in between. If
+        building fails half way the line is left unfinished and the connection closed (the client reports
+        a lost connection, never a truncated list)."""
+        head = {key: value for key, value in response.items() if key != "result"}
+        head["total"] = paged.total
+        writer.write(encode(head)[:-2] + b',"result":[')
+        first = True
+        try:
+            for chunk in paged.chunks:
+                if chunk:
+                    body = json.dumps(chunk, separators=(",", ":"), default=str).encode()[1:-1]
+                    writer.write(body if first else b"," + body)
+                    first = False
+                await writer.drain()
+                await asyncio.sleep(0)  # let the loop serve IKE before the next chunk is built
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("building the sas answer failed")
+            raise ConnectionError("sas answer not completed") from None
+        writer.write(b"]}\n")
         await writer.drain()
 
     # -- audit --------------------------------------------------------------------------------------
@@ -372,9 +425,9 @@ class ControlServer:
         offset, limit = args.get("offset", 0), args.get("limit")
         if offset < 0 or (limit is not None and limit < 0):
             raise CommandError("offset and limit must not be negative")
-        page, total = self.gateway.sa_page(conn=args.get("conn"), peer=args.get("peer"),
-                                           uniqueid=args.get("uniqueid"), offset=offset, limit=limit)
-        return _Paged(page, total)
+        chunks, total = self.gateway.sa_chunks(conn=args.get("conn"), peer=args.get("peer"),
+                                               uniqueid=args.get("uniqueid"), offset=offset, limit=limit)
+        return _Paged(chunks, total)
 
     async def _conns(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         return self.gateway.conns()
@@ -423,7 +476,7 @@ class ControlServer:
         timeout = float(args.get("timeout", 15.0))
         if not 0 < timeout <= 120:
             raise CommandError("timeout must be between 0 and 120 seconds")
-        before = {int(sa["uniqueid"]) for sa in self.gateway.sas(conn=args["conn"])}
+        before = set(self.gateway.sa_uniqueids(conn=args["conn"]))
         ids = await self.gateway.initiate(args["conn"], args.get("child"), timeout=timeout)
         # reused: the connection's IKE SA existed (up or being set up) and no second one was started
         return {"ike_uniqueids": list(ids), "reused": bool(ids) and ids[0] in before}
@@ -534,7 +587,8 @@ class ControlServer:
 
 @dataclass(frozen=True)
 class _Paged:
-    """A slice of a longer list; the response carries ``total`` next to ``result``."""
+    """A slice of a longer list, its items built a chunk at a time as ``chunks`` is advanced; the response
+    carries ``total`` next to ``result``."""
 
-    items: list[Any]
+    chunks: Iterator[list[Any]]
     total: int

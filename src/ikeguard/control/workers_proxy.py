@@ -4,7 +4,9 @@
 
 A request is answered by the workers it concerns, with the same wire format as one gateway's:
 
-* ``sas``: every worker's SAs, merged in uniqueid order, ``offset``/``limit`` applied to the merged list.
+* ``sas``: every worker's SAs, merged in uniqueid order, ``offset``/``limit`` applied to the merged list
+  (with a ``limit`` each worker is asked only for its first ``offset + limit``: each answers in uniqueid
+  order, so the merged page is the same; answers are read up to the CLI's ``MAX_ANSWER``).
 * selections by ``uniqueid`` (``sas``, ``terminate``, ``rekey``): the worker that numbered it
   (``(uniqueid - 1) % workers``, ``EngineContext.number_uniqueids``); by ``peer``/``conn``: every worker,
   the counts added (``no SA matches`` only when no worker had one). ``conns``: worker 0's list with the IKE
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ikeguard.control.client import MAX_LINE, encode
+from ikeguard.control.client import MAX_ANSWER, MAX_LINE, encode
 from ikeguard.control.server import peer_credentials, serve_owner_only, stop_serving
 
 log = logging.getLogger("ikeguard.control")
@@ -79,7 +81,7 @@ class WorkerControlProxy:
         writer = None
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.worker_path(index)), limit=MAX_LINE), timeout)
+                asyncio.open_unix_connection(str(self.worker_path(index)), limit=MAX_ANSWER), timeout)
             writer.write(encode(request))
             await writer.drain()
             line = await asyncio.wait_for(reader.readline(), timeout)
@@ -108,8 +110,11 @@ class WorkerControlProxy:
         if isinstance(uid, int) and not isinstance(uid, bool) and uid > 0 and cmd in ("sas", *_SELECT):
             return await self.ask((uid - 1) % self.workers, request)
         if cmd == "sas":
-            return self._merge_sas(rid, args, await self._ask_all(
-                {**request, "args": {k: v for k, v in args.items() if k not in ("offset", "limit")}}))
+            wanted = {k: v for k, v in args.items() if k not in ("offset", "limit")}
+            offset, limit = args.get("offset", 0), args.get("limit")
+            if isinstance(offset, int) and isinstance(limit, int) and offset >= 0 and limit >= 0:
+                wanted["limit"] = offset + limit  # each worker's first page, in uniqueid order
+            return self._merge_sas(rid, args, await self._ask_all({**request, "args": wanted}))
         if cmd in _SELECT:
             return _sum(rid, cmd, await self._ask_all(request))
         if cmd == "conns":
@@ -132,12 +137,13 @@ class WorkerControlProxy:
             return {**failed[0], "id": rid}
         sas = sorted((sa for a in answers if a.get("ok") for sa in a.get("result", [])),
                      key=lambda sa: int(sa.get("uniqueid", 0)))
+        total = sum(int(a.get("total", len(a.get("result", [])))) for a in answers if a.get("ok"))
         offset, limit = args.get("offset", 0), args.get("limit")
         if not isinstance(offset, int) or offset < 0 or (limit is not None and (
                 not isinstance(limit, int) or limit < 0)):
             return {"id": rid, "ok": False, "error": "offset and limit must not be negative"}
         end = None if limit is None else offset + limit
-        return {"id": rid, "ok": True, "result": sas[offset:end], "total": len(sas)}
+        return {"id": rid, "ok": True, "result": sas[offset:end], "total": total}
 
     # -- clients --------------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

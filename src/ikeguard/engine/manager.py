@@ -214,13 +214,16 @@ class IkeManager:
         inbound SPI. The records hold key copies: the caller encrypts them and wipes them when done."""
         return [export_ike_sa(sa, now, esp) for sa in self._by_uniqueid.values() if exportable(sa)]
 
-    def restore(self, record: IkeSaRecord, now: float, *, seq_margin: int = DEFAULT_SEQ_MARGIN) -> int:
+    def restore(self, record: IkeSaRecord, now: float, *, seq_margin: int = DEFAULT_SEQ_MARGIN,
+                check_liveness: bool = True) -> int:
         """Continue the IKE SA of ``record`` here (HA takeover, engine/ha_restore.py); its uniqueid.
-        RecordError if its connection is not configured or the SPI is already in use."""
+        RecordError if its connection is not configured or the SPI is already in use. ``check_liveness``
+        False: no first exchange (message ID sync or liveness probe) is queued."""
         self.ctx.now = now
         if self._by_spi.get(record.spi_i if record.initiator else record.spi_r) is not None:
             raise RecordError(f"IKE SA {record.key} already exists here")
-        sa = restore_ike_sa(self.ctx, record, now, RULES, seq_margin=seq_margin)
+        sa = restore_ike_sa(self.ctx, record, now, RULES, seq_margin=seq_margin,
+                            check_liveness=check_liveness)
         self._adopt(sa)
         sa.start_next()
         return sa.uniqueid

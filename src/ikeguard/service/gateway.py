@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
@@ -61,7 +61,7 @@ from ikeguard.service.errors import GatewayCommandError
 from ikeguard.service.leases import LeaseStore
 from ikeguard.service.ocsp_staple import OcspStapler
 from ikeguard.service.outputs import ChildSaDriver
-from ikeguard.service.queries import conn_infos, sa_infos, select_sas
+from ikeguard.service.queries import conn_infos, sa_info_chunks, sa_infos, select_sas
 from ikeguard.service.radius import RadiusRelay
 from ikeguard.service.revocation_fetch import RevocationFetcher
 from ikeguard.service.stats import GatewayStats
@@ -464,9 +464,23 @@ class Gateway:
                 offset: int = 0, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """One page of :meth:`sas` and how many SAs match: the page is cut before the data plane is asked
         for counters (with XFRM one netlink round trip per SA), so `sas --limit` stays fast at any size."""
+        chunks, total = self.sa_chunks(conn=conn, peer=peer, uniqueid=uniqueid, offset=offset, limit=limit)
+        return [info for chunk in chunks for info in chunk], total
+
+    def sa_uniqueids(self, *, conn: str | None = None, peer: str | None = None,
+                     uniqueid: int | None = None) -> list[int]:
+        """The uniqueids of the IKE SAs :meth:`sas` would show, without building their views."""
+        chosen = select_sas(self.engine.ike_sas(), conn=conn, peer=peer, uniqueid=uniqueid)
+        return [sa.uniqueid for sa in chosen]
+
+    def sa_chunks(self, *, conn: str | None = None, peer: str | None = None, uniqueid: int | None = None,
+                  offset: int = 0, limit: int | None = None,
+                  size: int = 256) -> tuple[Iterator[list[dict[str, Any]]], int]:
+        """:meth:`sa_page` as views built ``size`` SAs at a time when the iterator is advanced (the control
+        socket writes each chunk and lets the event loop run before building the next), and the count."""
         chosen = select_sas(self.engine.ike_sas(), conn=conn, peer=peer, uniqueid=uniqueid)
         end = None if limit is None else offset + limit
-        return sa_infos(self, chosen[offset:end]), len(chosen)
+        return sa_info_chunks(self, chosen[offset:end], size), len(chosen)
 
     def conns(self) -> list[dict[str, Any]]:
         """Configured connections (also quarantined ones) and whether each is up."""

@@ -195,7 +195,7 @@ def _proposals_still_allowed(gateway: Any, new: Any, name: str) -> bool:
 
 
 def _sa_ids(gateway: Any, *, conn: str, peer: str | None = None) -> list[int]:
-    return [int(sa["uniqueid"]) for sa in gateway.sas(conn=conn, peer=peer)]
+    return list(gateway.sa_uniqueids(conn=conn, peer=peer))  # no view built per SA (100,000 SAs: issue 22)
 
 
 def _terminate(gateway: Any, uniqueids: Iterable[int], reason: str) -> int:

@@ -5,17 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
-
-
-class SaSource(Protocol):
-    """What the counters read of the gateway (``service.gateway.Gateway`` implements it): defined here so this
-    module does not import the gateway that owns it."""
-
-    def sas(self) -> list[dict[str, Any]]: ...
-
 
 # audit event -> (exchange, outcome) it reports; the engine emits one record per finished exchange
 _EXCHANGES: dict[EventName, tuple[str, str]] = {
@@ -101,14 +92,12 @@ class GatewayStats:
         row[0 if inbound else 1] += octets
         row[2 if inbound else 3] += packets
 
-    def traffic_totals(self, gateway: SaSource) -> dict[str, tuple[int, int, int, int]]:
-        """Per connection: finished SAs plus the live counters of installed ones."""
+    def traffic_totals(self, live: dict[str, list[int]]) -> dict[str, tuple[int, int, int, int]]:
+        """Per connection: finished SAs plus ``live``, the counters of the installed ones
+        (``SaCensus.traffic``, service/queries.py)."""
         totals = {name: list(row) for name, row in self.traffic.items()}
-        for sa in gateway.sas():
-            row = totals.setdefault(sa["name"] or "(none)", [0, 0, 0, 0])
-            for child in sa["children"]:
-                row[0] += child["bytes_in"]
-                row[1] += child["bytes_out"]
-                row[2] += child["packets_in"]
-                row[3] += child["packets_out"]
+        for name, counts in live.items():
+            row = totals.setdefault(name, [0, 0, 0, 0])
+            for index, value in enumerate(counts):
+                row[index] += value
         return {name: (r[0], r[1], r[2], r[3]) for name, r in totals.items()}
