@@ -34,10 +34,12 @@ class MetricsGateway(RecordingGateway):
         super().__init__(sas)
         self.stats = GatewayStats()
 
+    staple: dict[str, Any] | None = None
+
     def conns(self) -> list[dict[str, Any]]:
         up = len(self._sas)
         return [{"name": "merchants", "remote_id": "*.merchants.processor.example", "template": True,
-                 "peers": 2, "ike_sas_up": up, "status": "up" if up else "down"}]
+                 "peers": 2, "ike_sas_up": up, "status": "up" if up else "down", "ocsp_staple": self.staple}]
 
 
 @pytest.fixture
@@ -157,3 +159,8 @@ def test_stapled_ocsp_responses_are_counted(gateway: MetricsGateway) -> None:
 
     assert stapled("received", "good") == 2 and stapled("received", "revoked") == 1
     assert stapled("sent", "good") == 1 and stapled("sent", "none cached") == 1
+    assert not [k for k in samples if k[0] == "ikeguard_ocsp_staple_valid_seconds"]  # none cached yet
+    gateway.staple = {"status": "good", "next_update": dt.datetime.now(dt.UTC).timestamp() + 600}
+    left = _value(_samples(GatewayCollector(gateway)), "ikeguard_ocsp_staple_valid_seconds",
+                  connection="merchants", status="good")
+    assert 590 < left <= 600

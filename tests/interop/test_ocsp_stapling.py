@@ -187,6 +187,8 @@ def test_ocsp_responses_stapled_both_ways_with_strongswan61(
     success = gw.wait_audit(lambda e: e["event"] == "auth.success", what="auth.success")
     assert success["details"].get("ocsp_sent") == "good", success
     assert [sa["state"] for sa in gw.sas()] == ["established"]
+    (conn,) = gw.cli("conns")
+    assert conn["ocsp"] == "both" and conn["ocsp_staple"]["status"] == "good", conn
 
 
 def test_stapled_revoked_answer_refuses_the_peer(

@@ -384,6 +384,16 @@ def build_metrics(snap: GatewaySnapshot) -> Iterator[Metric]:
             crl_family.add_metric([crl.authority, crl.file, crl.issuer],
                                   (crl.next_update - snap.now).total_seconds())
     yield crl_family
+    staple_family = GaugeMetricFamily("ikeguard_ocsp_staple_valid_seconds",
+                                      "Seconds until the nextUpdate of the OCSP response for our certificate "
+                                      "that a connection staples (RFC 4806); absent while none is cached",
+                                      labels=["connection", "status"])
+    for conn in snap.conns:
+        staple = conn.get("ocsp_staple")
+        if isinstance(staple, dict) and staple.get("next_update") is not None:
+            staple_family.add_metric([str(conn.get("name", "")), str(staple.get("status", ""))],
+                                     float(staple["next_update"]) - snap.now.timestamp())
+    yield staple_family
 
     drops = CounterMetricFamily("ikeguard_dataplane_drops",
                                 "Packets the data plane dropped without an SA (no_sa, no_policy, "

@@ -170,8 +170,10 @@ def conn_infos(gateway: GatewayView, up: dict[str, int] | None = None) -> list[d
     if up is None:
         up = up_counts(gateway.engine.ike_sas())
     result = []
+    staples = gateway.engine.ctx.ocsp_staples
     for name, conn in config.model.connections.items():
         inventory = config.inventories.get(name)
+        staple = staples.get(name)
         children = [{"name": cname, "local_ts": list(child.local_ts), "remote_ts": list(child.remote_ts),
                      "esp_proposals": list(child.esp_proposals)} for cname, child in conn.children.items()]
         template = inventory is not None or any("%peer" in c.remote_ts for c in conn.children.values())
@@ -188,5 +190,8 @@ def conn_infos(gateway: GatewayView, up: dict[str, int] | None = None) -> list[d
             "children": children,
             "ike_sas_up": up.get(name, 0),
             "status": status,
+            "ocsp": conn.ocsp,
+            "ocsp_staple": ({"status": staple.status, "next_update": staple.next_update}
+                            if staple is not None else None),
         })
     return result
