@@ -340,8 +340,8 @@ def parse_cert_rep(body: bytes, sent: _Sent, signer: x509.Certificate, key: Priv
 
 def obtain_certificate(request: ScepRequest, key: PrivateKey,
                        current: x509.Certificate | None = None) -> list[x509.Certificate]:
-    """Enrol (or renew with ``current``, a valid certificate for ``key``); the certificate and the CA/RA
-    certificates that are not self-signed (leaf first). ScepError on any failure, with a one-line reason."""
+    """Enrol (or renew with ``current``, a valid certificate for ``key``); the certificate, followed by the
+    issuing CA's when that is not a self-signed root. ScepError on any failure, with a one-line reason."""
     caps = {c.strip().lower() for c in _http(request, "GetCACaps")[0].decode("ascii", "replace").split()}
     certs = ca_certificates(_http(request, "GetCACert")[0])
     ca, ra = _pick(certs, request.ca_fingerprint)
@@ -361,4 +361,4 @@ def obtain_certificate(request: ScepRequest, key: PrivateKey,
     message, sent = build_pki_message(key, signer, ra, csr, message_type)
     body, _ = _http(request, "PKIOperation", message)
     leaf = parse_cert_rep(body, sent, ra, key)
-    return [leaf, *[c for c in (ra, ca) if c.issuer != c.subject and c is not leaf]]
+    return [leaf] if ca.issuer == ca.subject else [leaf, ca]  # an intermediate CA goes with the leaf
