@@ -113,6 +113,9 @@ def test_service_fetches_our_staple_from_the_certificates_responder(
     revocation_server.post_routes["/ocsp"] = lambda body: b"not an OCSP response"
     staple, why = fetch_staple(target, UrllibFetcher(timeout=2.0), NOW)
     assert staple is None and "malformed" in why
+    revocation_server.post_routes["/ocsp"] = lambda body: b"\x30" * (64 * 1024)
+    staple, why = fetch_staple(target, UrllibFetcher(timeout=2.0), NOW)
+    assert staple is None and "more than 16384 to staple" in why
 
 
 def test_stapler_keeps_the_staple_and_retries_after_a_failure(revocation_server: RevocationServer) -> None:

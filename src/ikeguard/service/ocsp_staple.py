@@ -31,6 +31,7 @@ from ikeguard.pki.engine_validator import ConnectionTrust
 from ikeguard.pki.fetch import Fetcher, FetchError
 from ikeguard.pki.http_fetch import UrllibFetcher
 from ikeguard.pki.ocsp import OcspUnusable, build_request, evaluate_response
+from ikeguard.pki.ocsp_staple import MAX_STAPLE_BYTES
 from ikeguard.pki.reasons import RevocationState
 from ikeguard.pki.revocation import ocsp_uris_of
 
@@ -95,6 +96,8 @@ def fetch_staple(target: StapleTarget, fetcher: Fetcher, now: datetime) -> tuple
     for uri in target.uris:
         try:
             der = fetcher.fetch(uri, data=request, content_type="application/ocsp-request")
+            if len(der) > MAX_STAPLE_BYTES:  # what a peer (and we) would parse; IKE_AUTH must stay small
+                raise OcspUnusable(f"response of {len(der)} octets, more than {MAX_STAPLE_BYTES} to staple")
             answer = evaluate_response(der, target.cert, target.issuer, now=now)
         except (FetchError, OcspUnusable) as exc:
             problems.append(f"{uri}: {exc}")
