@@ -3,8 +3,9 @@
 request are signed in the token, the answer's content key is decrypted in the token), a strongSwan peer
 authenticates it with the SCEP CA as its trust anchor, the gateway renews by itself (RenewalReq signed with
 the current certificate) and a new IKE SA authenticates with the renewed certificate while the IKE SA of
-before stays up; with the CA gone a renewal fails with an audit warning and retries, and nothing is lost.
-A wrong challenge password stops ``ikeguard run`` with one line.
+before stays up; a renewal with a wrong challenge password and then with the CA gone fails with an audit
+warning naming the reason and is retried, and nothing is lost. A wrong challenge password at first start
+stops ``ikeguard run`` with one line.
 
 Why SCEP: Debian has no EST server, and ``openssl cmp``'s server mode is a mock answering with a
 pre-configured certificate; ``scepserver`` is a real CA (docs/pki.md).
@@ -129,7 +130,9 @@ def test_gateway_enrols_and_renews_over_scep_with_its_key_in_softhsm_without_dro
         # the renewal, by itself: a RenewalReq signed with the current certificate
         renewed = gw.wait_audit(lambda e: e["event"] == "pki.issued" and e["details"]["renewal"] is True,
                                 timeout=RENEW_AFTER + 30, what="renewal")
-        server.stop()  # the next renewal (RENEW_AFTER after this one) finds the CA gone
+        # the next renewal (RENEW_AFTER after this one) is made with a wrong challenge password (read from
+        # its file at each request); the CA is stopped once that failed
+        (gw.workdir / "scep" / "challenge").write_text("not-the-challenge\n")
         new = _leaf(gw)
         assert new.serial_number != old.serial_number and _spki(new) == info.public_pem
         assert format(new.serial_number, "x") == renewed["cert_serial"]
@@ -149,13 +152,18 @@ def test_gateway_enrols_and_renews_over_scep_with_its_key_in_softhsm_without_dro
         assert log.count(f"authentication of '{GW_ADDR}' with RSA_EMSA_PSS") == 2, log[-3000:]
         second = "\n".join(line for line in log.splitlines() if "<ikg2|" in line)
         assert "crl correctly signed by" in second and "certificate status is good" in second, second[-3000:]
-        # the CA gone during a renewal: audited warning, retried with backoff, nothing lost
+        # a renewal refused for the challenge password, then the CA gone: audited warnings with the reason,
+        # retried with backoff, nothing lost
         failed = gw.wait_audit(lambda e: e["event"] == "pki.renewal_failed", timeout=RENEW_AFTER + 30,
                                what="pki.renewal_failed")
-        assert failed["outcome"] == "failure" and "SCEP" in failed["reason"]
-        assert failed["details"]["source"] == "scep"
-        gw.wait_audit(lambda e: e["event"] == "pki.renewal_failed" and e["details"]["failures"] >= 2,
-                      timeout=15, what="a retry")
+        server.stop()
+        assert failed["outcome"] == "failure" and failed["details"]["source"] == "scep"
+        assert failed["reason"].startswith("SCEP renewal failed (1 in a row") and \
+            "the SCEP CA refused the request: failInfo badRequest" in failed["reason"], failed["reason"]
+        assert "invalid challenge" in server.log()
+        gone = gw.wait_audit(lambda e: e["event"] == "pki.renewal_failed" and "GetCACaps" in e["reason"],
+                             timeout=20, what="a retry with the CA gone")
+        assert gone["details"]["failures"] >= 2
         assert gw.process is not None and gw.process.poll() is None
         assert set(before) <= {sa["spi_i"] for sa in gw.sas() if sa["state"] == "established"}
         status = gw.request("scep", action="status")
@@ -164,12 +172,12 @@ def test_gateway_enrols_and_renews_over_scep_with_its_key_in_softhsm_without_dro
         failing = [line for line in scraped.splitlines()
                    if line.startswith("ikeguard_scep_renewal_failures ")]
         assert failing and float(failing[0].split()[1]) >= 2, scraped[-2000:]
-        assert CHALLENGE not in gw.log() and token.pin not in gw.log()
+        assert CHALLENGE not in gw.log() and "not-the-challenge" not in gw.log() and token.pin not in gw.log()
     gw.stop()  # the HSM access log: the two answers' content keys were decrypted in the token
     events = gw.audit_events()
     assert len([e for e in events if e["event"] == "hsm.decrypt"]) == 2
     assert not [e for e in events if e["event"] == "hsm.error"]
-    assert not [e for e in events if CHALLENGE in str(e)]
+    assert not [e for e in events if CHALLENGE in str(e) or "not-the-challenge" in str(e)]
 
 
 def test_wrong_scep_challenge_stops_the_gateway_with_one_line(
