@@ -27,3 +27,14 @@ def test_forward_to_the_owner_until_an_own_sa_is_installed() -> None:
     worker1.set_forward(1, a_out.local_ts, a_out.remote_ts, None)  # and that one is gone too: fail closed
     assert worker1.outbound(INNER) is None
     assert worker1.drops.get("no_sa") == 1
+
+
+def test_workers_refuse_plain_esp_and_place_sas_by_spi_and_child() -> None:
+    from ikeguard.dataplane.userspace.workers import Supervisor, owner
+
+    sup = Supervisor({"workers": 2, "listen": "192.0.2.1"})  # not started: refused before any worker is asked
+    reply = sup.handle({"op": "add_sa", "sa": {"spi": 0x1001, "direction": "out", "encap": False}})
+    assert not reply["ok"] and "encap" in reply["error"]
+    assert owner({"spi": "0x2001", "direction": "in"}, 2) == 1  # inbound: where the kernel steers the SPI
+    assert owner({"spi": 0x2000, "direction": "out", "child": 2}, 2) == 1  # outbound: (child - 1) mod N
+    assert owner({"spi": 0x2000, "direction": "out", "child": 2, "worker": 0}, 2) == 0
