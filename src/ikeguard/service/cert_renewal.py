@@ -249,6 +249,7 @@ class CertificateRenewer:
             return False
         config, section = found
         label = self.enroller.label
+        self.due(time.time())  # the current certificate's end, for the failure record's expires_in
         async with self._lock:
             conn = self.gateway.plan.connections.get(section.connection)
             key = conn.local.private_key if conn is not None else None
