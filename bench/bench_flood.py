@@ -2,7 +2,8 @@
 
 Run: `.venv/bin/python -m bench bench_flood` as root (IKG_FLOOD_LEGIT=N legitimate IKE SAs, default and at
 most 120: one address each; IKG_FLOOD_PPS=rate of the flood per second, 0 = as fast as the flooder can,
-default 0; IKG_BENCH_WORKERS=N the gateway's [gateway] workers, default 2; IKG_BENCH_KEEP=DIR keeps the logs).
+default 0; IKG_BENCH_WORKERS=N the gateway's [gateway] workers, default 2; IKG_FLOOD_TRIES=N the legitimate
+initiators' retransmissions, default 3, strongSwan's own default is 5; IKG_BENCH_KEEP=DIR keeps the logs).
 
 Two namespaces (two_hosts): `ikeguard run` at 192.0.2.1 (dataplane none, profile baseline, dos_protection on
 with the defaults cookie_threshold = 30 and block_threshold = 5, audit trail on), and in the other namespace
@@ -11,7 +12,9 @@ ECP-256, Nonce; built once by the engine as an initiator would, then only the SP
 spoofed sources spread over 203.0.113.0/24 x ports, and (b) strongSwan's load-tester
 (scripts/build-load-tester.sh) initiating IKG_FLOOD_LEGIT PSK ECP-256 IKE SAs + 1 Child SA, each from its own
 address of 192.0.2.128/25 (as distinct peers: block_threshold counts per address), with 3 retransmissions
-(4, 7.2, 13 s: about 24 s budget) once the flood runs. The gateway's answers to spoofed sources are
+(4, 7.2, 13 s: about 24 s budget, 4 sends of each request) once the flood runs; IKG_FLOOD_TRIES=5 is
+strongSwan's default budget (4, 7.2, 13, 23.3, 42 s and 75.6 s more before giving up: about 165 s, 6
+sends). The gateway's answers to spoofed sources are
 routed back to that namespace and dropped there (nobody listens). The flood stops when the legitimate setups
 have all ended (up or given up).
 
@@ -57,11 +60,12 @@ from bench.bench_ike_setup import (
     cpu_seconds,
 )
 from ikeguard.tools.gateway_process import GatewayProcess
-from ikeguard.tools.netns import NetnsLab, Topology, stop_process
+from ikeguard.tools.netns import Namespace, NetnsLab, Topology, stop_process
 
 LEGIT = min(int(os.environ.get("IKG_FLOOD_LEGIT", "120")), 124)  # the initiators' address pool
 PPS = int(os.environ.get("IKG_FLOOD_PPS", "0"))
 WORKERS = int(os.environ.get("IKG_BENCH_WORKERS", "2").split(",")[-1])
+TRIES = int(os.environ.get("IKG_FLOOD_TRIES", "3"))
 SPOOFED = ipaddress.ip_network("203.0.113.0/24")
 CASE = CASES[0]  # PSK ECP-256
 REPO = Path(__file__).resolve().parent.parent
@@ -122,6 +126,13 @@ def flood(template: bytes, target: str, count_file: Path, pps: int) -> None:
     sock.close()
 
 
+def _udp_counters(ns: Namespace) -> dict[str, int]:
+    """The namespace's UDP counters (/proc/net/snmp): InDatagrams, RcvbufErrors (dropped: buffer full), ..."""
+    lines = [line.split() for line in ns.run("cat", "/proc/net/snmp").stdout.splitlines()
+             if line.startswith("Udp:")]
+    return dict(zip(lines[0][1:], (int(v) for v in lines[1][1:]), strict=True))
+
+
 def _sent(count_file: Path) -> int:
     try:
         return int(count_file.read_text() or 0)
@@ -144,7 +155,7 @@ def main() -> None:
     template = ike_sa_init_template()
     print(f"flood bench: {LEGIT} legitimate {CASE.name} setups during a spoofed IKE_SA_INIT flood "
           f"({'max rate' if not PPS else f'{PPS}/s'}, {len(template)}-octet requests from {SPOOFED}), "
-          f"ikeguard workers = {WORKERS}, load average {os.getloadavg()[0]:.2f}, "
+          f"ikeguard workers = {WORKERS}, {TRIES} retransmissions, load average {os.getloadavg()[0]:.2f}, "
           f"started {dt.datetime.now(dt.UTC):%H:%M:%S}Z")
     try:
         with NetnsLab() as lab:
@@ -168,8 +179,10 @@ def main() -> None:
             # one address per legitimate peer (block_threshold counts per address), on the hosts' link
             initiator = LoadTester(prefix, init_ns, base / "initiator", CASE, LEGIT, pki,
                                    addresses=("192.0.2.2", "192.0.2.1"), pool=("192.0.2.128/25", 24))
+            initiator.retransmit_tries = TRIES
             try:
                 cpu0 = cpu_seconds(gw.pid)
+                udp0 = _udp_counters(gw_ns)
                 flooder = init_ns.popen([sys.executable, "-m", "bench.bench_flood", "--flood", str(base)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
                 time.sleep(3.0)  # the flood is on before the first legitimate request
@@ -178,11 +191,12 @@ def main() -> None:
                 gw.request("sas")  # the control socket answers while flooded
                 answered = time.monotonic() - asked
                 initiator.start()
-                established, _failed = initiator.wait(timeout=300)
+                established, _failed = initiator.wait(timeout=300, stall=200 if TRIES > 3 else 30)
                 seconds = initiator.duration()
                 elapsed = time.monotonic() - flood_start
                 rate = (_sent(count_file) - sent_start) / elapsed if elapsed > 0 else 0.0
                 cpu = cpu_seconds(gw.pid) - cpu0
+                udp1 = _udp_counters(gw_ns)
             finally:
                 if "flooder" in locals():
                     stop_process(flooder, 10)
@@ -197,6 +211,10 @@ def main() -> None:
         print(f"  cookies engaged: {'dos.cookies_on' in events} ({events.count('dos.cookies_on')} times); "
               f"gateway CPU {cpu:.1f} s over the run; `sas` answered in {answered * 1000:.0f} ms while "
               "flooded")
+        read = udp1["InDatagrams"] - udp0["InDatagrams"]
+        dropped = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
+        print(f"  gateway UDP: {read:,} datagrams read, {dropped:,} dropped with full receive buffers "
+              f"({read / (read + dropped) if read + dropped else 0:.1%} of the arrivals read)")
         if established < LEGIT:
             print("    initiator log tail:\n    " + "\n    ".join(initiator.log().splitlines()[-5:]))
     finally:

@@ -215,6 +215,7 @@ class LoadTester:
         self.pki = pki
         self.log_path = workdir / "initiator.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.retransmit_tries = 3  # charon.retransmit_tries (strongSwan's default is 5)
 
     def write(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +263,7 @@ class LoadTester:
                 "dos_protection": False,
                 "ikesa_table_size": 4096,
                 "ikesa_table_segments": 16,
-                "retransmit_tries": 3,
+                "retransmit_tries": self.retransmit_tries,
                 "plugins": {"load-tester": lt},
                 "filelog": {"lt": {"path": str(self.log_path), "time_format": "%b %e %T",
                                    "time_add_ms": True, "append": False, "flush_line": True,
@@ -304,7 +305,8 @@ class LoadTester:
                                 r"NO_PROPOSAL_CHOSEN|authentication of .* failed", text))
         return established, failed
 
-    def wait(self, timeout: float) -> tuple[int, int]:
+    def wait(self, timeout: float, stall: float = 30.0) -> tuple[int, int]:
+        """Until every SA is up or failed, ``timeout`` passed, or nothing changed for ``stall`` seconds."""
         deadline = time.monotonic() + timeout
         last = (-1, -1)
         stalled_since = time.monotonic()
@@ -314,7 +316,7 @@ class LoadTester:
                 return now
             if now != last:
                 last, stalled_since = now, time.monotonic()
-            if time.monotonic() > deadline or time.monotonic() - stalled_since > 30:
+            if time.monotonic() > deadline or time.monotonic() - stalled_since > stall:
                 return now
             if self.process is not None and self.process.poll() is not None:
                 return now

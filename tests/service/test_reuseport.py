@@ -215,3 +215,22 @@ def test_listener_drains_priority_first_and_answers_bulk_quickly() -> None:
     assert answers == [MARKER + b"answer"] * 3
     assert order[:3] == ["priority"] * 3
     assert sorted(order[3:]) == ["init", "quick", "quick", "quick"]
+
+
+def test_a_group_is_only_made_on_a_free_port() -> None:
+    """A second gateway on the same address and port fails to bind (service/sockets.py's rule) rather than
+    joining the first one's SO_REUSEPORT group and receiving part of its traffic."""
+    first = open_group("127.0.0.1", 0, 1, natt=False, priority=True)
+    try:
+        port = first[0].getsockname()[1]
+        with pytest.raises(OSError):
+            open_group("127.0.0.1", port, 1, natt=False, priority=True)
+        with pytest.raises(OSError):
+            open_group("127.0.0.1", port, 2, natt=False)
+    finally:
+        for sock in first:
+            sock.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+        plain.bind(("127.0.0.1", 0))
+        with pytest.raises(OSError):
+            open_group("127.0.0.1", plain.getsockname()[1], 1, natt=False, priority=True)

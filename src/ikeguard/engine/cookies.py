@@ -39,6 +39,7 @@ _IKE_SA_INIT = 34
 _ANSWER_HEAD = struct.Struct("!8xBBBBII")  # SPIr zero, then the rest of the header
 _NOTIFY_HEAD = struct.Struct("!BBHBBH")  # §3.2 generic header + §3.10 Protocol ID, SPI Size, type
 _GENERIC = struct.Struct("!BBH")  # §3.2: Next Payload, Critical + reserved, Payload Length
+_ZERO8, _ZERO4 = bytes(8), bytes(4)
 _MAX_WALK = 32  # payloads walked looking for the nonce (wire/message.py allows no more per chain)
 
 
@@ -167,7 +168,7 @@ def is_fresh_init_request(data: bytes) -> bool:
     """An IKE_SA_INIT request that starts a new IKE SA (RFC 7296 §3.1: version 2, responder SPI zero,
     Initiator set, Response clear, message ID 0, Length = the datagram's)."""
     return (len(data) >= 28 and data[18] == _IKE_SA_INIT and data[17] >> 4 == 2
-            and data[19] & 0x28 == 0x08 and data[8:16] == bytes(8) and data[20:24] == bytes(4)
+            and data[19] & 0x28 == 0x08 and data[8:16] == _ZERO8 and data[20:24] == _ZERO4
             and int.from_bytes(data[24:28], "big") == len(data))
 
 

@@ -45,6 +45,7 @@ from ikeguard.wire.iana import ExchangeType, PayloadType
 from ikeguard.wire.message import scan_payloads
 
 ZERO_SPI = b"\0" * 8
+ELSEWHERE_TTL = 0.01  # seconds the quick path reuses the other workers' half-open count
 
 
 class IkeManager:
@@ -81,6 +82,7 @@ class IkeManager:
         self._cookies = CookieJar(random.bytes, self.ctx.settings.cookie_secret_period)
         self._cookies_on = False
         self._cookie_mode = CookieMode()  # hysteresis on cookie_threshold (engine/cookies.py)
+        self._elsewhere, self._elsewhere_at = 0, -1.0  # the other workers' half-open count, when read
 
     # ------------------------------------------------------------------ sans-IO surface
     def next_event(self) -> EngineEvent | None:
@@ -332,8 +334,8 @@ class IkeManager:
         block = settings.block_threshold
         if ((spi_i, remote) in self._half_open_index
                 or (settings.max_ike_sas and len(self._by_uniqueid) >= settings.max_ike_sas)
-                or (block and self._half_open_per_addr[address] >= block)
-                or not self._cookie_mode.update(self._half_open_total(), settings.cookie_threshold, now)):
+                or (block and self._half_open_per_addr.get(address, 0) >= block)
+                or not self._cookie_mode.update(self._half_open_total(now), settings.cookie_threshold, now)):
             return None
         nonce = find_nonce(data)
         if nonce is None:
@@ -341,12 +343,18 @@ class IkeManager:
         self._cookie_mode.demanded(settings.cookie_threshold, now)
         return cookie_answer(spi_i, self._cookies.make(nonce, remote, spi_i, now))
 
-    def _half_open_total(self) -> int:
-        """Half-open SAs here and, with ``[gateway] workers``, in every other worker."""
+    def _half_open_total(self, now: float | None = None) -> int:
+        """Half-open SAs here and, with ``[gateway] workers``, in every other worker (``now``: the quick
+        path, which reads the others' count at most every ``ELSEWHERE_TTL`` seconds — they publish it every
+        0.1 s — instead of once per datagram of a flood)."""
         elsewhere = self.ctx.half_open_elsewhere
         if elsewhere is None or self.ctx.settings.cookie_threshold <= 0:
             return self.half_open_count()
-        return self.half_open_count() + elsewhere()
+        if now is None or not 0 <= now - self._elsewhere_at < ELSEWHERE_TTL:
+            self._elsewhere = elsewhere()
+            if now is not None:
+                self._elsewhere_at = now
+        return self.half_open_count() + self._elsewhere
 
     def _cookies_busy(self) -> bool:
         """Whether cookies are demanded now (half-open SAs of every worker against ``cookie_threshold``);

@@ -246,6 +246,8 @@ class Gateway:
         IKE_SA_INIT request without a cookie while cookies are demanded (RFC 7296 §2.6, issue 22), or None
         for :meth:`_receive` — which also keeps the rules for stopping, a failed audit store and HA fencing,
         so those cases never take this path."""
+        if len(data) < 28 or data[18] != 34:  # not IKE_SA_INIT (every datagram of a lone socket comes here)
+            return None
         if self.stopping or self.ha is not None or self.audit.refuse_new_sas:
             return None
         remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # str(Endpoint), wire/endpoint.py

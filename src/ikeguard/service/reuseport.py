@@ -26,6 +26,10 @@ the bulk sockets' buffers: it competes with other peers' first requests, never w
 retry (issue 22). NAT keepalives, runts and SPIs naming no worker go to the bulk sockets as well; ESP in UDP
 to ``esp_index`` (after both halves) or spread over the bulk sockets.
 
+A group is only made on a free port: :func:`open_group` first binds the port without ``SO_REUSEPORT`` and
+closes that socket again, so a second gateway on the same address and port fails with "address in use" (the
+rule of service/sockets.py) instead of joining the group of the first one.
+
 The supervisor creates every socket of a group and keeps them all open for its lifetime, so a worker that dies
 does not shift the others' indices (the kernel compacts a group when a member closes) and its restarted
 successor inherits the same socket, with the datagrams that queued meanwhile.
@@ -185,6 +189,8 @@ def open_group(address: str, port: int, workers: int, *, natt: bool,
     members = workers * (2 if priority else 1)
     count = members + (1 if esp_socket else 0)
     socks: list[socket.socket] = []
+    if port:  # nobody may hold the port: a second gateway fails to bind instead of joining our group
+        open_udp(ip, port).close()
     try:
         for _ in range(count):
             sock = open_udp(ip, port, reuseport=True)

@@ -4,17 +4,18 @@ Each socket is read with ``recvmsg`` from an asyncio reader (``add_reader``) rat
 ``DatagramProtocol``, because the engine needs the local address of every datagram: on a wildcard-bound socket
 that comes from ``IP_PKTINFO`` / ``IPV6_RECVPKTINFO``, and replies leave from the same address (the source is
 set with the same ancillary data on ``sendmsg``). IPv6 sockets are ``IPV6_V6ONLY`` so one family never sees
-the other's datagrams as mapped addresses. No SO_REUSEADDR (SO_REUSEPORT only for the worker groups
-of :mod:`ikeguard.service.reuseport`, all opened by one supervisor): a second gateway on the same address
-fails to bind instead of silently sharing (and stealing) IKE traffic. Hand-written: asyncio has no API for
-ancillary data.
+the other's datagrams as mapped addresses. No SO_REUSEADDR (SO_REUSEPORT only for the groups of
+:mod:`ikeguard.service.reuseport`, each made by one process on a port nobody holds): a second gateway on the
+same address fails to bind instead of silently sharing (and stealing) IKE traffic. Hand-written: asyncio has
+no API for ancillary data.
 
 A listener may have a second, *bulk* socket (``[gateway] workers``: the kernel steers new IKE_SA_INIT requests
 that offer no COOKIE there, service/reuseport.py). The priority socket is drained first on every wake-up, the
 bulk one after it in bounded batches, so a flood in the bulk socket never delays an IKE_AUTH or a cookie retry
-by more than one batch and still gets its turn. A bulk datagram goes first to the ``quick`` answerer (the
-engine's stateless COOKIE answer, issue 22): when it answers, the answer leaves on the same socket without the
-datagram ever becoming ``Endpoint`` objects or engine events; anything else takes the regular path.
+by more than one batch and still gets its turn. A bulk datagram — or any datagram of a listener without a
+bulk socket — goes first to the ``quick`` answerer (the engine's stateless COOKIE answer, issue 22): when it
+answers, the answer leaves on the same socket without the datagram ever becoming ``Endpoint`` objects or
+engine events; anything else takes the regular path.
 
 Receive buffers: ``SOCKET_BUFFER`` is asked for with ``SO_RCVBUFFORCE`` (root / CAP_NET_ADMIN may exceed
 ``net.core.rmem_max``), else with ``SO_RCVBUF``, which the kernel caps at ``net.core.rmem_max``; what the
@@ -167,8 +168,8 @@ class UdpListener:
 
     def _on_readable(self) -> None:
         bulk = self.bulk
-        if bulk is None:
-            self._drain(self.sock, BATCH)
+        if bulk is None:  # one socket (workers = 1): every datagram may take the quick path
+            self._drain_bulk(self.sock) if self.quick is not None else self._drain(self.sock, BATCH)
             return
         for _ in range(ROUNDS):  # the priority socket first, then a bounded batch of the bulk one
             read = self._drain(self.sock, BATCH)

@@ -2,6 +2,11 @@
 RFC 3948), or the userspace data plane's socket where it owns 4500 (ESP and IKE share it; IKE arrives through
 its ``on_ike`` callback and leaves through ``send_ike``).
 
+Every listen address and port is a pair of sockets: the kernel steers new IKE_SA_INIT requests without a
+COOKIE to the bulk one and everything else to the priority one, which is read first (service/reuseport.py,
+service/sockets.py: the half-open flood of issue 22); with ``[gateway] workers`` the pair is this worker's
+members of the supervisor's groups.
+
 On 4500 every IKE message carries the non-ESP marker (four zero octets, RFC 3948 §2.2): stripped on receive,
 added on send; a single 0xFF octet is a NAT keepalive (§2.3) and is ignored; anything else is ESP, which only
 a data plane that owns the socket can use (with ``none`` it is counted and dropped).
@@ -20,6 +25,7 @@ from ikeguard.dataplane.base import DataPlane, IkeShare
 from ikeguard.engine.events import Endpoint, IpAddress
 from ikeguard.engine.settings import ConnectionSettings
 from ikeguard.service.errors import GatewayCommandError
+from ikeguard.service.reuseport import open_group
 from ikeguard.service.sockets import KEEPALIVE, NON_ESP_MARKER, QuickAnswer, UdpListener, route_source
 from ikeguard.service.stats import GatewayStats
 from ikeguard.wire.natt import Udp4500, demux_udp4500
@@ -113,6 +119,8 @@ class Transport:
               handler: Receiver) -> None:
         sock, bulk = self.inherited.get((address, port), (None, None))
         try:
+            if sock is None:  # one process: a group of our own, priority and bulk (service/reuseport.py)
+                sock, bulk = open_group(str(address), port, 1, natt=handler == self._natt, priority=True)
             listener = UdpListener(address, port, handler, sock, bulk=bulk, quick=self.quick,
                                    marker=handler == self._natt)
         except OSError as exc:
