@@ -58,7 +58,9 @@ def test_pkcs_req_is_signed_by_the_key_and_enveloped_to_the_ca(ca: tuple[rsa.RSA
     info = signed["signer_infos"][0]
     attrs = _attrs(info)
     assert attrs[sc.OID_MESSAGE_TYPE].parsed.native == "19"
-    assert attrs[sc.OID_TRANSACTION_ID].parsed.native == sent.transaction_id == sc.transaction_id(key)
+    assert attrs[sc.OID_TRANSACTION_ID].parsed.native == sent.transaction_id
+    again = sc.build_pki_message(key, signer, ca_cert, csr, sc.RENEWAL_REQ)[1]
+    assert again.transaction_id != sent.transaction_id and again.nonce != sent.nonce  # unique per request
     assert attrs[sc.OID_SENDER_NONCE].parsed.native == sent.nonce and len(sent.nonce) == 16
     envelope = signed["encap_content_info"]["content"].native
     assert attrs["1.2.840.113549.1.9.4"].native == hashlib.sha256(envelope).digest()

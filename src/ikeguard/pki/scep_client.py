@@ -34,6 +34,7 @@ import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -148,9 +149,10 @@ def _issuer_serial(cert: x509.Certificate) -> a_cms.IssuerAndSerialNumber:
     return a_cms.IssuerAndSerialNumber({"issuer": parsed.issuer, "serial_number": parsed.serial_number})
 
 
-def transaction_id(key: PrivateKey) -> str:
-    """§3.2.1.1: derived from the public key (hex SHA-256 of the SubjectPublicKeyInfo)."""
-    return hashlib.sha256(cert_requests.public_key_der(key)).hexdigest()
+def transaction_id() -> str:
+    """§3.2.1.1: a string unique to the transaction (a random UUID; the key-hash of older SCEP drafts would
+    repeat for a renewal with the same key)."""
+    return uuid.uuid4().hex
 
 
 def build_pki_message(key: PrivateKey, signer: x509.Certificate, recipient: x509.Certificate,
@@ -163,7 +165,7 @@ def build_pki_message(key: PrivateKey, signer: x509.Certificate, recipient: x509
         raise ScepError("the SCEP CA/RA certificate has no RSA key to encrypt the request to")
     envelope = (pkcs7.PKCS7EnvelopeBuilder().set_data(csr_der).add_recipient(recipient)
                 .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary]))
-    sent = _Sent(transaction_id(key), secrets.token_bytes(16))
+    sent = _Sent(transaction_id(), secrets.token_bytes(16))
     attrs = a_cms.CMSAttributes([
         {"type": "content_type", "values": ["data"]},
         {"type": "signing_time", "values": [a_cms.Time(name="utc_time",
