@@ -38,7 +38,8 @@ async def run(config: dict[str, Any]) -> None:
                                tun_addresses=tuple(config.get("tun_addresses", ())),
                                tun_mtu=int(config["tun_mtu"]) if "tun_mtu" in config else None,
                                # commands drive it: whoever sends delete_sa decides when an SA goes
-                               rekeyed_inbound_linger=float(config.get("rekeyed_inbound_linger", 0.0)))
+                               rekeyed_inbound_linger=float(config.get("rekeyed_inbound_linger", 0.0)),
+                               tun_offload=bool(config.get("tun_offload", False)))
     events: list[DataPlaneEvent] = []
     plane.subscribe(events.append)
     for pol in config.get("policies", ()):

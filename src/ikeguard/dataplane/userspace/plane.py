@@ -32,6 +32,7 @@ from ikeguard.dataplane.base import (
     SaDirection,
     SaEndpoint,
 )
+from ikeguard.dataplane.coalesce import VNET_HDR, VNET_NONE, coalesce, vnet_header
 from ikeguard.dataplane.esp import AEAD_TRANSFORMS, CBC_TRANSFORMS, INTEG_TRANSFORMS
 from ikeguard.dataplane.table import Forward, SaTable, Send
 from ikeguard.dataplane.userspace.routes import install_routes, remove_routes
@@ -54,6 +55,7 @@ NON_ESP_MARKER = natt.NON_ESP_MARKER  # RFC 3948 §2.2
 REKEYED_INBOUND_LINGER = 2.0  # s an inbound SA replaced by a rekey still decrypts (cf. strongSwan's
 # charon.delete_rekeyed_delay); only when a successor with the same selectors is installed
 KEEPALIVE = natt.NAT_KEEPALIVE  # RFC 3948 §2.3
+VNET_LEN = VNET_HDR.size
 IkeCallback = Callable[[bytes, tuple[str, int]], None]
 
 FEATURES = DataPlaneFeatures(
@@ -76,19 +78,20 @@ class UserspaceDataPlane:
                  tun_mtu: int | None = None, rekeyed_inbound_linger: float = REKEYED_INBOUND_LINGER,
                  tun_fd: int | None = None, manage_routes: bool = True,
                  handoff: dict[int, socket.socket] | None = None,
-                 handoff_in: socket.socket | None = None) -> None:
+                 handoff_in: socket.socket | None = None, tun_offload: bool = False) -> None:
         self.table = SaTable(path_mtu=path_mtu)
         self.rekeyed_inbound_linger = rekeyed_inbound_linger
         self.sock = sock
         self.on_ike = on_ike
         self.stats: dict[str, int] = {"keepalives_in": 0, "ike_in": 0, "ike_errors": 0, "send_errors": 0,
                                       "tun_errors": 0, "gso_sends": 0, "gro_batches": 0,
-                                      "handed_off": 0, "handed_in": 0, "handoff_drops": 0}
+                                      "handed_off": 0, "handed_in": 0, "handoff_drops": 0, "tun_merged": 0}
         self.manage_routes = manage_routes
         self.handoff = handoff or {}
         self.handoff_in = handoff_in
+        self.vnet = tun_offload  # IFF_VNET_HDR: decrypted TCP runs written as one GSO packet (coalesce.py)
         if tun_fd is None:
-            self.tun_fd, self.tun_name = open_tun(tun_name)
+            self.tun_fd, self.tun_name = open_tun(tun_name, vnet_hdr=tun_offload)
         else:
             self.tun_fd, self.tun_name = tun_fd, tun_name
         self._sources: dict[int, str] = {}
@@ -258,6 +261,7 @@ class UserspaceDataPlane:
         UDP GSO sends (equal-size segments, the last one may be shorter: the kernel's rule; at most 64
         segments and 64 KiB per send). Hot loop: bound methods and constants in locals."""
         outbound, read, fd, send = self.table.outbound, os.read, self.tun_fd, self.send_segments
+        vnet = self.vnet
         segments: list[bytes] = []
         dest: tuple[str, int] = ("", 0)
         size = total = 0
@@ -266,6 +270,8 @@ class UserspaceDataPlane:
                 pkt = read(fd, 65535)
             except BlockingIOError:
                 break
+            if vnet:
+                pkt = pkt[VNET_LEN:]  # no offloads enabled for reads: the header is all zero
             result = outbound(pkt)
             if result is None:
                 continue
@@ -292,12 +298,30 @@ class UserspaceDataPlane:
                 assert isinstance(result, Forward)
                 self._hand_off(result)
                 continue
-            try:
-                os.write(fd, result.data)
-            except OSError:
-                self.stats["tun_errors"] += 1
+            self.write_tun(result.data)
         if segments:
             send(segments, dest)
+
+    def write_tun(self, packet: bytes) -> None:
+        """One packet into the TUN device (with an empty virtio-net header when offloads are on)."""
+        try:
+            if self.vnet:
+                os.writev(self.tun_fd, (VNET_NONE, packet))
+            else:
+                os.write(self.tun_fd, packet)
+        except OSError:
+            self.stats["tun_errors"] += 1
+
+    def _write_coalesced(self, packets: list[bytes]) -> None:
+        """Decrypted packets of one wake-up: TCP runs merged into GSO packets (coalesce.py)."""
+        writev, fd = os.writev, self.tun_fd
+        for packet, gso in coalesce(packets):
+            try:
+                writev(fd, (vnet_header(packet, gso), packet))
+            except OSError:
+                self.stats["tun_errors"] += 1
+            if gso:
+                self.stats["tun_merged"] += 1
 
     def _hand_off(self, forward: Forward) -> None:
         """Give a packet to the worker owning its policy's outbound SA (one sender per SA)."""
@@ -331,10 +355,7 @@ class UserspaceDataPlane:
             elif isinstance(result, Forward):  # we lost the SA meanwhile: never bounce packets around
                 self.stats["handoff_drops"] += 1
             else:
-                try:
-                    os.write(self.tun_fd, result.data)
-                except OSError:
-                    self.stats["tun_errors"] += 1
+                self.write_tun(result.data)
 
     def send_segments(self, segments: list[bytes], dest: tuple[str, int]) -> None:
         """Send ESP packets to one destination: one ``sendmsg`` with UDP GSO (``UDP_SEGMENT``) when there
@@ -362,7 +383,7 @@ class UserspaceDataPlane:
             self.stats["send_errors"] += 1
 
     def _on_raw(self, raw: socket.socket, version: int) -> None:
-        table, fd = self.table, self.tun_fd
+        table = self.table
         for _ in range(BATCH):
             try:
                 data = raw.recv(65535)
@@ -373,33 +394,32 @@ class UserspaceDataPlane:
                     continue
                 data = data[(data[0] & 0x0F) * 4 :]
             inner = table.inbound(data)
-            if inner is None:
-                continue
-            try:
-                os.write(fd, inner)
-            except OSError:
-                self.stats["tun_errors"] += 1
+            if inner is not None:
+                self.write_tun(inner)
 
     def _on_udp(self) -> None:
         sock = self.sock
+        pending: list[bytes] | None = [] if self.vnet else None  # decrypted, for coalescing
         for _ in range(BATCH):
             try:
                 data, ancillary, _flags, addr = sock.recvmsg(65535, _GRO_CMSG_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return
+                break
             segment = 0
             for level, kind, value in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
                     segment = struct.unpack("=i", value[:4])[0]
             if segment <= 0 or len(data) <= segment:
-                self._datagram(data, addr)
+                self._datagram(data, addr, pending)
                 continue
             self.stats["gro_batches"] += 1
             datagram = self._datagram
             for off in range(0, len(data), segment):  # UDP GRO: equal-size datagrams, the last may be short
-                datagram(data[off : off + segment], addr)
+                datagram(data[off : off + segment], addr, pending)
+        if pending:
+            self._write_coalesced(pending)
 
-    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _datagram(self, data: bytes, addr: tuple[str, int], pending: list[bytes] | None = None) -> None:
         """Demultiplex one datagram on the shared port (RFC 3948 §2.2)."""
         kind = demux_udp4500(data)
         if kind is Udp4500.IKE:
@@ -416,6 +436,9 @@ class UserspaceDataPlane:
             return
         inner = self.table.inbound(data)
         if inner is None:
+            return
+        if pending is not None:
+            pending.append(inner)
             return
         try:
             os.write(self.tun_fd, inner)

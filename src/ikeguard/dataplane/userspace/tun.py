@@ -16,14 +16,16 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000  # every read/write starts with a struct virtio_net_hdr (10 octets): GSO packets
 
 
-def open_tun(name: str, multi_queue: bool = False) -> tuple[int, str]:
+def open_tun(name: str, multi_queue: bool = False, vnet_hdr: bool = False) -> tuple[int, str]:
     """Open (creating if needed) TUN ``name``: returns (non-blocking fd, the kernel's device name)."""
     if len(name.encode()) > 15:
         raise ValueError("interface names have at most 15 characters")
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+    flags |= IFF_VNET_HDR if vnet_hdr else 0
     try:
         ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
     except OSError:

@@ -107,7 +107,8 @@ def _worker_main(index: int, config: dict[str, Any], tun: tuple[int, str], sock:
     plane = UserspaceDataPlane(tun[1], sock, path_mtu=int(config.get("path_mtu", 1500)),
                                tun_mtu=int(config["tun_mtu"]) if "tun_mtu" in config else None,
                                rekeyed_inbound_linger=float(config.get("rekeyed_inbound_linger", 0.0)),
-                               tun_fd=tun[0], manage_routes=False, handoff=handoff, handoff_in=handoff_in)
+                               tun_fd=tun[0], manage_routes=False, handoff=handoff, handoff_in=handoff_in,
+                               tun_offload=bool(config.get("tun_offload", False)))
     try:
         asyncio.run(_serve_worker(index, plane, control, config.get("keepalive")))
     except (DataPlaneError, OSError) as exc:
@@ -140,7 +141,7 @@ class Supervisor:
         queues: list[int] = []
         name = self.tun_name
         for _ in range(self.n):
-            fd, name = open_tun(name, multi_queue=True)
+            fd, name = open_tun(name, multi_queue=True, vnet_hdr=bool(cfg.get("tun_offload", False)))
             queues.append(fd)
         self.tun_name = name
         mtu = int(cfg["tun_mtu"]) if "tun_mtu" in cfg else int(cfg.get("path_mtu", 1500)) - WORST_OVERHEAD
