@@ -10,7 +10,7 @@ import os
 import pytest
 
 from ikeguard.engine.cookies import CookieMode, cookie_answer, is_fresh_init_request, offers_cookie
-from ikeguard.engine.events import Endpoint, SendDatagram
+from ikeguard.engine.events import AuditEvent, Endpoint, SendDatagram
 from ikeguard.engine.manager import IkeManager
 from ikeguard.engine.message import OutMessage, encode_message
 from ikeguard.wire import message as wire_message
@@ -129,3 +129,34 @@ def test_forged_or_other_first_notify_costs_no_decode_in_cookie_mode(monkeypatch
     assert calls == [] and len(answers) == 20 and gw.half_open_count() == 1
     first = parse_message(answers[0].data).payloads[0]
     assert isinstance(first, NotifyPayload) and first.notify_type == NotifyType.COOKIE
+
+
+def test_cookies_stay_on_after_the_half_open_sas_expire_until_the_hold_time_passed() -> None:
+    """The manager's use of CookieMode: the half-open SA that turned cookies on times out (count 0), yet new
+    requests are still asked for a cookie until 10 s without pressure have passed; then cookies go off
+    (audited) and a request makes a half-open SA again."""
+    gw = _engaged()  # on at t=0 (one half-open SA, cookie_threshold 1)
+    _net, request = _init_request()
+    spoofed = Endpoint(ipaddress.ip_address("203.0.113.50"), 500)
+    expiry = gw.ctx.settings.half_open_timeout + 1
+    gw.receive_datagram(request, ME, spoofed, expiry - 1)  # a cookie demanded (1 = the threshold): pressure
+    assert _cookie_sent(gw.events())
+    gw.handle_timer(expiry)  # the half-open SA that turned cookies on expires
+    gw.events()
+    assert gw.half_open_count() == 0
+    gw.receive_datagram(request, ME, spoofed, expiry + 8)  # 9 s after the last pressure: still on
+    assert _cookie_sent(gw.events())
+    assert gw.answer_cookieless_init(request, str(spoofed), "203.0.113.50", expiry + 8.5) is not None
+    gw.receive_datagram(request, ME, spoofed, expiry + 19)  # 10.5 s after the last pressure: off
+    events = gw.events()
+    assert not _cookie_sent(events)
+    assert [e for e in events if isinstance(e, AuditEvent) and e.event == "dos.cookies_off"]
+    assert gw.half_open_count() == 1  # the request made a half-open SA (a Diffie-Hellman) again
+
+
+def _cookie_sent(events: list[object]) -> bool:
+    for event in events:
+        if isinstance(event, SendDatagram):
+            first = parse_message(event.data).payloads[0]
+            return isinstance(first, NotifyPayload) and first.notify_type == NotifyType.COOKIE
+    return False
