@@ -203,7 +203,11 @@ class LoadTester:
 
     def __init__(self, prefix: Path, ns: Namespace, workdir: Path, case: Case, count: int, pki: Pki,
                  ts: tuple[str, str] | None = None, *, addresses: tuple[str, str] | None = None,
-                 pool: tuple[str, int] | None = None) -> None:
+                 pool: tuple[str, int] | None = None, charon_options: dict[str, object] | None = None,
+                 private_run: bool = False, id_prefix: str = "lt") -> None:
+        self.id_prefix = id_prefix  # IDi = PREFIX-thread-n: distinct per instance (INITIAL_CONTACT, §2.4)
+        self.charon_options = charon_options or {}  # e.g. port/port_nat_t: several instances in one namespace
+        self.private_run = private_run  # its own tmpfs over PREFIX/run (charon.pid): several at once
         self.ts = ts  # (TSi, TSr) proposed; None = dynamic (the outer addresses)
         self.addresses = addresses or (INITIATOR_ADDR, RESPONDER_ADDR)  # (initiator, responder)
         self.pool = pool or ((POOL_NET, 64) if POOL else None)  # (addresses on eth0, their prefix length)
@@ -232,7 +236,7 @@ class LoadTester:
             "esp": self.case.esp,
             "initiator_auth": self.case.auth,
             "responder_auth": self.case.auth,
-            "initiator_id": "lt-%d-%d.ss-lab.example",
+            "initiator_id": f"{self.id_prefix}-%d-%d.ss-lab.example",
             "responder_id": GW_ID,
             "preshared_key": PSK,
             "fake_kernel": True,
@@ -264,6 +268,7 @@ class LoadTester:
                 "ikesa_table_size": 4096,
                 "ikesa_table_segments": 16,
                 "retransmit_tries": self.retransmit_tries,
+                **self.charon_options,
                 "plugins": {"load-tester": lt},
                 "filelog": {"lt": {"path": str(self.log_path), "time_format": "%b %e %T",
                                    "time_add_ms": True, "append": False, "flush_line": True,
@@ -281,7 +286,11 @@ class LoadTester:
             (self.prefix / "run" / "charon.pid").unlink()
         out = open(self.workdir / "initiator.out", "wb")  # noqa: SIM115
         try:
-            self.process = self.ns.popen([str(self.prefix / "libexec/ipsec/charon")],
+            argv = [str(self.prefix / "libexec/ipsec/charon")]
+            if self.private_run:  # charon refuses to start while PREFIX/run/charon.pid names a live charon
+                argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        'mount -t tmpfs tmpfs "$1" && exec "$2"', "sh", str(self.prefix / "run"), argv[0]]
+            self.process = self.ns.popen(argv,
                                          env={"STRONGSWAN_CONF": str(conf)}, stdout=out,
                                          stderr=subprocess.STDOUT)
         finally:
