@@ -607,6 +607,10 @@ class IkeManager:
         """Every IKE SA not yet closed (for ``sas`` and tests)."""
         return [sa for sa in self._by_uniqueid.values() if sa.state is not IkeState.CLOSED]
 
+    def ike_sa_count(self) -> int:
+        """How many IKE SAs the manager holds (closed ones are forgotten promptly); O(1)."""
+        return len(self._by_uniqueid)
+
     def has_ike_sas(self) -> bool:
         """Whether any IKE SA is not yet closed (stops at the first; closed SAs are forgotten promptly)."""
         return any(sa.state is not IkeState.CLOSED for sa in self._by_uniqueid.values())

@@ -58,6 +58,8 @@ from ikeguard.service.accounting import Accounting
 from ikeguard.service.actions import ActionPolicy
 from ikeguard.service.dataplane import esp_supported
 from ikeguard.service.errors import GatewayCommandError
+from ikeguard.service.heap import CHECK_EVERY as HEAP_CHECK_EVERY
+from ikeguard.service.heap import HeapFreezer
 from ikeguard.service.leases import LeaseStore
 from ikeguard.service.ocsp_staple import OcspStapler
 from ikeguard.service.outputs import ChildSaDriver
@@ -153,6 +155,8 @@ class Gateway:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._hsm_timer: asyncio.TimerHandle | None = None
+        self.heap = HeapFreezer(self.engine.ike_sa_count)  # short GC pauses with many SAs (service/heap.py)
+        self._heap_timer: asyncio.TimerHandle | None = None
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._waiters: dict[int, asyncio.Future[int]] = {}  # IKE uniqueid -> resolved at ESTABLISHED/CLOSED
         self._refusing = False
@@ -175,6 +179,7 @@ class Gateway:
         self.ocsp_stapler.start()
         self._rearm()
         self._hsm_log()
+        self._heap_check()
 
     async def stop(self, reason: str = "gateway shutdown") -> None:
         """DELETE every IKE SA, wait up to 2 s for the answers, remove data-plane state, close the audit."""
@@ -202,6 +207,9 @@ class Gateway:
         if self._hsm_timer is not None:
             self._hsm_timer.cancel()
         self._hsm_log(rearm=False)
+        if self._heap_timer is not None:
+            self._heap_timer.cancel()
+        self.heap.thaw()
         self.children.remove_everything()
         self.traps.remove_all()
         self.revocation.close()
@@ -439,6 +447,11 @@ class Gateway:
             self.record(event)
         if rearm and self._loop is not None and not self.stopping:
             self._hsm_timer = self._loop.call_later(HSM_LOG_INTERVAL, self._hsm_log)
+
+    def _heap_check(self) -> None:
+        self.heap.check()
+        if self._loop is not None and not self.stopping:
+            self._heap_timer = self._loop.call_later(HEAP_CHECK_EVERY, self._heap_check)
 
     def _rearm(self) -> None:
         loop = self._loop
