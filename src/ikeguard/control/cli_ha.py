@@ -30,6 +30,15 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
             click.echo(f"lease: not held{holder}{error}")
     if result.get("fenced"):
         click.echo(f"fenced: {result['fenced']}")
+    beat = result.get("heartbeat")
+    if beat:
+        heard = beat.get("heard")
+        click.echo(f"heartbeat to {beat.get('peer')}: " + ("never heard" if heard is None else
+                   f"{beat.get('peer_node')} ({beat.get('peer_role')}) heard {heard:.1f} s ago")
+                   + (f"; standby holds off {beat.get('covered', 0):.1f} s" if beat.get("covered") else "")
+                   + ("; the active is alive: not taking over" if beat.get("hears_active") else ""))
+    if result.get("serving_on_peer"):
+        click.echo("serving without etcd: the standby confirms it will not take over (ha.sync_failed)")
     if result.get("healthy") is False:
         click.echo("unhealthy: made MASTER but cannot hold the lease (keepalived's track script fails)")
     takeover = result.get("last_takeover")

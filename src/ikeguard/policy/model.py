@@ -554,11 +554,21 @@ class HaSection(Strict):
     max_state_age: float = Field(default=30.0, gt=0)  # a standby refuses to take over older state
     seq_margin: int = Field(default=1 << 20, ge=1, le=1 << 31)  # ESP sequence numbers skipped on takeover
     lease_ttl: int = Field(default=3, ge=1, le=60)  # etcd leader lease (fencing): seconds
+    # direct heartbeat to the other node (docs/ha.md "Split brain"): "host:port" of the peer's listener
+    peer_heartbeat: str | None = None
+    heartbeat_listen: str | None = None  # "addr:port" this node listens on (needed with peer_heartbeat)
+    heartbeat_interval: float = Field(default=0.2, gt=0, le=5)  # seconds between beats
+    heartbeat_hold: float = Field(default=1.0, gt=0, le=30)  # a standby's promise after each active beat
+    keep_serving: bool = True  # etcd lost: keep serving while the standby confirms it holds off
 
     @model_validator(mode="after")
     def _complete(self) -> HaSection:
         if self.enabled and (not self.node or not self.etcd_endpoints or self.key_file is None):
             raise ValueError('[ha] enabled needs "node", "etcd_endpoints" and "key_file"')
+        if (self.peer_heartbeat is None) != (self.heartbeat_listen is None):
+            raise ValueError('[ha] "peer_heartbeat" and "heartbeat_listen" go together')
+        if self.heartbeat_hold < 3 * self.heartbeat_interval:
+            raise ValueError('[ha] "heartbeat_hold" must be at least 3 x "heartbeat_interval"')
         return self
 
 

@@ -29,6 +29,7 @@ from ikeguard.dataplane.base import DataPlane, SaDirection
 from ikeguard.engine.ha_state import EspSequence
 from ikeguard.engine.manager import IkeManager
 from ikeguard.service.ha.fence import Fence
+from ikeguard.service.ha.peer import PeerLink
 from ikeguard.service.ha.replicator import HaNode, TakeoverResult
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,20 @@ class HaService:
     """Role, replication loop, leadership and takeover of one node."""
 
     def __init__(self, gateway: HaGateway, node: HaNode, *, sync_interval: float = 1.0,
-                 acquire_wait: float | None = None) -> None:
+                 acquire_wait: float | None = None, peer: PeerLink | None = None,
+                 keep_serving: bool = True) -> None:
         self.gateway = gateway
         self.node = node
         self.fence: Fence | None = node.fence
+        self.peer = peer  # the direct heartbeat to the other node (peer.py), None when not configured
+        self.keep_serving = keep_serving and peer is not None
+        self.serving_on_peer = False  # active past the lease deadline on the standby's promise
         self.sync_interval = sync_interval
         ttl = self.fence.ttl if self.fence is not None else 0
         self.acquire_wait = ttl + 1.0 if acquire_wait is None else acquire_wait
         self._task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+        self._peer_task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._base_out: dict[int, int] = {}  # outbound SPI -> sequence number it started after here
         self._failing = False
@@ -71,6 +77,9 @@ class HaService:
         self.sync_failures = 0
         self.last_takeover: TakeoverResult | None = None
 
+    def clock_since(self, at: float | None) -> float:
+        return 0.0 if at is None or self.peer is None else self.peer.clock() - at
+
     def _event(self, name: EventName, outcome: Outcome, reason: str, **details: str | int | float) -> None:
         fields = {"node": self.node.node, **{k: str(v) for k, v in details.items()}}
         self.gateway.record(AuditEvent(name, outcome, reason=reason, details=fields))
@@ -78,7 +87,12 @@ class HaService:
     def may_send(self) -> bool:
         """True when this node may send IKE (and hold ESP SAs): active, and with a fence, holding the lease
         for certain (its local deadline not passed)."""
-        return self.node.role == "active" and (self.fence is None or self.fence.valid())
+        return self.node.role == "active" and (self.fence is None or self.fence.valid() or self._covered())
+
+    def _covered(self) -> bool:
+        """Past the lease deadline, the active may go on sending while its standby promised (fresh
+        heartbeat) not to take over (docs/ha.md "Split brain")."""
+        return self.keep_serving and self.peer is not None and self.peer.covered()
 
     def healthy(self) -> bool:
         """False when keepalived wants this node active but it was fenced, or has not held the lease for
@@ -112,8 +126,9 @@ class HaService:
                         last_sync=self.node.last_sync or 0)
         self._failing = not ok
         self.sync_failures += 0 if ok else 1
-        if not ok and self.fence is not None and self.fence.held is None and self.node.role == "active":
-            self._fence_now(self.node.sync_error)
+        if (not ok and self.fence is not None and self.fence.held is None and self.node.role == "active"
+                and not (self._covered() and await asyncio.to_thread(self.fence.acquire))):
+                self._fence_now(self.node.sync_error)
         return ok
 
     async def _loop(self) -> None:
@@ -130,13 +145,25 @@ class HaService:
         while True:
             if self.node.role == "active":
                 renewed = await asyncio.to_thread(fence.renew)
-                if not renewed and fence.held is None:
+                if not renewed and fence.held is None and self._covered():
+                    # etcd is back but our lease expired while we served on the peer's promise: the
+                    # standby did not take the key, so take it again (a new fencing token)
+                    if await asyncio.to_thread(fence.acquire):
+                        self._note_recovered()
+                        self._arm_deadline()
+                    elif fence.held is None and fence.holder and fence.holder != self.node.node:
+                        self._fence_now(f"the lease is held by {fence.holder}")
+                elif not renewed and fence.held is None:
                     self._fence_now(fence.error or "the lease expired")
+                elif renewed:
+                    self._note_recovered()
+                    self._arm_deadline()
                 elif self.node.role == "active":
                     self._arm_deadline()
             elif self._retry and self.wanted == "active" and not self._busy.locked():
                 async with self._busy:
-                    if await asyncio.to_thread(fence.acquire):
+                    if (self.peer is None or not self.peer.hears_active()) and \
+                            await asyncio.to_thread(fence.acquire):
                         await self._take_over()
             await asyncio.sleep(fence.ttl / 4)
 
@@ -155,7 +182,26 @@ class HaService:
         if fence.valid():
             self._arm_deadline()
             return
+        if self._covered():
+            assert self.peer is not None
+            if not self.serving_on_peer:
+                self.serving_on_peer = True
+                why = (f"etcd unreachable past the lease deadline ({fence.error or 'no answer'}); still "
+                       f"serving: the standby {self.peer.peer_node or '?'} confirmed it will not take over")
+                log.warning("HA: %s", why)
+                self._event(EventName.HA_SYNC_FAILED, Outcome.FAILURE, why,
+                            last_sync=self.node.last_sync or 0)
+            self._deadline = asyncio.get_running_loop().call_later(
+                max(0.01, self.peer.confirmed_until - self.peer.clock()), self._on_deadline)
+            return
         self._fence_now(f"the lease was not renewed in time ({fence.error or 'no answer from etcd yet'})")
+
+    def _note_recovered(self) -> None:
+        if self.serving_on_peer:
+            self.serving_on_peer = False
+            log.warning("HA: etcd reachable again, the lease is held")
+            self._event(EventName.HA_SYNC_FAILED, Outcome.SUCCESS, "etcd reachable again: lease renewed",
+                        last_sync=self.node.last_sync or 0)
 
     def _drop_sas(self, reason: str) -> None:
         """Close every SA locally: Child SAs leave the data plane, nothing is sent (the peer keeps its SAs for
@@ -170,6 +216,7 @@ class HaService:
         if self.node.role != "active":
             return
         self.node.role = "standby"
+        self.serving_on_peer = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -189,6 +236,8 @@ class HaService:
         self._task = loop.create_task(self._loop())
         if self.fence is not None:
             self._lease_task = loop.create_task(self._lease_loop())
+        if self.peer is not None:
+            self._peer_task = loop.create_task(self.peer.start())
 
     async def stop(self) -> None:
         """Stop replicating; when active with a fence: a last replication, SAs dropped locally (no DELETE,
@@ -203,6 +252,8 @@ class HaService:
         if self.fence is not None and self.node.role == "active":
             # stopping is not a hand-over to the peer: no DELETE, the other node continues the SAs
             await self._step_down()
+        if self.peer is not None:
+            await self.peer.stop()
 
     async def set_role(self, state: str) -> dict[str, Any]:
         """keepalived's state (MASTER/BACKUP/FAULT/STOP) or active/standby. Becoming active takes the lease
@@ -222,6 +273,14 @@ class HaService:
                 self._retry = False
                 await self._step_down()
                 return self.status()
+            if self.peer is not None and self.peer.hears_active():
+                self._retry = True
+                why = (f"the active {self.peer.peer_node} is alive (its heartbeat was heard "
+                       f"{self.clock_since(self.peer.active_heard_at):.1f} s ago): not taking over")
+                self.last_takeover = TakeoverResult(refused=why)
+                self._event(EventName.HA_TAKEOVER, Outcome.FAILURE, why, restored=0, failed=0)
+                log.warning("HA takeover refused: %s", why)
+                return self.status()
             if self.fence is not None and not await self._acquire():
                 self._retry = True
                 why = (f"the lease is held by {self.fence.holder}" if self.fence.holder
@@ -238,7 +297,8 @@ class HaService:
         fence = self.fence
         assert fence is not None
         deadline = time.monotonic() + self.acquire_wait
-        while not await asyncio.to_thread(fence.acquire):
+        while ((self.peer is not None and self.peer.hears_active())
+               or not await asyncio.to_thread(fence.acquire)):
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.1)
@@ -299,6 +359,8 @@ class HaService:
         return {
             "node": self.node.node, "role": self.node.role, "wanted": self.wanted, "healthy": self.healthy(),
             "fenced": self.fenced, "lease": None if self.fence is None else self.fence.status(),
+            "heartbeat": None if self.peer is None else self.peer.status(),
+            "serving_on_peer": self.serving_on_peer,
             "last_sync": self.node.last_sync,
             "sync_error": self.node.sync_error, "synced_sas": self.node.synced_sas,
             "max_state_age": self.node.max_state_age, "sync_failures": self.sync_failures,
@@ -312,6 +374,7 @@ def start_ha(gateway: Any, config: Any, resolve: Any) -> HaService | None:
     """Build and start the HA service from ``[ha]`` (None when disabled); ``resolve`` makes config-relative
     paths absolute. The node starts as standby: keepalived's notify makes it active."""
     from ikeguard.service.ha.fence import Fence
+    from ikeguard.service.ha.peer import parse_addr
     from ikeguard.service.ha.seal import ClusterKey
     from ikeguard.service.ha.store import EtcdStore
 
@@ -324,6 +387,15 @@ def start_ha(gateway: Any, config: Any, resolve: Any) -> HaService | None:
     node = HaNode(config.node, store, ClusterKey.from_file(resolve(config.key_file)),
                   max_state_age=config.max_state_age, seq_margin=config.seq_margin,
                   fence=Fence(store, config.node, ttl=config.lease_ttl))
-    service = HaService(gateway, node, sync_interval=config.sync_interval)
+    peer = None
+    if config.peer_heartbeat:
+        fence = node.fence
+        peer = PeerLink(node.key, config.node, parse_addr(config.heartbeat_listen),
+                        parse_addr(config.peer_heartbeat),
+                        role=lambda: node.role,
+                        token=lambda: None if fence is None or fence.held is None else fence.held.token,
+                        interval=config.heartbeat_interval, hold=config.heartbeat_hold)
+    service = HaService(gateway, node, sync_interval=config.sync_interval, peer=peer,
+                        keep_serving=config.keep_serving)
     service.start()
     return service
