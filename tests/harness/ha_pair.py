@@ -39,8 +39,15 @@ def node_ns(lab: NetnsLab, lan: Namespace, role: str, address: str, port: str) -
     return ns
 
 
-def ha_config(node: str, etcd_url: str) -> str:
-    """The ``[ha]`` section of one node."""
+HEARTBEAT_PORT = 4501
+NODE_ADDRS = {"gw1": "192.0.2.1", "gw2": "192.0.2.2"}
+
+
+def ha_config(node: str, etcd_url: str, heartbeat: bool = False) -> str:
+    """The ``[ha]`` section of one node; ``heartbeat``: the node-to-node heartbeat on the LAN (peer.py)."""
+    other = "gw2" if node == "gw1" else "gw1"
+    beat = (f'peer_heartbeat = "{NODE_ADDRS[other]}:{HEARTBEAT_PORT}"\n'
+            f'heartbeat_listen = "{NODE_ADDRS[node]}:{HEARTBEAT_PORT}"\n') if heartbeat else ""
     return f"""
 [ha]
 enabled = true
@@ -51,7 +58,7 @@ key_file = "ha.key"
 sync_interval = 0.2
 max_state_age = 10.0
 lease_ttl = {LEASE_TTL}
-"""
+{beat}"""
 
 
 @dataclass
@@ -86,7 +93,7 @@ class HaPair:
 @contextmanager
 def ha_pair(lab: NetnsLab, ikeguard_gateway: Callable[..., GatewayProcess], workdir: Path, *,
             ike_proposal: str = IKE_PROPOSAL, config: GwConfig | None = None,
-            adjust: Callable[[str], str] = lambda text: text) -> Iterator[HaPair]:
+            adjust: Callable[[str], str] = lambda text: text, heartbeat: bool = False) -> Iterator[HaPair]:
     """Both nodes up, gw1 (priority 150) active and holding the address, gw2 standby. ``config`` replaces
     the one-peer configuration, ``adjust`` edits its text."""
     lan = lab.namespace("lan")
@@ -105,7 +112,8 @@ def ha_pair(lab: NetnsLab, ikeguard_gateway: Callable[..., GatewayProcess], work
                                            "198.51.100.128/25", psk=PSK, dataplane="userspace",
                                            dpd_delay="2s", ike_proposal=ike_proposal)
             files = {**gw_config.files(), "ha.key": HA_KEY}
-            gw = ikeguard_gateway(ns, name, adjust(gw_config.text()) + ha_config(name, server.url), files)
+            text = adjust(gw_config.text()) + ha_config(name, server.url, heartbeat)
+            gw = ikeguard_gateway(ns, name, text, files)
             assert gw.pid is not None
             nodes.append((ns, gw))
         pair = HaPair(peer_ns, lan, nodes, server, workdir, ike_proposal)
