@@ -61,7 +61,15 @@ def test_active_keeps_serving_on_the_peers_promise(tmp_path: Path,
         one.start()
         two.start()
         try:
-            assert (await one.set_role("MASTER"))["role"] == "active"
+            # just started: a promise of a previous process may still run, so gw1 waits heartbeat_hold
+            status = await one.set_role("MASTER")
+            assert status["role"] == "standby", status
+            assert "listening for the active" in status["last_takeover"]["refused"], status
+            for _ in range(60):
+                if one.may_send():
+                    break
+                await asyncio.sleep(0.05)
+            assert one.node.role == "active" and one.may_send()
             await asyncio.sleep(0.6)
             assert one.node.synced_sas == 1
             assert two.peer is not None and two.peer.hears_active()

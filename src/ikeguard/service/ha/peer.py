@@ -63,6 +63,7 @@ class PeerLink(asyncio.DatagramProtocol):
         self.rejected = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
+        self.started_at = clock()  # a restarted standby lost its promises: it holds off ``hold`` after start
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -130,6 +131,17 @@ class PeerLink(asyncio.DatagramProtocol):
         """Standby side: we promised not to take over while the active is heard (``hold`` after its beat)."""
         at = self.active_heard_at
         return at is not None and self.clock() < at + self.hold
+
+    def holding(self) -> str:
+        """Standby side: why it must not take over now ("" when it may): it hears the active, or it started
+        less than ``hold`` ago (a promise its previous process gave may still run)."""
+        now = self.clock()
+        if self.hears_active():
+            heard = 0.0 if self.active_heard_at is None else now - self.active_heard_at
+            return f"the active {self.peer_node} is alive (its heartbeat was heard {heard:.1f} s ago)"
+        if now < self.started_at + self.hold:
+            return f"started {now - self.started_at:.1f} s ago: listening for the active's heartbeat"
+        return ""
 
     def status(self) -> dict[str, object]:
         now = self.clock()

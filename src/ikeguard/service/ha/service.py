@@ -77,9 +77,6 @@ class HaService:
         self.sync_failures = 0
         self.last_takeover: TakeoverResult | None = None
 
-    def clock_since(self, at: float | None) -> float:
-        return 0.0 if at is None or self.peer is None else self.peer.clock() - at
-
     def _event(self, name: EventName, outcome: Outcome, reason: str, **details: str | int | float) -> None:
         fields = {"node": self.node.node, **{k: str(v) for k, v in details.items()}}
         self.gateway.record(AuditEvent(name, outcome, reason=reason, details=fields))
@@ -162,7 +159,7 @@ class HaService:
                     self._arm_deadline()
             elif self._retry and self.wanted == "active" and not self._busy.locked():
                 async with self._busy:
-                    if (self.peer is None or not self.peer.hears_active()) and \
+                    if (self.peer is None or not self.peer.holding()) and \
                             await asyncio.to_thread(fence.acquire):
                         await self._take_over()
             await asyncio.sleep(fence.ttl / 4)
@@ -273,10 +270,10 @@ class HaService:
                 self._retry = False
                 await self._step_down()
                 return self.status()
-            if self.peer is not None and self.peer.hears_active():
+            holding = "" if self.peer is None else self.peer.holding()
+            if holding:
                 self._retry = True
-                why = (f"the active {self.peer.peer_node} is alive (its heartbeat was heard "
-                       f"{self.clock_since(self.peer.active_heard_at):.1f} s ago): not taking over")
+                why = f"{holding}: not taking over"
                 self.last_takeover = TakeoverResult(refused=why)
                 self._event(EventName.HA_TAKEOVER, Outcome.FAILURE, why, restored=0, failed=0)
                 log.warning("HA takeover refused: %s", why)
@@ -297,7 +294,7 @@ class HaService:
         fence = self.fence
         assert fence is not None
         deadline = time.monotonic() + self.acquire_wait
-        while ((self.peer is not None and self.peer.hears_active())
+        while ((self.peer is not None and self.peer.holding())
                or not await asyncio.to_thread(fence.acquire)):
             if time.monotonic() >= deadline:
                 return False
