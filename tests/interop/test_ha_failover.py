@@ -5,7 +5,9 @@ the same SPIs and no new IKE SA; a capture shows no IKE_SA_INIT and no ESP seque
 pings counted (under this AES-GCM IKE SA no RFC 6311 synchronisation, engine/ha_mid_sync.py says why); then
 a Child SA rekey and an IKE SA rekey started by strongSwan, DPD, both rekeys started by the new node; then
 etcd stops and the active node records ha.sync_failed once and, unable to renew its lease, steps down
-(fencing) within 0.8 x lease_ttl of its last renewal (item 4; the split-brain test is test_ha_fencing.py).
+(fencing) within 0.8 x lease_ttl of its last renewal (item 4: no node-to-node heartbeat here and the
+other node is dead; the split-brain test and the active that keeps serving on the heartbeat's promise are
+test_ha_fencing.py).
 
 Layout: tests/harness/ha_pair.py."""
 
