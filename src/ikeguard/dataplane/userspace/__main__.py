@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent
-from ikeguard.dataplane.userspace.commands import handle
+from ikeguard.dataplane.userspace.commands import handle, start_keepalives
 from ikeguard.dataplane.userspace.config import endpoint, sa_from_json, selectors
 from ikeguard.dataplane.userspace.plane import UserspaceDataPlane
 
@@ -66,19 +66,10 @@ async def run(config: dict[str, Any]) -> None:
         _reply(handle(plane, cmd, events))
 
     loop.add_reader(sys.stdin.fileno(), on_stdin)
-    keepalive = config.get("keepalive")
-    if keepalive:
-        peer = endpoint(keepalive["peer"])
-
-        async def keepalives() -> None:
-            while True:
-                plane.send_keepalive((str(peer.address), peer.port))
-                await asyncio.sleep(float(keepalive.get("interval", 20)))
-
-        task = asyncio.create_task(keepalives())
+    task = start_keepalives(plane, config.get("keepalive"))
     _reply({"ready": True, "tun": plane.tun_name, "tun_mtu": plane.tun_mtu()})
     await stop.wait()
-    if keepalive:
+    if task is not None:
         task.cancel()
     plane.close()
     sock.close()

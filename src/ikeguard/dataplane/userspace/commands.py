@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent, SaDirection
-from ikeguard.dataplane.userspace.config import sa_from_json
+from ikeguard.dataplane.userspace.config import endpoint, sa_from_json
 from ikeguard.dataplane.userspace.plane import UserspaceDataPlane
 
 
@@ -43,3 +44,20 @@ def handle(plane: UserspaceDataPlane, cmd: dict[str, Any], events: list[DataPlan
     return {"ok": True}
 
 
+
+
+def start_keepalives(plane: UserspaceDataPlane,
+                     keepalive: dict[str, Any] | None) -> asyncio.Task[None] | None:
+    """NAT-T keepalives (RFC 3948 §2.3) to ``keepalive["peer"]`` every ``interval`` seconds (default 20),
+    or None when the config asks for none; the caller cancels the task at stop."""
+    if not keepalive:
+        return None
+    peer = endpoint(keepalive["peer"])
+    interval = float(keepalive.get("interval", 20))
+
+    async def keepalives() -> None:
+        while True:
+            plane.send_keepalive((str(peer.address), peer.port))
+            await asyncio.sleep(interval)
+
+    return asyncio.create_task(keepalives())

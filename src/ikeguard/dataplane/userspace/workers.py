@@ -31,7 +31,7 @@ import sys
 from typing import Any, TextIO
 
 from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent, SaDirection
-from ikeguard.dataplane.userspace.commands import handle
+from ikeguard.dataplane.userspace.commands import handle, start_keepalives
 from ikeguard.dataplane.userspace.config import endpoint, sa_from_json, selectors
 from ikeguard.dataplane.userspace.plane import UserspaceDataPlane
 from ikeguard.dataplane.userspace.routes import install_routes, remove_routes
@@ -86,16 +86,7 @@ async def _serve_worker(index: int, plane: UserspaceDataPlane, control: socket.s
 
     control.setblocking(True)
     loop.add_reader(control.fileno(), on_control)
-    task = None
-    if keepalive and index == 0:
-        peer = endpoint(keepalive["peer"])
-
-        async def keepalives() -> None:
-            while True:
-                plane.send_keepalive((str(peer.address), peer.port))
-                await asyncio.sleep(float(keepalive.get("interval", 20)))
-
-        task = asyncio.create_task(keepalives())
+    task = start_keepalives(plane, keepalive) if index == 0 else None
     await stop.wait()
     if task is not None:
         task.cancel()
