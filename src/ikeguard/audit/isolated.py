@@ -7,18 +7,30 @@ The child records them through an ``AuditService`` and publishes how many are on
 healthy in shared memory, with the undelivered records per sink (``spool_depth()``, for the metrics).
 An event counts as acknowledged only once the child reports it on disk; the child exits when the parent is
 gone.
+
+Channels (issue 22, ``[gateway] workers`` > 1): ``channels = N`` gives the child N more writers, one
+``SOCK_SEQPACKET`` socket pair each (:meth:`IsolatedAuditService.channel`), so that worker processes hand
+their batches straight to the one trail writer instead of through the parent (which unpickled and re-pickled
+every record). A sequenced packet arrives whole or not at all, so a writer killed mid-send cannot leave a torn
+message for its successor on the same channel. Messages: ``("records", [(fields, time), ...])`` and
+``("flush", token, timeout)``, answered with ``(token, on_disk)`` on the same channel once the child's store
+has everything it received so far on disk. The child records in arrival order, so the hash chain is one
+sequence as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import multiprocessing as mp
 import os
+import pickle
+import socket
 import threading
 import time
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from typing import Any, cast
 
 from ikeguard.audit.events import AuditEvent, Outcome, event_from_fields
 from ikeguard.audit.service import AuditService, SinkSpec
@@ -37,6 +49,40 @@ SEND_BATCH = 512
 # seconds instead of every SEND_DELAY, so the fixed cost of a commit (transaction, fsyncs, sealing-key
 # overwrite, forwarder wake-up) is paid for many records; acknowledgement (on disk) comes that much later.
 COMMIT_LINGER = 0.1
+CHANNEL_BUFFER = 1 << 20  # SO_SNDBUF/SO_RCVBUF of a channel (the kernel caps it at net.core.[wr]mem_max)
+CHANNEL_MESSAGE = 1 << 16  # a writer splits batches above this many pickled bytes
+CHANNEL_RECV = 1 << 20  # the child reads a message into this much (larger ones are refused by the writer)
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(writer's end, child's end) of one channel."""
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for sock in pair:
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            sock.setsockopt(socket.SOL_SOCKET, opt, CHANNEL_BUFFER)
+    return pair
+
+
+def _serve_channel(service: AuditService, sock: socket.socket) -> bool:
+    """One message from a channel; False once the channel is closed."""
+    try:
+        data = sock.recv(CHANNEL_RECV)
+    except OSError:
+        return False
+    if not data:
+        return False
+    try:
+        message = pickle.loads(data)  # noqa: S301 - our own socket pair, as multiprocessing's pipes
+    except Exception:  # not a message of ours: nothing to record from it
+        return True
+    if message[0] == "records":
+        for fields, when in message[1]:
+            service.record(event_from_fields(fields), parse_time(when))
+    elif message[0] == "flush":
+        ok = service.flush(float(message[2]))
+        with contextlib.suppress(OSError):
+            sock.send(pickle.dumps((message[1], ok)))
+    return True
 
 
 def _child_main(
@@ -46,21 +92,32 @@ def _child_main(
     conn: Connection,
     status: Any,
     parent: int,
+    channels: Sequence[socket.socket] = (),
 ) -> None:
     service = AuditService(state_dir, sinks, settings=settings, linger=COMMIT_LINGER)
     service.start()
-    received = 0
+    received = 0  # the parent's records (the channels' writers have their own flush)
     status[_READY] = 1
+    sources: list[Any] = [conn, *channels]
     try:
         while os.getppid() == parent:
-            if conn.poll(0.02):
+            done = False
+            for ready in wait(sources, 0.02):
+                if ready is not conn:
+                    if not _serve_channel(service, cast(socket.socket, ready)):
+                        sources.remove(ready)
+                    continue
                 batch = conn.recv()
                 if batch is None:
+                    done = True
                     break
                 for fields, when in batch:
                     service.record(event_from_fields(fields), parse_time(when))
                 received += len(batch)
-            status[_ACKED] = received - service.pending
+            if done:
+                break
+            # records are committed in arrival order: at most ``pending`` of the parent's are not on disk yet
+            status[_ACKED] = max(0, received - service.pending)
             status[_HEALTHY] = 1 if service.healthy else 0
             n = len(service.forwarders)
             for i, forwarder in enumerate(service.forwarders):
@@ -73,7 +130,7 @@ def _child_main(
         else:  # the gateway vanished without closing us: say so, do not claim an orderly stop
             service.close(reason="gateway process ended without a clean stop (killed or crashed); "
                                  "audit logging stopped", outcome=Outcome.FAILURE)
-        status[_ACKED] = received - service.pending
+        status[_ACKED] = max(0, received - service.pending)
         status[_READY] = 2
 
 
@@ -86,8 +143,11 @@ class IsolatedAuditService:
         sinks: Sequence[SinkSpec] = (),
         *,
         settings: ForwarderSettings | None = None,
+        channels: int = 0,
     ) -> None:
         ctx = mp.get_context("spawn")
+        pairs = [channel_pair() for _ in range(channels)]
+        self._channels = [writer for writer, _ in pairs]
         self._conn, child_conn = ctx.Pipe(duplex=False)[::-1]
         self._sink_names = [s.name for s in sinks]
         # slots _SPOOL + i: undelivered records of sink i; _SPOOL + n + i: sink i connected (1) or not (0)
@@ -96,8 +156,10 @@ class IsolatedAuditService:
             target=_child_main,
             name="ikeguard-audit",
             daemon=True,
-            args=(os.fspath(state_dir), list(sinks), settings, child_conn, self._status, os.getpid()),
+            args=(os.fspath(state_dir), list(sinks), settings, child_conn, self._status, os.getpid(),
+                  [reader for _, reader in pairs]),
         )
+        self._child_ends = [reader for _, reader in pairs]
         self._buf: list[tuple[dict[str, Any], str]] = []
         self._cond = threading.Condition()
         self._submitted = 0
@@ -108,6 +170,8 @@ class IsolatedAuditService:
     def start(self, timeout: float = 30.0) -> None:
         """Start the child and wait until its store is open."""
         self._proc.start()
+        for sock in self._child_ends:  # the child has its copies
+            sock.close()
         self._status[_HEALTHY] = 1
         self._sender.start()
         deadline = utc_now() + dt.timedelta(seconds=timeout)
@@ -115,6 +179,11 @@ class IsolatedAuditService:
             self._proc.join(0.02)
         if self._status[_READY] == 0:
             raise RuntimeError("audit process did not start")
+
+    def channel(self, index: int) -> socket.socket:
+        """The writer's end of channel ``index`` (hand it to the writer process; it outlives that process,
+        so a successor gets the same channel)."""
+        return self._channels[index]
 
     def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None:
         """Queue an event; never blocks on the disk or the SIEM."""
@@ -197,3 +266,5 @@ class IsolatedAuditService:
         if self._proc.is_alive():
             self._proc.terminate()
             self._proc.join(5)
+        for sock in self._channels:
+            sock.close()

@@ -6,8 +6,9 @@ the control socket for all of them (:mod:`ikeguard.control.workers_proxy`), forw
 stops them on SIGTERM/SIGINT. Readiness (systemd ``READY=1``) once every worker answers on its socket.
 
 A worker is a gateway (``service/gateway.py``) on its inherited sockets with its private control socket; it
-reads the configuration itself (the same file), records through the supervisor and ends when the supervisor
-is gone. Layering: this module composes control and service, as ``service/runner.py`` does for one process.
+reads the configuration itself (the same file), records straight to the supervisor's audit process and
+ends when the supervisor is gone. Layering: this module composes control and service, as
+``service/runner.py`` does for one process.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def run_workers(plan: Any, workers: int, config_path: Path, profile_override: st
     from ikeguard.service.runner import _open_audit
 
     try:
-        audit = _open_audit(plan)
+        audit = _open_audit(plan, channels=workers)
     except Exception as exc:
         close_groups(groups)
         print(f"ikeguard run: cannot open the audit trail in {plan.state_dir}: {exc}", file=sys.stderr)
@@ -154,7 +155,8 @@ def worker_main(index: int, workers: int,
     except (Exception, DataPlaneUnavailable) as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)
-    audit = AuditRelay(audit_conn, shared)
+    audit = AuditRelay(audit_conn, shared,
+                       frozenset(name for name, conn in plan.connections.items() if conn.unique == "replace"))
     try:
         asyncio.run(_serve_worker(index, workers, sockets, audit, command_conn, shared, cookie_seed, plan,
                                   opened.plane, Path(config_path), profile_override, parent))

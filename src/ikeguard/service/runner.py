@@ -60,11 +60,12 @@ def _log_enforcement(plan: Any) -> None:
                     ", ".join(missing))
 
 
-def _open_audit(plan: Any) -> Any:
+def _open_audit(plan: Any, channels: int = 0) -> Any:
+    """The audit process; ``channels``: one direct channel per worker process (``[gateway] workers``)."""
     from ikeguard.audit.isolated import IsolatedAuditService
 
     plan.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    audit = IsolatedAuditService(plan.state_dir, plan.audit_sinks)
+    audit = IsolatedAuditService(plan.state_dir, plan.audit_sinks, channels=channels)
     audit.start()
     return audit
 

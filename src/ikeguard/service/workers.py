@@ -12,10 +12,11 @@ untouched.
 
 What must be global is kept by the supervisor:
 
-* audit: one trail writer. Workers hand their records over a pipe (:class:`AuditRelay`), the supervisor's
-  :class:`AuditHub` records them through its ``IsolatedAuditService``; ``flush`` waits for the supervisor's
-  flush; the store's health (PCI DSS 10.7: refuse new SAs while events cannot be recorded) is published to
-  the workers in shared memory.
+* audit: one trail writer, the supervisor's ``IsolatedAuditService`` process. Each worker hands its records
+  straight to it over its own channel (:class:`AuditRelay`; the supervisor's :class:`AuditHub` passes the
+  channel on at the worker's start, and keeps it for a restarted successor); ``flush`` waits until the audit
+  process has them on disk; the store's health (PCI DSS 10.7: refuse new SAs while events cannot be
+  recorded) is published to the workers in shared memory.
 * half-open SAs and cookies (RFC 7296 §2.6): every worker publishes its half-open count in shared memory and
   turns cookies on when the sum over all workers reaches ``cookie_threshold``; the cookie secret is derived
   from one seed per period (``CookieJar.share``), so every worker makes and accepts the same cookies.
@@ -43,7 +44,9 @@ import ipaddress
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import secrets
+import select
 import signal
 import socket
 import threading
@@ -51,10 +54,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle, send_handle
 from pathlib import Path
 from typing import Any
 
 from ikeguard.audit.events import AuditEvent, EventName, event_from_fields
+from ikeguard.audit.isolated import CHANNEL_MESSAGE
 from ikeguard.audit.store import parse_time, rfc3339, utc_now
 from ikeguard.service.reuseport import open_group
 
@@ -132,11 +137,23 @@ def close_groups(groups: dict[tuple[str, int], list[socket.socket]]) -> None:
 
 # ---------------------------------------------------------------------------------------------- audit
 class AuditRelay:
-    """A worker's audit recorder (the gateway's AuditRecorder): records go to the supervisor's writer."""
+    """A worker's audit recorder (the gateway's AuditRecorder).
 
-    def __init__(self, conn: Connection, shared: Any) -> None:
+    Records go straight to the audit process over the worker's channel (``IsolatedAuditService.channel``,
+    handed over by the supervisor's :class:`AuditHub` on the pipe as the first message); without one (an
+    audit recorder in the supervisor's own process) through the supervisor as before. ``ike.up`` of a
+    connection with ``unique = replace`` is told to the supervisor on the pipe as well (it deletes the peer's
+    SAs in the other workers)."""
+
+    def __init__(self, conn: Connection, shared: Any, replace: frozenset[str] = frozenset()) -> None:
         self._conn = conn
         self._shared = shared
+        self._replace = replace
+        self._channel: socket.socket | None = None
+        with contextlib.suppress(EOFError, OSError):
+            if conn.poll(30.0) and conn.recv() == ("channel", True):
+                self._channel = socket.socket(fileno=recv_handle(conn))
+        self._flushes = 0
         self._buf: list[tuple[dict[str, Any], str]] = []
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
@@ -145,9 +162,14 @@ class AuditRelay:
         self._sender.start()
 
     def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None:
-        """Queue an event for the supervisor; never blocks on it."""
+        """Queue an event for the trail writer; never blocks on it."""
+        fields = event.fields_dict()
+        if self._replace and event.event is EventName.IKE_UP and event.connection in self._replace:
+            with contextlib.suppress(OSError), self._send_lock:
+                self._conn.send(("up", {"event": fields["event"], "connection": event.connection,
+                                        "remote_id": event.remote_id}))
         with self._cond:
-            self._buf.append((event.fields_dict(), rfc3339(now or utc_now())))
+            self._buf.append((fields, rfc3339(now or utc_now())))
             if len(self._buf) == 1:
                 self._cond.notify()
 
@@ -155,6 +177,21 @@ class AuditRelay:
         with self._cond:
             batch, self._buf = self._buf, []
         return batch
+
+    def _send(self, batch: list[tuple[dict[str, Any], str]]) -> None:
+        """Hand ``batch`` over (the caller holds the send lock)."""
+        if self._channel is None:
+            self._conn.send(("records", batch))
+            return
+        data = pickle.dumps(("records", batch), pickle.HIGHEST_PROTOCOL)
+        if len(data) <= CHANNEL_MESSAGE:
+            self._channel.send(data)
+        elif len(batch) > 1:
+            half = len(batch) // 2
+            self._send(batch[:half])
+            self._send(batch[half:])
+        else:  # one record larger than a channel message: the supervisor's pipe takes any size
+            self._conn.send(("records", batch))
 
     def _send_loop(self) -> None:
         while True:
@@ -166,7 +203,7 @@ class AuditRelay:
             try:
                 with self._send_lock:
                     if batch:
-                        self._conn.send(("records", batch))
+                        self._send(batch)
             except OSError:
                 return
             if closing:
@@ -189,7 +226,7 @@ class AuditRelay:
 
     @property
     def pending(self) -> int:
-        """Records not yet handed to the supervisor."""
+        """Records not yet handed to the trail writer."""
         return len(self._buf)
 
     def spool_depth(self) -> dict[str, int]:
@@ -201,18 +238,34 @@ class AuditRelay:
         return {}
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Hand everything over and wait until the supervisor has it on disk."""
+        """Hand everything over and wait until the trail writer has it on disk."""
         try:
             with self._send_lock:
                 batch = self._take()
                 if batch:
-                    self._conn.send(("records", batch))
-                self._conn.send(("flush", timeout))
-                if not self._conn.poll(timeout + 1.0):
-                    return False
-                return bool(self._conn.recv())
+                    self._send(batch)
+                if self._channel is None:
+                    self._conn.send(("flush", timeout))
+                    if not self._conn.poll(timeout + 1.0):
+                        return False
+                    return bool(self._conn.recv())
+                return self._flush_channel(self._channel, timeout)
         except (OSError, EOFError):
             return False
+
+    def _flush_channel(self, channel: socket.socket, timeout: float) -> bool:
+        # the channel outlives this process: an answer to a predecessor's flush may still be queued
+        self._flushes += 1
+        token = (os.getpid(), self._flushes)
+        channel.send(pickle.dumps(("flush", token, timeout)))
+        deadline = time.monotonic() + timeout + 1.0
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([channel], [], [], left)[0]:
+                break
+            answer, ok = pickle.loads(channel.recv(CHANNEL_MESSAGE))  # noqa: S301 - our own channel
+            if answer == token:
+                return bool(ok)
+        return False
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is left."""
@@ -223,14 +276,25 @@ class AuditRelay:
 
 
 class AuditHub:
-    """The supervisor's side: one reader thread per worker pipe into the one trail writer."""
+    """The supervisor's side: hands each worker its channel to the audit process (when the trail writer has
+    one), then reads the worker's pipe: ``unique = replace`` notices, and records and flushes of a worker
+    without a channel."""
 
     def __init__(self, audit: Any, on_record: Callable[[int, dict[str, Any]], None]) -> None:
         self.audit = audit
         self.on_record = on_record
 
-    def attach(self, index: int, conn: Connection) -> threading.Thread:
-        """Read worker ``index``'s records until its pipe closes."""
+    def attach(self, index: int, conn: Connection, pid: int | None = None) -> threading.Thread:
+        """Give worker ``index`` its channel, then read its pipe until it closes."""
+        channel = getattr(self.audit, "channel", None)
+        try:
+            if channel is not None:
+                conn.send(("channel", True))
+                send_handle(conn, channel(index).fileno(), pid or 0)
+            else:
+                conn.send(("channel", False))
+        except OSError:
+            log.warning("worker %d: could not hand over its audit channel", index)
         thread = threading.Thread(target=self._read, args=(index, conn), name=f"audit-hub-{index}",
                                   daemon=True)
         thread.start()
@@ -245,7 +309,10 @@ class AuditHub:
             except Exception:  # a worker killed mid-message: a truncated pickle
                 log.warning("worker %d: unreadable audit hand-off; dropped the rest of its pipe", index)
                 return
-            if kind == "records":
+            if kind == "up":
+                with contextlib.suppress(Exception):
+                    self.on_record(index, body)
+            elif kind == "records":
                 for fields, when in body:
                     self.audit.record(event_from_fields(fields), parse_time(when))
                     with contextlib.suppress(Exception):
@@ -367,7 +434,7 @@ class WorkerPool:
         command_here.close()
         worker.process = process
         worker.starts.append(time.monotonic())
-        worker.reader = self.hub.attach(worker.index, audit_here)
+        worker.reader = self.hub.attach(worker.index, audit_here, process.pid)
         self._loop.add_reader(process.sentinel, self._exited, worker)
         log.info("worker %d started (pid %d)", worker.index, process.pid)
 

@@ -1,0 +1,87 @@
+"""Workers' audit records go straight to the audit process (issue 22): one trail, every record, one chain.
+
+The relay and hub run in this process here (the channel's descriptor still travels by SCM_RIGHTS over the
+pipe, as to a spawned worker); ``tests/interop/test_workers.py`` runs them across real worker processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import select
+import time
+from pathlib import Path
+from typing import Any
+
+from ikeguard.audit.events import AuditEvent, EventName
+from ikeguard.audit.isolated import IsolatedAuditService
+from ikeguard.audit.store import AuditStore
+from ikeguard.service.workers import AuditHub, AuditRelay
+
+from ..audit.helpers import sample_event, verification_key
+
+
+def _worker_end(service: IsolatedAuditService, index: int,
+                notices: list[tuple[int, dict[str, Any]]]) -> tuple[AuditRelay, Any]:
+    here, there = mp.Pipe(duplex=True)
+    AuditHub(service, lambda i, fields: notices.append((i, fields))).attach(index, here, os.getpid())
+    relay = AuditRelay(there, [0, 0, 0], frozenset({"roadwarriors"}))
+    return relay, here
+
+
+def test_worker_records_reach_the_one_trail_directly(tmp_path: Path) -> None:
+    service = IsolatedAuditService(tmp_path / "s", channels=2)
+    service.start()
+    notices: list[tuple[int, dict[str, Any]]] = []
+    relays = [_worker_end(service, i, notices) for i in range(2)]
+    try:
+        for i in range(300):
+            relays[i % 2][0].record(sample_event(i))
+            if i % 10 == 0:
+                service.record(sample_event(i))
+        # a big burst: the relay splits it into several sequenced packets
+        for i in range(3000):
+            relays[0][0].record(sample_event(i))
+        relays[1][0].record(AuditEvent(EventName.IKE_UP, connection="roadwarriors", remote_id="peer.example"))
+        relays[1][0].record(AuditEvent(EventName.IKE_UP, connection="other", remote_id="peer.example"))
+        assert relays[0][0].flush(20) and relays[1][0].flush(20)
+        assert service.flush(20)
+        store = AuditStore(tmp_path / "s", create=False)
+        events = [r.body["event"] for r in store.records()]
+        store.close()
+        assert sum(1 for e in events if e in ("ike.up", "auth.failure")) == 300 + 30 + 3000 + 2
+        # unique = replace: only the replace connection's ike.up is told to the supervisor (its hub thread)
+        deadline = time.monotonic() + 10
+        while not notices and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert notices == [(1, {"event": "ike.up", "connection": "roadwarriors",
+                                "remote_id": "peer.example"})]
+    finally:
+        for relay, conn in relays:
+            relay.close()
+            conn.close()
+        service.close()
+    store = AuditStore(tmp_path / "s", create=False)
+    assert store.verify(verification_key(tmp_path / "s")).ok
+    store.close()
+
+
+def test_flush_ignores_an_answer_meant_for_a_dead_predecessor(tmp_path: Path) -> None:
+    service = IsolatedAuditService(tmp_path / "s", channels=1)
+    service.start()
+    relay, conn = _worker_end(service, 0, [])
+    try:
+        channel = relay._channel
+        assert channel is not None
+        channel.send(pickle.dumps(("flush", (1, 1), 5.0)))  # asked by a worker killed before the answer
+        relay.record(sample_event(1))
+        assert relay.flush(20)
+        assert not select.select([channel], [], [], 0.2)[0]  # both answers read, the stale one ignored
+        store = AuditStore(tmp_path / "s", create=False)
+        assert any(r.body.get("ike_uniqueid") == 1 for r in store.records())
+        store.close()
+    finally:
+        relay.close()
+        conn.close()
+        service.close()
