@@ -10,7 +10,7 @@ from typing import Any
 
 from ikeguard.crypto.random import RandomSource
 from ikeguard.engine.events import EngineEvent
-from ikeguard.engine.pools import AddressPool
+from ikeguard.engine.pools import AddressPool, PoolSettings
 from ikeguard.engine.rekey_calendar import RekeyCalendar
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
 from ikeguard.engine.validator import CertificateValidator
@@ -70,6 +70,8 @@ class EngineContext:
         default_factory=list
     )  # (deadline, IKE SA uniqueid), lazy  # IKE SAs closed since the manager last swept
     pools: dict[str, AddressPool] = field(default_factory=dict)  # virtual IP leases by pool name
+    # makes a pool on first use; [gateway] workers > 1: one whose leases the supervisor holds (issue 22)
+    pool_factory: Callable[[PoolSettings], AddressPool] = AddressPool
     child_rekeys: RekeyCalendar = field(default_factory=RekeyCalendar)  # issue 22: rekey storms spread
     ike_rekeys: RekeyCalendar = field(default_factory=RekeyCalendar)
     worker_id: int | None = None  # issue 22, [gateway] workers: the first octet of every IKE SPI we allocate

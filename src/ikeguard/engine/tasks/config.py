@@ -31,7 +31,7 @@ def _pool(sa: IkeSa, index: int) -> AddressPool:
     settings = sa.conn.pools[index]
     pool = sa.ctx.pools.get(settings.name)
     if pool is None or pool.settings.network != settings.network:
-        pool = sa.ctx.pools[settings.name] = AddressPool(settings)
+        pool = sa.ctx.pools[settings.name] = sa.ctx.pool_factory(settings)
     elif pool.settings != settings:
         pool.settings = settings
     return pool
