@@ -287,7 +287,7 @@ def test_lifetime_upcalls_reach_the_control_channel(tunnel: Tunnel) -> None:
     ping(t, 8, check=False)  # echo requests 7 and 8 hit the hard limit
     events = t.left.cmd(op="events")["events"]
     kinds = [(e["type"], e["hard"], e["kind"]) for e in events if e["type"] == "LifetimeReached"]
-    assert kinds == [("LifetimeReached", "False", "packets"), ("LifetimeReached", "True", "packets")]
+    assert kinds == [("LifetimeReached", False, "packets"), ("LifetimeReached", True, "packets")]
     out = t.left.sa(0x1002, "out")
     assert out["packets"] == 6 and out["drops"] == {"hard_lifetime": 2}
 

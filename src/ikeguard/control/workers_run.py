@@ -27,11 +27,13 @@ from typing import Any
 
 from ikeguard.control.server import ControlServer
 from ikeguard.control.workers_proxy import WorkerControlProxy
+from ikeguard.dataplane.base import DataPlaneError
 from ikeguard.service.leases import LeaseStore
 from ikeguard.service.pool_broker import BrokerClient, BrokerServer, LeaseBroker, broker_path, use_broker
 from ikeguard.service.runner import configure_logging
 from ikeguard.service.sdnotify import notify
 from ikeguard.service.startup import startup_records
+from ikeguard.service.workerplane import PlaneHost, open_client
 from ikeguard.service.workers import (
     _REFUSE,
     AuditHub,
@@ -44,6 +46,7 @@ from ikeguard.service.workers import (
     open_groups,
     unique_replace_target,
     unsupported,
+    worker_count,
     worker_socket_path,
 )
 
@@ -58,8 +61,9 @@ def run_workers(plan: Any, workers: int, config_path: Path, profile_override: st
     if reason is not None:
         print(f"ikeguard run: {reason}", file=sys.stderr)
         return 1
+    esp_workers = worker_count(plan.config.model.gateway.esp_workers) if plan.dataplane == "userspace" else 0
     try:
-        groups = open_groups(plan.listen, plan.ike_port, plan.natt_port, workers)
+        groups = open_groups(plan.listen, plan.ike_port, plan.natt_port, workers, esp_workers)
     except OSError as exc:
         print(f"ikeguard run: cannot bind the IKE ports for {workers} workers: {exc}", file=sys.stderr)
         return 1
@@ -72,17 +76,58 @@ def run_workers(plan: Any, workers: int, config_path: Path, profile_override: st
         print(f"ikeguard run: cannot open the audit trail in {plan.state_dir}: {exc}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_supervise(plan, workers, groups, audit, config_path, profile_override))
+        return asyncio.run(_supervise(plan, workers, groups, audit, config_path, profile_override,
+                                      esp_workers))
     finally:
         close_groups(groups)
         with contextlib.suppress(Exception):
             audit.close()
 
 
+def _plane_sockets(plan: Any, groups: dict[tuple[str, int], list[socket.socket]], workers: int,
+                   esp_workers: int) -> dict[int, tuple[str, int, list[socket.socket]]]:
+    """IP version -> (address, port, the data plane's members of that 4500 group) (open_groups)."""
+    import ipaddress
+
+    out: dict[int, tuple[str, int, list[socket.socket]]] = {}
+    for (address, port), socks in groups.items():
+        version = ipaddress.ip_address(address).version
+        if len(socks) == 2 * workers + esp_workers and esp_workers and version not in out:
+            out[version] = (address, port, socks[2 * workers:])
+    return out
+
+
 async def _supervise(plan: Any, workers: int, groups: dict[tuple[str, int], list[socket.socket]], audit: Any,
-                     config_path: Path, profile_override: str | None) -> int:
+                     config_path: Path, profile_override: str | None, esp_workers: int = 0) -> int:
     loop = asyncio.get_running_loop()
     state = SharedState(workers)
+    plane: PlaneHost | None = None
+    pools: list[WorkerPool] = []
+    if esp_workers:
+        def deliver(index: int, event: dict[str, Any]) -> None:  # the poller thread: to the owning worker
+            for pool in pools:
+                loop.call_soon_threadsafe(pool.command, index, ("plane_event", event))
+
+        plane = PlaneHost(_plane_sockets(plan, groups, workers, esp_workers), esp_workers, workers,
+                          plan.state_dir, deliver)
+        try:
+            await loop.run_in_executor(None, plane.start)
+        except (DataPlaneError, OSError) as exc:
+            plane.close()
+            print(f"ikeguard run: the data plane: {exc}", file=sys.stderr)
+            return 1
+    try:
+        return await _supervise_workers(plan, workers, groups, audit, config_path, profile_override, state,
+                                        plane, pools)
+    finally:
+        if plane is not None:
+            await loop.run_in_executor(None, plane.close)
+
+
+async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, int], list[socket.socket]],
+                             audit: Any, config_path: Path, profile_override: str | None, state: SharedState,
+                             plane: PlaneHost | None, pools: list[WorkerPool]) -> int:
+    loop = asyncio.get_running_loop()
     replace = {name for name, conn in plan.connections.items() if conn.unique == "replace"}
     pool: WorkerPool | None = None
 
@@ -96,7 +141,8 @@ async def _supervise(plan: Any, workers: int, groups: dict[tuple[str, int], list
     for record in startup_records(plan):
         audit.record(record)
     hub = AuditHub(audit, replaced)
-    pool = WorkerPool(workers, worker_main, (str(config_path), profile_override), groups, hub, state)
+    pool = WorkerPool(workers, worker_main, (str(config_path), profile_override), groups, hub, state, plane)
+    pools.append(pool)
     proxy = WorkerControlProxy(plan.state_dir / "control.sock", workers,
                                lambda i: worker_socket_path(plan.state_dir, i))
     broker = BrokerServer(broker_path(plan.state_dir), derive_secret(state.cookie_seed, "leases"),
@@ -148,8 +194,9 @@ async def _supervise(plan: Any, workers: int, groups: dict[tuple[str, int], list
 def worker_main(index: int, workers: int,
                 sockets: dict[tuple[str, int], tuple[socket.socket, socket.socket]],
                 audit_conn: Connection, command_conn: Connection, shared: Any, cookie_seed: bytes,
-                config_path: str, profile_override: str | None) -> None:
-    """A worker process (spawned by the pool): build the plan from the same file, run a gateway."""
+                plane_conn: Connection | None, config_path: str, profile_override: str | None) -> None:
+    """A worker process (spawned by the pool): build the plan from the same file, run a gateway (with
+    ``plane_conn``: on the supervisor's userspace data plane, service/workerplane.py)."""
     from ikeguard.service.dataplane import DataPlaneUnavailable, open_dataplane
     from ikeguard.service.plan import build_plan
 
@@ -160,7 +207,16 @@ def worker_main(index: int, workers: int,
     parent = os.getppid()
     try:
         plan = build_plan(Path(config_path), now=dt.datetime.now(dt.UTC), profile_override=profile_override)
-        opened = open_dataplane(plan.dataplane, plan.listen, plan.natt_port)
+        if plane_conn is not None:
+            import ipaddress
+
+            versions = [ipaddress.ip_address(a).version for a in plan.listen]
+            dataplane, clients = open_client(plane_conn, versions, index, workers,
+                                             worker_count(plan.config.model.gateway.esp_workers))
+            close = plane_conn.close
+        else:
+            opened = open_dataplane(plan.dataplane, plan.listen, plan.natt_port)
+            dataplane, clients, close = opened.plane, [], opened.close
     except (Exception, DataPlaneUnavailable) as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)
@@ -168,9 +224,9 @@ def worker_main(index: int, workers: int,
                        frozenset(name for name, conn in plan.connections.items() if conn.unique == "replace"))
     try:
         asyncio.run(_serve_worker(index, workers, sockets, audit, command_conn, shared, cookie_seed, plan,
-                                  opened.plane, Path(config_path), profile_override, parent))
+                                  dataplane, Path(config_path), profile_override, parent, clients))
     finally:
-        opened.close()
+        close()
         audit.close()
 
 
@@ -178,7 +234,7 @@ async def _serve_worker(index: int, workers: int,
                         sockets: dict[tuple[str, int], tuple[socket.socket, socket.socket]],
                         audit: AuditRelay, command_conn: Connection, shared: Any, cookie_seed: bytes,
                         plan: Any, dataplane: Any, config_path: Path, profile_override: str | None,
-                        parent: int) -> None:
+                        parent: int, clients: list[Any]) -> None:
     from ikeguard.service.addresses import AddressMonitor
     from ikeguard.service.gateway import Gateway
 
@@ -212,6 +268,8 @@ async def _serve_worker(index: int, workers: int,
             with contextlib.suppress(Exception):
                 gateway.terminate(conn=conn, peer=peer,
                                   reason=f"unique=replace: superseded by an IKE SA in worker {where}")
+        elif message[0] == "plane_event" and clients:  # a lifetime upcall for one of our Child SAs
+            clients[0].deliver(message[1])
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)

@@ -156,6 +156,10 @@ class GatewaySection(Strict):
     # issue 22: IKE worker processes behind one port 500/4500 (SO_REUSEPORT + a BPF program on our SPI,
     # service/reuseport.py); "auto" = the number of cores; 1 = one process (today's gateway)
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
+    # with workers > 1 and dataplane = "userspace": the machine's one data plane runs this many ESP worker
+    # processes ("workers" of the standalone plane, dataplane/userspace/workers.py; "auto" = the cores);
+    # more than 1 needs ESP in UDP (peers behind NAT, or encap = true)
+    esp_workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
 
 
 class AuditSink(Strict):

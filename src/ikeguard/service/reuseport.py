@@ -131,19 +131,23 @@ def _spread(family: int, workers: int, label: str = "spread", base: int = 0) -> 
 
 
 def steering_program(family: int, workers: int, *, natt: bool, esp_index: int | None = None,
-                     priority: bool = False) -> Program:
+                     priority: bool = False, esp_count: int = 1) -> Program:
     """The program for one group (module docstring): ``natt`` = port 4500 with the non-ESP marker;
-    ``priority``: two sockets per worker, cookie-less IKE_SA_INIT requests to the second half."""
+    ``priority``: two sockets per worker, cookie-less IKE_SA_INIT requests to the second half; ``esp_count``
+    data-plane sockets from ``esp_index`` on: ESP to ``esp_index + SPI mod esp_count`` (the data-plane worker
+    holding the inbound SA, dataplane/userspace/steering.py)."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be 1..{MAX_WORKERS}")
     m = 4 if natt else 0
     bulk = "bulk" if priority else "spread"  # new requests without a cookie, keepalives, runts, strangers
     prog: Program = []
     if natt:
-        esp: Insn = Insn(_RET_K, esp_index) if esp_index is not None else Insn(_JA, jt=bulk)
+        esp: Program = [Insn(_RET_K, esp_index) if esp_index is not None else Insn(_JA, jt=bulk)]
+        if esp_index is not None and esp_count > 1:  # A holds the SPI
+            esp = [Insn(_ALU_MOD_K, esp_count), Insn(_ALU_ADD_K, esp_index), Insn(_RET_A)]
         prog += [Insn(_LD_W_LEN), Insn(_JGE_K, 8, jt=0, jf=bulk),  # keepalive (1 octet), runts
                  Insn(_LD_W_ABS, 0), Insn(_JEQ_K, 0, jt="ike", jf="esp"),
-                 "esp", esp,
+                 "esp", *esp,
                  "ike"]
     # SPIr zero: a new IKE_SA_INIT request, spread by source; with ``priority`` to the bulk half unless its
     # first payload is a COOKIE notify (the retry, RFC 7296 §2.6)
@@ -178,16 +182,17 @@ def attach(sock: socket.socket, program: Program) -> None:
 
 
 def open_group(address: str, port: int, workers: int, *, natt: bool,
-               esp_socket: bool = False, priority: bool = False) -> list[socket.socket]:
-    """``workers`` sockets (``2 * workers`` with ``priority``: the priority ones, then the bulk ones; +1 for
-    the data plane's ESP with ``esp_socket``) on one address and port, in group order, the steering program
-    attached. Port 0: the kernel picks one port for all of them."""
+               esp_socket: bool = False, priority: bool = False, esp_sockets: int = 0) -> list[socket.socket]:
+    """``workers`` sockets (``2 * workers`` with ``priority``: the priority ones, then the bulk ones; then the
+    data plane's ESP sockets: 1 with ``esp_socket``, else ``esp_sockets``) on one address and port, in group
+    order, the steering program attached. Port 0: the kernel picks one port for all of them."""
     import ipaddress
 
     ip = ipaddress.ip_address(address)
     family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
     members = workers * (2 if priority else 1)
-    count = members + (1 if esp_socket else 0)
+    esp_count = 1 if esp_socket else esp_sockets
+    count = members + esp_count
     socks: list[socket.socket] = []
     if port:  # nobody may hold the port: a second gateway fails to bind instead of joining our group
         open_udp(ip, port).close()
@@ -197,7 +202,8 @@ def open_group(address: str, port: int, workers: int, *, natt: bool,
             socks.append(sock)
             port = sock.getsockname()[1]
         attach(socks[0], steering_program(family, workers, natt=natt, priority=priority,
-                                          esp_index=members if esp_socket else None))
+                                          esp_index=members if esp_count else None,
+                                          esp_count=max(1, esp_count)))
     except OSError:
         for sock in socks:
             sock.close()

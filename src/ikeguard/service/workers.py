@@ -30,13 +30,15 @@ What must be global is kept by the supervisor:
 * control socket, reload: the control layer's proxy (``control/workers_run.py``) answers on
   ``state_dir/control.sock`` for all workers, each of which serves a private socket
   ``state_dir/workers/I/control.sock``.
+* the userspace data plane (one TUN and one set of ESP sockets per machine): the supervisor runs it
+  (service/workerplane.py, with ``[gateway] esp_workers`` ESP processes) and every worker installs its SAs
+  there over a pipe; ``xfrm`` is global in the kernel, ``none`` has nothing to share.
 
-Not shared yet, so refused with ``workers`` > 1 (:func:`unsupported`): the userspace data plane (its TUN and
-ESP socket are one per machine; ``xfrm`` and ``none`` are global or absent), ``[ha]``, ``vici`` and
-``metrics``. ``[ha]`` (docs/ha.md "Workers"): HA replication is one node's view (``EtcdStore.sync`` deletes
-every record it did not write, one sync mark per node), fencing and the heartbeat would have to move to the
-supervisor with "may send"/fenced published to every worker, and a takeover would have to restore each SA in
-the worker its SPI names (the control proxy sends ``ha`` to worker 0 only).
+Not shared yet, so refused with ``workers`` > 1 (:func:`unsupported`): ``[ha]``, ``vici`` and ``metrics``.
+``[ha]`` (docs/ha.md "Workers"): HA replication is one node's view (``EtcdStore.sync`` deletes every record it
+did not write, one sync mark per node), fencing and the heartbeat would have to move to the supervisor with
+"may send"/fenced published to every worker, and a takeover would have to restore each SA in the worker its
+SPI names (the control proxy sends ``ha`` to worker 0 only).
 """
 
 from __future__ import annotations
@@ -92,8 +94,6 @@ def unsupported(plan: Any, workers: int) -> str | None:
         return None
     gw = plan.config.model.gateway
     reasons = []
-    if plan.dataplane == "userspace":
-        reasons.append('dataplane = "userspace" (one TUN device and ESP socket; use "xfrm" or "none")')
     if getattr(plan.config.model, "ha", None) is not None and getattr(plan.config.model.ha, "enabled", False):
         reasons.append("[ha]")
     if gw.vici:
@@ -112,18 +112,24 @@ def worker_socket_path(state_dir: Path, index: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- sockets
-def open_groups(listen: Sequence[str], ike_port: int, natt_port: int,
-                workers: int) -> dict[tuple[str, int], list[socket.socket]]:
+def open_groups(listen: Sequence[str], ike_port: int, natt_port: int, workers: int,
+                esp_sockets: int = 0) -> dict[tuple[str, int], list[socket.socket]]:
     """Every (listen address, port) -> its group's sockets in worker order (port 0: the kernel's choice, the
-    same for the whole group)."""
+    same for the whole group). ``esp_sockets``: the NAT-T group of the first address of each IP version gets
+    that many more members for the machine's one userspace data plane (service/workerplane.py), after the
+    workers' ones; ESP in UDP goes to them (service/reuseport.py)."""
     groups: dict[tuple[str, int], list[socket.socket]] = {}
+    families: set[int] = set()
     try:
         for text in listen:
-            address = str(ipaddress.ip_address(text))
+            ip = ipaddress.ip_address(text)
+            address = str(ip)
             ike = open_group(address, ike_port, workers, natt=False, priority=True)
             groups[(address, ike[0].getsockname()[1])] = ike
             if natt_port != ike_port:
-                natt = open_group(address, natt_port, workers, natt=True, priority=True)
+                esp = esp_sockets if ip.version not in families else 0
+                families.add(ip.version)
+                natt = open_group(address, natt_port, workers, natt=True, priority=True, esp_sockets=esp)
                 groups[(address, natt[0].getsockname()[1])] = natt
     except OSError:
         close_groups(groups)
@@ -378,6 +384,7 @@ class _Worker:
     process: Any = None
     audit_conn: Connection | None = None  # supervisor's end
     command_conn: Connection | None = None  # supervisor's end (commands to the worker)
+    plane_conn: Connection | None = None  # supervisor's end (data-plane requests, service/workerplane.py)
     starts: list[float] = field(default_factory=list)
     reader: threading.Thread | None = None
 
@@ -387,11 +394,13 @@ WorkerTarget = Callable[..., None]
 
 class WorkerPool:
     """Start, watch and restart the worker processes (``target(index, workers, sockets, audit_conn,
-    command_conn, shared_slots, cookie_seed, *args)`` in a spawned process)."""
+    command_conn, shared_slots, cookie_seed, plane_conn, *args)`` in a spawned process; ``plane_conn`` is
+    None without ``plane``, the supervisor's data plane (``PlaneHost.attach``))."""
 
     def __init__(self, workers: int, target: WorkerTarget, args: tuple[Any, ...],
                  groups: dict[tuple[str, int], list[socket.socket]], hub: AuditHub,
-                 state: SharedState) -> None:
+                 state: SharedState, plane: Any = None) -> None:
+        self.plane = plane
         self.count = workers
         self.target = target
         self.args = args
@@ -423,19 +432,26 @@ class WorkerPool:
     def _spawn(self, worker: _Worker) -> None:
         if self._stopping or self._loop is None:
             return
-        for conn in (worker.audit_conn, worker.command_conn):
+        for conn in (worker.audit_conn, worker.command_conn, worker.plane_conn):
             if conn is not None:
                 conn.close()
+        plane_there = None
+        if self.plane is not None:
+            worker.plane_conn, plane_there = self._ctx.Pipe(duplex=True)
         audit_here, audit_there = self._ctx.Pipe(duplex=True)
         command_here, command_there = self._ctx.Pipe(duplex=False)  # (reader, writer)
         worker.audit_conn, worker.command_conn = audit_here, command_there
         process = self._ctx.Process(
             target=self.target, name=f"ikeguard-worker-{worker.index}", daemon=False,
             args=(worker.index, self.count, self.sockets_of(worker.index), audit_there, command_here,
-                  self.state.slots, self.state.cookie_seed, *self.args))
+                  self.state.slots, self.state.cookie_seed, plane_there, *self.args))
         process.start()
         audit_there.close()
         command_here.close()
+        if plane_there is not None:
+            plane_there.close()
+            assert worker.plane_conn is not None
+            self.plane.attach(worker.index, worker.plane_conn)
         worker.process = process
         worker.starts.append(time.monotonic())
         worker.reader = self.hub.attach(worker.index, audit_here, process.pid)
@@ -496,7 +512,7 @@ class WorkerPool:
             if process.is_alive():
                 process.kill()
                 await loop.run_in_executor(None, process.join, 5.0)
-            for conn in (worker.audit_conn, worker.command_conn):
+            for conn in (worker.audit_conn, worker.command_conn, worker.plane_conn):
                 if conn is not None:
                     conn.close()
 

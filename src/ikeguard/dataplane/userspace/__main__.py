@@ -4,7 +4,9 @@ Config: ``{"tun", "tun_addresses", "listen", "port", "path_mtu", "tun_mtu", "pol
 "local_ts", "remote_ts"}], "sas": [...], "keepalive": {"peer", "interval"}}`` (SAs as in :mod:`.config`).
 After set-up it prints ``{"ready": true}``; then it reads one JSON command per line on stdin (``add_sa``,
 ``delete_sa``, ``remove_policy``, ``counters``, ``events``, ``set_path_mtu``) and answers one JSON line
-each. SIGTERM stops it. ``"workers": N`` (N > 1) runs N worker processes (:mod:`.workers`); an SA then
+each. SIGTERM stops it. ``"socket_fds": [fd, ...]``: inherited
+sockets (one per worker) instead of binding ``listen``/``port`` (``ikeguard run`` with workers,
+service/workerplane.py). ``"workers": N`` (N > 1) runs N worker processes (:mod:`.workers`); an SA then
 may name its ``"worker"``, and ``counters`` says which worker holds each SA.
 """
 
@@ -32,8 +34,11 @@ async def run(config: dict[str, Any]) -> None:
     """Set up the data plane from ``config`` and serve until SIGTERM/SIGINT or stdin closes."""
     listen = endpoint(f"{config['listen']}:{config.get('port', 4500)}")
     family = socket.AF_INET6 if listen.address.version == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.bind((str(listen.address), listen.port))
+    if config.get("socket_fds"):  # handed over by ikeguard run (a member of its SO_REUSEPORT group on 4500)
+        sock = socket.socket(fileno=int(config["socket_fds"][0]))
+    else:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.bind((str(listen.address), listen.port))
     plane = UserspaceDataPlane(config.get("tun", "ikg0"), sock, path_mtu=int(config.get("path_mtu", 1500)),
                                tun_addresses=tuple(config.get("tun_addresses", ())),
                                tun_mtu=int(config["tun_mtu"]) if "tun_mtu" in config else None,

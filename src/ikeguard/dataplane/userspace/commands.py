@@ -1,5 +1,8 @@
 """The JSON control commands of the standalone userspace data plane (one process, or one worker of
-:mod:`.workers`): ``add_sa``, ``delete_sa``, ``remove_policy``, ``set_path_mtu``, ``counters``, ``events``."""
+:mod:`.workers`): ``add_sa``, ``delete_sa`` (answers the SA's final counters), ``add_policy``,
+``remove_policy``, ``update_sa_addresses``, ``set_path_mtu``, ``counters`` (every SA), ``sa_counters`` (one
+SA), ``events`` (the upcalls since the last ``events``, as JSON values). ``ikeguard run`` with ``workers``
+drives the machine's one plane with these (service/workerplane.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import asyncio
 from typing import Any
 
 from ikeguard.dataplane.base import DataPlaneError, DataPlaneEvent, SaDirection
-from ikeguard.dataplane.userspace.config import endpoint, sa_from_json
+from ikeguard.dataplane.userspace.config import endpoint, sa_from_json, selectors
 from ikeguard.dataplane.userspace.plane import UserspaceDataPlane
 
 
@@ -17,6 +20,17 @@ def _counters(plane: UserspaceDataPlane) -> dict[str, Any]:
     return {"ok": True, "sas": sas, "drops": dict(plane.table.drops), "stats": dict(plane.stats)}
 
 
+def _spi(value: Any) -> int:
+    return int(value, 0) if isinstance(value, str) else int(value)
+
+
+def _event_json(event: DataPlaneEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": type(event).__name__}
+    for key, value in vars(event).items():
+        out[key] = value.value if isinstance(value, SaDirection) else value
+    return out
+
+
 def handle(plane: UserspaceDataPlane, cmd: dict[str, Any], events: list[DataPlaneEvent]) -> dict[str, Any]:
     """Apply one control command."""
     op = cmd.get("op")
@@ -24,9 +38,22 @@ def handle(plane: UserspaceDataPlane, cmd: dict[str, Any], events: list[DataPlan
         if op == "add_sa":
             plane.add_sa(sa_from_json(cmd["sa"]))
         elif op == "delete_sa":
-            spi, child = cmd["spi"], cmd.get("child")  # "child": the Child SA (outbound SPIs may repeat)
-            plane.delete_sa(int(spi, 0) if isinstance(spi, str) else int(spi), SaDirection(cmd["direction"]),
-                            None if child is None else int(child))
+            child = cmd.get("child")  # "child": the Child SA (outbound SPIs may repeat)
+            final = plane.delete_sa(_spi(cmd["spi"]), SaDirection(cmd["direction"]),
+                                    None if child is None else int(child))
+            return {"ok": True, "counters": None if final is None else final.as_dict()}
+        elif op == "sa_counters":
+            child = cmd.get("child")
+            live = plane.counters(_spi(cmd["spi"]), SaDirection(cmd["direction"]),
+                                  None if child is None else int(child))
+            return {"ok": True, "counters": None if live is None else live.as_dict()}
+        elif op == "add_policy":
+            plane.add_policy(int(cmd["child"]), selectors(cmd["local_ts"]), selectors(cmd["remote_ts"]))
+        elif op == "update_sa_addresses":
+            children = cmd.get("children")
+            plane.update_sa_addresses(tuple(_spi(s) for s in cmd["spis"]), endpoint(cmd["local"]),
+                                      endpoint(cmd["remote"]), bool(cmd.get("encap", True)),
+                                      None if children is None else [int(c) for c in children])
         elif op == "remove_policy":
             plane.remove_policy(int(cmd["child"]))
         elif op == "set_path_mtu":
@@ -34,7 +61,7 @@ def handle(plane: UserspaceDataPlane, cmd: dict[str, Any], events: list[DataPlan
         elif op == "counters":
             return _counters(plane)
         elif op == "events":
-            out = [{"type": type(e).__name__, **{k: str(v) for k, v in vars(e).items()}} for e in events]
+            out = [_event_json(e) for e in events]
             events.clear()
             return {"ok": True, "events": out}
         else:
@@ -42,8 +69,6 @@ def handle(plane: UserspaceDataPlane, cmd: dict[str, Any], events: list[DataPlan
     except (DataPlaneError, KeyError, ValueError, OSError) as exc:
         return {"ok": False, "error": str(exc)}
     return {"ok": True}
-
-
 
 
 def start_keepalives(plane: UserspaceDataPlane,

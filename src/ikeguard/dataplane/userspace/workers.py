@@ -141,7 +141,12 @@ class Supervisor:
         for cidr in addresses:
             iface = ipaddress.ip_interface(cidr)
             self.sources.setdefault(iface.version, str(iface.ip))
-        socks = open_group(str(listen.address), listen.port, self.n)
+        if cfg.get("socket_fds"):  # ikeguard run: members of its group on 4500, its program attached
+            socks = [socket.socket(fileno=int(fd)) for fd in cfg["socket_fds"]]
+            if len(socks) != self.n:
+                raise DataPlaneError(f"{len(socks)} sockets handed over for {self.n} workers")
+        else:
+            socks = open_group(str(listen.address), listen.port, self.n)
         pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(self.n)]
         for rx, tx in pairs:
             for s in (rx, tx):
@@ -196,8 +201,8 @@ class Supervisor:
         bad = next((r for r in replies if not r.get("ok")), None)
         return bad if bad is not None else {"ok": True}
 
-    def _policy(self, child: int, lts: list[str], rts: list[str]) -> None:
-        key = (tuple(lts), tuple(rts))
+    def _policy(self, child: int, lts: list[Any], rts: list[Any]) -> None:
+        key = (_freeze(lts), _freeze(rts))
         self.policy_of[child] = key
         if key in self.routes:
             self.routes[key][1].add(child)
@@ -230,7 +235,9 @@ class Supervisor:
                         self.ask(j, fwd)
                 return reply
             if op == "delete_sa":
-                reply = self._all(cmd)
+                replies = [self.ask(k, cmd) for k in range(self.n)]
+                final = next((r["counters"] for r in replies if r.get("counters")), None)
+                reply = next((r for r in replies if not r.get("ok")), {"ok": True, "counters": final})
                 spi = cmd["spi"]
                 spi = int(spi, 0) if isinstance(spi, str) else int(spi)
                 if cmd["direction"] == SaDirection.OUTBOUND.value:
@@ -258,6 +265,18 @@ class Supervisor:
                 return reply
             if op == "counters":
                 return self._counters()
+            if op == "sa_counters":
+                replies = [self.ask(k, cmd) for k in range(self.n)]
+                return {"ok": True, "counters": next((r["counters"] for r in replies if r.get("counters")),
+                                                     None)}
+            if op == "add_policy":
+                child = int(cmd["child"])
+                self._policy(child, list(cmd["local_ts"]), list(cmd["remote_ts"]))
+                held = next((k for (c, _spi), k in self.outbound_owner.items() if c == child), None)
+                return self._all({"op": "forward", "child": child, "local_ts": cmd["local_ts"],
+                                  "remote_ts": cmd["remote_ts"], "worker": held})
+            if op == "update_sa_addresses":
+                return self._all(cmd)
             if op == "events":
                 events: list[Any] = []
                 for k in range(self.n):
@@ -304,6 +323,11 @@ class Supervisor:
         for nets, _children in self.routes.values():
             remove_routes(self.tun_name, nets)
         self.routes.clear()
+
+
+def _freeze(items: list[Any]) -> tuple[Any, ...]:
+    """Selectors (strings or field lists) as a hashable key."""
+    return tuple(tuple(i) if isinstance(i, list) else i for i in items)
 
 
 class _Stop(Exception):

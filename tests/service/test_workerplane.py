@@ -1,0 +1,54 @@
+"""service/workerplane.py pieces without processes: an SA survives the JSON hand-off to the machine's plane
+exactly, lifetime upcalls come back as the gateway's events, and inbound SPIs of different IKE workers never
+collide while each lands on the ESP worker its SPI steers to (the real thing: tests/interop/
+test_workers_userspace.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import multiprocessing as mp
+
+from ikeguard.dataplane.base import LifetimeReached, SaConfig, SaDirection, SaEndpoint, SequenceNearOverflow
+from ikeguard.dataplane.userspace.commands import _event_json
+from ikeguard.dataplane.userspace.config import sa_from_json, sa_to_json
+from ikeguard.dataplane.userspace.steering import worker_of_spi
+from ikeguard.policy.ts import TrafficSelector
+from ikeguard.service.workerplane import PlaneChannel, PlaneClient, event_from_json
+
+
+def _sa() -> SaConfig:
+    net = ipaddress.ip_network("198.51.100.0/25")
+    return SaConfig(
+        spi=0xC0FFEE01, direction=SaDirection.OUTBOUND, encr_id=20, encr_key_bits=256, integ_id=0,
+        encr_key=bytearray(range(36)), integ_key=bytearray(),
+        source=SaEndpoint(ipaddress.ip_address("192.0.2.1"), 4500),
+        destination=SaEndpoint(ipaddress.ip_address("2001:db8::2"), 31000),
+        local_ts=(TrafficSelector.for_network(net, protocol=6, start_port=80, end_port=80),),
+        remote_ts=(TrafficSelector(4, 1, 0xFFFF, 17, 65535, 0),),  # a range, OPAQUE ports
+        esn=True, encap=True, replay_window=128, ike_uniqueid=3, child_uniqueid=7, child_name="net",
+        soft_bytes=10, hard_bytes=20, soft_packets=30, hard_packets=40, seq_out=99, replay_top=5)
+
+
+def test_sa_json_round_trip_is_exact() -> None:
+    sa = _sa()
+    back = sa_from_json(sa_to_json(sa))
+    assert back == sa and back.encr_key == sa.encr_key
+
+
+def test_upcalls_come_back_as_events() -> None:
+    for event in (LifetimeReached(0x1234, SaDirection.INBOUND, True, "bytes", 9),
+                  SequenceNearOverflow(0x99, False, 4)):
+        assert event_from_json(_event_json(event)) == event
+
+
+def test_inbound_spis_partitioned_by_ike_worker() -> None:
+    here, _there = mp.Pipe()
+    seen: dict[int, int] = {}
+    for esp_workers in (1, 2, 3):
+        for worker in range(3):
+            client = PlaneClient(PlaneChannel(here), 4, worker, 3, esp_workers)
+            for _ in range(200):
+                spi = client.alloc_spi()
+                assert 0x100 <= spi < 1 << 32 and (spi // esp_workers) % 3 == worker
+                assert seen.setdefault(spi, worker) == worker
+                assert 0 <= worker_of_spi(spi, esp_workers) < esp_workers
