@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.root, pytest.mark.interop]
 
 B_ADDRESS, B_INNER = "192.0.2.3", "198.51.100.250"
 FLOWS = 16
+REKEY_PACKETS = 1000
 
 
 def _worker(sa: dict[str, Any]) -> int:
@@ -83,8 +84,10 @@ def test_two_ike_workers_on_one_userspace_plane(
     assert router is not None and topo.public_address is not None
     assert spread_index(str(topo.public_address), 2) == 0 and spread_index(B_ADDRESS, 2) == 1
     left, right = topo.left, topo.right
+    # rekey_packets: the flows below cross it, the plane's soft-lifetime upcall reaches IKE worker 0, which
+    # rekeys peer A's Child SA (the upcall path through the supervisor)
     gw = ikeguard_side(ikeguard_gateway, right, left, remote_addr="%any", dataplane="userspace",
-                       gateway_keys={"workers": 2, "esp_workers": 2})
+                       gateway_keys={"workers": 2, "esp_workers": 2}, child={"rekey_packets": REKEY_PACKETS})
     pids = _worker_pids(gw.log())
     assert sorted(pids) == [0, 1], gw.log_tail()
     assert "2 ESP worker(s)" in gw.log(), gw.log_tail()
@@ -131,8 +134,12 @@ def test_two_ike_workers_on_one_userspace_plane(
     seqs = _streams(cap.stop())
     spi_out_a = int(_child(sas, str(topo.public_address))["spi_out"], 16)
     captured = {k: len(v) for k, v in seqs.items()}
-    assert spi_out_a in seqs and captured[spi_out_a] >= FLOWS * 100 // 2, captured
+    assert spi_out_a in seqs and sum(captured.values()) >= FLOWS * 100 // 2, captured
     _one_sender_each(seqs)
+    # the soft packet lifetime of A's outbound SA was crossed: the upcall reached worker 0, which rekeyed
+    gw.wait_audit(lambda e: e["event"] == "child.rekeyed", timeout=15)
+    out = _ping(left.namespace, str(left.subnet_address), str(right.subnet_address))
+    assert " 0% packet loss" in out, out + gw.log_tail()
 
     # SIGKILL IKE worker 1 (peer B's): B's Child SA leaves the plane, A's tunnel keeps passing traffic
     os.kill(pids[1], signal.SIGKILL)
@@ -155,3 +162,9 @@ def test_two_ike_workers_on_one_userspace_plane(
     assert " 0% packet loss" in out, out + gw.log_tail()
     out = _ping(left.namespace, str(left.subnet_address), str(right.subnet_address))
     assert " 0% packet loss" in out, out + gw.log_tail()
+
+    # at stop the plane logs each ESP worker's stats: both read flows from the multi-queue TUN (the one that
+    # does not own A's outbound SA handed its packets to the owner)
+    gw.stop()
+    handed = [int(n) for n in re.findall(r"ESP worker \d at stop: .*handed_off=(\d+)", gw.log())]
+    assert len(handed) == 2 and any(handed), gw.log_tail()

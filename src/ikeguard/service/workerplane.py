@@ -240,10 +240,23 @@ class PlaneHost:
                         with contextlib.suppress(Exception):
                             self.deliver((child - 1) % self.ike_workers, event)
 
+    @staticmethod
+    def _log_stats(plane: _Plane) -> None:
+        """Each ESP worker's packet stats at stop (hand-offs show the flows were read by several workers)."""
+        if plane.process.poll() is not None:
+            return
+        reply = plane.ask({"op": "counters"})
+        per_worker = reply.get("workers") or [{"worker": 0, "stats": reply.get("stats", {})}]
+        for entry in per_worker:
+            stats = entry.get("stats", {})
+            log.info("data plane IPv%d ESP worker %s at stop: %s", plane.version, entry.get("worker"),
+                     " ".join(f"{k}={v}" for k, v in sorted(stats.items())))
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop the plane processes (SIGTERM, by PID; SIGKILL after ``timeout``): their TUNs and routes go."""
         self._stop.set()
         for plane in self.planes.values():
+            self._log_stats(plane)
             with contextlib.suppress(ProcessLookupError):
                 plane.process.terminate()
         for plane in self.planes.values():
