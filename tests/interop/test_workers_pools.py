@@ -1,8 +1,9 @@
 """Issue 22: virtual IP pools (RFC 7296 §3.15) with ``[gateway] workers = 2`` against real remote-access
 clients (strongSwan, ``vips = 0.0.0.0``). alice connects from 192.0.2.2 (spread to worker 0), bob from
 192.0.2.3 (worker 1): one pool, two workers, two different addresses (each worker alone would hand out the
-first one). Worker 1 is killed: bob's lease goes offline, kept for him (service/pool_broker.py); when he
-re-establishes he gets the same address, not the next never-used one, and alice's SA is untouched.
+first one); alice re-authenticates (make-before-break) and keeps hers. Worker 1 is killed: bob's lease goes
+offline, kept for him (service/pool_broker.py); when he re-establishes he gets the same address, not the next
+never-used one, and alice's SA is untouched.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def test_one_pool_two_workers_and_a_killed_worker(
         local=AuthConfig("psk", user), remote=AuthConfig("psk", GW_ID),
         children=[ChildConfig(name=f"net-{user}", local_ts=["dynamic"], remote_ts=[str(right.subnet)])],
         extra={"vips": "0.0.0.0"}) for user, address in USERS.items()],
-        psks=[PskSecret(ids=[GW_ID, user], secret=psk) for user, psk in PSKS.items()])
+        psks=[PskSecret(ids=[GW_ID, user], secret=psk) for user, psk in PSKS.items()],
+        charon_options={"make_before_break": "yes"})
 
     for user in USERS:
         road.initiate(child=f"net-{user}", ike=user)
@@ -75,6 +77,16 @@ def test_one_pool_two_workers_and_a_killed_worker(
     assert {u: _worker(sa) for u, sa in by_user.items()} == {"alice": 0, "bob": 1}
     assert {u: sa["virtual_ip"] for u, sa in by_user.items()} == EXPECTED
     assert "installing new virtual IP 203.0.113.66" in road.log()
+
+    # alice re-authenticates, make-before-break: her new IKE SA takes .65 while the old one still holds it
+    road.rekey(ike="alice", reauth=True)
+    sas = gw.wait_sas(lambda s: len(s) == 2 and all(sa["children"] for sa in s)
+                      and alice_spi not in {sa["spi_r"] for sa in s}, timeout=15,
+                      what="alice re-authenticated")
+    by_user = {str(sa["name"]).removeprefix("rw-"): sa for sa in sas}
+    assert {u: sa["virtual_ip"] for u, sa in by_user.items()} == EXPECTED
+    alice_spi = by_user["alice"]["spi_r"]
+    assert "activating IKE_REAUTH_COMPLETE task" in road.log()  # the old IKE SA went after the new one
 
     pids = {int(i): int(p) for i, p in re.findall(r"worker (\d+) started \(pid (\d+)\)", gw.log())}
     os.kill(pids[1], signal.SIGKILL)
