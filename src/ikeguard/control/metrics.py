@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography import x509
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import generate_latest, start_http_server
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ikeguard.service.queries import SaCensus, census_steps, take_census
@@ -258,6 +258,10 @@ class GatewayCollector(Collector):
         self.loop = loop
         self._anchors = _AnchorFiles()
 
+    async def snapshot_here(self) -> GatewaySnapshot:
+        """A snapshot taken on the running loop (the gateway's), the SAs counted in slices."""
+        return await self._snapshot_on_loop()
+
     async def _snapshot_on_loop(self) -> GatewaySnapshot:
         census: SaCensus | None = None
         if getattr(self.gateway, "engine", None) is not None:
@@ -468,6 +472,23 @@ def _ha_metrics(ha: dict[str, Any]) -> Iterator[Metric]:
                                      "IKE SAs restored by the last takeover")
         restored.add_metric([], int(takeover.get("restored", 0)))
         yield restored
+
+
+class _Families(Collector):
+    """Metric families built already (one exposition)."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def exposition(families: Iterable[Metric]) -> str:
+    """The Prometheus text format of ``families`` (``prometheus_client.generate_latest``)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry).decode()
 
 
 def start_metrics(gateway: Any, host: str, port: int) -> Callable[[], None]:

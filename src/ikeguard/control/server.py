@@ -256,6 +256,7 @@ class ControlServer:
         self._profile_override = profile_override  # `ikeguard run --profile NAME` applies to reloads too
         self._server: asyncio.AbstractServer | None = None
         self._streams: set[asyncio.Task[Any]] = set()
+        self._collector: Any = None  # control.metrics.GatewayCollector, made at the first `metrics`
         self._handlers: dict[str, Callable[[dict[str, Any], Caller, str], Awaitable[Any]]] = {
             "sas": self._sas, "conns": self._conns, "peers": self._peers, "initiate": self._initiate,
             "terminate": self._terminate, "rekey": self._rekey, "reload": self._reload,
@@ -323,6 +324,9 @@ class ControlServer:
             if request.get("cmd") == "events":
                 await self._stream_events(request, reader, writer, caller)
                 return
+            if request.get("cmd") == "metrics":  # a supervisor's scrape: read-only, not audited (as HTTP)
+                await self._write(writer, await self._metrics(request))
+                continue
             response = await self._respond(request, caller)
             result = response.get("result")
             if isinstance(result, _Paged):
@@ -531,6 +535,23 @@ class ControlServer:
         if result.refused:
             raise CommandError(result.refused)
         return result.as_dict()
+
+    async def _metrics(self, request: dict[str, Any]) -> dict[str, Any]:
+        """This gateway's Prometheus exposition and process id, for the supervisor of a multi-worker
+        gateway (:mod:`ikeguard.control.metrics_workers`) which merges the workers' answers into its one
+        endpoint. Like that HTTP endpoint a scrape is not an ``admin.command`` (one record per worker per
+        scrape would flood the trail); the socket is owner-only as for every command."""
+        from ikeguard.control.metrics import GatewayCollector, build_metrics, exposition
+
+        if self._collector is None:
+            self._collector = GatewayCollector(self.gateway, asyncio.get_running_loop())
+        try:
+            snap = await self._collector.snapshot_here()
+        except Exception as exc:
+            log.exception("metrics snapshot failed")
+            return {"id": request.get("id"), "ok": False, "error": f"metrics snapshot failed ({exc})"}
+        return {"id": request.get("id"), "ok": True,
+                "result": {"pid": os.getpid(), "text": exposition(build_metrics(snap))}}
 
     # -- event stream -------------------------------------------------------------------------------
     async def _stream_events(self, request: dict[str, Any], reader: asyncio.StreamReader,

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from ikeguard.service.workers import (
 
 log = logging.getLogger("ikeguard.service")
 READY_TIMEOUT = 60.0
+METRICS_ASK = 7.0  # seconds a scrape waits for one worker (its snapshot gives up after 5 s)
 HEALTH_INTERVAL = 0.5
 
 
@@ -154,6 +156,12 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
         broker.close()
         print(f"ikeguard run: {exc}", file=sys.stderr)
         return 1
+    try:
+        stop_metrics = _start_metrics(plan, workers, proxy, audit, loop)
+    except OSError as exc:
+        await proxy.close()
+        print(f"ikeguard run: cannot serve metrics on {plan.metrics}: {exc}", file=sys.stderr)
+        return 1
     pool.start(loop)
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -184,10 +192,27 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
         return 0
     finally:
         watcher.cancel()
+        if stop_metrics is not None:
+            await loop.run_in_executor(None, stop_metrics)
         await proxy.close()
         await pool.stop()
         broker.close()
         broker.broker.save_now()
+
+
+def _start_metrics(plan: Any, workers: int, proxy: WorkerControlProxy, audit: Any,
+                   loop: asyncio.AbstractEventLoop) -> Callable[[], None] | None:
+    """The one metrics endpoint for every worker (control/metrics_workers.py), when configured."""
+    if plan.metrics is None:
+        return None
+    from ikeguard.control.metrics_workers import WorkersCollector, audit_families, start_workers_metrics
+
+    async def ask(index: int) -> dict[str, Any]:
+        return await proxy.ask(index, {"id": 0, "cmd": "metrics"}, timeout=METRICS_ASK)
+
+    host, port = plan.metrics
+    collector = WorkersCollector(workers, ask, loop, lambda: audit_families(audit))
+    return start_workers_metrics(host, port, collector)
 
 
 # ---------------------------------------------------------------------------------------------- worker

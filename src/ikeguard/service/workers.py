@@ -33,8 +33,10 @@ What must be global is kept by the supervisor:
 * the userspace data plane (one TUN and one set of ESP sockets per machine): the supervisor runs it
   (service/workerplane.py, with ``[gateway] esp_workers`` ESP processes) and every worker installs its SAs
   there over a pipe; ``xfrm`` is global in the kernel, ``none`` has nothing to share.
+* metrics: one endpoint, served by the supervisor, merging the workers' expositions
+  (``control/metrics_workers.py``).
 
-Not shared yet, so refused with ``workers`` > 1 (:func:`unsupported`): ``[ha]``, ``vici`` and ``metrics``.
+Not shared yet, so refused with ``workers`` > 1 (:func:`unsupported`): ``[ha]`` and ``vici``.
 ``[ha]`` (docs/ha.md "Workers"): HA replication is one node's view (``EtcdStore.sync`` deletes every record it
 did not write, one sync mark per node), fencing and the heartbeat would have to move to the supervisor with
 "may send"/fenced published to every worker, and a takeover would have to restore each SA in the worker its
@@ -98,8 +100,6 @@ def unsupported(plan: Any, workers: int) -> str | None:
         reasons.append("[ha]")
     if gw.vici:
         reasons.append("vici")
-    if plan.metrics is not None:
-        reasons.append("metrics")
     if not reasons:
         return None
     return (f"workers = {workers} cannot be used with " + ", ".join(reasons)
