@@ -38,3 +38,23 @@ def test_workers_refuse_plain_esp_and_place_sas_by_spi_and_child() -> None:
     assert owner({"spi": "0x2001", "direction": "in"}, 2) == 1  # inbound: where the kernel steers the SPI
     assert owner({"spi": 0x2000, "direction": "out", "child": 2}, 2) == 1  # outbound: (child - 1) mod N
     assert owner({"spi": 0x2000, "direction": "out", "child": 2, "worker": 0}, 2) == 0
+
+
+def test_syn_detection_and_sa_in_another_worker() -> None:
+    """What the plane's SYN dealing (userspace/plane.py) relies on: SYN without ACK only, and a policy with an
+    own SA here and one in the other worker (RFC 9611 per-resource SAs)."""
+    from ikeguard.dataplane.userspace.plane import tcp_syn
+    from tests.dataplane.packets import tcp_syn4
+
+    syn = tcp_syn4("198.51.100.7", "203.0.113.9", 40000, 5001, 1460)
+    assert tcp_syn(syn)
+    syn_ack = bytearray(syn)
+    syn_ack[33] |= 0x10
+    assert not tcp_syn(bytes(syn_ack)) and not tcp_syn(INNER) and not tcp_syn(b"")
+    a_out, _b_in, _b_out, _a_in = sa_pair(child=1)
+    worker0 = SaTable()
+    worker0.add_sa(a_out)
+    assert not worker0.has_sa_in(syn, 1)  # worker 1 has no SA of this policy: keep the SYN
+    worker0.set_forward(2, a_out.local_ts, a_out.remote_ts, 1)
+    assert worker0.has_sa_in(syn, 1)
+    assert not SaTable().has_sa_in(syn, 1)  # no policy here at all

@@ -184,6 +184,15 @@ class SaTable:
                 policy.forward[child_uniqueid] = worker
             policy.forward_to = next(iter(policy.forward.values()), None)
 
+    def has_sa_in(self, inner: bytes, worker: int) -> bool:
+        """Whether the policy of packet ``inner`` has an outbound SA here and one in data-plane worker
+        ``worker`` too (RFC 9611 per-resource SAs): a new flow may then be encrypted by either."""
+        flow = parse_flow(inner)
+        if flow is None:
+            return False
+        policy = self._flow_cache.get(flow) or self._lookup(flow)
+        return policy is not None and policy.outbound is not None and worker in policy.forward.values()
+
     def policy(self, child_uniqueid: int) -> Policy | None:
         """The policy a Child SA uses."""
         return self._policies.get(child_uniqueid)

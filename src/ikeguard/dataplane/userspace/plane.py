@@ -9,6 +9,26 @@ As one of several workers (:mod:`.workers`) a plane is given its TUN queue (``tu
 port's ``SO_REUSEPORT`` group, leaves routes to the supervisor (``manage_routes=False``), and hands packets
 whose outbound SA another worker owns to that worker (``handoff``: worker -> datagram socket); packets
 handed to it arrive on ``handoff_in``.
+
+Spreading new TCP connections over the workers: a multi-queue TUN queues an outgoing packet by the flow
+table the kernel keeps per device (``tun_automq_select_queue``): a flow goes to the queue its last packet
+was *written* to (symmetric flow hash), and only a flow the table does not know yet goes by its hash. With
+RFC 9611 per-resource SAs the loop closes over both gateways: the SA a worker encrypts a flow with steers it
+to the peer's worker of that SA, which writes it to its own queue, so the peer's replies leave on that
+worker's SA and are written to our queue of the same worker. A flow stays where its first packet was hashed,
+and with a few flows the hash alone often puts them all on one worker (4 flows on 2 workers: 1 in 8 runs,
+and 3:1 in half of them). So each worker deals the TCP SYNs it reads round robin over the workers (starting
+with itself), handing a SYN to another worker that holds its own SA for the policy; the answers then come
+back on that worker's SA, the kernel's flow table follows the writes, and the connection stays there with no
+further hand-offs. With every worker dealing its own SYNs in turn, two workers end up with an equal number
+of new connections (within one), whichever queues the kernel chose.
+
+The responder's side needs one more step: the kernel records a written packet's flow only *after* it has
+delivered it (``tun_get_user``: ``tun_flow_update`` follows ``netif_receive_skb``), so the SYN-ACK a SYN
+provokes is queued by its hash, not by the queue the SYN was written to, and would take the hash's worker's
+SA back -- undoing the dealing. So the worker that decrypts a SYN first tells the other workers (a claim on
+the hand-off sockets: ``0x00``, its index, the flow's addresses and ports), and the worker that reads the
+SYN-ACK hands it to the claimant, which sends it on its own SA. Claims are kept at most ``CLAIMS`` at a time.
 """
 
 from __future__ import annotations
@@ -56,6 +76,9 @@ REKEYED_INBOUND_LINGER = 2.0  # s an inbound SA replaced by a rekey still decryp
 # charon.delete_rekeyed_delay); only when a successor with the same selectors is installed
 KEEPALIVE = natt.NAT_KEEPALIVE  # RFC 3948 §2.3
 VNET_LEN = VNET_HDR.size
+_SYN_ACK, _SYN = 0x12, 0x02
+CLAIM = b"\x00"  # first octet of a claim on the hand-off sockets (never of an IP packet)
+CLAIMS = 4096
 IkeCallback = Callable[[bytes, tuple[str, int]], None]
 
 FEATURES = DataPlaneFeatures(
@@ -64,6 +87,41 @@ FEATURES = DataPlaneFeatures(
     integ=frozenset(int(i) for i in INTEG_TRANSFORMS),
     udp_encap=True, esn=True, transport_mode=False, moves_packets=True,
 )  # fmt: skip
+
+
+def tcp_flags(pkt: bytes) -> int:
+    """The TCP flags of ``pkt`` (IPv4/IPv6; RFC 9293 §3.1), 0 when it is no (first fragment of a) TCP segment
+    or has IPv6 extension headers."""
+    version = pkt[0] >> 4 if pkt else 0
+    if version == 4:
+        if len(pkt) < 20 or pkt[9] != 6 or (pkt[6] & 0x1F) or pkt[7]:  # not TCP, or not the first fragment
+            return 0
+        off = (pkt[0] & 0x0F) * 4 + 13
+    elif version == 6:
+        if len(pkt) < 40 or pkt[6] != 6:  # TCP directly after the fixed header only
+            return 0
+        off = 53
+    else:
+        return 0
+    return pkt[off] if len(pkt) > off else 0
+
+
+def tcp_syn(pkt: bytes) -> bool:
+    """Whether ``pkt`` is a TCP SYN without ACK: a new connection's first packet (RFC 9293 §3.5)."""
+    return tcp_flags(pkt) & _SYN_ACK == _SYN
+
+
+def flow_key(pkt: bytes, reverse: bool = False) -> bytes:
+    """Addresses and ports of a TCP/UDP packet without IP options (IPv4) or extension headers (IPv6), as
+    source, destination, source port, destination port; ``reverse``: as the answer's."""
+    if pkt[0] >> 4 == 4:
+        ports = (pkt[0] & 0x0F) * 4
+        src, dst = pkt[12:16], pkt[16:20]
+    else:
+        ports = 40
+        src, dst = pkt[8:24], pkt[24:40]
+    sport, dport = pkt[ports : ports + 2], pkt[ports + 2 : ports + 4]
+    return dst + src + dport + sport if reverse else src + dst + sport + dport
 
 
 def _ike_ignored(data: bytes, addr: tuple[str, int]) -> None:
@@ -85,10 +143,16 @@ class UserspaceDataPlane:
         self.on_ike = on_ike
         self.stats: dict[str, int] = {"keepalives_in": 0, "ike_in": 0, "ike_errors": 0, "send_errors": 0,
                                       "tun_errors": 0, "gso_sends": 0, "gro_batches": 0,
-                                      "handed_off": 0, "handed_in": 0, "handoff_drops": 0, "tun_merged": 0}
+                                      "handed_off": 0, "handed_in": 0, "handoff_drops": 0, "tun_merged": 0,
+                                      "syn_spread": 0, "syn_claims": 0, "synack_followed": 0}
         self.manage_routes = manage_routes
         self.handoff = handoff or {}
         self.handoff_in = handoff_in
+        # this worker's index: the one the hand-off map (one entry per other worker) leaves out
+        self.worker_index = next(k for k in range(len(self.handoff) + 1) if k not in self.handoff)
+        self._syns = 0  # TCP SYNs dealt (module docstring: spreading new connections)
+        self._claims: dict[bytes, int] = {}  # flow key of a SYN another worker decrypted -> that worker
+        self._claim_syns = bool(self.handoff)
         self.vnet = tun_offload  # IFF_VNET_HDR: decrypted TCP runs written as one GSO packet (coalesce.py)
         if tun_fd is None:
             self.tun_fd, self.tun_name = open_tun(tun_name, vnet_hdr=tun_offload)
@@ -261,7 +325,7 @@ class UserspaceDataPlane:
         UDP GSO sends (equal-size segments, the last one may be shorter: the kernel's rule; at most 64
         segments and 64 KiB per send). Hot loop: bound methods and constants in locals."""
         outbound, read, fd, send = self.table.outbound, os.read, self.tun_fd, self.send_segments
-        vnet = self.vnet
+        vnet, spread = self.vnet, bool(self.handoff)
         segments: list[bytes] = []
         dest: tuple[str, int] = ("", 0)
         size = total = 0
@@ -272,6 +336,9 @@ class UserspaceDataPlane:
                 break
             if vnet:
                 pkt = pkt[VNET_LEN:]  # no offloads enabled for reads: the header is all zero
+            if spread and len(pkt) > 40 and (pkt[33] & _SYN if pkt[0] == 0x45 else pkt[0] >> 4 == 6) \
+                    and self._spread(pkt):
+                continue
             result = outbound(pkt)
             if result is None:
                 continue
@@ -301,6 +368,36 @@ class UserspaceDataPlane:
             self.write_tun(result.data)
         if segments:
             send(segments, dest)
+
+    def _spread(self, pkt: bytes) -> bool:
+        """Deal a TCP SYN to the next worker in turn, or hand a SYN-ACK to the worker that decrypted its SYN
+        (module docstring); True when the packet was handed over."""
+        flags = tcp_flags(pkt)
+        if flags & _SYN_ACK == _SYN:
+            target = (self.worker_index + self._syns) % (len(self.handoff) + 1)
+            self._syns += 1
+            counter = "syn_spread"
+        elif flags & _SYN_ACK == _SYN_ACK:
+            self._on_handoff()  # claims sent before the SYN was written are waiting there
+            claimed = self._claims.pop(flow_key(pkt, reverse=True), None)
+            if claimed is None:
+                return False
+            target, counter = claimed, "synack_followed"
+        else:
+            return False
+        if target == self.worker_index or not self.table.has_sa_in(pkt, target):
+            return False
+        self._hand_off(Forward(target, pkt))
+        self.stats[counter] += 1
+        return True
+
+    def _claim(self, syn: bytes) -> None:
+        """Tell the other workers that this one decrypted ``syn`` (before it is written: module docstring)."""
+        message = CLAIM + bytes((self.worker_index,)) + flow_key(syn)
+        for peer in self.handoff.values():
+            with contextlib.suppress(OSError):  # a full queue: the SYN-ACK takes the hash's worker
+                peer.send(message, socket.MSG_DONTWAIT)
+        self.stats["syn_claims"] += 1
 
     def write_tun(self, packet: bytes) -> None:
         """One packet into the TUN device (with an empty virtio-net header when offloads are on)."""
@@ -343,6 +440,11 @@ class UserspaceDataPlane:
                 pkt = recv(65535, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
+            if pkt[:1] == CLAIM:
+                if len(self._claims) >= CLAIMS:
+                    self._claims.clear()
+                self._claims[pkt[2:]] = pkt[1]
+                continue
             self.stats["handed_in"] += 1
             result = outbound(pkt)
             if result is None:
@@ -437,6 +539,9 @@ class UserspaceDataPlane:
         inner = self.table.inbound(data)
         if inner is None:
             return
+        if self._claim_syns and len(inner) > 40 and (inner[33] & _SYN if inner[0] == 0x45
+                                                     else inner[0] >> 4 == 6) and tcp_syn(inner):
+            self._claim(inner)
         if pending is not None:
             pending.append(inner)
             return
