@@ -1,9 +1,10 @@
 """Issue 22: virtual IP pools (RFC 7296 §3.15) with ``[gateway] workers = 2`` against real remote-access
 clients (strongSwan, ``vips = 0.0.0.0``). alice connects from 192.0.2.2 (spread to worker 0), bob from
 192.0.2.3 (worker 1): one pool, two workers, two different addresses (each worker alone would hand out the
-first one); alice re-authenticates (make-before-break) and keeps hers. Worker 1 is killed: bob's lease goes
-offline, kept for him (service/pool_broker.py); when he re-establishes he gets the same address, not the next
-never-used one, and alice's SA is untouched.
+first one), and both ping through the supervisor's userspace plane; alice re-authenticates
+(make-before-break) and keeps hers. Worker 1 is killed: bob's lease goes offline, kept for him
+(service/pool_broker.py); when he re-establishes he gets the same address, not the next never-used one, and
+alice's SA is untouched.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def test_one_pool_two_workers_and_a_killed_worker(
         children=[IkgChild(name="net", local_ts=[str(right.subnet)], remote_ts=["dynamic"])],
         extra={"pools": ["staff"]}) for user in USERS]
     secrets = [IkgSecret(user, [GW_ID, user], psk) for user, psk in PSKS.items()]
-    config = gateway_toml(conns, secrets=secrets,
+    config = gateway_toml(conns, secrets=secrets, dataplane="userspace",
                           gateway={"workers": 2, "retransmit_timeout": 1.0, "retransmit_tries": 3})
     config += f'\n[pools.staff]\naddrs = "{POOL}"\n'
     gw = ikeguard_gateway(right.namespace, "gw", config, secret_files(secrets))
@@ -77,6 +78,10 @@ def test_one_pool_two_workers_and_a_killed_worker(
     assert {u: _worker(sa) for u, sa in by_user.items()} == {"alice": 0, "bob": 1}
     assert {u: sa["virtual_ip"] for u, sa in by_user.items()} == EXPECTED
     assert "installing new virtual IP 203.0.113.66" in road.log()
+    for vip in EXPECTED.values():  # through the supervisor's one userspace plane, from each worker's SA
+        ping = left.namespace.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I", vip,
+                                  str(right.subnet_address), check=False)
+        assert ping.returncode == 0, (vip, ping.stdout, ping.stderr)
 
     # alice re-authenticates, make-before-break: her new IKE SA takes .65 while the old one still holds it
     road.rekey(ike="alice", reauth=True)
