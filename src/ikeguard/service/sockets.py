@@ -26,6 +26,7 @@ kernel granted is read back and a smaller buffer is logged once with the sysctl 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -127,6 +128,25 @@ def route_source(remote: IpAddress) -> IpAddress | None:
         return None
 
 
+# Every datagram's peer address is parsed from the kernel's text and every reply's written back as text; an
+# IKE SA's few datagrams come from one address, and parsing or printing an IPv6 address costs microseconds
+# (ipaddress is pure Python), so both conversions are memoised (bounded: a flood of spoofed sources only
+# evicts).
+ADDRESS_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE)
+def peer_address(text: str) -> IpAddress:
+    """The address of a received datagram (``recvmsg`` text, an IPv6 scope dropped)."""
+    return ipaddress.ip_address(text.split("%", 1)[0])
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE)
+def address_text(address: IpAddress) -> str:
+    """``str(address)``, memoised."""
+    return str(address)
+
+
 class UdpListener:
     """One bound UDP socket on the event loop, optionally with a bulk socket and a quick answerer (module
     docstring); ``marker``: 4500, whose IKE messages carry the non-ESP marker (the quick path strips it from
@@ -194,7 +214,7 @@ class UdpListener:
 
     def _deliver(self, data: bytes, ancillary: list[tuple[int, int, bytes]], addr: tuple[str, int]) -> None:
         try:
-            remote_addr = ipaddress.ip_address(addr[0].split("%", 1)[0])
+            remote_addr = peer_address(addr[0])
             local_addr = _local_from_cmsg(ancillary, self.address)
             if remote_addr.version != self.address.version:
                 return
@@ -221,7 +241,7 @@ class UdpListener:
             try:
                 if not marker or data[:4] == NON_ESP_MARKER:
                     # the kernel's text for an IPv4 address is ipaddress's; IPv6 is normalised (scope, case)
-                    host = str(ipaddress.IPv6Address(addr[0].split("%", 1)[0])) if v6 else addr[0]
+                    host = address_text(peer_address(addr[0])) if v6 else addr[0]
                     answer = quick(data[4:] if marker else data, host, addr[1])
                 if answer is None:
                     self._deliver(data, ancillary, addr)
@@ -249,9 +269,9 @@ class UdpListener:
                 else:
                     cmsg = (socket.IPPROTO_IP, IP_PKTINFO,
                             struct.pack("=I", 0) + local.address.packed + b"\0\0\0\0")
-                self.sock.sendmsg([data], [cmsg], 0, (str(remote.address), remote.port))
+                self.sock.sendmsg([data], [cmsg], 0, (address_text(remote.address), remote.port))
             else:
-                self.sock.sendto(data, (str(remote.address), remote.port))
+                self.sock.sendto(data, (address_text(remote.address), remote.port))
         except OSError as exc:
             self.send_errors += 1
             log.debug("send to %s failed: %s", remote, exc)

@@ -168,6 +168,7 @@ class AuditRelay:
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
         self._closing = False
+        self._idle = False  # the sender waits to be notified of the next record
         self._sender = threading.Thread(target=self._send_loop, name="audit-relay", daemon=True)
         self._sender.start()
 
@@ -180,7 +181,8 @@ class AuditRelay:
                                         "remote_id": event.remote_id}))
         with self._cond:
             self._buf.append((fields, rfc3339(now or utc_now())))
-            if len(self._buf) == 1:
+            if self._idle:
+                self._idle = False
                 self._cond.notify()
 
     def _take(self) -> list[tuple[dict[str, Any], str]]:
@@ -204,12 +206,20 @@ class AuditRelay:
             self._conn.send(("records", batch))
 
     def _send_loop(self) -> None:
+        # While records keep coming the sender only sleeps SEND_DELAY between batches; it waits to be woken
+        # (record() notifies) only after a batch window without records, so that a busy worker's IKE thread
+        # does not pay a thread wake-up (futex, context switch) per batch.
+        busy = False
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._buf) or self._closing)
+                if not busy:
+                    self._idle = True
+                    self._cond.wait_for(lambda: bool(self._buf) or self._closing)
+                    self._idle = False
                 closing = self._closing
             time.sleep(0 if closing else SEND_DELAY)
             batch = self._take()
+            busy = bool(batch)
             try:
                 with self._send_lock:
                     if batch:
