@@ -6,7 +6,8 @@ ping through their tunnel and the counters reach the owning worker's ``sas``; 16
 side to peer A cross both ESP workers and every outbound SPI's sequence numbers on the wire form one strictly
 increasing stream (one sender per SA: AES-GCM nonce safety). SIGKILL of IKE worker 1: its Child SA is removed
 from the plane, peer A's tunnel keeps passing traffic; the restarted worker takes B's new SA and it carries
-pings again.
+pings again. Second test: the default ``listen`` (both families): one plane per IP version, a tunnel
+through the IPv4 one; a plane process that dies stops the gateway (exit code 1).
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def test_two_ike_workers_on_one_userspace_plane(
 
     # SIGKILL IKE worker 1 (peer B's): B's Child SA leaves the plane, A's tunnel keeps passing traffic
     os.kill(pids[1], signal.SIGKILL)
-    assert wait_until(lambda: "worker 1 gone: removed its" in gw.log(), 10), gw.log_tail()
+    all_removed = re.compile(r"worker 1 gone: removed its (\d+) of \1 SA\(s\) and (\d+) of \2 policy")
+    assert wait_until(lambda: all_removed.search(gw.log()), 10), gw.log_tail()
     out = _ping(left.namespace, str(left.subnet_address), str(right.subnet_address))
     assert " 0% packet loss" in out, out + gw.log_tail()
     assert wait_until(lambda: _worker_pids(gw.log()).get(1, pids[1]) != pids[1], 10), gw.log_tail()
@@ -168,3 +170,24 @@ def test_two_ike_workers_on_one_userspace_plane(
     gw.stop()
     handed = [int(n) for n in re.findall(r"ESP worker \d at stop: .*handed_off=(\d+)", gw.log())]
     assert len(handed) == 2 and any(handed), gw.log_tail()
+
+
+def test_both_families_and_a_dead_plane(
+    netns_topology: Callable[..., Topology], strongswan_peer: PeerFactory, ikeguard_gateway: GatewayFactory,
+) -> None:
+    topo = netns_topology("direct")
+    left, right = topo.left, topo.right
+    gw = ikeguard_side(ikeguard_gateway, right, left, remote_addr="%any", dataplane="userspace",
+                       listen=["0.0.0.0", "::"], gateway_keys={"workers": 2})
+    log = gw.log()
+    assert "data plane IPv4: pid" in log and "data plane IPv6: pid" in log, gw.log_tail()
+    peer = strongswan_side(strongswan_peer, left, right)
+    peer.initiate(child="net", ike="ikg")
+    peer.wait_established("ikg", "net")
+    out = _ping(left.namespace, str(left.subnet_address), str(right.subnet_address))
+    assert " 0% packet loss" in out, out + gw.log_tail()
+    found = re.search(r"data plane IPv4: pid (\d+)", log)
+    assert found is not None
+    os.kill(int(found.group(1)), signal.SIGKILL)
+    assert gw.wait_exit(15) == 1, gw.log_tail()
+    assert "the IPv4 data plane (pid" in gw.log() and "stopping the gateway" in gw.log()

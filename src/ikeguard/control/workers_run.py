@@ -173,9 +173,16 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
 
     loop.add_signal_handler(signal.SIGHUP, reload)
 
+    failed: list[str] = []
+
     async def health() -> None:
         while True:
             state.slots[_REFUSE] = 1 if audit.refuse_new_sas else 0
+            ended = plane.ended() if plane is not None else None
+            if ended is not None and not failed:  # no ESP without it: stop, the service manager restarts us
+                log.error("%s: stopping the gateway", ended)
+                failed.append(ended)
+                stopping.set()
             await asyncio.sleep(HEALTH_INTERVAL)
 
     watcher = loop.create_task(health())
@@ -189,7 +196,7 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
         await stopping.wait()
         notify("STOPPING=1")
         log.info("stopping")
-        return 0
+        return 1 if failed else 0
     finally:
         watcher.cancel()
         if stop_metrics is not None:

@@ -22,8 +22,9 @@ sent to the worker that owns the Child SA (``(child uniqueid - 1) mod N``, the w
 * NAT-T keepalives (RFC 3948 §2.3) go out of the IKE workers' own members of the 4500 group: the same
   address and port as the ESP, so the NAT keeps one mapping.
 
-Limits: more than one ESP worker needs ESP in UDP (plain ESP, protocol 50, is not steered: the plane
-refuses such SAs; peers behind NAT, or ``encap = true``).
+A plane process that ends on its own stops the gateway (exit code 1: the service manager restarts it; no ESP
+without it). Limits: more than one ESP worker needs ESP in UDP (plain ESP, protocol 50, is not steered: the
+plane refuses such SAs; peers behind NAT, or ``encap = true``).
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ class PlaneHost:
         folder = self.state_dir / "workers"
         folder.mkdir(parents=True, exist_ok=True)
         for version, (address, port, socks) in sorted(self.sockets.items()):
-            config = {"tun": TUN_NAMES[version], "listen": address, "port": port,
+            config = {"tun": TUN_NAMES[version], "listen": f"[{address}]" if version == 6 else address,
+                      "port": port,
                       "socket_fds": [s.fileno() for s in socks], "workers": self.esp_workers,
                       "rekeyed_inbound_linger": REKEYED_INBOUND_LINGER}
             path = folder / f"plane-ipv{version}.json"
@@ -156,6 +158,14 @@ class PlaneHost:
                      self.esp_workers, json.loads(line).get("tun"))
         self._poller = threading.Thread(target=self._poll, name="plane-events", daemon=True)
         self._poller.start()
+
+    def ended(self) -> str | None:
+        """Which plane process ended on its own (None while all run): the supervisor stops then."""
+        for plane in self.planes.values():
+            code = plane.process.poll()
+            if code is not None and not self._stop.is_set():
+                return f"the IPv{plane.version} data plane (pid {plane.process.pid}) ended with {code}"
+        return None
 
     def pids(self) -> list[int]:
         """The plane processes' ids."""
@@ -218,16 +228,18 @@ class PlaneHost:
             sas, policies = self.sas.pop(index, set()), self.policies.pop(index, set())
         if not sas and not policies:
             return
+        removed = [0, 0]
         for version, spi, direction, child in sorted(sas):
             plane = self.planes.get(version)
-            if plane is not None:
-                plane.ask({"op": "delete_sa", "spi": spi, "direction": direction, "child": child})
+            if plane is not None and plane.ask({"op": "delete_sa", "spi": spi, "direction": direction,
+                                                "child": child}).get("ok"):
+                removed[0] += 1
         for version, child in sorted(policies):
             plane = self.planes.get(version)
-            if plane is not None:
-                plane.ask({"op": "remove_policy", "child": child})
-        log.warning("worker %d gone: removed its %d SA(s) and %d policy(ies) from the data plane", index,
-                    len(sas), len(policies))
+            if plane is not None and plane.ask({"op": "remove_policy", "child": child}).get("ok"):
+                removed[1] += 1
+        log.warning("worker %d gone: removed its %d of %d SA(s) and %d of %d policy(ies) from the data plane",
+                    index, removed[0], len(sas), removed[1], len(policies))
 
     # --- upcalls ---------------------------------------------------------------------------------
     def _poll(self) -> None:
