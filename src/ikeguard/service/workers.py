@@ -97,7 +97,7 @@ def unsupported(plan: Any, workers: int) -> str | None:
     gw = plan.config.model.gateway
     reasons = []
     if getattr(plan.config.model, "ha", None) is not None and getattr(plan.config.model.ha, "enabled", False):
-        reasons.append("[ha]")
+        reasons.append("[ha] (replication, fencing and takeover are per process: docs/ha.md \"Workers\")")
     if gw.vici:
         reasons.append("vici")
     if not reasons:
