@@ -290,6 +290,11 @@ def test_lifetime_upcalls_reach_the_control_channel(tunnel: Tunnel) -> None:
     assert kinds == [("LifetimeReached", False, "packets"), ("LifetimeReached", True, "packets")]
     out = t.left.sa(0x1002, "out")
     assert out["packets"] == 6 and out["drops"] == {"hard_lifetime": 2}
+    # delete_sa answers the final counters (ikeguard run with workers accounts from them)
+    assert t.left.cmd(op="sa_counters", spi=0x1002, direction="out")["counters"]["packets"] == 6
+    final = t.left.cmd(op="delete_sa", spi=0x1002, direction="out")["counters"]
+    assert final["packets"] == 6 and final["drops"] == {"hard_lifetime": 2}
+    assert t.left.cmd(op="sa_counters", spi=0x1002, direction="out")["counters"] is None
 
 
 def test_raw_esp_without_udp_encapsulation(tmp_path: Path) -> None:
