@@ -138,10 +138,12 @@ class LeaseBroker:
             self.store.save_soon(self.leases())
 
     def save_now(self) -> None:
-        """At shutdown."""
-        if self.store is not None:
-            with self._lock:
-                self.store.save_now(self.leases())
+        """At shutdown: the last write (a worker's late release changes no saved lease: they are kept offline
+        and online alike, user -> address)."""
+        with self._lock:
+            store, self.store = self.store, None
+            if store is not None:
+                store.save_now(self.leases())
 
 
 class BrokerServer:
