@@ -5,8 +5,10 @@ test_workers_userspace.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import multiprocessing as mp
+from typing import Any
 
 from ikeguard.dataplane.base import LifetimeReached, SaConfig, SaDirection, SaEndpoint, SequenceNearOverflow
 from ikeguard.dataplane.userspace.commands import _event_json
@@ -52,3 +54,25 @@ def test_inbound_spis_partitioned_by_ike_worker() -> None:
                 assert 0x100 <= spi < 1 << 32 and (spi // esp_workers) % 3 == worker
                 assert seen.setdefault(spi, worker) == worker
                 assert 0 <= worker_of_spi(spi, esp_workers) < esp_workers
+
+
+class _Recorder(PlaneChannel):
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def ask(self, version: int, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append(cmd)
+        return {"ok": True}
+
+
+def test_outbound_sas_alternate_over_esp_workers() -> None:
+    """IKE worker 1 of 2 numbers its Child SAs 2, 4, 6, ...: they alternate over 2 ESP workers."""
+    channel = _Recorder()
+    client = PlaneClient(channel, 4, 1, 2, 2)
+    owners = []
+    for child in (2, 4, 6, 8):
+        client.add_sa(dataclasses.replace(_sa(), child_uniqueid=child))
+        owners.append(channel.sent[-1]["sa"]["worker"])
+    assert owners == [0, 1, 0, 1]
+    client.add_sa(dataclasses.replace(_sa(), direction=SaDirection.INBOUND))
+    assert "worker" not in channel.sent[-1]["sa"]  # inbound: where its SPI steers

@@ -14,6 +14,8 @@ xfrm's netlink calls, the engine waits for the answer (a local round trip). Coun
 delete) come back in the answers; lifetime upcalls are polled from the plane every ``EVENT_POLL`` seconds and
 sent to the worker that owns the Child SA (``(child uniqueid - 1) mod N``, the workers' numbering).
 
+* An outbound SA is sent by one ESP worker (:meth:`PlaneClient.esp_worker`), the only process drawing its
+  sequence numbers (one sender per SA); the inbound SA sits in ESP worker ``SPI mod M``, where ESP steers.
 * Inbound SPIs are unique across IKE workers by construction: worker ``i`` of ``N`` only picks SPIs with
   ``(SPI div M) mod N == i`` (``M`` ESP workers; ``SPI mod M`` names the ESP worker, as the plane steers).
 * An IKE worker that dies: its pipe closes and the host removes every SA and policy that worker installed
@@ -340,9 +342,19 @@ class PlaneClient:
 
     def add_sa(self, sa: SaConfig) -> None:
         """Install one direction in the machine's plane."""
-        self._ask({"op": "add_sa", "sa": sa_to_json(sa)})
+        described = sa_to_json(sa)
+        if sa.direction is SaDirection.OUTBOUND:
+            described["worker"] = self.esp_worker(sa.child_uniqueid)
+        self._ask({"op": "add_sa", "sa": described})
         if sa.direction is SaDirection.INBOUND:
             self._inbound.add(sa.spi)
+
+    def esp_worker(self, child_uniqueid: int) -> int:
+        """The ESP worker that sends on Child SA ``child_uniqueid``'s outbound SA: by this IKE worker's own
+        count of Child SAs (its uniqueids step by N), so its consecutive Child SAs -- RFC 9611 per-resource
+        SAs of one tunnel among them -- alternate over the ESP workers (``(uniqueid - 1) mod M`` would put
+        every Child SA of IKE worker i on ESP worker i when N = M)."""
+        return ((child_uniqueid - 1) // self.workers) % self.esp_workers
 
     def update_sa_addresses(self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint,
                             encap: bool, children: Collection[int] | None = None) -> None:
