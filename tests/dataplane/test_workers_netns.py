@@ -135,7 +135,8 @@ def test_tun_offload_tcp_through_two_workers_arrives_intact(tmp_path: Path) -> N
             right.stop()
 
 
-def test_tcp_connections_spread_over_the_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("offload", [False, True], ids=["plain", "tun_offload"])
+def test_tcp_connections_spread_over_the_workers(tmp_path: Path, offload: bool) -> None:
     """Four TCP connections through two workers per side with one per-resource SA per worker: each worker
     deals the SYNs it reads in turn (userspace/plane.py), so each SA carries two connections whichever TUN
     queues the kernel hashed them to (by hash alone all four share one SA in 1 of 8 runs, 3:1 in half), and
@@ -145,7 +146,8 @@ def test_tcp_connections_spread_over_the_workers(tmp_path: Path) -> None:
     size, conns = 1_000_000, 4
     with NetnsLab() as lab:
         topo = Topology.two_hosts(lab, "dsl", "dsr")
-        left, right = start_planes(topo, SaPair(0x1000, 0x2000, child=1), tmp_path, workers=2)
+        left, right = start_planes(topo, SaPair(0x1000, 0x2000, child=1), tmp_path, workers=2,
+                                   tun_offload=offload)
         try:
             second = SaPair(0x1001, 0x2001, child=2)  # worker 1's SA, same selectors (RFC 9611)
             for plane, (out, inb) in ((right, second.right(topo)), (left, second.left(topo))):

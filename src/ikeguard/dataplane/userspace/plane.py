@@ -29,6 +29,11 @@ provokes is queued by its hash, not by the queue the SYN was written to, and wou
 SA back -- undoing the dealing. So the worker that decrypts a SYN first tells the other workers (a claim on
 the hand-off sockets: ``0x00``, its index, the flow's addresses and ports), and the worker that reads the
 SYN-ACK hands it to the claimant, which sends it on its own SA. Claims are kept at most ``CLAIMS`` at a time.
+The same race on the initiator's side: the ACK that completes the handshake is provoked by the SYN-ACK's
+write, so it is queued by the flow's hash too -- to the queue the SYN was read from (no entry yet, the same
+hash), i.e. to the dealer; the dealer remembers the flows it dealt and hands that ACK to the same worker
+(forgetting them after ``DEALT_MISSES`` short packets without a match). Without these two steps a flow dealt
+away flipped back to its hash's worker (measured: 2 SYNs handed over, that SA then carried 2 packets).
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ VNET_LEN = VNET_HDR.size
 _SYN_ACK, _SYN = 0x12, 0x02
 CLAIM = b"\x00"  # first octet of a claim on the hand-off sockets (never of an IP packet)
 CLAIMS = 4096
+DEALT_MISSES = 256
 IkeCallback = Callable[[bytes, tuple[str, int]], None]
 
 FEATURES = DataPlaneFeatures(
@@ -144,7 +150,8 @@ class UserspaceDataPlane:
         self.stats: dict[str, int] = {"keepalives_in": 0, "ike_in": 0, "ike_errors": 0, "send_errors": 0,
                                       "tun_errors": 0, "gso_sends": 0, "gro_batches": 0,
                                       "handed_off": 0, "handed_in": 0, "handoff_drops": 0, "tun_merged": 0,
-                                      "syn_spread": 0, "syn_claims": 0, "synack_followed": 0}
+                                      "syn_spread": 0, "syn_claims": 0, "synack_followed": 0,
+                                      "ack_followed": 0}
         self.manage_routes = manage_routes
         self.handoff = handoff or {}
         self.handoff_in = handoff_in
@@ -153,6 +160,8 @@ class UserspaceDataPlane:
         self._syns = 0  # TCP SYNs dealt (module docstring: spreading new connections)
         self._claims: dict[bytes, int] = {}  # flow key of a SYN another worker decrypted -> that worker
         self._claim_syns = bool(self.handoff)
+        self._dealt: dict[bytes, int] = {}  # flow key of a SYN this worker dealt away -> the worker
+        self._dealt_misses = 0
         self.vnet = tun_offload  # IFF_VNET_HDR: decrypted TCP runs written as one GSO packet (coalesce.py)
         if tun_fd is None:
             self.tun_fd, self.tun_name = open_tun(tun_name, vnet_hdr=tun_offload)
@@ -325,7 +334,7 @@ class UserspaceDataPlane:
         UDP GSO sends (equal-size segments, the last one may be shorter: the kernel's rule; at most 64
         segments and 64 KiB per send). Hot loop: bound methods and constants in locals."""
         outbound, read, fd, send = self.table.outbound, os.read, self.tun_fd, self.send_segments
-        vnet, spread = self.vnet, bool(self.handoff)
+        vnet, spread, dealt = self.vnet, bool(self.handoff), self._dealt
         segments: list[bytes] = []
         dest: tuple[str, int] = ("", 0)
         size = total = 0
@@ -338,6 +347,8 @@ class UserspaceDataPlane:
                 pkt = pkt[VNET_LEN:]  # no offloads enabled for reads: the header is all zero
             if spread and len(pkt) > 40 and (pkt[33] & _SYN if pkt[0] == 0x45 else pkt[0] >> 4 == 6) \
                     and self._spread(pkt):
+                continue
+            if dealt and len(pkt) <= 100 and self._follow_dealt(pkt):
                 continue
             result = outbound(pkt)
             if result is None:
@@ -387,8 +398,28 @@ class UserspaceDataPlane:
             return False
         if target == self.worker_index or not self.table.has_sa_in(pkt, target):
             return False
+        if counter == "syn_spread":
+            if len(self._dealt) >= CLAIMS:
+                self._dealt.clear()
+            self._dealt[flow_key(pkt)] = target
         self._hand_off(Forward(target, pkt))
         self.stats[counter] += 1
+        return True
+
+    def _follow_dealt(self, pkt: bytes) -> bool:
+        """A short packet of a flow this worker dealt away (the handshake's ACK): to the same worker."""
+        if not tcp_flags(pkt):
+            return False
+        target = self._dealt.pop(flow_key(pkt), None)
+        if target is None:
+            self._dealt_misses += 1
+            if self._dealt_misses >= DEALT_MISSES:  # its ACK took the dealt worker's queue directly
+                self._dealt.clear()
+                self._dealt_misses = 0
+            return False
+        self._dealt_misses = 0
+        self._hand_off(Forward(target, pkt))
+        self.stats["ack_followed"] += 1
         return True
 
     def _claim(self, syn: bytes) -> None:
