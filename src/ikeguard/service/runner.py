@@ -102,6 +102,8 @@ def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | 
     workers = worker_count(plan.config.model.gateway.workers)
     if workers > 1 and workers_main is not None:
         return workers_main(plan, workers, Path(config_path), profile_override)
+    if plan.dataplane == "userspace" and worker_count(plan.config.model.gateway.esp_workers) > 1:
+        log.warning("gateway.esp_workers applies with workers > 1 only: one process runs its own data plane")
     try:
         opened = open_dataplane(plan.dataplane, plan.listen, plan.natt_port)
     except DataPlaneUnavailable as exc:
