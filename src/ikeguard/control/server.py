@@ -34,6 +34,7 @@ from ikeguard.control.client import MAX_LINE, encode
 log = logging.getLogger("ikeguard.control")
 
 EVENT_QUEUE = 10_000  # events buffered per stream client before it is cut off as too slow
+LOADED_FILE = "vici-loaded.toml"  # state_dir's configuration plus what was loaded over vici (vici_load.py)
 
 
 class AuditRecorder(Protocol):
@@ -193,7 +194,7 @@ COMMAND_ARGS: dict[str, dict[str, str]] = {
     "initiate": {"conn": _STR, "child": _STR, "timeout": _NUM},
     "terminate": dict(_SELECT),
     "rekey": {**_SELECT, "ike": _BOOL, "timeout": _NUM},
-    "reload": {"wait": _BOOL},
+    "reload": {"wait": _BOOL, "file": _STR},  # file: the configuration file or state_dir/vici-loaded.toml
     "events": {},
     "compliance": {},  # `ikeguard check --socket`: the facts the runtime rules judge (read-only)
     "ha": {"action": _STR, "role": _STR},  # `ikeguard ha status|role` (docs/ha.md)
@@ -530,6 +531,13 @@ class ControlServer:
         from ikeguard.service.reload import reload_gateway
 
         path = self._config_path or Path(self.gateway.plan.config.path)
+        if "file" in args:  # a multi-worker gateway's vici server: load-conn's merged file (vici_load.py)
+            plan = self.gateway.plan
+            allowed = {path.resolve(), (Path(plan.config.resolve(plan.config.model.gateway.state_dir))
+                                        / LOADED_FILE).resolve()}
+            if Path(args["file"]).resolve() not in allowed:
+                raise CommandError(f"reload: file must be {path} or the state directory's {LOADED_FILE}")
+            path = Path(args["file"])
         result = await reload_gateway(self.gateway, path, admin=user, wait=bool(args.get("wait", False)),
                                       profile_override=self._profile_override)
         if result.refused:

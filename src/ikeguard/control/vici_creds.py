@@ -200,6 +200,9 @@ async def redirect(server: ViciServer, message: Section, client: _Client) -> dic
     gateway = text(message.get("gateway"))
     if not gateway:
         return {"success": "no", "errmsg": "missing target gateway"}
+    if not callable(getattr(server.gateway, "redirect", None)):
+        return {"success": "no",
+                "errmsg": "redirect over vici is not available with [gateway] workers > 1 yet"}
     ike_id = text(message.get("ike-id") or message.get("ike_id")).strip()
     if ike_id and not ike_id.isdigit():
         return {"success": "no", "errmsg": "ike-id must be a number"}

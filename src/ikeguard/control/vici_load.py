@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ikeguard.control.server import CommandError
+from ikeguard.control.server import LOADED_FILE, CommandError
 from ikeguard.control.vici_codec import Section
 from ikeguard.policy.importers.settings_syntax import Located, Tree
 from ikeguard.policy.importers.swanctl import dump_toml, import_swanctl
@@ -29,7 +29,6 @@ from ikeguard.policy.importers.swanctl import dump_toml, import_swanctl
 if TYPE_CHECKING:
     from ikeguard.control.vici_server import ViciServer
 
-LOADED_FILE = "vici-loaded.toml"
 _CERT_KEYS = ("certs", "cacerts", "pubkeys")
 
 

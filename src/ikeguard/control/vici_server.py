@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import platform
@@ -327,7 +328,10 @@ class ViciServer:
         if not self._wanted(kind) or not conn:
             return []
         now = time.time()
-        sa = self._snapshot(uid) if snapshot and isinstance(uid, int) else None
+        if "sa_view" in event:  # a multi-worker gateway fetched it from the worker (control/vici_workers.py)
+            sa = event["sa_view"] if isinstance(event["sa_view"], dict) else None
+        else:
+            sa = self._snapshot(uid) if snapshot and isinstance(uid, int) else None
         details = event.get("details") or {}
         if name in ("ike.up", "ike.down"):
             body = (answers.ike_section(sa, now=now, children=False) if sa is not None
@@ -358,9 +362,18 @@ class ViciServer:
         body["child-sas"] = {child: {"old": old, "new": new}}
         return [(kind, {conn: body})]
 
+    def wants_view(self, event: dict[str, Any]) -> bool:
+        """True when a connected client registered for the vici event that ``event`` becomes."""
+        kind = _EVENT_KINDS.get(str(event.get("event", "")))
+        return kind is not None and self._wanted(kind)
+
     def _snapshot(self, uid: int) -> dict[str, Any] | None:
         try:
-            found = [s for s in self.gateway.sas(uniqueid=uid) if s.get("uniqueid") == uid]
+            views = self.gateway.sas(uniqueid=uid)
+            if inspect.isawaitable(views):  # a gateway answered by workers gives the view with the event
+                getattr(views, "close", lambda: None)()
+                return None
+            found = [s for s in views if s.get("uniqueid") == uid]
         except Exception:
             return None
         return found[0] if found else None
@@ -381,13 +394,15 @@ class ViciServer:
 
     async def _stats(self, message: Section, client: _Client) -> dict[str, Any]:
         started = getattr(self.gateway, "started_at", None) or time.time()
-        sas = self.gateway.sas()
+        sas = await _maybe(self.gateway.sas())
         half_open = sum(1 for s in sas if s.get("state") in _HALF_OPEN)
         return {
             "uptime": {"running": _running(time.time() - started),
                        "since": time.strftime("%b %d %H:%M:%S %Y", time.localtime(started))},
             # one asyncio event loop serves IKE, not a thread pool: it is the one worker, answering this now
-            "workers": {"total": 1, "idle": 0, "active": {"critical": 0, "high": 0, "medium": 1, "low": 0}},
+            # with [gateway] workers = N: N such processes
+            "workers": {"total": getattr(self.gateway, "workers", 1), "idle": 0,
+                        "active": {"critical": 0, "high": 0, "medium": 1, "low": 0}},
             "queues": {"critical": 0, "high": 0, "medium": 0, "low": 0},
             "scheduled": self._scheduled(),
             "ikesas": {"total": len(sas), "half-open": half_open},
@@ -404,7 +419,7 @@ class ViciServer:
         ike = text(message.get("ike")) or None
         ike_id = _int_arg(message, "ike-id", "ike_id")
         now = time.time()
-        for sa in self.gateway.sas(conn=ike, uniqueid=ike_id):
+        for sa in await _maybe(self.gateway.sas(conn=ike, uniqueid=ike_id)):
             if ike_id is not None and sa.get("uniqueid") != ike_id:
                 continue
             uid = int(sa.get("uniqueid", 0))
@@ -414,7 +429,7 @@ class ViciServer:
 
     async def _list_conns(self, message: Section, client: _Client) -> dict[str, Any]:
         ike = text(message.get("ike")) or None
-        status = {c["name"]: c for c in self.gateway.conns()}
+        status = {c["name"]: c for c in await _maybe(self.gateway.conns())}
         for name, conn in self.gateway.plan.config.model.connections.items():
             if ike is not None and name != ike:
                 continue
@@ -486,7 +501,8 @@ class ViciServer:
         errors = []
         for sel in selections:
             try:
-                count += self.gateway.terminate(**sel, reason=f"terminated by admin {client.user} (vici)")
+                count += await _maybe(self.gateway.terminate(
+                    **sel, reason=f"terminated by admin {client.user} (vici)"))
             except _operator_errors() as exc:
                 errors.append(_error_text(exc))
         if count == 0:
@@ -500,7 +516,7 @@ class ViciServer:
         errors = []
         for sel in self._selection(message, "rekey"):
             try:
-                count += self.gateway.rekey(**sel)
+                count += await _maybe(self.gateway.rekey(**sel))
             except _operator_errors() as exc:
                 errors.append(_error_text(exc))
         if count == 0:
@@ -519,6 +535,9 @@ class ViciServer:
         from ikeguard.service.reload import reload_gateway
 
         target = path or self._config_path or Path(self.gateway.plan.config.path)
+        reload_file = getattr(self.gateway, "reload_file", None)
+        if reload_file is not None:  # a multi-worker gateway: every worker reloads (control/vici_workers.py)
+            return await reload_file(target, admin=f"{user} (vici)")
         return await reload_gateway(self.gateway, target, admin=f"{user} (vici)",
                                     profile_override=self._profile_override)
 
@@ -578,6 +597,11 @@ def _credential_commands(server: ViciServer) -> dict[str, _Handler]:
 
     commands["get-shared"] = get_shared
     return commands
+
+
+async def _maybe(value: Any) -> Any:
+    """``value``, awaited when the gateway answers asynchronously (a multi-worker gateway's workers)."""
+    return await value if inspect.isawaitable(value) else value
 
 
 def _int_arg(message: Section, *names: str) -> int | None:

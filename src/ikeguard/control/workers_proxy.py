@@ -14,7 +14,9 @@ A request is answered by the workers it concerns, with the same wire format as o
 * ``reload`` and the inventory changes of ``peers``: every worker (each reloads the same file; a refusal by
   any is the answer); ``initiate``, ``peers list``, ``compliance``, ``ha``: worker 0, which also
   runs ``start_action`` (initiated SAs live there).
-* ``events``: the streams of all workers, interleaved.
+* ``events``: the streams of all workers, interleaved (:meth:`WorkerControlProxy.subscribe`: the same for a
+  front end in the supervisor, the vici server of :mod:`ikeguard.control.vici_workers`, which asks through
+  :meth:`WorkerControlProxy.dispatch` as a control client would, so every rule above is written once).
 
 Who asked is checked here as on a single gateway (``SO_PEERCRED``: root or the gateway's user only); each
 worker records ``admin.command`` for what it was asked.
@@ -24,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ from ikeguard.control.server import peer_credentials, serve_owner_only, stop_ser
 
 log = logging.getLogger("ikeguard.control")
 ASK_TIMEOUT = 130.0  # seconds: initiate/rekey wait up to 120 s in the worker
+FOLLOW_RETRY = 0.5  # seconds before a worker's event stream is opened again (the worker being restarted)
+EventCallback = Callable[[int, dict[str, Any]], Awaitable[None] | None]
 _ALL = frozenset({"reload"})
 _FIRST = frozenset({"initiate", "compliance", "ha"})
 _SELECT = frozenset({"terminate", "rekey"})
@@ -50,6 +55,8 @@ class WorkerControlProxy:
         self.worker_path = worker_path
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # called after every worker accepted a `reload` (its args): a front end refreshes its view
+        self.on_reload: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         """Bind ``path`` (0600 before listening) and serve."""
@@ -125,10 +132,49 @@ class WorkerControlProxy:
             if refused is not None:
                 return {**refused, "id": rid}
             first = answers[0]
+            if cmd == "reload" and self.on_reload is not None:
+                with contextlib.suppress(Exception):
+                    await self.on_reload(args)
             if isinstance(first.get("result"), dict):
                 first["result"] = {**first["result"], "workers": self.workers}
             return first
         return await self.ask(0, request)  # _FIRST, unknown commands (worker 0 words the error)
+
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        """Every worker's events (its ``events`` stream, opened again after the worker's restart),
+        interleaved in arrival order: ``callback(worker, event)`` on this loop (awaited when it returns an
+        awaitable, so one worker's events stay in order). Returns the unsubscribe function."""
+        tasks = [asyncio.ensure_future(self._follow(index, callback)) for index in range(self.workers)]
+
+        def stop() -> None:
+            for task in tasks:
+                task.cancel()
+
+        return stop
+
+    async def _follow(self, index: int, callback: EventCallback) -> None:
+        while True:
+            writer = None
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self.worker_path(index)),
+                                                                    limit=MAX_LINE)
+                writer.write(encode({"id": 0, "cmd": "events"}))
+                await writer.drain()
+                first = json.loads(await reader.readline() or b"null")
+                while isinstance(first, dict) and first.get("ok") and (line := await reader.readline()):
+                    event = json.loads(line)
+                    if isinstance(event, dict) and "event" in event:
+                        result = callback(index, event)
+                        if inspect.isawaitable(result):
+                            await result
+            except (OSError, ValueError):
+                pass
+            except Exception:
+                log.exception("events of worker %d: delivery failed", index)
+            finally:
+                if writer is not None:
+                    writer.close()
+            await asyncio.sleep(FOLLOW_RETRY)
 
     @staticmethod
     def _merge_sas(rid: Any, args: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:

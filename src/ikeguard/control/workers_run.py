@@ -145,6 +145,7 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
     hub = AuditHub(audit, replaced)
     pool = WorkerPool(workers, worker_main, (str(config_path), profile_override), groups, hub, state, plane)
     pools.append(pool)
+    stop_metrics: Callable[[], None] | None = None
     proxy = WorkerControlProxy(plan.state_dir / "control.sock", workers,
                                lambda i: worker_socket_path(plan.state_dir, i))
     broker = BrokerServer(broker_path(plan.state_dir), derive_secret(state.cookie_seed, "leases"),
@@ -156,11 +157,16 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
         broker.close()
         print(f"ikeguard run: {exc}", file=sys.stderr)
         return 1
+    vici = None
     try:
         stop_metrics = _start_metrics(plan, workers, proxy, audit, loop)
-    except OSError as exc:
+        vici = await _start_vici(plan, proxy, audit, config_path, profile_override)
+    except Exception as exc:
+        if stop_metrics is not None:
+            await loop.run_in_executor(None, stop_metrics)
         await proxy.close()
-        print(f"ikeguard run: cannot serve metrics on {plan.metrics}: {exc}", file=sys.stderr)
+        broker.close()
+        print(f"ikeguard run: {exc}", file=sys.stderr)
         return 1
     pool.start(loop)
     stopping = asyncio.Event()
@@ -170,6 +176,12 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
     def reload() -> None:
         log.info("SIGHUP: reloading every worker")
         pool.signal_all(signal.SIGHUP)
+        if vici is not None:
+            refresh = loop.create_task(vici.gateway.refresh(config_path))
+            refreshes.add(refresh)
+            refresh.add_done_callback(refreshes.discard)
+
+    refreshes: set[asyncio.Task[Any]] = set()
 
     loop.add_signal_handler(signal.SIGHUP, reload)
 
@@ -199,6 +211,8 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
         return 1 if failed else 0
     finally:
         watcher.cancel()
+        if vici is not None:
+            await vici.close()
         if stop_metrics is not None:
             await loop.run_in_executor(None, stop_metrics)
         await proxy.close()
@@ -326,3 +340,20 @@ async def _serve_worker(index: int, workers: int,
         addresses.close()
         await gateway.stop()
         leases.close()
+
+
+async def _start_vici(plan: Any, proxy: WorkerControlProxy, audit: Any, config_path: Path,
+                      profile_override: str | None) -> Any:
+    """``[gateway] vici``: the supervisor's vici server for every worker (control/vici_workers.py)."""
+    path = plan.config.model.gateway.vici
+    if not path:
+        return None
+    from ikeguard.control.vici_server import ViciServer
+    from ikeguard.control.vici_workers import WorkersGateway
+
+    gateway = WorkersGateway(proxy, plan, audit, config_path, profile_override)
+    server = ViciServer(gateway, plan.config.resolve(path), config_path=config_path,  # type: ignore[arg-type]
+                        profile_override=profile_override)
+    gateway.view_wanted = server.wants_view
+    await server.start()
+    return server

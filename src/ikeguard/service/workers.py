@@ -35,8 +35,9 @@ What must be global is kept by the supervisor:
   there over a pipe; ``xfrm`` is global in the kernel, ``none`` has nothing to share.
 * metrics: one endpoint, served by the supervisor, merging the workers' expositions
   (``control/metrics_workers.py``).
+* vici: one socket, served by the supervisor through the control proxy (``control/vici_workers.py``).
 
-Not shared yet, so refused with ``workers`` > 1 (:func:`unsupported`): ``[ha]`` and ``vici``.
+Not shared yet, so refused with ``workers`` > 1 (:func:`unsupported`): ``[ha]``.
 ``[ha]`` (docs/ha.md "Workers"): HA replication is one node's view (``EtcdStore.sync`` deletes every record it
 did not write, one sync mark per node), fencing and the heartbeat would have to move to the supervisor with
 "may send"/fenced published to every worker, and a takeover would have to restore each SA in the worker its
@@ -94,12 +95,9 @@ def unsupported(plan: Any, workers: int) -> str | None:
     """Why this configuration cannot run with ``workers`` processes yet (None: it can)."""
     if workers <= 1:
         return None
-    gw = plan.config.model.gateway
     reasons = []
     if getattr(plan.config.model, "ha", None) is not None and getattr(plan.config.model.ha, "enabled", False):
         reasons.append("[ha] (replication, fencing and takeover are per process: docs/ha.md \"Workers\")")
-    if gw.vici:
-        reasons.append("vici")
     if not reasons:
         return None
     return (f"workers = {workers} cannot be used with " + ", ".join(reasons)
