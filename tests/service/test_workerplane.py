@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import multiprocessing as mp
+from pathlib import Path
 from typing import Any
 
 from ikeguard.dataplane.base import LifetimeReached, SaConfig, SaDirection, SaEndpoint, SequenceNearOverflow
@@ -15,7 +16,7 @@ from ikeguard.dataplane.userspace.commands import _event_json
 from ikeguard.dataplane.userspace.config import sa_from_json, sa_to_json
 from ikeguard.dataplane.userspace.steering import worker_of_spi
 from ikeguard.policy.ts import TrafficSelector
-from ikeguard.service.workerplane import PlaneChannel, PlaneClient, event_from_json
+from ikeguard.service.workerplane import PlaneChannel, PlaneClient, PlaneHost, event_from_json
 
 
 def _sa() -> SaConfig:
@@ -76,3 +77,33 @@ def test_outbound_sas_alternate_over_esp_workers() -> None:
     assert owners == [0, 1, 0, 1]
     client.add_sa(dataclasses.replace(_sa(), direction=SaDirection.INBOUND))
     assert "worker" not in channel.sent[-1]["sa"]  # inbound: where its SPI steers
+
+
+class _FakePlane:
+    version = 4
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def ask(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.seen.append(cmd)
+        return {"ok": True}
+
+
+def test_a_dead_workers_sas_and_policies_leave_the_plane_only_its_own(tmp_path: Path) -> None:
+    host = PlaneHost({}, 2, 2, tmp_path, lambda index, event: None)
+    plane = _FakePlane()
+    host.planes[4] = plane  # type: ignore[assignment]
+    for worker, child, spi in ((0, 1, 0x1000), (1, 2, 0x2000)):
+        for direction in ("in", "out"):
+            sa = {**sa_to_json(_sa()), "spi": spi + (direction == "out"), "direction": direction,
+                  "child": child}
+            assert host.apply(worker, 4, {"op": "add_sa", "sa": sa})["ok"]
+    host.apply(1, 4, {"op": "delete_sa", "spi": 0x2000, "direction": "in", "child": 2})
+    plane.seen.clear()
+    host.forget(1)
+    assert plane.seen == [{"op": "delete_sa", "spi": 0x2001, "direction": "out", "child": 2},
+                          {"op": "remove_policy", "child": 2}]
+    plane.seen.clear()
+    host.forget(1)  # idempotent: the successor's attach finds nothing left
+    assert plane.seen == [] and host.sas[0] == {(4, 0x1000, "in", 1), (4, 0x1001, "out", 1)}

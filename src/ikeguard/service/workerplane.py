@@ -132,6 +132,7 @@ class PlaneHost:
         self._lock = threading.Lock()  # the books below
         self.sas: dict[int, set[tuple[int, int, str, int]]] = {}  # worker -> (version, SPI, direction, child)
         self.policies: dict[int, set[tuple[int, int]]] = {}  # worker -> (version, child)
+        self._forgetting: dict[int, threading.Lock] = {}
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -225,7 +226,15 @@ class PlaneHost:
         return reply
 
     def forget(self, index: int) -> None:
-        """Remove every SA and policy worker ``index`` installed (it is gone)."""
+        """Remove every SA and policy worker ``index`` installed (it is gone). Serialised per worker: a
+        successor attached while its predecessor's SAs are still being removed waits for that (it numbers its
+        Child SAs as the predecessor did, and a late ``remove_policy`` would hit its new Child SA)."""
+        with self._lock:
+            serial = self._forgetting.setdefault(index, threading.Lock())
+        with serial:
+            self._forget(index)
+
+    def _forget(self, index: int) -> None:
         with self._lock:
             sas, policies = self.sas.pop(index, set()), self.policies.pop(index, set())
         if not sas and not policies:
