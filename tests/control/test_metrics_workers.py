@@ -19,7 +19,7 @@ from ikeguard.control.metrics_workers import MERGE, WorkersMetrics
 from tests.control.recording import RecordingGateway
 from tests.control.test_server_protocol import run_with_server
 
-NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+NOW = dt.datetime.now(dt.UTC)  # the seconds-left gauges are relative to the snapshot time
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
