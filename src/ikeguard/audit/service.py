@@ -165,7 +165,10 @@ class AuditService:
                 self.dropped += 1
                 return
             self._queue.append((event, now or utc_now()))
-            self._cond.notify_all()
+            # wake the writer only when it can act: it waits for a first record, or (lingering for a group
+            # commit) for LINGER_BATCH of them; a wake-up per record cost a thread switch per record
+            if len(self._queue) in (1, LINGER_BATCH):
+                self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event recorded so far is on disk; False on timeout (e.g. the store is failing)."""
