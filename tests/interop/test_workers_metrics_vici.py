@@ -9,11 +9,13 @@ worker 1, as in test_workers.py), one gateway run for all of it:
   --ike-id`` of peer A's SA ends that one only; a ``vici`` package client registered for ``ike-updown`` gets
   both workers' events with the SAs' SPIs;
 * after SIGKILL of worker 1 (peer B's SA) and its restart its SA's live gauges are gone while the counters
-  keep what the dead worker had counted.
+  keep what the dead worker had counted; peer B's new SA (worker 1 again) is redirected by ``swanctl
+  --redirect --ike-id`` (RFC 5685) through the supervisor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import queue
@@ -34,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ikeguard.tools.netns import Host, Topology, wait_until
 from tests.harness.interop_pair import GatewayFactory, PeerFactory, ikeguard_side, strongswan_side
+from tests.harness.strongswan import StrongSwanError
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -180,3 +183,16 @@ def test_two_workers_one_metrics_endpoint_and_one_vici_socket(
     assert _value(after, "ikeguard_ike_exchanges_total", **auth) == 2  # the dead worker's count is kept
     assert _value(after, "ikeguard_connection_up", **group) == 0
     assert "ikg: #" not in _swanctl(sock, "--list-sas")
+
+    # peer B again (worker 1, restarted): swanctl --redirect by ike-id reaches that worker (RFC 5685 §5)
+    with contextlib.suppress(StrongSwanError):  # vici reports the forced delete of a dead SA as a failure
+        peer_b.terminate(ike="ikg", force=True)
+    assert wait_until(lambda: not peer_b.list_sas(), 5)
+    peer_b.initiate(child="net", ike="ikg")
+    new_b = gw.wait_sas(lambda sas: len(sas) == 1 and bool(sas[0]["children"]), timeout=15)[0]
+    assert _worker(new_b) == 1
+    moved = _swanctl(sock, "--redirect", "--ike-id", str(new_b["uniqueid"]), "--gateway", str(right.address))
+    assert "redirect completed successfully" in moved, moved
+    sent = gw.wait_audit(lambda e: e["event"] == "ike.redirected"
+                         and e.get("ike_uniqueid") == new_b["uniqueid"], timeout=10)
+    assert sent["details"]["direction"] == "out"

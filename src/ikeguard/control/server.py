@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -200,7 +201,15 @@ COMMAND_ARGS: dict[str, dict[str, str]] = {
     "ha": {"action": _STR, "role": _STR},  # `ikeguard ha status|role` (docs/ha.md)
     "acme": {"action": _STR},  # `ikeguard pki acme status|renew` (docs/pki.md)
     "scep": {"action": _STR},  # `ikeguard pki scep status|renew`
+    # RFC 5685 §5 redirect of established IKE SAs; what a multi-worker gateway's vici `redirect` sends
+    "redirect": {"gateway": _STR, "uniqueid": _INT, "peer": _STR, "conn": _STR},
 }
+
+
+async def maybe_await(value: Any) -> Any:
+    """``value``, awaited when a gateway answers asynchronously (a multi-worker gateway's workers,
+    control/vici_workers.py)."""
+    return await value if inspect.isawaitable(value) else value
 
 
 def _check_args(cmd: str, args: Any) -> dict[str, Any]:
@@ -262,7 +271,7 @@ class ControlServer:
             "sas": self._sas, "conns": self._conns, "peers": self._peers, "initiate": self._initiate,
             "terminate": self._terminate, "rekey": self._rekey, "reload": self._reload,
             "compliance": self._compliance, "ha": self._ha, "acme": self._acme,
-            "scep": self._scep,
+            "scep": self._scep, "redirect": self._redirect,
         }
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -502,6 +511,15 @@ class ControlServer:
         if not sas:
             raise CommandError("no SA matches the selection")
         return {"rekeyed": len(sas), "sas": sas}
+
+    async def _redirect(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
+        if not args.get("gateway"):
+            raise CommandError("redirect needs gateway")
+        count = self.gateway.redirect(args["gateway"], **_selection(args),
+                                      reason=f"redirected by admin {user}")
+        if count == 0:
+            raise CommandError("no SA matches the selection")
+        return {"redirected": count}
 
     async def _peers(self, args: dict[str, Any], caller: Caller, user: str) -> Any:
         action = args.get("action", "list")

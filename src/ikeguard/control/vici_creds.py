@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ikeguard.control.server import maybe_await
 from ikeguard.control.vici_codec import Section, text
 from ikeguard.pki.loading import PkiLoadError, load_certificates
 
@@ -200,9 +201,6 @@ async def redirect(server: ViciServer, message: Section, client: _Client) -> dic
     gateway = text(message.get("gateway"))
     if not gateway:
         return {"success": "no", "errmsg": "missing target gateway"}
-    if not callable(getattr(server.gateway, "redirect", None)):
-        return {"success": "no",
-                "errmsg": "redirect over vici is not available with [gateway] workers > 1 yet"}
     ike_id = text(message.get("ike-id") or message.get("ike_id")).strip()
     if ike_id and not ike_id.isdigit():
         return {"success": "no", "errmsg": "ike-id must be a number"}
@@ -215,15 +213,18 @@ async def redirect(server: ViciServer, message: Section, client: _Client) -> dic
             within = _addresses(peer_ip)
         except ValueError:
             return {"success": "no", "errmsg": f"peer-ip {peer_ip!r} is not an address, subnet or range"}
-        uids = [int(s["uniqueid"]) for s in server.gateway.sas(conn=selection["conn"], peer=selection["peer"])
+        views = await maybe_await(server.gateway.sas(conn=selection["conn"], peer=selection["peer"]))
+        uids = [int(s["uniqueid"]) for s in views
                 if within(s.get("remote_addr", "")) and selection["uniqueid"] in (None, s.get("uniqueid"))]
         if not uids:
             return {"success": "no", "errmsg": f"redirect: no IKE SA with a peer in {peer_ip}"}
-        count = sum(server.gateway.redirect(gateway, uniqueid=uid, reason=reason) for uid in uids)
+        count = 0
+        for uid in uids:
+            count += await maybe_await(server.gateway.redirect(gateway, uniqueid=uid, reason=reason))
         return {"success": "yes", "matches": str(count)}
     if not any(v is not None for v in selection.values()):
         return {"success": "no", "errmsg": "select IKE SAs with ike, ike-id, peer-ip or peer-id"}
-    count = server.gateway.redirect(gateway, **selection, reason=reason)
+    count = await maybe_await(server.gateway.redirect(gateway, **selection, reason=reason))
     return {"success": "yes", "matches": str(count)}
 
 

@@ -50,6 +50,7 @@ from ikeguard.control.server import (
     ControlledGateway,
     _error_text,
     _operator_errors,
+    maybe_await,
     peer_credentials,
     serve_owner_only,
     stop_serving,
@@ -394,7 +395,7 @@ class ViciServer:
 
     async def _stats(self, message: Section, client: _Client) -> dict[str, Any]:
         started = getattr(self.gateway, "started_at", None) or time.time()
-        sas = await _maybe(self.gateway.sas())
+        sas = await maybe_await(self.gateway.sas())
         half_open = sum(1 for s in sas if s.get("state") in _HALF_OPEN)
         return {
             "uptime": {"running": _running(time.time() - started),
@@ -419,7 +420,7 @@ class ViciServer:
         ike = text(message.get("ike")) or None
         ike_id = _int_arg(message, "ike-id", "ike_id")
         now = time.time()
-        for sa in await _maybe(self.gateway.sas(conn=ike, uniqueid=ike_id)):
+        for sa in await maybe_await(self.gateway.sas(conn=ike, uniqueid=ike_id)):
             if ike_id is not None and sa.get("uniqueid") != ike_id:
                 continue
             uid = int(sa.get("uniqueid", 0))
@@ -429,7 +430,7 @@ class ViciServer:
 
     async def _list_conns(self, message: Section, client: _Client) -> dict[str, Any]:
         ike = text(message.get("ike")) or None
-        status = {c["name"]: c for c in await _maybe(self.gateway.conns())}
+        status = {c["name"]: c for c in await maybe_await(self.gateway.conns())}
         for name, conn in self.gateway.plan.config.model.connections.items():
             if ike is not None and name != ike:
                 continue
@@ -501,7 +502,7 @@ class ViciServer:
         errors = []
         for sel in selections:
             try:
-                count += await _maybe(self.gateway.terminate(
+                count += await maybe_await(self.gateway.terminate(
                     **sel, reason=f"terminated by admin {client.user} (vici)"))
             except _operator_errors() as exc:
                 errors.append(_error_text(exc))
@@ -516,7 +517,7 @@ class ViciServer:
         errors = []
         for sel in self._selection(message, "rekey"):
             try:
-                count += await _maybe(self.gateway.rekey(**sel))
+                count += await maybe_await(self.gateway.rekey(**sel))
             except _operator_errors() as exc:
                 errors.append(_error_text(exc))
         if count == 0:
@@ -597,11 +598,6 @@ def _credential_commands(server: ViciServer) -> dict[str, _Handler]:
 
     commands["get-shared"] = get_shared
     return commands
-
-
-async def _maybe(value: Any) -> Any:
-    """``value``, awaited when the gateway answers asynchronously (a multi-worker gateway's workers)."""
-    return await value if inspect.isawaitable(value) else value
 
 
 def _int_arg(message: Section, *names: str) -> int | None:

@@ -17,9 +17,9 @@ The supervisor keeps the configuration plan the workers run (rebuilt after each 
 ``ikeguard reload``, SIGHUP) for what vici answers from the configuration (``list-conns``, ``get-conns``,
 ``list-authorities``, the credential commands). Every vici command is recorded by the supervisor's audit
 writer with the vici client's user (``admin.command``, PCI DSS 10.2.1.2); each worker also records the control
-request it was sent. Not available here yet: ``redirect`` (no control command carries it; refused with that
-reason), the leases in ``get-pools`` (pools are listed from the configuration), ``install-time`` of Child SAs
-(0: the engine is in the workers).
+request it was sent. ``redirect`` goes as the control ``redirect`` (routed like ``terminate``). Not
+available here yet: the leases in ``get-pools`` (pools are listed from the configuration), ``install-time``
+of Child SAs (0: the engine is in the workers).
 """
 
 from __future__ import annotations
@@ -108,6 +108,12 @@ class WorkersGateway:
         """Start the rekeys without waiting for them (as charon's vici ``rekey``)."""
         result = await self._ask("rekey", uniqueid=uniqueid, peer=peer, conn=conn, child=child, timeout=0)
         return int(result.get("rekeyed", 0)) if isinstance(result, dict) else 0
+
+    async def redirect(self, gateway: str, *, uniqueid: int | None = None, peer: str | None = None,
+                       conn: str | None = None, reason: str = "") -> int:
+        """RFC 5685 redirect in the worker that owns ``uniqueid``, else in every worker (counts added)."""
+        result = await self._ask("redirect", gateway=gateway, uniqueid=uniqueid, peer=peer, conn=conn)
+        return int(result.get("redirected", 0)) if isinstance(result, dict) else 0
 
     async def reload_file(self, path: Path, admin: str) -> Reloaded:
         """Every worker reloads ``path`` (the configuration file or ``vici-loaded.toml``)."""

@@ -7,7 +7,7 @@ A request is answered by the workers it concerns, with the same wire format as o
 * ``sas``: every worker's SAs, merged in uniqueid order, ``offset``/``limit`` applied to the merged list
   (with a ``limit`` each worker is asked only for its first ``offset + limit``: each answers in uniqueid
   order, so the merged page is the same; answers are read up to the CLI's ``MAX_ANSWER``).
-* selections by ``uniqueid`` (``sas``, ``terminate``, ``rekey``): the worker that numbered it
+* selections by ``uniqueid`` (``sas``, ``terminate``, ``rekey``, ``redirect``): the worker that numbered it
   (``(uniqueid - 1) % workers``, ``EngineContext.number_uniqueids``); by ``peer``/``conn``: every worker,
   the counts added (``no SA matches`` only when no worker had one). ``conns``: worker 0's list with the IKE
   SAs up added over all workers.
@@ -43,7 +43,8 @@ FOLLOW_RETRY = 0.5  # seconds before a worker's event stream is opened again (th
 EventCallback = Callable[[int, dict[str, Any]], Awaitable[None] | None]
 _ALL = frozenset({"reload"})
 _FIRST = frozenset({"initiate", "compliance", "ha"})
-_SELECT = frozenset({"terminate", "rekey"})
+_SELECT = frozenset({"terminate", "rekey", "redirect"})
+_COUNTED = {"terminate": "terminated", "rekey": "rekeyed", "redirect": "redirected"}
 
 
 class WorkerControlProxy:
@@ -288,7 +289,7 @@ def _sum(rid: Any, cmd: str, answers: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [a for a in answers if a.get("ok")]
     if not ok:
         return {**answers[0], "id": rid}
-    key = "terminated" if cmd == "terminate" else "rekeyed"
+    key = _COUNTED[cmd]
     result: dict[str, Any] = {key: sum(int(a["result"].get(key, 0)) for a in ok)}
     if cmd == "rekey":
         result["sas"] = [sa for a in ok for sa in a["result"].get("sas", [])]
