@@ -63,9 +63,7 @@ def iperf_through_tunnel(workers: int = 1, parallel: int = 1, offload: bool = Fa
 
     with NetnsLab() as lab, tempfile.TemporaryDirectory() as tmp:
         topo = Topology.two_hosts(lab, f"bd{workers}l", f"bd{workers}r")
-        extra: dict[str, Any] = {"workers": workers} if workers > 1 else {}
-        if offload:
-            extra["tun_offload"] = True
+        extra: dict[str, Any] = {"workers": workers, "tun_offload": offload} if workers > 1 else {}
         left, right = start_planes(topo, SaPair(0x1000, 0x2000, child=1), Path(tmp), **extra)
         try:
             for k in range(1, workers):

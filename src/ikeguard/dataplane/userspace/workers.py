@@ -39,6 +39,9 @@ from ikeguard.dataplane.userspace.steering import open_group, worker_of_spi
 from ikeguard.dataplane.userspace.tun import configure_tun, open_tun
 
 WORST_OVERHEAD = 28 + 8 + 16 + 15 + 2 + 32  # as UserspaceDataPlane.tun_mtu
+# tun_offload (coalesce.py) unless configured: measured faster and with less CPU per byte in every two-worker
+# benchmark run (docs/performance.md, "ESP on every core")
+TUN_OFFLOAD_DEFAULT = True
 
 
 def owner(sa: dict[str, Any], workers: int) -> int:
@@ -99,7 +102,7 @@ def _worker_main(index: int, config: dict[str, Any], tun: tuple[int, str], sock:
                                tun_mtu=int(config["tun_mtu"]) if "tun_mtu" in config else None,
                                rekeyed_inbound_linger=float(config.get("rekeyed_inbound_linger", 0.0)),
                                tun_fd=tun[0], manage_routes=False, handoff=handoff, handoff_in=handoff_in,
-                               tun_offload=bool(config.get("tun_offload", False)))
+                               tun_offload=bool(config.get("tun_offload", TUN_OFFLOAD_DEFAULT)))
     try:
         asyncio.run(_serve_worker(index, plane, control, config.get("keepalive")))
     except (DataPlaneError, OSError) as exc:
@@ -131,9 +134,17 @@ class Supervisor:
         listen = endpoint(f"{cfg['listen']}:{cfg.get('port', 4500)}")
         queues: list[int] = []
         name = self.tun_name
-        for _ in range(self.n):
-            fd, name = open_tun(name, multi_queue=True, vnet_hdr=bool(cfg.get("tun_offload", False)))
+        offload = bool(cfg.get("tun_offload", TUN_OFFLOAD_DEFAULT))
+        for k in range(self.n):
+            try:
+                fd, name = open_tun(name, multi_queue=True, vnet_hdr=offload)
+            except OSError:
+                if not offload or k or "tun_offload" in cfg:
+                    raise
+                offload = False  # a kernel without IFF_VNET_HDR: the default falls back to plain reads/writes
+                fd, name = open_tun(name, multi_queue=True)
             queues.append(fd)
+        cfg["tun_offload"] = offload
         self.tun_name = name
         mtu = int(cfg["tun_mtu"]) if "tun_mtu" in cfg else int(cfg.get("path_mtu", 1500)) - WORST_OVERHEAD
         addresses = tuple(cfg.get("tun_addresses", ()))
