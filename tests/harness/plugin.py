@@ -7,6 +7,8 @@ namespace or process (charon included) started by this run is still there.
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +127,29 @@ def strongswan61_peer(
     yield from _peer_factory(StrongSwan61Peer, peers, tmp_path, default_name=None)
 
 
+def one_worker(config: str) -> str:
+    """``config`` with ``workers = 1`` in its ``[gateway]`` table when it names no ``workers``.
+
+    The product's default is one IKE worker process per core (``"auto"``, issue 22); with the userspace data
+    plane that costs a test gateway ~4 s more to start on two loaded cores (each worker imports and plans on
+    its own). The suite's many gateways therefore run one process unless a test asks for workers.
+    """
+    try:
+        gateway = tomllib.loads(config).get("gateway")
+    except tomllib.TOMLDecodeError:
+        return config
+    if not isinstance(gateway, dict) or "workers" in gateway:
+        return config
+    return re.sub(r"(?m)^\[gateway\][ \t]*$", "[gateway]\nworkers = 1", config, count=1)
+
+
+class _OneWorkerGateway(GatewayProcess):
+    """A GatewayProcess whose configs (also those of later reloads) run one process (:func:`one_worker`)."""
+
+    def update_config(self, config: str) -> None:
+        super().update_config(one_worker(config))
+
+
 @pytest.fixture
 def ikeguard_gateway(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -133,6 +158,8 @@ def ikeguard_gateway(
 
     `namespace` is a Namespace, a namespace name or None. Each gateway gets ``tmp_path/<name>`` as its workdir
     and is stopped by PID after the test (also on failure); a failing test gets each gateway's log tail.
+    A config that does not name ``[gateway] workers`` runs one process (:func:`one_worker`) unless
+    ``default_workers=True``: the workers tests name theirs, ``test_workers_auto.py`` runs the default.
     """
     gateways: list[GatewayProcess] = []
     request.node.stash[_GATEWAYS_KEY] = gateways
@@ -145,10 +172,13 @@ def ikeguard_gateway(
         *,
         start: bool = True,
         timeout: float = 20.0,
+        default_workers: bool = False,
         **kwargs: Any,
     ) -> GatewayProcess:
         netns = namespace.name if isinstance(namespace, Namespace) else namespace
-        gateway = GatewayProcess(netns, tmp_path / name, config, files or {}, name=name, **kwargs)
+        kind = GatewayProcess if default_workers else _OneWorkerGateway
+        gateway = kind(netns, tmp_path / name, one_worker(config) if not default_workers else config,
+                       files or {}, name=name, **kwargs)
         gateways.append(gateway)
         return gateway.start(timeout=timeout) if start else gateway
 

@@ -235,7 +235,17 @@ def _check_args(cmd: str, args: Any) -> dict[str, Any]:
     return dict(args)
 
 
-def _command_text(cmd: str, args: dict[str, Any]) -> str:
+def _on_behalf(request: dict[str, Any], caller: Caller) -> Caller:
+    """The operator the supervisor's proxy asks for (its ``on_behalf``), else the connecting process."""
+    named = request.get("on_behalf")
+    if isinstance(named, dict):
+        pid, uid, gid = (named.get(k) for k in ("pid", "uid", "gid"))
+        if type(pid) is int and type(uid) is int and type(gid) is int and min(pid, uid, gid) >= 0:
+            return Caller(pid, uid, gid)
+    return caller
+
+
+def command_text(cmd: str, args: dict[str, Any]) -> str:
     """What the audit record shows as the command, e.g. ``terminate peer=m1.example conn=merchants``."""
     parts = [cmd]
     if "action" in args:
@@ -259,8 +269,13 @@ class ControlServer:
     """Serves the control protocol for one gateway on ``path`` (``<state_dir>/control.sock``)."""
 
     def __init__(self, gateway: ControlledGateway, path: str | Path, *,
-                 config_path: str | Path | None = None, profile_override: str | None = None) -> None:
+                 config_path: str | Path | None = None, profile_override: str | None = None,
+                 delegated: bool = False) -> None:
         self.gateway = gateway
+        # a worker's private socket (issue 22): only the supervisor's proxy connects (SO_PEERCRED still
+        # checked); it names the operator it asks for (``on_behalf``) and records ``admin.command`` itself,
+        # once per command, so the worker records none
+        self.delegated = delegated
         self.path = Path(path)
         self._config_path = Path(config_path) if config_path is not None else None
         self._profile_override = profile_override  # `ikeguard run --profile NAME` applies to reloads too
@@ -359,6 +374,8 @@ class ControlServer:
 
     async def _respond(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """The answer to one request, ``result`` still a :class:`_Paged` for ``sas``."""
+        if self.delegated:
+            caller = _on_behalf(request, caller)
         request_id = request.get("id")
         cmd = request.get("cmd")
         if not isinstance(cmd, str) or cmd not in self._handlers:
@@ -372,7 +389,10 @@ class ControlServer:
         except CommandError as exc:
             self._audit(cmd, caller, Outcome.FAILURE, str(exc))
             return {"id": request_id, "ok": False, "error": str(exc)}
-        text = _command_text(cmd, args)
+        text = command_text(cmd, args)
+        elsewhere = request.get("terminated_elsewhere")
+        if self.delegated and type(elsewhere) is int and elsewhere > 0:
+            args["terminated_elsewhere"] = elsewhere  # peers disable: the SAs the other workers deleted
         user = self._user(caller)
         try:
             result = await self._handlers[cmd](args, caller, user)
@@ -426,6 +446,8 @@ class ControlServer:
 
     def _audit(self, command: str, caller: Caller, outcome: Outcome, reason: str,
                connection: str = "") -> None:
+        if self.delegated:
+            return
         event = admin_command_event(command, caller.uid, outcome=outcome, reason=reason,
                                     connection=connection)
         recorder = getattr(self.gateway, "record", None)  # the gateway's record() also feeds the event stream
@@ -536,12 +558,14 @@ class ControlServer:
             return self._change_peer(peers, action, args, user)
 
     def _change_peer(self, peers: Any, action: str, args: dict[str, Any], user: str) -> Any:
+        elsewhere = args.get("terminated_elsewhere", 0)
         if action == "add":
             return peers.add_peer(self.gateway, args["id"], args.get("ts", []), conn=args.get("conn"),
                                   ticket=args.get("ticket"), admin=user)
         if action == "disable":
             return peers.disable_peer(self.gateway, args["id"], conn=args.get("conn"),
-                                      ticket=args.get("ticket"), admin=user)
+                                      ticket=args.get("ticket"), admin=user,
+                                      terminated_elsewhere=elsewhere)
         return peers.enable_peer(self.gateway, args["id"], conn=args.get("conn"),
                                  ticket=args.get("ticket"), admin=user)
 

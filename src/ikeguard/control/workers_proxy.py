@@ -18,8 +18,12 @@ A request is answered by the workers it concerns, with the same wire format as o
   front end in the supervisor, the vici server of :mod:`ikeguard.control.vici_workers`, which asks through
   :meth:`WorkerControlProxy.dispatch` as a control client would, so every rule above is written once).
 
-Who asked is checked here as on a single gateway (``SO_PEERCRED``: root or the gateway's user only); each
-worker records ``admin.command`` for what it was asked.
+Who asked is checked here as on a single gateway (``SO_PEERCRED``: root or the gateway's user only) and
+recorded here: one ``admin.command`` per command, naming that user and the outcome of the merged answer (PCI
+DSS 10.2.1.2); the workers are told whom they act for (``on_behalf``) and record none themselves. Of the
+records a change applied by every worker makes (a reload, ``peers add|disable|enable``), worker 0 writes the
+one: ``peers`` changes go to the other workers first and then to worker 0 with the IKE SAs they deleted
+(``terminated_elsewhere``), so its ``peer.disabled`` counts them all.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ikeguard.audit.events import AuditEvent, Outcome
+from ikeguard.audit.service import admin_command_event
 from ikeguard.control.client import MAX_ANSWER, MAX_LINE, encode
-from ikeguard.control.server import peer_credentials, serve_owner_only, stop_serving
+from ikeguard.control.server import Caller, command_text, peer_credentials, serve_owner_only, stop_serving
 
 log = logging.getLogger("ikeguard.control")
 ASK_TIMEOUT = 130.0  # seconds: initiate/rekey wait up to 120 s in the worker
@@ -50,8 +56,10 @@ _COUNTED = {"terminate": "terminated", "rekey": "rekeyed", "redirect": "redirect
 class WorkerControlProxy:
     """Serve the control protocol on ``path`` for the workers whose sockets ``worker_path(i)`` names."""
 
-    def __init__(self, path: Path, workers: int, worker_path: Callable[[int], Path]) -> None:
+    def __init__(self, path: Path, workers: int, worker_path: Callable[[int], Path],
+                 record: Callable[[AuditEvent], None] | None = None) -> None:
         self.path = path
+        self.record = record
         self.workers = workers
         self.worker_path = worker_path
         self._server: asyncio.AbstractServer | None = None
@@ -69,12 +77,13 @@ class WorkerControlProxy:
         await stop_serving(self._server, self._tasks, self.path)
         self._server = None
 
-    async def ready(self, timeout: float) -> bool:
-        """True once every worker answers ``conns`` (its gateway is up)."""
+    async def ready(self, timeout: float, given_up: Callable[[], bool] = lambda: False) -> bool:
+        """True once every worker answers ``conns`` (its gateway is up); False after ``timeout`` or as soon as
+        ``given_up()`` says a worker ended before it was ready."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         pending = set(range(self.workers))
-        while pending and loop.time() < deadline:
+        while pending and loop.time() < deadline and not given_up():
             for index in list(pending):
                 answer = await self.ask(index, {"id": 0, "cmd": "conns"}, timeout=2.0)
                 if answer.get("ok"):
@@ -127,7 +136,14 @@ class WorkerControlProxy:
             return _sum(rid, cmd, await self._ask_all(request))
         if cmd == "conns":
             return _conns(rid, await self._ask_all(request))
-        if cmd in _ALL or (cmd == "peers" and args.get("action", "list") != "list"):
+        if cmd == "peers" and args.get("action", "list") != "list":
+            answers = list(await asyncio.gather(*(self.ask(i, request) for i in range(1, self.workers))))
+            refused = next((a for a in answers if not a.get("ok")), None)
+            if refused is not None:
+                return {**refused, "id": rid}
+            elsewhere = sum(_terminated(a) for a in answers)
+            return await self.ask(0, {**request, "terminated_elsewhere": elsewhere})
+        if cmd in _ALL:
             answers = await self._ask_all(request)
             refused = next((a for a in answers if not a.get("ok")), None)
             if refused is not None:
@@ -217,10 +233,15 @@ class WorkerControlProxy:
                 if not isinstance(request, dict):
                     await _write(writer, {"id": None, "ok": False, "error": "a request is a JSON object"})
                     continue
+                request.pop("terminated_elsewhere", None)  # only the proxy says that, never a client
+                request["on_behalf"] = {"pid": caller.pid, "uid": caller.uid, "gid": caller.gid}
                 if request.get("cmd") == "events":
+                    self._audit(request, caller, {"ok": True})
                     await self._stream(request, reader, writer)
                     return
-                await _write(writer, await self.dispatch(request))
+                answer = await self.dispatch(request)
+                self._audit(request, caller, answer)
+                await _write(writer, answer)
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
             pass
         except Exception:
@@ -231,6 +252,22 @@ class WorkerControlProxy:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _audit(self, request: dict[str, Any], caller: Caller, answer: dict[str, Any]) -> None:
+        """The one ``admin.command`` record of a command, with the merged answer's outcome."""
+        if self.record is None:
+            return
+        cmd, args = request.get("cmd"), request.get("args")
+        args = args if isinstance(args, dict) else {}
+        shown = command_text(cmd, args) if isinstance(cmd, str) else json.dumps(cmd)[:64]
+        error = "" if answer.get("ok") else str(answer.get("error", ""))
+        conn = args.get("conn", "")
+        event = admin_command_event(shown, caller.uid, outcome=Outcome.FAILURE if error else Outcome.SUCCESS,
+                                    reason=error, connection=conn if isinstance(conn, str) else "")
+        try:
+            self.record(event)
+        except Exception:
+            log.exception("could not record admin.command")
 
     async def _stream(self, request: dict[str, Any], reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
@@ -267,6 +304,12 @@ class WorkerControlProxy:
         finally:
             for _, w in upstream:
                 w.close()
+
+
+def _terminated(answer: dict[str, Any]) -> int:
+    result = answer.get("result")
+    count = result.get("terminated", 0) if isinstance(result, dict) else 0
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
 def _conns(rid: Any, answers: list[dict[str, Any]]) -> dict[str, Any]:

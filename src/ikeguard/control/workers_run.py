@@ -59,11 +59,18 @@ HEALTH_INTERVAL = 0.5
 
 def run_workers(plan: Any, workers: int, config_path: Path, profile_override: str | None) -> int:
     """The supervisor in the foreground; the process exit code."""
+    from ikeguard.service.dataplane import DataPlaneUnavailable, check_dataplane
+
     reason = unsupported(plan, workers)
     if reason is not None:
         print(f"ikeguard run: {reason}", file=sys.stderr)
         return 1
     esp_workers = worker_count(plan.config.model.gateway.esp_workers) if plan.dataplane == "userspace" else 0
+    try:
+        check_dataplane(plan.dataplane)
+    except DataPlaneUnavailable as exc:
+        print(f"ikeguard run: {exc}", file=sys.stderr)
+        return 1
     try:
         groups = open_groups(plan.listen, plan.ike_port, plan.natt_port, workers, esp_workers)
     except OSError as exc:
@@ -147,7 +154,7 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
     pools.append(pool)
     stop_metrics: Callable[[], None] | None = None
     proxy = WorkerControlProxy(plan.state_dir / "control.sock", workers,
-                               lambda i: worker_socket_path(plan.state_dir, i))
+                               lambda i: worker_socket_path(plan.state_dir, i), record=audit.record)
     broker = BrokerServer(broker_path(plan.state_dir), derive_secret(state.cookie_seed, "leases"),
                           LeaseBroker(LeaseStore(plan.state_dir)))
     try:
@@ -199,9 +206,16 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
 
     watcher = loop.create_task(health())
     try:
-        if not await proxy.ready(READY_TIMEOUT):
-            print(f"ikeguard run: the workers did not come up within {READY_TIMEOUT:.0f} s", file=sys.stderr)
+        if not await proxy.ready(READY_TIMEOUT, given_up=lambda: pool.early_exit is not None):
+            if pool.early_exit is not None:
+                index, code = pool.early_exit
+                print(f"ikeguard run: worker {index} could not start (exit code {code}; its reason is "
+                      "logged above)", file=sys.stderr)
+            else:
+                print(f"ikeguard run: the workers did not come up within {READY_TIMEOUT:.0f} s",
+                      file=sys.stderr)
             return 1
+        pool.started = True
         await loop.run_in_executor(None, audit.flush, 5.0)
         notify(f"READY=1\nSTATUS=gateway running, {workers} workers")
         log.info("ready (%d workers: pids %s)", workers, ", ".join(str(p) for p in pool.pids()))
@@ -322,7 +336,7 @@ async def _serve_worker(index: int, workers: int,
     loop.add_signal_handler(signal.SIGHUP, reload)
     loop.add_reader(command_conn.fileno(), command)
     control = ControlServer(gateway, worker_socket_path(plan.state_dir, index), config_path=config_path,
-                            profile_override=profile_override)
+                            profile_override=profile_override, delegated=True)
     await control.start()
     log.info("worker %d ready", index)
     try:

@@ -154,8 +154,9 @@ class GatewaySection(Strict):
     redirect_to: GatewayAddress | None = None
     redirect_above: int = Field(default=0, ge=0)
     # issue 22: IKE worker processes behind one port 500/4500 (SO_REUSEPORT + a BPF program on our SPI,
-    # service/reuseport.py); "auto" = the number of cores; 1 = one process (today's gateway)
-    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = 1
+    # service/reuseport.py); "auto" (the default) = the number of cores, or one process while the
+    # configuration uses something not shared across workers yet (logged); 1 = one process
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     # with workers > 1 and dataplane = "userspace": the machine's one data plane runs this many ESP worker
     # processes ("workers" of the standalone plane, dataplane/userspace/workers.py; "auto" = the cores);
     # more than 1 needs ESP in UDP (peers behind NAT, or encap = true)

@@ -138,11 +138,16 @@ class ActionPolicy:
         self._attempts: dict[int, tuple[str, _Attempt]] = {}  # IKE uniqueid -> (connection, its records)
         self._awaited: dict[int, str] = {}  # IKE uniqueid an automatic (re)initiation waits for -> connection
         self._series: dict[str, _Series] = {}
+        # False in workers other than 0 (issue 22): start_action and the starts of a reload are theirs only,
+        # one IKE SA per connection, not one per worker; dpd_action/close_action stay with the SA's worker
+        self.starts_connections = True
 
     # ------------------------------------------------------------------ triggers
     def start_connections(self) -> None:
         """``start_action = "start"``: bring those children up now. ``trap`` installs a trap policy where the
         data plane raises acquires (kernel XFRM), else it is treated as ``start`` (logged once)."""
+        if not self.starts_connections:
+            return
         plan = self.gateway.plan
         traps = self.gateway.traps
         for name, conn in plan.connections.items():

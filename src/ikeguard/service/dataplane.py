@@ -73,6 +73,18 @@ def open_dataplane(kind: str, listen: tuple[str, ...], natt_port: int) -> Opened
     raise DataPlaneUnavailable(f'gateway.dataplane = "{kind}": unknown data plane (userspace | xfrm | none)')
 
 
+def check_dataplane(kind: str) -> None:
+    """DataPlaneUnavailable when data plane ``kind`` cannot run here, without opening it: what the supervisor
+    of several workers checks before starting them (each worker opens its own), so that it refuses with the
+    same one line as a single process."""
+    if kind == "xfrm":
+        from ikeguard.dataplane.xfrm import probe
+
+        result = probe()
+        if not result.esp:
+            raise DataPlaneUnavailable(f'gateway.dataplane = "xfrm": {result.reason}')
+
+
 def _open_userspace(addresses: list[IpAddress], natt_port: int) -> OpenedDataPlane:
     """One plane per IP version of ``listen`` (ESP-in-UDP on the first address of each family, port 4500)."""
     from ikeguard.dataplane.userspace.plane import UserspaceDataPlane

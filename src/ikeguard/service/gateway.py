@@ -116,6 +116,14 @@ _LOGGED_EVENTS = frozenset({
 })
 
 
+# records of an administrative change every worker applies alike (a reload, an inventory change): worker 0's
+# to record, once (issue 22; Gateway.records_admin_changes)
+_ADMIN_CHANGES = frozenset({
+    EventName.CONFIG_LOADED, EventName.CONFIG_REJECTED, EventName.WAIVER_APPLIED,
+    EventName.PEER_ADDED, EventName.PEER_DISABLED, EventName.PEER_ENABLED,
+})
+
+
 def _is_new_ike_sa_init(data: bytes) -> bool:
     """An IKE_SA_INIT request opening a new IKE SA (responder SPI zero), RFC 7296 §3.1."""
     return len(data) >= 28 and data[18] == 34 and data[19] & 0x28 == 0x08 and data[8:16] == bytes(8)
@@ -139,6 +147,7 @@ class Gateway:
         self.transport = Transport(plan, self._receive, self.stats, dataplane.prepare_ike_socket)
         self.transport.quick = self._quick
         self.actions = ActionPolicy(self)
+        self.records_admin_changes = True  # False in workers other than 0 (issue 22): see _ADMIN_CHANGES
         self.traps = TrapManager(self)
         self.revocation = RevocationFetcher(self._revocation_fetched)
         self.ocsp_stapler = OcspStapler(self.engine.ctx.ocsp_staples)  # RFC 4806: our OCSP status, fetched
@@ -409,6 +418,8 @@ class Gateway:
 
     def record(self, event: AuditEvent) -> None:
         """Audit one event: the store, the counters, the event stream, one log line."""
+        if not self.records_admin_changes and event.event in _ADMIN_CHANGES:
+            return  # worker 0 records it
         if self.actions.absorb(event):  # an automatic retry repeating a known failure: counted, summarised
             self.stats.count_audit(event)
             return

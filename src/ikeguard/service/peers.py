@@ -166,8 +166,10 @@ def _existing(inventory: PeerInventory, peer_id: str) -> InventoryPeer:
 
 
 def disable_peer(gateway: Any, peer_id: str, *, conn: str | None = None, ticket: str | None = None,
-                 admin: str = "") -> dict[str, Any]:
-    """Disable a peer: its next IKE_AUTH is refused and its SAs (in this connection only) are deleted."""
+                 admin: str = "", terminated_elsewhere: int = 0) -> dict[str, Any]:
+    """Disable a peer: its next IKE_AUTH is refused and its SAs (in this connection only) are deleted.
+    ``terminated_elsewhere``: the peer's IKE SAs other worker processes deleted (issue 22), counted in the
+    one ``peer.disabled`` record."""
     _identity(peer_id)
     inventory = _choose(gateway, conn, peer_id)
     _existing(inventory, peer_id)
@@ -175,9 +177,9 @@ def disable_peer(gateway: Any, peer_id: str, *, conn: str | None = None, ticket:
     reason = f"disabled by {admin or 'admin'}" + (f" ({ticket})" if ticket else "")
     peer = inventory.disable(peer_id, reason)
     _persist(inventory)
-    terminated = 0
+    terminated = terminated_elsewhere
     if gateway.sas(conn=inventory.connection, peer=peer.id):
-        terminated = gateway.terminate(peer=peer.id, conn=inventory.connection, reason=f"peer {reason}")
+        terminated += gateway.terminate(peer=peer.id, conn=inventory.connection, reason=f"peer {reason}")
     _record(gateway, EventName.PEER_DISABLED, inventory, peer, admin, ticket, f"peer {reason}",
             terminated=terminated)
     result = peer_dict(inventory, peer, 0)

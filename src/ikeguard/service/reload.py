@@ -210,8 +210,10 @@ def _terminate(gateway: Any, uniqueids: Iterable[int], reason: str) -> int:
 
 def _start(gateway: Any, plan: Any, name: str) -> None:
     children = _start_children(plan, name)
+    actions = getattr(gateway, "actions", None)
+    if actions is not None and not actions.starts_connections:
+        return  # another worker starts it (issue 22)
     try:
-        actions = getattr(gateway, "actions", None)
         if actions is not None:  # the gateway's start_action machinery: retries with backoff until up
             actions.bring_up(name, children, None, "reload")
         else:

@@ -97,9 +97,11 @@ def run_gateway(config_path: str | os.PathLike[str], *, profile_override: str | 
         print(f"ikeguard run: {text}", file=sys.stderr)
         return 2
     _log_enforcement(plan)
-    from ikeguard.service.workers import worker_count
+    from ikeguard.service.workers import effective_workers, worker_count
 
-    workers = worker_count(plan.config.model.gateway.workers)
+    workers, single = effective_workers(plan)
+    if single is not None:
+        log.info("workers = auto: one worker process, because of %s", single)
     if workers > 1 and workers_main is not None:
         return workers_main(plan, workers, Path(config_path), profile_override)
     if plan.dataplane == "userspace" and worker_count(plan.config.model.gateway.esp_workers) > 1:

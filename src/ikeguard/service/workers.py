@@ -91,17 +91,41 @@ def worker_count(value: int | str) -> int:
     return int(value)
 
 
-def unsupported(plan: Any, workers: int) -> str | None:
-    """Why this configuration cannot run with ``workers`` processes yet (None: it can)."""
-    if workers <= 1:
-        return None
+def _not_shared(plan: Any) -> list[str]:
+    """What this configuration uses that worker processes do not share yet (issue 22)."""
     reasons = []
     if getattr(plan.config.model, "ha", None) is not None and getattr(plan.config.model.ha, "enabled", False):
         reasons.append("[ha] (replication, fencing and takeover are per process: docs/ha.md \"Workers\")")
+    return reasons
+
+
+def unsupported(plan: Any, workers: int) -> str | None:
+    """Why this configuration cannot run with ``workers`` processes yet (None: it can)."""
+    reasons = _not_shared(plan) if workers > 1 else []
     if not reasons:
         return None
     return (f"workers = {workers} cannot be used with " + ", ".join(reasons)
             + " yet (issue 22); set workers = 1")
+
+
+def effective_workers(plan: Any) -> tuple[int, str | None]:
+    """The number of worker processes to run, and why ``"auto"`` (the default) settled for one.
+
+    ``workers = "auto"`` means one process per core this gateway may run on, unless the configuration uses
+    something that is not yet shared across workers (:func:`unsupported`) or that only holds within one
+    worker (``unique = keep``: a peer reconnecting from another address may reach another worker, which does
+    not know the SA to keep); then one process, and the reason is logged. An explicit number is taken as
+    given (and refused by the supervisor when :func:`unsupported` says so).
+    """
+    value = plan.config.model.gateway.workers
+    workers = worker_count(value)
+    if value != "auto" or workers <= 1:
+        return workers, None
+    reasons = _not_shared(plan)
+    keep = sorted(name for name, c in plan.config.model.connections.items() if c.unique == "keep")
+    if keep:
+        reasons.append("unique = keep in " + ", ".join(keep) + " (enforced within one worker only)")
+    return (1, ", ".join(reasons)) if reasons else (workers, None)
 
 
 def worker_socket_path(state_dir: Path, index: int) -> Path:
@@ -359,8 +383,8 @@ def join_worker(gateway: Any, index: int, workers: int, shared: Any, cookie_seed
     engine = gateway.engine
     engine.ctx.worker_id = index
     engine.ctx.number_uniqueids(index + 1, workers)  # (uniqueid - 1) % workers == index: routing
-    if index != 0:  # start_action (and the retries it schedules) in worker 0 only: one IKE SA, not N
-        gateway.actions.start_connections = _nothing
+    gateway.actions.starts_connections = index == 0  # start_action, reload starts: one IKE SA, not N
+    gateway.records_admin_changes = index == 0  # a reload or an inventory change: one record, not N
     gateway.transport.inherited = {(ipaddress.ip_address(a), p): pair for (a, p), pair in sockets.items()}
     engine.share_cookie_secret(cookie_seed)
     slot = _HALF_OPEN + index
@@ -374,10 +398,6 @@ def join_worker(gateway: Any, index: int, workers: int, shared: Any, cookie_seed
         shared[slot] = engine.half_open_count()
 
     return publish
-
-
-def _nothing() -> None:
-    return None
 
 
 def derive_secret(seed: bytes, label: str) -> bytes:
@@ -417,6 +437,8 @@ class WorkerPool:
         self.state = state
         self.workers = [_Worker(i) for i in range(workers)]
         self.restarts = 0
+        self.started = False  # set by the supervisor once every worker answered: later deaths are restarted
+        self.early_exit: tuple[int, int | None] | None = None  # (worker, exit code) of one that died before
         self._ctx = mp.get_context("spawn")
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -473,6 +495,10 @@ class WorkerPool:
         process.join(0)
         code = process.exitcode
         if self._stopping:
+            return
+        if not self.started:  # it could not start (the configuration, the data plane): not worth retrying
+            log.error("worker %d (pid %d) ended with %s before it was ready", worker.index, process.pid, code)
+            self.early_exit = (worker.index, code)
             return
         self.state.slots[_HALF_OPEN + worker.index] = 0
         recent = [t for t in worker.starts if time.monotonic() - t < CRASH_WINDOW]
