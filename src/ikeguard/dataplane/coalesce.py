@@ -37,21 +37,26 @@ def ip_checksum(header: bytes) -> int:
     return ~_fold(total) & 0xFFFF
 
 
-def _key(pkt: bytes) -> tuple[bytes, int, int] | None:
-    """(merge key, payload length, TCP flags) of a mergeable IPv4 TCP segment, else None."""
-    if len(pkt) < 40 or pkt[0] != 0x45 or pkt[9] != 6 or (pkt[6] & 0x3F) or pkt[7]:
-        return None  # not IPv4 without options, not TCP, or a fragment (MF or an offset)
-    doff = (pkt[32] >> 4) * 4
-    flags = pkt[33]
-    if doff < 20 or flags & ~(_TCP_ACK | _TCP_PSH) or not flags & _TCP_ACK:
+# one unpack per packet (version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol, checksum,
+# addresses | ports, sequence number, ACK number, data offset, flags, window): cheaper than slicing the fields
+_HEADERS = struct.Struct("!BBHHHBBH8s4sI4sBB2s")
+_NOT_MERGED = ~(_TCP_ACK | _TCP_PSH)
+MergeKey = tuple[int, int, bytes, bytes, bytes, bytes, bytes]
+
+
+def _key(pkt: bytes) -> tuple[MergeKey, int, int, int] | None:
+    """(merge key, payload length, TCP flags, sequence number) of a mergeable IPv4 TCP segment, else None."""
+    if len(pkt) < 40:
         return None
-    total = (pkt[2] << 8) | pkt[3]
+    vihl, tos, total, _id, frag, ttl, proto, _csum, addrs, ports, seq, ack, doff, flags, window = \
+        _HEADERS.unpack_from(pkt)
+    doff = (doff >> 4) * 4
     payload = total - 20 - doff
-    if total != len(pkt) or payload <= 0:
-        return None
+    if (vihl != 0x45 or proto != 6 or frag & 0x3FFF or doff < 20 or flags & _NOT_MERGED
+            or not flags & _TCP_ACK or total != len(pkt) or payload <= 0):
+        return None  # not IPv4 without options, not TCP, a fragment (MF or an offset), or other flags
     # addresses, TOS, TTL, ports, ack, window, options: everything that must be equal to merge
-    key = pkt[1:2] + pkt[8:9] + pkt[12:24] + pkt[28:32] + pkt[34:36] + pkt[40 : 20 + doff]
-    return key, payload, flags
+    return (tos, ttl, addrs, ports, ack, window, pkt[40 : 20 + doff]), payload, flags, seq
 
 
 def _merge(run: list[bytes], mss: int, psh: bool) -> tuple[bytes, int]:
@@ -78,7 +83,7 @@ def coalesce(packets: list[bytes]) -> list[tuple[bytes, int]]:
     """Merge runs of consecutive segments (module docstring): (packet, segment size; 0 = not merged)."""
     out: list[tuple[bytes, int]] = []
     run: list[bytes] = []
-    key: bytes = b""
+    key: MergeKey | None = None
     mss = size = next_seq = 0
     psh = False
 
@@ -95,8 +100,7 @@ def coalesce(packets: list[bytes]) -> list[tuple[bytes, int]]:
             flush()
             out.append((pkt, 0))
             continue
-        k, payload, flags = info
-        seq = int.from_bytes(pkt[24:28], "big")
+        k, payload, flags, seq = info
         if (run and k == key and seq == next_seq and payload <= mss and size + payload <= MAX_MERGED
                 and not psh):
             run.append(pkt)
