@@ -52,6 +52,7 @@ COMMIT_LINGER = 0.1
 CHANNEL_BUFFER = 1 << 20  # SO_SNDBUF/SO_RCVBUF of a channel (the kernel caps it at net.core.[wr]mem_max)
 CHANNEL_MESSAGE = 1 << 16  # a writer splits batches above this many pickled bytes
 CHANNEL_RECV = 1 << 20  # the child reads a message into this much (larger ones are refused by the writer)
+GATHER = 0.02  # with channels the child reads at most this often (every writer's queued batches at once)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -63,18 +64,31 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
     return pair
 
 
-def _serve_channel(service: AuditService, sock: socket.socket) -> bool:
-    """One message from a channel; False once the channel is closed."""
-    try:
-        data = sock.recv(CHANNEL_RECV)
-    except OSError:
-        return False
-    if not data:
-        return False
-    try:
-        message = pickle.loads(data)  # noqa: S301 - our own socket pair, as multiprocessing's pipes
-    except Exception:  # not a message of ours: nothing to record from it
-        return True
+def _serve_channel(service: AuditService, sock: socket.socket, buffer: bytearray) -> bool:
+    """Every message queued on a channel (read into ``buffer``: no allocation of CHANNEL_RECV bytes per
+    message); False once the channel is closed."""
+    flags = 0  # the first read: the channel is readable
+    while True:
+        try:
+            size = sock.recv_into(buffer, 0, flags)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not size:
+            return False
+        flags = socket.MSG_DONTWAIT
+        try:
+            message = pickle.loads(memoryview(buffer)[:size])  # noqa: S301 - our own socket pair, as mp's
+        except Exception:  # not a message of ours: nothing to record from it
+            message = ("",)
+        if message[0] == "records":
+            for fields, when in message[1]:
+                service.record(event_from_fields(fields), parse_time(when))
+        elif message[0] == "flush":
+            ok = service.flush(float(message[2]))
+            with contextlib.suppress(OSError):
+                sock.send(pickle.dumps((message[1], ok)))
     if message[0] == "records":
         for fields, when in message[1]:
             service.record(event_from_fields(fields), parse_time(when))
@@ -99,12 +113,13 @@ def _child_main(
     received = 0  # the parent's records (the channels' writers have their own flush)
     status[_READY] = 1
     sources: list[Any] = [conn, *channels]
+    buffer = bytearray(CHANNEL_RECV)
     try:
         while os.getppid() == parent:
             done = False
             for ready in wait(sources, 0.02):
                 if ready is not conn:
-                    if not _serve_channel(service, cast(socket.socket, ready)):
+                    if not _serve_channel(service, cast(socket.socket, ready), buffer):
                         sources.remove(ready)
                     continue
                 batch = conn.recv()
@@ -116,6 +131,8 @@ def _child_main(
                 received += len(batch)
             if done:
                 break
+            if len(sources) > 1:  # writers' batches queue meanwhile: one wake-up per GATHER, not per writer
+                time.sleep(GATHER)
             # records are committed in arrival order: at most ``pending`` of the parent's are not on disk yet
             status[_ACKED] = max(0, received - service.pending)
             status[_HEALTHY] = 1 if service.healthy else 0
