@@ -55,3 +55,18 @@ def test_persistence_round_trip() -> None:
     again.restore(saved)
     assert again.acquire("bob") == ip("203.0.113.66")
     assert again.acquire("alice") == ip("203.0.113.65")
+
+
+def test_a_lease_stays_online_until_its_last_ike_sa_lets_go() -> None:
+    """Re-authentication with make-before-break (or unique = replace): the new IKE SA takes alice's address
+    before the old one is deleted; the old one's release must not put it offline, where another user could
+    be given the address alice still uses."""
+    p = pool("203.0.113.64/30")  # .65, .66
+    old_sa = p.acquire("alice")
+    new_sa = p.acquire("alice")
+    assert old_sa == new_sa == ip("203.0.113.65")
+    assert p.release(old_sa) is False  # the new IKE SA still holds it
+    assert p.acquire("bob") == ip("203.0.113.66")
+    assert p.acquire("carol") is None  # exhausted: alice's address is online, not offline
+    assert p.release(new_sa) is True
+    assert p.acquire("carol") == ip("203.0.113.65")

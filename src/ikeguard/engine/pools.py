@@ -2,7 +2,10 @@
 
 A pool hands out addresses of one network (network and broadcast addresses excluded for IPv4). A lease is
 keyed by the user (the EAP identity, else the authenticated IKE identity): the same user gets the same
-address again, also after its IKE SA went away (an offline lease), as long as nobody else needed it.
+address again, also after its IKE SA went away (an offline lease), as long as nobody else needed it. A lease
+counts the IKE SAs holding it: a re-authentication with make-before-break or ``unique = replace`` has the new
+IKE SA take the address before the old one lets it go, so it stays online (and is never given to another
+user) until the last holder releases it.
 A new user takes a never-used address first, then the oldest offline lease of someone else. When every
 address is online the pool is exhausted and the caller answers INTERNAL_ADDRESS_FAILURE.
 Pure state, no I/O: the service may persist ``leases()`` and give them back with ``restore()``.
@@ -35,6 +38,7 @@ class AddressPool:
     _by_user: dict[str, Address] = field(default_factory=dict)
     _online: dict[Address, str] = field(default_factory=dict)
     _offline: OrderedDict[Address, str] = field(default_factory=OrderedDict)  # oldest first
+    _holds: dict[Address, int] = field(default_factory=dict)  # online address -> IKE SAs holding it
     _next: int = 0  # index of the next never-used address
 
     @property
@@ -78,14 +82,25 @@ class AddressPool:
         old = self._by_user.get(user)
         if old is not None and old != address and self._online.get(old) == user:
             del self._online[old]
+            self._holds.pop(old, None)
+        if self._online.get(address) != user:
+            self._holds.pop(address, None)
         self._online[address] = user
+        self._holds[address] = self._holds.get(address, 0) + 1
         self._by_user[user] = address
 
-    def release(self, address: Address) -> None:
-        """The IKE SA holding ``address`` is gone: the lease goes offline (kept for the same user)."""
+    def release(self, address: Address) -> bool:
+        """One IKE SA holding ``address`` is gone; when it was the last, the lease goes offline (kept for the
+        same user). True when it went offline."""
+        holds = self._holds.get(address, 0) - 1
+        if holds > 0:
+            self._holds[address] = holds
+            return False
+        self._holds.pop(address, None)
         user = self._online.pop(address, None)
         if user is not None:
             self._offline[address] = user
+        return user is not None
 
     def online(self) -> dict[Address, str]:
         """Addresses in use and their users."""

@@ -91,7 +91,8 @@ class LeaseBroker:
             return address
 
     def release(self, holder: int, name: str, address: Address) -> None:
-        """One IKE SA of ``holder`` let ``address`` go; offline when no IKE SA holds it any more."""
+        """One IKE SA of ``holder`` let ``address`` go; offline when no IKE SA holds it any more (the pool
+        counts the holders; here only who holds, for :meth:`drop`)."""
         with self._lock:
             holds = self._holds.get((name, address))
             if holds is None or holds[holder] <= 0:
@@ -99,9 +100,9 @@ class LeaseBroker:
             holds[holder] -= 1
             if holds.total() <= 0:
                 del self._holds[(name, address)]
-                pool = self.pools.get(name)
-                if pool is not None:
-                    pool.release(address)
+            pool = self.pools.get(name)
+            if pool is not None:
+                pool.release(address)
             self._save()
 
     def drop(self, holder: int) -> int:
@@ -110,12 +111,13 @@ class LeaseBroker:
         with self._lock:
             for key in list(self._holds):
                 holds = self._holds[key]
-                if holds.pop(holder, 0) > 0 and holds.total() <= 0:
+                held = holds.pop(holder, 0)
+                if holds.total() <= 0:
                     del self._holds[key]
-                    pool = self.pools.get(key[0])
-                    if pool is not None:
-                        pool.release(key[1])
-                        count += 1
+                pool = self.pools.get(key[0])
+                if pool is not None and held > 0:
+                    went = [pool.release(key[1]) for _ in range(held)]
+                    count += any(went)
             self._save()
         return count
 
@@ -284,8 +286,9 @@ class BrokeredPool(AddressPool):
         address: Address = ipaddress.ip_address(answer[1])
         return address
 
-    def release(self, address: Address) -> None:
+    def release(self, address: Address) -> bool:
         self._client.tell("release", self.name, address)
+        return False  # one-way: whether it went offline is the supervisor's to know
 
     def online(self) -> dict[Address, str]:
         return {ipaddress.ip_address(a): u for a, u, up in self.status() if up}
