@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -59,7 +61,8 @@ def test_one_pool_two_workers_and_a_killed_worker(
         extra={"pools": ["staff"]}) for user in USERS]
     secrets = [IkgSecret(user, [GW_ID, user], psk) for user, psk in PSKS.items()]
     config = gateway_toml(conns, secrets=secrets, dataplane="userspace",
-                          gateway={"workers": 2, "retransmit_timeout": 1.0, "retransmit_tries": 3})
+                          gateway={"workers": 2, "retransmit_timeout": 1.0, "retransmit_tries": 3,
+                                   "vici": "charon.vici"})
     config += f'\n[pools.staff]\naddrs = "{POOL}"\n'
     gw = ikeguard_gateway(right.namespace, "gw", config, secret_files(secrets))
     road = strongswan_peer(left.namespace, "road", connections=[ConnectionConfig(
@@ -78,6 +81,15 @@ def test_one_pool_two_workers_and_a_killed_worker(
     assert {u: _worker(sa) for u, sa in by_user.items()} == {"alice": 0, "bob": 1}
     assert {u: sa["virtual_ip"] for u, sa in by_user.items()} == EXPECTED
     assert "installing new virtual IP 203.0.113.66" in road.log()
+    # swanctl over the supervisor's vici socket: both workers' leases online in the one pool
+    swanctl = shutil.which("swanctl") or "/usr/sbin/swanctl"
+    vici = gw.workdir / "charon.vici"
+    pools = subprocess.run([swanctl, "--list-pools", "--leases", "--uri", f"unix://{vici}"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert pools.returncode == 0, pools.stderr
+    assert pools.stdout.split()[:6] == ["staff", "203.0.113.65", "2", "/", "0", "/"], pools.stdout
+    for user, vip in EXPECTED.items():
+        assert re.search(rf"{re.escape(vip)}\s+online\s+'{user}'", pools.stdout), pools.stdout
     for vip in EXPECTED.values():  # through the supervisor's one userspace plane, from each worker's SA
         ping = left.namespace.run("ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-I", vip,
                                   str(right.subnet_address), check=False)

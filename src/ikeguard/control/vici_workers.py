@@ -16,9 +16,10 @@ fetched from the worker that sent it before the event is delivered (charon's sec
 The supervisor keeps the configuration plan the workers run (rebuilt after each accepted reload: vici,
 ``ikeguard reload``, SIGHUP) for what vici answers from the configuration (``list-conns``, ``get-conns``,
 ``list-authorities``, the credential commands). Every vici command is recorded by the supervisor's audit
-writer with the vici client's user (``admin.command``, PCI DSS 10.2.1.2); each worker also records the control
-request it was sent. ``redirect`` goes as the control ``redirect`` (routed like ``terminate``). Not
-available here yet: the leases in ``get-pools`` (pools are listed from the configuration), ``install-time``
+writer with the vici client's user (``admin.command``, PCI DSS 10.2.1.2); the workers record none for the
+requests the proxy sends them (their control sockets are delegated). ``redirect`` goes as the control
+``redirect`` (routed like ``terminate``). ``get-pools`` leases come from the supervisor's lease broker
+(:mod:`ikeguard.service.pool_broker`), which holds every worker's. Not available here yet: ``install-time``
 of Child SAs (0: the engine is in the workers).
 """
 
@@ -64,8 +65,14 @@ class WorkersGateway:
         self.profile_override = profile_override
         self.started_at = time.time()
         self.view_wanted: Any = lambda event: True  # set by the runner to the vici server's wants_view
+        self.leases: Any = None  # the supervisor's LeaseBroker (get-pools), set by the runner
         self._tasks: set[asyncio.Task[Any]] = set()
         proxy.on_reload = self._reloaded
+
+    def pools(self) -> dict[str, list[tuple[str, str, bool]]]:
+        """Leases of each configured pool as (address, user, online), every worker's (the lease broker)."""
+        return {name: self.leases.status(name) if self.leases is not None else []
+                for name in self.plan.config.model.pools}
 
     # -- requests through the proxy -------------------------------------------------------------------
     async def _ask(self, cmd: str, **args: Any) -> Any:

@@ -167,7 +167,7 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
     vici = None
     try:
         stop_metrics = _start_metrics(plan, workers, proxy, audit, loop)
-        vici = await _start_vici(plan, proxy, audit, config_path, profile_override)
+        vici = await _start_vici(plan, proxy, audit, config_path, profile_override, broker.broker)
     except Exception as exc:
         if stop_metrics is not None:
             await loop.run_in_executor(None, stop_metrics)
@@ -357,7 +357,7 @@ async def _serve_worker(index: int, workers: int,
 
 
 async def _start_vici(plan: Any, proxy: WorkerControlProxy, audit: Any, config_path: Path,
-                      profile_override: str | None) -> Any:
+                      profile_override: str | None, leases: Any) -> Any:
     """``[gateway] vici``: the supervisor's vici server for every worker (control/vici_workers.py)."""
     path = plan.config.model.gateway.vici
     if not path:
@@ -366,6 +366,7 @@ async def _start_vici(plan: Any, proxy: WorkerControlProxy, audit: Any, config_p
     from ikeguard.control.vici_workers import WorkersGateway
 
     gateway = WorkersGateway(proxy, plan, audit, config_path, profile_override)
+    gateway.leases = leases
     server = ViciServer(gateway, plan.config.resolve(path), config_path=config_path,  # type: ignore[arg-type]
                         profile_override=profile_override)
     gateway.view_wanted = server.wants_view
