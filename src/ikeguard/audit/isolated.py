@@ -89,14 +89,6 @@ def _serve_channel(service: AuditService, sock: socket.socket, buffer: bytearray
             ok = service.flush(float(message[2]))
             with contextlib.suppress(OSError):
                 sock.send(pickle.dumps((message[1], ok)))
-    if message[0] == "records":
-        for fields, when in message[1]:
-            service.record(event_from_fields(fields), parse_time(when))
-    elif message[0] == "flush":
-        ok = service.flush(float(message[2]))
-        with contextlib.suppress(OSError):
-            sock.send(pickle.dumps((message[1], ok)))
-    return True
 
 
 def _child_main(
