@@ -9,7 +9,6 @@ Wrong PIN and a missing token stop `ikeguard run` at start with one line naming 
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from tests.harness.plugin import CLIENT_FQDN, GW_FQDN
 from tests.harness.strongswan import StrongSwanError, StrongSwanPeer
 from tests.harness.swanctl_conf import AuthConfig
 from tests.harness.tokens import Pkcs11Token, softhsm_token, swtpm_token, tpm_add_key
+from tests.harness.workers import worker_pids
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -95,7 +95,7 @@ def test_softhsm_p384_key_signs_ike_auth_for_strongswan_and_cannot_be_exported(
     assert token.pin not in pair.gw.log()
     # the HSM access log: one login at start per process (`workers`, one per core by default), the two
     # signatures aggregated at stop
-    processes = max(1, len(set(re.findall(r"worker (\d+) started", pair.gw.log()))))
+    processes = max(1, len(worker_pids(pair.gw.log())))
     pair.gw.stop()
     events = pair.gw.audit_events()
     logins = [e for e in events if e["event"] == "hsm.login"]

@@ -32,25 +32,13 @@ from tests.harness.interop_pair import (
     strongswan_side,
 )
 from tests.harness.strongswan import StrongSwanError
+from tests.harness.workers import worker_of, worker_pids
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
 B_ADDRESS, MOVED_ADDRESS = "192.0.2.3", "192.0.2.5"
 B_INNER = "198.51.100.250"
 NEW_PORTS = (20000, 20999)
-
-
-def _worker(sa: dict[str, object]) -> int:
-    """The worker named in the first octet of our (responder) SPI."""
-    return int(str(sa["spi_r"]).removeprefix("0x")[:2], 16)
-
-
-def _worker_pids(log: str) -> dict[int, int]:
-    """worker index -> pid of its latest start, from the supervisor's log."""
-    pids: dict[int, int] = {}
-    for index, pid in re.findall(r"worker (\d+) started \(pid (\d+)\)", log):
-        pids[int(index)] = int(pid)
-    return pids
 
 
 def test_two_workers_steering_mobike_and_a_killed_worker(
@@ -65,7 +53,7 @@ def test_two_workers_steering_mobike_and_a_killed_worker(
     left, right = topo.left, topo.right
     gw = ikeguard_side(ikeguard_gateway, right, left, remote_addr="%any", gateway_keys={"workers": 2},
                        conn={"dpd_delay": "2s", "dpd_timeout": "6s"})
-    pids = _worker_pids(gw.log())
+    pids = worker_pids(gw.log())
     assert sorted(pids) == [0, 1], gw.log_tail()
 
     # peer A behind the NAT: IKE_SA_INIT on 500, IKE_AUTH floated to 4500 (NAT detected)
@@ -77,7 +65,7 @@ def test_two_workers_steering_mobike_and_a_killed_worker(
     assert_same_sa(ss_a, sa_a)
     assert (sa_a["remote_addr"], sa_a["local_port"], sa_a["remote_port"]) == (str(topo.public_address), 4500,
                                                                               4500)
-    assert _worker(sa_a) == 0 and (int(sa_a["uniqueid"]) - 1) % 2 == 0
+    assert worker_of(sa_a) == 0 and (int(sa_a["uniqueid"]) - 1) % 2 == 0
 
     # peer B from the router's second address (not masqueraded: its own traffic): the other worker
     router.add_address("outside", f"{B_ADDRESS}/24")
@@ -94,7 +82,7 @@ def test_two_workers_steering_mobike_and_a_killed_worker(
     peer_b.wait_established("ikg", "net")
     sas = gw.wait_sas(lambda sas: len(sas) == 2, timeout=10)
     sa_b = next(sa for sa in sas if sa["remote_addr"] == B_ADDRESS)
-    assert _worker(sa_b) == 1 and (int(sa_b["uniqueid"]) - 1) % 2 == 1
+    assert worker_of(sa_b) == 1 and (int(sa_b["uniqueid"]) - 1) % 2 == 1
     # one control socket for both workers: `conns` counts the IKE SAs of both, `sas --uniqueid` finds B's
     assert gw.request("conns")[0]["ike_sas_up"] == 2
     assert [sa["spi_r"] for sa in gw.sas(uniqueid=int(sa_b["uniqueid"]))] == [sa_b["spi_r"]]
@@ -121,14 +109,14 @@ def test_two_workers_steering_mobike_and_a_killed_worker(
     after = gw.wait_sas(moved, timeout=15, what="worker 0 following peer A's MOBIKE move")
     assert "initiating MOBIKE update" in peer_a.log()
     moved_a = next(sa for sa in after if sa["spi_r"] == sa_a["spi_r"])
-    assert moved_a["uniqueid"] == sa_a["uniqueid"] and _worker(moved_a) == 0
+    assert moved_a["uniqueid"] == sa_a["uniqueid"] and worker_of(moved_a) == 0
     gw.wait_audit(lambda e: e["event"] == "ike.address_changed" and MOVED_ADDRESS in e.get("reason", ""),
                   timeout=5)
 
     # kill worker 1 (peer B's): worker 0 and peer A's SA are not disturbed; worker 1 is restarted
     os.kill(pids[1], signal.SIGKILL)
-    assert wait_until(lambda: _worker_pids(gw.log()).get(1, pids[1]) != pids[1], 10), gw.log_tail()
-    assert _worker_pids(gw.log())[0] == pids[0]
+    assert wait_until(lambda: worker_pids(gw.log()).get(1, pids[1]) != pids[1], 10), gw.log_tail()
+    assert worker_pids(gw.log())[0] == pids[0]
     time.sleep(8)  # > dpd_timeout: several liveness checks of peer A answered by worker 0 meanwhile
     final = gw.sas()
     assert [sa["spi_r"] for sa in final] == [sa_a["spi_r"]], final
@@ -144,4 +132,4 @@ def test_two_workers_steering_mobike_and_a_killed_worker(
     assert wait_until(lambda: not peer_b.list_sas(), 5)
     peer_b.initiate(child="net", ike="ikg")
     sas = gw.wait_sas(lambda sas: any(sa["remote_addr"] == B_ADDRESS for sa in sas), timeout=15)
-    assert _worker(next(sa for sa in sas if sa["remote_addr"] == B_ADDRESS)) == 1
+    assert worker_of(next(sa for sa in sas if sa["remote_addr"] == B_ADDRESS)) == 1

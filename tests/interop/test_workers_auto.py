@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from collections.abc import Callable
 
 import pytest
@@ -22,12 +21,9 @@ from tests.harness.interop_pair import (
     ikeguard_side,
     strongswan_side,
 )
+from tests.harness.workers import worker_pids
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
-
-
-def _started_workers(log: str) -> list[int]:
-    return sorted({int(i) for i in re.findall(r"worker (\d+) started \(pid \d+\)", log)})
 
 
 def test_default_is_one_worker_per_core_or_one_with_the_reason(
@@ -40,7 +36,7 @@ def test_default_is_one_worker_per_core_or_one_with_the_reason(
     product_default = functools.partial(ikeguard_gateway, default_workers=True)  # no `workers` in the file
     gw = ikeguard_side(product_default, right, left)
     expected = list(range(cores)) if cores > 1 else []
-    assert _started_workers(gw.log()) == expected, gw.log_tail()
+    assert sorted(worker_pids(gw.log())) == expected, gw.log_tail()
     peer = strongswan_side(strongswan_peer, left, right)
     peer.initiate(child="net", ike="ikg")
     established = peer.wait_established("ikg", "net")
@@ -54,6 +50,6 @@ def test_default_is_one_worker_per_core_or_one_with_the_reason(
 
     single = ikeguard_side(product_default, right, left, name="keep", conn={"unique": "keep"})
     log = single.log()
-    assert _started_workers(log) == [], single.log_tail()
+    assert sorted(worker_pids(log)) == [], single.log_tail()
     if cores > 1:
         assert "workers = auto: one worker process, because of unique = keep in ikg" in log, single.log_tail()

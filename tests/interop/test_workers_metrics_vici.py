@@ -19,7 +19,6 @@ import contextlib
 import ipaddress
 import os
 import queue
-import re
 import shutil
 import signal
 import socket
@@ -37,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ikeguard.tools.netns import Host, Topology, wait_until
 from tests.harness.interop_pair import GatewayFactory, PeerFactory, ikeguard_side, strongswan_side
 from tests.harness.strongswan import StrongSwanError
+from tests.harness.workers import worker_of, worker_pids
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -61,14 +61,6 @@ def _swanctl(sock: Path, *args: str) -> str:
                           timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
-
-
-def _worker(sa: dict[str, object]) -> int:
-    return int(str(sa["spi_r"]).removeprefix("0x")[:2], 16)
-
-
-def _worker_pids(log: str) -> dict[int, int]:
-    return {int(i): int(p) for i, p in re.findall(r"worker (\d+) started \(pid (\d+)\)", log)}
 
 
 def _scrape(topo: Topology) -> Samples:
@@ -107,7 +99,7 @@ def test_two_workers_one_metrics_endpoint_and_one_vici_socket(
     left, right = topo.left, topo.right
     gw = ikeguard_side(ikeguard_gateway, right, left, remote_addr="%any",
                        gateway_keys={"workers": 2, "metrics": METRICS, "vici": str(sock)})
-    pids = _worker_pids(gw.log())
+    pids = worker_pids(gw.log())
     assert sorted(pids) == [0, 1], gw.log_tail()
 
     peer_a = strongswan_side(strongswan_peer, left, right)
@@ -126,7 +118,7 @@ def test_two_workers_one_metrics_endpoint_and_one_vici_socket(
     peer_a.initiate(child="net", ike="ikg")
     peer_b.initiate(child="net", ike="ikg")
     sas = gw.wait_sas(lambda sas: len(sas) == 2 and all(sa["children"] for sa in sas), timeout=15)
-    assert sorted(_worker(sa) for sa in sas) == [0, 1]
+    assert sorted(worker_of(sa) for sa in sas) == [0, 1]
     sa_b = next(sa for sa in sas if sa["remote_addr"] == B_ADDRESS)
     group = {"connection": "ikg", "peer_group": str(sa_b["remote_id"])}
 
@@ -172,7 +164,7 @@ def test_two_workers_one_metrics_endpoint_and_one_vici_socket(
 
     # SIGKILL worker 1: once restarted, its SA's live gauges are gone; its counted exchanges are kept
     os.kill(pids[1], signal.SIGKILL)
-    assert wait_until(lambda: _worker_pids(gw.log()).get(1, pids[1]) != pids[1], 10), gw.log_tail()
+    assert wait_until(lambda: worker_pids(gw.log()).get(1, pids[1]) != pids[1], 10), gw.log_tail()
 
     def settled() -> bool:
         now = _scrape(topo)
@@ -192,7 +184,7 @@ def test_two_workers_one_metrics_endpoint_and_one_vici_socket(
     assert wait_until(lambda: not peer_b.list_sas(), 5)
     peer_b.initiate(child="net", ike="ikg")
     new_b = gw.wait_sas(lambda sas: len(sas) == 1 and bool(sas[0]["children"]), timeout=15)[0]
-    assert _worker(new_b) == 1
+    assert worker_of(new_b) == 1
     moved = _swanctl(sock, "--redirect", "--ike-id", str(new_b["uniqueid"]), "--gateway", str(right.address))
     assert "redirect completed successfully" in moved, moved
     sent = gw.wait_audit(lambda e: e["event"] == "ike.redirected"

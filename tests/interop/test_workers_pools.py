@@ -33,6 +33,7 @@ from tests.harness.ikeguard_conf import (
 from tests.harness.interop_pair import GatewayFactory, PeerFactory
 from tests.harness.strongswan import StrongSwanError
 from tests.harness.swanctl_conf import AuthConfig, ChildConfig, ConnectionConfig, PskSecret
+from tests.harness.workers import worker_of, worker_pids
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -41,10 +42,6 @@ PSKS = {"alice": "pool-workers-alice-5d1f93c2a7e4", "bob": "pool-workers-bob-81c
 USERS = {"alice": "192.0.2.2", "bob": "192.0.2.3"}
 POOL = "203.0.113.64/29"
 EXPECTED = {"alice": "203.0.113.65", "bob": "203.0.113.66"}
-
-
-def _worker(sa: dict[str, object]) -> int:
-    return int(str(sa["spi_r"]).removeprefix("0x")[:2], 16)
 
 
 def test_one_pool_two_workers_and_a_killed_worker(
@@ -78,7 +75,7 @@ def test_one_pool_two_workers_and_a_killed_worker(
     sas = gw.wait_sas(lambda s: len(s) == 2 and all(sa["children"] for sa in s), timeout=15)
     by_user = {str(sa["name"]).removeprefix("rw-"): sa for sa in sas}
     alice_spi = by_user["alice"]["spi_r"]
-    assert {u: _worker(sa) for u, sa in by_user.items()} == {"alice": 0, "bob": 1}
+    assert {u: worker_of(sa) for u, sa in by_user.items()} == {"alice": 0, "bob": 1}
     assert {u: sa["virtual_ip"] for u, sa in by_user.items()} == EXPECTED
     assert "installing new virtual IP 203.0.113.66" in road.log()
     # swanctl over the supervisor's vici socket: both workers' leases online in the one pool
@@ -105,7 +102,7 @@ def test_one_pool_two_workers_and_a_killed_worker(
     alice_spi = by_user["alice"]["spi_r"]
     assert "activating IKE_REAUTH_COMPLETE task" in road.log()  # the old IKE SA went after the new one
 
-    pids = {int(i): int(p) for i, p in re.findall(r"worker (\d+) started \(pid (\d+)\)", gw.log())}
+    pids = worker_pids(gw.log())
     os.kill(pids[1], signal.SIGKILL)
     assert wait_until(lambda: "worker 1 gone: its 1 virtual IP lease(s) are offline" in gw.log(), 10), \
         gw.log_tail()

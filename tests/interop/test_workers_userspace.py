@@ -38,20 +38,13 @@ from tests.harness.interop_pair import (
 )
 from tests.harness.strongswan import StrongSwanError
 from tests.harness.swanctl_conf import ChildConfig
+from tests.harness.workers import worker_of, worker_pids
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
 B_ADDRESS, B_INNER = "192.0.2.3", "198.51.100.250"
 FLOWS = 16
 REKEY_PACKETS = 1000
-
-
-def _worker(sa: dict[str, Any]) -> int:
-    return int(str(sa["spi_r"]).removeprefix("0x")[:2], 16)
-
-
-def _worker_pids(log: str) -> dict[int, int]:
-    return {int(i): int(p) for i, p in re.findall(r"worker (\d+) started \(pid (\d+)\)", log)}
 
 
 def _ping(ns: Namespace, src: str, dst: str, count: int = 4) -> str:
@@ -89,7 +82,7 @@ def test_two_ike_workers_on_one_userspace_plane(
     # rekeys peer A's Child SA (the upcall path through the supervisor)
     gw = ikeguard_side(ikeguard_gateway, right, left, remote_addr="%any", dataplane="userspace",
                        gateway_keys={"workers": 2, "esp_workers": 2}, child={"rekey_packets": REKEY_PACKETS})
-    pids = _worker_pids(gw.log())
+    pids = worker_pids(gw.log())
     assert sorted(pids) == [0, 1], gw.log_tail()
     assert "2 ESP worker(s)" in gw.log(), gw.log_tail()
 
@@ -100,7 +93,7 @@ def test_two_ike_workers_on_one_userspace_plane(
     peer_a.initiate(child="net", ike="ikg")
     peer_a.wait_established("ikg", "net")
     sas = gw.wait_sas(lambda sas: len(sas) == 1 and bool(sas[0]["children"]), timeout=10)
-    assert _worker(sas[0]) == 0
+    assert worker_of(sas[0]) == 0
 
     # peer B from the router's second address (not masqueraded): IKE worker 1
     router.add_address("outside", f"{B_ADDRESS}/24")
@@ -114,9 +107,9 @@ def test_two_ike_workers_on_one_userspace_plane(
     peer_b.wait_established("ikg", "net")
     sas = gw.wait_sas(lambda sas: len(sas) == 2 and all(sa["children"] for sa in sas), timeout=10)
     sa_a = next(sa for sa in sas if sa["remote_addr"] == str(topo.public_address))
-    assert _worker(sa_a) == 0
+    assert worker_of(sa_a) == 0
     sa_b = next(sa for sa in sas if sa["remote_addr"] == B_ADDRESS)
-    assert _worker(sa_b) == 1 and (int(sa_b["uniqueid"]) - 1) % 2 == 1
+    assert worker_of(sa_b) == 1 and (int(sa_b["uniqueid"]) - 1) % 2 == 1
     assert {_child(sas, B_ADDRESS)["spi_in"]} != {_child(sas, str(topo.public_address))["spi_in"]}
 
     # both tunnels carry pings; the counters reach each owning worker's view
@@ -148,8 +141,8 @@ def test_two_ike_workers_on_one_userspace_plane(
     assert wait_until(lambda: all_removed.search(gw.log()), 10), gw.log_tail()
     out = _ping(left.namespace, str(left.subnet_address), str(right.subnet_address))
     assert " 0% packet loss" in out, out + gw.log_tail()
-    assert wait_until(lambda: _worker_pids(gw.log()).get(1, pids[1]) != pids[1], 10), gw.log_tail()
-    assert _worker_pids(gw.log())[0] == pids[0]
+    assert wait_until(lambda: worker_pids(gw.log()).get(1, pids[1]) != pids[1], 10), gw.log_tail()
+    assert worker_pids(gw.log())[0] == pids[0]
 
     # the restarted worker 1 takes B's new SA, which carries pings again
     with contextlib.suppress(StrongSwanError):
@@ -159,7 +152,7 @@ def test_two_ike_workers_on_one_userspace_plane(
     peer_b.wait_established("ikg", "net")
     sas = gw.wait_sas(lambda sas: any(sa["remote_addr"] == B_ADDRESS and sa["children"] for sa in sas),
                       timeout=15)
-    assert _worker(next(sa for sa in sas if sa["remote_addr"] == B_ADDRESS)) == 1
+    assert worker_of(next(sa for sa in sas if sa["remote_addr"] == B_ADDRESS)) == 1
     out = _ping(router, B_INNER, str(right.subnet_address))
     assert " 0% packet loss" in out, out + gw.log_tail()
     out = _ping(left.namespace, str(left.subnet_address), str(right.subnet_address))
