@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import secrets
 import socket
 import subprocess
@@ -92,6 +93,13 @@ def event_from_json(obj: dict[str, Any]) -> DataPlaneEvent | None:
 
 
 # ---------------------------------------------------------------------------------------------- supervisor
+def _child_environment() -> dict[str, str]:
+    """Our environment with our import path as PYTHONPATH, so that ``python -m ikeguard...`` finds the package
+    wherever this process found it (a console script that sets ``sys.path`` itself, as multiprocessing's
+    spawn passes ``sys.path`` to its children)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
 class _Plane:
     """One standalone plane process (one IP version) and its JSON command channel."""
 
@@ -150,7 +158,7 @@ class PlaneHost:
             process = subprocess.Popen(
                 [sys.executable, "-m", "ikeguard.dataplane.userspace", str(path)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                pass_fds=[s.fileno() for s in socks])
+                pass_fds=[s.fileno() for s in socks], env=_child_environment())
             plane = _Plane(version, process)
             self.planes[version] = plane
             assert process.stdout is not None
