@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import pickle
 import select
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,68 @@ def test_flush_ignores_an_answer_meant_for_a_dead_predecessor(tmp_path: Path) ->
         store = AuditStore(tmp_path / "s", create=False)
         assert any(r.body.get("ike_uniqueid") == 1 for r in store.records())
         store.close()
+    finally:
+        relay.close()
+        conn.close()
+        service.close()
+
+
+def test_a_stalled_audit_process_costs_a_worker_bounded_memory_and_the_loss_is_recorded(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The audit process stopped (SIGSTOP: a hung disk) while a worker keeps recording: at most MAX_QUEUED
+    records wait in the worker; the rest are counted, and once the process runs again the trail holds every
+    kept record plus ``audit.store.failed`` records naming how many were lost (one per batch that carried a
+    loss): kept + lost = recorded."""
+    monkeypatch.setattr("ikeguard.service.workers.MAX_QUEUED", 100)
+    service = IsolatedAuditService(tmp_path / "s", channels=1)
+    service.start()
+    relay, conn = _worker_end(service, 0, [])
+    child = service._proc.pid
+    assert child is not None
+    try:
+        os.kill(child, signal.SIGSTOP)
+        try:
+            for i in range(20_000):
+                relay.record(sample_event(i))
+            assert relay.pending <= 100
+        finally:
+            os.kill(child, signal.SIGCONT)
+        relay.record(sample_event(20_000))  # the next batch carries the loss
+        assert relay.flush(30)
+        store = AuditStore(tmp_path / "s", create=False)
+        bodies = [r.body for r in store.records()]
+        store.close()
+        kept = sum(1 for b in bodies if b["event"] in ("ike.up", "auth.failure"))
+        lost = [b for b in bodies if b["event"] == "audit.store.failed"]
+        assert lost and all("audit process did not take them" in str(b["reason"]) for b in lost)
+        assert kept + sum(int(b["details"]["lost"]) for b in lost) == 20_001  # type: ignore[index]
+    finally:
+        relay.close()
+        conn.close()
+        service.close()
+
+
+def test_a_dead_audit_process_costs_the_writer_bounded_memory(tmp_path: Path, monkeypatch: Any) -> None:
+    """The audit process killed: the gateway refuses new SAs (``refuse_new_sas``) and what existing SAs
+    still record waits bounded (MAX_QUEUED), in a worker's relay and in the one-process writer alike."""
+    monkeypatch.setattr("ikeguard.service.workers.MAX_QUEUED", 100)
+    monkeypatch.setattr("ikeguard.audit.isolated.MAX_QUEUED", 100)
+    service = IsolatedAuditService(tmp_path / "s", channels=1)
+    service.start()
+    relay, conn = _worker_end(service, 0, [])
+    try:
+        service._proc.kill()
+        service._proc.join(10)
+        assert service.refuse_new_sas
+        for i in range(5_000):
+            relay.record(sample_event(i))
+            service.record(sample_event(i))
+        time.sleep(0.1)  # the senders find the channel and the pipe closed
+        for i in range(5_000):
+            relay.record(sample_event(i))
+            service.record(sample_event(i))
+        assert relay.pending <= 100 and len(service._buf) <= 100
     finally:
         relay.close()
         conn.close()

@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
 from ikeguard.audit.events import AuditEvent, Outcome, event_from_fields
-from ikeguard.audit.service import AuditService, SinkSpec
+from ikeguard.audit.service import MAX_QUEUED, AuditService, SinkSpec, lost_records_event
 from ikeguard.audit.sinks.forwarder import ForwarderSettings
 from ikeguard.audit.store import parse_time, rfc3339, utc_now
 
@@ -170,6 +170,7 @@ class IsolatedAuditService:
         )
         self._child_ends = [reader for _, reader in pairs]
         self._buf: list[tuple[dict[str, Any], str]] = []
+        self._lost = 0  # records refused while MAX_QUEUED were waiting (the child stalled or gone)
         self._cond = threading.Condition()
         self._submitted = 0
         self._closing = False
@@ -195,9 +196,13 @@ class IsolatedAuditService:
         return self._channels[index]
 
     def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None:
-        """Queue an event; never blocks on the disk or the SIEM."""
+        """Queue an event; never blocks on the disk or the SIEM (bounded: beyond ``MAX_QUEUED`` waiting
+        records the loss is counted and recorded with the next batch that gets through)."""
         item = (event.fields_dict(), rfc3339(now or utc_now()))
         with self._cond:
+            if len(self._buf) >= MAX_QUEUED:
+                self._lost += 1
+                return
             self._buf.append(item)
             self._submitted += 1
             if len(self._buf) in (1, SEND_BATCH):
@@ -213,12 +218,20 @@ class IsolatedAuditService:
                                         SEND_DELAY)
                 self._urgent = False
                 batch, self._buf = self._buf, []
+                if self._lost:
+                    batch.append((lost_records_event(self._lost, "the audit process did not take them")
+                                  .fields_dict(), rfc3339(utc_now())))
+                    self._submitted += 1
+                    self._lost = 0
                 closing = self._closing
-            if batch:
-                self._conn.send(batch)
-                last_send = time.monotonic()
-            if closing and not batch:
-                self._conn.send(None)
+            try:
+                if batch:
+                    self._conn.send(batch)
+                    last_send = time.monotonic()
+                if closing and not batch:
+                    self._conn.send(None)
+                    return
+            except OSError:  # the audit process is gone: ``healthy`` says so, new SAs are refused
                 return
 
     @property

@@ -45,6 +45,13 @@ def admin_command_event(command: str, uid: int, *, outcome: Outcome = Outcome.SU
                       connection=connection, details={"command": command, "uid": uid})
 
 
+def lost_records_event(lost: int, why: str) -> AuditEvent:
+    """The record that stands for ``lost`` events a full queue could not keep (``MAX_QUEUED``): the loss is
+    itself on the trail (PCI DSS 10.7), written with the next batch that gets through."""
+    return AuditEvent(EventName.AUDIT_STORE_FAILED, Outcome.FAILURE, reason=f"{lost} events lost: {why}",
+                      details={"lost": lost})
+
+
 @dataclass(frozen=True)
 class SinkSpec:
     """One ``[[audit.sinks]]`` entry with paths resolved."""
@@ -193,9 +200,7 @@ class AuditService:
                 self._in_flight = len(batch)
                 dropped, self.dropped = self.dropped, 0
             if dropped:
-                batch.append((AuditEvent(EventName.AUDIT_STORE_FAILED, Outcome.FAILURE,
-                                         reason=f"{dropped} events lost: the store could not keep up",
-                                         details={"lost": dropped}), utc_now()))
+                batch.append((lost_records_event(dropped, "the store could not keep up"), utc_now()))
             try:
                 self.store.append_batch(batch)
             except AuditStoreError:

@@ -71,6 +71,7 @@ from typing import Any
 
 from ikeguard.audit.events import AuditEvent, EventName, event_from_fields
 from ikeguard.audit.isolated import CHANNEL_MESSAGE
+from ikeguard.audit.service import MAX_QUEUED, lost_records_event
 from ikeguard.audit.store import parse_time, rfc3339, utc_now
 from ikeguard.service.reuseport import open_group
 
@@ -187,6 +188,7 @@ class AuditRelay:
                 self._channel = socket.socket(fileno=recv_handle(conn))
         self._flushes = 0
         self._buf: list[tuple[dict[str, Any], str]] = []
+        self._lost = 0  # records refused while MAX_QUEUED were waiting (the audit process stalled or gone)
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
         self._closing = False
@@ -195,13 +197,17 @@ class AuditRelay:
         self._sender.start()
 
     def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None:
-        """Queue an event for the trail writer; never blocks on it."""
+        """Queue an event for the trail writer; never blocks on it (bounded: beyond ``MAX_QUEUED`` waiting
+        records the loss is counted and recorded with the next batch that gets through)."""
         fields = event.fields_dict()
         if self._replace and event.event is EventName.IKE_UP and event.connection in self._replace:
             with contextlib.suppress(OSError), self._send_lock:
                 self._conn.send(("up", {"event": fields["event"], "connection": event.connection,
                                         "remote_id": event.remote_id}))
         with self._cond:
+            if len(self._buf) >= MAX_QUEUED:
+                self._lost += 1
+                return
             self._buf.append((fields, rfc3339(now or utc_now())))
             if self._idle:
                 self._idle = False
@@ -210,6 +216,10 @@ class AuditRelay:
     def _take(self) -> list[tuple[dict[str, Any], str]]:
         with self._cond:
             batch, self._buf = self._buf, []
+            lost, self._lost = self._lost, 0
+        if lost:
+            batch.append((lost_records_event(lost, "the audit process did not take them").fields_dict(),
+                          rfc3339(utc_now())))
         return batch
 
     def _send(self, batch: list[tuple[dict[str, Any], str]]) -> None:
