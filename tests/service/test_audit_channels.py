@@ -27,7 +27,7 @@ def _worker_end(service: IsolatedAuditService, index: int,
                 notices: list[tuple[int, dict[str, Any]]]) -> tuple[AuditRelay, Any]:
     here, there = mp.Pipe(duplex=True)
     AuditHub(service, lambda i, fields: notices.append((i, fields))).attach(index, here, os.getpid())
-    relay = AuditRelay(there, [0, 0, 0], frozenset({"roadwarriors"}))
+    relay = AuditRelay(there, [0, 0, 0], lambda connection: connection == "roadwarriors")
     return relay, here
 
 
@@ -46,18 +46,24 @@ def test_worker_records_reach_the_one_trail_directly(tmp_path: Path) -> None:
             relays[0][0].record(sample_event(i))
         relays[1][0].record(AuditEvent(EventName.IKE_UP, connection="roadwarriors", remote_id="peer.example"))
         relays[1][0].record(AuditEvent(EventName.IKE_UP, connection="other", remote_id="peer.example"))
+        relays[0][0].record(AuditEvent(EventName.IKE_UP, connection="other", remote_id="rebooted.example",
+                                       details={"initial_contact": "yes", "eap_identity": "alice"}))
         assert relays[0][0].flush(20) and relays[1][0].flush(20)
         assert service.flush(20)
         store = AuditStore(tmp_path / "s", create=False)
         events = [r.body["event"] for r in store.records()]
         store.close()
-        assert sum(1 for e in events if e in ("ike.up", "auth.failure")) == 300 + 30 + 3000 + 2
-        # unique = replace: only the replace connection's ike.up is told to the supervisor (its hub thread)
+        assert sum(1 for e in events if e in ("ike.up", "auth.failure")) == 300 + 30 + 3000 + 3
+        # told to the supervisor (its hub threads): the ike.up of a unique = replace connection and one after
+        # INITIAL_CONTACT (named as the engine's uniqueness index names the peer), no other
         deadline = time.monotonic() + 10
-        while not notices and time.monotonic() < deadline:
+        while len(notices) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert notices == [(1, {"event": "ike.up", "connection": "roadwarriors",
-                                "remote_id": "peer.example"})]
+        time.sleep(0.1)
+        assert sorted(notices, key=lambda n: n[0]) == [
+            (0, {"connection": "other", "initial_contact": True, "peer": "rebooted.example (user alice)"}),
+            (1, {"connection": "roadwarriors", "initial_contact": False, "peer": "peer.example"}),
+        ]
     finally:
         for relay, conn in relays:
             relay.close()

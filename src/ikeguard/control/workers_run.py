@@ -45,7 +45,6 @@ from ikeguard.service.workers import (
     derive_secret,
     join_worker,
     open_groups,
-    unique_replace_target,
     unsupported,
     worker_count,
     worker_socket_path,
@@ -137,19 +136,19 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
                              audit: Any, config_path: Path, profile_override: str | None, state: SharedState,
                              plane: PlaneHost | None, pools: list[WorkerPool]) -> int:
     loop = asyncio.get_running_loop()
-    replace = {name for name, conn in plan.connections.items() if conn.unique == "replace"}
     pool: WorkerPool | None = None
 
-    def replaced(index: int, fields: dict[str, Any]) -> None:  # an audit hub thread
-        target = unique_replace_target(fields, replace)
-        if target is not None and pool is not None:
+    def superseded(index: int, notice: dict[str, Any]) -> None:  # an audit hub thread
+        """An ``ike.up`` in worker ``index`` supersedes the peer's SAs in the others
+        (``uniqueness_notice``)."""
+        if pool is not None:
             for other in range(workers):
                 if other != index:
-                    loop.call_soon_threadsafe(pool.command, other, ("replace", *target, index))
+                    loop.call_soon_threadsafe(pool.command, other, ("superseded", notice, index))
 
     for record in startup_records(plan):
         audit.record(record)
-    hub = AuditHub(audit, replaced)
+    hub = AuditHub(audit, superseded)
     pool = WorkerPool(workers, worker_main, (str(config_path), profile_override), groups, hub, state, plane)
     pools.append(pool)
     stop_metrics: Callable[[], None] | None = None
@@ -280,8 +279,7 @@ def worker_main(index: int, workers: int,
     except (Exception, DataPlaneUnavailable) as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)
-    audit = AuditRelay(audit_conn, shared,
-                       frozenset(name for name, conn in plan.connections.items() if conn.unique == "replace"))
+    audit = AuditRelay(audit_conn, shared)
     try:
         asyncio.run(_serve_worker(index, workers, sockets, audit, command_conn, shared, cookie_seed, plan,
                                   dataplane, Path(config_path), profile_override, parent, clients))
@@ -299,6 +297,12 @@ async def _serve_worker(index: int, workers: int,
     from ikeguard.service.gateway import Gateway
 
     gateway = Gateway(plan, audit=audit, dataplane=dataplane)
+
+    def replaces(connection: str) -> bool:  # the current plan: a reload may change ``unique``
+        conn = gateway.plan.connections.get(connection)
+        return conn is not None and conn.unique == "replace"
+
+    audit.replaces = replaces
     publish = join_worker(gateway, index, workers, shared, cookie_seed, sockets)
     leases = BrokerClient.connect(broker_path(plan.state_dir), derive_secret(cookie_seed, "leases"), index)
     use_broker(gateway, leases)  # virtual IPs: the supervisor holds every worker's leases
@@ -323,11 +327,16 @@ async def _serve_worker(index: int, workers: int,
         except (EOFError, OSError):
             loop.remove_reader(command_conn.fileno())
             return
-        if message[0] == "replace":  # unique = replace: the peer came up in another worker
-            _, conn, peer, where = message
-            with contextlib.suppress(Exception):
-                gateway.terminate(conn=conn, peer=peer,
-                                  reason=f"unique=replace: superseded by an IKE SA in worker {where}")
+        if message[0] == "superseded":  # the peer came up in another worker (INITIAL_CONTACT, unique)
+            _, notice, where = message
+            peer, initial_contact = notice["peer"], bool(notice["initial_contact"])
+            reason = (f"INITIAL_CONTACT from {peer} in an IKE SA of worker {where}" if initial_contact
+                      else f"unique=replace: superseded by an IKE SA in worker {where}")
+            try:
+                gateway.superseded_elsewhere(notice["connection"], peer, reason,
+                                             initial_contact=initial_contact)
+            except Exception:
+                log.exception("worker %d: could not end the IKE SAs %s superseded", index, peer)
         elif message[0] == "plane_event" and clients:  # a lifetime upcall for one of our Child SAs
             clients[0].deliver(message[1])
 

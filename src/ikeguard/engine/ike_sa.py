@@ -623,7 +623,12 @@ class IkeSa:
         ppk = ({"ppk": "used" if self.ppk_used else "not used"}  # RFC 8784: say whether the PPK was used
                if self.conn is not None and self.conn.ppk is not None else {})
         self.audit(EventName.AUTH_SUCCESS, Outcome.SUCCESS, **ppk)
-        self.audit(EventName.IKE_UP, Outcome.SUCCESS)
+        # who the peer is for uniqueness, and whether it said it rebooted (RFC 7296 §2.4): workers in other
+        # processes end their SAs with this peer on these details (service/workers.py uniqueness_notice)
+        up: dict[str, str] = {"eap_identity": self.eap_identity} if self.eap_identity else {}
+        if self.peer.initial_contact and not self.initiator:
+            up["initial_contact"] = "yes"
+        self.audit(EventName.IKE_UP, Outcome.SUCCESS, **up)
         lifecycle.schedule_ike(self)
         if self.ctx.established_hook is not None:
             self.ctx.established_hook(self)

@@ -29,6 +29,7 @@ from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, Engine
 from ikeguard.engine.exchanges import RULES, initiator_setup
 from ikeguard.engine.ha_restore import DEFAULT_SEQ_MARGIN, restore_ike_sa
 from ikeguard.engine.ha_state import EspSequence, IkeSaRecord, RecordError, export_ike_sa, exportable
+from ikeguard.engine.identity import peer_identity
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.message import InMessage, MessageError, decode_message
 from ikeguard.engine.pending import answered, relay_answered, signature_made
@@ -750,26 +751,45 @@ class IkeManager:
             return
         unique = sa.conn.unique
         if sa.peer.initial_contact and not sa.initiator:
-            for other in others:  # the peer rebooted: its old SAs are gone, drop ours without a DELETE
-                other.close(f"INITIAL_CONTACT from {_peer_identity(sa)} in IKE SA {sa.uniqueid}")
-                self._forget_if_closed(other)
+            self._end_superseded(others, f"INITIAL_CONTACT from {_peer_identity(sa)} in IKE SA {sa.uniqueid}",
+                                 initial_contact=True)
         elif unique == "replace":
-            for other in others:
-                commands.delete_ike(other, f"unique=replace: superseded by IKE SA {sa.uniqueid}")
-                other.start_next()
+            self._end_superseded(others, f"unique=replace: superseded by IKE SA {sa.uniqueid}",
+                                 initial_contact=False)
         elif unique == "keep":
             commands.delete_ike(sa, f"unique=keep: {_peer_identity(sa)} already has IKE SA "
                                     f"{others[0].uniqueid}")
+
+    def _end_superseded(self, others: Iterable[IkeSa], reason: str, *, initial_contact: bool) -> None:
+        """End IKE SAs a newer one with the same peer supersedes: after INITIAL_CONTACT the peer has
+        rebooted and its side of them is gone, so they are dropped without a DELETE (RFC 7296 §2.4); for
+        ``unique = replace`` they are deleted."""
+        for other in others:
+            if initial_contact:
+                other.close(reason)
+                self._forget_if_closed(other)
+            else:
+                commands.delete_ike(other, reason)
+                other.start_next()
+
+    def superseded_elsewhere(self, conn: str, identity: str, reason: str, *, initial_contact: bool,
+                             now: float) -> int:
+        """An IKE SA with peer ``identity`` of connection ``conn`` came up in another worker process (issue
+        22) with INITIAL_CONTACT, or under ``unique = replace``: end our established IKE SAs with that peer as
+        :meth:`_enforce_uniqueness` does in one process; how many. One index lookup, never a scan."""
+        self.ctx.now = now
+        others = [o for o in self._by_peer.get((conn, identity), {}).values()
+                  if o.state is not IkeState.CLOSED and o.established_at is not None and o.rekeyed_by is None]
+        self._end_superseded(others, reason, initial_contact=initial_contact)
+        return len(others)
 
     def _trace(self, reason: str, remote: Endpoint) -> None:
         self.ctx.outputs.append(DatagramDropped(reason, str(remote)))
 
 
 def _peer_identity(sa: IkeSa) -> str:
-    """Who the peer is for INITIAL_CONTACT and ``unique``: the user of the last round when EAP
-    authenticated one (several users may share a device certificate, as strongSwan keys on the EAP
-    identity), else the authenticated IKE identity."""
-    return f"{sa.remote_id} (user {sa.eap_identity})" if sa.eap_identity else sa.remote_id
+    return peer_identity(sa.remote_id, sa.eap_identity)
+
 
 
 def _scan_init(data: bytes) -> tuple[bytes, bytes] | None:

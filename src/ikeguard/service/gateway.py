@@ -708,6 +708,14 @@ class Gateway:
         """DELETE the selected IKE SAs (or only their Child SAs named ``child``); how many were acted on."""
         return self._act("terminate", uniqueid, peer, conn, child, reason)
 
+    def superseded_elsewhere(self, conn: str, peer: str, reason: str, *, initial_contact: bool) -> int:
+        """Another worker set up an IKE SA with ``peer`` of ``conn`` that supersedes ours (INITIAL_CONTACT
+        or ``unique = replace``: ``IkeSaManager.superseded_elsewhere``); how many of ours ended."""
+        count = self.engine.superseded_elsewhere(conn, peer, reason, initial_contact=initial_contact,
+                                                 now=time.time())
+        self.pump()
+        return count
+
     def rekey(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,
               child: str | None = None) -> int:
         """Rekey the selected IKE SAs (or their Child SAs named ``child``); how many were acted on."""

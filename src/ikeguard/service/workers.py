@@ -22,8 +22,10 @@ What must be global is kept by the supervisor:
   from one seed per period (``CookieJar.share``), so every worker makes and accepts the same cookies.
   ``block_threshold`` (per peer address) needs no sharing: one address's IKE_SA_INIT requests reach one
   worker.
-* ``unique = replace``: an ``ike.up`` record from one worker makes the supervisor tell the other workers to
-  delete that peer's IKE SAs of that connection (within a worker the engine does it as before).
+* INITIAL_CONTACT and ``unique = replace``: an ``ike.up`` from one worker whose peer sent INITIAL_CONTACT,
+  or whose connection has ``unique = replace`` in the worker's current configuration, makes the supervisor
+  tell the other workers to end that peer's IKE SAs of that connection, dropped without a DELETE after
+  INITIAL_CONTACT (RFC 7296 §2.4), deleted for ``replace`` (within a worker the engine does it as before).
 * virtual IP pools (RFC 7296 §3.15): the supervisor owns every lease and persists ``leases.json``; workers ask
   it over an owner-only socket (:mod:`ikeguard.service.pool_broker`, which says why not a partition); a dead
   worker's leases go offline, kept for their users.
@@ -73,6 +75,7 @@ from ikeguard.audit.events import AuditEvent, EventName, event_from_fields
 from ikeguard.audit.isolated import CHANNEL_MESSAGE
 from ikeguard.audit.service import MAX_QUEUED, lost_records_event
 from ikeguard.audit.store import parse_time, rfc3339, utc_now
+from ikeguard.engine.identity import peer_identity
 from ikeguard.service.reuseport import open_group
 
 log = logging.getLogger("ikeguard.service")
@@ -178,10 +181,11 @@ class AuditRelay:
     connection with ``unique = replace`` is told to the supervisor on the pipe as well (it deletes the peer's
     SAs in the other workers)."""
 
-    def __init__(self, conn: Connection, shared: Any, replace: frozenset[str] = frozenset()) -> None:
+    def __init__(self, conn: Connection, shared: Any,
+                 replaces: Callable[[str], bool] = lambda connection: False) -> None:
         self._conn = conn
         self._shared = shared
-        self._replace = replace
+        self.replaces = replaces  # whether a connection has unique = replace now (the gateway's plan)
         self._channel: socket.socket | None = None
         with contextlib.suppress(EOFError, OSError):
             if conn.poll(30.0) and conn.recv() == ("channel", True):
@@ -200,10 +204,11 @@ class AuditRelay:
         """Queue an event for the trail writer; never blocks on it (bounded: beyond ``MAX_QUEUED`` waiting
         records the loss is counted and recorded with the next batch that gets through)."""
         fields = event.fields_dict()
-        if self._replace and event.event is EventName.IKE_UP and event.connection in self._replace:
-            with contextlib.suppress(OSError), self._send_lock:
-                self._conn.send(("up", {"event": fields["event"], "connection": event.connection,
-                                        "remote_id": event.remote_id}))
+        if event.event is EventName.IKE_UP:
+            notice = uniqueness_notice(event, self.replaces)
+            if notice is not None:
+                with contextlib.suppress(OSError), self._send_lock:
+                    self._conn.send(("up", notice))
         with self._cond:
             if len(self._buf) >= MAX_QUEUED:
                 self._lost += 1
@@ -332,9 +337,9 @@ class AuditHub:
     one), then reads the worker's pipe: ``unique = replace`` notices, and records and flushes of a worker
     without a channel."""
 
-    def __init__(self, audit: Any, on_record: Callable[[int, dict[str, Any]], None]) -> None:
+    def __init__(self, audit: Any, on_up: Callable[[int, dict[str, Any]], None]) -> None:
         self.audit = audit
-        self.on_record = on_record
+        self.on_up = on_up
 
     def attach(self, index: int, conn: Connection, pid: int | None = None) -> threading.Thread:
         """Give worker ``index`` its channel, then read its pipe until it closes."""
@@ -363,12 +368,10 @@ class AuditHub:
                 return
             if kind == "up":
                 with contextlib.suppress(Exception):
-                    self.on_record(index, body)
+                    self.on_up(index, body)
             elif kind == "records":
                 for fields, when in body:
                     self.audit.record(event_from_fields(fields), parse_time(when))
-                    with contextlib.suppress(Exception):
-                        self.on_record(index, fields)
             elif kind == "flush":
                 ok = self.audit.flush(float(body))
                 with contextlib.suppress(OSError):
@@ -561,11 +564,13 @@ class WorkerPool:
                     conn.close()
 
 
-def unique_replace_target(fields: dict[str, Any], replace_conns: set[str]) -> tuple[str, str] | None:
-    """(connection, remote identity) whose IKE SAs in the other workers an ``ike.up`` record supersedes."""
-    if fields.get("event") != EventName.IKE_UP.value:
+def uniqueness_notice(event: AuditEvent, replaces: Callable[[str], bool]) -> dict[str, Any] | None:
+    """What the other workers must hear of an ``ike.up``, or None: the peer said it rebooted
+    (INITIAL_CONTACT, RFC 7296 §2.4: their SAs with it are dead) or its connection has ``unique = replace``.
+    The peer is named as the engine's uniqueness index names it (``peer_identity``: the EAP user if any)."""
+    initial_contact = event.details.get("initial_contact") == "yes"
+    if not event.remote_id or not (initial_contact or replaces(event.connection)):
         return None
-    conn, peer = fields.get("connection"), fields.get("remote_id")
-    if isinstance(conn, str) and conn in replace_conns and isinstance(peer, str) and peer:
-        return conn, peer
-    return None
+    eap = event.details.get("eap_identity")
+    return {"connection": event.connection, "initial_contact": initial_contact,
+            "peer": peer_identity(event.remote_id, eap if isinstance(eap, str) else "")}
