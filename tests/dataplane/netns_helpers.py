@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,20 @@ def nettool(ns: Namespace, *args: str) -> subprocess.Popen[str]:
 def wait_listening(proc: subprocess.Popen[str]) -> None:
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "listening"
+
+
+def esp_streams(frames: list[bytes]) -> dict[int, list[int]]:
+    """ESP-in-UDP sequence numbers on the wire by SPI (keepalives and IKE, with a zero marker, left out)."""
+    seqs: dict[int, list[int]] = defaultdict(list)
+    for payload in udp_payloads(frames):
+        if len(payload) >= 8 and payload[:4] != b"\x00\x00\x00\x00":
+            spi, seq = struct.unpack_from("!II", payload)
+            seqs[spi].append(seq)
+    return seqs
+
+
+def assert_one_sender_each(seqs: dict[int, list[int]]) -> None:
+    """One sender per SA (issue 22, AES-GCM nonce safety): no sequence number twice, none out of order."""
+    for spi, stream in seqs.items():
+        assert len(stream) == len(set(stream)), f"SPI {spi:08x}: a sequence number sent twice"
+        assert stream == sorted(stream), f"SPI {spi:08x}: numbers out of order on the wire (two senders?)"

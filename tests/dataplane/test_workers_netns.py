@@ -7,7 +7,6 @@ other worker (RFC 9611 per-resource SAs): both carry traffic, nothing is handed 
 
 from __future__ import annotations
 
-import struct
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,14 @@ import pytest
 
 from ikeguard.dataplane.userspace.steering import esp_program, worker_of_spi
 from ikeguard.tools.netns import NetnsLab, Topology
-from tests.dataplane.netns_helpers import Capture, DataPlaneProcess, SaPair, start_planes, udp_payloads
+from tests.dataplane.netns_helpers import (
+    Capture,
+    DataPlaneProcess,
+    SaPair,
+    assert_one_sender_each,
+    esp_streams,
+    start_planes,
+)
 
 pytestmark = pytest.mark.root
 FLOWS = 16
@@ -41,21 +47,6 @@ def _flows(topo: Topology, port: int) -> None:
     topo.left.namespace.run("python3", "-c", script, str(topo.right.subnet_address), str(port), timeout=60)
 
 
-def _streams(frames: list[bytes]) -> dict[int, list[int]]:
-    seqs: dict[int, list[int]] = defaultdict(list)
-    for payload in udp_payloads(frames):
-        if len(payload) >= 8 and payload[:4] != b"\x00\x00\x00\x00":
-            spi, seq = struct.unpack_from("!II", payload)
-            seqs[spi].append(seq)
-    return seqs
-
-
-def _one_sender_each(seqs: dict[int, list[int]]) -> None:
-    for spi, stream in seqs.items():
-        assert len(stream) == len(set(stream)), f"SPI {spi:08x}: a sequence number sent twice"
-        assert stream == sorted(stream), f"SPI {spi:08x}: numbers out of order on the wire (two senders?)"
-
-
 def _holders(plane: DataPlaneProcess) -> tuple[dict[tuple[str, str], list[int]], list[dict[str, Any]]]:
     counters = plane.cmd(op="counters")
     holders: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -73,9 +64,9 @@ def test_two_workers_one_sender_per_sa_and_per_resource_sas(tmp_path: Path) -> N
             bpf = f"udp port 4500 and src host {topo.left.address}"
             cap = Capture(topo.left.namespace, "eth0", bpf, tmp_path / "one.pcap")
             _flows(topo, 9000)
-            seqs = _streams(cap.stop())
+            seqs = esp_streams(cap.stop())
             assert set(seqs) == {0x1000}
-            _one_sender_each(seqs)
+            assert_one_sender_each(seqs)
             holders, workers = _holders(left)
             assert holders[("00001000", "out")] == [0] and holders[("00002000", "in")] == [0]
             # the flows the kernel queued to worker 1 were handed to worker 0, the SA's only sender
@@ -89,9 +80,9 @@ def test_two_workers_one_sender_per_sa_and_per_resource_sas(tmp_path: Path) -> N
             before = workers[1]["stats"]["handed_off"]
             cap = Capture(topo.left.namespace, "eth0", bpf, tmp_path / "two.pcap")
             _flows(topo, 9001)
-            seqs = _streams(cap.stop())
+            seqs = esp_streams(cap.stop())
             assert 0x1001 in seqs, "no flow used the second worker's SA"
-            _one_sender_each(seqs)
+            assert_one_sender_each(seqs)
             holders, workers = _holders(left)
             for key, worker in ((("00001000", "out"), 0), (("00001001", "out"), 1), (("00002000", "in"), 0),
                                 (("00002001", "in"), 1)):

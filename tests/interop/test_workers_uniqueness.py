@@ -1,5 +1,5 @@
-"""Issue 22, IKE on every core: a peer's new IKE SA in one worker ends its old IKE SAs in the other workers, as
-one process does: after INITIAL_CONTACT (RFC 7296 §2.4, strongSwan's default ``unique = no``) and under
+"""Issue 22, IKE on every core: a peer's new IKE SA in one worker ends its old IKE SAs in the other workers,
+as one process does: after INITIAL_CONTACT (RFC 7296 §2.4, strongSwan's default ``unique = no``) and under
 ``unique = replace``, also when a reload turned ``replace`` on after the workers started.
 
 A strongSwan peer (the same identity throughout) comes up from 192.0.2.2, which the source spread sends to
@@ -86,7 +86,7 @@ def test_initial_contact_and_unique_replace_reach_the_other_worker(
     third.wait_established("ikg", "net")
     assert "N(INIT_CONTACT)" not in third.log()
 
-    def replaced(sas: list[dict[str, Any]]) -> bool:  # the superseded SA: DELETE sent (to a dead peer) or gone
+    def replaced(sas: list[dict[str, Any]]) -> bool:  # the superseded SA: DELETE sent (dead peer) or gone
         return [sa["uniqueid"] for sa in sas if sa["state"] == "established"] == [last_id()]
 
     def last_id() -> int | None:

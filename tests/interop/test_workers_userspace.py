@@ -25,8 +25,7 @@ import pytest
 
 from ikeguard.service.reuseport import spread_index
 from ikeguard.tools.netns import Host, Namespace, Topology, wait_until
-from tests.dataplane.netns_helpers import Capture
-from tests.dataplane.test_workers_netns import _one_sender_each, _streams
+from tests.dataplane.netns_helpers import Capture, assert_one_sender_each, esp_streams
 from tests.harness.interop_pair import (
     CHILD,
     ESP_PROPOSAL,
@@ -125,11 +124,11 @@ def test_two_ike_workers_on_one_userspace_plane(
     # one sender per SA: 16 flows into the multi-queue TUN (both ESP workers read them), one SPI on the wire
     cap = Capture(right.namespace, "eth0", f"udp port 4500 and src host {right.address}", tmp_path / "a.pcap")
     _flows(right.namespace, str(right.subnet_address), str(left.subnet_address))
-    seqs = _streams(cap.stop())
+    seqs = esp_streams(cap.stop())
     spi_out_a = int(_child(sas, str(topo.public_address))["spi_out"], 16)
     captured = {k: len(v) for k, v in seqs.items()}
     assert spi_out_a in seqs and sum(captured.values()) >= FLOWS * 100 // 2, captured
-    _one_sender_each(seqs)
+    assert_one_sender_each(seqs)
     # the soft packet lifetime of A's outbound SA was crossed: the upcall reached worker 0, which rekeyed
     gw.wait_audit(lambda e: e["event"] == "child.rekeyed", timeout=15)
     out = _ping(left.namespace, str(left.subnet_address), str(right.subnet_address))
