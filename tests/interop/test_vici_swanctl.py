@@ -13,6 +13,7 @@ gateway and a strongSwan peer in network namespaces:
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import pwd
 import queue
@@ -212,6 +213,11 @@ def test_python_vici_lists_sas_and_follows_ike_updown(
         assert info.state == "ESTABLISHED" and info.initiator
         assert f"{info.child('net').spi_in:08x}" == sa["children"][0]["spi_in"]
         assert info.child("net").state == "INSTALLED"
+        # install-time: seconds since the Child SA was installed (from sas --json installed_at)
+        installed = dt.datetime.fromisoformat(str(sa["children"][0]["installed_at"]).replace("Z", "+00:00"))
+        since = (dt.datetime.now(dt.UTC) - installed).total_seconds()
+        install_time = info.child("net").install_time
+        assert install_time is not None and since - 2 <= install_time <= since + 1
         assert session.version()["daemon"] == b"ikeguard"
         list(session.terminate({"ike-id": str(sa["uniqueid"]), "timeout": "5000"}))
 

@@ -88,8 +88,7 @@ def algorithm_fields(text: object, protocol: ProtocolId) -> dict[str, Any]:
     return out
 
 
-def child_section(child: Mapping[str, Any], *, encap: bool, now: float,
-                  installed_at: float | None = None) -> dict[str, Any]:
+def child_section(child: Mapping[str, Any], *, encap: bool, now: float) -> dict[str, Any]:
     """One ``child-sas`` entry of ``list-sa`` from a ``sas --json`` Child SA."""
     section: dict[str, Any] = {
         "name": child.get("name", ""),
@@ -108,15 +107,14 @@ def child_section(child: Mapping[str, Any], *, encap: bool, now: float,
         "packets-out": child.get("packets_out", 0),
         "rekey-time": _seconds_until(child.get("rekey_at"), now),
         "life-time": _seconds_until(child.get("expires_at"), now),
-        "install-time": max(0, int(now - installed_at)) if installed_at else 0,
+        "install-time": _seconds_since(child.get("installed_at"), now) or 0,
         "local-ts": list(child.get("local_ts", [])),
         "remote-ts": list(child.get("remote_ts", [])),
     }
     return section
 
 
-def ike_section(sa: Mapping[str, Any], *, now: float, children: bool = True,
-                installed: Mapping[int, float] | None = None) -> dict[str, Any]:
+def ike_section(sa: Mapping[str, Any], *, now: float, children: bool = True) -> dict[str, Any]:
     """The section under the IKE SA's name in ``list-sa`` (``children=False``: as in ``ike-updown``)."""
     section: dict[str, Any] = {
         "uniqueid": sa.get("uniqueid", 0),
@@ -140,11 +138,9 @@ def ike_section(sa: Mapping[str, Any], *, now: float, children: bool = True,
         "reauth-time": _seconds_until(sa.get("reauth_at"), now),
     }
     if children:
-        installed = installed or {}
         encap = bool(sa.get("encap"))
         section["child-sas"] = {
-            f"{c.get('name', '')}-{c.get('uniqueid', 0)}": child_section(
-                c, encap=encap, now=now, installed_at=installed.get(int(c.get("uniqueid", 0))))
+            f"{c.get('name', '')}-{c.get('uniqueid', 0)}": child_section(c, encap=encap, now=now)
             for c in sa.get("children", [])
         }
     return section

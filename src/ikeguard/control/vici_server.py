@@ -379,14 +379,6 @@ class ViciServer:
             return None
         return found[0] if found else None
 
-    def _installed_at(self, uid: int) -> dict[int, float]:
-        """Child SA install times (epoch) of IKE SA ``uid``, from the service's engine view."""
-        engine = getattr(self.gateway, "engine", None)
-        sa = engine.get(uid) if engine is not None else None
-        if sa is None:
-            return {}
-        return {int(c.uniqueid): float(c.installed_at) for c in sa.children.values() if c.installed_at}
-
     # -- commands -------------------------------------------------------------------------------------------
     async def _version(self, message: Section, client: _Client) -> dict[str, Any]:
         uname = platform.uname()
@@ -423,8 +415,7 @@ class ViciServer:
         for sa in await maybe_await(self.gateway.sas(conn=ike, uniqueid=ike_id)):
             if ike_id is not None and sa.get("uniqueid") != ike_id:
                 continue
-            uid = int(sa.get("uniqueid", 0))
-            section = answers.ike_section(sa, now=now, installed=self._installed_at(uid))
+            section = answers.ike_section(sa, now=now)
             client.event("list-sa", {sa.get("name") or "(unnamed)": section})
         return {}
 

@@ -19,8 +19,7 @@ The supervisor keeps the configuration plan the workers run (rebuilt after each 
 writer with the vici client's user (``admin.command``, PCI DSS 10.2.1.2); the workers record none for the
 requests the proxy sends them (their control sockets are delegated). ``redirect`` goes as the control
 ``redirect`` (routed like ``terminate``). ``get-pools`` leases come from the supervisor's lease broker
-(:mod:`ikeguard.service.pool_broker`), which holds every worker's. Not available here yet: ``install-time``
-of Child SAs (0: the engine is in the workers).
+(:mod:`ikeguard.service.pool_broker`), which holds every worker's.
 """
 
 from __future__ import annotations

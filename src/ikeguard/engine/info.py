@@ -46,6 +46,7 @@ def child_info(child: ChildSa) -> dict[str, Any]:
         "bytes_out": 0,
         "packets_in": 0,
         "packets_out": 0,
+        "installed_at": _rfc3339(child.installed_at or None),  # vici's install-time
         "rekey_at": _rfc3339(child.rekey_at),
         "expires_at": _rfc3339(child.expire_at),
     }
