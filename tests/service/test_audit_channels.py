@@ -13,7 +13,7 @@ import select
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ikeguard.audit.events import AuditEvent, EventName
 from ikeguard.audit.isolated import IsolatedAuditService
@@ -24,7 +24,7 @@ from ..audit.helpers import sample_event, verification_key
 
 
 def _worker_end(service: IsolatedAuditService, index: int,
-                notices: list[tuple[int, dict[str, Any]]]) -> tuple[AuditRelay, Any]:
+                notices: list[tuple[int, list[dict[str, Any]]]]) -> tuple[AuditRelay, Any]:
     here, there = mp.Pipe(duplex=True)
     AuditHub(service, lambda i, fields: notices.append((i, fields))).attach(index, here, os.getpid())
     relay = AuditRelay(there, [0, 0, 0], lambda connection: connection == "roadwarriors")
@@ -34,7 +34,7 @@ def _worker_end(service: IsolatedAuditService, index: int,
 def test_worker_records_reach_the_one_trail_directly(tmp_path: Path) -> None:
     service = IsolatedAuditService(tmp_path / "s", channels=2)
     service.start()
-    notices: list[tuple[int, dict[str, Any]]] = []
+    notices: list[tuple[int, list[dict[str, Any]]]] = []
     relays = [_worker_end(service, i, notices) for i in range(2)]
     try:
         for i in range(300):
@@ -60,9 +60,10 @@ def test_worker_records_reach_the_one_trail_directly(tmp_path: Path) -> None:
         while len(notices) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.1)
+        # (one message per relay batch, not per record)
         assert sorted(notices, key=lambda n: n[0]) == [
-            (0, {"connection": "other", "initial_contact": True, "peer": "rebooted.example (user alice)"}),
-            (1, {"connection": "roadwarriors", "initial_contact": False, "peer": "peer.example"}),
+            (0, [{"connection": "other", "initial_contact": True, "peer": "rebooted.example (user alice)"}]),
+            (1, [{"connection": "roadwarriors", "initial_contact": False, "peer": "peer.example"}]),
         ]
     finally:
         for relay, conn in relays:
@@ -123,7 +124,8 @@ def test_a_stalled_audit_process_costs_a_worker_bounded_memory_and_the_loss_is_r
         kept = sum(1 for b in bodies if b["event"] in ("ike.up", "auth.failure"))
         lost = [b for b in bodies if b["event"] == "audit.store.failed"]
         assert lost and all("audit process did not take them" in str(b["reason"]) for b in lost)
-        assert kept + sum(int(b["details"]["lost"]) for b in lost) == 20_001  # type: ignore[index]
+        lost_counts = [int(cast(dict[str, Any], b["details"])["lost"]) for b in lost]
+        assert kept + sum(lost_counts) == 20_001
     finally:
         relay.close()
         conn.close()

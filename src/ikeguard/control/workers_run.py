@@ -138,13 +138,13 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
     loop = asyncio.get_running_loop()
     pool: WorkerPool | None = None
 
-    def superseded(index: int, notice: dict[str, Any]) -> None:  # an audit hub thread
-        """An ``ike.up`` in worker ``index`` supersedes the peer's SAs in the others
-        (``uniqueness_notice``)."""
+    def superseded(index: int, notices: list[dict[str, Any]]) -> None:  # an audit hub thread
+        """``ike.up`` records of worker ``index`` that supersede the peers' SAs in the others
+        (``uniqueness_notice``; one message per batch of the worker's audit relay)."""
         if pool is not None:
             for other in range(workers):
                 if other != index:
-                    loop.call_soon_threadsafe(pool.command, other, ("superseded", notice, index))
+                    loop.call_soon_threadsafe(pool.command, other, ("superseded", notices, index))
 
     for record in startup_records(plan):
         audit.record(record)
@@ -328,15 +328,18 @@ async def _serve_worker(index: int, workers: int,
             loop.remove_reader(command_conn.fileno())
             return
         if message[0] == "superseded":  # the peer came up in another worker (INITIAL_CONTACT, unique)
-            _, notice, where = message
-            peer, initial_contact = notice["peer"], bool(notice["initial_contact"])
-            reason = (f"INITIAL_CONTACT from {peer} in an IKE SA of worker {where}" if initial_contact
-                      else f"unique=replace: superseded by an IKE SA in worker {where}")
+            _, notices, where = message
+
+            def why(notice: dict[str, Any]) -> str:
+                if notice["initial_contact"]:
+                    return f"INITIAL_CONTACT from {notice['peer']} in an IKE SA of worker {where}"
+                return f"unique=replace: superseded by an IKE SA in worker {where}"
+
             try:
-                gateway.superseded_elsewhere(notice["connection"], peer, reason,
-                                             initial_contact=initial_contact)
+                gateway.superseded_elsewhere((n["connection"], n["peer"], why(n), bool(n["initial_contact"]))
+                                             for n in notices)
             except Exception:
-                log.exception("worker %d: could not end the IKE SAs %s superseded", index, peer)
+                log.exception("worker %d: could not end the IKE SAs that worker %s superseded", index, where)
         elif message[0] == "plane_event" and clients:  # a lifetime upcall for one of our Child SAs
             clients[0].deliver(message[1])
 

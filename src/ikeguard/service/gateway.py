@@ -15,7 +15,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ikeguard.audit.events import AuditEvent, EventName, Outcome
@@ -708,12 +708,15 @@ class Gateway:
         """DELETE the selected IKE SAs (or only their Child SAs named ``child``); how many were acted on."""
         return self._act("terminate", uniqueid, peer, conn, child, reason)
 
-    def superseded_elsewhere(self, conn: str, peer: str, reason: str, *, initial_contact: bool) -> int:
-        """Another worker set up an IKE SA with ``peer`` of ``conn`` that supersedes ours (INITIAL_CONTACT
-        or ``unique = replace``: ``IkeSaManager.superseded_elsewhere``); how many of ours ended."""
-        count = self.engine.superseded_elsewhere(conn, peer, reason, initial_contact=initial_contact,
-                                                 now=time.time())
-        self.pump()
+    def superseded_elsewhere(self, superseded: Iterable[tuple[str, str, str, bool]]) -> int:
+        """Another worker set up IKE SAs that supersede ours, each ``(connection, peer, reason,
+        initial_contact)`` (INITIAL_CONTACT or ``unique = replace``: ``IkeSaManager.superseded_elsewhere``);
+        how many of ours ended."""
+        now = time.time()
+        count = sum(self.engine.superseded_elsewhere(conn, peer, reason, initial_contact=contact, now=now)
+                    for conn, peer, reason, contact in superseded)
+        if count:
+            self.pump()
         return count
 
     def rekey(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,

@@ -193,6 +193,7 @@ class AuditRelay:
         self._flushes = 0
         self._buf: list[tuple[dict[str, Any], str]] = []
         self._lost = 0  # records refused while MAX_QUEUED were waiting (the audit process stalled or gone)
+        self._notices: list[dict[str, Any]] = []  # uniqueness notices for the supervisor, sent with a batch
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
         self._closing = False
@@ -204,12 +205,10 @@ class AuditRelay:
         """Queue an event for the trail writer; never blocks on it (bounded: beyond ``MAX_QUEUED`` waiting
         records the loss is counted and recorded with the next batch that gets through)."""
         fields = event.fields_dict()
-        if event.event is EventName.IKE_UP:
-            notice = uniqueness_notice(event, self.replaces)
-            if notice is not None:
-                with contextlib.suppress(OSError), self._send_lock:
-                    self._conn.send(("up", notice))
+        notice = uniqueness_notice(event, self.replaces) if event.event is EventName.IKE_UP else None
         with self._cond:
+            if notice is not None:  # sent with the next batch (not a pipe message and wake-up per SA)
+                self._notices.append(notice)
             if len(self._buf) >= MAX_QUEUED:
                 self._lost += 1
                 return
@@ -219,9 +218,15 @@ class AuditRelay:
                 self._cond.notify()
 
     def _take(self) -> list[tuple[dict[str, Any], str]]:
+        """The waiting records; the waiting uniqueness notices are sent to the supervisor on the way (the
+        caller holds the send lock)."""
         with self._cond:
             batch, self._buf = self._buf, []
             lost, self._lost = self._lost, 0
+            notices, self._notices = self._notices, []
+        if notices:
+            with contextlib.suppress(OSError):
+                self._conn.send(("up", notices))
         if lost:
             batch.append((lost_records_event(lost, "the audit process did not take them").fields_dict(),
                           rfc3339(utc_now())))
@@ -255,10 +260,10 @@ class AuditRelay:
                     self._idle = False
                 closing = self._closing
             time.sleep(0 if closing else SEND_DELAY)
-            batch = self._take()
-            busy = bool(batch)
             try:
                 with self._send_lock:
+                    batch = self._take()
+                    busy = bool(batch)
                     if batch:
                         self._send(batch)
             except OSError:
@@ -337,7 +342,7 @@ class AuditHub:
     one), then reads the worker's pipe: ``unique = replace`` notices, and records and flushes of a worker
     without a channel."""
 
-    def __init__(self, audit: Any, on_up: Callable[[int, dict[str, Any]], None]) -> None:
+    def __init__(self, audit: Any, on_up: Callable[[int, list[dict[str, Any]]], None]) -> None:
         self.audit = audit
         self.on_up = on_up
 
