@@ -1,8 +1,7 @@
 """Issue 22 item 1: ``[gateway] workers`` defaults to ``"auto"``, one IKE worker process per core. A gateway
-whose file does not name ``workers`` runs that many workers and serves a strongSwan peer; a configuration that
-uses something the workers do not share (here ``unique = keep``, which holds within one worker only) runs one
-process and says why in its log. A control command answered by every worker is recorded once, with the
-operator's name.
+whose file does not name ``workers`` runs that many workers and serves a strongSwan peer, also with
+``unique = keep`` (enforced across workers: test_workers_uniqueness.py). A control command answered by every
+worker is recorded once, with the operator's name.
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ def test_default_is_one_worker_per_core_or_one_with_the_reason(
     commands = [e for e in gw.audit_events() if e["event"] == "admin.command" and e["reason"] == "conns"]
     assert [(e["admin"], e["outcome"]) for e in commands] == [("root", "success")], commands
 
-    single = ikeguard_side(product_default, right, left, name="keep", conn={"unique": "keep"})
-    log = single.log()
-    assert sorted(worker_pids(log)) == [], single.log_tail()
-    if cores > 1:
-        assert "workers = auto: one worker process, because of unique = keep in ikg" in log, single.log_tail()
+    # unique = keep holds across workers (test_workers_uniqueness.py): no reason to fall back to one process
+    keep = ikeguard_side(product_default, right, left, name="keep", conn={"unique": "keep"})
+    assert sorted(worker_pids(keep.log())) == expected, keep.log_tail()
+    assert "one worker process, because" not in keep.log()

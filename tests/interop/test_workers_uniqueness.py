@@ -7,7 +7,8 @@ worker 0; it "reboots" (SIGKILL: no DELETE) and comes back from 192.0.2.3 (worke
 worker 0 drops the old SA without a DELETE. Then the gateway's connection is reloaded to ``unique = replace``
 and the peer, restarted with ``unique = never`` (no INITIAL_CONTACT) from 192.0.2.2, comes up in worker 0:
 worker 1 deletes its SA (sends the DELETE: to the crashed incarnation here, so it stays "deleting" until its
-retransmissions give up).
+retransmissions give up). Last, reloaded to ``unique = keep``, the peer's host crashes again and a new
+incarnation comes up from 192.0.2.3 in worker 1: worker 0 holds the older SA, so worker 1 deletes the new one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from ikeguard.service.reuseport import spread_index
-from ikeguard.tools.netns import Host, Topology
+from ikeguard.tools.netns import Host, Topology, wait_until
 from tests.harness.interop_pair import GatewayFactory, PeerFactory, ikeguard_side, strongswan_side
 from tests.harness.strongswan import StrongSwanPeer
 from tests.harness.workers import worker_of
@@ -97,3 +98,19 @@ def test_initial_contact_and_unique_replace_reach_the_other_worker(
     last = next(sa for sa in sas if sa["state"] == "established")
     assert worker_of(last) == 0 and last["remote_addr"] == str(left.address)
     assert all(sa["state"] == "deleting" for sa in sas if sa["uniqueid"] == new["uniqueid"])
+
+    # 3. unique = keep: the peer's IKE SA in worker 0 is kept (its host crashed: strongSwan's keep keeps
+    # the old SA too), a new one from the other address comes up in worker 1 and is deleted
+    gw.update_config(gw.config.replace('unique = "replace"', 'unique = "keep"'))
+    gw.reload()
+    assert wait_until(lambda: sum(1 for e in gw.audit_events(settle=False)
+                                  if e["event"] == "config.loaded" and e.get("admin") == "SIGHUP") == 2, 10)
+    _crash(third)
+    fourth = strongswan_side(strongswan_peer, moved, right, name="ss4", conn={"unique": "never"})
+    fourth.initiate(child="net", ike="ikg")
+    refused = gw.wait_audit(lambda e: e["event"] == "ike.down" and "unique=keep" in str(e.get("reason")),
+                            timeout=10)
+    assert refused["ike_uniqueid"] != last["uniqueid"] and refused["remote_addr"].startswith(REBOOTED_ADDRESS)
+    assert f"already has IKE SA {last['uniqueid']} in worker 0" in str(refused["reason"])
+    assert [sa["uniqueid"] for sa in gw.sas() if sa["state"] == "established"] == [last["uniqueid"]]
+    fourth.wait_for_log("received DELETE for IKE_SA", timeout=10)

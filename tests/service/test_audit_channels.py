@@ -26,8 +26,8 @@ from ..audit.helpers import sample_event, verification_key
 def _worker_end(service: IsolatedAuditService, index: int,
                 notices: list[tuple[int, list[dict[str, Any]]]]) -> tuple[AuditRelay, Any]:
     here, there = mp.Pipe(duplex=True)
-    AuditHub(service, lambda i, fields: notices.append((i, fields))).attach(index, here, os.getpid())
-    relay = AuditRelay(there, [0, 0, 0], lambda connection: connection == "roadwarriors")
+    AuditHub(service, lambda i, kind, body: notices.append((i, body))).attach(index, here, os.getpid())
+    relay = AuditRelay(there, [0, 0, 0], lambda conn: "replace" if conn == "roadwarriors" else "no")
     return relay, here
 
 
@@ -61,9 +61,13 @@ def test_worker_records_reach_the_one_trail_directly(tmp_path: Path) -> None:
             time.sleep(0.01)
         time.sleep(0.1)
         # (one message per relay batch, not per record)
-        assert sorted(notices, key=lambda n: n[0]) == [
-            (0, [{"connection": "other", "initial_contact": True, "peer": "rebooted.example (user alice)"}]),
-            (1, [{"connection": "roadwarriors", "initial_contact": False, "peer": "peer.example"}]),
+        told = [(i, [{k: v for k, v in n.items() if k != "since"} for n in body])
+                for i, body in sorted(notices, key=lambda n: n[0])]
+        assert told == [
+            (0, [{"connection": "other", "initial_contact": True, "unique": "no", "uniqueid": None,
+                  "peer": "rebooted.example (user alice)"}]),
+            (1, [{"connection": "roadwarriors", "initial_contact": False, "unique": "replace",
+                  "uniqueid": None, "peer": "peer.example"}]),
         ]
     finally:
         for relay, conn in relays:

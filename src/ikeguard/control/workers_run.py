@@ -29,6 +29,7 @@ from typing import Any
 from ikeguard.control.server import ControlServer
 from ikeguard.control.workers_proxy import WorkerControlProxy
 from ikeguard.dataplane.base import DataPlaneError
+from ikeguard.service.errors import GatewayCommandError
 from ikeguard.service.leases import LeaseStore
 from ikeguard.service.pool_broker import BrokerClient, BrokerServer, LeaseBroker, broker_path, use_broker
 from ikeguard.service.runner import configure_logging
@@ -41,6 +42,7 @@ from ikeguard.service.workers import (
     AuditRelay,
     SharedState,
     WorkerPool,
+    answer_uniqueness,
     close_groups,
     derive_secret,
     join_worker,
@@ -138,17 +140,24 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
     loop = asyncio.get_running_loop()
     pool: WorkerPool | None = None
 
-    def superseded(index: int, notices: list[dict[str, Any]]) -> None:  # an audit hub thread
-        """``ike.up`` records of worker ``index`` that supersede the peers' SAs in the others
-        (``uniqueness_notice``; one message per batch of the worker's audit relay)."""
-        if pool is not None:
+    def uniqueness(index: int, kind: str, notices: list[dict[str, Any]]) -> None:  # an audit hub thread
+        """``up``: ``ike.up`` records of worker ``index`` the others must hear of (``uniqueness_notice``; one
+        message per batch of the worker's audit relay); ``kept``: new IKE SAs of other workers that
+        ``unique = keep`` refuses because worker ``index`` holds an older one, to their workers."""
+        if pool is None:
+            return
+        if kind == "up":
             for other in range(workers):
                 if other != index:
                     loop.call_soon_threadsafe(pool.command, other, ("superseded", notices, index))
+        else:
+            for owner in {int(n["worker"]) for n in notices}:
+                loop.call_soon_threadsafe(pool.command, owner,
+                                          ("keep_refused", [n for n in notices if n["worker"] == owner]))
 
     for record in startup_records(plan):
         audit.record(record)
-    hub = AuditHub(audit, superseded)
+    hub = AuditHub(audit, uniqueness)
     pool = WorkerPool(workers, worker_main, (str(config_path), profile_override), groups, hub, state, plane)
     pools.append(pool)
     stop_metrics: Callable[[], None] | None = None
@@ -298,11 +307,11 @@ async def _serve_worker(index: int, workers: int,
 
     gateway = Gateway(plan, audit=audit, dataplane=dataplane)
 
-    def replaces(connection: str) -> bool:  # the current plan: a reload may change ``unique``
+    def unique(connection: str) -> str:  # the current plan: a reload may change ``unique``
         conn = gateway.plan.connections.get(connection)
-        return conn is not None and conn.unique == "replace"
+        return conn.unique if conn is not None else "no"
 
-    audit.replaces = replaces
+    audit.unique = unique
     publish = join_worker(gateway, index, workers, shared, cookie_seed, sockets)
     leases = BrokerClient.connect(broker_path(plan.state_dir), derive_secret(cookie_seed, "leases"), index)
     use_broker(gateway, leases)  # virtual IPs: the supervisor holds every worker's leases
@@ -327,19 +336,18 @@ async def _serve_worker(index: int, workers: int,
         except (EOFError, OSError):
             loop.remove_reader(command_conn.fileno())
             return
-        if message[0] == "superseded":  # the peer came up in another worker (INITIAL_CONTACT, unique)
+        if message[0] == "superseded":  # peers that came up in another worker (INITIAL_CONTACT, unique)
             _, notices, where = message
-
-            def why(notice: dict[str, Any]) -> str:
-                if notice["initial_contact"]:
-                    return f"INITIAL_CONTACT from {notice['peer']} in an IKE SA of worker {where}"
-                return f"unique=replace: superseded by an IKE SA in worker {where}"
-
             try:
-                gateway.superseded_elsewhere((n["connection"], n["peer"], why(n), bool(n["initial_contact"]))
-                                             for n in notices)
+                kept = answer_uniqueness(gateway, notices, where, index)
+                if kept:
+                    audit.tell_kept(kept)
             except Exception:
-                log.exception("worker %d: could not end the IKE SAs that worker %s superseded", index, where)
+                log.exception("worker %d: could not act on worker %s's uniqueness notices", index, where)
+        elif message[0] == "keep_refused":  # unique = keep: another worker holds an older SA with the peer
+            for refused in message[1]:
+                with contextlib.suppress(GatewayCommandError):
+                    gateway.terminate(uniqueid=int(refused["uniqueid"]), reason=str(refused["reason"]))
         elif message[0] == "plane_event" and clients:  # a lifetime upcall for one of our Child SAs
             clients[0].deliver(message[1])
 

@@ -35,7 +35,7 @@ from ikeguard.engine.message import InMessage, MessageError, decode_message
 from ikeguard.engine.pending import answered, relay_answered, signature_made
 from ikeguard.engine.pools import AddressPool
 from ikeguard.engine.settings import ConnectionSettings, EngineSettings, PeerSelectors
-from ikeguard.engine.states import IkeState
+from ikeguard.engine.states import IKE_UP, IkeState
 from ikeguard.engine.tasks.mobike import MobikeUpdateTask
 from ikeguard.engine.tasks.redirect import RedirectError, RedirectTask, gateway_identity
 from ikeguard.engine.timers import Timer
@@ -756,9 +756,10 @@ class IkeManager:
         elif unique == "replace":
             self._end_superseded(others, f"unique=replace: superseded by IKE SA {sa.uniqueid}",
                                  initial_contact=False)
-        elif unique == "keep":
+        elif unique == "keep" and (kept := [o for o in others if o.state is not IkeState.DELETING]):
+            # an SA already being deleted is not one to keep (its DELETE may be retransmitting to a dead peer)
             commands.delete_ike(sa, f"unique=keep: {_peer_identity(sa)} already has IKE SA "
-                                    f"{others[0].uniqueid}")
+                                    f"{kept[0].uniqueid}")
 
     def _end_superseded(self, others: Iterable[IkeSa], reason: str, *, initial_contact: bool) -> None:
         """End IKE SAs a newer one with the same peer supersedes: after INITIAL_CONTACT the peer has
@@ -782,6 +783,13 @@ class IkeManager:
                   if o.state is not IkeState.CLOSED and o.established_at is not None and o.rekeyed_by is None]
         self._end_superseded(others, reason, initial_contact=initial_contact)
         return len(others)
+
+    def oldest_with_peer(self, conn: str, identity: str) -> IkeSa | None:
+        """Our oldest established IKE SA with peer ``identity`` of ``conn`` (``unique = keep`` across worker
+        processes: the SA to keep); one index lookup."""
+        held = [o for o in self._by_peer.get((conn, identity), {}).values()
+                if o.state in IKE_UP and o.established_at is not None and o.rekeyed_by is None]
+        return min(held, key=lambda o: o.established_at or 0.0) if held else None
 
     def _trace(self, reason: str, remote: Endpoint) -> None:
         self.ctx.outputs.append(DatagramDropped(reason, str(remote)))

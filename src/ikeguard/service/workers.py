@@ -22,10 +22,12 @@ What must be global is kept by the supervisor:
   from one seed per period (``CookieJar.share``), so every worker makes and accepts the same cookies.
   ``block_threshold`` (per peer address) needs no sharing: one address's IKE_SA_INIT requests reach one
   worker.
-* INITIAL_CONTACT and ``unique = replace``: an ``ike.up`` from one worker whose peer sent INITIAL_CONTACT,
-  or whose connection has ``unique = replace`` in the worker's current configuration, makes the supervisor
-  tell the other workers to end that peer's IKE SAs of that connection, dropped without a DELETE after
-  INITIAL_CONTACT (RFC 7296 §2.4), deleted for ``replace`` (within a worker the engine does it as before).
+* INITIAL_CONTACT and ``unique``: an ``ike.up`` from one worker whose peer sent INITIAL_CONTACT, or whose
+  connection has ``unique = replace`` or ``keep`` in the worker's current configuration, is told to the
+  other workers through the supervisor (with the relay's next batch): they drop that peer's IKE SAs of that
+  connection without a DELETE after INITIAL_CONTACT (RFC 7296 §2.4) and delete them for ``replace``; for
+  ``keep`` one holding an older IKE SA with the peer answers, and the supervisor has the new one deleted
+  (within a worker the engine does all of this as before).
 * virtual IP pools (RFC 7296 §3.15): the supervisor owns every lease and persists ``leases.json``; workers ask
   it over an owner-only socket (:mod:`ikeguard.service.pool_broker`, which says why not a partition); a dead
   worker's leases go offline, kept for their users.
@@ -117,8 +119,7 @@ def effective_workers(plan: Any) -> tuple[int, str | None]:
 
     ``workers = "auto"`` means one process per core this gateway may run on, unless the configuration uses
     something that is not yet shared across workers (:func:`unsupported`) or that only holds within one
-    worker (``unique = keep``: a peer reconnecting from another address may reach another worker, which does
-    not know the SA to keep); then one process, and the reason is logged. An explicit number is taken as
+    worker; then one process, and the reason is logged. An explicit number is taken as
     given (and refused by the supervisor when :func:`unsupported` says so).
     """
     value = plan.config.model.gateway.workers
@@ -126,9 +127,6 @@ def effective_workers(plan: Any) -> tuple[int, str | None]:
     if value != "auto" or workers <= 1:
         return workers, None
     reasons = _not_shared(plan)
-    keep = sorted(name for name, c in plan.config.model.connections.items() if c.unique == "keep")
-    if keep:
-        reasons.append("unique = keep in " + ", ".join(keep) + " (enforced within one worker only)")
     return (1, ", ".join(reasons)) if reasons else (workers, None)
 
 
@@ -177,15 +175,15 @@ class AuditRelay:
 
     Records go straight to the audit process over the worker's channel (``IsolatedAuditService.channel``,
     handed over by the supervisor's :class:`AuditHub` on the pipe as the first message); without one (an
-    audit recorder in the supervisor's own process) through the supervisor as before. ``ike.up`` of a
-    connection with ``unique = replace`` is told to the supervisor on the pipe as well (it deletes the peer's
-    SAs in the other workers)."""
+    audit recorder in the supervisor's own process) through the supervisor as before. An ``ike.up`` the
+    other workers must hear of (:func:`uniqueness_notice`) is told to the supervisor on the pipe with the
+    next batch; :meth:`tell_kept` answers another worker's ``unique = keep`` notice."""
 
     def __init__(self, conn: Connection, shared: Any,
-                 replaces: Callable[[str], bool] = lambda connection: False) -> None:
+                 unique: Callable[[str], str] = lambda connection: "no") -> None:
         self._conn = conn
         self._shared = shared
-        self.replaces = replaces  # whether a connection has unique = replace now (the gateway's plan)
+        self.unique = unique  # a connection's ``unique`` policy now (the gateway's current plan)
         self._channel: socket.socket | None = None
         with contextlib.suppress(EOFError, OSError):
             if conn.poll(30.0) and conn.recv() == ("channel", True):
@@ -205,7 +203,7 @@ class AuditRelay:
         """Queue an event for the trail writer; never blocks on it (bounded: beyond ``MAX_QUEUED`` waiting
         records the loss is counted and recorded with the next batch that gets through)."""
         fields = event.fields_dict()
-        notice = uniqueness_notice(event, self.replaces) if event.event is EventName.IKE_UP else None
+        notice = uniqueness_notice(event, self.unique) if event.event is EventName.IKE_UP else None
         with self._cond:
             if notice is not None:  # sent with the next batch (not a pipe message and wake-up per SA)
                 self._notices.append(notice)
@@ -216,6 +214,12 @@ class AuditRelay:
             if self._idle:
                 self._idle = False
                 self._cond.notify()
+
+    def tell_kept(self, kept: list[dict[str, Any]]) -> None:
+        """Tell the supervisor which new IKE SAs of other workers ``unique = keep`` refuses, because this
+        worker holds an older one with the same peer (``{"worker", "uniqueid", "reason"}``)."""
+        with contextlib.suppress(OSError), self._send_lock:
+            self._conn.send(("kept", kept))
 
     def _take(self) -> list[tuple[dict[str, Any], str]]:
         """The waiting records; the waiting uniqueness notices are sent to the supervisor on the way (the
@@ -342,9 +346,9 @@ class AuditHub:
     one), then reads the worker's pipe: ``unique = replace`` notices, and records and flushes of a worker
     without a channel."""
 
-    def __init__(self, audit: Any, on_up: Callable[[int, list[dict[str, Any]]], None]) -> None:
+    def __init__(self, audit: Any, on_notice: Callable[[int, str, list[dict[str, Any]]], None]) -> None:
         self.audit = audit
-        self.on_up = on_up
+        self.on_notice = on_notice  # (worker, "up" | "kept", notices): uniqueness across workers
 
     def attach(self, index: int, conn: Connection, pid: int | None = None) -> threading.Thread:
         """Give worker ``index`` its channel, then read its pipe until it closes."""
@@ -371,9 +375,9 @@ class AuditHub:
             except Exception:  # a worker killed mid-message: a truncated pickle
                 log.warning("worker %d: unreadable audit hand-off; dropped the rest of its pipe", index)
                 return
-            if kind == "up":
+            if kind in ("up", "kept"):
                 with contextlib.suppress(Exception):
-                    self.on_up(index, body)
+                    self.on_notice(index, kind, body)
             elif kind == "records":
                 for fields, when in body:
                     self.audit.record(event_from_fields(fields), parse_time(when))
@@ -569,13 +573,41 @@ class WorkerPool:
                     conn.close()
 
 
-def uniqueness_notice(event: AuditEvent, replaces: Callable[[str], bool]) -> dict[str, Any] | None:
+def uniqueness_notice(event: AuditEvent, unique: Callable[[str], str]) -> dict[str, Any] | None:
     """What the other workers must hear of an ``ike.up``, or None: the peer said it rebooted
-    (INITIAL_CONTACT, RFC 7296 §2.4: their SAs with it are dead) or its connection has ``unique = replace``.
-    The peer is named as the engine's uniqueness index names it (``peer_identity``: the EAP user if any)."""
+    (INITIAL_CONTACT, RFC 7296 §2.4: their SAs with it are dead), or its connection has ``unique = replace``
+    (theirs are deleted) or ``keep`` (one holding an older SA with the peer answers, and this one is deleted).
+    The peer is named as the engine's uniqueness index names it (``peer_identity``: the EAP user if any);
+    ``since``: when the SA came up, to tell which of two is the older under ``keep``."""
     initial_contact = event.details.get("initial_contact") == "yes"
-    if not event.remote_id or not (initial_contact or replaces(event.connection)):
+    policy = unique(event.connection)
+    if not event.remote_id or not (initial_contact or policy in ("replace", "keep")):
         return None
     eap = event.details.get("eap_identity")
-    return {"connection": event.connection, "initial_contact": initial_contact,
+    return {"connection": event.connection, "initial_contact": initial_contact, "unique": policy,
+            "uniqueid": event.ike_uniqueid, "since": time.time(),
             "peer": peer_identity(event.remote_id, eap if isinstance(eap, str) else "")}
+
+
+def answer_uniqueness(gateway: Any, notices: list[dict[str, Any]], where: int,
+                      index: int) -> list[dict[str, Any]]:
+    """Worker ``index`` acting on worker ``where``'s :func:`uniqueness_notice` batch, as the engine does
+    within one process: the peer's IKE SAs here are dropped after INITIAL_CONTACT and deleted under
+    ``replace``; under ``keep`` the answers (for :meth:`AuditRelay.tell_kept`) name the new SAs to delete
+    because this worker holds an older one with the peer."""
+    def why(notice: dict[str, Any]) -> str:
+        if notice["initial_contact"]:
+            return f"INITIAL_CONTACT from {notice['peer']} in an IKE SA of worker {where}"
+        return f"unique=replace: superseded by an IKE SA in worker {where}"
+
+    gateway.superseded_elsewhere((n["connection"], n["peer"], why(n), bool(n["initial_contact"]))
+                                 for n in notices if n["initial_contact"] or n["unique"] == "replace")
+    kept = []
+    for n in notices:
+        if n["initial_contact"] or n["unique"] != "keep":
+            continue
+        held = gateway.held_before(n["connection"], n["peer"], float(n["since"]))
+        if held is not None:
+            kept.append({"worker": where, "uniqueid": n["uniqueid"],
+                         "reason": f"unique=keep: {n['peer']} already has IKE SA {held} in worker {index}"})
+    return kept
