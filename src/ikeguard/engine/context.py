@@ -20,6 +20,8 @@ class TimerTable(dict[str, float]):
     """An SA's named deadlines; every new deadline is also pushed on the engine-wide heap, so the manager
     finds the next timer in O(log n) instead of scanning every SA."""
 
+    __slots__ = ("_heap", "_uniqueid")  # issue 22: no instance dict per SA
+
     def __init__(self, heap: list[tuple[float, int]], uniqueid: int) -> None:
         super().__init__()
         self._heap = heap

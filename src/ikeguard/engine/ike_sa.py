@@ -100,6 +100,21 @@ class Exchange:
 class IkeSa:
     """State and behaviour of one IKE SA; created and driven by the manager."""
 
+    # issue 22 (memory per SA): ~70 attributes are more than CPython's shared-key instance dicts hold (30),
+    # so each SA had its own ~1.6 KiB dict; slots are ~0.6 KiB. A new attribute must be added here.
+    __slots__ = (
+        "__weakref__", "_closing", "active", "auth_details", "children", "close_reason", "conn", "created_at",
+        "created_by_rekey", "crypto", "ctx", "eap_identity", "encap", "established_at", "expire_reason",
+        "first_contact", "followups", "framed_ip", "group", "init_request", "init_response", "initiator",
+        "intermediate", "last_inbound", "local", "local_id", "nat_local", "nat_remote", "natd_mapping",
+        "nonce_i", "nonce_r", "peer", "peer_asks_ocsp", "peer_natt", "peer_rekey", "peer_rekey_nonces",
+        "pending", "pending_serial", "ppk_used", "proposal", "queue", "reassembler", "redirect_in_auth",
+        "redirected_from", "rekeyed_by", "relay_answer", "remote", "remote_cert_issuer",
+        "remote_cert_not_after", "remote_cert_serial", "remote_cert_subject", "remote_id", "replaces",
+        "reply_to", "responder_tasks", "rounds", "rules", "sign_answer", "spi_i", "spi_r", "state",
+        "timers", "uniqueid", "use_ppk", "vip_failure", "vip_pool", "virtual_ip", "window",
+    )
+
     def __init__(
         self,
         ctx: EngineContext,
@@ -493,6 +508,7 @@ class IkeSa:
             completed = getattr(task, "completed", None)
             if completed is not None:
                 completed(self)
+        self._setup_done()
 
     def _receive_request(
         self,
@@ -584,6 +600,16 @@ class IkeSa:
             completed = getattr(task, "completed", None)
             if completed is not None:
                 completed(self)
+        self._setup_done()
+
+    def _setup_done(self) -> None:
+        """Once IKE_AUTH has established the SA, forget what only the setup needed (issue 22, memory per SA):
+        the IKE_SA_INIT messages (signed octets of the AUTH payloads, RFC 7296 §2.15; never read again: a
+        rekey or reauthentication is a new IKE SA) and the responder's setup tasks (IKE_SA_INIT and IKE_AUTH
+        happen once, engine/exchanges.py). The last response stays cached for retransmitted requests."""
+        if self.state is IkeState.ESTABLISHED:
+            self.init_request = self.init_response = b""
+            self.responder_tasks = None
 
     def _answer(self, request: bytes, response: OutMessage) -> None:
         if response.exchange is ExchangeType.IKE_SA_INIT and not response.payloads:

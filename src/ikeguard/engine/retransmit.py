@@ -6,7 +6,8 @@ Window size 1 in each direction (we never send SET_WINDOW_SIZE). The schedule fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import InitVar, dataclass, field
 
 from ikeguard.wire.iana import ExchangeType
 
@@ -43,13 +44,28 @@ class OutgoingRequest:
     attempt: int = 0
 
 
-@dataclass
+def _digest(request: bytes) -> bytes:
+    return hashlib.blake2b(request, digest_size=16).digest()
+
+
+@dataclass(slots=True)
 class CachedResponse:
-    """The last response we sent, replayed when its request arrives again (RFC 7296 §2.1)."""
+    """The last response we sent, replayed when its request arrives again (RFC 7296 §2.1). Of the request only
+    a 128-bit BLAKE2b digest is kept (issue 22, memory per SA): a retransmission is the same octets, so the
+    digests are equal; a different request with the same ID matches only by a hash collision, and then gets
+    the response it could have had by replaying the original request anyway."""
 
     message_id: int
-    request: bytes = field(repr=False)
+    request: InitVar[bytes]
     packets: list[bytes] = field(repr=False)
+    request_digest: bytes = field(init=False, repr=False)
+
+    def __post_init__(self, request: bytes) -> None:
+        self.request_digest = _digest(request)
+
+    def answers(self, raw: bytes) -> bool:
+        """True when ``raw`` is the request this response answered (a retransmission)."""
+        return _digest(raw) == self.request_digest
 
 
 class MessageIdWindow:
@@ -81,7 +97,7 @@ class MessageIdWindow:
         if message_id == self.expected_peer_id:
             return "new"
         if self.cached is not None and message_id == self.cached.message_id:
-            return "retransmit" if raw == self.cached.request else "stale"
+            return "retransmit" if self.cached.answers(raw) else "stale"
         if self.expected_peer_id < message_id < self.expected_peer_id + self.peer_resync:
             return "new"
         return "stale" if message_id < self.expected_peer_id else "future"
