@@ -110,7 +110,12 @@ class InstallRequest(Protocol):
     def life_packets(self) -> int: ...
 
 
-@dataclass(frozen=True)
+def _endpoint(endpoint: _EndpointLike) -> SaEndpoint:
+    """The engine's (immutable) endpoint itself when it is one (no copy per SA), else a copy."""
+    return endpoint if isinstance(endpoint, SaEndpoint) else SaEndpoint(endpoint.address, endpoint.port)
+
+
+@dataclass(frozen=True, slots=True)  # slots: two per Child SA (issue 22, memory per SA)
 class SaConfig:
     """Everything needed to install one direction of an ESP SA (RFC 4303, RFC 3948 when ``encap``)."""
 
@@ -166,8 +171,8 @@ class SaConfig:
             integ_id=sa.integ_id,
             encr_key=_owned(sa.encr_key),  # the engine made these copies for us: take them over
             integ_key=_owned(sa.integ_key),
-            source=SaEndpoint(sa.source.address, sa.source.port),
-            destination=SaEndpoint(sa.destination.address, sa.destination.port),
+            source=_endpoint(sa.source),
+            destination=_endpoint(sa.destination),
             local_ts=sa.local_ts,
             remote_ts=sa.remote_ts,
             esn=sa.esn,

@@ -1,4 +1,8 @@
-"""``dataplane = "none"``: carries no packets, records every call (for tests and IKE-only benchmarks)."""
+"""``dataplane = "none"``: carries no packets, records every call (for tests and IKE-only benchmarks).
+
+The gateway's own ``dataplane = "none"`` (service/dataplane.py) keeps no call log (``record_calls=False``): a
+list growing by four entries per Child SA for the gateway's lifetime is test instrumentation, not state
+(issue 22, memory per SA); it still holds every installed SA and policy."""
 
 from __future__ import annotations
 
@@ -47,8 +51,13 @@ class NoneDataPlane:
         default_factory=dict
     )
     fail_next_install: str = ""
+    record_calls: bool = True  # False: ``calls`` stays empty (the gateway's "none" plane)
     _callbacks: list[EventCallback] = field(default_factory=list)
     _spis: set[int] = field(default_factory=set)
+
+    def _record(self, call: RecordedCall) -> None:
+        if self.record_calls:
+            self.calls.append(call)
 
     @property
     def features(self) -> DataPlaneFeatures:
@@ -77,12 +86,12 @@ class NoneDataPlane:
             spi = secrets.randbelow(0xFFFFFFFF - 256) + 256
             if spi not in self._spis:
                 self._spis.add(spi)
-                self.calls.append(RecordedCall("alloc_spi", (spi,)))
+                self._record(RecordedCall("alloc_spi", (spi,)))
                 return spi
 
     def add_sa(self, sa: SaConfig) -> None:
         """Record the SA (its keys stay out of the call log)."""
-        self.calls.append(RecordedCall("add_sa", (sa.spi, sa.direction, sa.child_uniqueid)))
+        self._record(RecordedCall("add_sa", (sa.spi, sa.direction, sa.child_uniqueid)))
         if self.fail_next_install:
             reason, self.fail_next_install = self.fail_next_install, ""
             self._emit(InstallFailed(sa.spi, sa.direction, reason, sa.child_uniqueid))
@@ -94,7 +103,7 @@ class NoneDataPlane:
         children: Collection[int] | None = None,
     ) -> None:
         """Record the move."""
-        self.calls.append(RecordedCall("update_sa_addresses", (spis, local, remote, encap)))
+        self._record(RecordedCall("update_sa_addresses", (spis, local, remote, encap)))
 
     def _key(self, spi: int, direction: SaDirection,
              child_uniqueid: int | None) -> tuple[int, SaDirection, int] | None:
@@ -109,7 +118,7 @@ class NoneDataPlane:
     def delete_sa(self, spi: int, direction: SaDirection,
                   child_uniqueid: int | None = None) -> SaCounters | None:
         """Forget the SA (of Child SA ``child_uniqueid`` when given)."""
-        self.calls.append(RecordedCall("delete_sa", (spi, direction)))
+        self._record(RecordedCall("delete_sa", (spi, direction)))
         key = self._key(spi, direction, child_uniqueid)
         sa = self.sas.pop(key, None) if key is not None else None
         if sa is None:
@@ -120,12 +129,12 @@ class NoneDataPlane:
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> None:
         """Record the policy."""
-        self.calls.append(RecordedCall("add_policy", (child_uniqueid, local_ts, remote_ts)))
+        self._record(RecordedCall("add_policy", (child_uniqueid, local_ts, remote_ts)))
         self.policies[child_uniqueid] = (local_ts, remote_ts)
 
     def remove_policy(self, child_uniqueid: int) -> None:
         """Forget the policy."""
-        self.calls.append(RecordedCall("remove_policy", (child_uniqueid,)))
+        self._record(RecordedCall("remove_policy", (child_uniqueid,)))
         self.policies.pop(child_uniqueid, None)
 
     def counters(self, spi: int, direction: SaDirection,

@@ -12,7 +12,7 @@ from ikeguard.policy.ts import TrafficSelector
 from ikeguard.wire.proposal_string import ProposalSpec
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)  # slots: issue 22, memory per SA
 class ChildSa:
     """One ESP SA pair; ``spi_in`` is ours (the peer sends to it), ``spi_out`` the peer's."""
 

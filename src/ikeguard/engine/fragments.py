@@ -13,6 +13,9 @@ class FragmentLimitExceeded(ValueError):
 class Reassembler:
     """Collects authenticated fragments of one message ID; newer IDs discard older partial messages."""
 
+    # one per IKE SA (issue 22, memory per SA)
+    __slots__ = ("_bytes", "_message_id", "_parts", "_response", "max_bytes", "max_fragments")
+
     def __init__(self, max_fragments: int, max_bytes: int) -> None:
         self.max_fragments = max_fragments
         self.max_bytes = max_bytes

@@ -71,7 +71,7 @@ class ExchangeRules(Protocol):
         """Whether our queued request of ``exchange`` may be sent now."""
 
 
-@dataclass
+@dataclass(slots=True)  # one per IKE SA (issue 22, memory per SA)
 class PeerFeatures:
     """What the peer announced (RFC 7383 §2.3, RFC 7427 §4, RFC 4555 §3.1)."""
 

@@ -42,7 +42,7 @@ def proposal_ke(spec: ProposalSpec) -> int:
     return spec.ke[0].id if spec.ke else 0
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, slots=True)  # slots: one per IKE SA (issue 22, memory per SA)
 class IkeSaCrypto:
     """Everything protecting one IKE SA: algorithms, keys and per-direction SK protectors."""
 
@@ -92,7 +92,7 @@ def rekey_skeyseed(old_prf: int, old_sk_d: bytes, shared: bytes, ni: bytes, nr: 
     return derive_rekey_skeyseed(old_prf, old_sk_d, shared, ni, nr, additional)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)  # one per Child SA (issue 22)
 class ChildSaKeys:
     """ESP algorithms and the KEYMAT split of one Child SA."""
 

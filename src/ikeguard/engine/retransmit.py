@@ -71,6 +71,9 @@ class CachedResponse:
 class MessageIdWindow:
     """Tracks our next request ID and the peer's next expected request ID (window size 1, RFC 7296 §2.3)."""
 
+    # one per IKE SA (issue 22, memory per SA)
+    __slots__ = ("cached", "expected_peer_id", "in_flight", "next_request_id", "peer_resync")
+
     def __init__(self) -> None:
         self.next_request_id = 0
         self.expected_peer_id = 0

@@ -82,7 +82,7 @@ REPEAT_SUMMARY_EVERY = 600.0  # a long series of repeated failures is summarised
 _RESTARTING = {"restart", "trap", "start"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per established IKE SA
 class _UpSa:
     connection: str
     remote: Endpoint

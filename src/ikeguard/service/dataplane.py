@@ -65,7 +65,7 @@ def _listen_addresses(listen: tuple[str, ...]) -> list[IpAddress]:
 def open_dataplane(kind: str, listen: tuple[str, ...], natt_port: int) -> OpenedDataPlane:
     """Open data plane ``kind`` ("none" | "userspace" | "xfrm"); DataPlaneUnavailable when it cannot run."""
     if kind == "none":
-        return OpenedDataPlane(NoneDataPlane(), lambda: None)
+        return OpenedDataPlane(NoneDataPlane(record_calls=False), lambda: None)  # no call log: tests' own
     if kind == "userspace":
         return _open_userspace(_listen_addresses(listen), natt_port)
     if kind == "xfrm":

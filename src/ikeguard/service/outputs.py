@@ -34,7 +34,7 @@ log = logging.getLogger("ikeguard.service")
 Selectors = tuple[tuple[TrafficSelector, ...], tuple[TrafficSelector, ...]]
 
 
-@dataclass
+@dataclass(slots=True)  # one per Child SA (issue 22, memory per SA)
 class ChildRecord:
     """What the service remembers of an installed Child SA (no key material)."""
 

@@ -19,9 +19,10 @@ IpAddress = IPv4Address | IPv6Address
 NATT_PORT = 4500  # RFC 3948 §2: ESP in UDP and IKE after a NAT was detected
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Endpoint:
-    """An IP address and UDP port (ESP-in-UDP SAs default to port 4500, RFC 3948)."""
+    """An IP address and UDP port (ESP-in-UDP SAs default to port 4500, RFC 3948). Slotted: several per SA
+    (issue 22, memory per SA)."""
 
     address: IpAddress
     port: int = NATT_PORT
