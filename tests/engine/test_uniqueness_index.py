@@ -62,3 +62,19 @@ def test_other_identity_is_not_replaced_and_closed_sas_leave_the_index() -> None
     net.run()
     net.advance(60)
     assert net.b.manager.ike_sas() == [] and net.b.manager.retained() == 0
+
+
+def test_keep_does_not_keep_an_sa_being_deleted() -> None:
+    """``unique = keep`` keeps an established IKE SA, not one whose DELETE is in flight (here lost, as to a
+    crashed peer): the new IKE SA from the same identity stays up."""
+    net = _net("keep")
+    (old,) = net.b.manager.ike_sas()
+    net.filter = lambda dgram, sender: [] if sender == "b" else [dgram]  # b's DELETE never arrives
+    net.b.manager.terminate_ike(old.uniqueid, net.now, "operator")
+    net.run()
+    assert old.state is IkeState.DELETING
+    net.filter = None
+    net.initiate()  # a still holds its side of the old SA: no INITIAL_CONTACT, keep decides
+    net.run()
+    (new,) = [sa for sa in net.b.manager.ike_sas() if sa is not old]
+    assert new.state is IkeState.ESTABLISHED, new.close_reason
