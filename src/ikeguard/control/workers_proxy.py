@@ -45,7 +45,8 @@ from ikeguard.control.server import Caller, command_text, peer_credentials, serv
 
 log = logging.getLogger("ikeguard.control")
 ASK_TIMEOUT = 130.0  # seconds: initiate/rekey wait up to 120 s in the worker
-FOLLOW_RETRY = 0.5  # seconds before a worker's event stream is opened again (the worker being restarted)
+FOLLOW_RETRY = 0.05  # seconds before a worker's event stream is opened again (the worker being restarted):
+# short, because what the worker emits before the stream is open again is not seen by the subscriber
 EventCallback = Callable[[int, dict[str, Any]], Awaitable[None] | None]
 _ALL = frozenset({"reload"})
 _FIRST = frozenset({"initiate", "compliance", "ha"})
@@ -64,6 +65,7 @@ class WorkerControlProxy:
         self.worker_path = worker_path
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._followed: dict[int, asyncio.Event] = {}  # worker -> its event stream is open (subscribe)
         # called after every worker accepted a `reload` (its args): a front end refreshes its view
         self.on_reload: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
@@ -91,6 +93,16 @@ class WorkerControlProxy:
             if pending:
                 await asyncio.sleep(0.1)
         return not pending
+
+    async def following(self, timeout: float) -> bool:
+        """True once the event stream of every worker is open for the subscriber (at start: the gateway
+        is not reported ready before, so that no event of a first SA can pass unseen); False after
+        ``timeout``. True at once without a subscriber."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._followed.values())), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     # -- talking to the workers -----------------------------------------------------------------
     async def ask(self, index: int, request: dict[str, Any], timeout: float = ASK_TIMEOUT) -> dict[str, Any]:
@@ -161,6 +173,7 @@ class WorkerControlProxy:
         """Every worker's events (its ``events`` stream, opened again after the worker's restart),
         interleaved in arrival order: ``callback(worker, event)`` on this loop (awaited when it returns an
         awaitable, so one worker's events stay in order). Returns the unsubscribe function."""
+        self._followed = {index: asyncio.Event() for index in range(self.workers)}
         tasks = [asyncio.ensure_future(self._follow(index, callback)) for index in range(self.workers)]
 
         def stop() -> None:
@@ -178,6 +191,8 @@ class WorkerControlProxy:
                 writer.write(encode({"id": 0, "cmd": "events"}))
                 await writer.drain()
                 first = json.loads(await reader.readline() or b"null")
+                if isinstance(first, dict) and first.get("ok"):
+                    self._followed[index].set()  # the worker streams what it emits from now on
                 while isinstance(first, dict) and first.get("ok") and (line := await reader.readline()):
                     event = json.loads(line)
                     if isinstance(event, dict) and "event" in event:
@@ -189,6 +204,7 @@ class WorkerControlProxy:
             except Exception:
                 log.exception("events of worker %d: delivery failed", index)
             finally:
+                self._followed[index].clear()
                 if writer is not None:
                     writer.close()
             await asyncio.sleep(FOLLOW_RETRY)

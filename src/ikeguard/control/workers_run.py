@@ -224,6 +224,8 @@ async def _supervise_workers(plan: Any, workers: int, groups: dict[tuple[str, in
                       file=sys.stderr)
             return 1
         pool.started = True
+        if vici is not None and not await proxy.following(READY_TIMEOUT):
+            log.warning("vici: not every worker's event stream is open; events may be missed until it is")
         await loop.run_in_executor(None, audit.flush, 5.0)
         notify(f"READY=1\nSTATUS=gateway running, {workers} workers")
         log.info("ready (%d workers: pids %s)", workers, ", ".join(str(p) for p in pool.pids()))

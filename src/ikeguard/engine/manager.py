@@ -774,13 +774,15 @@ class IkeManager:
                 other.start_next()
 
     def superseded_elsewhere(self, conn: str, identity: str, reason: str, *, initial_contact: bool,
-                             now: float) -> int:
-        """An IKE SA with peer ``identity`` of connection ``conn`` came up in another worker process (issue
-        22) with INITIAL_CONTACT, or under ``unique = replace``: end our established IKE SAs with that peer as
-        :meth:`_enforce_uniqueness` does in one process; how many. One index lookup, never a scan."""
+                             since: float, now: float) -> int:
+        """An IKE SA with peer ``identity`` of connection ``conn`` came up in another worker process at
+        ``since`` (issue 22) with INITIAL_CONTACT, or under ``unique = replace``: end our IKE SAs with that
+        peer established before it, as :meth:`_enforce_uniqueness` does in one process (a newer one is not
+        superseded: the notice may arrive after it came up); how many. One index lookup, never a scan."""
         self.ctx.now = now
         others = [o for o in self._by_peer.get((conn, identity), {}).values()
-                  if o.state is not IkeState.CLOSED and o.established_at is not None and o.rekeyed_by is None]
+                  if o.state is not IkeState.CLOSED and o.established_at is not None
+                  and o.established_at < since and o.rekeyed_by is None]
         self._end_superseded(others, reason, initial_contact=initial_contact)
         return len(others)
 

@@ -708,13 +708,14 @@ class Gateway:
         """DELETE the selected IKE SAs (or only their Child SAs named ``child``); how many were acted on."""
         return self._act("terminate", uniqueid, peer, conn, child, reason)
 
-    def superseded_elsewhere(self, superseded: Iterable[tuple[str, str, str, bool]]) -> int:
-        """Another worker set up IKE SAs that supersede ours, each ``(connection, peer, reason,
-        initial_contact)`` (INITIAL_CONTACT or ``unique = replace``: ``IkeSaManager.superseded_elsewhere``);
-        how many of ours ended."""
+    def superseded_elsewhere(self, superseded: Iterable[tuple[str, str, str, bool, float]]) -> int:
+        """Another worker set up IKE SAs that supersede our older ones, each ``(connection, peer, reason,
+        initial_contact, since)`` (INITIAL_CONTACT or ``unique = replace``:
+        ``IkeSaManager.superseded_elsewhere``); how many of ours ended."""
         now = time.time()
-        count = sum(self.engine.superseded_elsewhere(conn, peer, reason, initial_contact=contact, now=now)
-                    for conn, peer, reason, contact in superseded)
+        count = sum(self.engine.superseded_elsewhere(conn, peer, reason, initial_contact=contact, since=since,
+                                                     now=now)
+                    for conn, peer, reason, contact, since in superseded)
         if count:
             self.pump()
         return count

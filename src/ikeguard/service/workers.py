@@ -600,8 +600,9 @@ def answer_uniqueness(gateway: Any, notices: list[dict[str, Any]], where: int,
             return f"INITIAL_CONTACT from {notice['peer']} in an IKE SA of worker {where}"
         return f"unique=replace: superseded by an IKE SA in worker {where}"
 
-    gateway.superseded_elsewhere((n["connection"], n["peer"], why(n), bool(n["initial_contact"]))
-                                 for n in notices if n["initial_contact"] or n["unique"] == "replace")
+    gateway.superseded_elsewhere(
+        (n["connection"], n["peer"], why(n), bool(n["initial_contact"]), float(n["since"]))
+        for n in notices if n["initial_contact"] or n["unique"] == "replace")
     kept = []
     for n in notices:
         if n["initial_contact"] or n["unique"] != "keep":
