@@ -96,6 +96,7 @@ def identity_text(id_type: int, data: bytes, cert: x509.Certificate | None = Non
         raise ValueError("a DN identity must equal the subject of the certificate that authenticates it")
     raise ValueError(f"unsupported ID type {id_type}")
 
+
 def peer_identity(remote_id: str, eap_identity: str = "") -> str:
     """Who the peer is for INITIAL_CONTACT and ``unique``: the user of the last round when EAP
     authenticated one (several users may share a device certificate, as strongSwan keys on the EAP

@@ -733,20 +733,9 @@ class IkeManager:
         self._leave_half_open(sa)
         if sa.conn is None:
             return
-        candidates = tuple(self._by_peer.get((sa.name, _peer_identity(sa)), {}).values())
+        candidates = self._established_with_peer(sa.name, _peer_identity(sa))
         self._index_peer(sa)
-        others = [
-            o
-            for o in candidates
-            if o is not sa
-            and o.name == sa.name
-            and _peer_identity(o) == _peer_identity(sa)
-            and o.rekeyed_by is None
-            and o is not sa.replaces
-            and o.replaces is not sa
-            and o.state is not IkeState.CLOSED
-            and o.established_at is not None
-        ]
+        others = [o for o in candidates if o is not sa and o is not sa.replaces and o.replaces is not sa]
         if not others:
             return
         unique = sa.conn.unique
@@ -756,8 +745,7 @@ class IkeManager:
         elif unique == "replace":
             self._end_superseded(others, f"unique=replace: superseded by IKE SA {sa.uniqueid}",
                                  initial_contact=False)
-        elif unique == "keep" and (kept := [o for o in others if o.state is not IkeState.DELETING]):
-            # an SA already being deleted is not one to keep (its DELETE may be retransmitting to a dead peer)
+        elif unique == "keep" and (kept := _keepable(others)):
             commands.delete_ike(sa, f"unique=keep: {_peer_identity(sa)} already has IKE SA "
                                     f"{kept[0].uniqueid}")
 
@@ -780,18 +768,22 @@ class IkeManager:
         peer established before it, as :meth:`_enforce_uniqueness` does in one process (a newer one is not
         superseded: the notice may arrive after it came up); how many. One index lookup, never a scan."""
         self.ctx.now = now
-        others = [o for o in self._by_peer.get((conn, identity), {}).values()
-                  if o.state is not IkeState.CLOSED and o.established_at is not None
-                  and o.established_at < since and o.rekeyed_by is None]
+        others = self._established_with_peer(conn, identity, before=since)
         self._end_superseded(others, reason, initial_contact=initial_contact)
         return len(others)
 
-    def oldest_with_peer(self, conn: str, identity: str) -> IkeSa | None:
-        """Our oldest established IKE SA with peer ``identity`` of ``conn`` (``unique = keep`` across worker
-        processes: the SA to keep); one index lookup."""
-        held = [o for o in self._by_peer.get((conn, identity), {}).values()
-                if o.state in IKE_UP and o.established_at is not None and o.rekeyed_by is None]
-        return min(held, key=lambda o: o.established_at or 0.0) if held else None
+    def kept_before(self, conn: str, identity: str, since: float) -> IkeSa | None:
+        """Our IKE SA with peer ``identity`` of ``conn`` established before ``since`` that ``unique = keep``
+        keeps against a newer one in another worker process (the oldest), or None; one index lookup."""
+        kept = _keepable(self._established_with_peer(conn, identity, before=since))
+        return min(kept, key=lambda o: o.established_at or 0.0) if kept else None
+
+    def _established_with_peer(self, conn: str, identity: str, before: float | None = None) -> list[IkeSa]:
+        """Our authenticated, not closed IKE SAs with peer ``identity`` of ``conn`` that no IKE rekey
+        replaced (established before ``before`` when given): what INITIAL_CONTACT and ``unique`` act on."""
+        return [o for o in self._by_peer.get((conn, identity), {}).values()
+                if o.state is not IkeState.CLOSED and o.established_at is not None and o.rekeyed_by is None
+                and (before is None or o.established_at < before)]
 
     def _trace(self, reason: str, remote: Endpoint) -> None:
         self.ctx.outputs.append(DatagramDropped(reason, str(remote)))
@@ -800,6 +792,11 @@ class IkeManager:
 def _peer_identity(sa: IkeSa) -> str:
     return peer_identity(sa.remote_id, sa.eap_identity)
 
+
+def _keepable(sas: list[IkeSa]) -> list[IkeSa]:
+    """The SAs ``unique = keep`` keeps: up, not already being deleted (a DELETE may be retransmitting to a
+    crashed peer)."""
+    return [o for o in sas if o.state in IKE_UP]
 
 
 def _scan_init(data: bytes) -> tuple[bytes, bytes] | None:

@@ -723,8 +723,8 @@ class Gateway:
     def held_before(self, conn: str, peer: str, since: float) -> int | None:
         """The unique id of our IKE SA with ``peer`` of ``conn`` established before ``since`` (epoch), which
         ``unique = keep`` keeps against a newer one in another worker; None if we hold none."""
-        sa = self.engine.oldest_with_peer(conn, peer)
-        return sa.uniqueid if sa is not None and (sa.established_at or since) < since else None
+        sa = self.engine.kept_before(conn, peer, since)
+        return sa.uniqueid if sa is not None else None
 
     def rekey(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,
               child: str | None = None) -> int:
