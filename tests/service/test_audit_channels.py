@@ -106,7 +106,7 @@ def test_a_stalled_audit_process_costs_a_worker_bounded_memory_and_the_loss_is_r
     records wait in the worker; the rest are counted, and once the process runs again the trail holds every
     kept record plus ``audit.store.failed`` records naming how many were lost (one per batch that carried a
     loss): kept + lost = recorded."""
-    monkeypatch.setattr("ikeguard.service.workers.MAX_QUEUED", 100)
+    monkeypatch.setattr("ikeguard.audit.isolated.MAX_QUEUED", 100)
     service = IsolatedAuditService(tmp_path / "s", channels=1)
     service.start()
     relay, conn = _worker_end(service, 0, [])
@@ -139,7 +139,6 @@ def test_a_stalled_audit_process_costs_a_worker_bounded_memory_and_the_loss_is_r
 def test_a_dead_audit_process_costs_the_writer_bounded_memory(tmp_path: Path, monkeypatch: Any) -> None:
     """The audit process killed: the gateway refuses new SAs (``refuse_new_sas``) and what existing SAs
     still record waits bounded (MAX_QUEUED), in a worker's relay and in the one-process writer alike."""
-    monkeypatch.setattr("ikeguard.service.workers.MAX_QUEUED", 100)
     monkeypatch.setattr("ikeguard.audit.isolated.MAX_QUEUED", 100)
     service = IsolatedAuditService(tmp_path / "s", channels=1)
     service.start()
@@ -155,7 +154,7 @@ def test_a_dead_audit_process_costs_the_writer_bounded_memory(tmp_path: Path, mo
         for i in range(5_000):
             relay.record(sample_event(i))
             service.record(sample_event(i))
-        assert relay.pending <= 100 and len(service._buf) <= 100
+        assert relay.pending <= 100 and len(service._pending) <= 100
     finally:
         relay.close()
         conn.close()

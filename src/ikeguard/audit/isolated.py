@@ -53,6 +53,40 @@ CHANNEL_BUFFER = 1 << 20  # SO_SNDBUF/SO_RCVBUF of a channel (the kernel caps it
 CHANNEL_MESSAGE = 1 << 16  # a writer splits batches above this many pickled bytes
 CHANNEL_RECV = 1 << 20  # the child reads a message into this much (larger ones are refused by the writer)
 GATHER = 0.02  # with channels the child reads at most this often (every writer's queued batches at once)
+PendingRecord = tuple[dict[str, Any], str]  # a record's fields and its RFC 3339 time
+
+
+class PendingRecords:
+    """Records waiting for a sender to hand them to the audit process: at most ``MAX_QUEUED``; beyond, the
+    loss is counted and :meth:`take` adds one ``audit.store.failed`` record naming it (PCI DSS 10.7: the loss
+    itself is on the trail). A process whose audit process stalled or died keeps bounded memory. The
+    caller holds its own lock (``IsolatedAuditService``, a worker's ``AuditRelay``)."""
+
+    __slots__ = ("items", "lost")
+
+    def __init__(self) -> None:
+        self.items: list[PendingRecord] = []
+        self.lost = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, item: PendingRecord) -> bool:
+        """Queue ``item``; False when it was counted as lost instead."""
+        if len(self.items) >= MAX_QUEUED:
+            self.lost += 1
+            return False
+        self.items.append(item)
+        return True
+
+    def take(self) -> list[PendingRecord]:
+        """Everything waiting, with the loss record when records were lost since the last take."""
+        batch, self.items = self.items, []
+        if self.lost:
+            batch.append((lost_records_event(self.lost, "the audit process did not take them").fields_dict(),
+                          rfc3339(utc_now())))
+            self.lost = 0
+        return batch
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -169,8 +203,7 @@ class IsolatedAuditService:
                   [reader for _, reader in pairs]),
         )
         self._child_ends = [reader for _, reader in pairs]
-        self._buf: list[tuple[dict[str, Any], str]] = []
-        self._lost = 0  # records refused while MAX_QUEUED were waiting (the child stalled or gone)
+        self._pending = PendingRecords()
         self._cond = threading.Condition()
         self._submitted = 0
         self._closing = False
@@ -200,29 +233,24 @@ class IsolatedAuditService:
         records the loss is counted and recorded with the next batch that gets through)."""
         item = (event.fields_dict(), rfc3339(now or utc_now()))
         with self._cond:
-            if len(self._buf) >= MAX_QUEUED:
-                self._lost += 1
+            if not self._pending.add(item):
                 return
-            self._buf.append(item)
             self._submitted += 1
-            if len(self._buf) in (1, SEND_BATCH):
+            if len(self._pending) in (1, SEND_BATCH):
                 self._cond.notify()
 
     def _send_loop(self) -> None:
         last_send = 0.0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._buf) or self._closing)
+                self._cond.wait_for(lambda: bool(self._pending) or self._closing)
                 if time.monotonic() - last_send < SEND_DELAY:  # busy: gather the rest of the burst
-                    self._cond.wait_for(lambda: len(self._buf) >= SEND_BATCH or self._closing or self._urgent,
-                                        SEND_DELAY)
+                    self._cond.wait_for(lambda: len(self._pending) >= SEND_BATCH or self._closing
+                                        or self._urgent, SEND_DELAY)
                 self._urgent = False
-                batch, self._buf = self._buf, []
-                if self._lost:
-                    batch.append((lost_records_event(self._lost, "the audit process did not take them")
-                                  .fields_dict(), rfc3339(utc_now())))
-                    self._submitted += 1
-                    self._lost = 0
+                waiting = len(self._pending)
+                batch = self._pending.take()
+                self._submitted += len(batch) - waiting  # the loss record, when one was added
                 closing = self._closing
             try:
                 if batch:

@@ -74,8 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from ikeguard.audit.events import AuditEvent, EventName, event_from_fields
-from ikeguard.audit.isolated import CHANNEL_MESSAGE
-from ikeguard.audit.service import MAX_QUEUED, lost_records_event
+from ikeguard.audit.isolated import CHANNEL_MESSAGE, PendingRecord, PendingRecords
 from ikeguard.audit.store import parse_time, rfc3339, utc_now
 from ikeguard.engine.identity import peer_identity
 from ikeguard.service.reuseport import open_group
@@ -118,9 +117,9 @@ def effective_workers(plan: Any) -> tuple[int, str | None]:
     """The number of worker processes to run, and why ``"auto"`` (the default) settled for one.
 
     ``workers = "auto"`` means one process per core this gateway may run on, unless the configuration uses
-    something that is not yet shared across workers (:func:`unsupported`) or that only holds within one
-    worker; then one process, and the reason is logged. An explicit number is taken as
-    given (and refused by the supervisor when :func:`unsupported` says so).
+    something that is not yet shared across workers (:func:`unsupported`: ``[ha]``); then one process, and
+    the reason is logged. An explicit number is taken as given (and refused by the supervisor when
+    :func:`unsupported` says so).
     """
     value = plan.config.model.gateway.workers
     workers = worker_count(value)
@@ -189,8 +188,7 @@ class AuditRelay:
             if conn.poll(30.0) and conn.recv() == ("channel", True):
                 self._channel = socket.socket(fileno=recv_handle(conn))
         self._flushes = 0
-        self._buf: list[tuple[dict[str, Any], str]] = []
-        self._lost = 0  # records refused while MAX_QUEUED were waiting (the audit process stalled or gone)
+        self._pending = PendingRecords()
         self._notices: list[dict[str, Any]] = []  # uniqueness notices for the supervisor, sent with a batch
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
@@ -200,17 +198,14 @@ class AuditRelay:
         self._sender.start()
 
     def record(self, event: AuditEvent, now: dt.datetime | None = None) -> None:
-        """Queue an event for the trail writer; never blocks on it (bounded: beyond ``MAX_QUEUED`` waiting
-        records the loss is counted and recorded with the next batch that gets through)."""
+        """Queue an event for the trail writer; never blocks on it (bounded: ``PendingRecords``)."""
         fields = event.fields_dict()
         notice = uniqueness_notice(event, self.unique) if event.event is EventName.IKE_UP else None
         with self._cond:
             if notice is not None:  # sent with the next batch (not a pipe message and wake-up per SA)
                 self._notices.append(notice)
-            if len(self._buf) >= MAX_QUEUED:
-                self._lost += 1
+            if not self._pending.add((fields, rfc3339(now or utc_now()))):
                 return
-            self._buf.append((fields, rfc3339(now or utc_now())))
             if self._idle:
                 self._idle = False
                 self._cond.notify()
@@ -221,22 +216,18 @@ class AuditRelay:
         with contextlib.suppress(OSError), self._send_lock:
             self._conn.send(("kept", kept))
 
-    def _take(self) -> list[tuple[dict[str, Any], str]]:
+    def _take(self) -> list[PendingRecord]:
         """The waiting records; the waiting uniqueness notices are sent to the supervisor on the way (the
         caller holds the send lock)."""
         with self._cond:
-            batch, self._buf = self._buf, []
-            lost, self._lost = self._lost, 0
+            batch = self._pending.take()
             notices, self._notices = self._notices, []
         if notices:
             with contextlib.suppress(OSError):
                 self._conn.send(("up", notices))
-        if lost:
-            batch.append((lost_records_event(lost, "the audit process did not take them").fields_dict(),
-                          rfc3339(utc_now())))
         return batch
 
-    def _send(self, batch: list[tuple[dict[str, Any], str]]) -> None:
+    def _send(self, batch: list[PendingRecord]) -> None:
         """Hand ``batch`` over (the caller holds the send lock)."""
         if self._channel is None:
             self._conn.send(("records", batch))
@@ -260,7 +251,7 @@ class AuditRelay:
             with self._cond:
                 if not busy:
                     self._idle = True
-                    self._cond.wait_for(lambda: bool(self._buf) or self._closing)
+                    self._cond.wait_for(lambda: bool(self._pending) or self._closing)
                     self._idle = False
                 closing = self._closing
             time.sleep(0 if closing else SEND_DELAY)
@@ -293,7 +284,7 @@ class AuditRelay:
     @property
     def pending(self) -> int:
         """Records not yet handed to the trail writer."""
-        return len(self._buf)
+        return len(self._pending)
 
     def spool_depth(self) -> dict[str, int]:
         """Sinks belong to the supervisor's writer."""
