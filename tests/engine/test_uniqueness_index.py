@@ -78,3 +78,27 @@ def test_keep_does_not_keep_an_sa_being_deleted() -> None:
     net.run()
     (new,) = [sa for sa in net.b.manager.ike_sas() if sa is not old]
     assert new.state is IkeState.ESTABLISHED, new.close_reason
+
+
+def test_unique_no_without_initial_contact_reads_no_peer_group(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With ``unique = no`` and no INITIAL_CONTACT nothing acts on a peer's other SAs, so a setup does not
+    look at them: many users sharing one identity (a group PSK, EAP behind one IKE identity) cost each new
+    IKE SA nothing per SA already up (it was a scan of the identity's SAs per setup)."""
+    net = _net("no")
+    looked: list[str] = []
+    original = type(net.b.manager)._established_with_peer
+
+    def counting(self, conn, identity, before=None):  # type: ignore[no-untyped-def]
+        looked.append(identity)
+        return original(self, conn, identity, before)
+
+    monkeypatch.setattr(type(net.b.manager), "_established_with_peer", counting)
+    for _ in range(5):
+        net.initiate()
+        net.run()
+    assert len(net.b.manager.ike_sas()) == 6 and looked == []
+    net2 = _net("replace")
+    monkeypatch.setattr(type(net2.b.manager), "_established_with_peer", counting)
+    net2.initiate()
+    net2.run()
+    assert len(net2.b.manager.ike_sas()) == 1 and set(looked) == {"a.example.net"}  # replace does look

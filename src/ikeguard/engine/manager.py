@@ -733,13 +733,16 @@ class IkeManager:
         self._leave_half_open(sa)
         if sa.conn is None:
             return
-        candidates = self._established_with_peer(sa.name, _peer_identity(sa))
         self._index_peer(sa)
-        others = [o for o in candidates if o is not sa and o is not sa.replaces and o.replaces is not sa]
+        unique = sa.conn.unique
+        initial_contact = sa.peer.initial_contact and not sa.initiator
+        if not initial_contact and unique not in ("replace", "keep"):
+            return  # nothing to act on: no scan of the peer's SAs (many users may share one identity)
+        others = [o for o in self._established_with_peer(sa.name, _peer_identity(sa))
+                  if o is not sa and o is not sa.replaces and o.replaces is not sa]
         if not others:
             return
-        unique = sa.conn.unique
-        if sa.peer.initial_contact and not sa.initiator:
+        if initial_contact:
             self._end_superseded(others, f"INITIAL_CONTACT from {_peer_identity(sa)} in IKE SA {sa.uniqueid}",
                                  initial_contact=True)
         elif unique == "replace":
