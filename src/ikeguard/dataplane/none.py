@@ -53,7 +53,7 @@ class NoneDataPlane:
     fail_next_install: str = ""
     record_calls: bool = True  # False: ``calls`` stays empty (the gateway's "none" plane)
     _callbacks: list[EventCallback] = field(default_factory=list)
-    _spis: set[int] = field(default_factory=set)
+    _inbound_spis: set[int] = field(default_factory=set)  # of the installed inbound SAs
 
     def _record(self, call: RecordedCall) -> None:
         if self.record_calls:
@@ -81,11 +81,11 @@ class NoneDataPlane:
         return ()
 
     def alloc_spi(self) -> int:
-        """A random unused SPI above 255 (RFC 4303 §2.1)."""
+        """A random SPI above 255 that no installed inbound SA uses (RFC 4303 §2.1), as the userspace plane's
+        table allocates: an SPI is held while its SA is, not for the plane's lifetime."""
         while True:
             spi = secrets.randbelow(0xFFFFFFFF - 256) + 256
-            if spi not in self._spis:
-                self._spis.add(spi)
+            if spi not in self._inbound_spis:
                 self._record(RecordedCall("alloc_spi", (spi,)))
                 return spi
 
@@ -97,6 +97,8 @@ class NoneDataPlane:
             self._emit(InstallFailed(sa.spi, sa.direction, reason, sa.child_uniqueid))
             raise DataPlaneError(reason)
         self.sas[(sa.spi, sa.direction, sa.child_uniqueid)] = sa
+        if sa.direction is SaDirection.INBOUND:
+            self._inbound_spis.add(sa.spi)
 
     def update_sa_addresses(
         self, spis: tuple[int, ...], local: SaEndpoint, remote: SaEndpoint, encap: bool,
@@ -123,6 +125,8 @@ class NoneDataPlane:
         sa = self.sas.pop(key, None) if key is not None else None
         if sa is None:
             return None
+        if direction is SaDirection.INBOUND:
+            self._inbound_spis.discard(spi)
         sa.wipe_keys()
         return SaCounters()
 
