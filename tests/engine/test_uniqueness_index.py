@@ -4,6 +4,7 @@ touched (RFC 7296 §2.4, §2.18)."""
 
 from __future__ import annotations
 
+from ikeguard.engine.identity import peer_key
 from ikeguard.engine.states import IkeState
 from tests.engine.harness import child, mirror, pair, psk_conn
 
@@ -88,9 +89,9 @@ def test_unique_no_without_initial_contact_reads_no_peer_group(monkeypatch) -> N
     looked: list[str] = []
     original = type(net.b.manager)._established_with_peer
 
-    def counting(self, conn, identity, before=None):  # type: ignore[no-untyped-def]
-        looked.append(identity)
-        return original(self, conn, identity, before)
+    def counting(self, conn, key, before=None):  # type: ignore[no-untyped-def]
+        looked.append(key)
+        return original(self, conn, key, before)
 
     monkeypatch.setattr(type(net.b.manager), "_established_with_peer", counting)
     for _ in range(5):
@@ -101,4 +102,4 @@ def test_unique_no_without_initial_contact_reads_no_peer_group(monkeypatch) -> N
     monkeypatch.setattr(type(net2.b.manager), "_established_with_peer", counting)
     net2.initiate()
     net2.run()
-    assert len(net2.b.manager.ike_sas()) == 1 and set(looked) == {"a.example.net"}  # replace does look
+    assert len(net2.b.manager.ike_sas()) == 1 and set(looked) == {peer_key("a.example.net")}  # replace looks

@@ -10,6 +10,7 @@ ID_FQDN for a DN, an address or a pattern.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 
 from cryptography import x509
@@ -102,3 +103,13 @@ def peer_identity(remote_id: str, eap_identity: str = "") -> str:
     authenticated one (several users may share a device certificate, as strongSwan keys on the EAP
     identity), else the authenticated IKE identity."""
     return f"{remote_id} (user {eap_identity})" if eap_identity else remote_id
+
+
+def peer_key(remote_id: str, eap_identity: str = "") -> str:
+    """:func:`peer_identity` as a name that crosses an audit record unchanged: the 128-bit BLAKE2b of its
+    UTF-8, in hex (an identifier, not a secret: hashlib's BLAKE2b as in ``retransmit``). Identities in audit
+    records are made printable (control characters escaped, key-material look-alikes redacted, long values
+    cut), so another worker process finding the peer's IKE SAs by the recorded text would miss an identity
+    with a control character, and could take one peer's escaped identity for another's literal one."""
+    text = peer_identity(remote_id, eap_identity).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).hexdigest()

@@ -29,6 +29,7 @@ from ikeguard.engine.events import (
     IpAddress,
     SendDatagram,
 )
+from ikeguard.engine.identity import peer_key
 from ikeguard.engine.keys import IkeSaCrypto
 from ikeguard.engine.message import InMessage, MessageError, OutMessage, decode_message, encode_message
 from ikeguard.engine.pools import release_lease
@@ -651,7 +652,9 @@ class IkeSa:
         self.audit(EventName.AUTH_SUCCESS, Outcome.SUCCESS, **ppk)
         # who the peer is for uniqueness, and whether it said it rebooted (RFC 7296 §2.4): workers in other
         # processes end their SAs with this peer on these details (service/workers.py uniqueness_notice)
-        up: dict[str, str] = {"eap_identity": self.eap_identity} if self.eap_identity else {}
+        up: dict[str, str] = {"peer_key": peer_key(self.remote_id, self.eap_identity)}
+        if self.eap_identity:
+            up["eap_identity"] = self.eap_identity
         if self.peer.initial_contact and not self.initiator:
             up["initial_contact"] = "yes"
         self.audit(EventName.IKE_UP, Outcome.SUCCESS, **up)

@@ -29,7 +29,7 @@ from ikeguard.engine.events import AuditEvent, DatagramDropped, Endpoint, Engine
 from ikeguard.engine.exchanges import RULES, initiator_setup
 from ikeguard.engine.ha_restore import DEFAULT_SEQ_MARGIN, restore_ike_sa
 from ikeguard.engine.ha_state import EspSequence, IkeSaRecord, RecordError, export_ike_sa, exportable
-from ikeguard.engine.identity import peer_identity
+from ikeguard.engine.identity import peer_identity, peer_key
 from ikeguard.engine.ike_sa import IkeSa
 from ikeguard.engine.message import InMessage, MessageError, decode_message
 from ikeguard.engine.pending import answered, relay_answered, signature_made
@@ -78,7 +78,7 @@ class IkeManager:
         self._by_uniqueid: dict[int, IkeSa] = {}
         # (connection, remote identity) -> established IKE SAs by uniqueid: INITIAL_CONTACT and ``unique``
         # look here instead of scanning every SA (both are fixed once an SA is established)
-        self._by_peer: dict[tuple[str, str], dict[int, IkeSa]] = {}
+        self._by_peer: dict[tuple[str, str], dict[int, IkeSa]] = {}  # (connection, peer_key) -> its SAs
         self._peer_key: dict[int, tuple[str, str]] = {}  # uniqueid -> its key in _by_peer
         self._cookies = CookieJar(random.bytes, self.ctx.settings.cookie_secret_period)
         self._cookies_on = False
@@ -657,7 +657,7 @@ class IkeManager:
         """An established IKE SA joins the (connection, remote identity) index."""
         if sa.uniqueid in self._peer_key:
             return
-        key = (sa.name, _peer_identity(sa))
+        key = (sa.name, peer_key(sa.remote_id, sa.eap_identity))
         self._peer_key[sa.uniqueid] = key
         self._by_peer.setdefault(key, {})[sa.uniqueid] = sa
 
@@ -738,7 +738,7 @@ class IkeManager:
         initial_contact = sa.peer.initial_contact and not sa.initiator
         if not initial_contact and unique not in ("replace", "keep"):
             return  # nothing to act on: no scan of the peer's SAs (many users may share one identity)
-        others = [o for o in self._established_with_peer(sa.name, _peer_identity(sa))
+        others = [o for o in self._established_with_peer(sa.name, self._peer_key[sa.uniqueid][1])
                   if o is not sa and o is not sa.replaces and o.replaces is not sa]
         if not others:
             return
@@ -764,27 +764,29 @@ class IkeManager:
                 commands.delete_ike(other, reason)
                 other.start_next()
 
-    def superseded_elsewhere(self, conn: str, identity: str, reason: str, *, initial_contact: bool,
+    def superseded_elsewhere(self, conn: str, key: str, reason: str, *, initial_contact: bool,
                              since: float, now: float) -> int:
-        """An IKE SA with peer ``identity`` of connection ``conn`` came up in another worker process at
-        ``since`` (issue 22) with INITIAL_CONTACT, or under ``unique = replace``: end our IKE SAs with that
-        peer established before it, as :meth:`_enforce_uniqueness` does in one process (a newer one is not
-        superseded: the notice may arrive after it came up); how many. One index lookup, never a scan."""
+        """An IKE SA with the peer named ``key`` (:func:`~ikeguard.engine.identity.peer_key`) of connection
+        ``conn`` came up in another worker process at ``since`` (issue 22) with INITIAL_CONTACT, or under
+        ``unique = replace``: end our IKE SAs with that peer established before it, as
+        :meth:`_enforce_uniqueness` does in one process (a newer one is not superseded: the notice may arrive
+        after it came up); how many. One index lookup, never a scan."""
         self.ctx.now = now
-        others = self._established_with_peer(conn, identity, before=since)
+        others = self._established_with_peer(conn, key, before=since)
         self._end_superseded(others, reason, initial_contact=initial_contact)
         return len(others)
 
-    def kept_before(self, conn: str, identity: str, since: float) -> IkeSa | None:
-        """Our IKE SA with peer ``identity`` of ``conn`` established before ``since`` that ``unique = keep``
-        keeps against a newer one in another worker process (the oldest), or None; one index lookup."""
-        kept = _keepable(self._established_with_peer(conn, identity, before=since))
+    def kept_before(self, conn: str, key: str, since: float) -> IkeSa | None:
+        """Our IKE SA with the peer named ``key`` of ``conn`` established before ``since`` that ``unique =
+        keep`` keeps against a newer one in another worker process (the oldest), or None; one index lookup."""
+        kept = _keepable(self._established_with_peer(conn, key, before=since))
         return min(kept, key=lambda o: o.established_at or 0.0) if kept else None
 
-    def _established_with_peer(self, conn: str, identity: str, before: float | None = None) -> list[IkeSa]:
-        """Our authenticated, not closed IKE SAs with peer ``identity`` of ``conn`` that no IKE rekey
-        replaced (established before ``before`` when given): what INITIAL_CONTACT and ``unique`` act on."""
-        return [o for o in self._by_peer.get((conn, identity), {}).values()
+    def _established_with_peer(self, conn: str, key: str, before: float | None = None) -> list[IkeSa]:
+        """Our authenticated, not closed IKE SAs with the peer named ``key`` (``peer_key``) of ``conn`` that
+        no IKE rekey replaced (established before ``before`` when given): what INITIAL_CONTACT and ``unique``
+        act on."""
+        return [o for o in self._by_peer.get((conn, key), {}).values()
                 if o.state is not IkeState.CLOSED and o.established_at is not None and o.rekeyed_by is None
                 and (before is None or o.established_at < before)]
 

@@ -709,21 +709,23 @@ class Gateway:
         return self._act("terminate", uniqueid, peer, conn, child, reason)
 
     def superseded_elsewhere(self, superseded: Iterable[tuple[str, str, str, bool, float]]) -> int:
-        """Another worker set up IKE SAs that supersede our older ones, each ``(connection, peer, reason,
+        """Another worker set up IKE SAs that supersede our older ones, each ``(connection, peer key, reason,
         initial_contact, since)`` (INITIAL_CONTACT or ``unique = replace``:
-        ``IkeSaManager.superseded_elsewhere``); how many of ours ended."""
+        ``IkeManager.superseded_elsewhere``; the key: ``engine.identity.peer_key``); how many of ours
+        ended."""
         now = time.time()
-        count = sum(self.engine.superseded_elsewhere(conn, peer, reason, initial_contact=contact, since=since,
+        count = sum(self.engine.superseded_elsewhere(conn, key, reason, initial_contact=contact, since=since,
                                                      now=now)
-                    for conn, peer, reason, contact, since in superseded)
+                    for conn, key, reason, contact, since in superseded)
         if count:
             self.pump()
         return count
 
-    def held_before(self, conn: str, peer: str, since: float) -> int | None:
-        """The unique id of our IKE SA with ``peer`` of ``conn`` established before ``since`` (epoch), which
-        ``unique = keep`` keeps against a newer one in another worker; None if we hold none."""
-        sa = self.engine.kept_before(conn, peer, since)
+    def held_before(self, conn: str, key: str, since: float) -> int | None:
+        """The unique id of our IKE SA with the peer named ``key`` (``engine.identity.peer_key``) of ``conn``
+        established before ``since`` (epoch), which ``unique = keep`` keeps against a newer one in another
+        worker; None if we hold none."""
+        sa = self.engine.kept_before(conn, key, since)
         return sa.uniqueid if sa is not None else None
 
     def rekey(self, *, uniqueid: int | None = None, peer: str | None = None, conn: str | None = None,

@@ -568,15 +568,18 @@ def uniqueness_notice(event: AuditEvent, unique: Callable[[str], str]) -> dict[s
     """What the other workers must hear of an ``ike.up``, or None: the peer said it rebooted
     (INITIAL_CONTACT, RFC 7296 §2.4: their SAs with it are dead), or its connection has ``unique = replace``
     (theirs are deleted) or ``keep`` (one holding an older SA with the peer answers, and this one is deleted).
-    The peer is named as the engine's uniqueness index names it (``peer_identity``: the EAP user if any);
-    ``since``: when the SA came up, to tell which of two is the older under ``keep``."""
+    The peer is found by ``key``, the name the engine's uniqueness index gives it (``peer_key`` of the
+    identity and EAP user, from the record: the recorded identity is made printable and cannot be looked up);
+    ``peer`` is the recorded text, for the reasons; ``since``: when the SA came up, to tell which of two is
+    the older under ``keep``."""
     initial_contact = event.details.get("initial_contact") == "yes"
     policy = unique(event.connection)
-    if not event.remote_id or not (initial_contact or policy in ("replace", "keep")):
+    key = event.details.get("peer_key")
+    if not isinstance(key, str) or not (initial_contact or policy in ("replace", "keep")):
         return None
     eap = event.details.get("eap_identity")
     return {"connection": event.connection, "initial_contact": initial_contact, "unique": policy,
-            "uniqueid": event.ike_uniqueid, "since": time.time(),
+            "uniqueid": event.ike_uniqueid, "since": time.time(), "key": key,
             "peer": peer_identity(event.remote_id, eap if isinstance(eap, str) else "")}
 
 
@@ -592,13 +595,13 @@ def answer_uniqueness(gateway: Any, notices: list[dict[str, Any]], where: int,
         return f"unique=replace: superseded by an IKE SA in worker {where}"
 
     gateway.superseded_elsewhere(
-        (n["connection"], n["peer"], why(n), bool(n["initial_contact"]), float(n["since"]))
+        (n["connection"], n["key"], why(n), bool(n["initial_contact"]), float(n["since"]))
         for n in notices if n["initial_contact"] or n["unique"] == "replace")
     kept = []
     for n in notices:
         if n["initial_contact"] or n["unique"] != "keep":
             continue
-        held = gateway.held_before(n["connection"], n["peer"], float(n["since"]))
+        held = gateway.held_before(n["connection"], n["key"], float(n["since"]))
         if held is not None:
             kept.append({"worker": where, "uniqueid": n["uniqueid"],
                          "reason": f"unique=keep: {n['peer']} already has IKE SA {held} in worker {index}"})
