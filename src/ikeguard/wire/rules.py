@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 
 from ikeguard.wire.errors import FieldError
 from ikeguard.wire.header import HEADER_LEN, IkeHeader
@@ -199,16 +200,30 @@ def check_payload_types(
     """The first rule a message of these payload types breaks, or ``None`` (see :func:`check_exchange_rules`).
 
     ``outer`` are the types of the message's own chain (SK or SKF last when encrypted), ``inner`` those of
-    the decrypted chain, ``None`` while it is not opened.
+    the decrypted chain, ``None`` while it is not opened. The verdict depends on nothing else, and the same
+    few lists come with every SA, so chains of up to :data:`_MEMO_TYPES` payloads are memoised in a bounded
+    LRU (a peer varying its lists only evicts entries; a longer chain is checked without it).
     """
-    if header.is_response != (role is MessageRole.RESPONSE):
+    key = (int(header.exchange_type), header.is_response, role, tuple(outer),
+           None if inner is None else tuple(inner))
+    if len(key[3]) + len(key[4] or ()) > _MEMO_TYPES:
+        return _verdict(*key)
+    return _memo_verdict(*key)
+
+
+_MEMO_TYPES = 24
+
+
+def _verdict(exchange_type: int, is_response: bool, role: MessageRole, outer: tuple[int, ...],
+             inner: tuple[int, ...] | None) -> RuleViolation | None:
+    if is_response != (role is MessageRole.RESPONSE):
         return RuleViolation(f"R flag does not mark the message as a {role.value}", source="RFC 7296 §3.1")
-    rule = RULES.get((int(header.exchange_type), role))
+    rule = RULES.get((exchange_type, role))
     if rule is None:
-        return RuleViolation(f"unknown exchange type {int(header.exchange_type)}", source="RFC 7296 §3.1")
+        return RuleViolation(f"unknown exchange type {exchange_type}", source="RFC 7296 §3.1")
     plain = [t for t in outer if t not in _ENCRYPTED]
     has_sk = len(plain) != len(outer)
-    exchange = name_of(ExchangeType, int(header.exchange_type))
+    exchange = name_of(ExchangeType, exchange_type)
     if rule.encrypted:
         if not has_sk:
             return RuleViolation(f"{exchange} {role.value} must be encrypted", PT.SK, source=rule.source)
@@ -252,6 +267,9 @@ def check_payload_types(
                 f"{names} must come together: {_name(missing)} is missing", missing, source=rule.source
             )
     return None
+
+
+_memo_verdict = lru_cache(maxsize=512)(_verdict)
 
 
 class RuleError(FieldError):

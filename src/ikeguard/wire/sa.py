@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 from ikeguard.wire.errors import FieldError, LengthError, TruncatedError
@@ -72,10 +73,9 @@ class SaPayload(Payload):
         """Proposal substructures, the last one marked 0 (§3.3.1)."""
         out = bytearray()
         for index, proposal in enumerate(self.proposals):
-            transforms = b"".join(
-                _encode_transform(t, last=i == len(proposal.transforms) - 1)
-                for i, t in enumerate(proposal.transforms)
-            )
+            listed = proposal.transforms
+            transforms = (_memo_transforms(listed) if len(listed) <= _MEMO_TRANSFORMS
+                          else _encode_transforms(listed))
             length = _PROPOSAL.size + len(proposal.spi) + len(transforms)
             if length > 0xFFFF:
                 raise ValueError("proposal longer than 65535 octets")
@@ -151,6 +151,15 @@ def _encode_transform(t: Transform, *, last: bool) -> bytes:
     marker = _LAST_TRANSFORM if last else _MORE_TRANSFORMS
     return _TRANSFORM.pack(marker, 0, length, int(t.type), 0, t.id) + attrs
 
+
+def _encode_transforms(transforms: tuple[Transform, ...]) -> bytes:
+    return b"".join(_encode_transform(t, last=i == len(transforms) - 1) for i, t in enumerate(transforms))
+
+
+_MEMO_TRANSFORMS = 16
+_memo_transforms = lru_cache(maxsize=128)(_encode_transforms)
+"""Our proposals' transform lists are encoded again for every SA (the chosen one, with its fresh SPI, in each
+response): the octets of lists of up to :data:`_MEMO_TRANSFORMS` immutable Transforms are memoised."""
 
 _MEMO_ENTRIES, _MEMO_OCTETS = 256, 1024
 _transforms_memo: dict[bytes, tuple[Transform, ...]] = {}
