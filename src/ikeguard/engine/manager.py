@@ -76,9 +76,9 @@ class IkeManager:
         self._half_open: dict[int, str] = {}  # responder SAs not yet authenticated -> peer address
         self._half_open_per_addr: Counter[str] = Counter()
         self._by_uniqueid: dict[int, IkeSa] = {}
-        # (connection, remote identity) -> established IKE SAs by uniqueid: INITIAL_CONTACT and ``unique``
-        # look here instead of scanning every SA (both are fixed once an SA is established)
-        self._by_peer: dict[tuple[str, str], dict[int, IkeSa]] = {}  # (connection, peer_key) -> its SAs
+        # (connection, peer_key of the remote identity) -> established IKE SAs by uniqueid: INITIAL_CONTACT
+        # and ``unique`` look here instead of scanning every SA (both are fixed once an SA is established)
+        self._by_peer: dict[tuple[str, str], dict[int, IkeSa]] = {}
         self._peer_key: dict[int, tuple[str, str]] = {}  # uniqueid -> its key in _by_peer
         self._cookies = CookieJar(random.bytes, self.ctx.settings.cookie_secret_period)
         self._cookies_on = False
@@ -654,7 +654,7 @@ class IkeManager:
         self._index_peer(sa)
 
     def _index_peer(self, sa: IkeSa) -> None:
-        """An established IKE SA joins the (connection, remote identity) index."""
+        """An established IKE SA joins the (connection, peer_key) index."""
         if sa.uniqueid in self._peer_key:
             return
         key = (sa.name, peer_key(sa.remote_id, sa.eap_identity))
