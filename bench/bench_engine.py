@@ -116,8 +116,13 @@ class _Peer(Protocol):
 
 
 def _setup_once(a: IkeManager, b: _Peer, now: float) -> None:
-    """One IKE_SA_INIT + IKE_AUTH from ``a`` to ``b``, handing datagrams over until both rest."""
+    """One IKE_SA_INIT + IKE_AUTH from ``a`` to ``b``."""
     a.initiate("bench", local=A, remote=B, now=now)
+    pump(a, b, now)
+
+
+def pump(a: _Peer, b: _Peer, now: float) -> None:
+    """Hand the datagrams each engine sends to the other until both rest."""
     pending = True
     while pending:
         pending = False

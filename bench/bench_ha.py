@@ -8,25 +8,13 @@ from __future__ import annotations
 import os
 import time
 
-from bench.bench_engine import A, B, _conns
+from bench.bench_engine import A, B, _conns, pump
 from ikeguard.crypto.random import SystemRandom
-from ikeguard.engine.events import SendDatagram
 from ikeguard.engine.ha_state import export_ike_sa, record_from_json, record_to_json
 from ikeguard.engine.manager import IkeManager
 from ikeguard.service.ha.seal import ClusterKey
 
 NOW = 1_800_000_000.0
-
-
-def _pump(a: IkeManager, b: IkeManager) -> None:
-    pending = True
-    while pending:
-        pending = False
-        for src, dst in ((a, b), (b, a)):
-            while (event := src.next_event()) is not None:
-                if isinstance(event, SendDatagram):
-                    pending = True
-                    dst.receive_datagram(event.data, event.remote, event.local, NOW)
 
 
 def _setups(count: int, key: ClusterKey | None) -> tuple[float, IkeManager]:
@@ -36,7 +24,7 @@ def _setups(count: int, key: ClusterKey | None) -> tuple[float, IkeManager]:
     start = time.perf_counter()
     for _ in range(count):
         uid = a.initiate("bench", local=A, remote=B, now=NOW)
-        _pump(a, b)
+        pump(a, b, NOW)
         if key is not None:  # the active node replicates the new SA: export + seal (etcd write not counted)
             sa = a.get(uid)
             assert sa is not None
