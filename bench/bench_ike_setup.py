@@ -2,7 +2,8 @@
 
 Run: `.venv/bin/python -m bench bench_ike_setup` as root (IKG_BENCH_SAS=N SAs per case, default 500;
 IKG_BENCH_PROFILE=1 runs the ikeguard responder under cProfile and prints where its time goes;
-IKG_BENCH_KEEP=DIR keeps the logs; IKG_BENCH_LOG=1 raises charon's log level).
+IKG_BENCH_KEEP=DIR keeps the logs, in a new directory inside DIR per run; IKG_BENCH_LOG=1 raises charon's log
+level).
 The same initiator drives both responders: strongSwan's load-tester plugin, built from Debian's source package
 by scripts/build-load-tester.sh (cached), in its own namespace (fake_kernel, 2 initiator threads, at most
 `init_limit` = 32 IKE_SAs in flight, 1 ms pacing), against
@@ -500,7 +501,9 @@ def main() -> None:
     pki = _pki()
     results: list[Result] = []
     keep = os.environ.get("IKG_BENCH_KEEP")
-    base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="ikg-bench-ike-"))
+    if keep:  # a fresh directory per run inside it: an earlier run's logs there would be counted again
+        Path(keep).mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="ikg-bench-ike-", dir=keep or None))
     print(f"IKE setup bench: {count} IKE SAs (+1 Child SA each) per case, load-tester initiator "
           f"({INITIATOR_THREADS} threads, <= {INIT_LIMIT} in flight"
           f"{', one IPv6 source address per IKE SA' if POOL else ''}), ikeguard with workers = "
@@ -526,7 +529,9 @@ def main() -> None:
                 if r.note:
                     print("    " + r.note.replace("\n", "\n    "))
     finally:
-        if not keep:
+        if keep:
+            print(f"  logs kept in {base}")
+        else:
             shutil.rmtree(base, ignore_errors=True)
     for case in CASES:
         ss = next((r for r in results if r.case == case.name and r.responder == "strongSwan"), None)
