@@ -18,6 +18,7 @@ from typing import Any, cast
 from ikeguard.audit.events import AuditEvent, EventName
 from ikeguard.audit.isolated import IsolatedAuditService
 from ikeguard.audit.store import AuditStore
+from ikeguard.engine.identity import peer_key
 from ikeguard.service.workers import AuditHub, AuditRelay
 
 from ..audit.helpers import sample_event, verification_key
@@ -44,10 +45,14 @@ def test_worker_records_reach_the_one_trail_directly(tmp_path: Path) -> None:
         # a big burst: the relay splits it into several sequenced packets
         for i in range(3000):
             relays[0][0].record(sample_event(i))
-        relays[1][0].record(AuditEvent(EventName.IKE_UP, connection="roadwarriors", remote_id="peer.example"))
-        relays[1][0].record(AuditEvent(EventName.IKE_UP, connection="other", remote_id="peer.example"))
+        peer, rebooted = peer_key("peer.example"), peer_key("rebooted.example", "alice")
+        relays[1][0].record(AuditEvent(EventName.IKE_UP, connection="roadwarriors", remote_id="peer.example",
+                                       details={"peer_key": peer}))
+        relays[1][0].record(AuditEvent(EventName.IKE_UP, connection="other", remote_id="peer.example",
+                                       details={"peer_key": peer}))
         relays[0][0].record(AuditEvent(EventName.IKE_UP, connection="other", remote_id="rebooted.example",
-                                       details={"initial_contact": "yes", "eap_identity": "alice"}))
+                                       details={"initial_contact": "yes", "eap_identity": "alice",
+                                                "peer_key": rebooted}))
         assert relays[0][0].flush(20) and relays[1][0].flush(20)
         assert service.flush(20)
         store = AuditStore(tmp_path / "s", create=False)
@@ -55,7 +60,7 @@ def test_worker_records_reach_the_one_trail_directly(tmp_path: Path) -> None:
         store.close()
         assert sum(1 for e in events if e in ("ike.up", "auth.failure")) == 300 + 30 + 3000 + 3
         # told to the supervisor (its hub threads): the ike.up of a unique = replace connection and one after
-        # INITIAL_CONTACT (named as the engine's uniqueness index names the peer), no other
+        # INITIAL_CONTACT (found by the engine's peer_key, named by the recorded identity), no other
         deadline = time.monotonic() + 10
         while len(notices) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -65,9 +70,9 @@ def test_worker_records_reach_the_one_trail_directly(tmp_path: Path) -> None:
                 for i, body in sorted(notices, key=lambda n: n[0])]
         assert told == [
             (0, [{"connection": "other", "initial_contact": True, "unique": "no", "uniqueid": None,
-                  "peer": "rebooted.example (user alice)"}]),
+                  "key": rebooted, "peer": "rebooted.example (user alice)"}]),
             (1, [{"connection": "roadwarriors", "initial_contact": False, "unique": "replace",
-                  "uniqueid": None, "peer": "peer.example"}]),
+                  "uniqueid": None, "key": peer, "peer": "peer.example"}]),
         ]
     finally:
         for relay, conn in relays:
