@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ikeguard.wire.header import HeaderFlags, IkeHeader
 from ikeguard.wire.iana import ExchangeType, PayloadType
-from ikeguard.wire.rules import _MEMO_TYPES, MessageRole, _verdict, check_payload_types
+from ikeguard.wire.rules import _MEMO_TYPES, MessageRole, _memo_verdict, _verdict, check_payload_types
 from ikeguard.wire.sa import SaPayload, _encode_transforms
 from tests.wire.strategies import sa_payloads
 
@@ -34,11 +34,19 @@ def test_memoised_verdict_is_the_rules_verdict(exchange: int, response: bool, ro
 
 
 def test_a_long_chain_is_checked_without_the_memo() -> None:
+    """A chain longer than ``_MEMO_TYPES`` is neither looked up nor stored (a peer's long lists cannot fill
+    the memo with large keys), and still gets its verdict."""
     outer = [int(PayloadType.SK)]
     inner = [int(PayloadType.NOTIFY)] * (_MEMO_TYPES + 1) + [int(PayloadType.SA)] * 2
     header = _header(ExchangeType.INFORMATIONAL, False)
+    before = _memo_verdict.cache_info()
     violation = check_payload_types(header, MessageRole.REQUEST, outer, inner)
+    after = _memo_verdict.cache_info()
     assert violation is not None and "SA" in violation.reason
+    assert (after.hits, after.misses) == (before.hits, before.misses)
+    short = check_payload_types(header, MessageRole.REQUEST, outer, inner[-3:])
+    assert short == violation and _memo_verdict.cache_info().misses + _memo_verdict.cache_info().hits > (
+        after.hits + after.misses)  # a short chain goes through the memo
 
 
 @settings(max_examples=300, deadline=None)

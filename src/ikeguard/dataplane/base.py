@@ -17,7 +17,8 @@ that direction; an ambiguous one is refused with :class:`DataPlaneError`, never 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import secrets
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,6 +31,15 @@ _CHACHA20_POLY1305 = 28  # EncrId.CHACHA20_POLY1305
 
 SaDirection = Direction  # one definition for the engine and the data plane (wire/endpoint.py)
 SaEndpoint = Endpoint
+
+
+def random_inbound_spi(in_use: Container[int]) -> int:
+    """A random inbound SPI that no installed inbound SA uses, never 0-255 (RFC 4303 §2.1: reserved); the
+    one allocation rule of the planes that choose SPIs themselves (the userspace table, "none")."""
+    while True:
+        spi = secrets.randbelow(0xFFFFFFFF - 256) + 256
+        if spi not in in_use:
+            return spi
 
 
 class DataPlaneError(Exception):

@@ -7,7 +7,6 @@ list growing by four entries per Child SA for the gateway's lifetime is test ins
 from __future__ import annotations
 
 import asyncio
-import secrets
 import socket
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from ikeguard.dataplane.base import (
     SaCounters,
     SaDirection,
     SaEndpoint,
+    random_inbound_spi,
 )
 from ikeguard.policy.ts import TrafficSelector
 
@@ -81,13 +81,11 @@ class NoneDataPlane:
         return ()
 
     def alloc_spi(self) -> int:
-        """A random SPI above 255 that no installed inbound SA uses (RFC 4303 §2.1), as the userspace plane's
-        table allocates: an SPI is held while its SA is, not for the plane's lifetime."""
-        while True:
-            spi = secrets.randbelow(0xFFFFFFFF - 256) + 256
-            if spi not in self._inbound_spis:
-                self._record(RecordedCall("alloc_spi", (spi,)))
-                return spi
+        """A random SPI above 255 that no installed inbound SA uses (``random_inbound_spi``, as the userspace
+        table allocates): an SPI is held while its SA is, not for the plane's lifetime."""
+        spi = random_inbound_spi(self._inbound_spis)
+        self._record(RecordedCall("alloc_spi", (spi,)))
+        return spi
 
     def add_sa(self, sa: SaConfig) -> None:
         """Record the SA (its keys stay out of the call log)."""

@@ -22,7 +22,6 @@ per-resource SAs: one per worker, same selectors) never forwards.
 from __future__ import annotations
 
 import logging
-import secrets
 import struct
 import threading
 from collections.abc import Collection
@@ -37,6 +36,7 @@ from ikeguard.dataplane.base import (
     SaCounters,
     SaDirection,
     SaEndpoint,
+    random_inbound_spi,
 )
 from ikeguard.dataplane.esp import EspError
 from ikeguard.dataplane.packet import Flow, clamp_mss, icmp_too_big, needs_too_big, parse_flow, ts_match
@@ -136,10 +136,7 @@ class SaTable:
     def alloc_spi(self) -> int:
         """A random unused inbound SPI >= 256 (RFC 4303 §2.1)."""
         with self._lock:
-            while True:
-                spi = secrets.randbelow(0xFFFFFFFF - 256) + 256
-                if spi not in self._inbound:
-                    return spi
+            return random_inbound_spi(self._inbound)
 
     def add_policy(self, child_uniqueid: int, local_ts: tuple[TrafficSelector, ...],
                    remote_ts: tuple[TrafficSelector, ...]) -> Policy:

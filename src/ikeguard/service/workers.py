@@ -334,8 +334,8 @@ class AuditRelay:
 
 class AuditHub:
     """The supervisor's side: hands each worker its channel to the audit process (when the trail writer has
-    one), then reads the worker's pipe: ``unique = replace`` notices, and records and flushes of a worker
-    without a channel."""
+    one), then reads the worker's pipe: uniqueness notices (``up``: :func:`uniqueness_notice`, ``kept``:
+    :meth:`AuditRelay.tell_kept`), and records and flushes of a worker without a channel."""
 
     def __init__(self, audit: Any, on_notice: Callable[[int, str, list[dict[str, Any]]], None]) -> None:
         self.audit = audit
